@@ -1,0 +1,77 @@
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
+/*
+ * Hypercall ABI of the SMMU-owning hypervisor, for host-kernel and guest authors.
+ * GENERATED from the host-abi crate (host-abi/src/header.rs): do not edit.
+ * Calls: HVC #0, SMCCC 1.1 fast calls; x0 = function ID, args in x1..x7,
+ * results in x0..x3; x0 < 0 is an SMMU_HYP_ERR_* code.
+ */
+#ifndef SMMU_HYP_H
+#define SMMU_HYP_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#define SMMU_HYP_ABI_VERSION_MAJOR 1
+#define SMMU_HYP_ABI_VERSION_MINOR 0
+#define SMMU_HYP_ABI_VERSION 0x00010000u
+#define SMMU_HYP_CALL_UID_0 0x5d4f8a31u
+#define SMMU_HYP_CALL_UID_1 0x4b6e9c02u
+#define SMMU_HYP_CALL_UID_2 0x8a7e33c1u
+#define SMMU_HYP_CALL_UID_3 0x2f16be54u
+#define SMMU_HYP_CONSOLE_WRITE_MAX 256u
+
+/* Function IDs (vendor-specific hypervisor service, owner 6). */
+#define SMMU_HYP_FN_CALL_UID 0x8600ff01u
+#define SMMU_HYP_FN_REVISION 0x8600ff03u
+#define SMMU_HYP_FN_VERSION 0xc6000000u
+#define SMMU_HYP_FN_FEATURES 0xc6000001u
+#define SMMU_HYP_FN_CONSOLE_WRITE 0xc6000002u
+#define SMMU_HYP_FN_VM_INFO 0xc6000003u
+
+/* Status codes returned in x0. */
+#define SMMU_HYP_SUCCESS 0
+#define SMMU_HYP_ERR_NOT_SUPPORTED (-1)
+#define SMMU_HYP_ERR_INVALID_PARAMETER (-3)
+#define SMMU_HYP_ERR_INVALID_ADDRESS (-4)
+
+/* PSCI functions offered to VMs through SMC #0. */
+#define SMMU_HYP_PSCI_VERSION 0x84000000u
+#define SMMU_HYP_PSCI_CPU_OFF 0x84000002u
+#define SMMU_HYP_PSCI_SYSTEM_OFF 0x84000008u
+
+#define SMMU_HYP_BOOT_INFO_MAGIC 0x00505948554d4d53ull
+#define SMMU_HYP_VM_NAME_LEN 16
+
+/* At the IPA in x0 when a VM is entered. */
+struct smmu_hyp_boot_info {
+	uint64_t magic;        /* offset 0 */
+	uint32_t abi_version;  /* offset 8 */
+	uint32_t vm_id;        /* offset 12 */
+	uint64_t mem_base;     /* offset 16 */
+	uint64_t mem_size;     /* offset 24 */
+	uint32_t cpu;          /* offset 32 */
+	uint32_t vm_count;     /* offset 36 */
+	char name[SMMU_HYP_VM_NAME_LEN]; /* offset 40 */
+	uint64_t reserved;     /* offset 56 */
+};
+_Static_assert(sizeof(struct smmu_hyp_boot_info) == 64, "boot_info size");
+_Static_assert(offsetof(struct smmu_hyp_boot_info, cpu) == 32, "cpu");
+_Static_assert(offsetof(struct smmu_hyp_boot_info, name) == 40, "name");
+
+/* Written by SMMU_HYP_FN_VM_INFO. */
+struct smmu_hyp_vm_info {
+	uint32_t vm_id;        /* offset 0 */
+	uint32_t vm_count;     /* offset 4 */
+	uint64_t mem_base;     /* offset 8 */
+	uint64_t mem_size;     /* offset 16 */
+	uint32_t cpu;          /* offset 24 */
+	uint32_t peak_running; /* offset 28 */
+	uint64_t running_mask; /* offset 32 */
+	char name[SMMU_HYP_VM_NAME_LEN]; /* offset 40 */
+	uint64_t reserved;     /* offset 56 */
+};
+_Static_assert(sizeof(struct smmu_hyp_vm_info) == 64, "vm_info size");
+_Static_assert(offsetof(struct smmu_hyp_vm_info, running_mask) == 32, "mask");
+_Static_assert(offsetof(struct smmu_hyp_vm_info, name) == 40, "name");
+
+#endif /* SMMU_HYP_H */

@@ -1,0 +1,300 @@
+//! Function IDs and the one codec for hypercalls: [`HypCall::decode`] (used by the hypervisor on
+//! the saved registers) and [`HypCall::to_regs`] (used by callers), plus [`HypReturn`] for the
+//! result registers.
+
+use crate::error::HypError;
+use crate::types::VmInfo;
+use crate::CONSOLE_WRITE_MAX;
+
+/// Number of argument registers (`x0..x7`) a hypercall reads.
+pub const HVC_REGS: usize = 8;
+
+/// SMCCC function-ID fields (SMCCC 1.1, section 2.5).
+pub mod smccc {
+    /// Bit 31: fast call.
+    pub const FAST_CALL: u32 = 1 << 31;
+    /// Bit 30: SMC64 calling convention.
+    pub const SMC64: u32 = 1 << 30;
+    /// Bits 29:24: owning entity number.
+    pub const OWNER_SHIFT: u32 = 24;
+    /// Owning entity mask (6 bits).
+    pub const OWNER_MASK: u32 = 0x3f;
+    /// Owning entity 6: vendor-specific hypervisor service calls.
+    pub const OWNER_VENDOR_HYP: u32 = 6;
+
+    /// A fast-call function ID for the vendor-specific hypervisor service.
+    pub const fn vendor_hyp(smc64: bool, number: u16) -> u32 {
+        FAST_CALL
+            | if smc64 { SMC64 } else { 0 }
+            | (OWNER_VENDOR_HYP << OWNER_SHIFT)
+            | number as u32
+    }
+
+    /// The owning entity of a function ID.
+    pub const fn owner(function: u32) -> u32 {
+        (function >> OWNER_SHIFT) & OWNER_MASK
+    }
+}
+
+/// Every function this hypervisor implements in the vendor-specific hypervisor range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum FunctionId {
+    /// SMCCC Call UID query (SMC32). Returns [`crate::CALL_UID`] in `w0..w3`. Never fails.
+    CallUid = smccc::vendor_hyp(false, 0xFF01),
+    /// SMCCC revision query (SMC32). Returns the ABI major version in `w0` and minor in `w1`.
+    /// Never fails.
+    Revision = smccc::vendor_hyp(false, 0xFF03),
+    /// `x0` = [`crate::ABI_VERSION`]. Never fails.
+    Version = smccc::vendor_hyp(true, 0x0000),
+    /// `x1` = a function ID. Returns `0` if that function is implemented.
+    /// Errors: `NOT_SUPPORTED` if it is not; `INVALID_PARAMETER` if `x1[63:32]` is not zero.
+    Features = smccc::vendor_hyp(true, 0x0001),
+    /// `x1` = IPA of a UTF-8 buffer, `x2` = its length (1..=[`CONSOLE_WRITE_MAX`]). The hypervisor
+    /// prints it on the console, each line prefixed with the caller's name. Returns `0` and the
+    /// number of bytes written in `x1`.
+    /// Errors: `INVALID_PARAMETER` for a length of 0 or above the maximum; `INVALID_ADDRESS` if
+    /// the buffer is not entirely inside the caller's RAM.
+    ConsoleWrite = smccc::vendor_hyp(true, 0x0002),
+    /// `x1` = IPA of a buffer, `x2` = its length (at least `size_of::<VmInfo>()` = 64). The
+    /// hypervisor writes a [`VmInfo`] there and returns `0`.
+    /// Errors: `INVALID_PARAMETER` if the buffer is smaller than `VmInfo`; `INVALID_ADDRESS` if
+    /// it is not entirely inside the caller's RAM.
+    VmInfo = smccc::vendor_hyp(true, 0x0003),
+}
+
+impl FunctionId {
+    /// Every implemented function, for `FEATURES`, tests and the C header.
+    pub const ALL: [FunctionId; 6] = [
+        FunctionId::CallUid,
+        FunctionId::Revision,
+        FunctionId::Version,
+        FunctionId::Features,
+        FunctionId::ConsoleWrite,
+        FunctionId::VmInfo,
+    ];
+
+    /// The function ID with this value, if implemented.
+    pub fn from_u32(id: u32) -> Option<FunctionId> {
+        Self::ALL.into_iter().find(|f| *f as u32 == id)
+    }
+
+    /// The name used in logs and (with prefix `SMMU_HYP_FN_`) in the C header.
+    pub const fn name(self) -> &'static str {
+        match self {
+            FunctionId::CallUid => "CALL_UID",
+            FunctionId::Revision => "REVISION",
+            FunctionId::Version => "VERSION",
+            FunctionId::Features => "FEATURES",
+            FunctionId::ConsoleWrite => "CONSOLE_WRITE",
+            FunctionId::VmInfo => "VM_INFO",
+        }
+    }
+}
+
+/// A decoded hypercall: the function and its validated register arguments. Address arguments
+/// are checked against the caller's memory by the hypervisor, which alone knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HypCall {
+    /// See [`FunctionId::CallUid`].
+    CallUid,
+    /// See [`FunctionId::Revision`].
+    Revision,
+    /// See [`FunctionId::Version`].
+    Version,
+    /// See [`FunctionId::Features`].
+    Features {
+        /// The function ID asked about.
+        function: u32,
+    },
+    /// See [`FunctionId::ConsoleWrite`].
+    ConsoleWrite {
+        /// IPA of the text.
+        ipa: u64,
+        /// Length in bytes, `1..=CONSOLE_WRITE_MAX`.
+        len: u64,
+    },
+    /// See [`FunctionId::VmInfo`].
+    VmInfo {
+        /// IPA of the output buffer.
+        ipa: u64,
+        /// Length of the output buffer, at least 64.
+        len: u64,
+    },
+}
+
+impl HypCall {
+    /// Decodes `x0..x7` as saved at the trap. The function ID is `w0` (SMCCC ignores
+    /// `x0[63:32]`).
+    pub fn decode(regs: &[u64; HVC_REGS]) -> Result<HypCall, HypError> {
+        let function = FunctionId::from_u32(regs[0] as u32).ok_or(HypError::NotSupported)?;
+        Ok(match function {
+            FunctionId::CallUid => HypCall::CallUid,
+            FunctionId::Revision => HypCall::Revision,
+            FunctionId::Version => HypCall::Version,
+            FunctionId::Features => {
+                let function = u32::try_from(regs[1]).map_err(|_| HypError::InvalidParameter)?;
+                HypCall::Features { function }
+            }
+            FunctionId::ConsoleWrite => {
+                let len = regs[2];
+                if len == 0 || len > CONSOLE_WRITE_MAX {
+                    return Err(HypError::InvalidParameter);
+                }
+                HypCall::ConsoleWrite { ipa: regs[1], len }
+            }
+            FunctionId::VmInfo => {
+                let len = regs[2];
+                if len < core::mem::size_of::<VmInfo>() as u64 {
+                    return Err(HypError::InvalidParameter);
+                }
+                HypCall::VmInfo { ipa: regs[1], len }
+            }
+        })
+    }
+
+    /// The function ID of this call.
+    pub fn function(&self) -> FunctionId {
+        match self {
+            HypCall::CallUid => FunctionId::CallUid,
+            HypCall::Revision => FunctionId::Revision,
+            HypCall::Version => FunctionId::Version,
+            HypCall::Features { .. } => FunctionId::Features,
+            HypCall::ConsoleWrite { .. } => FunctionId::ConsoleWrite,
+            HypCall::VmInfo { .. } => FunctionId::VmInfo,
+        }
+    }
+
+    /// Encodes the call into `x0..x7` for `HVC #0`.
+    pub fn to_regs(&self) -> [u64; HVC_REGS] {
+        let mut r = [0u64; HVC_REGS];
+        r[0] = self.function() as u32 as u64;
+        match *self {
+            HypCall::CallUid | HypCall::Revision | HypCall::Version => {}
+            HypCall::Features { function } => r[1] = function as u64,
+            HypCall::ConsoleWrite { ipa, len } | HypCall::VmInfo { ipa, len } => {
+                r[1] = ipa;
+                r[2] = len;
+            }
+        }
+        r
+    }
+}
+
+impl TryFrom<&[u64; HVC_REGS]> for HypCall {
+    type Error = HypError;
+    fn try_from(regs: &[u64; HVC_REGS]) -> Result<Self, HypError> {
+        HypCall::decode(regs)
+    }
+}
+
+/// The result registers `x0..x3` of a hypercall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HypReturn(pub [u64; 4]);
+
+impl HypReturn {
+    /// Success with `x0` = `value` and extra results in `x1..x3`.
+    pub const fn ok(value: u64, x1: u64, x2: u64, x3: u64) -> HypReturn {
+        HypReturn([value, x1, x2, x3])
+    }
+
+    /// Failure: `x0` = the negative error code, `x1..x3` = 0.
+    pub const fn err(e: HypError) -> HypReturn {
+        HypReturn([e.code() as u64, 0, 0, 0])
+    }
+
+    /// From a result.
+    pub fn from_result(r: Result<HypReturn, HypError>) -> HypReturn {
+        r.unwrap_or_else(HypReturn::err)
+    }
+
+    /// Decodes `x0` as a status (see [`HypError::from_x0`]).
+    pub fn status(&self) -> Result<u64, HypError> {
+        HypError::from_x0(self.0[0])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_ids_follow_smccc_vendor_hyp_layout() {
+        // Literal values: fast call (bit 31), SMC64 (bit 30), owner 6 (bits 29:24), number.
+        assert_eq!(FunctionId::CallUid as u32, 0x8600_FF01);
+        assert_eq!(FunctionId::Revision as u32, 0x8600_FF03);
+        assert_eq!(FunctionId::Version as u32, 0xC600_0000);
+        assert_eq!(FunctionId::Features as u32, 0xC600_0001);
+        assert_eq!(FunctionId::ConsoleWrite as u32, 0xC600_0002);
+        assert_eq!(FunctionId::VmInfo as u32, 0xC600_0003);
+        for f in FunctionId::ALL {
+            assert_eq!(smccc::owner(f as u32), smccc::OWNER_VENDOR_HYP);
+            assert_eq!(FunctionId::from_u32(f as u32), Some(f));
+        }
+    }
+
+    #[test]
+    fn every_call_round_trips_through_registers() {
+        let calls = [
+            HypCall::CallUid,
+            HypCall::Revision,
+            HypCall::Version,
+            HypCall::Features {
+                function: 0xC600_0002,
+            },
+            HypCall::ConsoleWrite {
+                ipa: 0x4400_1000,
+                len: 12,
+            },
+            HypCall::VmInfo {
+                ipa: 0x4400_2000,
+                len: 64,
+            },
+        ];
+        for c in calls {
+            assert_eq!(HypCall::decode(&c.to_regs()), Ok(c));
+        }
+    }
+
+    #[test]
+    fn bad_arguments_are_rejected_with_their_codes() {
+        let mut r = [0u64; HVC_REGS];
+        r[0] = 0xC600_00FF;
+        assert_eq!(HypCall::decode(&r), Err(HypError::NotSupported));
+        r[0] = 0x8400_0000; // PSCI is not a hypercall
+        assert_eq!(HypCall::decode(&r), Err(HypError::NotSupported));
+        r = HypCall::Features { function: 1 }.to_regs();
+        r[1] |= 1 << 32;
+        assert_eq!(HypCall::decode(&r), Err(HypError::InvalidParameter));
+        r = HypCall::ConsoleWrite { ipa: 0, len: 1 }.to_regs();
+        r[2] = 0;
+        assert_eq!(HypCall::decode(&r), Err(HypError::InvalidParameter));
+        r[2] = CONSOLE_WRITE_MAX + 1;
+        assert_eq!(HypCall::decode(&r), Err(HypError::InvalidParameter));
+        r[2] = CONSOLE_WRITE_MAX;
+        assert!(HypCall::decode(&r).is_ok());
+        r = HypCall::VmInfo { ipa: 0, len: 64 }.to_regs();
+        r[2] = 63;
+        assert_eq!(HypCall::decode(&r), Err(HypError::InvalidParameter));
+    }
+
+    #[test]
+    fn upper_half_of_x0_is_ignored() {
+        let mut r = HypCall::Version.to_regs();
+        r[0] |= 0xdead_beef << 32;
+        assert_eq!(HypCall::decode(&r), Ok(HypCall::Version));
+    }
+
+    #[test]
+    fn return_registers_encode_status() {
+        assert_eq!(
+            HypReturn::err(HypError::InvalidAddress).0[0],
+            (-4i64) as u64
+        );
+        assert_eq!(HypReturn::ok(5, 1, 2, 3).status(), Ok(5));
+        assert_eq!(
+            HypReturn::from_result(Err(HypError::InvalidParameter)).status(),
+            Err(HypError::InvalidParameter)
+        );
+    }
+}

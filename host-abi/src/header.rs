@@ -1,0 +1,140 @@
+//! Renders the C header `include/smmu_hyp.h` from the Rust definitions, so the two cannot drift:
+//! the test `tests/header.rs` fails when the committed header differs from this output (run
+//! `SMMU_HYP_BLESS=1 cargo test -p host-abi --test header` to regenerate it) and compiles it with the C compiler.
+
+use crate::call::FunctionId;
+use crate::error::HypError;
+use crate::psci;
+use crate::types::{BOOT_INFO_MAGIC, VM_NAME_LEN};
+use core::fmt::{Result, Write};
+
+/// Writes the whole C header.
+pub fn render(w: &mut dyn Write) -> Result {
+    writeln!(w, "/* SPDX-License-Identifier: MIT OR Apache-2.0 */")?;
+    writeln!(w, "/*")?;
+    writeln!(
+        w,
+        " * Hypercall ABI of the SMMU-owning hypervisor, for host-kernel and guest authors."
+    )?;
+    writeln!(
+        w,
+        " * GENERATED from the host-abi crate (host-abi/src/header.rs): do not edit."
+    )?;
+    writeln!(
+        w,
+        " * Calls: HVC #0, SMCCC 1.1 fast calls; x0 = function ID, args in x1..x7,"
+    )?;
+    writeln!(w, " * results in x0..x3; x0 < 0 is an SMMU_HYP_ERR_* code.")?;
+    writeln!(w, " */")?;
+    writeln!(w, "#ifndef SMMU_HYP_H")?;
+    writeln!(w, "#define SMMU_HYP_H")?;
+    writeln!(w)?;
+    writeln!(w, "#include <stdint.h>")?;
+    writeln!(w, "#include <stddef.h>")?;
+    writeln!(w)?;
+    writeln!(
+        w,
+        "#define SMMU_HYP_ABI_VERSION_MAJOR {}",
+        crate::ABI_VERSION_MAJOR
+    )?;
+    writeln!(
+        w,
+        "#define SMMU_HYP_ABI_VERSION_MINOR {}",
+        crate::ABI_VERSION_MINOR
+    )?;
+    writeln!(
+        w,
+        "#define SMMU_HYP_ABI_VERSION 0x{:08x}u",
+        crate::ABI_VERSION
+    )?;
+    for (i, word) in crate::CALL_UID.iter().enumerate() {
+        writeln!(w, "#define SMMU_HYP_CALL_UID_{i} 0x{word:08x}u")?;
+    }
+    writeln!(
+        w,
+        "#define SMMU_HYP_CONSOLE_WRITE_MAX {}u",
+        crate::CONSOLE_WRITE_MAX
+    )?;
+    writeln!(w)?;
+    writeln!(
+        w,
+        "/* Function IDs (vendor-specific hypervisor service, owner 6). */"
+    )?;
+    for f in FunctionId::ALL {
+        writeln!(w, "#define SMMU_HYP_FN_{} 0x{:08x}u", f.name(), f as u32)?;
+    }
+    writeln!(w)?;
+    writeln!(w, "/* Status codes returned in x0. */")?;
+    writeln!(w, "#define SMMU_HYP_SUCCESS 0")?;
+    for e in HypError::ALL {
+        writeln!(w, "#define SMMU_HYP_ERR_{} ({})", e.name(), e.code())?;
+    }
+    writeln!(w)?;
+    writeln!(w, "/* PSCI functions offered to VMs through SMC #0. */")?;
+    writeln!(w, "#define SMMU_HYP_PSCI_VERSION 0x{:08x}u", psci::VERSION)?;
+    writeln!(w, "#define SMMU_HYP_PSCI_CPU_OFF 0x{:08x}u", psci::CPU_OFF)?;
+    writeln!(
+        w,
+        "#define SMMU_HYP_PSCI_SYSTEM_OFF 0x{:08x}u",
+        psci::SYSTEM_OFF
+    )?;
+    writeln!(w)?;
+    writeln!(
+        w,
+        "#define SMMU_HYP_BOOT_INFO_MAGIC 0x{BOOT_INFO_MAGIC:016x}ull"
+    )?;
+    writeln!(w, "#define SMMU_HYP_VM_NAME_LEN {VM_NAME_LEN}")?;
+    writeln!(w)?;
+    writeln!(w, "/* At the IPA in x0 when a VM is entered. */")?;
+    writeln!(w, "struct smmu_hyp_boot_info {{")?;
+    writeln!(w, "\tuint64_t magic;        /* offset 0 */")?;
+    writeln!(w, "\tuint32_t abi_version;  /* offset 8 */")?;
+    writeln!(w, "\tuint32_t vm_id;        /* offset 12 */")?;
+    writeln!(w, "\tuint64_t mem_base;     /* offset 16 */")?;
+    writeln!(w, "\tuint64_t mem_size;     /* offset 24 */")?;
+    writeln!(w, "\tuint32_t cpu;          /* offset 32 */")?;
+    writeln!(w, "\tuint32_t vm_count;     /* offset 36 */")?;
+    writeln!(w, "\tchar name[SMMU_HYP_VM_NAME_LEN]; /* offset 40 */")?;
+    writeln!(w, "\tuint64_t reserved;     /* offset 56 */")?;
+    writeln!(w, "}};")?;
+    writeln!(
+        w,
+        "_Static_assert(sizeof(struct smmu_hyp_boot_info) == 64, \"boot_info size\");"
+    )?;
+    writeln!(
+        w,
+        "_Static_assert(offsetof(struct smmu_hyp_boot_info, cpu) == 32, \"cpu\");"
+    )?;
+    writeln!(
+        w,
+        "_Static_assert(offsetof(struct smmu_hyp_boot_info, name) == 40, \"name\");"
+    )?;
+    writeln!(w)?;
+    writeln!(w, "/* Written by SMMU_HYP_FN_VM_INFO. */")?;
+    writeln!(w, "struct smmu_hyp_vm_info {{")?;
+    writeln!(w, "\tuint32_t vm_id;        /* offset 0 */")?;
+    writeln!(w, "\tuint32_t vm_count;     /* offset 4 */")?;
+    writeln!(w, "\tuint64_t mem_base;     /* offset 8 */")?;
+    writeln!(w, "\tuint64_t mem_size;     /* offset 16 */")?;
+    writeln!(w, "\tuint32_t cpu;          /* offset 24 */")?;
+    writeln!(w, "\tuint32_t peak_running; /* offset 28 */")?;
+    writeln!(w, "\tuint64_t running_mask; /* offset 32 */")?;
+    writeln!(w, "\tchar name[SMMU_HYP_VM_NAME_LEN]; /* offset 40 */")?;
+    writeln!(w, "\tuint64_t reserved;     /* offset 56 */")?;
+    writeln!(w, "}};")?;
+    writeln!(
+        w,
+        "_Static_assert(sizeof(struct smmu_hyp_vm_info) == 64, \"vm_info size\");"
+    )?;
+    writeln!(
+        w,
+        "_Static_assert(offsetof(struct smmu_hyp_vm_info, running_mask) == 32, \"mask\");"
+    )?;
+    writeln!(
+        w,
+        "_Static_assert(offsetof(struct smmu_hyp_vm_info, name) == 40, \"name\");"
+    )?;
+    writeln!(w)?;
+    writeln!(w, "#endif /* SMMU_HYP_H */")?;
+    Ok(())
+}

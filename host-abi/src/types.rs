@@ -1,0 +1,127 @@
+//! Structures that cross the boundary through memory. All are little-endian, `#[repr(C)]`,
+//! without implicit padding, and pinned by compile-time size/offset asserts (mirrored by
+//! `_Static_assert`s in the C header).
+
+use core::mem::{offset_of, size_of};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// `BootInfo::magic`: the bytes `"SMMUHYP\0"` read as a little-endian `u64`.
+pub const BOOT_INFO_MAGIC: u64 = u64::from_le_bytes(*b"SMMUHYP\0");
+
+/// Length of the NUL-padded VM name fields.
+pub const VM_NAME_LEN: usize = 16;
+
+/// Written by the hypervisor into the last 4 KiB page of a VM's RAM before the VM is entered;
+/// `x0` holds its IPA at entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct BootInfo {
+    /// Offset 0, length 8: [`BOOT_INFO_MAGIC`].
+    pub magic: u64,
+    /// Offset 8, length 4: [`crate::ABI_VERSION`] of the hypervisor.
+    pub abi_version: u32,
+    /// Offset 12, length 4: this VM's id (0 is the host).
+    pub vm_id: u32,
+    /// Offset 16, length 8: IPA of the first byte of this VM's RAM.
+    pub mem_base: u64,
+    /// Offset 24, length 8: size of this VM's RAM in bytes.
+    pub mem_size: u64,
+    /// Offset 32, length 4: index of the physical CPU this VM's only vCPU is pinned to.
+    pub cpu: u32,
+    /// Offset 36, length 4: number of VMs in the manifest.
+    pub vm_count: u32,
+    /// Offset 40, length 16: the VM's name, NUL-padded.
+    pub name: [u8; VM_NAME_LEN],
+    /// Offset 56, length 8: reserved, zero.
+    pub reserved: u64,
+}
+
+const _: () = assert!(size_of::<BootInfo>() == 64);
+const _: () = assert!(offset_of!(BootInfo, abi_version) == 8);
+const _: () = assert!(offset_of!(BootInfo, mem_base) == 16);
+const _: () = assert!(offset_of!(BootInfo, cpu) == 32);
+const _: () = assert!(offset_of!(BootInfo, name) == 40);
+const _: () = assert!(offset_of!(BootInfo, reserved) == 56);
+
+/// Written by [`crate::FunctionId::VmInfo`] into the caller's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct VmInfo {
+    /// Offset 0, length 4: the caller's VM id.
+    pub vm_id: u32,
+    /// Offset 4, length 4: number of VMs in the manifest.
+    pub vm_count: u32,
+    /// Offset 8, length 8: IPA of the caller's RAM.
+    pub mem_base: u64,
+    /// Offset 16, length 8: size of the caller's RAM.
+    pub mem_size: u64,
+    /// Offset 24, length 4: physical CPU the caller is pinned to.
+    pub cpu: u32,
+    /// Offset 28, length 4: the largest number of VMs that were ever running at the same
+    /// instant (monotonic; equals `vm_count` once all VMs have run concurrently).
+    pub peak_running: u32,
+    /// Offset 32, length 8: bit `i` set while VM `i` is running (entered and not stopped).
+    pub running_mask: u64,
+    /// Offset 40, length 16: the caller's name, NUL-padded.
+    pub name: [u8; VM_NAME_LEN],
+    /// Offset 56, length 8: reserved, zero.
+    pub reserved: u64,
+}
+
+const _: () = assert!(size_of::<VmInfo>() == 64);
+const _: () = assert!(offset_of!(VmInfo, mem_base) == 8);
+const _: () = assert!(offset_of!(VmInfo, cpu) == 24);
+const _: () = assert!(offset_of!(VmInfo, peak_running) == 28);
+const _: () = assert!(offset_of!(VmInfo, running_mask) == 32);
+const _: () = assert!(offset_of!(VmInfo, name) == 40);
+
+/// Copies `name` into a NUL-padded name field (truncating to [`VM_NAME_LEN`] - 1 bytes).
+pub fn encode_name(name: &str) -> [u8; VM_NAME_LEN] {
+    let mut out = [0u8; VM_NAME_LEN];
+    let n = name.len().min(VM_NAME_LEN - 1);
+    out[..n].copy_from_slice(&name.as_bytes()[..n]);
+    out
+}
+
+/// The name stored in a NUL-padded name field (up to the first NUL; invalid UTF-8 gives "?").
+pub fn decode_name(name: &[u8; VM_NAME_LEN]) -> &str {
+    let end = name.iter().position(|&b| b == 0).unwrap_or(VM_NAME_LEN);
+    core::str::from_utf8(&name[..end]).unwrap_or("?")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_info_bytes_are_pinned() {
+        let b = BootInfo {
+            magic: BOOT_INFO_MAGIC,
+            abi_version: 0x0001_0002,
+            vm_id: 3,
+            mem_base: 0x4400_0000,
+            mem_size: 0x200_0000,
+            cpu: 2,
+            vm_count: 3,
+            name: encode_name("guest1"),
+            reserved: 0,
+        };
+        let bytes = b.as_bytes();
+        assert_eq!(&bytes[0..8], b"SMMUHYP\0");
+        assert_eq!(&bytes[8..12], &[2, 0, 1, 0]);
+        assert_eq!(bytes[12], 3);
+        assert_eq!(&bytes[16..24], &0x4400_0000u64.to_le_bytes());
+        assert_eq!(bytes[32], 2);
+        assert_eq!(&bytes[40..46], b"guest1");
+        assert_eq!(BootInfo::read_from_bytes(bytes).unwrap(), b);
+    }
+
+    #[test]
+    fn names_round_trip_and_truncate() {
+        assert_eq!(decode_name(&encode_name("host")), "host");
+        assert_eq!(
+            decode_name(&encode_name("a-very-long-vm-name")),
+            "a-very-long-vm-"
+        );
+    }
+}

@@ -1,0 +1,243 @@
+//! The VM manifest: which VMs exist, their RAM and their CPU.
+
+use crate::{Board, MemRange};
+
+/// Granule every VM memory range must be aligned to (2 MiB, so stage-2 can use blocks).
+pub const VM_MEM_ALIGN: u64 = 2 << 20;
+/// Size of the boot-info page at the top of each VM's RAM.
+pub const BOOT_INFO_PAGE: u64 = 4096;
+/// Largest number of VMs (bounded by the 64-bit `running_mask` of the ABI).
+pub const MAX_VMS: usize = 64;
+
+/// One VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmSpec {
+    /// VM id; also its index in the manifest and its VMID + 1 (VMID 0 is never used for a VM).
+    pub id: u32,
+    /// Name for logs and the console prefix.
+    pub name: &'static str,
+    /// RAM, mapped at IPA == PA. The image is loaded at `mem.base` and entered there.
+    pub mem: MemRange,
+    /// The physical CPU (linear index, `MPIDR.Aff0` on `virt`) its only vCPU runs on.
+    pub cpu: u32,
+}
+
+impl VmSpec {
+    /// Where the hypervisor writes the boot-info block: the last page of the VM's RAM.
+    pub const fn boot_info_ipa(&self) -> u64 {
+        self.mem.base + self.mem.size - BOOT_INFO_PAGE
+    }
+
+    /// Entry point IPA: the first byte of RAM, where the image is loaded.
+    pub const fn entry_ipa(&self) -> u64 {
+        self.mem.base
+    }
+
+    /// The VMID of this VM's stage-2.
+    pub const fn vmid(&self) -> u16 {
+        self.id as u16 + 1
+    }
+}
+
+/// The list of VMs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    /// VMs in id order; VM 0 is the host.
+    pub vms: &'static [VmSpec],
+}
+
+/// Why a manifest cannot be used on a board.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ManifestError {
+    /// No VMs, or more than [`MAX_VMS`].
+    Count(usize),
+    /// VM at this index does not have id == index.
+    Id(usize),
+    /// VM memory is empty, misaligned, outside RAM, or overlaps the hypervisor.
+    Memory(usize),
+    /// Two VMs share memory.
+    Overlap(usize, usize),
+    /// VM's CPU is out of range or shared with another VM.
+    Cpu(usize),
+}
+
+impl core::fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            ManifestError::Count(n) => write!(f, "manifest has {n} VMs (1..={MAX_VMS} allowed)"),
+            ManifestError::Id(i) => write!(f, "VM at index {i} does not have id {i}"),
+            ManifestError::Memory(i) => write!(
+                f,
+                "VM {i}: memory empty, not 2 MiB aligned, outside RAM or inside the hypervisor"
+            ),
+            ManifestError::Overlap(a, b) => write!(f, "VMs {a} and {b} share memory"),
+            ManifestError::Cpu(i) => write!(f, "VM {i}: CPU out of range or not its own"),
+        }
+    }
+}
+
+impl Manifest {
+    /// Checks the manifest against a board with `ram` of RAM.
+    pub fn validate(&self, board: &Board, ram: MemRange) -> Result<(), ManifestError> {
+        let n = self.vms.len();
+        if n == 0 || n > MAX_VMS {
+            return Err(ManifestError::Count(n));
+        }
+        for (i, vm) in self.vms.iter().enumerate() {
+            if vm.id as usize != i {
+                return Err(ManifestError::Id(i));
+            }
+            let m = vm.mem;
+            if m.size < 2 * BOOT_INFO_PAGE
+                || m.base % VM_MEM_ALIGN != 0
+                || m.size % VM_MEM_ALIGN != 0
+                || !ram.contains_range(m.base, m.size)
+                || m.overlaps(&board.hyp)
+            {
+                return Err(ManifestError::Memory(i));
+            }
+            if vm.cpu >= board.cpu_count {
+                return Err(ManifestError::Cpu(i));
+            }
+            for (j, other) in self.vms[..i].iter().enumerate() {
+                if other.mem.overlaps(&m) {
+                    return Err(ManifestError::Overlap(j, i));
+                }
+                if other.cpu == vm.cpu {
+                    return Err(ManifestError::Cpu(i));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The VM pinned to physical CPU `cpu`, if any.
+    pub fn vm_on_cpu(&self, cpu: u32) -> Option<&'static VmSpec> {
+        self.vms.iter().find(|vm| vm.cpu == cpu)
+    }
+
+    /// The VM whose RAM contains `[addr, addr + len)`, if any.
+    pub fn owner_of(&self, addr: u64, len: u64) -> Option<&'static VmSpec> {
+        self.vms.iter().find(|vm| vm.mem.contains_range(addr, len))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qemu_virt::{BOARD, MANIFEST, QEMU_RAM_SIZE, RAM_BASE};
+
+    const RAM: MemRange = MemRange::new(RAM_BASE, QEMU_RAM_SIZE);
+
+    #[test]
+    fn qemu_manifest_is_valid() {
+        assert_eq!(MANIFEST.validate(&BOARD, RAM), Ok(()));
+        assert!(MANIFEST.vms.len() >= 3, "host plus at least two guests");
+        assert_eq!(MANIFEST.vms[0].name, "host");
+        assert!(RAM_BASE + BOARD.ram_min_size >= MANIFEST.vms.last().unwrap().mem.end());
+    }
+
+    extern crate std;
+
+    fn check(vms: &[VmSpec]) -> Result<(), ManifestError> {
+        let vms = std::vec::Vec::from(vms).leak();
+        Manifest { vms }.validate(&BOARD, RAM)
+    }
+
+    #[test]
+    fn bad_manifests_are_refused() {
+        const M: u64 = 2 << 20;
+        assert_eq!(check(&[]), Err(ManifestError::Count(0)));
+        assert_eq!(
+            check(&[VmSpec {
+                id: 1,
+                name: "x",
+                mem: MemRange::new(0x4400_0000, M),
+                cpu: 0
+            }]),
+            Err(ManifestError::Id(0))
+        );
+        // Inside the hypervisor's memory.
+        assert_eq!(
+            check(&[VmSpec {
+                id: 0,
+                name: "x",
+                mem: MemRange::new(0x4000_0000, M),
+                cpu: 0
+            }]),
+            Err(ManifestError::Memory(0))
+        );
+        // Misaligned.
+        assert_eq!(
+            check(&[VmSpec {
+                id: 0,
+                name: "x",
+                mem: MemRange::new(0x4410_0000, M),
+                cpu: 0
+            }]),
+            Err(ManifestError::Memory(0))
+        );
+        // Outside RAM.
+        assert_eq!(
+            check(&[VmSpec {
+                id: 0,
+                name: "x",
+                mem: MemRange::new(0x8000_0000, M),
+                cpu: 0
+            }]),
+            Err(ManifestError::Memory(0))
+        );
+        assert_eq!(
+            check(&[
+                VmSpec {
+                    id: 0,
+                    name: "a",
+                    mem: MemRange::new(0x4400_0000, 2 * M),
+                    cpu: 0
+                },
+                VmSpec {
+                    id: 1,
+                    name: "b",
+                    mem: MemRange::new(0x4420_0000, M),
+                    cpu: 1
+                },
+            ]),
+            Err(ManifestError::Overlap(0, 1))
+        );
+        assert_eq!(
+            check(&[
+                VmSpec {
+                    id: 0,
+                    name: "a",
+                    mem: MemRange::new(0x4400_0000, M),
+                    cpu: 1
+                },
+                VmSpec {
+                    id: 1,
+                    name: "b",
+                    mem: MemRange::new(0x4600_0000, M),
+                    cpu: 1
+                },
+            ]),
+            Err(ManifestError::Cpu(1))
+        );
+        assert_eq!(
+            check(&[VmSpec {
+                id: 0,
+                name: "a",
+                mem: MemRange::new(0x4400_0000, M),
+                cpu: 7
+            }]),
+            Err(ManifestError::Cpu(0))
+        );
+    }
+
+    #[test]
+    fn lookups() {
+        assert_eq!(MANIFEST.vm_on_cpu(1).unwrap().name, "guest1");
+        assert!(MANIFEST.vm_on_cpu(9).is_none());
+        assert_eq!(MANIFEST.owner_of(0x4600_1000, 8).unwrap().id, 1);
+        assert!(MANIFEST.owner_of(0x45ff_fff8, 16).is_none());
+        assert_eq!(MANIFEST.vms[2].boot_info_ipa(), 0x49ff_f000);
+    }
+}
