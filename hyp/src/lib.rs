@@ -1,2 +1,20 @@
-//! placeholder
+//! The hypervisor's policy, as a host-testable `no_std` library.
+//!
+//! Everything here is pure logic: it never touches a system register or a device. The EL2
+//! binary (`src/main.rs` and `src/el2/`) owns the hardware and calls into these modules with
+//! the values it read, so every decision (hypercall dispatch, fault injection, PSCI, VM
+//! lifecycle, device-tree cross-check, console line handling) runs under `cargo test` too.
 #![no_std]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod console;
+pub mod dt;
+pub mod esr;
+pub mod hypercall;
+pub mod inject;
+pub mod pagepool;
+pub mod psci;
+pub mod smmu;
+pub mod vmstate;

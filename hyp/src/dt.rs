@@ -1,0 +1,108 @@
+//! Reads the facts the hypervisor cross-checks from the flattened device tree QEMU passes
+//! (memory, CPUs, PCIe ECAM and windows, SMMU, UART). The check itself is
+//! [`platform::Board::check_against`].
+
+use fdt::Fdt;
+use platform::{DtFacts, MemRange};
+
+/// Why the device tree could not be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DtError {
+    /// Not a valid flattened device tree (bad magic, size or structure).
+    Invalid,
+}
+
+impl core::fmt::Display for DtError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("no valid flattened device tree")
+    }
+}
+
+/// Size of a DTB from its header (`totalsize`, big-endian at offset 4), if the magic is right.
+pub fn blob_size(header: &[u8; 8]) -> Option<usize> {
+    if header[0..4] != [0xd0, 0x0d, 0xfe, 0xed] {
+        return None;
+    }
+    Some(u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize)
+}
+
+fn first_reg(fdt: &Fdt<'_>, compatible: &str) -> Option<MemRange> {
+    let node = fdt.find_compatible(&[compatible])?;
+    let r = node.reg()?.next()?;
+    Some(MemRange::new(
+        r.starting_address as u64,
+        r.size.unwrap_or(0) as u64,
+    ))
+}
+
+fn be_u32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn be_u64(b: &[u8]) -> u64 {
+    ((be_u32(&b[0..4]) as u64) << 32) | be_u32(&b[4..8]) as u64
+}
+
+/// The 32-bit MMIO window of a PCI host bridge `ranges` property: entries of
+/// (3-cell PCI address, 2-cell CPU address, 2-cell size); space code 0b10 in bits 25:24 of the
+/// first cell means 32-bit memory space.
+fn pci_mmio32(ranges: &[u8]) -> Option<MemRange> {
+    ranges.chunks_exact(28).find_map(|e| {
+        let space = (be_u32(&e[0..4]) >> 24) & 3;
+        (space == 0b10).then(|| MemRange::new(be_u64(&e[12..20]), be_u64(&e[20..28])))
+    })
+}
+
+/// Parses the DTB in `blob`.
+pub fn parse(blob: &[u8]) -> Result<DtFacts, DtError> {
+    let fdt = Fdt::new(blob).map_err(|_| DtError::Invalid)?;
+    let memory = fdt
+        .memory()
+        .regions()
+        .next()
+        .map(|r| MemRange::new(r.starting_address as u64, r.size.unwrap_or(0) as u64));
+    let pcie = fdt.find_compatible(&["pci-host-ecam-generic"]);
+    Ok(DtFacts {
+        memory,
+        cpu_count: fdt.cpus().count() as u32,
+        pcie_ecam: first_reg(&fdt, "pci-host-ecam-generic"),
+        pcie_mmio32: pcie
+            .and_then(|n| n.property("ranges"))
+            .and_then(|p| pci_mmio32(p.value)),
+        smmu: first_reg(&fdt, "arm,smmu-v3"),
+        uart: first_reg(&fdt, "arm,pl011"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use platform::qemu_virt::{BOARD, QEMU_RAM_SIZE, RAM_BASE};
+
+    /// The DTB QEMU 10.0 generates for the command line xtask uses
+    /// (`-M virt,virtualization=on,gic-version=3,iommu=smmuv3,dumpdtb=...`, `-smp 3 -m 512M`).
+    const QEMU_VIRT_DTB: &[u8] = include_bytes!("../testdata/qemu-virt.dtb");
+
+    #[test]
+    fn reads_qemu_virt_and_matches_the_board() {
+        let facts = parse(QEMU_VIRT_DTB).unwrap();
+        assert_eq!(facts.memory, Some(MemRange::new(RAM_BASE, QEMU_RAM_SIZE)));
+        assert_eq!(facts.cpu_count, 3);
+        assert_eq!(facts.smmu.unwrap().base, 0x0905_0000);
+        assert_eq!(facts.uart.unwrap().base, 0x0900_0000);
+        assert_eq!(
+            facts.pcie_mmio32,
+            Some(MemRange::new(0x1000_0000, 0x2eff_0000))
+        );
+        assert_eq!(BOARD.check_against(&facts), Ok(()));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert_eq!(parse(&[0u8; 64]), Err(DtError::Invalid));
+        let mut h = [0u8; 8];
+        h.copy_from_slice(&QEMU_VIRT_DTB[..8]);
+        assert_eq!(blob_size(&h), Some(QEMU_VIRT_DTB.len()));
+        assert_eq!(blob_size(&[0; 8]), None);
+    }
+}

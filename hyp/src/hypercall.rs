@@ -1,0 +1,271 @@
+//! Hypercall dispatch: one decoded call from one VM, validated completely before any effect.
+//!
+//! The EL2 trap handler passes the saved `x0..x7`, the caller's identity and access to its
+//! memory; the answer is the four result registers. Guest buffers are copied once into
+//! hypervisor memory before they are used (no double fetch).
+
+use crate::vmstate::VmStates;
+use host_abi::types::encode_name;
+use host_abi::{call::HypReturn, HypCall, HypError, VmInfo, CONSOLE_WRITE_MAX, HVC_REGS};
+use platform::VmSpec;
+use zerocopy::IntoBytes;
+
+/// Access to the calling VM's memory by IPA. Callers of these methods have already checked that
+/// the whole range is inside the VM's RAM.
+pub trait GuestMemory {
+    /// Copies `out.len()` bytes from the VM's IPA `ipa`.
+    fn read(&self, ipa: u64, out: &mut [u8]);
+    /// Copies `data` to the VM's IPA `ipa`.
+    fn write(&mut self, ipa: u64, data: &[u8]);
+}
+
+/// Where VM console text goes (the EL2 side prefixes lines with the VM's name).
+pub trait ConsoleSink {
+    /// Text written by the VM (any bytes; not necessarily whole lines).
+    fn vm_text(&mut self, vm: &VmSpec, bytes: &[u8]);
+}
+
+/// Who is calling.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller<'a> {
+    /// The calling VM.
+    pub vm: &'static VmSpec,
+    /// Lifecycle of all VMs (for VM_INFO).
+    pub states: &'a VmStates,
+}
+
+/// Handles one `HVC #imm` with the saved registers. Never panics on any input.
+pub fn dispatch(
+    imm: u16,
+    regs: &[u64; HVC_REGS],
+    caller: &Caller<'_>,
+    mem: &mut dyn GuestMemory,
+    console: &mut dyn ConsoleSink,
+) -> HypReturn {
+    if imm != 0 {
+        // SMCCC calls use HVC #0 only.
+        return HypReturn::err(HypError::NotSupported);
+    }
+    HypReturn::from_result(
+        HypCall::decode(regs).and_then(|call| execute(call, caller, mem, console)),
+    )
+}
+
+fn check_buffer(caller: &Caller<'_>, ipa: u64, len: u64) -> Result<(), HypError> {
+    if caller.vm.mem.contains_range(ipa, len) {
+        Ok(())
+    } else {
+        Err(HypError::InvalidAddress)
+    }
+}
+
+fn execute(
+    call: HypCall,
+    caller: &Caller<'_>,
+    mem: &mut dyn GuestMemory,
+    console: &mut dyn ConsoleSink,
+) -> Result<HypReturn, HypError> {
+    match call {
+        HypCall::CallUid => {
+            let u = host_abi::CALL_UID;
+            Ok(HypReturn::ok(
+                u[0] as u64,
+                u[1] as u64,
+                u[2] as u64,
+                u[3] as u64,
+            ))
+        }
+        HypCall::Revision => Ok(HypReturn::ok(
+            host_abi::ABI_VERSION_MAJOR as u64,
+            host_abi::ABI_VERSION_MINOR as u64,
+            0,
+            0,
+        )),
+        HypCall::Version => Ok(HypReturn::ok(host_abi::ABI_VERSION as u64, 0, 0, 0)),
+        HypCall::Features { function } => match host_abi::FunctionId::from_u32(function) {
+            Some(_) => Ok(HypReturn::ok(0, 0, 0, 0)),
+            None => Err(HypError::NotSupported),
+        },
+        HypCall::ConsoleWrite { ipa, len } => {
+            check_buffer(caller, ipa, len)?;
+            let mut buf = [0u8; CONSOLE_WRITE_MAX as usize];
+            let text = &mut buf[..len as usize];
+            mem.read(ipa, text);
+            console.vm_text(caller.vm, text);
+            Ok(HypReturn::ok(0, len, 0, 0))
+        }
+        HypCall::VmInfo { ipa, len: _ } => {
+            let size = core::mem::size_of::<VmInfo>() as u64;
+            check_buffer(caller, ipa, size)?;
+            let vm = caller.vm;
+            let info = VmInfo {
+                vm_id: vm.id,
+                vm_count: caller.states.count(),
+                mem_base: vm.mem.base,
+                mem_size: vm.mem.size,
+                cpu: vm.cpu,
+                peak_running: caller.states.peak_running(),
+                running_mask: caller.states.running_mask(),
+                name: encode_name(vm.name),
+                reserved: 0,
+            };
+            mem.write(ipa, info.as_bytes());
+            Ok(HypReturn::ok(0, 0, 0, 0))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use host_abi::FunctionId;
+    use platform::qemu_virt::MANIFEST;
+    use std::vec;
+    use std::vec::Vec;
+    use zerocopy::FromBytes;
+
+    /// A VM's RAM as a byte vector.
+    struct Ram {
+        base: u64,
+        bytes: Vec<u8>,
+    }
+    impl GuestMemory for Ram {
+        fn read(&self, ipa: u64, out: &mut [u8]) {
+            let o = (ipa - self.base) as usize;
+            out.copy_from_slice(&self.bytes[o..o + out.len()]);
+        }
+        fn write(&mut self, ipa: u64, data: &[u8]) {
+            let o = (ipa - self.base) as usize;
+            self.bytes[o..o + data.len()].copy_from_slice(data);
+        }
+    }
+    #[derive(Default)]
+    struct Out(Vec<u8>);
+    impl ConsoleSink for Out {
+        fn vm_text(&mut self, _vm: &VmSpec, bytes: &[u8]) {
+            self.0.extend_from_slice(bytes);
+        }
+    }
+
+    struct World {
+        states: VmStates,
+        ram: Ram,
+        out: Out,
+    }
+
+    fn world() -> World {
+        let vm = &MANIFEST.vms[1];
+        let states = VmStates::new(3);
+        states.start(1);
+        World {
+            states,
+            ram: Ram {
+                base: vm.mem.base,
+                bytes: vec![0; vm.mem.size as usize],
+            },
+            out: Out::default(),
+        }
+    }
+
+    fn call(w: &mut World, imm: u16, regs: [u64; 8]) -> HypReturn {
+        let caller = Caller {
+            vm: &MANIFEST.vms[1],
+            states: &w.states,
+        };
+        dispatch(imm, &regs, &caller, &mut w.ram, &mut w.out)
+    }
+
+    #[test]
+    fn queries() {
+        let mut w = world();
+        let r = call(&mut w, 0, HypCall::Version.to_regs());
+        assert_eq!(r.status(), Ok(host_abi::ABI_VERSION as u64));
+        let r = call(&mut w, 0, HypCall::CallUid.to_regs());
+        assert_eq!(r.0, host_abi::CALL_UID.map(|x| x as u64));
+        for f in FunctionId::ALL {
+            let r = call(
+                &mut w,
+                0,
+                HypCall::Features { function: f as u32 }.to_regs(),
+            );
+            assert_eq!(r.status(), Ok(0));
+        }
+        let r = call(
+            &mut w,
+            0,
+            HypCall::Features {
+                function: 0xC600_00FF,
+            }
+            .to_regs(),
+        );
+        assert_eq!(r.status(), Err(HypError::NotSupported));
+        let r = call(&mut w, 1, HypCall::Version.to_regs());
+        assert_eq!(r.status(), Err(HypError::NotSupported));
+    }
+
+    #[test]
+    fn console_write_copies_from_guest_memory() {
+        let mut w = world();
+        let base = w.ram.base;
+        w.ram.bytes[0x100..0x105].copy_from_slice(b"hello");
+        let r = call(
+            &mut w,
+            0,
+            HypCall::ConsoleWrite {
+                ipa: base + 0x100,
+                len: 5,
+            }
+            .to_regs(),
+        );
+        assert_eq!(r.0, [0, 5, 0, 0]);
+        assert_eq!(w.out.0, b"hello");
+    }
+
+    #[test]
+    fn buffers_outside_the_caller_are_refused_without_effect() {
+        let mut w = world();
+        let vm = MANIFEST.vms[1];
+        let bad = [
+            0x4020_0000,              // hypervisor
+            MANIFEST.vms[0].mem.base, // another VM
+            vm.mem.end() - 4,         // straddles the end
+            u64::MAX - 2,             // wraps
+            vm.mem.base - 1,          // starts just below
+        ];
+        for ipa in bad {
+            let r = call(&mut w, 0, HypCall::ConsoleWrite { ipa, len: 8 }.to_regs());
+            assert_eq!(
+                r.status(),
+                Err(HypError::InvalidAddress),
+                "console {ipa:#x}"
+            );
+            let r = call(&mut w, 0, HypCall::VmInfo { ipa, len: 64 }.to_regs());
+            assert_eq!(
+                r.status(),
+                Err(HypError::InvalidAddress),
+                "vm_info {ipa:#x}"
+            );
+        }
+        assert!(w.out.0.is_empty());
+        assert!(w.ram.bytes.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn vm_info_describes_the_caller() {
+        let mut w = world();
+        let vm = MANIFEST.vms[1];
+        let ipa = vm.mem.base + 0x2000;
+        let r = call(&mut w, 0, HypCall::VmInfo { ipa, len: 4096 }.to_regs());
+        assert_eq!(r.status(), Ok(0));
+        let info = VmInfo::read_from_bytes(&w.ram.bytes[0x2000..0x2040]).unwrap();
+        assert_eq!(info.vm_id, 1);
+        assert_eq!(info.vm_count, 3);
+        assert_eq!(info.mem_base, vm.mem.base);
+        assert_eq!(info.cpu, vm.cpu);
+        assert_eq!(info.running_mask, 0b10);
+        assert_eq!(info.peak_running, 1);
+        assert_eq!(host_abi::types::decode_name(&info.name), "guest1");
+        // Only 64 bytes are written even with a larger buffer.
+        assert!(w.ram.bytes[0x2040..0x3000].iter().all(|&b| b == 0));
+    }
+}

@@ -1,0 +1,172 @@
+//! SMMUv3 registers the hypervisor touches so far, and the one sequence it needs at boot:
+//! `GBPA.ABORT` with the UPDATE handshake, so that a disabled SMMU aborts every incoming
+//! transaction instead of letting it through untranslated (QEMU resets GBPA to bypass).
+//!
+//! Hardware is reached only through [`SmmuRegs`], so the sequence is tested on the host.
+
+/// Register offsets in SMMU page 0 (SMMUv3 architecture, chapter 6).
+pub mod offset {
+    /// SMMU_IDR0.
+    pub const IDR0: usize = 0x000;
+    /// SMMU_CR0.
+    pub const CR0: usize = 0x020;
+    /// SMMU_CR0ACK.
+    pub const CR0ACK: usize = 0x024;
+    /// SMMU_GBPA.
+    pub const GBPA: usize = 0x044;
+}
+
+/// 32-bit register access to one SMMU instance.
+pub trait SmmuRegs {
+    /// Reads the register at byte offset `off`.
+    fn read32(&mut self, off: usize) -> u32;
+    /// Writes the register at byte offset `off`.
+    fn write32(&mut self, off: usize, value: u32);
+}
+
+/// SMMU_GBPA: Global Bypass Attribute register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(transparent)]
+pub struct Gbpa(pub u32);
+
+impl Gbpa {
+    /// UPDATE, bit 31: set by software with a new value, cleared by the SMMU once it applies.
+    pub const UPDATE: u32 = 1 << 31;
+    /// ABORT, bit 20: abort all incoming transactions while SMMUEN = 0.
+    pub const ABORT: u32 = 1 << 20;
+
+    /// Whether incoming transactions are aborted while the SMMU is disabled.
+    pub const fn abort(self) -> bool {
+        self.0 & Self::ABORT != 0
+    }
+
+    /// Whether an update is still in progress.
+    pub const fn update_pending(self) -> bool {
+        self.0 & Self::UPDATE != 0
+    }
+
+    /// This value with ABORT set and the other attribute fields kept.
+    pub const fn with_abort(self) -> Gbpa {
+        Gbpa((self.0 & !Self::UPDATE) | Self::ABORT)
+    }
+}
+
+/// SMMU_CR0 bit 0: SMMUEN.
+pub const CR0_SMMUEN: u32 = 1 << 0;
+
+/// Why the SMMU could not be put into abort.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SmmuError {
+    /// GBPA.UPDATE did not clear within the poll budget.
+    GbpaUpdateTimeout {
+        /// The last value read.
+        last: u32,
+    },
+}
+
+impl core::fmt::Display for SmmuError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SmmuError::GbpaUpdateTimeout { last } => {
+                write!(f, "SMMU_GBPA.UPDATE did not clear (last read {last:#010x})")
+            }
+        }
+    }
+}
+
+/// Polls of GBPA before giving up on the UPDATE handshake.
+pub const GBPA_POLL_LIMIT: u32 = 1_000_000;
+
+/// Makes every transaction abort while the SMMU is disabled: waits for any update in flight,
+/// writes GBPA with ABORT and UPDATE set, and waits for UPDATE to clear. Returns the GBPA value
+/// found before the write (to log whether the hardware came up in bypass).
+pub fn set_global_abort(regs: &mut dyn SmmuRegs) -> Result<Gbpa, SmmuError> {
+    let before = wait_gbpa_idle(regs)?;
+    regs.write32(offset::GBPA, before.with_abort().0 | Gbpa::UPDATE);
+    wait_gbpa_idle(regs)?;
+    Ok(before)
+}
+
+fn wait_gbpa_idle(regs: &mut dyn SmmuRegs) -> Result<Gbpa, SmmuError> {
+    let mut last = 0;
+    for _ in 0..GBPA_POLL_LIMIT {
+        last = regs.read32(offset::GBPA);
+        if !Gbpa(last).update_pending() {
+            return Ok(Gbpa(last));
+        }
+    }
+    Err(SmmuError::GbpaUpdateTimeout { last })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    /// A GBPA that takes `delay` reads to apply an update, recording every access.
+    struct FakeSmmu {
+        gbpa: u32,
+        delay: u32,
+        pending: u32,
+        log: Vec<(char, usize, u32)>,
+    }
+    impl SmmuRegs for FakeSmmu {
+        fn read32(&mut self, off: usize) -> u32 {
+            assert_eq!(off, offset::GBPA);
+            if self.pending > 0 {
+                self.pending -= 1;
+                if self.pending == 0 {
+                    self.gbpa &= !Gbpa::UPDATE;
+                }
+            }
+            self.log.push(('r', off, self.gbpa));
+            self.gbpa
+        }
+        fn write32(&mut self, off: usize, value: u32) {
+            self.log.push(('w', off, value));
+            self.gbpa = value;
+            self.pending = self.delay;
+        }
+    }
+
+    #[test]
+    fn abort_is_written_with_update_and_awaited() {
+        // QEMU's reset value: bypass, with SHCFG = 0b01 (use incoming).
+        let mut s = FakeSmmu {
+            gbpa: 0x1000,
+            delay: 3,
+            pending: 0,
+            log: Vec::new(),
+        };
+        let before = set_global_abort(&mut s).unwrap();
+        assert_eq!(before, Gbpa(0x1000));
+        let writes: Vec<_> = s.log.iter().filter(|e| e.0 == 'w').collect();
+        assert_eq!(writes.len(), 1);
+        // UPDATE (bit 31) | ABORT (bit 20) | SHCFG kept.
+        assert_eq!(writes[0].2, 0x8010_1000);
+        assert_eq!(s.gbpa, 0x0010_1000, "update completed");
+        assert_eq!(
+            s.log.last().unwrap().0,
+            'r',
+            "the handshake ends with a read"
+        );
+    }
+
+    #[test]
+    fn a_stuck_update_is_an_error() {
+        let mut s = FakeSmmu {
+            gbpa: Gbpa::UPDATE,
+            delay: 0,
+            pending: 0,
+            log: Vec::new(),
+        };
+        assert_eq!(
+            set_global_abort(&mut s),
+            Err(SmmuError::GbpaUpdateTimeout { last: Gbpa::UPDATE })
+        );
+        assert!(
+            s.log.iter().all(|e| e.0 == 'r'),
+            "nothing written while an update is pending"
+        );
+    }
+}
