@@ -18,6 +18,9 @@ pub enum StopReason {
     SystemOff,
     /// PSCI CPU_OFF of its only vCPU.
     CpuOff,
+    /// The VM cannot make progress: its own exception vector faults (a fault would be
+    /// re-injected forever).
+    Crashed,
 }
 
 impl StopReason {
@@ -26,6 +29,7 @@ impl StopReason {
         match self {
             StopReason::SystemOff => "SYSTEM_OFF",
             StopReason::CpuOff => "CPU_OFF",
+            StopReason::Crashed => "crash: its exception vector faults",
         }
     }
 }

@@ -1,0 +1,141 @@
+/*
+ * EL2 entry points, exception vectors and the VM entry/exit path. Everything else is Rust.
+ *
+ * Trap frame (struct TrapFrame in trap.rs), 272 bytes on the EL2 stack:
+ *   [0, 248)   x0..x30
+ *   248        ELR_EL2
+ *   256        SPSR_EL2
+ *   264        padding
+ */
+.equ FRAME_SIZE, 272
+.equ STACK_SIZE, 0x10000
+
+.section .text.entry, "ax"
+.global _start
+_start:
+    /* The boot CPU. QEMU starts it at EL2, MMU off; secondaries stay off until CPU_ON. */
+    msr     daifset, #0xf
+    mrs     x9, CurrentEL
+    cmp     x9, #(2 << 2)
+    b.ne    wrong_el
+    /* Zero .bss (the stacks are not in it and need no zeroing). */
+    adrp    x9, __bss_start
+    add     x9, x9, :lo12:__bss_start
+    adrp    x10, __bss_end
+    add     x10, x10, :lo12:__bss_end
+1:  cmp     x9, x10
+    b.hs    2f
+    stp     xzr, xzr, [x9], #16
+    b       1b
+2:  mov     x0, #0
+    b       cpu_common
+
+.global secondary_entry
+secondary_entry:
+    /* CPU_ON target: x0 = context id = the CPU's linear index. */
+    msr     daifset, #0xf
+cpu_common:
+    /* Stack: top of this CPU's 64 KiB slot. */
+    adrp    x9, __stacks_start
+    add     x9, x9, :lo12:__stacks_start
+    add     x10, x0, #1
+    lsl     x10, x10, #16
+    add     sp, x9, x10
+    /* No FP/SIMD/SVE traps from EL2 (CPTR_EL2 RES1 bits 13:12, 9, 7:0 set; TFP, TTA clear). */
+    mov     x9, #0x33ff
+    msr     cptr_el2, x9
+    adrp    x9, el2_vectors
+    add     x9, x9, :lo12:el2_vectors
+    msr     vbar_el2, x9
+    isb
+    bl      rust_cpu_entry
+wrong_el:
+    wfe
+    b       wrong_el
+
+/* Vector slot: save x0/x1, pass the slot number in x0, join the common path. */
+.macro VECTOR kind
+    .balign 0x80
+    sub     sp, sp, #FRAME_SIZE
+    stp     x0, x1, [sp, #0]
+    mov     x0, #\kind
+    b       trap_common
+.endm
+
+.section .text.vectors, "ax"
+.balign 0x800
+.global el2_vectors
+el2_vectors:
+    VECTOR 0    /* current EL, SP_EL0: synchronous */
+    VECTOR 1    /* current EL, SP_EL0: IRQ */
+    VECTOR 2    /* current EL, SP_EL0: FIQ */
+    VECTOR 3    /* current EL, SP_EL0: SError */
+    VECTOR 4    /* current EL, SP_ELx: synchronous */
+    VECTOR 5    /* current EL, SP_ELx: IRQ */
+    VECTOR 6    /* current EL, SP_ELx: FIQ */
+    VECTOR 7    /* current EL, SP_ELx: SError */
+    VECTOR 8    /* lower EL, AArch64: synchronous */
+    VECTOR 9    /* lower EL, AArch64: IRQ */
+    VECTOR 10   /* lower EL, AArch64: FIQ */
+    VECTOR 11   /* lower EL, AArch64: SError */
+    VECTOR 12   /* lower EL, AArch32: synchronous */
+    VECTOR 13   /* lower EL, AArch32: IRQ */
+    VECTOR 14   /* lower EL, AArch32: FIQ */
+    VECTOR 15   /* lower EL, AArch32: SError */
+
+trap_common:
+    stp     x2, x3, [sp, #16]
+    stp     x4, x5, [sp, #32]
+    stp     x6, x7, [sp, #48]
+    stp     x8, x9, [sp, #64]
+    stp     x10, x11, [sp, #80]
+    stp     x12, x13, [sp, #96]
+    stp     x14, x15, [sp, #112]
+    stp     x16, x17, [sp, #128]
+    stp     x18, x19, [sp, #144]
+    stp     x20, x21, [sp, #160]
+    stp     x22, x23, [sp, #176]
+    stp     x24, x25, [sp, #192]
+    stp     x26, x27, [sp, #208]
+    stp     x28, x29, [sp, #224]
+    str     x30, [sp, #240]
+    mrs     x9, elr_el2
+    mrs     x10, spsr_el2
+    stp     x9, x10, [sp, #248]
+    mov     x1, sp
+    bl      rust_trap
+    /* fall through: return to wherever the (possibly updated) frame says */
+
+.global frame_return
+frame_return:
+    ldp     x9, x10, [sp, #248]
+    msr     elr_el2, x9
+    msr     spsr_el2, x10
+    ldp     x0, x1, [sp, #0]
+    ldp     x2, x3, [sp, #16]
+    ldp     x4, x5, [sp, #32]
+    ldp     x6, x7, [sp, #48]
+    ldp     x8, x9, [sp, #64]
+    ldp     x10, x11, [sp, #80]
+    ldp     x12, x13, [sp, #96]
+    ldp     x14, x15, [sp, #112]
+    ldp     x16, x17, [sp, #128]
+    ldp     x18, x19, [sp, #144]
+    ldp     x20, x21, [sp, #160]
+    ldp     x22, x23, [sp, #176]
+    ldp     x24, x25, [sp, #192]
+    ldp     x26, x27, [sp, #208]
+    ldp     x28, x29, [sp, #224]
+    ldr     x30, [sp, #240]
+    add     sp, sp, #FRAME_SIZE
+    eret
+
+/*
+ * enter_vm(frame: *const TrapFrame) -> !
+ * The frame sits at the top of this CPU's stack (stack top - FRAME_SIZE): load it and ERET.
+ * Later traps from the VM build their frame at the same place.
+ */
+.global enter_vm
+enter_vm:
+    mov     sp, x0
+    b       frame_return

@@ -1,0 +1,168 @@
+//! The EL2 stage-1 translation (identity map of RAM and the devices the hypervisor drives) and
+//! the per-VM stage-2 translations, both built with aarch64-paging over static page pools.
+
+use super::sysreg::{self, mair_el2, sctlr_el2, tcr_el2};
+use aarch64_paging::descriptor::{El23Attributes, PhysicalAddress, Stage2Attributes};
+use aarch64_paging::paging::{Constraints, El2, MemoryRegion, Stage2};
+use aarch64_paging::Mapping;
+use core::sync::atomic::{AtomicU64, Ordering};
+use hyp::pagepool::{Page, PagePool};
+use platform::{Board, MemRange, VmSpec};
+
+/// MAIR_EL2: attribute 0 = Device-nGnRE, attribute 1 = Normal write-back read/write-allocate.
+const MAIR: u64 = 0x04 | (0xff << 8);
+/// TCR_EL2 (non-VHE): T0SZ = 25 (39-bit VA, start at level 1), inner/outer write-back
+/// write-allocate walks (IRGN0 = ORGN0 = 0b01), inner shareable (SH0 = 0b11), 4 KiB granule
+/// (TG0 = 0), PS = 0b010 (40-bit PA), RES1 bits 31 and 23.
+const TCR: u64 = 25 | (1 << 8) | (1 << 10) | (3 << 12) | (0b010 << 16) | (1 << 23) | (1 << 31);
+/// SCTLR_EL2: RES1 bits, plus M (MMU), C (data cache), SA (SP alignment check), I (icache).
+const SCTLR: u64 = 0x30c5_0830 | (1 << 0) | (1 << 2) | (1 << 3) | (1 << 12);
+/// VTCR_EL2: T0SZ = 25 (39-bit IPA), SL0 = 1 (start at level 1), write-back inner shareable
+/// walks, 4 KiB granule, PS = 40-bit, 8-bit VMID, RES1 bit 31.
+pub const VTCR: u64 = 25 | (1 << 6) | (1 << 8) | (1 << 10) | (3 << 12) | (0b010 << 16) | (1 << 31);
+
+/// Root of the EL2 table, published (with the MMU still off) for secondary CPUs.
+static EL2_ROOT: AtomicU64 = AtomicU64::new(0);
+
+/// Pages for the EL2 stage-1 tables.
+const EL2_POOL_PAGES: usize = 32;
+/// Pages for each VM's stage-2 tables.
+pub const VM_POOL_PAGES: usize = 16;
+/// Most VMs the static pools provide for.
+pub const MAX_VMS: usize = 8;
+
+struct Pool(core::cell::UnsafeCell<[Page; EL2_POOL_PAGES + MAX_VMS * VM_POOL_PAGES]>);
+// SAFETY: the pool is split into disjoint slices exactly once, by `take_pools` on the boot CPU.
+unsafe impl Sync for Pool {}
+static TABLE_PAGES: Pool = Pool(core::cell::UnsafeCell::new(
+    [const { Page([0; 4096]) }; EL2_POOL_PAGES + MAX_VMS * VM_POOL_PAGES],
+));
+
+/// The EL2 pool and one pool per VM.
+pub struct Pools {
+    /// For the EL2 stage-1.
+    pub el2: PagePool,
+    /// For the VMs' stage-2s, by VM id.
+    pub vms: [Option<PagePool>; MAX_VMS],
+}
+
+/// Splits the static table pages into pools.
+///
+/// # Safety
+///
+/// Call once, on the boot CPU.
+pub unsafe fn take_pools() -> Pools {
+    // SAFETY: called once (the caller's promise), so this is the only reference to the pages.
+    let all: &'static mut [Page] = unsafe { &mut *TABLE_PAGES.0.get() };
+    let (el2, mut rest) = all.split_at_mut(EL2_POOL_PAGES);
+    let mut vms: [Option<PagePool>; MAX_VMS] = [const { None }; MAX_VMS];
+    for slot in vms.iter_mut() {
+        let (mine, tail) = rest.split_at_mut(VM_POOL_PAGES);
+        *slot = Some(PagePool::new(mine));
+        rest = tail;
+    }
+    Pools {
+        el2: PagePool::new(el2),
+        vms,
+    }
+}
+
+fn region(r: MemRange) -> MemoryRegion {
+    MemoryRegion::new(r.base as usize, r.end() as usize)
+}
+
+/// Builds the EL2 identity map: all of RAM as normal memory, the board's devices as device
+/// memory. Runs with the MMU off.
+pub fn build_el2(pool: PagePool, board: &Board, ram: MemRange) -> Mapping<PagePool, El2> {
+    let mut m = Mapping::new(pool, 1, El2);
+    let normal = El23Attributes::VALID
+        | El23Attributes::ACCESSED
+        | El23Attributes::USER_RES1
+        | El23Attributes::INNER_SHAREABLE
+        | El23Attributes::ATTRIBUTE_INDEX_1;
+    let device = El23Attributes::VALID
+        | El23Attributes::ACCESSED
+        | El23Attributes::USER_RES1
+        | El23Attributes::ATTRIBUTE_INDEX_0
+        | El23Attributes::XN;
+    let mut map = |r: MemRange, flags| {
+        m.map_range(
+            &region(r),
+            PhysicalAddress(r.base as usize),
+            flags,
+            Constraints::empty(),
+        )
+        .expect("EL2 map_range");
+    };
+    map(ram, normal);
+    for dev in [
+        board.uart,
+        board.smmu,
+        board.gicd,
+        board.gicr,
+        board.pcie_ecam,
+    ] {
+        map(dev, device);
+    }
+    m
+}
+
+/// Loads the EL2 translation on this CPU and turns the MMU and caches on.
+///
+/// # Safety
+///
+/// `root` must be the root of a table that identity-maps everything the hypervisor uses.
+unsafe fn enable(root: u64) {
+    // SAFETY: per the caller, the new map keeps every address we use at the same place.
+    unsafe {
+        mair_el2::write(MAIR);
+        tcr_el2::write(TCR);
+        sysreg::ttbr0_el2::write(root);
+        sysreg::dsb_isb();
+        sysreg::tlbi_all();
+        sctlr_el2::write(SCTLR);
+    }
+    sysreg::dsb_isb();
+}
+
+/// Boot CPU: publishes the root for the secondaries, then enables the MMU.
+///
+/// # Safety
+///
+/// As for [`enable`]; `m` must never be dropped.
+pub unsafe fn enable_boot(m: &Mapping<PagePool, El2>) {
+    let root = m.root_address().0 as u64;
+    EL2_ROOT.store(root, Ordering::Release);
+    m.mark_active();
+    // SAFETY: forwarded to the caller.
+    unsafe { enable(root) };
+}
+
+/// Secondary CPU: enables the MMU with the table the boot CPU published.
+///
+/// # Safety
+///
+/// The boot CPU must have called [`enable_boot`].
+pub unsafe fn enable_secondary() {
+    // SAFETY: the published root identity-maps the hypervisor (boot CPU's promise).
+    unsafe { enable(EL2_ROOT.load(Ordering::Acquire)) };
+}
+
+/// Builds a VM's stage-2: its RAM at IPA == PA as normal write-back memory, nothing else.
+pub fn build_stage2(pool: PagePool, vm: &VmSpec) -> Mapping<PagePool, Stage2> {
+    let mut m = Mapping::new(pool, 1, Stage2);
+    let ram = Stage2Attributes::VALID
+        | Stage2Attributes::ACCESS_FLAG
+        | Stage2Attributes::S2AP_ACCESS_RW
+        | Stage2Attributes::SH_INNER
+        | Stage2Attributes::MEMATTR_NORMAL_INNER_WB
+        | Stage2Attributes::MEMATTR_NORMAL_OUTER_WB;
+    m.map_range(
+        &region(vm.mem),
+        PhysicalAddress(vm.mem.base as usize),
+        ram,
+        Constraints::empty(),
+    )
+    .expect("stage-2 map_range");
+    m
+}

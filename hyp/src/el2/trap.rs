@@ -1,0 +1,166 @@
+//! Exceptions taken to EL2: hypercalls, trapped SMCs (PSCI), stage-2 faults, and anything
+//! unexpected.
+
+use super::sysreg::{elr_el1, esr_el1, esr_el2, far_el1, far_el2, hpfar_el2, spsr_el1, vbar_el1};
+use super::{firmware, uart, vm};
+use hyp::esr::{Esr, ExceptionClass};
+use hyp::hypercall::{self, Caller};
+use hyp::inject::{self, Injection, TrappedState};
+use hyp::psci::{self, PsciAction, StopReason};
+use log::warn;
+
+/// Registers saved by the vectors (layout shared with entry.S).
+#[repr(C)]
+pub struct TrapFrame {
+    /// x0..x30.
+    pub x: [u64; 31],
+    /// ELR_EL2.
+    pub elr: u64,
+    /// SPSR_EL2.
+    pub spsr: u64,
+    pad: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<TrapFrame>() == 272);
+const _: () = assert!(core::mem::offset_of!(TrapFrame, elr) == 248);
+
+impl TrapFrame {
+    /// A frame that enters EL1h with D, A, I, F masked at `entry`, with `x0` = `arg`.
+    pub fn for_entry(entry: u64, arg: u64) -> Self {
+        let mut x = [0; 31];
+        x[0] = arg;
+        Self {
+            x,
+            elr: entry,
+            spsr: 0x3c5,
+            pad: 0,
+        }
+    }
+}
+
+/// Vector slot names, for fatal-exception reports.
+const KINDS: [&str; 16] = [
+    "current EL with SP_EL0, synchronous",
+    "current EL with SP_EL0, IRQ",
+    "current EL with SP_EL0, FIQ",
+    "current EL with SP_EL0, SError",
+    "current EL with SP_ELx, synchronous",
+    "current EL with SP_ELx, IRQ",
+    "current EL with SP_ELx, FIQ",
+    "current EL with SP_ELx, SError",
+    "lower EL (AArch64), synchronous",
+    "lower EL (AArch64), IRQ",
+    "lower EL (AArch64), FIQ",
+    "lower EL (AArch64), SError",
+    "lower EL (AArch32), synchronous",
+    "lower EL (AArch32), IRQ",
+    "lower EL (AArch32), FIQ",
+    "lower EL (AArch32), SError",
+];
+
+/// Called by the vectors with the slot number and the saved frame.
+#[no_mangle]
+extern "C" fn rust_trap(kind: u64, frame: &mut TrapFrame) {
+    if kind == 8 {
+        lower_sync(frame);
+    } else {
+        fatal_exception(kind, frame);
+    }
+}
+
+fn lower_sync(frame: &mut TrapFrame) {
+    let esr = Esr(esr_el2::read());
+    let vm = vm::current();
+    match esr.class() {
+        ExceptionClass::Hvc64 => {
+            vm.count_hypercall();
+            let mut regs = [0u64; host_abi::HVC_REGS];
+            regs.copy_from_slice(&frame.x[..host_abi::HVC_REGS]);
+            let caller = Caller {
+                vm: vm.spec,
+                states: &vm::STATES,
+            };
+            let ret = hypercall::dispatch(
+                esr.imm16(),
+                &regs,
+                &caller,
+                &mut vm::IdentityGuestMemory,
+                &mut vm::Console,
+            );
+            frame.x[..4].copy_from_slice(&ret.0);
+        }
+        ExceptionClass::Smc64 => {
+            // A trapped SMC returns to the SMC itself: step over it.
+            frame.elr += 4;
+            match psci::handle(frame.x[0]) {
+                PsciAction::Return(v) => frame.x[0] = v,
+                PsciAction::StopVm(reason) => vm.stop(reason),
+            }
+        }
+        ExceptionClass::DataAbortLower | ExceptionClass::InstrAbortLower => {
+            let far = far_el2::read();
+            let ipa = ((hpfar_el2::read() >> 4) & ((1 << 40) - 1)) << 12 | (far & 0xfff);
+            vm.count_fault();
+            warn!(
+                "vm {}: stage-2 fault at IPA {ipa:#x} (FAR {far:#x}, PC {:#x}): {esr}; \
+                 injecting a synchronous external abort",
+                vm.spec.name, frame.elr
+            );
+            let t = trapped(frame, esr, far);
+            if let Some(i) = inject::external_abort(&t) {
+                if i.elr_el2 == frame.elr {
+                    // The VM's vector itself is what faulted: injecting again would loop.
+                    vm.stop(StopReason::Crashed);
+                }
+                apply(frame, &i);
+            }
+        }
+        _ => {
+            warn!(
+                "vm {}: unhandled trap at PC {:#x}: {esr}; injecting an undefined instruction",
+                vm.spec.name, frame.elr
+            );
+            let t = trapped(frame, esr, 0);
+            apply(frame, &inject::undefined(&t));
+        }
+    }
+}
+
+fn trapped(frame: &TrapFrame, esr: Esr, far: u64) -> TrappedState {
+    TrappedState {
+        esr,
+        far,
+        elr: frame.elr,
+        spsr: frame.spsr,
+        vbar_el1: vbar_el1::read(),
+    }
+}
+
+fn apply(frame: &mut TrapFrame, i: &Injection) {
+    // SAFETY: these are the VM's own EL1 exception registers; writing them is exactly what the
+    // architecture would have done taking the exception at EL1.
+    unsafe {
+        esr_el1::write(i.esr_el1);
+        far_el1::write(i.far_el1);
+        elr_el1::write(i.elr_el1);
+        spsr_el1::write(i.spsr_el1);
+    }
+    frame.elr = i.elr_el2;
+    frame.spsr = i.spsr_el2;
+}
+
+fn fatal_exception(kind: u64, frame: &TrapFrame) -> ! {
+    let esr = Esr(esr_el2::read());
+    let what = KINDS.get(kind as usize).copied().unwrap_or("?");
+    uart::emergency(
+        format_args!(
+            "\r\nhyp: PANIC unexpected exception ({what}) on CPU {}: {esr}, FAR={:#x}, ELR={:#x}, SPSR={:#x}\r\n",
+            super::sysreg::cpu_index(),
+            far_el2::read(),
+            frame.elr,
+            frame.spsr,
+        ),
+        super::UART_BASE,
+    );
+    firmware::system_off()
+}

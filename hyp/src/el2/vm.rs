@@ -1,0 +1,235 @@
+//! Entering a VM on its CPU, and the per-VM state the trap handlers use.
+
+use super::mmu::{self, MAX_VMS};
+use super::sysreg::{self, *};
+use super::trap::TrapFrame;
+use super::{firmware, uart};
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU64, Ordering};
+use hyp::console::LineBuffer;
+use hyp::hypercall::{ConsoleSink, GuestMemory};
+use hyp::psci::StopReason;
+use hyp::vmstate::{StopOutcome, VmStates};
+use log::info;
+use platform::{Platform, VmSpec};
+use spin::mutex::SpinMutex;
+use spin::Once;
+
+/// HCR_EL2: VM (stage-2 on), SWIO, FMO/IMO/AMO (physical interrupts and SErrors to EL2),
+/// FB (broadcast TLB maintenance), BSU = inner shareable, TSC (trap SMC), RW (EL1 is AArch64).
+const HCR: u64 = (1 << 0)
+    | (1 << 1)
+    | (1 << 3)
+    | (1 << 4)
+    | (1 << 5)
+    | (1 << 9)
+    | (1 << 10)
+    | (1 << 19)
+    | (1 << 31);
+/// SCTLR_EL1 at VM entry: RES1 bits only (MMU and caches off), as after reset.
+const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
+/// CNTHCTL_EL2: EL1PCTEN and EL1PCEN (VMs may use the physical counter and timer).
+const CNTHCTL: u64 = 0b11;
+
+/// Lifecycle of every VM.
+pub static STATES: VmStates = VmStates::new(super::PLATFORM_MANIFEST.vms.len() as u32);
+
+/// Per-VM state.
+pub struct Vm {
+    /// The manifest entry.
+    pub spec: &'static VmSpec,
+    vttbr: u64,
+    console: SpinMutex<LineBuffer>,
+    hypercalls: AtomicU64,
+    faults: AtomicU64,
+    stop_reason: Once<StopReason>,
+}
+
+static VMS: [Once<Vm>; MAX_VMS] = [const { Once::new() }; MAX_VMS];
+
+impl Vm {
+    /// Counts one hypercall (a per-VM counter, touched only by the VM's own CPU).
+    pub fn count_hypercall(&self) {
+        self.hypercalls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one injected fault.
+    pub fn count_fault(&self) {
+        self.faults.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Stops this VM (PSCI SYSTEM_OFF or CPU_OFF): its CPU turns off; the last VM to stop
+    /// powers the machine off after a summary.
+    pub fn stop(&self, reason: StopReason) -> ! {
+        self.stop_reason.call_once(|| reason);
+        let mut lb = self.console.lock();
+        if !lb.is_empty() {
+            lb.flush(&mut |line| print_vm_line(self.spec, line));
+        }
+        drop(lb);
+        info!(
+            "vm {} stopped ({}) after {} hypercalls and {} injected faults",
+            self.spec.name,
+            reason.describe(),
+            self.hypercalls.load(Ordering::Relaxed),
+            self.faults.load(Ordering::Relaxed)
+        );
+        match STATES.stop(self.spec.id) {
+            StopOutcome::LastVm => {
+                summary();
+                firmware::system_off()
+            }
+            StopOutcome::OthersRunning | StopOutcome::NotRunning => firmware::cpu_off(),
+        }
+    }
+}
+
+fn summary() {
+    info!(
+        "all VMs stopped (at most {} ran at the same time)",
+        STATES.peak_running()
+    );
+    for slot in VMS.iter() {
+        if let Some(vm) = slot.get() {
+            info!(
+                "  {:<8} cpu {}  {:>5} hypercalls  {:>3} faults  stopped by {}",
+                vm.spec.name,
+                vm.spec.cpu,
+                vm.hypercalls.load(Ordering::Relaxed),
+                vm.faults.load(Ordering::Relaxed),
+                vm.stop_reason.get().map_or("?", |r| r.describe())
+            );
+        }
+    }
+    info!("powering off");
+}
+
+/// Builds every VM's stage-2 and writes its boot-info block (boot CPU, before any VM runs).
+pub fn prepare_all(pools: &mut mmu::Pools) {
+    for spec in super::PLATFORM.manifest().vms {
+        let pool = pools.vms[spec.id as usize].take().expect("VM table pool");
+        // The stage-2 tables are in use by the hardware from now on: they live on the heap and
+        // are never dropped.
+        let s2 = alloc::boxed::Box::leak(alloc::boxed::Box::new(mmu::build_stage2(pool, spec)));
+        let vttbr = s2.root_address().0 as u64 | ((spec.vmid() as u64) << 48);
+        s2.mark_active();
+        write_boot_info(spec);
+        VMS[spec.id as usize].call_once(|| Vm {
+            spec,
+            vttbr,
+            console: SpinMutex::new(LineBuffer::new()),
+            hypercalls: AtomicU64::new(0),
+            faults: AtomicU64::new(0),
+            stop_reason: Once::new(),
+        });
+    }
+}
+
+fn write_boot_info(spec: &VmSpec) {
+    use host_abi::types::{encode_name, BOOT_INFO_MAGIC};
+    let info = host_abi::BootInfo {
+        magic: BOOT_INFO_MAGIC,
+        abi_version: host_abi::ABI_VERSION,
+        vm_id: spec.id,
+        mem_base: spec.mem.base,
+        mem_size: spec.mem.size,
+        cpu: spec.cpu,
+        vm_count: super::PLATFORM_MANIFEST.vms.len() as u32,
+        name: encode_name(spec.name),
+        reserved: 0,
+    };
+    IdentityGuestMemory.write(spec.boot_info_ipa(), zerocopy::IntoBytes::as_bytes(&info));
+}
+
+/// The VM pinned to the calling CPU.
+pub fn current() -> &'static Vm {
+    let cpu = sysreg::cpu_index();
+    super::PLATFORM
+        .manifest()
+        .vm_on_cpu(cpu)
+        .and_then(|spec| VMS[spec.id as usize].get())
+        .expect("trap from a CPU that runs no VM")
+}
+
+unsafe extern "C" {
+    static __stacks_start: u8;
+    fn enter_vm(frame: *mut TrapFrame) -> !;
+}
+
+/// Enters the VM pinned to this CPU at EL1. Does not return: from now on this CPU only runs
+/// the VM and the trap handlers.
+pub fn run_on_this_cpu(cpu: u32) -> ! {
+    let Some(spec) = super::PLATFORM.manifest().vm_on_cpu(cpu) else {
+        info!("cpu {cpu} runs no VM: turning it off");
+        firmware::cpu_off()
+    };
+    let vm = VMS[spec.id as usize].get().expect("VM prepared");
+    // SAFETY: this configures the EL1&0 regime for the VM: stage-2 on with its own tables and
+    // VMID, EL1 state reset. The hypervisor's own EL2 regime is not affected.
+    unsafe {
+        hcr_el2::write(HCR);
+        vtcr_el2::write(mmu::VTCR);
+        vttbr_el2::write(vm.vttbr);
+        vmpidr_el2::write(mpidr_el1::read());
+        vpidr_el2::write(midr_el1::read());
+        cnthctl_el2::write(CNTHCTL);
+        cntvoff_el2::write(0);
+        sctlr_el1::write(SCTLR_EL1_RESET);
+        cpacr_el1::write(3 << 20);
+        vbar_el1::write(0);
+    }
+    sysreg::tlbi_all();
+    // The entry frame sits at the top of this CPU's stack, where traps will build theirs.
+    let top = core::ptr::addr_of!(__stacks_start) as usize + (cpu as usize + 1) * 0x10000;
+    let frame = (top - core::mem::size_of::<TrapFrame>()) as *mut TrapFrame;
+    // SAFETY: the frame slot is inside this CPU's own stack, above everything live once we
+    // switch to it in `enter_vm`.
+    unsafe { frame.write(TrapFrame::for_entry(spec.entry_ipa(), spec.boot_info_ipa())) };
+    info!(
+        "cpu {cpu}: entering vm {} (VMID {}) at EL1, entry {:#x}, boot info {:#x}",
+        spec.name,
+        spec.vmid(),
+        spec.entry_ipa(),
+        spec.boot_info_ipa()
+    );
+    STATES.start(spec.id);
+    // SAFETY: the frame is valid; enter_vm switches to this CPU's stack top and ERETs.
+    unsafe { enter_vm(frame) }
+}
+
+/// VM memory seen from EL2: RAM is identity-mapped at EL2 and every VM's stage-2 maps its RAM at
+/// IPA == PA, so an IPA inside the caller's RAM is its own physical address. The dispatcher
+/// checks the range against the caller's RAM before calling these.
+pub struct IdentityGuestMemory;
+
+impl GuestMemory for IdentityGuestMemory {
+    fn read(&self, ipa: u64, out: &mut [u8]) {
+        // SAFETY: the range is inside the calling VM's RAM (checked by the dispatcher), which
+        // is mapped at EL2; it is copied once, into hypervisor memory.
+        unsafe { core::ptr::copy_nonoverlapping(ipa as *const u8, out.as_mut_ptr(), out.len()) };
+    }
+    fn write(&mut self, ipa: u64, data: &[u8]) {
+        // SAFETY: as for `read`; the VM's RAM is never the hypervisor's own memory.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), ipa as *mut u8, data.len()) };
+    }
+}
+
+fn print_vm_line(spec: &VmSpec, line: &[u8]) {
+    let text = core::str::from_utf8(line).unwrap_or("<invalid utf-8>");
+    uart::with_console(|c| {
+        let _ = writeln!(c, "[{}] {}", spec.name, text);
+    });
+}
+
+/// VM console output: assembled into lines per VM, printed with the VM's name.
+pub struct Console;
+
+impl ConsoleSink for Console {
+    fn vm_text(&mut self, vm: &VmSpec, bytes: &[u8]) {
+        if let Some(v) = VMS.get(vm.id as usize).and_then(|s| s.get()) {
+            v.console
+                .lock()
+                .push(bytes, &mut |line| print_vm_line(vm, line));
+        }
+    }
+}
