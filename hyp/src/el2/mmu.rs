@@ -71,8 +71,15 @@ fn region(r: MemRange) -> MemoryRegion {
     MemoryRegion::new(r.base as usize, r.end() as usize)
 }
 
-/// Builds the EL2 identity map: all of RAM as normal memory, the board's devices as device
-/// memory. Runs with the MMU off.
+unsafe extern "C" {
+    static __image_start: u8;
+    static __text_end: u8;
+    static __rodata_end: u8;
+}
+
+/// Builds the EL2 identity map: all of RAM as normal, non-executable, writable memory except the
+/// hypervisor's code (read-only, executable) and read-only data (read-only); the board's devices
+/// as device memory. Runs with the MMU off.
 pub fn build_el2(pool: PagePool, board: &Board, ram: MemRange) -> Mapping<PagePool, El2> {
     let mut m = Mapping::new(pool, 1, El2);
     let normal = El23Attributes::VALID
@@ -80,6 +87,11 @@ pub fn build_el2(pool: PagePool, board: &Board, ram: MemRange) -> Mapping<PagePo
         | El23Attributes::USER_RES1
         | El23Attributes::INNER_SHAREABLE
         | El23Attributes::ATTRIBUTE_INDEX_1;
+    let (text, text_end, rodata_end) = (
+        core::ptr::addr_of!(__image_start) as u64,
+        core::ptr::addr_of!(__text_end) as u64,
+        core::ptr::addr_of!(__rodata_end) as u64,
+    );
     let device = El23Attributes::VALID
         | El23Attributes::ACCESSED
         | El23Attributes::USER_RES1
@@ -94,7 +106,15 @@ pub fn build_el2(pool: PagePool, board: &Board, ram: MemRange) -> Mapping<PagePo
         )
         .expect("EL2 map_range");
     };
-    map(ram, normal);
+    map(ram, normal | El23Attributes::XN);
+    map(
+        MemRange::new(text, text_end - text),
+        normal | El23Attributes::READ_ONLY,
+    );
+    map(
+        MemRange::new(text_end, rodata_end - text_end),
+        normal | El23Attributes::READ_ONLY | El23Attributes::XN,
+    );
     for dev in [
         board.uart,
         board.smmu,
