@@ -9,7 +9,7 @@
 pub mod manifest;
 pub mod qemu_virt;
 
-pub use manifest::{Manifest, ManifestError, VmSpec};
+pub use manifest::{Manifest, ManifestError, PciAddr, VmSpec};
 
 /// A half-open physical (or intermediate-physical) address range `[base, base + size)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,6 +9,40 @@ pub const BOOT_INFO_PAGE: u64 = 4096;
 /// Largest number of VMs (bounded by the 64-bit `running_mask` of the ABI).
 pub const MAX_VMS: usize = 64;
 
+/// A PCI function on bus 0..255: its requester ID is its SMMU stream ID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciAddr {
+    /// Bus number.
+    pub bus: u8,
+    /// Device (slot) number, 0..32.
+    pub dev: u8,
+    /// Function number, 0..8.
+    pub func: u8,
+}
+
+impl PciAddr {
+    /// Function `func` of device `dev` on bus 0.
+    pub const fn slot(dev: u8, func: u8) -> Self {
+        Self { bus: 0, dev, func }
+    }
+
+    /// The requester ID (bus << 8 | dev << 3 | func), which is the SMMU stream ID on `virt`.
+    pub const fn rid(self) -> u32 {
+        ((self.bus as u32) << 8) | ((self.dev as u32 & 0x1f) << 3) | (self.func as u32 & 7)
+    }
+
+    /// Whether the fields are in range.
+    pub const fn is_valid(self) -> bool {
+        self.dev < 32 && self.func < 8
+    }
+}
+
+impl core::fmt::Display for PciAddr {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{:02x}:{:02x}.{}", self.bus, self.dev, self.func)
+    }
+}
+
 /// One VM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VmSpec {
@@ -20,6 +54,9 @@ pub struct VmSpec {
     pub mem: MemRange,
     /// The physical CPU (linear index, `MPIDR.Aff0` on `virt`) its only vCPU runs on.
     pub cpu: u32,
+    /// PCI functions assigned to this VM: their BARs are mapped in its stage-2 and their
+    /// streams are its to attach.
+    pub devices: &'static [PciAddr],
 }
 
 impl VmSpec {
@@ -59,6 +96,8 @@ pub enum ManifestError {
     Overlap(usize, usize),
     /// VM's CPU is out of range or shared with another VM.
     Cpu(usize),
+    /// A device of this VM is malformed or also assigned elsewhere.
+    Device(usize),
 }
 
 impl core::fmt::Display for ManifestError {
@@ -72,6 +111,12 @@ impl core::fmt::Display for ManifestError {
             ),
             ManifestError::Overlap(a, b) => write!(f, "VMs {a} and {b} share memory"),
             ManifestError::Cpu(i) => write!(f, "VM {i}: CPU out of range or not its own"),
+            ManifestError::Device(i) => {
+                write!(
+                    f,
+                    "VM {i}: a PCI device is malformed or assigned to two VMs"
+                )
+            }
         }
     }
 }
@@ -99,6 +144,13 @@ impl Manifest {
             if vm.cpu >= board.cpu_count {
                 return Err(ManifestError::Cpu(i));
             }
+            for (k, d) in vm.devices.iter().enumerate() {
+                let dup_here = vm.devices[..k].contains(d);
+                let dup_before = self.vms[..i].iter().any(|o| o.devices.contains(d));
+                if !d.is_valid() || dup_here || dup_before {
+                    return Err(ManifestError::Device(i));
+                }
+            }
             for (j, other) in self.vms[..i].iter().enumerate() {
                 if other.mem.overlaps(&m) {
                     return Err(ManifestError::Overlap(j, i));
@@ -114,6 +166,11 @@ impl Manifest {
     /// The VM pinned to physical CPU `cpu`, if any.
     pub fn vm_on_cpu(&self, cpu: u32) -> Option<&'static VmSpec> {
         self.vms.iter().find(|vm| vm.cpu == cpu)
+    }
+
+    /// The VM a PCI function is assigned to, if any.
+    pub fn owner_of_device(&self, addr: PciAddr) -> Option<&'static VmSpec> {
+        self.vms.iter().find(|vm| vm.devices.contains(&addr))
     }
 
     /// The VM whose RAM contains `[addr, addr + len)`, if any.
@@ -153,7 +210,8 @@ mod tests {
                 id: 1,
                 name: "x",
                 mem: MemRange::new(0x4400_0000, M),
-                cpu: 0
+                cpu: 0,
+                devices: &[],
             }]),
             Err(ManifestError::Id(0))
         );
@@ -163,7 +221,8 @@ mod tests {
                 id: 0,
                 name: "x",
                 mem: MemRange::new(0x4000_0000, M),
-                cpu: 0
+                cpu: 0,
+                devices: &[],
             }]),
             Err(ManifestError::Memory(0))
         );
@@ -173,7 +232,8 @@ mod tests {
                 id: 0,
                 name: "x",
                 mem: MemRange::new(0x4410_0000, M),
-                cpu: 0
+                cpu: 0,
+                devices: &[],
             }]),
             Err(ManifestError::Memory(0))
         );
@@ -183,7 +243,8 @@ mod tests {
                 id: 0,
                 name: "x",
                 mem: MemRange::new(0x8000_0000, M),
-                cpu: 0
+                cpu: 0,
+                devices: &[],
             }]),
             Err(ManifestError::Memory(0))
         );
@@ -193,13 +254,15 @@ mod tests {
                     id: 0,
                     name: "a",
                     mem: MemRange::new(0x4400_0000, 2 * M),
-                    cpu: 0
+                    cpu: 0,
+                    devices: &[],
                 },
                 VmSpec {
                     id: 1,
                     name: "b",
                     mem: MemRange::new(0x4420_0000, M),
-                    cpu: 1
+                    cpu: 1,
+                    devices: &[],
                 },
             ]),
             Err(ManifestError::Overlap(0, 1))
@@ -210,13 +273,15 @@ mod tests {
                     id: 0,
                     name: "a",
                     mem: MemRange::new(0x4400_0000, M),
-                    cpu: 1
+                    cpu: 1,
+                    devices: &[],
                 },
                 VmSpec {
                     id: 1,
                     name: "b",
                     mem: MemRange::new(0x4600_0000, M),
-                    cpu: 1
+                    cpu: 1,
+                    devices: &[],
                 },
             ]),
             Err(ManifestError::Cpu(1))
@@ -226,7 +291,8 @@ mod tests {
                 id: 0,
                 name: "a",
                 mem: MemRange::new(0x4400_0000, M),
-                cpu: 7
+                cpu: 7,
+                devices: &[],
             }]),
             Err(ManifestError::Cpu(0))
         );
@@ -239,5 +305,54 @@ mod tests {
         assert_eq!(MANIFEST.owner_of(0x4600_1000, 8).unwrap().id, 1);
         assert!(MANIFEST.owner_of(0x45ff_fff8, 16).is_none());
         assert_eq!(MANIFEST.vms[2].boot_info_ipa(), 0x49ff_f000);
+        let d = MANIFEST.vms[1].devices[0];
+        assert_eq!(MANIFEST.owner_of_device(d).unwrap().id, 1);
+        assert!(MANIFEST.owner_of_device(PciAddr::slot(31, 7)).is_none());
+    }
+
+    #[test]
+    fn rids_and_device_checks() {
+        assert_eq!(PciAddr::slot(3, 0).rid(), 0x18);
+        assert_eq!(
+            PciAddr {
+                bus: 1,
+                dev: 2,
+                func: 1
+            }
+            .rid(),
+            0x111
+        );
+        const M: u64 = 2 << 20;
+        const D: &[PciAddr] = &[PciAddr::slot(2, 0)];
+        const BAD: &[PciAddr] = &[PciAddr::slot(32, 0)];
+        assert_eq!(
+            check(&[
+                VmSpec {
+                    id: 0,
+                    name: "a",
+                    mem: MemRange::new(0x4400_0000, M),
+                    cpu: 0,
+                    devices: D
+                },
+                VmSpec {
+                    id: 1,
+                    name: "b",
+                    mem: MemRange::new(0x4600_0000, M),
+                    cpu: 1,
+                    devices: D
+                },
+            ]),
+            Err(ManifestError::Device(1))
+        );
+        assert_eq!(
+            check(&[VmSpec {
+                id: 0,
+                name: "a",
+                mem: MemRange::new(0x4400_0000, M),
+                cpu: 0,
+                devices: BAD,
+            }]),
+            Err(ManifestError::Device(0))
+        );
     }
 }

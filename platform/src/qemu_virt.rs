@@ -4,7 +4,7 @@
 //! Addresses are QEMU's (hw/arm/virt.c memory map); the device tree QEMU generates is checked
 //! against them at boot.
 
-use crate::manifest::{Manifest, VmSpec};
+use crate::manifest::{Manifest, PciAddr, VmSpec};
 use crate::{Board, MemRange, Platform};
 
 const MIB: u64 = 1 << 20;
@@ -34,7 +34,11 @@ pub const BOARD: Board = Board {
     cpu_count: QEMU_CPUS,
 };
 
-/// The VMs: the host and two guests, 32 MiB each, each pinned to its own CPU. A VM's RAM is
+/// QEMU `edu` devices xtask attaches (`-device edu,addr=SLOT,dma_mask=...`): one per VM.
+pub const EDU_SLOTS: [u8; 3] = [2, 3, 4];
+
+/// The VMs: the host and two guests, 32 MiB each, each pinned to its own CPU and owning one
+/// `edu` PCI device (distinct slots, so distinct stream IDs). A VM's RAM is
 /// mapped at IPA == PA, so "another VM's memory" has the same address for everyone.
 pub const MANIFEST: Manifest = Manifest {
     vms: &[
@@ -43,18 +47,21 @@ pub const MANIFEST: Manifest = Manifest {
             name: "host",
             mem: MemRange::new(0x4400_0000, 32 * MIB),
             cpu: 0,
+            devices: &[PciAddr::slot(2, 0)],
         },
         VmSpec {
             id: 1,
             name: "guest1",
             mem: MemRange::new(0x4600_0000, 32 * MIB),
             cpu: 1,
+            devices: &[PciAddr::slot(3, 0)],
         },
         VmSpec {
             id: 2,
             name: "guest2",
             mem: MemRange::new(0x4800_0000, 32 * MIB),
             cpu: 2,
+            devices: &[PciAddr::slot(4, 0)],
         },
     ],
 };
