@@ -27,6 +27,7 @@
 #define SMMU_HYP_FN_FEATURES 0xc6000001u
 #define SMMU_HYP_FN_CONSOLE_WRITE 0xc6000002u
 #define SMMU_HYP_FN_VM_INFO 0xc6000003u
+#define SMMU_HYP_FN_DEVICE_INFO 0xc6000004u
 
 /* Status codes returned in x0. */
 #define SMMU_HYP_SUCCESS 0
@@ -73,5 +74,21 @@ struct smmu_hyp_vm_info {
 _Static_assert(sizeof(struct smmu_hyp_vm_info) == 64, "vm_info size");
 _Static_assert(offsetof(struct smmu_hyp_vm_info, running_mask) == 32, "mask");
 _Static_assert(offsetof(struct smmu_hyp_vm_info, name) == 40, "name");
+
+/* Written by SMMU_HYP_FN_DEVICE_INFO. */
+struct smmu_hyp_bar_info {
+	uint64_t ipa;          /* offset 0 */
+	uint64_t size;         /* offset 8 */
+};
+struct smmu_hyp_device_info {
+	uint32_t stream_id;    /* offset 0 */
+	uint16_t vendor;       /* offset 4 */
+	uint16_t device;       /* offset 6 */
+	uint32_t pci_addr;     /* offset 8 */
+	uint32_t reserved;     /* offset 12 */
+	struct smmu_hyp_bar_info bars[6]; /* offset 16 */
+};
+_Static_assert(sizeof(struct smmu_hyp_device_info) == 112, "device_info size");
+_Static_assert(offsetof(struct smmu_hyp_device_info, bars) == 16, "bars");
 
 #endif /* SMMU_HYP_H */

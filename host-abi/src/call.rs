@@ -3,7 +3,7 @@
 //! result registers.
 
 use crate::error::HypError;
-use crate::types::VmInfo;
+use crate::types::{DeviceInfo, VmInfo};
 use crate::CONSOLE_WRITE_MAX;
 
 /// Number of argument registers (`x0..x7`) a hypercall reads.
@@ -61,17 +61,25 @@ pub enum FunctionId {
     /// Errors: `INVALID_PARAMETER` if the buffer is smaller than `VmInfo`; `INVALID_ADDRESS` if
     /// it is not entirely inside the caller's RAM.
     VmInfo = smccc::vendor_hyp(true, 0x0003),
+    /// `x1` = index (0-based) among the caller's PCI devices, `x2` = IPA of a buffer, `x3` = its
+    /// length (at least `size_of::<DeviceInfo>()` = 112). Writes a [`DeviceInfo`] (stream ID, IDs,
+    /// BARs as mapped in the caller's stage-2) and returns `0` with the caller's device count in
+    /// `x1`.
+    /// Errors: `INVALID_PARAMETER` if the index is not below the device count or the buffer is
+    /// too small; `INVALID_ADDRESS` if the buffer is not entirely inside the caller's RAM.
+    DeviceInfo = smccc::vendor_hyp(true, 0x0004),
 }
 
 impl FunctionId {
     /// Every implemented function, for `FEATURES`, tests and the C header.
-    pub const ALL: [FunctionId; 6] = [
+    pub const ALL: [FunctionId; 7] = [
         FunctionId::CallUid,
         FunctionId::Revision,
         FunctionId::Version,
         FunctionId::Features,
         FunctionId::ConsoleWrite,
         FunctionId::VmInfo,
+        FunctionId::DeviceInfo,
     ];
 
     /// The function ID with this value, if implemented.
@@ -88,6 +96,7 @@ impl FunctionId {
             FunctionId::Features => "FEATURES",
             FunctionId::ConsoleWrite => "CONSOLE_WRITE",
             FunctionId::VmInfo => "VM_INFO",
+            FunctionId::DeviceInfo => "DEVICE_INFO",
         }
     }
 }
@@ -121,6 +130,15 @@ pub enum HypCall {
         /// Length of the output buffer, at least 64.
         len: u64,
     },
+    /// See [`FunctionId::DeviceInfo`].
+    DeviceInfo {
+        /// Index among the caller's devices.
+        index: u64,
+        /// IPA of the output buffer.
+        ipa: u64,
+        /// Length of the output buffer, at least 112.
+        len: u64,
+    },
 }
 
 impl HypCall {
@@ -150,6 +168,17 @@ impl HypCall {
                 }
                 HypCall::VmInfo { ipa: regs[1], len }
             }
+            FunctionId::DeviceInfo => {
+                let len = regs[3];
+                if len < core::mem::size_of::<DeviceInfo>() as u64 {
+                    return Err(HypError::InvalidParameter);
+                }
+                HypCall::DeviceInfo {
+                    index: regs[1],
+                    ipa: regs[2],
+                    len,
+                }
+            }
         })
     }
 
@@ -162,6 +191,7 @@ impl HypCall {
             HypCall::Features { .. } => FunctionId::Features,
             HypCall::ConsoleWrite { .. } => FunctionId::ConsoleWrite,
             HypCall::VmInfo { .. } => FunctionId::VmInfo,
+            HypCall::DeviceInfo { .. } => FunctionId::DeviceInfo,
         }
     }
 
@@ -175,6 +205,11 @@ impl HypCall {
             HypCall::ConsoleWrite { ipa, len } | HypCall::VmInfo { ipa, len } => {
                 r[1] = ipa;
                 r[2] = len;
+            }
+            HypCall::DeviceInfo { index, ipa, len } => {
+                r[1] = index;
+                r[2] = ipa;
+                r[3] = len;
             }
         }
         r
@@ -227,6 +262,7 @@ mod tests {
         assert_eq!(FunctionId::Features as u32, 0xC600_0001);
         assert_eq!(FunctionId::ConsoleWrite as u32, 0xC600_0002);
         assert_eq!(FunctionId::VmInfo as u32, 0xC600_0003);
+        assert_eq!(FunctionId::DeviceInfo as u32, 0xC600_0004);
         for f in FunctionId::ALL {
             assert_eq!(smccc::owner(f as u32), smccc::OWNER_VENDOR_HYP);
             assert_eq!(FunctionId::from_u32(f as u32), Some(f));
@@ -275,6 +311,14 @@ mod tests {
         assert!(HypCall::decode(&r).is_ok());
         r = HypCall::VmInfo { ipa: 0, len: 64 }.to_regs();
         r[2] = 63;
+        assert_eq!(HypCall::decode(&r), Err(HypError::InvalidParameter));
+        r = HypCall::DeviceInfo {
+            index: 0,
+            ipa: 0,
+            len: 112,
+        }
+        .to_regs();
+        r[3] = 111;
         assert_eq!(HypCall::decode(&r), Err(HypError::InvalidParameter));
     }
 

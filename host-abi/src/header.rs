@@ -135,6 +135,28 @@ pub fn render(w: &mut dyn Write) -> Result {
         "_Static_assert(offsetof(struct smmu_hyp_vm_info, name) == 40, \"name\");"
     )?;
     writeln!(w)?;
+    writeln!(w, "/* Written by SMMU_HYP_FN_DEVICE_INFO. */")?;
+    writeln!(w, "struct smmu_hyp_bar_info {{")?;
+    writeln!(w, "\tuint64_t ipa;          /* offset 0 */")?;
+    writeln!(w, "\tuint64_t size;         /* offset 8 */")?;
+    writeln!(w, "}};")?;
+    writeln!(w, "struct smmu_hyp_device_info {{")?;
+    writeln!(w, "\tuint32_t stream_id;    /* offset 0 */")?;
+    writeln!(w, "\tuint16_t vendor;       /* offset 4 */")?;
+    writeln!(w, "\tuint16_t device;       /* offset 6 */")?;
+    writeln!(w, "\tuint32_t pci_addr;     /* offset 8 */")?;
+    writeln!(w, "\tuint32_t reserved;     /* offset 12 */")?;
+    writeln!(w, "\tstruct smmu_hyp_bar_info bars[6]; /* offset 16 */")?;
+    writeln!(w, "}};")?;
+    writeln!(
+        w,
+        "_Static_assert(sizeof(struct smmu_hyp_device_info) == 112, \"device_info size\");"
+    )?;
+    writeln!(
+        w,
+        "_Static_assert(offsetof(struct smmu_hyp_device_info, bars) == 16, \"bars\");"
+    )?;
+    writeln!(w)?;
     writeln!(w, "#endif /* SMMU_HYP_H */")?;
     Ok(())
 }

@@ -29,7 +29,7 @@ pub mod types;
 
 pub use call::{FunctionId, HypCall, HVC_REGS};
 pub use error::HypError;
-pub use types::{BootInfo, VmInfo};
+pub use types::{BarInfo, BootInfo, DeviceInfo, VmInfo};
 
 /// Major version of this ABI. A change of major version is incompatible.
 pub const ABI_VERSION_MAJOR: u16 = 1;

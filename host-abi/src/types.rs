@@ -75,6 +75,45 @@ const _: () = assert!(offset_of!(VmInfo, peak_running) == 28);
 const _: () = assert!(offset_of!(VmInfo, running_mask) == 32);
 const _: () = assert!(offset_of!(VmInfo, name) == 40);
 
+/// Most BARs a PCI function has.
+pub const MAX_BARS: usize = 6;
+
+/// One memory BAR as the VM sees it: mapped in its stage-2 at `ipa`, `size` bytes, as device
+/// memory. An unimplemented BAR has `size` 0.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct BarInfo {
+    /// Offset 0, length 8: IPA of the BAR.
+    pub ipa: u64,
+    /// Offset 8, length 8: size in bytes (0 if the BAR is not implemented).
+    pub size: u64,
+}
+
+/// Written by [`crate::FunctionId::DeviceInfo`]: one PCI function the caller owns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct DeviceInfo {
+    /// Offset 0, length 4: the function's SMMU stream ID (its PCI requester ID).
+    pub stream_id: u32,
+    /// Offset 4, length 2: PCI vendor ID.
+    pub vendor: u16,
+    /// Offset 6, length 2: PCI device ID.
+    pub device: u16,
+    /// Offset 8, length 4: PCI address as bus << 8 | device << 3 | function.
+    pub pci_addr: u32,
+    /// Offset 12, length 4: reserved, zero.
+    pub reserved: u32,
+    /// Offset 16, length 96: BARs 0..5.
+    pub bars: [BarInfo; MAX_BARS],
+}
+
+const _: () = assert!(size_of::<BarInfo>() == 16);
+const _: () = assert!(size_of::<DeviceInfo>() == 112);
+const _: () = assert!(offset_of!(DeviceInfo, pci_addr) == 8);
+const _: () = assert!(offset_of!(DeviceInfo, bars) == 16);
+
 /// Copies `name` into a NUL-padded name field (truncating to [`VM_NAME_LEN`] - 1 bytes).
 pub fn encode_name(name: &str) -> [u8; VM_NAME_LEN] {
     let mut out = [0u8; VM_NAME_LEN];

@@ -4,8 +4,9 @@
 //! memory; the answer is the four result registers. Guest buffers are copied once into
 //! hypervisor memory before they are used (no double fetch).
 
+use crate::pci::Function;
 use crate::vmstate::VmStates;
-use host_abi::types::encode_name;
+use host_abi::types::{encode_name, BarInfo, DeviceInfo, MAX_BARS};
 use host_abi::{call::HypReturn, HypCall, HypError, VmInfo, CONSOLE_WRITE_MAX, HVC_REGS};
 use platform::VmSpec;
 use zerocopy::IntoBytes;
@@ -32,6 +33,8 @@ pub struct Caller<'a> {
     pub vm: &'static VmSpec,
     /// Lifecycle of all VMs (for VM_INFO).
     pub states: &'a VmStates,
+    /// The PCI functions assigned to the caller, as configured at boot.
+    pub devices: &'a [Function],
 }
 
 /// Handles one `HVC #imm` with the saved registers. Never panics on any input.
@@ -112,12 +115,38 @@ fn execute(
             mem.write(ipa, info.as_bytes());
             Ok(HypReturn::ok(0, 0, 0, 0))
         }
+        HypCall::DeviceInfo { index, ipa, len: _ } => {
+            let f = usize::try_from(index)
+                .ok()
+                .and_then(|i| caller.devices.get(i))
+                .ok_or(HypError::InvalidParameter)?;
+            check_buffer(caller, ipa, core::mem::size_of::<DeviceInfo>() as u64)?;
+            let mut bars = [BarInfo::default(); MAX_BARS];
+            for b in f.bars.iter().flatten() {
+                // BARs are mapped at IPA == PA in the owner's stage-2.
+                bars[b.index as usize] = BarInfo {
+                    ipa: b.base,
+                    size: b.size,
+                };
+            }
+            let info = DeviceInfo {
+                stream_id: f.addr.rid(),
+                vendor: f.vendor,
+                device: f.device,
+                pci_addr: f.addr.rid(),
+                reserved: 0,
+                bars,
+            };
+            mem.write(ipa, info.as_bytes());
+            Ok(HypReturn::ok(0, caller.devices.len() as u64, 0, 0))
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pci::Bar;
     use host_abi::FunctionId;
     use platform::qemu_virt::MANIFEST;
     use std::vec;
@@ -151,6 +180,7 @@ mod tests {
         states: VmStates,
         ram: Ram,
         out: Out,
+        devices: Vec<Function>,
     }
 
     fn world() -> World {
@@ -164,6 +194,23 @@ mod tests {
                 bytes: vec![0; vm.mem.size as usize],
             },
             out: Out::default(),
+            devices: vec![Function {
+                addr: vm.devices[0],
+                vendor: 0x1234,
+                device: 0x11e8,
+                bars: [
+                    Some(Bar {
+                        index: 0,
+                        base: 0x1010_0000,
+                        size: 0x10_0000,
+                    }),
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                ],
+            }],
         }
     }
 
@@ -171,6 +218,7 @@ mod tests {
         let caller = Caller {
             vm: &MANIFEST.vms[1],
             states: &w.states,
+            devices: &w.devices,
         };
         dispatch(imm, &regs, &caller, &mut w.ram, &mut w.out)
     }
@@ -248,6 +296,70 @@ mod tests {
         }
         assert!(w.out.0.is_empty());
         assert!(w.ram.bytes.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn device_info_lists_the_callers_devices_only() {
+        let mut w = world();
+        let vm = MANIFEST.vms[1];
+        let ipa = vm.mem.base + 0x3000;
+        let r = call(
+            &mut w,
+            0,
+            HypCall::DeviceInfo {
+                index: 0,
+                ipa,
+                len: 112,
+            }
+            .to_regs(),
+        );
+        assert_eq!(r.0, [0, 1, 0, 0]);
+        let info = DeviceInfo::read_from_bytes(&w.ram.bytes[0x3000..0x3070]).unwrap();
+        assert_eq!(info.stream_id, 0x18);
+        assert_eq!((info.vendor, info.device), (0x1234, 0x11e8));
+        assert_eq!(
+            info.bars[0],
+            BarInfo {
+                ipa: 0x1010_0000,
+                size: 0x10_0000
+            }
+        );
+        assert_eq!(info.bars[1].size, 0);
+        let before = w.ram.bytes.clone();
+        let r = call(
+            &mut w,
+            0,
+            HypCall::DeviceInfo {
+                index: 1,
+                ipa,
+                len: 112,
+            }
+            .to_regs(),
+        );
+        assert_eq!(r.status(), Err(HypError::InvalidParameter));
+        let r = call(
+            &mut w,
+            0,
+            HypCall::DeviceInfo {
+                index: u64::MAX,
+                ipa,
+                len: 112,
+            }
+            .to_regs(),
+        );
+        assert_eq!(r.status(), Err(HypError::InvalidParameter));
+        let r = call(
+            &mut w,
+            0,
+            HypCall::DeviceInfo {
+                index: 0,
+                ipa: 0x4020_0000,
+                len: 112,
+            }
+            .to_regs(),
+        );
+        assert_eq!(r.status(), Err(HypError::InvalidAddress));
+        assert!(w.ram.bytes == before, "failed calls write nothing");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod esr;
 pub mod hypercall;
 pub mod inject;
 pub mod pagepool;
+pub mod pci;
 pub mod psci;
 pub mod smmu;
 pub mod vmstate;

@@ -121,7 +121,8 @@ fn boot_cpu() -> ! {
     );
 
     print_memory_map(board, dt_ram);
-    vm::prepare_all(&mut pools);
+    let devices = el2::pcie::bring_up(board, PLATFORM.manifest());
+    vm::prepare_all(&mut pools, devices);
 
     let entry = {
         unsafe extern "C" {

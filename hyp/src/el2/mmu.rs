@@ -7,6 +7,7 @@ use aarch64_paging::paging::{Constraints, El2, MemoryRegion, Stage2};
 use aarch64_paging::Mapping;
 use core::sync::atomic::{AtomicU64, Ordering};
 use hyp::pagepool::{Page, PagePool};
+use hyp::pci::Function;
 use platform::{Board, MemRange, VmSpec};
 
 /// MAIR_EL2: attribute 0 = Device-nGnRE, attribute 1 = Normal write-back read/write-allocate.
@@ -168,8 +169,13 @@ pub unsafe fn enable_secondary() {
     unsafe { enable(EL2_ROOT.load(Ordering::Acquire)) };
 }
 
-/// Builds a VM's stage-2: its RAM at IPA == PA as normal write-back memory, nothing else.
-pub fn build_stage2(pool: PagePool, vm: &VmSpec) -> Mapping<PagePool, Stage2> {
+/// Builds a VM's stage-2: its RAM at IPA == PA as normal write-back memory and its devices'
+/// BARs at IPA == PA as device memory; nothing else.
+pub fn build_stage2(
+    pool: PagePool,
+    vm: &VmSpec,
+    devices: &[Function],
+) -> Mapping<PagePool, Stage2> {
     let mut m = Mapping::new(pool, 1, Stage2);
     let ram = Stage2Attributes::VALID
         | Stage2Attributes::ACCESS_FLAG
@@ -184,5 +190,20 @@ pub fn build_stage2(pool: PagePool, vm: &VmSpec) -> Mapping<PagePool, Stage2> {
         Constraints::empty(),
     )
     .expect("stage-2 map_range");
+    let mmio = Stage2Attributes::VALID
+        | Stage2Attributes::ACCESS_FLAG
+        | Stage2Attributes::S2AP_ACCESS_RW
+        | Stage2Attributes::MEMATTR_DEVICE_nGnRE
+        | Stage2Attributes::XN;
+    for bar in devices.iter().flat_map(|f| f.bars.iter().flatten()) {
+        let r = MemRange::new(bar.base, bar.size);
+        m.map_range(
+            &region(r),
+            PhysicalAddress(bar.base as usize),
+            mmio,
+            Constraints::empty(),
+        )
+        .expect("stage-2 BAR map_range");
+    }
     m
 }

@@ -3,6 +3,7 @@
 pub mod firmware;
 pub mod gic;
 pub mod mmu;
+pub mod pcie;
 pub mod sysreg;
 pub mod trap;
 pub mod uart;

@@ -79,6 +79,7 @@ fn lower_sync(frame: &mut TrapFrame) {
             let caller = Caller {
                 vm: vm.spec,
                 states: &vm::STATES,
+                devices: &vm.devices,
             };
             let ret = hypercall::dispatch(
                 esr.imm16(),

@@ -4,10 +4,12 @@ use super::mmu::{self, MAX_VMS};
 use super::sysreg::{self, *};
 use super::trap::TrapFrame;
 use super::{firmware, uart};
+use alloc::vec::Vec;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 use hyp::console::LineBuffer;
 use hyp::hypercall::{ConsoleSink, GuestMemory};
+use hyp::pci::Function;
 use hyp::psci::StopReason;
 use hyp::vmstate::{StopOutcome, VmStates};
 use log::info;
@@ -43,6 +45,8 @@ pub struct Vm {
     hypercalls: AtomicU64,
     faults: AtomicU64,
     stop_reason: Once<StopReason>,
+    /// The PCI functions assigned to it, configured.
+    pub devices: Vec<Function>,
 }
 
 static VMS: [Once<Vm>; MAX_VMS] = [const { Once::new() }; MAX_VMS];
@@ -104,13 +108,17 @@ fn summary() {
     info!("powering off");
 }
 
-/// Builds every VM's stage-2 and writes its boot-info block (boot CPU, before any VM runs).
-pub fn prepare_all(pools: &mut mmu::Pools) {
+/// Builds every VM's stage-2 (RAM and its devices' BARs) and writes its boot-info block (boot
+/// CPU, before any VM runs).
+pub fn prepare_all(pools: &mut mmu::Pools, mut devices: Vec<Vec<Function>>) {
     for spec in super::PLATFORM.manifest().vms {
         let pool = pools.vms[spec.id as usize].take().expect("VM table pool");
+        let devices = core::mem::take(&mut devices[spec.id as usize]);
         // The stage-2 tables are in use by the hardware from now on: they live on the heap and
         // are never dropped.
-        let s2 = alloc::boxed::Box::leak(alloc::boxed::Box::new(mmu::build_stage2(pool, spec)));
+        let s2 = alloc::boxed::Box::leak(alloc::boxed::Box::new(mmu::build_stage2(
+            pool, spec, &devices,
+        )));
         let vttbr = s2.root_address().0 as u64 | ((spec.vmid() as u64) << 48);
         s2.mark_active();
         write_boot_info(spec);
@@ -121,6 +129,7 @@ pub fn prepare_all(pools: &mut mmu::Pools) {
             hypercalls: AtomicU64::new(0),
             faults: AtomicU64::new(0),
             stop_reason: Once::new(),
+            devices,
         });
     }
 }

@@ -1,0 +1,85 @@
+//! PCIe ECAM access and boot-time bring-up of the devices in the manifest.
+
+use alloc::vec::Vec;
+use hyp::pci::{self, BarAllocator, ConfigSpace, Function};
+use log::{info, warn};
+use platform::{Board, Manifest, PciAddr};
+
+/// Configuration space through the ECAM window (identity-mapped as device memory at EL2).
+pub struct Ecam {
+    base: usize,
+}
+
+impl Ecam {
+    /// The board's ECAM.
+    pub fn new(board: &Board) -> Self {
+        Self {
+            base: board.pcie_ecam.base as usize,
+        }
+    }
+
+    fn ptr(&self, a: PciAddr, off: u16) -> *mut u32 {
+        let offset = ((a.bus as usize) << 20)
+            | ((a.dev as usize & 0x1f) << 15)
+            | ((a.func as usize & 7) << 12)
+            | (off as usize & 0xffc);
+        (self.base + offset) as *mut u32
+    }
+}
+
+impl ConfigSpace for Ecam {
+    fn read32(&mut self, a: PciAddr, off: u16) -> u32 {
+        // SAFETY: the address is inside the ECAM window (bus < 256, 4 KiB per function), mapped
+        // as device memory; a config read has no side effect.
+        unsafe { self.ptr(a, off).read_volatile() }
+    }
+    fn write32(&mut self, a: PciAddr, off: u16, value: u32) {
+        // SAFETY: as for `read32`; only the hypervisor writes configuration space.
+        unsafe { self.ptr(a, off).write_volatile(value) }
+    }
+}
+
+/// Configures every device the manifest assigns (BARs in the 32-bit window, memory decoding on,
+/// bus mastering off) and returns them per VM id. Devices present but not assigned are left
+/// with decoding and DMA disabled.
+pub fn bring_up(board: &Board, manifest: &Manifest) -> Vec<Vec<Function>> {
+    let mut ecam = Ecam::new(board);
+    let mut window = BarAllocator::new(board.pcie_mmio32);
+    let mut per_vm: Vec<Vec<Function>> = manifest.vms.iter().map(|_| Vec::new()).collect();
+    for dev in 0..32u8 {
+        let addr = PciAddr::slot(dev, 0);
+        let Some((vendor, device)) = pci::probe(&mut ecam, addr) else {
+            continue;
+        };
+        match manifest.owner_of_device(addr) {
+            None => {
+                pci::set_bus_master(&mut ecam, addr, false);
+                info!("pci {addr} [{vendor:04x}:{device:04x}]: not assigned, DMA off");
+            }
+            Some(vm) => match pci::configure(&mut ecam, addr, &mut window) {
+                Ok(f) => {
+                    for b in f.bars.iter().flatten() {
+                        info!(
+                            "pci {addr} [{vendor:04x}:{device:04x}] -> vm {}, stream {:#x}, BAR{} {:#x}+{:#x}",
+                            vm.name,
+                            addr.rid(),
+                            b.index,
+                            b.base,
+                            b.size
+                        );
+                    }
+                    per_vm[vm.id as usize].push(f);
+                }
+                Err(e) => warn!("{e}: not given to vm {}", vm.name),
+            },
+        }
+    }
+    for vm in manifest.vms {
+        for d in vm.devices {
+            if !per_vm[vm.id as usize].iter().any(|f| f.addr == *d) {
+                warn!("vm {}: manifest device {d} is not present", vm.name);
+            }
+        }
+    }
+    per_vm
+}
