@@ -4,17 +4,10 @@
 //!
 //! Hardware is reached only through [`SmmuRegs`], so the sequence is tested on the host.
 
-/// Register offsets in SMMU page 0 (SMMUv3 architecture, chapter 6).
-pub mod offset {
-    /// SMMU_IDR0.
-    pub const IDR0: usize = 0x000;
-    /// SMMU_CR0.
-    pub const CR0: usize = 0x020;
-    /// SMMU_CR0ACK.
-    pub const CR0ACK: usize = 0x024;
-    /// SMMU_GBPA.
-    pub const GBPA: usize = 0x044;
-}
+pub mod queue;
+pub mod regs;
+
+use regs::off as offset;
 
 /// 32-bit register access to one SMMU instance.
 pub trait SmmuRegs {
@@ -50,9 +43,6 @@ impl Gbpa {
         Gbpa((self.0 & !Self::UPDATE) | Self::ABORT)
     }
 }
-
-/// SMMU_CR0 bit 0: SMMUEN.
-pub const CR0_SMMUEN: u32 = 1 << 0;
 
 /// Why the SMMU could not be put into abort.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
