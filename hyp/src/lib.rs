@@ -6,6 +6,8 @@
 //! lifecycle, device-tree cross-check, console line handling) runs under `cargo test` too.
 #![no_std]
 
+extern crate alloc;
+
 #[cfg(test)]
 extern crate std;
 

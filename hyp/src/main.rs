@@ -41,6 +41,14 @@ impl SmmuRegs for SmmuMmio {
         // SAFETY: as for `read32`.
         unsafe { ((self.0 + off) as *mut u32).write_volatile(value) }
     }
+    fn read64(&mut self, off: usize) -> u64 {
+        // SAFETY: as for `read32`; 64-bit registers are 8-byte aligned.
+        unsafe { ((self.0 + off) as *const u64).read_volatile() }
+    }
+    fn write64(&mut self, off: usize, value: u64) {
+        // SAFETY: as for `read64`.
+        unsafe { ((self.0 + off) as *mut u64).write_volatile(value) }
+    }
 }
 
 /// Entered from entry.S on every CPU with the MMU off, on the CPU's own stack.
@@ -122,6 +130,7 @@ fn boot_cpu() -> ! {
 
     print_memory_map(board, dt_ram);
     let devices = el2::pcie::bring_up(board, PLATFORM.manifest());
+    init_smmu(board);
     vm::prepare_all(&mut pools, devices);
 
     let entry = {
@@ -138,6 +147,46 @@ fn boot_cpu() -> ! {
     }
     vm::run_on_this_cpu(0)
 }
+
+/// The SMMU driver, shared by all CPUs.
+static SMMU: spin::mutex::SpinMutex<Option<hyp::smmu::driver::Smmu<SmmuMmio>>> =
+    spin::mutex::SpinMutex::new(None);
+
+fn init_smmu(board: &platform::Board) {
+    let max_sid = PLATFORM
+        .manifest()
+        .vms
+        .iter()
+        .flat_map(|v| v.devices.iter())
+        .map(|d| d.rid())
+        .max()
+        .unwrap_or(0);
+    match hyp::smmu::driver::Smmu::init(SmmuMmio(board.smmu.base as usize), max_sid, true) {
+        Ok(s) => {
+            let f = s.features;
+            info!(
+                "SMMU: IDR0 {:#010x} IDR1 {:#010x} IDR5 {:#010x}: S1 {}, S2 {}, {} SID bits, {}-bit OAS",
+                f.idr0.0,
+                f.idr1.0,
+                f.idr5.0,
+                f.idr0.s1p(),
+                f.idr0.s2p(),
+                f.idr1.sidsize(),
+                f.idr5.oas_bits()
+            );
+            info!(
+                "SMMU: enabled, {} stream table for {} SID bits, every STE abort, caches invalidated",
+                if s.is_two_level() { "two-level" } else { "linear" },
+                s.sid_bits()
+            );
+            *SMMU.lock() = Some(s);
+        }
+        Err(e) => fatal(format_args!("SMMU: {e}")),
+    }
+}
+
+// SAFETY: SmmuMmio is only an address; the driver holding it is behind the SMMU lock.
+unsafe impl Send for SmmuMmio {}
 
 fn secondary_cpu(cpu: u32) -> ! {
     // SAFETY: the boot CPU enabled its MMU with the shared table before starting us.
