@@ -14,6 +14,7 @@ extern crate std;
 pub mod console;
 pub mod dt;
 pub mod esr;
+pub mod events;
 pub mod hypercall;
 pub mod inject;
 pub mod pagepool;
