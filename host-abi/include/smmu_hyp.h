@@ -28,6 +28,8 @@
 #define SMMU_HYP_FN_CONSOLE_WRITE 0xc6000002u
 #define SMMU_HYP_FN_VM_INFO 0xc6000003u
 #define SMMU_HYP_FN_DEVICE_INFO 0xc6000004u
+#define SMMU_HYP_FN_EVENT_READ 0xc6000008u
+#define SMMU_HYP_FN_SMMU_STATS 0xc6000009u
 
 /* Status codes returned in x0. */
 #define SMMU_HYP_SUCCESS 0
@@ -90,5 +92,20 @@ struct smmu_hyp_device_info {
 };
 _Static_assert(sizeof(struct smmu_hyp_device_info) == 112, "device_info size");
 _Static_assert(offsetof(struct smmu_hyp_device_info, bars) == 16, "bars");
+
+#define SMMU_HYP_EVENT_READ_MAX 16u
+
+/* Written by SMMU_HYP_FN_SMMU_STATS. */
+struct smmu_hyp_smmu_stats {
+	uint64_t commands; /* offset 0 */
+	uint64_t syncs; /* offset 8 */
+	uint64_t ste_writes; /* offset 16 */
+	uint64_t events; /* offset 24 */
+	uint64_t events_routed; /* offset 32 */
+	uint64_t events_dropped; /* offset 40 */
+	uint64_t command_errors; /* offset 48 */
+	uint64_t reserved; /* offset 56 */
+};
+_Static_assert(sizeof(struct smmu_hyp_smmu_stats) == 64, "smmu_stats size");
 
 #endif /* SMMU_HYP_H */

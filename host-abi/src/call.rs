@@ -3,7 +3,7 @@
 //! result registers.
 
 use crate::error::HypError;
-use crate::types::{DeviceInfo, VmInfo};
+use crate::types::{DeviceInfo, SmmuStats, VmInfo};
 use crate::CONSOLE_WRITE_MAX;
 
 /// Number of argument registers (`x0..x7`) a hypercall reads.
@@ -68,11 +68,27 @@ pub enum FunctionId {
     /// Errors: `INVALID_PARAMETER` if the index is not below the device count or the buffer is
     /// too small; `INVALID_ADDRESS` if the buffer is not entirely inside the caller's RAM.
     DeviceInfo = smccc::vendor_hyp(true, 0x0004),
+    /// `x1` = IPA of a buffer, `x2` = its length in bytes (a multiple of 32, 32..=
+    /// [`EVENT_READ_MAX`] * 32). Moves the oldest SMMU event records of the caller's streams
+    /// (32-byte records exactly as the SMMU wrote them) into the buffer. Returns `0`, the number
+    /// of records written in `x1`, the number still pending in `x2`, and the number of records
+    /// dropped so far because the caller's ring was full in `x3`.
+    /// Errors: `INVALID_PARAMETER` for a length that is not a multiple of 32 or out of range;
+    /// `INVALID_ADDRESS` if the buffer is not entirely inside the caller's RAM.
+    EventRead = smccc::vendor_hyp(true, 0x0008),
+    /// `x1` = IPA of a buffer, `x2` = its length (at least 64). Writes [`SmmuStats`] (SMMU-wide
+    /// counters) and returns `0`.
+    /// Errors: `INVALID_PARAMETER` if the buffer is too small; `INVALID_ADDRESS` if it is not
+    /// entirely inside the caller's RAM.
+    SmmuStats = smccc::vendor_hyp(true, 0x0009),
 }
+
+/// Most event records one [`FunctionId::EventRead`] call returns.
+pub const EVENT_READ_MAX: u64 = 16;
 
 impl FunctionId {
     /// Every implemented function, for `FEATURES`, tests and the C header.
-    pub const ALL: [FunctionId; 7] = [
+    pub const ALL: [FunctionId; 9] = [
         FunctionId::CallUid,
         FunctionId::Revision,
         FunctionId::Version,
@@ -80,6 +96,8 @@ impl FunctionId {
         FunctionId::ConsoleWrite,
         FunctionId::VmInfo,
         FunctionId::DeviceInfo,
+        FunctionId::EventRead,
+        FunctionId::SmmuStats,
     ];
 
     /// The function ID with this value, if implemented.
@@ -97,6 +115,8 @@ impl FunctionId {
             FunctionId::ConsoleWrite => "CONSOLE_WRITE",
             FunctionId::VmInfo => "VM_INFO",
             FunctionId::DeviceInfo => "DEVICE_INFO",
+            FunctionId::EventRead => "EVENT_READ",
+            FunctionId::SmmuStats => "SMMU_STATS",
         }
     }
 }
@@ -139,6 +159,20 @@ pub enum HypCall {
         /// Length of the output buffer, at least 112.
         len: u64,
     },
+    /// See [`FunctionId::EventRead`].
+    EventRead {
+        /// IPA of the output buffer.
+        ipa: u64,
+        /// Length in bytes: a multiple of 32, at most 32 * EVENT_READ_MAX.
+        len: u64,
+    },
+    /// See [`FunctionId::SmmuStats`].
+    SmmuStats {
+        /// IPA of the output buffer.
+        ipa: u64,
+        /// Length of the output buffer, at least 64.
+        len: u64,
+    },
 }
 
 impl HypCall {
@@ -173,11 +207,21 @@ impl HypCall {
                 if len < core::mem::size_of::<DeviceInfo>() as u64 {
                     return Err(HypError::InvalidParameter);
                 }
-                HypCall::DeviceInfo {
-                    index: regs[1],
-                    ipa: regs[2],
-                    len,
+                HypCall::DeviceInfo { index: regs[1], ipa: regs[2], len }
+            }
+            FunctionId::EventRead => {
+                let len = regs[2];
+                if len == 0 || !len.is_multiple_of(32) || len > 32 * EVENT_READ_MAX {
+                    return Err(HypError::InvalidParameter);
                 }
+                HypCall::EventRead { ipa: regs[1], len }
+            }
+            FunctionId::SmmuStats => {
+                let len = regs[2];
+                if len < core::mem::size_of::<SmmuStats>() as u64 {
+                    return Err(HypError::InvalidParameter);
+                }
+                HypCall::SmmuStats { ipa: regs[1], len }
             }
         })
     }
@@ -192,6 +236,8 @@ impl HypCall {
             HypCall::ConsoleWrite { .. } => FunctionId::ConsoleWrite,
             HypCall::VmInfo { .. } => FunctionId::VmInfo,
             HypCall::DeviceInfo { .. } => FunctionId::DeviceInfo,
+            HypCall::EventRead { .. } => FunctionId::EventRead,
+            HypCall::SmmuStats { .. } => FunctionId::SmmuStats,
         }
     }
 
@@ -202,7 +248,10 @@ impl HypCall {
         match *self {
             HypCall::CallUid | HypCall::Revision | HypCall::Version => {}
             HypCall::Features { function } => r[1] = function as u64,
-            HypCall::ConsoleWrite { ipa, len } | HypCall::VmInfo { ipa, len } => {
+            HypCall::ConsoleWrite { ipa, len }
+            | HypCall::VmInfo { ipa, len }
+            | HypCall::EventRead { ipa, len }
+            | HypCall::SmmuStats { ipa, len } => {
                 r[1] = ipa;
                 r[2] = len;
             }
@@ -263,6 +312,8 @@ mod tests {
         assert_eq!(FunctionId::ConsoleWrite as u32, 0xC600_0002);
         assert_eq!(FunctionId::VmInfo as u32, 0xC600_0003);
         assert_eq!(FunctionId::DeviceInfo as u32, 0xC600_0004);
+        assert_eq!(FunctionId::EventRead as u32, 0xC600_0008);
+        assert_eq!(FunctionId::SmmuStats as u32, 0xC600_0009);
         for f in FunctionId::ALL {
             assert_eq!(smccc::owner(f as u32), smccc::OWNER_VENDOR_HYP);
             assert_eq!(FunctionId::from_u32(f as u32), Some(f));
@@ -275,17 +326,12 @@ mod tests {
             HypCall::CallUid,
             HypCall::Revision,
             HypCall::Version,
-            HypCall::Features {
-                function: 0xC600_0002,
-            },
-            HypCall::ConsoleWrite {
-                ipa: 0x4400_1000,
-                len: 12,
-            },
-            HypCall::VmInfo {
-                ipa: 0x4400_2000,
-                len: 64,
-            },
+            HypCall::Features { function: 0xC600_0002 },
+            HypCall::ConsoleWrite { ipa: 0x4400_1000, len: 12 },
+            HypCall::VmInfo { ipa: 0x4400_2000, len: 64 },
+            HypCall::DeviceInfo { index: 1, ipa: 0x4400_3000, len: 112 },
+            HypCall::EventRead { ipa: 0x4400_4000, len: 64 },
+            HypCall::SmmuStats { ipa: 0x4400_5000, len: 64 },
         ];
         for c in calls {
             assert_eq!(HypCall::decode(&c.to_regs()), Ok(c));
@@ -312,13 +358,16 @@ mod tests {
         r = HypCall::VmInfo { ipa: 0, len: 64 }.to_regs();
         r[2] = 63;
         assert_eq!(HypCall::decode(&r), Err(HypError::InvalidParameter));
-        r = HypCall::DeviceInfo {
-            index: 0,
-            ipa: 0,
-            len: 112,
-        }
-        .to_regs();
+        r = HypCall::DeviceInfo { index: 0, ipa: 0, len: 112 }.to_regs();
         r[3] = 111;
+        assert_eq!(HypCall::decode(&r), Err(HypError::InvalidParameter));
+        for bad in [0, 31, 33, 32 * EVENT_READ_MAX + 32] {
+            r = HypCall::EventRead { ipa: 0, len: 32 }.to_regs();
+            r[2] = bad;
+            assert_eq!(HypCall::decode(&r), Err(HypError::InvalidParameter), "len {bad}");
+        }
+        r = HypCall::SmmuStats { ipa: 0, len: 64 }.to_regs();
+        r[2] = 63;
         assert_eq!(HypCall::decode(&r), Err(HypError::InvalidParameter));
     }
 
@@ -331,10 +380,7 @@ mod tests {
 
     #[test]
     fn return_registers_encode_status() {
-        assert_eq!(
-            HypReturn::err(HypError::InvalidAddress).0[0],
-            (-4i64) as u64
-        );
+        assert_eq!(HypReturn::err(HypError::InvalidAddress).0[0], (-4i64) as u64);
         assert_eq!(HypReturn::ok(5, 1, 2, 3).status(), Ok(5));
         assert_eq!(
             HypReturn::from_result(Err(HypError::InvalidParameter)).status(),

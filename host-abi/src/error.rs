@@ -20,11 +20,8 @@ pub enum HypError {
 
 impl HypError {
     /// Every error, in code order, for tests and the C header.
-    pub const ALL: [HypError; 3] = [
-        HypError::NotSupported,
-        HypError::InvalidParameter,
-        HypError::InvalidAddress,
-    ];
+    pub const ALL: [HypError; 3] =
+        [HypError::NotSupported, HypError::InvalidParameter, HypError::InvalidAddress];
 
     /// The value placed in `x0`.
     pub const fn code(self) -> i64 {
@@ -47,10 +44,7 @@ impl HypError {
         if v >= 0 {
             return Ok(x0);
         }
-        Err(Self::ALL
-            .into_iter()
-            .find(|e| e.code() == v)
-            .unwrap_or(HypError::NotSupported))
+        Err(Self::ALL.into_iter().find(|e| e.code() == v).unwrap_or(HypError::NotSupported))
     }
 }
 
@@ -74,9 +68,6 @@ mod tests {
             }
         }
         assert_eq!(HypError::from_x0(7), Ok(7));
-        assert_eq!(
-            HypError::from_x0(-99i64 as u64),
-            Err(HypError::NotSupported)
-        );
+        assert_eq!(HypError::from_x0(-99i64 as u64), Err(HypError::NotSupported));
     }
 }

@@ -16,14 +16,8 @@ pub fn render(w: &mut dyn Write) -> Result {
         w,
         " * Hypercall ABI of the SMMU-owning hypervisor, for host-kernel and guest authors."
     )?;
-    writeln!(
-        w,
-        " * GENERATED from the host-abi crate (host-abi/src/header.rs): do not edit."
-    )?;
-    writeln!(
-        w,
-        " * Calls: HVC #0, SMCCC 1.1 fast calls; x0 = function ID, args in x1..x7,"
-    )?;
+    writeln!(w, " * GENERATED from the host-abi crate (host-abi/src/header.rs): do not edit.")?;
+    writeln!(w, " * Calls: HVC #0, SMCCC 1.1 fast calls; x0 = function ID, args in x1..x7,")?;
     writeln!(w, " * results in x0..x3; x0 < 0 is an SMMU_HYP_ERR_* code.")?;
     writeln!(w, " */")?;
     writeln!(w, "#ifndef SMMU_HYP_H")?;
@@ -32,34 +26,15 @@ pub fn render(w: &mut dyn Write) -> Result {
     writeln!(w, "#include <stdint.h>")?;
     writeln!(w, "#include <stddef.h>")?;
     writeln!(w)?;
-    writeln!(
-        w,
-        "#define SMMU_HYP_ABI_VERSION_MAJOR {}",
-        crate::ABI_VERSION_MAJOR
-    )?;
-    writeln!(
-        w,
-        "#define SMMU_HYP_ABI_VERSION_MINOR {}",
-        crate::ABI_VERSION_MINOR
-    )?;
-    writeln!(
-        w,
-        "#define SMMU_HYP_ABI_VERSION 0x{:08x}u",
-        crate::ABI_VERSION
-    )?;
+    writeln!(w, "#define SMMU_HYP_ABI_VERSION_MAJOR {}", crate::ABI_VERSION_MAJOR)?;
+    writeln!(w, "#define SMMU_HYP_ABI_VERSION_MINOR {}", crate::ABI_VERSION_MINOR)?;
+    writeln!(w, "#define SMMU_HYP_ABI_VERSION 0x{:08x}u", crate::ABI_VERSION)?;
     for (i, word) in crate::CALL_UID.iter().enumerate() {
         writeln!(w, "#define SMMU_HYP_CALL_UID_{i} 0x{word:08x}u")?;
     }
-    writeln!(
-        w,
-        "#define SMMU_HYP_CONSOLE_WRITE_MAX {}u",
-        crate::CONSOLE_WRITE_MAX
-    )?;
+    writeln!(w, "#define SMMU_HYP_CONSOLE_WRITE_MAX {}u", crate::CONSOLE_WRITE_MAX)?;
     writeln!(w)?;
-    writeln!(
-        w,
-        "/* Function IDs (vendor-specific hypervisor service, owner 6). */"
-    )?;
+    writeln!(w, "/* Function IDs (vendor-specific hypervisor service, owner 6). */")?;
     for f in FunctionId::ALL {
         writeln!(w, "#define SMMU_HYP_FN_{} 0x{:08x}u", f.name(), f as u32)?;
     }
@@ -73,16 +48,9 @@ pub fn render(w: &mut dyn Write) -> Result {
     writeln!(w, "/* PSCI functions offered to VMs through SMC #0. */")?;
     writeln!(w, "#define SMMU_HYP_PSCI_VERSION 0x{:08x}u", psci::VERSION)?;
     writeln!(w, "#define SMMU_HYP_PSCI_CPU_OFF 0x{:08x}u", psci::CPU_OFF)?;
-    writeln!(
-        w,
-        "#define SMMU_HYP_PSCI_SYSTEM_OFF 0x{:08x}u",
-        psci::SYSTEM_OFF
-    )?;
+    writeln!(w, "#define SMMU_HYP_PSCI_SYSTEM_OFF 0x{:08x}u", psci::SYSTEM_OFF)?;
     writeln!(w)?;
-    writeln!(
-        w,
-        "#define SMMU_HYP_BOOT_INFO_MAGIC 0x{BOOT_INFO_MAGIC:016x}ull"
-    )?;
+    writeln!(w, "#define SMMU_HYP_BOOT_INFO_MAGIC 0x{BOOT_INFO_MAGIC:016x}ull")?;
     writeln!(w, "#define SMMU_HYP_VM_NAME_LEN {VM_NAME_LEN}")?;
     writeln!(w)?;
     writeln!(w, "/* At the IPA in x0 when a VM is entered. */")?;
@@ -97,18 +65,9 @@ pub fn render(w: &mut dyn Write) -> Result {
     writeln!(w, "\tchar name[SMMU_HYP_VM_NAME_LEN]; /* offset 40 */")?;
     writeln!(w, "\tuint64_t reserved;     /* offset 56 */")?;
     writeln!(w, "}};")?;
-    writeln!(
-        w,
-        "_Static_assert(sizeof(struct smmu_hyp_boot_info) == 64, \"boot_info size\");"
-    )?;
-    writeln!(
-        w,
-        "_Static_assert(offsetof(struct smmu_hyp_boot_info, cpu) == 32, \"cpu\");"
-    )?;
-    writeln!(
-        w,
-        "_Static_assert(offsetof(struct smmu_hyp_boot_info, name) == 40, \"name\");"
-    )?;
+    writeln!(w, "_Static_assert(sizeof(struct smmu_hyp_boot_info) == 64, \"boot_info size\");")?;
+    writeln!(w, "_Static_assert(offsetof(struct smmu_hyp_boot_info, cpu) == 32, \"cpu\");")?;
+    writeln!(w, "_Static_assert(offsetof(struct smmu_hyp_boot_info, name) == 40, \"name\");")?;
     writeln!(w)?;
     writeln!(w, "/* Written by SMMU_HYP_FN_VM_INFO. */")?;
     writeln!(w, "struct smmu_hyp_vm_info {{")?;
@@ -122,18 +81,12 @@ pub fn render(w: &mut dyn Write) -> Result {
     writeln!(w, "\tchar name[SMMU_HYP_VM_NAME_LEN]; /* offset 40 */")?;
     writeln!(w, "\tuint64_t reserved;     /* offset 56 */")?;
     writeln!(w, "}};")?;
-    writeln!(
-        w,
-        "_Static_assert(sizeof(struct smmu_hyp_vm_info) == 64, \"vm_info size\");"
-    )?;
+    writeln!(w, "_Static_assert(sizeof(struct smmu_hyp_vm_info) == 64, \"vm_info size\");")?;
     writeln!(
         w,
         "_Static_assert(offsetof(struct smmu_hyp_vm_info, running_mask) == 32, \"mask\");"
     )?;
-    writeln!(
-        w,
-        "_Static_assert(offsetof(struct smmu_hyp_vm_info, name) == 40, \"name\");"
-    )?;
+    writeln!(w, "_Static_assert(offsetof(struct smmu_hyp_vm_info, name) == 40, \"name\");")?;
     writeln!(w)?;
     writeln!(w, "/* Written by SMMU_HYP_FN_DEVICE_INFO. */")?;
     writeln!(w, "struct smmu_hyp_bar_info {{")?;
@@ -152,10 +105,29 @@ pub fn render(w: &mut dyn Write) -> Result {
         w,
         "_Static_assert(sizeof(struct smmu_hyp_device_info) == 112, \"device_info size\");"
     )?;
-    writeln!(
-        w,
-        "_Static_assert(offsetof(struct smmu_hyp_device_info, bars) == 16, \"bars\");"
-    )?;
+    writeln!(w, "_Static_assert(offsetof(struct smmu_hyp_device_info, bars) == 16, \"bars\");")?;
+    writeln!(w)?;
+    writeln!(w, "#define SMMU_HYP_EVENT_READ_MAX {}u", crate::EVENT_READ_MAX)?;
+    writeln!(w)?;
+    writeln!(w, "/* Written by SMMU_HYP_FN_SMMU_STATS. */")?;
+    writeln!(w, "struct smmu_hyp_smmu_stats {{")?;
+    for (i, f) in [
+        "commands",
+        "syncs",
+        "ste_writes",
+        "events",
+        "events_routed",
+        "events_dropped",
+        "command_errors",
+        "reserved",
+    ]
+    .iter()
+    .enumerate()
+    {
+        writeln!(w, "\tuint64_t {f}; /* offset {} */", i * 8)?;
+    }
+    writeln!(w, "}};")?;
+    writeln!(w, "_Static_assert(sizeof(struct smmu_hyp_smmu_stats) == 64, \"smmu_stats size\");")?;
     writeln!(w)?;
     writeln!(w, "#endif /* SMMU_HYP_H */")?;
     Ok(())

@@ -27,9 +27,9 @@ pub mod header;
 pub mod psci;
 pub mod types;
 
-pub use call::{FunctionId, HypCall, HVC_REGS};
+pub use call::{FunctionId, HypCall, EVENT_READ_MAX, HVC_REGS};
 pub use error::HypError;
-pub use types::{BarInfo, BootInfo, DeviceInfo, VmInfo};
+pub use types::{BarInfo, BootInfo, DeviceInfo, SmmuStats, VmInfo};
 
 /// Major version of this ABI. A change of major version is incompatible.
 pub const ABI_VERSION_MAJOR: u16 = 1;

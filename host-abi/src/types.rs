@@ -114,6 +114,33 @@ const _: () = assert!(size_of::<DeviceInfo>() == 112);
 const _: () = assert!(offset_of!(DeviceInfo, pci_addr) == 8);
 const _: () = assert!(offset_of!(DeviceInfo, bars) == 16);
 
+/// Written by [`crate::FunctionId::SmmuStats`]: SMMU-wide counters since boot.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct SmmuStats {
+    /// Offset 0, length 8: commands written to the command queue (CMD_SYNCs included).
+    pub commands: u64,
+    /// Offset 8, length 8: CMD_SYNCs written (one per batch).
+    pub syncs: u64,
+    /// Offset 16, length 8: 64-bit STE word writes.
+    pub ste_writes: u64,
+    /// Offset 24, length 8: event records taken off the SMMU's event queue.
+    pub events: u64,
+    /// Offset 32, length 8: event records delivered to a VM's ring.
+    pub events_routed: u64,
+    /// Offset 40, length 8: event records dropped because a VM's ring was full.
+    pub events_dropped: u64,
+    /// Offset 48, length 8: commands the SMMU rejected.
+    pub command_errors: u64,
+    /// Offset 56, length 8: reserved, zero.
+    pub reserved: u64,
+}
+
+const _: () = assert!(size_of::<SmmuStats>() == 64);
+const _: () = assert!(offset_of!(SmmuStats, events_routed) == 32);
+
 /// Copies `name` into a NUL-padded name field (truncating to [`VM_NAME_LEN`] - 1 bytes).
 pub fn encode_name(name: &str) -> [u8; VM_NAME_LEN] {
     let mut out = [0u8; VM_NAME_LEN];
@@ -158,9 +185,6 @@ mod tests {
     #[test]
     fn names_round_trip_and_truncate() {
         assert_eq!(decode_name(&encode_name("host")), "host");
-        assert_eq!(
-            decode_name(&encode_name("a-very-long-vm-name")),
-            "a-very-long-vm-"
-        );
+        assert_eq!(decode_name(&encode_name("a-very-long-vm-name")), "a-very-long-vm-");
     }
 }

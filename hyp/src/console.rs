@@ -21,10 +21,7 @@ impl Default for LineBuffer {
 impl LineBuffer {
     /// An empty buffer.
     pub const fn new() -> Self {
-        Self {
-            buf: [0; LINE_MAX],
-            len: 0,
-        }
+        Self { buf: [0; LINE_MAX], len: 0 }
     }
 
     /// Appends `bytes`; calls `emit` with each completed line (without the newline). Control
@@ -38,11 +35,8 @@ impl LineBuffer {
                     if self.len == LINE_MAX {
                         self.flush(emit);
                     }
-                    self.buf[self.len] = if b == b'\t' || (0x20..0x7f).contains(&b) {
-                        b
-                    } else {
-                        b'?'
-                    };
+                    self.buf[self.len] =
+                        if b == b'\t' || (0x20..0x7f).contains(&b) { b } else { b'?' };
                     self.len += 1;
                 }
             }
@@ -78,10 +72,7 @@ mod tests {
 
     #[test]
     fn lines_are_assembled_across_calls() {
-        assert_eq!(
-            run(&[b"test a ... ", b"ok\nsec", b"ond\r\n"]),
-            ["test a ... ok", "second"]
-        );
+        assert_eq!(run(&[b"test a ... ", b"ok\nsec", b"ond\r\n"]), ["test a ... ok", "second"]);
         assert!(run(&[b"no newline"]).is_empty());
     }
 

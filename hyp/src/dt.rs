@@ -29,10 +29,7 @@ pub fn blob_size(header: &[u8; 8]) -> Option<usize> {
 fn first_reg(fdt: &Fdt<'_>, compatible: &str) -> Option<MemRange> {
     let node = fdt.find_compatible(&[compatible])?;
     let r = node.reg()?.next()?;
-    Some(MemRange::new(
-        r.starting_address as u64,
-        r.size.unwrap_or(0) as u64,
-    ))
+    Some(MemRange::new(r.starting_address as u64, r.size.unwrap_or(0) as u64))
 }
 
 fn be_u32(b: &[u8]) -> u32 {
@@ -66,9 +63,7 @@ pub fn parse(blob: &[u8]) -> Result<DtFacts, DtError> {
         memory,
         cpu_count: fdt.cpus().count() as u32,
         pcie_ecam: first_reg(&fdt, "pci-host-ecam-generic"),
-        pcie_mmio32: pcie
-            .and_then(|n| n.property("ranges"))
-            .and_then(|p| pci_mmio32(p.value)),
+        pcie_mmio32: pcie.and_then(|n| n.property("ranges")).and_then(|p| pci_mmio32(p.value)),
         smmu: first_reg(&fdt, "arm,smmu-v3"),
         uart: first_reg(&fdt, "arm,pl011"),
     })
@@ -90,10 +85,7 @@ mod tests {
         assert_eq!(facts.cpu_count, 3);
         assert_eq!(facts.smmu.unwrap().base, 0x0905_0000);
         assert_eq!(facts.uart.unwrap().base, 0x0900_0000);
-        assert_eq!(
-            facts.pcie_mmio32,
-            Some(MemRange::new(0x1000_0000, 0x2eff_0000))
-        );
+        assert_eq!(facts.pcie_mmio32, Some(MemRange::new(0x1000_0000, 0x2eff_0000)));
         assert_eq!(BOARD.check_against(&facts), Ok(()));
     }
 

@@ -157,13 +157,7 @@ impl Esr {
 
 impl core::fmt::Display for Esr {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(
-            f,
-            "ESR={:#010x} EC={:#04x} ({})",
-            self.0,
-            self.ec_raw(),
-            self.class().describe()
-        )?;
+        write!(f, "ESR={:#010x} EC={:#04x} ({})", self.0, self.ec_raw(), self.class().describe())?;
         if matches!(
             self.class(),
             ExceptionClass::DataAbortLower
@@ -171,12 +165,7 @@ impl core::fmt::Display for Esr {
                 | ExceptionClass::InstrAbortLower
                 | ExceptionClass::InstrAbortSame
         ) {
-            write!(
-                f,
-                ", {} at level {}",
-                self.describe_fsc(),
-                self.fault_level()
-            )?;
+            write!(f, ", {} at level {}", self.describe_fsc(), self.fault_level())?;
             if matches!(
                 self.class(),
                 ExceptionClass::DataAbortLower | ExceptionClass::DataAbortSame

@@ -33,13 +33,7 @@ impl Default for EventRing {
 impl EventRing {
     /// An empty ring.
     pub const fn new() -> Self {
-        Self {
-            buf: [[0; 4]; RING_CAPACITY],
-            head: 0,
-            len: 0,
-            overflows: 0,
-            routed: 0,
-        }
+        Self { buf: [[0; 4]; RING_CAPACITY], head: 0, len: 0, overflows: 0, routed: 0 }
     }
 
     /// Appends a record, or counts an overflow if full.
@@ -92,11 +86,7 @@ mod tests {
         assert_eq!(r.len(), RING_CAPACITY);
         assert_eq!(r.overflows, 3);
         assert_eq!(r.routed, RING_CAPACITY as u64 + 3);
-        assert_eq!(
-            r.pop().unwrap()[2],
-            0,
-            "oldest first; the newest were dropped"
-        );
+        assert_eq!(r.pop().unwrap()[2], 0, "oldest first; the newest were dropped");
         r.push(ev(0x18, 99));
         let mut last = 0;
         while let Some(e) = r.pop() {

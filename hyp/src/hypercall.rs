@@ -4,6 +4,7 @@
 //! memory; the answer is the four result registers. Guest buffers are copied once into
 //! hypervisor memory before they are used (no double fetch).
 
+use crate::iommu::IommuOps;
 use crate::pci::Function;
 use crate::vmstate::VmStates;
 use host_abi::types::{encode_name, BarInfo, DeviceInfo, MAX_BARS};
@@ -38,20 +39,25 @@ pub struct Caller<'a> {
 }
 
 /// Handles one `HVC #imm` with the saved registers. Never panics on any input.
-pub fn dispatch(
-    imm: u16,
-    regs: &[u64; HVC_REGS],
-    caller: &Caller<'_>,
-    mem: &mut dyn GuestMemory,
-    console: &mut dyn ConsoleSink,
-) -> HypReturn {
+/// What a hypercall may touch besides its registers.
+pub struct Env<'a> {
+    /// Who is calling.
+    pub caller: Caller<'a>,
+    /// The caller's memory.
+    pub mem: &'a mut dyn GuestMemory,
+    /// The console.
+    pub console: &'a mut dyn ConsoleSink,
+    /// The SMMU service.
+    pub iommu: &'a mut dyn IommuOps,
+}
+
+/// Handles one `HVC #imm` with the saved registers. Never panics on any input.
+pub fn dispatch(imm: u16, regs: &[u64; HVC_REGS], env: &mut Env<'_>) -> HypReturn {
     if imm != 0 {
         // SMCCC calls use HVC #0 only.
         return HypReturn::err(HypError::NotSupported);
     }
-    HypReturn::from_result(
-        HypCall::decode(regs).and_then(|call| execute(call, caller, mem, console)),
-    )
+    HypReturn::from_result(HypCall::decode(regs).and_then(|call| execute(call, env)))
 }
 
 fn check_buffer(caller: &Caller<'_>, ipa: u64, len: u64) -> Result<(), HypError> {
@@ -62,21 +68,13 @@ fn check_buffer(caller: &Caller<'_>, ipa: u64, len: u64) -> Result<(), HypError>
     }
 }
 
-fn execute(
-    call: HypCall,
-    caller: &Caller<'_>,
-    mem: &mut dyn GuestMemory,
-    console: &mut dyn ConsoleSink,
-) -> Result<HypReturn, HypError> {
+fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
+    let Env { caller, mem, console, iommu } = env;
+    let caller = &*caller;
     match call {
         HypCall::CallUid => {
             let u = host_abi::CALL_UID;
-            Ok(HypReturn::ok(
-                u[0] as u64,
-                u[1] as u64,
-                u[2] as u64,
-                u[3] as u64,
-            ))
+            Ok(HypReturn::ok(u[0] as u64, u[1] as u64, u[2] as u64, u[3] as u64))
         }
         HypCall::Revision => Ok(HypReturn::ok(
             host_abi::ABI_VERSION_MAJOR as u64,
@@ -124,10 +122,7 @@ fn execute(
             let mut bars = [BarInfo::default(); MAX_BARS];
             for b in f.bars.iter().flatten() {
                 // BARs are mapped at IPA == PA in the owner's stage-2.
-                bars[b.index as usize] = BarInfo {
-                    ipa: b.base,
-                    size: b.size,
-                };
+                bars[b.index as usize] = BarInfo { ipa: b.base, size: b.size };
             }
             let info = DeviceInfo {
                 stream_id: f.addr.rid(),
@@ -140,12 +135,27 @@ fn execute(
             mem.write(ipa, info.as_bytes());
             Ok(HypReturn::ok(0, caller.devices.len() as u64, 0, 0))
         }
+        HypCall::EventRead { ipa, len } => {
+            check_buffer(caller, ipa, len)?;
+            let mut out = [[0u64; 4]; host_abi::EVENT_READ_MAX as usize];
+            let n = (len / 32) as usize;
+            let r = iommu.read_events(caller.vm.id, &mut out[..n]);
+            mem.write(ipa, out[..r.written].as_bytes());
+            Ok(HypReturn::ok(0, r.written as u64, r.pending as u64, r.dropped))
+        }
+        HypCall::SmmuStats { ipa, len: _ } => {
+            check_buffer(caller, ipa, core::mem::size_of::<host_abi::SmmuStats>() as u64)?;
+            let s = iommu.stats();
+            mem.write(ipa, s.as_bytes());
+            Ok(HypReturn::ok(0, 0, 0, 0))
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::iommu::EventReadResult;
     use crate::pci::Bar;
     use host_abi::FunctionId;
     use platform::qemu_virt::MANIFEST;
@@ -181,6 +191,7 @@ mod tests {
         ram: Ram,
         out: Out,
         devices: Vec<Function>,
+        iommu: FakeIommu,
     }
 
     fn world() -> World {
@@ -189,21 +200,15 @@ mod tests {
         states.start(1);
         World {
             states,
-            ram: Ram {
-                base: vm.mem.base,
-                bytes: vec![0; vm.mem.size as usize],
-            },
+            ram: Ram { base: vm.mem.base, bytes: vec![0; vm.mem.size as usize] },
             out: Out::default(),
+            iommu: FakeIommu::default(),
             devices: vec![Function {
                 addr: vm.devices[0],
                 vendor: 0x1234,
                 device: 0x11e8,
                 bars: [
-                    Some(Bar {
-                        index: 0,
-                        base: 0x1010_0000,
-                        size: 0x10_0000,
-                    }),
+                    Some(Bar { index: 0, base: 0x1010_0000, size: 0x10_0000 }),
                     None,
                     None,
                     None,
@@ -215,12 +220,51 @@ mod tests {
     }
 
     fn call(w: &mut World, imm: u16, regs: [u64; 8]) -> HypReturn {
-        let caller = Caller {
-            vm: &MANIFEST.vms[1],
-            states: &w.states,
-            devices: &w.devices,
-        };
-        dispatch(imm, &regs, &caller, &mut w.ram, &mut w.out)
+        let caller = Caller { vm: &MANIFEST.vms[1], states: &w.states, devices: &w.devices };
+        let mut env = Env { caller, mem: &mut w.ram, console: &mut w.out, iommu: &mut w.iommu };
+        dispatch(imm, &regs, &mut env)
+    }
+
+    /// Events queued per VM; stats with a recognisable value.
+    #[derive(Default)]
+    struct FakeIommu {
+        events: Vec<(u32, [u64; 4])>,
+    }
+    impl IommuOps for FakeIommu {
+        fn read_events(&mut self, vm: u32, out: &mut [[u64; 4]]) -> EventReadResult {
+            let mut written = 0;
+            while written < out.len() {
+                let Some(i) = self.events.iter().position(|(v, _)| *v == vm) else { break };
+                out[written] = self.events.remove(i).1;
+                written += 1;
+            }
+            let pending = self.events.iter().filter(|(v, _)| *v == vm).count();
+            EventReadResult { written, pending, dropped: 7 }
+        }
+        fn stats(&mut self) -> host_abi::SmmuStats {
+            host_abi::SmmuStats { commands: 42, ..Default::default() }
+        }
+    }
+
+    #[test]
+    fn event_read_returns_the_callers_events_in_order() {
+        let mut w = world();
+        w.iommu.events = vec![(1, [1, 0, 0xa, 0]), (2, [2, 0, 0xb, 0]), (1, [3, 0, 0xc, 0])];
+        let base = w.ram.base;
+        let r = call(&mut w, 0, HypCall::EventRead { ipa: base + 0x100, len: 32 }.to_regs());
+        assert_eq!(r.0, [0, 1, 1, 7]);
+        assert_eq!(&w.ram.bytes[0x100..0x108], &1u64.to_le_bytes());
+        assert_eq!(&w.ram.bytes[0x110..0x118], &0xau64.to_le_bytes());
+        let r = call(&mut w, 0, HypCall::EventRead { ipa: base + 0x200, len: 64 }.to_regs());
+        assert_eq!(r.0, [0, 1, 0, 7]);
+        assert_eq!(&w.ram.bytes[0x200..0x208], &3u64.to_le_bytes());
+        assert!(w.ram.bytes[0x220..0x240].iter().all(|&b| b == 0), "only written records");
+        let r = call(&mut w, 0, HypCall::EventRead { ipa: 0x4020_0000, len: 32 }.to_regs());
+        assert_eq!(r.status(), Err(HypError::InvalidAddress));
+        assert_eq!(w.iommu.events.len(), 1, "guest2's event stays; a refused read takes nothing");
+        let r = call(&mut w, 0, HypCall::SmmuStats { ipa: base + 0x300, len: 64 }.to_regs());
+        assert_eq!(r.status(), Ok(0));
+        assert_eq!(&w.ram.bytes[0x300..0x308], &42u64.to_le_bytes());
     }
 
     #[test]
@@ -231,21 +275,10 @@ mod tests {
         let r = call(&mut w, 0, HypCall::CallUid.to_regs());
         assert_eq!(r.0, host_abi::CALL_UID.map(|x| x as u64));
         for f in FunctionId::ALL {
-            let r = call(
-                &mut w,
-                0,
-                HypCall::Features { function: f as u32 }.to_regs(),
-            );
+            let r = call(&mut w, 0, HypCall::Features { function: f as u32 }.to_regs());
             assert_eq!(r.status(), Ok(0));
         }
-        let r = call(
-            &mut w,
-            0,
-            HypCall::Features {
-                function: 0xC600_00FF,
-            }
-            .to_regs(),
-        );
+        let r = call(&mut w, 0, HypCall::Features { function: 0xC600_00FF }.to_regs());
         assert_eq!(r.status(), Err(HypError::NotSupported));
         let r = call(&mut w, 1, HypCall::Version.to_regs());
         assert_eq!(r.status(), Err(HypError::NotSupported));
@@ -256,15 +289,7 @@ mod tests {
         let mut w = world();
         let base = w.ram.base;
         w.ram.bytes[0x100..0x105].copy_from_slice(b"hello");
-        let r = call(
-            &mut w,
-            0,
-            HypCall::ConsoleWrite {
-                ipa: base + 0x100,
-                len: 5,
-            }
-            .to_regs(),
-        );
+        let r = call(&mut w, 0, HypCall::ConsoleWrite { ipa: base + 0x100, len: 5 }.to_regs());
         assert_eq!(r.0, [0, 5, 0, 0]);
         assert_eq!(w.out.0, b"hello");
     }
@@ -282,17 +307,9 @@ mod tests {
         ];
         for ipa in bad {
             let r = call(&mut w, 0, HypCall::ConsoleWrite { ipa, len: 8 }.to_regs());
-            assert_eq!(
-                r.status(),
-                Err(HypError::InvalidAddress),
-                "console {ipa:#x}"
-            );
+            assert_eq!(r.status(), Err(HypError::InvalidAddress), "console {ipa:#x}");
             let r = call(&mut w, 0, HypCall::VmInfo { ipa, len: 64 }.to_regs());
-            assert_eq!(
-                r.status(),
-                Err(HypError::InvalidAddress),
-                "vm_info {ipa:#x}"
-            );
+            assert_eq!(r.status(), Err(HypError::InvalidAddress), "vm_info {ipa:#x}");
         }
         assert!(w.out.0.is_empty());
         assert!(w.ram.bytes.iter().all(|&b| b == 0));
@@ -303,61 +320,20 @@ mod tests {
         let mut w = world();
         let vm = MANIFEST.vms[1];
         let ipa = vm.mem.base + 0x3000;
-        let r = call(
-            &mut w,
-            0,
-            HypCall::DeviceInfo {
-                index: 0,
-                ipa,
-                len: 112,
-            }
-            .to_regs(),
-        );
+        let r = call(&mut w, 0, HypCall::DeviceInfo { index: 0, ipa, len: 112 }.to_regs());
         assert_eq!(r.0, [0, 1, 0, 0]);
         let info = DeviceInfo::read_from_bytes(&w.ram.bytes[0x3000..0x3070]).unwrap();
         assert_eq!(info.stream_id, 0x18);
         assert_eq!((info.vendor, info.device), (0x1234, 0x11e8));
-        assert_eq!(
-            info.bars[0],
-            BarInfo {
-                ipa: 0x1010_0000,
-                size: 0x10_0000
-            }
-        );
+        assert_eq!(info.bars[0], BarInfo { ipa: 0x1010_0000, size: 0x10_0000 });
         assert_eq!(info.bars[1].size, 0);
         let before = w.ram.bytes.clone();
-        let r = call(
-            &mut w,
-            0,
-            HypCall::DeviceInfo {
-                index: 1,
-                ipa,
-                len: 112,
-            }
-            .to_regs(),
-        );
+        let r = call(&mut w, 0, HypCall::DeviceInfo { index: 1, ipa, len: 112 }.to_regs());
         assert_eq!(r.status(), Err(HypError::InvalidParameter));
-        let r = call(
-            &mut w,
-            0,
-            HypCall::DeviceInfo {
-                index: u64::MAX,
-                ipa,
-                len: 112,
-            }
-            .to_regs(),
-        );
+        let r = call(&mut w, 0, HypCall::DeviceInfo { index: u64::MAX, ipa, len: 112 }.to_regs());
         assert_eq!(r.status(), Err(HypError::InvalidParameter));
-        let r = call(
-            &mut w,
-            0,
-            HypCall::DeviceInfo {
-                index: 0,
-                ipa: 0x4020_0000,
-                len: 112,
-            }
-            .to_regs(),
-        );
+        let r =
+            call(&mut w, 0, HypCall::DeviceInfo { index: 0, ipa: 0x4020_0000, len: 112 }.to_regs());
         assert_eq!(r.status(), Err(HypError::InvalidAddress));
         assert!(w.ram.bytes == before, "failed calls write nothing");
     }

@@ -129,10 +129,7 @@ mod tests {
     #[test]
     fn vector_depends_on_mode() {
         let read = (0x24 << 26) | 0x06;
-        assert_eq!(
-            external_abort(&trapped(read, 0x3c4)).unwrap().elr_el2,
-            0x4400_8000
-        );
+        assert_eq!(external_abort(&trapped(read, 0x3c4)).unwrap().elr_el2, 0x4400_8000);
         let el0 = external_abort(&trapped(read, 0x0)).unwrap();
         assert_eq!(el0.elr_el2, 0x4400_8400);
         assert_eq!(el0.esr_el1 >> 26, 0x24);

@@ -17,6 +17,7 @@ pub mod esr;
 pub mod events;
 pub mod hypercall;
 pub mod inject;
+pub mod iommu;
 pub mod pagepool;
 pub mod pci;
 pub mod psci;

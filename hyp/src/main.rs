@@ -13,7 +13,7 @@ mod el2;
 use buddy_system_allocator::LockedHeap;
 use core::panic::PanicInfo;
 use el2::{firmware, gic, mmu, sysreg, uart, vm, PLATFORM};
-use hyp::smmu::{self, SmmuRegs};
+use hyp::smmu;
 use log::{error, info};
 use platform::{MemRange, Platform};
 
@@ -27,29 +27,6 @@ struct HeapMemory(core::cell::UnsafeCell<[u8; HEAP_SIZE]>);
 // SAFETY: handed to the allocator once, by the boot CPU, and never touched directly again.
 unsafe impl Sync for HeapMemory {}
 static HEAP_MEMORY: HeapMemory = HeapMemory(core::cell::UnsafeCell::new([0; HEAP_SIZE]));
-
-/// The SMMU's page-0 registers, by MMIO.
-struct SmmuMmio(usize);
-
-impl SmmuRegs for SmmuMmio {
-    fn read32(&mut self, off: usize) -> u32 {
-        // SAFETY: the board's SMMU register page, device memory (or MMU off); `off` is one of
-        // the architected register offsets.
-        unsafe { ((self.0 + off) as *const u32).read_volatile() }
-    }
-    fn write32(&mut self, off: usize, value: u32) {
-        // SAFETY: as for `read32`.
-        unsafe { ((self.0 + off) as *mut u32).write_volatile(value) }
-    }
-    fn read64(&mut self, off: usize) -> u64 {
-        // SAFETY: as for `read32`; 64-bit registers are 8-byte aligned.
-        unsafe { ((self.0 + off) as *const u64).read_volatile() }
-    }
-    fn write64(&mut self, off: usize, value: u64) {
-        // SAFETY: as for `read64`.
-        unsafe { ((self.0 + off) as *mut u64).write_volatile(value) }
-    }
-}
 
 /// Entered from entry.S on every CPU with the MMU off, on the CPU's own stack.
 #[no_mangle]
@@ -65,7 +42,7 @@ fn boot_cpu() -> ! {
     let board = PLATFORM.board();
     // The very first device access: make the (still disabled) SMMU abort all DMA. QEMU resets
     // GBPA to bypass, so until this write any PCI device could reach any memory.
-    let gbpa = smmu::set_global_abort(&mut SmmuMmio(board.smmu.base as usize));
+    let gbpa = smmu::set_global_abort(&mut el2::smmu::SmmuMmio(board.smmu.base as usize));
 
     // SAFETY: the board's PL011, accessed with the MMU off (device memory) and later mapped as
     // device memory at the same address.
@@ -100,10 +77,7 @@ fn boot_cpu() -> ! {
 
     let dt = read_device_tree(board.ram_base);
     if let Err(e) = board.check_against(&dt) {
-        fatal(format_args!(
-            "device tree does not match the {} board: {e}",
-            board.name
-        ));
+        fatal(format_args!("device tree does not match the {} board: {e}", board.name));
     }
     let dt_ram = dt.memory.expect("checked");
     if let Err(e) = PLATFORM.manifest().validate(board, dt_ram) {
@@ -123,14 +97,13 @@ fn boot_cpu() -> ! {
     if let Err(e) = gic::init(board) {
         fatal(format_args!("GICv3 init failed: {e}"));
     }
-    info!(
-        "GICv3: distributor {:#x}, redistributors {:#x}",
-        board.gicd.base, board.gicr.base
-    );
+    info!("GICv3: distributor {:#x}, redistributors {:#x}", board.gicd.base, board.gicr.base);
 
     print_memory_map(board, dt_ram);
     let devices = el2::pcie::bring_up(board, PLATFORM.manifest());
-    init_smmu(board);
+    el2::smmu::init(board);
+    el2::pcie::enable_dma(board, &devices);
+    info!("PCI: bus mastering on for assigned devices (their streams abort until attached)");
     vm::prepare_all(&mut pools, devices);
 
     let entry = {
@@ -148,46 +121,6 @@ fn boot_cpu() -> ! {
     vm::run_on_this_cpu(0)
 }
 
-/// The SMMU driver, shared by all CPUs.
-static SMMU: spin::mutex::SpinMutex<Option<hyp::smmu::driver::Smmu<SmmuMmio>>> =
-    spin::mutex::SpinMutex::new(None);
-
-fn init_smmu(board: &platform::Board) {
-    let max_sid = PLATFORM
-        .manifest()
-        .vms
-        .iter()
-        .flat_map(|v| v.devices.iter())
-        .map(|d| d.rid())
-        .max()
-        .unwrap_or(0);
-    match hyp::smmu::driver::Smmu::init(SmmuMmio(board.smmu.base as usize), max_sid, true) {
-        Ok(s) => {
-            let f = s.features;
-            info!(
-                "SMMU: IDR0 {:#010x} IDR1 {:#010x} IDR5 {:#010x}: S1 {}, S2 {}, {} SID bits, {}-bit OAS",
-                f.idr0.0,
-                f.idr1.0,
-                f.idr5.0,
-                f.idr0.s1p(),
-                f.idr0.s2p(),
-                f.idr1.sidsize(),
-                f.idr5.oas_bits()
-            );
-            info!(
-                "SMMU: enabled, {} stream table for {} SID bits, every STE abort, caches invalidated",
-                if s.is_two_level() { "two-level" } else { "linear" },
-                s.sid_bits()
-            );
-            *SMMU.lock() = Some(s);
-        }
-        Err(e) => fatal(format_args!("SMMU: {e}")),
-    }
-}
-
-// SAFETY: SmmuMmio is only an address; the driver holding it is behind the SMMU lock.
-unsafe impl Send for SmmuMmio {}
-
 fn secondary_cpu(cpu: u32) -> ! {
     // SAFETY: the boot CPU enabled its MMU with the shared table before starting us.
     unsafe { mmu::enable_secondary() };
@@ -204,9 +137,7 @@ fn read_device_tree(ram_base: u64) -> platform::DtFacts {
         fatal(format_args!("no device tree at {ram_base:#x}"));
     };
     if size > 2 << 20 {
-        fatal(format_args!(
-            "device tree at {ram_base:#x} claims {size} bytes"
-        ));
+        fatal(format_args!("device tree at {ram_base:#x} claims {size} bytes"));
     }
     // SAFETY: the blob lies inside the hypervisor's own 64 MiB at the start of RAM (checked
     // size) and nothing writes it.
@@ -222,34 +153,17 @@ fn print_memory_map(board: &platform::Board, ram: MemRange) {
         static __image_start: u8;
         static __image_end: u8;
     }
-    let (start, end) = (
-        core::ptr::addr_of!(__image_start) as u64,
-        core::ptr::addr_of!(__image_end) as u64,
-    );
+    let (start, end) =
+        (core::ptr::addr_of!(__image_start) as u64, core::ptr::addr_of!(__image_end) as u64);
     info!("memory map:");
     info!("  {:#012x}-{:#012x} RAM", ram.base, ram.end());
-    info!(
-        "  {:#012x}-{:#012x} hypervisor (mapped in no VM)",
-        board.hyp.base,
-        board.hyp.end()
-    );
-    info!(
-        "    {:#012x}-{:#012x} image, stacks, heap, table pools",
-        start, end
-    );
+    info!("  {:#012x}-{:#012x} hypervisor (mapped in no VM)", board.hyp.base, board.hyp.end());
+    info!("    {:#012x}-{:#012x} image, stacks, heap, table pools", start, end);
     for v in PLATFORM.manifest().vms {
         info!("  {:#012x}-{:#012x} vm {}", v.mem.base, v.mem.end(), v.name);
     }
-    info!(
-        "  {:#012x}-{:#012x} SMMUv3 (hypervisor only)",
-        board.smmu.base,
-        board.smmu.end()
-    );
-    info!(
-        "  {:#012x}-{:#012x} PL011 UART (hypervisor only)",
-        board.uart.base,
-        board.uart.end()
-    );
+    info!("  {:#012x}-{:#012x} SMMUv3 (hypervisor only)", board.smmu.base, board.smmu.end());
+    info!("  {:#012x}-{:#012x} PL011 UART (hypervisor only)", board.uart.base, board.uart.end());
     info!("VMs:");
     info!("  id name     cpu VMID memory                      boot info");
     for v in PLATFORM.manifest().vms {

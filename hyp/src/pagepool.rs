@@ -32,13 +32,7 @@ impl PagePool {
         let count = pages.len();
         // A slice pointer is never null.
         let pages = NonNull::from(pages).cast::<Page>();
-        Self {
-            pages,
-            count,
-            next: 0,
-            free: None,
-            in_use: 0,
-        }
+        Self { pages, count, next: 0, free: None, in_use: 0 }
     }
 
     /// The number of pages the pool was given.

@@ -96,10 +96,7 @@ impl BarAllocator {
 
     /// An allocator over `window`.
     pub fn new(window: MemRange) -> Self {
-        Self {
-            next: window.base,
-            end: window.end(),
-        }
+        Self { next: window.base, end: window.end() }
     }
 
     /// A range of `size` bytes aligned to its size (rounded up to 4 KiB).
@@ -168,34 +165,17 @@ pub fn configure(
         if is_64 {
             cfg.write32(addr, off + 4, (base >> 32) as u32);
         }
-        bars[i as usize] = Some(Bar {
-            index: i,
-            base,
-            size: size.max(BarAllocator::MIN),
-        });
+        bars[i as usize] = Some(Bar { index: i, base, size: size.max(BarAllocator::MIN) });
         i += if is_64 { 2 } else { 1 };
     }
-    cfg.write32(
-        addr,
-        reg::COMMAND,
-        (cmd & !(CMD_BUS_MASTER | 1)) | CMD_MEMORY,
-    );
-    Ok(Function {
-        addr,
-        vendor,
-        device,
-        bars,
-    })
+    cfg.write32(addr, reg::COMMAND, (cmd & !(CMD_BUS_MASTER | 1)) | CMD_MEMORY);
+    Ok(Function { addr, vendor, device, bars })
 }
 
 /// Turns bus mastering (DMA) on or off.
 pub fn set_bus_master(cfg: &mut dyn ConfigSpace, addr: PciAddr, on: bool) {
     let cmd = cfg.read32(addr, reg::COMMAND) & 0xffff;
-    let cmd = if on {
-        cmd | CMD_BUS_MASTER
-    } else {
-        cmd & !CMD_BUS_MASTER
-    };
+    let cmd = if on { cmd | CMD_BUS_MASTER } else { cmd & !CMD_BUS_MASTER };
     cfg.write32(addr, reg::COMMAND, cmd);
 }
 
@@ -218,8 +198,7 @@ mod tests {
             self.regs.insert((a.rid(), reg::COMMAND), 0);
             self.regs.insert((a.rid(), reg::HEADER), 0);
             for &(i, mask, flags) in bars {
-                self.masks
-                    .insert((a.rid(), reg::BAR0 + 4 * i as u16), (mask, flags));
+                self.masks.insert((a.rid(), reg::BAR0 + 4 * i as u16), (mask, flags));
                 self.regs.insert((a.rid(), reg::BAR0 + 4 * i as u16), flags);
             }
         }
@@ -261,24 +240,14 @@ mod tests {
         let mut win = BarAllocator::new(MemRange::new(0x1000_0000, 0x1000_0000));
         let f = configure(&mut bus, EDU, &mut win).unwrap();
         assert_eq!((f.vendor, f.device), (0x1234, 0x11e8));
-        assert_eq!(
-            f.bars[0],
-            Some(Bar {
-                index: 0,
-                base: 0x1000_0000,
-                size: 0x10_0000
-            })
-        );
+        assert_eq!(f.bars[0], Some(Bar { index: 0, base: 0x1000_0000, size: 0x10_0000 }));
         assert!(f.bars[1..].iter().all(|b| b.is_none()));
         assert_eq!(bus.read32(EDU, reg::BAR0), 0x1000_0000);
         let cmd = bus.read32(EDU, reg::COMMAND);
         assert_eq!(cmd & CMD_MEMORY, CMD_MEMORY);
         assert_eq!(cmd & CMD_BUS_MASTER, 0, "no DMA until the SMMU is ready");
         set_bus_master(&mut bus, EDU, true);
-        assert_eq!(
-            bus.read32(EDU, reg::COMMAND) & CMD_BUS_MASTER,
-            CMD_BUS_MASTER
-        );
+        assert_eq!(bus.read32(EDU, reg::COMMAND) & CMD_BUS_MASTER, CMD_BUS_MASTER);
     }
 
     #[test]
@@ -287,31 +256,13 @@ mod tests {
         bus.add(
             EDU,
             0x0001_1af4,
-            &[
-                (0, 0xffff_c000, 0b100),
-                (1, 0xffff_ffff, 0),
-                (2, 0xfff0_0000, 0),
-            ],
+            &[(0, 0xffff_c000, 0b100), (1, 0xffff_ffff, 0), (2, 0xfff0_0000, 0)],
         );
         let mut win = BarAllocator::new(MemRange::new(0x1000_0000, 0x1000_0000));
         let f = configure(&mut bus, EDU, &mut win).unwrap();
-        assert_eq!(
-            f.bars[0],
-            Some(Bar {
-                index: 0,
-                base: 0x1000_0000,
-                size: 0x4000
-            })
-        );
+        assert_eq!(f.bars[0], Some(Bar { index: 0, base: 0x1000_0000, size: 0x4000 }));
         assert_eq!(f.bars[1], None);
-        assert_eq!(
-            f.bars[2],
-            Some(Bar {
-                index: 2,
-                base: 0x1010_0000,
-                size: 0x10_0000
-            })
-        );
+        assert_eq!(f.bars[2], Some(Bar { index: 2, base: 0x1010_0000, size: 0x10_0000 }));
         assert_eq!(bus.read32(EDU, reg::BAR0 + 4), 0);
     }
 
@@ -320,14 +271,8 @@ mod tests {
         let mut bus = FakeBus::default();
         let mut win = BarAllocator::new(MemRange::new(0x1000_0000, 0x8_0000));
         assert_eq!(probe(&mut bus, EDU), None);
-        assert_eq!(
-            configure(&mut bus, EDU, &mut win),
-            Err(PciError::NotPresent(EDU))
-        );
+        assert_eq!(configure(&mut bus, EDU, &mut win), Err(PciError::NotPresent(EDU)));
         bus.add(EDU, 0x11e8_1234, &[(0, 0xfff0_0000, 0)]);
-        assert_eq!(
-            configure(&mut bus, EDU, &mut win),
-            Err(PciError::WindowExhausted(EDU))
-        );
+        assert_eq!(configure(&mut bus, EDU, &mut win), Err(PciError::WindowExhausted(EDU)));
     }
 }

@@ -52,14 +52,8 @@ mod tests {
     #[test]
     fn offered_calls() {
         assert_eq!(handle(0x8400_0000), PsciAction::Return(0x10001));
-        assert_eq!(
-            handle(0x8400_0008),
-            PsciAction::StopVm(StopReason::SystemOff)
-        );
-        assert_eq!(
-            handle(0xffff_ffff_8400_0002),
-            PsciAction::StopVm(StopReason::CpuOff)
-        );
+        assert_eq!(handle(0x8400_0008), PsciAction::StopVm(StopReason::SystemOff));
+        assert_eq!(handle(0xffff_ffff_8400_0002), PsciAction::StopVm(StopReason::CpuOff));
         let refused = PsciAction::Return(u64::MAX);
         assert_eq!(handle(psci::CPU_ON as u64), refused);
         assert_eq!(handle(psci::SYSTEM_RESET as u64), refused);

@@ -127,28 +127,15 @@ impl core::fmt::Display for BoardMismatch {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match *self {
             BoardMismatch::MemoryBase { found } => {
-                write!(
-                    f,
-                    "device tree RAM starts at {found:#x}, not at the board's RAM base"
-                )
+                write!(f, "device tree RAM starts at {found:#x}, not at the board's RAM base")
             }
             BoardMismatch::MemoryTooSmall { found, needed } => {
-                write!(
-                    f,
-                    "device tree RAM is {found:#x} bytes, the manifest needs {needed:#x}"
-                )
+                write!(f, "device tree RAM is {found:#x} bytes, the manifest needs {needed:#x}")
             }
             BoardMismatch::TooFewCpus { found, needed } => {
-                write!(
-                    f,
-                    "device tree has {found} CPUs, the manifest needs {needed}"
-                )
+                write!(f, "device tree has {found} CPUs, the manifest needs {needed}")
             }
-            BoardMismatch::Device {
-                what,
-                found,
-                expected,
-            } => write!(
+            BoardMismatch::Device { what, found, expected } => write!(
                 f,
                 "device tree puts {what} at {found:#x}, the board description says {expected:#x}"
             ),
@@ -171,18 +158,11 @@ impl Board {
             });
         }
         if dt.cpu_count < self.cpu_count {
-            return Err(BoardMismatch::TooFewCpus {
-                found: dt.cpu_count,
-                needed: self.cpu_count,
-            });
+            return Err(BoardMismatch::TooFewCpus { found: dt.cpu_count, needed: self.cpu_count });
         }
         let devices = [
             ("the PCIe ECAM", dt.pcie_ecam, self.pcie_ecam),
-            (
-                "the PCIe 32-bit MMIO window",
-                dt.pcie_mmio32,
-                self.pcie_mmio32,
-            ),
+            ("the PCIe 32-bit MMIO window", dt.pcie_mmio32, self.pcie_mmio32),
             ("the SMMUv3", dt.smmu, self.smmu),
             ("the PL011 UART", dt.uart, self.uart),
         ];
@@ -248,33 +228,18 @@ mod tests {
         let b = QemuVirt.board();
         let mut dt = good_dt();
         dt.memory = Some(MemRange::new(0x4000_0000, 0x100_0000));
-        assert!(matches!(
-            b.check_against(&dt),
-            Err(BoardMismatch::MemoryTooSmall { .. })
-        ));
+        assert!(matches!(b.check_against(&dt), Err(BoardMismatch::MemoryTooSmall { .. })));
         let mut dt = good_dt();
         dt.cpu_count = 1;
-        assert_eq!(
-            b.check_against(&dt),
-            Err(BoardMismatch::TooFewCpus {
-                found: 1,
-                needed: 3
-            })
-        );
+        assert_eq!(b.check_against(&dt), Err(BoardMismatch::TooFewCpus { found: 1, needed: 3 }));
         let mut dt = good_dt();
         dt.smmu = None;
         assert!(matches!(
             b.check_against(&dt),
-            Err(BoardMismatch::Device {
-                what: "the SMMUv3",
-                ..
-            })
+            Err(BoardMismatch::Device { what: "the SMMUv3", .. })
         ));
         let mut dt = good_dt();
         dt.memory = None;
-        assert_eq!(
-            b.check_against(&dt),
-            Err(BoardMismatch::MemoryBase { found: 0 })
-        );
+        assert_eq!(b.check_against(&dt), Err(BoardMismatch::MemoryBase { found: 0 }));
     }
 }

@@ -112,10 +112,7 @@ impl core::fmt::Display for ManifestError {
             ManifestError::Overlap(a, b) => write!(f, "VMs {a} and {b} share memory"),
             ManifestError::Cpu(i) => write!(f, "VM {i}: CPU out of range or not its own"),
             ManifestError::Device(i) => {
-                write!(
-                    f,
-                    "VM {i}: a PCI device is malformed or assigned to two VMs"
-                )
+                write!(f, "VM {i}: a PCI device is malformed or assigned to two VMs")
             }
         }
     }
@@ -313,34 +310,14 @@ mod tests {
     #[test]
     fn rids_and_device_checks() {
         assert_eq!(PciAddr::slot(3, 0).rid(), 0x18);
-        assert_eq!(
-            PciAddr {
-                bus: 1,
-                dev: 2,
-                func: 1
-            }
-            .rid(),
-            0x111
-        );
+        assert_eq!(PciAddr { bus: 1, dev: 2, func: 1 }.rid(), 0x111);
         const M: u64 = 2 << 20;
         const D: &[PciAddr] = &[PciAddr::slot(2, 0)];
         const BAD: &[PciAddr] = &[PciAddr::slot(32, 0)];
         assert_eq!(
             check(&[
-                VmSpec {
-                    id: 0,
-                    name: "a",
-                    mem: MemRange::new(0x4400_0000, M),
-                    cpu: 0,
-                    devices: D
-                },
-                VmSpec {
-                    id: 1,
-                    name: "b",
-                    mem: MemRange::new(0x4600_0000, M),
-                    cpu: 1,
-                    devices: D
-                },
+                VmSpec { id: 0, name: "a", mem: MemRange::new(0x4400_0000, M), cpu: 0, devices: D },
+                VmSpec { id: 1, name: "b", mem: MemRange::new(0x4600_0000, M), cpu: 1, devices: D },
             ]),
             Err(ManifestError::Device(1))
         );

@@ -62,10 +62,7 @@ pub unsafe fn take_pools() -> Pools {
         *slot = Some(PagePool::new(mine));
         rest = tail;
     }
-    Pools {
-        el2: PagePool::new(el2),
-        vms,
-    }
+    Pools { el2: PagePool::new(el2), vms }
 }
 
 fn region(r: MemRange) -> MemoryRegion {
@@ -99,30 +96,16 @@ pub fn build_el2(pool: PagePool, board: &Board, ram: MemRange) -> Mapping<PagePo
         | El23Attributes::ATTRIBUTE_INDEX_0
         | El23Attributes::XN;
     let mut map = |r: MemRange, flags| {
-        m.map_range(
-            &region(r),
-            PhysicalAddress(r.base as usize),
-            flags,
-            Constraints::empty(),
-        )
-        .expect("EL2 map_range");
+        m.map_range(&region(r), PhysicalAddress(r.base as usize), flags, Constraints::empty())
+            .expect("EL2 map_range");
     };
     map(ram, normal | El23Attributes::XN);
-    map(
-        MemRange::new(text, text_end - text),
-        normal | El23Attributes::READ_ONLY,
-    );
+    map(MemRange::new(text, text_end - text), normal | El23Attributes::READ_ONLY);
     map(
         MemRange::new(text_end, rodata_end - text_end),
         normal | El23Attributes::READ_ONLY | El23Attributes::XN,
     );
-    for dev in [
-        board.uart,
-        board.smmu,
-        board.gicd,
-        board.gicr,
-        board.pcie_ecam,
-    ] {
+    for dev in [board.uart, board.smmu, board.gicd, board.gicr, board.pcie_ecam] {
         map(dev, device);
     }
     m
@@ -183,13 +166,8 @@ pub fn build_stage2(
         | Stage2Attributes::SH_INNER
         | Stage2Attributes::MEMATTR_NORMAL_INNER_WB
         | Stage2Attributes::MEMATTR_NORMAL_OUTER_WB;
-    m.map_range(
-        &region(vm.mem),
-        PhysicalAddress(vm.mem.base as usize),
-        ram,
-        Constraints::empty(),
-    )
-    .expect("stage-2 map_range");
+    m.map_range(&region(vm.mem), PhysicalAddress(vm.mem.base as usize), ram, Constraints::empty())
+        .expect("stage-2 map_range");
     let mmio = Stage2Attributes::VALID
         | Stage2Attributes::ACCESS_FLAG
         | Stage2Attributes::S2AP_ACCESS_RW
@@ -197,13 +175,8 @@ pub fn build_stage2(
         | Stage2Attributes::XN;
     for bar in devices.iter().flat_map(|f| f.bars.iter().flatten()) {
         let r = MemRange::new(bar.base, bar.size);
-        m.map_range(
-            &region(r),
-            PhysicalAddress(bar.base as usize),
-            mmio,
-            Constraints::empty(),
-        )
-        .expect("stage-2 BAR map_range");
+        m.map_range(&region(r), PhysicalAddress(bar.base as usize), mmio, Constraints::empty())
+            .expect("stage-2 BAR map_range");
     }
     m
 }

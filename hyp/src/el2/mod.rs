@@ -4,6 +4,7 @@ pub mod firmware;
 pub mod gic;
 pub mod mmu;
 pub mod pcie;
+pub mod smmu;
 pub mod sysreg;
 pub mod trap;
 pub mod uart;

@@ -13,9 +13,7 @@ pub struct Ecam {
 impl Ecam {
     /// The board's ECAM.
     pub fn new(board: &Board) -> Self {
-        Self {
-            base: board.pcie_ecam.base as usize,
-        }
+        Self { base: board.pcie_ecam.base as usize }
     }
 
     fn ptr(&self, a: PciAddr, off: u16) -> *mut u32 {
@@ -36,6 +34,15 @@ impl ConfigSpace for Ecam {
     fn write32(&mut self, a: PciAddr, off: u16, value: u32) {
         // SAFETY: as for `read32`; only the hypervisor writes configuration space.
         unsafe { self.ptr(a, off).write_volatile(value) }
+    }
+}
+
+/// Lets the assigned, configured functions master the bus. Call only once the SMMU translates
+/// (every stream aborts until a VM attaches it).
+pub fn enable_dma(board: &Board, devices: &[Vec<Function>]) {
+    let mut ecam = Ecam::new(board);
+    for f in devices.iter().flatten() {
+        pci::set_bus_master(&mut ecam, f.addr, true);
     }
 }
 

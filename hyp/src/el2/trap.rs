@@ -4,7 +4,7 @@
 use super::sysreg::{elr_el1, esr_el1, esr_el2, far_el1, far_el2, hpfar_el2, spsr_el1, vbar_el1};
 use super::{firmware, uart, vm};
 use hyp::esr::{Esr, ExceptionClass};
-use hyp::hypercall::{self, Caller};
+use hyp::hypercall::{self, Caller, Env};
 use hyp::inject::{self, Injection, TrappedState};
 use hyp::psci::{self, PsciAction, StopReason};
 use log::warn;
@@ -29,12 +29,7 @@ impl TrapFrame {
     pub fn for_entry(entry: u64, arg: u64) -> Self {
         let mut x = [0; 31];
         x[0] = arg;
-        Self {
-            x,
-            elr: entry,
-            spsr: 0x3c5,
-            pad: 0,
-        }
+        Self { x, elr: entry, spsr: 0x3c5, pad: 0 }
     }
 }
 
@@ -76,18 +71,14 @@ fn lower_sync(frame: &mut TrapFrame) {
             vm.count_hypercall();
             let mut regs = [0u64; host_abi::HVC_REGS];
             regs.copy_from_slice(&frame.x[..host_abi::HVC_REGS]);
-            let caller = Caller {
-                vm: vm.spec,
-                states: &vm::STATES,
-                devices: &vm.devices,
+            let caller = Caller { vm: vm.spec, states: &vm::STATES, devices: &vm.devices };
+            let mut env = Env {
+                caller,
+                mem: &mut vm::IdentityGuestMemory,
+                console: &mut vm::Console,
+                iommu: &mut super::smmu::LockedIommu,
             };
-            let ret = hypercall::dispatch(
-                esr.imm16(),
-                &regs,
-                &caller,
-                &mut vm::IdentityGuestMemory,
-                &mut vm::Console,
-            );
+            let ret = hypercall::dispatch(esr.imm16(), &regs, &mut env);
             frame.x[..4].copy_from_slice(&ret.0);
         }
         ExceptionClass::Smc64 => {
@@ -128,13 +119,7 @@ fn lower_sync(frame: &mut TrapFrame) {
 }
 
 fn trapped(frame: &TrapFrame, esr: Esr, far: u64) -> TrappedState {
-    TrappedState {
-        esr,
-        far,
-        elr: frame.elr,
-        spsr: frame.spsr,
-        vbar_el1: vbar_el1::read(),
-    }
+    TrappedState { esr, far, elr: frame.elr, spsr: frame.spsr, vbar_el1: vbar_el1::read() }
 }
 
 fn apply(frame: &mut TrapFrame, i: &Injection) {

@@ -27,9 +27,7 @@ impl Pl011 {
     /// `base` must be the PL011's register block, mapped as device memory.
     pub const unsafe fn new(base: usize) -> Self {
         // SAFETY: the caller promises a real register block, which is not at address 0.
-        Self {
-            base: unsafe { NonNull::new_unchecked(base as *mut u32) },
-        }
+        Self { base: unsafe { NonNull::new_unchecked(base as *mut u32) } }
     }
 
     fn reg(&self, off: usize) -> *mut u32 {

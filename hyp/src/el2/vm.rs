@@ -89,10 +89,7 @@ impl Vm {
 }
 
 fn summary() {
-    info!(
-        "all VMs stopped (at most {} ran at the same time)",
-        STATES.peak_running()
-    );
+    info!("all VMs stopped (at most {} ran at the same time)", STATES.peak_running());
     for slot in VMS.iter() {
         if let Some(vm) = slot.get() {
             info!(
@@ -236,9 +233,7 @@ pub struct Console;
 impl ConsoleSink for Console {
     fn vm_text(&mut self, vm: &VmSpec, bytes: &[u8]) {
         if let Some(v) = VMS.get(vm.id as usize).and_then(|s| s.get()) {
-            v.console
-                .lock()
-                .push(bytes, &mut |line| print_vm_line(vm, line));
+            v.console.lock().push(bytes, &mut |line| print_vm_line(vm, line));
         }
     }
 }

@@ -76,10 +76,7 @@ impl DmaBuf {
         let layout = Layout::from_size_align(bytes, align.max(8)).ok()?;
         // SAFETY: the layout has a non-zero size (callers never ask for 0 bytes: checked).
         let p = (bytes > 0).then(|| unsafe { alloc_zeroed(layout) })?;
-        Some(Self {
-            ptr: NonNull::new(p.cast())?,
-            len_words: bytes / 8,
-        })
+        Some(Self { ptr: NonNull::new(p.cast())?, len_words: bytes / 8 })
     }
 
     /// The address given to the SMMU (identity-mapped hypervisor memory).
@@ -140,10 +137,7 @@ impl core::fmt::Display for ProbeError {
             ProbeError::NoNesting => f.write_str("SMMU has no stage-1: nesting is impossible"),
             ProbeError::No4kGranule => f.write_str("SMMU has no 4 KiB granule"),
             ProbeError::StreamIdTooLarge { needed, sidsize } => {
-                write!(
-                    f,
-                    "stream ID {needed:#x} needs more than the SMMU's {sidsize} SID bits"
-                )
+                write!(f, "stream ID {needed:#x} needs more than the SMMU's {sidsize} SID bits")
             }
             ProbeError::Preset => f.write_str("SMMU with preset table/queue addresses"),
             ProbeError::OutOfMemory => f.write_str("no memory for SMMU tables and queues"),
@@ -227,10 +221,7 @@ impl Features {
         }
         let sidsize = f.idr1.sidsize();
         if sidsize < 32 && max_sid >> sidsize != 0 {
-            return Err(ProbeError::StreamIdTooLarge {
-                needed: max_sid,
-                sidsize,
-            });
+            return Err(ProbeError::StreamIdTooLarge { needed: max_sid, sidsize });
         }
         if f.idr1.preset() {
             return Err(ProbeError::Preset);
@@ -330,10 +321,9 @@ impl<R: SmmuRegs> Smmu<R> {
             StreamTable::Linear { table, bits }
         };
         let (base, cfg) = match &strtab {
-            StreamTable::Linear { table, bits } => (
-                table.pa(),
-                strtab_cfg::FMT_LINEAR | strtab_cfg::log2size(*bits),
-            ),
+            StreamTable::Linear { table, bits } => {
+                (table.pa(), strtab_cfg::FMT_LINEAR | strtab_cfg::log2size(*bits))
+            }
             StreamTable::TwoLevel { l1, bits, .. } => (
                 l1.pa(),
                 strtab_cfg::FMT_2LVL
@@ -341,10 +331,7 @@ impl<R: SmmuRegs> Smmu<R> {
                     | strtab_cfg::log2size(*bits),
             ),
         };
-        regs.write64(
-            off::STRTAB_BASE,
-            regs::BASE_RA | (base & regs::BASE_ADDR_MASK),
-        );
+        regs.write64(off::STRTAB_BASE, regs::BASE_RA | (base & regs::BASE_ADDR_MASK));
         regs.write32(off::STRTAB_BASE_CFG, cfg);
 
         let cmdq_log2 = CMDQ_LOG2.min(features.idr1.cmdqs());
@@ -385,6 +372,12 @@ impl<R: SmmuRegs> Smmu<R> {
         write_cr0(&mut smmu.regs, cr0::CMDQEN | cr0::EVENTQEN)?;
         write_cr0(&mut smmu.regs, cr0::CMDQEN | cr0::EVENTQEN | cr0::SMMUEN)?;
         Ok(smmu)
+    }
+
+    /// The register interface (tests use it to play the hardware's part).
+    #[cfg(test)]
+    pub(crate) fn regs_mut(&mut self) -> &mut R {
+        &mut self.regs
     }
 
     /// SID bits the stream table covers.
@@ -586,10 +579,7 @@ mod tests {
     use super::*;
 
     fn position(f: &FakeSmmu, o: usize, v: Option<u32>) -> usize {
-        f.writes
-            .iter()
-            .position(|&(ro, rv)| ro == o && v.is_none_or(|v| v == rv))
-            .unwrap()
+        f.writes.iter().position(|&(ro, rv)| ro == o && v.is_none_or(|v| v == rv)).unwrap()
     }
 
     #[test]
@@ -604,11 +594,7 @@ mod tests {
         let cr0_off = position(&fake, off::CR0, Some(0));
         let strtab = position(&fake, off::STRTAB_BASE, None);
         let cmdqen = position(&fake, off::CR0, Some(cr0::CMDQEN));
-        let smmuen = position(
-            &fake,
-            off::CR0,
-            Some(cr0::CMDQEN | cr0::EVENTQEN | cr0::SMMUEN),
-        );
+        let smmuen = position(&fake, off::CR0, Some(cr0::CMDQEN | cr0::EVENTQEN | cr0::SMMUEN));
         assert!(cr0_off < strtab && strtab < cmdqen && cmdqen < smmuen);
         // Before SMMUEN: CFGI_ALL, TLBI_NSNH_ALL, TLBI_EL2_ALL and one SYNC.
         assert_eq!(fake.opcodes(), [0x04, 0x30, 0x20, 0x46]);
@@ -630,12 +616,7 @@ mod tests {
         let mut fake = FakeSmmu::qemu();
         let mut smmu = Smmu::init(&mut fake, 0x20, true).unwrap();
         let before = smmu.counters;
-        smmu.submit(&[
-            cmd::cfgi_ste(0x10),
-            cmd::cfgi_ste(0x18),
-            cmd::tlbi_nsnh_all(),
-        ])
-        .unwrap();
+        smmu.submit(&[cmd::cfgi_ste(0x10), cmd::cfgi_ste(0x18), cmd::tlbi_nsnh_all()]).unwrap();
         assert_eq!(smmu.counters.commands - before.commands, 4);
         assert_eq!(smmu.counters.syncs - before.syncs, 1);
         drop(smmu);
@@ -647,13 +628,7 @@ mod tests {
         let mut fake = FakeSmmu::qemu();
         let mut smmu = Smmu::init(&mut fake, 0x20, true).unwrap();
         let r = smmu.submit(&[cmd::cfgi_ste(1), [0xff, 0], cmd::cfgi_ste(2)]);
-        assert_eq!(
-            r,
-            Err(CmdError::Rejected {
-                index: 1,
-                reason: cerror::ILL
-            })
-        );
+        assert_eq!(r, Err(CmdError::Rejected { index: 1, reason: cerror::ILL }));
         assert_eq!(smmu.counters.command_errors, 1);
         assert_eq!(smmu.active_global_errors(), 0, "acknowledged");
         smmu.submit(&[cmd::cfgi_ste(3)]).unwrap();
@@ -682,28 +657,16 @@ mod tests {
     fn probe_refuses_what_cannot_confine_devices() {
         let mut f = FakeSmmu::qemu();
         f.regs.insert(off::IDR0, 0x0d44_101a); // no S2P
-        assert_eq!(
-            Features::probe(&mut f, 0x20, true),
-            Err(ProbeError::NoStage2)
-        );
+        assert_eq!(Features::probe(&mut f, 0x20, true), Err(ProbeError::NoStage2));
         f.regs.insert(off::IDR0, 0x0d44_1019); // S2P but no S1P
-        assert_eq!(
-            Features::probe(&mut f, 0x20, true),
-            Err(ProbeError::NoNesting)
-        );
+        assert_eq!(Features::probe(&mut f, 0x20, true), Err(ProbeError::NoNesting));
         assert!(Features::probe(&mut f, 0x20, false).is_ok());
         f.regs.insert(off::IDR0, 0x0d44_1013); // TTF = AArch32 only
-        assert_eq!(
-            Features::probe(&mut f, 0x20, false),
-            Err(ProbeError::NoAArch64Tables)
-        );
+        assert_eq!(Features::probe(&mut f, 0x20, false), Err(ProbeError::NoAArch64Tables));
         let mut f = FakeSmmu::qemu();
         assert_eq!(
             Features::probe(&mut f, 0x1_0000, false),
-            Err(ProbeError::StreamIdTooLarge {
-                needed: 0x1_0000,
-                sidsize: 16
-            })
+            Err(ProbeError::StreamIdTooLarge { needed: 0x1_0000, sidsize: 16 })
         );
     }
 }

@@ -8,9 +8,8 @@ use std::collections::BTreeMap;
 use std::vec::Vec;
 
 /// Opcodes the fake accepts.
-const KNOWN: [u64; 14] = [
-    0x01, 0x03, 0x04, 0x05, 0x06, 0x10, 0x11, 0x12, 0x20, 0x28, 0x30, 0x40, 0x41, 0x46,
-];
+const KNOWN: [u64; 14] =
+    [0x01, 0x03, 0x04, 0x05, 0x06, 0x10, 0x11, 0x12, 0x20, 0x28, 0x30, 0x40, 0x41, 0x46];
 
 #[derive(Default)]
 pub struct FakeSmmu {
@@ -26,8 +25,7 @@ impl FakeSmmu {
     pub fn qemu() -> Self {
         let mut f = FakeSmmu::default();
         f.regs.insert(off::IDR0, 0x0d44_101b);
-        f.regs
-            .insert(off::IDR1, 16 | (16 << 6) | (19 << 16) | (19 << 21));
+        f.regs.insert(off::IDR1, 16 | (16 << 6) | (19 << 16) | (19 << 21));
         f.regs.insert(off::IDR5, 0x55);
         f.regs.insert(off::GBPA, 0x1000);
         f

@@ -6,7 +6,7 @@
 
 pub mod driver;
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 pub mod queue;
 pub mod regs;
 
@@ -149,12 +149,7 @@ mod tests {
     #[test]
     fn abort_is_written_with_update_and_awaited() {
         // QEMU's reset value: bypass, with SHCFG = 0b01 (use incoming).
-        let mut s = FakeSmmu {
-            gbpa: 0x1000,
-            delay: 3,
-            pending: 0,
-            log: Vec::new(),
-        };
+        let mut s = FakeSmmu { gbpa: 0x1000, delay: 3, pending: 0, log: Vec::new() };
         let before = set_global_abort(&mut s).unwrap();
         assert_eq!(before, Gbpa(0x1000));
         let writes: Vec<_> = s.log.iter().filter(|e| e.0 == 'w').collect();
@@ -162,28 +157,16 @@ mod tests {
         // UPDATE (bit 31) | ABORT (bit 20) | SHCFG kept.
         assert_eq!(writes[0].2, 0x8010_1000);
         assert_eq!(s.gbpa, 0x0010_1000, "update completed");
-        assert_eq!(
-            s.log.last().unwrap().0,
-            'r',
-            "the handshake ends with a read"
-        );
+        assert_eq!(s.log.last().unwrap().0, 'r', "the handshake ends with a read");
     }
 
     #[test]
     fn a_stuck_update_is_an_error() {
-        let mut s = FakeSmmu {
-            gbpa: Gbpa::UPDATE,
-            delay: 0,
-            pending: 0,
-            log: Vec::new(),
-        };
+        let mut s = FakeSmmu { gbpa: Gbpa::UPDATE, delay: 0, pending: 0, log: Vec::new() };
         assert_eq!(
             set_global_abort(&mut s),
             Err(SmmuError::GbpaUpdateTimeout { last: Gbpa::UPDATE })
         );
-        assert!(
-            s.log.iter().all(|e| e.0 == 'r'),
-            "nothing written while an update is pending"
-        );
+        assert!(s.log.iter().all(|e| e.0 == 'r'), "nothing written while an update is pending");
     }
 }

@@ -14,10 +14,7 @@ pub struct QueuePtr {
 impl QueuePtr {
     /// The pointer of a `2^log2size`-entry queue, from a register value (higher bits ignored).
     pub const fn new(log2size: u32, reg: u32) -> Self {
-        Self {
-            log2size,
-            value: reg & ((2 << log2size) - 1),
-        }
+        Self { log2size, value: reg & ((2 << log2size) - 1) }
     }
 
     /// Index into the queue.

@@ -246,10 +246,7 @@ mod tests {
     fn idr1_and_idr5_fields() {
         // SIDSIZE 16, SSIDSIZE 16, EVENTQS 19, CMDQS 19.
         let i = Idr1(16 | (16 << 6) | (19 << 16) | (19 << 21));
-        assert_eq!(
-            (i.sidsize(), i.ssidsize(), i.eventqs(), i.cmdqs()),
-            (16, 16, 19, 19)
-        );
+        assert_eq!((i.sidsize(), i.ssidsize(), i.eventqs(), i.cmdqs()), (16, 16, 19, 19));
         assert!(!i.preset());
         assert_eq!(Idr5(0b1_0101).oas_bits(), 48);
         assert!(Idr5(0b1_0101).gran4k());

@@ -1,0 +1,109 @@
+//! The SMMU as the EL2 side sees it: MMIO register access, the one driver instance behind a
+//! lock, and the [`IommuOps`] the hypercall dispatcher uses.
+
+use super::PLATFORM;
+use hyp::events::event_sid;
+use hyp::iommu::{EventDestination, EventReadResult, Iommu, IommuOps};
+use hyp::smmu::driver::EventWords;
+use hyp::smmu::SmmuRegs;
+use log::{info, warn};
+use platform::Platform;
+use spin::mutex::SpinMutex;
+
+/// The SMMU's page-0 registers, by MMIO.
+pub struct SmmuMmio(pub usize);
+
+impl SmmuRegs for SmmuMmio {
+    fn read32(&mut self, off: usize) -> u32 {
+        // SAFETY: the board's SMMU register page, device memory (or MMU off); `off` is one of
+        // the architected register offsets.
+        unsafe { ((self.0 + off) as *const u32).read_volatile() }
+    }
+    fn write32(&mut self, off: usize, value: u32) {
+        // SAFETY: as for `read32`.
+        unsafe { ((self.0 + off) as *mut u32).write_volatile(value) }
+    }
+    fn read64(&mut self, off: usize) -> u64 {
+        // SAFETY: as for `read32`; 64-bit registers are 8-byte aligned.
+        unsafe { ((self.0 + off) as *const u64).read_volatile() }
+    }
+    fn write64(&mut self, off: usize, value: u64) {
+        // SAFETY: as for `read64`.
+        unsafe { ((self.0 + off) as *mut u64).write_volatile(value) }
+    }
+}
+
+/// The SMMU driver, shared by all CPUs.
+static IOMMU: SpinMutex<Option<Iommu<SmmuMmio>>> = SpinMutex::new(None);
+
+/// Probes and enables the SMMU (every stream aborts), then turns on DMA for assigned devices.
+pub fn init(board: &platform::Board) {
+    let max_sid = PLATFORM
+        .manifest()
+        .vms
+        .iter()
+        .flat_map(|v| v.devices.iter())
+        .map(|d| d.rid())
+        .max()
+        .unwrap_or(0);
+    match hyp::smmu::driver::Smmu::init(SmmuMmio(board.smmu.base as usize), max_sid, true) {
+        Ok(s) => {
+            let f = s.features;
+            info!(
+                "SMMU: IDR0 {:#010x} IDR1 {:#010x} IDR5 {:#010x}: S1 {}, S2 {}, {} SID bits, {}-bit OAS",
+                f.idr0.0,
+                f.idr1.0,
+                f.idr5.0,
+                f.idr0.s1p(),
+                f.idr0.s2p(),
+                f.idr1.sidsize(),
+                f.idr5.oas_bits()
+            );
+            info!(
+                "SMMU: enabled, {} stream table for {} SID bits, every STE abort, caches invalidated",
+                if s.is_two_level() { "two-level" } else { "linear" },
+                s.sid_bits()
+            );
+            *IOMMU.lock() = Some(Iommu::new(s, PLATFORM.manifest()));
+        }
+        Err(e) => crate::fatal(format_args!("SMMU: {e}")),
+    }
+}
+
+// SAFETY: SmmuMmio is only an address; the driver holding it is behind the SMMU lock.
+unsafe impl Send for SmmuMmio {}
+
+fn log_event(dest: EventDestination, e: &EventWords) {
+    let owner = match dest {
+        EventDestination::Vm(vm) => PLATFORM.manifest().vms[vm as usize].name,
+        EventDestination::Unowned => "no VM",
+    };
+    warn!(
+        "SMMU event type {:#04x} from stream {:#x} ({owner}): input address {:#x}, record {:#018x} {:#018x} {:#018x} {:#018x}",
+        e[0] & 0xff,
+        event_sid(e),
+        e[2],
+        e[0],
+        e[1],
+        e[2],
+        e[3]
+    );
+}
+
+/// The SMMU service for hypercalls: each operation takes the lock for its own duration.
+pub struct LockedIommu;
+
+impl IommuOps for LockedIommu {
+    fn read_events(&mut self, vm: u32, out: &mut [EventWords]) -> EventReadResult {
+        match IOMMU.lock().as_mut() {
+            Some(io) => {
+                io.poll_events(&mut log_event);
+                io.read_events(vm, out)
+            }
+            None => EventReadResult::default(),
+        }
+    }
+    fn stats(&mut self) -> host_abi::SmmuStats {
+        IOMMU.lock().as_mut().map(|io| io.stats()).unwrap_or_default()
+    }
+}
