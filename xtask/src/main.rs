@@ -1,1 +1,138 @@
-fn main() {}
+//! `cargo xtask`: set-up check, image builds, the QEMU demo and the test run.
+//!
+//! ```text
+//! cargo xtask setup            install what is missing (Debian rustc-web, lld, QEMU 10)
+//! cargo xtask build            build the hypervisor and the guest images
+//! cargo xtask run              the demo: boot the hypervisor with the demo image in every VM
+//! cargo xtask test             host unit tests, then the guest integration tests under QEMU
+//! ```
+//! Options: `--verbose` (show every command, including the QEMU command line),
+//! `--timeout SECS` (run/test), `--gbpa-reset abort|bypass` is reserved for the PM work.
+
+mod elf;
+mod images;
+mod qemu;
+mod report;
+mod setup;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask <setup|build|run|test> [--verbose] [--timeout SECS]";
+
+/// Options shared by the subcommands.
+#[derive(Clone, Debug, Default)]
+pub struct Opts {
+    /// Print every command before running it.
+    pub verbose: bool,
+    /// QEMU timeout in seconds (run/test).
+    pub timeout: Option<u64>,
+}
+
+fn parse(args: &[String]) -> Result<(String, Opts), String> {
+    let mut opts = Opts::default();
+    let mut cmd = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--verbose" | "-v" => opts.verbose = true,
+            "--timeout" => {
+                let v = it.next().ok_or("--timeout needs a number of seconds")?;
+                opts.timeout = Some(v.parse().map_err(|_| format!("bad --timeout value `{v}`"))?);
+            }
+            "-h" | "--help" | "help" => return Err(String::new()),
+            s if s.starts_with('-') => return Err(format!("unknown option `{s}`")),
+            s if cmd.is_none() => cmd = Some(s.to_string()),
+            s => return Err(format!("unexpected argument `{s}`")),
+        }
+    }
+    Ok((cmd.ok_or("no subcommand given")?, opts))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (cmd, opts) = match parse(&args) {
+        Ok(x) => x,
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("xtask: {e}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cmd.as_str() {
+        "setup" => setup::ensure(&opts),
+        "build" => setup::ensure(&opts).and_then(|()| images::build(&opts).map(|_| ())),
+        "run" => setup::ensure(&opts).and_then(|()| run(&opts)),
+        "test" => setup::ensure(&opts).and_then(|()| test(&opts)),
+        other => Err(format!("unknown subcommand `{other}`\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(opts: &Opts) -> Result<(), String> {
+    let imgs = images::build(opts)?;
+    let demo = imgs.guest("demo")?;
+    let out = qemu::run(&imgs.hyp, demo, opts, opts.timeout.unwrap_or(120), true)?;
+    out.verdict()
+}
+
+fn test(opts: &Opts) -> Result<(), String> {
+    let host = report::host_unit_tests(opts)?;
+    let imgs = images::build(opts)?;
+    let tests = imgs.guest("guest-tests")?;
+    let out = qemu::run(&imgs.hyp, tests, opts, opts.timeout.unwrap_or(300), true)?;
+    let guest = report::GuestReport::parse(&out.log, &report::vm_names());
+    println!();
+    println!("{}", guest.table());
+    if host.failed > 0 || !host.ok {
+        println!("host unit tests: {} passed, {} failed", host.passed, host.failed);
+    }
+    let mut problems = guest.problems();
+    if let Err(e) = out.verdict() {
+        problems.push(e);
+    }
+    if !host.ok {
+        problems.push("host unit tests failed".into());
+    }
+    for p in &problems {
+        println!("problem: {p}");
+    }
+    // Every problem that is not already a failed test (a missing summary, a timeout, a panic,
+    // host tests that did not build) counts as one failure, so the last line never hides it.
+    let passed = host.passed + guest.passed();
+    let failed = host.failed + guest.failed() + problems.len() as u64;
+    println!("log of the QEMU run: {}", out.log_path.display());
+    println!("{passed} passed, {failed} failed");
+    if problems.is_empty() && failed == 0 {
+        Ok(())
+    } else {
+        Err(format!("{} problem(s), {failed} failed", problems.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn arguments() {
+        let (c, o) = parse(&s(&["test", "--verbose", "--timeout", "9"])).unwrap();
+        assert_eq!(c, "test");
+        assert!(o.verbose);
+        assert_eq!(o.timeout, Some(9));
+        assert!(parse(&s(&["run", "--bogus"])).is_err());
+        assert!(parse(&s(&[])).is_err());
+        assert!(parse(&s(&["run", "--timeout", "x"])).is_err());
+    }
+}

@@ -1,0 +1,219 @@
+//! Reading results: cargo's `test result:` lines for host unit tests, and the guest harness
+//! lines (`[vm] test NAME ... ok|FAILED: reason`, `[vm] N passed, M failed`) for each VM.
+
+use crate::Opts;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+/// Host unit-test totals.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct HostTotals {
+    /// Tests passed.
+    pub passed: u64,
+    /// Tests failed.
+    pub failed: u64,
+    /// Whether `cargo test` succeeded.
+    pub ok: bool,
+}
+
+/// Sums cargo's `test result: ok. 8 passed; 0 failed; ...` lines.
+pub fn sum_cargo_results(text: &str) -> (u64, u64) {
+    let mut passed = 0;
+    let mut failed = 0;
+    for line in text.lines() {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else { continue };
+        for part in rest.split(['.', ';']) {
+            let mut w = part.split_whitespace();
+            match (w.next().and_then(|n| n.parse::<u64>().ok()), w.next()) {
+                (Some(n), Some("passed")) => passed += n,
+                (Some(n), Some("failed")) => failed += n,
+                _ => {}
+            }
+        }
+    }
+    (passed, failed)
+}
+
+/// Runs `cargo test --workspace` with the cargo that runs xtask, streaming its output.
+pub fn host_unit_tests(opts: &Opts) -> Result<HostTotals, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(crate::images::root()).args(["test", "--workspace", "--color", "never"]);
+    if opts.verbose {
+        println!("+ {cargo} test --workspace");
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot run {cargo}: {e}"))?;
+    let mut text = String::new();
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines().map_while(Result::ok) {
+        println!("{line}");
+        text.push_str(&line);
+        text.push('\n');
+    }
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let (passed, failed) = sum_cargo_results(&text);
+    Ok(HostTotals { passed, failed, ok: status.success() })
+}
+
+/// The VM names, from the manifest.
+pub fn vm_names() -> Vec<String> {
+    platform::qemu_virt::MANIFEST.vms.iter().map(|v| v.name.to_string()).collect()
+}
+
+/// One VM's results.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct VmResult {
+    /// VM name.
+    pub name: String,
+    /// Names of tests that passed.
+    pub ok: Vec<String>,
+    /// (name, reason) of tests that failed.
+    pub failed: Vec<(String, String)>,
+    /// The VM's own summary line, if it printed one.
+    pub summary: Option<(u64, u64)>,
+}
+
+/// All VMs' results.
+#[derive(Debug, Default)]
+pub struct GuestReport {
+    /// By VM, in manifest order.
+    pub vms: Vec<VmResult>,
+}
+
+fn parse_summary(s: &str) -> Option<(u64, u64)> {
+    let (p, rest) = s.split_once(" passed, ")?;
+    let f = rest.strip_suffix(" failed")?;
+    Some((p.trim().parse().ok()?, f.trim().parse().ok()?))
+}
+
+impl GuestReport {
+    /// Parses a serial log.
+    pub fn parse(log: &str, names: &[String]) -> Self {
+        let mut vms: Vec<VmResult> =
+            names.iter().map(|n| VmResult { name: n.clone(), ..Default::default() }).collect();
+        for line in log.lines() {
+            let line = line.trim_end();
+            let Some(rest) = line.strip_prefix('[') else { continue };
+            let Some((name, text)) = rest.split_once("] ") else { continue };
+            let Some(vm) = vms.iter_mut().find(|v| v.name == name) else { continue };
+            if let Some(t) = text.strip_prefix("test ") {
+                if let Some(n) = t.strip_suffix(" ... ok") {
+                    vm.ok.push(n.to_string());
+                } else if let Some((n, why)) = t.split_once(" ... FAILED") {
+                    vm.failed.push((n.to_string(), why.trim_start_matches(':').trim().to_string()));
+                }
+            } else if let Some(s) = parse_summary(text) {
+                vm.summary = Some(s);
+            }
+        }
+        Self { vms }
+    }
+
+    /// Guest tests passed.
+    pub fn passed(&self) -> u64 {
+        self.vms.iter().map(|v| v.ok.len() as u64).sum()
+    }
+
+    /// Guest tests failed.
+    pub fn failed(&self) -> u64 {
+        self.vms.iter().map(|v| v.failed.len() as u64).sum()
+    }
+
+    /// Everything wrong besides failed tests: a missing summary, a summary that disagrees with
+    /// the test lines, a VM that ran no test.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        for v in &self.vms {
+            match v.summary {
+                None => p.push(format!("vm {}: no `N passed, M failed` summary", v.name)),
+                Some((sp, sf)) if sp != v.ok.len() as u64 || sf != v.failed.len() as u64 => p.push(format!(
+                    "vm {}: summary says {sp} passed, {sf} failed but {} ok and {} FAILED lines were printed",
+                    v.name,
+                    v.ok.len(),
+                    v.failed.len()
+                )),
+                Some(_) if v.ok.is_empty() && v.failed.is_empty() => {
+                    p.push(format!("vm {}: ran no test", v.name))
+                }
+                Some(_) => {}
+            }
+        }
+        p
+    }
+
+    /// A short per-VM table, failures listed.
+    pub fn table(&self) -> String {
+        let mut s = String::from("guest results:\n");
+        for v in &self.vms {
+            let summary = match v.summary {
+                Some((p, f)) => format!("{p} passed, {f} failed"),
+                None => "no summary".into(),
+            };
+            s.push_str(&format!(
+                "  {:<8} {:>3} ok {:>3} FAILED   ({summary})\n",
+                v.name,
+                v.ok.len(),
+                v.failed.len()
+            ));
+            for (n, why) in &v.failed {
+                s.push_str(&format!("           FAILED {n}: {why}\n"));
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG: &str = "\
+hyp: INFO  booting
+[host] test abi_version ... ok
+[guest1] test abi_version ... ok
+[guest1] test isolation ... FAILED: write to 0x44000000 did not fault
+[host] test isolation ... ok
+[host] 2 passed, 0 failed
+[guest1] 1 passed, 1 failed
+[guest9] test x ... ok
+hyp: INFO  all VMs stopped
+";
+
+    fn names() -> Vec<String> {
+        vec!["host".into(), "guest1".into(), "guest2".into()]
+    }
+
+    #[test]
+    fn per_vm_results_and_problems() {
+        let r = GuestReport::parse(LOG, &names());
+        assert_eq!(r.passed(), 3);
+        assert_eq!(r.failed(), 1);
+        assert_eq!(r.vms[1].failed[0].1, "write to 0x44000000 did not fault");
+        assert_eq!(r.vms[0].summary, Some((2, 0)));
+        let p = r.problems();
+        assert_eq!(p.len(), 1);
+        assert!(p[0].contains("guest2") && p[0].contains("no"));
+        assert!(r.table().contains("FAILED isolation"));
+    }
+
+    #[test]
+    fn summary_must_match_lines() {
+        let r = GuestReport::parse(
+            "[host] test a ... ok\n[host] 2 passed, 0 failed\n",
+            &["host".into()],
+        );
+        assert!(r.problems()[0].contains("summary says 2 passed"));
+        let r = GuestReport::parse("[host] 0 passed, 0 failed\n", &["host".into()]);
+        assert!(r.problems()[0].contains("ran no test"));
+    }
+
+    #[test]
+    fn cargo_result_lines() {
+        let t = "test result: ok. 8 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n\
+                 test result: FAILED. 3 passed; 2 failed; 0 ignored\nnoise 5 passed\n";
+        assert_eq!(sum_cargo_results(t), (11, 2));
+    }
+}
