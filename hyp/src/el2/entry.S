@@ -131,11 +131,46 @@ frame_return:
     eret
 
 /*
- * enter_vm(frame: *const TrapFrame) -> !
- * The frame sits at the top of this CPU's stack (stack top - FRAME_SIZE): load it and ERET.
- * Later traps from the VM build their frame at the same place.
+ * enter_vm(entry: x0, arg: x1, stack_top: x2) -> !
+ * First entry into a VM: reset this CPU's EL2 stack to its top (traps from the VM build their
+ * frames there), enter EL1h at `entry` with D, A, I, F masked, x0 = `arg`, every other general
+ * register zero (nothing of the hypervisor's leaks into the VM).
  */
 .global enter_vm
 enter_vm:
-    mov     sp, x0
-    b       frame_return
+    mov     sp, x2
+    msr     elr_el2, x0
+    mov     x9, #0x3c5
+    msr     spsr_el2, x9
+    mov     x0, x1
+    mov     x1, xzr
+    mov     x2, xzr
+    mov     x3, xzr
+    mov     x4, xzr
+    mov     x5, xzr
+    mov     x6, xzr
+    mov     x7, xzr
+    mov     x8, xzr
+    mov     x9, xzr
+    mov     x10, xzr
+    mov     x11, xzr
+    mov     x12, xzr
+    mov     x13, xzr
+    mov     x14, xzr
+    mov     x15, xzr
+    mov     x16, xzr
+    mov     x17, xzr
+    mov     x18, xzr
+    mov     x19, xzr
+    mov     x20, xzr
+    mov     x21, xzr
+    mov     x22, xzr
+    mov     x23, xzr
+    mov     x24, xzr
+    mov     x25, xzr
+    mov     x26, xzr
+    mov     x27, xzr
+    mov     x28, xzr
+    mov     x29, xzr
+    mov     x30, xzr
+    eret

@@ -24,15 +24,6 @@ pub struct TrapFrame {
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == 272);
 const _: () = assert!(core::mem::offset_of!(TrapFrame, elr) == 248);
 
-impl TrapFrame {
-    /// A frame that enters EL1h with D, A, I, F masked at `entry`, with `x0` = `arg`.
-    pub fn for_entry(entry: u64, arg: u64) -> Self {
-        let mut x = [0; 31];
-        x[0] = arg;
-        Self { x, elr: entry, spsr: 0x3c5, pad: 0 }
-    }
-}
-
 /// Vector slot names, for fatal-exception reports.
 const KINDS: [&str; 16] = [
     "current EL with SP_EL0, synchronous",

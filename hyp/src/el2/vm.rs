@@ -2,7 +2,6 @@
 
 use super::mmu::{self, MAX_VMS};
 use super::sysreg::{self, *};
-use super::trap::TrapFrame;
 use super::{firmware, uart};
 use alloc::vec::Vec;
 use core::fmt::Write;
@@ -159,7 +158,7 @@ pub fn current() -> &'static Vm {
 
 unsafe extern "C" {
     static __stacks_start: u8;
-    fn enter_vm(frame: *mut TrapFrame) -> !;
+    fn enter_vm(entry: u64, arg: u64, stack_top: u64) -> !;
 }
 
 /// Enters the VM pinned to this CPU at EL1. Does not return: from now on this CPU only runs
@@ -185,12 +184,8 @@ pub fn run_on_this_cpu(cpu: u32) -> ! {
         vbar_el1::write(0);
     }
     sysreg::tlbi_all();
-    // The entry frame sits at the top of this CPU's stack, where traps will build theirs.
-    let top = core::ptr::addr_of!(__stacks_start) as usize + (cpu as usize + 1) * 0x10000;
-    let frame = (top - core::mem::size_of::<TrapFrame>()) as *mut TrapFrame;
-    // SAFETY: the frame slot is inside this CPU's own stack, above everything live once we
-    // switch to it in `enter_vm`.
-    unsafe { frame.write(TrapFrame::for_entry(spec.entry_ipa(), spec.boot_info_ipa())) };
+    // Traps from the VM start again at the top of this CPU's stack: nothing below is live.
+    let top = core::ptr::addr_of!(__stacks_start) as u64 + (cpu as u64 + 1) * 0x10000;
     info!(
         "cpu {cpu}: entering vm {} (VMID {}) at EL1, entry {:#x}, boot info {:#x}",
         spec.name,
@@ -199,8 +194,9 @@ pub fn run_on_this_cpu(cpu: u32) -> ! {
         spec.boot_info_ipa()
     );
     STATES.start(spec.id);
-    // SAFETY: the frame is valid; enter_vm switches to this CPU's stack top and ERETs.
-    unsafe { enter_vm(frame) }
+    // SAFETY: `top` is this CPU's own stack top; enter_vm never returns, so abandoning the
+    // current stack contents is sound.
+    unsafe { enter_vm(spec.entry_ipa(), spec.boot_info_ipa(), top) }
 }
 
 /// VM memory seen from EL2: RAM is identity-mapped at EL2 and every VM's stage-2 maps its RAM at

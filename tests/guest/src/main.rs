@@ -1,3 +1,332 @@
-//! placeholder
+//! Integration tests run inside every VM (host, guest1, guest2) under the hypervisor in QEMU.
+//! Each test must be able to fail: it checks what the hypervisor and the hardware really did.
 #![no_std]
 #![no_main]
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use guest_tests::arch::{self, try_read64, try_write64, Fault};
+use guest_tests::edu::{Edu, EDU_ID};
+use guest_tests::harness::{self, Test};
+use guest_tests::msg::Msg;
+use guest_tests::{check, check_eq, hv, msg};
+use host_abi::types::{decode_name, BOOT_INFO_MAGIC};
+use host_abi::{psci, FunctionId, HypCall, HypError, ABI_VERSION, CALL_UID, CONSOLE_WRITE_MAX};
+use platform::qemu_virt::{BOARD, MANIFEST};
+use platform::VmSpec;
+
+/// IPA of the BootInfo the hypervisor passed in x0.
+static BOOT_IPA: AtomicU64 = AtomicU64::new(0);
+/// This VM's id (from BootInfo).
+static VM_ID: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// What an attacker writes over another VM's memory.
+const ATTACK: u64 = 0xbad0_bad0_bad0_bad0;
+
+#[no_mangle]
+extern "C" fn guest_main(boot_ipa: u64) -> ! {
+    BOOT_IPA.store(boot_ipa, Ordering::SeqCst);
+    // SAFETY: x0 at entry.
+    let bi = unsafe { hv::boot_info(boot_ipa) };
+    VM_ID.store(bi.vm_id as u64, Ordering::SeqCst);
+    harness::run(TESTS)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    guest_tests::println!("panic: {info}");
+    harness::unexpected_exception(99, 0, 0, 0)
+}
+
+fn me() -> &'static VmSpec {
+    &MANIFEST.vms[VM_ID.load(Ordering::SeqCst) as usize]
+}
+
+fn others() -> impl Iterator<Item = &'static VmSpec> {
+    let id = me().id;
+    MANIFEST.vms.iter().filter(move |v| v.id != id)
+}
+
+/// A fault must be a synchronous external abort delivered by the hypervisor at `addr`.
+fn expect_sea(r: Result<(), Fault>, addr: u64, what: &str) -> Result<(), Msg> {
+    match r {
+        Ok(()) => Err(msg!("{what} at {addr:#x} did not fault")),
+        Err(f) => {
+            check_eq!(f.ec(), 0x25, "ESR.EC (data abort, same EL)");
+            check_eq!(f.fsc(), 0x10, "DFSC (synchronous external abort)");
+            check_eq!(f.far, addr, "FAR");
+            Ok(())
+        }
+    }
+}
+
+fn read_faults(addr: u64) -> Result<(), Msg> {
+    expect_sea(try_read64(addr).map(|_| ()), addr, "read")
+}
+
+fn write_faults(addr: u64) -> Result<(), Msg> {
+    expect_sea(try_write64(addr, ATTACK), addr, "write")
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) -> Result<(), Msg> {
+    let deadline = arch::counter() + 60 * arch::counter_freq();
+    while !cond() {
+        if arch::counter() > deadline {
+            return Err(msg!("timed out waiting for {what}"));
+        }
+    }
+    Ok(())
+}
+
+fn boot_info() -> Result<(), Msg> {
+    let ipa = BOOT_IPA.load(Ordering::SeqCst);
+    let vm = me();
+    check_eq!(ipa, vm.boot_info_ipa(), "x0 at entry (last page of RAM)");
+    // SAFETY: x0 at entry.
+    let bi = unsafe { hv::boot_info(ipa) };
+    check_eq!(bi.magic, BOOT_INFO_MAGIC, "magic");
+    check_eq!(bi.abi_version, ABI_VERSION, "ABI version");
+    check_eq!(bi.mem_base, vm.mem.base, "memory base");
+    check_eq!(bi.mem_size, vm.mem.size, "memory size");
+    check_eq!(bi.cpu, vm.cpu, "cpu");
+    check_eq!(bi.vm_count as usize, MANIFEST.vms.len(), "VM count");
+    check_eq!(decode_name(&bi.name), vm.name, "name");
+    Ok(())
+}
+
+fn abi_version() -> Result<(), Msg> {
+    check_eq!(hv::version(), Ok(ABI_VERSION as u64), "VERSION");
+    let (st, r) = hv::call(HypCall::CallUid);
+    check!(st.is_ok(), "CALL_UID failed: {st:?}");
+    check_eq!([r[0] as u32, r[1] as u32, r[2] as u32, r[3] as u32], CALL_UID, "CALL_UID");
+    let (_, r) = hv::call(HypCall::Revision);
+    check_eq!(
+        (r[0], r[1]),
+        (host_abi::ABI_VERSION_MAJOR as u64, host_abi::ABI_VERSION_MINOR as u64),
+        "REVISION"
+    );
+    Ok(())
+}
+
+fn features() -> Result<(), Msg> {
+    for f in FunctionId::ALL {
+        check_eq!(hv::call(HypCall::Features { function: f as u32 }).0, Ok(0), f.name());
+    }
+    for unknown in [0xC600_00FF, psci::VERSION, 0x8600_0000, 0] {
+        check_eq!(
+            hv::call(HypCall::Features { function: unknown }).0,
+            Err(HypError::NotSupported),
+            "FEATURES of an unimplemented ID"
+        );
+    }
+    Ok(())
+}
+
+fn vm_info() -> Result<(), Msg> {
+    let vm = me();
+    let info = hv::vm_info().map_err(|e| msg!("VM_INFO: {e}"))?;
+    check_eq!(info.vm_id, vm.id, "vm_id");
+    check_eq!(info.vm_count as usize, MANIFEST.vms.len(), "vm_count");
+    check_eq!(info.mem_base, vm.mem.base, "mem_base");
+    check_eq!(info.mem_size, vm.mem.size, "mem_size");
+    check_eq!(info.cpu, vm.cpu, "cpu");
+    check_eq!(decode_name(&info.name), vm.name, "name");
+    check_eq!(info.reserved, 0, "reserved");
+    check!(
+        info.running_mask & (1 << vm.id) != 0,
+        "running_mask {:#x} lacks this VM",
+        info.running_mask
+    );
+    Ok(())
+}
+
+fn device_info() -> Result<(), Msg> {
+    let vm = me();
+    let (d, count) = hv::device_info(0).map_err(|e| msg!("DEVICE_INFO(0): {e}"))?;
+    check_eq!(count as usize, vm.devices.len(), "device count");
+    check_eq!(d.stream_id, vm.devices[0].rid(), "stream ID");
+    check_eq!((d.vendor, d.device), (0x1234, 0x11e8), "edu vendor/device");
+    check_eq!(d.bars[0].size, 1 << 20, "BAR0 size");
+    check!(
+        BOARD.pcie_mmio32.contains_range(d.bars[0].ipa, d.bars[0].size),
+        "BAR0 outside the window"
+    );
+    // SAFETY: the hypervisor mapped BAR0 of our edu device at this IPA.
+    let edu = unsafe { Edu::new(d.bars[0].ipa) };
+    check_eq!(edu.id(), EDU_ID, "edu ID register through our stage-2");
+    check_eq!(edu.liveness(0x1234_5678), !0x1234_5678u32, "edu liveness register");
+    check_eq!(
+        hv::device_info(count).map(|_| ()),
+        Err(HypError::InvalidParameter),
+        "DEVICE_INFO past the end"
+    );
+    Ok(())
+}
+
+fn other_devices_unreachable() -> Result<(), Msg> {
+    let (mine, _) = hv::device_info(0).map_err(|e| msg!("DEVICE_INFO: {e}"))?;
+    // Every 1 MiB slot of the start of the window except our BAR: other VMs' BARs live there.
+    for i in 0..8u64 {
+        let addr = BOARD.pcie_mmio32.base + (i << 20);
+        if addr == mine.bars[0].ipa {
+            check!(try_read64(addr).is_ok(), "our own BAR at {addr:#x} faulted");
+            continue;
+        }
+        read_faults(addr)?;
+    }
+    Ok(())
+}
+
+fn buf_ipa<T>(x: &T) -> u64 {
+    x as *const T as u64
+}
+
+fn error_codes() -> Result<(), Msg> {
+    let vm = me();
+    let hyp_mem = BOARD.hyp.base + 0x20_0000;
+    let other = others().next().unwrap().mem.base;
+    let scratch = [0u8; 512];
+    let ipa = buf_ipa(&scratch);
+    let ns = Err(HypError::NotSupported);
+    let ip = Err(HypError::InvalidParameter);
+    let ia = Err(HypError::InvalidAddress);
+    // NOT_SUPPORTED: unknown function, unknown conduit immediate.
+    let mut r = [0u64; 8];
+    r[0] = 0xC600_00FF;
+    check_eq!(hv::raw(r), ns, "unknown function");
+    check_eq!(HypError::from_x0(arch::hvc_imm1(HypCall::Version.to_regs())[0]), ns, "HVC #1");
+    // INVALID_PARAMETER: reserved argument bits, lengths out of range, small buffers.
+    let mut r = HypCall::Features { function: FunctionId::Version as u32 }.to_regs();
+    r[1] |= 1 << 40;
+    check_eq!(hv::raw(r), ip, "FEATURES with x1[63:32] set");
+    check_eq!(hv::call(HypCall::ConsoleWrite { ipa, len: 0 }).0, ip, "CONSOLE_WRITE of 0 bytes");
+    check_eq!(
+        hv::call(HypCall::ConsoleWrite { ipa, len: CONSOLE_WRITE_MAX + 1 }).0,
+        ip,
+        "CONSOLE_WRITE too long"
+    );
+    check_eq!(hv::call(HypCall::VmInfo { ipa, len: 63 }).0, ip, "VM_INFO into 63 bytes");
+    check_eq!(
+        hv::call(HypCall::DeviceInfo { index: 0, ipa, len: 111 }).0,
+        ip,
+        "DEVICE_INFO into 111 bytes"
+    );
+    check_eq!(hv::call(HypCall::EventRead { ipa, len: 33 }).0, ip, "EVENT_READ of 33 bytes");
+    check_eq!(hv::call(HypCall::SmmuStats { ipa, len: 8 }).0, ip, "SMMU_STATS into 8 bytes");
+    // INVALID_ADDRESS: buffers outside this VM's RAM, straddling its end, wrapping.
+    for bad in [hyp_mem, other, vm.mem.end() - 8, u64::MAX - 3, vm.mem.base - 64] {
+        check_eq!(
+            hv::call(HypCall::ConsoleWrite { ipa: bad, len: 16 }).0,
+            ia,
+            "CONSOLE_WRITE outside"
+        );
+        check_eq!(hv::call(HypCall::VmInfo { ipa: bad, len: 64 }).0, ia, "VM_INFO outside");
+        check_eq!(
+            hv::call(HypCall::DeviceInfo { index: 0, ipa: bad, len: 112 }).0,
+            ia,
+            "DEVICE_INFO outside"
+        );
+        check_eq!(hv::call(HypCall::SmmuStats { ipa: bad, len: 64 }).0, ia, "SMMU_STATS outside");
+    }
+    // A refused call leaves the caller's buffer untouched.
+    let probe = [0x5au8; 64];
+    check_eq!(
+        hv::call(HypCall::VmInfo { ipa: buf_ipa(&probe), len: 63 }).0,
+        ip,
+        "VM_INFO into 63 bytes"
+    );
+    check!(probe.iter().all(|&b| b == 0x5a), "a refused VM_INFO wrote to the buffer");
+    Ok(())
+}
+
+fn psci_calls() -> Result<(), Msg> {
+    check_eq!(arch::smc(psci::VERSION as u64, 0, 0, 0), psci::VERSION_1_1 as u64, "PSCI_VERSION");
+    let refused = psci::NOT_SUPPORTED as i64 as u64;
+    check_eq!(arch::smc(psci::CPU_ON as u64, 1, 0, 0), refused, "CPU_ON");
+    check_eq!(arch::smc(psci::SYSTEM_RESET as u64, 0, 0, 0), refused, "SYSTEM_RESET");
+    check_eq!(arch::smc(0xC600_0000, 0, 0, 0), refused, "a hypercall through SMC");
+    Ok(())
+}
+
+fn hyp_memory_isolated() -> Result<(), Msg> {
+    for addr in [BOARD.hyp.base, BOARD.hyp.base + 0x20_0000, BOARD.hyp.end() - 8] {
+        read_faults(addr)?;
+        write_faults(addr)?;
+    }
+    Ok(())
+}
+
+fn vm_memory_isolated() -> Result<(), Msg> {
+    for o in others() {
+        read_faults(o.mem.base)?;
+        write_faults(o.mem.base + 0x1000)?;
+        // Their boot-info block: the owner checks it is intact in owner_memory_unchanged.
+        write_faults(o.boot_info_ipa())?;
+    }
+    // Nothing else is mapped either: unmapped RAM, the UART, the SMMU, the GIC, PCIe ECAM.
+    for addr in
+        [0x5000_0000, BOARD.uart.base, BOARD.smmu.base, BOARD.gicd.base, BOARD.pcie_ecam.base]
+    {
+        read_faults(addr)?;
+    }
+    write_faults(BOARD.smmu.base + 0x20)?;
+    Ok(())
+}
+
+fn concurrent() -> Result<(), Msg> {
+    let vm = me();
+    wait_until("all VMs to run at once", || {
+        hv::vm_info().is_ok_and(|i| i.peak_running as usize == MANIFEST.vms.len())
+    })?;
+    check_eq!(arch::mpidr() & 0xff, vm.cpu as u64, "MPIDR_EL1.Aff0 (our physical CPU)");
+    for o in others() {
+        check!(o.cpu != vm.cpu, "VM {} shares CPU {}", o.name, o.cpu);
+    }
+    Ok(())
+}
+
+fn dma_before_attach_is_aborted() -> Result<(), Msg> {
+    let (d, _) = hv::device_info(0).map_err(|e| msg!("DEVICE_INFO: {e}"))?;
+    // SAFETY: our edu device's BAR0, mapped by the hypervisor.
+    let edu = unsafe { Edu::new(d.bars[0].ipa) };
+    let page = me().mem.base + 0x10_0000;
+    // SAFETY: our own RAM, far above the image and its stack.
+    let mem = unsafe { core::slice::from_raw_parts_mut(page as *mut u64, 512) };
+    mem.iter_mut().for_each(|w| *w = 0x5a5a_5a5a_5a5a_5a5a);
+    let before = hv::smmu_stats().map_err(|e| msg!("SMMU_STATS: {e}"))?;
+    edu.to_ram(0, page, 4096).map_err(|_| msg!("edu DMA did not complete"))?;
+    check!(
+        mem.iter().all(|&w| w == 0x5a5a_5a5a_5a5a_5a5a),
+        "DMA from an unattached stream reached memory"
+    );
+    let after = hv::smmu_stats().map_err(|e| msg!("SMMU_STATS: {e}"))?;
+    check!(after.commands >= before.commands, "SMMU counters went backwards");
+    Ok(())
+}
+
+fn owner_memory_unchanged() -> Result<(), Msg> {
+    let vm = me();
+    // VMs with a higher id attacked us (vm_memory_isolated); wait until they have stopped.
+    let later: u64 = MANIFEST.vms.iter().filter(|v| v.id > vm.id).map(|v| 1u64 << v.id).sum();
+    wait_until("later VMs to stop", || hv::vm_info().is_ok_and(|i| i.running_mask & later == 0))?;
+    // SAFETY: our boot-info block.
+    let bi = unsafe { hv::boot_info(vm.boot_info_ipa()) };
+    check_eq!(bi.magic, BOOT_INFO_MAGIC, "our boot-info magic after the attacks");
+    check_eq!(bi.mem_base, vm.mem.base, "our boot-info after the attacks");
+    Ok(())
+}
+
+static TESTS: &[Test] = &[
+    ("boot_info", boot_info),
+    ("abi_version", abi_version),
+    ("features", features),
+    ("vm_info", vm_info),
+    ("device_info", device_info),
+    ("other_devices_unreachable", other_devices_unreachable),
+    ("error_codes", error_codes),
+    ("psci", psci_calls),
+    ("hyp_memory_isolated", hyp_memory_isolated),
+    ("vm_memory_isolated", vm_memory_isolated),
+    ("concurrent", concurrent),
+    ("dma_before_attach_is_aborted", dma_before_attach_is_aborted),
+    ("owner_memory_unchanged", owner_memory_unchanged),
+];
