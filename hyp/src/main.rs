@@ -118,6 +118,13 @@ fn boot_cpu() -> ! {
             fatal(format_args!("PSCI CPU_ON of cpu {} failed: {r}", spec.cpu));
         }
     }
+    let heap = HEAP.lock();
+    info!(
+        "heap after boot: {} bytes in use ({} bytes requested)",
+        heap.stats_alloc_actual(),
+        heap.stats_alloc_user()
+    );
+    drop(heap);
     vm::run_on_this_cpu(0)
 }
 

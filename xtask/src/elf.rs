@@ -67,6 +67,24 @@ pub fn flatten(elf: &[u8]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// (bytes loaded from the file, bytes of memory occupied) over all PT_LOAD segments.
+pub fn load_sizes(elf: &[u8]) -> Result<(u64, u64), String> {
+    if elf.get(0..4) != Some(b"\x7fELF") {
+        return Err("not an ELF file".into());
+    }
+    let phoff = u64_at(elf, 32)? as usize;
+    let phentsize = u16_at(elf, 54)? as usize;
+    let (mut file, mut mem) = (0, 0);
+    for i in 0..u16_at(elf, 56)? as usize {
+        let p = phoff + i * phentsize;
+        if u32_at(elf, p)? == PT_LOAD {
+            file += u64_at(elf, p + 32)?;
+            mem += u64_at(elf, p + 40)?;
+        }
+    }
+    Ok((file, mem))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

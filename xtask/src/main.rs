@@ -5,10 +5,12 @@
 //! cargo xtask build            build the hypervisor and the guest images
 //! cargo xtask run              the demo: boot the hypervisor with the demo image in every VM
 //! cargo xtask test             host unit tests, then the guest integration tests under QEMU
+//! cargo xtask bench            instruction counts of the hypercall paths under -icount
 //! ```
 //! Options: `--verbose` (show every command, including the QEMU command line),
 //! `--timeout SECS` (run/test), `--gbpa-reset abort|bypass` is reserved for the PM work.
 
+mod bench;
 mod elf;
 mod images;
 mod qemu;
@@ -17,7 +19,8 @@ mod setup;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <setup|build|run|test> [--verbose] [--timeout SECS]";
+const USAGE: &str =
+    "usage: cargo xtask <setup|build|run|test|bench> [--verbose] [--timeout SECS] [--compare OLD.json]";
 
 /// Options shared by the subcommands.
 #[derive(Clone, Debug, Default)]
@@ -26,6 +29,8 @@ pub struct Opts {
     pub verbose: bool,
     /// QEMU timeout in seconds (run/test).
     pub timeout: Option<u64>,
+    /// An earlier bench.json to compare with (bench).
+    pub compare: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<(String, Opts), String> {
@@ -38,6 +43,9 @@ fn parse(args: &[String]) -> Result<(String, Opts), String> {
             "--timeout" => {
                 let v = it.next().ok_or("--timeout needs a number of seconds")?;
                 opts.timeout = Some(v.parse().map_err(|_| format!("bad --timeout value `{v}`"))?);
+            }
+            "--compare" => {
+                opts.compare = Some(it.next().ok_or("--compare needs a bench.json path")?.clone());
             }
             "-h" | "--help" | "help" => return Err(String::new()),
             s if s.starts_with('-') => return Err(format!("unknown option `{s}`")),
@@ -65,6 +73,7 @@ fn main() -> ExitCode {
         "build" => setup::ensure(&opts).and_then(|()| images::build(&opts).map(|_| ())),
         "run" => setup::ensure(&opts).and_then(|()| run(&opts)),
         "test" => setup::ensure(&opts).and_then(|()| test(&opts)),
+        "bench" => setup::ensure(&opts).and_then(|()| bench::run(&opts)),
         other => Err(format!("unknown subcommand `{other}`\n{USAGE}")),
     };
     match result {
@@ -79,7 +88,7 @@ fn main() -> ExitCode {
 fn run(opts: &Opts) -> Result<(), String> {
     let imgs = images::build(opts)?;
     let demo = imgs.guest("demo")?;
-    let out = qemu::run(&imgs.hyp, demo, opts, opts.timeout.unwrap_or(120), true)?;
+    let out = qemu::run(&imgs.hyp, demo, &[], opts, opts.timeout.unwrap_or(120), true)?;
     out.verdict()
 }
 
@@ -87,7 +96,7 @@ fn test(opts: &Opts) -> Result<(), String> {
     let host = report::host_unit_tests(opts)?;
     let imgs = images::build(opts)?;
     let tests = imgs.guest("guest-tests")?;
-    let out = qemu::run(&imgs.hyp, tests, opts, opts.timeout.unwrap_or(300), true)?;
+    let out = qemu::run(&imgs.hyp, tests, &[], opts, opts.timeout.unwrap_or(300), true)?;
     let guest = report::GuestReport::parse(&out.log, &report::vm_names());
     println!();
     println!("{}", guest.table());

@@ -17,7 +17,7 @@ pub const END_MARKER: &str = "all VMs stopped";
 pub const PANIC_MARKER: &str = "hyp: PANIC";
 
 /// The QEMU arguments for `hyp` with `guest` loaded into every VM.
-pub fn args(hyp: &Path, guest: &Path) -> Vec<String> {
+pub fn args(hyp: &Path, guest: &Path, extra: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = [
         "-M",
         "virt,virtualization=on,gic-version=3,iommu=smmuv3",
@@ -39,6 +39,7 @@ pub fn args(hyp: &Path, guest: &Path) -> Vec<String> {
         "-m".into(),
         format!("{}M", QEMU_RAM_SIZE >> 20),
     ]);
+    a.extend(extra.iter().map(|s| s.to_string()));
     a.extend(["-kernel".into(), hyp.display().to_string()]);
     for vm in MANIFEST.vms {
         a.extend([
@@ -103,11 +104,12 @@ impl Drop for KillOnDrop {
 pub fn run(
     hyp: &Path,
     guest: &Path,
+    extra: &[&str],
     opts: &Opts,
     timeout: u64,
     echo: bool,
 ) -> Result<RunOutput, String> {
-    let args = args(hyp, guest);
+    let args = args(hyp, guest, extra);
     if opts.verbose {
         println!("+ {QEMU} {}", args.join(" "));
     }

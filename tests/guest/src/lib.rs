@@ -10,6 +10,7 @@
 
 #[cfg(target_arch = "aarch64")]
 pub mod arch;
+pub mod bench;
 #[cfg(target_arch = "aarch64")]
 pub mod console;
 #[cfg(target_arch = "aarch64")]
