@@ -102,7 +102,28 @@ impl FunctionId {
 
     /// The function ID with this value, if implemented.
     pub fn from_u32(id: u32) -> Option<FunctionId> {
-        Self::ALL.into_iter().find(|f| *f as u32 == id)
+        // A match, not a search of ALL: this is on every hypercall's path.
+        const CALL_UID: u32 = FunctionId::CallUid as u32;
+        const REVISION: u32 = FunctionId::Revision as u32;
+        const VERSION: u32 = FunctionId::Version as u32;
+        const FEATURES: u32 = FunctionId::Features as u32;
+        const CONSOLE_WRITE: u32 = FunctionId::ConsoleWrite as u32;
+        const VM_INFO: u32 = FunctionId::VmInfo as u32;
+        const DEVICE_INFO: u32 = FunctionId::DeviceInfo as u32;
+        const EVENT_READ: u32 = FunctionId::EventRead as u32;
+        const SMMU_STATS: u32 = FunctionId::SmmuStats as u32;
+        Some(match id {
+            CALL_UID => FunctionId::CallUid,
+            REVISION => FunctionId::Revision,
+            VERSION => FunctionId::Version,
+            FEATURES => FunctionId::Features,
+            CONSOLE_WRITE => FunctionId::ConsoleWrite,
+            VM_INFO => FunctionId::VmInfo,
+            DEVICE_INFO => FunctionId::DeviceInfo,
+            EVENT_READ => FunctionId::EventRead,
+            SMMU_STATS => FunctionId::SmmuStats,
+            _ => return None,
+        })
     }
 
     /// The name used in logs and (with prefix `SMMU_HYP_FN_`) in the C header.

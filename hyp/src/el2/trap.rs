@@ -56,22 +56,38 @@ extern "C" fn rust_trap(kind: u64, frame: &mut TrapFrame) {
 
 fn lower_sync(frame: &mut TrapFrame) {
     let esr = Esr(esr_el2::read());
+    // Hypercalls first, by raw class: the fast path stays small (no logging code inlined).
+    if esr.ec_raw() == EC_HVC64 {
+        hypercall(frame, esr);
+    } else {
+        slow_trap(frame, esr);
+    }
+}
+
+/// ESR_EL2.EC of an HVC from AArch64.
+const EC_HVC64: u8 = 0x16;
+
+fn hypercall(frame: &mut TrapFrame, esr: Esr) {
+    let vm = vm::current();
+    vm.count_hypercall();
+    let mut regs = [0u64; host_abi::HVC_REGS];
+    regs.copy_from_slice(&frame.x[..host_abi::HVC_REGS]);
+    let caller = Caller { vm: vm.spec, states: &vm::STATES, devices: &vm.devices };
+    let mut env = Env {
+        caller,
+        mem: &mut vm::IdentityGuestMemory,
+        console: &mut vm::Console,
+        iommu: &mut super::smmu::LockedIommu,
+    };
+    let ret = hypercall::dispatch(esr.imm16(), &regs, &mut env);
+    frame.x[..4].copy_from_slice(&ret.0);
+}
+
+#[cold]
+#[inline(never)]
+fn slow_trap(frame: &mut TrapFrame, esr: Esr) {
     let vm = vm::current();
     match esr.class() {
-        ExceptionClass::Hvc64 => {
-            vm.count_hypercall();
-            let mut regs = [0u64; host_abi::HVC_REGS];
-            regs.copy_from_slice(&frame.x[..host_abi::HVC_REGS]);
-            let caller = Caller { vm: vm.spec, states: &vm::STATES, devices: &vm.devices };
-            let mut env = Env {
-                caller,
-                mem: &mut vm::IdentityGuestMemory,
-                console: &mut vm::Console,
-                iommu: &mut super::smmu::LockedIommu,
-            };
-            let ret = hypercall::dispatch(esr.imm16(), &regs, &mut env);
-            frame.x[..4].copy_from_slice(&ret.0);
-        }
         ExceptionClass::Smc64 => {
             // A trapped SMC returns to the SMC itself: step over it.
             frame.elr += 4;

@@ -53,12 +53,14 @@ static VMS: [Once<Vm>; MAX_VMS] = [const { Once::new() }; MAX_VMS];
 impl Vm {
     /// Counts one hypercall (a per-VM counter, touched only by the VM's own CPU).
     pub fn count_hypercall(&self) {
-        self.hypercalls.fetch_add(1, Ordering::Relaxed);
+        // Only this VM's CPU writes the counter: a plain load and store, no atomic
+        // read-modify-write on the hypercall path.
+        self.hypercalls.store(self.hypercalls.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 
     /// Counts one injected fault.
     pub fn count_fault(&self) {
-        self.faults.fetch_add(1, Ordering::Relaxed);
+        self.faults.store(self.faults.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 
     /// Stops this VM (PSCI SYSTEM_OFF or CPU_OFF): its CPU turns off; the last VM to stop
@@ -146,14 +148,12 @@ fn write_boot_info(spec: &VmSpec) {
     IdentityGuestMemory.write(spec.boot_info_ipa(), zerocopy::IntoBytes::as_bytes(&info));
 }
 
-/// The VM pinned to the calling CPU.
+/// The VM pinned to the calling CPU (TPIDR_EL2 holds a pointer to it from VM entry on).
 pub fn current() -> &'static Vm {
-    let cpu = sysreg::cpu_index();
-    super::PLATFORM
-        .manifest()
-        .vm_on_cpu(cpu)
-        .and_then(|spec| VMS[spec.id as usize].get())
-        .expect("trap from a CPU that runs no VM")
+    let p = tpidr_el2::read() as *const Vm;
+    // SAFETY: `run_on_this_cpu` stored a `&'static Vm` before entering the VM, and traps from
+    // a lower EL only happen after that.
+    unsafe { p.as_ref() }.expect("trap from a CPU that runs no VM")
 }
 
 unsafe extern "C" {
@@ -182,6 +182,8 @@ pub fn run_on_this_cpu(cpu: u32) -> ! {
         sctlr_el1::write(SCTLR_EL1_RESET);
         cpacr_el1::write(3 << 20);
         vbar_el1::write(0);
+        // The per-CPU pointer the trap handlers use to find this VM.
+        tpidr_el2::write(vm as *const Vm as u64);
     }
     sysreg::tlbi_all();
     // Traps from the VM start again at the top of this CPU's stack: nothing below is live.
