@@ -304,8 +304,7 @@ impl<R: SmmuRegs> Smmu<R> {
         // Everything off (translation falls back to GBPA: abort).
         write_cr0(&mut regs, 0)?;
 
-        let bits = 32 - max_sid.leading_zeros();
-        let bits = bits.max(1);
+        let bits = (32 - max_sid.leading_zeros()).max(1);
         let two_level = bits > LINEAR_MAX_BITS && features.idr0.two_level_strtab();
         let strtab = if two_level {
             let n = 1usize << (bits - STRTAB_SPLIT);
@@ -320,7 +319,28 @@ impl<R: SmmuRegs> Smmu<R> {
             }
             StreamTable::Linear { table, bits }
         };
-        let (base, cfg) = match &strtab {
+        let cmdq_log2 = CMDQ_LOG2.min(features.idr1.cmdqs());
+        let evtq_log2 = EVTQ_LOG2.min(features.idr1.eventqs());
+        let cmdq = DmaBuf::new(16 << cmdq_log2, 16 << cmdq_log2).ok_or(ProbeError::OutOfMemory)?;
+        let evtq = DmaBuf::new(32 << evtq_log2, 32 << evtq_log2).ok_or(ProbeError::OutOfMemory)?;
+        let mut smmu = Smmu {
+            regs,
+            features,
+            strtab,
+            cmdq_prod: QueuePtr::new(cmdq_log2, 0),
+            cmdq,
+            evtq,
+            counters: Counters::default(),
+        };
+        smmu.program_and_enable()?;
+        Ok(smmu)
+    }
+
+    /// Points the (disabled) SMMU at the hypervisor's own tables and queues, invalidates every
+    /// configuration and TLB cache, then enables the event queue and translation. Used at boot
+    /// and on resume: its cost does not depend on the number of streams or mappings.
+    fn program_and_enable(&mut self) -> Result<(), ProbeError> {
+        let (base, cfg) = match &self.strtab {
             StreamTable::Linear { table, bits } => {
                 (table.pa(), strtab_cfg::FMT_LINEAR | strtab_cfg::log2size(*bits))
             }
@@ -331,22 +351,20 @@ impl<R: SmmuRegs> Smmu<R> {
                     | strtab_cfg::log2size(*bits),
             ),
         };
+        let regs = &mut self.regs;
         regs.write64(off::STRTAB_BASE, regs::BASE_RA | (base & regs::BASE_ADDR_MASK));
         regs.write32(off::STRTAB_BASE_CFG, cfg);
-
-        let cmdq_log2 = CMDQ_LOG2.min(features.idr1.cmdqs());
-        let evtq_log2 = EVTQ_LOG2.min(features.idr1.eventqs());
-        let cmdq = DmaBuf::new(16 << cmdq_log2, 16 << cmdq_log2).ok_or(ProbeError::OutOfMemory)?;
-        let evtq = DmaBuf::new(32 << evtq_log2, 32 << evtq_log2).ok_or(ProbeError::OutOfMemory)?;
+        let cmdq_log2 = self.cmdq_prod.capacity().trailing_zeros();
+        let evtq_log2 = self.evtq.len_words.trailing_zeros() - 2;
         regs.write64(
             off::CMDQ_BASE,
-            regs::BASE_RA | (cmdq.pa() & regs::BASE_ADDR_MASK) | cmdq_log2 as u64,
+            regs::BASE_RA | (self.cmdq.pa() & regs::BASE_ADDR_MASK) | cmdq_log2 as u64,
         );
         regs.write32(off::CMDQ_PROD, 0);
         regs.write32(off::CMDQ_CONS, 0);
         regs.write64(
             off::EVTQ_BASE,
-            regs::BASE_RA | (evtq.pa() & regs::BASE_ADDR_MASK) | evtq_log2 as u64,
+            regs::BASE_RA | (self.evtq.pa() & regs::BASE_ADDR_MASK) | evtq_log2 as u64,
         );
         regs.write32(off::EVTQ_PROD, 0);
         regs.write32(off::EVTQ_CONS, 0);
@@ -356,22 +374,41 @@ impl<R: SmmuRegs> Smmu<R> {
         regs.write32(off::CR2, (1 << 1) | (1 << 2));
         // Interrupts stay off: the driver polls (GERROR on every batch, events on request).
         regs.write32(off::IRQ_CTRL, 0);
-
-        let mut smmu = Smmu {
-            regs,
-            features,
-            strtab,
-            cmdq_prod: QueuePtr::new(cmdq_log2, 0),
-            cmdq,
-            evtq,
-            counters: Counters::default(),
-        };
-        write_cr0(&mut smmu.regs, cr0::CMDQEN)?;
-        smmu.submit(&[cmd::cfgi_all(), cmd::tlbi_nsnh_all(), cmd::tlbi_el2_all()])
+        self.cmdq_prod = QueuePtr::new(cmdq_log2, 0);
+        write_cr0(&mut self.regs, cr0::CMDQEN)?;
+        self.submit(&[cmd::cfgi_all(), cmd::tlbi_nsnh_all(), cmd::tlbi_el2_all()])
             .map_err(ProbeError::Command)?;
-        write_cr0(&mut smmu.regs, cr0::CMDQEN | cr0::EVENTQEN)?;
-        write_cr0(&mut smmu.regs, cr0::CMDQEN | cr0::EVENTQEN | cr0::SMMUEN)?;
-        Ok(smmu)
+        write_cr0(&mut self.regs, cr0::CMDQEN | cr0::EVENTQEN)?;
+        write_cr0(&mut self.regs, cr0::CMDQEN | cr0::EVENTQEN | cr0::SMMUEN)?;
+        Ok(())
+    }
+
+    /// Quiesces the SMMU before its power domain goes off: completes every queued command
+    /// (one SYNC), leaves the event queue to the caller (drain it first), then GBPA.ABORT with
+    /// the UPDATE handshake, and only then SMMUEN = 0 with the queues and interrupts off. At no
+    /// point between these writes can a transaction bypass translation.
+    pub fn suspend(&mut self) -> Result<(), ProbeError> {
+        self.submit(&[]).map_err(ProbeError::Command)?;
+        set_global_abort(&mut self.regs).map_err(ProbeError::Hardware)?;
+        write_cr0(&mut self.regs, 0)?;
+        self.regs.write32(off::IRQ_CTRL, 0);
+        Ok(())
+    }
+
+    /// Brings the SMMU back after power-on (expected or not): the first write is GBPA.ABORT
+    /// (the reset value may be bypass), then tables and queues from the hypervisor's own copies,
+    /// CFGI_ALL + TLBI of every regime + SYNC, and SMMUEN last.
+    pub fn resume(&mut self) -> Result<(), ProbeError> {
+        set_global_abort(&mut self.regs).map_err(ProbeError::Hardware)?;
+        write_cr0(&mut self.regs, 0)?;
+        self.program_and_enable()
+    }
+
+    /// Whether the SMMU still holds the configuration the driver gave it (SMMUEN and both
+    /// queues enabled). False after an unexpected power loss: registers are back at reset.
+    pub fn configured(&mut self) -> bool {
+        self.regs.read32(off::CR0) & (cr0::SMMUEN | cr0::CMDQEN | cr0::EVENTQEN)
+            == cr0::SMMUEN | cr0::CMDQEN | cr0::EVENTQEN
     }
 
     /// The register interface (tests use it to play the hardware's part).
@@ -576,6 +613,7 @@ fn write_cr0(regs: &mut dyn SmmuRegs, value: u32) -> Result<(), ProbeError> {
 #[cfg(test)]
 mod tests {
     use super::super::fake::FakeSmmu;
+    use super::super::Gbpa;
     use super::*;
 
     fn position(f: &FakeSmmu, o: usize, v: Option<u32>) -> usize {
@@ -651,6 +689,40 @@ mod tests {
         drop(smmu);
         let cfg = fake.regs[&off::STRTAB_BASE_CFG];
         assert_eq!(cfg, strtab_cfg::FMT_2LVL | strtab_cfg::split(8) | 10);
+    }
+
+    #[test]
+    fn suspend_aborts_before_disabling_and_resume_writes_gbpa_first() {
+        let mut fake = FakeSmmu::qemu();
+        let mut smmu = Smmu::init(&mut fake, 0x20, true).unwrap();
+        assert!(smmu.write_ste_word(0x18, 1, 0x1234));
+        assert!(smmu.configured());
+        smmu.suspend().unwrap();
+        assert!(!smmu.configured());
+        let n = {
+            let f = &mut **smmu.regs_mut();
+            let gbpa = f.writes.iter().rposition(|w| w.0 == off::GBPA).unwrap();
+            let cr0 = f.writes.iter().rposition(|w| *w == (off::CR0, 0)).unwrap();
+            assert!(gbpa < cr0, "GBPA.ABORT must be in place before SMMUEN = 0");
+            assert_eq!(f.writes[gbpa].1 & Gbpa::ABORT, Gbpa::ABORT);
+            assert_eq!(f.regs[&off::GBPA] & Gbpa::ABORT, Gbpa::ABORT);
+            // Power is lost; the platform's GBPA reset value is bypass (0).
+            f.power_loss(0);
+            f.writes.len()
+        };
+        smmu.resume().unwrap();
+        assert!(smmu.configured());
+        assert_eq!(smmu.read_ste(0x18)[1], 0x1234, "STEs live in hypervisor memory");
+        drop(smmu);
+        let after = &fake.writes[n..];
+        assert_eq!(after[0].0, off::GBPA, "first write after power-on is GBPA");
+        assert_eq!(after[0].1, Gbpa::UPDATE | Gbpa::ABORT);
+        let smmuen = after.iter().position(|w| w.0 == off::CR0 && w.1 & cr0::SMMUEN != 0).unwrap();
+        let base = after.iter().position(|w| w.0 == off::STRTAB_BASE).unwrap();
+        assert!(base < smmuen);
+        // After resume: CFGI_ALL, TLBI_NSNH_ALL, TLBI_EL2_ALL, SYNC before SMMUEN.
+        let ops = fake.opcodes();
+        assert_eq!(&ops[ops.len() - 4..], [0x04, 0x30, 0x20, 0x46]);
     }
 
     #[test]

@@ -69,6 +69,15 @@ impl FakeSmmu {
         }
     }
 
+    /// Loses power: every register back to its reset value, GBPA to `gbpa` (the platform's
+    /// IMPLEMENTATION DEFINED reset value), ID registers kept.
+    pub fn power_loss(&mut self, gbpa: u32) {
+        let keep = [off::IDR0, off::IDR1, off::IDR5];
+        self.regs.retain(|o, _| keep.contains(o));
+        self.regs.insert(off::GBPA, gbpa);
+        self.writes.push((usize::MAX, 0));
+    }
+
     /// Opcodes consumed, in order.
     pub fn opcodes(&self) -> Vec<u64> {
         self.consumed.iter().map(|c| c[0] & 0xff).collect()
