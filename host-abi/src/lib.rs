@@ -25,6 +25,7 @@ pub mod call;
 pub mod error;
 pub mod header;
 pub mod psci;
+pub mod smmu;
 pub mod types;
 
 pub use call::{FunctionId, HypCall, EVENT_READ_MAX, HVC_REGS};
