@@ -9,6 +9,7 @@ pub mod driver;
 pub(crate) mod fake;
 pub mod queue;
 pub mod regs;
+pub mod ste;
 
 use regs::off as offset;
 
