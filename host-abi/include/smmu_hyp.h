@@ -30,12 +30,21 @@
 #define SMMU_HYP_FN_DEVICE_INFO 0xc6000004u
 #define SMMU_HYP_FN_EVENT_READ 0xc6000008u
 #define SMMU_HYP_FN_SMMU_STATS 0xc6000009u
+#define SMMU_HYP_FN_SET_STE 0xc6000005u
+#define SMMU_HYP_FN_CLEAR_STE 0xc6000006u
+#define SMMU_HYP_FN_INVALIDATE 0xc6000007u
 
 /* Status codes returned in x0. */
 #define SMMU_HYP_SUCCESS 0
 #define SMMU_HYP_ERR_NOT_SUPPORTED (-1)
 #define SMMU_HYP_ERR_INVALID_PARAMETER (-3)
 #define SMMU_HYP_ERR_INVALID_ADDRESS (-4)
+#define SMMU_HYP_ERR_NOT_OWNED (-5)
+#define SMMU_HYP_ERR_FORBIDDEN_FIELD (-6)
+#define SMMU_HYP_ERR_RESERVED_FIELD (-7)
+#define SMMU_HYP_ERR_BAD_CONFIG (-8)
+#define SMMU_HYP_ERR_BAD_COMMAND (-9)
+#define SMMU_HYP_ERR_DEVICE_ERROR (-10)
 
 /* PSCI functions offered to VMs through SMC #0. */
 #define SMMU_HYP_PSCI_VERSION 0x84000000u
@@ -94,6 +103,15 @@ _Static_assert(sizeof(struct smmu_hyp_device_info) == 112, "device_info size");
 _Static_assert(offsetof(struct smmu_hyp_device_info, bars) == 16, "bars");
 
 #define SMMU_HYP_EVENT_READ_MAX 16u
+#define SMMU_HYP_INVALIDATE_MAX 256u
+/* SMMUv3 descriptors (little-endian 64-bit words, see host-abi/src/smmu.rs). */
+struct smmu_hyp_ste { uint64_t word[8]; };
+struct smmu_hyp_cd { uint64_t word[8]; };
+struct smmu_hyp_cmd { uint64_t word[2]; };
+struct smmu_hyp_event { uint64_t word[4]; };
+_Static_assert(sizeof(struct smmu_hyp_ste) == 64, "ste");
+_Static_assert(sizeof(struct smmu_hyp_cmd) == 16, "cmd");
+_Static_assert(sizeof(struct smmu_hyp_event) == 32, "event");
 
 /* Written by SMMU_HYP_FN_SMMU_STATS. */
 struct smmu_hyp_smmu_stats {

@@ -76,6 +76,30 @@ pub enum FunctionId {
     /// Errors: `INVALID_PARAMETER` for a length that is not a multiple of 32 or out of range;
     /// `INVALID_ADDRESS` if the buffer is not entirely inside the caller's RAM.
     EventRead = smccc::vendor_hyp(true, 0x0008),
+    /// `x1` = stream ID, `x2` = IPA of a 64-byte virtual [`Ste`](crate::smmu::Ste) written as if
+    /// the caller owned an SMMU with stage 1 only. Accepted: invalid or Config = abort
+    /// (blocked), Config = bypass (becomes *identity*: the caller's stage-2, never real bypass),
+    /// Config = stage 1 (becomes *nested*: the caller's CD table, at an IPA, on its stage-2).
+    /// Installed hitlessly; returns `0` and the domain in `x1` (0 blocked, 1 identity,
+    /// 2 nested).
+    /// Errors: `NOT_OWNED` (stream not the caller's), `INVALID_ADDRESS` (STE buffer outside the
+    /// caller's RAM), `FORBIDDEN_FIELD` (any stage-2 field, Config stage-2/nested, EATS, STRW,
+    /// attribute overrides), `RESERVED_FIELD` (reserved bits or Config encoding), `BAD_CONFIG`
+    /// (S1Fmt not linear, S1CDMax > 5, S1DSS = 3, CD table not inside the caller's RAM),
+    /// `DEVICE_ERROR` (the SMMU failed the invalidation; the stream is left blocked).
+    SetSte = smccc::vendor_hyp(true, 0x0005),
+    /// `x1` = stream ID. Blocks the stream (abort). Errors: `NOT_OWNED`, `DEVICE_ERROR`.
+    ClearSte = smccc::vendor_hyp(true, 0x0006),
+    /// `x1` = IPA of an array of 16-byte [`Command`](crate::smmu::Command)s, `x2` = count
+    /// (1..=[`INVALIDATE_MAX`]). Every command is checked before any is submitted: CFGI_STE,
+    /// CFGI_CD, CFGI_CD_ALL and ATC_INV of the caller's streams; TLBI_NH_ALL, TLBI_NH_ASID and
+    /// TLBI_NH_VA with VMID 0 (the hypervisor puts the caller's); CMD_SYNC without interrupt or
+    /// MSI. They go to the SMMU as one batch with one CMD_SYNC. Returns `0` and the number of
+    /// commands sent to the hardware in `x1`.
+    /// Errors, with the index of the first bad command in `x1`: `NOT_OWNED`,
+    /// `FORBIDDEN_FIELD`, `RESERVED_FIELD`, `BAD_COMMAND`; and `INVALID_PARAMETER` (count 0
+    /// or too large), `INVALID_ADDRESS` (array outside the caller's RAM), `DEVICE_ERROR`.
+    Invalidate = smccc::vendor_hyp(true, 0x0007),
     /// `x1` = IPA of a buffer, `x2` = its length (at least 64). Writes [`SmmuStats`] (SMMU-wide
     /// counters) and returns `0`.
     /// Errors: `INVALID_PARAMETER` if the buffer is too small; `INVALID_ADDRESS` if it is not
@@ -83,12 +107,15 @@ pub enum FunctionId {
     SmmuStats = smccc::vendor_hyp(true, 0x0009),
 }
 
+/// Most commands one [`FunctionId::Invalidate`] call takes.
+pub const INVALIDATE_MAX: u64 = 256;
+
 /// Most event records one [`FunctionId::EventRead`] call returns.
 pub const EVENT_READ_MAX: u64 = 16;
 
 impl FunctionId {
     /// Every implemented function, for `FEATURES`, tests and the C header.
-    pub const ALL: [FunctionId; 9] = [
+    pub const ALL: [FunctionId; 12] = [
         FunctionId::CallUid,
         FunctionId::Revision,
         FunctionId::Version,
@@ -98,6 +125,9 @@ impl FunctionId {
         FunctionId::DeviceInfo,
         FunctionId::EventRead,
         FunctionId::SmmuStats,
+        FunctionId::SetSte,
+        FunctionId::ClearSte,
+        FunctionId::Invalidate,
     ];
 
     /// The function ID with this value, if implemented.
@@ -112,6 +142,9 @@ impl FunctionId {
         const DEVICE_INFO: u32 = FunctionId::DeviceInfo as u32;
         const EVENT_READ: u32 = FunctionId::EventRead as u32;
         const SMMU_STATS: u32 = FunctionId::SmmuStats as u32;
+        const SET_STE: u32 = FunctionId::SetSte as u32;
+        const CLEAR_STE: u32 = FunctionId::ClearSte as u32;
+        const INVALIDATE: u32 = FunctionId::Invalidate as u32;
         Some(match id {
             CALL_UID => FunctionId::CallUid,
             REVISION => FunctionId::Revision,
@@ -122,6 +155,9 @@ impl FunctionId {
             DEVICE_INFO => FunctionId::DeviceInfo,
             EVENT_READ => FunctionId::EventRead,
             SMMU_STATS => FunctionId::SmmuStats,
+            SET_STE => FunctionId::SetSte,
+            CLEAR_STE => FunctionId::ClearSte,
+            INVALIDATE => FunctionId::Invalidate,
             _ => return None,
         })
     }
@@ -138,6 +174,9 @@ impl FunctionId {
             FunctionId::DeviceInfo => "DEVICE_INFO",
             FunctionId::EventRead => "EVENT_READ",
             FunctionId::SmmuStats => "SMMU_STATS",
+            FunctionId::SetSte => "SET_STE",
+            FunctionId::ClearSte => "CLEAR_STE",
+            FunctionId::Invalidate => "INVALIDATE",
         }
     }
 }
@@ -186,6 +225,25 @@ pub enum HypCall {
         ipa: u64,
         /// Length in bytes: a multiple of 32, at most 32 * EVENT_READ_MAX.
         len: u64,
+    },
+    /// See [`FunctionId::SetSte`].
+    SetSte {
+        /// Stream ID (x1[31:0]).
+        sid: u32,
+        /// IPA of the 64-byte virtual STE.
+        ipa: u64,
+    },
+    /// See [`FunctionId::ClearSte`].
+    ClearSte {
+        /// Stream ID.
+        sid: u32,
+    },
+    /// See [`FunctionId::Invalidate`].
+    Invalidate {
+        /// IPA of the command array.
+        ipa: u64,
+        /// Number of 16-byte commands.
+        count: u64,
     },
     /// See [`FunctionId::SmmuStats`].
     SmmuStats {
@@ -237,6 +295,21 @@ impl HypCall {
                 }
                 HypCall::EventRead { ipa: regs[1], len }
             }
+            FunctionId::SetSte => {
+                let sid = u32::try_from(regs[1]).map_err(|_| HypError::InvalidParameter)?;
+                HypCall::SetSte { sid, ipa: regs[2] }
+            }
+            FunctionId::ClearSte => {
+                let sid = u32::try_from(regs[1]).map_err(|_| HypError::InvalidParameter)?;
+                HypCall::ClearSte { sid }
+            }
+            FunctionId::Invalidate => {
+                let count = regs[2];
+                if count == 0 || count > INVALIDATE_MAX {
+                    return Err(HypError::InvalidParameter);
+                }
+                HypCall::Invalidate { ipa: regs[1], count }
+            }
             FunctionId::SmmuStats => {
                 let len = regs[2];
                 if len < core::mem::size_of::<SmmuStats>() as u64 {
@@ -259,6 +332,9 @@ impl HypCall {
             HypCall::DeviceInfo { .. } => FunctionId::DeviceInfo,
             HypCall::EventRead { .. } => FunctionId::EventRead,
             HypCall::SmmuStats { .. } => FunctionId::SmmuStats,
+            HypCall::SetSte { .. } => FunctionId::SetSte,
+            HypCall::ClearSte { .. } => FunctionId::ClearSte,
+            HypCall::Invalidate { .. } => FunctionId::Invalidate,
         }
     }
 
@@ -275,6 +351,15 @@ impl HypCall {
             | HypCall::SmmuStats { ipa, len } => {
                 r[1] = ipa;
                 r[2] = len;
+            }
+            HypCall::SetSte { sid, ipa } => {
+                r[1] = sid as u64;
+                r[2] = ipa;
+            }
+            HypCall::ClearSte { sid } => r[1] = sid as u64,
+            HypCall::Invalidate { ipa, count } => {
+                r[1] = ipa;
+                r[2] = count;
             }
             HypCall::DeviceInfo { index, ipa, len } => {
                 r[1] = index;
@@ -308,6 +393,11 @@ impl HypReturn {
         HypReturn([e.code() as u64, 0, 0, 0])
     }
 
+    /// Failure with the index of the offending element (INVALIDATE) in `x1`.
+    pub const fn err_at(e: HypError, index: u64) -> HypReturn {
+        HypReturn([e.code() as u64, index, 0, 0])
+    }
+
     /// From a result.
     pub fn from_result(r: Result<HypReturn, HypError>) -> HypReturn {
         r.unwrap_or_else(HypReturn::err)
@@ -335,6 +425,9 @@ mod tests {
         assert_eq!(FunctionId::DeviceInfo as u32, 0xC600_0004);
         assert_eq!(FunctionId::EventRead as u32, 0xC600_0008);
         assert_eq!(FunctionId::SmmuStats as u32, 0xC600_0009);
+        assert_eq!(FunctionId::SetSte as u32, 0xC600_0005);
+        assert_eq!(FunctionId::ClearSte as u32, 0xC600_0006);
+        assert_eq!(FunctionId::Invalidate as u32, 0xC600_0007);
         for f in FunctionId::ALL {
             assert_eq!(smccc::owner(f as u32), smccc::OWNER_VENDOR_HYP);
             assert_eq!(FunctionId::from_u32(f as u32), Some(f));
@@ -353,6 +446,9 @@ mod tests {
             HypCall::DeviceInfo { index: 1, ipa: 0x4400_3000, len: 112 },
             HypCall::EventRead { ipa: 0x4400_4000, len: 64 },
             HypCall::SmmuStats { ipa: 0x4400_5000, len: 64 },
+            HypCall::SetSte { sid: 0x18, ipa: 0x4600_1000 },
+            HypCall::ClearSte { sid: 0x18 },
+            HypCall::Invalidate { ipa: 0x4600_2000, count: 256 },
         ];
         for c in calls {
             assert_eq!(HypCall::decode(&c.to_regs()), Ok(c));
@@ -389,6 +485,14 @@ mod tests {
         }
         r = HypCall::SmmuStats { ipa: 0, len: 64 }.to_regs();
         r[2] = 63;
+        assert_eq!(HypCall::decode(&r), Err(HypError::InvalidParameter));
+        for bad in [0, INVALIDATE_MAX + 1] {
+            r = HypCall::Invalidate { ipa: 0, count: 1 }.to_regs();
+            r[2] = bad;
+            assert_eq!(HypCall::decode(&r), Err(HypError::InvalidParameter));
+        }
+        r = HypCall::ClearSte { sid: 1 }.to_regs();
+        r[1] |= 1 << 32;
         assert_eq!(HypCall::decode(&r), Err(HypError::InvalidParameter));
     }
 

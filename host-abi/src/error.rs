@@ -16,12 +16,38 @@ pub enum HypError {
     InvalidParameter = -3,
     /// A buffer (IPA and length) is not entirely inside the caller's own RAM, or it wraps.
     InvalidAddress = -4,
+    /// The stream (in the call or in a command) is not assigned to the caller.
+    NotOwned = -5,
+    /// A field the caller may not set: stage-2 fields (VMID, S2TTB, S2 configuration, which
+    /// belong to the hypervisor), privileged STE controls, a command's VMID or secure bit, a
+    /// CMD_SYNC asking for an interrupt or MSI.
+    ForbiddenField = -6,
+    /// A reserved or unknown bit or encoding is set.
+    ReservedField = -7,
+    /// A configuration value out of range: CD table format or size not supported, CD table
+    /// outside the caller's RAM, S1DSS reserved.
+    BadConfig = -8,
+    /// A command whose opcode VMs may not issue (only CFGI_STE, CFGI_CD, CFGI_CD_ALL,
+    /// TLBI_NH_ALL, TLBI_NH_ASID, TLBI_NH_VA, ATC_INV and CMD_SYNC are allowed).
+    BadCommand = -9,
+    /// The SMMU rejected a command or did not complete it in time. The hypervisor recovered
+    /// the queue; translation is unchanged or stricter.
+    DeviceError = -10,
 }
 
 impl HypError {
     /// Every error, in code order, for tests and the C header.
-    pub const ALL: [HypError; 3] =
-        [HypError::NotSupported, HypError::InvalidParameter, HypError::InvalidAddress];
+    pub const ALL: [HypError; 9] = [
+        HypError::NotSupported,
+        HypError::InvalidParameter,
+        HypError::InvalidAddress,
+        HypError::NotOwned,
+        HypError::ForbiddenField,
+        HypError::ReservedField,
+        HypError::BadConfig,
+        HypError::BadCommand,
+        HypError::DeviceError,
+    ];
 
     /// The value placed in `x0`.
     pub const fn code(self) -> i64 {
@@ -34,6 +60,12 @@ impl HypError {
             HypError::NotSupported => "NOT_SUPPORTED",
             HypError::InvalidParameter => "INVALID_PARAMETER",
             HypError::InvalidAddress => "INVALID_ADDRESS",
+            HypError::NotOwned => "NOT_OWNED",
+            HypError::ForbiddenField => "FORBIDDEN_FIELD",
+            HypError::ReservedField => "RESERVED_FIELD",
+            HypError::BadConfig => "BAD_CONFIG",
+            HypError::BadCommand => "BAD_COMMAND",
+            HypError::DeviceError => "DEVICE_ERROR",
         }
     }
 

@@ -108,6 +108,18 @@ pub fn render(w: &mut dyn Write) -> Result {
     writeln!(w, "_Static_assert(offsetof(struct smmu_hyp_device_info, bars) == 16, \"bars\");")?;
     writeln!(w)?;
     writeln!(w, "#define SMMU_HYP_EVENT_READ_MAX {}u", crate::EVENT_READ_MAX)?;
+    writeln!(w, "#define SMMU_HYP_INVALIDATE_MAX {}u", crate::INVALIDATE_MAX)?;
+    writeln!(
+        w,
+        "/* SMMUv3 descriptors (little-endian 64-bit words, see host-abi/src/smmu.rs). */"
+    )?;
+    writeln!(w, "struct smmu_hyp_ste {{ uint64_t word[8]; }};")?;
+    writeln!(w, "struct smmu_hyp_cd {{ uint64_t word[8]; }};")?;
+    writeln!(w, "struct smmu_hyp_cmd {{ uint64_t word[2]; }};")?;
+    writeln!(w, "struct smmu_hyp_event {{ uint64_t word[4]; }};")?;
+    writeln!(w, "_Static_assert(sizeof(struct smmu_hyp_ste) == 64, \"ste\");")?;
+    writeln!(w, "_Static_assert(sizeof(struct smmu_hyp_cmd) == 16, \"cmd\");")?;
+    writeln!(w, "_Static_assert(sizeof(struct smmu_hyp_event) == 32, \"event\");")?;
     writeln!(w)?;
     writeln!(w, "/* Written by SMMU_HYP_FN_SMMU_STATS. */")?;
     writeln!(w, "struct smmu_hyp_smmu_stats {{")?;

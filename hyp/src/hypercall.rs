@@ -6,8 +6,12 @@
 
 use crate::iommu::IommuOps;
 use crate::pci::Function;
+use crate::smmu::ste::Domain;
+use crate::validate;
 use crate::vmstate::VmStates;
+use host_abi::smmu::{Command, Ste};
 use host_abi::types::{encode_name, BarInfo, DeviceInfo, MAX_BARS};
+use host_abi::INVALIDATE_MAX;
 use host_abi::{call::HypReturn, HypCall, HypError, VmInfo, CONSOLE_WRITE_MAX, HVC_REGS};
 use platform::VmSpec;
 use zerocopy::IntoBytes;
@@ -58,6 +62,10 @@ pub fn dispatch(imm: u16, regs: &[u64; HVC_REGS], env: &mut Env<'_>) -> HypRetur
         return HypReturn::err(HypError::NotSupported);
     }
     HypReturn::from_result(HypCall::decode(regs).and_then(|call| execute(call, env)))
+}
+
+fn owns(caller: &Caller<'_>, sid: u32) -> bool {
+    caller.devices.iter().any(|f| f.addr.rid() == sid)
 }
 
 fn check_buffer(caller: &Caller<'_>, ipa: u64, len: u64) -> Result<(), HypError> {
@@ -142,6 +150,34 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
             let r = iommu.read_events(caller.vm.id, &mut out[..n]);
             mem.write(ipa, out[..r.written].as_bytes());
             Ok(HypReturn::ok(0, r.written as u64, r.pending as u64, r.dropped))
+        }
+        HypCall::SetSte { sid, ipa } => {
+            if !owns(caller, sid) {
+                return Err(HypError::NotOwned);
+            }
+            check_buffer(caller, ipa, 64)?;
+            let mut v = Ste::default();
+            mem.read(ipa, v.as_mut_bytes());
+            let domain = validate::virtual_ste(&v, caller.vm.mem)?;
+            iommu.attach(caller.vm.id, sid, domain)?;
+            Ok(HypReturn::ok(0, domain.kind(), 0, 0))
+        }
+        HypCall::ClearSte { sid } => {
+            if !owns(caller, sid) {
+                return Err(HypError::NotOwned);
+            }
+            iommu.attach(caller.vm.id, sid, Domain::Blocked)?;
+            Ok(HypReturn::ok(0, 0, 0, 0))
+        }
+        HypCall::Invalidate { ipa, count } => {
+            check_buffer(caller, ipa, count * 16)?;
+            let mut cmds = [Command::default(); INVALIDATE_MAX as usize];
+            let cmds = &mut cmds[..count as usize];
+            mem.read(ipa, cmds.as_mut_bytes());
+            match iommu.invalidate(caller.vm.id, cmds) {
+                Ok(n) => Ok(HypReturn::ok(0, n as u64, 0, 0)),
+                Err((index, e)) => Ok(HypReturn::err_at(e, index as u64)),
+            }
         }
         HypCall::SmmuStats { ipa, len: _ } => {
             check_buffer(caller, ipa, core::mem::size_of::<host_abi::SmmuStats>() as u64)?;
@@ -229,6 +265,8 @@ mod tests {
     #[derive(Default)]
     struct FakeIommu {
         events: Vec<(u32, [u64; 4])>,
+        attached: Vec<(u32, u32, Domain)>,
+        invalidated: Vec<(u32, usize)>,
     }
     impl IommuOps for FakeIommu {
         fn read_events(&mut self, vm: u32, out: &mut [[u64; 4]]) -> EventReadResult {
@@ -244,6 +282,61 @@ mod tests {
         fn stats(&mut self) -> host_abi::SmmuStats {
             host_abi::SmmuStats { commands: 42, ..Default::default() }
         }
+        fn attach(&mut self, vm: u32, sid: u32, domain: Domain) -> Result<(), HypError> {
+            self.attached.push((vm, sid, domain));
+            Ok(())
+        }
+        fn invalidate(&mut self, vm: u32, cmds: &[Command]) -> Result<usize, (usize, HypError)> {
+            self.invalidated.push((vm, cmds.len()));
+            match cmds.iter().position(|c| c.opcode_byte() == 0xff) {
+                Some(i) => Err((i, HypError::BadCommand)),
+                None => Ok(cmds.len()),
+            }
+        }
+    }
+
+    #[test]
+    fn set_ste_validates_before_attaching() {
+        use host_abi::smmu::SteConfig;
+        let mut w = world();
+        let base = w.ram.base;
+        let put = |w: &mut World, s: Ste| w.ram.bytes[0x400..0x440].copy_from_slice(s.as_bytes());
+        put(&mut w, Ste::default().with_v(1).with_config(SteConfig::Bypass));
+        let r = call(&mut w, 0, HypCall::SetSte { sid: 0x18, ipa: base + 0x400 }.to_regs());
+        assert_eq!(r.0, [0, 1, 0, 0], "bypass becomes identity");
+        assert_eq!(w.iommu.attached, [(1, 0x18, Domain::Identity)]);
+        // Not ours, outside memory, stage-2 field: refused, nothing attached.
+        let r = call(&mut w, 0, HypCall::SetSte { sid: 0x10, ipa: base + 0x400 }.to_regs());
+        assert_eq!(r.status(), Err(HypError::NotOwned));
+        let r = call(&mut w, 0, HypCall::SetSte { sid: 0x18, ipa: 0x4020_0000 }.to_regs());
+        assert_eq!(r.status(), Err(HypError::InvalidAddress));
+        put(&mut w, Ste::default().with_v(1).with_config(SteConfig::Bypass).with_s2vmid(9));
+        let r = call(&mut w, 0, HypCall::SetSte { sid: 0x18, ipa: base + 0x400 }.to_regs());
+        assert_eq!(r.status(), Err(HypError::ForbiddenField));
+        assert_eq!(w.iommu.attached.len(), 1);
+        let r = call(&mut w, 0, HypCall::ClearSte { sid: 0x18 }.to_regs());
+        assert_eq!(r.status(), Ok(0));
+        assert_eq!(w.iommu.attached[1], (1, 0x18, Domain::Blocked));
+        let r = call(&mut w, 0, HypCall::ClearSte { sid: 0x20 }.to_regs());
+        assert_eq!(r.status(), Err(HypError::NotOwned));
+    }
+
+    #[test]
+    fn invalidate_copies_the_batch_once_and_reports_the_bad_index() {
+        let mut w = world();
+        let base = w.ram.base;
+        for i in 0..3 {
+            let c = if i == 2 { Command([0xff, 0]) } else { Command::tlbi_nh_all(0) };
+            w.ram.bytes[0x800 + i * 16..0x810 + i * 16].copy_from_slice(c.as_bytes());
+        }
+        let r = call(&mut w, 0, HypCall::Invalidate { ipa: base + 0x800, count: 2 }.to_regs());
+        assert_eq!(r.0, [0, 2, 0, 0]);
+        let r = call(&mut w, 0, HypCall::Invalidate { ipa: base + 0x800, count: 3 }.to_regs());
+        assert_eq!(r.0, [HypError::BadCommand.code() as u64, 2, 0, 0]);
+        let end = MANIFEST.vms[1].mem.end();
+        let r = call(&mut w, 0, HypCall::Invalidate { ipa: end - 32, count: 3 }.to_regs());
+        assert_eq!(r.status(), Err(HypError::InvalidAddress));
+        assert_eq!(w.iommu.invalidated, [(1, 2), (1, 3)]);
     }
 
     #[test]

@@ -4,10 +4,13 @@
 //! [`IommuOps`], so every decision here is tested on the host against the software SMMU.
 
 use crate::events::{event_sid, EventRing};
-use crate::smmu::driver::{EventWords, Smmu};
+use crate::smmu::driver::{CmdError, EventWords, Smmu};
+use crate::smmu::ste::{self, Domain, S2Config};
 use crate::smmu::SmmuRegs;
+use crate::validate::{self, CommandAction};
 use alloc::vec::Vec;
-use host_abi::SmmuStats;
+use host_abi::smmu::{Command, Ste};
+use host_abi::{HypError, SmmuStats, INVALIDATE_MAX};
 use platform::Manifest;
 
 /// What an event read produced.
@@ -27,6 +30,11 @@ pub trait IommuOps {
     fn read_events(&mut self, vm: u32, out: &mut [EventWords]) -> EventReadResult;
     /// SMMU-wide counters.
     fn stats(&mut self) -> SmmuStats;
+    /// Attaches stream `sid` of VM `vm` to `domain` (already validated), hitlessly.
+    fn attach(&mut self, vm: u32, sid: u32, domain: Domain) -> Result<(), HypError>;
+    /// Validates every command of VM `vm`, then submits the valid ones as one batch with one
+    /// SYNC. Returns how many reached the hardware, or the index of the first bad command.
+    fn invalidate(&mut self, vm: u32, cmds: &[Command]) -> Result<usize, (usize, HypError)>;
 }
 
 /// Where a routed event went, for the hypervisor's log.
@@ -48,6 +56,10 @@ pub struct Iommu<R: SmmuRegs> {
     rings: Vec<EventRing>,
     /// Events of streams no VM owns.
     pub unowned_events: u64,
+    /// Each VM's stage 2 (set once its tables exist), by VM id.
+    stage2: Vec<Option<S2Config>>,
+    /// The domain each assigned stream is attached to, parallel to `streams`.
+    domains: Vec<Domain>,
 }
 
 impl<R: SmmuRegs> Iommu<R> {
@@ -59,7 +71,42 @@ impl<R: SmmuRegs> Iommu<R> {
             .flat_map(|vm| vm.devices.iter().map(move |d| (d.rid(), vm.id)))
             .collect();
         let rings = manifest.vms.iter().map(|_| EventRing::new()).collect();
-        Self { smmu, streams, rings, unowned_events: 0 }
+        let stage2 = manifest.vms.iter().map(|_| None).collect();
+        let domains =
+            manifest.vms.iter().flat_map(|vm| vm.devices.iter()).map(|_| Domain::Blocked).collect();
+        Self { smmu, streams, rings, unowned_events: 0, stage2, domains }
+    }
+
+    /// Records VM `vm`'s stage 2 (identity and nested STEs point at it).
+    pub fn set_stage2(&mut self, vm: u32, s2: S2Config) {
+        if let Some(slot) = self.stage2.get_mut(vm as usize) {
+            *slot = Some(s2);
+        }
+    }
+
+    /// The domain stream `sid` is attached to, if it is assigned.
+    pub fn domain_of(&self, sid: u32) -> Option<Domain> {
+        self.streams.iter().position(|(s, _)| *s == sid).map(|i| self.domains[i])
+    }
+
+    /// Streams attached to something other than `Blocked` (streams that could issue DMA).
+    pub fn attached_streams(&self) -> usize {
+        self.domains.iter().filter(|d| **d != Domain::Blocked).count()
+    }
+
+    /// Writes `target` into `sid`'s STE in hitless order, with CFGI_STE + SYNC at each sync
+    /// point of the plan.
+    fn install(&mut self, sid: u32, target: &Ste) -> Result<(), CmdError> {
+        self.smmu.prepare_stream(sid)?;
+        let cur = Ste(self.smmu.read_ste(sid));
+        let plan = ste::plan(&cur, target);
+        for step in plan.steps() {
+            self.smmu.write_ste_word(sid, step.word, step.value);
+            if step.sync_after {
+                self.smmu.submit(&[Command::cfgi_ste(sid).0])?;
+            }
+        }
+        Ok(())
     }
 
     /// The VM that owns stream `sid`.
@@ -74,7 +121,7 @@ impl<R: SmmuRegs> Iommu<R> {
 
     /// Drains the SMMU's event queue into the owners' rings, telling `log` about each record.
     pub fn poll_events(&mut self, log: &mut dyn FnMut(EventDestination, &EventWords)) -> u32 {
-        let Self { smmu, streams, rings, unowned_events } = self;
+        let Self { smmu, streams, rings, unowned_events, .. } = self;
         smmu.drain_events(|e| {
             let sid = event_sid(&e);
             match streams.iter().find(|(s, _)| *s == sid) {
@@ -108,6 +155,58 @@ impl<R: SmmuRegs> IommuOps for Iommu<R> {
             }
         }
         EventReadResult { written, pending: ring.len(), dropped: ring.overflows }
+    }
+
+    fn attach(&mut self, vm: u32, sid: u32, domain: Domain) -> Result<(), HypError> {
+        let idx = self
+            .streams
+            .iter()
+            .position(|&(s, v)| s == sid && v == vm)
+            .ok_or(HypError::NotOwned)?;
+        let s2 = self.stage2.get(vm as usize).copied().flatten().ok_or(HypError::DeviceError)?;
+        let target = ste::encode(&domain, &s2);
+        match self.install(sid, &target) {
+            Ok(()) => {
+                self.domains[idx] = domain;
+                Ok(())
+            }
+            Err(_) => {
+                // Leave the stream blocked rather than in an unknown state.
+                let _ = self.install(sid, &ste::abort());
+                self.domains[idx] = Domain::Blocked;
+                Err(HypError::DeviceError)
+            }
+        }
+    }
+
+    fn invalidate(&mut self, vm: u32, cmds: &[Command]) -> Result<usize, (usize, HypError)> {
+        let vmid = self
+            .stage2
+            .get(vm as usize)
+            .copied()
+            .flatten()
+            .map(|s| s.vmid)
+            .ok_or((0, HypError::DeviceError))?;
+        let ats = self.smmu.features.idr0.ats();
+        let mut out = [[0u64; 2]; INVALIDATE_MAX as usize];
+        let mut n = 0;
+        let streams = &self.streams;
+        let owns = |s: u32| streams.iter().any(|&(sid, v)| sid == s && v == vm);
+        for (i, c) in cmds.iter().enumerate().take(INVALIDATE_MAX as usize) {
+            match validate::command(c, vmid, &owns, ats) {
+                Ok(CommandAction::Submit(x)) => {
+                    out[n] = x.0;
+                    n += 1;
+                }
+                Ok(CommandAction::Elide) => {}
+                Err(e) => return Err((i, e)),
+            }
+        }
+        match self.smmu.submit(&out[..n]) {
+            Ok(()) => Ok(n),
+            Err(CmdError::Rejected { index, .. }) => Err((index, HypError::DeviceError)),
+            Err(_) => Err((n, HypError::DeviceError)),
+        }
     }
 
     fn stats(&mut self) -> SmmuStats {
@@ -151,6 +250,55 @@ mod tests {
 
     fn ev(sid: u32, iova: u64) -> EventWords {
         [0x10 | (sid as u64) << 32, 0, iova, 0]
+    }
+
+    fn ready() -> Iommu<FakeSmmu> {
+        let smmu = Smmu::init(FakeSmmu::qemu(), 0x20, true).unwrap();
+        let mut io = Iommu::new(smmu, &MANIFEST);
+        for vm in MANIFEST.vms {
+            io.set_stage2(vm.id, S2Config::vm(vm.vmid(), 0x4030_0000 + vm.id as u64 * 0x1000));
+        }
+        io
+    }
+
+    #[test]
+    fn attach_installs_the_shadow_ste_and_invalidates_it() {
+        let mut io = ready();
+        let before = io.smmu.counters;
+        io.attach(1, 0x18, Domain::Identity).unwrap();
+        let s = Ste(io.smmu.read_ste(0x18));
+        assert_eq!(s, ste::encode(&Domain::Identity, &S2Config::vm(2, 0x4030_1000)));
+        assert_eq!(io.domain_of(0x18), Some(Domain::Identity));
+        assert_eq!(io.attached_streams(), 1);
+        // Abort -> identity: two sync points, each CFGI_STE + SYNC.
+        assert_eq!(io.smmu.counters.syncs - before.syncs, 2);
+        let ops = io.smmu.regs_mut().opcodes();
+        assert_eq!(&ops[ops.len() - 4..], [0x03, 0x46, 0x03, 0x46]);
+        assert_eq!(io.attach(1, 0x10, Domain::Identity), Err(HypError::NotOwned));
+        assert_eq!(io.attach(0, 0x18, Domain::Identity), Err(HypError::NotOwned));
+        io.attach(1, 0x18, Domain::Blocked).unwrap();
+        assert_eq!(ste::effective(&Ste(io.smmu.read_ste(0x18))), None);
+        assert_eq!(io.attached_streams(), 0);
+    }
+
+    #[test]
+    fn invalidate_validates_all_then_submits_one_batch() {
+        let mut io = ready();
+        let before = io.smmu.counters;
+        let batch = [Command::tlbi_nh_va(0, 1, 0x1000), Command::cfgi_cd(0x18, 0), Command::sync()];
+        assert_eq!(io.invalidate(1, &batch), Ok(2), "the SYNC is elided");
+        assert_eq!(io.smmu.counters.commands - before.commands, 3, "2 commands + 1 SYNC");
+        assert_eq!(io.smmu.counters.syncs - before.syncs, 1);
+        let ops = io.smmu.regs_mut().consumed.clone();
+        assert_eq!(
+            ops[ops.len() - 3],
+            Command::tlbi_nh_va(2, 1, 0x1000).0,
+            "VMID forced to guest1's"
+        );
+        let before = io.smmu.counters;
+        let bad = [Command::tlbi_nh_all(0), Command::cfgi_ste(0x20)];
+        assert_eq!(io.invalidate(1, &bad), Err((1, HypError::NotOwned)));
+        assert_eq!(io.smmu.counters, before, "nothing submitted");
     }
 
     #[test]

@@ -22,4 +22,5 @@ pub mod pagepool;
 pub mod pci;
 pub mod psci;
 pub mod smmu;
+pub mod validate;
 pub mod vmstate;

@@ -2,9 +2,12 @@
 //! lock, and the [`IommuOps`] the hypercall dispatcher uses.
 
 use super::PLATFORM;
+use host_abi::smmu::Command;
+use host_abi::HypError;
 use hyp::events::event_sid;
 use hyp::iommu::{EventDestination, EventReadResult, Iommu, IommuOps};
 use hyp::smmu::driver::EventWords;
+use hyp::smmu::ste::{Domain, S2Config};
 use hyp::smmu::SmmuRegs;
 use log::{info, warn};
 use platform::Platform;
@@ -105,5 +108,24 @@ impl IommuOps for LockedIommu {
     }
     fn stats(&mut self) -> host_abi::SmmuStats {
         IOMMU.lock().as_mut().map(|io| io.stats()).unwrap_or_default()
+    }
+    fn attach(&mut self, vm: u32, sid: u32, domain: Domain) -> Result<(), HypError> {
+        let r = IOMMU.lock().as_mut().ok_or(HypError::DeviceError)?.attach(vm, sid, domain);
+        let name = PLATFORM.manifest().vms[vm as usize].name;
+        match r {
+            Ok(()) => info!("vm {name}: stream {sid:#x} attached: {domain:?}"),
+            Err(e) => warn!("vm {name}: attaching stream {sid:#x} to {domain:?} failed: {e}"),
+        }
+        r
+    }
+    fn invalidate(&mut self, vm: u32, cmds: &[Command]) -> Result<usize, (usize, HypError)> {
+        IOMMU.lock().as_mut().ok_or((0, HypError::DeviceError))?.invalidate(vm, cmds)
+    }
+}
+
+/// Tells the SMMU service where VM `vm`'s stage-2 tables are.
+pub fn set_stage2(vm: u32, s2: S2Config) {
+    if let Some(io) = IOMMU.lock().as_mut() {
+        io.set_stage2(vm, s2);
     }
 }

@@ -118,6 +118,11 @@ pub fn prepare_all(pools: &mut mmu::Pools, mut devices: Vec<Vec<Function>>) {
             pool, spec, &devices,
         )));
         let vttbr = s2.root_address().0 as u64 | ((spec.vmid() as u64) << 48);
+        // The SMMU walks the same tables for this VM's devices.
+        super::smmu::set_stage2(
+            spec.id,
+            hyp::smmu::ste::S2Config::vm(spec.vmid(), s2.root_address().0 as u64),
+        );
         s2.mark_active();
         write_boot_info(spec);
         VMS[spec.id as usize].call_once(|| Vm {

@@ -11,52 +11,14 @@ use super::regs::{self, cerror, cr0, gerror, off, strtab_cfg, Idr0, Idr1, Idr5};
 use super::{set_global_abort, SmmuError, SmmuRegs};
 use alloc::alloc::{alloc_zeroed, Layout};
 use core::ptr::NonNull;
+use host_abi::smmu::Command;
 
-/// 16-byte command queue entry, as two little-endian words.
+/// 16-byte command queue entry (host_abi::smmu::Command), as two little-endian words.
 pub type CmdWords = [u64; 2];
 /// 64-byte stream table entry, as eight words.
 pub type SteWords = [u64; 8];
 /// 32-byte event record, as four words.
 pub type EventWords = [u64; 4];
-
-/// Command opcodes the driver issues itself (word 0, bits 7:0).
-pub mod op {
-    /// CMD_CFGI_STE.
-    pub const CFGI_STE: u64 = 0x03;
-    /// CMD_CFGI_ALL (CFGI_STE_RANGE with Range = 31).
-    pub const CFGI_ALL: u64 = 0x04;
-    /// CMD_TLBI_EL2_ALL.
-    pub const TLBI_EL2_ALL: u64 = 0x20;
-    /// CMD_TLBI_NSNH_ALL.
-    pub const TLBI_NSNH_ALL: u64 = 0x30;
-    /// CMD_SYNC.
-    pub const SYNC: u64 = 0x46;
-}
-
-/// The commands the driver builds itself.
-pub mod cmd {
-    use super::{op, CmdWords};
-    /// CMD_SYNC, no interrupt or event (completion is seen by polling CONS).
-    pub const fn sync() -> CmdWords {
-        [op::SYNC, 0]
-    }
-    /// CMD_CFGI_STE for `sid`, leaf only.
-    pub const fn cfgi_ste(sid: u32) -> CmdWords {
-        [op::CFGI_STE | ((sid as u64) << 32), 1]
-    }
-    /// CMD_CFGI_ALL: every cached STE and CD.
-    pub const fn cfgi_all() -> CmdWords {
-        [op::CFGI_ALL, 31]
-    }
-    /// CMD_TLBI_NSNH_ALL: every non-secure non-hypervisor TLB entry (all VMIDs, both stages).
-    pub const fn tlbi_nsnh_all() -> CmdWords {
-        [op::TLBI_NSNH_ALL, 0]
-    }
-    /// CMD_TLBI_EL2_ALL.
-    pub const fn tlbi_el2_all() -> CmdWords {
-        [op::TLBI_EL2_ALL, 0]
-    }
-}
 
 /// A zeroed, aligned buffer in hypervisor memory that the SMMU reads or writes. Never freed:
 /// tables and queues live as long as the SMMU may use them.
@@ -234,8 +196,8 @@ impl Features {
 pub const STRTAB_SPLIT: u32 = 8;
 /// A linear stream table is used up to this many SID bits (256 STEs, 16 KiB).
 pub const LINEAR_MAX_BITS: u32 = 8;
-/// Command queue: 2^8 entries (4 KiB).
-pub const CMDQ_LOG2: u32 = 8;
+/// Command queue: 2^9 entries (8 KiB): room for the largest VM batch plus its SYNC.
+pub const CMDQ_LOG2: u32 = 9;
 /// Event queue: 2^7 entries (4 KiB).
 pub const EVTQ_LOG2: u32 = 7;
 /// Polls of CONS/CR0ACK before giving up.
@@ -376,8 +338,12 @@ impl<R: SmmuRegs> Smmu<R> {
         regs.write32(off::IRQ_CTRL, 0);
         self.cmdq_prod = QueuePtr::new(cmdq_log2, 0);
         write_cr0(&mut self.regs, cr0::CMDQEN)?;
-        self.submit(&[cmd::cfgi_all(), cmd::tlbi_nsnh_all(), cmd::tlbi_el2_all()])
-            .map_err(ProbeError::Command)?;
+        self.submit(&[
+            Command::cfgi_all().0,
+            Command::tlbi_nsnh_all().0,
+            Command::tlbi_el2_all().0,
+        ])
+        .map_err(ProbeError::Command)?;
         write_cr0(&mut self.regs, cr0::CMDQEN | cr0::EVENTQEN)?;
         write_cr0(&mut self.regs, cr0::CMDQEN | cr0::EVENTQEN | cr0::SMMUEN)?;
         Ok(())
@@ -447,7 +413,7 @@ impl<R: SmmuRegs> Smmu<R> {
             }
         }
         let mut p = self.cmdq_prod;
-        for c in cmds.iter().chain(core::iter::once(&cmd::sync())) {
+        for c in cmds.iter().chain(core::iter::once(&Command::sync().0)) {
             let i = p.index() as usize * 2;
             self.cmdq.write(i, c[0]);
             self.cmdq.write(i + 1, c[1]);
@@ -481,7 +447,7 @@ impl<R: SmmuRegs> Smmu<R> {
                 let index = queue::used(cons, start) as usize;
                 let reason = regs::cmdq_cons_err(raw);
                 let slot = cons.index() as usize * 2;
-                let sync = cmd::sync();
+                let sync = Command::sync().0;
                 self.cmdq.write(slot, sync[0]);
                 self.cmdq.write(slot + 1, sync[1]);
                 self.counters.command_errors += 1;
@@ -539,7 +505,7 @@ impl<R: SmmuRegs> Smmu<R> {
         }
         if !existed {
             // A new level-1 descriptor: drop any cached "invalid" view of the span.
-            self.submit(&[cmd::cfgi_ste(sid)])?;
+            self.submit(&[Command::cfgi_ste(sid).0])?;
         }
         Ok(true)
     }
@@ -654,7 +620,12 @@ mod tests {
         let mut fake = FakeSmmu::qemu();
         let mut smmu = Smmu::init(&mut fake, 0x20, true).unwrap();
         let before = smmu.counters;
-        smmu.submit(&[cmd::cfgi_ste(0x10), cmd::cfgi_ste(0x18), cmd::tlbi_nsnh_all()]).unwrap();
+        smmu.submit(&[
+            Command::cfgi_ste(0x10).0,
+            Command::cfgi_ste(0x18).0,
+            Command::tlbi_nsnh_all().0,
+        ])
+        .unwrap();
         assert_eq!(smmu.counters.commands - before.commands, 4);
         assert_eq!(smmu.counters.syncs - before.syncs, 1);
         drop(smmu);
@@ -665,11 +636,11 @@ mod tests {
     fn a_rejected_command_is_reported_skipped_and_the_queue_keeps_working() {
         let mut fake = FakeSmmu::qemu();
         let mut smmu = Smmu::init(&mut fake, 0x20, true).unwrap();
-        let r = smmu.submit(&[cmd::cfgi_ste(1), [0xff, 0], cmd::cfgi_ste(2)]);
+        let r = smmu.submit(&[Command::cfgi_ste(1).0, [0xff, 0], Command::cfgi_ste(2).0]);
         assert_eq!(r, Err(CmdError::Rejected { index: 1, reason: cerror::ILL }));
         assert_eq!(smmu.counters.command_errors, 1);
         assert_eq!(smmu.active_global_errors(), 0, "acknowledged");
-        smmu.submit(&[cmd::cfgi_ste(3)]).unwrap();
+        smmu.submit(&[Command::cfgi_ste(3).0]).unwrap();
         drop(smmu);
         // The bad command became a SYNC; everything after it ran.
         assert_eq!(&fake.opcodes()[4..], [0x03, 0x46, 0x03, 0x46, 0x03, 0x46]);
