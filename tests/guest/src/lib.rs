@@ -19,4 +19,6 @@ pub mod edu;
 pub mod harness;
 #[cfg(target_arch = "aarch64")]
 pub mod hv;
+#[cfg(target_arch = "aarch64")]
+pub mod iommu;
 pub mod msg;

@@ -8,7 +8,7 @@ use guest_tests::arch::{self, try_read64, try_write64, Fault};
 use guest_tests::edu::{Edu, EDU_ID};
 use guest_tests::harness::{self, Test};
 use guest_tests::msg::Msg;
-use guest_tests::{check, check_eq, hv, msg};
+use guest_tests::{check, check_eq, hv, iommu, msg};
 use host_abi::types::{decode_name, BOOT_INFO_MAGIC};
 use host_abi::{psci, FunctionId, HypCall, HypError, ABI_VERSION, CALL_UID, CONSOLE_WRITE_MAX};
 use platform::qemu_virt::{BOARD, MANIFEST};
@@ -303,6 +303,244 @@ fn dma_before_attach_is_aborted() -> Result<(), Msg> {
     Ok(())
 }
 
+fn my_edu() -> Result<(Edu, u32), Msg> {
+    let (d, _) = hv::device_info(0).map_err(|e| msg!("DEVICE_INFO: {e}"))?;
+    // SAFETY: our edu device's BAR0, mapped by the hypervisor.
+    Ok((unsafe { Edu::new(d.bars[0].ipa) }, d.stream_id))
+}
+
+/// An address in our RAM well above the image, its stack and its table pool.
+fn scratch(off: u64) -> u64 {
+    me().mem.base + 0x20_0000 + off
+}
+
+fn fill(addr: u64, len: u64, f: impl Fn(u64) -> u8) {
+    for i in 0..len {
+        // SAFETY: callers pass scratch memory of this VM.
+        unsafe { ((addr + i) as *mut u8).write_volatile(f(i)) };
+    }
+}
+
+fn bytes_eq(addr: u64, len: u64, f: impl Fn(u64) -> u8, what: &str) -> Result<(), Msg> {
+    for i in 0..len {
+        // SAFETY: as for `fill`.
+        let b = unsafe { ((addr + i) as *const u8).read_volatile() };
+        if b != f(i) {
+            return Err(msg!(
+                "{what}: byte {i:#x} at {:#x} is {b:#x}, expected {:#x}",
+                addr + i,
+                f(i)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn pattern(i: u64) -> u8 {
+    (i as u8).wrapping_mul(7).wrapping_add(me().id as u8 + 1)
+}
+
+/// Loads edu's buffer with `pattern` from our memory (needs a domain that maps `src`).
+fn load_edu_buffer(edu: &Edu, src: u64) -> Result<(), Msg> {
+    fill(src, 4096, pattern);
+    edu.from_ram(src, 0, 4096).map_err(|_| msg!("edu DMA (read) did not complete"))
+}
+
+fn dma_to(edu: &Edu, dst: u64, len: u64) -> Result<(), Msg> {
+    edu.to_ram(0, dst, len).map_err(|_| msg!("edu DMA (write) did not complete"))
+}
+
+fn identity_dma_lands_at_the_ipa() -> Result<(), Msg> {
+    let (edu, sid) = my_edu()?;
+    check_eq!(iommu::set_ste(sid, &iommu::vste_bypass()), Ok(1), "SET_STE bypass -> identity (1)");
+    load_edu_buffer(&edu, scratch(0))?;
+    let dst = scratch(0x1_0000);
+    fill(dst - 64, 4096 + 128, |_| 0xee);
+    dma_to(&edu, dst, 4096)?;
+    bytes_eq(dst, 4096, pattern, "DMA destination")?;
+    bytes_eq(dst - 64, 64, |_| 0xee, "below the destination")?;
+    bytes_eq(dst + 4096, 64, |_| 0xee, "above the destination")
+}
+
+/// DMA from our device to `target` must fault at stage 2 (the event reaches us).
+fn dma_must_fault(edu: &Edu, target: u64, stage2: bool, iova: u64) -> Result<(), Msg> {
+    let _ = iommu::saw_event(|_| false); // drop older events
+    dma_to(edu, target, 64)?;
+    let seen = iommu::saw_event(|e| {
+        e.event_type() == 0x10 && e.input_addr() == iova && e.stage2() == stage2 && !e.is_read()
+    })
+    .map_err(|e| msg!("EVENT_READ: {e}"))?;
+    check!(
+        seen,
+        "no F_TRANSLATION (stage {}) event for DMA to {iova:#x}",
+        if stage2 { 2 } else { 1 }
+    );
+    Ok(())
+}
+
+fn identity_dma_cannot_leave_the_vm() -> Result<(), Msg> {
+    let (edu, _) = my_edu()?;
+    load_edu_buffer(&edu, scratch(0))?;
+    for t in [BOARD.hyp.base + 0x20_0000, BOARD.hyp.base] {
+        dma_must_fault(&edu, t, true, t)?;
+    }
+    for o in others() {
+        // Their boot-info block: owner_memory_unchanged checks it is intact.
+        dma_must_fault(&edu, o.boot_info_ipa(), true, o.boot_info_ipa())?;
+        dma_must_fault(&edu, o.mem.base + 0x20_0000, true, o.mem.base + 0x20_0000)?;
+    }
+    Ok(())
+}
+
+fn bad_smmu_requests_are_refused() -> Result<(), Msg> {
+    use host_abi::smmu::{Command, Ste, SteConfig};
+    let (edu, sid) = my_edu()?;
+    let other_sid = others().next().unwrap().devices[0].rid();
+    let cd = scratch(0x3_0000);
+    let e = |r: Result<u64, HypError>| r.err();
+    check_eq!(
+        e(iommu::set_ste(other_sid, &iommu::vste_bypass())),
+        Some(HypError::NotOwned),
+        "another VM's stream"
+    );
+    check_eq!(
+        e(iommu::clear_ste(other_sid)),
+        Some(HypError::NotOwned),
+        "CLEAR_STE of another VM's stream"
+    );
+    let bad = [
+        (iommu::vste_bypass().with_s2vmid(1), HypError::ForbiddenField, "S2VMID"),
+        (iommu::vste_s1(cd).with_s2ttb(me().mem.base), HypError::ForbiddenField, "S2TTB"),
+        (
+            Ste::default().with_v(1).with_config(SteConfig::S2),
+            HypError::ForbiddenField,
+            "Config = stage 2",
+        ),
+        (Ste([0x9, 1 << 28, 0, 0, 0, 0, 0, 0]), HypError::ForbiddenField, "EATS"),
+        (Ste([0x9, 0, 0, 0, 0, 1, 0, 0]), HypError::ReservedField, "reserved word 5"),
+        (
+            Ste::default().with_v(1).with_config_bits(0b001),
+            HypError::ReservedField,
+            "reserved Config",
+        ),
+        (
+            iommu::vste_s1(BOARD.hyp.base + 0x20_0000),
+            HypError::BadConfig,
+            "CD table in hypervisor memory",
+        ),
+        (
+            iommu::vste_s1(others().next().unwrap().mem.base),
+            HypError::BadConfig,
+            "CD table in another VM",
+        ),
+        (iommu::vste_s1(cd).with_s1cdmax(6), HypError::BadConfig, "S1CDMax too large"),
+        (iommu::vste_s1(cd).with_s1fmt(1), HypError::BadConfig, "two-level CD table"),
+    ];
+    for (v, err, what) in bad {
+        check_eq!(e(iommu::set_ste(sid, &v)), Some(err), what);
+    }
+    let (st, _) = hv::call(HypCall::SetSte { sid, ipa: BOARD.hyp.base + 0x20_0000 });
+    check_eq!(st, Err(HypError::InvalidAddress), "virtual STE outside our RAM");
+    let inval = |c: &[Command]| iommu::invalidate(c).err();
+    check_eq!(
+        inval(&[Command::tlbi_nh_all(0), Command::cfgi_all()]),
+        Some((HypError::BadCommand, 1)),
+        "CFGI_ALL"
+    );
+    check_eq!(
+        inval(&[Command::tlbi_nh_va(7, 1, 0x1000)]),
+        Some((HypError::ForbiddenField, 0)),
+        "foreign VMID"
+    );
+    check_eq!(
+        inval(&[Command::sync(), Command::cfgi_ste(other_sid)]),
+        Some((HypError::NotOwned, 1)),
+        "CFGI_STE of another VM's stream"
+    );
+    check_eq!(
+        inval(&[Command([0x10 | 1 << 9, 0])]),
+        Some((HypError::ReservedField, 0)),
+        "reserved bit"
+    );
+    let many = [Command::sync(); 1];
+    let (st, _) = hv::call(HypCall::Invalidate {
+        ipa: many.as_ptr() as u64,
+        count: host_abi::INVALIDATE_MAX + 1,
+    });
+    check_eq!(st, Err(HypError::InvalidParameter), "oversized batch");
+    let (st, _) = hv::call(HypCall::Invalidate { ipa: me().mem.end() - 16, count: 2 });
+    check_eq!(st, Err(HypError::InvalidAddress), "batch outside our RAM");
+    // Nothing changed: identity DMA behaves exactly as before.
+    load_edu_buffer(&edu, scratch(0))?;
+    let dst = scratch(0x1_0000);
+    fill(dst, 4096, |_| 0);
+    dma_to(&edu, dst, 4096)?;
+    bytes_eq(dst, 4096, pattern, "identity DMA after refused requests")
+}
+
+/// IOVA of the nested tests: deliberately unlike any IPA of ours.
+const IOVA: u64 = 0x1234_0000;
+
+fn nested_dma_translates_and_tlbi_unmaps() -> Result<(), Msg> {
+    use host_abi::smmu::Command;
+    let (edu, sid) = my_edu()?;
+    load_edu_buffer(&edu, scratch(0))?; // still identity: loads the buffer
+    let pool = iommu::TablePool::take().ok_or_else(|| msg!("table pool already used"))?;
+    let mut space = iommu::DeviceSpace::new(pool);
+    let target = scratch(0x4_0000);
+    space.map(IOVA, target, 4096).map_err(|_| msg!("stage-1 map failed"))?;
+    check_eq!(
+        iommu::set_ste(sid, &iommu::vste_s1(space.cd_table)),
+        Ok(2),
+        "SET_STE stage 1 -> nested (2)"
+    );
+    fill(target, 4096, |_| 0xee);
+    dma_to(&edu, IOVA + 0x100, 256)?;
+    bytes_eq(target + 0x100, 256, pattern, "nested DMA at the mapped IPA")?;
+    bytes_eq(target, 0x100, |_| 0xee, "below the DMA")?;
+    bytes_eq(target + 0x200, 0xe00, |_| 0xee, "above the DMA")?;
+    // The IPA itself is not an IOVA of this space.
+    dma_must_fault(&edu, target, false, target)?;
+    // Unmap, invalidate through the batch call, and the same DMA faults.
+    space.unmap(IOVA, 4096).map_err(|_| msg!("stage-1 unmap failed"))?;
+    check_eq!(
+        iommu::invalidate(&[Command::tlbi_nh_va(0, iommu::ASID, IOVA), Command::sync()]),
+        Ok(1),
+        "INVALIDATE"
+    );
+    fill(target, 4096, |_| 0xee);
+    dma_must_fault(&edu, IOVA + 0x100, false, IOVA + 0x100)?;
+    bytes_eq(target, 4096, |_| 0xee, "memory after DMA to an unmapped IOVA")?;
+    // Our stage 1 may point anywhere; our stage 2 still confines the device: mappings to
+    // another VM's memory (its boot-info block, checked by its owner) and to the hypervisor
+    // fault at stage 2, and the event names the IOVA.
+    for (i, o) in others().enumerate() {
+        let iova = IOVA + 0x10_0000 * (i as u64 + 1);
+        space.map(iova, o.boot_info_ipa(), 4096).map_err(|_| msg!("stage-1 map failed"))?;
+        dma_must_fault(&edu, iova, true, iova)?;
+    }
+    let hyp_iova = IOVA + 0x80_0000;
+    space
+        .map(hyp_iova, BOARD.hyp.base + 0x20_0000, 4096)
+        .map_err(|_| msg!("stage-1 map failed"))?;
+    dma_must_fault(&edu, hyp_iova, true, hyp_iova)
+}
+
+fn clear_ste_blocks_again() -> Result<(), Msg> {
+    let (edu, sid) = my_edu()?;
+    let before = hv::smmu_stats().map_err(|e| msg!("SMMU_STATS: {e}"))?;
+    check_eq!(iommu::clear_ste(sid), Ok(0), "CLEAR_STE");
+    let after = hv::smmu_stats().map_err(|e| msg!("SMMU_STATS: {e}"))?;
+    check!(after.ste_writes > before.ste_writes, "CLEAR_STE wrote no STE word");
+    check!(after.syncs > before.syncs, "CLEAR_STE issued no SYNC");
+    let dst = scratch(0x5_0000);
+    fill(dst, 4096, |_| 0x5a);
+    dma_to(&edu, dst, 4096)?;
+    bytes_eq(dst, 4096, |_| 0x5a, "DMA after CLEAR_STE")?;
+    check!(after.events_routed > 0, "no SMMU event was routed");
+    Ok(())
+}
+
 fn owner_memory_unchanged() -> Result<(), Msg> {
     let vm = me();
     // VMs with a higher id attacked us (vm_memory_isolated); wait until they have stopped.
@@ -328,5 +566,10 @@ static TESTS: &[Test] = &[
     ("vm_memory_isolated", vm_memory_isolated),
     ("concurrent", concurrent),
     ("dma_before_attach_is_aborted", dma_before_attach_is_aborted),
+    ("identity_dma_lands_at_the_ipa", identity_dma_lands_at_the_ipa),
+    ("identity_dma_cannot_leave_the_vm", identity_dma_cannot_leave_the_vm),
+    ("bad_smmu_requests_are_refused", bad_smmu_requests_are_refused),
+    ("nested_dma_translates_and_tlbi_unmaps", nested_dma_translates_and_tlbi_unmaps),
+    ("clear_ste_blocks_again", clear_ste_blocks_again),
     ("owner_memory_unchanged", owner_memory_unchanged),
 ];

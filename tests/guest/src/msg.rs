@@ -78,7 +78,7 @@ macro_rules! check_eq {
     ($a:expr, $b:expr, $what:expr) => {{
         let (a, b) = (&$a, &$b);
         if a != b {
-            return Err($crate::msg!("{}: got {:#x?}, expected {:#x?}", $what, a, b));
+            return Err($crate::msg!("{}: got {:x?}, expected {:x?}", $what, a, b));
         }
     }};
 }
@@ -106,6 +106,6 @@ mod tests {
     fn check_macros_fail_with_the_reason() {
         assert!(checked(1).is_ok());
         assert_eq!(checked(5).unwrap_err().as_str(), "x = 5 is too large");
-        assert_eq!(checked(2).unwrap_err().as_str(), "x: got 0x2, expected 0x1");
+        assert_eq!(checked(2).unwrap_err().as_str(), "x: got 2, expected 1");
     }
 }
