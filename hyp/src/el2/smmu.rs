@@ -113,8 +113,8 @@ impl IommuOps for LockedIommu {
         let r = IOMMU.lock().as_mut().ok_or(HypError::DeviceError)?.attach(vm, sid, domain);
         let name = PLATFORM.manifest().vms[vm as usize].name;
         match r {
-            Ok(()) => info!("vm {name}: stream {sid:#x} attached: {domain:?}"),
-            Err(e) => warn!("vm {name}: attaching stream {sid:#x} to {domain:?} failed: {e}"),
+            Ok(()) => info!("vm {name}: stream {sid:#x} attached: {domain}"),
+            Err(e) => warn!("vm {name}: attaching stream {sid:#x} to {domain} failed: {e}"),
         }
         r
     }

@@ -79,6 +79,21 @@ impl Domain {
     }
 }
 
+impl core::fmt::Display for Domain {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Domain::Blocked => f.write_str("blocked (abort)"),
+            Domain::Identity => f.write_str("identity (the VM's stage 2)"),
+            Domain::Nested(s1) => write!(
+                f,
+                "nested (CD table at IPA {:#x}, {} CDs, on the VM's stage 2)",
+                s1.ctx_ptr,
+                1u32 << s1.cdmax
+            ),
+        }
+    }
+}
+
 /// The STE that aborts every transaction and records nothing (V = 1, Config = abort).
 pub fn abort() -> Ste {
     Ste::default().with_v(1).with_config(SteConfig::Abort)
