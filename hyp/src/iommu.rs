@@ -119,6 +119,22 @@ impl<R: SmmuRegs> Iommu<R> {
         self.streams.iter().filter(move |(_, v)| *v == vm).map(|(s, _)| *s)
     }
 
+    /// Handles global errors the SMMU raised outside a command batch (CMDQ_ERR is handled by
+    /// the batch that caused it): acknowledges them, and after a service failure re-initialises
+    /// the SMMU from the hypervisor's own tables (every STE is as the VMs left it: nothing
+    /// becomes weaker). Returns the bits that were active.
+    pub fn handle_global_errors(&mut self) -> u32 {
+        let active = self.smmu.active_global_errors();
+        if active == 0 {
+            return 0;
+        }
+        self.smmu.ack_global_errors(active);
+        if active & crate::smmu::regs::gerror::SFM_ERR != 0 {
+            let _ = self.smmu.resume();
+        }
+        active
+    }
+
     /// Drains the SMMU's event queue into the owners' rings, telling `log` about each record.
     pub fn poll_events(&mut self, log: &mut dyn FnMut(EventDestination, &EventWords)) -> u32 {
         let Self { smmu, streams, rings, unowned_events, .. } = self;
@@ -299,6 +315,29 @@ mod tests {
         let bad = [Command::tlbi_nh_all(0), Command::cfgi_ste(0x20)];
         assert_eq!(io.invalidate(1, &bad), Err((1, HypError::NotOwned)));
         assert_eq!(io.smmu.counters, before, "nothing submitted");
+    }
+
+    #[test]
+    fn global_errors_are_acknowledged_and_a_service_failure_reinitialises() {
+        use crate::smmu::regs::{gerror, off};
+        let mut io = ready();
+        io.attach(1, 0x18, Domain::Identity).unwrap();
+        assert_eq!(io.handle_global_errors(), 0);
+        let f = io.smmu.regs_mut();
+        f.regs.insert(off::GERROR, gerror::EVENTQ_ABT_ERR | gerror::SFM_ERR);
+        let cfgi_before = f.opcodes().iter().filter(|&&o| o == 0x04).count();
+        assert_eq!(io.handle_global_errors(), gerror::EVENTQ_ABT_ERR | gerror::SFM_ERR);
+        assert_eq!(io.smmu.active_global_errors(), 0, "acknowledged");
+        let f = io.smmu.regs_mut();
+        assert_eq!(
+            f.opcodes().iter().filter(|&&o| o == 0x04).count(),
+            cfgi_before + 1,
+            "re-initialised"
+        );
+        assert_eq!(
+            Ste(io.smmu.read_ste(0x18)),
+            ste::encode(&Domain::Identity, &S2Config::vm(2, 0x4030_1000))
+        );
     }
 
     #[test]

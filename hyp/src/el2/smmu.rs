@@ -100,6 +100,10 @@ impl IommuOps for LockedIommu {
     fn read_events(&mut self, vm: u32, out: &mut [EventWords]) -> EventReadResult {
         match IOMMU.lock().as_mut() {
             Some(io) => {
+                let g = io.handle_global_errors();
+                if g != 0 {
+                    warn!("SMMU global errors {g:#x} acknowledged (service failure re-initialises from our tables)");
+                }
                 io.poll_events(&mut log_event);
                 io.read_events(vm, out)
             }
