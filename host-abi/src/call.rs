@@ -131,6 +131,7 @@ impl FunctionId {
     ];
 
     /// The function ID with this value, if implemented.
+    #[inline]
     pub fn from_u32(id: u32) -> Option<FunctionId> {
         // A match, not a search of ALL: this is on every hypercall's path.
         const CALL_UID: u32 = FunctionId::CallUid as u32;
@@ -257,6 +258,7 @@ pub enum HypCall {
 impl HypCall {
     /// Decodes `x0..x7` as saved at the trap. The function ID is `w0` (SMCCC ignores
     /// `x0[63:32]`).
+    #[inline]
     pub fn decode(regs: &[u64; HVC_REGS]) -> Result<HypCall, HypError> {
         let function = FunctionId::from_u32(regs[0] as u32).ok_or(HypError::NotSupported)?;
         Ok(match function {

@@ -12,7 +12,9 @@ use crate::vmstate::VmStates;
 use host_abi::smmu::{Command, Ste};
 use host_abi::types::{encode_name, BarInfo, DeviceInfo, MAX_BARS};
 use host_abi::INVALIDATE_MAX;
-use host_abi::{call::HypReturn, HypCall, HypError, VmInfo, CONSOLE_WRITE_MAX, HVC_REGS};
+use host_abi::{
+    call::HypReturn, FunctionId, HypCall, HypError, VmInfo, CONSOLE_WRITE_MAX, HVC_REGS,
+};
 use platform::VmSpec;
 use zerocopy::IntoBytes;
 
@@ -55,6 +57,44 @@ pub struct Env<'a> {
     pub iommu: &'a mut dyn IommuOps,
 }
 
+/// Answers the calls that need no state at all (discovery: CALL_UID, REVISION, VERSION,
+/// FEATURES) straight from the registers, before any context is built. `None` for the rest.
+#[inline(always)]
+pub fn dispatch_stateless(imm: u16, regs: &[u64; HVC_REGS]) -> Option<HypReturn> {
+    if imm != 0 {
+        return None;
+    }
+    match FunctionId::from_u32(regs[0] as u32)? {
+        FunctionId::CallUid | FunctionId::Revision | FunctionId::Version | FunctionId::Features => {
+            Some(HypReturn::from_result(HypCall::decode(regs).and_then(stateless)))
+        }
+        _ => None,
+    }
+}
+
+/// The stateless calls.
+#[inline]
+fn stateless(call: HypCall) -> Result<HypReturn, HypError> {
+    match call {
+        HypCall::CallUid => {
+            let u = host_abi::CALL_UID;
+            Ok(HypReturn::ok(u[0] as u64, u[1] as u64, u[2] as u64, u[3] as u64))
+        }
+        HypCall::Revision => Ok(HypReturn::ok(
+            host_abi::ABI_VERSION_MAJOR as u64,
+            host_abi::ABI_VERSION_MINOR as u64,
+            0,
+            0,
+        )),
+        HypCall::Version => Ok(HypReturn::ok(host_abi::ABI_VERSION as u64, 0, 0, 0)),
+        HypCall::Features { function } => match FunctionId::from_u32(function) {
+            Some(_) => Ok(HypReturn::ok(0, 0, 0, 0)),
+            None => Err(HypError::NotSupported),
+        },
+        _ => Err(HypError::NotSupported),
+    }
+}
+
 /// Handles one `HVC #imm` with the saved registers. Never panics on any input.
 pub fn dispatch(imm: u16, regs: &[u64; HVC_REGS], env: &mut Env<'_>) -> HypReturn {
     if imm != 0 {
@@ -62,6 +102,46 @@ pub fn dispatch(imm: u16, regs: &[u64; HVC_REGS], env: &mut Env<'_>) -> HypRetur
         return HypReturn::err(HypError::NotSupported);
     }
     HypReturn::from_result(HypCall::decode(regs).and_then(|call| execute(call, env)))
+}
+
+// The SMMU calls are out of line: their large stack buffers must not weigh on the fast
+// calls' prologue.
+#[inline(never)]
+fn set_ste(
+    caller: &Caller<'_>,
+    sid: u32,
+    ipa: u64,
+    mem: &mut dyn GuestMemory,
+    iommu: &mut dyn IommuOps,
+) -> Result<HypReturn, HypError> {
+    if !owns(caller, sid) {
+        return Err(HypError::NotOwned);
+    }
+    check_buffer(caller, ipa, 64)?;
+    let mut v = Ste::default();
+    mem.read(ipa, v.as_mut_bytes());
+    let domain = validate::virtual_ste(&v, caller.vm.mem)?;
+    iommu.attach(caller.vm.id, sid, domain)?;
+    Ok(HypReturn::ok(0, domain.kind(), 0, 0))
+}
+
+#[inline(never)]
+fn invalidate(
+    caller: &Caller<'_>,
+    ipa: u64,
+    count: u64,
+    mem: &mut dyn GuestMemory,
+    iommu: &mut dyn IommuOps,
+) -> Result<HypReturn, HypError> {
+    check_buffer(caller, ipa, count * 16)?;
+    let mut cmds = [Command::default(); INVALIDATE_MAX as usize];
+    let cmds = &mut cmds[..count as usize];
+    // One copy out of the VM's memory; everything after works on this copy.
+    mem.read(ipa, cmds.as_mut_bytes());
+    Ok(match iommu.invalidate(caller.vm.id, cmds) {
+        Ok(n) => HypReturn::ok(0, n as u64, 0, 0),
+        Err((index, e)) => HypReturn::err_at(e, index as u64),
+    })
 }
 
 fn owns(caller: &Caller<'_>, sid: u32) -> bool {
@@ -80,21 +160,9 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
     let Env { caller, mem, console, iommu } = env;
     let caller = &*caller;
     match call {
-        HypCall::CallUid => {
-            let u = host_abi::CALL_UID;
-            Ok(HypReturn::ok(u[0] as u64, u[1] as u64, u[2] as u64, u[3] as u64))
+        HypCall::CallUid | HypCall::Revision | HypCall::Version | HypCall::Features { .. } => {
+            stateless(call)
         }
-        HypCall::Revision => Ok(HypReturn::ok(
-            host_abi::ABI_VERSION_MAJOR as u64,
-            host_abi::ABI_VERSION_MINOR as u64,
-            0,
-            0,
-        )),
-        HypCall::Version => Ok(HypReturn::ok(host_abi::ABI_VERSION as u64, 0, 0, 0)),
-        HypCall::Features { function } => match host_abi::FunctionId::from_u32(function) {
-            Some(_) => Ok(HypReturn::ok(0, 0, 0, 0)),
-            None => Err(HypError::NotSupported),
-        },
         HypCall::ConsoleWrite { ipa, len } => {
             check_buffer(caller, ipa, len)?;
             let mut buf = [0u8; CONSOLE_WRITE_MAX as usize];
@@ -151,17 +219,7 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
             mem.write(ipa, out[..r.written].as_bytes());
             Ok(HypReturn::ok(0, r.written as u64, r.pending as u64, r.dropped))
         }
-        HypCall::SetSte { sid, ipa } => {
-            if !owns(caller, sid) {
-                return Err(HypError::NotOwned);
-            }
-            check_buffer(caller, ipa, 64)?;
-            let mut v = Ste::default();
-            mem.read(ipa, v.as_mut_bytes());
-            let domain = validate::virtual_ste(&v, caller.vm.mem)?;
-            iommu.attach(caller.vm.id, sid, domain)?;
-            Ok(HypReturn::ok(0, domain.kind(), 0, 0))
-        }
+        HypCall::SetSte { sid, ipa } => set_ste(caller, sid, ipa, &mut **mem, &mut **iommu),
         HypCall::ClearSte { sid } => {
             if !owns(caller, sid) {
                 return Err(HypError::NotOwned);
@@ -170,14 +228,7 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
             Ok(HypReturn::ok(0, 0, 0, 0))
         }
         HypCall::Invalidate { ipa, count } => {
-            check_buffer(caller, ipa, count * 16)?;
-            let mut cmds = [Command::default(); INVALIDATE_MAX as usize];
-            let cmds = &mut cmds[..count as usize];
-            mem.read(ipa, cmds.as_mut_bytes());
-            match iommu.invalidate(caller.vm.id, cmds) {
-                Ok(n) => Ok(HypReturn::ok(0, n as u64, 0, 0)),
-                Err((index, e)) => Ok(HypReturn::err_at(e, index as u64)),
-            }
+            invalidate(caller, ipa, count, &mut **mem, &mut **iommu)
         }
         HypCall::SmmuStats { ipa, len: _ } => {
             check_buffer(caller, ipa, core::mem::size_of::<host_abi::SmmuStats>() as u64)?;
@@ -286,7 +337,11 @@ mod tests {
             self.attached.push((vm, sid, domain));
             Ok(())
         }
-        fn invalidate(&mut self, vm: u32, cmds: &[Command]) -> Result<usize, (usize, HypError)> {
+        fn invalidate(
+            &mut self,
+            vm: u32,
+            cmds: &mut [Command],
+        ) -> Result<usize, (usize, HypError)> {
             self.invalidated.push((vm, cmds.len()));
             match cmds.iter().position(|c| c.opcode_byte() == 0xff) {
                 Some(i) => Err((i, HypError::BadCommand)),

@@ -34,7 +34,8 @@ pub trait IommuOps {
     fn attach(&mut self, vm: u32, sid: u32, domain: Domain) -> Result<(), HypError>;
     /// Validates every command of VM `vm`, then submits the valid ones as one batch with one
     /// SYNC. Returns how many reached the hardware, or the index of the first bad command.
-    fn invalidate(&mut self, vm: u32, cmds: &[Command]) -> Result<usize, (usize, HypError)>;
+    /// `cmds` is the hypervisor's own copy and is rewritten in place.
+    fn invalidate(&mut self, vm: u32, cmds: &mut [Command]) -> Result<usize, (usize, HypError)>;
 }
 
 /// Where a routed event went, for the hypervisor's log.
@@ -195,7 +196,7 @@ impl<R: SmmuRegs> IommuOps for Iommu<R> {
         }
     }
 
-    fn invalidate(&mut self, vm: u32, cmds: &[Command]) -> Result<usize, (usize, HypError)> {
+    fn invalidate(&mut self, vm: u32, cmds: &mut [Command]) -> Result<usize, (usize, HypError)> {
         let vmid = self
             .stage2
             .get(vm as usize)
@@ -204,21 +205,24 @@ impl<R: SmmuRegs> IommuOps for Iommu<R> {
             .map(|s| s.vmid)
             .ok_or((0, HypError::DeviceError))?;
         let ats = self.smmu.features.idr0.ats();
-        let mut out = [[0u64; 2]; INVALIDATE_MAX as usize];
-        let mut n = 0;
         let streams = &self.streams;
         let owns = |s: u32| streams.iter().any(|&(sid, v)| sid == s && v == vm);
-        for (i, c) in cmds.iter().enumerate().take(INVALIDATE_MAX as usize) {
-            match validate::command(c, vmid, &owns, ats) {
+        // Validate everything first (nothing is submitted if one command is bad), compacting
+        // the commands to send at the front of the same buffer.
+        let mut n = 0;
+        for i in 0..cmds.len().min(INVALIDATE_MAX as usize) {
+            match validate::command(&cmds[i], vmid, &owns, ats) {
                 Ok(CommandAction::Submit(x)) => {
-                    out[n] = x.0;
+                    cmds[n] = x;
                     n += 1;
                 }
                 Ok(CommandAction::Elide) => {}
                 Err(e) => return Err((i, e)),
             }
         }
-        match self.smmu.submit(&out[..n]) {
+        // SAFETY-free reinterpretation: Command is `#[repr(C)] [u64; 2]`.
+        let words: &[[u64; 2]] = zerocopy::transmute_ref!(&cmds[..n]);
+        match self.smmu.submit(words) {
             Ok(()) => Ok(n),
             Err(CmdError::Rejected { index, .. }) => Err((index, HypError::DeviceError)),
             Err(_) => Err((n, HypError::DeviceError)),
@@ -302,7 +306,7 @@ mod tests {
         let mut io = ready();
         let before = io.smmu.counters;
         let batch = [Command::tlbi_nh_va(0, 1, 0x1000), Command::cfgi_cd(0x18, 0), Command::sync()];
-        assert_eq!(io.invalidate(1, &batch), Ok(2), "the SYNC is elided");
+        assert_eq!(io.invalidate(1, &mut batch.clone()), Ok(2), "the SYNC is elided");
         assert_eq!(io.smmu.counters.commands - before.commands, 3, "2 commands + 1 SYNC");
         assert_eq!(io.smmu.counters.syncs - before.syncs, 1);
         let ops = io.smmu.regs_mut().consumed.clone();
@@ -313,7 +317,7 @@ mod tests {
         );
         let before = io.smmu.counters;
         let bad = [Command::tlbi_nh_all(0), Command::cfgi_ste(0x20)];
-        assert_eq!(io.invalidate(1, &bad), Err((1, HypError::NotOwned)));
+        assert_eq!(io.invalidate(1, &mut bad.clone()), Err((1, HypError::NotOwned)));
         assert_eq!(io.smmu.counters, before, "nothing submitted");
     }
 

@@ -14,40 +14,46 @@ use platform::MemRange;
 /// Largest S1CDMax accepted (32 context descriptors).
 pub const MAX_S1CDMAX: u8 = 5;
 
-fn bits(fields: &[Field]) -> [u64; 8] {
+const fn bits(fields: &[Field]) -> [u64; 8] {
     let mut m = [0u64; 8];
-    for f in fields {
-        m[f.word] |= f.mask();
+    let mut i = 0;
+    while i < fields.len() {
+        m[fields[i].word] |= fields[i].mask();
+        i += 1;
     }
     m
 }
 
+/// What a virtual STE may set (compile-time masks: this is on the SET_STE path).
+const VSTE_ALLOWED: [u64; 8] = bits(&[
+    ste::V,
+    ste::CONFIG,
+    ste::S1FMT,
+    ste::S1_CONTEXT_PTR,
+    ste::S1CDMAX,
+    ste::S1DSS,
+    ste::S1CIR,
+    ste::S1COR,
+    ste::S1CSH,
+]);
+/// Privileged controls a virtual STE may not set.
+const VSTE_PRIVILEGED: [u64; 8] = bits(&[
+    ste::S1STALLD,
+    ste::EATS,
+    ste::STRW,
+    ste::MEMATTR,
+    ste::MTCFG,
+    ste::ALLOCCFG,
+    ste::SHCFG,
+    ste::NSCFG,
+    ste::PRIVCFG,
+    ste::INSTCFG,
+]);
+
 /// Checks a VM's virtual STE and returns the domain it asks for. `mem` is the VM's RAM (the CD
 /// table must be inside it).
 pub fn virtual_ste(v: &Ste, mem: MemRange) -> Result<Domain, HypError> {
-    let allowed = bits(&[
-        ste::V,
-        ste::CONFIG,
-        ste::S1FMT,
-        ste::S1_CONTEXT_PTR,
-        ste::S1CDMAX,
-        ste::S1DSS,
-        ste::S1CIR,
-        ste::S1COR,
-        ste::S1CSH,
-    ]);
-    let privileged = bits(&[
-        ste::S1STALLD,
-        ste::EATS,
-        ste::STRW,
-        ste::MEMATTR,
-        ste::MTCFG,
-        ste::ALLOCCFG,
-        ste::SHCFG,
-        ste::NSCFG,
-        ste::PRIVCFG,
-        ste::INSTCFG,
-    ]);
+    let (allowed, privileged) = (VSTE_ALLOWED, VSTE_PRIVILEGED);
     // Stage 2 is the hypervisor's: any stage-2 field is forbidden, whatever else is wrong.
     if v.0[2] != 0 || v.0[3] != 0 {
         return Err(HypError::ForbiddenField);
@@ -98,11 +104,37 @@ pub enum CommandAction {
     Elide,
 }
 
-fn only(c: &Command, allowed: &[Field]) -> Result<(), HypError> {
-    let mut m = [0u64; 2];
-    for f in allowed.iter().chain(core::iter::once(&cmd::OPCODE)) {
-        m[f.word] |= f.mask();
+/// The bits a command may have set: the opcode and `fields`.
+const fn cmd_bits(fields: &[Field]) -> [u64; 2] {
+    let mut m = [cmd::OPCODE.mask(), 0];
+    let mut i = 0;
+    while i < fields.len() {
+        m[fields[i].word] |= fields[i].mask();
+        i += 1;
     }
+    m
+}
+
+const CFGI_STE_BITS: [u64; 2] = cmd_bits(&[cmd::SID, cmd::LEAF]);
+const CFGI_CD_BITS: [u64; 2] = cmd_bits(&[cmd::SID, cmd::SSID, cmd::LEAF]);
+const CFGI_CD_ALL_BITS: [u64; 2] = cmd_bits(&[cmd::SID]);
+const TLBI_NH_ALL_BITS: [u64; 2] = cmd_bits(&[cmd::VMID]);
+const TLBI_NH_ASID_BITS: [u64; 2] = cmd_bits(&[cmd::VMID, cmd::ASID]);
+const TLBI_NH_VA_BITS: [u64; 2] = cmd_bits(&[
+    cmd::VMID,
+    cmd::ASID,
+    cmd::NUM,
+    cmd::SCALE,
+    cmd::LEAF,
+    cmd::TTL,
+    cmd::TG,
+    cmd::ADDR,
+]);
+const ATC_INV_BITS: [u64; 2] =
+    cmd_bits(&[cmd::SID, cmd::SSID, cmd::SSV, cmd::GLOBAL, cmd::SIZE, cmd::ADDR]);
+const SYNC_BITS: [u64; 2] = cmd_bits(&[]);
+
+fn only(c: &Command, m: [u64; 2]) -> Result<(), HypError> {
     if c.0[0] & !m[0] != 0 || c.0[1] & !m[1] != 0 {
         return Err(HypError::ReservedField);
     }
@@ -127,40 +159,28 @@ pub fn command(
             if c.field(cmd::SSEC) != 0 {
                 return Err(HypError::ForbiddenField);
             }
-            only(c, &[cmd::SID, cmd::LEAF])?;
+            only(c, CFGI_STE_BITS)?;
             owned(sid)?;
         }
         Opcode::CfgiCd => {
-            only(c, &[cmd::SID, cmd::SSID, cmd::LEAF])?;
+            only(c, CFGI_CD_BITS)?;
             owned(sid)?;
         }
         Opcode::CfgiCdAll => {
-            only(c, &[cmd::SID])?;
+            only(c, CFGI_CD_ALL_BITS)?;
             owned(sid)?;
         }
         Opcode::TlbiNhAll | Opcode::TlbiNhAsid | Opcode::TlbiNhVa => {
             vmid_unset()?;
             match op {
-                Opcode::TlbiNhAll => only(c, &[cmd::VMID])?,
-                Opcode::TlbiNhAsid => only(c, &[cmd::VMID, cmd::ASID])?,
-                _ => only(
-                    c,
-                    &[
-                        cmd::VMID,
-                        cmd::ASID,
-                        cmd::NUM,
-                        cmd::SCALE,
-                        cmd::LEAF,
-                        cmd::TTL,
-                        cmd::TG,
-                        cmd::ADDR,
-                    ],
-                )?,
+                Opcode::TlbiNhAll => only(c, TLBI_NH_ALL_BITS)?,
+                Opcode::TlbiNhAsid => only(c, TLBI_NH_ASID_BITS)?,
+                _ => only(c, TLBI_NH_VA_BITS)?,
             }
             cmd::VMID.set(&mut out.0, vmid as u64);
         }
         Opcode::AtcInv => {
-            only(c, &[cmd::SID, cmd::SSID, cmd::SSV, cmd::GLOBAL, cmd::SIZE, cmd::ADDR])?;
+            only(c, ATC_INV_BITS)?;
             owned(sid)?;
             if !ats {
                 return Ok(CommandAction::Elide);
@@ -175,7 +195,7 @@ pub fn command(
             {
                 return Err(HypError::ForbiddenField);
             }
-            only(c, &[])?;
+            only(c, SYNC_BITS)?;
             return Ok(CommandAction::Elide);
         }
         _ => return Err(HypError::BadCommand),

@@ -2,7 +2,10 @@
  * EL2 entry points, exception vectors and the VM entry/exit path. Everything else is Rust.
  *
  * Trap frame (struct TrapFrame in trap.rs), 272 bytes on the EL2 stack:
- *   [0, 248)   x0..x30
+ *   [0, 248)   x0..x30 (only x0..x18 and x30 are saved: x19..x29 are callee-saved under
+ *              AAPCS64, so the Rust handlers preserve them, and no handler reads or writes them;
+ *              a CPU only ever runs its own VM, so there is no context switch that would need
+ *              them in the frame)
  *   248        ELR_EL2
  *   256        SPSR_EL2
  *   264        padding
@@ -92,12 +95,7 @@ trap_common:
     stp     x12, x13, [sp, #96]
     stp     x14, x15, [sp, #112]
     stp     x16, x17, [sp, #128]
-    stp     x18, x19, [sp, #144]
-    stp     x20, x21, [sp, #160]
-    stp     x22, x23, [sp, #176]
-    stp     x24, x25, [sp, #192]
-    stp     x26, x27, [sp, #208]
-    stp     x28, x29, [sp, #224]
+    str     x18, [sp, #144]
     str     x30, [sp, #240]
     mrs     x9, elr_el2
     mrs     x10, spsr_el2
@@ -120,12 +118,7 @@ frame_return:
     ldp     x12, x13, [sp, #96]
     ldp     x14, x15, [sp, #112]
     ldp     x16, x17, [sp, #128]
-    ldp     x18, x19, [sp, #144]
-    ldp     x20, x21, [sp, #160]
-    ldp     x22, x23, [sp, #176]
-    ldp     x24, x25, [sp, #192]
-    ldp     x26, x27, [sp, #208]
-    ldp     x28, x29, [sp, #224]
+    ldr     x18, [sp, #144]
     ldr     x30, [sp, #240]
     add     sp, sp, #FRAME_SIZE
     eret

@@ -9,7 +9,7 @@ use hyp::iommu::{EventDestination, EventReadResult, Iommu, IommuOps};
 use hyp::smmu::driver::EventWords;
 use hyp::smmu::ste::{Domain, S2Config};
 use hyp::smmu::SmmuRegs;
-use log::{info, warn};
+use log::{debug, info, warn};
 use platform::Platform;
 use spin::mutex::SpinMutex;
 
@@ -117,12 +117,13 @@ impl IommuOps for LockedIommu {
         let r = IOMMU.lock().as_mut().ok_or(HypError::DeviceError)?.attach(vm, sid, domain);
         let name = PLATFORM.manifest().vms[vm as usize].name;
         match r {
-            Ok(()) => info!("vm {name}: stream {sid:#x} attached: {domain}"),
+            // Debug level: this is on the SET_STE path, whose cost is benchmarked.
+            Ok(()) => debug!("vm {name}: stream {sid:#x} attached: {domain}"),
             Err(e) => warn!("vm {name}: attaching stream {sid:#x} to {domain} failed: {e}"),
         }
         r
     }
-    fn invalidate(&mut self, vm: u32, cmds: &[Command]) -> Result<usize, (usize, HypError)> {
+    fn invalidate(&mut self, vm: u32, cmds: &mut [Command]) -> Result<usize, (usize, HypError)> {
         IOMMU.lock().as_mut().ok_or((0, HypError::DeviceError))?.invalidate(vm, cmds)
     }
 }

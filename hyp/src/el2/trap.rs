@@ -12,7 +12,7 @@ use log::warn;
 /// Registers saved by the vectors (layout shared with entry.S).
 #[repr(C)]
 pub struct TrapFrame {
-    /// x0..x30.
+    /// x0..x30; only x0..x18 and x30 are saved (see entry.S): x19..x29 are not valid here.
     pub x: [u64; 31],
     /// ELR_EL2.
     pub elr: u64,
@@ -70,8 +70,26 @@ const EC_HVC64: u8 = 0x16;
 fn hypercall(frame: &mut TrapFrame, esr: Esr) {
     let vm = vm::current();
     vm.count_hypercall();
-    let mut regs = [0u64; host_abi::HVC_REGS];
-    regs.copy_from_slice(&frame.x[..host_abi::HVC_REGS]);
+    // Element by element: a slice copy would become a call to memcpy on this hot path.
+    let x = &frame.x;
+    let regs: [u64; host_abi::HVC_REGS] = [x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]];
+    if let Some(ret) = hypercall::dispatch_stateless(esr.imm16(), &regs) {
+        set_result(frame, &ret);
+        return;
+    }
+    hypercall_with_state(frame, esr, vm, &regs);
+}
+
+fn set_result(frame: &mut TrapFrame, ret: &host_abi::call::HypReturn) {
+    let [a, b, c, d] = ret.0;
+    frame.x[0] = a;
+    frame.x[1] = b;
+    frame.x[2] = c;
+    frame.x[3] = d;
+}
+
+#[inline(never)]
+fn hypercall_with_state(frame: &mut TrapFrame, esr: Esr, vm: &'static vm::Vm, regs: &[u64; 8]) {
     let caller = Caller { vm: vm.spec, states: &vm::STATES, devices: &vm.devices };
     let mut env = Env {
         caller,
@@ -79,8 +97,8 @@ fn hypercall(frame: &mut TrapFrame, esr: Esr) {
         console: &mut vm::Console,
         iommu: &mut super::smmu::LockedIommu,
     };
-    let ret = hypercall::dispatch(esr.imm16(), &regs, &mut env);
-    frame.x[..4].copy_from_slice(&ret.0);
+    let ret = hypercall::dispatch(esr.imm16(), regs, &mut env);
+    set_result(frame, &ret);
 }
 
 #[cold]

@@ -135,10 +135,22 @@ pub fn encode(domain: &Domain, s2: &S2Config) -> Ste {
     }
 }
 
-fn mask(fields: &[Field]) -> [u64; 8] {
+const fn mask(fields: &[Field]) -> [u64; 8] {
     let mut m = [0u64; 8];
-    for fl in fields {
-        m[fl.word] |= fl.mask();
+    let mut i = 0;
+    while i < fields.len() {
+        m[fields[i].word] |= fields[i].mask();
+        i += 1;
+    }
+    m
+}
+
+const fn union(a: [u64; 8], b: [u64; 8]) -> [u64; 8] {
+    let mut m = a;
+    let mut i = 0;
+    while i < 8 {
+        m[i] |= b[i];
+        i += 1;
     }
     m
 }
@@ -176,32 +188,26 @@ const S2_FIELDS: [Field; 16] = [
     f::EATS,
 ];
 
+/// Used bits per configuration, computed at compile time (this is on the SET_STE path).
+const USED_INVALID: [u64; 8] = mask(&[f::V]);
+const USED_ABORT: [u64; 8] = mask(&[f::V, f::CONFIG]);
+const USED_BYPASS: [u64; 8] = union(USED_ABORT, mask(&OVERRIDES));
+const USED_S1: [u64; 8] = union(USED_BYPASS, mask(&S1_FIELDS));
+const USED_S2: [u64; 8] = union(union(USED_BYPASS, mask(&S2_FIELDS)), mask(&[f::STRW]));
+const USED_NESTED: [u64; 8] = union(USED_S1, mask(&S2_FIELDS));
+
 /// The bits the SMMU uses for the configuration `s` describes.
 pub fn used(s: &Ste) -> [u64; 8] {
     if s.v() == 0 {
-        return mask(&[f::V]);
+        return USED_INVALID;
     }
-    let mut m = mask(&[f::V, f::CONFIG]);
-    let or = |m: &mut [u64; 8], x: [u64; 8]| m.iter_mut().zip(x).for_each(|(a, b)| *a |= b);
     match s.config() {
-        None | Some(SteConfig::Abort) => {}
-        Some(SteConfig::Bypass) => or(&mut m, mask(&OVERRIDES)),
-        Some(SteConfig::S1) => {
-            or(&mut m, mask(&OVERRIDES));
-            or(&mut m, mask(&S1_FIELDS));
-        }
-        Some(SteConfig::S2) => {
-            or(&mut m, mask(&OVERRIDES));
-            or(&mut m, mask(&S2_FIELDS));
-            or(&mut m, mask(&[f::STRW]));
-        }
-        Some(SteConfig::Nested) => {
-            or(&mut m, mask(&OVERRIDES));
-            or(&mut m, mask(&S1_FIELDS));
-            or(&mut m, mask(&S2_FIELDS));
-        }
+        None | Some(SteConfig::Abort) => USED_ABORT,
+        Some(SteConfig::Bypass) => USED_BYPASS,
+        Some(SteConfig::S1) => USED_S1,
+        Some(SteConfig::S2) => USED_S2,
+        Some(SteConfig::Nested) => USED_NESTED,
     }
-    m
 }
 
 /// What the SMMU does with `s`: `None` if every transaction aborts (invalid, abort, or a

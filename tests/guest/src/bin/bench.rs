@@ -6,12 +6,24 @@
 
 use guest_tests::arch::{self, counter};
 use guest_tests::bench::{net, stats, Stats, REPS};
-use guest_tests::{hv, println};
+use guest_tests::{hv, iommu, println};
 use host_abi::HypCall;
 
 fn measure(mut f: impl FnMut()) -> Stats {
     let mut samples = [0u64; REPS];
     for s in samples.iter_mut() {
+        let t0 = counter();
+        f();
+        *s = counter() - t0;
+    }
+    stats(&mut samples)
+}
+
+/// Like `measure`, with `setup` run (unmeasured) before each repetition.
+fn measure_with(mut setup: impl FnMut(), mut f: impl FnMut()) -> Stats {
+    let mut samples = [0u64; REPS];
+    for s in samples.iter_mut() {
+        setup();
         let t0 = counter();
         f();
         *s = counter() - t0;
@@ -65,8 +77,53 @@ extern "C" fn guest_main(boot_ipa: u64) -> ! {
             overhead,
         ),
     );
+    smmu_figures(overhead);
     println!("bench done");
     arch::system_off()
+}
+
+fn smmu_figures(overhead: u64) {
+    use host_abi::smmu::Command;
+    let Ok((d, _)) = hv::device_info(0) else { return };
+    let sid = d.stream_id;
+    let bypass = iommu::vste_bypass();
+    let Some(pool) = iommu::TablePool::take() else { return };
+    let space = iommu::DeviceSpace::new(pool);
+    let s1 = iommu::vste_s1(space.cd_table);
+    let clear = || {
+        let _ = iommu::clear_ste(sid);
+    };
+    let identity = || {
+        let _ = iommu::set_ste(sid, &bypass);
+    };
+    let nested = || {
+        let _ = iommu::set_ste(sid, &s1);
+    };
+    report("set_ste_identity", net(measure_with(clear, identity), overhead));
+    report("set_ste_nested", net(measure_with(clear, nested), overhead));
+    report("clear_ste", net(measure_with(identity, clear), overhead));
+    let mut cmds = [Command::sync(); 256];
+    for (i, c) in cmds.iter_mut().enumerate() {
+        *c = Command::tlbi_nh_va(0, iommu::ASID, 0x1000_0000 + ((i as u64) << 12));
+    }
+    for (n, name) in [(1usize, "inval_batch_1"), (16, "inval_batch_16"), (256, "inval_batch_256")] {
+        let s = net(
+            measure(|| {
+                let _ = iommu::invalidate(&cmds[..n]);
+            }),
+            overhead,
+        );
+        report(name, s);
+    }
+    let s = net(
+        measure(|| {
+            for c in cmds.chunks(1) {
+                let _ = iommu::invalidate(c);
+            }
+        }),
+        overhead,
+    );
+    report("inval_256_single_calls", s);
 }
 
 #[panic_handler]
