@@ -33,6 +33,9 @@
 #define SMMU_HYP_FN_SET_STE 0xc6000005u
 #define SMMU_HYP_FN_CLEAR_STE 0xc6000006u
 #define SMMU_HYP_FN_INVALIDATE 0xc6000007u
+#define SMMU_HYP_FN_PM_VOTE 0xc600000au
+#define SMMU_HYP_FN_PM_STATUS 0xc600000bu
+#define SMMU_HYP_FN_PM_INJECT_LOSS 0xc600000cu
 
 /* Status codes returned in x0. */
 #define SMMU_HYP_SUCCESS 0
@@ -125,5 +128,22 @@ struct smmu_hyp_smmu_stats {
 	uint64_t reserved; /* offset 56 */
 };
 _Static_assert(sizeof(struct smmu_hyp_smmu_stats) == 64, "smmu_stats size");
+
+/* Written by SMMU_HYP_FN_PM_STATUS. */
+struct smmu_hyp_pm_status {
+	uint32_t power;            /* offset 0: 0 on, 1 off */
+	uint32_t refusal;          /* offset 4 */
+	uint64_t votes_allow_off;  /* offset 8 */
+	uint32_t vm_count;         /* offset 16 */
+	uint32_t gbpa_reset;       /* offset 20: 0 abort, 1 bypass */
+	uint32_t dma_streams;      /* offset 24 */
+	uint32_t attached_streams; /* offset 28 */
+	uint64_t suspends;         /* offset 32 */
+	uint64_t resumes;          /* offset 40 */
+	uint64_t elided;           /* offset 48 */
+	uint32_t wakeups;          /* offset 56 */
+	uint32_t losses;           /* offset 60 */
+};
+_Static_assert(sizeof(struct smmu_hyp_pm_status) == 64, "pm_status size");
 
 #endif /* SMMU_HYP_H */

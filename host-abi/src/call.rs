@@ -100,6 +100,20 @@ pub enum FunctionId {
     /// `FORBIDDEN_FIELD`, `RESERVED_FIELD`, `BAD_COMMAND`; and `INVALID_PARAMETER` (count 0
     /// or too large), `INVALID_ADDRESS` (array outside the caller's RAM), `DEVICE_ERROR`.
     Invalidate = smccc::vendor_hyp(true, 0x0007),
+    /// `x1` = 0 (need-on) or 1 (allow-off): the caller's vote on SMMU power. The SMMU is
+    /// powered off only when every VM allows it (and, where GBPA resets to bypass, no
+    /// DMA-capable stream is assigned); it comes back at the first need-on. Returns `0`, the
+    /// power state after the vote in `x1` (0 on, 1 off), the refusal reason in `x2` (see
+    /// [`PmStatus`](crate::PmStatus)::refusal) and the DMA-capable streams in `x3`.
+    /// Errors: `INVALID_PARAMETER` for any other `x1`.
+    PmVote = smccc::vendor_hyp(true, 0x000A),
+    /// `x1` = IPA of a buffer, `x2` = its length (at least 64): writes
+    /// [`PmStatus`](crate::PmStatus). Errors: `INVALID_PARAMETER`, `INVALID_ADDRESS`.
+    PmStatus = smccc::vendor_hyp(true, 0x000B),
+    /// Test platforms only: the SMMU loses power now, unexpectedly (its registers return to
+    /// reset values); the hypervisor detects it on its next SMMU access and recovers.
+    /// Errors: `NOT_SUPPORTED` unless the platform enables fault injection.
+    PmInjectLoss = smccc::vendor_hyp(true, 0x000C),
     /// `x1` = IPA of a buffer, `x2` = its length (at least 64). Writes [`SmmuStats`] (SMMU-wide
     /// counters) and returns `0`.
     /// Errors: `INVALID_PARAMETER` if the buffer is too small; `INVALID_ADDRESS` if it is not
@@ -115,7 +129,7 @@ pub const EVENT_READ_MAX: u64 = 16;
 
 impl FunctionId {
     /// Every implemented function, for `FEATURES`, tests and the C header.
-    pub const ALL: [FunctionId; 12] = [
+    pub const ALL: [FunctionId; 15] = [
         FunctionId::CallUid,
         FunctionId::Revision,
         FunctionId::Version,
@@ -128,6 +142,9 @@ impl FunctionId {
         FunctionId::SetSte,
         FunctionId::ClearSte,
         FunctionId::Invalidate,
+        FunctionId::PmVote,
+        FunctionId::PmStatus,
+        FunctionId::PmInjectLoss,
     ];
 
     /// The function ID with this value, if implemented.
@@ -146,6 +163,9 @@ impl FunctionId {
         const SET_STE: u32 = FunctionId::SetSte as u32;
         const CLEAR_STE: u32 = FunctionId::ClearSte as u32;
         const INVALIDATE: u32 = FunctionId::Invalidate as u32;
+        const PM_VOTE: u32 = FunctionId::PmVote as u32;
+        const PM_STATUS: u32 = FunctionId::PmStatus as u32;
+        const PM_INJECT_LOSS: u32 = FunctionId::PmInjectLoss as u32;
         Some(match id {
             CALL_UID => FunctionId::CallUid,
             REVISION => FunctionId::Revision,
@@ -159,6 +179,9 @@ impl FunctionId {
             SET_STE => FunctionId::SetSte,
             CLEAR_STE => FunctionId::ClearSte,
             INVALIDATE => FunctionId::Invalidate,
+            PM_VOTE => FunctionId::PmVote,
+            PM_STATUS => FunctionId::PmStatus,
+            PM_INJECT_LOSS => FunctionId::PmInjectLoss,
             _ => return None,
         })
     }
@@ -178,6 +201,9 @@ impl FunctionId {
             FunctionId::SetSte => "SET_STE",
             FunctionId::ClearSte => "CLEAR_STE",
             FunctionId::Invalidate => "INVALIDATE",
+            FunctionId::PmVote => "PM_VOTE",
+            FunctionId::PmStatus => "PM_STATUS",
+            FunctionId::PmInjectLoss => "PM_INJECT_LOSS",
         }
     }
 }
@@ -246,6 +272,20 @@ pub enum HypCall {
         /// Number of 16-byte commands.
         count: u64,
     },
+    /// See [`FunctionId::PmVote`].
+    PmVote {
+        /// True for allow-off.
+        allow_off: bool,
+    },
+    /// See [`FunctionId::PmStatus`].
+    PmStatus {
+        /// IPA of the output buffer.
+        ipa: u64,
+        /// Its length, at least 64.
+        len: u64,
+    },
+    /// See [`FunctionId::PmInjectLoss`].
+    PmInjectLoss,
     /// See [`FunctionId::SmmuStats`].
     SmmuStats {
         /// IPA of the output buffer.
@@ -312,6 +352,19 @@ impl HypCall {
                 }
                 HypCall::Invalidate { ipa: regs[1], count }
             }
+            FunctionId::PmVote => match regs[1] {
+                0 => HypCall::PmVote { allow_off: false },
+                1 => HypCall::PmVote { allow_off: true },
+                _ => return Err(HypError::InvalidParameter),
+            },
+            FunctionId::PmStatus => {
+                let len = regs[2];
+                if len < core::mem::size_of::<crate::PmStatus>() as u64 {
+                    return Err(HypError::InvalidParameter);
+                }
+                HypCall::PmStatus { ipa: regs[1], len }
+            }
+            FunctionId::PmInjectLoss => HypCall::PmInjectLoss,
             FunctionId::SmmuStats => {
                 let len = regs[2];
                 if len < core::mem::size_of::<SmmuStats>() as u64 {
@@ -337,6 +390,9 @@ impl HypCall {
             HypCall::SetSte { .. } => FunctionId::SetSte,
             HypCall::ClearSte { .. } => FunctionId::ClearSte,
             HypCall::Invalidate { .. } => FunctionId::Invalidate,
+            HypCall::PmVote { .. } => FunctionId::PmVote,
+            HypCall::PmStatus { .. } => FunctionId::PmStatus,
+            HypCall::PmInjectLoss => FunctionId::PmInjectLoss,
         }
     }
 
@@ -345,7 +401,7 @@ impl HypCall {
         let mut r = [0u64; HVC_REGS];
         r[0] = self.function() as u32 as u64;
         match *self {
-            HypCall::CallUid | HypCall::Revision | HypCall::Version => {}
+            HypCall::CallUid | HypCall::Revision | HypCall::Version | HypCall::PmInjectLoss => {}
             HypCall::Features { function } => r[1] = function as u64,
             HypCall::ConsoleWrite { ipa, len }
             | HypCall::VmInfo { ipa, len }
@@ -359,6 +415,11 @@ impl HypCall {
                 r[2] = ipa;
             }
             HypCall::ClearSte { sid } => r[1] = sid as u64,
+            HypCall::PmVote { allow_off } => r[1] = allow_off as u64,
+            HypCall::PmStatus { ipa, len } => {
+                r[1] = ipa;
+                r[2] = len;
+            }
             HypCall::Invalidate { ipa, count } => {
                 r[1] = ipa;
                 r[2] = count;
@@ -451,6 +512,10 @@ mod tests {
             HypCall::SetSte { sid: 0x18, ipa: 0x4600_1000 },
             HypCall::ClearSte { sid: 0x18 },
             HypCall::Invalidate { ipa: 0x4600_2000, count: 256 },
+            HypCall::PmVote { allow_off: true },
+            HypCall::PmVote { allow_off: false },
+            HypCall::PmStatus { ipa: 0x4600_3000, len: 64 },
+            HypCall::PmInjectLoss,
         ];
         for c in calls {
             assert_eq!(HypCall::decode(&c.to_regs()), Ok(c));

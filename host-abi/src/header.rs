@@ -141,6 +141,23 @@ pub fn render(w: &mut dyn Write) -> Result {
     writeln!(w, "}};")?;
     writeln!(w, "_Static_assert(sizeof(struct smmu_hyp_smmu_stats) == 64, \"smmu_stats size\");")?;
     writeln!(w)?;
+    writeln!(w, "/* Written by SMMU_HYP_FN_PM_STATUS. */")?;
+    writeln!(w, "struct smmu_hyp_pm_status {{")?;
+    writeln!(w, "\tuint32_t power;            /* offset 0: 0 on, 1 off */")?;
+    writeln!(w, "\tuint32_t refusal;          /* offset 4 */")?;
+    writeln!(w, "\tuint64_t votes_allow_off;  /* offset 8 */")?;
+    writeln!(w, "\tuint32_t vm_count;         /* offset 16 */")?;
+    writeln!(w, "\tuint32_t gbpa_reset;       /* offset 20: 0 abort, 1 bypass */")?;
+    writeln!(w, "\tuint32_t dma_streams;      /* offset 24 */")?;
+    writeln!(w, "\tuint32_t attached_streams; /* offset 28 */")?;
+    writeln!(w, "\tuint64_t suspends;         /* offset 32 */")?;
+    writeln!(w, "\tuint64_t resumes;          /* offset 40 */")?;
+    writeln!(w, "\tuint64_t elided;           /* offset 48 */")?;
+    writeln!(w, "\tuint32_t wakeups;          /* offset 56 */")?;
+    writeln!(w, "\tuint32_t losses;           /* offset 60 */")?;
+    writeln!(w, "}};")?;
+    writeln!(w, "_Static_assert(sizeof(struct smmu_hyp_pm_status) == 64, \"pm_status size\");")?;
+    writeln!(w)?;
     writeln!(w, "#endif /* SMMU_HYP_H */")?;
     Ok(())
 }

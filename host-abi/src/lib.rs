@@ -30,7 +30,7 @@ pub mod types;
 
 pub use call::{FunctionId, HypCall, EVENT_READ_MAX, HVC_REGS, INVALIDATE_MAX};
 pub use error::HypError;
-pub use types::{BarInfo, BootInfo, DeviceInfo, SmmuStats, VmInfo};
+pub use types::{BarInfo, BootInfo, DeviceInfo, PmStatus, SmmuStats, VmInfo};
 
 /// Major version of this ABI. A change of major version is incompatible.
 pub const ABI_VERSION_MAJOR: u16 = 1;

@@ -141,6 +141,43 @@ pub struct SmmuStats {
 const _: () = assert!(size_of::<SmmuStats>() == 64);
 const _: () = assert!(offset_of!(SmmuStats, events_routed) == 32);
 
+/// Written by [`crate::FunctionId::PmStatus`].
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct PmStatus {
+    /// Offset 0, length 4: 0 powered on, 1 powered off.
+    pub power: u32,
+    /// Offset 4, length 4: why the SMMU stays on: 0 nothing refused, 1 not every VM allows
+    /// power-off, 2 GBPA resets to bypass on this platform and DMA-capable streams are assigned.
+    pub refusal: u32,
+    /// Offset 8, length 8: bit `i` set if VM `i` votes allow-off.
+    pub votes_allow_off: u64,
+    /// Offset 16, length 4: number of VMs.
+    pub vm_count: u32,
+    /// Offset 20, length 4: the platform's GBPA reset value: 0 abort, 1 bypass.
+    pub gbpa_reset: u32,
+    /// Offset 24, length 4: DMA-capable streams assigned to VMs.
+    pub dma_streams: u32,
+    /// Offset 28, length 4: streams attached to something other than blocked.
+    pub attached_streams: u32,
+    /// Offset 32, length 8: completed suspends.
+    pub suspends: u64,
+    /// Offset 40, length 8: completed resumes.
+    pub resumes: u64,
+    /// Offset 48, length 8: commands not sent because the SMMU was off.
+    pub elided: u64,
+    /// Offset 56, length 4: power-ons caused by an ATC invalidation (low 32 bits).
+    pub wakeups: u32,
+    /// Offset 60, length 4: unexpected power losses detected and recovered (low 32 bits).
+    pub losses: u32,
+}
+
+const _: () = assert!(size_of::<PmStatus>() == 64);
+const _: () = assert!(offset_of!(PmStatus, suspends) == 32);
+const _: () = assert!(offset_of!(PmStatus, losses) == 60);
+
 /// Copies `name` into a NUL-padded name field (truncating to [`VM_NAME_LEN`] - 1 bytes).
 pub fn encode_name(name: &str) -> [u8; VM_NAME_LEN] {
     let mut out = [0u8; VM_NAME_LEN];

@@ -50,6 +50,47 @@ fn pci_mmio32(ranges: &[u8]) -> Option<MemRange> {
     })
 }
 
+/// Options for this run, from `/chosen/bootargs` (QEMU's `-append`), space separated:
+/// `gbpa_reset=abort|bypass` (what the simulated SMMU power domain resets GBPA to; default
+/// abort) and `pm_inject=1` (let VMs inject power losses, for tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BootOptions {
+    /// GBPA after power-on.
+    pub gbpa_reset: platform::power::GbpaReset,
+    /// Fault injection allowed.
+    pub pm_inject: bool,
+}
+
+impl Default for BootOptions {
+    fn default() -> Self {
+        Self { gbpa_reset: platform::power::GbpaReset::Abort, pm_inject: false }
+    }
+}
+
+impl BootOptions {
+    /// Parses a bootargs string; unknown words are returned through `unknown`.
+    pub fn parse(args: &str, unknown: &mut dyn FnMut(&str)) -> Self {
+        let mut o = Self::default();
+        for w in args.split_whitespace() {
+            match w.split_once('=') {
+                Some(("gbpa_reset", v)) => match platform::power::GbpaReset::parse(v) {
+                    Some(r) => o.gbpa_reset = r,
+                    None => unknown(w),
+                },
+                Some(("pm_inject", "1")) => o.pm_inject = true,
+                Some(("pm_inject", "0")) => o.pm_inject = false,
+                _ => unknown(w),
+            }
+        }
+        o
+    }
+}
+
+/// `/chosen/bootargs`, if any.
+pub fn bootargs(blob: &[u8]) -> Option<&str> {
+    Fdt::new(blob).ok()?.chosen().bootargs()
+}
+
 /// Parses the DTB in `blob`.
 pub fn parse(blob: &[u8]) -> Result<DtFacts, DtError> {
     let fdt = Fdt::new(blob).map_err(|_| DtError::Invalid)?;
@@ -87,6 +128,18 @@ mod tests {
         assert_eq!(facts.uart.unwrap().base, 0x0900_0000);
         assert_eq!(facts.pcie_mmio32, Some(MemRange::new(0x1000_0000, 0x2eff_0000)));
         assert_eq!(BOARD.check_against(&facts), Ok(()));
+    }
+
+    #[test]
+    fn boot_options() {
+        use platform::power::GbpaReset;
+        let mut bad = std::vec::Vec::new();
+        let o = BootOptions::parse("gbpa_reset=bypass pm_inject=1 foo gbpa_reset=x", &mut |w| {
+            bad.push(std::string::String::from(w))
+        });
+        assert_eq!(o, BootOptions { gbpa_reset: GbpaReset::Bypass, pm_inject: true });
+        assert_eq!(bad, ["foo", "gbpa_reset=x"]);
+        assert_eq!(BootOptions::parse("", &mut |_| {}), BootOptions::default());
     }
 
     #[test]

@@ -227,6 +227,20 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
             iommu.attach(caller.vm.id, sid, Domain::Blocked)?;
             Ok(HypReturn::ok(0, 0, 0, 0))
         }
+        HypCall::PmVote { allow_off } => {
+            let [p, r, d] = iommu.pm_vote(caller.vm.id, allow_off);
+            Ok(HypReturn::ok(0, p, r, d))
+        }
+        HypCall::PmStatus { ipa, len: _ } => {
+            check_buffer(caller, ipa, core::mem::size_of::<host_abi::PmStatus>() as u64)?;
+            let s = iommu.pm_status();
+            mem.write(ipa, s.as_bytes());
+            Ok(HypReturn::ok(0, 0, 0, 0))
+        }
+        HypCall::PmInjectLoss => {
+            iommu.inject_power_loss()?;
+            Ok(HypReturn::ok(0, 0, 0, 0))
+        }
         HypCall::Invalidate { ipa, count } => {
             invalidate(caller, ipa, count, &mut **mem, &mut **iommu)
         }
@@ -336,6 +350,15 @@ mod tests {
         fn attach(&mut self, vm: u32, sid: u32, domain: Domain) -> Result<(), HypError> {
             self.attached.push((vm, sid, domain));
             Ok(())
+        }
+        fn pm_vote(&mut self, vm: u32, allow_off: bool) -> [u64; 3] {
+            [vm as u64, allow_off as u64, 9]
+        }
+        fn pm_status(&mut self) -> host_abi::PmStatus {
+            host_abi::PmStatus { suspends: 5, ..Default::default() }
+        }
+        fn inject_power_loss(&mut self) -> Result<(), HypError> {
+            Err(HypError::NotSupported)
         }
         fn invalidate(
             &mut self,

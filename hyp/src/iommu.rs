@@ -4,13 +4,17 @@
 //! [`IommuOps`], so every decision here is tested on the host against the software SMMU.
 
 use crate::events::{event_sid, EventRing};
+use crate::pm::{self, Action, Power, Refusal, Vote};
 use crate::smmu::driver::{CmdError, EventWords, Smmu};
 use crate::smmu::ste::{self, Domain, S2Config};
 use crate::smmu::SmmuRegs;
 use crate::validate::{self, CommandAction};
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use host_abi::smmu::{Command, Ste};
+use host_abi::PmStatus;
 use host_abi::{HypError, SmmuStats, INVALIDATE_MAX};
+use platform::power::{GbpaReset, PowerRegs, SmmuPowerDomain};
 use platform::Manifest;
 
 /// What an event read produced.
@@ -36,6 +40,12 @@ pub trait IommuOps {
     /// SYNC. Returns how many reached the hardware, or the index of the first bad command.
     /// `cmds` is the hypervisor's own copy and is rewritten in place.
     fn invalidate(&mut self, vm: u32, cmds: &mut [Command]) -> Result<usize, (usize, HypError)>;
+    /// Records VM `vm`'s power vote; returns (power: 0 on / 1 off, refusal, DMA streams).
+    fn pm_vote(&mut self, vm: u32, allow_off: bool) -> [u64; 3];
+    /// Power-management status.
+    fn pm_status(&mut self) -> PmStatus;
+    /// Test platforms: inject an unexpected power loss.
+    fn inject_power_loss(&mut self) -> Result<(), HypError>;
 }
 
 /// Where a routed event went, for the hypervisor's log.
@@ -61,11 +71,50 @@ pub struct Iommu<R: SmmuRegs> {
     stage2: Vec<Option<S2Config>>,
     /// The domain each assigned stream is attached to, parallel to `streams`.
     domains: Vec<Domain>,
+    /// Power management: votes by VM id, state, the platform's power domain, counters.
+    votes: Vec<Vote>,
+    power: Power,
+    domain_ctl: Box<dyn SmmuPowerDomain + Send>,
+    /// Whether VMs may ask for an injected power loss (test platforms only).
+    pub fault_injection: bool,
+    /// PM counters.
+    pub pm: PmCounters,
+}
+
+/// Power-management counters (reported in `PmStatus`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PmCounters {
+    /// Completed suspend sequences.
+    pub suspends: u64,
+    /// Completed resume sequences (votes and wake-ups).
+    pub resumes: u64,
+    /// Commands (CFGI_STE, TLBI, CFGI) not sent because the SMMU was off.
+    pub elided: u64,
+    /// Power-ons caused by an operation that needs the hardware (ATC_INV).
+    pub wakeups: u64,
+    /// Unexpected power losses detected and recovered.
+    pub losses: u64,
+}
+
+/// The driver's registers as the platform's power domain sees them.
+struct PowerAdapter<'a, R: SmmuRegs>(&'a mut R);
+
+impl<R: SmmuRegs> PowerRegs for PowerAdapter<'_, R> {
+    fn read32(&mut self, off: usize) -> u32 {
+        self.0.read32(off)
+    }
+    fn write32(&mut self, off: usize, value: u32) {
+        self.0.write32(off, value)
+    }
 }
 
 impl<R: SmmuRegs> Iommu<R> {
     /// Takes over `smmu`, with stream ownership from `manifest`.
-    pub fn new(smmu: Smmu<R>, manifest: &Manifest) -> Self {
+    pub fn new(
+        smmu: Smmu<R>,
+        manifest: &Manifest,
+        domain_ctl: Box<dyn SmmuPowerDomain + Send>,
+    ) -> Self {
         let streams = manifest
             .vms
             .iter()
@@ -75,7 +124,121 @@ impl<R: SmmuRegs> Iommu<R> {
         let stage2 = manifest.vms.iter().map(|_| None).collect();
         let domains =
             manifest.vms.iter().flat_map(|vm| vm.devices.iter()).map(|_| Domain::Blocked).collect();
-        Self { smmu, streams, rings, unowned_events: 0, stage2, domains }
+        let votes = manifest.vms.iter().map(|_| Vote::NeedOn).collect();
+        Self {
+            smmu,
+            streams,
+            rings,
+            unowned_events: 0,
+            stage2,
+            domains,
+            votes,
+            power: Power::On,
+            domain_ctl,
+            fault_injection: false,
+            pm: PmCounters::default(),
+        }
+    }
+
+    /// Whether the hardware may be touched now: false while powered off. When powered, checks
+    /// that the SMMU still holds our configuration and, after an unexpected power loss,
+    /// recovers through the resume path first (one register read on the fast path).
+    fn hardware(&mut self) -> bool {
+        if self.power == Power::Off {
+            return false;
+        }
+        if !self.smmu.configured() {
+            self.pm.losses += 1;
+            let _ = self.smmu.resume();
+        }
+        true
+    }
+
+    fn power_on(&mut self) {
+        self.domain_ctl.power_on(&mut PowerAdapter(self.smmu.regs_mut()));
+        let _ = self.smmu.resume();
+        self.power = Power::On;
+        self.pm.resumes += 1;
+    }
+
+    fn power_off(&mut self) -> bool {
+        self.poll_events(&mut |_, _| {});
+        if self.smmu.suspend().is_err() {
+            return false;
+        }
+        self.domain_ctl.power_off(&mut PowerAdapter(self.smmu.regs_mut()));
+        self.power = Power::Off;
+        self.pm.suspends += 1;
+        true
+    }
+
+    /// Records `vm`'s vote and applies the decision. Returns the power state, why power stays
+    /// on if it does, and the number of DMA-capable streams considered.
+    pub fn vote(&mut self, vm: u32, vote: Vote) -> (Power, Refusal, usize) {
+        if let Some(v) = self.votes.get_mut(vm as usize) {
+            *v = vote;
+        }
+        let dma = self.streams.len();
+        let refusal = match pm::decide(&self.votes, self.power, self.domain_ctl.gbpa_reset(), dma) {
+            Action::PowerOff => {
+                if self.power_off() {
+                    Refusal::None
+                } else {
+                    Refusal::WaitingForVotes
+                }
+            }
+            Action::PowerOn => {
+                self.power_on();
+                Refusal::None
+            }
+            Action::Stay(r) => r,
+        };
+        (self.power, refusal, dma)
+    }
+
+    /// The power-management status, for `vm`'s view (PM_STATUS).
+    pub fn pm_status(&self) -> PmStatus {
+        let allow = self
+            .votes
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| **v == Vote::AllowOff)
+            .fold(0u64, |m, (i, _)| m | 1 << i);
+        let refusal = match pm::decide(
+            &self.votes,
+            self.power,
+            self.domain_ctl.gbpa_reset(),
+            self.streams.len(),
+        ) {
+            Action::Stay(r) => r,
+            _ => Refusal::None,
+        };
+        PmStatus {
+            power: (self.power == Power::Off) as u32,
+            refusal: refusal as u32,
+            votes_allow_off: allow,
+            vm_count: self.votes.len() as u32,
+            gbpa_reset: (self.domain_ctl.gbpa_reset() == GbpaReset::Bypass) as u32,
+            dma_streams: self.streams.len() as u32,
+            attached_streams: self.attached_streams() as u32,
+            suspends: self.pm.suspends,
+            resumes: self.pm.resumes,
+            elided: self.pm.elided,
+            wakeups: self.pm.wakeups as u32,
+            losses: self.pm.losses as u32,
+        }
+    }
+
+    /// Test platforms: power is lost now, without the hypervisor asking (detected and recovered
+    /// on the next hardware access).
+    pub fn inject_power_loss(&mut self) -> Result<(), HypError> {
+        if !self.fault_injection {
+            return Err(HypError::NotSupported);
+        }
+        if self.power == Power::On {
+            self.domain_ctl.inject_loss(&mut PowerAdapter(self.smmu.regs_mut()));
+        }
+        Ok(())
     }
 
     /// Records VM `vm`'s stage 2 (identity and nested STEs point at it).
@@ -98,6 +261,17 @@ impl<R: SmmuRegs> Iommu<R> {
     /// Writes `target` into `sid`'s STE in hitless order, with CFGI_STE + SYNC at each sync
     /// point of the plan.
     fn install(&mut self, sid: u32, target: &Ste) -> Result<(), CmdError> {
+        if !self.hardware() {
+            // Powered off: the SMMU fetches nothing; write the entry in memory. Resume
+            // invalidates every cached configuration before SMMUEN.
+            let cur = Ste(self.smmu.read_ste(sid));
+            let plan = ste::plan(&cur, target);
+            for step in plan.steps() {
+                self.smmu.write_ste_word(sid, step.word, step.value);
+            }
+            self.pm.elided += plan.syncs() as u64;
+            return Ok(());
+        }
         self.smmu.prepare_stream(sid)?;
         let cur = Ste(self.smmu.read_ste(sid));
         let plan = ste::plan(&cur, target);
@@ -125,6 +299,9 @@ impl<R: SmmuRegs> Iommu<R> {
     /// the SMMU from the hypervisor's own tables (every STE is as the VMs left it: nothing
     /// becomes weaker). Returns the bits that were active.
     pub fn handle_global_errors(&mut self) -> u32 {
+        if !self.hardware() {
+            return 0;
+        }
         let active = self.smmu.active_global_errors();
         if active == 0 {
             return 0;
@@ -138,6 +315,9 @@ impl<R: SmmuRegs> Iommu<R> {
 
     /// Drains the SMMU's event queue into the owners' rings, telling `log` about each record.
     pub fn poll_events(&mut self, log: &mut dyn FnMut(EventDestination, &EventWords)) -> u32 {
+        if !self.hardware() {
+            return 0;
+        }
         let Self { smmu, streams, rings, unowned_events, .. } = self;
         smmu.drain_events(|e| {
             let sid = event_sid(&e);
@@ -174,6 +354,19 @@ impl<R: SmmuRegs> IommuOps for Iommu<R> {
         EventReadResult { written, pending: ring.len(), dropped: ring.overflows }
     }
 
+    fn pm_vote(&mut self, vm: u32, allow_off: bool) -> [u64; 3] {
+        let (p, r, d) = self.vote(vm, if allow_off { Vote::AllowOff } else { Vote::NeedOn });
+        [(p == Power::Off) as u64, r as u64, d as u64]
+    }
+
+    fn pm_status(&mut self) -> PmStatus {
+        Iommu::pm_status(self)
+    }
+
+    fn inject_power_loss(&mut self) -> Result<(), HypError> {
+        Iommu::inject_power_loss(self)
+    }
+
     fn attach(&mut self, vm: u32, sid: u32, domain: Domain) -> Result<(), HypError> {
         let idx = self
             .streams
@@ -205,6 +398,13 @@ impl<R: SmmuRegs> IommuOps for Iommu<R> {
             .map(|s| s.vmid)
             .ok_or((0, HypError::DeviceError))?;
         let ats = self.smmu.features.idr0.ats();
+        // An ATC invalidation must never be lost: it brings power back.
+        if self.power == Power::Off
+            && cmds.iter().any(|c| c.opcode_byte() == host_abi::smmu::Opcode::AtcInv as u8)
+        {
+            self.pm.wakeups += 1;
+            self.power_on();
+        }
         let streams = &self.streams;
         let owns = |s: u32| streams.iter().any(|&(sid, v)| sid == s && v == vm);
         // Validate everything first (nothing is submitted if one command is bad), compacting
@@ -220,7 +420,11 @@ impl<R: SmmuRegs> IommuOps for Iommu<R> {
                 Err(e) => return Err((i, e)),
             }
         }
-        // SAFETY-free reinterpretation: Command is `#[repr(C)] [u64; 2]`.
+        if !self.hardware() {
+            // Off: TLB and configuration invalidations are elided (resume invalidates all).
+            self.pm.elided += n as u64;
+            return Ok(0);
+        }
         let words: &[[u64; 2]] = zerocopy::transmute_ref!(&cmds[..n]);
         match self.smmu.submit(words) {
             Ok(()) => Ok(n),
@@ -250,6 +454,7 @@ mod tests {
     use super::*;
     use crate::smmu::fake::FakeSmmu;
     use crate::smmu::regs::off;
+    use platform::power::SimulatedPowerDomain;
     use platform::qemu_virt::MANIFEST;
 
     /// Writes `records` into the SMMU's event queue as the hardware would and moves PROD.
@@ -274,7 +479,8 @@ mod tests {
 
     fn ready() -> Iommu<FakeSmmu> {
         let smmu = Smmu::init(FakeSmmu::qemu(), 0x20, true).unwrap();
-        let mut io = Iommu::new(smmu, &MANIFEST);
+        let mut io =
+            Iommu::new(smmu, &MANIFEST, Box::new(SimulatedPowerDomain::new(GbpaReset::Abort)));
         for vm in MANIFEST.vms {
             io.set_stage2(vm.id, S2Config::vm(vm.vmid(), 0x4030_0000 + vm.id as u64 * 0x1000));
         }
@@ -344,10 +550,86 @@ mod tests {
         );
     }
 
+    fn vote_all(io: &mut Iommu<FakeSmmu>, v: Vote) -> (Power, Refusal, usize) {
+        let mut last = (Power::On, Refusal::None, 0);
+        for vm in 0..3 {
+            last = io.vote(vm, v);
+        }
+        last
+    }
+
+    #[test]
+    fn every_vm_must_allow_power_off() {
+        use crate::smmu::regs::off;
+        let mut io = ready();
+        io.attach(1, 0x18, Domain::Identity).unwrap();
+        assert_eq!(io.vote(0, Vote::AllowOff).1, Refusal::WaitingForVotes);
+        assert_eq!(io.vote(1, Vote::AllowOff).0, Power::On);
+        let (p, r, _) = io.vote(2, Vote::AllowOff);
+        assert_eq!((p, r), (Power::Off, Refusal::None));
+        assert_eq!(io.pm.suspends, 1);
+        let f = io.smmu.regs_mut();
+        assert_eq!(f.regs[&off::CR0], 0, "registers at reset");
+        assert_eq!(f.regs[&off::GBPA] & (1 << 20), 1 << 20, "GBPA: abort");
+        let consumed = f.consumed.len();
+        // While off: STE changes in memory only, invalidations elided, no hardware access.
+        io.attach(1, 0x18, Domain::Blocked).unwrap();
+        assert_eq!(ste::effective(&Ste(io.smmu.read_ste(0x18))), None);
+        assert_eq!(io.invalidate(1, &mut [Command::tlbi_nh_all(0)]), Ok(0));
+        assert!(io.pm.elided >= 3);
+        assert_eq!(io.smmu.regs_mut().consumed.len(), consumed, "nothing reached the SMMU");
+        // The first need-on brings it back: resume invalidates everything, then SMMUEN.
+        let (p, _, _) = io.vote(0, Vote::NeedOn);
+        assert_eq!(p, Power::On);
+        assert!(io.smmu.configured());
+        assert_eq!(io.pm.resumes, 1);
+        let ops = io.smmu.regs_mut().opcodes();
+        assert_eq!(&ops[ops.len() - 4..], [0x04, 0x30, 0x20, 0x46]);
+    }
+
+    #[test]
+    fn an_atc_invalidation_wakes_the_smmu() {
+        let mut io = ready();
+        assert_eq!(vote_all(&mut io, Vote::AllowOff).0, Power::Off);
+        assert_eq!(io.invalidate(1, &mut [Command::atc_inv_all(0x18)]), Ok(0));
+        assert_eq!((io.pm.wakeups, io.pm.resumes), (1, 1));
+        assert_eq!(io.pm_status().power, 0, "on again");
+    }
+
+    #[test]
+    fn a_bypass_reset_platform_refuses_power_off_while_dma_is_possible() {
+        let smmu = Smmu::init(FakeSmmu::qemu(), 0x20, true).unwrap();
+        let mut io =
+            Iommu::new(smmu, &MANIFEST, Box::new(SimulatedPowerDomain::new(GbpaReset::Bypass)));
+        let (p, r, dma) = vote_all(&mut io, Vote::AllowOff);
+        assert_eq!((p, r, dma), (Power::On, Refusal::BypassResetWithDma, 3));
+        let s = io.pm_status();
+        assert_eq!((s.power, s.refusal, s.gbpa_reset, s.votes_allow_off), (0, 2, 1, 0b111));
+    }
+
+    #[test]
+    fn an_unexpected_power_loss_is_detected_and_recovered() {
+        let mut io = ready();
+        io.attach(1, 0x18, Domain::Identity).unwrap();
+        assert_eq!(io.inject_power_loss(), Err(HypError::NotSupported));
+        io.fault_injection = true;
+        io.inject_power_loss().unwrap();
+        assert!(!io.smmu.configured(), "registers at reset: the SMMU is not translating");
+        // The next operation that needs the hardware notices and resumes first.
+        assert_eq!(io.invalidate(1, &mut [Command::tlbi_nh_all(0)]), Ok(1));
+        assert_eq!(io.pm.losses, 1);
+        assert!(io.smmu.configured());
+        assert_eq!(
+            Ste(io.smmu.read_ste(0x18)),
+            ste::encode(&Domain::Identity, &S2Config::vm(2, 0x4030_1000))
+        );
+    }
+
     #[test]
     fn routing_and_reading() {
         let smmu = Smmu::init(FakeSmmu::qemu(), 0x20, true).unwrap();
-        let mut io = Iommu::new(smmu, &MANIFEST);
+        let mut io =
+            Iommu::new(smmu, &MANIFEST, Box::new(SimulatedPowerDomain::new(GbpaReset::Abort)));
         assert_eq!(io.owner_of(0x18), Some(1));
         assert_eq!(io.owner_of(0x08), None);
         assert_eq!(io.streams_of(2).collect::<std::vec::Vec<_>>(), [0x20]);

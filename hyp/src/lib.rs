@@ -20,6 +20,7 @@ pub mod inject;
 pub mod iommu;
 pub mod pagepool;
 pub mod pci;
+pub mod pm;
 pub mod psci;
 pub mod smmu;
 pub mod validate;

@@ -101,7 +101,16 @@ fn boot_cpu() -> ! {
 
     print_memory_map(board, dt_ram);
     let devices = el2::pcie::bring_up(board, PLATFORM.manifest());
-    el2::smmu::init(board);
+    let options = hyp::dt::BootOptions::parse(
+        hyp::dt::bootargs(dtb(board.ram_base)).unwrap_or(""),
+        &mut |w| log::warn!("unknown boot option `{w}` ignored"),
+    );
+    info!(
+        "boot options: SMMU power domain resets GBPA to {:?}, power-loss injection {}",
+        options.gbpa_reset,
+        if options.pm_inject { "allowed" } else { "off" }
+    );
+    el2::smmu::init(board, options);
     el2::pcie::enable_dma(board, &devices);
     info!("PCI: bus mastering on for assigned devices (their streams abort until attached)");
     vm::prepare_all(&mut pools, devices);
@@ -136,7 +145,7 @@ fn secondary_cpu(cpu: u32) -> ! {
     vm::run_on_this_cpu(cpu)
 }
 
-fn read_device_tree(ram_base: u64) -> platform::DtFacts {
+fn dtb(ram_base: u64) -> &'static [u8] {
     // SAFETY: QEMU places the DTB at the start of RAM, which is mapped and belongs to the
     // hypervisor; we read its 8-byte header first.
     let header = unsafe { (ram_base as *const [u8; 8]).read() };
@@ -148,7 +157,11 @@ fn read_device_tree(ram_base: u64) -> platform::DtFacts {
     }
     // SAFETY: the blob lies inside the hypervisor's own 64 MiB at the start of RAM (checked
     // size) and nothing writes it.
-    let blob = unsafe { core::slice::from_raw_parts(ram_base as *const u8, size) };
+    unsafe { core::slice::from_raw_parts(ram_base as *const u8, size) }
+}
+
+fn read_device_tree(ram_base: u64) -> platform::DtFacts {
+    let blob = dtb(ram_base);
     match hyp::dt::parse(blob) {
         Ok(f) => f,
         Err(e) => fatal(format_args!("{e} at {ram_base:#x}")),

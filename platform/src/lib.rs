@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod manifest;
+pub mod power;
 pub mod qemu_virt;
 
 pub use manifest::{Manifest, ManifestError, PciAddr, VmSpec};

@@ -6,10 +6,12 @@ use host_abi::smmu::Command;
 use host_abi::HypError;
 use hyp::events::event_sid;
 use hyp::iommu::{EventDestination, EventReadResult, Iommu, IommuOps};
+use hyp::pm::Refusal;
 use hyp::smmu::driver::EventWords;
 use hyp::smmu::ste::{Domain, S2Config};
 use hyp::smmu::SmmuRegs;
 use log::{debug, info, warn};
+use platform::power::SimulatedPowerDomain;
 use platform::Platform;
 use spin::mutex::SpinMutex;
 
@@ -40,7 +42,7 @@ impl SmmuRegs for SmmuMmio {
 static IOMMU: SpinMutex<Option<Iommu<SmmuMmio>>> = SpinMutex::new(None);
 
 /// Probes and enables the SMMU (every stream aborts), then turns on DMA for assigned devices.
-pub fn init(board: &platform::Board) {
+pub fn init(board: &platform::Board, options: hyp::dt::BootOptions) {
     let max_sid = PLATFORM
         .manifest()
         .vms
@@ -67,7 +69,10 @@ pub fn init(board: &platform::Board) {
                 if s.is_two_level() { "two-level" } else { "linear" },
                 s.sid_bits()
             );
-            *IOMMU.lock() = Some(Iommu::new(s, PLATFORM.manifest()));
+            let power = alloc::boxed::Box::new(SimulatedPowerDomain::new(options.gbpa_reset));
+            let mut io = Iommu::new(s, PLATFORM.manifest(), power);
+            io.fault_injection = options.pm_inject;
+            *IOMMU.lock() = Some(io);
         }
         Err(e) => crate::fatal(format_args!("SMMU: {e}")),
     }
@@ -125,6 +130,39 @@ impl IommuOps for LockedIommu {
     }
     fn invalidate(&mut self, vm: u32, cmds: &mut [Command]) -> Result<usize, (usize, HypError)> {
         IOMMU.lock().as_mut().ok_or((0, HypError::DeviceError))?.invalidate(vm, cmds)
+    }
+    fn pm_vote(&mut self, vm: u32, allow_off: bool) -> [u64; 3] {
+        let mut g = IOMMU.lock();
+        let Some(io) = g.as_mut() else { return [0, 0, 0] };
+        let before = io.pm_status().power;
+        let r = io.pm_vote(vm, allow_off);
+        let name = PLATFORM.manifest().vms[vm as usize].name;
+        let vote = if allow_off { "allow-off" } else { "need-on" };
+        match (before, r[0]) {
+            (0, 1) => info!(
+                "SMMU power: vm {name} voted {vote}; every VM allows it: suspended and powered off"
+            ),
+            (1, 0) => info!("SMMU power: vm {name} voted {vote}: powered on and resumed"),
+            _ if r[1] == Refusal::BypassResetWithDma as u64 => info!(
+                "SMMU power: vm {name} voted {vote}; power-off refused: {}",
+                Refusal::BypassResetWithDma.describe()
+            ),
+            _ => info!(
+                "SMMU power: vm {name} voted {vote}; power stays {}",
+                if r[0] == 1 { "off" } else { "on" }
+            ),
+        }
+        r
+    }
+    fn pm_status(&mut self) -> host_abi::PmStatus {
+        IOMMU.lock().as_mut().map(|io| io.pm_status()).unwrap_or_default()
+    }
+    fn inject_power_loss(&mut self) -> Result<(), HypError> {
+        let r = IOMMU.lock().as_mut().ok_or(HypError::DeviceError)?.inject_power_loss();
+        if r.is_ok() {
+            warn!("SMMU power: unexpected power loss injected (registers back at reset values)");
+        }
+        r
     }
 }
 

@@ -377,8 +377,7 @@ impl<R: SmmuRegs> Smmu<R> {
             == cr0::SMMUEN | cr0::CMDQEN | cr0::EVENTQEN
     }
 
-    /// The register interface (tests use it to play the hardware's part).
-    #[cfg(test)]
+    /// The register interface (the power domain needs it; tests play the hardware with it).
     pub(crate) fn regs_mut(&mut self) -> &mut R {
         &mut self.regs
     }
