@@ -92,20 +92,44 @@ fn run(opts: &Opts) -> Result<(), String> {
     out.verdict()
 }
 
+/// The integration runs: the platform whose SMMU power domain resets GBPA to abort (with
+/// power-loss injection allowed), and the worst legal one, whose GBPA resets to bypass.
+const RUNS: [(&str, &str); 2] = [
+    ("GBPA resets to abort", "gbpa_reset=abort pm_inject=1"),
+    ("GBPA resets to bypass", "gbpa_reset=bypass"),
+];
+
 fn test(opts: &Opts) -> Result<(), String> {
     let host = report::host_unit_tests(opts)?;
     let imgs = images::build(opts)?;
     let tests = imgs.guest("guest-tests")?;
-    let out = qemu::run(&imgs.hyp, tests, &[], opts, opts.timeout.unwrap_or(300), true)?;
-    let guest = report::GuestReport::parse(&out.log, &report::vm_names());
-    println!();
-    println!("{}", guest.table());
+    let mut guest_passed = 0;
+    let mut guest_failed = 0;
+    let mut problems = Vec::new();
+    let mut logs = Vec::new();
+    for (what, bootargs) in RUNS {
+        println!("\n=== integration run: {what} (-append \"{bootargs}\") ===");
+        let out = qemu::run(
+            &imgs.hyp,
+            tests,
+            &["-append", bootargs],
+            opts,
+            opts.timeout.unwrap_or(300),
+            true,
+        )?;
+        let guest = report::GuestReport::parse(&out.log, &report::vm_names());
+        println!();
+        println!("{what}: {}", guest.table());
+        guest_passed += guest.passed();
+        guest_failed += guest.failed();
+        problems.extend(guest.problems().into_iter().map(|p| format!("{what}: {p}")));
+        if let Err(e) = out.verdict() {
+            problems.push(format!("{what}: {e}"));
+        }
+        logs.push(out.log_path.clone());
+    }
     if host.failed > 0 || !host.ok {
         println!("host unit tests: {} passed, {} failed", host.passed, host.failed);
-    }
-    let mut problems = guest.problems();
-    if let Err(e) = out.verdict() {
-        problems.push(e);
     }
     if !host.ok {
         problems.push("host unit tests failed".into());
@@ -115,9 +139,11 @@ fn test(opts: &Opts) -> Result<(), String> {
     }
     // Every problem that is not already a failed test (a missing summary, a timeout, a panic,
     // host tests that did not build) counts as one failure, so the last line never hides it.
-    let passed = host.passed + guest.passed();
-    let failed = host.failed + guest.failed() + problems.len() as u64;
-    println!("log of the QEMU run: {}", out.log_path.display());
+    let passed = host.passed + guest_passed;
+    let failed = host.failed + guest_failed + problems.len() as u64;
+    for l in &logs {
+        println!("log of a QEMU run: {}", l.display());
+    }
     println!("{passed} passed, {failed} failed");
     if problems.is_empty() && failed == 0 {
         Ok(())

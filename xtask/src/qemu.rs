@@ -181,7 +181,14 @@ pub fn run(
         }
     }
     drop(child);
-    let log_path = root().join("target/xtask/last-run.log");
+    let tag = extra.iter().find(|a| a.contains("gbpa_reset=")).map_or("run", |a| {
+        if a.contains("bypass") {
+            "bypass"
+        } else {
+            "abort"
+        }
+    });
+    let log_path = root().join(format!("target/xtask/last-{tag}.log"));
     if let Some(dir) = log_path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }

@@ -45,6 +45,20 @@ pub fn smmu_stats() -> Result<SmmuStats, HypError> {
     Ok(s)
 }
 
+/// PM status.
+pub fn pm_status() -> Result<host_abi::PmStatus, HypError> {
+    let mut s = host_abi::PmStatus::new_zeroed();
+    let ipa = &mut s as *mut host_abi::PmStatus as u64;
+    call(HypCall::PmStatus { ipa, len: 64 }).0?;
+    Ok(s)
+}
+
+/// PM vote; returns (power: 0 on / 1 off, refusal, DMA-capable streams).
+pub fn pm_vote(allow_off: bool) -> Result<(u64, u64, u64), HypError> {
+    let (st, r) = call(HypCall::PmVote { allow_off });
+    st.map(|_| (r[1], r[2], r[3]))
+}
+
 /// The boot-info block the hypervisor passed in x0.
 ///
 /// # Safety

@@ -541,6 +541,161 @@ fn clear_ste_blocks_again() -> Result<(), Msg> {
     Ok(())
 }
 
+fn pm_status() -> Result<host_abi::PmStatus, Msg> {
+    hv::pm_status().map_err(|e| msg!("PM_STATUS: {e}"))
+}
+
+fn all_vms_mask() -> u64 {
+    (1u64 << MANIFEST.vms.len()) - 1
+}
+
+/// Every VM votes allow-off here; until the last vote, power must stay on.
+fn pm_votes_gate_power() -> Result<(), Msg> {
+    let vm = me();
+    if vm.id != 0 {
+        let (power, refusal, dma) = hv::pm_vote(true).map_err(|e| msg!("PM_VOTE: {e}"))?;
+        let s = pm_status()?;
+        check!(
+            s.votes_allow_off & (1 << vm.id) != 0,
+            "our vote is not recorded: {:#x}",
+            s.votes_allow_off
+        );
+        if s.votes_allow_off & 1 == 0 {
+            // The host has not voted: N-1 votes at most, the SMMU must stay on.
+            check_eq!(power, 0, "power after our vote (not every VM allows)");
+            check_eq!(refusal, 1, "refusal (waiting for votes)");
+        }
+        check_eq!(
+            dma as usize,
+            MANIFEST.vms.iter().map(|v| v.devices.len()).sum::<usize>(),
+            "DMA streams"
+        );
+        return Ok(());
+    }
+    // The host votes last: wait for every guest's vote first.
+    let guests = all_vms_mask() & !1;
+    wait_until("the guests' votes", || {
+        pm_status().is_ok_and(|s| s.votes_allow_off & guests == guests)
+    })?;
+    let s = pm_status()?;
+    check_eq!(s.power, 0, "power with N-1 allow-off votes");
+    check_eq!(s.refusal, 1, "refusal with N-1 votes");
+    let (power, refusal, _) = hv::pm_vote(true).map_err(|e| msg!("PM_VOTE: {e}"))?;
+    if s.gbpa_reset == 1 {
+        // GBPA resets to bypass here: power-off must be refused while devices are assigned.
+        check_eq!(
+            (power, refusal),
+            (0, 2),
+            "last vote on a bypass-reset platform (power, refusal)"
+        );
+        check_eq!(pm_status()?.suspends, 0, "suspends on a bypass-reset platform");
+    } else {
+        check_eq!((power, refusal), (1, 0), "last vote (power, refusal)");
+        let s = pm_status()?;
+        check_eq!((s.power, s.suspends), (1, 1), "status after the last vote (power, suspends)");
+    }
+    Ok(())
+}
+
+/// The host exercises the powered-off SMMU; the guests wait for it and check their devices
+/// translate again afterwards.
+fn pm_cycle() -> Result<(), Msg> {
+    use host_abi::smmu::Command;
+    let (edu, sid) = my_edu()?;
+    if me().id != 0 {
+        // Wait for the host's allow-off vote to come and go (its whole cycle is in between).
+        wait_until("the host's allow-off vote", || {
+            pm_status().is_ok_and(|s| s.votes_allow_off & 1 != 0)
+        })?;
+        // Done when its vote is gone for good: after the ATC wake-up (its last step), or at
+        // once on a bypass-reset platform where power never goes off.
+        wait_until("the host's power cycle", || {
+            pm_status()
+                .is_ok_and(|s| s.votes_allow_off & 1 == 0 && (s.gbpa_reset == 1 || s.wakeups >= 1))
+        })?;
+        hv::pm_vote(false).map_err(|e| msg!("PM_VOTE: {e}"))?;
+        check_eq!(pm_status()?.power, 0, "power after our need-on vote");
+        check_eq!(
+            iommu::set_ste(sid, &iommu::vste_bypass()),
+            Ok(1),
+            "SET_STE identity after the cycle"
+        );
+        load_edu_buffer(&edu, scratch(0))?;
+        let dst = scratch(0x6_0000);
+        fill(dst, 4096, |_| 0);
+        dma_to(&edu, dst, 4096)?;
+        return bytes_eq(dst, 4096, pattern, "identity DMA after the power cycle");
+    }
+    let s0 = pm_status()?;
+    if s0.gbpa_reset == 1 {
+        // Power stayed on: DMA still translates exactly as before.
+        check_eq!(s0.power, 0, "power on a bypass-reset platform");
+        check_eq!(iommu::set_ste(sid, &iommu::vste_bypass()), Ok(1), "SET_STE identity");
+        load_edu_buffer(&edu, scratch(0))?;
+        let dst = scratch(0x6_0000);
+        fill(dst, 4096, |_| 0);
+        dma_to(&edu, dst, 4096)?;
+        bytes_eq(dst, 4096, pattern, "identity DMA with power kept on")?;
+        hv::pm_vote(false).map_err(|e| msg!("PM_VOTE: {e}"))?;
+        return Ok(());
+    }
+    check_eq!(s0.power, 1, "power (off after every vote)");
+    let st0 = hv::smmu_stats().map_err(|e| msg!("SMMU_STATS: {e}"))?;
+    // While off: the STE change is made in memory only.
+    check_eq!(iommu::set_ste(sid, &iommu::vste_bypass()), Ok(1), "SET_STE while off");
+    // DMA while off is aborted and memory is unchanged.
+    let dst = scratch(0x6_0000);
+    fill(dst, 4096, |_| 0x77);
+    dma_to(&edu, dst, 4096)?;
+    bytes_eq(dst, 4096, |_| 0x77, "memory after DMA while the SMMU is off")?;
+    // Invalidations while off reach no hardware.
+    check_eq!(
+        iommu::invalidate(&[Command::tlbi_nh_all(0), Command::cfgi_ste(sid)]),
+        Ok(0),
+        "INVALIDATE while off (sent)"
+    );
+    let st1 = hv::smmu_stats().map_err(|e| msg!("SMMU_STATS: {e}"))?;
+    check_eq!(st1.commands, st0.commands, "commands written while off");
+    check!(st1.ste_writes > st0.ste_writes, "the STE was not written while off");
+    let s1 = pm_status()?;
+    check!(s1.elided >= s0.elided + 2, "elided counter {} -> {}", s0.elided, s1.elided);
+    // The first need-on brings it back, with the STE change made while off.
+    let (power, _, _) = hv::pm_vote(false).map_err(|e| msg!("PM_VOTE: {e}"))?;
+    check_eq!(power, 0, "power after need-on");
+    check_eq!(pm_status()?.resumes, s0.resumes + 1, "resumes");
+    load_edu_buffer(&edu, scratch(0))?;
+    fill(dst, 4096, |_| 0);
+    dma_to(&edu, dst, 4096)?;
+    bytes_eq(dst, 4096, pattern, "identity DMA after resume")?;
+    // Off again (every VM allows), then an ATC invalidation must wake it.
+    check_eq!(hv::pm_vote(true).map(|r| r.0), Ok(1), "power after allow-off again");
+    check_eq!(
+        iommu::invalidate(&[Command::atc_inv_all(sid)]),
+        Ok(0),
+        "ATC_INV (no ATS: nothing sent)"
+    );
+    let s2 = pm_status()?;
+    check_eq!(
+        (s2.power, s2.wakeups),
+        (0, s0.wakeups + 1),
+        "ATC_INV woke the SMMU (power, wakeups)"
+    );
+    // An unexpected power loss: DMA aborts (GBPA reset value), the next SMMU access recovers.
+    // (xtask boots this run with `pm_inject=1`.)
+    hv::call(HypCall::PmInjectLoss).0.map_err(|e| msg!("PM_INJECT_LOSS: {e}"))?;
+    fill(dst, 4096, |_| 0x33);
+    dma_to(&edu, dst, 4096)?;
+    bytes_eq(dst, 4096, |_| 0x33, "memory after DMA with the SMMU at reset")?;
+    let losses = pm_status()?.losses;
+    let _ = hv::smmu_stats(); // reaches the hardware: detection and recovery
+    check_eq!(pm_status()?.losses, losses + 1, "losses recovered");
+    fill(dst, 4096, |_| 0);
+    dma_to(&edu, dst, 4096)?;
+    bytes_eq(dst, 4096, pattern, "identity DMA after recovering from the loss")?;
+    check_eq!(hv::pm_vote(false).map(|r| r.0), Ok(0), "power after the final need-on");
+    Ok(())
+}
+
 fn owner_memory_unchanged() -> Result<(), Msg> {
     let vm = me();
     // VMs with a higher id attacked us (vm_memory_isolated); wait until they have stopped.
@@ -571,5 +726,7 @@ static TESTS: &[Test] = &[
     ("bad_smmu_requests_are_refused", bad_smmu_requests_are_refused),
     ("nested_dma_translates_and_tlbi_unmaps", nested_dma_translates_and_tlbi_unmaps),
     ("clear_ste_blocks_again", clear_ste_blocks_again),
+    ("pm_votes_gate_power", pm_votes_gate_power),
+    ("pm_cycle", pm_cycle),
     ("owner_memory_unchanged", owner_memory_unchanged),
 ];
