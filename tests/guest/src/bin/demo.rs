@@ -61,6 +61,54 @@ fn dma_demo(edu: &Edu, sid: u32, base: u64) {
     let _ = iommu::clear_ste(sid);
 }
 
+/// VM 0 shows a power cycle once every VM has voted: off, DMA aborted, on, DMA translated.
+fn pm_demo(edu: &Edu, sid: u32, base: u64, vm_id: u32, vm_count: u32) {
+    let _ = iommu::set_ste(sid, &iommu::vste_bypass());
+    let (power, refusal, _) = hv::pm_vote(true).unwrap_or((9, 9, 9));
+    if vm_id != 0 {
+        println!(
+            "  PM_VOTE(allow-off) -> power {} (refusal {refusal})",
+            if power == 1 { "off" } else { "on" }
+        );
+        // Wait for VM 0's cycle (its vote comes and goes), then take ours back.
+        while hv::pm_status().is_ok_and(|s| s.votes_allow_off & 1 == 0 && s.suspends == 0) {}
+        while hv::pm_status().is_ok_and(|s| s.votes_allow_off & 1 != 0) {}
+        let _ = hv::pm_vote(false);
+        return;
+    }
+    let all = (1u64 << vm_count) - 1;
+    // Our vote is the last one needed: wait for the others first.
+    while hv::pm_status().is_ok_and(|s| s.votes_allow_off != all) {}
+    let s = hv::pm_status().unwrap_or_default();
+    println!(
+        "  every VM voted allow-off: SMMU power {} ({} suspend so far, GBPA resets to {})",
+        if s.power == 1 { "OFF" } else { "on" },
+        s.suspends,
+        if s.gbpa_reset == 1 {
+            "bypass: power-off refused while devices are assigned"
+        } else {
+            "abort"
+        }
+    );
+    let dst = base + 0x23_0000;
+    poke(dst, 0);
+    let _ = edu.to_ram(0, dst, 8);
+    println!(
+        "  DMA while the SMMU is {}: {:#018x} at {dst:#x}",
+        if s.power == 1 { "off" } else { "on" },
+        peek(dst)
+    );
+    let (power, _, _) = hv::pm_vote(false).unwrap_or((9, 9, 9));
+    poke(dst, 0);
+    let _ = edu.to_ram(0, dst, 8);
+    println!(
+        "  PM_VOTE(need-on) -> power {}: DMA {:#018x} landed at {dst:#x}",
+        if power == 0 { "on" } else { "off" },
+        peek(dst)
+    );
+    let _ = iommu::clear_ste(sid);
+}
+
 #[no_mangle]
 extern "C" fn guest_main(boot_ipa: u64) -> ! {
     // SAFETY: x0 at entry.
@@ -98,6 +146,7 @@ extern "C" fn guest_main(boot_ipa: u64) -> ! {
             edu.id()
         );
         dma_demo(&edu, d.stream_id, bi.mem_base);
+        pm_demo(&edu, d.stream_id, bi.mem_base, bi.vm_id, bi.vm_count);
     }
     println!("  done: PSCI SYSTEM_OFF");
     arch::system_off()
