@@ -18,6 +18,8 @@ pub mod events;
 pub mod hypercall;
 pub mod inject;
 pub mod iommu;
+#[cfg(any(test, feature = "model"))]
+pub mod model;
 pub mod pagepool;
 pub mod pci;
 pub mod pm;

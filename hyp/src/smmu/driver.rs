@@ -8,7 +8,7 @@
 
 use super::queue::{self, QueuePtr};
 use super::regs::{self, cerror, cr0, gerror, off, strtab_cfg, Idr0, Idr1, Idr5};
-use super::{set_global_abort, SmmuError, SmmuRegs};
+use super::{set_global_abort, Gbpa, SmmuError, SmmuRegs};
 use alloc::alloc::{alloc_zeroed, Layout};
 use core::ptr::NonNull;
 use host_abi::smmu::Command;
@@ -89,6 +89,8 @@ pub enum ProbeError {
     Cr0AckTimeout,
     /// A boot command failed.
     Command(CmdError),
+    /// The SMMU lost power while being programmed (its registers went back to reset values).
+    PowerLost,
 }
 
 impl core::fmt::Display for ProbeError {
@@ -106,6 +108,7 @@ impl core::fmt::Display for ProbeError {
             ProbeError::Hardware(e) => write!(f, "{e}"),
             ProbeError::Cr0AckTimeout => f.write_str("SMMU_CR0ACK did not follow SMMU_CR0"),
             ProbeError::Command(e) => write!(f, "boot command failed: {e}"),
+            ProbeError::PowerLost => f.write_str("SMMU lost power while being programmed"),
         }
     }
 }
@@ -200,6 +203,8 @@ pub const LINEAR_MAX_BITS: u32 = 8;
 pub const CMDQ_LOG2: u32 = 9;
 /// Event queue: 2^7 entries (4 KiB).
 pub const EVTQ_LOG2: u32 = 7;
+/// Resume attempts when power is lost again during resume.
+pub const RESUME_ATTEMPTS: u32 = 3;
 /// Polls of CONS/CR0ACK before giving up.
 pub const POLL_LIMIT: u32 = 10_000_000;
 
@@ -254,6 +259,9 @@ pub struct Smmu<R: SmmuRegs> {
     evtq: DmaBuf,
     /// Counters.
     pub counters: Counters,
+    /// Polls of CONS before a batch times out (the host model, which consumes synchronously,
+    /// lowers it).
+    pub poll_limit: u32,
 }
 
 impl<R: SmmuRegs> Smmu<R> {
@@ -293,6 +301,7 @@ impl<R: SmmuRegs> Smmu<R> {
             cmdq,
             evtq,
             counters: Counters::default(),
+            poll_limit: POLL_LIMIT,
         };
         smmu.program_and_enable()?;
         Ok(smmu)
@@ -345,8 +354,29 @@ impl<R: SmmuRegs> Smmu<R> {
         ])
         .map_err(ProbeError::Command)?;
         write_cr0(&mut self.regs, cr0::CMDQEN | cr0::EVENTQEN)?;
+        // A power loss in the middle of this sequence would leave registers at reset values
+        // that the rest of it does not rewrite: check everything is still ours before
+        // enabling translation, and again right after.
+        if !self.programmed(base, cfg) {
+            return Err(ProbeError::PowerLost);
+        }
         write_cr0(&mut self.regs, cr0::CMDQEN | cr0::EVENTQEN | cr0::SMMUEN)?;
+        if !self.programmed(base, cfg) {
+            write_cr0(&mut self.regs, 0)?;
+            return Err(ProbeError::PowerLost);
+        }
         Ok(())
+    }
+
+    /// Whether the registers still hold the tables and queues this driver programmed, with
+    /// GBPA.ABORT set.
+    fn programmed(&mut self, strtab: u64, cfg: u32) -> bool {
+        let mask = regs::BASE_ADDR_MASK;
+        self.regs.read64(off::STRTAB_BASE) & mask == strtab & mask
+            && self.regs.read32(off::STRTAB_BASE_CFG) == cfg
+            && self.regs.read64(off::CMDQ_BASE) & mask == self.cmdq.pa() & mask
+            && self.regs.read64(off::EVTQ_BASE) & mask == self.evtq.pa() & mask
+            && Gbpa(self.regs.read32(off::GBPA)).abort()
     }
 
     /// Quiesces the SMMU before its power domain goes off: completes every queued command
@@ -365,9 +395,19 @@ impl<R: SmmuRegs> Smmu<R> {
     /// (the reset value may be bypass), then tables and queues from the hypervisor's own copies,
     /// CFGI_ALL + TLBI of every regime + SYNC, and SMMUEN last.
     pub fn resume(&mut self) -> Result<(), ProbeError> {
-        set_global_abort(&mut self.regs).map_err(ProbeError::Hardware)?;
-        write_cr0(&mut self.regs, 0)?;
-        self.program_and_enable()
+        // Power may be lost again while we program it: start over (bounded).
+        let mut last = ProbeError::PowerLost;
+        for _ in 0..RESUME_ATTEMPTS {
+            let r = set_global_abort(&mut self.regs)
+                .map_err(ProbeError::Hardware)
+                .and_then(|_| write_cr0(&mut self.regs, 0))
+                .and_then(|_| self.program_and_enable());
+            match r {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     /// Whether the SMMU still holds the configuration the driver gave it (SMMUEN and both
@@ -407,7 +447,7 @@ impl<R: SmmuRegs> Smmu<R> {
         let mut polls = 0;
         while queue::space(self.cmdq_prod, self.cons()) < n {
             polls += 1;
-            if polls > POLL_LIMIT {
+            if polls > self.poll_limit {
                 return Err(CmdError::Timeout);
             }
         }
@@ -435,7 +475,7 @@ impl<R: SmmuRegs> Smmu<R> {
 
     fn wait_consumed(&mut self, start: QueuePtr, target: QueuePtr) -> Result<(), CmdError> {
         let mut first_error = None;
-        for _ in 0..POLL_LIMIT {
+        for _ in 0..self.poll_limit {
             let raw = self.regs.read32(off::CMDQ_CONS);
             let cons = QueuePtr::new(self.cmdq_prod_log2(), raw);
             let gerror = self.regs.read32(off::GERROR);
