@@ -83,7 +83,7 @@ struct smmu_hyp_vm_info {
 	uint32_t peak_running; /* offset 28 */
 	uint64_t running_mask; /* offset 32 */
 	char name[SMMU_HYP_VM_NAME_LEN]; /* offset 40 */
-	uint64_t reserved;     /* offset 56 */
+	uint64_t stopped_mask; /* offset 56 */
 };
 _Static_assert(sizeof(struct smmu_hyp_vm_info) == 64, "vm_info size");
 _Static_assert(offsetof(struct smmu_hyp_vm_info, running_mask) == 32, "mask");
@@ -125,7 +125,7 @@ struct smmu_hyp_smmu_stats {
 	uint64_t events_routed; /* offset 32 */
 	uint64_t events_dropped; /* offset 40 */
 	uint64_t command_errors; /* offset 48 */
-	uint64_t reserved; /* offset 56 */
+	uint64_t heap_in_use; /* offset 56 */
 };
 _Static_assert(sizeof(struct smmu_hyp_smmu_stats) == 64, "smmu_stats size");
 

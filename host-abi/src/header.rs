@@ -79,7 +79,7 @@ pub fn render(w: &mut dyn Write) -> Result {
     writeln!(w, "\tuint32_t peak_running; /* offset 28 */")?;
     writeln!(w, "\tuint64_t running_mask; /* offset 32 */")?;
     writeln!(w, "\tchar name[SMMU_HYP_VM_NAME_LEN]; /* offset 40 */")?;
-    writeln!(w, "\tuint64_t reserved;     /* offset 56 */")?;
+    writeln!(w, "\tuint64_t stopped_mask; /* offset 56 */")?;
     writeln!(w, "}};")?;
     writeln!(w, "_Static_assert(sizeof(struct smmu_hyp_vm_info) == 64, \"vm_info size\");")?;
     writeln!(
@@ -131,7 +131,7 @@ pub fn render(w: &mut dyn Write) -> Result {
         "events_routed",
         "events_dropped",
         "command_errors",
-        "reserved",
+        "heap_in_use",
     ]
     .iter()
     .enumerate()

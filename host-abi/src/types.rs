@@ -64,8 +64,8 @@ pub struct VmInfo {
     pub running_mask: u64,
     /// Offset 40, length 16: the caller's name, NUL-padded.
     pub name: [u8; VM_NAME_LEN],
-    /// Offset 56, length 8: reserved, zero.
-    pub reserved: u64,
+    /// Offset 56, length 8: bit `i` set once VM `i` has stopped.
+    pub stopped_mask: u64,
 }
 
 const _: () = assert!(size_of::<VmInfo>() == 64);
@@ -134,8 +134,8 @@ pub struct SmmuStats {
     pub events_dropped: u64,
     /// Offset 48, length 8: commands the SMMU rejected.
     pub command_errors: u64,
-    /// Offset 56, length 8: reserved, zero.
-    pub reserved: u64,
+    /// Offset 56, length 8: bytes of hypervisor heap in use (tables for streams included).
+    pub heap_in_use: u64,
 }
 
 const _: () = assert!(size_of::<SmmuStats>() == 64);

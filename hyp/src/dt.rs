@@ -59,11 +59,23 @@ pub struct BootOptions {
     pub gbpa_reset: platform::power::GbpaReset,
     /// Fault injection allowed.
     pub pm_inject: bool,
+    /// Power management enabled (`pm=off` disables it: the benchmark's baseline).
+    pub pm: bool,
+    /// Extra device-less stream IDs for VM 0, from [`BENCH_STREAM_BASE`] (`bench_streams=N`).
+    pub bench_streams: u32,
 }
+
+/// First stream ID of the benchmark's device-less streams.
+pub const BENCH_STREAM_BASE: u32 = 0x1000;
 
 impl Default for BootOptions {
     fn default() -> Self {
-        Self { gbpa_reset: platform::power::GbpaReset::Abort, pm_inject: false }
+        Self {
+            gbpa_reset: platform::power::GbpaReset::Abort,
+            pm_inject: false,
+            pm: true,
+            bench_streams: 0,
+        }
     }
 }
 
@@ -79,6 +91,12 @@ impl BootOptions {
                 },
                 Some(("pm_inject", "1")) => o.pm_inject = true,
                 Some(("pm_inject", "0")) => o.pm_inject = false,
+                Some(("pm", "off")) => o.pm = false,
+                Some(("pm", "on")) => o.pm = true,
+                Some(("bench_streams", n)) => match n.parse::<u32>() {
+                    Ok(n) if n <= 4096 => o.bench_streams = n,
+                    _ => unknown(w),
+                },
                 _ => unknown(w),
             }
         }
@@ -137,7 +155,18 @@ mod tests {
         let o = BootOptions::parse("gbpa_reset=bypass pm_inject=1 foo gbpa_reset=x", &mut |w| {
             bad.push(std::string::String::from(w))
         });
-        assert_eq!(o, BootOptions { gbpa_reset: GbpaReset::Bypass, pm_inject: true });
+        assert_eq!(
+            o,
+            BootOptions {
+                gbpa_reset: GbpaReset::Bypass,
+                pm_inject: true,
+                pm: true,
+                bench_streams: 0
+            }
+        );
+        let o = BootOptions::parse("pm=off bench_streams=1000", &mut |_| {});
+        assert!(!o.pm);
+        assert_eq!(o.bench_streams, 1000);
         assert_eq!(bad, ["foo", "gbpa_reset=x"]);
         assert_eq!(BootOptions::parse("", &mut |_| {}), BootOptions::default());
     }

@@ -114,7 +114,7 @@ fn set_ste(
     mem: &mut dyn GuestMemory,
     iommu: &mut dyn IommuOps,
 ) -> Result<HypReturn, HypError> {
-    if !owns(caller, sid) {
+    if !iommu.owns(caller.vm.id, sid) {
         return Err(HypError::NotOwned);
     }
     check_buffer(caller, ipa, 64)?;
@@ -142,10 +142,6 @@ fn invalidate(
         Ok(n) => HypReturn::ok(0, n as u64, 0, 0),
         Err((index, e)) => HypReturn::err_at(e, index as u64),
     })
-}
-
-fn owns(caller: &Caller<'_>, sid: u32) -> bool {
-    caller.devices.iter().any(|f| f.addr.rid() == sid)
 }
 
 fn check_buffer(caller: &Caller<'_>, ipa: u64, len: u64) -> Result<(), HypError> {
@@ -184,7 +180,7 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
                 peak_running: caller.states.peak_running(),
                 running_mask: caller.states.running_mask(),
                 name: encode_name(vm.name),
-                reserved: 0,
+                stopped_mask: caller.states.stopped_mask(),
             };
             mem.write(ipa, info.as_bytes());
             Ok(HypReturn::ok(0, 0, 0, 0))
@@ -221,7 +217,7 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
         }
         HypCall::SetSte { sid, ipa } => set_ste(caller, sid, ipa, &mut **mem, &mut **iommu),
         HypCall::ClearSte { sid } => {
-            if !owns(caller, sid) {
+            if !iommu.owns(caller.vm.id, sid) {
                 return Err(HypError::NotOwned);
             }
             iommu.attach(caller.vm.id, sid, Domain::Blocked)?;
@@ -359,6 +355,9 @@ mod tests {
         }
         fn inject_power_loss(&mut self) -> Result<(), HypError> {
             Err(HypError::NotSupported)
+        }
+        fn owns(&mut self, vm: u32, sid: u32) -> bool {
+            vm == 1 && sid == 0x18
         }
         fn invalidate(
             &mut self,

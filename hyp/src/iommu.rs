@@ -46,6 +46,8 @@ pub trait IommuOps {
     fn pm_status(&mut self) -> PmStatus;
     /// Test platforms: inject an unexpected power loss.
     fn inject_power_loss(&mut self) -> Result<(), HypError>;
+    /// Whether stream `sid` is assigned to VM `vm`.
+    fn owns(&mut self, vm: u32, sid: u32) -> bool;
 }
 
 /// Where a routed event went, for the hypervisor's log.
@@ -77,8 +79,13 @@ pub struct Iommu<R: SmmuRegs> {
     domain_ctl: Box<dyn SmmuPowerDomain + Send>,
     /// Whether VMs may ask for an injected power loss (test platforms only).
     pub fault_injection: bool,
+    /// Power management on (default). Off: votes never power the SMMU down and the fast path
+    /// skips power-loss detection (the baseline of the PM-overhead benchmark).
+    pub pm_enabled: bool,
     /// PM counters.
     pub pm: PmCounters,
+    /// Streams not blocked.
+    attached: usize,
 }
 
 /// Power-management counters (reported in `PmStatus`).
@@ -136,7 +143,9 @@ impl<R: SmmuRegs> Iommu<R> {
             power: Power::On,
             domain_ctl,
             fault_injection: false,
+            pm_enabled: true,
             pm: PmCounters::default(),
+            attached: 0,
         }
     }
 
@@ -147,7 +156,7 @@ impl<R: SmmuRegs> Iommu<R> {
         if self.power == Power::Off {
             return false;
         }
-        if !self.smmu.configured() {
+        if self.pm_enabled && !self.smmu.configured() {
             self.pm.losses += 1;
             let _ = self.smmu.resume();
         }
@@ -179,6 +188,9 @@ impl<R: SmmuRegs> Iommu<R> {
             *v = vote;
         }
         let dma = self.streams.len();
+        if !self.pm_enabled {
+            return (self.power, Refusal::Disabled, dma);
+        }
         let refusal = match pm::decide(&self.votes, self.power, self.domain_ctl.gbpa_reset(), dma) {
             Action::PowerOff => {
                 if self.power_off() {
@@ -241,6 +253,25 @@ impl<R: SmmuRegs> Iommu<R> {
         Ok(())
     }
 
+    /// Assigns `count` more stream IDs from `first` to VM `vm`: streams without a physical
+    /// device (benchmarks of many attached streams); their STEs are real all the same.
+    pub fn add_streams(&mut self, vm: u32, first: u32, count: u32) {
+        for sid in first..first + count {
+            self.streams.push((sid, vm));
+            self.domains.push(Domain::Blocked);
+        }
+    }
+
+    /// VM `vm` stopped: its streams are blocked and it no longer needs the SMMU powered.
+    pub fn vm_stopped(&mut self, vm: u32) {
+        let sids: Vec<u32> =
+            self.streams.iter().filter(|(_, v)| *v == vm).map(|(s, _)| *s).collect();
+        for sid in sids {
+            let _ = self.attach(vm, sid, Domain::Blocked);
+        }
+        self.vote(vm, Vote::AllowOff);
+    }
+
     /// Records VM `vm`'s stage 2 (identity and nested STEs point at it).
     pub fn set_stage2(&mut self, vm: u32, s2: S2Config) {
         if let Some(slot) = self.stage2.get_mut(vm as usize) {
@@ -253,9 +284,22 @@ impl<R: SmmuRegs> Iommu<R> {
         self.streams.iter().position(|(s, _)| *s == sid).map(|i| self.domains[i])
     }
 
-    /// Streams attached to something other than `Blocked` (streams that could issue DMA).
+    /// Streams attached to something other than `Blocked` (kept as a count: PM paths read it
+    /// and must not scan every stream).
     pub fn attached_streams(&self) -> usize {
-        self.domains.iter().filter(|d| **d != Domain::Blocked).count()
+        self.attached
+    }
+
+    /// The power state.
+    pub fn power(&self) -> Power {
+        self.power
+    }
+
+    fn set_domain(&mut self, idx: usize, d: Domain) {
+        let was = self.domains[idx] != Domain::Blocked;
+        let is = d != Domain::Blocked;
+        self.attached = self.attached + is as usize - was as usize;
+        self.domains[idx] = d;
     }
 
     /// Writes `target` into `sid`'s STE in hitless order, with CFGI_STE + SYNC at each sync
@@ -363,6 +407,10 @@ impl<R: SmmuRegs> IommuOps for Iommu<R> {
         Iommu::pm_status(self)
     }
 
+    fn owns(&mut self, vm: u32, sid: u32) -> bool {
+        self.streams.iter().any(|&(s, v)| s == sid && v == vm)
+    }
+
     fn inject_power_loss(&mut self) -> Result<(), HypError> {
         Iommu::inject_power_loss(self)
     }
@@ -377,13 +425,13 @@ impl<R: SmmuRegs> IommuOps for Iommu<R> {
         let target = ste::encode(&domain, &s2);
         match self.install(sid, &target) {
             Ok(()) => {
-                self.domains[idx] = domain;
+                self.set_domain(idx, domain);
                 Ok(())
             }
             Err(_) => {
                 // Leave the stream blocked rather than in an unknown state.
                 let _ = self.install(sid, &ste::abort());
-                self.domains[idx] = Domain::Blocked;
+                self.set_domain(idx, Domain::Blocked);
                 Err(HypError::DeviceError)
             }
         }
@@ -444,7 +492,7 @@ impl<R: SmmuRegs> IommuOps for Iommu<R> {
             events_routed: self.rings.iter().map(|r| r.routed).sum(),
             events_dropped: self.rings.iter().map(|r| r.overflows).sum(),
             command_errors: c.command_errors,
-            reserved: 0,
+            heap_in_use: 0,
         }
     }
 }
@@ -585,6 +633,30 @@ mod tests {
         assert_eq!(io.pm.resumes, 1);
         let ops = io.smmu.regs_mut().opcodes();
         assert_eq!(&ops[ops.len() - 4..], [0x04, 0x30, 0x20, 0x46]);
+    }
+
+    #[test]
+    fn a_stopped_vm_is_blocked_and_no_longer_holds_power_on() {
+        let mut io = ready();
+        io.attach(1, 0x18, Domain::Identity).unwrap();
+        io.vm_stopped(1);
+        assert_eq!(io.domain_of(0x18), Some(Domain::Blocked));
+        assert_eq!(ste::effective(&Ste(io.smmu.read_ste(0x18))), None);
+        io.vote(0, Vote::AllowOff);
+        assert_eq!(io.vote(2, Vote::AllowOff).0, Power::Off, "the stopped VM counts as allow-off");
+    }
+
+    #[test]
+    fn extra_streams_are_owned_and_attachable() {
+        let smmu = Smmu::init(FakeSmmu::qemu(), 0x1000 + 9, true).unwrap();
+        let mut io =
+            Iommu::new(smmu, &MANIFEST, Box::new(SimulatedPowerDomain::new(GbpaReset::Abort)));
+        io.set_stage2(0, S2Config::vm(1, 0x4030_0000));
+        io.add_streams(0, 0x1000, 10);
+        assert!(io.owns(0, 0x1009) && !io.owns(1, 0x1009) && !io.owns(0, 0x100a));
+        io.attach(0, 0x1005, Domain::Identity).unwrap();
+        assert!(io.smmu.is_two_level(), "the stream ID space needs two levels");
+        assert_eq!(io.attached_streams(), 1);
     }
 
     #[test]

@@ -201,6 +201,11 @@ fn print_memory_map(board: &platform::Board, ram: MemRange) {
     }
 }
 
+/// Bytes of heap in use.
+pub fn heap_in_use() -> usize {
+    HEAP.lock().stats_alloc_actual()
+}
+
 /// Reports a fatal boot error and powers off.
 fn fatal(args: core::fmt::Arguments<'_>) -> ! {
     error!("{args}");

@@ -33,6 +33,8 @@ pub enum Refusal {
     WaitingForVotes = 1,
     /// GBPA resets to bypass on this platform and DMA-capable streams are assigned.
     BypassResetWithDma = 2,
+    /// Power management is disabled on this run.
+    Disabled = 3,
 }
 
 impl Refusal {
@@ -44,6 +46,7 @@ impl Refusal {
             Refusal::BypassResetWithDma => {
                 "GBPA resets to bypass on this platform and DMA-capable streams are assigned"
             }
+            Refusal::Disabled => "power management is disabled",
         }
     }
 }

@@ -69,6 +69,11 @@ impl VmStates {
         self.running.load(Ordering::Acquire)
     }
 
+    /// Bit `i` set once VM `i` has stopped.
+    pub fn stopped_mask(&self) -> u64 {
+        self.stopped.load(Ordering::Acquire)
+    }
+
     /// The most VMs ever running at once.
     pub fn peak_running(&self) -> u32 {
         self.peak.load(Ordering::Acquire)

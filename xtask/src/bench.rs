@@ -166,23 +166,31 @@ pub fn table(figs: &[Figure], old: Option<&[(String, f64)]>) -> String {
     s
 }
 
+struct RunLog {
+    log: String,
+}
+
 /// Runs the benchmarks.
 pub fn run(opts: &Opts) -> Result<(), String> {
     let imgs = images::build(opts)?;
     let bench = imgs.guest("bench")?;
-    let out = qemu::run(
-        &imgs.hyp,
-        bench,
-        &["-icount", "shift=0,align=off,sleep=off"],
-        opts,
-        600,
-        opts.verbose,
-    )?;
-    out.verdict()?;
-    if !out.log.contains("bench done") {
-        return Err(format!("the bench image did not finish; see {}", out.log_path.display()));
+    let run = |append: &str| -> Result<(Vec<Figure>, String), String> {
+        let args = ["-icount", "shift=0,align=off,sleep=off", "-append", append];
+        let out = qemu::run(&imgs.hyp, bench, &args, opts, 600, opts.verbose)?;
+        out.verdict()?;
+        if !out.log.contains("bench done") {
+            return Err(format!("the bench image did not finish; see {}", out.log_path.display()));
+        }
+        Ok((parse(&out.log).into_iter().filter(|f| f.name != "done").collect(), out.log))
+    };
+    // Main run: PM enabled, 1000 device-less streams for VM 0.
+    let (mut figs, log) = run("bench_streams=1000")?;
+    // Baseline: PM disabled; only the invalidation fast path is taken from it.
+    let (off, _) = run("pm=off")?;
+    if let Some(f) = off.into_iter().find(|f| f.name == "inval_batch_16") {
+        figs.push(Figure { name: "inval_batch_16_pm_off".into(), ..f });
     }
-    let mut figs: Vec<Figure> = parse(&out.log).into_iter().filter(|f| f.name != "done").collect();
+    let out = RunLog { log };
     let hyp_elf = std::fs::read(&imgs.hyp).map_err(|e| e.to_string())?;
     let (file_bytes, mem_bytes) = elf::load_sizes(&hyp_elf)?;
     figs.push(derived("hyp_image_loaded_bytes", file_bytes as f64, "bytes"));

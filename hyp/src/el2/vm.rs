@@ -79,6 +79,8 @@ impl Vm {
             self.hypercalls.load(Ordering::Relaxed),
             self.faults.load(Ordering::Relaxed)
         );
+        // Teardown: its devices can no longer reach anything, and it no longer needs the SMMU.
+        super::smmu::vm_stopped(self.spec.id);
         match STATES.stop(self.spec.id) {
             StopOutcome::LastVm => {
                 summary();

@@ -130,7 +130,7 @@ fn vm_info() -> Result<(), Msg> {
     check_eq!(info.mem_size, vm.mem.size, "mem_size");
     check_eq!(info.cpu, vm.cpu, "cpu");
     check_eq!(decode_name(&info.name), vm.name, "name");
-    check_eq!(info.reserved, 0, "reserved");
+    check_eq!(info.stopped_mask & (1 << vm.id), 0, "stopped_mask (we are running)");
     check!(
         info.running_mask & (1 << vm.id) != 0,
         "running_mask {:#x} lacks this VM",

@@ -43,7 +43,8 @@ extern "C" fn guest_main(boot_ipa: u64) -> ! {
         arch::system_off();
     }
     // Wait until the other VMs are off: they would add their instructions to our counter.
-    while hv::vm_info().map_or(true, |i| i.running_mask != 1) {}
+    // (They may not even have started yet: wait for them to have stopped.)
+    while hv::vm_info().map_or(true, |i| i.stopped_mask | 1 != (1u64 << i.vm_count) - 1) {}
     let overhead = measure(|| {}).median;
     println!("bench counter_overhead {overhead} {overhead} {overhead} instructions");
 
@@ -78,8 +79,69 @@ extern "C" fn guest_main(boot_ipa: u64) -> ! {
         ),
     );
     smmu_figures(overhead);
+    pm_figures(overhead);
     println!("bench done");
     arch::system_off()
+}
+
+/// First stream ID of the device-less benchmark streams (`bench_streams=N` boot option).
+const BENCH_STREAM_BASE: u32 = 0x1000;
+
+fn pm_figures(overhead: u64) {
+    let Ok(s) = hv::pm_status() else { return };
+    if s.refusal == 3 {
+        // PM disabled on this run: only the fast-path comparison is measured here.
+        return;
+    }
+    let stats = || hv::smmu_stats().map(|s| s.heap_in_use).unwrap_or(0);
+    let Ok((d, _)) = hv::device_info(0) else { return };
+    let bypass = iommu::vste_bypass();
+    let _ = iommu::set_ste(d.stream_id, &bypass);
+    let need_on = || {
+        let _ = hv::pm_vote(false);
+    };
+    let allow_off = || {
+        let _ = hv::pm_vote(true);
+    };
+    report("pm_vote_no_change", net(measure(need_on), overhead));
+    report("suspend", net(measure_with(need_on, allow_off), overhead));
+    report("resume_1", net(measure_with(allow_off, need_on), overhead));
+    // Sanity: each measured suspend and resume really happened.
+    allow_off();
+    if let Ok(s) = hv::pm_status() {
+        println!(
+            "bench note: votes {:#x} power {} refusal {}",
+            s.votes_allow_off, s.power, s.refusal
+        );
+    }
+    need_on();
+    if let Ok(s) = hv::pm_status() {
+        println!("bench pm_suspends {} {} {} count", s.suspends, s.suspends, s.suspends);
+        println!("bench pm_resumes {} {} {} count", s.resumes, s.resumes, s.resumes);
+    }
+    // More attached streams: resume must not grow with them.
+    let heap0 = stats();
+    let mut attached = 1u32;
+    for (n, name) in [(100u32, "resume_100"), (1000, "resume_1000")] {
+        while attached < n {
+            if let Err(e) = iommu::set_ste(BENCH_STREAM_BASE + attached - 1, &bypass) {
+                println!(
+                    "bench note: stream {:#x} could not be attached: {e}",
+                    BENCH_STREAM_BASE + attached - 1
+                );
+                return;
+            }
+            attached += 1;
+        }
+        report(name, net(measure_with(allow_off, need_on), overhead));
+    }
+    let heap1 = stats();
+    println!("bench heap_after_1000_streams {heap1} {heap1} {heap1} bytes");
+    let per = (heap1 - heap0) / 999;
+    println!("bench heap_bytes_per_stream_total {per} {per} {per} bytes");
+    // Beyond its 64-byte STE.
+    let beyond = per.saturating_sub(64);
+    println!("bench heap_bytes_per_stream {beyond} {beyond} {beyond} bytes");
 }
 
 fn smmu_figures(overhead: u64) {
