@@ -458,7 +458,8 @@ impl<R: SmmuRegs> IommuOps for Iommu<R> {
         // Validate everything first (nothing is submitted if one command is bad), compacting
         // the commands to send at the front of the same buffer.
         let mut n = 0;
-        for i in 0..cmds.len().min(INVALIDATE_MAX as usize) {
+        let len = cmds.len().min(INVALIDATE_MAX as usize);
+        for i in 0..len {
             match validate::command(&cmds[i], vmid, &owns, ats) {
                 Ok(CommandAction::Submit(x)) => {
                     cmds[n] = x;

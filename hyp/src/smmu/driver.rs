@@ -59,6 +59,18 @@ impl DmaBuf {
         // SAFETY: in bounds (checked), aligned, owned by us.
         unsafe { self.ptr.as_ptr().add(i).write_volatile(v) }
     }
+
+    /// Writes the 16-byte entry at word `i` (one bounds check for both words: the command
+    /// queue's hot loop).
+    pub fn write_pair(&mut self, i: usize, v: [u64; 2]) {
+        assert!(i + 1 < self.len_words);
+        // SAFETY: both words in bounds (checked), aligned, owned by us.
+        unsafe {
+            let p = self.ptr.as_ptr().add(i);
+            p.write_volatile(v[0]);
+            p.add(1).write_volatile(v[1]);
+        }
+    }
 }
 
 /// Why the SMMU cannot be used.
@@ -452,12 +464,12 @@ impl<R: SmmuRegs> Smmu<R> {
             }
         }
         let mut p = self.cmdq_prod;
-        for c in cmds.iter().chain(core::iter::once(&Command::sync().0)) {
-            let i = p.index() as usize * 2;
-            self.cmdq.write(i, c[0]);
-            self.cmdq.write(i + 1, c[1]);
+        for c in cmds {
+            self.cmdq.write_pair(p.index() as usize * 2, *c);
             p = p.advance(1);
         }
+        self.cmdq.write_pair(p.index() as usize * 2, Command::sync().0);
+        p = p.advance(1);
         self.counters.commands += n as u64;
         self.counters.syncs += 1;
         self.cmdq_prod = p;
