@@ -262,6 +262,11 @@ impl<R: SmmuRegs> Iommu<R> {
         }
     }
 
+    /// Event records routed to VM `vm` so far, and dropped because its ring was full.
+    pub fn events_of(&self, vm: u32) -> (u64, u64) {
+        self.rings.get(vm as usize).map_or((0, 0), |r| (r.routed, r.overflows))
+    }
+
     /// VM `vm` stopped: its streams are blocked and it no longer needs the SMMU powered.
     pub fn vm_stopped(&mut self, vm: u32) {
         let sids: Vec<u32> =

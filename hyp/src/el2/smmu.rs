@@ -96,12 +96,14 @@ pub fn init(board: &platform::Board, options: hyp::dt::BootOptions) {
 // SAFETY: SmmuMmio is only an address; the driver holding it is behind the SMMU lock.
 unsafe impl Send for SmmuMmio {}
 
+/// Each routed event, at debug level (reading events is a benchmarked path); VMs get the
+/// records themselves, and the stop summary counts them.
 fn log_event(dest: EventDestination, e: &EventWords) {
     let owner = match dest {
         EventDestination::Vm(vm) => PLATFORM.manifest().vms[vm as usize].name,
         EventDestination::Unowned => "no VM",
     };
-    warn!(
+    debug!(
         "SMMU event type {:#04x} from stream {:#x} ({owner}): input address {:#x}, record {:#018x} {:#018x} {:#018x} {:#018x}",
         e[0] & 0xff,
         event_sid(e),
@@ -187,10 +189,18 @@ impl IommuOps for LockedIommu {
     }
 }
 
-/// VM `vm` stopped: block its streams, count its vote as allow-off.
+/// VM `vm` stopped: block its streams, count its vote as allow-off, and summarise its SMMU
+/// events.
 pub fn vm_stopped(vm: u32) {
     if let Some(io) = IOMMU.lock().as_mut() {
         io.vm_stopped(vm);
+        let (routed, dropped) = io.events_of(vm);
+        if routed > 0 {
+            info!(
+                "vm {}: {routed} SMMU fault event(s) were routed to it ({dropped} dropped: ring full)",
+                PLATFORM.manifest().vms[vm as usize].name
+            );
+        }
     }
 }
 
