@@ -43,6 +43,17 @@ impl Field {
     }
 }
 
+/// The bits of `fields` in an `N`-word descriptor (for compile-time masks).
+pub const fn fields_mask<const N: usize>(fields: &[Field]) -> [u64; N] {
+    let mut m = [0u64; N];
+    let mut i = 0;
+    while i < fields.len() {
+        m[fields[i].word] |= fields[i].mask();
+        i += 1;
+    }
+    m
+}
+
 /// Stream table entry fields.
 pub mod ste {
     use super::Field;

@@ -7,7 +7,7 @@
 //! one; the VMID of TLB invalidations is always the caller's.
 
 use crate::smmu::ste::{Domain, S1Config};
-use host_abi::smmu::{cmd, ste, Command, Field, Opcode, Ste, SteConfig};
+use host_abi::smmu::{cmd, fields_mask, ste, Command, Field, Opcode, Ste, SteConfig};
 use host_abi::HypError;
 use platform::MemRange;
 
@@ -15,13 +15,7 @@ use platform::MemRange;
 pub const MAX_S1CDMAX: u8 = 5;
 
 const fn bits(fields: &[Field]) -> [u64; 8] {
-    let mut m = [0u64; 8];
-    let mut i = 0;
-    while i < fields.len() {
-        m[fields[i].word] |= fields[i].mask();
-        i += 1;
-    }
-    m
+    fields_mask(fields)
 }
 
 /// What a virtual STE may set (compile-time masks: this is on the SET_STE path).
@@ -106,12 +100,8 @@ pub enum CommandAction {
 
 /// The bits a command may have set: the opcode and `fields`.
 const fn cmd_bits(fields: &[Field]) -> [u64; 2] {
-    let mut m = [cmd::OPCODE.mask(), 0];
-    let mut i = 0;
-    while i < fields.len() {
-        m[fields[i].word] |= fields[i].mask();
-        i += 1;
-    }
+    let mut m: [u64; 2] = fields_mask(fields);
+    m[0] |= cmd::OPCODE.mask();
     m
 }
 

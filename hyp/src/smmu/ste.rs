@@ -13,7 +13,7 @@
 //! must change — goes through an abort configuration first ("break before make"). The unit
 //! test enumerates every mixture for every pair of representative configurations.
 
-use host_abi::smmu::{ste as f, Field, Ste, SteConfig};
+use host_abi::smmu::{fields_mask, ste as f, Field, Ste, SteConfig};
 
 /// Stage-2 parameters of a VM, from its stage-2 page table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,13 +136,7 @@ pub fn encode(domain: &Domain, s2: &S2Config) -> Ste {
 }
 
 const fn mask(fields: &[Field]) -> [u64; 8] {
-    let mut m = [0u64; 8];
-    let mut i = 0;
-    while i < fields.len() {
-        m[fields[i].word] |= fields[i].mask();
-        i += 1;
-    }
-    m
+    fields_mask(fields)
 }
 
 const fn union(a: [u64; 8], b: [u64; 8]) -> [u64; 8] {
