@@ -110,8 +110,10 @@ pub enum FunctionId {
     /// `x1` = IPA of a buffer, `x2` = its length (at least 64): writes
     /// [`PmStatus`](crate::PmStatus). Errors: `INVALID_PARAMETER`, `INVALID_ADDRESS`.
     PmStatus = smccc::vendor_hyp(true, 0x000B),
-    /// Test platforms only: the SMMU loses power now, unexpectedly (its registers return to
-    /// reset values); the hypervisor detects it on its next SMMU access and recovers.
+    /// Test platforms only: `x1` = N. The SMMU loses power unexpectedly (its registers return
+    /// to reset values): now if N = 0, otherwise just before the hypervisor's N-th SMMU
+    /// register write from now (so in the middle of a suspend or resume sequence). The
+    /// hypervisor detects it on its next SMMU access or by its checks in resume, and recovers.
     /// Errors: `NOT_SUPPORTED` unless the platform enables fault injection.
     PmInjectLoss = smccc::vendor_hyp(true, 0x000C),
     /// `x1` = IPA of a buffer, `x2` = its length (at least 64). Writes [`SmmuStats`] (SMMU-wide
@@ -285,7 +287,10 @@ pub enum HypCall {
         len: u64,
     },
     /// See [`FunctionId::PmInjectLoss`].
-    PmInjectLoss,
+    PmInjectLoss {
+        /// 0: now; N: before the N-th SMMU register write from now.
+        after_writes: u64,
+    },
     /// See [`FunctionId::SmmuStats`].
     SmmuStats {
         /// IPA of the output buffer.
@@ -364,7 +369,7 @@ impl HypCall {
                 }
                 HypCall::PmStatus { ipa: regs[1], len }
             }
-            FunctionId::PmInjectLoss => HypCall::PmInjectLoss,
+            FunctionId::PmInjectLoss => HypCall::PmInjectLoss { after_writes: regs[1] },
             FunctionId::SmmuStats => {
                 let len = regs[2];
                 if len < core::mem::size_of::<SmmuStats>() as u64 {
@@ -392,7 +397,7 @@ impl HypCall {
             HypCall::Invalidate { .. } => FunctionId::Invalidate,
             HypCall::PmVote { .. } => FunctionId::PmVote,
             HypCall::PmStatus { .. } => FunctionId::PmStatus,
-            HypCall::PmInjectLoss => FunctionId::PmInjectLoss,
+            HypCall::PmInjectLoss { .. } => FunctionId::PmInjectLoss,
         }
     }
 
@@ -401,7 +406,8 @@ impl HypCall {
         let mut r = [0u64; HVC_REGS];
         r[0] = self.function() as u32 as u64;
         match *self {
-            HypCall::CallUid | HypCall::Revision | HypCall::Version | HypCall::PmInjectLoss => {}
+            HypCall::CallUid | HypCall::Revision | HypCall::Version => {}
+            HypCall::PmInjectLoss { after_writes } => r[1] = after_writes,
             HypCall::Features { function } => r[1] = function as u64,
             HypCall::ConsoleWrite { ipa, len }
             | HypCall::VmInfo { ipa, len }
@@ -515,7 +521,7 @@ mod tests {
             HypCall::PmVote { allow_off: true },
             HypCall::PmVote { allow_off: false },
             HypCall::PmStatus { ipa: 0x4600_3000, len: 64 },
-            HypCall::PmInjectLoss,
+            HypCall::PmInjectLoss { after_writes: 7 },
         ];
         for c in calls {
             assert_eq!(HypCall::decode(&c.to_regs()), Ok(c));

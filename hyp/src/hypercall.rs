@@ -233,8 +233,8 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
             mem.write(ipa, s.as_bytes());
             Ok(HypReturn::ok(0, 0, 0, 0))
         }
-        HypCall::PmInjectLoss => {
-            iommu.inject_power_loss()?;
+        HypCall::PmInjectLoss { after_writes } => {
+            iommu.inject_power_loss(after_writes)?;
             Ok(HypReturn::ok(0, 0, 0, 0))
         }
         HypCall::Invalidate { ipa, count } => {
@@ -353,7 +353,7 @@ mod tests {
         fn pm_status(&mut self) -> host_abi::PmStatus {
             host_abi::PmStatus { suspends: 5, ..Default::default() }
         }
-        fn inject_power_loss(&mut self) -> Result<(), HypError> {
+        fn inject_power_loss(&mut self, _after_writes: u64) -> Result<(), HypError> {
             Err(HypError::NotSupported)
         }
         fn owns(&mut self, vm: u32, sid: u32) -> bool {

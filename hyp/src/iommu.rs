@@ -44,8 +44,9 @@ pub trait IommuOps {
     fn pm_vote(&mut self, vm: u32, allow_off: bool) -> [u64; 3];
     /// Power-management status.
     fn pm_status(&mut self) -> PmStatus;
-    /// Test platforms: inject an unexpected power loss.
-    fn inject_power_loss(&mut self) -> Result<(), HypError>;
+    /// Test platforms: inject an unexpected power loss now (`after_writes` = 0) or before the
+    /// `after_writes`-th SMMU register write from now.
+    fn inject_power_loss(&mut self, after_writes: u64) -> Result<(), HypError>;
     /// Whether stream `sid` is assigned to VM `vm`.
     fn owns(&mut self, vm: u32, sid: u32) -> bool;
 }
@@ -416,7 +417,11 @@ impl<R: SmmuRegs> IommuOps for Iommu<R> {
         self.streams.iter().any(|&(s, v)| s == sid && v == vm)
     }
 
-    fn inject_power_loss(&mut self) -> Result<(), HypError> {
+    fn inject_power_loss(&mut self, after_writes: u64) -> Result<(), HypError> {
+        if after_writes != 0 {
+            // Deferred losses need the register path; only the EL2 side provides them.
+            return Err(HypError::NotSupported);
+        }
         Iommu::inject_power_loss(self)
     }
 

@@ -2,6 +2,7 @@
 //! lock, and the [`IommuOps`] the hypercall dispatcher uses.
 
 use super::PLATFORM;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use host_abi::smmu::Command;
 use host_abi::HypError;
 use hyp::events::event_sid;
@@ -9,6 +10,7 @@ use hyp::iommu::{EventDestination, EventReadResult, Iommu, IommuOps};
 use hyp::pm::Refusal;
 use hyp::smmu::driver::EventWords;
 use hyp::smmu::ste::{Domain, S2Config};
+use hyp::smmu::Gbpa;
 use hyp::smmu::SmmuRegs;
 use log::{debug, info, warn};
 use platform::power::SimulatedPowerDomain;
@@ -18,6 +20,41 @@ use spin::mutex::SpinMutex;
 /// The SMMU's page-0 registers, by MMIO.
 pub struct SmmuMmio(pub usize);
 
+/// Fault injection (test platforms): SMMU register writes left before a simulated power loss
+/// (0: none armed). One relaxed load per write when disarmed.
+static LOSS_COUNTDOWN: AtomicU64 = AtomicU64::new(0);
+/// GBPA's reset value on this run (for the simulated loss).
+static GBPA_RESET: AtomicU32 = AtomicU32::new(0);
+
+impl SmmuMmio {
+    fn raw_write32(&mut self, off: usize, value: u32) {
+        // SAFETY: the board's SMMU register page, device memory; `off` is an architected
+        // register offset.
+        unsafe { ((self.0 + off) as *mut u32).write_volatile(value) }
+    }
+
+    /// Counts down an armed injection; at zero the SMMU "loses power" before this write.
+    fn before_write(&mut self) {
+        let n = LOSS_COUNTDOWN.load(Ordering::Relaxed);
+        if n == 0 {
+            return;
+        }
+        LOSS_COUNTDOWN.store(n - 1, Ordering::Relaxed);
+        if n == 1 {
+            for (off, v) in platform::power::RESET_VALUES {
+                if off != 0x054 {
+                    self.raw_write32(off, v);
+                }
+            }
+            self.raw_write32(
+                hyp::smmu::regs::off::GBPA,
+                GBPA_RESET.load(Ordering::Relaxed) | Gbpa::UPDATE,
+            );
+            warn!("SMMU power: injected power loss in the middle of a sequence");
+        }
+    }
+}
+
 impl SmmuRegs for SmmuMmio {
     fn read32(&mut self, off: usize) -> u32 {
         // SAFETY: the board's SMMU register page, device memory (or MMU off); `off` is one of
@@ -25,14 +62,15 @@ impl SmmuRegs for SmmuMmio {
         unsafe { ((self.0 + off) as *const u32).read_volatile() }
     }
     fn write32(&mut self, off: usize, value: u32) {
-        // SAFETY: as for `read32`.
-        unsafe { ((self.0 + off) as *mut u32).write_volatile(value) }
+        self.before_write();
+        self.raw_write32(off, value)
     }
     fn read64(&mut self, off: usize) -> u64 {
         // SAFETY: as for `read32`; 64-bit registers are 8-byte aligned.
         unsafe { ((self.0 + off) as *const u64).read_volatile() }
     }
     fn write64(&mut self, off: usize, value: u64) {
+        self.before_write();
         // SAFETY: as for `read64`.
         unsafe { ((self.0 + off) as *mut u64).write_volatile(value) }
     }
@@ -77,6 +115,7 @@ pub fn init(board: &platform::Board, options: hyp::dt::BootOptions) {
             let power = alloc::boxed::Box::new(SimulatedPowerDomain::new(options.gbpa_reset));
             let mut io = Iommu::new(s, PLATFORM.manifest(), power);
             io.fault_injection = options.pm_inject;
+            GBPA_RESET.store(options.gbpa_reset.register_value(), Ordering::Relaxed);
             io.pm_enabled = options.pm;
             if options.bench_streams > 0 {
                 io.add_streams(0, hyp::dt::BENCH_STREAM_BASE, options.bench_streams);
@@ -180,8 +219,18 @@ impl IommuOps for LockedIommu {
     fn pm_status(&mut self) -> host_abi::PmStatus {
         IOMMU.lock().as_mut().map(|io| io.pm_status()).unwrap_or_default()
     }
-    fn inject_power_loss(&mut self) -> Result<(), HypError> {
-        let r = IOMMU.lock().as_mut().ok_or(HypError::DeviceError)?.inject_power_loss();
+    fn inject_power_loss(&mut self, after_writes: u64) -> Result<(), HypError> {
+        let mut g = IOMMU.lock();
+        let io = g.as_mut().ok_or(HypError::DeviceError)?;
+        if after_writes != 0 {
+            if !io.fault_injection {
+                return Err(HypError::NotSupported);
+            }
+            LOSS_COUNTDOWN.store(after_writes, Ordering::Relaxed);
+            info!("SMMU power: a power loss will hit before SMMU register write {after_writes} from now");
+            return Ok(());
+        }
+        let r = io.inject_power_loss();
         if r.is_ok() {
             warn!("SMMU power: unexpected power loss injected (registers back at reset values)");
         }

@@ -7,7 +7,7 @@ use aarch64_paging::descriptor::{El1Attributes, PhysicalAddress};
 use aarch64_paging::paging::{Constraints, El1And0, MemoryRegion, PageTable, Translation, VaRange};
 use aarch64_paging::Mapping;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 use host_abi::smmu::{Cd, Command, EventRecord, Ste, SteConfig};
 use host_abi::{HypCall, HypError};
 
@@ -65,14 +65,18 @@ pub fn saw_event(pred: impl Fn(&EventRecord) -> bool) -> Result<bool, HypError> 
 #[repr(C, align(4096))]
 pub struct Page([u8; 4096]);
 
-/// Pages for page tables and the CD table, in this VM's image (IPA == VA: the MMU is off).
-const POOL_PAGES: usize = 16;
-struct PoolPages(core::cell::UnsafeCell<[Page; POOL_PAGES]>);
-// SAFETY: handed out once by `take_pool` (guarded by POOL_TAKEN); the guest is single-threaded.
+/// Pages for page tables and CD tables, in this VM's image (IPA == VA: the MMU is off), handed
+/// out in [`POOL_CHUNKS`] chunks of [`CHUNK_PAGES`], each at most once.
+const CHUNK_PAGES: usize = 8;
+/// Number of chunks (device address spaces) a VM can build.
+pub const POOL_CHUNKS: usize = 4;
+struct PoolPages(core::cell::UnsafeCell<[Page; CHUNK_PAGES * POOL_CHUNKS]>);
+// SAFETY: each chunk is handed out once by `TablePool::take` (guarded by POOL_NEXT); the guest
+// is single-threaded.
 unsafe impl Sync for PoolPages {}
 static POOL: PoolPages =
-    PoolPages(core::cell::UnsafeCell::new([const { Page([0; 4096]) }; POOL_PAGES]));
-static POOL_TAKEN: AtomicBool = AtomicBool::new(false);
+    PoolPages(core::cell::UnsafeCell::new([const { Page([0; 4096]) }; CHUNK_PAGES * POOL_CHUNKS]));
+static POOL_NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// Bump allocator over the pool, as aarch64-paging's [`Translation`].
 pub struct TablePool {
@@ -81,14 +85,17 @@ pub struct TablePool {
 }
 
 impl TablePool {
-    /// The pool (once).
+    /// A fresh chunk of the pool, or `None` once all are taken.
     pub fn take() -> Option<TablePool> {
-        if POOL_TAKEN.load(Ordering::SeqCst) {
+        let i = POOL_NEXT.load(Ordering::SeqCst);
+        if i >= POOL_CHUNKS {
             return None;
         }
-        POOL_TAKEN.store(true, Ordering::SeqCst);
-        // SAFETY: first and only call (flag above, single-threaded guest).
-        let pages = unsafe { &mut *POOL.0.get() };
+        POOL_NEXT.store(i + 1, Ordering::SeqCst);
+        // SAFETY: chunk `i` has never been handed out (counter above, single-threaded guest), so
+        // this is the only reference to it.
+        let all = unsafe { &mut *POOL.0.get() };
+        let pages = &mut all[i * CHUNK_PAGES..(i + 1) * CHUNK_PAGES];
         Some(TablePool { pages, next: 0 })
     }
 

@@ -346,6 +346,12 @@ fn load_edu_buffer(edu: &Edu, src: u64) -> Result<(), Msg> {
     edu.from_ram(src, 0, 4096).map_err(|_| msg!("edu DMA (read) did not complete"))
 }
 
+/// Loads edu's buffer with `pattern` through a nested domain: `iova` maps our page `page`.
+fn load_edu_buffer_via(edu: &Edu, iova: u64, page: u64) -> Result<(), Msg> {
+    fill(page, 4096, pattern);
+    edu.from_ram(iova, 0, 4096).map_err(|_| msg!("edu DMA (read) did not complete"))
+}
+
 fn dma_to(edu: &Edu, dst: u64, len: u64) -> Result<(), Msg> {
     edu.to_ram(0, dst, len).map_err(|_| msg!("edu DMA (write) did not complete"))
 }
@@ -641,8 +647,18 @@ fn pm_cycle() -> Result<(), Msg> {
     }
     check_eq!(s0.power, 1, "power (off after every vote)");
     let st0 = hv::smmu_stats().map_err(|e| msg!("SMMU_STATS: {e}"))?;
-    // While off: the STE change is made in memory only.
-    check_eq!(iommu::set_ste(sid, &iommu::vste_bypass()), Ok(1), "SET_STE while off");
+    // While off: STE changes are made in memory only (nested, then identity; the nested one is
+    // checked after resume below, with its own address space).
+    let pool = iommu::TablePool::take().ok_or_else(|| msg!("no table pool chunk left"))?;
+    let mut space = iommu::DeviceSpace::new(pool);
+    let nested_target = scratch(0x7_0000);
+    space.map(IOVA, nested_target, 4096).map_err(|_| msg!("stage-1 map failed"))?;
+    check_eq!(
+        iommu::set_ste(sid, &iommu::vste_s1(space.cd_table)),
+        Ok(2),
+        "SET_STE nested while off"
+    );
+    check_eq!(pm_status()?.power, 1, "power after SET_STE while off");
     // DMA while off is aborted and memory is unchanged.
     let dst = scratch(0x6_0000);
     fill(dst, 4096, |_| 0x77);
@@ -659,14 +675,43 @@ fn pm_cycle() -> Result<(), Msg> {
     check!(st1.ste_writes > st0.ste_writes, "the STE was not written while off");
     let s1 = pm_status()?;
     check!(s1.elided >= s0.elided + 2, "elided counter {} -> {}", s0.elided, s1.elided);
-    // The first need-on brings it back, with the STE change made while off.
+    // The first need-on brings it back, with the STE change made while off: nested translates.
     let (power, _, _) = hv::pm_vote(false).map_err(|e| msg!("PM_VOTE: {e}"))?;
     check_eq!(power, 0, "power after need-on");
     check_eq!(pm_status()?.resumes, s0.resumes + 1, "resumes");
+    load_edu_buffer_via(&edu, IOVA, nested_target)?;
+    fill(nested_target + 0x800, 0x100, |_| 0);
+    dma_to(&edu, IOVA + 0x800, 0x100)?;
+    bytes_eq(nested_target + 0x800, 0x100, pattern, "nested DMA after resume (STE set while off)")?;
+    // Then identity (set while on): translates too.
+    check_eq!(iommu::set_ste(sid, &iommu::vste_bypass()), Ok(1), "SET_STE identity after resume");
     load_edu_buffer(&edu, scratch(0))?;
     fill(dst, 4096, |_| 0);
     dma_to(&edu, dst, 4096)?;
     bytes_eq(dst, 4096, pattern, "identity DMA after resume")?;
+    // A power loss in the middle of the suspend sequence (before its third register write),
+    // then in the middle of resume (before its eighth): DMA is never untranslated, and
+    // translation comes back exactly.
+    let inject = |after: u64| {
+        hv::call(HypCall::PmInjectLoss { after_writes: after })
+            .0
+            .map_err(|e| msg!("PM_INJECT_LOSS({after}): {e}"))
+    };
+    inject(3)?;
+    check_eq!(hv::pm_vote(true).map(|r| r.0), Ok(1), "power after a suspend hit by a power loss");
+    fill(dst, 4096, |_| 0x44);
+    dma_to(&edu, dst, 4096)?;
+    bytes_eq(dst, 4096, |_| 0x44, "memory after DMA (loss mid-suspend, then off)")?;
+    check_eq!(hv::pm_vote(false).map(|r| r.0), Ok(0), "power after need-on");
+    fill(dst, 4096, |_| 0);
+    dma_to(&edu, dst, 4096)?;
+    bytes_eq(dst, 4096, pattern, "identity DMA after a loss mid-suspend")?;
+    check_eq!(hv::pm_vote(true).map(|r| r.0), Ok(1), "power after allow-off");
+    inject(8)?;
+    check_eq!(hv::pm_vote(false).map(|r| r.0), Ok(0), "power after a resume hit by a power loss");
+    fill(dst, 4096, |_| 0);
+    dma_to(&edu, dst, 4096)?;
+    bytes_eq(dst, 4096, pattern, "identity DMA after a loss mid-resume")?;
     // Off again (every VM allows), then an ATC invalidation must wake it.
     check_eq!(hv::pm_vote(true).map(|r| r.0), Ok(1), "power after allow-off again");
     check_eq!(
@@ -682,7 +727,7 @@ fn pm_cycle() -> Result<(), Msg> {
     );
     // An unexpected power loss: DMA aborts (GBPA reset value), the next SMMU access recovers.
     // (xtask boots this run with `pm_inject=1`.)
-    hv::call(HypCall::PmInjectLoss).0.map_err(|e| msg!("PM_INJECT_LOSS: {e}"))?;
+    inject(0)?;
     fill(dst, 4096, |_| 0x33);
     dma_to(&edu, dst, 4096)?;
     bytes_eq(dst, 4096, |_| 0x33, "memory after DMA with the SMMU at reset")?;
