@@ -55,7 +55,7 @@ fn pci_mmio32(ranges: &[u8]) -> Option<MemRange> {
 /// abort) and `pm_inject=1` (let VMs inject power losses, for tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BootOptions {
-    /// GBPA after power-on.
+    /// GBPA after power-on (default: the board's `smmu_gbpa_reset`).
     pub gbpa_reset: platform::power::GbpaReset,
     /// Fault injection allowed.
     pub pm_inject: bool,
@@ -82,7 +82,16 @@ impl Default for BootOptions {
 impl BootOptions {
     /// Parses a bootargs string; unknown words are returned through `unknown`.
     pub fn parse(args: &str, unknown: &mut dyn FnMut(&str)) -> Self {
-        let mut o = Self::default();
+        Self::parse_for(args, platform::power::GbpaReset::Abort, unknown)
+    }
+
+    /// Parses a bootargs string over the board's defaults.
+    pub fn parse_for(
+        args: &str,
+        board_gbpa_reset: platform::power::GbpaReset,
+        unknown: &mut dyn FnMut(&str),
+    ) -> Self {
+        let mut o = Self { gbpa_reset: board_gbpa_reset, ..Self::default() };
         for w in args.split_whitespace() {
             match w.split_once('=') {
                 Some(("gbpa_reset", v)) => match platform::power::GbpaReset::parse(v) {

@@ -101,8 +101,9 @@ fn boot_cpu() -> ! {
 
     print_memory_map(board, dt_ram);
     let devices = el2::pcie::bring_up(board, PLATFORM.manifest());
-    let options = hyp::dt::BootOptions::parse(
+    let options = hyp::dt::BootOptions::parse_for(
         hyp::dt::bootargs(dtb(board.ram_base)).unwrap_or(""),
+        board.smmu_gbpa_reset,
         &mut |w| log::warn!("unknown boot option `{w}` ignored"),
     );
     info!(

@@ -72,6 +72,9 @@ pub struct Board {
     pub pcie_mmio32: MemRange,
     /// Number of CPUs the board is started with.
     pub cpu_count: u32,
+    /// What SMMU_GBPA comes back as after the SMMU's power domain is powered on (the boot
+    /// option `gbpa_reset=` overrides it on the simulated QEMU domain).
+    pub smmu_gbpa_reset: power::GbpaReset,
 }
 
 /// Facts read from the device tree, to be cross-checked against the [`Board`].

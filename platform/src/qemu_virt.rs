@@ -32,6 +32,7 @@ pub const BOARD: Board = Board {
     pcie_ecam: MemRange::new(0x40_1000_0000, 0x1000_0000),
     pcie_mmio32: MemRange::new(0x1000_0000, 0x2eff_0000),
     cpu_count: QEMU_CPUS,
+    smmu_gbpa_reset: crate::power::GbpaReset::Abort,
 };
 
 /// QEMU `edu` devices xtask attaches (`-device edu,addr=SLOT,dma_mask=...`): one per VM.

@@ -20,7 +20,7 @@ mod setup;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: cargo xtask <setup|build|run|test|bench|model> [--verbose] \
-     [--timeout SECS] [--compare OLD.json] [--depth N]";
+     [--timeout SECS] [--compare OLD.json] [--depth N] [--gbpa-reset abort|bypass]";
 
 /// Options shared by the subcommands.
 #[derive(Clone, Debug, Default)]
@@ -33,6 +33,8 @@ pub struct Opts {
     pub compare: Option<String>,
     /// Exploration depth (model).
     pub depth: Option<usize>,
+    /// SMMU GBPA reset value for `run` (`abort` or `bypass`).
+    pub gbpa_reset: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<(String, Opts), String> {
@@ -45,6 +47,13 @@ fn parse(args: &[String]) -> Result<(String, Opts), String> {
             "--timeout" => {
                 let v = it.next().ok_or("--timeout needs a number of seconds")?;
                 opts.timeout = Some(v.parse().map_err(|_| format!("bad --timeout value `{v}`"))?);
+            }
+            "--gbpa-reset" => {
+                let v = it.next().ok_or("--gbpa-reset needs abort or bypass")?;
+                if v != "abort" && v != "bypass" {
+                    return Err(format!("--gbpa-reset: `{v}` is neither abort nor bypass"));
+                }
+                opts.gbpa_reset = Some(v.clone());
             }
             "--depth" => {
                 let v = it.next().ok_or("--depth needs a number")?;
@@ -118,7 +127,9 @@ fn model(opts: &Opts) -> Result<(), String> {
 fn run(opts: &Opts) -> Result<(), String> {
     let imgs = images::build(opts)?;
     let demo = imgs.guest("demo")?;
-    let out = qemu::run(&imgs.hyp, demo, &[], opts, opts.timeout.unwrap_or(120), true)?;
+    let append = format!("gbpa_reset={}", opts.gbpa_reset.as_deref().unwrap_or("abort"));
+    let out =
+        qemu::run(&imgs.hyp, demo, &["-append", &append], opts, opts.timeout.unwrap_or(120), true)?;
     out.verdict()
 }
 
