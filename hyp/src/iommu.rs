@@ -314,6 +314,10 @@ impl<R: SmmuRegs> Iommu<R> {
         if !self.hardware() {
             // Powered off: the SMMU fetches nothing; write the entry in memory. Resume
             // invalidates every cached configuration before SMMUEN.
+            if !self.smmu.prepare_stream_offline(sid) {
+                // Outside the stream table: cannot happen for an assigned stream.
+                return Err(CmdError::TooLarge);
+            }
             let cur = Ste(self.smmu.read_ste(sid));
             let plan = ste::plan(&cur, target);
             for step in plan.steps() {
@@ -668,6 +672,21 @@ mod tests {
         io.attach(0, 0x1005, Domain::Identity).unwrap();
         assert!(io.smmu.is_two_level(), "the stream ID space needs two levels");
         assert_eq!(io.attached_streams(), 1);
+    }
+
+    #[test]
+    fn a_stream_first_attached_while_off_gets_its_table_and_translates_after_resume() {
+        let smmu = Smmu::init(FakeSmmu::qemu(), 0x1000 + 9, true).unwrap();
+        let mut io =
+            Iommu::new(smmu, &MANIFEST, Box::new(SimulatedPowerDomain::new(GbpaReset::Abort)));
+        io.set_stage2(0, S2Config::vm(1, 0x4030_0000));
+        io.add_streams(0, 0x1000, 10);
+        assert_eq!(vote_all(&mut io, Vote::AllowOff).0, Power::Off);
+        io.attach(0, 0x1003, Domain::Identity).unwrap();
+        let want = ste::encode(&Domain::Identity, &S2Config::vm(1, 0x4030_0000));
+        assert_eq!(Ste(io.smmu.read_ste(0x1003)), want, "written in memory while off");
+        io.vote(0, Vote::NeedOn);
+        assert_eq!(Ste(io.smmu.read_ste(0x1003)), want);
     }
 
     #[test]

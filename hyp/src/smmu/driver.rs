@@ -561,6 +561,12 @@ impl<R: SmmuRegs> Smmu<R> {
         Ok(true)
     }
 
+    /// Like [`Smmu::prepare_stream`] while the SMMU is powered off: allocates the level-2
+    /// table without invalidating (nothing is cached; resume invalidates everything).
+    pub fn prepare_stream_offline(&mut self, sid: u32) -> bool {
+        self.ste_slot(sid, true).is_some()
+    }
+
     /// Reads STE `sid` (abort if it has no level-2 table).
     pub fn read_ste(&mut self, sid: u32) -> SteWords {
         let mut out = STE_ABORT;
