@@ -40,13 +40,17 @@ fn be_u64(b: &[u8]) -> u64 {
     ((be_u32(&b[0..4]) as u64) << 32) | be_u32(&b[4..8]) as u64
 }
 
-/// The 32-bit MMIO window of a PCI host bridge `ranges` property: entries of
-/// (3-cell PCI address, 2-cell CPU address, 2-cell size); space code 0b10 in bits 25:24 of the
-/// first cell means 32-bit memory space.
-fn pci_mmio32(ranges: &[u8]) -> Option<MemRange> {
+/// PCI address-space codes (bits 25:24 of the first cell of a PCI address).
+const PCI_SPACE_IO: u32 = 0b01;
+/// 32-bit memory space.
+const PCI_SPACE_MEM32: u32 = 0b10;
+
+/// The window of a PCI host bridge `ranges` property in address space `space`: entries of
+/// (3-cell PCI address, 2-cell CPU address, 2-cell size), as CPU address and size.
+fn pci_window(ranges: &[u8], space: u32) -> Option<MemRange> {
     ranges.chunks_exact(28).find_map(|e| {
-        let space = (be_u32(&e[0..4]) >> 24) & 3;
-        (space == 0b10).then(|| MemRange::new(be_u64(&e[12..20]), be_u64(&e[20..28])))
+        let code = (be_u32(&e[0..4]) >> 24) & 3;
+        (code == space).then(|| MemRange::new(be_u64(&e[12..20]), be_u64(&e[20..28])))
     })
 }
 
@@ -127,11 +131,13 @@ pub fn parse(blob: &[u8]) -> Result<DtFacts, DtError> {
         .next()
         .map(|r| MemRange::new(r.starting_address as u64, r.size.unwrap_or(0) as u64));
     let pcie = fdt.find_compatible(&["pci-host-ecam-generic"]);
+    let ranges = pcie.and_then(|n| n.property("ranges")).map(|p| p.value);
     Ok(DtFacts {
         memory,
         cpu_count: fdt.cpus().count() as u32,
         pcie_ecam: first_reg(&fdt, "pci-host-ecam-generic"),
-        pcie_mmio32: pcie.and_then(|n| n.property("ranges")).and_then(|p| pci_mmio32(p.value)),
+        pcie_mmio32: ranges.and_then(|r| pci_window(r, PCI_SPACE_MEM32)),
+        pcie_pio: ranges.and_then(|r| pci_window(r, PCI_SPACE_IO)),
         smmu: first_reg(&fdt, "arm,smmu-v3"),
         uart: first_reg(&fdt, "arm,pl011"),
     })
@@ -154,6 +160,7 @@ mod tests {
         assert_eq!(facts.smmu.unwrap().base, 0x0905_0000);
         assert_eq!(facts.uart.unwrap().base, 0x0900_0000);
         assert_eq!(facts.pcie_mmio32, Some(MemRange::new(0x1000_0000, 0x2eff_0000)));
+        assert_eq!(facts.pcie_pio, Some(MemRange::new(0x3eff_0000, 0x1_0000)));
         assert_eq!(BOARD.check_against(&facts), Ok(()));
     }
 

@@ -704,7 +704,8 @@ mod tests {
         let mut io =
             Iommu::new(smmu, &MANIFEST, Box::new(SimulatedPowerDomain::new(GbpaReset::Bypass)));
         let (p, r, dma) = vote_all(&mut io, Vote::AllowOff);
-        assert_eq!((p, r, dma), (Power::On, Refusal::BypassResetWithDma, 3));
+        let streams = MANIFEST.vms.iter().map(|v| v.devices.len()).sum::<usize>();
+        assert_eq!((p, r, dma), (Power::On, Refusal::BypassResetWithDma, streams));
         let s = io.pm_status();
         assert_eq!((s.power, s.refusal, s.gbpa_reset, s.votes_allow_off), (0, 2, 1, 0b111));
     }

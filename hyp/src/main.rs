@@ -114,7 +114,7 @@ fn boot_cpu() -> ! {
     el2::smmu::init(board, options);
     el2::pcie::enable_dma(board, &devices);
     info!("PCI: bus mastering on for assigned devices (their streams abort until attached)");
-    vm::prepare_all(&mut pools, devices);
+    vm::prepare_all(&mut pools, &devices);
 
     let entry = {
         unsafe extern "C" {

@@ -68,8 +68,11 @@ pub struct Board {
     pub gicr: MemRange,
     /// PCIe ECAM.
     pub pcie_ecam: MemRange,
-    /// PCIe 32-bit MMIO window (BARs are assigned here).
+    /// PCIe 32-bit MMIO window (memory BARs are assigned here).
     pub pcie_mmio32: MemRange,
+    /// PCIe I/O window: CPU physical addresses where PCI I/O space `0..size` decodes (I/O BARs,
+    /// such as a PCI 16550's, are assigned here).
+    pub pcie_pio: MemRange,
     /// Number of CPUs the board is started with.
     pub cpu_count: u32,
     /// What SMMU_GBPA comes back as after the SMMU's power domain is powered on (the boot
@@ -88,6 +91,8 @@ pub struct DtFacts {
     pub pcie_ecam: Option<MemRange>,
     /// The 32-bit non-prefetchable MMIO window from the PCIe node's `ranges`.
     pub pcie_mmio32: Option<MemRange>,
+    /// The I/O window (CPU address, size) from the PCIe node's `ranges`.
+    pub pcie_pio: Option<MemRange>,
     /// `reg` of the `arm,smmu-v3` node.
     pub smmu: Option<MemRange>,
     /// `reg` of the `arm,pl011` node.
@@ -167,6 +172,7 @@ impl Board {
         let devices = [
             ("the PCIe ECAM", dt.pcie_ecam, self.pcie_ecam),
             ("the PCIe 32-bit MMIO window", dt.pcie_mmio32, self.pcie_mmio32),
+            ("the PCIe I/O window", dt.pcie_pio, self.pcie_pio),
             ("the SMMUv3", dt.smmu, self.smmu),
             ("the PL011 UART", dt.uart, self.uart),
         ];
@@ -206,6 +212,7 @@ mod tests {
             cpu_count: 3,
             pcie_ecam: Some(BOARD.pcie_ecam),
             pcie_mmio32: Some(BOARD.pcie_mmio32),
+            pcie_pio: Some(BOARD.pcie_pio),
             smmu: Some(BOARD.smmu),
             uart: Some(BOARD.uart),
         }
@@ -241,6 +248,12 @@ mod tests {
         assert!(matches!(
             b.check_against(&dt),
             Err(BoardMismatch::Device { what: "the SMMUv3", .. })
+        ));
+        let mut dt = good_dt();
+        dt.pcie_pio = None;
+        assert!(matches!(
+            b.check_against(&dt),
+            Err(BoardMismatch::Device { what: "the PCIe I/O window", .. })
         ));
         let mut dt = good_dt();
         dt.memory = None;

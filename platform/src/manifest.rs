@@ -299,9 +299,9 @@ mod tests {
     fn lookups() {
         assert_eq!(MANIFEST.vm_on_cpu(1).unwrap().name, "guest1");
         assert!(MANIFEST.vm_on_cpu(9).is_none());
-        assert_eq!(MANIFEST.owner_of(0x4600_1000, 8).unwrap().id, 1);
-        assert!(MANIFEST.owner_of(0x45ff_fff8, 16).is_none());
-        assert_eq!(MANIFEST.vms[2].boot_info_ipa(), 0x49ff_f000);
+        assert_eq!(MANIFEST.owner_of(0x5400_1000, 8).unwrap().id, 1);
+        assert!(MANIFEST.owner_of(0x53ff_fff8, 16).is_none());
+        assert_eq!(MANIFEST.vms[2].boot_info_ipa(), 0x57ff_f000);
         let d = MANIFEST.vms[1].devices[0];
         assert_eq!(MANIFEST.owner_of_device(d).unwrap().id, 1);
         assert!(MANIFEST.owner_of_device(PciAddr::slot(31, 7)).is_none());

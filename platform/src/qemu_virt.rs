@@ -23,7 +23,7 @@ pub const QEMU_CPUS: u32 = 3;
 pub const BOARD: Board = Board {
     name: "qemu-virt",
     ram_base: RAM_BASE,
-    ram_min_size: 0x4a00_0000 - RAM_BASE,
+    ram_min_size: 0x5800_0000 - RAM_BASE,
     hyp: MemRange::new(RAM_BASE, 64 * MIB),
     uart: MemRange::new(0x0900_0000, 0x1000),
     smmu: MemRange::new(0x0905_0000, 0x2_0000),
@@ -31,38 +31,50 @@ pub const BOARD: Board = Board {
     gicr: MemRange::new(0x080A_0000, 0xF6_0000),
     pcie_ecam: MemRange::new(0x40_1000_0000, 0x1000_0000),
     pcie_mmio32: MemRange::new(0x1000_0000, 0x2eff_0000),
+    pcie_pio: MemRange::new(0x3eff_0000, 0x1_0000),
     cpu_count: QEMU_CPUS,
     smmu_gbpa_reset: crate::power::GbpaReset::Abort,
 };
 
 /// QEMU `edu` devices xtask attaches (`-device edu,addr=SLOT,dma_mask=...`): one per VM.
 pub const EDU_SLOTS: [u8; 3] = [2, 3, 4];
+/// The host's PCI 16550 (`-device pci-serial,addr=5`): a Linux host's console (ttyS0).
+pub const HOST_SERIAL_SLOT: u8 = 5;
+/// The host's disk (`-device virtio-blk-pci,addr=6`), backed by a small raw image xtask creates.
+pub const HOST_DISK_SLOT: u8 = 6;
 
-/// The VMs: the host and two guests, 32 MiB each, each pinned to its own CPU and owning one
-/// `edu` PCI device (distinct slots, so distinct stream IDs). A VM's RAM is
-/// mapped at IPA == PA, so "another VM's memory" has the same address for everyone.
+/// The VMs: the host (256 MiB, enough for a Linux kernel and its initramfs) and two guests
+/// (32 MiB each), each pinned to its own CPU and owning one `edu` PCI device (distinct slots, so
+/// distinct stream IDs); the host also owns a PCI serial port and a virtio disk. A VM's RAM is
+/// mapped at IPA == PA, so "another VM's memory" has the same address for everyone. The same
+/// manifest serves both kinds of host (the bare-metal test image and Linux): the bare-metal
+/// host simply leaves the serial port and the disk alone.
 pub const MANIFEST: Manifest = Manifest {
     vms: &[
         VmSpec {
             id: 0,
             name: "host",
-            mem: MemRange::new(0x4400_0000, 32 * MIB),
+            mem: MemRange::new(0x4400_0000, 256 * MIB),
             cpu: 0,
-            devices: &[PciAddr::slot(2, 0)],
+            devices: &[
+                PciAddr::slot(EDU_SLOTS[0], 0),
+                PciAddr::slot(HOST_SERIAL_SLOT, 0),
+                PciAddr::slot(HOST_DISK_SLOT, 0),
+            ],
         },
         VmSpec {
             id: 1,
             name: "guest1",
-            mem: MemRange::new(0x4600_0000, 32 * MIB),
+            mem: MemRange::new(0x5400_0000, 32 * MIB),
             cpu: 1,
-            devices: &[PciAddr::slot(3, 0)],
+            devices: &[PciAddr::slot(EDU_SLOTS[1], 0)],
         },
         VmSpec {
             id: 2,
             name: "guest2",
-            mem: MemRange::new(0x4800_0000, 32 * MIB),
+            mem: MemRange::new(0x5600_0000, 32 * MIB),
             cpu: 2,
-            devices: &[PciAddr::slot(4, 0)],
+            devices: &[PciAddr::slot(EDU_SLOTS[2], 0)],
         },
     ],
 };

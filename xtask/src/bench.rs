@@ -175,8 +175,16 @@ pub fn run(opts: &Opts) -> Result<(), String> {
     let imgs = images::build(opts)?;
     let bench = imgs.guest("bench")?;
     let run = |append: &str| -> Result<(Vec<Figure>, String), String> {
-        let args = ["-icount", "shift=0,align=off,sleep=off", "-append", append];
-        let out = qemu::run(&imgs.hyp, bench, &args, opts, 600, opts.verbose)?;
+        let launch = qemu::Launch {
+            hyp: &imgs.hyp,
+            guest: bench,
+            host: qemu::Host::Bare,
+            disk: &imgs.disk,
+            append: append.to_string(),
+            extra: vec!["-icount".into(), "shift=0,align=off,sleep=off".into()],
+            tag: "bench".into(),
+        };
+        let out = qemu::run(&launch, opts, 600, opts.verbose)?;
         out.verdict()?;
         if !out.log.contains("bench done") {
             return Err(format!("the bench image did not finish; see {}", out.log_path.display()));

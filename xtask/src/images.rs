@@ -20,6 +20,8 @@ pub struct Images {
     pub hyp: PathBuf,
     /// Flat guest images by binary name.
     pub guests: Vec<(String, PathBuf)>,
+    /// The host's virtio disk image.
+    pub disk: PathBuf,
 }
 
 impl Images {
@@ -97,7 +99,35 @@ pub fn build(opts: &Opts) -> Result<Images, String> {
         }
         guests.push((name, bin));
     }
-    Ok(Images { hyp, guests })
+    let disk = host_disk(&root)?;
+    Ok(Images { hyp, guests, disk })
+}
+
+/// Size of the host's test disk.
+pub const DISK_SIZE: usize = 4 << 20;
+
+/// The bytes of the host's test disk: every 512-byte sector starts with its own number in
+/// words (`smmu-hyp test disk sector N`), so a reader can tell which sector it got.
+pub fn disk_contents() -> Vec<u8> {
+    let mut d = vec![0u8; DISK_SIZE];
+    for (i, sector) in d.chunks_mut(512).enumerate() {
+        let tag = format!("smmu-hyp test disk sector {i}\n");
+        sector[..tag.len()].copy_from_slice(tag.as_bytes());
+    }
+    d
+}
+
+/// Writes the host's disk image (`target/xtask/host-disk.img`) unless it is already right.
+fn host_disk(root: &Path) -> Result<PathBuf, String> {
+    let path = root.join("target/xtask/host-disk.img");
+    let want = disk_contents();
+    if std::fs::read(&path).ok().as_deref() != Some(&want[..]) {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        std::fs::write(&path, &want).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(path)
 }
 
 /// Binary names of the guest crate: `guest-tests` (src/main.rs) and every `src/bin/*.rs`.

@@ -127,9 +127,16 @@ fn model(opts: &Opts) -> Result<(), String> {
 fn run(opts: &Opts) -> Result<(), String> {
     let imgs = images::build(opts)?;
     let demo = imgs.guest("demo")?;
-    let append = format!("gbpa_reset={}", opts.gbpa_reset.as_deref().unwrap_or("abort"));
-    let out =
-        qemu::run(&imgs.hyp, demo, &["-append", &append], opts, opts.timeout.unwrap_or(120), true)?;
+    let launch = qemu::Launch {
+        hyp: &imgs.hyp,
+        guest: demo,
+        host: qemu::Host::Bare,
+        disk: &imgs.disk,
+        append: format!("gbpa_reset={}", opts.gbpa_reset.as_deref().unwrap_or("abort")),
+        extra: vec![],
+        tag: "run".into(),
+    };
+    let out = qemu::run(&launch, opts, opts.timeout.unwrap_or(120), true)?;
     out.verdict()
 }
 
@@ -150,14 +157,16 @@ fn test(opts: &Opts) -> Result<(), String> {
     let mut logs = Vec::new();
     for (what, bootargs) in RUNS {
         println!("\n=== integration run: {what} (-append \"{bootargs}\") ===");
-        let out = qemu::run(
-            &imgs.hyp,
-            tests,
-            &["-append", bootargs],
-            opts,
-            opts.timeout.unwrap_or(300),
-            true,
-        )?;
+        let launch = qemu::Launch {
+            hyp: &imgs.hyp,
+            guest: tests,
+            host: qemu::Host::Bare,
+            disk: &imgs.disk,
+            append: bootargs.to_string(),
+            extra: vec![],
+            tag: if bootargs.contains("bypass") { "bypass" } else { "abort" }.into(),
+        };
+        let out = qemu::run(&launch, opts, opts.timeout.unwrap_or(300), true)?;
         let guest = report::GuestReport::parse(&out.log, &report::vm_names());
         println!();
         println!("{what}: {}", guest.table());

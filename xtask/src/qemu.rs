@@ -1,10 +1,18 @@
-//! Runs QEMU `virt` with the hypervisor and one guest image per VM, with a hard timeout, the
-//! serial output streamed and kept, and QEMU killed if we stop waiting.
+//! Runs QEMU `virt` with the hypervisor and the VM images, with a hard timeout, the serial
+//! output streamed and kept, and QEMU killed if we stop waiting.
+//!
+//! Two consoles are merged line by line into one stream: the board's PL011 (QEMU's stdout: the
+//! hypervisor's own lines and the bare-metal VMs' `[name]` lines, which go through a
+//! hypercall), and the host's PCI 16550 (`pci-serial`), which a Linux host drives as `ttyS0`.
+//! The 16550's output arrives on a Unix socket QEMU listens on; xtask connects to it and prefixes
+//! every line with `[host] `.
 
 use crate::images::root;
 use crate::setup::QEMU;
 use crate::Opts;
-use platform::qemu_virt::{EDU_SLOTS, MANIFEST, QEMU_CPUS, QEMU_RAM_SIZE};
+use platform::qemu_virt::{
+    EDU_SLOTS, HOST_DISK_SLOT, HOST_SERIAL_SLOT, MANIFEST, QEMU_CPUS, QEMU_RAM_SIZE,
+};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,9 +23,63 @@ use std::time::{Duration, Instant};
 pub const END_MARKER: &str = "all VMs stopped";
 /// Marker of a fatal hypervisor error.
 pub const PANIC_MARKER: &str = "hyp: PANIC";
+/// Prefix of the host's 16550 console lines in the merged output.
+pub const HOST_PREFIX: &str = "[host] ";
 
-/// The QEMU arguments for `hyp` with `guest` loaded into every VM.
-pub fn args(hyp: &Path, guest: &Path, extra: &[&str]) -> Vec<String> {
+/// What runs as VM 0.
+#[derive(Clone, Debug)]
+pub enum Host {
+    /// The same bare-metal image as the guests.
+    Bare,
+    /// A Linux kernel with its initramfs and device tree, placed where the hypervisor expects
+    /// them (see `platform::linux`).
+    Linux(LinuxFiles),
+}
+
+/// A Linux host's files and where each is loaded.
+#[derive(Clone, Debug)]
+pub struct LinuxFiles {
+    /// The arm64 `Image`.
+    pub image: PathBuf,
+    /// Its load address.
+    pub image_addr: u64,
+    /// The initramfs (newc cpio).
+    pub initrd: PathBuf,
+    /// Its load address.
+    pub initrd_addr: u64,
+    /// The device tree blob.
+    pub dtb: PathBuf,
+    /// Its load address.
+    pub dtb_addr: u64,
+}
+
+/// One QEMU run.
+#[derive(Clone, Debug)]
+pub struct Launch<'a> {
+    /// The hypervisor ELF.
+    pub hyp: &'a Path,
+    /// The flat bare-metal image loaded into every VM that is not a Linux host.
+    pub guest: &'a Path,
+    /// VM 0.
+    pub host: Host,
+    /// The host's virtio disk image.
+    pub disk: &'a Path,
+    /// The hypervisor's boot options (`-append`).
+    pub append: String,
+    /// Further QEMU arguments (e.g. `-icount`).
+    pub extra: Vec<String>,
+    /// Names the log file `target/xtask/last-TAG.log`.
+    pub tag: String,
+}
+
+impl Launch<'_> {
+    fn console_socket(&self) -> PathBuf {
+        root().join(format!("target/xtask/host-console-{}.sock", self.tag))
+    }
+}
+
+/// The QEMU arguments of a launch.
+pub fn args(l: &Launch<'_>) -> Vec<String> {
     let mut a: Vec<String> = [
         "-M",
         "virt,virtualization=on,gic-version=3,iommu=smmuv3",
@@ -39,20 +101,69 @@ pub fn args(hyp: &Path, guest: &Path, extra: &[&str]) -> Vec<String> {
         "-m".into(),
         format!("{}M", QEMU_RAM_SIZE >> 20),
     ]);
-    a.extend(extra.iter().map(|s| s.to_string()));
-    a.extend(["-kernel".into(), hyp.display().to_string()]);
+    a.extend(l.extra.iter().cloned());
+    a.extend(["-append".into(), l.append.clone()]);
+    a.extend(["-kernel".into(), l.hyp.display().to_string()]);
+    let loader = |file: &Path, addr: u64| {
+        [
+            "-device".to_string(),
+            format!("loader,file={},addr={addr:#x},force-raw=on", file.display()),
+        ]
+    };
     for vm in MANIFEST.vms {
-        a.extend([
-            "-device".into(),
-            format!("loader,file={},addr={:#x},force-raw=on", guest.display(), vm.mem.base),
-        ]);
+        match (&l.host, vm.id) {
+            (Host::Linux(f), 0) => {
+                a.extend(loader(&f.image, f.image_addr));
+                a.extend(loader(&f.initrd, f.initrd_addr));
+                a.extend(loader(&f.dtb, f.dtb_addr));
+            }
+            _ => a.extend(loader(l.guest, vm.mem.base)),
+        }
     }
     // One edu device per VM; raise its DMA mask (28 bits by default) so VM addresses are not
     // clamped.
     for slot in EDU_SLOTS {
         a.extend(["-device".into(), format!("edu,addr={slot},dma_mask=0xffffffffffffffff")]);
     }
+    // The host's console and disk (a bare-metal host leaves them alone).
+    let chardev = match l.host {
+        Host::Linux(_) => {
+            format!("socket,id=hostcon,path={},server=on,wait=off", l.console_socket().display())
+        }
+        Host::Bare => "null,id=hostcon".into(),
+    };
+    a.extend([
+        "-chardev".into(),
+        chardev,
+        "-device".into(),
+        format!("pci-serial,addr={HOST_SERIAL_SLOT},chardev=hostcon"),
+        "-drive".into(),
+        format!("file={},if=none,format=raw,id=hostdisk", l.disk.display()),
+        "-device".into(),
+        format!("virtio-blk-pci,addr={HOST_DISK_SLOT},drive=hostdisk"),
+    ]);
     a
+}
+
+/// Quotes `arg` for a POSIX shell (unchanged when it needs no quoting).
+pub fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"_./=,:@%+-".contains(&b));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
+/// A command line that can be pasted into a shell as it is.
+pub fn shell_line(program: &str, args: &[String]) -> String {
+    let mut s = shell_quote(program);
+    for a in args {
+        s.push(' ');
+        s.push_str(&shell_quote(a));
+    }
+    s
 }
 
 /// A finished (or abandoned) run.
@@ -67,6 +178,8 @@ pub struct RunOutput {
     pub timed_out: bool,
     /// Seconds allowed.
     pub timeout: u64,
+    /// Seconds it took.
+    pub seconds: f64,
 }
 
 impl RunOutput {
@@ -100,19 +213,63 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Runs QEMU until it exits or `timeout` seconds pass, echoing its output if `echo`.
-pub fn run(
-    hyp: &Path,
-    guest: &Path,
-    extra: &[&str],
-    opts: &Opts,
-    timeout: u64,
-    echo: bool,
-) -> Result<RunOutput, String> {
-    let args = args(hyp, guest, extra);
-    if opts.verbose {
-        println!("+ {QEMU} {}", args.join(" "));
+/// Reads lines from `r`, prefixing each with `prefix`, into `tx`.
+fn forward(r: impl std::io::Read + Send + 'static, prefix: &'static str, tx: mpsc::Sender<String>) {
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(r);
+        let mut buf = Vec::new();
+        // Bytes, not `lines()`: a console may send invalid UTF-8, which must not end the stream.
+        while let Ok(n) = r.read_until(b'\n', &mut buf) {
+            if n == 0 {
+                break;
+            }
+            let line = String::from_utf8_lossy(&buf);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if tx.send(format!("{prefix}{line}")).is_err() {
+                break;
+            }
+            buf.clear();
+        }
+    });
+}
+
+/// Connects to the host console socket QEMU listens on (it appears shortly after start-up).
+fn connect_console(path: &Path, tx: mpsc::Sender<String>, child: &mut Child) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(s) => {
+                forward(s, HOST_PREFIX, tx);
+                return Ok(());
+            }
+            Err(e) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!("QEMU exited ({status}) before its host console opened"));
+                }
+                if start.elapsed() > Duration::from_secs(20) {
+                    return Err(format!(
+                        "cannot connect to the host console {}: {e}",
+                        path.display()
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
     }
+}
+
+/// Runs QEMU until it exits or `timeout` seconds pass, echoing its output if `echo`.
+pub fn run(l: &Launch<'_>, opts: &Opts, timeout: u64, echo: bool) -> Result<RunOutput, String> {
+    let args = args(l);
+    if opts.verbose {
+        println!("+ {}", shell_line(QEMU, &args));
+    }
+    let socket = l.console_socket();
+    if let Some(dir) = socket.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::remove_file(&socket);
+    let start = Instant::now();
     let child = Command::new(QEMU)
         .args(&args)
         .stdin(Stdio::null())
@@ -122,38 +279,28 @@ pub fn run(
         .map_err(|e| format!("cannot start {QEMU}: {e}"))?;
     let mut child = KillOnDrop(child);
     let (tx, rx) = mpsc::channel::<String>();
-    let out = child.0.stdout.take().expect("piped stdout");
-    let err = child.0.stderr.take().expect("piped stderr");
-    let tx2 = tx.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if tx2.send(format!("qemu: {line}")).is_err() {
-                break;
-            }
-        }
-    });
-    let start = Instant::now();
+    forward(child.0.stdout.take().expect("piped stdout"), "", tx.clone());
+    forward(child.0.stderr.take().expect("piped stderr"), "qemu: ", tx.clone());
+    if matches!(l.host, Host::Linux(_)) {
+        connect_console(&socket, tx.clone(), &mut child.0)?;
+    }
+    drop(tx);
     let limit = Duration::from_secs(timeout);
     let mut log = String::new();
     let mut status = None;
     let mut timed_out = false;
+    let take = |line: String, log: &mut String| {
+        if echo {
+            println!("{line}");
+            let _ = std::io::stdout().flush();
+        }
+        log.push_str(&line);
+        log.push('\n');
+    };
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(line) => {
-                let line = line.trim_end_matches('\r').to_string();
-                if echo {
-                    println!("{line}");
-                    let _ = std::io::stdout().flush();
-                }
-                log.push_str(&line);
-                log.push('\n');
+                take(line, &mut log);
                 continue;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -165,12 +312,7 @@ pub fn run(
         if let Ok(Some(s)) = child.0.try_wait() {
             // Drain what is left.
             while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-                let line = line.trim_end_matches('\r').to_string();
-                if echo {
-                    println!("{line}");
-                }
-                log.push_str(&line);
-                log.push('\n');
+                take(line, &mut log);
             }
             status = Some(s);
             break;
@@ -181,17 +323,77 @@ pub fn run(
         }
     }
     drop(child);
-    let tag = extra.iter().find(|a| a.contains("gbpa_reset=")).map_or("run", |a| {
-        if a.contains("bypass") {
-            "bypass"
-        } else {
-            "abort"
-        }
-    });
-    let log_path = root().join(format!("target/xtask/last-{tag}.log"));
+    let _ = std::fs::remove_file(&socket);
+    let log_path = root().join(format!("target/xtask/last-{}.log", l.tag));
     if let Some(dir) = log_path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
     let _ = std::fs::write(&log_path, &log);
-    Ok(RunOutput { log, log_path, status, timed_out, timeout })
+    Ok(RunOutput {
+        log,
+        log_path,
+        status,
+        timed_out,
+        timeout,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_a_shell() {
+        assert_eq!(shell_quote("-append"), "-append");
+        assert_eq!(
+            shell_quote("loader,file=/a/b.bin,addr=0x44000000"),
+            "loader,file=/a/b.bin,addr=0x44000000"
+        );
+        assert_eq!(shell_quote("gbpa_reset=abort pm_inject=1"), "'gbpa_reset=abort pm_inject=1'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+        // The shell gives back exactly the arguments.
+        let args: Vec<String> =
+            ["a b", "it's", "$HOME", "x;y", "plain"].iter().map(|s| s.to_string()).collect();
+        let line = shell_line("printf", &[vec!["%s\\n".to_string()], args.clone()].concat());
+        let out = Command::new("sh").arg("-c").arg(&line).output().unwrap();
+        let got: Vec<String> =
+            String::from_utf8(out.stdout).unwrap().lines().map(|s| s.to_string()).collect();
+        assert_eq!(got, args);
+    }
+
+    #[test]
+    fn launch_arguments() {
+        let hyp = PathBuf::from("/t/hyp");
+        let guest = PathBuf::from("/t/guest.bin");
+        let disk = PathBuf::from("/t/disk.img");
+        let mut l = Launch {
+            hyp: &hyp,
+            guest: &guest,
+            host: Host::Bare,
+            disk: &disk,
+            append: "gbpa_reset=abort pm_inject=1".into(),
+            extra: vec![],
+            tag: "abort".into(),
+        };
+        let a = args(&l);
+        let loaders = a.iter().filter(|x| x.starts_with("loader,file=/t/guest.bin")).count();
+        assert_eq!(loaders, MANIFEST.vms.len());
+        assert!(a.windows(2).any(|w| w[0] == "-append" && w[1] == "gbpa_reset=abort pm_inject=1"));
+        assert!(a.contains(&"null,id=hostcon".to_string()));
+        assert!(a.iter().any(|x| x.starts_with("virtio-blk-pci,addr=6")));
+        l.host = Host::Linux(LinuxFiles {
+            image: "/t/Image".into(),
+            image_addr: 0x4400_0000,
+            initrd: "/t/initrd".into(),
+            initrd_addr: 0x5000_0000,
+            dtb: "/t/dtb".into(),
+            dtb_addr: 0x53e0_0000,
+        });
+        let a = args(&l);
+        assert_eq!(a.iter().filter(|x| x.starts_with("loader,file=/t/guest.bin")).count(), 2);
+        assert!(a.contains(&"loader,file=/t/Image,addr=0x44000000,force-raw=on".to_string()));
+        assert!(a.iter().any(|x| x.starts_with("socket,id=hostcon,path=")));
+    }
 }

@@ -8,7 +8,7 @@ use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 use hyp::console::LineBuffer;
 use hyp::hypercall::{ConsoleSink, GuestMemory};
-use hyp::pci::Function;
+use hyp::pci::{Configured, Function};
 use hyp::psci::StopReason;
 use hyp::vmstate::{StopOutcome, VmStates};
 use log::info;
@@ -110,10 +110,10 @@ fn summary() {
 
 /// Builds every VM's stage-2 (RAM and its devices' BARs) and writes its boot-info block (boot
 /// CPU, before any VM runs).
-pub fn prepare_all(pools: &mut mmu::Pools, mut devices: Vec<Vec<Function>>) {
+pub fn prepare_all(pools: &mut mmu::Pools, devices: &[Vec<Configured>]) {
     for spec in super::PLATFORM.manifest().vms {
         let pool = pools.vms[spec.id as usize].take().expect("VM table pool");
-        let devices = core::mem::take(&mut devices[spec.id as usize]);
+        let devices: Vec<Function> = devices[spec.id as usize].iter().map(|c| c.function).collect();
         // The stage-2 tables are in use by the hardware from now on: they live on the heap and
         // are never dropped.
         let s2 = alloc::boxed::Box::leak(alloc::boxed::Box::new(mmu::build_stage2(

@@ -163,11 +163,25 @@ fn device_info() -> Result<(), Msg> {
 }
 
 fn other_devices_unreachable() -> Result<(), Msg> {
-    let (mine, _) = hv::device_info(0).map_err(|e| msg!("DEVICE_INFO: {e}"))?;
-    // Every 1 MiB slot of the start of the window except our BAR: other VMs' BARs live there.
-    for i in 0..8u64 {
-        let addr = BOARD.pcie_mmio32.base + (i << 20);
-        if addr == mine.bars[0].ipa {
+    // Every BAR of every one of our functions (the host has several).
+    let mut mine = [(0u64, 0u64); 16];
+    let mut n = 0;
+    let (_, count) = hv::device_info(0).map_err(|e| msg!("DEVICE_INFO: {e}"))?;
+    for i in 0..count {
+        let (d, _) = hv::device_info(i).map_err(|e| msg!("DEVICE_INFO({i}): {e}"))?;
+        for b in d.bars.iter().filter(|b| b.size != 0) {
+            check!(n < mine.len(), "more BARs than this test expects");
+            mine[n] = (b.ipa, b.size);
+            n += 1;
+        }
+    }
+    let ours = |a: u64| mine[..n].iter().any(|&(base, size)| a >= base && a < base + size);
+    // Every 1 MiB slot of the start of the window and every page of the I/O window: other VMs'
+    // BARs live there.
+    let mem = (0..8u64).map(|i| BOARD.pcie_mmio32.base + (i << 20));
+    let io = (0..16u64).map(|i| BOARD.pcie_pio.base + (i << 12));
+    for addr in mem.chain(io) {
+        if ours(addr) {
             check!(try_read64(addr).is_ok(), "our own BAR at {addr:#x} faulted");
             continue;
         }
@@ -262,9 +276,10 @@ fn vm_memory_isolated() -> Result<(), Msg> {
         // Their boot-info block: the owner checks it is intact in owner_memory_unchanged.
         write_faults(o.boot_info_ipa())?;
     }
-    // Nothing else is mapped either: unmapped RAM, the UART, the SMMU, the GIC, PCIe ECAM.
+    // Nothing else is mapped either: RAM no VM owns, the UART, the SMMU, the GIC, PCIe ECAM.
+    let unowned_ram = MANIFEST.vms.iter().map(|v| v.mem.end()).max().unwrap_or(0);
     for addr in
-        [0x5000_0000, BOARD.uart.base, BOARD.smmu.base, BOARD.gicd.base, BOARD.pcie_ecam.base]
+        [unowned_ram, BOARD.uart.base, BOARD.smmu.base, BOARD.gicd.base, BOARD.pcie_ecam.base]
     {
         read_faults(addr)?;
     }
