@@ -45,10 +45,22 @@ pub fn render(w: &mut dyn Write) -> Result {
         writeln!(w, "#define SMMU_HYP_ERR_{} ({})", e.name(), e.code())?;
     }
     writeln!(w)?;
-    writeln!(w, "/* PSCI functions offered to VMs through SMC #0. */")?;
-    writeln!(w, "#define SMMU_HYP_PSCI_VERSION 0x{:08x}u", psci::VERSION)?;
-    writeln!(w, "#define SMMU_HYP_PSCI_CPU_OFF 0x{:08x}u", psci::CPU_OFF)?;
-    writeln!(w, "#define SMMU_HYP_PSCI_SYSTEM_OFF 0x{:08x}u", psci::SYSTEM_OFF)?;
+    writeln!(w, "/* PSCI 1.1 and SMCCC 1.1 functions offered to VMs through SMC #0. */")?;
+    for (name, id) in [
+        ("PSCI_VERSION", psci::VERSION),
+        ("PSCI_CPU_SUSPEND", psci::CPU_SUSPEND),
+        ("PSCI_CPU_OFF", psci::CPU_OFF),
+        ("PSCI_CPU_ON", psci::CPU_ON),
+        ("PSCI_AFFINITY_INFO", psci::AFFINITY_INFO),
+        ("PSCI_MIGRATE_INFO_TYPE", psci::MIGRATE_INFO_TYPE),
+        ("PSCI_SYSTEM_OFF", psci::SYSTEM_OFF),
+        ("PSCI_SYSTEM_RESET", psci::SYSTEM_RESET),
+        ("PSCI_FEATURES", psci::FEATURES),
+        ("SMCCC_VERSION", psci::SMCCC_VERSION),
+        ("SMCCC_ARCH_FEATURES", psci::SMCCC_ARCH_FEATURES),
+    ] {
+        writeln!(w, "#define SMMU_HYP_{name} 0x{id:08x}u")?;
+    }
     writeln!(w)?;
     writeln!(w, "#define SMMU_HYP_BOOT_INFO_MAGIC 0x{BOOT_INFO_MAGIC:016x}ull")?;
     writeln!(w, "#define SMMU_HYP_VM_NAME_LEN {VM_NAME_LEN}")?;

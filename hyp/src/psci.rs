@@ -1,6 +1,10 @@
-//! What the hypervisor does with a PSCI call a VM made through `SMC #0`.
+//! What the hypervisor answers to an `SMC` a VM made (trapped by `HCR_EL2.TSC`): PSCI 1.1 and
+//! the SMCCC 1.1 Arm architecture calls, as `host_abi::psci` documents them. Pure: the EL2 trap
+//! handler passes the immediate, the argument registers, the caller's MPIDR and what the CPU's
+//! ID registers say about Spectre, and applies the decision.
+#![forbid(unsafe_code)]
 
-use host_abi::psci;
+use host_abi::psci::*;
 
 /// The decision for one trapped SMC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,6 +20,8 @@ pub enum PsciAction {
 pub enum StopReason {
     /// PSCI SYSTEM_OFF.
     SystemOff,
+    /// PSCI SYSTEM_RESET: the VM is stopped, not restarted (its images are not reloaded).
+    SystemReset,
     /// PSCI CPU_OFF of its only vCPU.
     CpuOff,
     /// The VM cannot make progress: its own exception vector faults (a fault would be
@@ -28,20 +34,147 @@ impl StopReason {
     pub fn describe(self) -> &'static str {
         match self {
             StopReason::SystemOff => "SYSTEM_OFF",
+            StopReason::SystemReset => "SYSTEM_RESET: stopped, not restarted",
             StopReason::CpuOff => "CPU_OFF",
             StopReason::Crashed => "crash: its exception vector faults",
         }
     }
 }
 
-/// Decides what to do for an SMC with `x0` = `function` (only `w0` counts).
-pub fn handle(function: u64) -> PsciAction {
-    match function as u32 {
-        psci::VERSION => PsciAction::Return(psci::VERSION_1_1 as u64),
-        psci::CPU_OFF => PsciAction::StopVm(StopReason::CpuOff),
-        psci::SYSTEM_OFF => PsciAction::StopVm(StopReason::SystemOff),
-        // Every other PSCI function, and any non-PSCI SMC, is refused the same way.
-        _ => PsciAction::Return(psci::NOT_SUPPORTED as i64 as u64),
+/// Affinity fields of an MPIDR (Aff3, Aff2, Aff1, Aff0).
+pub const MPIDR_AFFINITY: u64 = 0xff_00ff_ffff;
+
+/// What the physical CPU's ID registers say about the Spectre variants SMCCC has workaround
+/// calls for. The hypervisor implements no firmware mitigation, so the only honest answers are
+/// "this PE is not affected" (when the architecture says so) and "not supported".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpectreState {
+    /// `ID_AA64PFR0_EL1.CSV2` (bits 59:56): 1 or more means branch targets trained in one
+    /// context cannot steer another (variant 2 not exploitable); 3 (FEAT_CSV2_3) also covers
+    /// branch history (Spectre-BHB).
+    pub csv2: u8,
+    /// `ID_AA64MMFR1_EL1.ECBHB` (bits 63:60) non-zero: taking an exception clears branch
+    /// history (Spectre-BHB not exploitable across exception levels).
+    pub ecbhb: bool,
+}
+
+impl SpectreState {
+    /// From `ID_AA64PFR0_EL1` and `ID_AA64MMFR1_EL1`.
+    pub fn from_id_regs(pfr0: u64, mmfr1: u64) -> Self {
+        Self { csv2: ((pfr0 >> 56) & 0xf) as u8, ecbhb: (mmfr1 >> 60) & 0xf != 0 }
+    }
+
+    /// Variant 2 (WORKAROUND_1) needs no mitigation on this PE.
+    pub fn v2_unaffected(self) -> bool {
+        self.csv2 >= 1
+    }
+
+    /// Spectre-BHB (WORKAROUND_3) needs no mitigation on this PE.
+    pub fn bhb_unaffected(self) -> bool {
+        self.csv2 >= 3 || self.ecbhb
+    }
+}
+
+/// The calling VM, as PSCI sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// MPIDR_EL1 of its only vCPU (the physical CPU's: `VMPIDR_EL2` is set to it).
+    pub mpidr: u64,
+    /// The CPU's Spectre state.
+    pub spectre: SpectreState,
+}
+
+fn ret(v: i32) -> PsciAction {
+    PsciAction::Return(v as i64 as u64)
+}
+
+/// `CPU_SUSPEND` power_state (original format): bit 16 StateType (1 = power down), bits 25:24
+/// PowerLevel. Only a core standby is offered: it returns at once (one vCPU per physical CPU:
+/// there is nothing else to run meanwhile, and PSCI lets a standby end on any wake-up event).
+fn cpu_suspend(power_state: u32) -> PsciAction {
+    let powerdown = power_state & (1 << 16) != 0;
+    let level = (power_state >> 24) & 3;
+    if powerdown || level != 0 {
+        ret(INVALID_PARAMETERS)
+    } else {
+        ret(SUCCESS)
+    }
+}
+
+/// Whether `function` is a PSCI call this hypervisor implements (what `PSCI_FEATURES` reports).
+fn psci_implemented(function: u32) -> bool {
+    matches!(
+        function,
+        VERSION
+            | CPU_SUSPEND
+            | CPU_SUSPEND64
+            | CPU_OFF
+            | CPU_ON
+            | CPU_ON32
+            | AFFINITY_INFO
+            | AFFINITY_INFO32
+            | MIGRATE_INFO_TYPE
+            | SYSTEM_OFF
+            | SYSTEM_RESET
+            | FEATURES
+    )
+}
+
+/// `PSCI_FEATURES(function)`.
+fn psci_features(function: u32) -> PsciAction {
+    match function {
+        // CPU_SUSPEND's answer is its feature flags: original power_state format (bit 1 = 0),
+        // no OS-initiated mode (bit 0 = 0).
+        f if psci_implemented(f) => ret(SUCCESS),
+        // SMCCC_VERSION is discovered through PSCI_FEATURES (SMCCC 1.1, section 7).
+        SMCCC_VERSION => ret(SUCCESS),
+        _ => ret(NOT_SUPPORTED),
+    }
+}
+
+/// `SMCCC_ARCH_FEATURES(function)`.
+fn arch_features(function: u32, spectre: SpectreState) -> PsciAction {
+    match function {
+        SMCCC_VERSION | SMCCC_ARCH_FEATURES => ret(SUCCESS),
+        SMCCC_ARCH_WORKAROUND_1 if spectre.v2_unaffected() => ret(SMCCC_WORKAROUND_UNAFFECTED),
+        SMCCC_ARCH_WORKAROUND_3 if spectre.bhb_unaffected() => ret(SMCCC_WORKAROUND_UNAFFECTED),
+        // No firmware mitigation exists here: on an affected PE the VM is told so (SMCCC:
+        // NOT_SUPPORTED). WORKAROUND_2 is never offered (PSTATE.SSBS is the OS's own control).
+        _ => ret(NOT_SUPPORTED),
+    }
+}
+
+/// Decides what to do for `SMC #imm` with `x0..x3` = `x`.
+pub fn handle(imm: u16, x: [u64; 4], caller: &Caller) -> PsciAction {
+    if imm != 0 {
+        // SMCCC calls use SMC #0; other immediates are not a call we know.
+        return ret(NOT_SUPPORTED);
+    }
+    // The function ID is w0; SMC32 calls take 32-bit arguments.
+    let function = x[0] as u32;
+    let smc64 = function & (1 << 30) != 0;
+    let arg = |i: usize| if smc64 { x[i] } else { x[i] & 0xffff_ffff };
+    let own = |mpidr: u64| mpidr & MPIDR_AFFINITY == caller.mpidr & MPIDR_AFFINITY;
+    match function {
+        VERSION => PsciAction::Return(VERSION_1_1 as u64),
+        CPU_SUSPEND | CPU_SUSPEND64 => cpu_suspend(arg(1) as u32),
+        CPU_OFF => PsciAction::StopVm(StopReason::CpuOff),
+        CPU_ON | CPU_ON32 if own(arg(1)) => ret(ALREADY_ON),
+        // Not one of this VM's CPUs (a VM has exactly one).
+        CPU_ON | CPU_ON32 => ret(INVALID_PARAMETERS),
+        AFFINITY_INFO | AFFINITY_INFO32 if arg(2) == 0 && own(arg(1)) => ret(AFFINITY_ON),
+        AFFINITY_INFO | AFFINITY_INFO32 => ret(INVALID_PARAMETERS),
+        MIGRATE_INFO_TYPE => PsciAction::Return(MIGRATE_INFO_NONE as u64),
+        SYSTEM_OFF => PsciAction::StopVm(StopReason::SystemOff),
+        SYSTEM_RESET => PsciAction::StopVm(StopReason::SystemReset),
+        FEATURES => psci_features(x[1] as u32),
+        SMCCC_VERSION => PsciAction::Return(SMCCC_VERSION_1_1 as u64),
+        SMCCC_ARCH_FEATURES => arch_features(x[1] as u32, caller.spectre),
+        // Advertised as "implemented, not required on this PE": a no-op.
+        SMCCC_ARCH_WORKAROUND_1 if caller.spectre.v2_unaffected() => ret(SUCCESS),
+        SMCCC_ARCH_WORKAROUND_3 if caller.spectre.bhb_unaffected() => ret(SUCCESS),
+        // Every other PSCI function, SMCCC call and non-SMCCC SMC is refused the same way.
+        _ => ret(NOT_SUPPORTED),
     }
 }
 
@@ -49,14 +182,134 @@ pub fn handle(function: u64) -> PsciAction {
 mod tests {
     use super::*;
 
+    const NS: PsciAction = PsciAction::Return(u64::MAX);
+    const CALLER: Caller =
+        Caller { mpidr: 0x8000_0001, spectre: SpectreState { csv2: 1, ecbhb: false } };
+
+    fn call(f: u32, a1: u64, a2: u64) -> PsciAction {
+        handle(0, [f as u64, a1, a2, 0], &CALLER)
+    }
+
+    fn r(v: i32) -> PsciAction {
+        PsciAction::Return(v as i64 as u64)
+    }
+
     #[test]
     fn offered_calls() {
-        assert_eq!(handle(0x8400_0000), PsciAction::Return(0x10001));
-        assert_eq!(handle(0x8400_0008), PsciAction::StopVm(StopReason::SystemOff));
-        assert_eq!(handle(0xffff_ffff_8400_0002), PsciAction::StopVm(StopReason::CpuOff));
-        let refused = PsciAction::Return(u64::MAX);
-        assert_eq!(handle(psci::CPU_ON as u64), refused);
-        assert_eq!(handle(psci::SYSTEM_RESET as u64), refused);
-        assert_eq!(handle(0xC600_0000), refused);
+        assert_eq!(call(VERSION, 0, 0), PsciAction::Return(0x10001));
+        assert_eq!(call(SYSTEM_OFF, 0, 0), PsciAction::StopVm(StopReason::SystemOff));
+        assert_eq!(
+            handle(0, [0xffff_ffff_8400_0002, 0, 0, 0], &CALLER),
+            PsciAction::StopVm(StopReason::CpuOff),
+            "only w0 is the function ID"
+        );
+        assert_eq!(call(MIGRATE_INFO_TYPE, 0, 0), PsciAction::Return(2));
+        assert_eq!(call(0xC600_0000, 0, 0), NS, "a hypercall ID through SMC");
+        assert_eq!(call(SYSTEM_RESET2, 0, 0), NS);
+        assert_eq!(call(SYSTEM_SUSPEND, 0x4400_0000, 0), NS);
+    }
+
+    #[test]
+    fn smc_with_a_non_zero_immediate_is_not_psci() {
+        // Was served as PSCI: SMC #1 with x0 = SYSTEM_OFF stopped the VM.
+        assert_eq!(handle(1, [SYSTEM_OFF as u64, 0, 0, 0], &CALLER), NS);
+        assert_eq!(handle(0xffff, [VERSION as u64, 0, 0, 0], &CALLER), NS);
+    }
+
+    #[test]
+    fn psci_features_answers_for_every_implemented_function() {
+        // Was NOT_SUPPORTED for everything although PSCI_VERSION says 1.1 (PSCI_FEATURES is
+        // mandatory since 1.0).
+        for f in [
+            VERSION,
+            CPU_SUSPEND,
+            CPU_SUSPEND64,
+            CPU_OFF,
+            CPU_ON,
+            CPU_ON32,
+            AFFINITY_INFO,
+            AFFINITY_INFO32,
+            MIGRATE_INFO_TYPE,
+            SYSTEM_OFF,
+            SYSTEM_RESET,
+            FEATURES,
+            SMCCC_VERSION,
+        ] {
+            assert_eq!(call(FEATURES, f as u64, 0), r(0), "PSCI_FEATURES({f:#x})");
+        }
+        for f in [SYSTEM_RESET2, SYSTEM_SUSPEND, 0x8400_0005, 0x8400_001f, SMCCC_ARCH_SOC_ID, 0] {
+            assert_eq!(call(FEATURES, f as u64, 0), NS, "PSCI_FEATURES({f:#x})");
+        }
+        // Only w1 counts.
+        assert_eq!(call(FEATURES, 0xdead_0000_8400_0000, 0), r(0));
+    }
+
+    #[test]
+    fn cpu_on_and_affinity_info_know_only_the_callers_cpu() {
+        assert_eq!(call(CPU_ON, 0x1, 0x4400_0000), r(ALREADY_ON), "own CPU (Aff0 = 1)");
+        assert_eq!(call(CPU_ON, 0x8000_0001, 0x4400_0000), r(ALREADY_ON), "bit 31 ignored");
+        for other in [0, 2, 0x100, 0x1_0000_0001] {
+            assert_eq!(call(CPU_ON, other, 0x4400_0000), r(INVALID_PARAMETERS), "cpu {other:#x}");
+        }
+        for other in [0, 2, 0x100] {
+            assert_eq!(call(CPU_ON32, other, 0), r(INVALID_PARAMETERS), "cpu {other:#x}");
+        }
+        // SMC32: the upper half of x1 is not part of the argument.
+        assert_eq!(call(CPU_ON32, 0xffff_ffff_0000_0001, 0), r(ALREADY_ON));
+        assert_eq!(call(AFFINITY_INFO, 1, 0), r(AFFINITY_ON));
+        assert_eq!(call(AFFINITY_INFO, 1, 1), r(INVALID_PARAMETERS), "level 1");
+        assert_eq!(call(AFFINITY_INFO, 0, 0), r(INVALID_PARAMETERS), "another CPU");
+    }
+
+    #[test]
+    fn cpu_suspend_offers_standby_only() {
+        assert_eq!(call(CPU_SUSPEND, 0, 0), r(SUCCESS));
+        assert_eq!(call(CPU_SUSPEND64, 0x1, 0), r(SUCCESS), "any standby state ID");
+        assert_eq!(call(CPU_SUSPEND, 1 << 16, 0x4400_0000), r(INVALID_PARAMETERS), "powerdown");
+        assert_eq!(call(CPU_SUSPEND, 1 << 24, 0), r(INVALID_PARAMETERS), "cluster level");
+    }
+
+    #[test]
+    fn system_reset_stops_the_vm() {
+        // Was NOT_SUPPORTED, which leaves a panicking Linux (panic=N) spinning forever.
+        assert_eq!(call(SYSTEM_RESET, 0, 0), PsciAction::StopVm(StopReason::SystemReset));
+    }
+
+    #[test]
+    fn smccc_version_and_arch_features() {
+        assert_eq!(call(SMCCC_VERSION, 0, 0), PsciAction::Return(0x10001));
+        assert_eq!(call(SMCCC_ARCH_FEATURES, SMCCC_ARCH_FEATURES as u64, 0), r(SUCCESS));
+        assert_eq!(call(SMCCC_ARCH_FEATURES, SMCCC_VERSION as u64, 0), r(SUCCESS));
+        assert_eq!(call(SMCCC_ARCH_FEATURES, SMCCC_ARCH_SOC_ID as u64, 0), NS);
+        assert_eq!(call(SMCCC_ARCH_FEATURES, SMCCC_ARCH_WORKAROUND_2 as u64, 0), NS);
+        assert_eq!(call(SMCCC_ARCH_FEATURES, 0x8000_1234, 0), NS);
+        assert_eq!(call(SMCCC_ARCH_WORKAROUND_2, 0, 0), NS);
+    }
+
+    #[test]
+    fn spectre_answers_follow_the_id_registers() {
+        let ask = |s: SpectreState, f: u32| {
+            handle(
+                0,
+                [SMCCC_ARCH_FEATURES as u64, f as u64, 0, 0],
+                &Caller { mpidr: 0, spectre: s },
+            )
+        };
+        let affected = SpectreState { csv2: 0, ecbhb: false };
+        assert_eq!(ask(affected, SMCCC_ARCH_WORKAROUND_1), NS);
+        assert_eq!(ask(affected, SMCCC_ARCH_WORKAROUND_3), NS);
+        let csv2 = SpectreState::from_id_regs(1 << 56, 0);
+        assert_eq!(ask(csv2, SMCCC_ARCH_WORKAROUND_1), r(SMCCC_WORKAROUND_UNAFFECTED));
+        assert_eq!(ask(csv2, SMCCC_ARCH_WORKAROUND_3), NS, "CSV2 = 1 says nothing of BHB");
+        let csv2_3 = SpectreState::from_id_regs(3 << 56, 0);
+        assert_eq!(ask(csv2_3, SMCCC_ARCH_WORKAROUND_3), r(SMCCC_WORKAROUND_UNAFFECTED));
+        let ecbhb = SpectreState::from_id_regs(0, 1 << 60);
+        assert_eq!(ask(ecbhb, SMCCC_ARCH_WORKAROUND_3), r(SMCCC_WORKAROUND_UNAFFECTED));
+        // The calls themselves: a no-op where unaffected, refused where nothing mitigates.
+        let wa1 = |s| {
+            handle(0, [SMCCC_ARCH_WORKAROUND_1 as u64, 0, 0, 0], &Caller { mpidr: 0, spectre: s })
+        };
+        assert_eq!(wa1(csv2), r(SUCCESS));
+        assert_eq!(wa1(affected), NS);
     }
 }

@@ -1,7 +1,10 @@
 //! Exceptions taken to EL2: hypercalls, trapped SMCs (PSCI), stage-2 faults, and anything
 //! unexpected.
 
-use super::sysreg::{elr_el1, esr_el1, esr_el2, far_el1, far_el2, hpfar_el2, spsr_el1, vbar_el1};
+use super::sysreg::{
+    elr_el1, esr_el1, esr_el2, far_el1, far_el2, hpfar_el2, id_aa64mmfr1_el1, id_aa64pfr0_el1,
+    spsr_el1, vbar_el1, vmpidr_el2,
+};
 use super::{firmware, uart, vm};
 use hyp::esr::{Esr, ExceptionClass};
 use hyp::hypercall::{self, Caller, Env};
@@ -109,7 +112,15 @@ fn slow_trap(frame: &mut TrapFrame, esr: Esr) {
         ExceptionClass::Smc64 => {
             // A trapped SMC returns to the SMC itself: step over it.
             frame.elr += 4;
-            match psci::handle(frame.x[0]) {
+            let caller = psci::Caller {
+                mpidr: vmpidr_el2::read(),
+                spectre: psci::SpectreState::from_id_regs(
+                    id_aa64pfr0_el1::read(),
+                    id_aa64mmfr1_el1::read(),
+                ),
+            };
+            let x = [frame.x[0], frame.x[1], frame.x[2], frame.x[3]];
+            match psci::handle(esr.imm16(), x, &caller) {
                 PsciAction::Return(v) => frame.x[0] = v,
                 PsciAction::StopVm(reason) => vm.stop(reason),
             }

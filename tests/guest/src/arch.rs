@@ -57,6 +57,28 @@ pub fn smc(function: u64, a1: u64, a2: u64, a3: u64) -> u64 {
     r
 }
 
+/// `SMC #1`: an immediate SMCCC does not use.
+pub fn smc_imm1(function: u64) -> u64 {
+    let r: u64;
+    // SAFETY: as for `smc`.
+    unsafe {
+        asm!("smc #1", inout("x0") function => r, inout("x1") 0u64 => _, inout("x2") 0u64 => _,
+            inout("x3") 0u64 => _, options(nostack))
+    };
+    r
+}
+
+/// `ID_AA64PFR0_EL1` and `ID_AA64MMFR1_EL1` (what the CPU says about Spectre).
+pub fn spectre_id_regs() -> (u64, u64) {
+    let (pfr0, mmfr1): (u64, u64);
+    // SAFETY: reading ID registers has no side effect.
+    unsafe {
+        asm!("mrs {}, id_aa64pfr0_el1", "mrs {}, id_aa64mmfr1_el1", out(reg) pfr0, out(reg) mmfr1,
+            options(nomem, nostack))
+    };
+    (pfr0, mmfr1)
+}
+
 /// PSCI SYSTEM_OFF: stops this VM.
 pub fn system_off() -> ! {
     smc(host_abi::psci::SYSTEM_OFF as u64, 0, 0, 0);

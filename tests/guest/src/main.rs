@@ -253,11 +253,63 @@ fn error_codes() -> Result<(), Msg> {
 }
 
 fn psci_calls() -> Result<(), Msg> {
-    check_eq!(arch::smc(psci::VERSION as u64, 0, 0, 0), psci::VERSION_1_1 as u64, "PSCI_VERSION");
-    let refused = psci::NOT_SUPPORTED as i64 as u64;
-    check_eq!(arch::smc(psci::CPU_ON as u64, 1, 0, 0), refused, "CPU_ON");
-    check_eq!(arch::smc(psci::SYSTEM_RESET as u64, 0, 0, 0), refused, "SYSTEM_RESET");
-    check_eq!(arch::smc(0xC600_0000, 0, 0, 0), refused, "a hypercall through SMC");
+    use psci::*;
+    let smc = |f: u32, a1: u64, a2: u64| arch::smc(f as u64, a1, a2, 0);
+    let code = |v: i32| v as i64 as u64;
+    let ns = code(NOT_SUPPORTED);
+    check_eq!(smc(VERSION, 0, 0), VERSION_1_1 as u64, "PSCI_VERSION");
+    // PSCI_FEATURES (mandatory since PSCI 1.0) knows every function that is offered.
+    for f in [
+        VERSION,
+        CPU_SUSPEND,
+        CPU_OFF,
+        CPU_ON,
+        AFFINITY_INFO,
+        MIGRATE_INFO_TYPE,
+        SYSTEM_OFF,
+        SYSTEM_RESET,
+        FEATURES,
+        SMCCC_VERSION,
+    ] {
+        check_eq!(smc(FEATURES, f as u64, 0), 0, "PSCI_FEATURES({f:#x})");
+    }
+    for f in [SYSTEM_RESET2, SYSTEM_SUSPEND, 0x8400_0005, 0xC600_0000] {
+        check_eq!(smc(FEATURES, f as u64, 0), ns, "PSCI_FEATURES({f:#x}) of an absent function");
+    }
+    check_eq!(smc(MIGRATE_INFO_TYPE, 0, 0), MIGRATE_INFO_NONE as u64, "MIGRATE_INFO_TYPE");
+    // Our own CPU is on; the others' CPUs are not ours to start.
+    let mine = arch::mpidr();
+    check_eq!(smc(CPU_ON, mine, 0), code(ALREADY_ON), "CPU_ON of our own CPU");
+    check_eq!(smc(AFFINITY_INFO, mine, 0), code(AFFINITY_ON), "AFFINITY_INFO of our CPU");
+    for o in others() {
+        check_eq!(
+            smc(CPU_ON, o.cpu as u64, 0),
+            code(INVALID_PARAMETERS),
+            "CPU_ON of another VM's CPU"
+        );
+        check_eq!(
+            smc(AFFINITY_INFO, o.cpu as u64, 0),
+            code(INVALID_PARAMETERS),
+            "AFFINITY_INFO of another VM's CPU"
+        );
+    }
+    check_eq!(smc(CPU_SUSPEND, 0, 0), 0, "CPU_SUSPEND (standby)");
+    check_eq!(smc(CPU_SUSPEND, 1 << 16, 0), code(INVALID_PARAMETERS), "CPU_SUSPEND (powerdown)");
+    // SMCCC 1.1 and honest Spectre answers: "not affected" only where the ID registers say so.
+    check_eq!(smc(SMCCC_VERSION, 0, 0), SMCCC_VERSION_1_1 as u64, "SMCCC_VERSION");
+    check_eq!(smc(SMCCC_ARCH_FEATURES, SMCCC_ARCH_FEATURES as u64, 0), 0, "ARCH_FEATURES");
+    let (pfr0, mmfr1) = arch::spectre_id_regs();
+    let csv2 = (pfr0 >> 56) & 0xf;
+    let ecbhb = (mmfr1 >> 60) & 0xf != 0;
+    let unaffected = code(SMCCC_WORKAROUND_UNAFFECTED);
+    let wa1 = if csv2 >= 1 { unaffected } else { ns };
+    let wa3 = if csv2 >= 3 || ecbhb { unaffected } else { ns };
+    check_eq!(smc(SMCCC_ARCH_FEATURES, SMCCC_ARCH_WORKAROUND_1 as u64, 0), wa1, "WORKAROUND_1");
+    check_eq!(smc(SMCCC_ARCH_FEATURES, SMCCC_ARCH_WORKAROUND_2 as u64, 0), ns, "WORKAROUND_2");
+    check_eq!(smc(SMCCC_ARCH_FEATURES, SMCCC_ARCH_WORKAROUND_3 as u64, 0), wa3, "WORKAROUND_3");
+    // Not SMCCC: SMC with a non-zero immediate, a hypercall ID through SMC.
+    check_eq!(arch::smc_imm1(VERSION as u64), ns, "SMC #1 with PSCI_VERSION");
+    check_eq!(smc(0xC600_0000, 0, 0), ns, "a hypercall through SMC");
     Ok(())
 }
 
