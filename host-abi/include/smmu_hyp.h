@@ -64,6 +64,7 @@
 
 #define SMMU_HYP_BOOT_INFO_MAGIC 0x00505948554d4d53ull
 #define SMMU_HYP_VM_NAME_LEN 16
+#define SMMU_HYP_BOOT_FLAG_HOST_IS_LINUX 0x1ull /* VM 0 is a Linux kernel */
 
 /* At the IPA in x0 when a VM is entered. */
 struct smmu_hyp_boot_info {
@@ -75,9 +76,10 @@ struct smmu_hyp_boot_info {
 	uint32_t cpu;          /* offset 32 */
 	uint32_t vm_count;     /* offset 36 */
 	char name[SMMU_HYP_VM_NAME_LEN]; /* offset 40 */
-	uint64_t reserved;     /* offset 56 */
+	uint64_t flags;        /* offset 56: SMMU_HYP_BOOT_FLAG_* */
 };
 _Static_assert(sizeof(struct smmu_hyp_boot_info) == 64, "boot_info size");
+_Static_assert(offsetof(struct smmu_hyp_boot_info, flags) == 56, "flags");
 _Static_assert(offsetof(struct smmu_hyp_boot_info, cpu) == 32, "cpu");
 _Static_assert(offsetof(struct smmu_hyp_boot_info, name) == 40, "name");
 

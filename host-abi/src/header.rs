@@ -64,6 +64,11 @@ pub fn render(w: &mut dyn Write) -> Result {
     writeln!(w)?;
     writeln!(w, "#define SMMU_HYP_BOOT_INFO_MAGIC 0x{BOOT_INFO_MAGIC:016x}ull")?;
     writeln!(w, "#define SMMU_HYP_VM_NAME_LEN {VM_NAME_LEN}")?;
+    writeln!(
+        w,
+        "#define SMMU_HYP_BOOT_FLAG_HOST_IS_LINUX 0x{:x}ull /* VM 0 is a Linux kernel */",
+        crate::types::BOOT_FLAG_HOST_IS_LINUX
+    )?;
     writeln!(w)?;
     writeln!(w, "/* At the IPA in x0 when a VM is entered. */")?;
     writeln!(w, "struct smmu_hyp_boot_info {{")?;
@@ -75,9 +80,10 @@ pub fn render(w: &mut dyn Write) -> Result {
     writeln!(w, "\tuint32_t cpu;          /* offset 32 */")?;
     writeln!(w, "\tuint32_t vm_count;     /* offset 36 */")?;
     writeln!(w, "\tchar name[SMMU_HYP_VM_NAME_LEN]; /* offset 40 */")?;
-    writeln!(w, "\tuint64_t reserved;     /* offset 56 */")?;
+    writeln!(w, "\tuint64_t flags;        /* offset 56: SMMU_HYP_BOOT_FLAG_* */")?;
     writeln!(w, "}};")?;
     writeln!(w, "_Static_assert(sizeof(struct smmu_hyp_boot_info) == 64, \"boot_info size\");")?;
+    writeln!(w, "_Static_assert(offsetof(struct smmu_hyp_boot_info, flags) == 56, \"flags\");")?;
     writeln!(w, "_Static_assert(offsetof(struct smmu_hyp_boot_info, cpu) == 32, \"cpu\");")?;
     writeln!(w, "_Static_assert(offsetof(struct smmu_hyp_boot_info, name) == 40, \"name\");")?;
     writeln!(w)?;

@@ -32,16 +32,21 @@ pub struct BootInfo {
     pub vm_count: u32,
     /// Offset 40, length 16: the VM's name, NUL-padded.
     pub name: [u8; VM_NAME_LEN],
-    /// Offset 56, length 8: reserved, zero.
-    pub reserved: u64,
+    /// Offset 56, length 8: flags; [`BOOT_FLAG_HOST_IS_LINUX`] is the only one, the other bits
+    /// are zero.
+    pub flags: u64,
 }
+
+/// [`BootInfo::flags`] bit 0: VM 0 (the host) is a Linux kernel rather than a bare-metal image
+/// (it does not take part in tests that need a cooperating host).
+pub const BOOT_FLAG_HOST_IS_LINUX: u64 = 1 << 0;
 
 const _: () = assert!(size_of::<BootInfo>() == 64);
 const _: () = assert!(offset_of!(BootInfo, abi_version) == 8);
 const _: () = assert!(offset_of!(BootInfo, mem_base) == 16);
 const _: () = assert!(offset_of!(BootInfo, cpu) == 32);
 const _: () = assert!(offset_of!(BootInfo, name) == 40);
-const _: () = assert!(offset_of!(BootInfo, reserved) == 56);
+const _: () = assert!(offset_of!(BootInfo, flags) == 56);
 
 /// Written by [`crate::FunctionId::VmInfo`] into the caller's buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -207,7 +212,7 @@ mod tests {
             cpu: 2,
             vm_count: 3,
             name: encode_name("guest1"),
-            reserved: 0,
+            flags: BOOT_FLAG_HOST_IS_LINUX,
         };
         let bytes = b.as_bytes();
         assert_eq!(&bytes[0..8], b"SMMUHYP\0");
@@ -216,6 +221,7 @@ mod tests {
         assert_eq!(&bytes[16..24], &0x4400_0000u64.to_le_bytes());
         assert_eq!(bytes[32], 2);
         assert_eq!(&bytes[40..46], b"guest1");
+        assert_eq!(bytes[56], 1, "flags: host is Linux");
         assert_eq!(BootInfo::read_from_bytes(bytes).unwrap(), b);
     }
 

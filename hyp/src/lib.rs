@@ -12,12 +12,17 @@ extern crate alloc;
 extern crate std;
 
 pub mod console;
+pub mod cpufeat;
 pub mod dt;
 pub mod esr;
 pub mod events;
+pub mod gicr;
+pub mod hosttree;
 pub mod hypercall;
 pub mod inject;
 pub mod iommu;
+pub mod irq;
+pub mod mmio;
 #[cfg(any(test, feature = "model"))]
 pub mod model;
 pub mod pagepool;

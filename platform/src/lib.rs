@@ -6,6 +6,10 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "dtgen")]
+extern crate alloc;
+
+pub mod linux;
 pub mod manifest;
 pub mod power;
 pub mod qemu_virt;

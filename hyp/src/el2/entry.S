@@ -2,10 +2,11 @@
  * EL2 entry points, exception vectors and the VM entry/exit path. Everything else is Rust.
  *
  * Trap frame (struct TrapFrame in trap.rs), 272 bytes on the EL2 stack:
- *   [0, 248)   x0..x30 (only x0..x18 and x30 are saved: x19..x29 are callee-saved under
- *              AAPCS64, so the Rust handlers preserve them, and no handler reads or writes them;
- *              a CPU only ever runs its own VM, so there is no context switch that would need
- *              them in the frame)
+ *   [0, 248)   x0..x30. x0..x18 and x30 are always saved. x19..x29 are callee-saved under
+ *              AAPCS64, so the Rust handlers preserve them; they are saved (and restored from the
+ *              frame) for every trap except HVC, because emulating a VM's MMIO access may read or
+ *              write any register. The hypercall fast path skips them (it never touches them),
+ *              and a CPU only ever runs its own VM: no context switch needs them.
  *   248        ELR_EL2
  *   256        SPSR_EL2
  *   264        padding
@@ -44,9 +45,12 @@ cpu_common:
     add     x10, x0, #1
     lsl     x10, x10, #16
     add     sp, x9, x10
-    /* No FP/SIMD/SVE traps from EL2 (CPTR_EL2 RES1 bits 13:12, 9, 7:0 set; TFP, TTA clear). */
+    /* CPTR_EL2: no FP/SIMD traps (TFP, TTA clear); TZ and TSM (SVE, SME) set until the CPU
+       enters its VM, where Rust enables what the ID registers advertise (hyp::cpufeat). */
     mov     x9, #0x33ff
     msr     cptr_el2, x9
+    /* No VM on this CPU yet (vm::try_current reads this). */
+    msr     tpidr_el2, xzr
     adrp    x9, el2_vectors
     add     x9, x9, :lo12:el2_vectors
     msr     vbar_el2, x9
@@ -100,7 +104,28 @@ trap_common:
     mrs     x9, elr_el2
     mrs     x10, spsr_el2
     stp     x9, x10, [sp, #248]
+    /* Not an HVC (EC 0x16)? Then x19..x29 go into the frame too (IRQs leave ESR stale: either
+       way is fine for them). */
+    mrs     x9, esr_el2
+    lsr     x9, x9, #26
+    cmp     x9, #0x16
+    b.eq    1f
+    stp     x19, x20, [sp, #152]
+    stp     x21, x22, [sp, #168]
+    stp     x23, x24, [sp, #184]
+    stp     x25, x26, [sp, #200]
+    stp     x27, x28, [sp, #216]
+    str     x29, [sp, #232]
     mov     x1, sp
+    bl      rust_trap
+    ldp     x19, x20, [sp, #152]
+    ldp     x21, x22, [sp, #168]
+    ldp     x23, x24, [sp, #184]
+    ldp     x25, x26, [sp, #200]
+    ldp     x27, x28, [sp, #216]
+    ldr     x29, [sp, #232]
+    b       frame_return
+1:  mov     x1, sp
     bl      rust_trap
     /* fall through: return to wherever the (possibly updated) frame says */
 

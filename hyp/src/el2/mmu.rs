@@ -152,12 +152,14 @@ pub unsafe fn enable_secondary() {
     unsafe { enable(EL2_ROOT.load(Ordering::Acquire)) };
 }
 
-/// Builds a VM's stage-2: its RAM at IPA == PA as normal write-back memory and its devices'
-/// BARs at IPA == PA as device memory; nothing else.
+/// Builds a VM's stage-2: its RAM at IPA == PA as normal write-back memory, its devices' BARs
+/// and the `direct` device ranges (a Linux host's GIC frames) at IPA == PA as device memory;
+/// nothing else.
 pub fn build_stage2(
     pool: PagePool,
     vm: &VmSpec,
     devices: &[Function],
+    direct: &[MemRange],
 ) -> Mapping<PagePool, Stage2> {
     let mut m = Mapping::new(pool, 1, Stage2);
     let ram = Stage2Attributes::VALID
@@ -173,10 +175,11 @@ pub fn build_stage2(
         | Stage2Attributes::S2AP_ACCESS_RW
         | Stage2Attributes::MEMATTR_DEVICE_nGnRE
         | Stage2Attributes::XN;
-    for bar in devices.iter().flat_map(|f| f.bars.iter().flatten()) {
-        let r = MemRange::new(bar.base, bar.size);
-        m.map_range(&region(r), PhysicalAddress(bar.base as usize), mmio, Constraints::empty())
-            .expect("stage-2 BAR map_range");
+    let bars =
+        devices.iter().flat_map(|f| f.bars.iter().flatten()).map(|b| MemRange::new(b.base, b.size));
+    for r in bars.chain(direct.iter().copied()) {
+        m.map_range(&region(r), PhysicalAddress(r.base as usize), mmio, Constraints::empty())
+            .expect("stage-2 device map_range");
     }
     m
 }

@@ -2,6 +2,8 @@
 
 pub mod firmware;
 pub mod gic;
+pub mod irq;
+pub mod linux;
 pub mod mmu;
 pub mod pcie;
 pub mod smmu;
@@ -19,5 +21,7 @@ core::arch::global_asm!(include_str!("entry.S"));
 pub const PLATFORM: QemuVirt = QemuVirt;
 /// Its manifest, as a constant (for statics sized by it).
 pub const PLATFORM_MANIFEST: Manifest = platform::qemu_virt::MANIFEST;
+/// The board (for code that runs where no `Platform` is at hand: interrupt handling).
+pub const PLATFORM_BOARD: &platform::Board = &platform::qemu_virt::BOARD;
 /// The board's UART, for the emergency console.
 pub const UART_BASE: usize = platform::qemu_virt::BOARD.uart.base as usize;

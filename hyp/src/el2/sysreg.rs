@@ -5,7 +5,13 @@ use core::arch::asm;
 
 macro_rules! sysreg_rw {
     ($($reg:ident),* $(,)?) => {
-        $(
+        $( sysreg_rw!(@one $reg, stringify!($reg)); )*
+    };
+    // Registers the assembler only names with a target feature enabled: by encoding.
+    ($($reg:ident = $enc:literal),* $(,)?) => {
+        $( sysreg_rw!(@one $reg, $enc); )*
+    };
+    (@one $reg:ident, $name:expr) => {
             pub mod $reg {
                 use super::asm;
                 /// Reads the register.
@@ -14,7 +20,7 @@ macro_rules! sysreg_rw {
                 pub fn read() -> u64 {
                     let v: u64;
                     // SAFETY: reading this system register has no side effect at EL2.
-                    unsafe { asm!(concat!("mrs {}, ", stringify!($reg)), out(reg) v, options(nomem, nostack, preserves_flags)) };
+                    unsafe { asm!(concat!("mrs {}, ", $name), out(reg) v, options(nomem, nostack, preserves_flags)) };
                     v
                 }
                 /// Writes the register.
@@ -27,10 +33,9 @@ macro_rules! sysreg_rw {
                 #[allow(dead_code)]
                 pub unsafe fn write(v: u64) {
                     // SAFETY: the caller upholds this function's contract.
-                    unsafe { asm!(concat!("msr ", stringify!($reg), ", {}"), in(reg) v, options(nostack, preserves_flags)) };
+                    unsafe { asm!(concat!("msr ", $name, ", {}"), in(reg) v, options(nostack, preserves_flags)) };
                 }
             }
-        )*
     };
 }
 
@@ -67,6 +72,18 @@ sysreg_rw!(
     cntfrq_el0,
     cntpct_el0,
     tpidr_el2,
+    id_aa64mmfr3_el1,
+    id_aa64isar2_el1,
+    cptr_el2,
+    mdcr_el2,
+    pmcr_el0,
+);
+
+sysreg_rw!(
+    zcr_el2 = "s3_4_c1_c2_0",
+    smcr_el2 = "s3_4_c1_c2_6",
+    hcrx_el2 = "s3_4_c1_c2_2",
+    id_aa64smfr0_el1 = "s3_0_c0_c4_5",
 );
 
 /// Data and instruction synchronization barriers.

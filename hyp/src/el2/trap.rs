@@ -2,13 +2,15 @@
 //! unexpected.
 
 use super::sysreg::{
-    elr_el1, esr_el1, esr_el2, far_el1, far_el2, hpfar_el2, id_aa64mmfr1_el1, id_aa64pfr0_el1,
-    spsr_el1, vbar_el1, vmpidr_el2,
+    elr_el1, esr_el1, esr_el2, far_el1, far_el2, hcr_el2, hpfar_el2, id_aa64mmfr1_el1,
+    id_aa64pfr0_el1, spsr_el1, vbar_el1, vmpidr_el2,
 };
-use super::{firmware, uart, vm};
-use hyp::esr::{Esr, ExceptionClass};
+use super::{firmware, irq, uart, vm};
+use arm_gic::InterruptGroup;
+use hyp::esr::{Esr, ExceptionClass, SysRegAccess};
 use hyp::hypercall::{self, Caller, Env};
 use hyp::inject::{self, Injection, TrappedState};
+use hyp::mmio::{self, Outcome};
 use hyp::psci::{self, PsciAction, StopReason};
 use log::warn;
 
@@ -25,6 +27,17 @@ pub struct TrapFrame {
 }
 
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == 272);
+
+/// The MMIO emulation path reads and writes the trapped VM's registers in the frame (x19..x29
+/// are in it for every trap but HVC: see entry.S).
+impl mmio::Registers for TrapFrame {
+    fn get(&self, n: u8) -> u64 {
+        self.x[n as usize]
+    }
+    fn set(&mut self, n: u8, value: u64) {
+        self.x[n as usize] = value;
+    }
+}
 const _: () = assert!(core::mem::offset_of!(TrapFrame, elr) == 248);
 
 /// Vector slot names, for fatal-exception reports.
@@ -50,11 +63,36 @@ const KINDS: [&str; 16] = [
 /// Called by the vectors with the slot number and the saved frame.
 #[no_mangle]
 extern "C" fn rust_trap(kind: u64, frame: &mut TrapFrame) {
-    if kind == 8 {
-        lower_sync(frame);
-    } else {
-        fatal_exception(kind, frame);
+    match kind {
+        8 => lower_sync(frame),
+        // Interrupts: from a VM on a CPU that routes them to EL2 (9, 10); 5 and 6 cannot happen
+        // (EL2 runs with interrupts masked) but are served the same way rather than fatally.
+        9 | 5 => irq::handle(InterruptGroup::Group1, current_name()),
+        10 | 6 => irq::handle(InterruptGroup::Group0, current_name()),
+        11 => lower_serror(frame),
+        _ => fatal_exception(kind, frame),
     }
+}
+
+fn current_name() -> &'static str {
+    vm::try_current().map_or("none", |v| v.spec.name)
+}
+
+/// An SError from a VM (`HCR_EL2.AMO`): it is the VM's, so it gets a virtual SError
+/// (`HCR_EL2.VSE`), taken when it unmasks SErrors. The hypervisor carries on.
+#[cold]
+fn lower_serror(frame: &TrapFrame) {
+    let vm = vm::current();
+    if vm.first_trap(0x2f << 24) {
+        warn!(
+            "vm {}: SError at PC {:#x} ({}): a virtual SError is pending for it (logged once)",
+            vm.spec.name,
+            frame.elr,
+            Esr(esr_el2::read())
+        );
+    }
+    // SAFETY: HCR_EL2.VSE only makes a virtual SError pending for the current VM.
+    unsafe { hcr_el2::write(hcr_el2::read() | (1 << 8)) };
 }
 
 fn lower_sync(frame: &mut TrapFrame) {
@@ -128,6 +166,32 @@ fn slow_trap(frame: &mut TrapFrame, esr: Esr) {
         ExceptionClass::DataAbortLower | ExceptionClass::InstrAbortLower => {
             let far = far_el2::read();
             let ipa = ((hpfar_el2::read() >> 4) & ((1 << 40) - 1)) << 12 | (far & 0xfff);
+            if !vm.mmio.is_empty() {
+                match mmio::emulate(&vm.mmio, esr, ipa, frame) {
+                    Outcome::Emulated { .. } => {
+                        vm.count_mmio();
+                        frame.elr += 4;
+                        return;
+                    }
+                    Outcome::Refused { why, device } => {
+                        vm.count_fault();
+                        if vm.first_refusal(why) {
+                            warn!(
+                                "vm {}: {device} access at IPA {ipa:#x} (PC {:#x}) not emulated: {}; \
+                                 injecting a synchronous external abort (logged once per reason)",
+                                vm.spec.name,
+                                frame.elr,
+                                why.describe()
+                            );
+                        }
+                        if let Some(i) = inject::external_abort(&trapped(frame, esr, far)) {
+                            apply(frame, &i);
+                        }
+                        return;
+                    }
+                    Outcome::NotEmulated => {}
+                }
+            }
             vm.count_fault();
             warn!(
                 "vm {}: stage-2 fault at IPA {ipa:#x} (FAR {far:#x}, PC {:#x}): {esr}; \
@@ -143,11 +207,26 @@ fn slow_trap(frame: &mut TrapFrame, esr: Esr) {
                 apply(frame, &i);
             }
         }
+        ExceptionClass::SysReg => {
+            let access = SysRegAccess::decode(esr);
+            if vm.first_trap((0x18 << 24) | access.key()) {
+                warn!(
+                    "vm {}: trapped {access} at PC {:#x}: injecting an undefined instruction \
+                     (logged once per register)",
+                    vm.spec.name, frame.elr
+                );
+            }
+            let t = trapped(frame, esr, 0);
+            apply(frame, &inject::undefined(&t));
+        }
         _ => {
-            warn!(
-                "vm {}: unhandled trap at PC {:#x}: {esr}; injecting an undefined instruction",
-                vm.spec.name, frame.elr
-            );
+            if vm.first_trap((esr.ec_raw() as u32) << 24) {
+                warn!(
+                    "vm {}: unhandled trap at PC {:#x}: {esr}; injecting an undefined instruction \
+                     (logged once per exception class)",
+                    vm.spec.name, frame.elr
+                );
+            }
             let t = trapped(frame, esr, 0);
             apply(frame, &inject::undefined(&t));
         }

@@ -1,32 +1,39 @@
 //! Entering a VM on its CPU, and the per-VM state the trap handlers use.
 
+use super::linux::{self, LinuxBoot};
 use super::mmu::{self, MAX_VMS};
 use super::sysreg::{self, *};
 use super::{firmware, uart};
 use alloc::vec::Vec;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use hyp::console::LineBuffer;
+use hyp::cpufeat::{el2_controls, IdRegs};
 use hyp::hypercall::{ConsoleSink, GuestMemory};
+use hyp::mmio::{Refusal, Region};
 use hyp::pci::{Configured, Function};
 use hyp::psci::StopReason;
 use hyp::vmstate::{StopOutcome, VmStates};
 use log::info;
-use platform::{Platform, VmSpec};
+use platform::{MemRange, Platform, VmSpec};
 use spin::mutex::SpinMutex;
 use spin::Once;
 
-/// HCR_EL2: VM (stage-2 on), SWIO, FMO/IMO/AMO (physical interrupts and SErrors to EL2),
-/// FB (broadcast TLB maintenance), BSU = inner shareable, TSC (trap SMC), RW (EL1 is AArch64).
-const HCR: u64 = (1 << 0)
+/// HCR_EL2 for every VM: VM (stage-2 on), SWIO, AMO (SErrors to EL2), FB (broadcast TLB
+/// maintenance), BSU = inner shareable, TSC (trap SMC), RW (EL1 is AArch64), APK and API (the
+/// VM's own pointer-authentication keys and instructions, as the ID registers advertise).
+const HCR_COMMON: u64 = (1 << 0)
     | (1 << 1)
-    | (1 << 3)
-    | (1 << 4)
     | (1 << 5)
     | (1 << 9)
     | (1 << 10)
     | (1 << 19)
-    | (1 << 31);
+    | (1 << 31)
+    | (1 << 40)
+    | (1 << 41);
+/// HCR_EL2.FMO and IMO: physical FIQs and IRQs go to EL2. Set for VMs that do not drive the
+/// GIC (the guests, a bare-metal host); clear for a Linux host, which takes its own interrupts.
+const HCR_FMO_IMO: u64 = (1 << 3) | (1 << 4);
 /// SCTLR_EL1 at VM entry: RES1 bits only (MMU and caches off), as after reset.
 const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
 /// CNTHCTL_EL2: EL1PCTEN and EL1PCEN (VMs may use the physical counter and timer).
@@ -46,6 +53,16 @@ pub struct Vm {
     stop_reason: Once<StopReason>,
     /// The PCI functions assigned to it, configured.
     pub devices: Vec<Function>,
+    /// Set if it is a Linux kernel (VM 0 only).
+    pub linux: Option<LinuxBoot>,
+    /// Its emulated MMIO devices (the Linux host's PCI configuration space and redistributor).
+    pub mmio: Vec<Region<'static>>,
+    /// MMIO refusal reasons already logged (bit per [`Refusal::index`]).
+    refusals_logged: AtomicU8,
+    /// Trap kinds already logged (exception class << 24 | system register encoding).
+    traps_logged: SpinMutex<Vec<u32>>,
+    /// MMIO accesses emulated.
+    mmio_emulated: AtomicU64,
 }
 
 static VMS: [Once<Vm>; MAX_VMS] = [const { Once::new() }; MAX_VMS];
@@ -63,6 +80,27 @@ impl Vm {
         self.faults.store(self.faults.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 
+    /// Counts one emulated MMIO access.
+    pub fn count_mmio(&self) {
+        self.mmio_emulated.store(self.mmio_emulated.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    /// Whether an MMIO refusal of this kind is new for this VM (then it is logged).
+    pub fn first_refusal(&self, why: Refusal) -> bool {
+        let bit = 1u8 << why.index();
+        self.refusals_logged.fetch_or(bit, Ordering::Relaxed) & bit == 0
+    }
+
+    /// Whether a trap of this kind is new for this VM (then it is logged).
+    pub fn first_trap(&self, key: u32) -> bool {
+        let mut seen = self.traps_logged.lock();
+        if seen.contains(&key) {
+            return false;
+        }
+        seen.push(key);
+        true
+    }
+
     /// Stops this VM (PSCI SYSTEM_OFF or CPU_OFF): its CPU turns off; the last VM to stop
     /// powers the machine off after a summary.
     pub fn stop(&self, reason: StopReason) -> ! {
@@ -73,11 +111,12 @@ impl Vm {
         }
         drop(lb);
         info!(
-            "vm {} stopped ({}) after {} hypercalls and {} injected faults",
+            "vm {} stopped ({}) after {} hypercalls, {} injected faults and {} emulated MMIO accesses",
             self.spec.name,
             reason.describe(),
             self.hypercalls.load(Ordering::Relaxed),
-            self.faults.load(Ordering::Relaxed)
+            self.faults.load(Ordering::Relaxed),
+            self.mmio_emulated.load(Ordering::Relaxed)
         );
         // Teardown: its devices can no longer reach anything, and it no longer needs the SMMU.
         super::smmu::vm_stopped(self.spec.id);
@@ -108,16 +147,27 @@ fn summary() {
     info!("powering off");
 }
 
-/// Builds every VM's stage-2 (RAM and its devices' BARs) and writes its boot-info block (boot
-/// CPU, before any VM runs).
+/// Builds every VM's stage-2 (RAM, its devices' BARs, and for a Linux host the GIC frames it
+/// drives itself) and its emulated MMIO, checks a Linux host's device tree, and writes the
+/// bare-metal VMs' boot-info blocks (boot CPU, before any VM runs).
 pub fn prepare_all(pools: &mut mmu::Pools, devices: &[Vec<Configured>]) {
-    for spec in super::PLATFORM.manifest().vms {
+    let manifest = super::PLATFORM.manifest();
+    let host_linux = linux::probe(&manifest.vms[0]);
+    for spec in manifest.vms {
         let pool = pools.vms[spec.id as usize].take().expect("VM table pool");
-        let devices: Vec<Function> = devices[spec.id as usize].iter().map(|c| c.function).collect();
+        let configured = &devices[spec.id as usize];
+        let functions: Vec<Function> = configured.iter().map(|c| c.function).collect();
+        let linux = host_linux.filter(|_| spec.id == 0);
+        let (direct, mmio): (Vec<MemRange>, Vec<Region<'static>>) = match linux {
+            Some(_) => {
+                (linux::direct_mmio(spec).to_vec(), linux::emulated_devices(spec, configured))
+            }
+            None => (Vec::new(), Vec::new()),
+        };
         // The stage-2 tables are in use by the hardware from now on: they live on the heap and
         // are never dropped.
         let s2 = alloc::boxed::Box::leak(alloc::boxed::Box::new(mmu::build_stage2(
-            pool, spec, &devices,
+            pool, spec, &functions, &direct,
         )));
         let vttbr = s2.root_address().0 as u64 | ((spec.vmid() as u64) << 48);
         // The SMMU walks the same tables for this VM's devices.
@@ -126,7 +176,26 @@ pub fn prepare_all(pools: &mut mmu::Pools, devices: &[Vec<Configured>]) {
             hyp::smmu::ste::S2Config::vm(spec.vmid(), s2.root_address().0 as u64),
         );
         s2.mark_active();
-        write_boot_info(spec);
+        for r in &direct {
+            info!(
+                "vm {}: GIC frame {:#x}+{:#x} mapped (it drives the GIC)",
+                spec.name, r.base, r.size
+            );
+        }
+        for r in &mmio {
+            info!(
+                "vm {}: {} emulated at {:#x}+{:#x} (absent from its stage-2)",
+                spec.name,
+                r.device.name(),
+                r.range.base,
+                r.range.size
+            );
+        }
+        if linux.is_none() {
+            let flags =
+                if host_linux.is_some() { host_abi::types::BOOT_FLAG_HOST_IS_LINUX } else { 0 };
+            write_boot_info(spec, flags);
+        }
         VMS[spec.id as usize].call_once(|| Vm {
             spec,
             vttbr,
@@ -134,12 +203,17 @@ pub fn prepare_all(pools: &mut mmu::Pools, devices: &[Vec<Configured>]) {
             hypercalls: AtomicU64::new(0),
             faults: AtomicU64::new(0),
             stop_reason: Once::new(),
-            devices,
+            devices: functions,
+            linux,
+            mmio,
+            refusals_logged: AtomicU8::new(0),
+            traps_logged: SpinMutex::new(Vec::new()),
+            mmio_emulated: AtomicU64::new(0),
         });
     }
 }
 
-fn write_boot_info(spec: &VmSpec) {
+fn write_boot_info(spec: &VmSpec, flags: u64) {
     use host_abi::types::{encode_name, BOOT_INFO_MAGIC};
     let info = host_abi::BootInfo {
         magic: BOOT_INFO_MAGIC,
@@ -150,9 +224,49 @@ fn write_boot_info(spec: &VmSpec) {
         cpu: spec.cpu,
         vm_count: super::PLATFORM_MANIFEST.vms.len() as u32,
         name: encode_name(spec.name),
-        reserved: 0,
+        flags,
     };
     IdentityGuestMemory.write(spec.boot_info_ipa(), zerocopy::IntoBytes::as_bytes(&info));
+}
+
+/// The EL2 controls of the VM's EL1 on this CPU: features the ID registers advertise are
+/// enabled (see `hyp::cpufeat`), the PMU's event counters are all the VM's, no debug traps.
+fn configure_el1_features() {
+    let id = IdRegs {
+        pfr0: id_aa64pfr0_el1::read(),
+        pfr1: id_aa64pfr1_el1::read(),
+        mmfr1: id_aa64mmfr1_el1::read(),
+        mmfr3: id_aa64mmfr3_el1::read(),
+        isar2: id_aa64isar2_el1::read(),
+        smfr0: id_aa64smfr0_el1::read(),
+    };
+    let c = el2_controls(&id);
+    // PMCR_EL0.N: the number of event counters; MDCR_EL2.HPMN = N gives them all to EL1.
+    let counters = (pmcr_el0::read() >> 11) & 0x1f;
+    // SAFETY: these only change what EL1/EL0 may use (FP/SVE/SME, vector lengths, MOPS and
+    // other HCRX-gated features, PMU counters, debug traps); the hypervisor itself uses none of
+    // them (it is built without FP/SIMD).
+    unsafe {
+        cptr_el2::write(c.cptr);
+        if let Some(z) = c.zcr {
+            zcr_el2::write(z);
+        }
+        if let Some(m) = c.smcr {
+            smcr_el2::write(m);
+        }
+        if let Some(h) = c.hcrx {
+            hcrx_el2::write(h);
+        }
+        mdcr_el2::write(counters);
+    }
+    sysreg::dsb_isb();
+}
+
+/// The VM pinned to the calling CPU, if it has been entered.
+pub fn try_current() -> Option<&'static Vm> {
+    let p = tpidr_el2::read() as *const Vm;
+    // SAFETY: TPIDR_EL2 is zero until `run_on_this_cpu` stores a `&'static Vm` in it.
+    unsafe { p.as_ref() }
 }
 
 /// The VM pinned to the calling CPU (TPIDR_EL2 holds a pointer to it from VM entry on).
@@ -176,10 +290,16 @@ pub fn run_on_this_cpu(cpu: u32) -> ! {
         firmware::cpu_off()
     };
     let vm = VMS[spec.id as usize].get().expect("VM prepared");
+    let hcr = if vm.linux.is_some() { HCR_COMMON } else { HCR_COMMON | HCR_FMO_IMO };
+    if vm.linux.is_none() {
+        // Interrupts on this CPU come to EL2 (the Linux host may route some here).
+        super::irq::init_cpu();
+    }
+    configure_el1_features();
     // SAFETY: this configures the EL1&0 regime for the VM: stage-2 on with its own tables and
     // VMID, EL1 state reset. The hypervisor's own EL2 regime is not affected.
     unsafe {
-        hcr_el2::write(HCR);
+        hcr_el2::write(hcr);
         vtcr_el2::write(mmu::VTCR);
         vttbr_el2::write(vm.vttbr);
         vmpidr_el2::write(mpidr_el1::read());
@@ -195,17 +315,22 @@ pub fn run_on_this_cpu(cpu: u32) -> ! {
     sysreg::tlbi_all();
     // Traps from the VM start again at the top of this CPU's stack: nothing below is live.
     let top = core::ptr::addr_of!(__stacks_start) as u64 + (cpu as u64 + 1) * 0x10000;
+    // The arm64 boot protocol for Linux (x0 = its device tree), the BootInfo block otherwise;
+    // both at EL1h with the MMU and caches off and every interrupt masked.
+    let (entry, x0, what) = match vm.linux {
+        Some(l) => (l.entry, l.dtb, "device tree"),
+        None => (spec.entry_ipa(), spec.boot_info_ipa(), "boot info"),
+    };
     info!(
-        "cpu {cpu}: entering vm {} (VMID {}) at EL1, entry {:#x}, boot info {:#x}",
+        "cpu {cpu}: entering vm {} (VMID {}) at EL1, entry {entry:#x}, {what} {x0:#x}{}",
         spec.name,
         spec.vmid(),
-        spec.entry_ipa(),
-        spec.boot_info_ipa()
+        if vm.linux.is_some() { " (Linux: it drives the GIC, IMO/FMO clear)" } else { "" }
     );
     STATES.start(spec.id);
     // SAFETY: `top` is this CPU's own stack top; enter_vm never returns, so abandoning the
     // current stack contents is sound.
-    unsafe { enter_vm(spec.entry_ipa(), spec.boot_info_ipa(), top) }
+    unsafe { enter_vm(entry, x0, top) }
 }
 
 /// VM memory seen from EL2: RAM is identity-mapped at EL2 and every VM's stage-2 maps its RAM at

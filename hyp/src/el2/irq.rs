@@ -1,0 +1,90 @@
+//! Physical interrupts taken at EL2: on the CPUs whose VM does not drive the GIC (the guests'
+//! CPUs, and a bare-metal host's), `HCR_EL2.IMO/FMO` route every interrupt to EL2. Each one is
+//! acknowledged (`ICC_IAR1_EL1`/`ICC_IAR0_EL1`), dispatched by INTID through the static table
+//! [`hyp::irq::Table`] (hypervisor code adds handlers with [`register`]), and ended
+//! (`ICC_EOIR*_EL1`, EOImode 0: priority drop and deactivation). An interrupt without a handler
+//! is one the Linux host routed to this CPU (or an SGI it sent): its INTID is logged once, it is
+//! disabled (an SPI at the distributor, an SGI/PPI at this CPU's redistributor) so that a level
+//! interrupt cannot keep the guest's CPU in EL2, and the guest carries on.
+
+use super::sysreg;
+use arm_gic::gicv3::GicCpuInterface;
+use arm_gic::IntId;
+use arm_gic::InterruptGroup;
+use hyp::irq::{Dispatch, Handler, RegisterError, Table};
+use log::warn;
+use platform::linux::GICR_FRAME_SIZE;
+
+/// The hypervisor's interrupt handlers.
+static TABLE: Table = Table::new();
+
+/// GICD_ICENABLER<n> (clear-enable, one bit per INTID).
+const GICD_ICENABLER: usize = 0x180;
+/// GICR_ICENABLER0 in a CPU's SGI frame (the second 64 KiB frame).
+const GICR_SGI_ICENABLER0: usize = 0x1_0000 + 0x180;
+
+/// Installs `handler` for `intid` (the SMMU's event-queue and global-error SPIs, for example).
+/// Route the interrupt to a CPU that traps interrupts to EL2 (a guest's CPU): the Linux host's
+/// CPU takes its interrupts at EL1 itself.
+#[allow(dead_code)]
+pub fn register(intid: u32, handler: Handler) -> Result<(), RegisterError> {
+    TABLE.register(intid, handler)
+}
+
+/// This CPU's interface, for a CPU that takes interrupts at EL2: group 1 enabled, every priority
+/// let through (group 0 stays disabled: nothing here uses FIQs).
+pub fn init_cpu() {
+    GicCpuInterface::set_priority_mask(0xff);
+    GicCpuInterface::enable_group1(true);
+}
+
+/// Disables `intid` so it stops arriving on this CPU.
+fn disable(intid: u32) {
+    let board = super::PLATFORM_BOARD;
+    let (base, reg) = if intid >= 32 {
+        (board.gicd.base as usize, GICD_ICENABLER + 4 * (intid as usize / 32))
+    } else {
+        let cpu = sysreg::cpu_index() as usize;
+        (board.gicr.base as usize + cpu * GICR_FRAME_SIZE as usize, GICR_SGI_ICENABLER0)
+    };
+    let p = (base + reg) as *mut u32;
+    // SAFETY: a GIC clear-enable register (distributor, or this CPU's own redistributor SGI
+    // frame), identity-mapped as device memory at EL2; writing a one clears exactly that
+    // INTID's enable, atomically with respect to the host's own writes.
+    unsafe { p.write_volatile(1 << (intid % 32)) };
+}
+
+/// Handles the interrupt pending at this CPU's interface (vector "IRQ" for group 1, "FIQ" for
+/// group 0), `vm` naming who was running.
+pub fn handle(group: InterruptGroup, vm: &str) {
+    let Some(intid) = GicCpuInterface::get_and_acknowledge_interrupt(group) else {
+        return;
+    };
+    let raw: u32 = intid.into();
+    match TABLE.dispatch(raw) {
+        Dispatch::Handled => {}
+        Dispatch::Spurious => return,
+        Dispatch::Unknown { first } => {
+            if first {
+                warn!(
+                    "cpu {} (vm {vm}): interrupt {} (INTID {raw}) has no handler at EL2: \
+                     disabled (logged once per INTID)",
+                    sysreg::cpu_index(),
+                    describe(intid)
+                );
+            }
+            disable(raw);
+        }
+    }
+    GicCpuInterface::end_interrupt(intid, group);
+}
+
+fn describe(intid: IntId) -> &'static str {
+    if intid.is_sgi() {
+        "SGI"
+    } else if intid.is_private() {
+        "PPI"
+    } else {
+        "SPI"
+    }
+}

@@ -1,0 +1,134 @@
+//! A Linux kernel as the host VM: found in the host's RAM (an arm64 `Image` header at the
+//! 2 MiB-aligned base plus its text offset), its device tree checked against the manifest before
+//! anything runs (`hyp::hosttree`), and the emulated devices of its MMIO path (its PCI
+//! configuration space and its redistributor's control frame).
+
+use super::pcie::Ecam;
+use super::PLATFORM;
+use hyp::gicr::{Frame, RedistFilter};
+use hyp::hosttree;
+use hyp::mmio::Region;
+use hyp::pci::filter::{ConfigFilter, EcamFilter};
+use hyp::pci::Configured;
+use log::info;
+use platform::linux::{image_header, HostTree, Layout, GICR_FRAME_SIZE, IMAGE_HEADER_SIZE};
+use platform::{MemRange, Platform, VmSpec};
+
+/// How a Linux host is entered.
+#[derive(Clone, Copy, Debug)]
+pub struct LinuxBoot {
+    /// Where the kernel image starts (its first instruction).
+    pub entry: u64,
+    /// IPA of its device tree (`x0` at entry).
+    pub dtb: u64,
+}
+
+/// A slice of the host's RAM, read from EL2 before the host runs.
+fn host_bytes(addr: u64, len: usize) -> &'static [u8] {
+    // SAFETY: callers only pass ranges inside the host VM's RAM, which EL2 identity-maps; the VM
+    // has not been entered yet, so nothing writes it while it is read.
+    unsafe { core::slice::from_raw_parts(addr as *const u8, len) }
+}
+
+/// Looks for a Linux `Image` in `vm`'s RAM; if there is one, checks its device tree and returns
+/// how to enter it. A tree that disagrees with the manifest stops the boot with the reason.
+pub fn probe(vm: &'static VmSpec) -> Option<LinuxBoot> {
+    let layout = Layout::for_vm(vm).ok()?;
+    // The header is at base + text_offset, for a text offset (a multiple of 4 KiB below 2 MiB)
+    // the header itself states.
+    let (kernel, header) = (0..platform::linux::ALIGN)
+        .step_by(4096)
+        .find_map(|off| {
+            let h = image_header(host_bytes(vm.mem.base + off, IMAGE_HEADER_SIZE))?;
+            (h.text_offset == off).then_some(h)
+        })
+        .map(|h| (layout.kernel(&h), h))?;
+    let kernel = kernel.unwrap_or_else(|e| crate::fatal(format_args!("vm {}: {e}", vm.name)));
+    let mut head = [0u8; 8];
+    head.copy_from_slice(host_bytes(layout.dtb.base, 8));
+    let size = match hyp::dt::blob_size(&head) {
+        Some(s) if s as u64 <= layout.dtb.size => s,
+        _ => crate::fatal(format_args!(
+            "vm {}: a Linux Image but no device tree at {:#x} (xtask puts it there)",
+            vm.name, layout.dtb.base
+        )),
+    };
+    let blob = host_bytes(layout.dtb.base, size);
+    let facts = hosttree::parse(blob).unwrap_or_else(|e| {
+        crate::fatal(format_args!("vm {}: device tree at {:#x}: {e}", vm.name, layout.dtb.base))
+    });
+    let board = PLATFORM.board();
+    let want = HostTree::new(board, vm, "", facts.initrd);
+    if let Err(e) =
+        hosttree::check(&want, &facts, kernel, MemRange::new(layout.dtb.base, size as u64))
+    {
+        crate::fatal(format_args!(
+            "vm {}: refusing to boot Linux: its device tree disagrees with the manifest: {e}",
+            vm.name
+        ));
+    }
+    info!(
+        "vm {}: Linux Image at {:#x} (text offset {:#x}, {} KiB with BSS, flags {:#x})",
+        vm.name,
+        kernel.base,
+        header.text_offset,
+        kernel.size >> 10,
+        header.flags
+    );
+    info!(
+        "vm {}: device tree at {:#x} ({size} bytes) matches the manifest: RAM {:#x}+{:#x}, CPU {}, \
+         GICD + its redistributor, PCIe, no ITS/SMMU/PL011",
+        vm.name, layout.dtb.base, vm.mem.base, vm.mem.size, vm.cpu
+    );
+    if let Some(i) = facts.initrd {
+        info!("vm {}: initramfs {:#x}..{:#x} ({} KiB)", vm.name, i.base, i.end(), i.size >> 10);
+    }
+    info!("vm {}: command line \"{}\"", vm.name, facts.bootargs.unwrap_or(""));
+    Some(LinuxBoot { entry: kernel.base, dtb: layout.dtb.base })
+}
+
+/// The Linux host's redistributor frames: (RD control frame, emulated; SGI/PPI frame, mapped).
+pub fn gicr_frames(vm: &VmSpec) -> (MemRange, MemRange) {
+    let board = PLATFORM.board();
+    let base = board.gicr.base + vm.cpu as u64 * GICR_FRAME_SIZE;
+    let half = GICR_FRAME_SIZE / 2;
+    (MemRange::new(base, half), MemRange::new(base + half, half))
+}
+
+/// Device memory the Linux host reaches directly besides its BARs: the distributor and its own
+/// CPU's SGI/PPI frame (it drives the GIC itself, as under pKVM).
+pub fn direct_mmio(vm: &VmSpec) -> [MemRange; 2] {
+    [PLATFORM.board().gicd, gicr_frames(vm).1]
+}
+
+/// A redistributor frame through MMIO.
+struct RdFrame(usize);
+
+impl Frame for RdFrame {
+    fn read32(&self, offset: u64) -> u32 {
+        // SAFETY: an architected register of this CPU's RD frame (the filter only passes those),
+        // identity-mapped as device memory at EL2.
+        unsafe { ((self.0 + offset as usize) as *const u32).read_volatile() }
+    }
+    fn write32(&self, offset: u64, value: u32) {
+        // SAFETY: as for `read32`; the filter only writes CTLR (LPIs masked), STATUSR and WAKER.
+        unsafe { ((self.0 + offset as usize) as *mut u32).write_volatile(value) }
+    }
+}
+
+/// The Linux host's emulated MMIO: its view of PCI configuration space (its own functions
+/// only) and its redistributor's RD frame (`GICR_TYPER.Last`, no LPIs).
+pub fn emulated_devices(vm: &VmSpec, functions: &[Configured]) -> alloc::vec::Vec<Region<'static>> {
+    let board = PLATFORM.board();
+    let ecam: &'static EcamFilter<Ecam> = alloc::boxed::Box::leak(alloc::boxed::Box::new(
+        EcamFilter::new(ConfigFilter::new(Ecam::new(board), functions)),
+    ));
+    let rd_range = gicr_frames(vm).0;
+    let rd: &'static RedistFilter<RdFrame> = alloc::boxed::Box::leak(alloc::boxed::Box::new(
+        RedistFilter::new(RdFrame(rd_range.base as usize)),
+    ));
+    alloc::vec![
+        Region { range: board.pcie_ecam, device: ecam },
+        Region { range: rd_range, device: rd },
+    ]
+}

@@ -1,0 +1,442 @@
+//! The check of a Linux host's device tree before the hypervisor enters the kernel: the tree
+//! (written by xtask from `platform::linux::HostTree`, loaded into the host's RAM) is read back
+//! with the `fdt` crate and compared with what the same description says the host is given. A
+//! disagreement stops the boot with the reason: a tree that offers the host something it does
+//! not own (other RAM, another CPU or redistributor, the ITS, the SMMU, the PL011), or that
+//! leaves out something the host needs, is never handed to it.
+
+use alloc::vec::Vec;
+use fdt::node::FdtNode;
+use fdt::Fdt;
+use platform::linux::HostTree;
+use platform::MemRange;
+
+/// What the tree says (the parts that are checked).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostTreeFacts<'a> {
+    /// `reg` of every `device_type = "memory"` node.
+    pub memory: Vec<MemRange>,
+    /// `reg` of every `/cpus/cpu@*` node.
+    pub cpus: Vec<u64>,
+    /// `enable-method` of the CPUs, if all say the same.
+    pub cpu_enable_method: Option<&'a str>,
+    /// `/psci` `method`.
+    pub psci_method: Option<&'a str>,
+    /// `reg` of the `arm,gic-v3` node.
+    pub gic: Vec<MemRange>,
+    /// A `arm,armv8-timer` node exists.
+    pub timer: bool,
+    /// `reg` of the `pci-host-ecam-generic` node.
+    pub pcie_ecam: Option<MemRange>,
+    /// Its `ranges` as (PCI space code, PCI address, CPU address, size).
+    pub pcie_ranges: Vec<(u32, u64, u64, u64)>,
+    /// Its `linux,pci-probe-only` value.
+    pub pcie_probe_only: Option<u32>,
+    /// It has `msi-map`, `msi-parent` or `iommu-map`.
+    pub pcie_msi_or_iommu: bool,
+    /// Compatible strings of nodes the host must not be given.
+    pub forbidden: Vec<&'a str>,
+    /// `/chosen` `linux,initrd-start` .. `linux,initrd-end`.
+    pub initrd: Option<MemRange>,
+    /// `/chosen` `bootargs`.
+    pub bootargs: Option<&'a str>,
+    /// (node name, range) of every `reg` entry of a device node (not memory, not CPUs, not PCI
+    /// functions): each must be something the host is given.
+    pub device_regs: Vec<(&'a str, MemRange)>,
+}
+
+/// Compatible strings of devices the host must not see: its own SMMU is the next step (an
+/// emulated one), the ITS writes memory no SMMU checks, the PL011 is the hypervisor's console.
+pub const FORBIDDEN: [&str; 4] = ["arm,smmu-v3", "arm,gic-v3-its", "arm,pl011", "arm,primecell"];
+
+fn is_memory(n: &FdtNode<'_, '_>) -> bool {
+    n.property("device_type").and_then(|p| p.as_str()) == Some("memory")
+}
+
+fn regs(n: &FdtNode<'_, '_>) -> Vec<MemRange> {
+    n.reg()
+        .map(|r| {
+            r.map(|m| MemRange::new(m.starting_address as u64, m.size.unwrap_or(0) as u64))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn be64(b: &[u8]) -> u64 {
+    ((be32(&b[0..4]) as u64) << 32) | be32(&b[4..8]) as u64
+}
+
+fn has_compatible(n: &FdtNode<'_, '_>, c: &str) -> bool {
+    n.compatible().is_some_and(|list| list.all().any(|x| x == c))
+}
+
+/// Reads the facts of a host tree. `Err` if the blob is not a flattened device tree.
+pub fn parse(blob: &[u8]) -> Result<HostTreeFacts<'_>, crate::dt::DtError> {
+    let fdt = Fdt::new(blob).map_err(|_| crate::dt::DtError::Invalid)?;
+    let mut f = HostTreeFacts::default();
+    let root = fdt.find_node("/").ok_or(crate::dt::DtError::Invalid)?;
+    for node in fdt.all_nodes() {
+        if let Some(list) = node.compatible() {
+            for c in list.all() {
+                if FORBIDDEN.contains(&c) && !f.forbidden.contains(&c) {
+                    f.forbidden.push(c);
+                }
+            }
+        }
+    }
+    for n in root.children() {
+        let name = n.name;
+        if is_memory(&n) {
+            f.memory.extend(regs(&n));
+            continue;
+        }
+        match name {
+            "cpus" => {
+                for cpu in n.children().filter(|c| c.name.split('@').next() == Some("cpu")) {
+                    let reg = cpu.property("reg").and_then(|p| p.as_usize()).unwrap_or(usize::MAX);
+                    f.cpus.push(reg as u64);
+                    let method = cpu.property("enable-method").and_then(|p| p.as_str());
+                    f.cpu_enable_method = match (f.cpus.len(), f.cpu_enable_method) {
+                        (1, _) => method,
+                        (_, m) if m == method => m,
+                        _ => None,
+                    };
+                }
+                continue;
+            }
+            "chosen" => {
+                f.bootargs = n.property("bootargs").and_then(|p| p.as_str());
+                let start = n.property("linux,initrd-start").and_then(|p| p.as_usize());
+                let end = n.property("linux,initrd-end").and_then(|p| p.as_usize());
+                if let (Some(s), Some(e)) = (start, end) {
+                    f.initrd = Some(MemRange::new(s as u64, (e as u64).saturating_sub(s as u64)));
+                }
+                continue;
+            }
+            _ => {}
+        }
+        if name == "psci" {
+            f.psci_method = n.property("method").and_then(|p| p.as_str());
+        }
+        if has_compatible(&n, "arm,armv8-timer") {
+            f.timer = true;
+        }
+        if has_compatible(&n, "arm,gic-v3") {
+            f.gic = regs(&n);
+        }
+        if has_compatible(&n, "pci-host-ecam-generic") {
+            f.pcie_ecam = regs(&n).first().copied();
+            if let Some(r) = n.property("ranges") {
+                for e in r.value.chunks_exact(28) {
+                    let space = (be32(&e[0..4]) >> 24) & 3;
+                    f.pcie_ranges.push((
+                        space,
+                        be64(&e[4..12]),
+                        be64(&e[12..20]),
+                        be64(&e[20..28]),
+                    ));
+                }
+            }
+            f.pcie_probe_only =
+                n.property("linux,pci-probe-only").and_then(|p| p.as_usize()).map(|v| v as u32);
+            f.pcie_msi_or_iommu =
+                ["msi-map", "msi-parent", "iommu-map"].iter().any(|p| n.property(p).is_some());
+        }
+        // Every device's registers (and its children's, e.g. an ITS under the GIC), except the
+        // PCI bridge's children, whose `reg` is a PCI address.
+        for r in regs(&n) {
+            f.device_regs.push((name, r));
+        }
+        if !has_compatible(&n, "pci-host-ecam-generic") {
+            for c in n.children() {
+                for r in regs(&c) {
+                    f.device_regs.push((c.name, r));
+                }
+            }
+        }
+    }
+    Ok(f)
+}
+
+/// How the tree disagrees with what the host is given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostTreeError {
+    /// Memory other than exactly the host's RAM.
+    Memory(Vec<MemRange>),
+    /// Not exactly the host's one CPU (the `reg` values found).
+    Cpus(Vec<u64>),
+    /// CPUs not started through PSCI.
+    EnableMethod,
+    /// No `/psci` node with `method = "smc"` (the conduit the hypervisor traps).
+    Psci,
+    /// The GIC node is missing or not (distributor, this CPU's redistributor).
+    Gic(Vec<MemRange>),
+    /// No architected timer.
+    Timer,
+    /// The PCIe host bridge is missing, elsewhere, or its windows are not the board's.
+    Pcie(&'static str),
+    /// A device the host must not have.
+    Forbidden(&'static str),
+    /// A node whose registers are not the host's.
+    Device(alloc::string::String, MemRange),
+    /// The initramfs is not inside the host's RAM, or overlaps the kernel or the tree.
+    Initrd(MemRange),
+    /// The initramfs is not where the description says.
+    InitrdMismatch,
+    /// No command line.
+    Bootargs,
+}
+
+impl core::fmt::Display for HostTreeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            HostTreeError::Memory(m) => write!(f, "memory nodes {m:x?} are not exactly the host's RAM"),
+            HostTreeError::Cpus(c) => write!(f, "CPU nodes {c:#x?} are not exactly the host's CPU"),
+            HostTreeError::EnableMethod => f.write_str("the CPU is not started through PSCI"),
+            HostTreeError::Psci => f.write_str("no /psci node with method \"smc\""),
+            HostTreeError::Gic(r) => {
+                write!(f, "GIC registers {r:x?} are not the distributor and the host CPU's redistributor")
+            }
+            HostTreeError::Timer => f.write_str("no architected timer node"),
+            HostTreeError::Pcie(why) => write!(f, "PCIe host bridge: {why}"),
+            HostTreeError::Forbidden(c) => write!(f, "a `{c}` node: not the host's to have"),
+            HostTreeError::Device(n, r) => {
+                write!(f, "node `{n}` has registers at {:#x}+{:#x}, not the host's", r.base, r.size)
+            }
+            HostTreeError::Initrd(r) => write!(
+                f,
+                "initramfs {:#x}..{:#x} is outside the host's RAM or overlaps the kernel or the tree",
+                r.base,
+                r.end()
+            ),
+            HostTreeError::InitrdMismatch => f.write_str("initramfs is not where the layout puts it"),
+            HostTreeError::Bootargs => f.write_str("no /chosen bootargs"),
+        }
+    }
+}
+
+/// Checks the facts of a tree against the description `want` (whose `bootargs` are not
+/// compared: any command line will do). `kernel` and `dtb` are where the kernel image (BSS
+/// included) and the blob itself lie: the initramfs may not overlap them.
+pub fn check(
+    want: &HostTree<'_>,
+    got: &HostTreeFacts<'_>,
+    kernel: MemRange,
+    dtb: MemRange,
+) -> Result<(), HostTreeError> {
+    if got.memory != [want.ram] {
+        return Err(HostTreeError::Memory(got.memory.clone()));
+    }
+    if got.cpus != [want.cpu_mpidr] {
+        return Err(HostTreeError::Cpus(got.cpus.clone()));
+    }
+    if got.cpu_enable_method != Some("psci") {
+        return Err(HostTreeError::EnableMethod);
+    }
+    if got.psci_method != Some("smc") {
+        return Err(HostTreeError::Psci);
+    }
+    if let Some(c) = got.forbidden.first() {
+        let c = FORBIDDEN.iter().find(|f| *f == c).copied().unwrap_or("forbidden");
+        return Err(HostTreeError::Forbidden(c));
+    }
+    if got.gic != [want.gicd, want.gicr] {
+        return Err(HostTreeError::Gic(got.gic.clone()));
+    }
+    if !got.timer {
+        return Err(HostTreeError::Timer);
+    }
+    if got.pcie_ecam != Some(want.pcie_ecam) {
+        return Err(HostTreeError::Pcie("ECAM is not the board's"));
+    }
+    let want_ranges = [
+        (0b01, 0, want.pcie_pio.base, want.pcie_pio.size),
+        (0b10, want.pcie_mmio32.base, want.pcie_mmio32.base, want.pcie_mmio32.size),
+    ];
+    if got.pcie_ranges != want_ranges {
+        return Err(HostTreeError::Pcie("windows are not the board's I/O and 32-bit windows"));
+    }
+    if got.pcie_probe_only != Some(1) {
+        return Err(HostTreeError::Pcie("no linux,pci-probe-only = 1: Linux would move BARs"));
+    }
+    if got.pcie_msi_or_iommu {
+        return Err(HostTreeError::Pcie("msi-map/msi-parent/iommu-map: the host has neither"));
+    }
+    let given = [want.gicd, want.gicr, want.pcie_ecam];
+    for (name, r) in &got.device_regs {
+        if !given.iter().any(|g| g.contains_range(r.base, r.size.max(1))) {
+            return Err(HostTreeError::Device((*name).into(), *r));
+        }
+    }
+    match (got.initrd, want.initrd) {
+        (Some(i), Some(w)) if i == w => {
+            let inside = want.ram.contains_range(i.base, i.size) && i.size > 0;
+            if !inside || i.overlaps(&kernel) || i.overlaps(&dtb) {
+                return Err(HostTreeError::Initrd(i));
+            }
+        }
+        (None, None) => {}
+        _ => return Err(HostTreeError::InitrdMismatch),
+    }
+    if got.bootargs.is_none() {
+        return Err(HostTreeError::Bootargs);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use platform::linux::{dtgen, HostTree, Layout};
+    use platform::qemu_virt::{BOARD, MANIFEST};
+    use std::string::ToString;
+
+    fn host() -> (HostTree<'static>, MemRange, MemRange) {
+        let vm = &MANIFEST.vms[0];
+        let l = Layout::for_vm(vm).unwrap();
+        let kernel = MemRange::new(vm.mem.base, 0x2b2_0000);
+        let initrd = l.initrd(kernel, 3 << 20).unwrap();
+        (HostTree::new(&BOARD, vm, "console=ttyS0 panic=-1", Some(initrd)), kernel, l.dtb)
+    }
+
+    fn check_blob(t: &HostTree<'_>, blob: &[u8]) -> Result<(), HostTreeError> {
+        let (want, kernel, dtb) = host();
+        let _ = t;
+        check(&want, &parse(blob).unwrap(), kernel, dtb)
+    }
+
+    #[test]
+    fn the_generated_tree_passes() {
+        let (t, kernel, dtb) = host();
+        let blob = dtgen::write(&t).unwrap();
+        let f = parse(&blob).unwrap();
+        assert_eq!(f.memory, [t.ram]);
+        assert_eq!(f.cpus, [0]);
+        assert_eq!(f.gic, [BOARD.gicd, MemRange::new(BOARD.gicr.base, 0x2_0000)]);
+        assert_eq!(f.pcie_probe_only, Some(1));
+        assert_eq!(f.initrd, t.initrd);
+        assert_eq!(f.bootargs, Some("console=ttyS0 panic=-1"));
+        assert!(f.forbidden.is_empty());
+        assert_eq!(check(&t, &f, kernel, dtb), Ok(()));
+    }
+
+    /// Each variation of the description gives a tree that the check refuses.
+    #[test]
+    fn every_disagreement_is_refused_with_its_reason() {
+        let (t, _, _) = host();
+        let refuse = |bad: HostTree<'_>| check_blob(&t, &dtgen::write(&bad).unwrap()).unwrap_err();
+        let guest1 = MANIFEST.vms[1].mem;
+        assert!(matches!(refuse(HostTree { ram: guest1, ..t }), HostTreeError::Memory(_)));
+        let bigger = MemRange::new(t.ram.base, t.ram.size + (32 << 20));
+        assert!(matches!(refuse(HostTree { ram: bigger, ..t }), HostTreeError::Memory(_)));
+        assert!(matches!(refuse(HostTree { cpu_mpidr: 1, ..t }), HostTreeError::Cpus(_)));
+        let all_gicr = BOARD.gicr;
+        assert!(matches!(refuse(HostTree { gicr: all_gicr, ..t }), HostTreeError::Gic(_)));
+        let guest_gicr = MemRange::new(BOARD.gicr.base + 0x2_0000, 0x2_0000);
+        assert!(matches!(refuse(HostTree { gicr: guest_gicr, ..t }), HostTreeError::Gic(_)));
+        let wide = MemRange::new(BOARD.pcie_mmio32.base, BOARD.pcie_mmio32.size + 0x1000);
+        assert!(matches!(refuse(HostTree { pcie_mmio32: wide, ..t }), HostTreeError::Pcie(_)));
+        let ecam = MemRange::new(0x3f00_0000, 0x100_0000);
+        assert!(matches!(refuse(HostTree { pcie_ecam: ecam, ..t }), HostTreeError::Pcie(_)));
+        // An initramfs over the kernel, outside RAM, or absent where the layout puts one.
+        let over_kernel = MemRange::new(t.ram.base + 0x10_0000, 0x1000);
+        assert!(matches!(
+            refuse(HostTree { initrd: Some(over_kernel), ..t }),
+            HostTreeError::InitrdMismatch
+        ));
+        assert!(matches!(refuse(HostTree { initrd: None, ..t }), HostTreeError::InitrdMismatch));
+        let (_, kernel, dtb) = host();
+        let blob = dtgen::write(&t).unwrap();
+        let mut f = parse(&blob).unwrap();
+        f.initrd = Some(over_kernel);
+        let w = HostTree { initrd: Some(over_kernel), ..t };
+        assert_eq!(check(&w, &f, kernel, dtb), Err(HostTreeError::Initrd(over_kernel)));
+        let outside = MemRange::new(guest1.base, 0x1000);
+        f.initrd = Some(outside);
+        let w = HostTree { initrd: Some(outside), ..t };
+        assert_eq!(check(&w, &f, kernel, dtb), Err(HostTreeError::Initrd(outside)));
+    }
+
+    /// Trees written by hand with one thing added or changed (what a stale or tampered tree
+    /// would contain).
+    #[test]
+    fn extra_nodes_and_properties_are_refused() {
+        use vm_fdt::FdtWriter;
+        let (t, kernel, dtb) = host();
+        let blob = dtgen::write(&t).unwrap();
+        let base = parse(&blob).unwrap();
+        let with = |edit: &dyn Fn(&mut HostTreeFacts<'_>)| {
+            let mut f = base.clone();
+            edit(&mut f);
+            check(&t, &f, kernel, dtb)
+        };
+        assert!(matches!(
+            with(&|f| f.memory.push(MANIFEST.vms[2].mem)),
+            Err(HostTreeError::Memory(_))
+        ));
+        assert!(matches!(with(&|f| f.cpus.push(1)), Err(HostTreeError::Cpus(_))));
+        assert_eq!(with(&|f| f.psci_method = Some("hvc")), Err(HostTreeError::Psci));
+        assert_eq!(with(&|f| f.timer = false), Err(HostTreeError::Timer));
+        assert!(matches!(with(&|f| f.pcie_probe_only = None), Err(HostTreeError::Pcie(_))));
+        assert!(matches!(with(&|f| f.pcie_msi_or_iommu = true), Err(HostTreeError::Pcie(_))));
+        assert_eq!(with(&|f| f.bootargs = None), Err(HostTreeError::Bootargs));
+        assert_eq!(
+            with(&|f| f.device_regs.push(("pl011@9000000", BOARD.uart))),
+            Err(HostTreeError::Device("pl011@9000000".to_string(), BOARD.uart))
+        );
+
+        // Real blobs: an SMMU node, an ITS under the GIC, hypervisor memory as a device.
+        let blob_with = |extra: &dyn Fn(&mut FdtWriter)| {
+            let mut w = FdtWriter::new().unwrap();
+            let root = w.begin_node("").unwrap();
+            w.property_u32("#address-cells", 2).unwrap();
+            w.property_u32("#size-cells", 2).unwrap();
+            extra(&mut w);
+            w.end_node(root).unwrap();
+            w.finish().unwrap()
+        };
+        let smmu = blob_with(&|w| {
+            let n = w.begin_node("iommu@9050000").unwrap();
+            w.property_string("compatible", "arm,smmu-v3").unwrap();
+            w.property_array_u64("reg", &[BOARD.smmu.base, BOARD.smmu.size]).unwrap();
+            w.end_node(n).unwrap();
+        });
+        let f = parse(&smmu).unwrap();
+        assert_eq!(f.forbidden, ["arm,smmu-v3"]);
+        let its = blob_with(&|w| {
+            let g = w.begin_node("intc@8000000").unwrap();
+            w.property_string("compatible", "arm,gic-v3").unwrap();
+            w.property_u32("#address-cells", 2).unwrap();
+            w.property_u32("#size-cells", 2).unwrap();
+            let n = w.begin_node("its@8080000").unwrap();
+            w.property_string("compatible", "arm,gic-v3-its").unwrap();
+            w.property_array_u64("reg", &[0x0808_0000, 0x2_0000]).unwrap();
+            w.end_node(n).unwrap();
+            w.end_node(g).unwrap();
+        });
+        let f = parse(&its).unwrap();
+        assert_eq!(f.forbidden, ["arm,gic-v3-its"]);
+        assert_eq!(f.device_regs, [("its@8080000", MemRange::new(0x0808_0000, 0x2_0000))]);
+        let hyp = blob_with(&|w| {
+            let n = w.begin_node("ram@40000000").unwrap();
+            w.property_array_u64("reg", &[BOARD.hyp.base, BOARD.hyp.size]).unwrap();
+            w.end_node(n).unwrap();
+        });
+        let mut f = base.clone();
+        let hyp_facts = parse(&hyp).unwrap();
+        f.device_regs.extend(hyp_facts.device_regs);
+        assert!(matches!(check(&t, &f, kernel, dtb), Err(HostTreeError::Device(..))));
+        // A second memory node.
+        let mem = blob_with(&|w| {
+            let n = w.begin_node("memory@54000000").unwrap();
+            w.property_string("device_type", "memory").unwrap();
+            w.property_array_u64("reg", &[0x5400_0000, 0x200_0000]).unwrap();
+            w.end_node(n).unwrap();
+        });
+        assert_eq!(parse(&mem).unwrap().memory, [MemRange::new(0x5400_0000, 0x200_0000)]);
+    }
+}

@@ -1,0 +1,391 @@
+//! A Linux kernel as the host VM: where its pieces go in the host's RAM (the arm64 boot
+//! protocol, `Documentation/arch/arm64/booting.rst`), the kernel `Image` header, and the single
+//! description of the device tree the host is given ([`HostTree`]). xtask writes the tree from
+//! this description (feature `dtgen`); the hypervisor reads the tree it finds back and checks it
+//! against the same description before entering the kernel (`hyp::dt::check_host_tree`).
+//!
+//! What the host's tree contains, and nothing else: its RAM, its one CPU, PSCI (conduit `smc`,
+//! trapped), the architected timer, the GICv3 distributor and its own CPU's redistributor (no
+//! ITS: host PCI functions use INTx), the PCIe host bridge (ECAM, I/O and 32-bit memory windows,
+//! INTx map, `linux,pci-probe-only`: the hypervisor assigned the BARs), and `/chosen` (boot
+//! arguments, initramfs). No SMMU (until the host has its emulated one), no PL011 (the
+//! hypervisor's console), no other VM's memory.
+
+use crate::manifest::VmSpec;
+use crate::{Board, MemRange};
+
+const MIB: u64 = 1 << 20;
+
+/// `Image` header magic ("ARM\x64", little-endian, at offset 56).
+pub const IMAGE_MAGIC: u32 = 0x644d_5241;
+/// Size of the `Image` header.
+pub const IMAGE_HEADER_SIZE: usize = 64;
+/// The kernel's base (and the initramfs) are 2 MiB aligned.
+pub const ALIGN: u64 = 2 * MIB;
+/// The device tree blob may not exceed 2 MiB (boot protocol); it gets the last 2 MiB block of the
+/// host's RAM.
+pub const DTB_MAX: u64 = 2 * MIB;
+
+/// The fields of an arm64 `Image` header the loader needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageHeader {
+    /// Offset of the image from a 2 MiB-aligned base (0 for every kernel since 5.8).
+    pub text_offset: u64,
+    /// Bytes the kernel occupies from its load address, BSS included.
+    pub image_size: u64,
+    /// Flags: bit 0 big-endian, bits 2:1 page size, bit 3 "may be placed anywhere".
+    pub flags: u64,
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+/// The header of an arm64 `Image`, if `head` (its first 64 bytes) is one.
+pub fn image_header(head: &[u8]) -> Option<ImageHeader> {
+    if head.len() < IMAGE_HEADER_SIZE {
+        return None;
+    }
+    let magic = u32::from_le_bytes([head[56], head[57], head[58], head[59]]);
+    (magic == IMAGE_MAGIC).then(|| ImageHeader {
+        text_offset: le64(head, 8),
+        image_size: le64(head, 16),
+        flags: le64(head, 24),
+    })
+}
+
+/// Where the kernel, its device tree and its initramfs go in the host's RAM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// The host's RAM.
+    pub ram: MemRange,
+    /// The 2 MiB-aligned base the kernel is placed relative to (`ram.base`).
+    pub kernel_base: u64,
+    /// The device tree blob (the last 2 MiB of RAM; the blob itself is smaller).
+    pub dtb: MemRange,
+}
+
+/// Why the pieces do not fit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayoutError {
+    /// The host's RAM is not 2 MiB aligned or too small for a DTB block.
+    Ram,
+    /// The kernel is not a little-endian 4 KiB-page image, or its text offset is not a
+    /// multiple of 4 KiB below 2 MiB.
+    Kernel,
+    /// The kernel and the initramfs do not fit below the DTB.
+    TooBig {
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes available.
+        available: u64,
+    },
+}
+
+impl core::fmt::Display for LayoutError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            LayoutError::Ram => f.write_str("the host's RAM is not 2 MiB aligned or too small"),
+            LayoutError::Kernel => {
+                f.write_str("not a little-endian, 4 KiB-page arm64 Image with a usable text offset")
+            }
+            LayoutError::TooBig { needed, available } => write!(
+                f,
+                "kernel and initramfs need {needed:#x} bytes, the host has {available:#x} below its device tree"
+            ),
+        }
+    }
+}
+
+impl Layout {
+    /// The layout for host VM `vm`.
+    pub fn for_vm(vm: &VmSpec) -> Result<Self, LayoutError> {
+        let ram = vm.mem;
+        if (ram.base | ram.size) & (ALIGN - 1) != 0 || ram.size < 4 * DTB_MAX {
+            return Err(LayoutError::Ram);
+        }
+        Ok(Self { ram, kernel_base: ram.base, dtb: MemRange::new(ram.end() - DTB_MAX, DTB_MAX) })
+    }
+
+    /// Where the kernel `Image` is loaded (and entered): the base plus its text offset.
+    pub fn kernel(&self, h: &ImageHeader) -> Result<MemRange, LayoutError> {
+        let le_4k = h.flags & 1 == 0 && matches!((h.flags >> 1) & 3, 0 | 1);
+        if !le_4k || h.text_offset & 0xfff != 0 || h.text_offset >= ALIGN || h.image_size == 0 {
+            return Err(LayoutError::Kernel);
+        }
+        Ok(MemRange::new(self.kernel_base + h.text_offset, h.image_size))
+    }
+
+    /// Where an initramfs of `len` bytes goes: the highest 2 MiB-aligned place below the DTB
+    /// block, which must stay above the kernel's whole image (BSS included).
+    pub fn initrd(&self, kernel: MemRange, len: u64) -> Result<MemRange, LayoutError> {
+        let top = self.dtb.base;
+        let base = top.checked_sub(len).map(|b| b & !(ALIGN - 1));
+        match base {
+            Some(b) if b >= kernel.end() => Ok(MemRange::new(b, len)),
+            _ => Err(LayoutError::TooBig {
+                needed: (kernel.end() - self.ram.base) + len,
+                available: top - self.ram.base,
+            }),
+        }
+    }
+}
+
+/// PCI INTx: `virt` wires INTA..INTD of slot `s`, pin `p` (0..3) to SPI `base + (s + p) % 4`.
+pub const PCI_INTX_SPI_BASE: u32 = 3;
+/// Redistributor frames per CPU (RD and SGI, 64 KiB each).
+pub const GICR_FRAME_SIZE: u64 = 0x2_0000;
+
+/// The host's device tree, as data: what xtask writes and what the hypervisor checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostTree<'a> {
+    /// The host's RAM (its only memory node).
+    pub ram: MemRange,
+    /// MPIDR affinity of its CPU (`reg` of its only CPU node).
+    pub cpu_mpidr: u64,
+    /// GICv3 distributor.
+    pub gicd: MemRange,
+    /// Its CPU's redistributor frames.
+    pub gicr: MemRange,
+    /// PCIe ECAM (buses `0..=ecam.size >> 20 - 1`).
+    pub pcie_ecam: MemRange,
+    /// PCIe 32-bit memory window (PCI address == CPU address).
+    pub pcie_mmio32: MemRange,
+    /// PCIe I/O window (CPU range; I/O addresses from 0).
+    pub pcie_pio: MemRange,
+    /// Kernel command line.
+    pub bootargs: &'a str,
+    /// The initramfs, if any.
+    pub initrd: Option<MemRange>,
+}
+
+impl<'a> HostTree<'a> {
+    /// The tree for host VM `vm` on `board`.
+    pub fn new(board: &Board, vm: &VmSpec, bootargs: &'a str, initrd: Option<MemRange>) -> Self {
+        Self {
+            ram: vm.mem,
+            cpu_mpidr: vm.cpu as u64,
+            gicd: board.gicd,
+            gicr: MemRange::new(board.gicr.base + vm.cpu as u64 * GICR_FRAME_SIZE, GICR_FRAME_SIZE),
+            pcie_ecam: board.pcie_ecam,
+            pcie_mmio32: board.pcie_mmio32,
+            pcie_pio: board.pcie_pio,
+            bootargs,
+            initrd,
+        }
+    }
+
+    /// The last PCI bus the ECAM window covers.
+    pub fn last_bus(&self) -> u32 {
+        ((self.pcie_ecam.size >> 20).max(1) - 1) as u32
+    }
+
+    /// The PCI `interrupt-map` (mask `0x1800 0 0 7`): for slots 0..3 and pins 1..4, the child
+    /// unit address and pin, then the GIC SPI it raises.
+    pub fn intx_map(&self) -> [(u32, u32, u32); 16] {
+        let mut m = [(0, 0, 0); 16];
+        for slot in 0..4u32 {
+            for pin in 1..=4u32 {
+                let spi = PCI_INTX_SPI_BASE + (slot + pin - 1) % 4;
+                m[(slot * 4 + pin - 1) as usize] = (slot << 11, pin, spi);
+            }
+        }
+        m
+    }
+}
+
+/// Device-tree writing (xtask and tests: needs `alloc`).
+#[cfg(feature = "dtgen")]
+pub mod dtgen {
+    use super::HostTree;
+    use alloc::vec::Vec;
+    use vm_fdt::{Error, FdtWriter};
+
+    /// The GIC's phandle.
+    pub const GIC_PHANDLE: u32 = 1;
+    /// GIC interrupt specifier: PPI.
+    const PPI: u32 = 1;
+    /// GIC interrupt specifier: SPI.
+    const SPI: u32 = 0;
+    /// GIC interrupt specifier: level-triggered, active high.
+    const LEVEL_HIGH: u32 = 4;
+
+    fn reg(r: crate::MemRange) -> [u64; 2] {
+        [r.base, r.size]
+    }
+
+    /// The flattened device tree blob of `t`.
+    pub fn write(t: &HostTree<'_>) -> Result<Vec<u8>, Error> {
+        let mut f = FdtWriter::new()?;
+        let root = f.begin_node("")?;
+        f.property_string("compatible", "linux,dummy-virt")?;
+        f.property_string("model", "smmu-hyp host VM on QEMU virt")?;
+        f.property_u32("#address-cells", 2)?;
+        f.property_u32("#size-cells", 2)?;
+        f.property_u32("interrupt-parent", GIC_PHANDLE)?;
+
+        let chosen = f.begin_node("chosen")?;
+        f.property_string("bootargs", t.bootargs)?;
+        if let Some(i) = t.initrd {
+            f.property_u64("linux,initrd-start", i.base)?;
+            f.property_u64("linux,initrd-end", i.end())?;
+        }
+        f.end_node(chosen)?;
+
+        let mem = f.begin_node(&alloc::format!("memory@{:x}", t.ram.base))?;
+        f.property_string("device_type", "memory")?;
+        f.property_array_u64("reg", &reg(t.ram))?;
+        f.end_node(mem)?;
+
+        let cpus = f.begin_node("cpus")?;
+        f.property_u32("#address-cells", 1)?;
+        f.property_u32("#size-cells", 0)?;
+        let cpu = f.begin_node(&alloc::format!("cpu@{:x}", t.cpu_mpidr))?;
+        f.property_string("device_type", "cpu")?;
+        f.property_string("compatible", "arm,armv8")?;
+        f.property_u32("reg", t.cpu_mpidr as u32)?;
+        f.property_string("enable-method", "psci")?;
+        f.end_node(cpu)?;
+        f.end_node(cpus)?;
+
+        let psci = f.begin_node("psci")?;
+        f.property_string_list(
+            "compatible",
+            alloc::vec!["arm,psci-1.0".into(), "arm,psci-0.2".into()],
+        )?;
+        f.property_string("method", "smc")?;
+        f.end_node(psci)?;
+
+        let timer = f.begin_node("timer")?;
+        f.property_string("compatible", "arm,armv8-timer")?;
+        // Secure physical, non-secure physical, virtual, hypervisor physical timer PPIs.
+        let mut irqs = Vec::new();
+        for ppi in [13, 14, 11, 10] {
+            irqs.extend([PPI, ppi, LEVEL_HIGH]);
+        }
+        f.property_array_u32("interrupts", &irqs)?;
+        f.property_null("always-on")?;
+        f.end_node(timer)?;
+
+        let gic = f.begin_node(&alloc::format!("intc@{:x}", t.gicd.base))?;
+        f.property_string("compatible", "arm,gic-v3")?;
+        f.property_null("interrupt-controller")?;
+        f.property_u32("#interrupt-cells", 3)?;
+        // As in QEMU's own tree: the PCI interrupt-map carries two parent address cells.
+        f.property_u32("#address-cells", 2)?;
+        f.property_u32("#size-cells", 2)?;
+        f.property_null("ranges")?;
+        f.property_u32("#redistributor-regions", 1)?;
+        f.property_array_u64("reg", &[t.gicd.base, t.gicd.size, t.gicr.base, t.gicr.size])?;
+        f.property_phandle(GIC_PHANDLE)?;
+        f.end_node(gic)?;
+
+        let pcie = f.begin_node(&alloc::format!("pcie@{:x}", t.pcie_mmio32.base))?;
+        f.property_string("compatible", "pci-host-ecam-generic")?;
+        f.property_string("device_type", "pci")?;
+        f.property_u32("#address-cells", 3)?;
+        f.property_u32("#size-cells", 2)?;
+        f.property_u32("#interrupt-cells", 1)?;
+        f.property_u32("linux,pci-domain", 0)?;
+        // The hypervisor assigned every BAR: Linux must keep them where they are.
+        f.property_u32("linux,pci-probe-only", 1)?;
+        f.property_null("dma-coherent")?;
+        f.property_array_u32("bus-range", &[0, t.last_bus()])?;
+        f.property_array_u64("reg", &reg(t.pcie_ecam))?;
+        let hi = |v: u64| (v >> 32) as u32;
+        let lo = |v: u64| v as u32;
+        let (io, m32) = (t.pcie_pio, t.pcie_mmio32);
+        f.property_array_u32(
+            "ranges",
+            &[
+                0x0100_0000,
+                0,
+                0,
+                hi(io.base),
+                lo(io.base),
+                hi(io.size),
+                lo(io.size),
+                0x0200_0000,
+                hi(m32.base),
+                lo(m32.base),
+                hi(m32.base),
+                lo(m32.base),
+                hi(m32.size),
+                lo(m32.size),
+            ],
+        )?;
+        f.property_array_u32("interrupt-map-mask", &[0x1800, 0, 0, 7])?;
+        let mut map = Vec::new();
+        for (addr, pin, spi) in t.intx_map() {
+            map.extend([addr, 0, 0, pin, GIC_PHANDLE, 0, 0, SPI, spi, LEVEL_HIGH]);
+        }
+        f.property_array_u32("interrupt-map", &map)?;
+        f.end_node(pcie)?;
+
+        f.end_node(root)?;
+        f.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qemu_virt::{BOARD, MANIFEST};
+
+    fn header(text_offset: u64, image_size: u64, flags: u64) -> [u8; 64] {
+        let mut h = [0u8; 64];
+        h[0..4].copy_from_slice(b"MZ@\xfa");
+        h[8..16].copy_from_slice(&text_offset.to_le_bytes());
+        h[16..24].copy_from_slice(&image_size.to_le_bytes());
+        h[24..32].copy_from_slice(&flags.to_le_bytes());
+        h[56..60].copy_from_slice(b"ARMd");
+        h
+    }
+
+    #[test]
+    fn reads_the_image_header() {
+        // Debian's 6.12 arm64 Image: text_offset 0, image_size 0x2b20000, flags 0xa.
+        let h = image_header(&header(0, 0x2b2_0000, 0xa)).unwrap();
+        assert_eq!(h, ImageHeader { text_offset: 0, image_size: 0x2b2_0000, flags: 0xa });
+        let mut bad = header(0, 1, 0);
+        bad[56] = b'X';
+        assert_eq!(image_header(&bad), None);
+        assert_eq!(image_header(&[0; 10]), None);
+    }
+
+    #[test]
+    fn places_kernel_initrd_and_dtb_in_the_host() {
+        let host = &MANIFEST.vms[0];
+        let l = Layout::for_vm(host).unwrap();
+        assert_eq!(l.dtb, MemRange::new(host.mem.end() - DTB_MAX, DTB_MAX));
+        let k = l.kernel(&image_header(&header(0, 0x2b2_0000, 0xa)).unwrap()).unwrap();
+        assert_eq!(k, MemRange::new(0x4400_0000, 0x2b2_0000));
+        let old = l.kernel(&image_header(&header(0x8_0000, 0x100_0000, 0xa)).unwrap()).unwrap();
+        assert_eq!(old.base, 0x4408_0000, "a pre-5.8 kernel's text offset");
+        let i = l.initrd(k, 3 << 20).unwrap();
+        assert_eq!(i.base % ALIGN, 0);
+        assert!(i.end() <= l.dtb.base && i.base >= k.end());
+        assert!(matches!(l.initrd(k, 250 << 20), Err(LayoutError::TooBig { .. })));
+        for bad in [(0, 1, 1), (0, 1, 0b110), (0x123, 1, 0), (ALIGN, 1, 0), (0, 0, 0)] {
+            let h = image_header(&header(bad.0, bad.1, bad.2)).unwrap();
+            assert_eq!(l.kernel(&h), Err(LayoutError::Kernel), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn describes_only_the_hosts_share_of_the_board() {
+        let host = &MANIFEST.vms[0];
+        let t = HostTree::new(&BOARD, host, "console=ttyS0", None);
+        assert_eq!(t.ram, host.mem);
+        assert_eq!(t.gicr, MemRange::new(BOARD.gicr.base, GICR_FRAME_SIZE));
+        assert_eq!(t.last_bus(), 255);
+        let m = t.intx_map();
+        assert_eq!(m[0], (0, 1, 3), "slot 0 INTA");
+        assert_eq!(m[5], (1 << 11, 2, 5), "slot 1 INTB");
+        assert_eq!(m[15], (3 << 11, 4, 5), "slot 3 INTD");
+        let g = HostTree::new(&BOARD, &MANIFEST.vms[2], "", None);
+        assert_eq!(g.gicr.base, BOARD.gicr.base + 2 * GICR_FRAME_SIZE);
+    }
+}
