@@ -140,6 +140,7 @@ pub fn parse(blob: &[u8]) -> Result<DtFacts, DtError> {
         pcie_pio: ranges.and_then(|r| pci_window(r, PCI_SPACE_IO)),
         smmu: first_reg(&fdt, "arm,smmu-v3"),
         uart: first_reg(&fdt, "arm,pl011"),
+        gic_its: first_reg(&fdt, "arm,gic-v3-its"),
     })
 }
 
@@ -159,6 +160,7 @@ mod tests {
         assert_eq!(facts.cpu_count, 3);
         assert_eq!(facts.smmu.unwrap().base, 0x0905_0000);
         assert_eq!(facts.uart.unwrap().base, 0x0900_0000);
+        assert_eq!(facts.gic_its, Some(MemRange::new(0x0808_0000, 0x2_0000)));
         assert_eq!(facts.pcie_mmio32, Some(MemRange::new(0x1000_0000, 0x2eff_0000)));
         assert_eq!(facts.pcie_pio, Some(MemRange::new(0x3eff_0000, 0x1_0000)));
         assert_eq!(BOARD.check_against(&facts), Ok(()));

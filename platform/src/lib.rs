@@ -70,6 +70,9 @@ pub struct Board {
     pub gicd: MemRange,
     /// GICv3 redistributors (one 128 KiB frame pair per CPU).
     pub gicr: MemRange,
+    /// GICv3 ITS (MSI translation): the hypervisor's alone; its tables are written by the ITS
+    /// itself, outside any SMMU translation, so no VM gets it.
+    pub gic_its: MemRange,
     /// PCIe ECAM.
     pub pcie_ecam: MemRange,
     /// PCIe 32-bit MMIO window (memory BARs are assigned here).
@@ -101,6 +104,8 @@ pub struct DtFacts {
     pub smmu: Option<MemRange>,
     /// `reg` of the `arm,pl011` node.
     pub uart: Option<MemRange>,
+    /// `reg` of the `arm,gic-v3-its` node.
+    pub gic_its: Option<MemRange>,
 }
 
 /// How the device tree disagrees with the board description.
@@ -179,6 +184,7 @@ impl Board {
             ("the PCIe I/O window", dt.pcie_pio, self.pcie_pio),
             ("the SMMUv3", dt.smmu, self.smmu),
             ("the PL011 UART", dt.uart, self.uart),
+            ("the GIC ITS", dt.gic_its, self.gic_its),
         ];
         for (what, found, expected) in devices {
             match found {
@@ -219,6 +225,7 @@ mod tests {
             pcie_pio: Some(BOARD.pcie_pio),
             smmu: Some(BOARD.smmu),
             uart: Some(BOARD.uart),
+            gic_its: Some(BOARD.gic_its),
         }
     }
 

@@ -29,6 +29,7 @@ pub const BOARD: Board = Board {
     smmu: MemRange::new(0x0905_0000, 0x2_0000),
     gicd: MemRange::new(0x0800_0000, 0x1_0000),
     gicr: MemRange::new(0x080A_0000, 0xF6_0000),
+    gic_its: MemRange::new(0x0808_0000, 0x2_0000),
     pcie_ecam: MemRange::new(0x40_1000_0000, 0x1000_0000),
     pcie_mmio32: MemRange::new(0x1000_0000, 0x2eff_0000),
     pcie_pio: MemRange::new(0x3eff_0000, 0x1_0000),

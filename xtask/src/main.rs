@@ -1,18 +1,23 @@
 //! `cargo xtask`: set-up check, image builds, the QEMU demo and the test run.
 //!
 //! ```text
-//! cargo xtask setup            install what is missing (Debian rustc-web, lld, QEMU 10)
+//! cargo xtask setup            install what is missing (Debian rustc-web, lld, QEMU 10, and the
+//!                              Linux host's arm64 kernel and busybox)
 //! cargo xtask build            build the hypervisor and the guest images
 //! cargo xtask run              the demo: boot the hypervisor with the demo image in every VM
-//! cargo xtask test             host unit tests, then the guest integration tests under QEMU
+//! cargo xtask run --host linux Debian's Linux as the host VM beside the two bare-metal guests
+//! cargo xtask test             host unit tests, then the integration runs under QEMU (two with
+//!                              the bare-metal host, one with Linux as the host)
 //! cargo xtask bench            instruction counts of the hypercall paths under -icount
 //! ```
-//! Options: `--verbose` (show every command, including the QEMU command line),
-//! `--timeout SECS` (run/test), `--gbpa-reset abort|bypass` is reserved for the PM work.
+//! Options: `--verbose` (show every command, shell-quoted, including the QEMU command line),
+//! `--timeout SECS` (run/test), `--gbpa-reset abort|bypass` (run), `--host bare|linux` (run).
 
 mod bench;
+mod cpio;
 mod elf;
 mod images;
+mod linux;
 mod qemu;
 mod report;
 mod setup;
@@ -20,7 +25,18 @@ mod setup;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: cargo xtask <setup|build|run|test|bench|model> [--verbose] \
-     [--timeout SECS] [--compare OLD.json] [--depth N] [--gbpa-reset abort|bypass]";
+     [--timeout SECS] [--compare OLD.json] [--depth N] [--gbpa-reset abort|bypass] \
+     [--host bare|linux]";
+
+/// What runs as the host VM in `run`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HostKind {
+    /// The bare-metal image (the default).
+    #[default]
+    Bare,
+    /// Debian's Linux kernel with a busybox initramfs.
+    Linux,
+}
 
 /// Options shared by the subcommands.
 #[derive(Clone, Debug, Default)]
@@ -35,6 +51,8 @@ pub struct Opts {
     pub depth: Option<usize>,
     /// SMMU GBPA reset value for `run` (`abort` or `bypass`).
     pub gbpa_reset: Option<String>,
+    /// The host VM for `run`.
+    pub host: HostKind,
 }
 
 fn parse(args: &[String]) -> Result<(String, Opts), String> {
@@ -54,6 +72,14 @@ fn parse(args: &[String]) -> Result<(String, Opts), String> {
                     return Err(format!("--gbpa-reset: `{v}` is neither abort nor bypass"));
                 }
                 opts.gbpa_reset = Some(v.clone());
+            }
+            "--host" => {
+                opts.host = match it.next().map(String::as_str) {
+                    Some("bare") => HostKind::Bare,
+                    Some("linux") => HostKind::Linux,
+                    Some(v) => return Err(format!("--host: `{v}` is neither bare nor linux")),
+                    None => return Err("--host needs bare or linux".into()),
+                };
             }
             "--depth" => {
                 let v = it.next().ok_or("--depth needs a number")?;
@@ -126,6 +152,13 @@ fn model(opts: &Opts) -> Result<(), String> {
 
 fn run(opts: &Opts) -> Result<(), String> {
     let imgs = images::build(opts)?;
+    if opts.host == HostKind::Linux {
+        let out = linux_run(&imgs, opts, opts.timeout.unwrap_or(180))?;
+        let names = report::vm_names();
+        let guest = report::GuestReport::parse(&out.log, &names);
+        println!("\n{}", guest.table());
+        return out.verdict();
+    }
     let demo = imgs.guest("demo")?;
     let launch = qemu::Launch {
         hyp: &imgs.hyp,
@@ -138,6 +171,42 @@ fn run(opts: &Opts) -> Result<(), String> {
     };
     let out = qemu::run(&launch, opts, opts.timeout.unwrap_or(120), true)?;
     out.verdict()
+}
+
+/// The Linux-host run: Debian's kernel as VM 0 (its initramfs runs the host's tests), the
+/// guest-tests image in the guests (which see `BootInfo.flags` say the host is Linux and skip
+/// what needs a cooperating host).
+fn linux_run(imgs: &images::Images, opts: &Opts, timeout: u64) -> Result<qemu::RunOutput, String> {
+    let prepared = linux::prepare(opts)?;
+    println!(
+        "Linux host: {} (packages: {}); initramfs {} bytes; command line \"{}\"",
+        prepared.art.abi,
+        prepared.art.versions.lines().skip(1).collect::<Vec<_>>().join(", "),
+        std::fs::metadata(&prepared.files.initrd).map_or(0, |m| m.len()),
+        linux::BOOTARGS
+    );
+    let launch = qemu::Launch {
+        hyp: &imgs.hyp,
+        guest: imgs.guest("guest-tests")?,
+        host: qemu::Host::Linux(prepared.files.clone()),
+        disk: &imgs.disk,
+        append: "gbpa_reset=abort".into(),
+        extra: vec![],
+        tag: "linux".into(),
+    };
+    let mut out = qemu::run(&launch, opts, timeout, true)?;
+    out.checks = report::linux_checks(
+        &out.log,
+        &prepared
+            .facts
+            .faults
+            .iter()
+            .map(|(a, _)| *a)
+            .chain([prepared.facts.moved_bar])
+            .collect::<Vec<_>>(),
+        linux::TEST_SPI,
+    );
+    Ok(out)
 }
 
 /// The integration runs: the platform whose SMMU power domain resets GBPA to abort (with
@@ -155,6 +224,32 @@ fn test(opts: &Opts) -> Result<(), String> {
     let mut guest_failed = 0;
     let mut problems = Vec::new();
     let mut logs = Vec::new();
+    let mut timings = Vec::new();
+    let mut account = |what: &str, out: &qemu::RunOutput, problems: &mut Vec<String>| {
+        let guest = report::GuestReport::parse(&out.log, &report::vm_names());
+        println!();
+        println!("{what}: {}", guest.table());
+        guest_passed += guest.passed();
+        guest_failed += guest.failed();
+        for c in &out.checks {
+            match &c.result {
+                Ok(()) => {
+                    println!("xtask check {} ... ok", c.name);
+                    guest_passed += 1;
+                }
+                Err(why) => {
+                    println!("xtask check {} ... FAILED: {why}", c.name);
+                    guest_failed += 1;
+                }
+            }
+        }
+        problems.extend(guest.problems().into_iter().map(|p| format!("{what}: {p}")));
+        if let Err(e) = out.verdict() {
+            problems.push(format!("{what}: {e}"));
+        }
+        logs.push(out.log_path.clone());
+        timings.push(format!("{what}: {:.0} s", out.seconds));
+    };
     for (what, bootargs) in RUNS {
         println!("\n=== integration run: {what} (-append \"{bootargs}\") ===");
         let launch = qemu::Launch {
@@ -167,16 +262,13 @@ fn test(opts: &Opts) -> Result<(), String> {
             tag: if bootargs.contains("bypass") { "bypass" } else { "abort" }.into(),
         };
         let out = qemu::run(&launch, opts, opts.timeout.unwrap_or(300), true)?;
-        let guest = report::GuestReport::parse(&out.log, &report::vm_names());
-        println!();
-        println!("{what}: {}", guest.table());
-        guest_passed += guest.passed();
-        guest_failed += guest.failed();
-        problems.extend(guest.problems().into_iter().map(|p| format!("{what}: {p}")));
-        if let Err(e) = out.verdict() {
-            problems.push(format!("{what}: {e}"));
-        }
-        logs.push(out.log_path.clone());
+        account(what, &out, &mut problems);
+    }
+    println!("\n=== integration run: Linux as the host VM ===");
+    let what = "Linux host";
+    match linux_run(&imgs, opts, opts.timeout.unwrap_or(180)) {
+        Ok(out) => account(what, &out, &mut problems),
+        Err(e) => problems.push(format!("{what}: {e}")),
     }
     if host.failed > 0 || !host.ok {
         println!("host unit tests: {} passed, {} failed", host.passed, host.failed);
@@ -194,6 +286,7 @@ fn test(opts: &Opts) -> Result<(), String> {
     for l in &logs {
         println!("log of a QEMU run: {}", l.display());
     }
+    println!("QEMU run times: {}", timings.join(", "));
     println!("{passed} passed, {failed} failed");
     if problems.is_empty() && failed == 0 {
         Ok(())
@@ -219,5 +312,8 @@ mod tests {
         assert!(parse(&s(&["run", "--bogus"])).is_err());
         assert!(parse(&s(&[])).is_err());
         assert!(parse(&s(&["run", "--timeout", "x"])).is_err());
+        assert_eq!(parse(&s(&["run", "--host", "linux"])).unwrap().1.host, HostKind::Linux);
+        assert_eq!(parse(&s(&["run"])).unwrap().1.host, HostKind::Bare);
+        assert!(parse(&s(&["run", "--host", "windows"])).is_err());
     }
 }

@@ -180,6 +180,8 @@ pub struct RunOutput {
     pub timeout: u64,
     /// Seconds it took.
     pub seconds: f64,
+    /// Checks xtask made on the log (filled in by the caller).
+    pub checks: Vec<crate::report::LogCheck>,
 }
 
 impl RunOutput {
@@ -336,6 +338,7 @@ pub fn run(l: &Launch<'_>, opts: &Opts, timeout: u64, echo: bool) -> Result<RunO
         timed_out,
         timeout,
         seconds: start.elapsed().as_secs_f64(),
+        checks: Vec::new(),
     })
 }
 

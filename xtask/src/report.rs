@@ -166,6 +166,78 @@ impl GuestReport {
     }
 }
 
+/// One check xtask makes on a run's whole log (what no VM can see for itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogCheck {
+    /// Its name.
+    pub name: &'static str,
+    /// Why it failed, if it did.
+    pub result: Result<(), String>,
+}
+
+fn position(log: &str, needle: &str) -> Option<usize> {
+    log.find(needle)
+}
+
+/// The checks of a Linux-host run: the hypervisor checked the host's tree before entering it;
+/// every `devmem` the host's tests expect to fail was a stage-2 fault the hypervisor logged (not
+/// a refusal by the kernel); the SPI the host routed to guest1's CPU was taken at EL2 there; the
+/// host's `poweroff` stopped only the host.
+pub fn linux_checks(log: &str, faults: &[u64], spi: u32) -> Vec<LogCheck> {
+    let mut v = Vec::new();
+    let tree = position(log, "matches the manifest: RAM");
+    let entry = position(log, "cpu 0: entering vm host");
+    v.push(LogCheck {
+        name: "host_tree_checked_before_entry",
+        result: match (tree, entry) {
+            (Some(t), Some(e)) if t < e => Ok(()),
+            _ => Err("no device-tree check before the host was entered".into()),
+        },
+    });
+    let missing: Vec<String> = faults
+        .iter()
+        .filter(|a| !log.contains(&format!("vm host: stage-2 fault at IPA {a:#x} ")))
+        .map(|a| format!("{a:#x}"))
+        .collect();
+    v.push(LogCheck {
+        name: "host_devmem_faults_were_stage2_faults",
+        result: if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("no stage-2 fault logged for {}", missing.join(", ")))
+        },
+    });
+    v.push(LogCheck {
+        name: "host_spi_reached_el2_on_a_guest_cpu",
+        result: if log.contains(&format!(
+            "cpu 1 (vm guest1): interrupt SPI (INTID {spi}) has no handler at EL2"
+        )) {
+            Ok(())
+        } else {
+            Err(format!("the hypervisor did not take SPI {spi} on cpu 1"))
+        },
+    });
+    let host_off = position(log, "vm host stopped (SYSTEM_OFF)");
+    let later = |needle: &str| match (host_off, position(log, needle)) {
+        (Some(h), Some(g)) => g > h,
+        _ => false,
+    };
+    v.push(LogCheck {
+        name: "host_poweroff_stops_only_the_host",
+        result: if host_off.is_none() {
+            Err("the host did not stop with SYSTEM_OFF".into())
+        } else if !(later("vm guest1 stopped (SYSTEM_OFF)")
+            && later("vm guest2 stopped (SYSTEM_OFF)"))
+        {
+            Err("the guests did not run on (and stop by themselves) after the host's poweroff"
+                .into())
+        } else {
+            Ok(())
+        },
+    });
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +280,35 @@ hyp: INFO  all VMs stopped
         assert!(r.problems()[0].contains("summary says 2 passed"));
         let r = GuestReport::parse("[host] 0 passed, 0 failed\n", &["host".into()]);
         assert!(r.problems()[0].contains("ran no test"));
+    }
+
+    #[test]
+    fn linux_run_checks() {
+        let good = "\
+hyp: INFO  vm host: device tree at 0x53e00000 (3000 bytes) matches the manifest: RAM 0x44000000+0x10000000
+hyp: INFO  cpu 0: entering vm host (VMID 1) at EL1
+hyp: WARN  vm host: stage-2 fault at IPA 0x54000000 (FAR 0x0, PC 0x1): ESR=...
+hyp: WARN  cpu 1 (vm guest1): interrupt SPI (INTID 100) has no handler at EL2: disabled
+hyp: INFO  vm host stopped (SYSTEM_OFF) after 0 hypercalls
+hyp: INFO  vm guest2 stopped (SYSTEM_OFF) after 1 hypercalls
+hyp: INFO  vm guest1 stopped (SYSTEM_OFF) after 1 hypercalls
+";
+        let c = linux_checks(good, &[0x5400_0000], 100);
+        assert!(c.iter().all(|x| x.result.is_ok()), "{c:?}");
+        let c = linux_checks(good, &[0x5400_0000, 0x5600_0000], 100);
+        assert_eq!(c[1].result, Err("no stage-2 fault logged for 0x56000000".into()));
+        // 0x5400_0000 must not match a fault at 0x54000000c (prefix).
+        let c =
+            linux_checks(&good.replace("IPA 0x54000000 ", "IPA 0x540000000 "), &[0x5400_0000], 100);
+        assert!(c[1].result.is_err());
+        assert!(linux_checks(good, &[], 101)[2].result.is_err());
+        let early = good.replace("vm guest2 stopped", "vm guest2 x").replace(
+            "hyp: INFO  vm host stopped",
+            "hyp: INFO  vm guest2 stopped (SYSTEM_OFF)\nhyp: INFO  vm host stopped",
+        );
+        assert!(linux_checks(&early, &[], 100)[3].result.is_err(), "guest2 stopped first");
+        let unchecked = good.replace("matches the manifest", "was not checked");
+        assert!(linux_checks(&unchecked, &[], 100)[0].result.is_err());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Makes sure the machine can build the aarch64 images and run them: Debian's rustc-web with its
-//! library source (for `-Zbuild-std`), rust-lld (lld-22), cpio, and QEMU >= 10 from
-//! bookworm-backports (bookworm's own 7.2 has no SMMUv3 stage 2). Installs what is missing when
-//! run as root; otherwise prints the exact commands.
+//! library source (for `-Zbuild-std`), rust-lld (lld-22), cpio and xz, QEMU >= 10 from
+//! bookworm-backports (bookworm's own 7.2 has no SMMUv3 stage 2), and the Linux host's kernel
+//! and busybox (arm64 packages fetched with `apt-get download` into `target/linux/`, see
+//! `linux.rs`). Installs what is missing when run as root; otherwise prints the exact commands.
 
 use crate::Opts;
 use std::path::Path;
@@ -21,7 +22,8 @@ pub const QEMU: &str = "qemu-system-aarch64";
 const BACKPORTS_FILE: &str = "/etc/apt/sources.list.d/bookworm-backports.sources";
 const BACKPORTS_SOURCE: &str = "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
 /// Debian packages for the toolchain.
-const TOOLCHAIN_PKGS: &[&str] = &["rustc-web", "cargo-web", "rust-web-src", "lld-22", "cpio"];
+const TOOLCHAIN_PKGS: &[&str] =
+    &["rustc-web", "cargo-web", "rust-web-src", "lld-22", "cpio", "xz-utils"];
 /// Oldest QEMU with SMMUv3 stage 2 and GBPA that this project was checked with.
 const QEMU_MIN_MAJOR: u32 = 10;
 
@@ -34,11 +36,13 @@ pub struct Missing {
     pub qemu: bool,
     /// The backports apt source to add.
     pub backports_source: bool,
+    /// The Linux host's kernel and busybox (`target/linux/`).
+    pub linux: bool,
 }
 
 impl Missing {
     fn any(&self) -> bool {
-        self.toolchain || self.qemu
+        self.toolchain || self.qemu || self.linux
     }
 
     /// The shell commands that install what is missing, in order.
@@ -61,6 +65,9 @@ impl Missing {
         }
         if self.qemu {
             c.push("DEBIAN_FRONTEND=noninteractive apt-get install -y -t bookworm-backports qemu-system-arm".into());
+        }
+        if self.linux {
+            c.extend(crate::linux::fetch_commands(crate::linux::PINNED_ABI));
         }
         c
     }
@@ -88,7 +95,8 @@ pub fn check() -> (Missing, Vec<String>) {
         && Path::new(CORE_SRC).exists()
         && Path::new(RUST_LLD).exists()
         && output(RUST_LLD, &["-flavor", "gnu", "--version"]).is_some()
-        && output("cpio", &["--version"]).is_some();
+        && output("cpio", &["--version"]).is_some()
+        && output("xz", &["--version"]).is_some();
     match &rustc {
         Some(v) => found.push(format!("aarch64 compiler: {}", v.trim())),
         None => found.push(format!("aarch64 compiler: {RUSTC} missing")),
@@ -106,6 +114,20 @@ pub fn check() -> (Missing, Vec<String>) {
             });
             m.qemu = true;
             m.backports_source = !backports_configured();
+        }
+    }
+    match crate::linux::artifacts() {
+        Some(a) => found.push(format!(
+            "Linux host: {} ({})",
+            a.abi,
+            a.versions.lines().skip(1).collect::<Vec<_>>().join(", ")
+        )),
+        None => {
+            found.push(format!(
+                "Linux host: kernel and busybox missing from {}",
+                crate::linux::dir().display()
+            ));
+            m.linux = true;
         }
     }
     (m, found)
@@ -153,7 +175,7 @@ pub fn ensure(opts: &Opts) -> Result<(), String> {
     let cmds = missing.commands();
     if !is_root() {
         return Err(format!(
-            "the aarch64 toolchain or QEMU is missing and installing needs root. Run:\n  sudo sh -c '{}'",
+            "the aarch64 toolchain, QEMU or the Linux host's packages are missing and installing needs root. Run:\n  sudo sh -c '{}'",
             cmds.join(" && ")
         ));
     }
@@ -162,7 +184,11 @@ pub fn ensure(opts: &Opts) -> Result<(), String> {
         std::fs::write(BACKPORTS_FILE, BACKPORTS_SOURCE)
             .map_err(|e| format!("cannot write {BACKPORTS_FILE}: {e}"))?;
     }
-    for c in cmds.iter().filter(|c| c.starts_with("apt-get") || c.starts_with("DEBIAN")) {
+    let apt_cmds = Missing { linux: false, ..missing.clone() }.commands();
+    let apt = missing.toolchain || missing.qemu;
+    for c in
+        apt_cmds.iter().filter(|c| apt && (c.starts_with("apt-get") || c.starts_with("DEBIAN")))
+    {
         println!("setup: {c}");
         let status = Command::new("sh")
             .arg("-c")
@@ -173,6 +199,14 @@ pub fn ensure(opts: &Opts) -> Result<(), String> {
         if !status.success() {
             return Err(format!("`{c}` failed ({status})"));
         }
+    }
+    if missing.linux {
+        let a = crate::linux::fetch(opts)?;
+        println!(
+            "setup: Linux host kernel {} fetched into {}",
+            a.abi,
+            crate::linux::dir().display()
+        );
     }
     let (still, found) = check();
     for f in &found {
@@ -200,13 +234,18 @@ mod tests {
     fn install_commands_follow_what_is_missing() {
         let none = Missing::default();
         assert!(none.commands().is_empty());
-        let all = Missing { toolchain: true, qemu: true, backports_source: true };
+        let all = Missing { toolchain: true, qemu: true, backports_source: true, linux: true };
         let c = all.commands();
         assert!(c[0].contains(BACKPORTS_FILE));
         assert_eq!(c[1], "apt-get update");
-        assert!(c[2].contains("rustc-web") && c[2].contains("lld-22"));
+        assert!(c[2].contains("rustc-web") && c[2].contains("lld-22") && c[2].contains("xz-utils"));
         assert!(c[3].contains("-t bookworm-backports qemu-system-arm"));
-        let q = Missing { toolchain: false, qemu: true, backports_source: false };
+        assert_eq!(c[4], "dpkg --add-architecture arm64");
+        assert!(c.iter().any(|x| x.contains("apt-get download linux-image-")
+            && x.contains("-arm64-unsigned:arm64 busybox-static:arm64")));
+        let q = Missing { toolchain: false, qemu: true, backports_source: false, linux: false };
         assert_eq!(q.commands().len(), 2);
+        let l = Missing { linux: true, ..Missing::default() };
+        assert!(l.commands().iter().any(|x| x.starts_with("dpkg-deb -x")));
     }
 }

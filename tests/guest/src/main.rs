@@ -9,7 +9,7 @@ use guest_tests::edu::{Edu, EDU_ID};
 use guest_tests::harness::{self, Test};
 use guest_tests::msg::Msg;
 use guest_tests::{check, check_eq, hv, iommu, msg};
-use host_abi::types::{decode_name, BOOT_INFO_MAGIC};
+use host_abi::types::{decode_name, BOOT_FLAG_HOST_IS_LINUX, BOOT_INFO_MAGIC};
 use host_abi::{psci, FunctionId, HypCall, HypError, ABI_VERSION, CALL_UID, CONSOLE_WRITE_MAX};
 use platform::qemu_virt::{BOARD, MANIFEST};
 use platform::VmSpec;
@@ -28,7 +28,11 @@ extern "C" fn guest_main(boot_ipa: u64) -> ! {
     // SAFETY: x0 at entry.
     let bi = unsafe { hv::boot_info(boot_ipa) };
     VM_ID.store(bi.vm_id as u64, Ordering::SeqCst);
-    harness::run(TESTS)
+    if bi.flags & BOOT_FLAG_HOST_IS_LINUX != 0 {
+        harness::run(TESTS_WITH_LINUX_HOST)
+    } else {
+        harness::run(TESTS)
+    }
 }
 
 #[panic_handler]
@@ -67,8 +71,12 @@ fn write_faults(addr: u64) -> Result<(), Msg> {
     expect_sea(try_write64(addr, ATTACK), addr, "write")
 }
 
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) -> Result<(), Msg> {
-    let deadline = arch::counter() + 60 * arch::counter_freq();
+fn wait_until(what: &str, cond: impl FnMut() -> bool) -> Result<(), Msg> {
+    wait_for(what, 60, cond)
+}
+
+fn wait_for(what: &str, seconds: u64, mut cond: impl FnMut() -> bool) -> Result<(), Msg> {
+    let deadline = arch::counter() + seconds * arch::counter_freq();
     while !cond() {
         if arch::counter() > deadline {
             return Err(msg!("timed out waiting for {what}"));
@@ -90,6 +98,7 @@ fn boot_info() -> Result<(), Msg> {
     check_eq!(bi.cpu, vm.cpu, "cpu");
     check_eq!(bi.vm_count as usize, MANIFEST.vms.len(), "VM count");
     check_eq!(decode_name(&bi.name), vm.name, "name");
+    check_eq!(bi.flags & !BOOT_FLAG_HOST_IS_LINUX, 0, "undefined boot-info flags");
     Ok(())
 }
 
@@ -819,6 +828,47 @@ fn owner_memory_unchanged() -> Result<(), Msg> {
     check_eq!(bi.mem_base, vm.mem.base, "our boot-info after the attacks");
     Ok(())
 }
+
+/// With a Linux host: wait until it has powered off (its tests route an interrupt to guest1's
+/// CPU, so the guests stay up until it is done), then check that it stopped alone: we still run
+/// and the hypervisor still serves us.
+fn linux_host_poweroff_stops_only_it() -> Result<(), Msg> {
+    let vm = me();
+    wait_for("the Linux host to power off", 170, || {
+        hv::vm_info().is_ok_and(|i| i.stopped_mask & 1 != 0)
+    })?;
+    let i = hv::vm_info().map_err(|e| msg!("VM_INFO after the host stopped: {e}"))?;
+    check_eq!(i.running_mask & 1, 0, "host still running");
+    check!(i.running_mask & (1 << vm.id) != 0, "we no longer run: {:#x}", i.running_mask);
+    check_eq!(i.stopped_mask & (1 << vm.id), 0, "our stopped bit");
+    check_eq!(hv::version(), Ok(ABI_VERSION as u64), "VERSION after the host stopped");
+    Ok(())
+}
+
+/// The tests with a Linux host: those that need no cooperating bare-metal host (the SMMU power
+/// cycle needs the host's votes), then the wait for the host's poweroff.
+static TESTS_WITH_LINUX_HOST: &[Test] = &[
+    ("boot_info", boot_info),
+    ("abi_version", abi_version),
+    ("features", features),
+    ("vm_info", vm_info),
+    ("device_info", device_info),
+    ("other_devices_unreachable", other_devices_unreachable),
+    ("error_codes", error_codes),
+    ("psci", psci_calls),
+    ("hyp_memory_isolated", hyp_memory_isolated),
+    ("vm_memory_isolated", vm_memory_isolated),
+    ("concurrent", concurrent),
+    ("dma_before_attach_is_aborted", dma_before_attach_is_aborted),
+    ("identity_dma_lands_at_the_ipa", identity_dma_lands_at_the_ipa),
+    ("identity_dma_cannot_leave_the_vm", identity_dma_cannot_leave_the_vm),
+    ("bad_smmu_requests_are_refused", bad_smmu_requests_are_refused),
+    ("nested_dma_translates_and_tlbi_unmaps", nested_dma_translates_and_tlbi_unmaps),
+    ("clear_ste_blocks_again", clear_ste_blocks_again),
+    ("pm_votes_gate_power", pm_votes_gate_power),
+    ("linux_host_poweroff_stops_only_it", linux_host_poweroff_stops_only_it),
+    ("owner_memory_unchanged", owner_memory_unchanged),
+];
 
 static TESTS: &[Test] = &[
     ("boot_info", boot_info),

@@ -1,0 +1,661 @@
+//! The Linux host: Debian's arm64 kernel and busybox (fetched by `cargo xtask setup` with
+//! `apt-get download` into `target/linux/`: nothing is downloaded when a VM runs), the busybox
+//! initramfs whose `/init` runs the host's tests, the host's device tree (written from
+//! `platform::linux::HostTree`, the description the hypervisor checks it against), and where
+//! each piece is loaded.
+
+use crate::cpio::Cpio;
+use crate::images::root;
+use crate::qemu::LinuxFiles;
+use crate::Opts;
+use platform::linux::{dtgen, image_header, HostTree, Layout, IMAGE_HEADER_SIZE};
+use platform::qemu_virt::{
+    BOARD, EDU_SLOTS, HOST_DISK_SLOT, HOST_SERIAL_SLOT, HYP_LOAD_ADDR, MANIFEST,
+};
+use platform::{MemRange, PciAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The kernel this project pins: `linux-image-<ABI>-arm64-unsigned` from bookworm-backports.
+/// If the archive has moved on (backports keeps only the newest 6.12), setup takes the current
+/// `linux-image-arm64` of bookworm-backports instead and says so.
+pub const PINNED_ABI: &str = "6.12.95+deb12";
+/// The kernel series the tests are written for.
+pub const SERIES: &str = "6.12.";
+/// The busybox package (static, arm64).
+pub const BUSYBOX_PKG: &str = "busybox-static:arm64";
+/// Kernel modules the initramfs carries (with their dependencies), decompressed.
+pub const MODULES: &[&str] = &["virtio_blk", "uio_pci_generic"];
+/// The kernel command line. `panic=-1`: a panic resets at once (PSCI SYSTEM_RESET stops the
+/// VM) instead of hanging; `iomem=relaxed`: the tests poke MMIO the host's own drivers claim
+/// (the GIC distributor, ECAM) with `devmem`: the hypervisor must hold regardless.
+pub const BOOTARGS: &str = "console=ttyS0 panic=-1 iomem=relaxed rdinit=/init";
+/// The SPI the host routes to guest1's CPU and pends (unused by anything the host has).
+pub const TEST_SPI: u32 = 100;
+
+/// Where the downloads and the derived files live.
+pub fn dir() -> PathBuf {
+    root().join("target/linux")
+}
+
+fn kernel_pkg(abi: &str) -> String {
+    format!("linux-image-{abi}-arm64-unsigned:arm64")
+}
+
+/// What setup fetched: the kernel ABI name and the files used.
+#[derive(Clone, Debug)]
+pub struct Artifacts {
+    /// E.g. `6.12.95+deb12`.
+    pub abi: String,
+    /// The package versions, as recorded by setup.
+    pub versions: String,
+    /// The arm64 `Image`.
+    pub image: PathBuf,
+    /// `lib/modules/<release>`.
+    pub modules: PathBuf,
+    /// The static busybox.
+    pub busybox: PathBuf,
+}
+
+/// The fetched files, if setup has run.
+pub fn artifacts() -> Option<Artifacts> {
+    let d = dir();
+    let versions = std::fs::read_to_string(d.join("VERSION")).ok()?;
+    let abi = versions.lines().next()?.trim().to_string();
+    let release = format!("{abi}-arm64");
+    let a = Artifacts {
+        image: d.join(format!("kernel/boot/vmlinuz-{release}")),
+        modules: d.join(format!("kernel/lib/modules/{release}")),
+        busybox: d.join("busybox/bin/busybox"),
+        versions,
+        abi,
+    };
+    (a.image.exists() && a.modules.exists() && a.busybox.exists()).then_some(a)
+}
+
+/// The shell commands that fetch and unpack the kernel and busybox (what setup runs as root;
+/// printed when it cannot).
+pub fn fetch_commands(abi: &str) -> Vec<String> {
+    let d = dir();
+    let debs = d.join("debs");
+    vec![
+        "dpkg --add-architecture arm64".into(),
+        "apt-get update".into(),
+        format!(
+            "mkdir -p {0} && cd {0} && apt-get download {1} {BUSYBOX_PKG}",
+            debs.display(),
+            kernel_pkg(abi)
+        ),
+        format!(
+            "dpkg-deb -x {}/linux-image-{abi}-arm64-unsigned_*.deb {}/kernel",
+            debs.display(),
+            d.display()
+        ),
+        format!("dpkg-deb -x {}/busybox-static_*.deb {}/busybox", debs.display(), d.display()),
+    ]
+}
+
+fn sh(cmd: &str, cwd: Option<&Path>, verbose: bool) -> Result<String, String> {
+    if verbose {
+        println!("+ {cmd}");
+    }
+    let mut c = Command::new("sh");
+    c.arg("-c").arg(cmd).env("DEBIAN_FRONTEND", "noninteractive");
+    if let Some(d) = cwd {
+        c.current_dir(d);
+    }
+    let out = c.output().map_err(|e| format!("cannot run `{cmd}`: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`{cmd}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The ABI name of the kernel `linux-image-arm64` depends on in bookworm-backports, from
+/// `apt-cache depends` output ("Depends: linux-image-6.12.95+deb12-arm64:arm64").
+pub fn abi_from_depends(text: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let dep = l.trim().strip_prefix("Depends: linux-image-")?;
+        let abi = dep.split(':').next()?.strip_suffix("-arm64")?;
+        abi.starts_with(SERIES).then(|| abi.to_string())
+    })
+}
+
+/// Whether `apt-cache policy` output offers a candidate.
+pub fn has_candidate(policy: &str) -> bool {
+    policy.lines().any(|l| {
+        l.trim()
+            .strip_prefix("Candidate:")
+            .is_some_and(|c| !c.trim().is_empty() && c.trim() != "(none)")
+    })
+}
+
+/// Fetches and unpacks the kernel and busybox (as root: adds the arm64 architecture).
+pub fn fetch(opts: &Opts) -> Result<Artifacts, String> {
+    let foreign = sh("dpkg --print-foreign-architectures", None, opts.verbose)?;
+    if !foreign.lines().any(|l| l.trim() == "arm64") {
+        println!("setup: dpkg --add-architecture arm64 && apt-get update");
+        sh("dpkg --add-architecture arm64", None, opts.verbose)?;
+        sh("apt-get update", None, opts.verbose)?;
+    }
+    let policy = |pkg: &str| sh(&format!("apt-cache policy {pkg}"), None, opts.verbose);
+    let mut abi = PINNED_ABI.to_string();
+    if !has_candidate(&policy(&kernel_pkg(&abi))?) {
+        sh("apt-get update", None, opts.verbose)?;
+        if !has_candidate(&policy(&kernel_pkg(&abi))?) {
+            let deps = sh(
+                "apt-cache depends -t bookworm-backports linux-image-arm64:arm64",
+                None,
+                opts.verbose,
+            )?;
+            abi = abi_from_depends(&deps).ok_or_else(|| {
+                format!(
+                    "neither {} nor a 6.12 linux-image-arm64 in bookworm-backports is available:\n{deps}",
+                    kernel_pkg(PINNED_ABI)
+                )
+            })?;
+            println!(
+                "setup: NOTE: the pinned kernel {PINNED_ABI} is no longer in the archive; using {abi} \
+                 (update PINNED_ABI in xtask/src/linux.rs)"
+            );
+        }
+    }
+    let d = dir();
+    let debs = d.join("debs");
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&debs).map_err(|e| format!("{}: {e}", debs.display()))?;
+    println!("setup: apt-get download {} {BUSYBOX_PKG}", kernel_pkg(&abi));
+    sh(&format!("apt-get download {} {BUSYBOX_PKG}", kernel_pkg(&abi)), Some(&debs), opts.verbose)?;
+    let mut versions = vec![abi.clone()];
+    for e in std::fs::read_dir(&debs).map_err(|e| e.to_string())?.flatten() {
+        let p = e.path();
+        let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let target = if name.starts_with("linux-image") { "kernel" } else { "busybox" };
+        sh(
+            &format!("dpkg-deb -x {} {}", p.display(), d.join(target).display()),
+            None,
+            opts.verbose,
+        )?;
+        versions.push(name);
+    }
+    versions.sort_by_key(|v| !v.starts_with(SERIES));
+    std::fs::write(d.join("VERSION"), versions.join("\n") + "\n").map_err(|e| e.to_string())?;
+    artifacts()
+        .ok_or_else(|| format!("the packages did not contain the expected files ({})", d.display()))
+}
+
+/// Module file name (`.ko.xz`) to module name: `-` and `_` are the same to the kernel.
+fn module_name(file: &str) -> String {
+    file.trim_end_matches(".xz").trim_end_matches(".ko").replace('-', "_")
+}
+
+fn find_modules(dir: &Path, out: &mut Vec<PathBuf>) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                find_modules(&p, out);
+            } else if p.to_string_lossy().ends_with(".ko.xz") {
+                out.push(p);
+            }
+        }
+    }
+}
+
+/// The `depends=` list of a module's `.modinfo`.
+pub fn module_depends(ko: &[u8]) -> Vec<String> {
+    let key = b"\0depends=";
+    let Some(at) = ko.windows(key.len()).position(|w| w == key) else { return Vec::new() };
+    let rest = &ko[at + key.len()..];
+    let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+    String::from_utf8_lossy(&rest[..end])
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.replace('-', "_"))
+        .collect()
+}
+
+fn xz_decompress(p: &Path) -> Result<Vec<u8>, String> {
+    let out = Command::new("xz")
+        .arg("-dc")
+        .arg(p)
+        .output()
+        .map_err(|e| format!("cannot run xz (install xz-utils): {e}"))?;
+    if !out.status.success() {
+        return Err(format!("xz -dc {} failed", p.display()));
+    }
+    Ok(out.stdout)
+}
+
+/// The modules `wanted` and their dependencies, decompressed, dependencies first.
+fn modules(art: &Artifacts, wanted: &[&str]) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let mut files = Vec::new();
+    find_modules(&art.modules.join("kernel"), &mut files);
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    fn add(
+        name: &str,
+        files: &[PathBuf],
+        out: &mut Vec<(String, Vec<u8>)>,
+        depth: usize,
+    ) -> Result<(), String> {
+        if out.iter().any(|(n, _)| n == name) {
+            return Ok(());
+        }
+        if depth > 16 {
+            return Err(format!("module dependency loop at {name}"));
+        }
+        let path = files
+            .iter()
+            .find(|p| module_name(&p.file_name().unwrap_or_default().to_string_lossy()) == name)
+            .ok_or_else(|| format!("kernel module {name} not found in the kernel package"))?;
+        let ko = xz_decompress(path)?;
+        for dep in module_depends(&ko) {
+            add(&dep, files, out, depth + 1)?;
+        }
+        out.push((name.to_string(), ko));
+        Ok(())
+    }
+    for m in wanted {
+        add(m, &files, &mut out, 0)?;
+    }
+    Ok(out)
+}
+
+/// What the test script checks, from the platform description.
+pub struct ScriptFacts {
+    /// Host RAM.
+    pub ram: MemRange,
+    /// The host's PCI functions, as `bus:dev.fn vendor device`.
+    pub functions: Vec<(PciAddr, u16, u16)>,
+    /// Addresses `devmem` must not reach (each must fault at stage 2).
+    pub faults: Vec<(u64, &'static str)>,
+    /// ECAM addresses of functions the host does not own (read as all ones).
+    pub absent_config: Vec<u64>,
+    /// Where the test moves the host edu's BAR0 to (in config space only).
+    pub moved_bar: u64,
+    /// Modules to load, in order.
+    pub modules: Vec<String>,
+}
+
+fn ecam(a: PciAddr, off: u64) -> u64 {
+    BOARD.pcie_ecam.base
+        + ((a.bus as u64) << 20)
+        + ((a.dev as u64) << 15)
+        + ((a.func as u64) << 12)
+        + off
+}
+
+impl ScriptFacts {
+    /// The facts for this board and manifest.
+    pub fn new(modules: Vec<String>) -> Self {
+        let host = &MANIFEST.vms[0];
+        let guests: Vec<_> = MANIFEST.vms.iter().filter(|v| v.id != 0).collect();
+        let unowned_ram = MANIFEST.vms.iter().map(|v| v.mem.end()).max().unwrap_or(0);
+        let mut faults = vec![
+            (BOARD.hyp.base, "the hypervisor's memory (the board's device tree)"),
+            (HYP_LOAD_ADDR, "the hypervisor's image"),
+            (BOARD.hyp.end() - 0x1000, "the hypervisor's memory (stacks, heap)"),
+        ];
+        for g in &guests {
+            faults.push((g.mem.base, "a guest's RAM"));
+        }
+        faults.extend([
+            (unowned_ram, "RAM no VM owns"),
+            (BOARD.gic_its.base, "the GIC ITS"),
+            (BOARD.smmu.base, "the SMMU"),
+            (BOARD.uart.base, "the PL011"),
+            (BOARD.gicr.base + platform::linux::GICR_FRAME_SIZE, "guest1's CPU's redistributor"),
+        ]);
+        let functions = vec![
+            (PciAddr::slot(EDU_SLOTS[0], 0), 0x1234, 0x11e8),
+            (PciAddr::slot(HOST_SERIAL_SLOT, 0), 0x1b36, 0x0002),
+            (PciAddr::slot(HOST_DISK_SLOT, 0), 0x1af4, 0x1001),
+        ];
+        let absent_config =
+            [PciAddr::slot(0, 0), PciAddr::slot(EDU_SLOTS[1], 0), PciAddr::slot(EDU_SLOTS[2], 0)]
+                .iter()
+                .map(|a| ecam(*a, 0))
+                .collect();
+        let _ = host;
+        Self { ram: host.mem, functions, faults, absent_config, moved_bar: 0x1050_0000, modules }
+    }
+}
+
+/// The `/init` script: mounts, then the tests, each printing `test NAME ... ok` or
+/// `test NAME ... FAILED: why`, then `N passed, M failed`, then `poweroff -f`.
+pub fn init_script(f: &ScriptFacts) -> String {
+    let ram_node = format!("/sys/firmware/devicetree/base/memory@{:x}", f.ram.base);
+    let ram_reg = format!("{:016x}{:016x}", f.ram.base, f.ram.size);
+    let ram_iomem = format!("{:08x}-{:08x} : System RAM", f.ram.base, f.ram.end() - 1);
+    let pci_list: Vec<String> = f
+        .functions
+        .iter()
+        .map(|(a, _, _)| format!("0000:{:02x}:{:02x}.{}", a.bus, a.dev, a.func))
+        .collect();
+    let pci_ids: Vec<String> = f
+        .functions
+        .iter()
+        .zip(&pci_list)
+        .map(|((_, v, d), name)| format!("{name}:0x{v:04x}:0x{d:04x}"))
+        .collect();
+    let faults: Vec<String> = f.faults.iter().map(|(a, _)| format!("{a:#x}")).collect();
+    let absent: Vec<String> = f.absent_config.iter().map(|a| format!("{a:#x}")).collect();
+    let guest_cmd = ecam(PciAddr::slot(EDU_SLOTS[1], 0), 4);
+    let spi = TEST_SPI;
+    let gicd = BOARD.gicd.base;
+    let irouter = gicd + 0x6000 + 8 * spi as u64;
+    let isenabler = gicd + 0x100 + 4 * (spi as u64 / 32);
+    let ispendr = gicd + 0x200 + 4 * (spi as u64 / 32);
+    let bit = 1u32 << (spi % 32);
+    let moved = f.moved_bar;
+    let modules = f.modules.join(" ");
+    format!(
+        r#"#!/bin/sh
+# The Linux host's tests, generated by xtask (xtask/src/linux.rs) from the platform description.
+# Each prints `test NAME ... ok` or `test NAME ... FAILED: why`; the last line is the summary.
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+/bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin /proc /sys /dev /tmp
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+# Kernel messages would land in the middle of test lines on the console.
+echo 1 > /proc/sys/kernel/printk
+echo "host: Linux $(uname -r) reached userspace after $(cut -d' ' -f1 /proc/uptime) s"
+passed=0
+failed=0
+run() {{
+    name=$1
+    shift
+    if why=$("$@" 2>&1); then
+        echo "test $name ... ok"
+        passed=$((passed + 1))
+    else
+        echo "test $name ... FAILED: $(echo $why)"
+        failed=$((failed + 1))
+    fi
+}}
+# Runs devmem in a child: prints its exit status (135 = killed by SIGBUS: the access faulted).
+probe() {{
+    (devmem "$@") >/dev/null 2>&1
+    echo $?
+}}
+# Dword N (0-based) of a function's configuration space, as 8 hex digits.
+config_dword() {{
+    dd if=$1/config bs=4 skip=$2 count=1 2>/dev/null | hexdump -v -e '1/4 "%08x"'
+}}
+# Writes dword N of a function's configuration space (one 4-byte write: the kernel makes one
+# configuration write of it).
+set_config_dword() {{
+    v=$(($3))
+    printf "\\$(printf %03o $((v & 255)))\\$(printf %03o $(((v >> 8) & 255)))\\$(printf %03o $(((v >> 16) & 255)))\\$(printf %03o $(((v >> 24) & 255)))" |
+        dd of=$1/config bs=4 seek=$2 count=1 conv=notrunc 2>/dev/null
+}}
+
+memory_is_exactly_ours() {{
+    nodes=$(ls -d /sys/firmware/devicetree/base/memory@*)
+    [ "$nodes" = "{ram_node}" ] || {{ echo "memory nodes: $nodes"; return 1; }}
+    reg=$(hexdump -v -e '1/1 "%02x"' "$nodes/reg")
+    [ "$reg" = "{ram_reg}" ] || {{ echo "memory reg $reg"; return 1; }}
+    ram=$(grep "System RAM" /proc/iomem | grep -v "^ ")
+    [ "$ram" = "{ram_iomem}" ] || {{ echo "/proc/iomem: $ram"; return 1; }}
+}}
+
+one_cpu() {{
+    n=$(grep -c ^processor /proc/cpuinfo)
+    [ "$n" = 1 ] || {{ echo "$n processors"; return 1; }}
+    [ "$(cat /sys/devices/system/cpu/possible)" = 0 ] || {{ echo "possible CPUs $(cat /sys/devices/system/cpu/possible)"; return 1; }}
+    cpus=$(ls -d /sys/firmware/devicetree/base/cpus/cpu@*)
+    [ "$cpus" = /sys/firmware/devicetree/base/cpus/cpu@0 ] || {{ echo "CPU nodes $cpus"; return 1; }}
+}}
+
+exactly_our_pci_functions() {{
+    got=$(ls /sys/bus/pci/devices | tr '\n' ' ')
+    [ "$got" = "{pci_list} " ] || {{ echo "functions: $got"; return 1; }}
+    for f in {pci_ids}; do
+        d=/sys/bus/pci/devices/$(echo $f | cut -d: -f1-3)
+        v=$(echo $f | cut -d: -f4)
+        i=$(echo $f | cut -d: -f5)
+        [ "$(cat $d/vendor)" = $v ] && [ "$(cat $d/device)" = $i ] || {{ echo "$d is $(cat $d/vendor):$(cat $d/device)"; return 1; }}
+    done
+}}
+
+others_config_space_reads_absent() {{
+    for a in {absent}; do
+        v=$(devmem $a 32)
+        [ "$v" = 0xFFFFFFFF ] || {{ echo "ECAM $a reads $v"; return 1; }}
+    done
+    # Writing another VM's function's command register: dropped, still absent.
+    devmem {guest_cmd:#x} 16 0
+    [ "$(devmem {guest_cmd:#x} 16)" = 0xFFFF ] || {{ echo "guest1's edu command register is visible"; return 1; }}
+}}
+
+bar_cannot_move() {{
+    d=/sys/bus/pci/devices/0000:00:{edu_slot:02x}.0
+    bar=$(head -1 $d/resource | cut -d' ' -f1)
+    [ "$(devmem $bar 32)" = 0x010000ED ] || {{ echo "edu ID at $bar reads $(devmem $bar 32)"; return 1; }}
+    orig=$(config_dword $d 4)
+    set_config_dword $d 4 {moved:#x}
+    back=$(config_dword $d 4)
+    still=$(devmem $bar 32)
+    moved=$(probe {moved:#x} 32)
+    set_config_dword $d 4 0x$orig
+    [ "$back" = {moved:08x} ] || {{ echo "BAR0 reads $back after writing {moved:#x}"; return 1; }}
+    [ "$still" = 0x010000ED ] || {{ echo "edu no longer answers at $bar ($still)"; return 1; }}
+    [ "$moved" = 135 ] || {{ echo "reading {moved:#x} did not fault (exit $moved)"; return 1; }}
+    now=$(config_dword $d 4)
+    [ "$now" = "$orig" ] || {{ echo "BAR0 not restored: $now"; return 1; }}
+}}
+
+devmem_outside_the_host_faults() {{
+    for a in {faults}; do
+        rc=$(probe $a 32)
+        [ "$rc" = 135 ] || {{ echo "devmem $a exited $rc, not killed by SIGBUS"; return 1; }}
+    done
+}}
+
+spi_routed_to_a_guest_cpu() {{
+    # Route SPI {spi} to CPU 1 (guest1's), enable it, pend it: the hypervisor takes it at EL2 on
+    # that CPU, has no handler for it, disables it and carries on.
+    devmem {irouter:#x} 32 1
+    devmem {isenabler:#x} 32 {bit:#x}
+    devmem {ispendr:#x} 32 {bit:#x}
+    sleep 1
+    en=$(devmem {isenabler:#x} 32)
+    pend=$(devmem {ispendr:#x} 32)
+    [ $((en & {bit:#x})) = 0 ] || {{ echo "SPI {spi} still enabled ($en): nobody took it"; return 1; }}
+    [ $((pend & {bit:#x})) = 0 ] || {{ echo "SPI {spi} still pending ($pend)"; return 1; }}
+}}
+
+psci_and_smccc_as_linux_sees_them() {{
+    dmesg | grep -q "psci: PSCIv1.1 detected in firmware" || {{ echo "no PSCIv1.1 in dmesg"; return 1; }}
+    dmesg | grep -q "psci: SMC Calling Convention v1.1" || {{ echo "no SMCCC v1.1 in dmesg"; return 1; }}
+    [ "$(cat /sys/firmware/devicetree/base/psci/method)" = smc ] || return 1
+}}
+
+interrupts_and_timer() {{
+    t1=$(grep arch_timer /proc/interrupts | awk '{{print $2}}')
+    sleep 1
+    t2=$(grep arch_timer /proc/interrupts | awk '{{print $2}}')
+    [ -n "$t1" ] && [ "$t2" -gt "$t1" ] || {{ echo "timer interrupts $t1 -> $t2"; return 1; }}
+    s=$(grep ttyS0 /proc/interrupts | awk '{{print $2}}')
+    [ -n "$s" ] && [ "$s" -gt 0 ] || {{ echo "no ttyS0 (PCI INTx) interrupts: $(grep -i serial /proc/interrupts)"; return 1; }}
+}}
+
+no_its_no_smmu() {{
+    [ -z "$(ls /sys/class/iommu)" ] || {{ echo "IOMMUs: $(ls /sys/class/iommu)"; return 1; }}
+    dmesg | grep -q "No ITS available" || {{ echo "the kernel found an ITS"; return 1; }}
+}}
+
+modules_load() {{
+    # The disk's DMA is blocked until the host drives its (emulated) SMMU: no driver binds yet.
+    echo 0 > /sys/bus/virtio/drivers_autoprobe
+    for m in {modules}; do
+        insmod /lib/modules/$m.ko || {{ echo "insmod $m failed"; return 1; }}
+    done
+    [ -d /sys/bus/virtio/drivers/virtio_blk ] || {{ echo "virtio_blk did not register"; return 1; }}
+    [ "$(cat /sys/bus/virtio/devices/virtio0/device)" = 0x0002 ] || {{ echo "virtio0 is not a block device"; return 1; }}
+}}
+
+run memory_is_exactly_ours memory_is_exactly_ours
+run one_cpu one_cpu
+run exactly_our_pci_functions exactly_our_pci_functions
+run others_config_space_reads_absent others_config_space_reads_absent
+run bar_cannot_move bar_cannot_move
+run devmem_outside_the_host_faults devmem_outside_the_host_faults
+run spi_routed_to_a_guest_cpu spi_routed_to_a_guest_cpu
+run psci_and_smccc_as_linux_sees_them psci_and_smccc_as_linux_sees_them
+run interrupts_and_timer interrupts_and_timer
+run no_its_no_smmu no_its_no_smmu
+run modules_load modules_load
+echo "$passed passed, $failed failed"
+poweroff -f
+"#,
+        pci_list = pci_list.join(" "),
+        pci_ids = pci_ids.join(" "),
+        faults = faults.join(" "),
+        absent = absent.join(" "),
+        edu_slot = EDU_SLOTS[0],
+    )
+}
+
+/// Builds the initramfs: busybox, `/init`, `/dev/console`, the modules.
+pub fn initramfs(art: &Artifacts) -> Result<(Vec<u8>, ScriptFacts), String> {
+    let mods = modules(art, MODULES)?;
+    let facts = ScriptFacts::new(mods.iter().map(|(n, _)| n.clone()).collect());
+    let busybox =
+        std::fs::read(&art.busybox).map_err(|e| format!("{}: {e}", art.busybox.display()))?;
+    let mut c = Cpio::new();
+    for d in [
+        "bin",
+        "sbin",
+        "usr",
+        "usr/bin",
+        "usr/sbin",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "lib",
+        "lib/modules",
+    ] {
+        c.dir(d);
+    }
+    c.char_dev("dev/console", 0o600, 5, 1);
+    c.char_dev("dev/null", 0o666, 1, 3);
+    c.file("bin/busybox", 0o755, &busybox);
+    c.symlink("bin/sh", "busybox");
+    c.file("init", 0o755, init_script(&facts).as_bytes());
+    for (name, ko) in &mods {
+        c.file(&format!("lib/modules/{name}.ko"), 0o644, ko);
+    }
+    Ok((c.finish(), facts))
+}
+
+/// Everything the Linux host needs, written under `target/linux/`, and where each is loaded.
+pub struct Prepared {
+    /// The QEMU loader arguments.
+    pub files: LinuxFiles,
+    /// What the test script checks (xtask checks the hypervisor log against it too).
+    pub facts: ScriptFacts,
+    /// The fetched packages.
+    pub art: Artifacts,
+}
+
+/// Builds the initramfs and the device tree and lays the pieces out in the host's RAM.
+pub fn prepare(opts: &Opts) -> Result<Prepared, String> {
+    let art = artifacts().ok_or_else(|| {
+        format!(
+            "the Linux host's kernel and busybox are missing from {}. Run `cargo xtask setup` (as root), or:\n  {}",
+            dir().display(),
+            fetch_commands(PINNED_ABI).join("\n  ")
+        )
+    })?;
+    let host = &MANIFEST.vms[0];
+    let layout = Layout::for_vm(host).map_err(|e| e.to_string())?;
+    let mut head = vec![0u8; IMAGE_HEADER_SIZE];
+    let image = std::fs::read(&art.image).map_err(|e| format!("{}: {e}", art.image.display()))?;
+    head.copy_from_slice(image.get(..IMAGE_HEADER_SIZE).ok_or("truncated kernel Image")?);
+    let header = image_header(&head)
+        .ok_or_else(|| format!("{} is not an arm64 Image", art.image.display()))?;
+    let kernel = layout.kernel(&header).map_err(|e| e.to_string())?;
+    let (cpio, facts) = initramfs(&art)?;
+    let initrd = layout.initrd(kernel, cpio.len() as u64).map_err(|e| e.to_string())?;
+    let tree = HostTree::new(&BOARD, host, BOOTARGS, Some(initrd));
+    let dtb = dtgen::write(&tree).map_err(|e| format!("writing the host's device tree: {e}"))?;
+    let d = dir();
+    let (initrd_path, dtb_path) = (d.join("initramfs.cpio"), d.join("host.dtb"));
+    std::fs::write(&initrd_path, &cpio).map_err(|e| e.to_string())?;
+    std::fs::write(&dtb_path, &dtb).map_err(|e| e.to_string())?;
+    if opts.verbose {
+        println!(
+            "+ wrote {} ({} bytes) and {} ({} bytes): kernel at {:#x}, initramfs at {:#x}, device tree at {:#x}",
+            initrd_path.display(),
+            cpio.len(),
+            dtb_path.display(),
+            dtb.len(),
+            kernel.base,
+            initrd.base,
+            layout.dtb.base
+        );
+    }
+    Ok(Prepared {
+        files: LinuxFiles {
+            image: art.image.clone(),
+            image_addr: kernel.base,
+            initrd: initrd_path,
+            initrd_addr: initrd.base,
+            dtb: dtb_path,
+            dtb_addr: layout.dtb.base,
+        },
+        facts,
+        art,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_the_backports_kernel() {
+        let deps = "linux-image-arm64:arm64\n  Depends: linux-image-6.12.95+deb12-arm64:arm64\n";
+        assert_eq!(abi_from_depends(deps).as_deref(), Some("6.12.95+deb12"));
+        assert_eq!(abi_from_depends("  Depends: linux-image-6.1.0-9-arm64:arm64\n"), None);
+        assert!(has_candidate("foo:\n  Installed: (none)\n  Candidate: 6.12.95-1~bpo12+1\n"));
+        assert!(!has_candidate("foo:\n  Installed: (none)\n  Candidate: (none)\n"));
+        assert!(!has_candidate(""));
+    }
+
+    #[test]
+    fn reads_module_dependencies() {
+        let ko = b"\x7fELF...\0license=GPL\0depends=uio,foo-bar\0intree=Y\0";
+        assert_eq!(module_depends(ko), ["uio", "foo_bar"]);
+        assert!(module_depends(b"\0depends=\0").is_empty());
+        assert!(module_depends(b"nothing").is_empty());
+        assert_eq!(module_name("uio_pci_generic.ko.xz"), "uio_pci_generic");
+        assert_eq!(module_name("virtio-blk.ko.xz"), "virtio_blk");
+    }
+
+    #[test]
+    fn the_script_knows_the_platform() {
+        let f = ScriptFacts::new(vec!["uio".into(), "uio_pci_generic".into()]);
+        let s = init_script(&f);
+        assert!(s.contains("memory@44000000"));
+        assert!(s.contains("0000000044000000") && s.contains("0000000010000000"));
+        assert!(s.contains("44000000-53ffffff : System RAM"));
+        assert!(s.contains("0000:00:02.0 0000:00:05.0 0000:00:06.0 "));
+        for (a, _) in &f.faults {
+            assert!(s.contains(&format!("{a:#x}")), "{a:#x}");
+        }
+        assert!(f.faults.iter().any(|(a, _)| *a == MANIFEST.vms[1].mem.base));
+        assert!(s.contains("insmod") && s.contains("uio uio_pci_generic"));
+        // GICD_IROUTER of SPI 100 and its enable/pending registers.
+        assert!(s.contains("0x8006320") && s.contains("0x800010c") && s.contains("0x800020c"));
+        assert!(s.ends_with("poweroff -f\n"));
+    }
+}
