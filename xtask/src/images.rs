@@ -91,7 +91,7 @@ pub fn build(opts: &Opts) -> Result<Images, String> {
         std::fs::write(&bin, &flat).map_err(|e| format!("{}: {e}", bin.display()))?;
         if opts.verbose {
             println!(
-                "+ flattened {} -> {} ({} bytes)",
+                "xtask: flattened {} -> {} ({} bytes)",
                 elf_path.display(),
                 bin.display(),
                 flat.len()

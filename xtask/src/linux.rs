@@ -32,6 +32,27 @@ pub const MODULES: &[&str] = &["virtio_blk", "uio_pci_generic"];
 pub const BOOTARGS: &str = "console=ttyS0 panic=-1 iomem=relaxed rdinit=/init";
 /// The SPI the host routes to guest1's CPU and pends (unused by anything the host has).
 pub const TEST_SPI: u32 = 100;
+/// On the command line, makes `/init` panic the kernel at once (the "Linux host panics" run).
+pub const PANIC_ARG: &str = "xtask.host=panic";
+
+/// What the Linux host does in a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// Runs its tests, then `poweroff`.
+    Tests,
+    /// Panics right after boot (`panic=-1`: PSCI SYSTEM_RESET must stop only the host).
+    Panic,
+}
+
+impl Variant {
+    /// The kernel command line.
+    pub fn bootargs(self) -> String {
+        match self {
+            Variant::Tests => BOOTARGS.to_string(),
+            Variant::Panic => format!("{BOOTARGS} {PANIC_ARG}"),
+        }
+    }
+}
 
 /// Where the downloads and the derived files live.
 pub fn dir() -> PathBuf {
@@ -366,6 +387,10 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null
 # Kernel messages would land in the middle of test lines on the console.
 echo 1 > /proc/sys/kernel/printk
 echo "host: Linux $(uname -r) reached userspace after $(cut -d' ' -f1 /proc/uptime) s"
+if grep -q "{panic_arg}" /proc/cmdline; then
+    echo "host: panicking on purpose: with panic=-1 the kernel resets (PSCI SYSTEM_RESET)"
+    echo c > /proc/sysrq-trigger
+fi
 passed=0
 failed=0
 run() {{
@@ -520,6 +545,7 @@ poweroff -f
         faults = faults.join(" "),
         absent = absent.join(" "),
         edu_slot = EDU_SLOTS[0],
+        panic_arg = PANIC_ARG,
     )
 }
 
@@ -567,7 +593,7 @@ pub struct Prepared {
 }
 
 /// Builds the initramfs and the device tree and lays the pieces out in the host's RAM.
-pub fn prepare(opts: &Opts) -> Result<Prepared, String> {
+pub fn prepare(opts: &Opts, variant: Variant) -> Result<Prepared, String> {
     let art = artifacts().ok_or_else(|| {
         format!(
             "the Linux host's kernel and busybox are missing from {}. Run `cargo xtask setup` (as root), or:\n  {}",
@@ -585,15 +611,20 @@ pub fn prepare(opts: &Opts) -> Result<Prepared, String> {
     let kernel = layout.kernel(&header).map_err(|e| e.to_string())?;
     let (cpio, facts) = initramfs(&art)?;
     let initrd = layout.initrd(kernel, cpio.len() as u64).map_err(|e| e.to_string())?;
-    let tree = HostTree::new(&BOARD, host, BOOTARGS, Some(initrd));
+    let bootargs = variant.bootargs();
+    let tree = HostTree::new(&BOARD, host, &bootargs, Some(initrd));
     let dtb = dtgen::write(&tree).map_err(|e| format!("writing the host's device tree: {e}"))?;
     let d = dir();
-    let (initrd_path, dtb_path) = (d.join("initramfs.cpio"), d.join("host.dtb"));
+    let dtb_name = match variant {
+        Variant::Tests => "host.dtb",
+        Variant::Panic => "host-panic.dtb",
+    };
+    let (initrd_path, dtb_path) = (d.join("initramfs.cpio"), d.join(dtb_name));
     std::fs::write(&initrd_path, &cpio).map_err(|e| e.to_string())?;
     std::fs::write(&dtb_path, &dtb).map_err(|e| e.to_string())?;
     if opts.verbose {
         println!(
-            "+ wrote {} ({} bytes) and {} ({} bytes): kernel at {:#x}, initramfs at {:#x}, device tree at {:#x}",
+            "xtask: wrote {} ({} bytes) and {} ({} bytes): kernel at {:#x}, initramfs at {:#x}, device tree at {:#x}",
             initrd_path.display(),
             cpio.len(),
             dtb_path.display(),

@@ -153,7 +153,7 @@ fn model(opts: &Opts) -> Result<(), String> {
 fn run(opts: &Opts) -> Result<(), String> {
     let imgs = images::build(opts)?;
     if opts.host == HostKind::Linux {
-        let out = linux_run(&imgs, opts, opts.timeout.unwrap_or(180))?;
+        let out = linux_run(&imgs, opts, opts.timeout.unwrap_or(180), linux::Variant::Tests)?;
         let names = report::vm_names();
         let guest = report::GuestReport::parse(&out.log, &names);
         println!("\n{}", guest.table());
@@ -176,14 +176,19 @@ fn run(opts: &Opts) -> Result<(), String> {
 /// The Linux-host run: Debian's kernel as VM 0 (its initramfs runs the host's tests), the
 /// guest-tests image in the guests (which see `BootInfo.flags` say the host is Linux and skip
 /// what needs a cooperating host).
-fn linux_run(imgs: &images::Images, opts: &Opts, timeout: u64) -> Result<qemu::RunOutput, String> {
-    let prepared = linux::prepare(opts)?;
+fn linux_run(
+    imgs: &images::Images,
+    opts: &Opts,
+    timeout: u64,
+    variant: linux::Variant,
+) -> Result<qemu::RunOutput, String> {
+    let prepared = linux::prepare(opts, variant)?;
     println!(
         "Linux host: {} (packages: {}); initramfs {} bytes; command line \"{}\"",
         prepared.art.abi,
-        prepared.art.versions.lines().skip(1).collect::<Vec<_>>().join(", "),
+        prepared.art.versions.lines().skip(1).collect::<Vec<_>>().join(", ").replace("%3a", ":"),
         std::fs::metadata(&prepared.files.initrd).map_or(0, |m| m.len()),
-        linux::BOOTARGS
+        variant.bootargs()
     );
     let launch = qemu::Launch {
         hyp: &imgs.hyp,
@@ -192,20 +197,27 @@ fn linux_run(imgs: &images::Images, opts: &Opts, timeout: u64) -> Result<qemu::R
         disk: &imgs.disk,
         append: "gbpa_reset=abort".into(),
         extra: vec![],
-        tag: "linux".into(),
+        tag: match variant {
+            linux::Variant::Tests => "linux",
+            linux::Variant::Panic => "linux-panic",
+        }
+        .into(),
     };
     let mut out = qemu::run(&launch, opts, timeout, true)?;
-    out.checks = report::linux_checks(
-        &out.log,
-        &prepared
-            .facts
-            .faults
-            .iter()
-            .map(|(a, _)| *a)
-            .chain([prepared.facts.moved_bar])
-            .collect::<Vec<_>>(),
-        linux::TEST_SPI,
-    );
+    out.checks = match variant {
+        linux::Variant::Tests => report::linux_checks(
+            &out.log,
+            &prepared
+                .facts
+                .faults
+                .iter()
+                .map(|(a, _)| *a)
+                .chain([prepared.facts.moved_bar])
+                .collect::<Vec<_>>(),
+            linux::TEST_SPI,
+        ),
+        linux::Variant::Panic => report::linux_panic_checks(&out.log),
+    };
     Ok(out)
 }
 
@@ -225,31 +237,34 @@ fn test(opts: &Opts) -> Result<(), String> {
     let mut problems = Vec::new();
     let mut logs = Vec::new();
     let mut timings = Vec::new();
-    let mut account = |what: &str, out: &qemu::RunOutput, problems: &mut Vec<String>| {
-        let guest = report::GuestReport::parse(&out.log, &report::vm_names());
-        println!();
-        println!("{what}: {}", guest.table());
-        guest_passed += guest.passed();
-        guest_failed += guest.failed();
-        for c in &out.checks {
-            match &c.result {
-                Ok(()) => {
-                    println!("xtask check {} ... ok", c.name);
-                    guest_passed += 1;
-                }
-                Err(why) => {
-                    println!("xtask check {} ... FAILED: {why}", c.name);
-                    guest_failed += 1;
+    let mut account =
+        |what: &str, out: &qemu::RunOutput, problems: &mut Vec<String>, host: bool| {
+            let names: Vec<String> =
+                report::vm_names().into_iter().skip(if host { 0 } else { 1 }).collect();
+            let guest = report::GuestReport::parse(&out.log, &names);
+            println!();
+            println!("{what}: {}", guest.table());
+            guest_passed += guest.passed();
+            guest_failed += guest.failed();
+            for c in &out.checks {
+                match &c.result {
+                    Ok(()) => {
+                        println!("xtask check {} ... ok", c.name);
+                        guest_passed += 1;
+                    }
+                    Err(why) => {
+                        println!("xtask check {} ... FAILED: {why}", c.name);
+                        guest_failed += 1;
+                    }
                 }
             }
-        }
-        problems.extend(guest.problems().into_iter().map(|p| format!("{what}: {p}")));
-        if let Err(e) = out.verdict() {
-            problems.push(format!("{what}: {e}"));
-        }
-        logs.push(out.log_path.clone());
-        timings.push(format!("{what}: {:.0} s", out.seconds));
-    };
+            problems.extend(guest.problems().into_iter().map(|p| format!("{what}: {p}")));
+            if let Err(e) = out.verdict() {
+                problems.push(format!("{what}: {e}"));
+            }
+            logs.push(out.log_path.clone());
+            timings.push(format!("{what}: {:.0} s", out.seconds));
+        };
     for (what, bootargs) in RUNS {
         println!("\n=== integration run: {what} (-append \"{bootargs}\") ===");
         let launch = qemu::Launch {
@@ -262,13 +277,17 @@ fn test(opts: &Opts) -> Result<(), String> {
             tag: if bootargs.contains("bypass") { "bypass" } else { "abort" }.into(),
         };
         let out = qemu::run(&launch, opts, opts.timeout.unwrap_or(300), true)?;
-        account(what, &out, &mut problems);
+        account(what, &out, &mut problems, true);
     }
-    println!("\n=== integration run: Linux as the host VM ===");
-    let what = "Linux host";
-    match linux_run(&imgs, opts, opts.timeout.unwrap_or(180)) {
-        Ok(out) => account(what, &out, &mut problems),
-        Err(e) => problems.push(format!("{what}: {e}")),
+    // Linux as the host: its tests; then a host kernel that panics (only the guests report).
+    for (what, variant) in
+        [("Linux host", linux::Variant::Tests), ("Linux host panics", linux::Variant::Panic)]
+    {
+        println!("\n=== integration run: {what} ===");
+        match linux_run(&imgs, opts, opts.timeout.unwrap_or(180), variant) {
+            Ok(out) => account(what, &out, &mut problems, variant == linux::Variant::Tests),
+            Err(e) => problems.push(format!("{what}: {e}")),
+        }
     }
     if host.failed > 0 || !host.ok {
         println!("host unit tests: {} passed, {} failed", host.passed, host.failed);

@@ -175,6 +175,30 @@ pub struct LogCheck {
     pub result: Result<(), String>,
 }
 
+/// The checks of the run where the Linux host panics (`panic=-1`): PSCI SYSTEM_RESET stopped
+/// the host, and only the host: the guests ran on and stopped by themselves.
+pub fn linux_panic_checks(log: &str) -> Vec<LogCheck> {
+    let reset = position(log, "vm host stopped (SYSTEM_RESET");
+    let later = |needle: &str| match (reset, position(log, needle)) {
+        (Some(h), Some(g)) => g > h,
+        _ => false,
+    };
+    vec![LogCheck {
+        name: "host_panic_resets_only_the_host",
+        result: if !log.contains("Kernel panic - not syncing") {
+            Err("the host kernel did not panic".into())
+        } else if reset.is_none() {
+            Err("the host was not stopped by PSCI SYSTEM_RESET".into())
+        } else if !(later("vm guest1 stopped (SYSTEM_OFF)")
+            && later("vm guest2 stopped (SYSTEM_OFF)"))
+        {
+            Err("the guests did not run on after the host's reset".into())
+        } else {
+            Ok(())
+        },
+    }]
+}
+
 fn position(log: &str, needle: &str) -> Option<usize> {
     log.find(needle)
 }
@@ -309,6 +333,19 @@ hyp: INFO  vm guest1 stopped (SYSTEM_OFF) after 1 hypercalls
         assert!(linux_checks(&early, &[], 100)[3].result.is_err(), "guest2 stopped first");
         let unchecked = good.replace("matches the manifest", "was not checked");
         assert!(linux_checks(&unchecked, &[], 100)[0].result.is_err());
+    }
+
+    #[test]
+    fn linux_panic_check() {
+        let good = "[host] [    3.1] Kernel panic - not syncing: sysrq triggered crash\n\
+                    hyp: INFO  vm host stopped (SYSTEM_RESET: stopped, not restarted)\n\
+                    hyp: INFO  vm guest1 stopped (SYSTEM_OFF)\nhyp: INFO  vm guest2 stopped (SYSTEM_OFF)\n";
+        assert_eq!(linux_panic_checks(good)[0].result, Ok(()));
+        assert!(linux_panic_checks(&good.replace("SYSTEM_RESET", "crash"))[0].result.is_err());
+        assert!(linux_panic_checks(&good.replace("Kernel panic", "no"))[0].result.is_err());
+        let guests_first = "[host] Kernel panic - not syncing\nhyp: INFO  vm guest1 stopped (SYSTEM_OFF)\n\
+                            hyp: INFO  vm guest2 stopped (SYSTEM_OFF)\nhyp: INFO  vm host stopped (SYSTEM_RESET)\n";
+        assert!(linux_panic_checks(guests_first)[0].result.is_err());
     }
 
     #[test]

@@ -829,12 +829,12 @@ fn owner_memory_unchanged() -> Result<(), Msg> {
     Ok(())
 }
 
-/// With a Linux host: wait until it has powered off (its tests route an interrupt to guest1's
-/// CPU, so the guests stay up until it is done), then check that it stopped alone: we still run
-/// and the hypervisor still serves us.
-fn linux_host_poweroff_stops_only_it() -> Result<(), Msg> {
+/// With a Linux host: wait until it has stopped (its `poweroff`, or a reset after a panic; its
+/// tests route an interrupt to guest1's CPU, so the guests stay up until it is done), then check
+/// that it stopped alone: we still run and the hypervisor still serves us.
+fn linux_host_stop_leaves_us_running() -> Result<(), Msg> {
     let vm = me();
-    wait_for("the Linux host to power off", 170, || {
+    wait_for("the Linux host to stop", 170, || {
         hv::vm_info().is_ok_and(|i| i.stopped_mask & 1 != 0)
     })?;
     let i = hv::vm_info().map_err(|e| msg!("VM_INFO after the host stopped: {e}"))?;
@@ -866,7 +866,7 @@ static TESTS_WITH_LINUX_HOST: &[Test] = &[
     ("nested_dma_translates_and_tlbi_unmaps", nested_dma_translates_and_tlbi_unmaps),
     ("clear_ste_blocks_again", clear_ste_blocks_again),
     ("pm_votes_gate_power", pm_votes_gate_power),
-    ("linux_host_poweroff_stops_only_it", linux_host_poweroff_stops_only_it),
+    ("linux_host_stop_leaves_us_running", linux_host_stop_leaves_us_running),
     ("owner_memory_unchanged", owner_memory_unchanged),
 ];
 
