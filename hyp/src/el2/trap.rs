@@ -95,7 +95,7 @@ fn hypercall_with_state(frame: &mut TrapFrame, esr: Esr, vm: &'static vm::Vm, re
         caller,
         mem: &mut vm::IdentityGuestMemory,
         console: &mut vm::Console,
-        iommu: &mut super::smmu::LockedIommu,
+        smmu: &mut super::smmu_service::SharedSmmu,
     };
     let ret = hypercall::dispatch(esr.imm16(), regs, &mut env);
     set_result(frame, &ret);

@@ -109,7 +109,19 @@ fn abi_version() -> Result<(), Msg> {
 
 fn features() -> Result<(), Msg> {
     for f in FunctionId::ALL {
+        if f == FunctionId::PmInjectLoss {
+            continue;
+        }
         check_eq!(hv::call(HypCall::Features { function: f as u32 }).0, Ok(0), f.name());
+    }
+    // PM_INJECT_LOSS: a test facility of the host alone (and only where the run enables it).
+    // FEATURES must answer exactly as the call does: compare with a call whose loss would
+    // only strike after 2^64 - 1 more SMMU register writes.
+    let feat = hv::call(HypCall::Features { function: FunctionId::PmInjectLoss as u32 }).0;
+    let call = hv::call(HypCall::PmInjectLoss { after_writes: u64::MAX }).0;
+    check_eq!(feat, call, "FEATURES(PM_INJECT_LOSS) against the call itself");
+    if me().id != 0 {
+        check_eq!(call, Err(HypError::NotSupported), "PM_INJECT_LOSS from a guest");
     }
     for unknown in [0xC600_00FF, psci::VERSION, 0x8600_0000, 0] {
         check_eq!(
