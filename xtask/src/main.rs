@@ -148,16 +148,39 @@ fn test(opts: &Opts) -> Result<(), String> {
     let mut guest_failed = 0;
     let mut problems = Vec::new();
     let mut logs = Vec::new();
+    let mut trace_checks = 0;
     for (what, bootargs) in RUNS {
         println!("\n=== integration run: {what} (-append \"{bootargs}\") ===");
-        let out = qemu::run(
-            &imgs.hyp,
-            tests,
-            &["-append", bootargs],
-            opts,
-            opts.timeout.unwrap_or(300),
-            true,
-        )?;
+        let tag = if bootargs.contains("bypass") { "bypass" } else { "abort" };
+        let trace = images::root().join(format!("target/xtask/trace-{tag}.log"));
+        let _ = std::fs::remove_file(&trace);
+        let mut extra: Vec<String> = vec!["-append".into(), bootargs.into()];
+        for e in report::TRACE_EVENTS {
+            extra.extend(["-trace".into(), e.into()]);
+        }
+        extra.extend(["-D".into(), trace.display().to_string()]);
+        let extra: Vec<&str> = extra.iter().map(|s| s.as_str()).collect();
+        let out = qemu::run(&imgs.hyp, tests, &extra, opts, opts.timeout.unwrap_or(300), true)?;
+        // QEMU's own trace is the judge of two properties no test inside a VM can see: what
+        // the very first device write was, and whether any DMA went through untranslated.
+        let findings = std::fs::read_to_string(&trace)
+            .map(|t| report::TraceFindings::parse(&t))
+            .map_err(|e| format!("{}: {e}", trace.display()))?;
+        for (name, r) in [
+            ("first device write is SMMU_GBPA.ABORT", findings.first_write_is_gbpa_abort()),
+            ("no untranslated DMA in QEMU's SMMU trace", findings.never_untranslated()),
+        ] {
+            match r {
+                Ok(()) => {
+                    println!("trace check: {name} ... ok");
+                    trace_checks += 1;
+                }
+                Err(e) => {
+                    println!("trace check: {name} ... FAILED: {e}");
+                    problems.push(format!("{what}: {e}"));
+                }
+            }
+        }
         let guest = report::GuestReport::parse(&out.log, &report::vm_names());
         println!();
         println!("{what}: {}", guest.table());
@@ -180,7 +203,7 @@ fn test(opts: &Opts) -> Result<(), String> {
     }
     // Every problem that is not already a failed test (a missing summary, a timeout, a panic,
     // host tests that did not build) counts as one failure, so the last line never hides it.
-    let passed = host.passed + guest_passed;
+    let passed = host.passed + guest_passed + trace_checks;
     let failed = host.failed + guest_failed + problems.len() as u64;
     for l in &logs {
         println!("log of a QEMU run: {}", l.display());
