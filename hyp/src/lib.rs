@@ -14,6 +14,8 @@ extern crate std;
 pub mod console;
 pub mod dt;
 pub mod esr;
+#[cfg(test)]
+mod fuzz;
 pub mod guest;
 pub mod hypercall;
 pub mod inject;

@@ -6,21 +6,28 @@
 //! cargo xtask run              the demo: boot the hypervisor with the demo image in every VM
 //! cargo xtask test             host unit tests, then the guest integration tests under QEMU
 //! cargo xtask bench            instruction counts of the hypercall paths under -icount
+//! cargo xtask model            the invariant explorer, deeper than `cargo test` runs it
+//! cargo xtask mutants          mutation testing of the safety code (cargo-mutants)
+//! cargo xtask fuzz             a long run of the hypercall fuzzer
 //! ```
 //! Options: `--verbose` (show every command, including the QEMU command line),
-//! `--timeout SECS` (run/test), `--gbpa-reset abort|bypass` is reserved for the PM work.
+//! `--timeout SECS` (run/test), `--gbpa-reset abort|bypass` (run: the SMMU power domain's
+//! GBPA reset value), `--compare OLD.json` (bench), `--depth N` (model), `--jobs N` and
+//! `--file PATH` (mutants), `--cases N` (fuzz).
 
 mod bench;
 mod elf;
 mod images;
+mod mutants;
 mod qemu;
 mod report;
 mod setup;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <setup|build|run|test|bench|model> [--verbose] \
-     [--timeout SECS] [--compare OLD.json] [--depth N] [--gbpa-reset abort|bypass]";
+const USAGE: &str = "usage: cargo xtask <setup|build|run|test|bench|model|mutants|fuzz> \
+     [--verbose] [--timeout SECS] [--compare OLD.json] [--depth N] [--gbpa-reset abort|bypass] \
+     [--jobs N] [--file PATH] [--cases N]";
 
 /// Options shared by the subcommands.
 #[derive(Clone, Debug, Default)]
@@ -35,6 +42,12 @@ pub struct Opts {
     pub depth: Option<usize>,
     /// SMMU GBPA reset value for `run` (`abort` or `bypass`).
     pub gbpa_reset: Option<String>,
+    /// Parallel jobs (mutants).
+    pub jobs: Option<usize>,
+    /// Only this file (mutants).
+    pub file: Option<String>,
+    /// Call sequences (fuzz).
+    pub cases: Option<u64>,
 }
 
 fn parse(args: &[String]) -> Result<(String, Opts), String> {
@@ -58,6 +71,15 @@ fn parse(args: &[String]) -> Result<(String, Opts), String> {
             "--depth" => {
                 let v = it.next().ok_or("--depth needs a number")?;
                 opts.depth = Some(v.parse().map_err(|_| format!("bad --depth value `{v}`"))?);
+            }
+            "--jobs" | "-j" => {
+                let v = it.next().ok_or("--jobs needs a number")?;
+                opts.jobs = Some(v.parse().map_err(|_| format!("bad --jobs value `{v}`"))?);
+            }
+            "--file" => opts.file = Some(it.next().ok_or("--file needs a path")?.clone()),
+            "--cases" => {
+                let v = it.next().ok_or("--cases needs a number")?;
+                opts.cases = Some(v.parse().map_err(|_| format!("bad --cases value `{v}`"))?);
             }
             "--compare" => {
                 opts.compare = Some(it.next().ok_or("--compare needs a bench.json path")?.clone());
@@ -90,6 +112,8 @@ fn main() -> ExitCode {
         "test" => setup::ensure(&opts).and_then(|()| test(&opts)),
         "bench" => setup::ensure(&opts).and_then(|()| bench::run(&opts)),
         "model" => model(&opts),
+        "mutants" => mutants::run(&opts),
+        "fuzz" => mutants::fuzz(&opts),
         other => Err(format!("unknown subcommand `{other}`\n{USAGE}")),
     };
     match result {
