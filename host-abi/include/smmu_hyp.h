@@ -12,8 +12,8 @@
 #include <stddef.h>
 
 #define SMMU_HYP_ABI_VERSION_MAJOR 1
-#define SMMU_HYP_ABI_VERSION_MINOR 0
-#define SMMU_HYP_ABI_VERSION 0x00010000u
+#define SMMU_HYP_ABI_VERSION_MINOR 1
+#define SMMU_HYP_ABI_VERSION 0x00010001u
 #define SMMU_HYP_CALL_UID_0 0x5d4f8a31u
 #define SMMU_HYP_CALL_UID_1 0x4b6e9c02u
 #define SMMU_HYP_CALL_UID_2 0x8a7e33c1u
@@ -136,8 +136,10 @@ struct smmu_hyp_smmu_stats {
 	uint64_t events_dropped; /* offset 40 */
 	uint64_t command_errors; /* offset 48 */
 	uint64_t heap_in_use; /* offset 56 */
+	uint64_t events_lost_hw; /* offset 64 */
+	uint64_t global_errors; /* offset 72 */
 };
-_Static_assert(sizeof(struct smmu_hyp_smmu_stats) == 64, "smmu_stats size");
+_Static_assert(sizeof(struct smmu_hyp_smmu_stats) == 80, "smmu_stats size");
 
 /* Written by SMMU_HYP_FN_PM_STATUS. */
 struct smmu_hyp_pm_status {

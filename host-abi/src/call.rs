@@ -3,7 +3,7 @@
 //! result registers.
 
 use crate::error::HypError;
-use crate::types::{DeviceInfo, SmmuStats, VmInfo};
+use crate::types::{DeviceInfo, VmInfo};
 use crate::CONSOLE_WRITE_MAX;
 
 /// Number of argument registers (`x0..x7`) a hypercall reads.
@@ -372,7 +372,7 @@ impl HypCall {
             FunctionId::PmInjectLoss => HypCall::PmInjectLoss { after_writes: regs[1] },
             FunctionId::SmmuStats => {
                 let len = regs[2];
-                if len < core::mem::size_of::<SmmuStats>() as u64 {
+                if len < crate::types::SMMU_STATS_V1_0_SIZE as u64 {
                     return Err(HypError::InvalidParameter);
                 }
                 HypCall::SmmuStats { ipa: regs[1], len }

@@ -150,6 +150,8 @@ pub fn render(w: &mut dyn Write) -> Result {
         "events_dropped",
         "command_errors",
         "heap_in_use",
+        "events_lost_hw",
+        "global_errors",
     ]
     .iter()
     .enumerate()
@@ -157,7 +159,7 @@ pub fn render(w: &mut dyn Write) -> Result {
         writeln!(w, "\tuint64_t {f}; /* offset {} */", i * 8)?;
     }
     writeln!(w, "}};")?;
-    writeln!(w, "_Static_assert(sizeof(struct smmu_hyp_smmu_stats) == 64, \"smmu_stats size\");")?;
+    writeln!(w, "_Static_assert(sizeof(struct smmu_hyp_smmu_stats) == 80, \"smmu_stats size\");")?;
     writeln!(w)?;
     writeln!(w, "/* Written by SMMU_HYP_FN_PM_STATUS. */")?;
     writeln!(w, "struct smmu_hyp_pm_status {{")?;

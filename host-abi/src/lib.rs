@@ -30,12 +30,14 @@ pub mod types;
 
 pub use call::{FunctionId, HypCall, EVENT_READ_MAX, HVC_REGS, INVALIDATE_MAX};
 pub use error::HypError;
-pub use types::{BarInfo, BootInfo, DeviceInfo, PmStatus, SmmuStats, VmInfo};
+pub use types::{
+    BarInfo, BootInfo, DeviceInfo, PmStatus, PmVoteResult, Refusal, SmmuStats, VmInfo,
+};
 
 /// Major version of this ABI. A change of major version is incompatible.
 pub const ABI_VERSION_MAJOR: u16 = 1;
 /// Minor version of this ABI. Minor versions only add calls or fields.
-pub const ABI_VERSION_MINOR: u16 = 0;
+pub const ABI_VERSION_MINOR: u16 = 1;
 /// `(major << 16) | minor`, as returned by [`FunctionId::Version`] and stored in [`BootInfo`].
 pub const ABI_VERSION: u32 = ((ABI_VERSION_MAJOR as u32) << 16) | ABI_VERSION_MINOR as u32;
 

@@ -141,9 +141,20 @@ pub struct SmmuStats {
     pub command_errors: u64,
     /// Offset 56, length 8: bytes of hypervisor heap in use (tables for streams included).
     pub heap_in_use: u64,
+    /// Offset 64, length 8 (ABI 1.1): times the SMMU discarded event records itself (its event
+    /// queue overflowed or an event write aborted); how many records is unknown. Each VM that
+    /// could have lost one is told through `EVENT_READ`.
+    pub events_lost_hw: u64,
+    /// Offset 72, length 8 (ABI 1.1): global errors the hypervisor handled (outside command
+    /// batches: event-queue aborts, service failures...).
+    pub global_errors: u64,
 }
 
-const _: () = assert!(size_of::<SmmuStats>() == 64);
+/// The part of [`SmmuStats`] an ABI 1.0 caller asks for (its buffers may be this small).
+pub const SMMU_STATS_V1_0_SIZE: usize = 64;
+
+const _: () = assert!(size_of::<SmmuStats>() == 80);
+const _: () = assert!(offset_of!(SmmuStats, events_lost_hw) == 64);
 const _: () = assert!(offset_of!(SmmuStats, events_routed) == 32);
 
 /// Written by [`crate::FunctionId::PmStatus`].
@@ -154,8 +165,9 @@ const _: () = assert!(offset_of!(SmmuStats, events_routed) == 32);
 pub struct PmStatus {
     /// Offset 0, length 4: 0 powered on, 1 powered off.
     pub power: u32,
-    /// Offset 4, length 4: why the SMMU stays on: 0 nothing refused, 1 not every VM allows
-    /// power-off, 2 GBPA resets to bypass on this platform and DMA-capable streams are assigned.
+    /// Offset 4, length 4: why the SMMU stays on ([`Refusal`] code): 0 nothing refused,
+    /// 1 not every VM allows power-off, 2 GBPA resets to bypass on this platform and
+    /// DMA-capable streams are assigned, 3 power management is disabled on this run.
     pub refusal: u32,
     /// Offset 8, length 8: bit `i` set if VM `i` votes allow-off.
     pub votes_allow_off: u64,
@@ -182,6 +194,88 @@ pub struct PmStatus {
 const _: () = assert!(size_of::<PmStatus>() == 64);
 const _: () = assert!(offset_of!(PmStatus, suspends) == 32);
 const _: () = assert!(offset_of!(PmStatus, losses) == 60);
+
+/// Why the SMMU stays powered although power-off was voted for (`PmStatus::refusal` and
+/// `PM_VOTE`'s `x2`; 0 there means nothing was refused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Refusal {
+    /// 1: not every VM allows power-off yet.
+    WaitingForVotes = 1,
+    /// 2: GBPA resets to bypass on this platform and DMA-capable streams are assigned (between
+    /// power-on and the hypervisor's first write their devices would bypass translation).
+    BypassResetWithDma = 2,
+    /// 3: power management is disabled on this run (boot option `pm=off`).
+    Disabled = 3,
+}
+
+impl Refusal {
+    /// The value in `PmStatus::refusal` and `PM_VOTE`'s `x2`.
+    pub const fn code(self) -> u32 {
+        self as u32
+    }
+
+    /// The code of an optional refusal (0: none).
+    pub const fn code_of(r: Option<Refusal>) -> u32 {
+        match r {
+            Some(r) => r as u32,
+            None => 0,
+        }
+    }
+
+    /// Decodes a code: `Some(None)` for 0, `None` for an unknown value.
+    pub const fn from_code(v: u64) -> Option<Option<Refusal>> {
+        Some(Some(match v {
+            0 => return Some(None),
+            1 => Refusal::WaitingForVotes,
+            2 => Refusal::BypassResetWithDma,
+            3 => Refusal::Disabled,
+            _ => return None,
+        }))
+    }
+
+    /// In words.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Refusal::WaitingForVotes => "not every VM allows power-off",
+            Refusal::BypassResetWithDma => {
+                "GBPA resets to bypass on this platform and DMA-capable streams are assigned"
+            }
+            Refusal::Disabled => "power management is disabled",
+        }
+    }
+}
+
+/// What `PM_VOTE` returns in `x1..x3`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PmVoteResult {
+    /// `x1`: the SMMU is powered off after the vote (1) or on (0).
+    pub powered_off: bool,
+    /// `x2`: why power stays on, if it does although asked to go off (0: nothing refused).
+    pub refusal: Option<Refusal>,
+    /// `x3`: DMA-capable streams assigned to VMs.
+    pub dma_streams: u32,
+}
+
+impl PmVoteResult {
+    /// `x1..x3`.
+    pub const fn to_regs(&self) -> [u64; 3] {
+        [self.powered_off as u64, Refusal::code_of(self.refusal) as u64, self.dma_streams as u64]
+    }
+
+    /// From `x1..x3`; `None` if a value is out of range.
+    pub fn from_regs(r: [u64; 3]) -> Option<Self> {
+        Some(Self {
+            powered_off: match r[0] {
+                0 => false,
+                1 => true,
+                _ => return None,
+            },
+            refusal: Refusal::from_code(r[1])?,
+            dma_streams: u32::try_from(r[2]).ok()?,
+        })
+    }
+}
 
 /// Copies `name` into a NUL-padded name field (truncating to [`VM_NAME_LEN`] - 1 bytes).
 pub fn encode_name(name: &str) -> [u8; VM_NAME_LEN] {
@@ -223,6 +317,26 @@ mod tests {
         assert_eq!(&bytes[40..46], b"guest1");
         assert_eq!(bytes[56], 1, "flags: host is Linux");
         assert_eq!(BootInfo::read_from_bytes(bytes).unwrap(), b);
+    }
+
+    #[test]
+    fn pm_vote_results_round_trip() {
+        for refusal in [
+            None,
+            Some(Refusal::WaitingForVotes),
+            Some(Refusal::BypassResetWithDma),
+            Some(Refusal::Disabled),
+        ] {
+            let r = PmVoteResult { powered_off: refusal.is_none(), refusal, dma_streams: 3 };
+            assert_eq!(PmVoteResult::from_regs(r.to_regs()), Some(r));
+        }
+        assert_eq!(
+            PmVoteResult { powered_off: false, refusal: Some(Refusal::Disabled), dma_streams: 1 }
+                .to_regs(),
+            [0, 3, 1]
+        );
+        assert_eq!(PmVoteResult::from_regs([2, 0, 0]), None);
+        assert_eq!(PmVoteResult::from_regs([0, 4, 0]), None);
     }
 
     #[test]

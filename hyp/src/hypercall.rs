@@ -1,36 +1,61 @@
 //! Hypercall dispatch: one decoded call from one VM, validated completely before any effect.
 //!
 //! The EL2 trap handler passes the saved `x0..x7`, the caller's identity and access to its
-//! memory; the answer is the four result registers. Guest buffers are copied once into
-//! hypervisor memory before they are used (no double fetch).
+//! memory; the answer is the four result registers. Guest memory is reached only through
+//! [`GuestRange`]s made by [`Caller::range`], which checks the whole declared range against the
+//! caller's RAM; buffers are copied once into hypervisor memory before they are used (no
+//! double fetch).
 
-use crate::iommu::IommuOps;
+pub use crate::guest::{GuestMemory, GuestRange};
 use crate::pci::Function;
+use crate::pm::Vote;
+use crate::service::events::EventReadResult;
+use crate::smmu::driver::EventWords;
 use crate::smmu::ste::Domain;
-use crate::validate;
+use crate::validate::{self, SmmuCaps};
 use crate::vmstate::VmStates;
 use host_abi::smmu::{Command, Ste};
 use host_abi::types::{encode_name, BarInfo, DeviceInfo, MAX_BARS};
 use host_abi::INVALIDATE_MAX;
 use host_abi::{
-    call::HypReturn, FunctionId, HypCall, HypError, VmInfo, CONSOLE_WRITE_MAX, HVC_REGS,
+    call::HypReturn, FunctionId, HypCall, HypError, PmStatus, PmVoteResult, SmmuStats, VmInfo,
+    CONSOLE_WRITE_MAX, HVC_REGS,
 };
 use platform::VmSpec;
 use zerocopy::IntoBytes;
-
-/// Access to the calling VM's memory by IPA. Callers of these methods have already checked that
-/// the whole range is inside the VM's RAM.
-pub trait GuestMemory {
-    /// Copies `out.len()` bytes from the VM's IPA `ipa`.
-    fn read(&self, ipa: u64, out: &mut [u8]);
-    /// Copies `data` to the VM's IPA `ipa`.
-    fn write(&mut self, ipa: u64, data: &[u8]);
-}
 
 /// Where VM console text goes (the EL2 side prefixes lines with the VM's name).
 pub trait ConsoleSink {
     /// Text written by the VM (any bytes; not necessarily whole lines).
     fn vm_text(&mut self, vm: &VmSpec, bytes: &[u8]);
+}
+
+/// The SMMU operations a VM may ask for, on behalf of VM `vm` (the SMMU service, behind the EL2
+/// side's lock).
+pub trait SmmuCalls {
+    /// Moves up to `out.len()` of `vm`'s oldest event records into `out`.
+    fn read_events(&mut self, vm: u32, out: &mut [EventWords]) -> EventReadResult;
+    /// SMMU-wide counters.
+    fn stats(&mut self) -> SmmuStats;
+    /// Attaches stream `sid` of VM `vm` to `domain` (already validated), hitlessly.
+    fn attach(&mut self, vm: u32, sid: u32, domain: Domain) -> Result<(), HypError>;
+    /// Validates every command of VM `vm`, then submits the valid ones as one batch with one
+    /// SYNC. Returns how many reached the hardware, or the index of the first bad command.
+    /// `cmds` is the hypervisor's own copy and is rewritten in place.
+    fn invalidate(&mut self, vm: u32, cmds: &mut [Command]) -> Result<usize, (usize, HypError)>;
+    /// Records VM `vm`'s power vote and applies the decision.
+    fn pm_vote(&mut self, vm: u32, vote: Vote) -> PmVoteResult;
+    /// Power-management status.
+    fn pm_status(&mut self) -> PmStatus;
+    /// Whether VM `vm` may inject power losses (test platforms: the host only).
+    fn may_inject(&mut self, vm: u32) -> bool;
+    /// VM `vm` injects an unexpected power loss now (`after_writes` = 0) or before the
+    /// `after_writes`-th SMMU register write from now. `NOT_SUPPORTED` unless it may.
+    fn inject_power_loss(&mut self, vm: u32, after_writes: u64) -> Result<(), HypError>;
+    /// Whether stream `sid` is assigned to VM `vm`.
+    fn owns(&mut self, vm: u32, sid: u32) -> bool;
+    /// What the real SMMU supports (virtual STEs are checked against it).
+    fn caps(&mut self) -> SmmuCaps;
 }
 
 /// Who is calling.
@@ -44,7 +69,14 @@ pub struct Caller<'a> {
     pub devices: &'a [Function],
 }
 
-/// Handles one `HVC #imm` with the saved registers. Never panics on any input.
+impl Caller<'_> {
+    /// The caller's `[ipa, ipa + len)`, if all of it is the caller's RAM; `INVALID_ADDRESS`
+    /// otherwise. The only way to reach guest memory.
+    pub fn range(&self, ipa: u64, len: u64) -> Result<GuestRange, HypError> {
+        GuestRange::of(self.vm, ipa, len)
+    }
+}
+
 /// What a hypercall may touch besides its registers.
 pub struct Env<'a> {
     /// Who is calling.
@@ -54,18 +86,22 @@ pub struct Env<'a> {
     /// The console.
     pub console: &'a mut dyn ConsoleSink,
     /// The SMMU service.
-    pub iommu: &'a mut dyn IommuOps,
+    pub smmu: &'a mut dyn SmmuCalls,
 }
 
-/// Answers the calls that need no state at all (discovery: CALL_UID, REVISION, VERSION,
-/// FEATURES) straight from the registers, before any context is built. `None` for the rest.
+/// Answers the calls that need no state at all (discovery: CALL_UID, REVISION, VERSION, and
+/// FEATURES of every function whose availability does not depend on the caller) straight from
+/// the registers, before any context is built. `None` for the rest.
 #[inline(always)]
 pub fn dispatch_stateless(imm: u16, regs: &[u64; HVC_REGS]) -> Option<HypReturn> {
     if imm != 0 {
         return None;
     }
     match FunctionId::from_u32(regs[0] as u32)? {
-        FunctionId::CallUid | FunctionId::Revision | FunctionId::Version | FunctionId::Features => {
+        FunctionId::CallUid | FunctionId::Revision | FunctionId::Version => {
+            Some(HypReturn::from_result(HypCall::decode(regs).and_then(stateless)))
+        }
+        FunctionId::Features if regs[1] != FunctionId::PmInjectLoss as u32 as u64 => {
             Some(HypReturn::from_result(HypCall::decode(regs).and_then(stateless)))
         }
         _ => None,
@@ -104,6 +140,15 @@ pub fn dispatch(imm: u16, regs: &[u64; HVC_REGS], env: &mut Env<'_>) -> HypRetur
     HypReturn::from_result(HypCall::decode(regs).and_then(|call| execute(call, env)))
 }
 
+/// Writes `bytes` at the start of `range` (which the decoder made at least as long as the
+/// structure, except where the ABI allows a shorter buffer: then only what fits).
+fn write_prefix(mem: &mut dyn GuestMemory, range: GuestRange, bytes: &[u8]) {
+    let n = (bytes.len() as u64).min(range.len());
+    if let Some(r) = range.prefix(n) {
+        mem.write(r, &bytes[..n as usize]);
+    }
+}
+
 // The SMMU calls are out of line: their large stack buffers must not weigh on the fast
 // calls' prologue.
 #[inline(never)]
@@ -112,16 +157,16 @@ fn set_ste(
     sid: u32,
     ipa: u64,
     mem: &mut dyn GuestMemory,
-    iommu: &mut dyn IommuOps,
+    smmu: &mut dyn SmmuCalls,
 ) -> Result<HypReturn, HypError> {
-    if !iommu.owns(caller.vm.id, sid) {
+    if !smmu.owns(caller.vm.id, sid) {
         return Err(HypError::NotOwned);
     }
-    check_buffer(caller, ipa, 64)?;
+    let range = caller.range(ipa, 64)?;
     let mut v = Ste::default();
-    mem.read(ipa, v.as_mut_bytes());
-    let domain = validate::virtual_ste(&v, caller.vm.mem)?;
-    iommu.attach(caller.vm.id, sid, domain)?;
+    mem.read(range, v.as_mut_bytes());
+    let domain = validate::virtual_ste(&v, caller.vm.mem, &smmu.caps())?;
+    smmu.attach(caller.vm.id, sid, domain)?;
     Ok(HypReturn::ok(0, domain.kind(), 0, 0))
 }
 
@@ -131,45 +176,45 @@ fn invalidate(
     ipa: u64,
     count: u64,
     mem: &mut dyn GuestMemory,
-    iommu: &mut dyn IommuOps,
+    smmu: &mut dyn SmmuCalls,
 ) -> Result<HypReturn, HypError> {
-    check_buffer(caller, ipa, count * 16)?;
+    let range = caller.range(ipa, count * 16)?;
     let mut cmds = [Command::default(); INVALIDATE_MAX as usize];
     let cmds = &mut cmds[..count as usize];
     // One copy out of the VM's memory; everything after works on this copy.
-    mem.read(ipa, cmds.as_mut_bytes());
-    Ok(match iommu.invalidate(caller.vm.id, cmds) {
+    mem.read(range, cmds.as_mut_bytes());
+    Ok(match smmu.invalidate(caller.vm.id, cmds) {
         Ok(n) => HypReturn::ok(0, n as u64, 0, 0),
         Err((index, e)) => HypReturn::err_at(e, index as u64),
     })
 }
 
-fn check_buffer(caller: &Caller<'_>, ipa: u64, len: u64) -> Result<(), HypError> {
-    if caller.vm.mem.contains_range(ipa, len) {
-        Ok(())
-    } else {
-        Err(HypError::InvalidAddress)
-    }
-}
-
 fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
-    let Env { caller, mem, console, iommu } = env;
+    let Env { caller, mem, console, smmu } = env;
     let caller = &*caller;
     match call {
+        HypCall::Features { function } if function == FunctionId::PmInjectLoss as u32 => {
+            // Answered exactly as the call itself would be: only for the VM that may use it.
+            if smmu.may_inject(caller.vm.id) {
+                Ok(HypReturn::ok(0, 0, 0, 0))
+            } else {
+                Err(HypError::NotSupported)
+            }
+        }
         HypCall::CallUid | HypCall::Revision | HypCall::Version | HypCall::Features { .. } => {
             stateless(call)
         }
         HypCall::ConsoleWrite { ipa, len } => {
-            check_buffer(caller, ipa, len)?;
+            let range = caller.range(ipa, len)?;
             let mut buf = [0u8; CONSOLE_WRITE_MAX as usize];
             let text = &mut buf[..len as usize];
-            mem.read(ipa, text);
+            mem.read(range, text);
             console.vm_text(caller.vm, text);
             Ok(HypReturn::ok(0, len, 0, 0))
         }
-        HypCall::VmInfo { ipa, len: _ } => {
-            let size = core::mem::size_of::<VmInfo>() as u64;
-            check_buffer(caller, ipa, size)?;
+        HypCall::VmInfo { ipa, len } => {
+            // The whole declared buffer must be the caller's, not only what is written.
+            let range = caller.range(ipa, len)?;
             let vm = caller.vm;
             let info = VmInfo {
                 vm_id: vm.id,
@@ -182,15 +227,15 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
                 name: encode_name(vm.name),
                 stopped_mask: caller.states.stopped_mask(),
             };
-            mem.write(ipa, info.as_bytes());
+            write_prefix(&mut **mem, range, info.as_bytes());
             Ok(HypReturn::ok(0, 0, 0, 0))
         }
-        HypCall::DeviceInfo { index, ipa, len: _ } => {
+        HypCall::DeviceInfo { index, ipa, len } => {
             let f = usize::try_from(index)
                 .ok()
                 .and_then(|i| caller.devices.get(i))
                 .ok_or(HypError::InvalidParameter)?;
-            check_buffer(caller, ipa, core::mem::size_of::<DeviceInfo>() as u64)?;
+            let range = caller.range(ipa, len)?;
             let mut bars = [BarInfo::default(); MAX_BARS];
             for b in f.bars.iter().flatten() {
                 // BARs are mapped at IPA == PA in the owner's stage-2.
@@ -204,46 +249,52 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
                 reserved: 0,
                 bars,
             };
-            mem.write(ipa, info.as_bytes());
+            write_prefix(&mut **mem, range, info.as_bytes());
             Ok(HypReturn::ok(0, caller.devices.len() as u64, 0, 0))
         }
         HypCall::EventRead { ipa, len } => {
-            check_buffer(caller, ipa, len)?;
+            let range = caller.range(ipa, len)?;
             let mut out = [[0u64; 4]; host_abi::EVENT_READ_MAX as usize];
             let n = (len / 32) as usize;
-            let r = iommu.read_events(caller.vm.id, &mut out[..n]);
-            mem.write(ipa, out[..r.written].as_bytes());
-            Ok(HypReturn::ok(0, r.written as u64, r.pending as u64, r.dropped))
+            let r = smmu.read_events(caller.vm.id, &mut out[..n]);
+            if r.written > 0 {
+                write_prefix(&mut **mem, range, out[..r.written].as_bytes());
+            }
+            let pending = (r.pending as u64).min(u32::MAX as u64);
+            let notices = r.lost_notices.min(u32::MAX as u64);
+            Ok(HypReturn::ok(0, r.written as u64, pending | notices << 32, r.dropped))
         }
-        HypCall::SetSte { sid, ipa } => set_ste(caller, sid, ipa, &mut **mem, &mut **iommu),
+        HypCall::SetSte { sid, ipa } => set_ste(caller, sid, ipa, &mut **mem, &mut **smmu),
         HypCall::ClearSte { sid } => {
-            if !iommu.owns(caller.vm.id, sid) {
+            if !smmu.owns(caller.vm.id, sid) {
                 return Err(HypError::NotOwned);
             }
-            iommu.attach(caller.vm.id, sid, Domain::Blocked)?;
+            smmu.attach(caller.vm.id, sid, Domain::Blocked)?;
             Ok(HypReturn::ok(0, 0, 0, 0))
         }
         HypCall::PmVote { allow_off } => {
-            let [p, r, d] = iommu.pm_vote(caller.vm.id, allow_off);
-            Ok(HypReturn::ok(0, p, r, d))
+            let vote = if allow_off { Vote::AllowOff } else { Vote::NeedOn };
+            let [x1, x2, x3] = smmu.pm_vote(caller.vm.id, vote).to_regs();
+            Ok(HypReturn::ok(0, x1, x2, x3))
         }
-        HypCall::PmStatus { ipa, len: _ } => {
-            check_buffer(caller, ipa, core::mem::size_of::<host_abi::PmStatus>() as u64)?;
-            let s = iommu.pm_status();
-            mem.write(ipa, s.as_bytes());
+        HypCall::PmStatus { ipa, len } => {
+            let range = caller.range(ipa, len)?;
+            let s = smmu.pm_status();
+            write_prefix(&mut **mem, range, s.as_bytes());
             Ok(HypReturn::ok(0, 0, 0, 0))
         }
         HypCall::PmInjectLoss { after_writes } => {
-            iommu.inject_power_loss(after_writes)?;
+            smmu.inject_power_loss(caller.vm.id, after_writes)?;
             Ok(HypReturn::ok(0, 0, 0, 0))
         }
         HypCall::Invalidate { ipa, count } => {
-            invalidate(caller, ipa, count, &mut **mem, &mut **iommu)
+            invalidate(caller, ipa, count, &mut **mem, &mut **smmu)
         }
-        HypCall::SmmuStats { ipa, len: _ } => {
-            check_buffer(caller, ipa, core::mem::size_of::<host_abi::SmmuStats>() as u64)?;
-            let s = iommu.stats();
-            mem.write(ipa, s.as_bytes());
+        HypCall::SmmuStats { ipa, len } => {
+            let range = caller.range(ipa, len)?;
+            let s = smmu.stats();
+            // An ABI 1.0 caller's 64-byte buffer gets the first 64 bytes.
+            write_prefix(&mut **mem, range, s.as_bytes());
             Ok(HypReturn::ok(0, 0, 0, 0))
         }
     }
@@ -252,7 +303,6 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::iommu::EventReadResult;
     use crate::pci::Bar;
     use host_abi::FunctionId;
     use platform::qemu_virt::MANIFEST;
@@ -266,12 +316,14 @@ mod tests {
         bytes: Vec<u8>,
     }
     impl GuestMemory for Ram {
-        fn read(&self, ipa: u64, out: &mut [u8]) {
-            let o = (ipa - self.base) as usize;
+        fn read(&self, r: GuestRange, out: &mut [u8]) {
+            assert_eq!(out.len() as u64, r.len());
+            let o = (r.ipa() - self.base) as usize;
             out.copy_from_slice(&self.bytes[o..o + out.len()]);
         }
-        fn write(&mut self, ipa: u64, data: &[u8]) {
-            let o = (ipa - self.base) as usize;
+        fn write(&mut self, r: GuestRange, data: &[u8]) {
+            assert_eq!(data.len() as u64, r.len());
+            let o = (r.ipa() - self.base) as usize;
             self.bytes[o..o + data.len()].copy_from_slice(data);
         }
     }
@@ -288,7 +340,7 @@ mod tests {
         ram: Ram,
         out: Out,
         devices: Vec<Function>,
-        iommu: FakeIommu,
+        smmu: FakeCalls,
     }
 
     fn world() -> World {
@@ -299,7 +351,7 @@ mod tests {
             states,
             ram: Ram { base: vm.mem.base, bytes: vec![0; vm.mem.size as usize] },
             out: Out::default(),
-            iommu: FakeIommu::default(),
+            smmu: FakeCalls::default(),
             devices: vec![Function {
                 addr: vm.devices[0],
                 vendor: 0x1234,
@@ -318,18 +370,20 @@ mod tests {
 
     fn call(w: &mut World, imm: u16, regs: [u64; 8]) -> HypReturn {
         let caller = Caller { vm: &MANIFEST.vms[1], states: &w.states, devices: &w.devices };
-        let mut env = Env { caller, mem: &mut w.ram, console: &mut w.out, iommu: &mut w.iommu };
+        let mut env = Env { caller, mem: &mut w.ram, console: &mut w.out, smmu: &mut w.smmu };
         dispatch(imm, &regs, &mut env)
     }
 
     /// Events queued per VM; stats with a recognisable value.
     #[derive(Default)]
-    struct FakeIommu {
+    struct FakeCalls {
         events: Vec<(u32, [u64; 4])>,
         attached: Vec<(u32, u32, Domain)>,
         invalidated: Vec<(u32, usize)>,
+        injector: Option<u32>,
+        injected: Vec<(u32, u64)>,
     }
-    impl IommuOps for FakeIommu {
+    impl SmmuCalls for FakeCalls {
         fn read_events(&mut self, vm: u32, out: &mut [[u64; 4]]) -> EventReadResult {
             let mut written = 0;
             while written < out.len() {
@@ -338,26 +392,40 @@ mod tests {
                 written += 1;
             }
             let pending = self.events.iter().filter(|(v, _)| *v == vm).count();
-            EventReadResult { written, pending, dropped: 7 }
+            EventReadResult { written, pending, dropped: 7, lost_notices: 2 }
         }
-        fn stats(&mut self) -> host_abi::SmmuStats {
-            host_abi::SmmuStats { commands: 42, ..Default::default() }
+        fn stats(&mut self) -> SmmuStats {
+            SmmuStats { commands: 42, global_errors: 9, ..Default::default() }
         }
         fn attach(&mut self, vm: u32, sid: u32, domain: Domain) -> Result<(), HypError> {
             self.attached.push((vm, sid, domain));
             Ok(())
         }
-        fn pm_vote(&mut self, vm: u32, allow_off: bool) -> [u64; 3] {
-            [vm as u64, allow_off as u64, 9]
+        fn pm_vote(&mut self, vm: u32, vote: Vote) -> PmVoteResult {
+            PmVoteResult {
+                powered_off: vote == Vote::AllowOff,
+                refusal: None,
+                dma_streams: 10 + vm,
+            }
         }
-        fn pm_status(&mut self) -> host_abi::PmStatus {
-            host_abi::PmStatus { suspends: 5, ..Default::default() }
+        fn pm_status(&mut self) -> PmStatus {
+            PmStatus { suspends: 5, ..Default::default() }
         }
-        fn inject_power_loss(&mut self, _after_writes: u64) -> Result<(), HypError> {
-            Err(HypError::NotSupported)
+        fn may_inject(&mut self, vm: u32) -> bool {
+            self.injector == Some(vm)
+        }
+        fn inject_power_loss(&mut self, vm: u32, after_writes: u64) -> Result<(), HypError> {
+            if !self.may_inject(vm) {
+                return Err(HypError::NotSupported);
+            }
+            self.injected.push((vm, after_writes));
+            Ok(())
         }
         fn owns(&mut self, vm: u32, sid: u32) -> bool {
             vm == 1 && sid == 0x18
+        }
+        fn caps(&mut self) -> SmmuCaps {
+            SmmuCaps::QEMU
         }
         fn invalidate(
             &mut self,
@@ -381,7 +449,7 @@ mod tests {
         put(&mut w, Ste::default().with_v(1).with_config(SteConfig::Bypass));
         let r = call(&mut w, 0, HypCall::SetSte { sid: 0x18, ipa: base + 0x400 }.to_regs());
         assert_eq!(r.0, [0, 1, 0, 0], "bypass becomes identity");
-        assert_eq!(w.iommu.attached, [(1, 0x18, Domain::Identity)]);
+        assert_eq!(w.smmu.attached, [(1, 0x18, Domain::Identity)]);
         // Not ours, outside memory, stage-2 field: refused, nothing attached.
         let r = call(&mut w, 0, HypCall::SetSte { sid: 0x10, ipa: base + 0x400 }.to_regs());
         assert_eq!(r.status(), Err(HypError::NotOwned));
@@ -390,10 +458,10 @@ mod tests {
         put(&mut w, Ste::default().with_v(1).with_config(SteConfig::Bypass).with_s2vmid(9));
         let r = call(&mut w, 0, HypCall::SetSte { sid: 0x18, ipa: base + 0x400 }.to_regs());
         assert_eq!(r.status(), Err(HypError::ForbiddenField));
-        assert_eq!(w.iommu.attached.len(), 1);
+        assert_eq!(w.smmu.attached.len(), 1);
         let r = call(&mut w, 0, HypCall::ClearSte { sid: 0x18 }.to_regs());
         assert_eq!(r.status(), Ok(0));
-        assert_eq!(w.iommu.attached[1], (1, 0x18, Domain::Blocked));
+        assert_eq!(w.smmu.attached[1], (1, 0x18, Domain::Blocked));
         let r = call(&mut w, 0, HypCall::ClearSte { sid: 0x20 }.to_regs());
         assert_eq!(r.status(), Err(HypError::NotOwned));
     }
@@ -413,25 +481,25 @@ mod tests {
         let end = MANIFEST.vms[1].mem.end();
         let r = call(&mut w, 0, HypCall::Invalidate { ipa: end - 32, count: 3 }.to_regs());
         assert_eq!(r.status(), Err(HypError::InvalidAddress));
-        assert_eq!(w.iommu.invalidated, [(1, 2), (1, 3)]);
+        assert_eq!(w.smmu.invalidated, [(1, 2), (1, 3)]);
     }
 
     #[test]
     fn event_read_returns_the_callers_events_in_order() {
         let mut w = world();
-        w.iommu.events = vec![(1, [1, 0, 0xa, 0]), (2, [2, 0, 0xb, 0]), (1, [3, 0, 0xc, 0])];
+        w.smmu.events = vec![(1, [1, 0, 0xa, 0]), (2, [2, 0, 0xb, 0]), (1, [3, 0, 0xc, 0])];
         let base = w.ram.base;
         let r = call(&mut w, 0, HypCall::EventRead { ipa: base + 0x100, len: 32 }.to_regs());
-        assert_eq!(r.0, [0, 1, 1, 7]);
+        assert_eq!(r.0, [0, 1, 1 | 2 << 32, 7], "x2: pending | loss notices << 32");
         assert_eq!(&w.ram.bytes[0x100..0x108], &1u64.to_le_bytes());
         assert_eq!(&w.ram.bytes[0x110..0x118], &0xau64.to_le_bytes());
         let r = call(&mut w, 0, HypCall::EventRead { ipa: base + 0x200, len: 64 }.to_regs());
-        assert_eq!(r.0, [0, 1, 0, 7]);
+        assert_eq!(r.0, [0, 1, 2 << 32, 7]);
         assert_eq!(&w.ram.bytes[0x200..0x208], &3u64.to_le_bytes());
         assert!(w.ram.bytes[0x220..0x240].iter().all(|&b| b == 0), "only written records");
         let r = call(&mut w, 0, HypCall::EventRead { ipa: 0x4020_0000, len: 32 }.to_regs());
         assert_eq!(r.status(), Err(HypError::InvalidAddress));
-        assert_eq!(w.iommu.events.len(), 1, "guest2's event stays; a refused read takes nothing");
+        assert_eq!(w.smmu.events.len(), 1, "guest2's event stays; a refused read takes nothing");
         let r = call(&mut w, 0, HypCall::SmmuStats { ipa: base + 0x300, len: 64 }.to_regs());
         assert_eq!(r.status(), Ok(0));
         assert_eq!(&w.ram.bytes[0x300..0x308], &42u64.to_le_bytes());
@@ -446,8 +514,26 @@ mod tests {
         assert_eq!(r.0, host_abi::CALL_UID.map(|x| x as u64));
         for f in FunctionId::ALL {
             let r = call(&mut w, 0, HypCall::Features { function: f as u32 }.to_regs());
-            assert_eq!(r.status(), Ok(0));
+            let want =
+                if f == FunctionId::PmInjectLoss { Err(HypError::NotSupported) } else { Ok(0) };
+            assert_eq!(r.status(), want, "{}", f.name());
         }
+        // FEATURES answers for PM_INJECT_LOSS exactly as the call does, for this caller.
+        let inject = HypCall::PmInjectLoss { after_writes: 0 }.to_regs();
+        let feat = HypCall::Features { function: FunctionId::PmInjectLoss as u32 }.to_regs();
+        assert_eq!(call(&mut w, 0, inject).status(), Err(HypError::NotSupported));
+        assert_eq!(dispatch_stateless(0, &feat), None, "not answered without the caller");
+        w.smmu.injector = Some(2);
+        assert_eq!(
+            call(&mut w, 0, feat).status(),
+            Err(HypError::NotSupported),
+            "another VM's right"
+        );
+        assert_eq!(call(&mut w, 0, inject).status(), Err(HypError::NotSupported));
+        w.smmu.injector = Some(1);
+        assert_eq!(call(&mut w, 0, feat).status(), Ok(0));
+        assert_eq!(call(&mut w, 0, inject).status(), Ok(0));
+        assert_eq!(w.smmu.injected, [(1, 0)]);
         let r = call(&mut w, 0, HypCall::Features { function: 0xC600_00FF }.to_regs());
         assert_eq!(r.status(), Err(HypError::NotSupported));
         let r = call(&mut w, 1, HypCall::Version.to_regs());

@@ -15,20 +15,22 @@ pub mod console;
 pub mod cpufeat;
 pub mod dt;
 pub mod esr;
-pub mod events;
+#[cfg(test)]
+mod fuzz;
 pub mod gicr;
+pub mod guest;
 pub mod hosttree;
 pub mod hypercall;
 pub mod inject;
-pub mod iommu;
 pub mod irq;
 pub mod mmio;
-#[cfg(any(test, feature = "model"))]
-pub mod model;
 pub mod pagepool;
 pub mod pci;
 pub mod pm;
 pub mod psci;
+pub mod service;
 pub mod smmu;
+pub mod softsmmu;
+pub mod stage2;
 pub mod validate;
 pub mod vmstate;

@@ -42,7 +42,11 @@ fn boot_cpu() -> ! {
     let board = PLATFORM.board();
     // The very first device access: make the (still disabled) SMMU abort all DMA. QEMU resets
     // GBPA to bypass, so until this write any PCI device could reach any memory.
-    let gbpa = smmu::set_global_abort(&mut el2::smmu::SmmuMmio(board.smmu.base as usize));
+    // SAFETY: the board's SMMU register space with the MMU off (device memory); this handle is
+    // dropped at once and the driver makes its own later.
+    let gbpa = smmu::set_global_abort(&mut unsafe {
+        el2::smmu_mmio::SmmuMmio::new(board.smmu.base as usize)
+    });
 
     // SAFETY: the board's PL011, accessed with the MMU off (device memory) and later mapped as
     // device memory at the same address.
@@ -111,7 +115,7 @@ fn boot_cpu() -> ! {
         options.gbpa_reset,
         if options.pm_inject { "allowed" } else { "off" }
     );
-    el2::smmu::init(board, options);
+    el2::smmu_service::init(board, options);
     el2::pcie::enable_dma(board, &devices);
     info!("PCI: bus mastering on for assigned devices (their streams abort until attached)");
     vm::prepare_all(&mut pools, &devices);

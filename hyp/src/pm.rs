@@ -1,8 +1,9 @@
-//! SMMU power management policy (pure): every VM votes; the SMMU may be powered off only when
+//! SMMU power-management policy (pure): every VM votes; the SMMU may be powered off only when
 //! every VM allows it, and — on a platform whose GBPA resets to bypass — only when no stream
 //! that could issue DMA is assigned, because between power-on and the hypervisor's first write
 //! such a device would bypass translation.
 
+pub use host_abi::Refusal;
 use platform::power::GbpaReset;
 
 /// A VM's vote.
@@ -23,34 +24,6 @@ pub enum Power {
     Off,
 }
 
-/// Why the SMMU stays on although asked to go off (values as in `PmStatus::refusal`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Refusal {
-    /// Nothing refused.
-    None = 0,
-    /// Not every VM allows power-off yet.
-    WaitingForVotes = 1,
-    /// GBPA resets to bypass on this platform and DMA-capable streams are assigned.
-    BypassResetWithDma = 2,
-    /// Power management is disabled on this run.
-    Disabled = 3,
-}
-
-impl Refusal {
-    /// In words.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Refusal::None => "none",
-            Refusal::WaitingForVotes => "not every VM allows power-off",
-            Refusal::BypassResetWithDma => {
-                "GBPA resets to bypass on this platform and DMA-capable streams are assigned"
-            }
-            Refusal::Disabled => "power management is disabled",
-        }
-    }
-}
-
 /// What to do after a vote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -58,8 +31,8 @@ pub enum Action {
     PowerOff,
     /// Power on and run the resume sequence.
     PowerOn,
-    /// Nothing changes; the refusal says why power stays on (or `None`).
-    Stay(Refusal),
+    /// Nothing changes; the refusal says why power stays on, if it was asked to go off.
+    Stay(Option<Refusal>),
 }
 
 /// Decides the next step from the votes, the current state and the platform.
@@ -67,10 +40,10 @@ pub fn decide(votes: &[Vote], power: Power, reset: GbpaReset, dma_streams: usize
     let all_allow = votes.iter().all(|v| *v == Vote::AllowOff);
     match power {
         Power::Off if !all_allow => Action::PowerOn,
-        Power::Off => Action::Stay(Refusal::None),
-        Power::On if !all_allow => Action::Stay(Refusal::WaitingForVotes),
+        Power::Off => Action::Stay(None),
+        Power::On if !all_allow => Action::Stay(Some(Refusal::WaitingForVotes)),
         Power::On if reset == GbpaReset::Bypass && dma_streams > 0 => {
-            Action::Stay(Refusal::BypassResetWithDma)
+            Action::Stay(Some(Refusal::BypassResetWithDma))
         }
         Power::On => Action::PowerOff,
     }
@@ -86,10 +59,10 @@ mod tests {
         let a = GbpaReset::Abort;
         assert_eq!(
             decide(&[AllowOff, AllowOff, NeedOn], Power::On, a, 3),
-            Action::Stay(Refusal::WaitingForVotes)
+            Action::Stay(Some(Refusal::WaitingForVotes))
         );
         assert_eq!(decide(&[AllowOff; 3], Power::On, a, 3), Action::PowerOff);
-        assert_eq!(decide(&[AllowOff; 3], Power::Off, a, 3), Action::Stay(Refusal::None));
+        assert_eq!(decide(&[AllowOff; 3], Power::Off, a, 3), Action::Stay(None));
         assert_eq!(decide(&[AllowOff, NeedOn, AllowOff], Power::Off, a, 3), Action::PowerOn);
     }
 
@@ -98,7 +71,7 @@ mod tests {
         let b = GbpaReset::Bypass;
         assert_eq!(
             decide(&[AllowOff; 3], Power::On, b, 1),
-            Action::Stay(Refusal::BypassResetWithDma)
+            Action::Stay(Some(Refusal::BypassResetWithDma))
         );
         assert_eq!(decide(&[AllowOff; 3], Power::On, b, 0), Action::PowerOff);
     }

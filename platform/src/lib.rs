@@ -202,13 +202,18 @@ impl Board {
     }
 }
 
-/// A platform: its board and its VM manifest. A real SoC port implements this (and, with the
-/// power-management work, its SMMU power-domain controller).
+/// A platform: its board, its VM manifest and the controller of its SMMU's power domain. A
+/// real SoC port implements this.
 pub trait Platform {
+    /// The SMMU power controller (QEMU: a simulation; a SoC: SCMI, a PMIC driver...).
+    type PowerController: power::SmmuPowerController + Send + 'static;
     /// The board's fixed memory map.
     fn board(&self) -> &'static Board;
     /// The VMs to run.
     fn manifest(&self) -> &'static Manifest;
+    /// The SMMU's power controller; `gbpa_reset` is what GBPA comes back as after power-on
+    /// where the platform lets a run choose it (the QEMU simulation), ignored otherwise.
+    fn power_controller(&self, gbpa_reset: power::GbpaReset) -> Self::PowerController;
 }
 
 #[cfg(test)]

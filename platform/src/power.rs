@@ -1,10 +1,13 @@
-//! The SMMU power domain: what a platform must provide so the hypervisor can power the SMMU
-//! down and up, and a faithful simulation of it for QEMU (whose SMMU has no power domain).
+//! The SMMU's power controller: what a platform must provide so the hypervisor can power the
+//! SMMU's power domain down and up, and a faithful simulation of it for QEMU (whose SMMU has
+//! no power domain). ("Domain" alone means a translation domain everywhere else.)
 //!
 //! Losing power puts every SMMU register back to its reset value: CR0/CR1/CR2 = 0, table and
 //! queue bases 0, IRQ_CTRL = 0, and GBPA = the platform's IMPLEMENTATION DEFINED reset value —
 //! abort on well-behaved silicon, bypass on the worst legal silicon. Memory (stream table,
 //! queues, page tables) survives.
+
+use host_abi::smmu::regs::{off, Gbpa, RESET};
 
 /// What SMMU_GBPA comes back as after power-on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,7 +22,7 @@ impl GbpaReset {
     /// The register value after reset.
     pub const fn register_value(self) -> u32 {
         match self {
-            GbpaReset::Abort => 1 << 20,
+            GbpaReset::Abort => Gbpa::ABORT,
             GbpaReset::Bypass => 0,
         }
     }
@@ -34,7 +37,7 @@ impl GbpaReset {
     }
 }
 
-/// 32-bit access to the SMMU registers, for a power domain that needs it (the QEMU
+/// 32-bit access to the SMMU registers, for a power controller that needs it (the QEMU
 /// simulation). The hypervisor's register type implements it.
 pub trait PowerRegs {
     /// Reads a register.
@@ -43,10 +46,10 @@ pub trait PowerRegs {
     fn write32(&mut self, off: usize, value: u32);
 }
 
-/// The SMMU's power domain. A real SoC implements this with its power controller (SCMI, a
-/// PMIC); the hypervisor calls `power_off` only after quiescing the SMMU and `power_on` before
-/// touching it again.
-pub trait SmmuPowerDomain {
+/// The controller of the SMMU's power domain. A real SoC implements this with its power
+/// controller (SCMI, a PMIC); the hypervisor calls `power_off` only after quiescing the SMMU and
+/// `power_on` before touching it again.
+pub trait SmmuPowerController {
     /// GBPA's value after power-on.
     fn gbpa_reset(&self) -> GbpaReset;
     /// Whether the domain is powered.
@@ -60,35 +63,14 @@ pub trait SmmuPowerDomain {
     fn inject_loss(&mut self, regs: &mut dyn PowerRegs);
 }
 
-/// SMMU register offsets (page 0 and 1) and their values after reset, except GBPA (written
-/// last, with the platform's value). Order: disable first.
-pub const RESET_VALUES: [(usize, u32); 17] = [
-    (0x020, 0),    // CR0: SMMUEN, queues off
-    (0x050, 0),    // IRQ_CTRL
-    (0x028, 0),    // CR1
-    (0x02c, 0),    // CR2
-    (0x080, 0),    // STRTAB_BASE low
-    (0x084, 0),    // STRTAB_BASE high
-    (0x088, 0),    // STRTAB_BASE_CFG
-    (0x090, 0),    // CMDQ_BASE low
-    (0x094, 0),    // CMDQ_BASE high
-    (0x098, 0),    // CMDQ_PROD
-    (0x09c, 0),    // CMDQ_CONS
-    (0x0a0, 0),    // EVENTQ_BASE low
-    (0x0a4, 0),    // EVENTQ_BASE high
-    (0x1_00a8, 0), // EVENTQ_PROD
-    (0x1_00ac, 0), // EVENTQ_CONS
-    (0x064, 0),    // GERRORN (GERROR resets to 0)
-    (0x054, 0),    // IRQ_CTRLACK (read-only on hardware; harmless)
-];
-
 /// SMMU_GBPA offset.
-const GBPA: usize = 0x044;
+const GBPA: usize = off::GBPA;
 
-/// QEMU's SMMU as if it sat in a power domain: power-off writes the reset values (so the
-/// hypervisor sees exactly what real hardware would show after power-on), GBPA included.
+/// QEMU's SMMU as if it sat in a power domain: power-off writes the architected reset values
+/// ([`RESET`], the same table the software SMMU resets from), so the hypervisor sees exactly
+/// what real hardware would show after power-on, GBPA included.
 #[derive(Clone, Copy, Debug)]
-pub struct SimulatedPowerDomain {
+pub struct SimulatedPowerController {
     reset: GbpaReset,
     on: bool,
     /// Power-offs performed.
@@ -97,29 +79,27 @@ pub struct SimulatedPowerDomain {
     pub losses: u64,
 }
 
-impl SimulatedPowerDomain {
+impl SimulatedPowerController {
     /// A powered domain whose GBPA resets to `reset`.
     pub const fn new(reset: GbpaReset) -> Self {
         Self { reset, on: true, offs: 0, losses: 0 }
     }
 
     fn reset_registers(&self, regs: &mut dyn PowerRegs) {
-        for (off, v) in RESET_VALUES {
-            if off != 0x054 {
-                regs.write32(off, v);
-            }
+        for (o, v) in RESET {
+            regs.write32(o, v);
         }
         // GBPA with UPDATE so the (live) QEMU model applies it.
-        regs.write32(GBPA, self.reset.register_value() | 1 << 31);
+        regs.write32(GBPA, self.reset.register_value() | Gbpa::UPDATE);
         for _ in 0..1_000_000 {
-            if regs.read32(GBPA) & (1 << 31) == 0 {
+            if !Gbpa(regs.read32(GBPA)).update_pending() {
                 break;
             }
         }
     }
 }
 
-impl SmmuPowerDomain for SimulatedPowerDomain {
+impl SmmuPowerController for SimulatedPowerController {
     fn gbpa_reset(&self) -> GbpaReset {
         self.reset
     }
@@ -154,22 +134,22 @@ mod tests {
             *self.0.get(&off).unwrap_or(&0)
         }
         fn write32(&mut self, off: usize, v: u32) {
-            self.0.insert(off, if off == GBPA { v & !(1 << 31) } else { v });
+            self.0.insert(off, if off == GBPA { v & !Gbpa::UPDATE } else { v });
         }
     }
 
     #[test]
     fn power_off_leaves_reset_values_and_the_platform_gbpa() {
-        for (reset, gbpa) in [(GbpaReset::Abort, 1 << 20), (GbpaReset::Bypass, 0)] {
+        for (reset, gbpa) in [(GbpaReset::Abort, Gbpa::ABORT), (GbpaReset::Bypass, 0)] {
             let mut r = Regs::default();
-            r.0.insert(0x020, 0xd);
-            r.0.insert(0x080, 0x4030_0000);
-            r.0.insert(GBPA, 1 << 20);
-            let mut d = SimulatedPowerDomain::new(reset);
+            r.0.insert(off::CR0, 0xd);
+            r.0.insert(off::STRTAB_BASE, 0x4030_0000);
+            r.0.insert(GBPA, Gbpa::ABORT);
+            let mut d = SimulatedPowerController::new(reset);
             d.power_off(&mut r);
             assert!(!d.is_on());
-            assert_eq!(r.0[&0x020], 0);
-            assert_eq!(r.0[&0x080], 0);
+            assert_eq!(r.0[&off::CR0], 0);
+            assert_eq!(r.0[&off::STRTAB_BASE], 0);
             assert_eq!(r.0[&GBPA], gbpa);
             d.power_on(&mut r);
             assert!(d.is_on());

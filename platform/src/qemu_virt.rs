@@ -85,10 +85,14 @@ pub const MANIFEST: Manifest = Manifest {
 pub struct QemuVirt;
 
 impl Platform for QemuVirt {
+    type PowerController = crate::power::SimulatedPowerController;
     fn board(&self) -> &'static Board {
         &BOARD
     }
     fn manifest(&self) -> &'static Manifest {
         &MANIFEST
+    }
+    fn power_controller(&self, gbpa_reset: crate::power::GbpaReset) -> Self::PowerController {
+        crate::power::SimulatedPowerController::new(gbpa_reset)
     }
 }

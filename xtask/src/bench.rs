@@ -183,6 +183,7 @@ pub fn run(opts: &Opts) -> Result<(), String> {
             append: append.to_string(),
             extra: vec!["-icount".into(), "shift=0,align=off,sleep=off".into()],
             tag: "bench".into(),
+            trace: false,
         };
         let out = qemu::run(&launch, opts, 600, opts.verbose)?;
         out.verdict()?;

@@ -9,24 +9,30 @@
 //! cargo xtask test             host unit tests, then the integration runs under QEMU (two with
 //!                              the bare-metal host, one with Linux as the host)
 //! cargo xtask bench            instruction counts of the hypercall paths under -icount
+//! cargo xtask model            the invariant explorer, deeper than `cargo test` runs it
+//! cargo xtask mutants          mutation testing of the safety code (cargo-mutants)
+//! cargo xtask fuzz             a long run of the hypercall fuzzer
 //! ```
-//! Options: `--verbose` (show every command, shell-quoted, including the QEMU command line),
-//! `--timeout SECS` (run/test), `--gbpa-reset abort|bypass` (run), `--host bare|linux` (run).
+//! Options: `--verbose` (show every command, shell-quoted so it can be pasted, including the QEMU
+//! command line), `--timeout SECS` (run/test), `--gbpa-reset abort|bypass` (run: the SMMU power
+//! domain's GBPA reset value), `--host bare|linux` (run: what VM 0 is), `--compare OLD.json`
+//! (bench), `--depth N` (model), `--jobs N` and `--file PATH` (mutants), `--cases N` (fuzz).
 
 mod bench;
 mod cpio;
 mod elf;
 mod images;
 mod linux;
+mod mutants;
 mod qemu;
 mod report;
 mod setup;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <setup|build|run|test|bench|model> [--verbose] \
-     [--timeout SECS] [--compare OLD.json] [--depth N] [--gbpa-reset abort|bypass] \
-     [--host bare|linux]";
+const USAGE: &str = "usage: cargo xtask <setup|build|run|test|bench|model|mutants|fuzz> \
+     [--verbose] [--timeout SECS] [--compare OLD.json] [--depth N] [--gbpa-reset abort|bypass] \
+     [--host bare|linux] [--jobs N] [--file PATH] [--cases N]";
 
 /// What runs as the host VM in `run`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -53,6 +59,12 @@ pub struct Opts {
     pub gbpa_reset: Option<String>,
     /// The host VM for `run`.
     pub host: HostKind,
+    /// Parallel jobs (mutants).
+    pub jobs: Option<usize>,
+    /// Only this file (mutants).
+    pub file: Option<String>,
+    /// Call sequences (fuzz).
+    pub cases: Option<u64>,
 }
 
 fn parse(args: &[String]) -> Result<(String, Opts), String> {
@@ -85,6 +97,15 @@ fn parse(args: &[String]) -> Result<(String, Opts), String> {
                 let v = it.next().ok_or("--depth needs a number")?;
                 opts.depth = Some(v.parse().map_err(|_| format!("bad --depth value `{v}`"))?);
             }
+            "--jobs" | "-j" => {
+                let v = it.next().ok_or("--jobs needs a number")?;
+                opts.jobs = Some(v.parse().map_err(|_| format!("bad --jobs value `{v}`"))?);
+            }
+            "--file" => opts.file = Some(it.next().ok_or("--file needs a path")?.clone()),
+            "--cases" => {
+                let v = it.next().ok_or("--cases needs a number")?;
+                opts.cases = Some(v.parse().map_err(|_| format!("bad --cases value `{v}`"))?);
+            }
             "--compare" => {
                 opts.compare = Some(it.next().ok_or("--compare needs a bench.json path")?.clone());
             }
@@ -116,6 +137,8 @@ fn main() -> ExitCode {
         "test" => setup::ensure(&opts).and_then(|()| test(&opts)),
         "bench" => setup::ensure(&opts).and_then(|()| bench::run(&opts)),
         "model" => model(&opts),
+        "mutants" => mutants::run(&opts),
+        "fuzz" => mutants::fuzz(&opts),
         other => Err(format!("unknown subcommand `{other}`\n{USAGE}")),
     };
     match result {
@@ -135,10 +158,10 @@ fn model(opts: &Opts) -> Result<(), String> {
     let mut ok = true;
     for reset in [GbpaReset::Abort, GbpaReset::Bypass] {
         let start = std::time::Instant::now();
-        let r = hyp::model::explore(depth, reset);
+        let r = smmu_model::explore(depth, reset);
         println!(
             "depth {depth}: {} ({:.1} s)",
-            hyp::model::describe(&r, reset),
+            smmu_model::describe(&r, reset),
             start.elapsed().as_secs_f64()
         );
         ok &= r.violation.is_none();
@@ -168,6 +191,7 @@ fn run(opts: &Opts) -> Result<(), String> {
         append: format!("gbpa_reset={}", opts.gbpa_reset.as_deref().unwrap_or("abort")),
         extra: vec![],
         tag: "run".into(),
+        trace: false,
     };
     let out = qemu::run(&launch, opts, opts.timeout.unwrap_or(120), true)?;
     out.verdict()
@@ -202,6 +226,7 @@ fn linux_run(
             linux::Variant::Panic => "linux-panic",
         }
         .into(),
+        trace: true,
     };
     let mut out = qemu::run(&launch, opts, timeout, true)?;
     out.checks = match variant {
@@ -225,7 +250,7 @@ fn linux_run(
 /// power-loss injection allowed), and the worst legal one, whose GBPA resets to bypass.
 const RUNS: [(&str, &str); 2] = [
     ("GBPA resets to abort", "gbpa_reset=abort pm_inject=1"),
-    ("GBPA resets to bypass", "gbpa_reset=bypass"),
+    ("GBPA resets to bypass", "gbpa_reset=bypass pm_inject=1"),
 ];
 
 fn test(opts: &Opts) -> Result<(), String> {
@@ -237,8 +262,33 @@ fn test(opts: &Opts) -> Result<(), String> {
     let mut problems = Vec::new();
     let mut logs = Vec::new();
     let mut timings = Vec::new();
+    let mut trace_checks = 0;
     let mut account =
         |what: &str, out: &qemu::RunOutput, problems: &mut Vec<String>, host: bool| {
+            // QEMU's own trace is the judge of two properties no test inside a VM can see:
+            // what the very first device write was, and whether any DMA went through
+            // untranslated.
+            let findings = std::fs::read_to_string(&out.trace_path)
+                .map(|t| report::TraceFindings::parse(&t))
+                .unwrap_or_else(|e| {
+                    problems.push(format!("{what}: {}: {e}", out.trace_path.display()));
+                    report::TraceFindings::default()
+                });
+            for (name, r) in [
+                ("first device write is SMMU_GBPA.ABORT", findings.first_write_is_gbpa_abort()),
+                ("no untranslated DMA in QEMU's SMMU trace", findings.never_untranslated()),
+            ] {
+                match r {
+                    Ok(()) => {
+                        println!("trace check: {name} ... ok");
+                        trace_checks += 1;
+                    }
+                    Err(e) => {
+                        println!("trace check: {name} ... FAILED: {e}");
+                        problems.push(format!("{what}: {e}"));
+                    }
+                }
+            }
             let names: Vec<String> =
                 report::vm_names().into_iter().skip(if host { 0 } else { 1 }).collect();
             let guest = report::GuestReport::parse(&out.log, &names);
@@ -275,6 +325,7 @@ fn test(opts: &Opts) -> Result<(), String> {
             append: bootargs.to_string(),
             extra: vec![],
             tag: if bootargs.contains("bypass") { "bypass" } else { "abort" }.into(),
+            trace: true,
         };
         let out = qemu::run(&launch, opts, opts.timeout.unwrap_or(300), true)?;
         account(what, &out, &mut problems, true);
@@ -300,7 +351,7 @@ fn test(opts: &Opts) -> Result<(), String> {
     }
     // Every problem that is not already a failed test (a missing summary, a timeout, a panic,
     // host tests that did not build) counts as one failure, so the last line never hides it.
-    let passed = host.passed + guest_passed;
+    let passed = host.passed + guest_passed + trace_checks;
     let failed = host.failed + guest_failed + problems.len() as u64;
     for l in &logs {
         println!("log of a QEMU run: {}", l.display());

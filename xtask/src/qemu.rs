@@ -68,13 +68,21 @@ pub struct Launch<'a> {
     pub append: String,
     /// Further QEMU arguments (e.g. `-icount`).
     pub extra: Vec<String>,
-    /// Names the log file `target/xtask/last-TAG.log`.
+    /// Names the log file `target/xtask/last-TAG.log` (and the trace `trace-TAG.log`).
     pub tag: String,
+    /// Record QEMU's trace of [`crate::report::TRACE_EVENTS`] (test runs: the trace is the judge
+    /// of what no VM can see).
+    pub trace: bool,
 }
 
 impl Launch<'_> {
     fn console_socket(&self) -> PathBuf {
         root().join(format!("target/xtask/host-console-{}.sock", self.tag))
+    }
+
+    /// Where QEMU's trace goes.
+    pub fn trace_path(&self) -> PathBuf {
+        root().join(format!("target/xtask/trace-{}.log", self.tag))
     }
 }
 
@@ -102,6 +110,12 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
         format!("{}M", QEMU_RAM_SIZE >> 20),
     ]);
     a.extend(l.extra.iter().cloned());
+    if l.trace {
+        for e in crate::report::TRACE_EVENTS {
+            a.extend(["-trace".into(), e.into()]);
+        }
+        a.extend(["-D".into(), l.trace_path().display().to_string()]);
+    }
     a.extend(["-append".into(), l.append.clone()]);
     a.extend(["-kernel".into(), l.hyp.display().to_string()]);
     let loader = |file: &Path, addr: u64| {
@@ -182,6 +196,8 @@ pub struct RunOutput {
     pub seconds: f64,
     /// Checks xtask made on the log (filled in by the caller).
     pub checks: Vec<crate::report::LogCheck>,
+    /// QEMU's trace (if the launch asked for one).
+    pub trace_path: PathBuf,
 }
 
 impl RunOutput {
@@ -271,6 +287,7 @@ pub fn run(l: &Launch<'_>, opts: &Opts, timeout: u64, echo: bool) -> Result<RunO
         let _ = std::fs::create_dir_all(dir);
     }
     let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(l.trace_path());
     let start = Instant::now();
     let child = Command::new(QEMU)
         .args(&args)
@@ -339,6 +356,7 @@ pub fn run(l: &Launch<'_>, opts: &Opts, timeout: u64, echo: bool) -> Result<RunO
         timeout,
         seconds: start.elapsed().as_secs_f64(),
         checks: Vec::new(),
+        trace_path: l.trace_path(),
     })
 }
 
@@ -379,6 +397,7 @@ mod tests {
             append: "gbpa_reset=abort pm_inject=1".into(),
             extra: vec![],
             tag: "abort".into(),
+            trace: true,
         };
         let a = args(&l);
         let loaders = a.iter().filter(|x| x.starts_with("loader,file=/t/guest.bin")).count();
@@ -386,6 +405,7 @@ mod tests {
         assert!(a.windows(2).any(|w| w[0] == "-append" && w[1] == "gbpa_reset=abort pm_inject=1"));
         assert!(a.contains(&"null,id=hostcon".to_string()));
         assert!(a.iter().any(|x| x.starts_with("virtio-blk-pci,addr=6")));
+        assert!(a.windows(2).any(|w| w[0] == "-trace" && w[1] == "smmuv3_translate_bypass"));
         l.host = Host::Linux(LinuxFiles {
             image: "/t/Image".into(),
             image_addr: 0x4400_0000,

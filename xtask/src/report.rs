@@ -262,6 +262,77 @@ pub fn linux_checks(log: &str, faults: &[u64], spi: u32) -> Vec<LogCheck> {
     v
 }
 
+/// QEMU trace events xtask asks for in the integration runs (QEMU's own view, independent of
+/// what the hypervisor reports about itself).
+pub const TRACE_EVENTS: [&str; 4] =
+    ["smmuv3_write_mmio", "smmuv3_translate_bypass", "smmuv3_translate_disable", "pl011_write"];
+
+/// What QEMU's trace of one run shows about the SMMU.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TraceFindings {
+    /// The first device write of the run (SMMU or UART), as traced.
+    pub first_device_write: Option<String>,
+    /// Transactions the SMMU let through untranslated: STE bypass, or SMMU disabled with GBPA
+    /// bypass.
+    pub untranslated: Vec<String>,
+    /// SMMU register writes seen.
+    pub smmu_writes: u64,
+}
+
+impl TraceFindings {
+    /// Reads a trace log (QEMU's `-D` file with the events of [`TRACE_EVENTS`]).
+    pub fn parse(text: &str) -> Self {
+        let mut f = TraceFindings::default();
+        for line in text.lines() {
+            let line = line.trim();
+            let is_write = line.starts_with("smmuv3_write_mmio") || line.starts_with("pl011_write");
+            if is_write && f.first_device_write.is_none() {
+                f.first_device_write = Some(line.to_string());
+            }
+            if line.starts_with("smmuv3_write_mmio") {
+                f.smmu_writes += 1;
+            }
+            if line.starts_with("smmuv3_translate_bypass")
+                || line.starts_with("smmuv3_translate_disable")
+            {
+                f.untranslated.push(line.to_string());
+            }
+        }
+        f
+    }
+
+    /// The very first device write is SMMU_GBPA (offset 0x44) with ABORT (bit 20) and UPDATE.
+    pub fn first_write_is_gbpa_abort(&self) -> Result<(), String> {
+        let Some(l) = &self.first_device_write else {
+            return Err("no device write in the trace".into());
+        };
+        let field = |name: &str| -> Option<u64> {
+            let rest = l.split(name).nth(1)?.trim_start();
+            let v = rest.split(|c: char| c.is_whitespace() || c == '(').next()?;
+            u64::from_str_radix(v.trim_start_matches("0x"), 16).ok()
+        };
+        let ok = l.starts_with("smmuv3_write_mmio")
+            && field("addr:") == Some(0x44)
+            && field("val:").is_some_and(|v| v & (1 << 20) != 0 && v & (1 << 31) != 0);
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("the first device write is `{l}`, not SMMU_GBPA.ABORT"))
+        }
+    }
+
+    /// No transaction went through untranslated.
+    pub fn never_untranslated(&self) -> Result<(), String> {
+        match self.untranslated.first() {
+            None => Ok(()),
+            Some(l) => Err(format!(
+                "{} untranslated transaction(s) in QEMU's trace, the first: `{l}`",
+                self.untranslated.len()
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,6 +417,34 @@ hyp: INFO  vm guest1 stopped (SYSTEM_OFF) after 1 hypercalls
         let guests_first = "[host] Kernel panic - not syncing\nhyp: INFO  vm guest1 stopped (SYSTEM_OFF)\n\
                             hyp: INFO  vm guest2 stopped (SYSTEM_OFF)\nhyp: INFO  vm host stopped (SYSTEM_RESET)\n";
         assert!(linux_panic_checks(guests_first)[0].result.is_err());
+    }
+
+    #[test]
+    fn qemu_trace_findings() {
+        let good = "smmuv3_write_mmio addr: 0x44 val:0x80101000 size: 0x4(0)\n\
+                    pl011_write addr 0x000 value 0x00000068 reg DR\n\
+                    smmuv3_write_mmio addr: 0x20 val:0x0 size: 0x4(0)\n";
+        let f = TraceFindings::parse(good);
+        assert_eq!(f.first_write_is_gbpa_abort(), Ok(()));
+        assert_eq!(f.never_untranslated(), Ok(()));
+        assert_eq!(f.smmu_writes, 2);
+        // The UART first, GBPA without ABORT, another register: all refused.
+        for bad in [
+            "pl011_write addr 0x000 value 0x00000068 reg DR\nsmmuv3_write_mmio addr: 0x44 val:0x80101000 size: 0x4(0)\n",
+            "smmuv3_write_mmio addr: 0x44 val:0x80001000 size: 0x4(0)\n",
+            "smmuv3_write_mmio addr: 0x44 val:0x00101000 size: 0x4(0)\n",
+            "smmuv3_write_mmio addr: 0x20 val:0x0 size: 0x4(0)\n",
+            "",
+        ] {
+            assert!(TraceFindings::parse(bad).first_write_is_gbpa_abort().is_err(), "{bad}");
+        }
+        let bypass = "smmuv3_translate_bypass smmuv3-iommu-memory-region-16-2 sid=0x10 bypass iova:0x44000000 is_write=1\n";
+        let f = TraceFindings::parse(&(good.to_string() + bypass));
+        assert!(f.never_untranslated().unwrap_err().contains("1 untranslated"));
+        let f = TraceFindings::parse(
+            "smmuv3_translate_disable x sid=0x18 bypass (smmu disabled) iova:0x0 is_write=0\n",
+        );
+        assert!(f.never_untranslated().is_err());
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub struct TrapFrame {
 }
 
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == 272);
+const _: () = assert!(core::mem::offset_of!(TrapFrame, elr) == 248);
 
 /// The MMIO emulation path reads and writes the trapped VM's registers in the frame (x19..x29
 /// are in it for every trap but HVC: see entry.S).
@@ -38,7 +39,6 @@ impl mmio::Registers for TrapFrame {
         self.x[n as usize] = value;
     }
 }
-const _: () = assert!(core::mem::offset_of!(TrapFrame, elr) == 248);
 
 /// Vector slot names, for fatal-exception reports.
 const KINDS: [&str; 16] = [
@@ -136,7 +136,7 @@ fn hypercall_with_state(frame: &mut TrapFrame, esr: Esr, vm: &'static vm::Vm, re
         caller,
         mem: &mut vm::IdentityGuestMemory,
         console: &mut vm::Console,
-        iommu: &mut super::smmu::LockedIommu,
+        smmu: &mut super::smmu_service::SharedSmmu,
     };
     let ret = hypercall::dispatch(esr.imm16(), regs, &mut env);
     set_result(frame, &ret);

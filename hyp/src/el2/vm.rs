@@ -9,7 +9,7 @@ use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use hyp::console::LineBuffer;
 use hyp::cpufeat::{el2_controls, IdRegs};
-use hyp::hypercall::{ConsoleSink, GuestMemory};
+use hyp::hypercall::{ConsoleSink, GuestMemory, GuestRange};
 use hyp::mmio::{Refusal, Region};
 use hyp::pci::{Configured, Function};
 use hyp::psci::StopReason;
@@ -119,7 +119,7 @@ impl Vm {
             self.mmio_emulated.load(Ordering::Relaxed)
         );
         // Teardown: its devices can no longer reach anything, and it no longer needs the SMMU.
-        super::smmu::vm_stopped(self.spec.id);
+        super::smmu_service::vm_stopped(self.spec.id);
         match STATES.stop(self.spec.id) {
             StopOutcome::LastVm => {
                 summary();
@@ -171,7 +171,7 @@ pub fn prepare_all(pools: &mut mmu::Pools, devices: &[Vec<Configured>]) {
         )));
         let vttbr = s2.root_address().0 as u64 | ((spec.vmid() as u64) << 48);
         // The SMMU walks the same tables for this VM's devices.
-        super::smmu::set_stage2(
+        super::smmu_service::set_stage2(
             spec.id,
             hyp::smmu::ste::S2Config::vm(spec.vmid(), s2.root_address().0 as u64),
         );
@@ -213,6 +213,9 @@ pub fn prepare_all(pools: &mut mmu::Pools, devices: &[Vec<Configured>]) {
     }
 }
 
+/// Size of [`host_abi::BootInfo`].
+const BOOT_INFO_SIZE: u64 = core::mem::size_of::<host_abi::BootInfo>() as u64;
+
 fn write_boot_info(spec: &VmSpec, flags: u64) {
     use host_abi::types::{encode_name, BOOT_INFO_MAGIC};
     let info = host_abi::BootInfo {
@@ -226,7 +229,9 @@ fn write_boot_info(spec: &VmSpec, flags: u64) {
         name: encode_name(spec.name),
         flags,
     };
-    IdentityGuestMemory.write(spec.boot_info_ipa(), zerocopy::IntoBytes::as_bytes(&info));
+    let range = GuestRange::of(spec, spec.boot_info_ipa(), BOOT_INFO_SIZE)
+        .expect("the boot-info block is the last page of the VM's RAM");
+    IdentityGuestMemory.write(range, zerocopy::IntoBytes::as_bytes(&info));
 }
 
 /// The EL2 controls of the VM's EL1 on this CPU: features the ID registers advertise are
@@ -334,19 +339,26 @@ pub fn run_on_this_cpu(cpu: u32) -> ! {
 }
 
 /// VM memory seen from EL2: RAM is identity-mapped at EL2 and every VM's stage-2 maps its RAM at
-/// IPA == PA, so an IPA inside the caller's RAM is its own physical address. The dispatcher
-/// checks the range against the caller's RAM before calling these.
+/// IPA == PA, so an IPA inside a VM's RAM is its own physical address. A [`GuestRange`] can only
+/// exist for a range inside one VM's RAM.
 pub struct IdentityGuestMemory;
 
 impl GuestMemory for IdentityGuestMemory {
-    fn read(&self, ipa: u64, out: &mut [u8]) {
-        // SAFETY: the range is inside the calling VM's RAM (checked by the dispatcher), which
-        // is mapped at EL2; it is copied once, into hypervisor memory.
-        unsafe { core::ptr::copy_nonoverlapping(ipa as *const u8, out.as_mut_ptr(), out.len()) };
+    fn read(&self, range: GuestRange, out: &mut [u8]) {
+        assert_eq!(out.len() as u64, range.len());
+        // SAFETY: a GuestRange lies inside a VM's RAM, which is mapped at EL2 and is never the
+        // hypervisor's own memory; `out` is hypervisor memory of the same length. The copy is
+        // the one copy out of the VM.
+        unsafe {
+            core::ptr::copy_nonoverlapping(range.ipa() as *const u8, out.as_mut_ptr(), out.len())
+        };
     }
-    fn write(&mut self, ipa: u64, data: &[u8]) {
-        // SAFETY: as for `read`; the VM's RAM is never the hypervisor's own memory.
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), ipa as *mut u8, data.len()) };
+    fn write(&mut self, range: GuestRange, data: &[u8]) {
+        assert_eq!(data.len() as u64, range.len());
+        // SAFETY: as for `read`.
+        unsafe {
+            core::ptr::copy_nonoverlapping(data.as_ptr(), range.ipa() as *mut u8, data.len())
+        };
     }
 }
 

@@ -1,120 +1,130 @@
-//! A small software SMMU for the driver's unit tests: a register file that acknowledges CR0 and
-//! GBPA updates, consumes the command queue from memory (rejecting unknown opcodes the way the
-//! hardware does), and lets tests post event records.
+//! The driver's test double: the software SMMU ([`SoftSmmu`]) configured to behave like
+//! QEMU's, executing commands as soon as PROD moves (rejecting opcodes the architecture does not
+//! define, as hardware does), recording every register write and consumed command, and letting
+//! tests post events, raise errors and cut power.
 
-use super::regs::{gerror, off};
 use super::SmmuRegs;
-use std::collections::BTreeMap;
+use crate::softsmmu::{IdRegs, MemFault, SmmuMemory, SoftSmmu, WriteEffect};
+use host_abi::smmu::regs::{Gbpa, Gerror};
 use std::vec::Vec;
 
-/// Opcodes the fake accepts.
-const KNOWN: [u64; 14] =
-    [0x01, 0x03, 0x04, 0x05, 0x06, 0x10, 0x11, 0x12, 0x20, 0x28, 0x30, 0x40, 0x41, 0x46];
+/// The host's own memory, at the addresses the driver hands the SMMU (its heap buffers).
+pub struct HostMemory;
 
-#[derive(Default)]
+impl SmmuMemory for HostMemory {
+    fn read(&mut self, addr: u64, out: &mut [u64]) -> Result<(), MemFault> {
+        for (i, w) in out.iter_mut().enumerate() {
+            // SAFETY: test-only; the driver gave the SMMU the address of its own live, aligned
+            // heap buffer (a queue or table), which is what the fake reads.
+            *w = unsafe { ((addr + i as u64 * 8) as *const u64).read_volatile() };
+        }
+        Ok(())
+    }
+    fn write(&mut self, addr: u64, data: &[u64]) -> Result<(), MemFault> {
+        for (i, w) in data.iter().enumerate() {
+            // SAFETY: as for `read`: the driver's own event queue.
+            unsafe { ((addr + i as u64 * 8) as *mut u64).write_volatile(*w) };
+        }
+        Ok(())
+    }
+}
+
 pub struct FakeSmmu {
-    pub regs: BTreeMap<usize, u32>,
-    /// Every register write, in order.
+    /// The SMMU.
+    pub smmu: SoftSmmu,
+    /// Every register write, in order (`(usize::MAX, 0)` marks a power loss).
     pub writes: Vec<(usize, u32)>,
+    /// Register reads so far.
+    pub reads: u64,
     /// Every command consumed, in order (rejected ones excluded).
     pub consumed: Vec<[u64; 2]>,
+    /// Stop consuming commands (a hung SMMU).
+    pub hold_commands: bool,
+    /// Lose power (GBPA back to abort) just before the register write with this index in
+    /// `writes` (a power cut in the middle of a sequence).
+    pub lose_power_before_write: Option<usize>,
 }
 
 impl FakeSmmu {
-    /// QEMU 10's ID registers (stage=nested).
+    /// QEMU 10's SMMU (stage=nested), coming out of reset in bypass as QEMU's does.
     pub fn qemu() -> Self {
-        let mut f = FakeSmmu::default();
-        f.regs.insert(off::IDR0, 0x0d44_101b);
-        f.regs.insert(off::IDR1, 16 | (16 << 6) | (19 << 16) | (19 << 21));
-        f.regs.insert(off::IDR5, 0x55);
-        f.regs.insert(off::GBPA, 0x1000);
-        f
+        Self::with_ids(IdRegs::QEMU)
     }
 
-    fn reg(&self, o: usize) -> u32 {
-        *self.regs.get(&o).unwrap_or(&0)
+    /// An SMMU with these ID registers.
+    pub fn with_ids(ids: IdRegs) -> Self {
+        // QEMU's GBPA reset value: bypass with SHCFG = 0b01.
+        FakeSmmu {
+            smmu: SoftSmmu::new(ids, 0x1000),
+            writes: Vec::new(),
+            reads: 0,
+            consumed: Vec::new(),
+            hold_commands: false,
+            lose_power_before_write: None,
+        }
     }
 
-    fn base64(&self, o: usize) -> u64 {
-        self.reg(o) as u64 | (self.reg(o + 4) as u64) << 32
-    }
-
-    /// Consumes commands from CONS up to PROD unless a command error is pending.
+    /// Consumes commands from CONS up to PROD unless the queue is stopped.
     fn run_cmdq(&mut self) {
-        let base = self.base64(off::CMDQ_BASE);
-        let log2 = (base & 0x1f) as u32;
-        let addr = base & ((1 << 52) - 1) & !0x1f;
-        let mask = (2u32 << log2) - 1;
-        loop {
-            if (self.reg(off::GERROR) ^ self.reg(off::GERRORN)) & gerror::CMDQ_ERR != 0 {
-                return;
-            }
-            let prod = self.reg(off::CMDQ_PROD) & mask;
-            let cons = self.reg(off::CMDQ_CONS) & mask;
-            if prod == cons {
-                return;
-            }
-            let i = (cons & ((1 << log2) - 1)) as u64;
-            // SAFETY: the driver gave us the address of its own (identity-mapped) queue.
-            let c = unsafe { *((addr + i * 16) as *const [u64; 2]) };
-            if !KNOWN.contains(&(c[0] & 0xff)) {
-                // CERROR_ILL in CONS.ERR, CMDQ_ERR toggled in GERROR.
-                self.regs.insert(off::CMDQ_CONS, cons | (1 << 24));
-                let g = self.reg(off::GERROR) ^ gerror::CMDQ_ERR;
-                self.regs.insert(off::GERROR, g);
+        if self.hold_commands {
+            return;
+        }
+        while let Some(c) = self.smmu.next_command(&mut HostMemory) {
+            let c = c.expect("host memory never faults");
+            if !SoftSmmu::known_opcode(c[0] as u8) {
+                self.smmu.fail_command(SoftSmmu::ILLEGAL);
                 return;
             }
             self.consumed.push(c);
-            self.regs.insert(off::CMDQ_CONS, (cons + 1) & mask);
+            self.smmu.consume();
         }
     }
 
     /// Loses power: every register back to its reset value, GBPA to `gbpa` (the platform's
     /// IMPLEMENTATION DEFINED reset value), ID registers kept.
     pub fn power_loss(&mut self, gbpa: u32) {
-        let keep = [off::IDR0, off::IDR1, off::IDR5];
-        self.regs.retain(|o, _| keep.contains(o));
-        self.regs.insert(off::GBPA, gbpa);
+        self.smmu = SoftSmmu::new(*self.smmu.id(), gbpa);
         self.writes.push((usize::MAX, 0));
+    }
+
+    /// Writes an event record into the event queue, as a faulting device would make the SMMU.
+    pub fn post_event(&mut self, record: [u64; 4]) {
+        let _ = self.smmu.post_event(&mut HostMemory, &record);
+    }
+
+    /// Raises global errors.
+    pub fn raise(&mut self, e: Gerror) {
+        self.smmu.raise(e);
     }
 
     /// Opcodes consumed, in order.
     pub fn opcodes(&self) -> Vec<u64> {
         self.consumed.iter().map(|c| c[0] & 0xff).collect()
     }
+
+    /// GBPA says abort.
+    pub fn aborts(&self) -> bool {
+        self.smmu.gbpa().abort()
+    }
 }
 
 impl SmmuRegs for FakeSmmu {
     fn read32(&mut self, o: usize) -> u32 {
-        self.reg(o)
+        self.reads += 1;
+        self.smmu.read32(o)
     }
 
     fn write32(&mut self, o: usize, v: u32) {
+        if self.lose_power_before_write == Some(self.writes.len()) {
+            self.lose_power_before_write = None;
+            self.power_loss(Gbpa::ABORT);
+        }
         self.writes.push((o, v));
-        match o {
-            off::GBPA => {
-                self.regs.insert(o, v & !(1 << 31));
+        match self.smmu.write32(o, v) {
+            WriteEffect::CmdqProd | WriteEffect::GerrorAck(_) | WriteEffect::Cr0 { .. } => {
+                self.run_cmdq()
             }
-            off::CR0 => {
-                self.regs.insert(o, v);
-                self.regs.insert(off::CR0ACK, v);
-            }
-            off::CMDQ_PROD => {
-                self.regs.insert(o, v);
-                if self.reg(off::CR0) & (1 << 3) != 0 {
-                    self.run_cmdq();
-                }
-            }
-            off::GERRORN => {
-                self.regs.insert(o, v);
-                // Acknowledging CMDQ_ERR restarts the queue; ERR is cleared.
-                let cons = self.reg(off::CMDQ_CONS) & 0x00ff_ffff;
-                self.regs.insert(off::CMDQ_CONS, cons);
-                self.run_cmdq();
-            }
-            _ => {
-                self.regs.insert(o, v);
-            }
+            _ => {}
         }
     }
 }

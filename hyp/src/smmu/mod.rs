@@ -1,16 +1,21 @@
-//! SMMUv3 registers the hypervisor touches so far, and the one sequence it needs at boot:
-//! `GBPA.ABORT` with the UPDATE handshake, so that a disabled SMMU aborts every incoming
-//! transaction instead of letting it through untranslated (QEMU resets GBPA to bypass).
+//! The driver of the real SMMUv3 and the pure pieces it is made of: queue index arithmetic,
+//! stream table entries and their hitless updates, the stream table itself, and the one
+//! sequence the hypervisor runs before anything else at boot: `GBPA.ABORT` with the UPDATE
+//! handshake, so that a disabled SMMU aborts every incoming transaction instead of letting it
+//! through untranslated (QEMU resets GBPA to bypass).
 //!
-//! Hardware is reached only through [`SmmuRegs`], so the sequence is tested on the host.
+//! Hardware is reached only through [`SmmuRegs`], so all of it is tested on the host against
+//! the software SMMU ([`crate::softsmmu`]).
 
+pub mod dmabuf;
 pub mod driver;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod queue;
-pub mod regs;
 pub mod ste;
+pub mod strtab;
 
+pub use host_abi::smmu::regs::{self, Gbpa};
 use regs::off as offset;
 
 /// 32-bit register access to one SMMU instance.
@@ -27,33 +32,6 @@ pub trait SmmuRegs {
     fn write64(&mut self, off: usize, value: u64) {
         self.write32(off, value as u32);
         self.write32(off + 4, (value >> 32) as u32);
-    }
-}
-
-/// SMMU_GBPA: Global Bypass Attribute register.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(transparent)]
-pub struct Gbpa(pub u32);
-
-impl Gbpa {
-    /// UPDATE, bit 31: set by software with a new value, cleared by the SMMU once it applies.
-    pub const UPDATE: u32 = 1 << 31;
-    /// ABORT, bit 20: abort all incoming transactions while SMMUEN = 0.
-    pub const ABORT: u32 = 1 << 20;
-
-    /// Whether incoming transactions are aborted while the SMMU is disabled.
-    pub const fn abort(self) -> bool {
-        self.0 & Self::ABORT != 0
-    }
-
-    /// Whether an update is still in progress.
-    pub const fn update_pending(self) -> bool {
-        self.0 & Self::UPDATE != 0
-    }
-
-    /// This value with ABORT set and the other attribute fields kept.
-    pub const fn with_abort(self) -> Gbpa {
-        Gbpa((self.0 & !Self::UPDATE) | Self::ABORT)
     }
 }
 

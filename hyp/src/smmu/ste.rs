@@ -31,10 +31,11 @@ pub struct S2Config {
 }
 
 impl S2Config {
-    /// The hypervisor's VM stage-2 layout: 39-bit IPA, start at level 1, 40-bit PA, 4 KiB
-    /// granule (the same tables the CPU uses through VTTBR_EL2).
+    /// A VM's stage 2 in the hypervisor's one layout ([`crate::stage2::VM_STAGE2`], the same
+    /// one VTCR_EL2 describes to the CPU).
     pub const fn vm(vmid: u16, ttb: u64) -> Self {
-        Self { vmid, ttb, t0sz: 25, sl0: 1, ps: 2 }
+        let l = crate::stage2::VM_STAGE2;
+        Self { vmid, ttb, t0sz: l.t0sz(), sl0: l.sl0(), ps: l.ps() }
     }
 }
 
@@ -94,9 +95,16 @@ impl core::fmt::Display for Domain {
     }
 }
 
-/// The STE that aborts every transaction and records nothing (V = 1, Config = abort).
-pub fn abort() -> Ste {
-    Ste::default().with_v(1).with_config(SteConfig::Abort)
+/// A 64-byte stream table entry, as eight words.
+pub type SteWords = [u64; 8];
+
+/// The STE that aborts every transaction and records nothing: V = 1, Config = abort
+/// (0b000). The only definition: the stream table starts with it, and blocking writes it.
+pub const ABORT_WORDS: SteWords = [1, 0, 0, 0, 0, 0, 0, 0];
+
+/// [`ABORT_WORDS`] as an [`Ste`].
+pub const fn abort() -> Ste {
+    Ste(ABORT_WORDS)
 }
 
 fn with_s2(s: Ste, s2: &S2Config) -> Ste {

@@ -48,6 +48,30 @@ pub fn read_events(out: &mut [EventRecord; 16]) -> Result<usize, HypError> {
     st.map(|_| r[1] as usize)
 }
 
+/// What one EVENT_READ returned besides the records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventCounts {
+    /// Records written.
+    pub written: usize,
+    /// Records still pending in our ring.
+    pub pending: u64,
+    /// Times the SMMU discarded records that could have been ours.
+    pub lost_notices: u64,
+    /// Records dropped so far because our ring was full.
+    pub dropped: u64,
+}
+
+/// Reads up to 16 of our event records with every count EVENT_READ returns.
+pub fn read_events_counted(out: &mut [EventRecord; 16]) -> Result<EventCounts, HypError> {
+    let (st, r) = call(HypCall::EventRead { ipa: out.as_mut_ptr() as u64, len: 32 * 16 });
+    st.map(|_| EventCounts {
+        written: r[1] as usize,
+        pending: r[2] & 0xffff_ffff,
+        lost_notices: r[2] >> 32,
+        dropped: r[3],
+    })
+}
+
 /// Drains every pending event record and returns whether one matches `pred`.
 pub fn saw_event(pred: impl Fn(&EventRecord) -> bool) -> Result<bool, HypError> {
     let mut buf = [EventRecord::default(); 16];

@@ -118,7 +118,25 @@ fn abi_version() -> Result<(), Msg> {
 
 fn features() -> Result<(), Msg> {
     for f in FunctionId::ALL {
+        if f == FunctionId::PmInjectLoss {
+            continue;
+        }
         check_eq!(hv::call(HypCall::Features { function: f as u32 }).0, Ok(0), f.name());
+    }
+    // PM_INJECT_LOSS: a test facility of the host alone (and only where the run enables it).
+    // FEATURES must answer exactly as the call does: compare with a call whose loss would
+    // only strike after 2^64 - 1 more SMMU register writes.
+    let feat = hv::call(HypCall::Features { function: FunctionId::PmInjectLoss as u32 }).0;
+    let call = hv::call(HypCall::PmInjectLoss { after_writes: u64::MAX }).0;
+    check_eq!(feat, call, "FEATURES(PM_INJECT_LOSS) against the call itself");
+    if me().id != 0 {
+        check_eq!(call, Err(HypError::NotSupported), "PM_INJECT_LOSS from a guest");
+        check_eq!(
+            hv::call(HypCall::PmInjectLoss { after_writes: 0 }).0,
+            Err(HypError::NotSupported),
+            "PM_INJECT_LOSS(now) from a guest"
+        );
+        check_eq!(pm_status()?.losses, 0, "losses after a guest's attempt");
     }
     for unknown in [0xC600_00FF, psci::VERSION, 0x8600_0000, 0] {
         check_eq!(
@@ -474,6 +492,259 @@ fn identity_dma_cannot_leave_the_vm() -> Result<(), Msg> {
     Ok(())
 }
 
+/// Every buffer-taking call refuses a declared range that ends 1 to 63 bytes past our RAM (or
+/// far past it), whatever it would write, and writes nothing.
+fn declared_lengths_are_checked_whole() -> Result<(), Msg> {
+    let end = me().mem.end();
+    let ia = Err(HypError::InvalidAddress);
+    // The last 64 bytes of our RAM hold the boot-info block's tail: they must stay as they are.
+    // SAFETY: our own RAM (the boot-info page).
+    let tail = unsafe { core::ptr::read_volatile((end - 64) as *const [u8; 64]) };
+    for past in 1..64u64 {
+        let (ipa, len) = (end - 64, 64 + past);
+        check_eq!(hv::call(HypCall::VmInfo { ipa, len }).0, ia, "VM_INFO ending {past} B past RAM");
+        check_eq!(
+            hv::call(HypCall::PmStatus { ipa, len }).0,
+            ia,
+            "PM_STATUS ending {past} B past RAM"
+        );
+        check_eq!(
+            hv::call(HypCall::SmmuStats { ipa, len }).0,
+            ia,
+            "SMMU_STATS ending {past} B past RAM"
+        );
+        check_eq!(
+            hv::call(HypCall::ConsoleWrite { ipa: end - 8, len: 8 + past }).0,
+            ia,
+            "CONSOLE_WRITE ending {past} B past RAM"
+        );
+        let (ipa, len) = (end - 112, 112 + past);
+        check_eq!(
+            hv::call(HypCall::DeviceInfo { index: 0, ipa, len }).0,
+            ia,
+            "DEVICE_INFO ending {past} B past RAM"
+        );
+        if past % 32 == 0 {
+            check_eq!(
+                hv::call(HypCall::EventRead { ipa: end - 32, len: 32 + past }).0,
+                ia,
+                "EVENT_READ ending past RAM"
+            );
+        }
+        if past % 16 == 0 {
+            check_eq!(
+                hv::call(HypCall::Invalidate { ipa: end - 16, count: 1 + past / 16 }).0,
+                ia,
+                "INVALIDATE ending past RAM"
+            );
+        }
+        let sid = me().devices[0].rid();
+        check_eq!(
+            hv::call(HypCall::SetSte { sid, ipa: end - 64 + past }).0,
+            ia,
+            "SET_STE's STE ending {past} B past RAM"
+        );
+    }
+    // The declared length counts even where only the struct would be written.
+    check_eq!(
+        hv::call(HypCall::VmInfo { ipa: end - 4096, len: 8192 }).0,
+        ia,
+        "VM_INFO(end - 4 KiB, 8 KiB)"
+    );
+    check_eq!(
+        hv::call(HypCall::PmStatus { ipa: end - 64, len: u64::MAX }).0,
+        ia,
+        "PM_STATUS(end - 64, 2^64 - 1)"
+    );
+    // SAFETY: as above.
+    let after = unsafe { core::ptr::read_volatile((end - 64) as *const [u8; 64]) };
+    check!(after == tail, "a refused call wrote into our last 64 bytes");
+    Ok(())
+}
+
+/// The host floods the SMMU with fault events from its device and never reads them while the
+/// guests fault a few times each and read theirs: every guest receives all of its own events
+/// (the flooder's ring overflows, counted against it alone). The VMs pace each other with
+/// their PM votes (no other test votes while this runs): a guest votes allow-off when ready
+/// and need-on when done; the host floods while any guest's vote is up. (QEMU records one
+/// event per 4-byte access of a faulting DMA: a 64-byte flood DMA makes 16, a 4-byte one 1.)
+fn events_are_isolated_under_a_flood() -> Result<(), Msg> {
+    const VICTIM_FAULTS: u64 = 24;
+    let (edu, sid) = my_edu()?;
+    check_eq!(iommu::set_ste(sid, &iommu::vste_bypass()), Ok(1), "SET_STE identity");
+    let target = BOARD.hyp.base + 0x20_0000;
+    let guests = all_vms_mask() & !1;
+    let mut buf = [host_abi::smmu::EventRecord::default(); 16];
+    if me().id == 0 {
+        // Start from an empty ring, then wait for the guests to be ready.
+        let _ = iommu::saw_event(|_| false);
+        let before = iommu::read_events_counted(&mut buf).map_err(|e| msg!("EVENT_READ: {e}"))?;
+        wait_until("the guests' ready votes", || {
+            pm_status().is_ok_and(|s| s.votes_allow_off & guests == guests)
+        })?;
+        let mut sent = 0u64;
+        let deadline = arch::counter() + 120 * arch::counter_freq();
+        while pm_status()?.votes_allow_off & guests != 0 {
+            check!(arch::counter() < deadline, "the guests never finished");
+            dma_to(&edu, target, 64)?;
+            sent += 1;
+        }
+        let after = iommu::read_events_counted(&mut buf).map_err(|e| msg!("EVENT_READ: {e}"))?;
+        check_eq!(after.written as u64 + after.pending, 64, "records kept (one full ring)");
+        check!(
+            after.dropped > before.dropped,
+            "{sent} flood DMAs and no record dropped: the ring never overflowed"
+        );
+        check!(
+            buf[..after.written].iter().all(|e| e.sid() == sid),
+            "a record of another stream in our ring"
+        );
+        let _ = iommu::saw_event(|_| false);
+        return Ok(());
+    }
+    let _ = iommu::saw_event(|_| false);
+    let before = iommu::read_events_counted(&mut buf).map_err(|e| msg!("EVENT_READ: {e}"))?;
+    hv::pm_vote(true).map_err(|e| msg!("PM_VOTE: {e}"))?;
+    // Fault only once the flooder's ring is overflowing (SMMU-wide drops go up).
+    let dropped0 = hv::smmu_stats().map_err(|e| msg!("SMMU_STATS: {e}"))?.events_dropped;
+    let r = wait_until("the host's flood", || {
+        hv::smmu_stats().is_ok_and(|s| s.events_dropped > dropped0)
+    });
+    let mut got = 0u64;
+    let mut counts = before;
+    let mut mine = true;
+    if r.is_ok() {
+        // All our faults first, reading nothing meanwhile: our records wait in the SMMU's
+        // queue beside the flood (hundreds of records) until something drains it.
+        for _ in 0..VICTIM_FAULTS {
+            dma_to(&edu, target, 4)?;
+        }
+        loop {
+            counts = iommu::read_events_counted(&mut buf).map_err(|e| msg!("EVENT_READ: {e}"))?;
+            got += counts.written as u64;
+            mine &=
+                buf[..counts.written].iter().all(|e| e.sid() == sid && e.input_addr() == target);
+            if counts.pending == 0 {
+                break;
+            }
+        }
+    }
+    hv::pm_vote(false).map_err(|e| msg!("PM_VOTE: {e}"))?;
+    r?;
+    check!(mine, "a record that is not of our faulting DMA");
+    check_eq!(got, VICTIM_FAULTS, "our own events under the flood");
+    check_eq!(counts.pending, 0, "records left");
+    check_eq!(counts.dropped, before.dropped, "records of ours dropped");
+    check_eq!(counts.lost_notices, before.lost_notices, "loss notices");
+    Ok(())
+}
+
+/// A small deterministic generator (xorshift64*), seeded per VM.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[(self.next() % xs.len() as u64) as usize]
+    }
+}
+
+/// Thousands of random hypercalls (every function but the console, votes and power-loss
+/// injection; addresses in our scratch area, in other VMs, in the hypervisor, wrapping; random
+/// streams, STEs and commands), then isolation re-checked with real DMA: our device still
+/// lands only where our domain says, and cannot reach the hypervisor or another VM.
+fn random_hypercalls_change_nothing_they_must_not() -> Result<(), Msg> {
+    use host_abi::smmu::{Command, Ste};
+    let (edu, sid) = my_edu()?;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (me().id as u64 + 1) * 0x1234_5678_9abc);
+    let scratch_area = scratch(0x8_0000);
+    let other = others().next().unwrap();
+    let addrs = [
+        scratch_area,
+        scratch_area + 0x800,
+        me().mem.end() - 8,
+        other.mem.base + 0x1000,
+        BOARD.hyp.base + 0x20_0000,
+        u64::MAX - 15,
+        0,
+    ];
+    let sids = [sid, other.devices[0].rid(), 0, 0xffff, 0x1_0000];
+    let functions: [u32; 11] = [
+        FunctionId::VmInfo as u32,
+        FunctionId::DeviceInfo as u32,
+        FunctionId::EventRead as u32,
+        FunctionId::SmmuStats as u32,
+        FunctionId::SetSte as u32,
+        FunctionId::ClearSte as u32,
+        FunctionId::Invalidate as u32,
+        FunctionId::PmStatus as u32,
+        FunctionId::Features as u32,
+        0xC600_00FF,
+        psci::VERSION,
+    ];
+    let mut calls = 0u64;
+    for i in 0..3000u64 {
+        // Random STEs and commands in the scratch area, from single bits to all-random words.
+        for w in 0..16u64 {
+            let v = match rng.next() % 4 {
+                0 => 1u64 << (rng.next() % 64),
+                1 => rng.next() & 0x0000_ffff_ffff_ffff,
+                2 => 0,
+                _ => rng.next(),
+            };
+            // SAFETY: our scratch area.
+            unsafe { ((scratch_area + w * 8) as *mut u64).write_volatile(v) };
+        }
+        if i % 7 == 0 {
+            // A valid-looking command here and there.
+            let c = rng.pick(&[
+                Command::tlbi_nh_all(0),
+                Command::cfgi_ste(sid),
+                Command::cfgi_cd_all(sid),
+                Command::sync(),
+                Command::atc_inv_all(sid),
+            ]);
+            // SAFETY: our scratch area.
+            unsafe { (scratch_area as *mut Command).write_volatile(c) };
+        }
+        let mut r = [0u64; 8];
+        r[0] = rng.pick(&functions) as u64 | if rng.next() % 8 == 0 { rng.next() << 32 } else { 0 };
+        for a in r[1..].iter_mut() {
+            *a = match rng.next() % 4 {
+                0 => rng.pick(&addrs),
+                1 => rng.pick(&sids) as u64,
+                2 => rng.next() % 520,
+                _ => rng.next(),
+            };
+        }
+        let _ = hv::raw(r);
+        calls += 1;
+    }
+    // Whatever those calls did to our stream, attach it to identity again and check that DMA
+    // lands exactly at the IPA, and that the hypervisor and the other VMs stay out of reach.
+    check_eq!(
+        iommu::set_ste(sid, &iommu::vste_bypass()),
+        Ok(1),
+        "SET_STE identity after {calls} random calls"
+    );
+    load_edu_buffer(&edu, scratch(0))?;
+    let dst = scratch(0x1_0000);
+    fill(dst, 4096, |_| 0);
+    dma_to(&edu, dst, 4096)?;
+    bytes_eq(dst, 4096, pattern, "identity DMA after random calls")?;
+    dma_must_fault(&edu, BOARD.hyp.base + 0x20_0000, true, BOARD.hyp.base + 0x20_0000)?;
+    for o in others() {
+        dma_must_fault(&edu, o.boot_info_ipa(), true, o.boot_info_ipa())?;
+    }
+    let _ = Ste::default();
+    Ok(())
+}
+
 fn bad_smmu_requests_are_refused() -> Result<(), Msg> {
     use host_abi::smmu::{Command, Ste, SteConfig};
     let (edu, sid) = my_edu()?;
@@ -544,6 +815,14 @@ fn bad_smmu_requests_are_refused() -> Result<(), Msg> {
         Some((HypError::ReservedField, 0)),
         "reserved bit"
     );
+    let secure = 1u64 << 10;
+    for c in [Command::cfgi_ste(sid), Command::cfgi_cd(sid, 0), Command::cfgi_cd_all(sid)] {
+        check_eq!(
+            inval(&[Command::sync(), Command([c.0[0] | secure, c.0[1]])]),
+            Some((HypError::ForbiddenField, 1)),
+            "a CFGI command's secure bit"
+        );
+    }
     let many = [Command::sync(); 1];
     let (st, _) = hv::call(HypCall::Invalidate {
         ipa: many.as_ptr() as u64,
@@ -740,6 +1019,19 @@ fn pm_cycle() -> Result<(), Msg> {
     fill(dst, 4096, |_| 0x77);
     dma_to(&edu, dst, 4096)?;
     bytes_eq(dst, 4096, |_| 0x77, "memory after DMA while the SMMU is off")?;
+    // A refused ATC invalidation (another VM's stream) changes nothing: no wake-up.
+    let other_sid = others().next().unwrap().devices[0].rid();
+    check_eq!(
+        iommu::invalidate(&[Command::atc_inv_all(other_sid)]),
+        Err((HypError::NotOwned, 0)),
+        "ATC_INV of another VM's stream while off"
+    );
+    let s_refused = pm_status()?;
+    check_eq!(
+        (s_refused.power, s_refused.wakeups, s_refused.resumes),
+        (1, s0.wakeups, s0.resumes),
+        "a refused ATC_INV woke the SMMU (power, wakeups, resumes)"
+    );
     // Invalidations while off reach no hardware.
     check_eq!(
         iommu::invalidate(&[Command::tlbi_nh_all(0), Command::cfgi_ste(sid)]),
@@ -846,7 +1138,8 @@ fn linux_host_stop_leaves_us_running() -> Result<(), Msg> {
 }
 
 /// The tests with a Linux host: those that need no cooperating bare-metal host (the SMMU power
-/// cycle needs the host's votes), then the wait for the host's poweroff.
+/// cycle needs the host's votes, the event flood the host's device), then the wait for the
+/// host to stop.
 static TESTS_WITH_LINUX_HOST: &[Test] = &[
     ("boot_info", boot_info),
     ("abi_version", abi_version),
@@ -862,6 +1155,11 @@ static TESTS_WITH_LINUX_HOST: &[Test] = &[
     ("dma_before_attach_is_aborted", dma_before_attach_is_aborted),
     ("identity_dma_lands_at_the_ipa", identity_dma_lands_at_the_ipa),
     ("identity_dma_cannot_leave_the_vm", identity_dma_cannot_leave_the_vm),
+    ("declared_lengths_are_checked_whole", declared_lengths_are_checked_whole),
+    (
+        "random_hypercalls_change_nothing_they_must_not",
+        random_hypercalls_change_nothing_they_must_not,
+    ),
     ("bad_smmu_requests_are_refused", bad_smmu_requests_are_refused),
     ("nested_dma_translates_and_tlbi_unmaps", nested_dma_translates_and_tlbi_unmaps),
     ("clear_ste_blocks_again", clear_ste_blocks_again),
@@ -885,6 +1183,12 @@ static TESTS: &[Test] = &[
     ("dma_before_attach_is_aborted", dma_before_attach_is_aborted),
     ("identity_dma_lands_at_the_ipa", identity_dma_lands_at_the_ipa),
     ("identity_dma_cannot_leave_the_vm", identity_dma_cannot_leave_the_vm),
+    ("declared_lengths_are_checked_whole", declared_lengths_are_checked_whole),
+    ("events_are_isolated_under_a_flood", events_are_isolated_under_a_flood),
+    (
+        "random_hypercalls_change_nothing_they_must_not",
+        random_hypercalls_change_nothing_they_must_not,
+    ),
     ("bad_smmu_requests_are_refused", bad_smmu_requests_are_refused),
     ("nested_dma_translates_and_tlbi_unmaps", nested_dma_translates_and_tlbi_unmaps),
     ("clear_ste_blocks_again", clear_ste_blocks_again),

@@ -6,6 +6,8 @@
 //! Every field is a [`Field`] (word, lowest bit, width): one definition per field, one
 //! generic getter/setter, and unit tests that pin each field to its architected position.
 
+pub mod regs;
+
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// A bit field: word index, lowest bit, width in bits.

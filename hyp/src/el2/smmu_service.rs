@@ -1,0 +1,231 @@
+//! The SMMU service as the EL2 side holds it: the one instance behind a lock, shared by all
+//! CPUs, and the [`SmmuCalls`] the hypercall dispatcher uses (each call takes the lock for its
+//! own duration, logs what a hypervisor engineer needs to know, and nothing else).
+
+use super::smmu_mmio::SmmuMmio;
+use super::PLATFORM;
+use host_abi::smmu::regs::IrqCtrl;
+use host_abi::smmu::Command;
+use host_abi::{HypError, PmStatus, PmVoteResult, Refusal, SmmuStats};
+use hyp::hypercall::SmmuCalls;
+use hyp::pm::Vote;
+use hyp::service::events::{event_sid, EventDestination, EventReadResult};
+use hyp::service::SmmuService;
+use hyp::smmu::driver::{EventWords, SmmuDriver};
+use hyp::smmu::ste::{Domain, S2Config};
+use hyp::validate::SmmuCaps;
+use log::{debug, info, warn};
+use platform::Platform;
+use spin::mutex::SpinMutex;
+
+/// The SMMU service, shared by all CPUs.
+static SERVICE: SpinMutex<Option<SmmuService<SmmuMmio>>> = SpinMutex::new(None);
+
+/// Probes and enables the SMMU (every stream aborts) and builds the service.
+pub fn init(board: &platform::Board, options: hyp::dt::BootOptions) {
+    let max_sid = PLATFORM
+        .manifest()
+        .vms
+        .iter()
+        .flat_map(|v| v.devices.iter())
+        .map(|d| d.rid())
+        .max()
+        .unwrap_or(0)
+        .max(if options.bench_streams > 0 {
+            hyp::dt::BENCH_STREAM_BASE + options.bench_streams - 1
+        } else {
+            0
+        });
+    // SAFETY: the board's SMMU register space, mapped as device memory at EL2; the boot-time
+    // GBPA handle is gone, and from now on this is the only one, behind the service's lock.
+    let mmio = unsafe { SmmuMmio::new(board.smmu.base as usize) };
+    let (driver, table) = match SmmuDriver::init(mmio, max_sid, true, IrqCtrl::empty()) {
+        Ok(x) => x,
+        Err(e) => crate::fatal(format_args!("SMMU: {e}")),
+    };
+    let f = driver.features;
+    info!(
+        "SMMU: IDR0 {:#010x} IDR1 {:#010x} IDR5 {:#010x}: S1 {}, S2 {}, {} SID bits, {} SSID bits, {}-bit OAS",
+        f.idr0.0,
+        f.idr1.0,
+        f.idr5.0,
+        f.idr0.s1p(),
+        f.idr0.s2p(),
+        f.idr1.sidsize(),
+        f.idr1.ssidsize(),
+        f.idr5.oas_bits()
+    );
+    info!(
+        "SMMU: enabled, {} stream table for {} SID bits, every STE abort, caches invalidated",
+        if table.is_two_level() { "two-level" } else { "linear" },
+        table.sid_bits()
+    );
+    let power = alloc::boxed::Box::new(PLATFORM.power_controller(options.gbpa_reset));
+    let mut io = SmmuService::new(driver, table, PLATFORM.manifest(), power);
+    // Power-loss injection is a test facility of the host alone.
+    io.injector = options.pm_inject.then_some(0);
+    io.event_log = Some(log_event);
+    SmmuMmio::set_gbpa_reset(options.gbpa_reset.register_value());
+    io.set_pm_enabled(options.pm);
+    if options.bench_streams > 0 {
+        io.add_streams(0, hyp::dt::BENCH_STREAM_BASE, options.bench_streams);
+        info!(
+            "SMMU: {} device-less streams from {:#x} assigned to vm {} (benchmark)",
+            options.bench_streams,
+            hyp::dt::BENCH_STREAM_BASE,
+            PLATFORM.manifest().vms[0].name
+        );
+    }
+    *SERVICE.lock() = Some(io);
+}
+
+/// Each routed event, at debug level (reading events is a benchmarked path); VMs get the
+/// records themselves, and the stop summary counts them.
+fn log_event(dest: EventDestination, e: &EventWords) {
+    let owner = match dest {
+        EventDestination::Vm(vm) => PLATFORM.manifest().vms[vm as usize].name,
+        EventDestination::Unowned => "no VM",
+    };
+    debug!(
+        "SMMU event {} ({:#04x}) from stream {:#x} ({owner}): input address {:#x}, record {:#018x} {:#018x} {:#018x} {:#018x}",
+        host_abi::smmu::event_name(e[0] as u8),
+        e[0] & 0xff,
+        event_sid(e),
+        e[2],
+        e[0],
+        e[1],
+        e[2],
+        e[3]
+    );
+}
+
+fn vm_name(vm: u32) -> &'static str {
+    PLATFORM.manifest().vms.get(vm as usize).map_or("?", |v| v.name)
+}
+
+/// Runs `f` on the service (whose operations first handle global errors and drain the event
+/// queue), then logs the global errors that were handled.
+fn with<T>(default: T, f: impl FnOnce(&mut SmmuService<SmmuMmio>) -> T) -> T {
+    let mut g = SERVICE.lock();
+    let Some(io) = g.as_mut() else { return default };
+    let r = f(io);
+    let errors = io.take_unreported_errors();
+    if !errors.is_empty() {
+        warn!(
+            "SMMU global errors {:#x} ({errors:?}) acknowledged (a service failure re-initialises from the hypervisor's tables)",
+            errors.bits()
+        );
+    }
+    r
+}
+
+/// The SMMU service for hypercalls.
+pub struct SharedSmmu;
+
+impl SmmuCalls for SharedSmmu {
+    fn read_events(&mut self, vm: u32, out: &mut [EventWords]) -> EventReadResult {
+        with(EventReadResult::default(), |io| io.read_events(vm, out))
+    }
+    fn stats(&mut self) -> SmmuStats {
+        let mut s = with(SmmuStats::default(), |io| io.stats());
+        s.heap_in_use = crate::heap_in_use() as u64;
+        s
+    }
+    fn owns(&mut self, vm: u32, sid: u32) -> bool {
+        SERVICE.lock().as_ref().is_some_and(|io| io.owns(vm, sid))
+    }
+    fn caps(&mut self) -> SmmuCaps {
+        SERVICE.lock().as_ref().map_or(SmmuCaps { ssid_bits: 0, ats: false }, |io| io.caps())
+    }
+    fn attach(&mut self, vm: u32, sid: u32, domain: Domain) -> Result<(), HypError> {
+        let r = with(Err(HypError::DeviceError), |io| io.attach(vm, sid, domain));
+        match r {
+            // Debug level: this is on the SET_STE path, whose cost is benchmarked.
+            Ok(()) => debug!("vm {}: stream {sid:#x} attached: {domain}", vm_name(vm)),
+            Err(e) => {
+                warn!("vm {}: attaching stream {sid:#x} to {domain} failed: {e}", vm_name(vm))
+            }
+        }
+        r
+    }
+    fn invalidate(&mut self, vm: u32, cmds: &mut [Command]) -> Result<usize, (usize, HypError)> {
+        with(Err((0, HypError::DeviceError)), |io| io.invalidate(vm, cmds))
+    }
+    fn pm_vote(&mut self, vm: u32, vote: Vote) -> PmVoteResult {
+        let none = PmVoteResult { powered_off: false, refusal: None, dma_streams: 0 };
+        let (before, r) = with((false, none), |io| {
+            let before = io.power() == hyp::pm::Power::Off;
+            (before, io.vote(vm, vote))
+        });
+        let name = vm_name(vm);
+        let v = match vote {
+            Vote::AllowOff => "allow-off",
+            Vote::NeedOn => "need-on",
+        };
+        // Debug level: votes are on a benchmarked path (the guests report what they see).
+        match (before, r.powered_off, r.refusal) {
+            (false, true, _) => debug!(
+                "SMMU power: vm {name} voted {v}; every VM allows it: suspended and powered off"
+            ),
+            (true, false, _) => debug!("SMMU power: vm {name} voted {v}: powered on and resumed"),
+            (_, _, Some(Refusal::BypassResetWithDma)) => debug!(
+                "SMMU power: vm {name} voted {v}; power-off refused: {}",
+                Refusal::BypassResetWithDma.describe()
+            ),
+            _ => debug!(
+                "SMMU power: vm {name} voted {v}; power stays {}",
+                if r.powered_off { "off" } else { "on" }
+            ),
+        }
+        r
+    }
+    fn pm_status(&mut self) -> PmStatus {
+        SERVICE.lock().as_ref().map(|io| io.pm_status()).unwrap_or_default()
+    }
+    fn may_inject(&mut self, vm: u32) -> bool {
+        SERVICE.lock().as_ref().is_some_and(|io| io.may_inject(vm))
+    }
+    fn inject_power_loss(&mut self, vm: u32, after_writes: u64) -> Result<(), HypError> {
+        let mut g = SERVICE.lock();
+        let io = g.as_mut().ok_or(HypError::DeviceError)?;
+        if !io.may_inject(vm) {
+            return Err(HypError::NotSupported);
+        }
+        if after_writes != 0 {
+            SmmuMmio::arm_loss(after_writes);
+            info!(
+                "SMMU power: vm {} arms a power loss before SMMU register write {after_writes} from now",
+                vm_name(vm)
+            );
+            return Ok(());
+        }
+        io.inject_power_loss(vm)?;
+        warn!(
+            "SMMU power: unexpected power loss injected by vm {} (registers back at reset values)",
+            vm_name(vm)
+        );
+        Ok(())
+    }
+}
+
+/// VM `vm` stopped: block its streams, count its vote as allow-off, and summarise its SMMU
+/// events.
+pub fn vm_stopped(vm: u32) {
+    with((), |io| {
+        io.vm_stopped(vm);
+        let (routed, dropped) = io.events_of(vm);
+        if routed > 0 {
+            info!(
+                "vm {}: {routed} SMMU fault event(s) were routed to it ({dropped} dropped: ring full)",
+                vm_name(vm)
+            );
+        }
+    });
+}
+
+/// Tells the SMMU service where VM `vm`'s stage-2 tables are.
+pub fn set_stage2(vm: u32, s2: S2Config) {
+    if let Some(io) = SERVICE.lock().as_mut() {
+        io.set_stage2(vm, s2);
+    }
+}

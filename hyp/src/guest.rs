@@ -1,0 +1,104 @@
+//! A VM's memory as the hypervisor may touch it: only through a [`GuestRange`], which can only
+//! be made by checking that the whole range lies inside one VM's RAM. An access that was not
+//! checked does not compile.
+
+use host_abi::HypError;
+use platform::VmSpec;
+
+/// A byte range of one VM's RAM, by IPA, known to lie entirely inside that RAM (and not to
+/// wrap). The fields are private: [`GuestRange::of`] is the only way to make one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestRange {
+    vm: u32,
+    ipa: u64,
+    len: u64,
+}
+
+impl GuestRange {
+    /// `[ipa, ipa + len)` of VM `spec`, if it lies entirely inside its RAM; otherwise
+    /// `INVALID_ADDRESS`. An empty range is refused too (no call takes one).
+    pub fn of(spec: &VmSpec, ipa: u64, len: u64) -> Result<GuestRange, HypError> {
+        if len == 0 || !spec.mem.contains_range(ipa, len) {
+            return Err(HypError::InvalidAddress);
+        }
+        Ok(GuestRange { vm: spec.id, ipa, len })
+    }
+
+    /// The VM it belongs to.
+    pub fn vm(&self) -> u32 {
+        self.vm
+    }
+
+    /// First IPA.
+    pub fn ipa(&self) -> u64 {
+        self.ipa
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Always false: empty ranges cannot be made.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The first `len` bytes, if `0 < len <= self.len()`.
+    pub fn prefix(self, len: u64) -> Option<GuestRange> {
+        (len > 0 && len <= self.len).then_some(GuestRange { len, ..self })
+    }
+
+    /// The bytes from `offset` on for `len` bytes, if inside this range.
+    pub fn sub(self, offset: u64, len: u64) -> Option<GuestRange> {
+        let end = offset.checked_add(len)?;
+        (len > 0 && end <= self.len).then_some(GuestRange { ipa: self.ipa + offset, len, ..self })
+    }
+}
+
+/// Copies between a VM's memory and the hypervisor's. Implementations may rely on every range
+/// being inside the VM's RAM; the length of the hypervisor-side buffer must equal the range's.
+pub trait GuestMemory {
+    /// Copies `range` into `out` (`out.len() == range.len()`).
+    fn read(&self, range: GuestRange, out: &mut [u8]);
+    /// Copies `data` into `range` (`data.len() == range.len()`).
+    fn write(&mut self, range: GuestRange, data: &[u8]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use platform::MemRange;
+
+    const VM: VmSpec =
+        VmSpec { id: 1, name: "t", mem: MemRange::new(0x1000, 0x2000), cpu: 1, devices: &[] };
+
+    #[test]
+    fn only_ranges_inside_the_vm_exist() {
+        let r = GuestRange::of(&VM, 0x1000, 0x2000).unwrap();
+        assert_eq!((r.vm(), r.ipa(), r.len()), (1, 0x1000, 0x2000));
+        for (ipa, len) in [
+            (0x0fff, 1),
+            (0x2fff, 2),
+            (0x3000, 1),
+            (0x1000, 0x2001),
+            (0x1000, 0),
+            (u64::MAX, 2),
+            (0x2000, u64::MAX),
+        ] {
+            assert_eq!(
+                GuestRange::of(&VM, ipa, len),
+                Err(HypError::InvalidAddress),
+                "{ipa:#x}+{len:#x}"
+            );
+        }
+        // Every end 1..=63 bytes past the RAM is refused.
+        for past in 1..64 {
+            assert!(GuestRange::of(&VM, 0x3000 - 64, 64 + past).is_err());
+        }
+        assert_eq!(r.prefix(64).unwrap().len(), 64);
+        assert!(r.prefix(0x2001).is_none() && r.prefix(0).is_none());
+        assert_eq!(r.sub(0x1000, 0x1000).unwrap().ipa(), 0x2000);
+        assert!(r.sub(0x1001, 0x1000).is_none() && r.sub(u64::MAX, 2).is_none());
+    }
+}

@@ -1,0 +1,438 @@
+//! The SMMU service against the software SMMU.
+
+use super::*;
+use crate::hypercall::SmmuCalls;
+use crate::smmu::driver::{SmmuDriver, EVTQ_LOG2};
+use crate::smmu::fake::FakeSmmu;
+use crate::softsmmu::IdRegs;
+use host_abi::smmu::regs::{off, Gbpa, Idr1, IrqCtrl};
+use platform::power::SimulatedPowerController;
+use platform::qemu_virt::MANIFEST;
+use std::vec;
+
+fn ev(sid: u32, iova: u64) -> EventWords {
+    [0x10 | (sid as u64) << 32, 0, iova, 0]
+}
+
+fn sid_of(vm: usize) -> u32 {
+    MANIFEST.vms[vm].devices[0].rid()
+}
+
+fn service_with(fake: FakeSmmu, max_sid: u32, reset: GbpaReset) -> SmmuService<FakeSmmu> {
+    let (driver, table) = SmmuDriver::init(fake, max_sid, true, IrqCtrl::empty()).unwrap();
+    let mut io =
+        SmmuService::new(driver, table, &MANIFEST, Box::new(SimulatedPowerController::new(reset)));
+    for vm in MANIFEST.vms {
+        io.set_stage2(vm.id, s2(vm.id));
+    }
+    io
+}
+
+fn s2(vm: u32) -> S2Config {
+    S2Config::vm(MANIFEST.vms[vm as usize].vmid(), 0x4030_0000 + vm as u64 * 0x1000)
+}
+
+fn max_sid() -> u32 {
+    MANIFEST.vms.iter().flat_map(|v| v.devices.iter()).map(|d| d.rid()).max().unwrap()
+}
+
+fn ready() -> SmmuService<FakeSmmu> {
+    service_with(FakeSmmu::qemu(), max_sid(), GbpaReset::Abort)
+}
+
+fn vote_all(io: &mut SmmuService<FakeSmmu>, v: Vote) -> PmVoteResult {
+    let mut last = None;
+    for vm in 0..MANIFEST.vms.len() as u32 {
+        last = Some(io.vote(vm, v));
+    }
+    last.unwrap()
+}
+
+#[test]
+fn attach_installs_the_shadow_ste_and_invalidates_it() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let before = io.driver().counters;
+    io.attach(1, g1, Domain::Identity).unwrap();
+    assert_eq!(io.ste(g1), ste::encode(&Domain::Identity, &s2(1)));
+    assert_eq!(io.domain_of(g1), Some(Domain::Identity));
+    assert_eq!(io.attached_streams(), 1);
+    // Abort -> identity: two sync points, each CFGI_STE + SYNC.
+    assert_eq!(io.driver().counters.syncs - before.syncs, 2);
+    let ops = io.regs_mut().opcodes();
+    assert_eq!(&ops[ops.len() - 4..], [0x03, 0x46, 0x03, 0x46]);
+    assert_eq!(io.attach(1, sid_of(0), Domain::Identity), Err(HypError::NotOwned));
+    assert_eq!(io.attach(0, g1, Domain::Identity), Err(HypError::NotOwned));
+    io.attach(1, g1, Domain::Blocked).unwrap();
+    assert_eq!(ste::effective(&io.ste(g1)), None);
+    assert_eq!(io.attached_streams(), 0);
+}
+
+#[test]
+fn invalidate_validates_all_then_submits_one_batch() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let before = io.driver().counters;
+    let batch = [Command::tlbi_nh_va(0, 1, 0x1000), Command::cfgi_cd(g1, 0), Command::sync()];
+    assert_eq!(io.invalidate(1, &mut batch.clone()), Ok(2), "the SYNC is elided");
+    assert_eq!(io.driver().counters.commands - before.commands, 3, "2 commands + 1 SYNC");
+    assert_eq!(io.driver().counters.syncs - before.syncs, 1);
+    let ops = io.regs_mut().consumed.clone();
+    assert_eq!(
+        ops[ops.len() - 3],
+        Command::tlbi_nh_va(MANIFEST.vms[1].vmid(), 1, 0x1000).0,
+        "VMID forced to guest1's"
+    );
+    let before = io.driver().counters;
+    let bad = [Command::tlbi_nh_all(0), Command::cfgi_ste(sid_of(2))];
+    assert_eq!(io.invalidate(1, &mut bad.clone()), Err((1, HypError::NotOwned)));
+    assert_eq!(io.driver().counters, before, "nothing submitted");
+}
+
+#[test]
+fn a_batch_whose_first_command_is_dropped_still_sends_the_rest() {
+    let mut io = ready();
+    let n = io.regs_mut().consumed.len();
+    let mut b = [Command::sync(), Command::tlbi_nh_va(0, 3, 0x5000)];
+    assert_eq!(io.invalidate(2, &mut b), Ok(1));
+    let c = &io.regs_mut().consumed[n..];
+    assert_eq!(c, [Command::tlbi_nh_va(MANIFEST.vms[2].vmid(), 3, 0x5000).0, Command::sync().0]);
+}
+
+#[test]
+fn global_errors_are_acknowledged_and_a_service_failure_reinitialises() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    io.attach(1, g1, Domain::Identity).unwrap();
+    assert_eq!(io.handle_global_errors(), Gerror::empty());
+    io.regs_mut().raise(Gerror::EVENTQ_ABT_ERR | Gerror::SFM_ERR);
+    let cfgi_before = io.regs_mut().opcodes().iter().filter(|&&o| o == 0x04).count();
+    assert_eq!(io.handle_global_errors(), Gerror::EVENTQ_ABT_ERR | Gerror::SFM_ERR);
+    assert!(io.regs_mut().smmu.active_errors().is_empty(), "acknowledged");
+    assert_eq!(
+        io.regs_mut().opcodes().iter().filter(|&&o| o == 0x04).count(),
+        cfgi_before + 1,
+        "re-initialised"
+    );
+    assert_eq!(io.ste(g1), ste::encode(&Domain::Identity, &s2(1)));
+    let mut out = [[0u64; 4]; 1];
+    assert_eq!(io.read_events(1, &mut out).lost_notices, 1, "an aborted event write is told");
+    assert_eq!(io.read_events(2, &mut out).lost_notices, 0, "no stream of VM 2 could fault");
+    assert_eq!(io.stats().global_errors, 2);
+}
+
+#[test]
+fn every_vm_must_allow_power_off() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let last = MANIFEST.vms.len() as u32 - 1;
+    io.attach(1, g1, Domain::Identity).unwrap();
+    assert_eq!(io.vote(0, Vote::AllowOff).refusal, Some(Refusal::WaitingForVotes));
+    for vm in 1..last {
+        assert!(!io.vote(vm, Vote::AllowOff).powered_off);
+    }
+    let r = io.vote(last, Vote::AllowOff);
+    assert_eq!((r.powered_off, r.refusal), (true, None));
+    assert_eq!(io.pm_counters().suspends, 1);
+    let f = io.regs_mut();
+    assert_eq!(f.smmu.read32(off::CR0), 0, "registers at reset");
+    assert!(f.aborts(), "GBPA: abort");
+    let consumed = f.consumed.len();
+    let writes = f.writes.len();
+    // While off: STE changes in memory only, invalidations elided, no hardware access.
+    io.attach(1, g1, Domain::Blocked).unwrap();
+    assert_eq!(ste::effective(&io.ste(g1)), None);
+    assert_eq!(io.invalidate(1, &mut [Command::tlbi_nh_all(0)]), Ok(0));
+    let _ = io.stats();
+    let mut out = [[0u64; 4]; 1];
+    let _ = io.read_events(1, &mut out);
+    assert!(io.pm_counters().elided >= 3);
+    assert_eq!(io.regs_mut().consumed.len(), consumed, "nothing reached the SMMU");
+    assert_eq!(io.regs_mut().writes.len(), writes, "no register written while off");
+    // The first need-on brings it back: resume invalidates everything, then SMMUEN.
+    assert!(!io.vote(0, Vote::NeedOn).powered_off);
+    assert_eq!(io.pm_counters().resumes, 1);
+    let ops = io.regs_mut().opcodes();
+    assert_eq!(&ops[ops.len() - 4..], [0x04, 0x30, 0x20, 0x46]);
+    assert!(io.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::RUNNING));
+}
+
+#[test]
+fn events_pending_at_power_off_reach_their_owner() {
+    let mut io = ready();
+    let (g1, g2) = (sid_of(1), sid_of(2));
+    io.regs_mut().post_event(ev(g2, 0x2000));
+    io.regs_mut().post_event(ev(g1, 0x1000));
+    assert!(vote_all(&mut io, Vote::AllowOff).powered_off);
+    // The queue's registers are gone; the records were routed before they were.
+    let mut out = [[0u64; 4]; 4];
+    let r = io.read_events(1, &mut out);
+    assert_eq!((r.written, out[0][2]), (1, 0x1000));
+    let r = io.read_events(2, &mut out);
+    assert_eq!((r.written, out[0][2]), (1, 0x2000));
+}
+
+#[test]
+fn a_stopped_vm_is_blocked_and_no_longer_holds_power_on() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    io.attach(1, g1, Domain::Identity).unwrap();
+    io.vm_stopped(1);
+    assert_eq!(io.domain_of(g1), Some(Domain::Blocked));
+    assert_eq!(ste::effective(&io.ste(g1)), None);
+    for vm in 0..MANIFEST.vms.len() as u32 {
+        if vm != 1 {
+            io.vote(vm, Vote::AllowOff);
+        }
+    }
+    assert_eq!(io.power(), Power::Off, "the stopped VM counts as allow-off");
+}
+
+#[test]
+fn extra_streams_are_owned_and_attachable_on_a_two_level_table() {
+    let mut io = service_with(FakeSmmu::qemu(), 0x1000 + 9, GbpaReset::Abort);
+    io.add_streams(0, 0x1000, 10);
+    assert!(io.owns(0, 0x1009) && !io.owns(1, 0x1009) && !io.owns(0, 0x100a));
+    assert!(io.is_two_level(), "the stream ID space needs two levels");
+    let n = io.regs_mut().consumed.len();
+    io.attach(0, 0x1005, Domain::Identity).unwrap();
+    // What the SMMU would fetch for the stream is the shadow STE: walk the table the way the
+    // hardware does, through the level-1 descriptor.
+    let fetched =
+        io.regs_mut().smmu.lookup_ste(&mut crate::smmu::fake::HostMemory, 0x1005).unwrap();
+    assert_eq!(Ste(fetched), ste::encode(&Domain::Identity, &s2(0)));
+    // The new span was invalidated before the STE changed, then each step.
+    let ops: std::vec::Vec<u64> = io.regs_mut().consumed[n..].iter().map(|c| c[0] & 0xff).collect();
+    assert_eq!(ops, [0x03, 0x46, 0x03, 0x46, 0x03, 0x46]);
+    assert_eq!(io.attached_streams(), 1);
+}
+
+#[test]
+fn a_failed_ste_write_is_reported_and_the_stream_stays_blocked() {
+    // A stream the manifest assigns beyond what the table covers (a misconfigured platform):
+    // the install fails, the call says so, nothing is attached.
+    let mut io = service_with(FakeSmmu::qemu(), max_sid(), GbpaReset::Abort);
+    io.add_streams(2, 0x4000, 1);
+    assert_eq!(io.attach(2, 0x4000, Domain::Identity), Err(HypError::DeviceError));
+    assert_eq!(io.domain_of(0x4000), Some(Domain::Blocked));
+    assert_eq!(io.attached_streams(), 0);
+}
+
+#[test]
+fn a_stream_first_attached_while_off_gets_its_table_and_translates_after_resume() {
+    let mut io = service_with(FakeSmmu::qemu(), 0x1000 + 9, GbpaReset::Abort);
+    io.add_streams(0, 0x1000, 10);
+    assert!(vote_all(&mut io, Vote::AllowOff).powered_off);
+    io.attach(0, 0x1003, Domain::Identity).unwrap();
+    let want = ste::encode(&Domain::Identity, &s2(0));
+    assert_eq!(io.ste(0x1003), want, "written in memory while off");
+    io.vote(0, Vote::NeedOn);
+    let fetched =
+        io.regs_mut().smmu.lookup_ste(&mut crate::smmu::fake::HostMemory, 0x1003).unwrap();
+    assert_eq!(Ste(fetched), want);
+}
+
+#[test]
+fn an_atc_invalidation_wakes_the_smmu() {
+    let mut io = ready();
+    assert!(vote_all(&mut io, Vote::AllowOff).powered_off);
+    assert_eq!(io.invalidate(1, &mut [Command::atc_inv_all(sid_of(1))]), Ok(0));
+    let c = io.pm_counters();
+    assert_eq!((c.wakeups, c.resumes), (1, 1));
+    assert_eq!(io.pm_status().power, 0, "on again");
+}
+
+#[test]
+fn a_refused_atc_invalidation_does_not_wake_the_smmu() {
+    let mut io = ready();
+    assert!(vote_all(&mut io, Vote::AllowOff).powered_off);
+    let writes = io.regs_mut().writes.len();
+    // Another VM's stream: refused, and nothing happens, power-on included.
+    assert_eq!(
+        io.invalidate(1, &mut [Command::atc_inv_all(sid_of(2))]),
+        Err((0, HypError::NotOwned))
+    );
+    // A valid ATC_INV followed by a bad command: refused as a whole.
+    assert_eq!(
+        io.invalidate(1, &mut [Command::atc_inv_all(sid_of(1)), Command::cfgi_all()]),
+        Err((1, HypError::BadCommand))
+    );
+    assert_eq!(io.power(), Power::Off);
+    assert_eq!(io.pm_counters().wakeups, 0);
+    assert_eq!(io.regs_mut().writes.len(), writes, "no register touched");
+}
+
+#[test]
+fn a_bypass_reset_platform_refuses_power_off_while_dma_is_possible() {
+    let mut io = service_with(FakeSmmu::qemu(), max_sid(), GbpaReset::Bypass);
+    let r = vote_all(&mut io, Vote::AllowOff);
+    let streams = MANIFEST.vms.iter().map(|v| v.devices.len()).sum::<usize>() as u32;
+    assert_eq!(
+        r,
+        PmVoteResult {
+            powered_off: false,
+            refusal: Some(Refusal::BypassResetWithDma),
+            dma_streams: streams
+        }
+    );
+    let s = io.pm_status();
+    let all = (1u64 << MANIFEST.vms.len()) - 1;
+    assert_eq!((s.power, s.refusal, s.gbpa_reset, s.votes_allow_off), (0, 2, 1, all));
+}
+
+#[test]
+fn pm_off_refuses_every_power_off() {
+    let mut io = ready();
+    io.set_pm_enabled(false);
+    let r = vote_all(&mut io, Vote::AllowOff);
+    assert_eq!((r.powered_off, r.refusal), (false, Some(Refusal::Disabled)));
+    assert_eq!(io.pm_status().refusal, 3);
+}
+
+#[test]
+fn only_the_injector_may_inject_a_power_loss_and_it_is_recovered() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    io.attach(1, g1, Domain::Identity).unwrap();
+    assert_eq!(io.inject_power_loss(0), Err(HypError::NotSupported), "disabled");
+    io.injector = Some(0);
+    assert!(io.may_inject(0) && !io.may_inject(1));
+    assert_eq!(io.inject_power_loss(1), Err(HypError::NotSupported), "a guest may not");
+    assert_eq!(SmmuCalls::inject_power_loss(&mut io, 2, 0), Err(HypError::NotSupported));
+    assert!(io.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::SMMUEN), "untouched");
+    io.inject_power_loss(0).unwrap();
+    assert!(!io.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::SMMUEN));
+    assert!(io.regs_mut().aborts(), "this platform resets GBPA to abort");
+    // The next operation that needs the hardware notices and resumes first.
+    assert_eq!(io.invalidate(1, &mut [Command::tlbi_nh_all(0)]), Ok(1));
+    assert_eq!(io.pm_counters().losses, 1);
+    assert_eq!(io.ste(g1), ste::encode(&Domain::Identity, &s2(1)));
+    let fetched = io.regs_mut().smmu.lookup_ste(&mut crate::smmu::fake::HostMemory, g1).unwrap();
+    assert_eq!(Ste(fetched), ste::encode(&Domain::Identity, &s2(1)), "translating again");
+}
+
+#[test]
+fn a_power_loss_in_the_middle_of_a_batch_costs_no_long_wait() {
+    let mut io = ready();
+    // Power lost between two calls: detected at the next entry (CR0 is back at reset) and
+    // recovered, then the batch goes through.
+    io.regs_mut().power_loss(Gbpa::ABORT);
+    assert_eq!(io.invalidate(1, &mut [Command::tlbi_nh_all(0)]), Ok(1));
+    assert_eq!(io.pm_counters().losses, 1);
+    // Lost just before the batch's PROD write: the SMMU never consumes it. The driver sees
+    // its queue disabled on the first poll and gives up at once instead of spinning (which
+    // would hold every other VM's SMMU call behind this one).
+    let writes = io.regs_mut().writes.len();
+    io.regs_mut().lose_power_before_write = Some(writes);
+    io.regs_mut().reads = 0;
+    let r = io.invalidate(1, &mut [Command::tlbi_nh_all(0)]);
+    assert_eq!(r, Err((1, HypError::DeviceError)), "the batch did not complete");
+    assert!(io.regs_mut().reads < 100, "{} register reads", io.regs_mut().reads);
+    assert_eq!(io.pm_counters().losses, 2, "recovered before returning");
+    assert!(io.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::RUNNING));
+    assert_eq!(io.invalidate(1, &mut [Command::tlbi_nh_all(0)]), Ok(1), "working again");
+}
+
+#[test]
+fn routing_and_reading_with_several_streams_per_vm_out_of_vm_order() {
+    let mut io = service_with(FakeSmmu::qemu(), 0x1000 + 9, GbpaReset::Abort);
+    // Extra streams: VM 2 gets a low one, VM 0 a high one.
+    io.add_streams(2, 0x1001, 1);
+    io.add_streams(0, 0x1009, 1);
+    let (h, g1, g2) = (sid_of(0), sid_of(1), sid_of(2));
+    assert_eq!(io.owner_of(g1), Some(1));
+    assert_eq!(io.owner_of(0x08), None);
+    assert_eq!(io.streams_of(2).collect::<std::vec::Vec<_>>(), [g2, 0x1001]);
+    let records =
+        [ev(0x1009, 1), ev(g1, 0x1000), ev(0x1001, 2), ev(g2, 0x2000), ev(0x08, 0), ev(h, 3)];
+    for r in records {
+        io.regs_mut().post_event(r);
+    }
+    io.regs_mut().post_event(ev(g1, 0x3000));
+    let mut out = [[0u64; 4]; 1];
+    let r = io.read_events(1, &mut out);
+    assert_eq!((r.written, r.pending, r.dropped), (1, 1, 0));
+    assert_eq!(out[0][2], 0x1000);
+    let mut out = [[0u64; 4]; 4];
+    let r = io.read_events(1, &mut out);
+    assert_eq!((r.written, r.pending), (1, 0));
+    assert_eq!(out[0][2], 0x3000);
+    let r = io.read_events(0, &mut out);
+    assert_eq!((r.written, out[0][2], out[1][2]), (2, 1, 3));
+    let r = io.read_events(2, &mut out);
+    assert_eq!((r.written, out[0][2], out[1][2]), (2, 2, 0x2000));
+    assert_eq!(io.unowned_events(), 1);
+    let s = io.stats();
+    assert_eq!((s.events, s.events_routed, s.events_dropped), (7, 6, 0));
+    assert_eq!(s.syncs, 1, "the boot batch");
+}
+
+#[test]
+fn a_flooding_vm_costs_another_vm_none_of_its_events() {
+    let mut io = ready();
+    let (g1, g2) = (sid_of(1), sid_of(2));
+    io.attach(1, g1, Domain::Identity).unwrap();
+    io.attach(2, g2, Domain::Identity).unwrap();
+    // VM 2's device faults 3,000 times and VM 2 never reads; VM 1 expects its 40. Every
+    // entry into the service drains the SMMU's queue (here: VM 1's and the host's calls).
+    let mut mine = 0;
+    for i in 0..3000u64 {
+        io.regs_mut().post_event(ev(g2, i));
+        if i % 75 == 0 {
+            io.regs_mut().post_event(ev(g1, 0x10_0000 + mine));
+            mine += 1;
+        }
+        if i % 500 == 0 {
+            let _ = io.stats();
+        }
+    }
+    let mut got = std::vec::Vec::new();
+    let mut out = [[0u64; 4]; 16];
+    loop {
+        let r = io.read_events(1, &mut out);
+        got.extend(out[..r.written].iter().map(|e| e[2]));
+        assert_eq!((r.dropped, r.lost_notices), (0, 0), "nothing of VM 1's was lost");
+        if r.pending == 0 {
+            break;
+        }
+    }
+    assert_eq!(got, (0..mine).map(|i| 0x10_0000 + i).collect::<std::vec::Vec<_>>());
+    let r = io.read_events(2, &mut out);
+    assert_eq!(r.dropped, 3000 - 64, "the flooder's own ring overflowed, counted against it");
+}
+
+#[test]
+fn when_the_smmu_itself_drops_events_every_affected_vm_is_told() {
+    let mut io = ready();
+    let (g1, g2) = (sid_of(1), sid_of(2));
+    io.attach(1, g1, Domain::Identity).unwrap();
+    io.attach(2, g2, Domain::Identity).unwrap();
+    // Nobody enters the service while VM 2's device overflows the SMMU's queue.
+    for i in 0..(1u64 << EVTQ_LOG2) + 10 {
+        io.regs_mut().post_event(ev(g2, i));
+    }
+    let mut out = [[0u64; 4]; 16];
+    let r1 = io.read_events(1, &mut out);
+    assert_eq!((r1.written, r1.lost_notices), (0, 1), "VM 1 could have lost records: told");
+    let r0 = io.read_events(0, &mut out);
+    assert_eq!(r0.lost_notices, 0, "the host's streams are blocked: it cannot have lost any");
+    assert_eq!(io.stats().events_lost_hw, 1);
+}
+
+#[test]
+fn a_virtual_ste_is_checked_against_the_real_smmu() {
+    // An SMMU without substreams: S1CDMax = 1 would be C_BAD_STE; validation refuses it.
+    let ids =
+        IdRegs { idr: [0x0d44_101b, Idr1::new(16, 0, 19, 19).0, 0, 0, 0, 0x55], ..IdRegs::QEMU };
+    let mut io = service_with(FakeSmmu::with_ids(ids), max_sid(), GbpaReset::Abort);
+    let caps = SmmuCalls::caps(&mut io);
+    assert_eq!(caps.ssid_bits, 0);
+    let mem = MANIFEST.vms[1].mem;
+    let v = host_abi::smmu::Ste::default()
+        .with_v(1)
+        .with_config(host_abi::smmu::SteConfig::S1)
+        .with_s1_context_ptr(mem.base + 0x1000)
+        .with_s1cdmax(1);
+    assert_eq!(crate::validate::virtual_ste(&v, mem, &caps), Err(HypError::BadConfig));
+    let _ = vec![0u8; 1];
+}

@@ -1,0 +1,63 @@
+//! Memory the SMMU reads or writes: tables and queues in hypervisor memory.
+
+use alloc::alloc::{alloc_zeroed, Layout};
+use core::ptr::NonNull;
+
+/// A zeroed, aligned buffer in hypervisor memory that the SMMU reads or writes. Never freed:
+/// tables and queues live as long as the SMMU may use them.
+#[derive(Debug)]
+pub struct DmaBuf {
+    ptr: NonNull<u64>,
+    len_words: usize,
+}
+
+// SAFETY: the buffer is exclusively owned by the driver (which is itself behind a lock); the
+// only other party touching it is the SMMU.
+unsafe impl Send for DmaBuf {}
+
+impl DmaBuf {
+    /// `bytes` zeroed bytes aligned to `align` (a power of two, at least 8); `None` if the heap
+    /// cannot hold them or `bytes` is 0.
+    pub fn new(bytes: usize, align: usize) -> Option<Self> {
+        let layout = Layout::from_size_align(bytes, align.max(8)).ok()?;
+        // SAFETY: the layout has a non-zero size (checked first).
+        let p = (bytes > 0).then(|| unsafe { alloc_zeroed(layout) })?;
+        Some(Self { ptr: NonNull::new(p.cast())?, len_words: bytes / 8 })
+    }
+
+    /// The address given to the SMMU (identity-mapped hypervisor memory).
+    pub fn pa(&self) -> u64 {
+        self.ptr.as_ptr() as u64
+    }
+
+    /// Size in 64-bit words.
+    pub fn len_words(&self) -> usize {
+        self.len_words
+    }
+
+    /// Reads word `i` (the SMMU may write it concurrently: volatile).
+    pub fn read(&self, i: usize) -> u64 {
+        assert!(i < self.len_words);
+        // SAFETY: in bounds (checked), aligned, owned by us.
+        unsafe { self.ptr.as_ptr().add(i).read_volatile() }
+    }
+
+    /// Writes word `i` (the SMMU may read it concurrently: volatile, single 64-bit store).
+    pub fn write(&mut self, i: usize, v: u64) {
+        assert!(i < self.len_words);
+        // SAFETY: in bounds (checked), aligned, owned by us.
+        unsafe { self.ptr.as_ptr().add(i).write_volatile(v) }
+    }
+
+    /// Writes the 16-byte entry at word `i` (one bounds check for both words: the command
+    /// queue's hot loop).
+    pub fn write_pair(&mut self, i: usize, v: [u64; 2]) {
+        assert!(i + 1 < self.len_words);
+        // SAFETY: both words in bounds (checked), aligned, owned by us.
+        unsafe {
+            let p = self.ptr.as_ptr().add(i);
+            p.write_volatile(v[0]);
+            p.add(1).write_volatile(v[1]);
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! `cargo xtask mutants`: mutation testing of the hypervisor's safety code with cargo-mutants
+//! (configuration in `.cargo/mutants.toml`), and `cargo xtask fuzz`: a longer run of the
+//! hypercall fuzzer than `cargo test` makes.
+//!
+//! A surviving mutant is either a gap in the tests or a change that cannot alter behaviour
+//! (an equivalent mutant). The equivalent ones are listed, each with its reason, in
+//! `hyp/mutants-equivalent.txt`; any other survivor fails the run.
+
+use crate::images::root;
+use crate::Opts;
+use std::process::Command;
+
+/// cargo-mutants version this project was checked with.
+const MUTANTS_VERSION: &str = "27.1.0";
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn ensure_installed(opts: &Opts) -> Result<(), String> {
+    let ok = Command::new(cargo())
+        .args(["mutants", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Ok(());
+    }
+    let args = ["install", "--locked", "cargo-mutants", "--version", MUTANTS_VERSION];
+    println!("mutants: cargo-mutants is missing: cargo {}", args.join(" "));
+    if opts.verbose {
+        println!("+ {} {}", cargo(), args.join(" "));
+    }
+    let st = Command::new(cargo()).args(args).status().map_err(|e| e.to_string())?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("installing cargo-mutants failed; run: cargo {}", args.join(" ")))
+    }
+}
+
+/// A mutant's description without its line and column (which move with every edit).
+pub fn key(line: &str) -> String {
+    let mut parts = line.splitn(4, ':');
+    let file = parts.next().unwrap_or("");
+    let _line = parts.next();
+    let _col = parts.next();
+    format!("{file}:{}", parts.next().unwrap_or("").trim())
+}
+
+/// The equivalent mutants: `key # reason` lines.
+pub fn equivalents(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, why) = l.split_once(" # ")?;
+            Some((k.trim().to_string(), why.trim().to_string()))
+        })
+        .collect()
+}
+
+/// Runs cargo-mutants and judges the survivors.
+pub fn run(opts: &Opts) -> Result<(), String> {
+    ensure_installed(opts)?;
+    let root = root();
+    let out = root.join("target/mutants");
+    let jobs = opts.jobs.unwrap_or(1).to_string();
+    let mut args: Vec<String> =
+        ["mutants", "--no-shuffle", "-j", &jobs, "-o"].map(String::from).to_vec();
+    args.push(out.display().to_string());
+    if let Some(f) = &opts.file {
+        args.extend(["-f".into(), f.clone()]);
+    }
+    if opts.verbose {
+        println!("+ {} {}", cargo(), args.join(" "));
+    }
+    let start = std::time::Instant::now();
+    // cargo-mutants exits non-zero when mutants survive: judged below.
+    let _ =
+        Command::new(cargo()).current_dir(&root).args(&args).status().map_err(|e| e.to_string())?;
+    let dir = out.join("mutants.out");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+    let caught = read("caught.txt").lines().count();
+    let missed: Vec<String> = read("missed.txt").lines().map(String::from).collect();
+    let timeout = read("timeout.txt").lines().count();
+    let unviable = read("unviable.txt").lines().count();
+    let allowed = equivalents(
+        &std::fs::read_to_string(root.join("hyp/mutants-equivalent.txt")).unwrap_or_default(),
+    );
+    let unexplained: Vec<&String> =
+        missed.iter().filter(|m| !allowed.iter().any(|(k, _)| *k == key(m))).collect();
+    let viable = caught + missed.len() + timeout;
+    println!(
+        "mutants: {caught} caught, {} missed ({} listed as equivalent), {timeout} timed out, {unviable} unviable, in {:.0} min",
+        missed.len(),
+        missed.len() - unexplained.len(),
+        start.elapsed().as_secs_f64() / 60.0
+    );
+    if viable > 0 {
+        println!(
+            "mutation score: {:.1}% ({} of {viable} viable mutants caught or timed out; equivalent ones excluded: {:.1}%)",
+            100.0 * (caught + timeout) as f64 / viable as f64,
+            caught + timeout,
+            100.0 * (caught + timeout) as f64 / (viable - (missed.len() - unexplained.len())).max(1) as f64
+        );
+    }
+    for m in &unexplained {
+        println!("missed: {m}");
+    }
+    if unexplained.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} surviving mutant(s) neither caught nor listed in hyp/mutants-equivalent.txt",
+            unexplained.len()
+        ))
+    }
+}
+
+/// A longer fuzzing run (`FUZZ_CASES` call sequences).
+pub fn fuzz(opts: &Opts) -> Result<(), String> {
+    let cases = opts.cases.unwrap_or(100_000);
+    let args = ["test", "--release", "-p", "hyp", "--lib", "fuzz::", "--", "--nocapture"];
+    if opts.verbose {
+        println!("+ FUZZ_CASES={cases} {} {}", cargo(), args.join(" "));
+    }
+    let st = Command::new(cargo())
+        .current_dir(root())
+        .env("FUZZ_CASES", cases.to_string())
+        .args(args)
+        .status()
+        .map_err(|e| e.to_string())?;
+    if st.success() {
+        println!("fuzz: {cases} random call sequences, no property violated");
+        Ok(())
+    } else {
+        Err("the fuzzer found a violation (the minimal failing sequence is printed above)".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn survivors_are_matched_without_line_numbers() {
+        let m = "hyp/src/pm.rs:42:9: replace == with != in decide";
+        assert_eq!(key(m), "hyp/src/pm.rs:replace == with != in decide");
+        let list = "# comment\nhyp/src/pm.rs:replace == with != in decide # both branches return the same\n";
+        let e = equivalents(list);
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].0, key(m));
+        assert_eq!(e[0].1, "both branches return the same");
+    }
+}
