@@ -4,9 +4,10 @@
  * Trap frame (struct TrapFrame in trap.rs), 272 bytes on the EL2 stack:
  *   [0, 248)   x0..x30. x0..x18 and x30 are always saved. x19..x29 are callee-saved under
  *              AAPCS64, so the Rust handlers preserve them; they are saved (and restored from the
- *              frame) for every trap except HVC, because emulating a VM's MMIO access may read or
- *              write any register. The hypercall fast path skips them (it never touches them),
- *              and a CPU only ever runs its own VM: no context switch needs them.
+ *              frame) for aborts (exception classes 0x20 and up), because emulating a VM's MMIO
+ *              access may read or write any register. Hypercalls, SMCs and system-register traps
+ *              skip them (no handler of theirs touches them), and a CPU only ever runs its own
+ *              VM: no context switch needs them.
  *   248        ELR_EL2
  *   256        SPSR_EL2
  *   264        padding
@@ -104,12 +105,11 @@ trap_common:
     mrs     x9, elr_el2
     mrs     x10, spsr_el2
     stp     x9, x10, [sp, #248]
-    /* Not an HVC (EC 0x16)? Then x19..x29 go into the frame too (IRQs leave ESR stale: either
-       way is fine for them). */
+    /* An exception class from 0x20 up (ESR bit 31: aborts, where MMIO is emulated)? Then
+       x19..x29 go into the frame too. HVC (0x16), SMC, system-register traps skip them (two
+       instructions on the hypercall path); IRQs leave ESR stale, which is fine either way. */
     mrs     x9, esr_el2
-    lsr     x9, x9, #26
-    cmp     x9, #0x16
-    b.eq    1f
+    tbz     x9, #31, 1f
     stp     x19, x20, [sp, #152]
     stp     x21, x22, [sp, #168]
     stp     x23, x24, [sp, #184]

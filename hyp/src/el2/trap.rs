@@ -63,8 +63,17 @@ const KINDS: [&str; 16] = [
 /// Called by the vectors with the slot number and the saved frame.
 #[no_mangle]
 extern "C" fn rust_trap(kind: u64, frame: &mut TrapFrame) {
+    if kind == 8 {
+        lower_sync(frame);
+    } else {
+        other_vector(kind, frame);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn other_vector(kind: u64, frame: &mut TrapFrame) {
     match kind {
-        8 => lower_sync(frame),
         // Interrupts: from a VM on a CPU that routes them to EL2 (9, 10); 5 and 6 cannot happen
         // (EL2 runs with interrupts masked) but are served the same way rather than fatally.
         9 | 5 => irq::handle(InterruptGroup::Group1, current_name()),
