@@ -15,6 +15,16 @@ const M_EL1T: u64 = 0b0100;
 const M_EL1H: u64 = 0b0101;
 /// SPSR.{D,A,I,F}: all masked.
 const DAIF_MASKED: u64 = 0b1111 << 6;
+/// PSTATE.SSBS (SPSR bit 12).
+const PSTATE_SSBS: u64 = 1 << 12;
+/// PSTATE.PAN (SPSR bit 22).
+const PSTATE_PAN: u64 = 1 << 22;
+/// PSTATE.DIT (SPSR bit 24).
+const PSTATE_DIT: u64 = 1 << 24;
+/// SCTLR_EL1.SPAN (bit 23): 0 = PSTATE.PAN is set on exception entry to EL1.
+const SCTLR_SPAN: u64 = 1 << 23;
+/// SCTLR_EL1.DSSBS (bit 44): PSTATE.SSBS on exception entry to EL1.
+const SCTLR_DSSBS: u64 = 1 << 44;
 /// Fault status code "synchronous external abort, not on a table walk".
 pub const FSC_SEA: u64 = 0x10;
 
@@ -31,6 +41,8 @@ pub struct TrappedState {
     pub spsr: u64,
     /// The VM's VBAR_EL1.
     pub vbar_el1: u64,
+    /// The VM's SCTLR_EL1 (exception entry sets PSTATE.PAN and SSBS from it).
+    pub sctlr_el1: u64,
 }
 
 /// The EL1 and EL2 register values that deliver the exception.
@@ -46,8 +58,26 @@ pub struct Injection {
     pub spsr_el1: u64,
     /// New ELR_EL2: the VM's synchronous vector.
     pub elr_el2: u64,
-    /// New SPSR_EL2: EL1h with D, A, I, F masked.
+    /// New SPSR_EL2: EL1h with D, A, I, F masked, and the other PSTATE bits as taking the
+    /// exception at EL1 sets them.
     pub spsr_el2: u64,
+}
+
+/// PSTATE after taking an exception to EL1h from `spsr`, as the architecture sets it: D, A, I,
+/// F masked; PAN set unless SCTLR_EL1.SPAN (else kept); SSBS from SCTLR_EL1.DSSBS; DIT kept;
+/// everything else (UAO, SS, IL, BTYPE, condition flags) zero. (FEAT_MTE's TCO and FEAT_NMI's
+/// ALLINT are not offered to VMs here.)
+pub fn entry_pstate(spsr: u64, sctlr_el1: u64) -> u64 {
+    let mut p = M_EL1H | DAIF_MASKED | (spsr & PSTATE_DIT);
+    if sctlr_el1 & SCTLR_SPAN == 0 {
+        p |= PSTATE_PAN;
+    } else {
+        p |= spsr & PSTATE_PAN;
+    }
+    if sctlr_el1 & SCTLR_DSSBS != 0 {
+        p |= PSTATE_SSBS;
+    }
+    p
 }
 
 /// Offset of the synchronous vector for an exception taken to EL1 from `spsr`'s mode.
@@ -74,7 +104,7 @@ fn deliver(t: &TrappedState, ec: u64, iss: u64, far: u64) -> Injection {
         elr_el1: t.elr,
         spsr_el1: t.spsr,
         elr_el2: t.vbar_el1 + sync_vector_offset(t.spsr),
-        spsr_el2: M_EL1H | DAIF_MASKED,
+        spsr_el2: entry_pstate(t.spsr, t.sctlr_el1),
     }
 }
 
@@ -109,6 +139,8 @@ mod tests {
             elr: 0x4400_1234,
             spsr,
             vbar_el1: 0x4400_8000,
+            // SPAN set (a bare-metal guest's reset value): PAN is kept.
+            sctlr_el1: 0x30d0_0800,
         }
     }
 
@@ -134,6 +166,23 @@ mod tests {
         assert_eq!(el0.elr_el2, 0x4400_8400);
         assert_eq!(el0.esr_el1 >> 26, 0x24);
         assert_eq!(el0.esr_el1 & (1 << 6), 0, "a read stays a read");
+    }
+
+    #[test]
+    fn pstate_on_entry_follows_sctlr() {
+        // A Linux-like SCTLR_EL1: SPAN clear (PAN set on entry), DSSBS clear.
+        let linux = 0x0000_0000_3450_d91d_u64 & !SCTLR_SPAN;
+        // From EL0 with SSBS, DIT, UAO, condition flags set.
+        let user = PSTATE_SSBS | PSTATE_DIT | (1 << 23) | (0xf << 28);
+        let p = entry_pstate(user, linux);
+        assert_eq!(p, M_EL1H | DAIF_MASKED | PSTATE_PAN | PSTATE_DIT);
+        // SPAN set keeps PAN as it was; DSSBS sets SSBS.
+        assert_eq!(entry_pstate(0, SCTLR_SPAN) & PSTATE_PAN, 0);
+        assert_eq!(entry_pstate(PSTATE_PAN, SCTLR_SPAN) & PSTATE_PAN, PSTATE_PAN);
+        assert_eq!(entry_pstate(0, SCTLR_SPAN | SCTLR_DSSBS) & PSTATE_SSBS, PSTATE_SSBS);
+        let mut t = trapped((0x24 << 26) | 0x06, 0x0);
+        t.sctlr_el1 = linux;
+        assert_eq!(external_abort(&t).unwrap().spsr_el2 & PSTATE_PAN, PSTATE_PAN);
     }
 
     #[test]

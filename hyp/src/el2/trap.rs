@@ -3,7 +3,7 @@
 
 use super::sysreg::{
     elr_el1, esr_el1, esr_el2, far_el1, far_el2, hcr_el2, hpfar_el2, id_aa64mmfr1_el1,
-    id_aa64pfr0_el1, spsr_el1, vbar_el1, vmpidr_el2,
+    id_aa64pfr0_el1, sctlr_el1, spsr_el1, vbar_el1, vmpidr_el2,
 };
 use super::{firmware, irq, uart, vm};
 use arm_gic::InterruptGroup;
@@ -243,7 +243,14 @@ fn slow_trap(frame: &mut TrapFrame, esr: Esr) {
 }
 
 fn trapped(frame: &TrapFrame, esr: Esr, far: u64) -> TrappedState {
-    TrappedState { esr, far, elr: frame.elr, spsr: frame.spsr, vbar_el1: vbar_el1::read() }
+    TrappedState {
+        esr,
+        far,
+        elr: frame.elr,
+        spsr: frame.spsr,
+        vbar_el1: vbar_el1::read(),
+        sctlr_el1: sctlr_el1::read(),
+    }
 }
 
 fn apply(frame: &mut TrapFrame, i: &Injection) {
