@@ -500,6 +500,10 @@ psci_and_smccc_as_linux_sees_them() {{
     dmesg | grep -q "psci: PSCIv1.1 detected in firmware" || {{ echo "no PSCIv1.1 in dmesg"; return 1; }}
     dmesg | grep -q "psci: SMC Calling Convention v1.1" || {{ echo "no SMCCC v1.1 in dmesg"; return 1; }}
     [ "$(cat /sys/firmware/devicetree/base/psci/method)" = smc ] || return 1
+    # What the CPU's ID registers and SMCCC_ARCH_FEATURES made of Spectre (for the log).
+    for v in spectre_v2 spec_store_bypass; do
+        echo "host: $v: $(cat /sys/devices/system/cpu/vulnerabilities/$v)" > /dev/console
+    done
 }}
 
 interrupts_and_timer() {{
