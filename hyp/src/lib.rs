@@ -29,3 +29,4 @@ pub mod softsmmu;
 pub mod stage2;
 pub mod validate;
 pub mod vmstate;
+pub mod vsmmu;

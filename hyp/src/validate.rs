@@ -181,7 +181,7 @@ const fn rule(
 /// Every command a VM may issue, with its field rules; any other opcode is BAD_COMMAND. The
 /// secure bit of the CFGI commands, a TLBI's VMID and a SYNC's interrupt or MSI fields belong to
 /// the hypervisor (FORBIDDEN_FIELD).
-pub const RULES: [Rule; 8] = [
+pub const RULES: [Rule; 9] = [
     rule(Opcode::CfgiSte, &[cmd::SID, cmd::LEAF], &[cmd::SSEC], true, false, Outcome::Submit),
     rule(
         Opcode::CfgiCd,
@@ -197,6 +197,14 @@ pub const RULES: [Rule; 8] = [
     rule(
         Opcode::TlbiNhVa,
         &[cmd::ASID, cmd::NUM, cmd::SCALE, cmd::LEAF, cmd::TTL, cmd::TG, cmd::ADDR],
+        &[cmd::VMID],
+        false,
+        true,
+        Outcome::Submit,
+    ),
+    rule(
+        Opcode::TlbiNhVaa,
+        &[cmd::NUM, cmd::SCALE, cmd::LEAF, cmd::TTL, cmd::TG, cmd::ADDR],
         &[cmd::VMID],
         false,
         true,
