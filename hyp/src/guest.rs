@@ -96,9 +96,14 @@ mod tests {
         for past in 1..64 {
             assert!(GuestRange::of(&VM, 0x3000 - 64, 64 + past).is_err());
         }
+        assert!(!r.is_empty());
         assert_eq!(r.prefix(64).unwrap().len(), 64);
+        assert_eq!(r.prefix(64).unwrap().ipa(), 0x1000);
         assert!(r.prefix(0x2001).is_none() && r.prefix(0).is_none());
-        assert_eq!(r.sub(0x1000, 0x1000).unwrap().ipa(), 0x2000);
+        let s = r.sub(0x1000, 0x800).unwrap();
+        assert_eq!((s.vm(), s.ipa(), s.len()), (1, 0x2000, 0x800));
+        assert!(r.sub(0x1000, 0).is_none(), "empty");
         assert!(r.sub(0x1001, 0x1000).is_none() && r.sub(u64::MAX, 2).is_none());
+        assert!(r.sub(0x1000, 0x1000).is_some() && r.sub(0x1000, 0x1001).is_none());
     }
 }

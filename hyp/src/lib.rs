@@ -34,3 +34,4 @@ pub mod softsmmu;
 pub mod stage2;
 pub mod validate;
 pub mod vmstate;
+pub mod vsmmu;

@@ -146,11 +146,10 @@ enum Outcome {
 #[derive(Clone, Copy, Debug)]
 pub struct Rule {
     op: Opcode,
-    /// Fields the caller may set freely.
-    allowed: [u64; 2],
-    /// Fields only the hypervisor may set: set by the caller -> FORBIDDEN_FIELD. Every other
-    /// bit (besides the opcode) is reserved -> RESERVED_FIELD.
+    /// Fields only the hypervisor may set: set by the caller -> FORBIDDEN_FIELD.
     forbidden: [u64; 2],
+    /// Every other bit (besides the opcode): set -> RESERVED_FIELD.
+    reserved: [u64; 2],
     /// The SID field names a stream the caller must own (NOT_OWNED otherwise).
     owned_sid: bool,
     /// The VMID field gets the caller's VMID.
@@ -168,13 +167,21 @@ const fn rule(
 ) -> Rule {
     let mut a: [u64; 2] = fields_mask(allowed);
     a[0] |= cmd::OPCODE.mask();
-    Rule { op, allowed: a, forbidden: fields_mask(forbidden), owned_sid, force_vmid, outcome }
+    let f: [u64; 2] = fields_mask(forbidden);
+    Rule {
+        op,
+        forbidden: f,
+        reserved: [!(a[0] | f[0]), !(a[1] | f[1])],
+        owned_sid,
+        force_vmid,
+        outcome,
+    }
 }
 
 /// Every command a VM may issue, with its field rules; any other opcode is BAD_COMMAND. The
 /// secure bit of the CFGI commands, a TLBI's VMID and a SYNC's interrupt or MSI fields belong to
 /// the hypervisor (FORBIDDEN_FIELD).
-pub const RULES: [Rule; 8] = [
+pub const RULES: [Rule; 9] = [
     rule(Opcode::CfgiSte, &[cmd::SID, cmd::LEAF], &[cmd::SSEC], true, false, Outcome::Submit),
     rule(
         Opcode::CfgiCd,
@@ -190,6 +197,14 @@ pub const RULES: [Rule; 8] = [
     rule(
         Opcode::TlbiNhVa,
         &[cmd::ASID, cmd::NUM, cmd::SCALE, cmd::LEAF, cmd::TTL, cmd::TG, cmd::ADDR],
+        &[cmd::VMID],
+        false,
+        true,
+        Outcome::Submit,
+    ),
+    rule(
+        Opcode::TlbiNhVaa,
+        &[cmd::NUM, cmd::SCALE, cmd::LEAF, cmd::TTL, cmd::TG, cmd::ADDR],
         &[cmd::VMID],
         false,
         true,
@@ -213,13 +228,27 @@ pub const RULES: [Rule; 8] = [
     ),
 ];
 
+/// [`RULES`] indexed by opcode byte, computed at compile time (`None`: VMs may not issue it):
+/// a command's rule is one indexed load on the invalidation path.
+const RULE_TABLE: [Option<Rule>; 256] = {
+    let mut t = [None; 256];
+    let mut i = 0;
+    while i < RULES.len() {
+        t[RULES[i].op as usize] = Some(RULES[i]);
+        i += 1;
+    }
+    t
+};
+
 /// The rule of an opcode byte, if VMs may issue it.
+#[inline]
 pub fn rule_for(op: u8) -> Option<&'static Rule> {
-    RULES.iter().find(|r| r.op as u8 == op)
+    RULE_TABLE[op as usize].as_ref()
 }
 
 /// Checks one command from VM with `vmid`, which owns the streams `owns` says yes to, on an
 /// SMMU with `caps`.
+#[inline]
 pub fn command(
     c: &Command,
     vmid: u16,
@@ -227,11 +256,10 @@ pub fn command(
     caps: &SmmuCaps,
 ) -> Result<CommandAction, HypError> {
     let r = rule_for(c.opcode_byte()).ok_or(HypError::BadCommand)?;
-    if c.0[0] & r.forbidden[0] != 0 || c.0[1] & r.forbidden[1] != 0 {
+    if (c.0[0] & r.forbidden[0]) | (c.0[1] & r.forbidden[1]) != 0 {
         return Err(HypError::ForbiddenField);
     }
-    let known = [r.allowed[0] | r.forbidden[0], r.allowed[1] | r.forbidden[1]];
-    if c.0[0] & !known[0] != 0 || c.0[1] & !known[1] != 0 {
+    if (c.0[0] & r.reserved[0]) | (c.0[1] & r.reserved[1]) != 0 {
         return Err(HypError::ReservedField);
     }
     if r.owned_sid && !owns(c.field(cmd::SID) as u32) {
@@ -383,6 +411,16 @@ mod tests {
     }
 
     #[test]
+    fn the_same_bad_bits_in_both_words_are_still_bad() {
+        // SYNC: CS (word 0 bits 13:12) and MSIADDR (word 1 bits 51:2) both set at bits 13:12.
+        let c = Command([0x46 | 0x3 << 12, 0x3 << 12]);
+        assert_eq!(command(&c, 3, &owns, &CAPS), Err(HypError::ForbiddenField));
+        // TLBI_NH_ALL: reserved bit 8 in both words.
+        let c = Command([0x10 | 1 << 8, 1 << 8]);
+        assert_eq!(command(&c, 3, &owns, &CAPS), Err(HypError::ReservedField));
+    }
+
+    #[test]
     fn the_secure_bit_is_forbidden_on_every_cfgi_command() {
         let secure = 1u64 << 10;
         for c in [Command::cfgi_ste(0x18), Command::cfgi_cd(0x18, 0), Command::cfgi_cd_all(0x18)] {
@@ -397,14 +435,14 @@ mod tests {
     #[test]
     fn every_rule_is_consistent() {
         for r in RULES {
-            assert_eq!(r.allowed[0] & r.forbidden[0], 0, "{:?}", r.op);
-            assert_eq!(r.allowed[1] & r.forbidden[1], 0, "{:?}", r.op);
+            assert_eq!(r.reserved[0] & r.forbidden[0], 0, "{:?}", r.op);
+            assert_eq!(r.reserved[1] & r.forbidden[1], 0, "{:?}", r.op);
             assert!(rule_for(r.op as u8).is_some());
             // Every single reserved bit of every allowed opcode is refused as reserved.
-            for w in 0..2 {
+            for (w, reserved) in r.reserved.iter().enumerate() {
                 for b in 0..64 {
                     let bit = 1u64 << b;
-                    if (r.allowed[w] | r.forbidden[w]) & bit != 0 {
+                    if reserved & bit == 0 {
                         continue;
                     }
                     let mut c = Command([r.op as u64, 0]);

@@ -69,6 +69,14 @@ pub fn run(opts: &Opts) -> Result<(), String> {
         ["mutants", "--no-shuffle", "-j", &jobs, "-o"].map(String::from).to_vec();
     args.push(out.display().to_string());
     if let Some(f) = &opts.file {
+        // Only this file: the configuration's globs would add the rest back.
+        args.extend(
+            ["--no-config", "--test-package", "hyp", "--test-package", "smmu-model"]
+                .map(String::from),
+        );
+        for e in ["hyp/src/smmu/fake.rs", "hyp/src/service/tests.rs", "hyp/src/fuzz.rs"] {
+            args.extend(["-e".into(), e.into()]);
+        }
         args.extend(["-f".into(), f.clone()]);
     }
     if opts.verbose {

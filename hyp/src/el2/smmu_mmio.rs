@@ -41,23 +41,24 @@ impl SmmuMmio {
         Self { regs: unsafe { UniqueMmioPointer::new(p) } }
     }
 
+    #[inline(always)]
     fn reg(&mut self, off: usize) -> UniqueMmioPointer<'_, ReadWrite<u32>> {
         // An offset outside the register space is a bug in the driver: stop, do not touch
         // anything else.
         self.regs.get(off / 4).expect("SMMU register offset inside its 128 KiB")
     }
 
+    #[inline(always)]
     fn raw_write32(&mut self, off: usize, value: u32) {
         self.reg(off).write(value)
     }
 
-    /// Counts down an armed injection; at zero the SMMU "loses power" before this write: every
-    /// register back to its architected reset value ([`regs::RESET`]), GBPA to the platform's.
-    fn before_write(&mut self) {
-        let n = LOSS_COUNTDOWN.load(Ordering::Relaxed);
-        if n == 0 {
-            return;
-        }
+    /// Counts down an armed injection (`n` writes were left); at zero the SMMU "loses power"
+    /// before this write: every register back to its architected reset value
+    /// ([`regs::RESET`]), GBPA to the platform's. Out of line: it never runs outside tests.
+    #[cold]
+    #[inline(never)]
+    fn count_down(&mut self, n: u64) {
         LOSS_COUNTDOWN.store(n - 1, Ordering::Relaxed);
         if n == 1 {
             for (o, v) in regs::RESET {
@@ -80,11 +81,17 @@ impl SmmuMmio {
 }
 
 impl SmmuRegs for SmmuMmio {
+    #[inline(always)]
     fn read32(&mut self, off: usize) -> u32 {
         self.reg(off).read()
     }
+    #[inline(always)]
     fn write32(&mut self, off: usize, value: u32) {
-        self.before_write();
+        // One relaxed load per write when no injection is armed.
+        let n = LOSS_COUNTDOWN.load(Ordering::Relaxed);
+        if n != 0 {
+            self.count_down(n);
+        }
         self.raw_write32(off, value)
     }
 }

@@ -64,7 +64,9 @@ pub fn init(board: &platform::Board, options: hyp::dt::BootOptions) {
     let mut io = SmmuService::new(driver, table, PLATFORM.manifest(), power);
     // Power-loss injection is a test facility of the host alone.
     io.injector = options.pm_inject.then_some(0);
-    io.event_log = Some(log_event);
+    // Each routed event is logged at debug level; not even called when that is filtered out
+    // (the drain is on every SMMU call's path).
+    io.event_log = log::log_enabled!(log::Level::Debug).then_some(log_event as _);
     SmmuMmio::set_gbpa_reset(options.gbpa_reset.register_value());
     io.set_pm_enabled(options.pm);
     if options.bench_streams > 0 {
@@ -131,11 +133,14 @@ impl SmmuCalls for SharedSmmu {
         s.heap_in_use = crate::heap_in_use() as u64;
         s
     }
-    fn owns(&mut self, vm: u32, sid: u32) -> bool {
-        SERVICE.lock().as_ref().is_some_and(|io| io.owns(vm, sid))
-    }
-    fn caps(&mut self) -> SmmuCaps {
-        SERVICE.lock().as_ref().map_or(SmmuCaps { ssid_bits: 0, ats: false }, |io| io.caps())
+    fn owned_stream(&mut self, vm: u32, sid: u32) -> Result<SmmuCaps, HypError> {
+        let g = SERVICE.lock();
+        let io = g.as_ref().ok_or(HypError::DeviceError)?;
+        if io.owns(vm, sid) {
+            Ok(io.caps())
+        } else {
+            Err(HypError::NotOwned)
+        }
     }
     fn attach(&mut self, vm: u32, sid: u32, domain: Domain) -> Result<(), HypError> {
         let r = with(Err(HypError::DeviceError), |io| io.attach(vm, sid, domain));

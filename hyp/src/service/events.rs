@@ -212,6 +212,7 @@ mod tests {
             r.push(ev(0x18, i));
         }
         assert_eq!(r.len(), RING_CAPACITY);
+        assert!(!r.is_empty());
         assert_eq!(r.overflows, 3);
         assert_eq!(r.routed, RING_CAPACITY as u64 + 3);
         assert_eq!(r.pop().unwrap()[2], 0, "oldest first; the newest were dropped");
@@ -253,6 +254,35 @@ mod tests {
         assert_eq!(r.unowned, 1);
         assert_eq!(r.counts(2), (500, 436));
         assert_eq!(r.totals(), (505, 436));
+    }
+
+    #[test]
+    fn a_stream_of_a_vm_without_a_ring_is_unowned() {
+        let mut s = Streams::default();
+        s.add(7, 0x40);
+        let mut r = EventRouter::new(3);
+        assert_eq!(r.route(&s, ev(0x40, 1)), EventDestination::Unowned);
+        assert_eq!(r.unowned, 1);
+        assert_eq!(r.totals(), (0, 0));
+    }
+
+    #[test]
+    fn records_of_this_drain_count_for_every_vm_that_had_one() {
+        let mut s = Streams::default();
+        s.add(0, 0x10);
+        s.add(1, 0x18);
+        s.add(2, 0x20);
+        let i = s.owned(1, 0x18).unwrap();
+        s.set_domain(i, Domain::Identity);
+        let mut r = EventRouter::new(3);
+        // VM 2 (blocked now) and VM 1 (attached, and a record too) had records in this drain.
+        r.route(&s, ev(0x20, 0));
+        r.route(&s, ev(0x18, 0));
+        r.hardware_lost(&s);
+        let mut out = [[0u64; 4]; 4];
+        assert_eq!(r.read(2, &mut out).lost_notices, 1, "a record in the drain: told");
+        assert_eq!(r.read(1, &mut out).lost_notices, 1, "attached and a record: told once");
+        assert_eq!(r.read(0, &mut out).lost_notices, 0);
     }
 
     #[test]

@@ -178,10 +178,15 @@ impl<R: SmmuRegs> SmmuService<R> {
     /// global errors (re-initialising after a service failure) and drain the event queue into
     /// the owners' rings. Returns the global errors found.
     pub fn service_hardware(&mut self) -> Gerror {
-        let g = self.handle_global_errors();
-        self.unreported |= g;
-        self.poll_events();
-        g
+        let Self { hw, streams, events, event_log, global_errors, unreported, .. } = self;
+        let Some(d) = hw.powered() else { return Gerror::empty() };
+        let active = handle_global_errors(d, streams, events);
+        if !active.is_empty() {
+            *global_errors += active.bits().count_ones() as u64;
+            *unreported |= active;
+        }
+        drain(d, streams, events, *event_log);
+        active
     }
 
     /// The global errors handled since the last call (for the hypervisor's log).
@@ -189,43 +194,23 @@ impl<R: SmmuRegs> SmmuService<R> {
         core::mem::replace(&mut self.unreported, Gerror::empty())
     }
 
-    /// Handles global errors the SMMU raised outside a command batch (CMDQ_ERR is handled by
-    /// the batch that caused it): acknowledges them; an event-queue abort means records were
-    /// lost (the VMs that could have had some are told); after a service failure the SMMU is
-    /// re-initialised from the hypervisor's own tables (every STE is as the VMs left it:
-    /// nothing gets weaker).
+    /// Handles global errors the SMMU raised outside a command batch (see
+    /// [`handle_global_errors`]).
     pub fn handle_global_errors(&mut self) -> Gerror {
-        let Some(d) = self.hw.powered() else { return Gerror::empty() };
-        let active = d.active_global_errors();
-        if active.is_empty() {
-            return active;
-        }
-        d.ack_global_errors(active);
-        self.global_errors += active.bits().count_ones() as u64;
-        if active.contains(Gerror::SFM_ERR) {
-            let _ = d.resume();
-        }
-        if active.contains(Gerror::EVENTQ_ABT_ERR) {
-            self.events.hardware_lost(&self.streams);
-        }
+        let Self { hw, streams, events, global_errors, .. } = self;
+        let Some(d) = hw.powered() else { return Gerror::empty() };
+        let active = handle_global_errors(d, streams, events);
+        *global_errors += active.bits().count_ones() as u64;
         active
     }
 
     /// Drains the SMMU's event queue into the owners' rings. Returns the records taken.
     pub fn poll_events(&mut self) -> u32 {
         let Self { hw, streams, events, event_log, .. } = self;
-        let Some(d) = hw.powered() else { return 0 };
-        let drained = d.drain_events(|e| {
-            let dest = events.route(streams, e);
-            if let Some(log) = event_log {
-                log(dest, &e);
-            }
-        });
-        if drained.overflowed {
-            events.hardware_lost(streams);
+        match hw.powered() {
+            Some(d) => drain(d, streams, events, *event_log),
+            None => 0,
         }
-        events.drain_done();
-        drained.records
     }
 
     /// Writes `target` into `sid`'s STE in hitless order, with CFGI_STE + SYNC at each sync
@@ -302,25 +287,38 @@ impl<R: SmmuRegs> SmmuService<R> {
             .ok_or((0, HypError::DeviceError))?;
         let streams = &self.streams;
         let owns = |s: u32| streams.owns(vm, s);
-        let batch = batch::validate(cmds, vmid, &owns, &self.caps)?;
+        let off = self.hw.state() == Power::Off;
+        let batch = batch::validate(cmds, vmid, &owns, &self.caps, off)?;
         // Valid: from here on, effects. An ATC invalidation must never be lost: it brings
         // power back.
-        if batch.needs_power && self.hw.state() == Power::Off {
+        if batch.needs_power {
             self.hw.counters.wakeups += 1;
             let _ = self.hw.power_on();
         }
-        let Some(d) = self.hw.powered() else {
+        let Self { hw, streams, events, event_log, global_errors, unreported, .. } = self;
+        let Some(d) = hw.powered() else {
             // Off: TLB and configuration invalidations are elided (resume invalidates all).
-            self.hw.counters.elided += batch.send.len() as u64;
+            hw.counters.elided += batch.send.len() as u64;
             return Ok(0);
         };
+        // The entry work (global errors, event drain) with the same power check.
+        let active = handle_global_errors(d, streams, events);
+        if !active.is_empty() {
+            *global_errors += active.bits().count_ones() as u64;
+            *unreported |= active;
+        }
+        drain(d, streams, events, *event_log);
         let words: &[[u64; 2]] = zerocopy::transmute_ref!(batch.send);
         let n = words.len();
-        let r = d.submit(words);
-        self.service_hardware();
-        match r {
+        match d.submit(words) {
             Ok(()) => Ok(n),
             Err(CmdError::Rejected { index, .. }) => Err((index, HypError::DeviceError)),
+            Err(CmdError::PowerLost) => {
+                // Recover now rather than at the next entry: on a platform whose GBPA resets
+                // to bypass, every moment at reset values is a moment of untranslated DMA.
+                let _ = hw.powered();
+                Err((n, HypError::DeviceError))
+            }
             Err(_) => Err((n, HypError::DeviceError)),
         }
     }
@@ -432,6 +430,49 @@ impl<R: SmmuRegs> SmmuService<R> {
     }
 }
 
+/// Acknowledges the global errors the SMMU raised outside a command batch (CMDQ_ERR is handled
+/// by the batch that caused it). An event-queue abort means records were lost: the VMs that
+/// could have had some are told. After a service failure the SMMU is re-initialised from the
+/// hypervisor's own tables (every STE is as the VMs left it: nothing gets weaker).
+fn handle_global_errors<R: SmmuRegs>(
+    d: &mut SmmuDriver<R>,
+    streams: &Streams,
+    events: &mut EventRouter,
+) -> Gerror {
+    let active = d.active_global_errors();
+    if active.is_empty() {
+        return active;
+    }
+    d.ack_global_errors(active);
+    if active.contains(Gerror::SFM_ERR) {
+        let _ = d.resume();
+    }
+    if active.contains(Gerror::EVENTQ_ABT_ERR) {
+        events.hardware_lost(streams);
+    }
+    active
+}
+
+/// Takes every record off the SMMU's event queue into the owners' rings.
+fn drain<R: SmmuRegs>(
+    d: &mut SmmuDriver<R>,
+    streams: &Streams,
+    events: &mut EventRouter,
+    log: Option<EventLog>,
+) -> u32 {
+    let drained = d.drain_events(|e| {
+        let dest = events.route(streams, e);
+        if let Some(log) = log {
+            log(dest, &e);
+        }
+    });
+    if drained.overflowed {
+        events.hardware_lost(streams);
+    }
+    events.drain_done();
+    drained.records
+}
+
 impl<R: SmmuRegs> crate::hypercall::SmmuCalls for SmmuService<R> {
     fn read_events(&mut self, vm: u32, out: &mut [EventWords]) -> EventReadResult {
         SmmuService::read_events(self, vm, out)
@@ -462,11 +503,12 @@ impl<R: SmmuRegs> crate::hypercall::SmmuCalls for SmmuService<R> {
         }
         SmmuService::inject_power_loss(self, vm)
     }
-    fn owns(&mut self, vm: u32, sid: u32) -> bool {
-        SmmuService::owns(self, vm, sid)
-    }
-    fn caps(&mut self) -> SmmuCaps {
-        self.caps
+    fn owned_stream(&mut self, vm: u32, sid: u32) -> Result<SmmuCaps, HypError> {
+        if SmmuService::owns(self, vm, sid) {
+            Ok(self.caps)
+        } else {
+            Err(HypError::NotOwned)
+        }
     }
 }
 

@@ -134,8 +134,17 @@ mod tests {
         s.set_domain(i, Domain::Identity);
         assert_eq!(s.attached(), 1);
         assert_eq!(s.vms_with_attached(), 0b10);
+        // Two attached streams of one VM: still that VM's one bit.
+        let j = s.owned(0, 0x1001).unwrap();
+        let k = s.owned(0, 0x1005).unwrap();
+        s.set_domain(j, Domain::Identity);
+        s.set_domain(k, Domain::Identity);
+        assert_eq!(s.vms_with_attached(), 0b11);
+        s.set_domain(j, Domain::Blocked);
+        s.set_domain(k, Domain::Blocked);
         s.set_domain(i, Domain::Blocked);
         assert_eq!((s.attached(), s.vms_with_attached()), (0, 0));
         assert_eq!(s.at(i).domain, Domain::Blocked);
+        assert!(!s.is_empty() && Streams::default().is_empty());
     }
 }

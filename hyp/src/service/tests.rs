@@ -5,6 +5,7 @@ use crate::hypercall::SmmuCalls;
 use crate::smmu::driver::{SmmuDriver, EVTQ_LOG2};
 use crate::smmu::fake::FakeSmmu;
 use crate::softsmmu::IdRegs;
+use crate::validate::SmmuCaps;
 use host_abi::smmu::regs::{off, Gbpa, Idr1, IrqCtrl};
 use platform::power::SimulatedPowerController;
 use platform::qemu_virt::MANIFEST;
@@ -362,9 +363,16 @@ fn routing_and_reading_with_several_streams_per_vm_out_of_vm_order() {
     let r = io.read_events(2, &mut out);
     assert_eq!((r.written, out[0][2], out[1][2]), (2, 2, 0x2000));
     assert_eq!(io.unowned_events(), 1);
+    io.regs_mut().post_event(ev(0x09, 0));
     let s = io.stats();
-    assert_eq!((s.events, s.events_routed, s.events_dropped), (7, 6, 0));
+    assert_eq!((s.events, s.events_routed, s.events_dropped), (8, 6, 0));
     assert_eq!(s.syncs, 1, "the boot batch");
+    assert_eq!(io.unowned_events(), 2);
+    assert_eq!(io.events_of(1), (2, 0));
+    assert_eq!(io.events_of(0), (2, 0));
+    assert_eq!(io.events_of(9), (0, 0), "no such VM");
+    assert!(io.is_two_level());
+    assert!(!ready().is_two_level(), "a few stream IDs: linear");
 }
 
 #[test]
@@ -388,7 +396,7 @@ fn a_flooding_vm_costs_another_vm_none_of_its_events() {
     }
     let mut got = std::vec::Vec::new();
     let mut out = [[0u64; 4]; 16];
-    loop {
+    for _ in 0..10 {
         let r = io.read_events(1, &mut out);
         got.extend(out[..r.written].iter().map(|e| e[2]));
         assert_eq!((r.dropped, r.lost_notices), (0, 0), "nothing of VM 1's was lost");
@@ -425,8 +433,9 @@ fn a_virtual_ste_is_checked_against_the_real_smmu() {
     let ids =
         IdRegs { idr: [0x0d44_101b, Idr1::new(16, 0, 19, 19).0, 0, 0, 0, 0x55], ..IdRegs::QEMU };
     let mut io = service_with(FakeSmmu::with_ids(ids), max_sid(), GbpaReset::Abort);
-    let caps = SmmuCalls::caps(&mut io);
+    let caps = SmmuCalls::owned_stream(&mut io, 1, sid_of(1)).unwrap();
     assert_eq!(caps.ssid_bits, 0);
+    assert_eq!(SmmuCalls::owned_stream(&mut io, 1, sid_of(2)), Err(HypError::NotOwned));
     let mem = MANIFEST.vms[1].mem;
     let v = host_abi::smmu::Ste::default()
         .with_v(1)
@@ -435,4 +444,80 @@ fn a_virtual_ste_is_checked_against_the_real_smmu() {
         .with_s1cdmax(1);
     assert_eq!(crate::validate::virtual_ste(&v, mem, &caps), Err(HypError::BadConfig));
     let _ = vec![0u8; 1];
+}
+
+#[test]
+fn global_errors_are_reported_once() {
+    let mut io = ready();
+    assert!(io.take_unreported_errors().is_empty());
+    io.regs_mut().raise(Gerror::EVENTQ_ABT_ERR);
+    assert_eq!(io.service_hardware(), Gerror::EVENTQ_ABT_ERR);
+    io.regs_mut().raise(Gerror::SFM_ERR);
+    let _ = io.stats();
+    assert_eq!(io.take_unreported_errors(), Gerror::EVENTQ_ABT_ERR | Gerror::SFM_ERR);
+    assert!(io.take_unreported_errors().is_empty(), "each reported once");
+}
+
+#[test]
+fn the_hypercall_interface_is_the_service() {
+    // Every SmmuCalls operation is the service's own, with the same answers.
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let calls: &mut dyn SmmuCalls = &mut io;
+    assert_eq!(calls.owned_stream(1, g1), Ok(SmmuCaps::QEMU));
+    assert_eq!(calls.owned_stream(1, sid_of(2)), Err(HypError::NotOwned));
+    assert_eq!(calls.attach(1, g1, Domain::Identity), Ok(()));
+    assert_eq!(calls.attach(2, g1, Domain::Identity), Err(HypError::NotOwned));
+    assert_eq!(calls.invalidate(1, &mut [Command::tlbi_nh_all(0), Command::sync()]), Ok(1));
+    assert_eq!(
+        calls.invalidate(1, &mut [Command::cfgi_ste(sid_of(2))]),
+        Err((0, HypError::NotOwned))
+    );
+    let s = calls.stats();
+    assert!(s.commands > 0 && s.syncs >= 3 && s.ste_writes > 0, "{s:?}");
+    let r = calls.pm_vote(0, Vote::AllowOff);
+    assert_eq!((r.powered_off, r.refusal), (false, Some(Refusal::WaitingForVotes)));
+    let st = calls.pm_status();
+    assert_eq!((st.votes_allow_off, st.vm_count, st.attached_streams), (1, 3, 1));
+    assert!(!calls.may_inject(0) && !calls.may_inject(1));
+    assert_eq!(calls.inject_power_loss(0, 0), Err(HypError::NotSupported));
+    io.regs_mut().post_event(ev(g1, 0x77));
+    io.injector = Some(0);
+    let calls: &mut dyn SmmuCalls = &mut io;
+    assert!(calls.may_inject(0) && !calls.may_inject(1));
+    assert_eq!(calls.inject_power_loss(0, 3), Err(HypError::NotSupported), "deferred: EL2 only");
+    let mut out = [[0u64; 4]; 2];
+    let r = calls.read_events(1, &mut out);
+    assert_eq!((r.written, out[0][2]), (1, 0x77));
+    assert_eq!(calls.inject_power_loss(0, 0), Ok(()));
+    assert!(!io.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::SMMUEN), "lost");
+}
+
+#[test]
+fn the_power_controller_sees_the_real_registers() {
+    /// A controller that reads GBPA through the register path on every power transition.
+    struct Probe(std::sync::Arc<std::sync::Mutex<std::vec::Vec<u32>>>);
+    impl SmmuPowerController for Probe {
+        fn gbpa_reset(&self) -> GbpaReset {
+            GbpaReset::Abort
+        }
+        fn is_on(&self) -> bool {
+            true
+        }
+        fn power_off(&mut self, regs: &mut dyn platform::power::PowerRegs) {
+            self.0.lock().unwrap().push(regs.read32(off::GBPA));
+            self.0.lock().unwrap().push(regs.read32(off::IDR0));
+        }
+        fn power_on(&mut self, _regs: &mut dyn platform::power::PowerRegs) {}
+        fn inject_loss(&mut self, _regs: &mut dyn platform::power::PowerRegs) {}
+    }
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::vec::Vec::new()));
+    let (driver, table) =
+        SmmuDriver::init(FakeSmmu::qemu(), max_sid(), true, IrqCtrl::empty()).unwrap();
+    let mut io = SmmuService::new(driver, table, &MANIFEST, Box::new(Probe(seen.clone())));
+    for vm in MANIFEST.vms {
+        io.set_stage2(vm.id, s2(vm.id));
+    }
+    assert!(vote_all(&mut io, Vote::AllowOff).powered_off);
+    assert_eq!(*seen.lock().unwrap(), [Gbpa::ABORT | 0x1000, 0x0d44_101b]);
 }

@@ -42,6 +42,17 @@ impl DmaBuf {
         unsafe { self.ptr.as_ptr().add(i).read_volatile() }
     }
 
+    /// Reads the `N` words from word `i` on (one bounds check: the event queue's drain loop).
+    pub fn read_entry<const N: usize>(&self, i: usize) -> [u64; N] {
+        assert!(i + N <= self.len_words);
+        let mut out = [0u64; N];
+        for (k, o) in out.iter_mut().enumerate() {
+            // SAFETY: `i + k < i + N <= len_words` (checked above), aligned, owned by us.
+            *o = unsafe { self.ptr.as_ptr().add(i + k).read_volatile() };
+        }
+        out
+    }
+
     /// Writes word `i` (the SMMU may read it concurrently: volatile, single 64-bit store).
     pub fn write(&mut self, i: usize, v: u64) {
         assert!(i < self.len_words);

@@ -228,6 +228,10 @@ pub struct SmmuDriver<R: SmmuRegs> {
     cmdq_prod: QueuePtr,
     evtq: DmaBuf,
     evtq_log2: u32,
+    /// EVENTQ_CONS as the driver last wrote it (only the driver writes it).
+    evtq_cons: u32,
+    /// GERRORN as the driver last wrote it (only the driver writes it).
+    gerrorn: u32,
     irqs: IrqCtrl,
     /// Counters.
     pub counters: Counters,
@@ -265,6 +269,8 @@ impl<R: SmmuRegs> SmmuDriver<R> {
             cmdq,
             evtq,
             evtq_log2,
+            evtq_cons: 0,
+            gerrorn: 0,
             irqs,
             counters: Counters::default(),
             poll_limit: POLL_LIMIT,
@@ -294,6 +300,9 @@ impl<R: SmmuRegs> SmmuDriver<R> {
         );
         regs.write32(off::EVTQ_PROD, 0);
         regs.write32(off::EVTQ_CONS, 0);
+        self.evtq_cons = 0;
+        // GERROR and GERRORN agree after reset (or an earlier acknowledgement): keep the copy.
+        self.gerrorn = regs.read32(off::GERRORN);
         regs.write32(off::CR1, regs::CR1_WB_ISH);
         // RECINVSID: record C_BAD_STREAMID; PTM: ignore broadcast TLB maintenance (the
         // hypervisor invalidates through the command queue only).
@@ -435,7 +444,7 @@ impl<R: SmmuRegs> SmmuDriver<R> {
                 return first_error.map_or(Ok(()), Err);
             }
             let gerror = self.regs.read32(off::GERROR);
-            let gerrorn = self.regs.read32(off::GERRORN);
+            let gerrorn = self.gerrorn;
             if Gerror::from_bits_retain(gerror ^ gerrorn).contains(Gerror::CMDQ_ERR) {
                 // CONS points at the offending command: neutralise it and restart the queue.
                 let index = queue::used(cons, start) as usize;
@@ -443,7 +452,8 @@ impl<R: SmmuRegs> SmmuDriver<R> {
                 self.cmdq.write_pair(cons.index() as usize * 2, Command::sync().0);
                 self.counters.command_errors += 1;
                 first_error.get_or_insert(CmdError::Rejected { index, reason });
-                self.regs.write32(off::GERRORN, gerrorn ^ Gerror::CMDQ_ERR.bits());
+                self.gerrorn = gerrorn ^ Gerror::CMDQ_ERR.bits();
+                self.regs.write32(off::GERRORN, self.gerrorn);
                 continue;
             }
             self.check_alive()?;
@@ -452,43 +462,40 @@ impl<R: SmmuRegs> SmmuDriver<R> {
     }
 
     /// Takes every pending event record off the event queue, oldest first, and acknowledges an
-    /// overflow the SMMU signalled.
+    /// overflow the SMMU signalled. One register read when the queue is empty (CONS is the
+    /// driver's own copy).
     pub fn drain_events(&mut self, mut f: impl FnMut(EventWords)) -> Drained {
-        let cons_raw = self.regs.read32(off::EVTQ_CONS);
+        let cons_raw = self.evtq_cons;
         let prod_raw = self.regs.read32(off::EVTQ_PROD);
         let mut cons = QueuePtr::new(self.evtq_log2, cons_raw);
         let prod = QueuePtr::new(self.evtq_log2, prod_raw);
         let overflowed = (prod_raw ^ cons_raw) & Q_OVFLG != 0;
         let mut n = 0;
         while queue::used(prod, cons) != 0 {
-            let i = cons.index() as usize * 4;
-            f([
-                self.evtq.read(i),
-                self.evtq.read(i + 1),
-                self.evtq.read(i + 2),
-                self.evtq.read(i + 3),
-            ]);
+            f(self.evtq.read_entry::<4>(cons.index() as usize * 4));
             cons = cons.advance(1);
             n += 1;
         }
         if n > 0 || overflowed {
             // One CONS write for the whole drain, acknowledging the overflow flag with it.
-            self.regs.write32(off::EVTQ_CONS, cons.raw() | (prod_raw & Q_OVFLG));
+            self.evtq_cons = cons.raw() | (prod_raw & Q_OVFLG);
+            self.regs.write32(off::EVTQ_CONS, self.evtq_cons);
         }
         self.counters.events += n as u64;
         self.counters.evtq_overflows += overflowed as u64;
         Drained { records: n, overflowed }
     }
 
-    /// Global errors raised and not yet acknowledged (GERROR ^ GERRORN).
+    /// Global errors raised and not yet acknowledged (GERROR ^ GERRORN, GERRORN being the
+    /// driver's own copy: one register read).
     pub fn active_global_errors(&mut self) -> Gerror {
-        Gerror::from_bits_truncate(self.regs.read32(off::GERROR) ^ self.regs.read32(off::GERRORN))
+        Gerror::from_bits_truncate(self.regs.read32(off::GERROR) ^ self.gerrorn)
     }
 
     /// Acknowledges global errors `bits`.
     pub fn ack_global_errors(&mut self, bits: Gerror) {
-        let n = self.regs.read32(off::GERRORN);
-        self.regs.write32(off::GERRORN, n ^ bits.bits());
+        self.gerrorn ^= bits.bits();
+        self.regs.write32(off::GERRORN, self.gerrorn);
     }
 }
 

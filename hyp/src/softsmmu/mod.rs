@@ -153,6 +153,8 @@ pub struct SoftSmmu {
     irqs: Irqs,
     /// The first offset written or read that is no register, if any.
     pub first_unknown: Option<usize>,
+    /// Accesses to offsets that are no register.
+    pub unknown_accesses: u64,
 }
 
 impl SoftSmmu {
@@ -183,6 +185,7 @@ impl SoftSmmu {
             evtq_irq_cfg: [0; 4],
             irqs: Irqs::default(),
             first_unknown: None,
+            unknown_accesses: 0,
         };
         s.reset();
         s
@@ -252,6 +255,7 @@ impl SoftSmmu {
                 Some(v) => *v,
                 None => {
                     self.first_unknown.get_or_insert(o);
+                    self.unknown_accesses += 1;
                     0
                 }
             },
@@ -319,6 +323,7 @@ impl SoftSmmu {
                 }
                 None => {
                     self.first_unknown.get_or_insert(o);
+                    self.unknown_accesses += 1;
                     WriteEffect::Unknown
                 }
             },
@@ -419,10 +424,36 @@ impl SoftSmmu {
         Some(mem.read(addr, &mut c).map(|()| c))
     }
 
+    /// The command `k` entries after CONS, if the queue is enabled, not stopped and holds it.
+    pub fn next_command_at(
+        &self,
+        mem: &mut dyn SmmuMemory,
+        k: u32,
+    ) -> Option<Result<[u64; 2], MemFault>> {
+        if !self.cr0().contains(Cr0::CMDQEN) || self.cmdq_stopped() {
+            return None;
+        }
+        let (prod, cons) = self.cmdq_ptrs();
+        if queue::used(prod, cons) <= k {
+            return None;
+        }
+        let at = cons.advance(k);
+        let addr = (self.cmdq_base() & regs::BASE_ADDR_MASK) + at.index() as u64 * 16;
+        let mut c = [0u64; 2];
+        Some(mem.read(addr, &mut c).map(|()| c))
+    }
+
     /// Consumes the command at CONS (CONS advances; ERR is cleared).
     pub fn consume(&mut self) {
-        let (_, cons) = self.cmdq_ptrs();
-        self.cmdq_cons = cons.advance(1).raw();
+        self.consume_n(1);
+    }
+
+    /// Consumes `n` commands (CONS advances by `n`; ERR is cleared when `n` > 0).
+    pub fn consume_n(&mut self, n: u32) {
+        if n > 0 {
+            let (_, cons) = self.cmdq_ptrs();
+            self.cmdq_cons = cons.advance(n).raw();
+        }
     }
 
     /// Stops the command queue on the command at CONS: CONS.ERR = `err` (a [`cerror`]

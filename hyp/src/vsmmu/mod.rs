@@ -1,0 +1,523 @@
+//! The SMMU the host kernel is given: the software SMMU in its guest-facing configuration.
+//!
+//! The host's own arm-smmu-v3 driver programs it as if it were hardware; its stream table,
+//! context descriptors, page tables and queues live in the host's RAM and stay the host's. The
+//! hypervisor never trusts them: it reads them when the architecture says the SMMU would, copies
+//! what it reads once, and reaches the real SMMU only through the operations a guest's
+//! hypercalls use ([`SmmuCalls`]), so there is one validation path:
+//!
+//! * a host STE is read when the host says so (CFGI_STE, CFGI_STE_RANGE, CFGI_ALL, or enabling
+//!   the SMMU) and goes through [`validate::virtual_ste`]: stage 1 becomes nested on the host's
+//!   stage 2, bypass becomes identity on it, abort stays abort, anything else is refused (the
+//!   stream is blocked and the refusal logged);
+//! * a PROD write makes the emulated SMMU copy each new command once out of the host's queue,
+//!   translate it into what a guest may ask ([`HostCommand`]), validate the lot exactly like a
+//!   guest's INVALIDATE and submit it with one SYNC; an illegal command stops the queue with
+//!   GERROR.CMDQ_ERR and CMDQ_CONS.ERR as hardware does, so the host's own recovery runs;
+//! * the host's events are written into its own event queue and its event interrupt raised;
+//! * GBPA always reads ABORT and ignores writes; the host's SMMUEN is its power vote.
+//!
+//! Pure and host-tested: memory through [`GuestMemory`], the SMMU service through
+//! [`SmmuCalls`], interrupts returned to the caller.
+
+use crate::guest::{GuestMemory, GuestRange};
+use crate::hypercall::SmmuCalls;
+use crate::pm::Vote;
+use crate::smmu::ste::Domain;
+use crate::softsmmu::{EventPost, IdRegs, MemFault, SmmuMemory, SoftSmmu, WriteEffect};
+use crate::validate::{self, SmmuCaps};
+use host_abi::smmu::regs::{cerror, off, Cr0, Gbpa, Gerror, Idr0, Idr1, Idr5};
+use host_abi::smmu::{cmd, Command, Opcode, Ste};
+use host_abi::{HypError, INVALIDATE_MAX};
+use platform::VmSpec;
+
+/// The host's view of memory, as the emulated SMMU reaches it: IPAs of its RAM only.
+pub struct HostMemory<'a> {
+    /// The host.
+    pub spec: &'static VmSpec,
+    /// Its RAM.
+    pub mem: &'a mut dyn GuestMemory,
+}
+
+impl SmmuMemory for HostMemory<'_> {
+    fn read(&mut self, addr: u64, out: &mut [u64]) -> Result<(), MemFault> {
+        let len = out.len() as u64 * 8;
+        let r = GuestRange::of(self.spec, addr, len).map_err(|_| MemFault { addr })?;
+        let mut bytes = [0u8; 64];
+        for (chunk, words) in out.chunks_mut(8).enumerate() {
+            let n = words.len() * 8;
+            let sub = r.sub(chunk as u64 * 64, n as u64).ok_or(MemFault { addr })?;
+            self.mem.read(sub, &mut bytes[..n]);
+            for (i, w) in words.iter_mut().enumerate() {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
+                *w = u64::from_le_bytes(b);
+            }
+        }
+        Ok(())
+    }
+    fn write(&mut self, addr: u64, data: &[u64]) -> Result<(), MemFault> {
+        let r = GuestRange::of(self.spec, addr, data.len() as u64 * 8)
+            .map_err(|_| MemFault { addr })?;
+        let mut bytes = [0u8; 64];
+        for (chunk, words) in data.chunks(8).enumerate() {
+            let n = words.len() * 8;
+            for (i, w) in words.iter().enumerate() {
+                bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+            }
+            let sub = r.sub(chunk as u64 * 64, n as u64).ok_or(MemFault { addr })?;
+            self.mem.write(sub, &bytes[..n]);
+        }
+        Ok(())
+    }
+}
+
+/// What the emulated SMMU needs from its surroundings for one access.
+pub struct Context<'a> {
+    /// The host's memory.
+    pub mem: HostMemory<'a>,
+    /// The SMMU service (the same operations a VM's hypercalls reach).
+    pub smmu: &'a mut dyn SmmuCalls,
+}
+
+/// A host command, translated into what the hypervisor does for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostCommand {
+    /// CMD_SYNC: completes once everything before it completed on the real SMMU.
+    Sync,
+    /// Re-read and shadow the host STEs of the streams `first..first + count`.
+    RefreshStes {
+        /// First stream ID.
+        first: u32,
+        /// How many.
+        count: u64,
+    },
+    /// A command a guest's INVALIDATE could carry (validated on that path: VMID forced).
+    Invalidate(Command),
+    /// Valid, nothing to do (prefetches).
+    Nothing,
+    /// Illegal here: stop the queue with this CMDQ_CONS.ERR.
+    Illegal(u32),
+}
+
+/// Translates one host command. Everything the emulated SMMU does not advertise (stage 2,
+/// EL2 translation, ATS, PRI, stall, MSI) is illegal, as it would be on hardware without it.
+pub fn translate(c: &Command) -> HostCommand {
+    let Some(op) = Opcode::from_u8(c.opcode_byte()) else {
+        return HostCommand::Illegal(cerror::ILL);
+    };
+    let sid = c.field(cmd::SID) as u32;
+    match op {
+        Opcode::Sync => {
+            // Completion by polling CONS (CS = none) or with an event (CS = SEV, harmless);
+            // no interrupt (the cmdq-sync interrupt is not provided) and no MSI.
+            let cs = c.field(cmd::SYNC_CS);
+            let msi = c.field(cmd::SYNC_MSIADDR) | c.field(cmd::SYNC_MSIDATA);
+            if cs == 1 || msi != 0 {
+                return HostCommand::Illegal(cerror::ILL);
+            }
+            HostCommand::Sync
+        }
+        Opcode::CfgiSte => HostCommand::RefreshStes { first: sid, count: 1 },
+        Opcode::CfgiSteRange => {
+            // 2^(Range + 1) streams from SID aligned down; Range 31: every stream.
+            let range = c.field(cmd::RANGE) as u32;
+            if range >= 31 {
+                return HostCommand::RefreshStes { first: 0, count: 1 << 32 };
+            }
+            let count = 1u64 << (range + 1);
+            let first = (sid as u64 & !(count - 1)) as u32;
+            HostCommand::RefreshStes { first, count }
+        }
+        Opcode::PrefetchConfig => HostCommand::Nothing,
+        // All of the host's non-hypervisor TLB entries: its VMID's stage-1 entries.
+        Opcode::TlbiNsnhAll => HostCommand::Invalidate(Command::tlbi_nh_all(0)),
+        Opcode::CfgiCd
+        | Opcode::CfgiCdAll
+        | Opcode::TlbiNhAll
+        | Opcode::TlbiNhAsid
+        | Opcode::TlbiNhVa
+        | Opcode::TlbiNhVaa
+        | Opcode::AtcInv => HostCommand::Invalidate(*c),
+        Opcode::TlbiEl2All | Opcode::TlbiS12Vmall | Opcode::PriResp | Opcode::Resume => {
+            HostCommand::Illegal(cerror::ILL)
+        }
+    }
+}
+
+/// Counters (reported in the hypervisor's log and the host's SMMU statistics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Host commands consumed.
+    pub commands: u64,
+    /// Host CMD_SYNCs completed (after the real SYNC).
+    pub syncs: u64,
+    /// Host STEs read and shadowed (blocked ones included).
+    pub stes_shadowed: u64,
+    /// Host STEs refused by validation (the stream was blocked).
+    pub stes_refused: u64,
+    /// Event records written into the host's event queue.
+    pub events_delivered: u64,
+    /// Event records the host's queue could not take (overflow signalled, or disabled).
+    pub events_discarded: u64,
+    /// Commands that stopped the host's queue (CMDQ_ERR).
+    pub command_errors: u64,
+    /// Register accesses to offsets the emulated SMMU does not implement.
+    pub unknown_accesses: u64,
+}
+
+/// Interrupt lines the emulated SMMU raised for the host (edge: pend the host's SPI).
+pub use crate::softsmmu::Irqs;
+
+/// A log-worthy thing that happened (the EL2 side logs each kind once or counts it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// A host STE was refused: the stream is blocked.
+    SteRefused {
+        /// Stream ID.
+        sid: u32,
+        /// Why.
+        why: HypError,
+    },
+    /// A host STE could not be read (outside its table or its RAM): the stream is blocked.
+    SteUnreadable {
+        /// Stream ID.
+        sid: u32,
+    },
+    /// A host command stopped its queue.
+    IllegalCommand {
+        /// The command.
+        cmd: Command,
+        /// Its CMDQ_CONS.ERR.
+        err: u32,
+    },
+    /// An access to an offset the emulated SMMU does not implement.
+    UnknownRegister {
+        /// Byte offset.
+        offset: usize,
+    },
+}
+
+/// Most notices kept between two [`VirtualSmmu::take_notices`].
+const NOTICES: usize = 8;
+
+/// The emulated SMMU of one VM (the host).
+pub struct VirtualSmmu {
+    smmu: SoftSmmu,
+    /// The VM it belongs to.
+    pub vm: u32,
+    /// The streams the VM owns (their STEs are shadowed).
+    streams: &'static [u32],
+    /// Counters.
+    pub counters: Counters,
+    notices: [Option<Notice>; NOTICES],
+    batch: [Command; INVALIDATE_MAX as usize],
+    scratch: [Command; INVALIDATE_MAX as usize],
+    reported_unknown: bool,
+}
+
+/// The ID registers the host sees: what is shadowed correctly and nothing more. Stage 1 only
+/// (AArch64 tables, 16-bit ASIDs, little-endian walks), coherent, linear or two-level stream
+/// tables, no stage 2, no ATS/PRI/stall/MSI/HYP/BTM; the real SMMU's substream and stream ID
+/// sizes; queues as large as the driver may want; 4 KiB pages; a 36-bit output (IPA) size,
+/// inside the host's 39-bit stage 2.
+pub fn advertised(real: &SmmuCaps, sid_bits: u32) -> IdRegs {
+    let idr0 = Idr0::S1P
+        | Idr0::TTF_AARCH64
+        | Idr0::COHACC
+        | Idr0::ASID16
+        | Idr0::TTENDIAN_LE
+        | Idr0::STALL_MODEL_NONE
+        | Idr0::ST_LEVEL_2LVL;
+    IdRegs {
+        idr: [
+            idr0,
+            Idr1::new(sid_bits, real.ssid_bits as u32, 19, 19).0,
+            0,
+            0,
+            0,
+            Idr5::GRAN4K | 1,
+        ],
+        iidr: 0,
+        aidr: 0,
+    }
+}
+
+impl VirtualSmmu {
+    /// The emulated SMMU of VM `vm`, owning `streams`, on a real SMMU with `caps`.
+    pub fn new(vm: u32, streams: &'static [u32], caps: &SmmuCaps) -> Self {
+        let sid_bits = streams.iter().map(|s| 32 - s.leading_zeros()).max().unwrap_or(1).max(8);
+        VirtualSmmu {
+            smmu: SoftSmmu::new(advertised(caps, sid_bits), Gbpa::ABORT),
+            vm,
+            streams,
+            counters: Counters::default(),
+            notices: [None; NOTICES],
+            batch: [Command::default(); INVALIDATE_MAX as usize],
+            scratch: [Command::default(); INVALIDATE_MAX as usize],
+            reported_unknown: false,
+        }
+    }
+
+    /// The register file (tests and the EL2 side's log).
+    pub fn registers(&self) -> &SoftSmmu {
+        &self.smmu
+    }
+
+    fn notice(&mut self, n: Notice) {
+        if let Some(slot) = self.notices.iter_mut().find(|s| s.is_none()) {
+            *slot = Some(n);
+        }
+    }
+
+    /// Notices since the last call (at most [`NOTICES`]; the rest are only counted).
+    pub fn take_notices(&mut self) -> [Option<Notice>; NOTICES] {
+        core::mem::replace(&mut self.notices, [None; NOTICES])
+    }
+
+    /// Interrupts raised for the host since the last call.
+    pub fn take_irqs(&mut self) -> Irqs {
+        self.smmu.take_irqs()
+    }
+
+    /// A load of `size` bytes (4 or 8) at byte `offset` of the register space.
+    pub fn read(&mut self, offset: usize, size: u8) -> u64 {
+        let lo = self.read32(offset) as u64;
+        if size == 8 {
+            lo | (self.read32(offset + 4) as u64) << 32
+        } else {
+            lo
+        }
+    }
+
+    fn read32(&mut self, offset: usize) -> u32 {
+        let before = self.smmu.unknown_accesses;
+        let v = self.smmu.read32(offset);
+        if self.smmu.unknown_accesses != before {
+            self.unknown(offset);
+        }
+        v
+    }
+
+    /// An access to no register: read as zero, written to nothing (as hardware does), counted,
+    /// the first one reported.
+    fn unknown(&mut self, offset: usize) {
+        self.counters.unknown_accesses += 1;
+        if !self.reported_unknown {
+            self.reported_unknown = true;
+            self.notice(Notice::UnknownRegister { offset });
+        }
+    }
+
+    /// A store of `size` bytes (4 or 8) at byte `offset`.
+    pub fn write(&mut self, offset: usize, size: u8, value: u64, ctx: &mut Context<'_>) {
+        self.write32(offset, value as u32, ctx);
+        if size == 8 {
+            self.write32(offset + 4, (value >> 32) as u32, ctx);
+        }
+    }
+
+    fn write32(&mut self, offset: usize, value: u32, ctx: &mut Context<'_>) {
+        if offset == off::GBPA {
+            // Always abort: the host cannot ask for bypass. Writes change nothing (the value
+            // read back never shows UPDATE, so the host's handshake completes).
+            return;
+        }
+        match self.smmu.write32(offset, value) {
+            WriteEffect::Cr0 { old, new } => {
+                if old.contains(Cr0::SMMUEN) != new.contains(Cr0::SMMUEN) {
+                    // The host's SMMUEN is its power vote, and decides whether its streams
+                    // translate (its STEs) or abort (GBPA: always abort).
+                    let on = new.contains(Cr0::SMMUEN);
+                    let vote = if on { Vote::NeedOn } else { Vote::AllowOff };
+                    if on {
+                        ctx.smmu.pm_vote(self.vm, vote);
+                        self.refresh(0, 1 << 32, ctx);
+                    } else {
+                        self.refresh(0, 1 << 32, ctx);
+                        ctx.smmu.pm_vote(self.vm, vote);
+                    }
+                }
+                if new.contains(Cr0::CMDQEN) && !old.contains(Cr0::CMDQEN) {
+                    self.consume(ctx);
+                }
+            }
+            WriteEffect::CmdqProd => self.consume(ctx),
+            WriteEffect::GerrorAck(acked) if acked.contains(Gerror::CMDQ_ERR) => self.consume(ctx),
+            WriteEffect::EvtqCons => self.deliver_events(ctx),
+            WriteEffect::Unknown => self.unknown(offset),
+            _ => {}
+        }
+    }
+
+    /// Re-reads the host STEs of its streams in `first..first + count` and shadows each.
+    fn refresh(&mut self, first: u32, count: u64, ctx: &mut Context<'_>) {
+        let end = first as u64 + count;
+        for &sid in self.streams {
+            if (sid as u64) < first as u64 || sid as u64 >= end {
+                continue;
+            }
+            let domain = self.host_domain(sid, ctx);
+            self.counters.stes_shadowed += 1;
+            // A failure leaves the stream blocked (the service says so in its own log).
+            let _ = ctx.smmu.attach(self.vm, sid, domain);
+        }
+    }
+
+    /// The domain the host's STE of `sid` asks for: blocked while its SMMU is disabled (GBPA
+    /// is abort) or when the STE cannot be read or is refused.
+    fn host_domain(&mut self, sid: u32, ctx: &mut Context<'_>) -> Domain {
+        if !self.smmu.cr0().contains(Cr0::SMMUEN) {
+            return Domain::Blocked;
+        }
+        let words = match self.smmu.lookup_ste(&mut ctx.mem, sid) {
+            Ok(w) => w,
+            Err(_) => {
+                self.counters.stes_refused += 1;
+                self.notice(Notice::SteUnreadable { sid });
+                return Domain::Blocked;
+            }
+        };
+        let caps = match ctx.smmu.owned_stream(self.vm, sid) {
+            Ok(c) => c,
+            Err(_) => return Domain::Blocked,
+        };
+        match validate::virtual_ste(&Ste(words), ctx.mem.spec.mem, &caps) {
+            Ok(d) => d,
+            Err(why) => {
+                self.counters.stes_refused += 1;
+                self.notice(Notice::SteRefused { sid, why });
+                Domain::Blocked
+            }
+        }
+    }
+
+    /// Sends the first `n` gathered commands (validated on the guests' path) with one SYNC.
+    /// `Err(i)`: the gathered command `i` was refused; the valid ones before it have been sent,
+    /// as the queue would have executed them before stopping on it.
+    fn flush(&mut self, n: usize, ctx: &mut Context<'_>) -> Result<(), usize> {
+        if n == 0 {
+            return Ok(());
+        }
+        // `invalidate` rewrites its buffer as it validates (VMID forced, compaction): give it
+        // a copy, so that on a refusal the valid prefix can be sent as the host wrote it.
+        self.scratch[..n].copy_from_slice(&self.batch[..n]);
+        match ctx.smmu.invalidate(self.vm, &mut self.scratch[..n]) {
+            Ok(_) => Ok(()),
+            Err((i, HypError::DeviceError)) => Err(i.min(n - 1)),
+            Err((i, _)) => {
+                if i > 0 {
+                    let _ = ctx.smmu.invalidate(self.vm, &mut self.batch[..i]);
+                }
+                Err(i)
+            }
+        }
+    }
+
+    /// Consumes the host's command queue from CONS to PROD: each command copied once, the
+    /// guest-path ones gathered and validated as one batch (one SYNC), STE refreshes in order.
+    fn consume(&mut self, ctx: &mut Context<'_>) {
+        // Position (entries after CONS) of each gathered command, to stop on a refused one.
+        let mut at = [0u32; INVALIDATE_MAX as usize];
+        let mut n = 0usize;
+        // Entries looked at so far.
+        let mut k = 0u32;
+        while let Some(fetched) = self.smmu.next_command_at(&mut ctx.mem, k) {
+            let Ok(words) = fetched else {
+                // The queue entry is outside the host's RAM: abort on command fetch.
+                self.stop(k, n, &at, cerror::ABT, Command::default(), ctx);
+                return;
+            };
+            let c = Command(words);
+            self.counters.commands += 1;
+            match translate(&c) {
+                HostCommand::Invalidate(x) => {
+                    self.batch[n] = x;
+                    at[n] = k;
+                    n += 1;
+                    if n == self.batch.len() {
+                        if let Err(i) = self.flush(n, ctx) {
+                            self.refused(at[i], self.batch[i]);
+                            return;
+                        }
+                        n = 0;
+                    }
+                }
+                HostCommand::Sync => self.counters.syncs += 1,
+                HostCommand::Nothing => {}
+                HostCommand::RefreshStes { first, count } => {
+                    // In order: what was gathered before goes first.
+                    if let Err(i) = self.flush(n, ctx) {
+                        self.refused(at[i], self.batch[i]);
+                        return;
+                    }
+                    n = 0;
+                    self.refresh(first, count, ctx);
+                }
+                HostCommand::Illegal(err) => {
+                    self.stop(k, n, &at, err, c, ctx);
+                    return;
+                }
+            }
+            k += 1;
+        }
+        if let Err(i) = self.flush(n, ctx) {
+            self.refused(at[i], self.batch[i]);
+            return;
+        }
+        // Everything up to PROD completed on the real SMMU: every SYNC among it is complete.
+        self.smmu.consume_n(k);
+    }
+
+    /// The queue stops on the command `pos` entries after CONS, which validation refused.
+    fn refused(&mut self, pos: u32, cmd: Command) {
+        self.smmu.consume_n(pos);
+        self.counters.command_errors += 1;
+        self.notice(Notice::IllegalCommand { cmd, err: cerror::ILL });
+        self.smmu.fail_command(cerror::ILL);
+    }
+
+    /// Stops the queue on the command `pos` entries after CONS with `err`, after sending the
+    /// `n` gathered commands before it.
+    fn stop(
+        &mut self,
+        pos: u32,
+        n: usize,
+        at: &[u32],
+        err: u32,
+        cmd: Command,
+        ctx: &mut Context<'_>,
+    ) {
+        if let Err(i) = self.flush(n, ctx) {
+            self.refused(at[i], self.batch[i]);
+            return;
+        }
+        self.smmu.consume_n(pos);
+        self.counters.command_errors += 1;
+        self.notice(Notice::IllegalCommand { cmd, err });
+        self.smmu.fail_command(err);
+    }
+
+    /// Moves the host's pending event records from the SMMU service into the host's own event
+    /// queue (as an SMMU would write them), raising its event interrupt.
+    pub fn deliver_events(&mut self, ctx: &mut Context<'_>) {
+        let mut buf = [[0u64; 4]; 16];
+        loop {
+            let r = ctx.smmu.read_events(self.vm, &mut buf);
+            for e in &buf[..r.written] {
+                match self.smmu.post_event(&mut ctx.mem, e) {
+                    EventPost::Written => self.counters.events_delivered += 1,
+                    EventPost::Overflow | EventPost::Disabled | EventPost::Abort => {
+                        self.counters.events_discarded += 1
+                    }
+                }
+            }
+            if r.written < buf.len() || r.pending == 0 {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,398 @@
+//! The emulated SMMU driven the way Linux's arm-smmu-v3 driver drives an SMMU, on top of the
+//! real SMMU service and the software SMMU standing in for the hardware.
+
+use super::*;
+use crate::service::SmmuService;
+use crate::smmu::driver::SmmuDriver;
+use crate::smmu::fake::FakeSmmu;
+use crate::smmu::ste::{self, S2Config};
+use host_abi::smmu::regs::{strtab_cfg, IrqCtrl, Q_OVFLG};
+use host_abi::smmu::SteConfig;
+use platform::power::{GbpaReset, SimulatedPowerController};
+use platform::qemu_virt::MANIFEST;
+use std::collections::BTreeMap;
+use std::vec::Vec;
+
+/// Sparse RAM of the host.
+#[derive(Default)]
+struct Ram(BTreeMap<u64, u8>);
+
+impl GuestMemory for Ram {
+    fn read(&self, r: GuestRange, out: &mut [u8]) {
+        assert_eq!(r.vm(), 0);
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = *self.0.get(&(r.ipa() + i as u64)).unwrap_or(&0);
+        }
+    }
+    fn write(&mut self, r: GuestRange, data: &[u8]) {
+        assert_eq!(r.vm(), 0);
+        for (i, b) in data.iter().enumerate() {
+            self.0.insert(r.ipa() + i as u64, *b);
+        }
+    }
+}
+
+impl Ram {
+    fn put(&mut self, ipa: u64, words: &[u64]) {
+        for (i, w) in words.iter().enumerate() {
+            for (j, b) in w.to_le_bytes().iter().enumerate() {
+                self.0.insert(ipa + i as u64 * 8 + j as u64, *b);
+            }
+        }
+    }
+    fn get(&self, ipa: u64) -> u64 {
+        let mut b = [0u8; 8];
+        for (j, x) in b.iter_mut().enumerate() {
+            *x = *self.0.get(&(ipa + j as u64)).unwrap_or(&0);
+        }
+        u64::from_le_bytes(b)
+    }
+}
+
+const HOST: &VmSpec = &MANIFEST.vms[0];
+static HOST_STREAMS: [u32; 1] = [0x10];
+const STRTAB: u64 = 0x4410_0000;
+const CMDQ: u64 = 0x4420_0000;
+const EVTQ: u64 = 0x4430_0000;
+const CD: u64 = 0x4440_0000;
+
+struct World {
+    io: SmmuService<FakeSmmu>,
+    ram: Ram,
+    v: VirtualSmmu,
+    /// Entries the "driver" has written to the command queue (its PROD, wrap included).
+    prod: u32,
+}
+
+fn s2(vm: u32) -> S2Config {
+    S2Config::vm(MANIFEST.vms[vm as usize].vmid(), 0x4030_0000 + vm as u64 * 0x1000)
+}
+
+impl World {
+    fn new() -> Self {
+        let (d, t) = SmmuDriver::init(FakeSmmu::qemu(), 0x20, true, IrqCtrl::empty()).unwrap();
+        let ctl = SimulatedPowerController::new(GbpaReset::Abort);
+        let mut io = SmmuService::new(d, t, &MANIFEST, std::boxed::Box::new(ctl));
+        for vm in MANIFEST.vms {
+            io.set_stage2(vm.id, s2(vm.id));
+        }
+        let caps = io.caps();
+        World { io, ram: Ram::default(), v: VirtualSmmu::new(0, &HOST_STREAMS, &caps), prod: 0 }
+    }
+
+    fn w(&mut self, off: usize, size: u8, val: u64) {
+        let mut ctx =
+            Context { mem: HostMemory { spec: HOST, mem: &mut self.ram }, smmu: &mut self.io };
+        self.v.write(off, size, val, &mut ctx);
+    }
+
+    fn r(&mut self, off: usize) -> u64 {
+        self.v.read(off, 4)
+    }
+
+    /// Linux's reset sequence, with a linear stream table of 256 STEs, 256-entry command and
+    /// 32-entry event queues, event and global-error interrupts on.
+    fn linux_reset(&mut self) {
+        self.w(off::CR0, 4, 0);
+        self.w(off::GBPA, 4, (Gbpa::UPDATE | Gbpa::ABORT) as u64);
+        self.w(off::IRQ_CTRL, 4, 0);
+        self.w(off::CR1, 4, 0xd75);
+        self.w(off::CR2, 4, 0x2);
+        self.w(off::STRTAB_BASE, 8, STRTAB | 1 << 62);
+        self.w(off::STRTAB_BASE_CFG, 4, strtab_cfg::log2size(8) as u64);
+        self.w(off::CMDQ_BASE, 8, CMDQ | 8);
+        self.w(off::CMDQ_PROD, 4, 0);
+        self.w(off::CMDQ_CONS, 4, 0);
+        self.w(off::CR0, 4, Cr0::CMDQEN.bits() as u64);
+        self.cmds(&[Command::cfgi_all(), Command::tlbi_nsnh_all(), Command::sync()]);
+        self.w(off::EVTQ_BASE, 8, EVTQ | 5);
+        self.w(off::EVTQ_PROD, 4, 0);
+        self.w(off::EVTQ_CONS, 4, 0);
+        self.w(off::IRQ_CTRL, 4, (IrqCtrl::EVENTQ_IRQEN | IrqCtrl::GERROR_IRQEN).bits() as u64);
+        self.w(off::CR0, 4, (Cr0::CMDQEN | Cr0::EVENTQEN).bits() as u64);
+        self.w(off::CR0, 4, Cr0::RUNNING.bits() as u64);
+    }
+
+    /// Writes commands at the driver's PROD and moves PROD.
+    fn cmds(&mut self, cs: &[Command]) {
+        for c in cs {
+            let i = (self.prod & 0xff) as u64;
+            self.ram.put(CMDQ + i * 16, &c.0);
+            self.prod = (self.prod + 1) & 0x1ff;
+        }
+        self.w(off::CMDQ_PROD, 4, self.prod as u64);
+    }
+
+    fn cons(&mut self) -> u32 {
+        self.r(off::CMDQ_CONS) as u32
+    }
+
+    fn host_ste(&mut self, sid: u32, s: Ste) {
+        self.ram.put(STRTAB + sid as u64 * 64, &s.0);
+    }
+
+    fn shadow(&mut self, sid: u32) -> Ste {
+        self.io.ste(sid)
+    }
+}
+
+fn s1_ste() -> Ste {
+    Ste::default()
+        .with_v(1)
+        .with_config(SteConfig::S1)
+        .with_s1_context_ptr(CD)
+        .with_s1cir(1)
+        .with_s1cor(1)
+        .with_s1csh(3)
+}
+
+#[test]
+fn the_host_sees_what_is_shadowed_correctly_and_nothing_more() {
+    let mut w = World::new();
+    let idr0 = Idr0(w.r(off::IDR0) as u32);
+    assert!(idr0.s1p() && idr0.aarch64_tables() && idr0.coherent() && idr0.two_level_strtab());
+    assert!(!idr0.s2p() && !idr0.ats() && !idr0.pri() && !idr0.msi() && !idr0.btm());
+    assert_eq!(idr0.stall_model(), 1, "no stall");
+    assert!(!idr0.cd2l(), "linear CD tables only: what validation accepts");
+    let idr1 = Idr1(w.r(off::IDR1) as u32);
+    assert_eq!(idr1.ssidsize(), 16, "the real SMMU's substream bits");
+    assert!(!idr1.preset());
+    let idr5 = Idr5(w.r(off::IDR5) as u32);
+    assert!(idr5.gran4k() && !idr5.gran64k() && !idr5.gran16k());
+    assert_eq!(idr5.oas_bits(), 36, "inside the host's 39-bit stage 2");
+    // GBPA: always abort, whatever the host writes; UPDATE never shows.
+    assert_eq!(w.r(off::GBPA), Gbpa::ABORT as u64);
+    w.w(off::GBPA, 4, Gbpa::UPDATE as u64);
+    assert_eq!(w.r(off::GBPA), Gbpa::ABORT as u64, "a bypass request changes nothing");
+    // No such register: reads as zero, writes go nowhere, reported once.
+    assert_eq!(w.r(0x7000), 0);
+    w.w(0x7004, 4, 5);
+    assert_eq!(w.v.counters.unknown_accesses, 2);
+    let n = w.v.take_notices();
+    assert_eq!(n[0], Some(Notice::UnknownRegister { offset: 0x7000 }));
+    assert_eq!(n[1], None, "once");
+}
+
+#[test]
+fn linux_reset_enables_with_every_host_stream_blocked() {
+    let mut w = World::new();
+    let consumed = w.io.regs_mut().consumed.len();
+    w.linux_reset();
+    assert_eq!(w.cons(), 3, "the reset batch was consumed");
+    assert_eq!(w.r(off::CR0ACK), Cr0::RUNNING.bits() as u64);
+    // CFGI_ALL: every host STE read (none valid yet: blocked); TLBI_NSNH_ALL became the host's
+    // TLBI_NH_ALL with its VMID.
+    let sent: Vec<[u64; 2]> = w.io.regs_mut().consumed[consumed..].to_vec();
+    assert!(sent.contains(&Command::tlbi_nh_all(MANIFEST.vms[0].vmid()).0), "{sent:x?}");
+    assert_eq!(ste::effective(&w.shadow(0x10)), None);
+    assert_eq!(w.io.pm_status().votes_allow_off & 1, 0, "SMMUEN = 1: the host needs it on");
+    assert!(w.v.counters.syncs >= 1);
+}
+
+#[test]
+fn host_stes_become_shadows_through_the_guests_validation() {
+    let mut w = World::new();
+    w.linux_reset();
+    // Stage 1: nested on the host's stage 2, CD table as an IPA.
+    w.host_ste(0x10, s1_ste());
+    w.cmds(&[Command::cfgi_ste(0x10), Command::sync()]);
+    let want =
+        ste::encode(&validate::virtual_ste(&s1_ste(), HOST.mem, &SmmuCaps::QEMU).unwrap(), &s2(0));
+    assert_eq!(w.shadow(0x10), want);
+    assert_eq!(w.shadow(0x10).config(), Some(SteConfig::Nested));
+    // Bypass: identity on the host's stage 2, never real bypass.
+    w.host_ste(0x10, Ste::default().with_v(1).with_config(SteConfig::Bypass));
+    w.cmds(&[Command::cfgi_ste(0x10), Command::sync()]);
+    assert_eq!(w.shadow(0x10), ste::encode(&Domain::Identity, &s2(0)));
+    // A stage-2 STE the host may not ask for: blocked, and said.
+    let before = w.v.counters.stes_refused;
+    w.host_ste(0x10, Ste::default().with_v(1).with_config(SteConfig::S2).with_s2vmid(5));
+    w.cmds(&[Command::cfgi_ste(0x10), Command::sync()]);
+    assert_eq!(ste::effective(&w.shadow(0x10)), None);
+    assert_eq!(w.v.counters.stes_refused, before + 1);
+    assert!(w
+        .v
+        .take_notices()
+        .contains(&Some(Notice::SteRefused { sid: 0x10, why: HypError::ForbiddenField })));
+    // A CD table in hypervisor memory: refused.
+    w.host_ste(0x10, s1_ste().with_s1_context_ptr(0x4020_0000));
+    w.cmds(&[Command::cfgi_ste(0x10), Command::sync()]);
+    assert_eq!(ste::effective(&w.shadow(0x10)), None);
+    // A guest's stream in the host's table: not the host's, never shadowed.
+    w.host_ste(0x18, Ste::default().with_v(1).with_config(SteConfig::Bypass));
+    w.cmds(&[Command::cfgi_ste(0x18), Command::sync()]);
+    assert_eq!(ste::effective(&w.shadow(0x18)), None);
+    // CFGI_STE_RANGE over the host's stream.
+    w.host_ste(0x10, Ste::default().with_v(1).with_config(SteConfig::Bypass));
+    let mut range = Command::cfgi_all();
+    cmd::RANGE.set(&mut range.0, 4); // 32 streams from 0
+    w.cmds(&[range, Command::sync()]);
+    assert_eq!(w.shadow(0x10), ste::encode(&Domain::Identity, &s2(0)));
+}
+
+#[test]
+fn a_stream_table_pointing_outside_the_hosts_ram_blocks_its_streams() {
+    let mut w = World::new();
+    w.linux_reset();
+    w.host_ste(0x10, Ste::default().with_v(1).with_config(SteConfig::Bypass));
+    w.cmds(&[Command::cfgi_ste(0x10), Command::sync()]);
+    assert_eq!(w.shadow(0x10), ste::encode(&Domain::Identity, &s2(0)));
+    // The host disables, points its table at a guest's RAM, enables: nothing there is read.
+    w.w(off::CR0, 4, Cr0::CMDQEN.bits() as u64);
+    assert_eq!(ste::effective(&w.shadow(0x10)), None, "SMMUEN = 0: GBPA, abort");
+    assert_eq!(w.io.pm_status().votes_allow_off & 1, 1, "SMMUEN = 0: the host allows power-off");
+    w.w(off::STRTAB_BASE, 8, MANIFEST.vms[1].mem.base);
+    w.w(off::CR0, 4, Cr0::RUNNING.bits() as u64);
+    assert_eq!(ste::effective(&w.shadow(0x10)), None);
+    assert!(w.v.take_notices().contains(&Some(Notice::SteUnreadable { sid: 0x10 })));
+    // A two-level table whose level-1 descriptor points into the hypervisor: blocked too.
+    w.w(off::CR0, 4, Cr0::CMDQEN.bits() as u64);
+    w.w(off::STRTAB_BASE, 8, STRTAB);
+    w.w(off::STRTAB_BASE_CFG, 4, (strtab_cfg::FMT_2LVL | strtab_cfg::split(8) | 16) as u64);
+    w.ram.put(STRTAB, &[0x4020_0000 | 9]);
+    w.w(off::CR0, 4, Cr0::RUNNING.bits() as u64);
+    assert_eq!(ste::effective(&w.shadow(0x10)), None);
+    // A proper two-level table: shadowed.
+    w.w(off::CR0, 4, Cr0::CMDQEN.bits() as u64);
+    w.ram.put(STRTAB, &[(STRTAB + 0x1_0000) | 9]);
+    w.ram.put(
+        STRTAB + 0x1_0000 + 0x10 * 64,
+        &Ste::default().with_v(1).with_config(SteConfig::Bypass).0,
+    );
+    w.w(off::CR0, 4, Cr0::RUNNING.bits() as u64);
+    assert_eq!(w.shadow(0x10), ste::encode(&Domain::Identity, &s2(0)));
+}
+
+#[test]
+fn host_commands_are_validated_batched_and_synchronised() {
+    let mut w = World::new();
+    w.linux_reset();
+    let vmid = MANIFEST.vms[0].vmid();
+    let syncs = w.io.stats().syncs;
+    let n = w.io.regs_mut().consumed.len();
+    w.cmds(&[
+        Command::tlbi_nh_asid(0, 3),
+        Command::tlbi_nh_va(0, 3, 0x1000),
+        Command::cfgi_cd(0x10, 0),
+        Command::sync(),
+        Command([0x01 | 0x10 << 32, 0]), // PREFETCH_CONFIG
+        Command::tlbi_nh_va(0, 3, 0x2000),
+        Command::sync(),
+    ]);
+    assert_eq!(w.cons(), w.prod, "everything consumed, every SYNC complete");
+    assert_eq!(w.io.stats().syncs, syncs + 1, "one real SYNC for the whole PROD write");
+    let sent = &w.io.regs_mut().consumed[n..];
+    assert_eq!(
+        sent,
+        [
+            Command::tlbi_nh_asid(vmid, 3).0,
+            Command::tlbi_nh_va(vmid, 3, 0x1000).0,
+            Command::cfgi_cd(0x10, 0).0,
+            Command::tlbi_nh_va(vmid, 3, 0x2000).0,
+            Command::sync().0,
+        ]
+    );
+}
+
+#[test]
+fn an_illegal_command_stops_the_queue_as_hardware_does() {
+    let mut w = World::new();
+    w.linux_reset();
+    let vmid = MANIFEST.vms[0].vmid();
+    let start = w.cons();
+    let n = w.io.regs_mut().consumed.len();
+    // A stage-2 invalidation on an SMMU without stage 2: illegal.
+    w.cmds(&[Command::tlbi_nh_asid(0, 1), Command::tlbi_s12_vmall(0), Command::tlbi_nh_asid(0, 2)]);
+    let cons = w.cons();
+    assert_eq!(cons & 0xff, (start + 1) & 0xff, "CONS stops on the bad command");
+    assert_eq!(cons >> 24 & 0x7f, cerror::ILL, "CONS.ERR");
+    assert_eq!(w.r(off::GERROR) as u32 ^ w.r(off::GERRORN) as u32, Gerror::CMDQ_ERR.bits());
+    assert!(w.v.take_irqs().gerror, "the host's global-error interrupt");
+    assert_eq!(
+        &w.io.regs_mut().consumed[n..],
+        [Command::tlbi_nh_asid(vmid, 1).0, Command::sync().0],
+        "what came before it was executed"
+    );
+    // Linux's recovery: replace the command with a SYNC, acknowledge; the queue goes on.
+    let slot = (cons & 0xff) as u64;
+    w.ram.put(CMDQ + slot * 16, &Command::sync().0);
+    let gerror = w.r(off::GERROR);
+    w.w(off::GERRORN, 4, gerror);
+    assert_eq!(w.cons(), w.prod, "restarted and drained");
+    assert!(w
+        .io
+        .regs_mut()
+        .consumed
+        .ends_with(&[Command::tlbi_nh_asid(vmid, 2).0, Command::sync().0]));
+    // Refused by the guests' validation (another VM's stream): illegal on the host's queue
+    // too, and the valid command before it still executed.
+    let n = w.io.regs_mut().consumed.len();
+    w.cmds(&[Command::tlbi_nh_asid(0, 7), Command::cfgi_cd(0x18, 0)]);
+    assert_eq!(w.cons() >> 24 & 0x7f, cerror::ILL);
+    assert_eq!(w.cons() & 0xff, (w.prod - 1) & 0xff);
+    assert_eq!(
+        &w.io.regs_mut().consumed[n..],
+        [Command::tlbi_nh_asid(vmid, 7).0, Command::sync().0]
+    );
+    assert_eq!(w.v.counters.command_errors, 2);
+}
+
+#[test]
+fn a_command_queue_outside_the_hosts_ram_aborts_on_fetch() {
+    let mut w = World::new();
+    w.linux_reset();
+    w.w(off::CR0, 4, 0);
+    w.w(off::CMDQ_BASE, 8, 0x4020_0000 | 8);
+    w.w(off::CMDQ_PROD, 4, 0);
+    w.w(off::CMDQ_CONS, 4, 0);
+    w.w(off::CR0, 4, Cr0::CMDQEN.bits() as u64);
+    w.w(off::CMDQ_PROD, 4, 1);
+    assert_eq!(w.cons() >> 24 & 0x7f, cerror::ABT);
+    assert!(!Gerror::from_bits_retain((w.r(off::GERROR) ^ w.r(off::GERRORN)) as u32).is_empty());
+}
+
+#[test]
+fn the_hosts_events_reach_its_own_event_queue() {
+    let mut w = World::new();
+    w.linux_reset();
+    w.host_ste(0x10, Ste::default().with_v(1).with_config(SteConfig::Bypass));
+    w.cmds(&[Command::cfgi_ste(0x10), Command::sync()]);
+    // Its device faults three times; a guest's once.
+    for i in 0..3u64 {
+        w.io.regs_mut().post_event([0x10 | 0x10 << 32, 0, 0x1000 * i, 0]);
+    }
+    w.io.regs_mut().post_event([0x10 | 0x18 << 32, 0, 0x9999, 0]);
+    let mut ctx = Context { mem: HostMemory { spec: HOST, mem: &mut w.ram }, smmu: &mut w.io };
+    w.v.deliver_events(&mut ctx);
+    assert_eq!(w.r(off::EVTQ_PROD), 3);
+    assert!(w.v.take_irqs().eventq, "the host's event interrupt");
+    for i in 0..3u64 {
+        assert_eq!(w.ram.get(EVTQ + i * 32 + 16), 0x1000 * i, "record {i}: the input address");
+        assert_eq!(w.ram.get(EVTQ + i * 32) >> 32, 0x10, "record {i}: the host's stream");
+    }
+    assert_eq!(w.v.counters.events_delivered, 3);
+    // The host's 32-entry queue overflows as hardware's would.
+    w.w(off::EVTQ_CONS, 4, 3);
+    for i in 0..40u64 {
+        w.io.regs_mut().post_event([0x10 | 0x10 << 32, 0, i, 0]);
+        let _ = w.io.stats(); // the service drains (rings are 64 deep)
+    }
+    let mut ctx = Context { mem: HostMemory { spec: HOST, mem: &mut w.ram }, smmu: &mut w.io };
+    w.v.deliver_events(&mut ctx);
+    assert_eq!(w.r(off::EVTQ_PROD) & Q_OVFLG as u64, Q_OVFLG as u64, "overflow flagged");
+    assert_eq!(w.v.counters.events_delivered, 3 + 32);
+    assert_eq!(w.v.counters.events_discarded, 8);
+}
+
+#[test]
+fn a_batch_larger_than_one_hypercall_is_sent_in_pieces() {
+    let mut w = World::new();
+    w.linux_reset();
+    let syncs = w.io.stats().syncs;
+    let cmds: Vec<Command> = (0..300u64).map(|i| Command::tlbi_nh_va(0, 1, i << 12)).collect();
+    w.cmds(&cmds[..200]);
+    w.cmds(&cmds[200..]);
+    assert_eq!(w.cons(), w.prod);
+    assert_eq!(w.io.stats().syncs, syncs + 2);
+    assert_eq!(w.v.counters.commands, 3 + 300);
+}
