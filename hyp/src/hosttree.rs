@@ -191,16 +191,34 @@ pub enum HostTreeError {
     Bootargs,
 }
 
+/// Ranges in words: `[0x8000000+0x10000, 0x80a0000+0x20000]`.
+struct Ranges<'a>(&'a [MemRange]);
+
+impl core::fmt::Display for Ranges<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("[")?;
+        for (i, r) in self.0.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{:#x}+{:#x}", r.base, r.size)?;
+        }
+        f.write_str("]")
+    }
+}
+
 impl core::fmt::Display for HostTreeError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            HostTreeError::Memory(m) => write!(f, "memory nodes {m:x?} are not exactly the host's RAM"),
+            HostTreeError::Memory(m) => {
+                write!(f, "memory nodes {} are not exactly the host's RAM", Ranges(m))
+            }
             HostTreeError::Cpus(c) => write!(f, "CPU nodes {c:#x?} are not exactly the host's CPU"),
             HostTreeError::EnableMethod => f.write_str("the CPU is not started through PSCI"),
             HostTreeError::Psci => f.write_str("no /psci node with method \"smc\""),
-            HostTreeError::Gic(r) => {
-                write!(f, "GIC registers {r:x?} are not the distributor and the host CPU's redistributor")
-            }
+            HostTreeError::Gic(r) => write!(
+                f,
+                "GIC registers {} are not the distributor and the host CPU's redistributor",
+                Ranges(r)
+            ),
             HostTreeError::Timer => f.write_str("no architected timer node"),
             HostTreeError::Pcie(why) => write!(f, "PCIe host bridge: {why}"),
             HostTreeError::Forbidden(c) => write!(f, "a `{c}` node: not the host's to have"),
@@ -307,6 +325,16 @@ mod tests {
         let (want, kernel, dtb) = host();
         let _ = t;
         check(&want, &parse(blob).unwrap(), kernel, dtb)
+    }
+
+    #[test]
+    fn reasons_read_well() {
+        let e = HostTreeError::Gic(std::vec![BOARD.gicd, BOARD.gicr]);
+        assert_eq!(
+            std::format!("{e}"),
+            "GIC registers [0x8000000+0x10000, 0x80a0000+0xf60000] are not the distributor and \
+             the host CPU's redistributor"
+        );
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub enum Variant {
     Tests,
     /// Panics right after boot (`panic=-1`: PSCI SYSTEM_RESET must stop only the host).
     Panic,
+    /// Its device tree gives it every CPU's redistributor (a stale or edited tree): the
+    /// hypervisor must refuse to enter it.
+    BadTree,
 }
 
 impl Variant {
@@ -50,6 +53,16 @@ impl Variant {
         match self {
             Variant::Tests => BOOTARGS.to_string(),
             Variant::Panic => format!("{BOOTARGS} {PANIC_ARG}"),
+            Variant::BadTree => BOOTARGS.to_string(),
+        }
+    }
+
+    /// Names the run's files (`target/xtask/last-linux*.log`, `target/linux/host*.dtb`).
+    pub fn tag(self) -> &'static str {
+        match self {
+            Variant::Tests => "linux",
+            Variant::Panic => "linux-panic",
+            Variant::BadTree => "linux-bad-tree",
         }
     }
 }
@@ -616,13 +629,13 @@ pub fn prepare(opts: &Opts, variant: Variant) -> Result<Prepared, String> {
     let (cpio, facts) = initramfs(&art)?;
     let initrd = layout.initrd(kernel, cpio.len() as u64).map_err(|e| e.to_string())?;
     let bootargs = variant.bootargs();
-    let tree = HostTree::new(&BOARD, host, &bootargs, Some(initrd));
+    let mut tree = HostTree::new(&BOARD, host, &bootargs, Some(initrd));
+    if variant == Variant::BadTree {
+        tree.gicr = BOARD.gicr;
+    }
     let dtb = dtgen::write(&tree).map_err(|e| format!("writing the host's device tree: {e}"))?;
     let d = dir();
-    let dtb_name = match variant {
-        Variant::Tests => "host.dtb",
-        Variant::Panic => "host-panic.dtb",
-    };
+    let dtb_name = format!("host{}.dtb", variant.tag().trim_start_matches("linux"));
     let (initrd_path, dtb_path) = (d.join("initramfs.cpio"), d.join(dtb_name));
     std::fs::write(&initrd_path, &cpio).map_err(|e| e.to_string())?;
     std::fs::write(&dtb_path, &dtb).map_err(|e| e.to_string())?;

@@ -221,11 +221,7 @@ fn linux_run(
         disk: &imgs.disk,
         append: "gbpa_reset=abort".into(),
         extra: vec![],
-        tag: match variant {
-            linux::Variant::Tests => "linux",
-            linux::Variant::Panic => "linux-panic",
-        }
-        .into(),
+        tag: variant.tag().into(),
         trace: true,
     };
     let mut out = qemu::run(&launch, opts, timeout, true)?;
@@ -242,6 +238,7 @@ fn linux_run(
             linux::TEST_SPI,
         ),
         linux::Variant::Panic => report::linux_panic_checks(&out.log),
+        linux::Variant::BadTree => report::bad_tree_checks(&out.log),
     };
     Ok(out)
 }
@@ -339,6 +336,27 @@ fn test(opts: &Opts) -> Result<(), String> {
             Ok(out) => account(what, &out, &mut problems, variant == linux::Variant::Tests),
             Err(e) => problems.push(format!("{what}: {e}")),
         }
+    }
+    // A host tree that disagrees with the manifest: the hypervisor must refuse it (it stops
+    // with the reason before any VM runs, so no summary and a `hyp: PANIC` line are expected).
+    println!("\n=== integration run: Linux host with a wrong device tree ===");
+    match linux_run(&imgs, opts, 60, linux::Variant::BadTree) {
+        Ok(out) => {
+            for c in &out.checks {
+                match &c.result {
+                    Ok(()) => println!("xtask check {} ... ok", c.name),
+                    Err(why) => println!("xtask check {} ... FAILED: {why}", c.name),
+                }
+                if c.result.is_ok() {
+                    guest_passed += 1;
+                } else {
+                    guest_failed += 1;
+                }
+            }
+            logs.push(out.log_path.clone());
+            timings.push(format!("Linux host with a wrong device tree: {:.0} s", out.seconds));
+        }
+        Err(e) => problems.push(format!("Linux host with a wrong device tree: {e}")),
     }
     if host.failed > 0 || !host.ok {
         println!("host unit tests: {} passed, {} failed", host.passed, host.failed);

@@ -199,6 +199,27 @@ pub fn linux_panic_checks(log: &str) -> Vec<LogCheck> {
     }]
 }
 
+/// The checks of the run whose host tree gives the host every redistributor: the hypervisor
+/// refused it with the reason, before any VM ran, and QEMU ended by itself.
+pub fn bad_tree_checks(log: &str) -> Vec<LogCheck> {
+    let refused = log.lines().find(|l| {
+        l.contains("refusing to boot Linux: its device tree disagrees with the manifest")
+            && l.contains("GIC registers")
+    });
+    vec![LogCheck {
+        name: "host_tree_disagreeing_with_the_manifest_is_refused",
+        result: if refused.is_none() {
+            Err("no refusal naming the GIC registers".into())
+        } else if log.contains("entering vm") || log.contains("[host]") {
+            Err("a VM was entered anyway".into())
+        } else if !log.contains("hyp: PANIC") {
+            Err("the hypervisor did not stop".into())
+        } else {
+            Ok(())
+        },
+    }]
+}
+
 fn position(log: &str, needle: &str) -> Option<usize> {
     log.find(needle)
 }
@@ -404,6 +425,18 @@ hyp: INFO  vm guest1 stopped (SYSTEM_OFF) after 1 hypercalls
         assert!(linux_checks(&early, &[], 100)[3].result.is_err(), "guest2 stopped first");
         let unchecked = good.replace("matches the manifest", "was not checked");
         assert!(linux_checks(&unchecked, &[], 100)[0].result.is_err());
+    }
+
+    #[test]
+    fn bad_tree_check() {
+        let good = "hyp: ERROR vm host: refusing to boot Linux: its device tree disagrees with the \
+                    manifest: GIC registers [..] are not the distributor and the host CPU's redistributor\n\
+                    hyp: PANIC vm host: refusing to boot Linux\n";
+        assert_eq!(bad_tree_checks(good)[0].result, Ok(()));
+        assert!(bad_tree_checks(&good.replace("GIC registers", "memory nodes"))[0].result.is_err());
+        let entered = format!("{good}hyp: INFO  cpu 0: entering vm host\n");
+        assert!(bad_tree_checks(&entered)[0].result.is_err());
+        assert!(bad_tree_checks(&good.replace("hyp: PANIC", "hyp: INFO"))[0].result.is_err());
     }
 
     #[test]
