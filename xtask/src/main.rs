@@ -131,7 +131,12 @@ fn main() -> ExitCode {
         }
     };
     let result = match cmd.as_str() {
-        "setup" => setup::ensure(&opts),
+        "setup" => setup::ensure(&opts).map(|()| {
+            // What is installed, the Linux host's pinned kernel version included.
+            for f in setup::check().1 {
+                println!("setup: {f}");
+            }
+        }),
         "build" => setup::ensure(&opts).and_then(|()| images::build(&opts).map(|_| ())),
         "run" => setup::ensure(&opts).and_then(|()| run(&opts)),
         "test" => setup::ensure(&opts).and_then(|()| test(&opts)),

@@ -118,9 +118,9 @@ pub fn check() -> (Missing, Vec<String>) {
     }
     match crate::linux::artifacts() {
         Some(a) => found.push(format!(
-            "Linux host: {} ({})",
+            "Linux host: kernel {} (packages: {})",
             a.abi,
-            a.versions.lines().skip(1).collect::<Vec<_>>().join(", ")
+            a.versions.lines().skip(1).collect::<Vec<_>>().join(", ").replace("%3a", ":")
         )),
         None => {
             found.push(format!(
