@@ -8,8 +8,13 @@
 #ifndef SMMU_HYP_H
 #define SMMU_HYP_H
 
+#ifdef __KERNEL__
+#include <linux/types.h>
+#include <linux/stddef.h>
+#else
 #include <stdint.h>
 #include <stddef.h>
+#endif
 
 #define SMMU_HYP_ABI_VERSION_MAJOR 1
 #define SMMU_HYP_ABI_VERSION_MINOR 1

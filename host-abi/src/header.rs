@@ -23,8 +23,15 @@ pub fn render(w: &mut dyn Write) -> Result {
     writeln!(w, "#ifndef SMMU_HYP_H")?;
     writeln!(w, "#define SMMU_HYP_H")?;
     writeln!(w)?;
+    // A kernel build has no C library headers (`-nostdinc`): the kernel's own types.h gives the
+    // same fixed-width names, stddef.h offsetof.
+    writeln!(w, "#ifdef __KERNEL__")?;
+    writeln!(w, "#include <linux/types.h>")?;
+    writeln!(w, "#include <linux/stddef.h>")?;
+    writeln!(w, "#else")?;
     writeln!(w, "#include <stdint.h>")?;
     writeln!(w, "#include <stddef.h>")?;
+    writeln!(w, "#endif")?;
     writeln!(w)?;
     writeln!(w, "#define SMMU_HYP_ABI_VERSION_MAJOR {}", crate::ABI_VERSION_MAJOR)?;
     writeln!(w, "#define SMMU_HYP_ABI_VERSION_MINOR {}", crate::ABI_VERSION_MINOR)?;

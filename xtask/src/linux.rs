@@ -129,7 +129,8 @@ pub fn fetch_commands(abi: &str) -> Vec<String> {
     ]
 }
 
-fn sh(cmd: &str, cwd: Option<&Path>, verbose: bool) -> Result<String, String> {
+/// Runs `cmd` with `sh -c` (noninteractive apt), returning its stdout.
+pub fn sh(cmd: &str, cwd: Option<&Path>, verbose: bool) -> Result<String, String> {
     if verbose {
         println!("+ {cmd}");
     }
@@ -313,6 +314,8 @@ pub struct ScriptFacts {
     pub moved_bar: u64,
     /// Modules to load, in order.
     pub modules: Vec<String>,
+    /// What the `smmu_hyp` module's tests expect.
+    pub kmod: crate::kmod::Facts,
 }
 
 fn ecam(a: PciAddr, off: u64) -> u64 {
@@ -354,8 +357,23 @@ impl ScriptFacts {
                 .iter()
                 .map(|a| ecam(*a, 0))
                 .collect();
-        let _ = host;
-        Self { ram: host.mem, functions, faults, absent_config, moved_bar: 0x1050_0000, modules }
+        let kmod = crate::kmod::Facts {
+            abi: format!("{}.{}", host_abi::ABI_VERSION_MAJOR, host_abi::ABI_VERSION_MINOR),
+            host,
+            vm_count: MANIFEST.vms.len(),
+            functions: functions.clone(),
+            inject: false,
+            gbpa_reset: "abort",
+        };
+        Self {
+            ram: host.mem,
+            functions,
+            faults,
+            absent_config,
+            moved_bar: 0x1050_0000,
+            modules,
+            kmod,
+        }
     }
 }
 
@@ -554,6 +572,9 @@ run psci_and_smccc_as_linux_sees_them psci_and_smccc_as_linux_sees_them
 run interrupts_and_timer interrupts_and_timer
 run no_its_no_smmu no_its_no_smmu
 run modules_load modules_load
+# The host kernel's side of the hypercall ABI: the smmu_hyp module and its sysfs files.
+{kmod_functions}
+{kmod_runs}
 echo "$passed passed, $failed failed"
 poweroff -f
 "#,
@@ -563,11 +584,35 @@ poweroff -f
         absent = absent.join(" "),
         edu_slot = EDU_SLOTS[0],
         panic_arg = PANIC_ARG,
+        kmod_functions = crate::kmod::script(&f.kmod),
+        kmod_runs = crate::kmod::TESTS
+            .iter()
+            .map(|t| format!("run {t} {t}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
     )
 }
 
-/// Builds the initramfs: busybox, `/init`, `/dev/console`, the modules.
-pub fn initramfs(art: &Artifacts) -> Result<(Vec<u8>, ScriptFacts), String> {
+/// Built programs the initramfs carries besides the kernel's own modules.
+pub struct Extras {
+    /// `smmu_hyp.ko` (to `/lib/modules/`).
+    pub kmod: PathBuf,
+    /// Static helpers (to `/bin/`).
+    pub helpers: Vec<PathBuf>,
+}
+
+impl Extras {
+    /// Builds them for kernel `abi`.
+    pub fn build(opts: &Opts, abi: &str) -> Result<Self, String> {
+        Ok(Self {
+            kmod: crate::kmod::build_module(opts, abi)?,
+            helpers: vec![crate::kmod::build_helper(opts, "icount")?],
+        })
+    }
+}
+
+/// Builds the initramfs: busybox, `/init`, `/dev/console`, the modules, the helpers.
+pub fn initramfs(art: &Artifacts, extras: &Extras) -> Result<(Vec<u8>, ScriptFacts), String> {
     let mods = modules(art, MODULES)?;
     let facts = ScriptFacts::new(mods.iter().map(|(n, _)| n.clone()).collect());
     let busybox =
@@ -595,6 +640,12 @@ pub fn initramfs(art: &Artifacts) -> Result<(Vec<u8>, ScriptFacts), String> {
     c.file("init", 0o755, init_script(&facts).as_bytes());
     for (name, ko) in &mods {
         c.file(&format!("lib/modules/{name}.ko"), 0o644, ko);
+    }
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    c.file(&format!("lib/modules/{}.ko", crate::kmod::MODULE), 0o644, &read(&extras.kmod)?);
+    for h in &extras.helpers {
+        let name = h.file_name().unwrap_or_default().to_string_lossy();
+        c.file(&format!("bin/{name}"), 0o755, &read(h)?);
     }
     Ok((c.finish(), facts))
 }
@@ -626,7 +677,8 @@ pub fn prepare(opts: &Opts, variant: Variant) -> Result<Prepared, String> {
     let header = image_header(&head)
         .ok_or_else(|| format!("{} is not an arm64 Image", art.image.display()))?;
     let kernel = layout.kernel(&header).map_err(|e| e.to_string())?;
-    let (cpio, facts) = initramfs(&art)?;
+    let extras = Extras::build(opts, &art.abi)?;
+    let (cpio, facts) = initramfs(&art, &extras)?;
     let initrd = layout.initrd(kernel, cpio.len() as u64).map_err(|e| e.to_string())?;
     let bootargs = variant.bootargs();
     let mut tree = HostTree::new(&BOARD, host, &bootargs, Some(initrd));

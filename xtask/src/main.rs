@@ -22,6 +22,7 @@ mod bench;
 mod cpio;
 mod elf;
 mod images;
+mod kmod;
 mod linux;
 mod mutants;
 mod qemu;

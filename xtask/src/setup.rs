@@ -2,7 +2,9 @@
 //! library source (for `-Zbuild-std`), rust-lld (lld-22), cpio and xz, QEMU >= 10 from
 //! bookworm-backports (bookworm's own 7.2 has no SMMUv3 stage 2), and the Linux host's kernel
 //! and busybox (arm64 packages fetched with `apt-get download` into `target/linux/`, see
-//! `linux.rs`). Installs what is missing when run as root; otherwise prints the exact commands.
+//! `linux.rs`), and what builds the host's kernel module and helpers against that kernel's own
+//! headers (the arm64 cross compiler, kbuild, the headers: see `kmod.rs`). Installs what is
+//! missing when run as root; otherwise prints the exact commands.
 
 use crate::Opts;
 use std::path::Path;
@@ -38,11 +40,14 @@ pub struct Missing {
     pub backports_source: bool,
     /// The Linux host's kernel and busybox (`target/linux/`).
     pub linux: bool,
+    /// What builds the host's kernel module for this kernel ABI (cross compiler, kbuild,
+    /// headers).
+    pub kmod: Option<String>,
 }
 
 impl Missing {
     fn any(&self) -> bool {
-        self.toolchain || self.qemu || self.linux
+        self.toolchain || self.qemu || self.linux || self.kmod.is_some()
     }
 
     /// The shell commands that install what is missing, in order.
@@ -68,6 +73,9 @@ impl Missing {
         }
         if self.linux {
             c.extend(crate::linux::fetch_commands(crate::linux::PINNED_ABI));
+        }
+        if let Some(abi) = &self.kmod {
+            c.extend(crate::kmod::commands(abi));
         }
         c
     }
@@ -130,6 +138,18 @@ pub fn check() -> (Missing, Vec<String>) {
             m.linux = true;
         }
     }
+    let abi = crate::linux::artifacts().map_or(crate::linux::PINNED_ABI.to_string(), |a| a.abi);
+    let kmod = crate::kmod::missing(&abi);
+    if kmod.is_empty() {
+        found.push(format!(
+            "Linux host module build: {} with the {abi} arm64 headers in {}",
+            crate::kmod::CROSS_GCC,
+            crate::kmod::headers_dir(&abi).display()
+        ));
+    } else {
+        found.push(format!("Linux host module build: missing {}", kmod.join(", ")));
+        m.kmod = Some(abi);
+    }
     (m, found)
 }
 
@@ -184,7 +204,7 @@ pub fn ensure(opts: &Opts) -> Result<(), String> {
         std::fs::write(BACKPORTS_FILE, BACKPORTS_SOURCE)
             .map_err(|e| format!("cannot write {BACKPORTS_FILE}: {e}"))?;
     }
-    let apt_cmds = Missing { linux: false, ..missing.clone() }.commands();
+    let apt_cmds = Missing { linux: false, kmod: None, ..missing.clone() }.commands();
     let apt = missing.toolchain || missing.qemu;
     for c in
         apt_cmds.iter().filter(|c| apt && (c.starts_with("apt-get") || c.starts_with("DEBIAN")))
@@ -207,6 +227,12 @@ pub fn ensure(opts: &Opts) -> Result<(), String> {
             a.abi,
             crate::linux::dir().display()
         );
+    }
+    // After the kernel: its ABI names the headers (and a new fetch clears target/linux).
+    if let Some(a) = crate::linux::artifacts() {
+        if !crate::kmod::missing(&a.abi).is_empty() {
+            crate::kmod::install(opts, &a.abi)?;
+        }
     }
     let (still, found) = check();
     for f in &found {
@@ -234,7 +260,13 @@ mod tests {
     fn install_commands_follow_what_is_missing() {
         let none = Missing::default();
         assert!(none.commands().is_empty());
-        let all = Missing { toolchain: true, qemu: true, backports_source: true, linux: true };
+        let all = Missing {
+            toolchain: true,
+            qemu: true,
+            backports_source: true,
+            linux: true,
+            kmod: Some("6.12.95+deb12".into()),
+        };
         let c = all.commands();
         assert!(c[0].contains(BACKPORTS_FILE));
         assert_eq!(c[1], "apt-get update");
@@ -243,7 +275,9 @@ mod tests {
         assert_eq!(c[4], "dpkg --add-architecture arm64");
         assert!(c.iter().any(|x| x.contains("apt-get download linux-image-")
             && x.contains("-arm64-unsigned:arm64 busybox-static:arm64")));
-        let q = Missing { toolchain: false, qemu: true, backports_source: false, linux: false };
+        assert!(c.iter().any(|x| x.contains("apt-get install -y gcc-aarch64-linux-gnu")));
+        assert!(c.iter().any(|x| x.contains("apt-get download linux-headers-6.12.95+deb12-arm64")));
+        let q = Missing { qemu: true, ..Missing::default() };
         assert_eq!(q.commands().len(), 2);
         let l = Missing { linux: true, ..Missing::default() };
         assert!(l.commands().iter().any(|x| x.starts_with("dpkg-deb -x")));
