@@ -481,6 +481,12 @@ fn dma_must_fault(edu: &Edu, target: u64, stage2: bool, iova: u64) -> Result<(),
 fn identity_dma_cannot_leave_the_vm() -> Result<(), Msg> {
     let (edu, _) = my_edu()?;
     load_edu_buffer(&edu, scratch(0))?;
+    // Not even to our own device's BAR (mapped in our CPU stage-2): devices get a stage-2 of
+    // RAM only, so no peer-to-peer and no MMIO through DMA.
+    let (d, _) = hv::device_info(0).map_err(|e| msg!("DEVICE_INFO: {e}"))?;
+    let bar = d.bars[0].ipa + 0x1000;
+    dma_must_fault(&edu, bar, true, bar)?;
+    check_eq!(edu.id(), EDU_ID, "our device after a DMA aimed at its own BAR");
     for t in [BOARD.hyp.base + 0x20_0000, BOARD.hyp.base] {
         dma_must_fault(&edu, t, true, t)?;
     }
