@@ -2,8 +2,9 @@
 //! (written by xtask from `platform::linux::HostTree`, loaded into the host's RAM) is read back
 //! with the `fdt` crate and compared with what the same description says the host is given. A
 //! disagreement stops the boot with the reason: a tree that offers the host something it does
-//! not own (other RAM, another CPU or redistributor, the ITS, the SMMU, the PL011), or that
-//! leaves out something the host needs, is never handed to it.
+//! not own (other RAM, another CPU or redistributor, the ITS, the real SMMU, the PL011), or
+//! that leaves out something the host needs, is never handed to it. The one SMMU node allowed
+//! is exactly the emulated one the description names, with `iommu-map` on the bridge.
 
 use alloc::vec::Vec;
 use fdt::node::FdtNode;
@@ -32,8 +33,12 @@ pub struct HostTreeFacts<'a> {
     pub pcie_ranges: Vec<(u32, u64, u64, u64)>,
     /// Its `linux,pci-probe-only` value.
     pub pcie_probe_only: Option<u32>,
-    /// It has `msi-map`, `msi-parent` or `iommu-map`.
-    pub pcie_msi_or_iommu: bool,
+    /// It has `msi-map` or `msi-parent`.
+    pub pcie_msi: bool,
+    /// Its `iommu-map` cells, if any.
+    pub pcie_iommu_map: Option<Vec<u32>>,
+    /// Every `arm,smmu-v3` node.
+    pub smmus: Vec<SmmuNode>,
     /// Compatible strings of nodes the host must not be given.
     pub forbidden: Vec<&'a str>,
     /// `/chosen` `linux,initrd-start` .. `linux,initrd-end`.
@@ -45,9 +50,26 @@ pub struct HostTreeFacts<'a> {
     pub device_regs: Vec<(&'a str, MemRange)>,
 }
 
-/// Compatible strings of devices the host must not see: its own SMMU is the next step (an
-/// emulated one), the ITS writes memory no SMMU checks, the PL011 is the hypervisor's console.
-pub const FORBIDDEN: [&str; 4] = ["arm,smmu-v3", "arm,gic-v3-its", "arm,pl011", "arm,primecell"];
+/// An `arm,smmu-v3` node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SmmuNode {
+    /// `reg`.
+    pub reg: Vec<MemRange>,
+    /// `interrupts` cells.
+    pub interrupts: Vec<u32>,
+    /// `interrupt-names`, joined with `,`.
+    pub interrupt_names: alloc::string::String,
+    /// `#iommu-cells`.
+    pub iommu_cells: Option<u32>,
+    /// `dma-coherent` is present.
+    pub coherent: bool,
+    /// `phandle`.
+    pub phandle: Option<u32>,
+}
+
+/// Compatible strings of devices the host must not see: the ITS writes memory no SMMU checks,
+/// the PL011 is the hypervisor's console. (An SMMU node is allowed only as the emulated one.)
+pub const FORBIDDEN: [&str; 3] = ["arm,gic-v3-its", "arm,pl011", "arm,primecell"];
 
 fn is_memory(n: &FdtNode<'_, '_>) -> bool {
     n.property("device_type").and_then(|p| p.as_str()) == Some("memory")
@@ -68,6 +90,10 @@ fn be32(b: &[u8]) -> u32 {
 
 fn be64(b: &[u8]) -> u64 {
     ((be32(&b[0..4]) as u64) << 32) | be32(&b[4..8]) as u64
+}
+
+fn cells(n: &FdtNode<'_, '_>, prop: &str) -> Option<Vec<u32>> {
+    n.property(prop).map(|p| p.value.chunks_exact(4).map(be32).collect())
 }
 
 fn has_compatible(n: &FdtNode<'_, '_>, c: &str) -> bool {
@@ -128,6 +154,30 @@ pub fn parse(blob: &[u8]) -> Result<HostTreeFacts<'_>, crate::dt::DtError> {
         if has_compatible(&n, "arm,gic-v3") {
             f.gic = regs(&n);
         }
+        if has_compatible(&n, "arm,smmu-v3") {
+            let names = n
+                .property("interrupt-names")
+                .map(|p| {
+                    p.value
+                        .split(|&b| b == 0)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| core::str::from_utf8(s).unwrap_or("?"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            f.smmus.push(SmmuNode {
+                reg: regs(&n),
+                interrupts: cells(&n, "interrupts").unwrap_or_default(),
+                interrupt_names: names,
+                iommu_cells: n
+                    .property("#iommu-cells")
+                    .and_then(|p| p.as_usize())
+                    .map(|v| v as u32),
+                coherent: n.property("dma-coherent").is_some(),
+                phandle: n.property("phandle").and_then(|p| p.as_usize()).map(|v| v as u32),
+            });
+        }
         if has_compatible(&n, "pci-host-ecam-generic") {
             f.pcie_ecam = regs(&n).first().copied();
             if let Some(r) = n.property("ranges") {
@@ -143,8 +193,8 @@ pub fn parse(blob: &[u8]) -> Result<HostTreeFacts<'_>, crate::dt::DtError> {
             }
             f.pcie_probe_only =
                 n.property("linux,pci-probe-only").and_then(|p| p.as_usize()).map(|v| v as u32);
-            f.pcie_msi_or_iommu =
-                ["msi-map", "msi-parent", "iommu-map"].iter().any(|p| n.property(p).is_some());
+            f.pcie_msi = ["msi-map", "msi-parent"].iter().any(|p| n.property(p).is_some());
+            f.pcie_iommu_map = cells(&n, "iommu-map");
         }
         // Every device's registers (and its children's, e.g. an ITS under the GIC), except the
         // PCI bridge's children, whose `reg` is a PCI address.
@@ -181,6 +231,9 @@ pub enum HostTreeError {
     Pcie(&'static str),
     /// A device the host must not have.
     Forbidden(&'static str),
+    /// The SMMU node is not exactly the emulated SMMU, or the bridge's `iommu-map` is not the
+    /// identity onto it.
+    Smmu(&'static str),
     /// A node whose registers are not the host's.
     Device(alloc::string::String, MemRange),
     /// The initramfs is not inside the host's RAM, or overlaps the kernel or the tree.
@@ -222,6 +275,7 @@ impl core::fmt::Display for HostTreeError {
             HostTreeError::Timer => f.write_str("no architected timer node"),
             HostTreeError::Pcie(why) => write!(f, "PCIe host bridge: {why}"),
             HostTreeError::Forbidden(c) => write!(f, "a `{c}` node: not the host's to have"),
+            HostTreeError::Smmu(why) => write!(f, "SMMU: {why}"),
             HostTreeError::Device(n, r) => {
                 write!(f, "node `{n}` has registers at {:#x}+{:#x}, not the host's", r.base, r.size)
             }
@@ -281,10 +335,11 @@ pub fn check(
     if got.pcie_probe_only != Some(1) {
         return Err(HostTreeError::Pcie("no linux,pci-probe-only = 1: Linux would move BARs"));
     }
-    if got.pcie_msi_or_iommu {
-        return Err(HostTreeError::Pcie("msi-map/msi-parent/iommu-map: the host has neither"));
+    if got.pcie_msi {
+        return Err(HostTreeError::Pcie("msi-map/msi-parent: the host has no MSI controller"));
     }
-    let given = [want.gicd, want.gicr, want.pcie_ecam];
+    check_smmu(want, got)?;
+    let given = [want.gicd, want.gicr, want.pcie_ecam, want.smmu.regs];
     for (name, r) in &got.device_regs {
         if !given.iter().any(|g| g.contains_range(r.base, r.size.max(1))) {
             return Err(HostTreeError::Device((*name).into(), *r));
@@ -302,6 +357,29 @@ pub fn check(
     }
     if got.bootargs.is_none() {
         return Err(HostTreeError::Bootargs);
+    }
+    Ok(())
+}
+
+/// The one SMMU node is the emulated SMMU the description names, and the bridge maps every
+/// requester ID to the same stream ID on it.
+fn check_smmu(want: &HostTree<'_>, got: &HostTreeFacts<'_>) -> Result<(), HostTreeError> {
+    let [smmu] = got.smmus.as_slice() else {
+        return Err(HostTreeError::Smmu("not exactly one arm,smmu-v3 node"));
+    };
+    if smmu.reg != [want.smmu.regs] {
+        return Err(HostTreeError::Smmu("registers are not the emulated SMMU's"));
+    }
+    let (e, g) = (want.smmu.eventq_spi, want.smmu.gerror_spi);
+    if smmu.interrupts != [0, e, 1, 0, g, 1] || smmu.interrupt_names != "eventq,gerror" {
+        return Err(HostTreeError::Smmu("interrupts are not its eventq and gerror SPIs"));
+    }
+    if smmu.iommu_cells != Some(1) || !smmu.coherent {
+        return Err(HostTreeError::Smmu("#iommu-cells must be 1 and dma-coherent present"));
+    }
+    let map = got.pcie_iommu_map.as_deref();
+    if smmu.phandle.is_none() || map != Some(&[0, smmu.phandle.unwrap_or(0), 0, 0x1_0000]) {
+        return Err(HostTreeError::Smmu("the bridge's iommu-map is not RID == SID onto it"));
     }
     Ok(())
 }
@@ -349,6 +427,9 @@ mod tests {
         assert_eq!(f.initrd, t.initrd);
         assert_eq!(f.bootargs, Some("console=ttyS0 panic=-1"));
         assert!(f.forbidden.is_empty());
+        assert_eq!(f.smmus.len(), 1);
+        assert_eq!(f.smmus[0].reg, [BOARD.smmu]);
+        assert_eq!(f.pcie_iommu_map, Some(std::vec![0, 2, 0, 0x1_0000]));
         assert_eq!(check(&t, &f, kernel, dtb), Ok(()));
     }
 
@@ -410,7 +491,24 @@ mod tests {
         assert_eq!(with(&|f| f.psci_method = Some("hvc")), Err(HostTreeError::Psci));
         assert_eq!(with(&|f| f.timer = false), Err(HostTreeError::Timer));
         assert!(matches!(with(&|f| f.pcie_probe_only = None), Err(HostTreeError::Pcie(_))));
-        assert!(matches!(with(&|f| f.pcie_msi_or_iommu = true), Err(HostTreeError::Pcie(_))));
+        assert!(matches!(with(&|f| f.pcie_msi = true), Err(HostTreeError::Pcie(_))));
+        assert!(matches!(with(&|f| f.pcie_iommu_map = None), Err(HostTreeError::Smmu(_))));
+        assert!(matches!(
+            with(&|f| f.pcie_iommu_map = Some(std::vec![0, 2, 0x100, 0x1_0000])),
+            Err(HostTreeError::Smmu(_))
+        ));
+        assert!(matches!(with(&|f| f.smmus.clear()), Err(HostTreeError::Smmu(_))));
+        assert!(matches!(with(&|f| f.smmus.push(f.smmus[0].clone())), Err(HostTreeError::Smmu(_))));
+        for edit in [
+            (|n: &mut SmmuNode| n.reg = std::vec![MemRange::new(0x4020_0000, 0x2_0000)])
+                as fn(&mut SmmuNode),
+            |n| n.interrupts[1] = 74,
+            |n| n.interrupt_names = "combined".into(),
+            |n| n.iommu_cells = Some(2),
+            |n| n.coherent = false,
+        ] {
+            assert!(matches!(with(&|f| edit(&mut f.smmus[0])), Err(HostTreeError::Smmu(_))));
+        }
         assert_eq!(with(&|f| f.bootargs = None), Err(HostTreeError::Bootargs));
         assert_eq!(
             with(&|f| f.device_regs.push(("pl011@9000000", BOARD.uart))),
@@ -434,7 +532,8 @@ mod tests {
             w.end_node(n).unwrap();
         });
         let f = parse(&smmu).unwrap();
-        assert_eq!(f.forbidden, ["arm,smmu-v3"]);
+        assert_eq!(f.smmus.len(), 1);
+        assert!(f.smmus[0].interrupts.is_empty(), "a bare SMMU node is not the emulated one");
         let its = blob_with(&|w| {
             let g = w.begin_node("intc@8000000").unwrap();
             w.property_string("compatible", "arm,gic-v3").unwrap();

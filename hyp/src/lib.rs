@@ -28,6 +28,7 @@ pub mod pagepool;
 pub mod pci;
 pub mod pm;
 pub mod psci;
+pub mod regs;
 pub mod service;
 pub mod smmu;
 pub mod softsmmu;

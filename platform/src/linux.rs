@@ -8,8 +8,9 @@
 //! trapped), the architected timer, the GICv3 distributor and its own CPU's redistributor (no
 //! ITS: host PCI functions use INTx), the PCIe host bridge (ECAM, I/O and 32-bit memory windows,
 //! INTx map, `linux,pci-probe-only`: the hypervisor assigned the BARs), and `/chosen` (boot
-//! arguments, initramfs). No SMMU (until the host has its emulated one), no PL011 (the
-//! hypervisor's console), no other VM's memory.
+//! arguments, initramfs), and the SMMU the hypervisor emulates for it ([`HostSmmu`], at the
+//! real SMMU's address, with `iommu-map` on the bridge). No PL011 (the hypervisor's console), no
+//! other VM's memory.
 
 use crate::manifest::VmSpec;
 use crate::{Board, MemRange};
@@ -138,6 +139,25 @@ pub const PCI_INTX_SPI_BASE: u32 = 3;
 /// Redistributor frames per CPU (RD and SGI, 64 KiB each).
 pub const GICR_FRAME_SIZE: u64 = 0x2_0000;
 
+/// The SPI the emulated SMMU raises for the host's event queue (wired by no QEMU device).
+pub const HOST_SMMU_EVENTQ_SPI: u32 = 240;
+/// The SPI the emulated SMMU raises for the host's global errors.
+pub const HOST_SMMU_GERROR_SPI: u32 = 241;
+
+/// The SMMU the host is given: emulated by the hypervisor at the real SMMU's address (the real
+/// one's register page is absent from the host's stage-2), edge-triggered event-queue and
+/// global-error interrupts, coherent (the hypervisor reads the host's tables through cacheable
+/// mappings), one stream-ID cell; PCI requester IDs map to stream IDs one to one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostSmmu {
+    /// Its register space (both 64 KiB pages).
+    pub regs: MemRange,
+    /// Event-queue SPI.
+    pub eventq_spi: u32,
+    /// Global-error SPI.
+    pub gerror_spi: u32,
+}
+
 /// The host's device tree, as data: what xtask writes and what the hypervisor checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HostTree<'a> {
@@ -159,6 +179,8 @@ pub struct HostTree<'a> {
     pub bootargs: &'a str,
     /// The initramfs, if any.
     pub initrd: Option<MemRange>,
+    /// Its SMMU (emulated).
+    pub smmu: HostSmmu,
 }
 
 impl<'a> HostTree<'a> {
@@ -174,6 +196,11 @@ impl<'a> HostTree<'a> {
             pcie_pio: board.pcie_pio,
             bootargs,
             initrd,
+            smmu: HostSmmu {
+                regs: board.smmu,
+                eventq_spi: HOST_SMMU_EVENTQ_SPI,
+                gerror_spi: HOST_SMMU_GERROR_SPI,
+            },
         }
     }
 
@@ -205,6 +232,10 @@ pub mod dtgen {
 
     /// The GIC's phandle.
     pub const GIC_PHANDLE: u32 = 1;
+    /// The SMMU's phandle.
+    pub const SMMU_PHANDLE: u32 = 2;
+    /// GIC interrupt specifier: rising edge.
+    const EDGE_RISING: u32 = 1;
     /// GIC interrupt specifier: PPI.
     const PPI: u32 = 1;
     /// GIC interrupt specifier: SPI.
@@ -282,6 +313,19 @@ pub mod dtgen {
         f.property_phandle(GIC_PHANDLE)?;
         f.end_node(gic)?;
 
+        let smmu = f.begin_node(&alloc::format!("iommu@{:x}", t.smmu.regs.base))?;
+        f.property_string("compatible", "arm,smmu-v3")?;
+        f.property_array_u64("reg", &reg(t.smmu.regs))?;
+        f.property_array_u32(
+            "interrupts",
+            &[SPI, t.smmu.eventq_spi, EDGE_RISING, SPI, t.smmu.gerror_spi, EDGE_RISING],
+        )?;
+        f.property_string_list("interrupt-names", alloc::vec!["eventq".into(), "gerror".into()])?;
+        f.property_null("dma-coherent")?;
+        f.property_u32("#iommu-cells", 1)?;
+        f.property_phandle(SMMU_PHANDLE)?;
+        f.end_node(smmu)?;
+
         let pcie = f.begin_node(&alloc::format!("pcie@{:x}", t.pcie_mmio32.base))?;
         f.property_string("compatible", "pci-host-ecam-generic")?;
         f.property_string("device_type", "pci")?;
@@ -322,6 +366,8 @@ pub mod dtgen {
             map.extend([addr, 0, 0, pin, GIC_PHANDLE, 0, 0, SPI, spi, LEVEL_HIGH]);
         }
         f.property_array_u32("interrupt-map", &map)?;
+        // Requester ID n is stream ID n, for every RID.
+        f.property_array_u32("iommu-map", &[0, SMMU_PHANDLE, 0, 0x1_0000])?;
         f.end_node(pcie)?;
 
         f.end_node(root)?;

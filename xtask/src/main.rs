@@ -232,7 +232,7 @@ fn linux_run(
     };
     let mut out = qemu::run(&launch, opts, timeout, true)?;
     out.checks = match variant {
-        linux::Variant::Tests => report::linux_checks(
+        linux::Variant::Tests | linux::Variant::Passthrough => report::linux_checks(
             &out.log,
             &prepared
                 .facts
@@ -334,12 +334,14 @@ fn test(opts: &Opts) -> Result<(), String> {
         account(what, &out, &mut problems, true);
     }
     // Linux as the host: its tests; then a host kernel that panics (only the guests report).
-    for (what, variant) in
-        [("Linux host", linux::Variant::Tests), ("Linux host panics", linux::Variant::Panic)]
-    {
+    for (what, variant) in [
+        ("Linux host", linux::Variant::Tests),
+        ("Linux host, iommu.passthrough=1", linux::Variant::Passthrough),
+        ("Linux host panics", linux::Variant::Panic),
+    ] {
         println!("\n=== integration run: {what} ===");
         match linux_run(&imgs, opts, opts.timeout.unwrap_or(180), variant) {
-            Ok(out) => account(what, &out, &mut problems, variant == linux::Variant::Tests),
+            Ok(out) => account(what, &out, &mut problems, variant != linux::Variant::Panic),
             Err(e) => problems.push(format!("{what}: {e}")),
         }
     }

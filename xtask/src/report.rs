@@ -280,7 +280,65 @@ pub fn linux_checks(log: &str, faults: &[u64], spi: u32) -> Vec<LogCheck> {
             Ok(())
         },
     });
+    v.push(LogCheck {
+        name: "host_smmu_driver_drove_the_emulated_smmu",
+        result: emulated_smmu_counters(log).and_then(|c| {
+            if c.commands == 0 || c.syncs == 0 {
+                Err(format!(
+                    "the host's driver sent {} commands, {} CMD_SYNCs",
+                    c.commands, c.syncs
+                ))
+            } else if c.stes_shadowed < HOST_STREAMS {
+                Err(format!(
+                    "{} STEs shadowed: the host's {HOST_STREAMS} streams were not all configured",
+                    c.stes_shadowed
+                ))
+            } else if c.stes_refused != 0 {
+                Err(format!("{} of the host driver's STEs were refused", c.stes_refused))
+            } else {
+                Ok(())
+            }
+        }),
+    });
     v
+}
+
+/// The host's PCI functions behind the SMMU (edu, serial, disk): the stock driver gives each a
+/// default domain, so at least this many STEs are shadowed.
+const HOST_STREAMS: u64 = 3;
+
+/// The emulated SMMU's counters, from the hypervisor's summary when the host stops.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct EmulatedSmmuCounters {
+    /// Commands the host queued.
+    pub commands: u64,
+    /// CMD_SYNCs completed.
+    pub syncs: u64,
+    /// STEs installed as shadow STEs.
+    pub stes_shadowed: u64,
+    /// STEs refused.
+    pub stes_refused: u64,
+}
+
+/// Parses `vm host: emulated SMMU: N commands (M CMD_SYNCs ..., K stopped the queue), S STEs
+/// shadowed (R refused), ...`.
+pub fn emulated_smmu_counters(log: &str) -> Result<EmulatedSmmuCounters, String> {
+    let line = log
+        .lines()
+        .find(|l| l.contains("vm host: emulated SMMU: "))
+        .ok_or("no emulated-SMMU summary for the host in the log")?;
+    let rest = &line[line.find("emulated SMMU: ").unwrap_or(0) + "emulated SMMU: ".len()..];
+    let nums: Vec<u64> = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    match nums[..] {
+        [commands, syncs, _stopped, stes_shadowed, stes_refused, ..] => {
+            Ok(EmulatedSmmuCounters { commands, syncs, stes_shadowed, stes_refused })
+        }
+        _ => Err(format!("cannot read the emulated-SMMU summary: {line}")),
+    }
 }
 
 /// QEMU trace events xtask asks for in the integration runs (QEMU's own view, independent of
@@ -358,6 +416,25 @@ impl TraceFindings {
 mod tests {
     use super::*;
 
+    #[test]
+    fn emulated_smmu_summary_is_read() {
+        let log = "hyp: INFO  vm host: emulated SMMU: 26 commands (12 CMD_SYNCs completed after the real SYNC, 0 stopped the queue), 13 STEs shadowed (1 refused), 0 events delivered (0 discarded: its queue full or disabled), 0 accesses to unimplemented registers\n";
+        assert_eq!(
+            emulated_smmu_counters(log),
+            Ok(EmulatedSmmuCounters {
+                commands: 26,
+                syncs: 12,
+                stes_shadowed: 13,
+                stes_refused: 1
+            })
+        );
+        assert!(emulated_smmu_counters("hyp: INFO  vm host: emulated SMMU: gone").is_err());
+        assert!(emulated_smmu_counters("nothing").is_err());
+        let checks = linux_checks(log, &[], 100);
+        let c = checks.iter().find(|c| c.name == "host_smmu_driver_drove_the_emulated_smmu");
+        assert!(c.unwrap().result.as_ref().unwrap_err().contains("1 of the host"));
+    }
+
     const LOG: &str = "\
 hyp: INFO  booting
 [host] test abi_version ... ok
@@ -405,6 +482,7 @@ hyp: INFO  vm host: device tree at 0x53e00000 (3000 bytes) matches the manifest:
 hyp: INFO  cpu 0: entering vm host (VMID 1) at EL1
 hyp: WARN  vm host: stage-2 fault at IPA 0x54000000 (FAR 0x0, PC 0x1): ESR=...
 hyp: WARN  cpu 1 (vm guest1): interrupt SPI (INTID 100) has no handler at EL2: disabled
+hyp: INFO  vm host: emulated SMMU: 26 commands (12 CMD_SYNCs completed after the real SYNC, 0 stopped the queue), 3 STEs shadowed (0 refused), 0 events delivered
 hyp: INFO  vm host stopped (SYSTEM_OFF) after 0 hypercalls
 hyp: INFO  vm guest2 stopped (SYSTEM_OFF) after 1 hypercalls
 hyp: INFO  vm guest1 stopped (SYSTEM_OFF) after 1 hypercalls
@@ -425,6 +503,10 @@ hyp: INFO  vm guest1 stopped (SYSTEM_OFF) after 1 hypercalls
         assert!(linux_checks(&early, &[], 100)[3].result.is_err(), "guest2 stopped first");
         let unchecked = good.replace("matches the manifest", "was not checked");
         assert!(linux_checks(&unchecked, &[], 100)[0].result.is_err());
+        let no_stes = good.replace("3 STEs shadowed", "2 STEs shadowed");
+        assert!(linux_checks(&no_stes, &[], 100)[4].result.is_err());
+        let no_syncs = good.replace("12 CMD_SYNCs", "0 CMD_SYNCs");
+        assert!(linux_checks(&no_syncs, &[], 100)[4].result.is_err());
     }
 
     #[test]

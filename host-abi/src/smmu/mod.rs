@@ -349,6 +349,7 @@ accessors!(Ste {
     s2tg / with_s2tg = ste::S2TG,
     s2ps / with_s2ps = ste::S2PS,
     s2aa64 / with_s2aa64 = ste::S2AA64,
+    s2ptw / with_s2ptw = ste::S2PTW,
     s2r / with_s2r = ste::S2R,
 });
 

@@ -96,6 +96,18 @@ const fn bits(v: u32, hi: u32, lo: u32) -> u32 {
     (v >> lo) & ((1 << (hi - lo + 1)) - 1)
 }
 
+/// SMMU_IDR0 of the SMMU the hypervisor emulates for a host kernel (part of the host ABI: the
+/// host's driver sizes itself from it). Stage 1 only, AArch64 tables, coherent, 16-bit ASIDs,
+/// little-endian walks, no stall, linear or two-level stream tables; no stage 2, ATS, PRI,
+/// MSI, HYP, BTM or SEV.
+pub const EMULATED_IDR0: u32 = Idr0::S1P
+    | Idr0::TTF_AARCH64
+    | Idr0::COHACC
+    | Idr0::ASID16
+    | Idr0::TTENDIAN_LE
+    | Idr0::STALL_MODEL_NONE
+    | Idr0::ST_LEVEL_2LVL;
+
 /// SMMU_IDR0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Idr0(pub u32);

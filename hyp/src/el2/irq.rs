@@ -38,6 +38,20 @@ pub fn init_cpu() {
     GicCpuInterface::enable_group1(true);
 }
 
+/// GICD_ISPENDR<n> (set-pending, one bit per INTID).
+const GICD_ISPENDR: usize = 0x200;
+
+/// Makes SPI `intid` pending at the distributor (an interrupt of a device the hypervisor
+/// emulates for the Linux host: its emulated SMMU).
+pub fn pend_spi(intid: u32) {
+    debug_assert!(intid >= 32);
+    let board = super::PLATFORM_BOARD;
+    let p = (board.gicd.base as usize + GICD_ISPENDR + 4 * (intid as usize / 32)) as *mut u32;
+    // SAFETY: the distributor's set-pending register of this SPI, identity-mapped as device
+    // memory at EL2; writing a one sets exactly that INTID's pending bit.
+    unsafe { p.write_volatile(1 << (intid % 32)) };
+}
+
 /// Disables `intid` so it stops arriving on this CPU.
 fn disable(intid: u32) {
     let board = super::PLATFORM_BOARD;

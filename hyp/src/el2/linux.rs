@@ -77,9 +77,10 @@ pub fn probe(vm: &'static VmSpec) -> Option<LinuxBoot> {
     );
     info!(
         "vm {}: device tree at {:#x} ({size} bytes) matches the manifest: RAM {:#x}+{:#x}, CPU {}, \
-         GICD + its redistributor, PCIe, no ITS/SMMU/PL011",
+         GICD + its redistributor, PCIe, its emulated SMMU, no ITS/PL011",
         vm.name, layout.dtb.base, vm.mem.base, vm.mem.size, vm.cpu
     );
+    super::smmu_service::init_host_smmu(vm, want.smmu.eventq_spi, want.smmu.gerror_spi);
     if let Some(i) = facts.initrd {
         info!("vm {}: initramfs {:#x}..{:#x} ({} KiB)", vm.name, i.base, i.end(), i.size >> 10);
     }
@@ -117,7 +118,8 @@ impl Frame for RdFrame {
 }
 
 /// The Linux host's emulated MMIO: its view of PCI configuration space (its own functions
-/// only) and its redistributor's RD frame (`GICR_TYPER.Last`, no LPIs).
+/// only), its redistributor's RD frame (`GICR_TYPER.Last`, no LPIs), and its SMMU (emulated:
+/// `hyp::vsmmu`).
 pub fn emulated_devices(vm: &VmSpec, functions: &[Configured]) -> alloc::vec::Vec<Region<'static>> {
     let board = PLATFORM.board();
     let ecam: &'static EcamFilter<Ecam> = alloc::boxed::Box::leak(alloc::boxed::Box::new(
@@ -130,5 +132,6 @@ pub fn emulated_devices(vm: &VmSpec, functions: &[Configured]) -> alloc::vec::Ve
     alloc::vec![
         Region { range: board.pcie_ecam, device: ecam },
         Region { range: rd_range, device: rd },
+        Region { range: board.smmu, device: &super::smmu_service::HostSmmuDevice },
     ]
 }

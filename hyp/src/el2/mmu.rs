@@ -12,39 +12,38 @@ use platform::{Board, MemRange, VmSpec};
 
 /// MAIR_EL2: attribute 0 = Device-nGnRE, attribute 1 = Normal write-back read/write-allocate.
 const MAIR: u64 = 0x04 | (0xff << 8);
-/// TCR_EL2 (non-VHE): T0SZ = 25 (39-bit VA, start at level 1), inner/outer write-back
-/// write-allocate walks (IRGN0 = ORGN0 = 0b01), inner shareable (SH0 = 0b11), 4 KiB granule
-/// (TG0 = 0), PS = 0b010 (40-bit PA), RES1 bits 31 and 23.
-const TCR: u64 = 25 | (1 << 8) | (1 << 10) | (3 << 12) | (0b010 << 16) | (1 << 23) | (1 << 31);
 /// SCTLR_EL2: RES1 bits, plus M (MMU), C (data cache), SA (SP alignment check), I (icache).
 const SCTLR: u64 = 0x30c5_0830 | (1 << 0) | (1 << 2) | (1 << 3) | (1 << 12);
-/// VTCR_EL2: T0SZ = 25 (39-bit IPA), SL0 = 1 (start at level 1), write-back inner shareable
-/// walks, 4 KiB granule, PS = 40-bit, 8-bit VMID, RES1 bit 31.
-pub const VTCR: u64 = 25 | (1 << 6) | (1 << 8) | (1 << 10) | (3 << 12) | (0b010 << 16) | (1 << 31);
-
 /// Root of the EL2 table, published (with the MMU still off) for secondary CPUs.
 static EL2_ROOT: AtomicU64 = AtomicU64::new(0);
 
 /// Pages for the EL2 stage-1 tables.
 const EL2_POOL_PAGES: usize = 32;
-/// Pages for each VM's stage-2 tables.
+/// Pages for each VM's stage-2 tables (the CPU's: RAM, BARs, GIC frames).
 pub const VM_POOL_PAGES: usize = 16;
-/// Most VMs the static pools provide for.
-pub const MAX_VMS: usize = 8;
+/// Pages for each VM's DMA stage-2 tables (the SMMU's: RAM only).
+pub const DMA_POOL_PAGES: usize = 4;
+/// The VMs the pools provide for: exactly the manifest's (at most `platform`'s `MAX_VMS`, which
+/// the manifest's validation enforces; checked again here at compile time).
+pub const VMS: usize = super::PLATFORM_MANIFEST.vms.len();
+const _: () = assert!(VMS >= 1 && VMS <= platform::manifest::MAX_VMS);
 
-struct Pool(core::cell::UnsafeCell<[Page; EL2_POOL_PAGES + MAX_VMS * VM_POOL_PAGES]>);
+const POOL_PAGES: usize = EL2_POOL_PAGES + VMS * (VM_POOL_PAGES + DMA_POOL_PAGES);
+
+struct Pool(core::cell::UnsafeCell<[Page; POOL_PAGES]>);
 // SAFETY: the pool is split into disjoint slices exactly once, by `take_pools` on the boot CPU.
 unsafe impl Sync for Pool {}
-static TABLE_PAGES: Pool = Pool(core::cell::UnsafeCell::new(
-    [const { Page([0; 4096]) }; EL2_POOL_PAGES + MAX_VMS * VM_POOL_PAGES],
-));
+static TABLE_PAGES: Pool =
+    Pool(core::cell::UnsafeCell::new([const { Page([0; 4096]) }; POOL_PAGES]));
 
-/// The EL2 pool and one pool per VM.
+/// The EL2 pool and two pools per VM.
 pub struct Pools {
     /// For the EL2 stage-1.
     pub el2: PagePool,
-    /// For the VMs' stage-2s, by VM id.
-    pub vms: [Option<PagePool>; MAX_VMS],
+    /// For the VMs' CPU stage-2s, by VM id.
+    pub vms: [Option<PagePool>; VMS],
+    /// For the VMs' DMA stage-2s (what their devices reach through the SMMU), by VM id.
+    pub dma: [Option<PagePool>; VMS],
 }
 
 /// Splits the static table pages into pools.
@@ -56,13 +55,16 @@ pub unsafe fn take_pools() -> Pools {
     // SAFETY: called once (the caller's promise), so this is the only reference to the pages.
     let all: &'static mut [Page] = unsafe { &mut *TABLE_PAGES.0.get() };
     let (el2, mut rest) = all.split_at_mut(EL2_POOL_PAGES);
-    let mut vms: [Option<PagePool>; MAX_VMS] = [const { None }; MAX_VMS];
-    for slot in vms.iter_mut() {
+    let mut vms: [Option<PagePool>; VMS] = [const { None }; VMS];
+    let mut dma: [Option<PagePool>; VMS] = [const { None }; VMS];
+    for (cpu, d) in vms.iter_mut().zip(dma.iter_mut()) {
         let (mine, tail) = rest.split_at_mut(VM_POOL_PAGES);
-        *slot = Some(PagePool::new(mine));
+        let (theirs, tail) = tail.split_at_mut(DMA_POOL_PAGES);
+        *cpu = Some(PagePool::new(mine));
+        *d = Some(PagePool::new(theirs));
         rest = tail;
     }
-    Pools { el2: PagePool::new(el2), vms }
+    Pools { el2: PagePool::new(el2), vms, dma }
 }
 
 fn region(r: MemRange) -> MemoryRegion {
@@ -120,7 +122,7 @@ unsafe fn enable(root: u64) {
     // SAFETY: per the caller, the new map keeps every address we use at the same place.
     unsafe {
         mair_el2::write(MAIR);
-        tcr_el2::write(TCR);
+        tcr_el2::write(hyp::regs::TCR_EL2);
         sysreg::ttbr0_el2::write(root);
         sysreg::dsb_isb();
         sysreg::tlbi_all();
@@ -150,6 +152,24 @@ pub unsafe fn enable_boot(m: &Mapping<PagePool, El2>) {
 pub unsafe fn enable_secondary() {
     // SAFETY: the published root identity-maps the hypervisor (boot CPU's promise).
     unsafe { enable(EL2_ROOT.load(Ordering::Acquire)) };
+}
+
+/// Builds the stage-2 a VM's devices are given through the SMMU: its RAM at IPA == PA, and
+/// nothing else. No device of a VM can reach a BAR (peer-to-peer), a GIC frame the host drives,
+/// or anything but the memory of the VM that owns it, whatever the VM's stage 1 says; with
+/// STE.S2PTW set, a stage-1 walk that lands on device memory faults as well.
+pub fn build_dma_stage2(pool: PagePool, vm: &VmSpec) -> Mapping<PagePool, Stage2> {
+    let mut m = Mapping::new(pool, 1, Stage2);
+    let ram = Stage2Attributes::VALID
+        | Stage2Attributes::ACCESS_FLAG
+        | Stage2Attributes::S2AP_ACCESS_RW
+        | Stage2Attributes::SH_INNER
+        | Stage2Attributes::MEMATTR_NORMAL_INNER_WB
+        | Stage2Attributes::MEMATTR_NORMAL_OUTER_WB
+        | Stage2Attributes::XN;
+    m.map_range(&region(vm.mem), PhysicalAddress(vm.mem.base as usize), ram, Constraints::empty())
+        .expect("DMA stage-2 map_range");
+    m
 }
 
 /// Builds a VM's stage-2: its RAM at IPA == PA as normal write-back memory, its devices' BARs

@@ -14,12 +14,25 @@ use hyp::service::SmmuService;
 use hyp::smmu::driver::{EventWords, SmmuDriver};
 use hyp::smmu::ste::{Domain, S2Config};
 use hyp::validate::SmmuCaps;
+use hyp::vsmmu::{self, Notice, VirtualSmmu};
 use log::{debug, info, warn};
-use platform::Platform;
+use platform::{Platform, VmSpec};
 use spin::mutex::SpinMutex;
 
 /// The SMMU service, shared by all CPUs.
 static SERVICE: SpinMutex<Option<SmmuService<SmmuMmio>>> = SpinMutex::new(None);
+
+/// The SMMU the Linux host is given (emulated), if the host is Linux. Lock order: [`SERVICE`]
+/// first, then this.
+static VSMMU: SpinMutex<Option<HostSmmu>> = SpinMutex::new(None);
+
+/// The emulated SMMU and where its interrupts go.
+struct HostSmmu {
+    v: VirtualSmmu,
+    spec: &'static VmSpec,
+    eventq_intid: u32,
+    gerror_intid: u32,
+}
 
 /// Probes and enables the SMMU (every stream aborts) and builds the service.
 pub fn init(board: &platform::Board, options: hyp::dt::BootOptions) {
@@ -106,7 +119,8 @@ fn vm_name(vm: u32) -> &'static str {
 }
 
 /// Runs `f` on the service (whose operations first handle global errors and drain the event
-/// queue), then logs the global errors that were handled.
+/// queue), logs the global errors that were handled, and hands the Linux host the events that
+/// reached its ring (into its own event queue, with its interrupt).
 fn with<T>(default: T, f: impl FnOnce(&mut SmmuService<SmmuMmio>) -> T) -> T {
     let mut g = SERVICE.lock();
     let Some(io) = g.as_mut() else { return default };
@@ -118,7 +132,106 @@ fn with<T>(default: T, f: impl FnOnce(&mut SmmuService<SmmuMmio>) -> T) -> T {
             errors.bits()
         );
     }
+    if let Some(h) = VSMMU.lock().as_mut() {
+        let mut mem = super::vm::IdentityGuestMemory;
+        let mut ctx = vsmmu::Context {
+            mem: vsmmu::HostMemory { spec: h.spec, mem: &mut mem },
+            smmu: &mut *io,
+        };
+        h.v.deliver_events(&mut ctx);
+        h.after();
+    }
     r
+}
+
+impl HostSmmu {
+    /// Raises the host's interrupts the emulated SMMU asked for and logs its notices.
+    fn after(&mut self) {
+        let irqs = self.v.take_irqs();
+        if irqs.eventq {
+            super::irq::pend_spi(self.eventq_intid);
+        }
+        if irqs.gerror {
+            super::irq::pend_spi(self.gerror_intid);
+        }
+        for n in self.v.take_notices().into_iter().flatten() {
+            let name = self.spec.name;
+            match n {
+                Notice::SteRefused { sid, why } => warn!(
+                    "vm {name}: its STE for stream {sid:#x} refused ({why}): the stream is blocked"
+                ),
+                Notice::SteUnreadable { sid } => warn!(
+                    "vm {name}: its STE for stream {sid:#x} is not in its RAM (stream table or level-1 descriptor outside it): the stream is blocked"
+                ),
+                Notice::IllegalCommand { cmd, err } => warn!(
+                    "vm {name}: its SMMU command {:#018x} {:#018x} stopped its command queue (CMDQ_CONS.ERR {err}): {}",
+                    cmd.0[0],
+                    cmd.0[1],
+                    match err {
+                        2 => "the queue entry is outside its RAM",
+                        _ => "illegal here (not advertised, or refused by validation)",
+                    }
+                ),
+                Notice::UnknownRegister { offset } => warn!(
+                    "vm {name}: access to SMMU offset {offset:#x}, which the emulated SMMU does not implement: read as zero, write ignored (logged once)"
+                ),
+            }
+        }
+    }
+}
+
+/// Gives the Linux host `spec` its emulated SMMU; its interrupts are `eventq_spi` and
+/// `gerror_spi`. Its SMMU starts disabled: its vote is allow-off until it enables it.
+pub fn init_host_smmu(spec: &'static VmSpec, eventq_spi: u32, gerror_spi: u32) {
+    let mut g = SERVICE.lock();
+    let Some(io) = g.as_mut() else { return };
+    let streams: alloc::vec::Vec<u32> = io.streams_of(spec.id).collect();
+    let streams: &'static [u32] = alloc::boxed::Box::leak(streams.into_boxed_slice());
+    let v = VirtualSmmu::new(spec.id, streams, &io.caps());
+    io.vote(spec.id, Vote::AllowOff);
+    info!(
+        "vm {}: emulated SMMU (IDR0 {:#010x}, IDR1 {:#010x}) for its streams {streams:#x?}, interrupts SPI {eventq_spi} (eventq) and {gerror_spi} (gerror)",
+        spec.name,
+        v.registers().id().idr[0],
+        v.registers().id().idr[1],
+    );
+    *VSMMU.lock() =
+        Some(HostSmmu { v, spec, eventq_intid: eventq_spi + 32, gerror_intid: gerror_spi + 32 });
+}
+
+/// The emulated SMMU as a device on the host's MMIO path.
+pub struct HostSmmuDevice;
+
+impl hyp::mmio::Device for HostSmmuDevice {
+    fn name(&self) -> &'static str {
+        "SMMUv3 (emulated)"
+    }
+    fn read(&self, offset: u64, size: u8) -> u64 {
+        let mut g = VSMMU.lock();
+        let Some(h) = g.as_mut() else { return 0 };
+        if size < 4 {
+            // The SMMU's registers are 32 or 64 bits wide.
+            return 0;
+        }
+        h.v.read(offset as usize, size)
+    }
+    fn write(&self, offset: u64, size: u8, value: u64) {
+        if size < 4 {
+            return;
+        }
+        let mut g = SERVICE.lock();
+        let Some(io) = g.as_mut() else { return };
+        let mut v = VSMMU.lock();
+        let Some(h) = v.as_mut() else { return };
+        let mut mem = super::vm::IdentityGuestMemory;
+        let mut ctx = vsmmu::Context {
+            mem: vsmmu::HostMemory { spec: h.spec, mem: &mut mem },
+            smmu: &mut *io,
+        };
+        h.v.write(offset as usize, size, value, &mut ctx);
+        h.v.deliver_events(&mut ctx);
+        h.after();
+    }
 }
 
 /// The SMMU service for hypercalls.
@@ -216,6 +329,21 @@ impl SmmuCalls for SharedSmmu {
 /// VM `vm` stopped: block its streams, count its vote as allow-off, and summarise its SMMU
 /// events.
 pub fn vm_stopped(vm: u32) {
+    if let Some(h) = VSMMU.lock().as_ref().filter(|h| h.v.vm == vm) {
+        let c = h.v.counters;
+        info!(
+            "vm {}: emulated SMMU: {} commands ({} CMD_SYNCs completed after the real SYNC, {} stopped the queue), {} STEs shadowed ({} refused), {} events delivered ({} discarded: its queue full or disabled), {} accesses to unimplemented registers",
+            h.spec.name,
+            c.commands,
+            c.syncs,
+            c.command_errors,
+            c.stes_shadowed,
+            c.stes_refused,
+            c.events_delivered,
+            c.events_discarded,
+            c.unknown_accesses
+        );
+    }
     with((), |io| {
         io.vm_stopped(vm);
         let (routed, dropped) = io.events_of(vm);

@@ -1,7 +1,7 @@
 //! Entering a VM on its CPU, and the per-VM state the trap handlers use.
 
 use super::linux::{self, LinuxBoot};
-use super::mmu::{self, MAX_VMS};
+use super::mmu::{self, VMS as MAX_VMS};
 use super::sysreg::{self, *};
 use super::{firmware, uart};
 use alloc::vec::Vec;
@@ -13,27 +13,13 @@ use hyp::hypercall::{ConsoleSink, GuestMemory, GuestRange};
 use hyp::mmio::{Refusal, Region};
 use hyp::pci::{Configured, Function};
 use hyp::psci::StopReason;
+use hyp::regs::Hcr;
 use hyp::vmstate::{StopOutcome, VmStates};
 use log::info;
 use platform::{MemRange, Platform, VmSpec};
 use spin::mutex::SpinMutex;
 use spin::Once;
 
-/// HCR_EL2 for every VM: VM (stage-2 on), SWIO, AMO (SErrors to EL2), FB (broadcast TLB
-/// maintenance), BSU = inner shareable, TSC (trap SMC), RW (EL1 is AArch64), APK and API (the
-/// VM's own pointer-authentication keys and instructions, as the ID registers advertise).
-const HCR_COMMON: u64 = (1 << 0)
-    | (1 << 1)
-    | (1 << 5)
-    | (1 << 9)
-    | (1 << 10)
-    | (1 << 19)
-    | (1 << 31)
-    | (1 << 40)
-    | (1 << 41);
-/// HCR_EL2.FMO and IMO: physical FIQs and IRQs go to EL2. Set for VMs that do not drive the
-/// GIC (the guests, a bare-metal host); clear for a Linux host, which takes its own interrupts.
-const HCR_FMO_IMO: u64 = (1 << 3) | (1 << 4);
 /// SCTLR_EL1 at VM entry: RES1 bits only (MMU and caches off), as after reset.
 const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
 /// CNTHCTL_EL2: EL1PCTEN and EL1PCEN (VMs may use the physical counter and timer).
@@ -170,10 +156,14 @@ pub fn prepare_all(pools: &mut mmu::Pools, devices: &[Vec<Configured>]) {
             pool, spec, &functions, &direct,
         )));
         let vttbr = s2.root_address().0 as u64 | ((spec.vmid() as u64) << 48);
-        // The SMMU walks the same tables for this VM's devices.
+        // The SMMU walks a stage-2 of its own for this VM's devices: its RAM only (no BARs, no
+        // GIC frames), same VMID. Never dropped either.
+        let dma_pool = pools.dma[spec.id as usize].take().expect("VM DMA table pool");
+        let dma =
+            alloc::boxed::Box::leak(alloc::boxed::Box::new(mmu::build_dma_stage2(dma_pool, spec)));
         super::smmu_service::set_stage2(
             spec.id,
-            hyp::smmu::ste::S2Config::vm(spec.vmid(), s2.root_address().0 as u64),
+            hyp::smmu::ste::S2Config::vm(spec.vmid(), dma.root_address().0 as u64),
         );
         s2.mark_active();
         for r in &direct {
@@ -295,7 +285,7 @@ pub fn run_on_this_cpu(cpu: u32) -> ! {
         firmware::cpu_off()
     };
     let vm = VMS[spec.id as usize].get().expect("VM prepared");
-    let hcr = if vm.linux.is_some() { HCR_COMMON } else { HCR_COMMON | HCR_FMO_IMO };
+    let hcr = if vm.linux.is_some() { Hcr::VM_COMMON } else { Hcr::VM_INTERRUPTS_AT_EL2 };
     if vm.linux.is_none() {
         // Interrupts on this CPU come to EL2 (the Linux host may route some here).
         super::irq::init_cpu();
@@ -304,8 +294,8 @@ pub fn run_on_this_cpu(cpu: u32) -> ! {
     // SAFETY: this configures the EL1&0 regime for the VM: stage-2 on with its own tables and
     // VMID, EL1 state reset. The hypervisor's own EL2 regime is not affected.
     unsafe {
-        hcr_el2::write(hcr);
-        vtcr_el2::write(mmu::VTCR);
+        hcr_el2::write(hcr.bits());
+        vtcr_el2::write(hyp::regs::VTCR);
         vttbr_el2::write(vm.vttbr);
         vmpidr_el2::write(mpidr_el1::read());
         vpidr_el2::write(midr_el1::read());

@@ -118,6 +118,7 @@ fn with_s2(s: Ste, s2: &S2Config) -> Ste {
         .with_s2ps(s2.ps as u64)
         .with_s2aa64(1)
         .with_s2r(1)
+        .with_s2ptw(1)
         .with_s2ttb(s2.ttb)
 }
 
@@ -455,6 +456,7 @@ mod tests {
         assert_eq!(s.s2vmid(), 2);
         assert_eq!(s.s2ttb(), 0x4030_0000);
         assert_eq!(s.s2aa64(), 1);
+        assert_eq!(s.s2ptw(), 1, "stage-1 walks that reach device memory fault");
         let n = encode(
             &Domain::Nested(S1Config {
                 ctx_ptr: 0x4600_1000,

@@ -26,7 +26,7 @@ use crate::pm::Vote;
 use crate::smmu::ste::Domain;
 use crate::softsmmu::{EventPost, IdRegs, MemFault, SmmuMemory, SoftSmmu, WriteEffect};
 use crate::validate::{self, SmmuCaps};
-use host_abi::smmu::regs::{cerror, off, Cr0, Gbpa, Gerror, Idr0, Idr1, Idr5};
+use host_abi::smmu::regs::{cerror, off, Cr0, Gbpa, Gerror, Idr1, Idr5, EMULATED_IDR0};
 use host_abi::smmu::{cmd, Command, Opcode, Ste};
 use host_abi::{HypError, INVALIDATE_MAX};
 use platform::VmSpec;
@@ -222,16 +222,9 @@ pub struct VirtualSmmu {
 /// sizes; queues as large as the driver may want; 4 KiB pages; a 36-bit output (IPA) size,
 /// inside the host's 39-bit stage 2.
 pub fn advertised(real: &SmmuCaps, sid_bits: u32) -> IdRegs {
-    let idr0 = Idr0::S1P
-        | Idr0::TTF_AARCH64
-        | Idr0::COHACC
-        | Idr0::ASID16
-        | Idr0::TTENDIAN_LE
-        | Idr0::STALL_MODEL_NONE
-        | Idr0::ST_LEVEL_2LVL;
     IdRegs {
         idr: [
-            idr0,
+            EMULATED_IDR0,
             Idr1::new(sid_bits, real.ssid_bits as u32, 19, 19).0,
             0,
             0,

@@ -6,7 +6,7 @@ use crate::service::SmmuService;
 use crate::smmu::driver::SmmuDriver;
 use crate::smmu::fake::FakeSmmu;
 use crate::smmu::ste::{self, S2Config};
-use host_abi::smmu::regs::{strtab_cfg, IrqCtrl, Q_OVFLG};
+use host_abi::smmu::regs::{strtab_cfg, Idr0, IrqCtrl, Q_OVFLG};
 use host_abi::smmu::SteConfig;
 use platform::power::{GbpaReset, SimulatedPowerController};
 use platform::qemu_virt::MANIFEST;
