@@ -242,6 +242,8 @@ pub mod dtgen {
     const SPI: u32 = 0;
     /// GIC interrupt specifier: level-triggered, active high.
     const LEVEL_HIGH: u32 = 4;
+    /// The PMU's overflow interrupt: PPI 7 (INTID 23), as on QEMU `virt`.
+    const PMU_PPI: u32 = 7;
 
     fn reg(r: crate::MemRange) -> [u64; 2] {
         [r.base, r.size]
@@ -299,6 +301,13 @@ pub mod dtgen {
         f.property_array_u32("interrupts", &irqs)?;
         f.property_null("always-on")?;
         f.end_node(timer)?;
+
+        // The CPU's PMU: its event counters are the VM's (MDCR_EL2.HPMN = all of them), so
+        // Linux's perf can count instructions (the bench does: `tests/linux/icount.c`).
+        let pmu = f.begin_node("pmu")?;
+        f.property_string("compatible", "arm,armv8-pmuv3")?;
+        f.property_array_u32("interrupts", &[PPI, PMU_PPI, LEVEL_HIGH])?;
+        f.end_node(pmu)?;
 
         let gic = f.begin_node(&alloc::format!("intc@{:x}", t.gicd.base))?;
         f.property_string("compatible", "arm,gic-v3")?;

@@ -8,15 +8,18 @@
  *                        instruction executed, but ALSO jumps over idle time (sleep=off warps
  *                        the clock to the next timer when every CPU waits), so it is time, not
  *                        instructions.
- *   icount run CMD ARGS  runs CMD and prints "instructions N cntvct M": N = instructions retired
- *                        on CPU 0 at every exception level (EL0, EL1 and, below a hypervisor,
- *                        EL2: perf's exclude_hv = 0), counted by the PMU's INST_RETIRED event
- *                        through perf_event_open(pid = -1, cpu = 0), from just before the fork
- *                        to just after the wait; M = CNTVCT_EL0 ticks over the same span.
- *                        Under -icount QEMU's INST_RETIRED is its exact instruction count.
+ *   icount run CMD ARGS  runs CMD and prints "instructions N el2 A el1 B el0 C cntvct M":
+ *                        N = instructions retired on CPU 0 at every exception level (EL0, EL1
+ *                        and, below a hypervisor, EL2: perf's exclude_hv = 0), and A, B, C the
+ *                        same split by level (three counters in one group: all levels; EL0 and
+ *                        EL1 (exclude_hv); EL0 alone (exclude_kernel too)), counted by the PMU's
+ *                        INST_RETIRED event through perf_event_open(pid = -1, cpu = 0) from
+ *                        just before the fork to just after the wait; M = CNTVCT_EL0 ticks over
+ *                        the same span. Under -icount QEMU's INST_RETIRED is its exact
+ *                        instruction count.
  *
- * Exits 1 with a message on stderr if the counter cannot be opened or does not count whole
- * (multiplexed); otherwise with CMD's status.
+ * Exits 1 with a message on stderr if the counters cannot be opened or did not count the whole
+ * span (multiplexed); otherwise with CMD's status.
  */
 #include <errno.h>
 #include <linux/perf_event.h>
@@ -37,7 +40,8 @@ static uint64_t cntvct(void)
 	return v;
 }
 
-static int counter_open(void)
+/* One instruction counter on CPU 0; `group` -1 makes it a group leader. */
+static int counter_open(int exclude_kernel, int exclude_hv, int group)
 {
 	struct perf_event_attr a;
 
@@ -45,21 +49,22 @@ static int counter_open(void)
 	a.size = sizeof(a);
 	a.type = PERF_TYPE_HARDWARE;
 	a.config = PERF_COUNT_HW_INSTRUCTIONS;
-	a.disabled = 1;
+	a.disabled = group < 0;
 	a.exclude_user = 0;
-	a.exclude_kernel = 0;
-	a.exclude_hv = 0;
-	a.read_format = PERF_FORMAT_TOTAL_TIME_ENABLED | PERF_FORMAT_TOTAL_TIME_RUNNING;
-	return (int)syscall(SYS_perf_event_open, &a, -1, 0, -1, 0);
+	a.exclude_kernel = exclude_kernel;
+	a.exclude_hv = exclude_hv;
+	a.read_format = PERF_FORMAT_GROUP | PERF_FORMAT_TOTAL_TIME_ENABLED |
+			PERF_FORMAT_TOTAL_TIME_RUNNING;
+	return (int)syscall(SYS_perf_event_open, &a, -1, 0, group, 0);
 }
 
 int main(int argc, char **argv)
 {
 	struct {
-		uint64_t value, enabled, running;
+		uint64_t nr, enabled, running, value[3];
 	} r;
 	uint64_t t0, t1;
-	int fd, status;
+	int fd, el01, el0, status;
 	pid_t pid;
 
 	if (argc == 2 && !strcmp(argv[1], "now")) {
@@ -70,14 +75,16 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: icount now | icount run CMD [ARGS...]\n");
 		return 2;
 	}
-	fd = counter_open();
-	if (fd < 0) {
+	fd = counter_open(0, 0, -1);
+	el01 = fd < 0 ? -1 : counter_open(0, 1, fd);
+	el0 = el01 < 0 ? -1 : counter_open(1, 1, fd);
+	if (el0 < 0) {
 		fprintf(stderr, "icount: perf_event_open(instructions, cpu 0): %s\n",
 			strerror(errno));
 		return 1;
 	}
-	ioctl(fd, PERF_EVENT_IOC_RESET, 0);
-	ioctl(fd, PERF_EVENT_IOC_ENABLE, 0);
+	ioctl(fd, PERF_EVENT_IOC_RESET, PERF_IOC_FLAG_GROUP);
+	ioctl(fd, PERF_EVENT_IOC_ENABLE, PERF_IOC_FLAG_GROUP);
 	t0 = cntvct();
 	pid = fork();
 	if (pid == 0) {
@@ -90,17 +97,19 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	t1 = cntvct();
-	ioctl(fd, PERF_EVENT_IOC_DISABLE, 0);
-	if (read(fd, &r, sizeof(r)) != (ssize_t)sizeof(r)) {
-		fprintf(stderr, "icount: reading the counter: %s\n", strerror(errno));
+	ioctl(fd, PERF_EVENT_IOC_DISABLE, PERF_IOC_FLAG_GROUP);
+	if (read(fd, &r, sizeof(r)) != (ssize_t)sizeof(r) || r.nr != 3) {
+		fprintf(stderr, "icount: reading the counters: %s\n", strerror(errno));
 		return 1;
 	}
 	if (r.enabled != r.running) {
-		fprintf(stderr, "icount: the counter was multiplexed (%llu of %llu ns): not exact\n",
+		fprintf(stderr, "icount: the counters were multiplexed (%llu of %llu ns): not exact\n",
 			(unsigned long long)r.running, (unsigned long long)r.enabled);
 		return 1;
 	}
-	printf("instructions %llu cntvct %llu\n", (unsigned long long)r.value,
+	printf("instructions %llu el2 %llu el1 %llu el0 %llu cntvct %llu\n",
+	       (unsigned long long)r.value[0], (unsigned long long)(r.value[0] - r.value[1]),
+	       (unsigned long long)(r.value[1] - r.value[2]), (unsigned long long)r.value[2],
 	       (unsigned long long)(t1 - t0));
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }

@@ -2,6 +2,12 @@
 //! where the virtual counter advances one tick per executed instruction, and turns the
 //! `bench NAME MEDIAN MIN MAX UNIT` lines VM 0 prints into a table with targets and
 //! `target/bench/bench.json`. `--compare OLD.json` prints ratios against an earlier run.
+//!
+//! Then the Linux rows: Debian's kernel with the same initramfs, disk and command line booted
+//! four times under `-icount`, natively (QEMU alone, its real SMMU given to Linux) and as the
+//! host under the hypervisor (on the emulated SMMU), each in strict and in passthrough DMA
+//! mode; `/init` ([`linux_init_script`]) reports when userspace started and the instructions of
+//! `dd` runs of 4 KiB direct reads and writes, counted by the PMU (`tests/linux/icount.c`).
 
 use crate::images::{self, root};
 use crate::{elf, qemu, Opts};
@@ -40,6 +46,11 @@ const TARGETS: &[Target] = &[
     Target { name: "resume_1000_over_1", limit: 1.10, at_most: true },
     Target { name: "pm_on_over_off_inval16", limit: 1.02, at_most: true },
     Target { name: "heap_bytes_per_stream", limit: 128.0, at_most: true },
+    Target { name: "linux_strict_read_4k_hyp_over_native", limit: 1.25, at_most: true },
+    Target { name: "linux_strict_write_4k_hyp_over_native", limit: 1.25, at_most: true },
+    Target { name: "linux_passthrough_read_4k_hyp_over_native", limit: 1.05, at_most: true },
+    Target { name: "linux_passthrough_write_4k_hyp_over_native", limit: 1.05, at_most: true },
+    Target { name: "linux_boot_hyp_over_native", limit: 1.10, at_most: true },
 ];
 
 /// Parses the bench lines of a serial log.
@@ -125,6 +136,25 @@ pub fn to_json(figs: &[Figure]) -> String {
     s
 }
 
+/// [`to_json`], with a `"value": null` entry and the reason for every figure not measured.
+pub fn to_json_with_missing(figs: &[Figure], missing: &[Unavailable]) -> String {
+    let s = to_json(figs);
+    if missing.is_empty() {
+        return s;
+    }
+    // Reopen the array: drop the closing bracket.
+    let mut s = s.trim_end().trim_end_matches(']').trim_end().to_string();
+    for (i, m) in missing.iter().enumerate() {
+        if !figs.is_empty() || i > 0 {
+            s.push(',');
+        }
+        let why = m.why.replace('\\', "\\\\").replace('"', "\\\"");
+        let _ = write!(s, "\n  {{\"name\": \"{}\", \"value\": null, \"why\": \"{why}\"}}", m.name);
+    }
+    s.push_str("\n]\n");
+    s
+}
+
 /// Reads (name, value) pairs back from a file written by [`to_json`].
 pub fn from_json(text: &str) -> Vec<(String, f64)> {
     let mut out = Vec::new();
@@ -170,9 +200,8 @@ struct RunLog {
     log: String,
 }
 
-/// Runs the benchmarks.
-pub fn run(opts: &Opts) -> Result<(), String> {
-    let imgs = images::build(opts)?;
+/// The hypercall figures: the bench image as every VM, with PM on, then off.
+fn hypercalls(opts: &Opts, imgs: &images::Images) -> Result<Vec<Figure>, String> {
     let bench = imgs.guest("bench")?;
     let run = |append: &str| -> Result<(Vec<Figure>, String), String> {
         let launch = qemu::Launch {
@@ -180,6 +209,7 @@ pub fn run(opts: &Opts) -> Result<(), String> {
             guest: bench,
             host: qemu::Host::Bare,
             disk: &imgs.disk,
+            null_disk: None,
             append: append.to_string(),
             extra: vec!["-icount".into(), "shift=0,align=off,sleep=off".into()],
             tag: "bench".into(),
@@ -210,17 +240,436 @@ pub fn run(opts: &Opts) -> Result<(), String> {
         figs.push(derived("heap_after_boot", n, "bytes"));
     }
     derive(&mut figs);
+    Ok(figs)
+}
+
+/// Runs the benchmarks (`--only` one part).
+pub fn run(opts: &Opts) -> Result<(), String> {
+    let imgs = images::build(opts)?;
+    let only = opts.only.as_deref();
+    let mut figs = Vec::new();
+    if only != Some("linux") {
+        figs = hypercalls(opts, &imgs)?;
+    }
+    let (mut missing, mut notes) = (Vec::new(), Vec::new());
+    if only != Some("hypercalls") {
+        let (linux_figs, m, n) = linux(opts, &imgs);
+        figs.extend(linux_figs);
+        missing = m;
+        notes = n;
+    }
     let old = match &opts.compare {
         Some(p) => Some(from_json(&std::fs::read_to_string(p).map_err(|e| format!("{p}: {e}"))?)),
         None => None,
     };
     println!("{}", table(&figs, old.as_deref()));
+    for m in &missing {
+        let target = TARGETS
+            .iter()
+            .find(|t| t.name == m.name)
+            .map_or(String::new(), |t| format!(" (target {})", t.limit));
+        println!("{:<28} not available ({}){target}", m.name, m.why);
+    }
+    for n in &notes {
+        println!("note: {n}");
+    }
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let path = dir.join("bench.json");
-    std::fs::write(&path, to_json(&figs)).map_err(|e| e.to_string())?;
+    std::fs::write(&path, to_json_with_missing(&figs, &missing)).map_err(|e| e.to_string())?;
     println!("written: {}", path.display());
     Ok(())
+}
+
+// ---- Linux: the host's I/O and boot under the hypervisor against native ----
+
+/// Blocks per `dd` in the first run of each pair (the second moves twice as many): the figure
+/// per 4 KiB is the difference over this many blocks, so what a run pays once (fork, exec,
+/// open, dd's own start-up) cancels out.
+pub const LINUX_IO_BLOCKS: u32 = 512;
+/// Pairs of runs per operation (the figures are their median, min and max).
+pub const LINUX_IO_REPS: u32 = 9;
+/// The bench's disk: QEMU's `null-co` driver of this size (see [`qemu::Launch::null_disk`]).
+const LINUX_DISK_SIZE: u64 = 8 << 20;
+
+/// The bench's `/init`: first the virtual counter at userspace entry, then the kernel's
+/// modules (the disk binds at once), a warm-up, and [`LINUX_IO_REPS`] pairs of `dd` runs of
+/// [`LINUX_IO_BLOCKS`] and twice as many 4 KiB direct reads, then writes, each under
+/// `icount run`. Under the hypervisor the `smmu_hyp` module's counters give the SMMU commands
+/// the I/O cost; natively the module must refuse to load (no EL2), which is printed too.
+pub fn linux_init_script(modules: &[String]) -> String {
+    let n = LINUX_IO_BLOCKS;
+    let reps = LINUX_IO_REPS;
+    format!(
+        r#"#!/bin/sh
+# cargo xtask bench, generated by xtask/src/bench.rs. Prints `linuxbench ...` lines.
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+/bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin /proc /sys /dev /tmp
+/bin/busybox --install -s
+boot=$(icount now)
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+echo 1 > /proc/sys/kernel/printk
+echo "linuxbench boot ${{boot#cntvct }} idle $(cut -d' ' -f2 /proc/uptime)"
+done_() {{
+    echo "linuxbench done"
+    poweroff -f
+}}
+for m in {modules}; do insmod /lib/modules/$m.ko || echo "linuxbench note: insmod $m failed"; done
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+if [ ! -b /dev/vda ]; then
+    echo "linuxbench unavailable the disk did not appear (no /dev/vda; $(dmesg | grep -i -e virtio -e smmu | tail -2 | tr '\n' ' '))"
+    done_
+fi
+g=/sys/bus/pci/devices/0000:00:{disk_slot:02x}.0/iommu_group/type
+echo "linuxbench iommu $(cat $g 2>/dev/null || echo none) $(cat /proc/cmdline)"
+if insmod /lib/modules/smmu_hyp.ko 2>/dev/null; then
+    H=/sys/hypervisor/smmu_hyp/smmu
+else
+    H=
+    echo "linuxbench module $(dmesg | grep smmu_hyp: | tail -1 | sed 's/^\[[ 0-9.]*\] //')"
+fi
+smmu() {{ [ -n "$H" ] && echo "$(cat $H/commands) $(cat $H/syncs)" || echo "- -"; }}
+# Let what the kernel defers after boot finish, then warm up (the first runs after boot pay for
+# it: hundreds of millions of instructions once).
+sleep 2
+for i in 1 2; do
+    dd if=/dev/vda of=/dev/null bs=4096 count={n2} iflag=direct status=none
+    dd if=/dev/zero of=/dev/vda bs=4096 count={n2} oflag=direct status=none
+done
+# Nothing is printed while measuring (console output would add its interrupts): the lines are
+# kept and printed at the end.
+out=""
+for op in read write; do
+    before=$(smmu)
+    for r in $(seq {reps}); do
+        for n in {n} {n2}; do
+            if [ $op = read ]; then
+                c=$(icount run dd if=/dev/vda of=/dev/null bs=4096 count=$n iflag=direct status=none 2>&1)
+            else
+                c=$(icount run dd if=/dev/zero of=/dev/vda bs=4096 count=$n oflag=direct status=none 2>&1)
+            fi
+            out="$out
+linuxbench $op $n $c"
+        done
+    done
+    out="$out
+linuxbench smmu $op $before $(smmu) {ios}"
+done
+echo "$out"
+done_
+"#,
+        modules = modules.join(" "),
+        disk_slot = platform::qemu_virt::HOST_DISK_SLOT,
+        n2 = 2 * n,
+        ios = reps * 3 * n,
+    )
+}
+
+/// One `icount run dd` of one boot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IoSample {
+    /// `read` or `write`.
+    pub op: String,
+    /// Blocks moved.
+    pub blocks: u64,
+    /// Instructions at every level, then at EL2, EL1, EL0.
+    pub insns: [u64; 4],
+    /// Virtual counter ticks over the same span (time: includes idle warps).
+    pub cntvct: u64,
+}
+
+/// What one Linux bench boot printed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LinuxRun {
+    /// Virtual counter at userspace entry.
+    pub boot: Option<u64>,
+    /// The kernel's idle time at userspace entry (`/proc/uptime`, seconds).
+    pub boot_idle: Option<String>,
+    /// Why the I/O could not be measured.
+    pub unavailable: Option<String>,
+    /// The disk's IOMMU group type and the command line.
+    pub iommu: Option<String>,
+    /// The module's refusal (native runs).
+    pub module: Option<String>,
+    /// The samples, in order.
+    pub samples: Vec<IoSample>,
+    /// (op, SMMU commands, SYNCs, I/Os) over each op's runs, under the hypervisor.
+    pub smmu: Vec<(String, u64, u64, u64)>,
+    /// `/init` got to its end.
+    pub done: bool,
+    /// Lines that did not parse (an `icount` error, for instance).
+    pub errors: Vec<String>,
+}
+
+fn num(w: &[&str], key: &str) -> Option<u64> {
+    w.windows(2).find(|p| p[0] == key).and_then(|p| p[1].parse().ok())
+}
+
+impl LinuxRun {
+    /// Reads the `linuxbench` lines of a log.
+    pub fn parse(log: &str) -> Self {
+        let mut r = LinuxRun::default();
+        for line in log.lines() {
+            let Some(at) = line.find("linuxbench ") else { continue };
+            let rest = line[at + "linuxbench ".len()..].trim();
+            let w: Vec<&str> = rest.split_whitespace().collect();
+            match w.first().copied() {
+                Some("boot") => {
+                    r.boot = w.get(1).and_then(|v| v.parse().ok());
+                    r.boot_idle = w.get(3).map(|s| s.to_string());
+                }
+                Some("done") => r.done = true,
+                Some("unavailable") => r.unavailable = Some(rest["unavailable ".len()..].into()),
+                Some("iommu") => r.iommu = Some(rest["iommu ".len()..].into()),
+                Some("module") => r.module = Some(rest["module ".len()..].into()),
+                Some("note") => r.errors.push(rest.into()),
+                Some("smmu") => {
+                    let v: Vec<Option<u64>> = w[2..].iter().map(|x| x.parse().ok()).collect();
+                    if let [Some(c0), Some(s0), Some(c1), Some(s1), Some(ios)] = v[..] {
+                        r.smmu.push((w[1].into(), c1 - c0, s1 - s0, ios));
+                    }
+                }
+                Some(op @ ("read" | "write")) => {
+                    let sample = (|| {
+                        Some(IoSample {
+                            op: op.into(),
+                            blocks: w.get(1)?.parse().ok()?,
+                            insns: [
+                                num(&w, "instructions")?,
+                                num(&w, "el2")?,
+                                num(&w, "el1")?,
+                                num(&w, "el0")?,
+                            ],
+                            cntvct: num(&w, "cntvct")?,
+                        })
+                    })();
+                    match sample {
+                        Some(s) => r.samples.push(s),
+                        None => r.errors.push(rest.into()),
+                    }
+                }
+                _ => {}
+            }
+        }
+        r
+    }
+
+    /// Per 4 KiB of `op`: for each pair of runs (N blocks, then 2N), (I(2N) - I(N)) / N, at
+    /// every level and per level. `None` without a complete pair.
+    pub fn per_block(&self, op: &str) -> Option<[Vec<f64>; 4]> {
+        let s: Vec<&IoSample> = self.samples.iter().filter(|x| x.op == op).collect();
+        let mut out: [Vec<f64>; 4] = Default::default();
+        for pair in s.chunks_exact(2) {
+            let (a, b) = (pair[0], pair[1]);
+            if b.blocks != 2 * a.blocks || a.blocks == 0 {
+                return None;
+            }
+            for (i, v) in out.iter_mut().enumerate() {
+                v.push((b.insns[i] as f64 - a.insns[i] as f64) / a.blocks as f64);
+            }
+        }
+        (!out[0].is_empty()).then_some(out)
+    }
+}
+
+/// Median, min and max of `v` (not empty).
+pub fn summary(v: &[f64]) -> (f64, f64, f64) {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let median =
+        if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
+    (median, v[0], v[v.len() - 1])
+}
+
+/// A figure that could not be measured, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unavailable {
+    /// The figure's name.
+    pub name: String,
+    /// Why.
+    pub why: String,
+}
+
+/// The Linux figures of the four boots: `runs` is (machine, mode, result of the boot).
+pub fn linux_figures(
+    runs: &[(&str, &str, Result<LinuxRun, String>)],
+) -> (Vec<Figure>, Vec<Unavailable>, Vec<String>) {
+    let mut figs = Vec::new();
+    let mut missing = Vec::new();
+    let mut notes = Vec::new();
+    let why_of = |r: &Result<LinuxRun, String>| -> Option<String> {
+        match r {
+            Err(e) => Some(e.clone()),
+            Ok(run) if run.unavailable.is_some() => run.unavailable.clone(),
+            Ok(run) if !run.done => Some("the bench's /init did not finish".into()),
+            Ok(run) if !run.errors.is_empty() => Some(run.errors.join("; ")),
+            Ok(_) => None,
+        }
+    };
+    for (machine, mode, r) in runs {
+        let prefix = format!("linux_{machine}_{mode}");
+        if let Ok(run) = r {
+            if *mode == "strict" {
+                match run.boot {
+                    Some(b) => {
+                        figs.push(derived(&format!("linux_{machine}_boot"), b as f64, "virtual-ns"))
+                    }
+                    None => missing.push(Unavailable {
+                        name: format!("linux_{machine}_boot"),
+                        why: "no boot line".into(),
+                    }),
+                }
+                if let Some(idle) = run.boot_idle.as_deref().filter(|i| *i != "0.00") {
+                    notes.push(format!("{machine}: the kernel was idle {idle} s before userspace"));
+                }
+            }
+            if let Some(m) = &run.module {
+                notes.push(format!("{machine} {mode}: {m}"));
+            }
+            if let Some(i) = &run.iommu {
+                notes.push(format!("{machine} {mode}: disk's IOMMU domain and command line: {i}"));
+            }
+        }
+        for op in ["read", "write"] {
+            let name = format!("{prefix}_{op}_4k");
+            let per =
+                r.as_ref().ok().filter(|_| why_of(r).is_none()).and_then(|run| run.per_block(op));
+            let Some(per) = per else {
+                missing.push(Unavailable {
+                    name,
+                    why: why_of(r).unwrap_or_else(|| format!("no complete pair of {op} runs")),
+                });
+                continue;
+            };
+            let (m, lo, hi) = summary(&per[0]);
+            figs.push(Figure {
+                name: name.clone(),
+                value: m,
+                unit: "instructions".into(),
+                min: lo,
+                max: hi,
+            });
+            for (i, level) in [(1, "el2"), (2, "el1"), (3, "el0")] {
+                if level == "el2" && *machine == "native" {
+                    continue;
+                }
+                let (m, lo, hi) = summary(&per[i]);
+                figs.push(Figure {
+                    name: format!("{name}_{level}"),
+                    value: m,
+                    unit: "instructions".into(),
+                    min: lo,
+                    max: hi,
+                });
+            }
+            if let Ok(run) = r {
+                if let Some((_, c, sy, ios)) = run.smmu.iter().find(|x| x.0 == op) {
+                    if *ios > 0 {
+                        figs.push(derived(
+                            &format!("{name}_smmu_commands"),
+                            *c as f64 / *ios as f64,
+                            "per-4k",
+                        ));
+                        figs.push(derived(
+                            &format!("{name}_smmu_syncs"),
+                            *sy as f64 / *ios as f64,
+                            "per-4k",
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    // The ratios, wherever both sides exist.
+    let value = |figs: &[Figure], n: &str| figs.iter().find(|f| f.name == n).map(|f| f.value);
+    let mut ratios = Vec::new();
+    for mode in ["strict", "passthrough"] {
+        for op in ["read", "write"] {
+            let name = format!("linux_{mode}_{op}_4k_hyp_over_native");
+            let (h, n) =
+                (format!("linux_hyp_{mode}_{op}_4k"), format!("linux_native_{mode}_{op}_4k"));
+            match (value(&figs, &h), value(&figs, &n)) {
+                (Some(h), Some(n)) if n > 0.0 => ratios.push(derived(&name, h / n, "x")),
+                _ => missing.push(Unavailable { name, why: format!("needs both {h} and {n}") }),
+            }
+        }
+    }
+    match (value(&figs, "linux_hyp_boot"), value(&figs, "linux_native_boot")) {
+        (Some(h), Some(n)) if n > 0.0 => {
+            ratios.push(derived("linux_boot_hyp_over_native", h / n, "x"))
+        }
+        _ => missing.push(Unavailable {
+            name: "linux_boot_hyp_over_native".into(),
+            why: "needs both boots".into(),
+        }),
+    }
+    figs.extend(ratios);
+    (figs, missing, notes)
+}
+
+/// Boots Linux four times (native and under the hypervisor, strict and passthrough).
+fn linux(opts: &Opts, imgs: &images::Images) -> (Vec<Figure>, Vec<Unavailable>, Vec<String>) {
+    let mut runs = Vec::new();
+    for passthrough in [false, true] {
+        let variant = crate::linux::Variant::Bench { passthrough };
+        let mode = if passthrough { "passthrough" } else { "strict" };
+        for machine in ["native", "hyp"] {
+            println!("Linux bench: {machine}, {mode} ({})", variant.bootargs());
+            let r = linux_boot(opts, imgs, variant, machine == "hyp");
+            if let Err(e) = &r {
+                println!("Linux bench: {machine}, {mode}: {e}");
+            }
+            runs.push((machine, mode, r));
+        }
+    }
+    linux_figures(&runs)
+}
+
+fn linux_boot(
+    opts: &Opts,
+    imgs: &images::Images,
+    variant: crate::linux::Variant,
+    hyp: bool,
+) -> Result<LinuxRun, String> {
+    let prepared = crate::linux::prepare(opts, variant)?;
+    let host = if hyp {
+        qemu::Host::Linux(prepared.files.clone())
+    } else {
+        qemu::Host::Native(qemu::NativeLinux {
+            image: prepared.files.image.clone(),
+            initrd: prepared.files.initrd.clone(),
+            ram: platform::qemu_virt::MANIFEST.vms[0].mem.size,
+        })
+    };
+    let launch = qemu::Launch {
+        hyp: &imgs.hyp,
+        guest: imgs.guest("bench")?,
+        host,
+        disk: &imgs.disk,
+        null_disk: Some(LINUX_DISK_SIZE),
+        append: if hyp { "gbpa_reset=abort".into() } else { variant.bootargs() },
+        // -seed: QEMU's random numbers (the kernel's seeds, RNDR) are the same every boot.
+        extra: ["-icount", "shift=0,align=off,sleep=off", "-seed", "1"].map(String::from).to_vec(),
+        tag: format!("{}-{}", variant.tag(), if hyp { "hyp" } else { "native" }),
+        trace: false,
+    };
+    let out = qemu::run(&launch, opts, 900, opts.verbose)?;
+    if out.timed_out {
+        return Err(format!(
+            "QEMU timed out after {} s; see {}",
+            out.timeout,
+            out.log_path.display()
+        ));
+    }
+    if hyp {
+        out.verdict().map_err(|e| format!("{e}; see {}", out.log_path.display()))?;
+    } else if !out.status.is_some_and(|s| s.success()) {
+        return Err(format!("QEMU exited with {:?}; see {}", out.status, out.log_path.display()));
+    }
+    Ok(LinuxRun::parse(&out.log))
 }
 
 #[cfg(test)]
@@ -253,6 +702,98 @@ mod tests {
         assert_eq!(verdict(&f[0]).0, "NOT met");
         assert_eq!(verdict(f.iter().find(|x| x.name == "inval_batching_ratio").unwrap()).0, "met");
         assert!(table(&f, None).contains("NOT met"));
+    }
+
+    const LINUX_LOG: &str = "[host] linuxbench boot 958740962 idle 0.00\n\
+        [host] linuxbench iommu DMA console=ttyS0 iommu.strict=1\n\
+        [host] linuxbench read 512 instructions 6000000 el2 1000000 el1 4000000 el0 1000000 cntvct 9\n\
+        [host] linuxbench read 1024 instructions 11120000 el2 2024000 el1 7096000 el0 2000000 cntvct 9\n\
+        [host] linuxbench read 512 instructions 6100000 el2 1000000 el1 4100000 el0 1000000 cntvct 9\n\
+        [host] linuxbench read 1024 instructions 11300000 el2 2024000 el1 7276000 el0 2000000 cntvct 9\n\
+        [host] linuxbench read 512 instructions 6000000 el2 1000000 el1 4000000 el0 1000000 cntvct 9\n\
+        [host] linuxbench read 1024 instructions 11000000 el2 2024000 el1 6976000 el0 2000000 cntvct 9\n\
+        [host] linuxbench smmu read 100 10 3172 1520 1536\n\
+        [host] linuxbench write 512 icount: perf_event_open(instructions, cpu 0): No such device\n\
+        [host] linuxbench done\n";
+
+    #[test]
+    fn linux_samples_pair_into_per_block_figures() {
+        let r = LinuxRun::parse(LINUX_LOG);
+        assert_eq!(r.boot, Some(958_740_962));
+        assert_eq!(r.boot_idle.as_deref(), Some("0.00"));
+        assert!(r.done && r.unavailable.is_none());
+        assert_eq!(r.samples.len(), 6);
+        assert_eq!(r.errors.len(), 1, "the icount error is kept: {:?}", r.errors);
+        assert_eq!(r.smmu, vec![("read".to_string(), 3072, 1510, 1536)]);
+        let per = r.per_block("read").unwrap();
+        // (11.12M - 6M) / 512 = 10000, (11.3M - 6.1M) / 512 = 10156.25, (11M - 6M) / 512 = 9765.625
+        assert_eq!(summary(&per[0]), (10000.0, 9765.625, 10156.25));
+        assert_eq!(per[1], vec![2000.0; 3], "EL2 per block");
+        assert!(r.per_block("write").is_none());
+        // Unpaired or wrongly paired samples give nothing.
+        let odd = LinuxRun::parse(
+            "linuxbench read 512 instructions 1 el2 0 el1 1 el0 0 cntvct 1\n\
+             linuxbench read 512 instructions 2 el2 0 el1 2 el0 0 cntvct 1\n",
+        );
+        assert!(odd.per_block("read").is_none());
+    }
+
+    #[test]
+    fn linux_figures_ratios_and_what_is_missing() {
+        let native = LinuxRun::parse(&LINUX_LOG.replace(
+            "linuxbench write 512 icount: perf_event_open(instructions, cpu 0): No such device\n",
+            "",
+        ));
+        let mut hyp = native.clone();
+        hyp.boot = Some(1_000_000_000);
+        for s in hyp.samples.iter_mut() {
+            s.insns[0] += s.blocks * 2000;
+        }
+        let runs = vec![
+            ("native", "strict", Ok(native.clone())),
+            ("hyp", "strict", Ok(hyp)),
+            ("native", "passthrough", Ok(native)),
+            ("hyp", "passthrough", Err("QEMU timed out".to_string())),
+        ];
+        let (figs, missing, _) = linux_figures(&runs);
+        let v = |n: &str| get(&figs, n);
+        assert_eq!(v("linux_native_strict_read_4k"), Some(10000.0));
+        assert_eq!(v("linux_hyp_strict_read_4k"), Some(12000.0));
+        assert_eq!(v("linux_strict_read_4k_hyp_over_native"), Some(1.2));
+        assert_eq!(
+            verdict(
+                figs.iter().find(|f| f.name == "linux_strict_read_4k_hyp_over_native").unwrap()
+            )
+            .0,
+            "met"
+        );
+        assert!((v("linux_boot_hyp_over_native").unwrap() - 1.0430).abs() < 0.001);
+        assert!(v("linux_native_strict_read_4k_el2").is_none(), "no EL2 natively");
+        assert_eq!(v("linux_hyp_strict_read_4k_el2"), Some(2000.0));
+        assert_eq!(v("linux_hyp_strict_read_4k_smmu_commands"), Some(2.0));
+        // Writes were never measured; the hypervisor's passthrough boot failed: said why.
+        let why = |n: &str| missing.iter().find(|m| m.name == n).map(|m| m.why.clone());
+        assert_eq!(why("linux_hyp_passthrough_read_4k").as_deref(), Some("QEMU timed out"));
+        assert!(why("linux_passthrough_read_4k_hyp_over_native").unwrap().contains("needs both"));
+        assert!(why("linux_native_strict_write_4k")
+            .unwrap()
+            .contains("no complete pair of write runs"));
+        let json = to_json_with_missing(&figs, &missing);
+        assert!(json.contains("\"name\": \"linux_hyp_passthrough_read_4k\", \"value\": null, \"why\": \"QEMU timed out\""));
+        assert!(json.trim_end().ends_with(']') && !json.contains(",\n]"));
+        assert_eq!(from_json(&json).len(), figs.len());
+    }
+
+    #[test]
+    fn the_linux_script_measures_pairs() {
+        let s = linux_init_script(&["virtio_blk".to_string()]);
+        assert!(s.starts_with("#!/bin/sh\n"));
+        assert!(s.contains("for n in 512 1024; do"));
+        assert!(s.contains("icount run dd if=/dev/vda of=/dev/null bs=4096 count=$n iflag=direct"));
+        assert!(s.contains("icount run dd if=/dev/zero of=/dev/vda bs=4096 count=$n oflag=direct"));
+        assert!(s.contains("insmod /lib/modules/$m.ko") && s.contains("for m in virtio_blk;"));
+        assert!(s.contains("0000:00:06.0/iommu_group/type"));
+        assert!(s.trim_end().ends_with("done_"));
     }
 
     #[test]

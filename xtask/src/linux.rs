@@ -48,6 +48,12 @@ pub enum Variant {
     /// Its device tree gives it every CPU's redistributor (a stale or edited tree): the
     /// hypervisor must refuse to enter it.
     BadTree,
+    /// `cargo xtask bench`: measures its boot and 4 KiB direct disk I/O (see
+    /// `crate::bench::linux_init_script`), in strict DMA translation or in passthrough.
+    Bench {
+        /// `iommu.passthrough=1` (else `iommu.strict=1 iommu.passthrough=0`).
+        passthrough: bool,
+    },
 }
 
 impl Variant {
@@ -58,6 +64,10 @@ impl Variant {
             Variant::Passthrough => format!("{BOOTARGS} iommu.passthrough=1"),
             Variant::Panic => format!("{BOOTARGS} {PANIC_ARG}"),
             Variant::BadTree => BOOTARGS.to_string(),
+            Variant::Bench { passthrough: false } => {
+                format!("{BOOTARGS} iommu.strict=1 iommu.passthrough=0")
+            }
+            Variant::Bench { passthrough: true } => format!("{BOOTARGS} iommu.passthrough=1"),
         }
     }
 
@@ -68,6 +78,8 @@ impl Variant {
             Variant::Passthrough => "linux-passthrough",
             Variant::Panic => "linux-panic",
             Variant::BadTree => "linux-bad-tree",
+            Variant::Bench { passthrough: false } => "linux-bench-strict",
+            Variant::Bench { passthrough: true } => "linux-bench-passthrough",
         }
     }
 }
@@ -354,7 +366,8 @@ impl ScriptFacts {
         let functions = vec![
             (PciAddr::slot(EDU_SLOTS[0], 0), 0x1234, 0x11e8),
             (PciAddr::slot(HOST_SERIAL_SLOT, 0), 0x1b36, 0x0002),
-            (PciAddr::slot(HOST_DISK_SLOT, 0), 0x1af4, 0x1001),
+            // Modern-only virtio-blk (1af4:1042): see qemu.rs, iommu_platform.
+            (PciAddr::slot(HOST_DISK_SLOT, 0), 0x1af4, 0x1042),
         ];
         let absent_config =
             [PciAddr::slot(0, 0), PciAddr::slot(EDU_SLOTS[1], 0), PciAddr::slot(EDU_SLOTS[2], 0)]
@@ -661,7 +674,11 @@ impl Extras {
 }
 
 /// Builds the initramfs: busybox, `/init`, `/dev/console`, the modules, the helpers.
-pub fn initramfs(art: &Artifacts, extras: &Extras) -> Result<(Vec<u8>, ScriptFacts), String> {
+pub fn initramfs(
+    art: &Artifacts,
+    extras: &Extras,
+    variant: Variant,
+) -> Result<(Vec<u8>, ScriptFacts), String> {
     let mods = modules(art, MODULES)?;
     let facts = ScriptFacts::new(mods.iter().map(|(n, _)| n.clone()).collect());
     let busybox =
@@ -686,7 +703,11 @@ pub fn initramfs(art: &Artifacts, extras: &Extras) -> Result<(Vec<u8>, ScriptFac
     c.char_dev("dev/null", 0o666, 1, 3);
     c.file("bin/busybox", 0o755, &busybox);
     c.symlink("bin/sh", "busybox");
-    c.file("init", 0o755, init_script(&facts).as_bytes());
+    let init = match variant {
+        Variant::Bench { .. } => crate::bench::linux_init_script(&facts.modules),
+        _ => init_script(&facts),
+    };
+    c.file("init", 0o755, init.as_bytes());
     for (name, ko) in &mods {
         c.file(&format!("lib/modules/{name}.ko"), 0o644, ko);
     }
@@ -727,7 +748,7 @@ pub fn prepare(opts: &Opts, variant: Variant) -> Result<Prepared, String> {
         .ok_or_else(|| format!("{} is not an arm64 Image", art.image.display()))?;
     let kernel = layout.kernel(&header).map_err(|e| e.to_string())?;
     let extras = Extras::build(opts, &art.abi)?;
-    let (cpio, facts) = initramfs(&art, &extras)?;
+    let (cpio, facts) = initramfs(&art, &extras, variant)?;
     let initrd = layout.initrd(kernel, cpio.len() as u64).map_err(|e| e.to_string())?;
     let bootargs = variant.bootargs();
     let mut tree = HostTree::new(&BOARD, host, &bootargs, Some(initrd));

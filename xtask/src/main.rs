@@ -8,7 +8,9 @@
 //! cargo xtask run --host linux Debian's Linux as the host VM beside the two bare-metal guests
 //! cargo xtask test             host unit tests, then the integration runs under QEMU (two with
 //!                              the bare-metal host, one with Linux as the host)
-//! cargo xtask bench            instruction counts of the hypercall paths under -icount
+//! cargo xtask bench            instruction counts under -icount: the hypercall paths, then
+//!                              Linux's boot and 4 KiB disk I/O under the hypervisor against
+//!                              native
 //! cargo xtask model            the invariant explorer, deeper than `cargo test` runs it
 //! cargo xtask mutants          mutation testing of the safety code (cargo-mutants)
 //! cargo xtask fuzz             a long run of the hypercall fuzzer
@@ -16,7 +18,7 @@
 //! Options: `--verbose` (show every command, shell-quoted so it can be pasted, including the QEMU
 //! command line), `--timeout SECS` (run/test), `--gbpa-reset abort|bypass` (run: the SMMU power
 //! domain's GBPA reset value), `--host bare|linux` (run: what VM 0 is), `--compare OLD.json`
-//! (bench), `--depth N` (model), `--jobs N` and `--file PATH` (mutants), `--cases N` (fuzz).
+//! (bench), `--only hypercalls|linux` (bench: one part), `--depth N` (model), `--jobs N` and `--file PATH` (mutants), `--cases N` (fuzz).
 
 mod bench;
 mod cpio;
@@ -32,7 +34,8 @@ mod setup;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: cargo xtask <setup|build|run|test|bench|model|mutants|fuzz> \
-     [--verbose] [--timeout SECS] [--compare OLD.json] [--depth N] [--gbpa-reset abort|bypass] \
+     [--verbose] [--timeout SECS] [--compare OLD.json] [--only hypercalls|linux] [--depth N] \
+     [--gbpa-reset abort|bypass] \
      [--host bare|linux] [--jobs N] [--file PATH] [--cases N]";
 
 /// What runs as the host VM in `run`.
@@ -66,6 +69,8 @@ pub struct Opts {
     pub file: Option<String>,
     /// Call sequences (fuzz).
     pub cases: Option<u64>,
+    /// Only this part of the bench (`hypercalls` or `linux`).
+    pub only: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<(String, Opts), String> {
@@ -106,6 +111,13 @@ fn parse(args: &[String]) -> Result<(String, Opts), String> {
             "--cases" => {
                 let v = it.next().ok_or("--cases needs a number")?;
                 opts.cases = Some(v.parse().map_err(|_| format!("bad --cases value `{v}`"))?);
+            }
+            "--only" => {
+                let v = it.next().ok_or("--only needs hypercalls or linux")?;
+                if v != "hypercalls" && v != "linux" {
+                    return Err(format!("--only: `{v}` is neither hypercalls nor linux"));
+                }
+                opts.only = Some(v.clone());
             }
             "--compare" => {
                 opts.compare = Some(it.next().ok_or("--compare needs a bench.json path")?.clone());
@@ -194,6 +206,7 @@ fn run(opts: &Opts) -> Result<(), String> {
         guest: demo,
         host: qemu::Host::Bare,
         disk: &imgs.disk,
+        null_disk: None,
         append: format!("gbpa_reset={}", opts.gbpa_reset.as_deref().unwrap_or("abort")),
         extra: vec![],
         tag: "run".into(),
@@ -225,6 +238,7 @@ fn linux_run(
         guest: imgs.guest("guest-tests")?,
         host: qemu::Host::Linux(prepared.files.clone()),
         disk: &imgs.disk,
+        null_disk: None,
         append: "gbpa_reset=abort".into(),
         extra: vec![],
         tag: variant.tag().into(),
@@ -245,6 +259,7 @@ fn linux_run(
         ),
         linux::Variant::Panic => report::linux_panic_checks(&out.log),
         linux::Variant::BadTree => report::bad_tree_checks(&out.log),
+        linux::Variant::Bench { .. } => Vec::new(),
     };
     Ok(out)
 }
@@ -325,6 +340,7 @@ fn test(opts: &Opts) -> Result<(), String> {
             guest: tests,
             host: qemu::Host::Bare,
             disk: &imgs.disk,
+            null_disk: None,
             append: bootargs.to_string(),
             extra: vec![],
             tag: if bootargs.contains("bypass") { "bypass" } else { "abort" }.into(),

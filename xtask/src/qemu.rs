@@ -34,6 +34,21 @@ pub enum Host {
     /// A Linux kernel with its initramfs and device tree, placed where the hypervisor expects
     /// them (see `platform::linux`).
     Linux(LinuxFiles),
+    /// No hypervisor at all: QEMU boots the Linux kernel itself (`-kernel Image -initrd`, its
+    /// own device tree, the real SMMU given to Linux), on one CPU with the host VM's RAM size
+    /// and the host's console and disk in the same slots. The bench's native baseline.
+    Native(NativeLinux),
+}
+
+/// A Linux kernel QEMU boots directly (see [`Host::Native`]).
+#[derive(Clone, Debug)]
+pub struct NativeLinux {
+    /// The arm64 `Image`.
+    pub image: PathBuf,
+    /// The initramfs (newc cpio).
+    pub initrd: PathBuf,
+    /// RAM in bytes.
+    pub ram: u64,
 }
 
 /// A Linux host's files and where each is loaded.
@@ -64,6 +79,10 @@ pub struct Launch<'a> {
     pub host: Host,
     /// The host's virtio disk image.
     pub disk: &'a Path,
+    /// Instead of `disk`: QEMU's `null-co` block driver of this many bytes (reads return
+    /// zeros, writes are dropped, no host I/O: a request completes one bottom half after it is
+    /// made, which keeps instruction counts steady; the bench).
+    pub null_disk: Option<u64>,
     /// The hypervisor's boot options (`-append`).
     pub append: String,
     /// Further QEMU arguments (e.g. `-icount`).
@@ -86,8 +105,70 @@ impl Launch<'_> {
     }
 }
 
+/// The QEMU arguments of a native launch: the same machine without `virtualization=on` and
+/// without the ITS (the host under the hypervisor has none, so its devices use INTx natively
+/// too), QEMU's own device tree; `append` is the kernel's command line.
+fn native_args(l: &Launch<'_>, n: &NativeLinux) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "-M",
+        "virt,gic-version=3,iommu=smmuv3,its=off",
+        "-cpu",
+        "max",
+        "-global",
+        "arm-smmuv3.stage=nested",
+        "-nographic",
+        "-no-reboot",
+        "-nic",
+        "none",
+        "-smp",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.extend(["-m".into(), format!("{}M", n.ram >> 20)]);
+    a.extend(l.extra.iter().cloned());
+    a.extend(["-kernel".into(), n.image.display().to_string()]);
+    a.extend(["-initrd".into(), n.initrd.display().to_string()]);
+    a.extend(["-append".into(), l.append.clone()]);
+    a.extend(console_and_disk(l));
+    a
+}
+
+/// The host's console (a PCI 16550 on a socket xtask reads) and its virtio-blk disk.
+fn console_and_disk(l: &Launch<'_>) -> Vec<String> {
+    let chardev = match l.host {
+        Host::Linux(_) | Host::Native(_) => {
+            format!("socket,id=hostcon,path={},server=on,wait=off", l.console_socket().display())
+        }
+        Host::Bare => "null,id=hostcon".into(),
+    };
+    vec![
+        "-chardev".into(),
+        chardev,
+        "-device".into(),
+        format!("pci-serial,addr={HOST_SERIAL_SLOT},chardev=hostcon"),
+        "-drive".into(),
+        match l.null_disk {
+            Some(size) => format!("driver=null-co,read-zeroes=on,size={size},if=none,id=hostdisk"),
+            None => format!("file={},if=none,format=raw,id=hostdisk", l.disk.display()),
+        },
+        "-device".into(),
+        // iommu_platform: without VIRTIO_F_ACCESS_PLATFORM QEMU's virtio devices DMA straight
+        // to memory, past any IOMMU (the driver then skips the DMA API too). With it, every
+        // transfer is translated by the SMMU, as a real device's would be; modern only (a
+        // legacy device cannot offer the feature).
+        format!(
+            "virtio-blk-pci,addr={HOST_DISK_SLOT},drive=hostdisk,iommu_platform=on,disable-legacy=on"
+        ),
+    ]
+}
+
 /// The QEMU arguments of a launch.
 pub fn args(l: &Launch<'_>) -> Vec<String> {
+    if let Host::Native(n) = &l.host {
+        return native_args(l, n);
+    }
     let mut a: Vec<String> = [
         "-M",
         "virt,virtualization=on,gic-version=3,iommu=smmuv3",
@@ -140,22 +221,7 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
         a.extend(["-device".into(), format!("edu,addr={slot},dma_mask=0xffffffffffffffff")]);
     }
     // The host's console and disk (a bare-metal host leaves them alone).
-    let chardev = match l.host {
-        Host::Linux(_) => {
-            format!("socket,id=hostcon,path={},server=on,wait=off", l.console_socket().display())
-        }
-        Host::Bare => "null,id=hostcon".into(),
-    };
-    a.extend([
-        "-chardev".into(),
-        chardev,
-        "-device".into(),
-        format!("pci-serial,addr={HOST_SERIAL_SLOT},chardev=hostcon"),
-        "-drive".into(),
-        format!("file={},if=none,format=raw,id=hostdisk", l.disk.display()),
-        "-device".into(),
-        format!("virtio-blk-pci,addr={HOST_DISK_SLOT},drive=hostdisk"),
-    ]);
+    a.extend(console_and_disk(l));
     a
 }
 
@@ -300,7 +366,7 @@ pub fn run(l: &Launch<'_>, opts: &Opts, timeout: u64, echo: bool) -> Result<RunO
     let (tx, rx) = mpsc::channel::<String>();
     forward(child.0.stdout.take().expect("piped stdout"), "", tx.clone());
     forward(child.0.stderr.take().expect("piped stderr"), "qemu: ", tx.clone());
-    if matches!(l.host, Host::Linux(_)) {
+    if matches!(l.host, Host::Linux(_) | Host::Native(_)) {
         connect_console(&socket, tx.clone(), &mut child.0)?;
     }
     drop(tx);
@@ -394,6 +460,7 @@ mod tests {
             guest: &guest,
             host: Host::Bare,
             disk: &disk,
+            null_disk: None,
             append: "gbpa_reset=abort pm_inject=1".into(),
             extra: vec![],
             tag: "abort".into(),
@@ -418,5 +485,27 @@ mod tests {
         assert_eq!(a.iter().filter(|x| x.starts_with("loader,file=/t/guest.bin")).count(), 2);
         assert!(a.contains(&"loader,file=/t/Image,addr=0x44000000,force-raw=on".to_string()));
         assert!(a.iter().any(|x| x.starts_with("socket,id=hostcon,path=")));
+        l.host = Host::Native(NativeLinux {
+            image: "/t/Image".into(),
+            initrd: "/t/initrd".into(),
+            ram: 256 << 20,
+        });
+        l.append = "console=ttyS0 iommu.passthrough=1".into();
+        l.null_disk = Some(8 << 20);
+        let a = args(&l);
+        assert!(!a.iter().any(|x| x.contains("virtualization=on") || x.starts_with("loader,")));
+        assert!(a.contains(&"virt,gic-version=3,iommu=smmuv3,its=off".to_string()));
+        assert!(a.windows(2).any(|w| w[0] == "-kernel" && w[1] == "/t/Image"));
+        assert!(a.windows(2).any(|w| w[0] == "-initrd" && w[1] == "/t/initrd"));
+        assert!(a.windows(2).any(|w| w[0] == "-smp" && w[1] == "1"));
+        assert!(a.windows(2).any(|w| w[0] == "-m" && w[1] == "256M"));
+        assert!(a
+            .windows(2)
+            .any(|w| w[0] == "-append" && w[1] == "console=ttyS0 iommu.passthrough=1"));
+        assert!(a.iter().any(|x| x.starts_with("virtio-blk-pci,addr=6")));
+        assert!(a.iter().any(|x| x.starts_with("socket,id=hostcon,path=")));
+        assert!(
+            a.contains(&"driver=null-co,read-zeroes=on,size=8388608,if=none,id=hostdisk".into())
+        );
     }
 }
