@@ -544,6 +544,22 @@ pub fn linux_figures(
                 });
                 continue;
             };
+            // Under the hypervisor, I/O that traps (SMMU commands) must show EL2 instructions:
+            // if the PMU did not count EL2 (MDCR_EL2.HPMD set, say), the figure would be low.
+            let smmu_cmds = r
+                .as_ref()
+                .ok()
+                .and_then(|run| run.smmu.iter().find(|x| x.0 == op))
+                .map_or(0, |x| x.1);
+            if *machine == "hyp" && smmu_cmds > 0 && summary(&per[1]).0 <= 0.0 {
+                missing.push(Unavailable {
+                    name,
+                    why: "the host's PMU counted no EL2 instruction although its I/O trapped \
+                          (EL2 counting prohibited?)"
+                        .into(),
+                });
+                continue;
+            }
             let (m, lo, hi) = summary(&per[0]);
             figs.push(Figure {
                 name: name.clone(),
@@ -740,10 +756,11 @@ mod tests {
 
     #[test]
     fn linux_figures_ratios_and_what_is_missing() {
-        let native = LinuxRun::parse(&LINUX_LOG.replace(
+        let native_log = LinuxRun::parse(&LINUX_LOG.replace(
             "linuxbench write 512 icount: perf_event_open(instructions, cpu 0): No such device\n",
             "",
         ));
+        let native = native_log.clone();
         let mut hyp = native.clone();
         hyp.boot = Some(1_000_000_000);
         for s in hyp.samples.iter_mut() {
@@ -778,6 +795,14 @@ mod tests {
         assert!(why("linux_native_strict_write_4k")
             .unwrap()
             .contains("no complete pair of write runs"));
+        // A hypervisor run whose I/O trapped but whose PMU saw no EL2: not a figure.
+        let mut blind = native_log.clone();
+        for s in blind.samples.iter_mut() {
+            s.insns[1] = 0;
+        }
+        let (f2, m2, _) = linux_figures(&[("hyp", "strict", Ok(blind))]);
+        assert!(get(&f2, "linux_hyp_strict_read_4k").is_none());
+        assert!(m2.iter().any(|m| m.name == "linux_hyp_strict_read_4k" && m.why.contains("EL2")));
         let json = to_json_with_missing(&figs, &missing);
         assert!(json.contains("\"name\": \"linux_hyp_passthrough_read_4k\", \"value\": null, \"why\": \"QEMU timed out\""));
         assert!(json.trim_end().ends_with(']') && !json.contains(",\n]"));

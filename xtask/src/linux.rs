@@ -48,6 +48,9 @@ pub enum Variant {
     /// Its device tree gives it every CPU's redistributor (a stale or edited tree): the
     /// hypervisor must refuse to enter it.
     BadTree,
+    /// Not a host at all: the same kernel and initramfs booted by QEMU alone (no hypervisor,
+    /// no EL2), where the `smmu_hyp` module must refuse to load.
+    Native,
     /// `cargo xtask bench`: measures its boot and 4 KiB direct disk I/O (see
     /// `crate::bench::linux_init_script`), in strict DMA translation or in passthrough.
     Bench {
@@ -63,7 +66,7 @@ impl Variant {
             Variant::Tests => BOOTARGS.to_string(),
             Variant::Passthrough => format!("{BOOTARGS} iommu.passthrough=1"),
             Variant::Panic => format!("{BOOTARGS} {PANIC_ARG}"),
-            Variant::BadTree => BOOTARGS.to_string(),
+            Variant::BadTree | Variant::Native => BOOTARGS.to_string(),
             Variant::Bench { passthrough: false } => {
                 format!("{BOOTARGS} iommu.strict=1 iommu.passthrough=0")
             }
@@ -78,6 +81,7 @@ impl Variant {
             Variant::Passthrough => "linux-passthrough",
             Variant::Panic => "linux-panic",
             Variant::BadTree => "linux-bad-tree",
+            Variant::Native => "linux-native",
             Variant::Bench { passthrough: false } => "linux-bench-strict",
             Variant::Bench { passthrough: true } => "linux-bench-passthrough",
         }
@@ -705,6 +709,7 @@ pub fn initramfs(
     c.symlink("bin/sh", "busybox");
     let init = match variant {
         Variant::Bench { .. } => crate::bench::linux_init_script(&facts.modules),
+        Variant::Native => crate::kmod::native_script(),
         _ => init_script(&facts),
     };
     c.file("init", 0o755, init.as_bytes());

@@ -259,9 +259,33 @@ fn linux_run(
         ),
         linux::Variant::Panic => report::linux_panic_checks(&out.log),
         linux::Variant::BadTree => report::bad_tree_checks(&out.log),
-        linux::Variant::Bench { .. } => Vec::new(),
+        linux::Variant::Bench { .. } | linux::Variant::Native => Vec::new(),
     };
     Ok(out)
+}
+
+/// Debian's kernel with the host's initramfs on QEMU alone (no hypervisor; see
+/// `linux::Variant::Native`).
+fn native_run(imgs: &images::Images, opts: &Opts) -> Result<qemu::RunOutput, String> {
+    let variant = linux::Variant::Native;
+    let prepared = linux::prepare(opts, variant)?;
+    let launch = qemu::Launch {
+        hyp: &imgs.hyp,
+        guest: imgs.guest("guest-tests")?,
+        host: qemu::Host::Native(qemu::NativeLinux {
+            image: prepared.files.image.clone(),
+            initrd: prepared.files.initrd.clone(),
+            ram: platform::qemu_virt::MANIFEST.vms[0].mem.size,
+        }),
+        disk: &imgs.disk,
+        null_disk: None,
+        append: variant.bootargs(),
+        // QEMU's PMU counts instructions only under -icount (the run checks the bench's counter).
+        extra: ["-icount", "shift=0,align=off,sleep=on"].map(String::from).to_vec(),
+        tag: variant.tag().into(),
+        trace: false,
+    };
+    qemu::run(&launch, opts, opts.timeout.unwrap_or(120), true)
 }
 
 /// The integration runs: the platform whose SMMU power domain resets GBPA to abort (with
@@ -360,6 +384,26 @@ fn test(opts: &Opts) -> Result<(), String> {
             Ok(out) => account(what, &out, &mut problems, variant != linux::Variant::Panic),
             Err(e) => problems.push(format!("{what}: {e}")),
         }
+    }
+    // The same kernel and initramfs on QEMU alone: no EL2, so the module must refuse to load.
+    println!("\n=== integration run: Linux without the hypervisor ===");
+    match native_run(&imgs, opts) {
+        Ok(out) => {
+            let r = report::GuestReport::parse(&out.log, &["host".to_string()]);
+            println!("Linux without the hypervisor: {}", r.table());
+            guest_passed += r.passed();
+            guest_failed += r.failed();
+            problems.extend(r.problems().into_iter().map(|p| format!("native Linux: {p}")));
+            if !out.status.is_some_and(|s| s.success()) || out.timed_out {
+                problems.push(format!(
+                    "native Linux: QEMU did not power off cleanly ({:?})",
+                    out.status
+                ));
+            }
+            logs.push(out.log_path.clone());
+            timings.push(format!("Linux without the hypervisor: {:.0} s", out.seconds));
+        }
+        Err(e) => problems.push(format!("native Linux: {e}")),
     }
     // A host tree that disagrees with the manifest: the hypervisor must refuse it (it stops
     // with the reason before any VM runs, so no summary and a `hyp: PANIC` line are expected).
