@@ -8,6 +8,9 @@
  *                        instruction executed, but ALSO jumps over idle time (sleep=off warps
  *                        the clock to the next timer when every CPU waits), so it is time, not
  *                        instructions.
+ *   icount drain         waits until everything written to stdout (the console) has been sent
+ *                        (tcdrain): under -icount sleep=off a `sleep` takes no real time, and a
+ *                        poweroff right after an echo can cut the 16550's output short.
  *   icount run CMD ARGS  runs CMD and prints "instructions N el2 A el1 B el0 C cntvct M":
  *                        N = instructions retired on CPU 0 at every exception level (EL0, EL1
  *                        and, below a hypervisor, EL2: perf's exclude_hv = 0), and A, B, C the
@@ -30,6 +33,7 @@
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 static uint64_t cntvct(void)
@@ -71,8 +75,12 @@ int main(int argc, char **argv)
 		printf("cntvct %llu\n", (unsigned long long)cntvct());
 		return 0;
 	}
+	if (argc == 2 && !strcmp(argv[1], "drain")) {
+		fflush(stdout);
+		return tcdrain(STDOUT_FILENO) ? 1 : 0;
+	}
 	if (argc < 3 || strcmp(argv[1], "run")) {
-		fprintf(stderr, "usage: icount now | icount run CMD [ARGS...]\n");
+		fprintf(stderr, "usage: icount now | icount drain | icount run CMD [ARGS...]\n");
 		return 2;
 	}
 	fd = counter_open(0, 0, -1);

@@ -314,6 +314,7 @@ echo 1 > /proc/sys/kernel/printk
 echo "linuxbench boot ${{boot#cntvct }} idle $(cut -d' ' -f2 /proc/uptime)"
 done_() {{
     echo "linuxbench done"
+    icount drain
     poweroff -f
 }}
 for m in {modules}; do insmod /lib/modules/$m.ko || echo "linuxbench note: insmod $m failed"; done
@@ -358,7 +359,10 @@ linuxbench $op $n $c"
     out="$out
 linuxbench smmu $op $before $(smmu) {ios}"
 done
-echo "$out"
+# One line at a time, each sent before the next (a long burst came out cut or doubled).
+echo "$out" | while read -r line; do
+    [ -n "$line" ] && echo "$line" && icount drain
+done
 done_
 "#,
         modules = modules.join(" "),
@@ -412,6 +416,7 @@ impl LinuxRun {
     /// Reads the `linuxbench` lines of a log.
     pub fn parse(log: &str) -> Self {
         let mut r = LinuxRun::default();
+        let mut last_sample = "";
         for line in log.lines() {
             let Some(at) = line.find("linuxbench ") else { continue };
             let rest = line[at + "linuxbench ".len()..].trim();
@@ -433,6 +438,12 @@ impl LinuxRun {
                     }
                 }
                 Some(op @ ("read" | "write")) => {
+                    // Two runs never count the same instructions: a repeated line is the
+                    // console's doing, and the samples can no longer be trusted to pair.
+                    if rest == last_sample {
+                        r.errors.push(format!("the console repeated a line: {rest}"));
+                    }
+                    last_sample = rest;
                     let sample = (|| {
                         Some(IoSample {
                             op: op.into(),
@@ -746,6 +757,11 @@ mod tests {
         assert_eq!(summary(&per[0]), (10000.0, 9765.625, 10156.25));
         assert_eq!(per[1], vec![2000.0; 3], "EL2 per block");
         assert!(r.per_block("write").is_none());
+        let doubled = LinuxRun::parse(&format!("{LINUX_LOG}{}", LINUX_LOG.lines().nth(3).unwrap()));
+        assert!(doubled.errors.iter().all(|e| !e.contains("repeated")), "not consecutive");
+        let line = LINUX_LOG.lines().nth(2).unwrap();
+        let doubled = LinuxRun::parse(&format!("{line}\n{line}\n"));
+        assert!(doubled.errors.iter().any(|e| e.contains("the console repeated a line")));
         // Unpaired or wrongly paired samples give nothing.
         let odd = LinuxRun::parse(
             "linuxbench read 512 instructions 1 el2 0 el1 1 el0 0 cntvct 1\n\
