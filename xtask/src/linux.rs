@@ -615,7 +615,7 @@ poweroff -f
     )
 }
 
-/// Builds the initramfs: busybox, `/init`, `/dev/console`, the modules.
+/// Builds the initramfs: busybox, the attack helper, `/init`, `/dev/console`, the modules.
 pub fn initramfs(art: &Artifacts) -> Result<(Vec<u8>, ScriptFacts), String> {
     let mods = modules(art, MODULES)?;
     let facts = ScriptFacts::new(mods.iter().map(|(n, _)| n.clone()).collect());
@@ -641,6 +641,7 @@ pub fn initramfs(art: &Artifacts) -> Result<(Vec<u8>, ScriptFacts), String> {
     c.char_dev("dev/null", 0o666, 1, 3);
     c.file("bin/busybox", 0o755, &busybox);
     c.symlink("bin/sh", "busybox");
+    c.file("bin/smmu-attack", 0o755, &crate::attack::build()?);
     c.file("init", 0o755, init_script(&facts).as_bytes());
     for (name, ko) in &mods {
         c.file(&format!("lib/modules/{name}.ko"), 0o644, ko);
