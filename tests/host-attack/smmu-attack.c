@@ -6,8 +6,9 @@
 // if the isolation held as expected, 1 (with the reason on the last line) if not.
 //
 //   smmu-attack dma DEV ADDR...
-//       The edu device DEV (its sysfs directory) DMAs 64 bytes of its buffer to each ADDR, as
-//       configured by the host's own SMMU driver. Prints one line per DMA.
+//       The edu device DEV (its sysfs directory) DMAs its buffer to each ADDR (4 bytes, then a
+//       whole page), through whatever the host's own SMMU driver configured. Prints one line
+//       per DMA.
 //
 //   smmu-attack reprogram DEV SID CASE HYP GUEST...
 //       Takes the emulated SMMU away from the host's driver for a moment (saves its registers,
@@ -634,10 +635,20 @@ static int dma(int argc, char **argv)
 	if (argc < 4)
 		usage();
 	struct edu e = edu_open(argv[2]);
-	for (int i = 3; i < argc; i++) {
-		uint64_t a = parse(argv[i]);
-		edu_store(&e, a);
-		printf("edu DMA of %d bytes to %#llx completed\n", DMA_LEN, (unsigned long long)a);
+	// First 4 bytes to each address (one fault event each: Linux prints only the first few
+	// events of a burst), then a whole page to each.
+	for (unsigned len = 4; len <= 4096; len *= 1024) {
+		for (int i = 3; i < argc; i++) {
+			uint64_t a = parse(argv[i]);
+			edu_dma(&e, EDU_BUFFER, a, len, 1);
+			printf("edu DMA of %u bytes to %#llx completed\n", len, (unsigned long long)a);
+		}
+	}
+	if (argc > 0 && getenv("SMMU_ATTACK_POLL_EVTQ")) {
+		// Read the emulated EVTQ_PROD, as a polling driver would: the hypervisor hands over
+		// what the real SMMU recorded, without waiting for its own interrupt.
+		smmu_map();
+		printf("emulated EVTQ_PROD %#x\n", rd32(smmu, EVTQ_PROD));
 	}
 	return 0;
 }

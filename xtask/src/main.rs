@@ -186,7 +186,18 @@ fn run(opts: &Opts) -> Result<(), String> {
         let names = report::vm_names();
         let guest = report::GuestReport::parse(&out.log, &names);
         println!("\n{}", guest.table());
-        return out.verdict();
+        let mut failed = guest.failed();
+        for c in &out.checks {
+            match &c.result {
+                Ok(()) => println!("xtask check {} ... ok", c.name),
+                Err(why) => {
+                    println!("xtask check {} ... FAILED: {why}", c.name);
+                    failed += 1;
+                }
+            }
+        }
+        out.verdict()?;
+        return if failed == 0 { Ok(()) } else { Err(format!("{failed} failed")) };
     }
     let demo = imgs.guest("demo")?;
     let launch = qemu::Launch {
@@ -232,17 +243,21 @@ fn linux_run(
     };
     let mut out = qemu::run(&launch, opts, timeout, true)?;
     out.checks = match variant {
-        linux::Variant::Tests | linux::Variant::Passthrough => report::linux_checks(
-            &out.log,
-            &prepared
-                .facts
-                .faults
-                .iter()
-                .map(|(a, _)| *a)
-                .chain([prepared.facts.moved_bar])
-                .collect::<Vec<_>>(),
-            linux::TEST_SPI,
-        ),
+        linux::Variant::Tests | linux::Variant::Passthrough => {
+            let mut c = report::linux_checks(
+                &out.log,
+                &prepared
+                    .facts
+                    .faults
+                    .iter()
+                    .map(|(a, _)| *a)
+                    .chain([prepared.facts.moved_bar])
+                    .collect::<Vec<_>>(),
+                linux::TEST_SPI,
+            );
+            c.push(report::smmu_irqs_check(&out.log));
+            c
+        }
         linux::Variant::Panic => report::linux_panic_checks(&out.log),
         linux::Variant::BadTree => report::bad_tree_checks(&out.log),
     };
@@ -280,6 +295,10 @@ fn test(opts: &Opts) -> Result<(), String> {
             for (name, r) in [
                 ("first device write is SMMU_GBPA.ABORT", findings.first_write_is_gbpa_abort()),
                 ("no untranslated DMA in QEMU's SMMU trace", findings.never_untranslated()),
+                (
+                    "every translation QEMU made lands in the stream owner's RAM",
+                    findings.translations_stay_in_the_owners_ram(),
+                ),
             ] {
                 match r {
                     Ok(()) => {
@@ -330,7 +349,8 @@ fn test(opts: &Opts) -> Result<(), String> {
             tag: if bootargs.contains("bypass") { "bypass" } else { "abort" }.into(),
             trace: true,
         };
-        let out = qemu::run(&launch, opts, opts.timeout.unwrap_or(300), true)?;
+        let mut out = qemu::run(&launch, opts, opts.timeout.unwrap_or(300), true)?;
+        out.checks.push(report::smmu_irqs_check(&out.log));
         account(what, &out, &mut problems, true);
     }
     // Linux as the host: its tests; then a host kernel that panics (only the guests report).

@@ -151,10 +151,18 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
         chardev,
         "-device".into(),
         format!("pci-serial,addr={HOST_SERIAL_SLOT},chardev=hostcon"),
+        // snapshot=on: the host's writes go to a temporary overlay, so every run starts from
+        // the same image.
         "-drive".into(),
-        format!("file={},if=none,format=raw,id=hostdisk", l.disk.display()),
+        format!("file={},if=none,format=raw,id=hostdisk,snapshot=on", l.disk.display()),
+        // iommu_platform=on: without it QEMU's virtio devices DMA to guest-physical addresses
+        // straight into memory, around the SMMU (and Linux, not offered
+        // VIRTIO_F_ACCESS_PLATFORM, does not use the DMA API for them). It needs the modern
+        // (virtio 1.0) device only.
         "-device".into(),
-        format!("virtio-blk-pci,addr={HOST_DISK_SLOT},drive=hostdisk"),
+        format!(
+            "virtio-blk-pci,addr={HOST_DISK_SLOT},drive=hostdisk,disable-legacy=on,iommu_platform=on"
+        ),
     ]);
     a
 }
