@@ -32,6 +32,20 @@ fn first_reg(fdt: &Fdt<'_>, compatible: &str) -> Option<MemRange> {
     Some(MemRange::new(r.starting_address as u64, r.size.unwrap_or(0) as u64))
 }
 
+/// The `eventq` and `gerror` SPIs of the `arm,smmu-v3` node: `interrupts` holds three cells
+/// per interrupt (type 0 = SPI, number, flags), in the order of `interrupt-names`.
+fn smmu_irqs(fdt: &Fdt<'_>) -> Option<platform::SmmuIrqs> {
+    let node = fdt.find_compatible(&["arm,smmu-v3"])?;
+    let cells = node.property("interrupts")?.value;
+    let names = node.property("interrupt-names")?.value;
+    let spi = |name: &str| -> Option<u32> {
+        let i = names.split(|&b| b == 0).position(|n| n == name.as_bytes())?;
+        let c = cells.get(i * 12..i * 12 + 12)?;
+        (be_u32(&c[0..4]) == 0).then(|| be_u32(&c[4..8]))
+    };
+    Some(platform::SmmuIrqs { eventq: spi("eventq")?, gerror: spi("gerror")? })
+}
+
 fn be_u32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
@@ -56,7 +70,8 @@ fn pci_window(ranges: &[u8], space: u32) -> Option<MemRange> {
 
 /// Options for this run, from `/chosen/bootargs` (QEMU's `-append`), space separated:
 /// `gbpa_reset=abort|bypass` (what the simulated SMMU power domain resets GBPA to; default
-/// abort) and `pm_inject=1` (let VMs inject power losses, for tests).
+/// abort), `pm_inject=1` (let VMs inject power losses, for tests), `pm=off`,
+/// `bench_streams=N` and `host_vsmmu=1` (benchmarks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BootOptions {
     /// GBPA after power-on (default: the board's `smmu_gbpa_reset`).
@@ -67,6 +82,9 @@ pub struct BootOptions {
     pub pm: bool,
     /// Extra device-less stream IDs for VM 0, from [`BENCH_STREAM_BASE`] (`bench_streams=N`).
     pub bench_streams: u32,
+    /// A bare-metal host gets the emulated SMMU a Linux host gets (`host_vsmmu=1`: the
+    /// benchmark measures its command path).
+    pub host_vsmmu: bool,
 }
 
 /// First stream ID of the benchmark's device-less streams.
@@ -79,6 +97,7 @@ impl Default for BootOptions {
             pm_inject: false,
             pm: true,
             bench_streams: 0,
+            host_vsmmu: false,
         }
     }
 }
@@ -106,6 +125,7 @@ impl BootOptions {
                 Some(("pm_inject", "0")) => o.pm_inject = false,
                 Some(("pm", "off")) => o.pm = false,
                 Some(("pm", "on")) => o.pm = true,
+                Some(("host_vsmmu", "1")) => o.host_vsmmu = true,
                 Some(("bench_streams", n)) => match n.parse::<u32>() {
                     Ok(n) if n <= 4096 => o.bench_streams = n,
                     _ => unknown(w),
@@ -141,6 +161,7 @@ pub fn parse(blob: &[u8]) -> Result<DtFacts, DtError> {
         smmu: first_reg(&fdt, "arm,smmu-v3"),
         uart: first_reg(&fdt, "arm,pl011"),
         gic_its: first_reg(&fdt, "arm,gic-v3-its"),
+        smmu_irqs: smmu_irqs(&fdt),
     })
 }
 
@@ -163,6 +184,7 @@ mod tests {
         assert_eq!(facts.gic_its, Some(MemRange::new(0x0808_0000, 0x2_0000)));
         assert_eq!(facts.pcie_mmio32, Some(MemRange::new(0x1000_0000, 0x2eff_0000)));
         assert_eq!(facts.pcie_pio, Some(MemRange::new(0x3eff_0000, 0x1_0000)));
+        assert_eq!(facts.smmu_irqs, Some(platform::SmmuIrqs { eventq: 74, gerror: 77 }));
         assert_eq!(BOARD.check_against(&facts), Ok(()));
     }
 
@@ -179,11 +201,12 @@ mod tests {
                 gbpa_reset: GbpaReset::Bypass,
                 pm_inject: true,
                 pm: true,
-                bench_streams: 0
+                bench_streams: 0,
+                host_vsmmu: false
             }
         );
-        let o = BootOptions::parse("pm=off bench_streams=1000", &mut |_| {});
-        assert!(!o.pm);
+        let o = BootOptions::parse("pm=off bench_streams=1000 host_vsmmu=1", &mut |_| {});
+        assert!(!o.pm && o.host_vsmmu);
         assert_eq!(o.bench_streams, 1000);
         assert_eq!(bad, ["foo", "gbpa_reset=x"]);
         assert_eq!(BootOptions::parse("", &mut |_| {}), BootOptions::default());

@@ -118,7 +118,13 @@ fn boot_cpu() -> ! {
     el2::smmu_service::init(board, options);
     el2::pcie::enable_dma(board, &devices);
     info!("PCI: bus mastering on for assigned devices (their streams abort until attached)");
-    vm::prepare_all(&mut pools, &devices);
+    vm::prepare_all(&mut pools, &devices, options);
+    match vm::el2_irq_cpus(None).next() {
+        Some(cpu) => el2::smmu_service::take_irqs(board, cpu),
+        None => log::warn!(
+            "SMMU: no CPU takes interrupts at EL2: its queues are serviced on entries into the SMMU service only"
+        ),
+    }
 
     let entry = {
         unsafe extern "C" {

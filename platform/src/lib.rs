@@ -3,7 +3,7 @@
 //! The hypervisor never hard-codes an address: it asks its `Platform` for the board's memory
 //! map and the manifest of VMs, checks the manifest ([`Manifest::validate`]) and cross-checks
 //! the board against the device tree the firmware passed ([`Board::check_against`]).
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "dtgen")]
@@ -85,6 +85,17 @@ pub struct Board {
     /// What SMMU_GBPA comes back as after the SMMU's power domain is powered on (the boot
     /// option `gbpa_reset=` overrides it on the simulated QEMU domain).
     pub smmu_gbpa_reset: power::GbpaReset,
+    /// The SMMU's wired interrupts (SPI numbers) the hypervisor takes at EL2.
+    pub smmu_irqs: SmmuIrqs,
+}
+
+/// The SMMU's wired (edge-triggered) interrupts, as SPI numbers (INTID = SPI + 32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SmmuIrqs {
+    /// The event queue became non-empty.
+    pub eventq: u32,
+    /// A global error was raised.
+    pub gerror: u32,
 }
 
 /// Facts read from the device tree, to be cross-checked against the [`Board`].
@@ -106,6 +117,9 @@ pub struct DtFacts {
     pub uart: Option<MemRange>,
     /// `reg` of the `arm,gic-v3-its` node.
     pub gic_its: Option<MemRange>,
+    /// The `eventq` and `gerror` SPIs of the `arm,smmu-v3` node (`interrupts` with
+    /// `interrupt-names`).
+    pub smmu_irqs: Option<SmmuIrqs>,
 }
 
 /// How the device tree disagrees with the board description.
@@ -122,6 +136,13 @@ pub enum BoardMismatch {
         found: u64,
         /// What the board needs.
         needed: u64,
+    },
+    /// The SMMU's interrupts are not the board's (or not named `eventq` and `gerror`).
+    SmmuIrqs {
+        /// What the DT says, if it names both.
+        found: Option<SmmuIrqs>,
+        /// What the board says.
+        expected: SmmuIrqs,
     },
     /// Fewer CPUs than the board needs.
     TooFewCpus {
@@ -153,6 +174,14 @@ impl core::fmt::Display for BoardMismatch {
             BoardMismatch::TooFewCpus { found, needed } => {
                 write!(f, "device tree has {found} CPUs, the manifest needs {needed}")
             }
+            BoardMismatch::SmmuIrqs { found, expected } => match found {
+                Some(d) => write!(
+                    f,
+                    "device tree gives the SMMU eventq SPI {} and gerror SPI {}, the board description says {} and {}",
+                    d.eventq, d.gerror, expected.eventq, expected.gerror
+                ),
+                None => write!(f, "device tree names no SMMU eventq and gerror interrupts"),
+            },
             BoardMismatch::Device { what, found, expected } => write!(
                 f,
                 "device tree puts {what} at {found:#x}, the board description says {expected:#x}"
@@ -198,6 +227,9 @@ impl Board {
                 }
             }
         }
+        if dt.smmu_irqs != Some(self.smmu_irqs) {
+            return Err(BoardMismatch::SmmuIrqs { found: dt.smmu_irqs, expected: self.smmu_irqs });
+        }
         Ok(())
     }
 }
@@ -231,6 +263,7 @@ mod tests {
             smmu: Some(BOARD.smmu),
             uart: Some(BOARD.uart),
             gic_its: Some(BOARD.gic_its),
+            smmu_irqs: Some(BOARD.smmu_irqs),
         }
     }
 
@@ -259,6 +292,13 @@ mod tests {
         let mut dt = good_dt();
         dt.cpu_count = 1;
         assert_eq!(b.check_against(&dt), Err(BoardMismatch::TooFewCpus { found: 1, needed: 3 }));
+        let mut dt = good_dt();
+        dt.smmu_irqs = Some(SmmuIrqs { eventq: 74, gerror: 76 });
+        let e = b.check_against(&dt).unwrap_err();
+        assert_eq!(e, BoardMismatch::SmmuIrqs { found: dt.smmu_irqs, expected: BOARD.smmu_irqs });
+        assert!(std::format!("{e}").contains("gerror SPI 76"));
+        dt.smmu_irqs = None;
+        assert!(matches!(b.check_against(&dt), Err(BoardMismatch::SmmuIrqs { found: None, .. })));
         let mut dt = good_dt();
         dt.smmu = None;
         assert!(matches!(

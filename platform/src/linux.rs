@@ -144,6 +144,15 @@ pub const HOST_SMMU_EVENTQ_SPI: u32 = 240;
 /// The SPI the emulated SMMU raises for the host's global errors.
 pub const HOST_SMMU_GERROR_SPI: u32 = 241;
 
+/// Offset in each guest's RAM of the page the guests fill with a known pattern and check after
+/// the Linux host has stopped: the host's DMA attacks aim at it (they must not land).
+pub const GUEST_CANARY_OFFSET: u64 = 0x100_0000;
+
+/// The byte at offset `i` of guest `vm`'s canary page.
+pub const fn canary_byte(vm: u32, i: u64) -> u8 {
+    (i as u8).wrapping_mul(7) ^ (0xa5 ^ vm as u8)
+}
+
 /// The SMMU the host is given: emulated by the hypervisor at the real SMMU's address (the real
 /// one's register page is absent from the host's stage-2), edge-triggered event-queue and
 /// global-error interrupts, coherent (the hypervisor reads the host's tables through cacheable

@@ -35,6 +35,8 @@ pub const BOARD: Board = Board {
     pcie_pio: MemRange::new(0x3eff_0000, 0x1_0000),
     cpu_count: QEMU_CPUS,
     smmu_gbpa_reset: crate::power::GbpaReset::Abort,
+    // `virt` wires the SMMU to SPIs 74..77: eventq, priq, cmdq-sync, gerror.
+    smmu_irqs: crate::SmmuIrqs { eventq: 74, gerror: 77 },
 };
 
 /// QEMU `edu` devices xtask attaches (`-device edu,addr=SLOT,dma_mask=...`): one per VM.

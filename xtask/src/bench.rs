@@ -46,6 +46,8 @@ const TARGETS: &[Target] = &[
     Target { name: "resume_1000_over_1", limit: 1.10, at_most: true },
     Target { name: "pm_on_over_off_inval16", limit: 1.02, at_most: true },
     Target { name: "heap_bytes_per_stream", limit: 128.0, at_most: true },
+    Target { name: "vsmmu_prod_1", limit: 1500.0, at_most: true },
+    Target { name: "vsmmu_prod_marginal_per_cmd", limit: 60.0, at_most: true },
     Target { name: "linux_strict_read_4k_hyp_over_native", limit: 1.25, at_most: true },
     Target { name: "linux_strict_write_4k_hyp_over_native", limit: 1.25, at_most: true },
     Target { name: "linux_passthrough_read_4k_hyp_over_native", limit: 1.05, at_most: true },
@@ -93,6 +95,9 @@ pub fn derive(figs: &mut Vec<Figure>) {
         (get(figs, "inval_batch_256"), get(figs, "inval_256_single_calls"))
     {
         figs.push(derived("inval_batching_ratio", single / b256, "x"));
+    }
+    if let (Some(p1), Some(p64)) = (get(figs, "vsmmu_prod_1"), get(figs, "vsmmu_prod_64")) {
+        figs.push(derived("vsmmu_prod_marginal_per_cmd", (p64 - p1) / 63.0, "instructions"));
     }
     if let (Some(r1), Some(r1000)) = (get(figs, "resume_1"), get(figs, "resume_1000")) {
         figs.push(derived("resume_1000_over_1", r1000 / r1, "x"));
@@ -223,9 +228,9 @@ fn hypercalls(opts: &Opts, imgs: &images::Images) -> Result<Vec<Figure>, String>
         Ok((parse(&out.log).into_iter().filter(|f| f.name != "done").collect(), out.log))
     };
     // Main run: PM enabled, 1000 device-less streams for VM 0.
-    let (mut figs, log) = run("bench_streams=1000")?;
+    let (mut figs, log) = run("bench_streams=1000 host_vsmmu=1")?;
     // Baseline: PM disabled; only the invalidation fast path is taken from it.
-    let (off, _) = run("pm=off")?;
+    let (off, _) = run("pm=off host_vsmmu=1")?;
     if let Some(f) = off.into_iter().find(|f| f.name == "inval_batch_16") {
         figs.push(Figure { name: "inval_batch_16_pm_off".into(), ..f });
     }

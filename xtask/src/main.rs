@@ -20,6 +20,7 @@
 //! domain's GBPA reset value), `--host bare|linux` (run: what VM 0 is), `--compare OLD.json`
 //! (bench), `--only hypercalls|linux` (bench: one part), `--depth N` (model), `--jobs N` and `--file PATH` (mutants), `--cases N` (fuzz).
 
+mod attack;
 mod bench;
 mod cpio;
 mod elf;
@@ -198,7 +199,18 @@ fn run(opts: &Opts) -> Result<(), String> {
         let names = report::vm_names();
         let guest = report::GuestReport::parse(&out.log, &names);
         println!("\n{}", guest.table());
-        return out.verdict();
+        let mut failed = guest.failed();
+        for c in &out.checks {
+            match &c.result {
+                Ok(()) => println!("xtask check {} ... ok", c.name),
+                Err(why) => {
+                    println!("xtask check {} ... FAILED: {why}", c.name);
+                    failed += 1;
+                }
+            }
+        }
+        out.verdict()?;
+        return if failed == 0 { Ok(()) } else { Err(format!("{failed} failed")) };
     }
     let demo = imgs.guest("demo")?;
     let launch = qemu::Launch {
@@ -246,17 +258,21 @@ fn linux_run(
     };
     let mut out = qemu::run(&launch, opts, timeout, true)?;
     out.checks = match variant {
-        linux::Variant::Tests | linux::Variant::Passthrough => report::linux_checks(
-            &out.log,
-            &prepared
-                .facts
-                .faults
-                .iter()
-                .map(|(a, _)| *a)
-                .chain([prepared.facts.moved_bar])
-                .collect::<Vec<_>>(),
-            linux::TEST_SPI,
-        ),
+        linux::Variant::Tests | linux::Variant::Passthrough => {
+            let mut c = report::linux_checks(
+                &out.log,
+                &prepared
+                    .facts
+                    .faults
+                    .iter()
+                    .map(|(a, _)| *a)
+                    .chain([prepared.facts.moved_bar])
+                    .collect::<Vec<_>>(),
+                linux::TEST_SPI,
+            );
+            c.push(report::smmu_irqs_check(&out.log));
+            c
+        }
         linux::Variant::Panic => report::linux_panic_checks(&out.log),
         linux::Variant::BadTree => report::bad_tree_checks(&out.log),
         linux::Variant::Bench { .. } | linux::Variant::Native => Vec::new(),
@@ -319,6 +335,10 @@ fn test(opts: &Opts) -> Result<(), String> {
             for (name, r) in [
                 ("first device write is SMMU_GBPA.ABORT", findings.first_write_is_gbpa_abort()),
                 ("no untranslated DMA in QEMU's SMMU trace", findings.never_untranslated()),
+                (
+                    "every translation QEMU made lands in the stream owner's RAM",
+                    findings.translations_stay_in_the_owners_ram(),
+                ),
             ] {
                 match r {
                     Ok(()) => {
@@ -370,7 +390,8 @@ fn test(opts: &Opts) -> Result<(), String> {
             tag: if bootargs.contains("bypass") { "bypass" } else { "abort" }.into(),
             trace: true,
         };
-        let out = qemu::run(&launch, opts, opts.timeout.unwrap_or(300), true)?;
+        let mut out = qemu::run(&launch, opts, opts.timeout.unwrap_or(300), true)?;
+        out.checks.push(report::smmu_irqs_check(&out.log));
         account(what, &out, &mut problems, true);
     }
     // Linux as the host: its tests; then a host kernel that panics (only the guests report).

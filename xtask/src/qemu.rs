@@ -148,18 +148,20 @@ fn console_and_disk(l: &Launch<'_>) -> Vec<String> {
         chardev,
         "-device".into(),
         format!("pci-serial,addr={HOST_SERIAL_SLOT},chardev=hostcon"),
+        // snapshot=on: the host's writes go to a temporary overlay, so every run starts from
+        // the same image.
         "-drive".into(),
         match l.null_disk {
             Some(size) => format!("driver=null-co,read-zeroes=on,size={size},if=none,id=hostdisk"),
-            None => format!("file={},if=none,format=raw,id=hostdisk", l.disk.display()),
+            None => format!("file={},if=none,format=raw,id=hostdisk,snapshot=on", l.disk.display()),
         },
+        // iommu_platform=on: without it QEMU's virtio devices DMA to guest-physical addresses
+        // straight into memory, around the SMMU (and Linux, not offered
+        // VIRTIO_F_ACCESS_PLATFORM, does not use the DMA API for them). It needs the modern
+        // (virtio 1.0) device only.
         "-device".into(),
-        // iommu_platform: without VIRTIO_F_ACCESS_PLATFORM QEMU's virtio devices DMA straight
-        // to memory, past any IOMMU (the driver then skips the DMA API too). With it, every
-        // transfer is translated by the SMMU, as a real device's would be; modern only (a
-        // legacy device cannot offer the feature).
         format!(
-            "virtio-blk-pci,addr={HOST_DISK_SLOT},drive=hostdisk,iommu_platform=on,disable-legacy=on"
+            "virtio-blk-pci,addr={HOST_DISK_SLOT},drive=hostdisk,disable-legacy=on,iommu_platform=on"
         ),
     ]
 }

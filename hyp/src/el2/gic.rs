@@ -3,7 +3,8 @@
 
 use super::sysreg;
 use arm_gic::gicv3::registers::{Gicd, GicrSgi};
-use arm_gic::gicv3::{GicCpuInterface, GicV3};
+use arm_gic::gicv3::{GicCpuInterface, GicV3, Group};
+use arm_gic::{IntId, Trigger};
 use core::ptr::NonNull;
 use platform::Board;
 use safe_mmio::UniqueMmioPointer;
@@ -39,4 +40,28 @@ pub fn init_cpu(cpu: u32) {
     if let Some(g) = GIC.lock().as_mut() {
         g.0.init_cpu(cpu as usize);
     }
+}
+
+/// Priority of the hypervisor's own interrupts (every CPU taking interrupts at EL2 lets all
+/// priorities through).
+const HYP_PRIORITY: u8 = 0x80;
+
+/// Configures SPI `intid` (an INTID, 32 and above) for the hypervisor: group 1, edge-triggered,
+/// routed to CPU `cpu`, enabled.
+pub fn take_spi(intid: u32, cpu: u32) -> Result<(), arm_gic::gicv3::GicError> {
+    let mut g = GIC.lock();
+    let Some(gic) = g.as_mut() else { return Ok(()) };
+    let id = IntId::spi(intid - 32);
+    gic.0.set_group(id, None, Group::Group1NS)?;
+    gic.0.set_trigger(id, None, Trigger::Edge)?;
+    gic.0.set_interrupt_priority(id, None, HYP_PRIORITY)?;
+    gic.0.distributor().set_routing(id, Some(sysreg::affinity(cpu)))?;
+    gic.0.enable_interrupt(id, None, true)
+}
+
+/// Routes SPI `intid` to CPU `cpu`.
+pub fn route_spi(intid: u32, cpu: u32) -> Result<(), arm_gic::gicv3::GicError> {
+    let mut g = GIC.lock();
+    let Some(gic) = g.as_mut() else { return Ok(()) };
+    gic.0.distributor().set_routing(IntId::spi(intid - 32), Some(sysreg::affinity(cpu)))
 }

@@ -11,9 +11,10 @@ use super::sysreg;
 use arm_gic::gicv3::GicCpuInterface;
 use arm_gic::IntId;
 use arm_gic::InterruptGroup;
-use hyp::irq::{Dispatch, Handler, RegisterError, Table};
-use log::warn;
+use hyp::irq::{Dispatch, Handler, Table};
+use log::{info, warn};
 use platform::linux::GICR_FRAME_SIZE;
+use spin::mutex::SpinMutex;
 
 /// The hypervisor's interrupt handlers.
 static TABLE: Table = Table::new();
@@ -23,12 +24,62 @@ const GICD_ICENABLER: usize = 0x180;
 /// GICR_ICENABLER0 in a CPU's SGI frame (the second 64 KiB frame).
 const GICR_SGI_ICENABLER0: usize = 0x1_0000 + 0x180;
 
-/// Installs `handler` for `intid` (the SMMU's event-queue and global-error SPIs, for example).
-/// Route the interrupt to a CPU that traps interrupts to EL2 (a guest's CPU): the Linux host's
-/// CPU takes its interrupts at EL1 itself.
-#[allow(dead_code)]
-pub fn register(intid: u32, handler: Handler) -> Result<(), RegisterError> {
-    TABLE.register(intid, handler)
+/// The SPIs the hypervisor takes itself (the SMMU's), all routed to one CPU.
+static HYP_SPIS: SpinMutex<HypSpis> = SpinMutex::new(HypSpis { intids: [0; 4], len: 0, cpu: None });
+
+struct HypSpis {
+    intids: [u32; 4],
+    len: usize,
+    /// The CPU they are routed to: one that takes interrupts at EL2 and runs a VM.
+    cpu: Option<u32>,
+}
+
+/// Takes SPI `intid` for the hypervisor: `handler` runs at EL2 on `cpu` (a CPU whose VM does
+/// not drive the GIC: the Linux host's CPU takes its interrupts at EL1 itself). Every such SPI
+/// goes to the same CPU; [`cpu_leaving`] moves them when it stops.
+pub fn take_spi(intid: u32, handler: Handler, cpu: u32) -> Result<(), &'static str> {
+    let mut h = HYP_SPIS.lock();
+    if h.len == h.intids.len() {
+        return Err("too many hypervisor SPIs");
+    }
+    TABLE.register(intid, handler).map_err(|_| "INTID out of range or already taken")?;
+    let cpu = *h.cpu.get_or_insert(cpu);
+    super::gic::take_spi(intid, cpu).map_err(|_| "the GIC refused the configuration")?;
+    let n = h.len;
+    h.intids[n] = intid;
+    h.len += 1;
+    Ok(())
+}
+
+/// CPU `cpu` is about to turn off: if the hypervisor's SPIs go to it, route them to the first
+/// of `others` (CPUs that take interrupts at EL2 and still run a VM). With none left, they stay
+/// where they are (pending, unseen): the SMMU's queues are then serviced on every entry into
+/// the SMMU service instead (hypercalls, and the Linux host's emulated SMMU accesses).
+pub fn cpu_leaving(cpu: u32, mut others: impl Iterator<Item = u32>) {
+    let mut h = HYP_SPIS.lock();
+    if h.cpu != Some(cpu) || h.len == 0 {
+        return;
+    }
+    match others.next() {
+        Some(next) => {
+            for &i in &h.intids[..h.len] {
+                if let Err(e) = super::gic::route_spi(i, next) {
+                    warn!("routing INTID {i} to cpu {next} failed: {e}");
+                }
+            }
+            h.cpu = Some(next);
+            info!(
+                "cpu {cpu} stops: the hypervisor's interrupts (INTIDs {:?}) now go to cpu {next}",
+                &h.intids[..h.len]
+            );
+        }
+        None => {
+            h.cpu = None;
+            info!(
+                "cpu {cpu} stops: no running CPU takes interrupts at EL2 any more; the SMMU's queues are serviced on each entry into the SMMU service"
+            );
+        }
+    }
 }
 
 /// This CPU's interface, for a CPU that takes interrupts at EL2: group 1 enabled, every priority

@@ -4,6 +4,7 @@
 
 use super::smmu_mmio::SmmuMmio;
 use super::PLATFORM;
+use core::sync::atomic::{AtomicU64, Ordering};
 use host_abi::smmu::regs::IrqCtrl;
 use host_abi::smmu::Command;
 use host_abi::{HypError, PmStatus, PmVoteResult, Refusal, SmmuStats};
@@ -52,7 +53,12 @@ pub fn init(board: &platform::Board, options: hyp::dt::BootOptions) {
     // SAFETY: the board's SMMU register space, mapped as device memory at EL2; the boot-time
     // GBPA handle is gone, and from now on this is the only one, behind the service's lock.
     let mmio = unsafe { SmmuMmio::new(board.smmu.base as usize) };
-    let (driver, table) = match SmmuDriver::init(mmio, max_sid, true, IrqCtrl::empty()) {
+    let (driver, table) = match SmmuDriver::init(
+        mmio,
+        max_sid,
+        true,
+        IrqCtrl::EVENTQ_IRQEN | IrqCtrl::GERROR_IRQEN,
+    ) {
         Ok(x) => x,
         Err(e) => crate::fatal(format_args!("SMMU: {e}")),
     };
@@ -92,6 +98,45 @@ pub fn init(board: &platform::Board, options: hyp::dt::BootOptions) {
         );
     }
     *SERVICE.lock() = Some(io);
+}
+
+/// Interrupts from the real SMMU taken at EL2: event queue, global errors.
+static IRQS_TAKEN: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// The real SMMU's event-queue and global-error interrupts: each drains the event queue
+/// (routing every record to its VM, the Linux host's into its own event queue) and handles
+/// global errors, whatever the VMs are doing.
+fn on_smmu_irq(intid: u32) {
+    let board = PLATFORM.board();
+    let kind = usize::from(intid == board.smmu_irqs.gerror + 32);
+    IRQS_TAKEN[kind].fetch_add(1, Ordering::Relaxed);
+    with((), |io| {
+        io.service_hardware();
+    });
+}
+
+/// Takes the real SMMU's wired interrupts at EL2 on CPU `cpu` (one whose VM does not drive the
+/// GIC). The SMMU raises them because the driver enabled them (`SMMU_IRQ_CTRL`).
+pub fn take_irqs(board: &platform::Board, cpu: u32) {
+    for (what, spi) in [("eventq", board.smmu_irqs.eventq), ("gerror", board.smmu_irqs.gerror)] {
+        if let Err(e) = super::irq::take_spi(spi + 32, on_smmu_irq, cpu) {
+            crate::fatal(format_args!("SMMU: cannot take its {what} interrupt (SPI {spi}): {e}"));
+        }
+    }
+    info!(
+        "SMMU: eventq (SPI {}) and gerror (SPI {}) interrupts taken at EL2 on cpu {cpu}",
+        board.smmu_irqs.eventq, board.smmu_irqs.gerror
+    );
+}
+
+/// The SMMU's power status (for the hypervisor's closing summary).
+pub fn pm_status_now() -> PmStatus {
+    SERVICE.lock().as_ref().map(|io| io.pm_status()).unwrap_or_default()
+}
+
+/// How many SMMU interrupts were taken at EL2: (event queue, global errors).
+pub fn irqs_taken() -> (u64, u64) {
+    (IRQS_TAKEN[0].load(Ordering::Relaxed), IRQS_TAKEN[1].load(Ordering::Relaxed))
 }
 
 /// Each routed event, at debug level (reading events is a benchmarked path); VMs get the
@@ -207,12 +252,19 @@ impl hyp::mmio::Device for HostSmmuDevice {
         "SMMUv3 (emulated)"
     }
     fn read(&self, offset: u64, size: u8) -> u64 {
-        let mut g = VSMMU.lock();
-        let Some(h) = g.as_mut() else { return 0 };
         if size < 4 {
             // The SMMU's registers are 32 or 64 bits wide.
             return 0;
         }
+        if offset as usize == host_abi::smmu::regs::off::EVTQ_PROD {
+            // What the real SMMU has recorded so far is in the host's queue when it looks (as
+            // on hardware, where PROD shows every record written), interrupts or not.
+            with((), |io| {
+                io.service_hardware();
+            });
+        }
+        let mut g = VSMMU.lock();
+        let Some(h) = g.as_mut() else { return 0 };
         h.v.read(offset as usize, size)
     }
     fn write(&self, offset: u64, size: u8, value: u64) {

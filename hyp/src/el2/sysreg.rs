@@ -112,3 +112,9 @@ pub fn tlbi_all() {
 pub fn cpu_index() -> u32 {
     (mpidr_el1::read() & 0xff) as u32
 }
+
+/// The affinity (MPIDR_EL1 Aff3..Aff0 layout, as GICD_IROUTER takes it) of CPU `cpu`: Aff0 on
+/// QEMU `virt` (see [`cpu_index`]).
+pub fn affinity(cpu: u32) -> u64 {
+    cpu as u64 & 0xff
+}

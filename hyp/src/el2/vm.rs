@@ -106,6 +106,8 @@ impl Vm {
         );
         // Teardown: its devices can no longer reach anything, and it no longer needs the SMMU.
         super::smmu_service::vm_stopped(self.spec.id);
+        // Its CPU turns off: the hypervisor's interrupts must go to a CPU that stays.
+        super::irq::cpu_leaving(self.spec.cpu, el2_irq_cpus(Some(self.spec.id)));
         match STATES.stop(self.spec.id) {
             StopOutcome::LastVm => {
                 summary();
@@ -116,8 +118,32 @@ impl Vm {
     }
 }
 
+/// CPUs that take physical interrupts at EL2 (their VM does not drive the GIC) and whose VM has
+/// not stopped (at boot: every such VM's CPU), leaving out VM `except`'s.
+pub fn el2_irq_cpus(except: Option<u32>) -> impl Iterator<Item = u32> {
+    let stopped = STATES.stopped_mask();
+    VMS.iter()
+        .filter_map(|s| s.get())
+        .filter(move |vm| {
+            vm.linux.is_none() && stopped & (1 << vm.spec.id) == 0 && Some(vm.spec.id) != except
+        })
+        .map(|vm| vm.spec.cpu)
+}
+
 fn summary() {
     info!("all VMs stopped (at most {} ran at the same time)", STATES.peak_running());
+    let (eventq, gerror) = super::smmu_service::irqs_taken();
+    info!("SMMU interrupts taken at EL2: {eventq} event queue, {gerror} global error");
+    let pm = super::smmu_service::pm_status_now();
+    info!(
+        "SMMU power: {} suspends (powered off), {} resumes, {} commands elided while off, {} ATC wake-ups, {} power losses recovered; now {}",
+        pm.suspends,
+        pm.resumes,
+        pm.elided,
+        pm.wakeups,
+        pm.losses,
+        if pm.power == 1 { "off" } else { "on" }
+    );
     for slot in VMS.iter() {
         if let Some(vm) = slot.get() {
             info!(
@@ -136,7 +162,11 @@ fn summary() {
 /// Builds every VM's stage-2 (RAM, its devices' BARs, and for a Linux host the GIC frames it
 /// drives itself) and its emulated MMIO, checks a Linux host's device tree, and writes the
 /// bare-metal VMs' boot-info blocks (boot CPU, before any VM runs).
-pub fn prepare_all(pools: &mut mmu::Pools, devices: &[Vec<Configured>]) {
+pub fn prepare_all(
+    pools: &mut mmu::Pools,
+    devices: &[Vec<Configured>],
+    options: hyp::dt::BootOptions,
+) {
     let manifest = super::PLATFORM.manifest();
     let host_linux = linux::probe(&manifest.vms[0]);
     for spec in manifest.vms {
@@ -147,6 +177,18 @@ pub fn prepare_all(pools: &mut mmu::Pools, devices: &[Vec<Configured>]) {
         let (direct, mmio): (Vec<MemRange>, Vec<Region<'static>>) = match linux {
             Some(_) => {
                 (linux::direct_mmio(spec).to_vec(), linux::emulated_devices(spec, configured))
+            }
+            // The benchmark's bare-metal host with the emulated SMMU (`host_vsmmu=1`).
+            None if spec.id == 0 && options.host_vsmmu => {
+                super::smmu_service::init_host_smmu(
+                    spec,
+                    platform::linux::HOST_SMMU_EVENTQ_SPI,
+                    platform::linux::HOST_SMMU_GERROR_SPI,
+                );
+                let board = super::PLATFORM.board();
+                let smmu =
+                    Region { range: board.smmu, device: &super::smmu_service::HostSmmuDevice };
+                (Vec::new(), alloc::vec![smmu])
             }
             None => (Vec::new(), Vec::new()),
         };

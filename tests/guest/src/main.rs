@@ -1141,10 +1141,36 @@ fn linux_host_stop_leaves_us_running() -> Result<(), Msg> {
     Ok(())
 }
 
+/// Our canary page: the Linux host's DMA attacks aim at it, and must not land.
+fn canary() -> u64 {
+    me().mem.base + platform::linux::GUEST_CANARY_OFFSET
+}
+
+/// With a Linux host: fills our canary page, before the host reaches its attacks (it boots for
+/// seconds; we get here in milliseconds).
+fn canary_for_the_hosts_dma() -> Result<(), Msg> {
+    let id = me().id;
+    fill(canary(), 4096, |i| platform::linux::canary_byte(id, i));
+    bytes_eq(canary(), 4096, |i| platform::linux::canary_byte(id, i), "canary page just written")
+}
+
+/// After the Linux host stopped: its edu device aimed DMA at our canary page (through the
+/// STEs its driver asked for and the ones it wrote itself); not a byte changed.
+fn hosts_dma_left_our_canary() -> Result<(), Msg> {
+    let id = me().id;
+    bytes_eq(
+        canary(),
+        4096,
+        |i| platform::linux::canary_byte(id, i),
+        "our canary page after the Linux host's DMA attacks",
+    )
+}
+
 /// The tests with a Linux host: those that need no cooperating bare-metal host (the SMMU power
 /// cycle needs the host's votes, the event flood the host's device), then the wait for the
 /// host to stop.
 static TESTS_WITH_LINUX_HOST: &[Test] = &[
+    ("canary_for_the_hosts_dma", canary_for_the_hosts_dma),
     ("boot_info", boot_info),
     ("abi_version", abi_version),
     ("features", features),
@@ -1169,6 +1195,7 @@ static TESTS_WITH_LINUX_HOST: &[Test] = &[
     ("clear_ste_blocks_again", clear_ste_blocks_again),
     ("pm_votes_gate_power", pm_votes_gate_power),
     ("linux_host_stop_leaves_us_running", linux_host_stop_leaves_us_running),
+    ("hosts_dma_left_our_canary", hosts_dma_left_our_canary),
     ("owner_memory_unchanged", owner_memory_unchanged),
 ];
 

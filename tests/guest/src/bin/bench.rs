@@ -79,6 +79,7 @@ extern "C" fn guest_main(boot_ipa: u64) -> ! {
         ),
     );
     smmu_figures(overhead);
+    vsmmu_figures(overhead);
     event_figures(overhead);
     pm_figures(overhead);
     println!("bench done");
@@ -213,6 +214,65 @@ fn smmu_figures(overhead: u64) {
         overhead,
     );
     report("inval_256_single_calls", s);
+}
+
+/// One 4 KiB page (a stream table, a queue).
+#[derive(Clone, Copy)]
+#[repr(C, align(4096))]
+struct Page([u64; 512]);
+
+/// The pages of the emulated SMMU's configuration: stream table, command queue, event queue.
+struct VsmmuPages(core::cell::UnsafeCell<[Page; 3]>);
+// SAFETY: only the bench's one CPU uses them.
+unsafe impl Sync for VsmmuPages {}
+static VSMMU_PAGES: VsmmuPages = VsmmuPages(core::cell::UnsafeCell::new([Page([0; 512]); 3]));
+
+/// The emulated SMMU's command path as a Linux host's driver uses it (`host_vsmmu=1` gives this
+/// bare-metal host the emulated SMMU): commands written into the host's own queue, then one
+/// CMDQ_PROD write (trapped): copied, translated, validated and sent with one SYNC.
+fn vsmmu_figures(overhead: u64) {
+    use host_abi::smmu::regs::off;
+    use host_abi::smmu::Command;
+    let base = platform::qemu_virt::BOARD.smmu.base as usize;
+    // SAFETY: the emulated SMMU's register page (trapped by the hypervisor, `host_vsmmu=1`).
+    let w32 = |o: usize, v: u32| unsafe { ((base + o) as *mut u32).write_volatile(v) };
+    // SAFETY: as for w32.
+    let r32 = |o: usize| unsafe { ((base + o) as *const u32).read_volatile() };
+    // SAFETY: as for w32.
+    let w64 = |o: usize, v: u64| unsafe { ((base + o) as *mut u64).write_volatile(v) };
+    let pages = VSMMU_PAGES.0.get() as *mut Page;
+    let (strtab, cmdq, evtq) = (pages as u64, pages as u64 + 4096, pages as u64 + 8192);
+    // Linear stream table of 64 STEs (all invalid), 256-entry command queue, 128-entry events.
+    w64(off::STRTAB_BASE, strtab);
+    w32(off::STRTAB_BASE_CFG, 6);
+    w64(off::CMDQ_BASE, cmdq | 8);
+    w64(off::EVTQ_BASE, evtq | 7);
+    w32(off::CR0, 0b1101);
+    if r32(off::CR0ACK) != 0b1101 {
+        println!("bench note: the emulated SMMU did not enable (CR0ACK {:#x})", r32(off::CR0ACK));
+        return;
+    }
+    let mut prod = 0u32;
+    let q = cmdq as *mut [u64; 2];
+    let mut push = |n: u32| {
+        for i in 0..n {
+            let c = Command::tlbi_nh_va(0, iommu::ASID, 0x1000_0000 + ((i as u64) << 12));
+            // SAFETY: slot `prod % 256` of our command queue page.
+            unsafe { q.add((prod & 0xff) as usize).write_volatile(c.0) };
+            prod = (prod + 1) & 0x1ff;
+        }
+        prod
+    };
+    for (n, name) in [(1u32, "vsmmu_prod_1"), (64, "vsmmu_prod_64")] {
+        let next = core::cell::Cell::new(0);
+        let s =
+            net(measure_with(|| next.set(push(n)), || w32(off::CMDQ_PROD, next.get())), overhead);
+        report(name, s);
+    }
+    let cons = r32(off::CMDQ_CONS);
+    if cons != prod {
+        println!("bench note: emulated CMDQ_CONS {cons:#x}, PROD {prod:#x}: commands refused");
+    }
 }
 
 #[panic_handler]

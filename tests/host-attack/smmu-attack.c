@@ -1,0 +1,666 @@
+// SPDX-License-Identifier: MIT
+//
+// smmu-attack: what root on the Linux host can try against the hypervisor's SMMU isolation.
+// xtask builds it statically (aarch64-linux-gnu-gcc -static) into the host's initramfs; the
+// host's test script (xtask/src/linux.rs) runs it. Each command prints what it did and exits 0
+// if the isolation held as expected, 1 (with the reason on the last line) if not.
+//
+//   smmu-attack dma DEV ADDR...
+//       The edu device DEV (its sysfs directory) DMAs its buffer to each ADDR (4 bytes, then a
+//       whole page), through whatever the host's own SMMU driver configured. Prints one line
+//       per DMA.
+//
+//   smmu-attack reprogram DEV SID CASE HYP GUEST...
+//       Takes the emulated SMMU away from the host's driver for a moment (saves its registers,
+//       disables it, points it at tables in this process's pages), makes DEV (stream SID) try
+//       CASE, then gives the driver its SMMU back exactly as it was. HYP is an address in the
+//       hypervisor's memory, GUEST... addresses in the guests' RAM. CASEs:
+//         bypass          a bypass STE: the hypervisor makes it identity over host memory, so
+//                         DMA to our own page lands and DMA to HYP/GUEST faults at stage 2
+//         stage2          a stage-2 STE whose tables map everything: refused (abort)
+//         cd-in-hyp       a stage-1 STE whose CD table is at HYP: refused (abort)
+//         cd-in-guest     a stage-1 STE whose CD table is at GUEST: refused (abort)
+//         s1-maps-out     a valid stage-1 STE whose page tables map IOVAs to HYP and GUEST:
+//                         accepted (nested on the host's stage 2), the mapping to our own
+//                         page works, the others fault at stage 2
+//         strtab-in-guest the stream table itself at GUEST: no STE of it is used (abort)
+//         strtab-in-hyp   the stream table at HYP: no STE of it is used (abort)
+//         illegal-command a stage-2 TLBI naming another VM's VMID: the queue stops with
+//                         CMDQ_ERR and CONS.ERR = ILL, and restarts once the command is
+//                         replaced and GERROR acknowledged, as on hardware
+//         cmdq-in-hyp     the command queue at HYP: the queue stops with CONS.ERR = ABT
+//
+// The SMMU registers are reached through /dev/mem (the kernel runs with iomem=relaxed); our
+// pages' physical addresses come from /proc/self/pagemap.
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+// --- SMMUv3 registers (offsets in the 128 KiB register space) -------------------------------
+
+#define SMMU_BASE 0x09050000UL
+#define SMMU_SIZE 0x20000UL
+
+#define CR0 0x20
+#define CR0ACK 0x24
+#define CR1 0x28
+#define CR2 0x2c
+#define GBPA 0x44
+#define IRQ_CTRL 0x50
+#define IRQ_CTRLACK 0x54
+#define GERROR 0x60
+#define GERRORN 0x64
+#define STRTAB_BASE 0x80
+#define STRTAB_BASE_CFG 0x88
+#define CMDQ_BASE 0x90
+#define CMDQ_PROD 0x98
+#define CMDQ_CONS 0x9c
+#define EVTQ_BASE 0xa0
+#define EVTQ_PROD 0x100a8
+#define EVTQ_CONS 0x100ac
+
+#define CR0_SMMUEN (1u << 0)
+#define CR0_EVTQEN (1u << 2)
+#define CR0_CMDQEN (1u << 3)
+#define GERROR_CMDQ_ERR (1u << 0)
+#define CONS_ERR(c) (((c) >> 24) & 0x7f)
+#define CERROR_ILL 1
+#define CERROR_ABT 2
+
+// Queues of one 4 KiB page each: 256 commands of 16 bytes, 128 events of 32 bytes.
+#define CMDQ_LOG2 8
+#define EVTQ_LOG2 7
+// A linear stream table of one page: 64 STEs of 64 bytes (stream IDs 0..63).
+#define STRTAB_LOG2 6
+
+// --- STE, CD, commands, page tables ----------------------------------------------------------
+
+#define STE_V 1ull
+#define STE_CFG_BYPASS (4ull << 1)
+#define STE_CFG_S1 (5ull << 1)
+#define STE_CFG_S2 (6ull << 1)
+#define STE_S1CTXPTR(pa) ((pa) & 0x000fffffffffffc0ull)
+
+#define OP_CFGI_STE 0x03
+#define OP_CFGI_ALL 0x04
+#define OP_TLBI_S12_VMALL 0x28
+#define OP_SYNC 0x46
+
+#define EDU_BUFFER 0x40000ull
+#define EDU_DMA_SRC 0x80
+#define EDU_DMA_DST 0x88
+#define EDU_DMA_CNT 0x90
+#define EDU_DMA_CMD 0x98
+#define DMA_LEN 64
+
+static const char *progname = "smmu-attack";
+
+static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	printf("%s: ", progname);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	exit(1);
+}
+
+// Device accesses as single plain loads and stores: the SMMU page traps to the hypervisor,
+// which decodes the access from the syndrome (no writeback addressing, no pairs).
+static uint32_t rd32(volatile void *base, unsigned long off)
+{
+	uint32_t v;
+	__asm__ volatile("ldr %w0, [%1]" : "=r"(v) : "r"((char *)base + off) : "memory");
+	return v;
+}
+
+static void wr32(volatile void *base, unsigned long off, uint32_t v)
+{
+	__asm__ volatile("str %w0, [%1]" : : "r"(v), "r"((char *)base + off) : "memory");
+}
+
+static uint64_t rd64(volatile void *base, unsigned long off)
+{
+	uint64_t v;
+	__asm__ volatile("ldr %0, [%1]" : "=r"(v) : "r"((char *)base + off) : "memory");
+	return v;
+}
+
+static void wr64(volatile void *base, unsigned long off, uint64_t v)
+{
+	__asm__ volatile("str %0, [%1]" : : "r"(v), "r"((char *)base + off) : "memory");
+}
+
+static void barrier(void)
+{
+	__asm__ volatile("dsb sy" : : : "memory");
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec t = { ms / 1000, (ms % 1000) * 1000000L };
+	nanosleep(&t, NULL);
+}
+
+static uint64_t parse(const char *s)
+{
+	char *end;
+	errno = 0;
+	uint64_t v = strtoull(s, &end, 0);
+	if (errno || *end || end == s)
+		die("not a number: %s", s);
+	return v;
+}
+
+// --- our pages -------------------------------------------------------------------------------
+
+struct page {
+	volatile uint64_t *va;
+	uint64_t pa;
+};
+
+static struct page page_alloc(void)
+{
+	struct page p;
+	void *va = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE | MAP_LOCKED, -1, 0);
+	if (va == MAP_FAILED)
+		die("mmap: %s", strerror(errno));
+	memset(va, 0, 4096);
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+	if (fd < 0)
+		die("/proc/self/pagemap: %s", strerror(errno));
+	uint64_t e = 0;
+	if (pread(fd, &e, 8, ((uintptr_t)va / 4096) * 8) != 8)
+		die("pagemap read: %s", strerror(errno));
+	close(fd);
+	if (!(e & (1ull << 63)) || !(e & ((1ull << 55) - 1)))
+		die("page %p not present or PFN hidden (pagemap entry %#llx)", va,
+		    (unsigned long long)e);
+	p.va = va;
+	p.pa = (e & ((1ull << 55) - 1)) << 12;
+	return p;
+}
+
+static void page_fill(struct page p, uint8_t b)
+{
+	memset((void *)p.va, b, 4096);
+	barrier();
+}
+
+// Whether the first `len` bytes of `p` all equal `b`.
+static int page_is(struct page p, unsigned len, uint8_t b)
+{
+	barrier();
+	for (unsigned i = 0; i < len; i++)
+		if (((volatile uint8_t *)p.va)[i] != b)
+			return 0;
+	return 1;
+}
+
+// --- the edu device --------------------------------------------------------------------------
+
+struct edu {
+	volatile void *bar;
+	const char *dev;
+};
+
+static struct edu edu_open(const char *dev)
+{
+	char path[512];
+	struct edu e = { NULL, dev };
+	// Memory decoding and bus mastering on (uio_pci_generic enables the device, not DMA).
+	snprintf(path, sizeof(path), "%s/config", dev);
+	int fd = open(path, O_RDWR);
+	if (fd < 0)
+		die("%s: %s", path, strerror(errno));
+	uint16_t cmd;
+	if (pread(fd, &cmd, 2, 4) != 2)
+		die("%s: read: %s", path, strerror(errno));
+	cmd |= 0x6;
+	if (pwrite(fd, &cmd, 2, 4) != 2)
+		die("%s: write: %s", path, strerror(errno));
+	close(fd);
+	snprintf(path, sizeof(path), "%s/resource0", dev);
+	fd = open(path, O_RDWR | O_SYNC);
+	if (fd < 0)
+		die("%s: %s", path, strerror(errno));
+	void *bar = mmap(NULL, 0x1000, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (bar == MAP_FAILED)
+		die("mmap %s: %s", path, strerror(errno));
+	close(fd);
+	e.bar = bar;
+	if (rd32(bar, 0) != 0x010000ed)
+		die("%s is not an edu device (ID %#x)", dev, rd32(bar, 0));
+	return e;
+}
+
+// One DMA of the edu engine; returns once it has completed (edu completes even when the SMMU
+// aborts the transaction).
+static void edu_dma(struct edu *e, uint64_t src, uint64_t dst, uint64_t len, int to_ram)
+{
+	wr64(e->bar, EDU_DMA_SRC, src);
+	wr64(e->bar, EDU_DMA_DST, dst);
+	wr64(e->bar, EDU_DMA_CNT, len);
+	wr64(e->bar, EDU_DMA_CMD, 1 | (to_ram ? 2 : 0));
+	for (int i = 0; i < 500; i++) {
+		if (!(rd64(e->bar, EDU_DMA_CMD) & 1))
+			return;
+		sleep_ms(10);
+	}
+	die("edu DMA %#llx -> %#llx did not complete in 5 s", (unsigned long long)src,
+	    (unsigned long long)dst);
+}
+
+// From RAM at device address `src` into edu's buffer.
+static void edu_load(struct edu *e, uint64_t src)
+{
+	edu_dma(e, src, EDU_BUFFER, DMA_LEN, 0);
+}
+
+// From edu's buffer to RAM at device address `dst`.
+static void edu_store(struct edu *e, uint64_t dst)
+{
+	edu_dma(e, EDU_BUFFER, dst, DMA_LEN, 1);
+}
+
+// --- the emulated SMMU -----------------------------------------------------------------------
+
+static volatile void *smmu;
+
+static void smmu_map(void)
+{
+	int fd = open("/dev/mem", O_RDWR | O_SYNC);
+	if (fd < 0)
+		die("/dev/mem: %s", strerror(errno));
+	void *p = mmap(NULL, SMMU_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, SMMU_BASE);
+	if (p == MAP_FAILED)
+		die("mmap /dev/mem at %#lx: %s", SMMU_BASE, strerror(errno));
+	close(fd);
+	smmu = p;
+}
+
+static void wait_eq(unsigned long off, uint32_t want, const char *what)
+{
+	for (int i = 0; i < 1000; i++) {
+		if (rd32(smmu, off) == want)
+			return;
+		sleep_ms(1);
+	}
+	die("%s: register %#lx reads %#x, not %#x", what, off, rd32(smmu, off), want);
+}
+
+static void set_cr0(uint32_t v)
+{
+	wr32(smmu, CR0, v);
+	wait_eq(CR0ACK, v, "CR0ACK");
+}
+
+static void set_irq_ctrl(uint32_t v)
+{
+	wr32(smmu, IRQ_CTRL, v);
+	wait_eq(IRQ_CTRLACK, v, "IRQ_CTRLACK");
+}
+
+// The host driver's configuration, to give back.
+static struct {
+	uint32_t cr0, cr1, cr2, irq_ctrl, strtab_cfg;
+	uint64_t strtab, cmdq, evtq;
+	uint32_t cmdq_prod, cmdq_cons, evtq_prod, evtq_cons;
+} saved;
+
+static int taken;
+
+static void smmu_take(void)
+{
+	saved.cr0 = rd32(smmu, CR0);
+	saved.cr1 = rd32(smmu, CR1);
+	saved.cr2 = rd32(smmu, CR2);
+	saved.irq_ctrl = rd32(smmu, IRQ_CTRL);
+	saved.strtab = rd64(smmu, STRTAB_BASE);
+	saved.strtab_cfg = rd32(smmu, STRTAB_BASE_CFG);
+	saved.cmdq = rd64(smmu, CMDQ_BASE);
+	saved.evtq = rd64(smmu, EVTQ_BASE);
+	// The driver's queues must be idle (no command in flight) for the give-back to be exact.
+	saved.cmdq_prod = rd32(smmu, CMDQ_PROD);
+	saved.cmdq_cons = rd32(smmu, CMDQ_CONS);
+	if (saved.cmdq_prod != saved.cmdq_cons)
+		die("the driver's command queue is busy (PROD %#x, CONS %#x)", saved.cmdq_prod,
+		    saved.cmdq_cons);
+	if (!(saved.cr0 & CR0_SMMUEN))
+		die("the driver's SMMU is not enabled (CR0 %#x)", saved.cr0);
+	set_irq_ctrl(0);
+	set_cr0(0);
+	taken = 1;
+	saved.evtq_prod = rd32(smmu, EVTQ_PROD);
+	saved.evtq_cons = rd32(smmu, EVTQ_CONS);
+	printf("took the SMMU from the driver: CR0 %#x, stream table %#llx (cfg %#x), cmdq %#llx, evtq %#llx\n",
+	       saved.cr0, (unsigned long long)saved.strtab, saved.strtab_cfg,
+	       (unsigned long long)saved.cmdq, (unsigned long long)saved.evtq);
+}
+
+static void smmu_give_back(void)
+{
+	if (!taken)
+		return;
+	taken = 0;
+	set_cr0(0);
+	// Acknowledge what we caused, so the driver starts with no active global error.
+	wr32(smmu, GERRORN, rd32(smmu, GERROR));
+	wr64(smmu, STRTAB_BASE, saved.strtab);
+	wr32(smmu, STRTAB_BASE_CFG, saved.strtab_cfg);
+	wr64(smmu, CMDQ_BASE, saved.cmdq);
+	wr32(smmu, CMDQ_PROD, saved.cmdq_prod);
+	wr32(smmu, CMDQ_CONS, saved.cmdq_cons);
+	wr64(smmu, EVTQ_BASE, saved.evtq);
+	wr32(smmu, EVTQ_PROD, saved.evtq_prod);
+	wr32(smmu, EVTQ_CONS, saved.evtq_cons);
+	wr32(smmu, CR1, saved.cr1);
+	wr32(smmu, CR2, saved.cr2);
+	set_irq_ctrl(saved.irq_ctrl);
+	set_cr0(saved.cr0);
+	printf("gave the SMMU back to the driver (CR0 %#x)\n", saved.cr0);
+}
+
+// Our configuration: the stream table, the queues, a CD and page tables, DMA pages.
+static struct page st, cmdq, evtq, cd, l1, l2, l3, s2, src, dst;
+static uint32_t prod;
+
+static void cmd(uint64_t w0, uint64_t w1)
+{
+	volatile uint64_t *slot = cmdq.va + 2 * (prod & ((1u << CMDQ_LOG2) - 1));
+	slot[0] = w0;
+	slot[1] = w1;
+	barrier();
+	prod = (prod + 1) & ((2u << CMDQ_LOG2) - 1);
+	wr32(smmu, CMDQ_PROD, prod);
+}
+
+// Waits until CONS has caught up with PROD; returns 0, or CONS.ERR if the queue stopped.
+static uint32_t cmd_wait(void)
+{
+	for (int i = 0; i < 1000; i++) {
+		uint32_t gerr = rd32(smmu, GERROR) ^ rd32(smmu, GERRORN);
+		uint32_t cons = rd32(smmu, CMDQ_CONS);
+		if (gerr & GERROR_CMDQ_ERR)
+			return CONS_ERR(cons) ? CONS_ERR(cons) : 0x7f;
+		if ((cons & ((2u << CMDQ_LOG2) - 1)) == prod)
+			return 0;
+		sleep_ms(1);
+	}
+	die("command queue stuck: PROD %#x, CONS %#x", prod, rd32(smmu, CMDQ_CONS));
+}
+
+static void cfgi(uint32_t sid)
+{
+	cmd(OP_CFGI_STE | ((uint64_t)sid << 32), 1);
+	cmd(OP_SYNC, 0);
+	uint32_t err = cmd_wait();
+	if (err)
+		die("CFGI_STE %#x stopped the queue (CONS.ERR %u)", sid, err);
+}
+
+static void cfgi_all(void)
+{
+	cmd(OP_CFGI_ALL, 31);
+	cmd(OP_SYNC, 0);
+	uint32_t err = cmd_wait();
+	if (err)
+		die("CFGI_ALL stopped the queue (CONS.ERR %u)", err);
+}
+
+static void smmu_ours(uint64_t strtab_pa, uint64_t cmdq_pa)
+{
+	wr64(smmu, STRTAB_BASE, strtab_pa);
+	wr32(smmu, STRTAB_BASE_CFG, STRTAB_LOG2);
+	wr64(smmu, CMDQ_BASE, cmdq_pa | CMDQ_LOG2);
+	wr32(smmu, CMDQ_PROD, 0);
+	wr32(smmu, CMDQ_CONS, 0);
+	prod = 0;
+	wr64(smmu, EVTQ_BASE, evtq.pa | EVTQ_LOG2);
+	wr32(smmu, EVTQ_PROD, 0);
+	wr32(smmu, EVTQ_CONS, 0);
+	set_cr0(CR0_SMMUEN | CR0_EVTQEN | CR0_CMDQEN);
+}
+
+static void ste(uint32_t sid, uint64_t w0, uint64_t w1, uint64_t w2, uint64_t w3)
+{
+	volatile uint64_t *e = st.va + 8 * sid;
+	e[1] = w1;
+	e[2] = w2;
+	e[3] = w3;
+	for (int i = 4; i < 8; i++)
+		e[i] = 0;
+	barrier();
+	e[0] = w0;
+	barrier();
+	cfgi(sid);
+}
+
+// Whether our event queue holds a translation fault for `iova` at stage 2 from `sid`.
+static int saw_s2_fault(uint32_t sid, uint64_t iova)
+{
+	barrier();
+	uint32_t p = rd32(smmu, EVTQ_PROD) & ((2u << EVTQ_LOG2) - 1);
+	uint32_t c = rd32(smmu, EVTQ_CONS) & ((2u << EVTQ_LOG2) - 1);
+	int seen = 0;
+	while (c != p) {
+		volatile uint64_t *r = evtq.va + 4 * (c & ((1u << EVTQ_LOG2) - 1));
+		if ((r[0] & 0xff) == 0x10 && (r[0] >> 32) == sid && r[2] == iova && (r[1] >> 39 & 1))
+			seen = 1;
+		c = (c + 1) & ((2u << EVTQ_LOG2) - 1);
+	}
+	wr32(smmu, EVTQ_CONS, c);
+	return seen;
+}
+
+// DMA through the stream as it is now: edu loads its buffer from our page `src` (device
+// address `src_da`) and stores it to our page `dst` (device address `dst_da`). Returns whether
+// the data arrived.
+static int dma_round_trip(struct edu *e, uint64_t src_da, uint64_t dst_da)
+{
+	page_fill(src, 0x5a);
+	page_fill(dst, 0xee);
+	edu_load(e, src_da);
+	edu_store(e, dst_da);
+	return page_is(dst, DMA_LEN, 0x5a);
+}
+
+static void usage(void)
+{
+	die("usage: smmu-attack dma DEV ADDR... | reprogram DEV SID CASE HYP GUEST...");
+}
+
+static void s1_tables(uint64_t *targets, int n)
+{
+	// 39-bit IOVAs, 4 KiB granule: level 1, 2 and 3 tables, IOVA i * 4 KiB -> targets[i].
+	l1.va[0] = l2.pa | 3;
+	l2.va[0] = l3.pa | 3;
+	for (int i = 0; i < n; i++)
+		l3.va[i] = (targets[i] & ~0xfffull) | (1ull << 10) | (3ull << 8) | (1ull << 6) | 3;
+	// CD: T0SZ 25, TG0 4K, WBWA walks, inner shareable, EPD1, valid, IPS 36 bits, AArch64,
+	// record and abort faults, ASID 1; MAIR attribute 0 normal write-back.
+	cd.va[0] = 25 | (1ull << 8) | (1ull << 10) | (3ull << 12) | (1ull << 30) | (1ull << 31) |
+		   (1ull << 32) | (1ull << 41) | (1ull << 45) | (1ull << 46) | (1ull << 48);
+	cd.va[1] = l1.pa;
+	cd.va[3] = 0xff;
+	barrier();
+}
+
+static int reprogram(int argc, char **argv)
+{
+	if (argc < 6)
+		usage();
+	const char *dev = argv[2];
+	uint32_t sid = (uint32_t)parse(argv[3]);
+	const char *what = argv[4];
+	uint64_t hyp = parse(argv[5]);
+	int nguests = argc - 6;
+	uint64_t guests[8];
+	if (sid >= (1u << STRTAB_LOG2) || nguests < 1 || nguests > 8)
+		usage();
+	for (int i = 0; i < nguests; i++)
+		guests[i] = parse(argv[6 + i]);
+
+	struct edu e = edu_open(dev);
+	smmu_map();
+	st = page_alloc();
+	cmdq = page_alloc();
+	evtq = page_alloc();
+	cd = page_alloc();
+	l1 = page_alloc();
+	l2 = page_alloc();
+	l3 = page_alloc();
+	s2 = page_alloc();
+	src = page_alloc();
+	dst = page_alloc();
+	atexit(smmu_give_back);
+	smmu_take();
+	smmu_ours(st.pa, cmdq.pa);
+
+	if (!strcmp(what, "bypass")) {
+		ste(sid, STE_V | STE_CFG_BYPASS, 0, 0, 0);
+		if (!dma_round_trip(&e, src.pa, dst.pa))
+			die("bypass STE: DMA to our own page did not land (identity over host memory expected)");
+		printf("bypass STE: DMA to our own page %#llx landed (identity)\n",
+		       (unsigned long long)dst.pa);
+		uint64_t all[9] = { hyp };
+		memcpy(all + 1, guests, nguests * sizeof(uint64_t));
+		for (int i = 0; i <= nguests; i++) {
+			edu_store(&e, all[i]);
+			if (!saw_s2_fault(sid, all[i]))
+				die("bypass STE: DMA to %#llx: no stage-2 fault in our event queue",
+				    (unsigned long long)all[i]);
+			printf("bypass STE: DMA to %#llx faulted at stage 2 (event delivered)\n",
+			       (unsigned long long)all[i]);
+		}
+	} else if (!strcmp(what, "stage2")) {
+		// Stage-2 tables that map the first 1 GiB blocks of the address space, read-write.
+		for (int i = 0; i < 4; i++)
+			s2.va[i] = ((uint64_t)i << 30) | (1ull << 10) | (3ull << 8) | (3ull << 6) |
+				   (0xfull << 2) | 1;
+		uint64_t w2 = 1 | (25ull << 32) | (1ull << 38) | (1ull << 40) | (1ull << 42) |
+			      (3ull << 44) | (2ull << 48) | (1ull << 51) | (1ull << 54) | (1ull << 58);
+		ste(sid, STE_V | STE_CFG_S2, 0, w2, s2.pa);
+		if (dma_round_trip(&e, src.pa, dst.pa))
+			die("stage-2 STE: DMA landed: the STE was used");
+		edu_store(&e, hyp);
+		printf("stage-2 STE: refused, the stream aborts (DMA to our page did not land)\n");
+	} else if (!strcmp(what, "cd-in-hyp") || !strcmp(what, "cd-in-guest")) {
+		uint64_t at = !strcmp(what, "cd-in-hyp") ? hyp : guests[0];
+		ste(sid, STE_V | STE_CFG_S1 | STE_S1CTXPTR(at), 0, 0, 0);
+		if (dma_round_trip(&e, src.pa, dst.pa))
+			die("%s: DMA landed: the STE was used", what);
+		printf("%s: a CD table at %#llx: refused, the stream aborts\n", what,
+		       (unsigned long long)at);
+	} else if (!strcmp(what, "s1-maps-out")) {
+		uint64_t targets[10] = { src.pa, dst.pa, hyp };
+		memcpy(targets + 3, guests, nguests * sizeof(uint64_t));
+		s1_tables(targets, 3 + nguests);
+		ste(sid, STE_V | STE_CFG_S1 | STE_S1CTXPTR(cd.pa), 0, 0, 0);
+		if (!dma_round_trip(&e, 0, 0x1000))
+			die("stage-1 STE: DMA through our own mapping did not land");
+		printf("stage-1 STE: IOVA 0x1000 -> our page %#llx: DMA landed\n",
+		       (unsigned long long)dst.pa);
+		for (int i = 2; i < 3 + nguests; i++) {
+			uint64_t iova = (uint64_t)i << 12;
+			edu_store(&e, iova);
+			if (!saw_s2_fault(sid, iova))
+				die("stage-1 STE: IOVA %#llx -> %#llx: no stage-2 fault in our event queue",
+				    (unsigned long long)iova, (unsigned long long)targets[i]);
+			printf("stage-1 STE: IOVA %#llx -> %#llx: faulted at stage 2 (event delivered)\n",
+			       (unsigned long long)iova, (unsigned long long)targets[i]);
+		}
+	} else if (!strcmp(what, "strtab-in-guest") || !strcmp(what, "strtab-in-hyp")) {
+		uint64_t at = (!strcmp(what, "strtab-in-hyp") ? hyp : guests[0]) & ~0xfffull;
+		// First a bypass STE in our own table that works, then the table moved.
+		ste(sid, STE_V | STE_CFG_BYPASS, 0, 0, 0);
+		if (!dma_round_trip(&e, src.pa, dst.pa))
+			die("%s: DMA through our own bypass STE did not land", what);
+		set_cr0(0);
+		smmu_ours(at, cmdq.pa);
+		cfgi_all();
+		if (dma_round_trip(&e, src.pa, dst.pa))
+			die("%s: DMA landed with the stream table at %#llx", what,
+			    (unsigned long long)at);
+		printf("%s: stream table at %#llx: no STE of it used, the stream aborts\n", what,
+		       (unsigned long long)at);
+	} else if (!strcmp(what, "illegal-command")) {
+		// A stage-2 TLBI for VMID 2 (not the host's): stage 2 is not advertised.
+		uint32_t at = prod;
+		cmd(OP_TLBI_S12_VMALL | (2ull << 32), 0);
+		uint32_t err = cmd_wait();
+		if (err != CERROR_ILL)
+			die("TLBI_S12_VMALL: CONS.ERR %u, not ILL", err);
+		uint32_t cons = rd32(smmu, CMDQ_CONS) & ((2u << CMDQ_LOG2) - 1);
+		if (cons != at)
+			die("the queue stopped at %#x, not at the bad command (%#x)", cons, at);
+		// Linux's recovery: a CMD_SYNC in its place, then acknowledge the error.
+		volatile uint64_t *slot = cmdq.va + 2 * (at & ((1u << CMDQ_LOG2) - 1));
+		slot[0] = OP_SYNC;
+		slot[1] = 0;
+		barrier();
+		wr32(smmu, GERRORN, rd32(smmu, GERROR));
+		if (cmd_wait())
+			die("the queue did not restart after the error was acknowledged");
+		cfgi(sid);
+		printf("illegal-command: TLBI_S12_VMALL stopped the queue (CMDQ_ERR, CONS.ERR ILL); it restarted after recovery\n");
+	} else if (!strcmp(what, "cmdq-in-hyp")) {
+		set_cr0(0);
+		smmu_ours(st.pa, hyp & ~0xfffull);
+		wr32(smmu, CMDQ_PROD, ++prod);
+		uint32_t err = cmd_wait();
+		if (err != CERROR_ABT)
+			die("command queue in hypervisor memory: CONS.ERR %u, not ABT", err);
+		printf("cmdq-in-hyp: the command fetch aborted (CMDQ_ERR, CONS.ERR ABT)\n");
+	} else {
+		die("unknown case %s", what);
+	}
+	return 0;
+}
+
+static int dma(int argc, char **argv)
+{
+	if (argc < 4)
+		usage();
+	struct edu e = edu_open(argv[2]);
+	// First 4 bytes to each address (one fault event each: Linux prints only the first few
+	// events of a burst), then a whole page to each.
+	for (unsigned len = 4; len <= 4096; len *= 1024) {
+		for (int i = 3; i < argc; i++) {
+			uint64_t a = parse(argv[i]);
+			edu_dma(&e, EDU_BUFFER, a, len, 1);
+			printf("edu DMA of %u bytes to %#llx completed\n", len, (unsigned long long)a);
+		}
+	}
+	if (argc > 0 && getenv("SMMU_ATTACK_POLL_EVTQ")) {
+		// Read the emulated EVTQ_PROD, as a polling driver would: the hypervisor hands over
+		// what the real SMMU recorded, without waiting for its own interrupt.
+		smmu_map();
+		printf("emulated EVTQ_PROD %#x\n", rd32(smmu, EVTQ_PROD));
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc < 2)
+		usage();
+	if (!strcmp(argv[1], "dma"))
+		return dma(argc, argv);
+	if (!strcmp(argv[1], "reprogram"))
+		return reprogram(argc, argv);
+	usage();
+}
