@@ -682,7 +682,7 @@ fn linux_boot(
         host,
         disk: &imgs.disk,
         null_disk: Some(LINUX_DISK_SIZE),
-        append: if hyp { "gbpa_reset=abort".into() } else { variant.bootargs() },
+        append: if hyp { variant.hyp_append().into() } else { variant.bootargs() },
         // -seed: QEMU's random numbers (the kernel's seeds, RNDR) are the same every boot.
         extra: ["-icount", "shift=0,align=off,sleep=off", "-seed", "1"].map(String::from).to_vec(),
         tag: format!("{}-{}", variant.tag(), if hyp { "hyp" } else { "native" }),

@@ -264,6 +264,7 @@ pub const TESTS: &[&str] = &[
     "kmod_events",
     "kmod_errors_map_to_errno",
     "kmod_pm_status_and_vote",
+    "kmod_power_loss_injection",
     "kmod_unload_and_refusal",
 ];
 
@@ -444,6 +445,35 @@ kmod_pm_status_and_vote() {{
     [ $(cat $P/resumes) = $((r0 + off)) ] || {{ echo "resumes $r0 -> $(cat $P/resumes) (power-off: $off)"; return 1; }}
     [ -e $P/inject_loss ] && [ {inject} = 0 ] && {{ echo "inject_loss exists although FEATURES refuses PM_INJECT_LOSS"; return 1; }}
     echo "host: smmu_hyp: the host's allow-off vote $( [ $off = 1 ] && echo 'powered the SMMU off (every VM allowed)' || echo 'was not the last one')" > /dev/console
+}}
+
+kmod_power_loss_injection() {{
+    P=$H/pm
+    if [ {inject} = 0 ]; then
+        [ ! -e $P/inject_loss ] || {{ echo "inject_loss exists although FEATURES refuses PM_INJECT_LOSS"; return 1; }}
+        return 0
+    fi
+    [ -e $P/inject_loss ] || {{ echo "no inject_loss although FEATURES offers PM_INJECT_LOSS"; return 1; }}
+    err=$( (echo soon > $P/inject_loss) 2>&1 ) && {{ echo "inject_loss 'soon' was accepted"; return 1; }}
+    case "$err" in *"Invalid argument"*) ;; *) echo "inject_loss 'soon': $err"; return 1;; esac
+    # Nothing may DMA between the loss and the hypervisor noticing it (at its next SMMU register
+    # access): the SMMU is back at its reset state, abort, and a virtio request whose DMA aborts
+    # leaves QEMU's disk broken and Linux waiting. So the hypervisor must touch the SMMU first:
+    # this VM's allow-off vote, the last one once the guests have left theirs, runs the suspend.
+    [ $(($(cat $P/votes_allow_off) & {others_mask})) = {others_mask} ] || {{ echo "the guests' allow-off votes are not there ($(cat $P/votes_allow_off)): no way to make the hypervisor notice a loss before the disk's next DMA"; return 1; }}
+    # 64 KiB at 3 MiB (sector 6144 on), which no other test writes: read before the loss.
+    before=$(dd if=/dev/vda bs=65536 skip=48 count=1 iflag=direct 2>/dev/null | md5sum)
+    label=$(dd if=/dev/vda bs=512 skip=6144 count=1 iflag=direct 2>/dev/null | head -n 1)
+    [ "$label" = "smmu-hyp test disk sector 6144" ] || {{ echo "before the loss, sector 6144 reads '$label'"; return 1; }}
+    l0=$(cat $P/losses)
+    echo 0 > $P/inject_loss || {{ echo "injecting a loss failed"; return 1; }}
+    echo allow-off > $P/vote || {{ echo "allow-off after the loss refused"; return 1; }}
+    echo need-on > $P/vote || {{ echo "need-on after the loss refused"; return 1; }}
+    [ "$(cat $P/losses)" = $((l0 + 1)) ] || {{ echo "losses $l0 -> $(cat $P/losses) after the loss and a power cycle"; return 1; }}
+    [ "$(cat $P/power)" = on ] || {{ echo "power $(cat $P/power) after need-on"; return 1; }}
+    # The disk's DMA translates again, to the right place.
+    after=$(dd if=/dev/vda bs=65536 skip=48 count=1 iflag=direct 2>/dev/null | md5sum)
+    [ "$after" = "$before" ] || {{ echo "after the loss, the same 64 KiB read differently"; return 1; }}
 }}
 
 kmod_unload_and_refusal() {{

@@ -76,6 +76,22 @@ impl Variant {
         }
     }
 
+    /// Whether the run lets the host inject SMMU power losses (`pm_inject=1`): the first
+    /// Linux-host run, where the module's `inject_loss` file is tested (in the passthrough run
+    /// the file must be absent).
+    pub fn pm_inject(self) -> bool {
+        self == Variant::Tests
+    }
+
+    /// The hypervisor's boot options for this run.
+    pub fn hyp_append(self) -> &'static str {
+        if self.pm_inject() {
+            "gbpa_reset=abort pm_inject=1"
+        } else {
+            "gbpa_reset=abort"
+        }
+    }
+
     /// Names the run's files (`target/xtask/last-linux*.log`, `target/linux/host*.dtb`).
     pub fn tag(self) -> &'static str {
         match self {
@@ -759,7 +775,8 @@ pub fn initramfs(
     variant: Variant,
 ) -> Result<(Vec<u8>, ScriptFacts), String> {
     let mods = modules(art, MODULES)?;
-    let facts = ScriptFacts::new(mods.iter().map(|(n, _)| n.clone()).collect());
+    let mut facts = ScriptFacts::new(mods.iter().map(|(n, _)| n.clone()).collect());
+    facts.kmod.inject = variant.pm_inject();
     let busybox =
         std::fs::read(&art.busybox).map_err(|e| format!("{}: {e}", art.busybox.display()))?;
     let mut c = Cpio::new();

@@ -251,7 +251,7 @@ fn linux_run(
         host: qemu::Host::Linux(prepared.files.clone()),
         disk: &imgs.disk,
         null_disk: None,
-        append: "gbpa_reset=abort".into(),
+        append: variant.hyp_append().into(),
         extra: vec![],
         tag: variant.tag().into(),
         trace: true,
