@@ -80,8 +80,8 @@ pub struct Launch<'a> {
     /// The host's virtio disk image.
     pub disk: &'a Path,
     /// Instead of `disk`: QEMU's `null-co` block driver of this many bytes (reads return
-    /// zeros, writes are dropped, no host I/O: a request completes one bottom half after it is
-    /// made, which keeps instruction counts steady; the bench).
+    /// zeros, writes are dropped, no host I/O), each request completing
+    /// [`NULL_DISK_LATENCY_NS`] of real time after it is made (the bench).
     pub null_disk: Option<u64>,
     /// The hypervisor's boot options (`-append`).
     pub append: String,
@@ -152,7 +152,10 @@ fn console_and_disk(l: &Launch<'_>) -> Vec<String> {
         // the same image.
         "-drive".into(),
         match l.null_disk {
-            Some(size) => format!("driver=null-co,read-zeroes=on,size={size},if=none,id=hostdisk"),
+            Some(size) => format!(
+                "driver=null-co,read-zeroes=on,size={size},latency-ns={NULL_DISK_LATENCY_NS},\
+                 if=none,id=hostdisk"
+            ),
             None => format!("file={},if=none,format=raw,id=hostdisk,snapshot=on", l.disk.display()),
         },
         // iommu_platform=on: without it QEMU's virtio devices DMA to guest-physical addresses
@@ -247,6 +250,13 @@ pub fn shell_line(program: &str, args: &[String]) -> String {
     }
     s
 }
+
+/// How long a request to a null disk takes, in real time. Longer than the guest's path from
+/// submitting a request to idling, so that every request is completed by an interrupt that
+/// wakes the waiting task, as with a real disk. With no latency, whether the completion (a
+/// bottom half in QEMU's main loop) comes before or after the guest idles depends on the host's
+/// load, and a 4 KiB read cost 22,600 or 27,800 instructions from one boot to the next.
+pub const NULL_DISK_LATENCY_NS: u64 = 500_000;
 
 /// A finished (or abandoned) run.
 pub struct RunOutput {
@@ -506,8 +516,9 @@ mod tests {
             .any(|w| w[0] == "-append" && w[1] == "console=ttyS0 iommu.passthrough=1"));
         assert!(a.iter().any(|x| x.starts_with("virtio-blk-pci,addr=6")));
         assert!(a.iter().any(|x| x.starts_with("socket,id=hostcon,path=")));
-        assert!(
-            a.contains(&"driver=null-co,read-zeroes=on,size=8388608,if=none,id=hostdisk".into())
-        );
+        assert!(a.contains(
+            &"driver=null-co,read-zeroes=on,size=8388608,latency-ns=500000,if=none,id=hostdisk"
+                .into()
+        ));
     }
 }
