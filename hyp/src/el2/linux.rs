@@ -5,9 +5,9 @@
 
 use super::pcie::Ecam;
 use super::PLATFORM;
-use hyp::gicr::{Frame, RedistFilter};
+use hyp::gicr::RedistFilter;
 use hyp::hosttree;
-use hyp::mmio::Region;
+use hyp::mmio::{Frame, Region};
 use hyp::pci::filter::{ConfigFilter, EcamFilter};
 use hyp::pci::Configured;
 use log::info;
