@@ -41,7 +41,8 @@ pub struct Vm {
     pub devices: Vec<Function>,
     /// Set if it is a Linux kernel (VM 0 only).
     pub linux: Option<LinuxBoot>,
-    /// Its emulated MMIO devices (the Linux host's PCI configuration space and redistributor).
+    /// Its emulated MMIO devices (the Linux host's PCI configuration space, GIC distributor,
+    /// redistributor RD frame and SMMU).
     pub mmio: Vec<Region<'static>>,
     /// MMIO refusal reasons already logged (bit per [`Refusal::index`]).
     refusals_logged: AtomicU8,
@@ -104,6 +105,9 @@ impl Vm {
             self.faults.load(Ordering::Relaxed),
             self.mmio_emulated.load(Ordering::Relaxed)
         );
+        if self.linux.is_some() {
+            linux::host_stopped(self.spec);
+        }
         // Teardown: its devices can no longer reach anything, and it no longer needs the SMMU.
         super::smmu_service::vm_stopped(self.spec.id);
         // Its CPU turns off: the hypervisor's interrupts must go to a CPU that stays.
