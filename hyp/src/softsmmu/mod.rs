@@ -58,7 +58,7 @@ pub struct IdRegs {
 impl IdRegs {
     /// What QEMU 10's SMMUv3 reports with `stage=nested` (checked on the machine).
     pub const QEMU: IdRegs =
-        IdRegs { idr: [0x0d44_101b, Idr1::new(16, 16, 19, 19).0, 0, 0, 0, 0x55], iidr: 0, aidr: 0 };
+        IdRegs { idr: [0x0d44_101b, Idr1::new(16, 0, 19, 19).0, 0, 0, 0, 0x74], iidr: 0, aidr: 0 };
 
     /// IDR0.
     pub const fn idr0(&self) -> Idr0 {
