@@ -249,7 +249,9 @@ pub fn host_stopped(vm: &VmSpec) {
 pub fn emulated_devices(vm: &VmSpec, functions: &[Configured]) -> alloc::vec::Vec<Region<'static>> {
     let board = PLATFORM.board();
     let ecam: &'static EcamFilter<Ecam> = alloc::boxed::Box::leak(alloc::boxed::Box::new(
-        EcamFilter::new(ConfigFilter::new(Ecam::new(board), functions)),
+        // SAFETY: the board's ECAM, mapped at EL2; boot's instances are gone, and from now on
+        // only the host's filter uses configuration space (from its CPU's traps).
+        EcamFilter::new(ConfigFilter::new(unsafe { Ecam::new(board) }, functions)),
     ));
     let rd_range = gicr_frames(vm).0;
     let rd: &'static RedistFilter<RdFrame> = alloc::boxed::Box::leak(alloc::boxed::Box::new(
