@@ -15,15 +15,7 @@
 //! `GICR_CTLR`, `GICR_STATUSR` and `GICR_WAKER` are dropped.
 #![forbid(unsafe_code)]
 
-use crate::mmio::Device;
-
-/// The hardware frame behind the filter (32-bit accesses only).
-pub trait Frame {
-    /// Reads the 32-bit register at `offset`.
-    fn read32(&self, offset: u64) -> u32;
-    /// Writes the 32-bit register at `offset`.
-    fn write32(&self, offset: u64, value: u32);
-}
+use crate::mmio::{Device, Frame};
 
 /// Register offsets in the RD frame.
 pub mod off {

@@ -4,7 +4,9 @@
 //! disagreement stops the boot with the reason: a tree that offers the host something it does
 //! not own (other RAM, another CPU or redistributor, the ITS, the real SMMU, the PL011), or
 //! that leaves out something the host needs, is never handed to it. The one SMMU node allowed
-//! is exactly the emulated one the description names, with `iommu-map` on the bridge.
+//! is exactly the emulated one the description names, with `iommu-map` on the bridge; the
+//! bridge's `interrupt-map` names exactly the INTx SPIs the distributor filter lets the host
+//! configure (`hyp::gicd::host_intids` reads the same description).
 
 use alloc::vec::Vec;
 use fdt::node::FdtNode;
@@ -25,6 +27,8 @@ pub struct HostTreeFacts<'a> {
     pub psci_method: Option<&'a str>,
     /// `reg` of the `arm,gic-v3` node.
     pub gic: Vec<MemRange>,
+    /// `phandle` of the `arm,gic-v3` node.
+    pub gic_phandle: Option<u32>,
     /// A `arm,armv8-timer` node exists.
     pub timer: bool,
     /// `reg` of the `pci-host-ecam-generic` node.
@@ -37,6 +41,10 @@ pub struct HostTreeFacts<'a> {
     pub pcie_msi: bool,
     /// Its `iommu-map` cells, if any.
     pub pcie_iommu_map: Option<Vec<u32>>,
+    /// Its `interrupt-map-mask` cells, if any.
+    pub pcie_interrupt_map_mask: Option<Vec<u32>>,
+    /// Its `interrupt-map` cells, if any.
+    pub pcie_interrupt_map: Option<Vec<u32>>,
     /// Every `arm,smmu-v3` node.
     pub smmus: Vec<SmmuNode>,
     /// Compatible strings of nodes the host must not be given.
@@ -153,6 +161,7 @@ pub fn parse(blob: &[u8]) -> Result<HostTreeFacts<'_>, crate::dt::DtError> {
         }
         if has_compatible(&n, "arm,gic-v3") {
             f.gic = regs(&n);
+            f.gic_phandle = n.property("phandle").and_then(|p| p.as_usize()).map(|v| v as u32);
         }
         if has_compatible(&n, "arm,smmu-v3") {
             let names = n
@@ -195,6 +204,8 @@ pub fn parse(blob: &[u8]) -> Result<HostTreeFacts<'_>, crate::dt::DtError> {
                 n.property("linux,pci-probe-only").and_then(|p| p.as_usize()).map(|v| v as u32);
             f.pcie_msi = ["msi-map", "msi-parent"].iter().any(|p| n.property(p).is_some());
             f.pcie_iommu_map = cells(&n, "iommu-map");
+            f.pcie_interrupt_map_mask = cells(&n, "interrupt-map-mask");
+            f.pcie_interrupt_map = cells(&n, "interrupt-map");
         }
         // Every device's registers (and its children's, e.g. an ITS under the GIC), except the
         // PCI bridge's children, whose `reg` is a PCI address.
@@ -338,6 +349,12 @@ pub fn check(
     if got.pcie_msi {
         return Err(HostTreeError::Pcie("msi-map/msi-parent: the host has no MSI controller"));
     }
+    if !intx_is_the_boards(want, got) {
+        return Err(HostTreeError::Pcie(
+            "interrupt-map is not the board's INTx wiring onto the GIC (the SPIs the \
+             distributor lets the host configure)",
+        ));
+    }
     check_smmu(want, got)?;
     let given = [want.gicd, want.gicr, want.pcie_ecam, want.smmu.regs];
     for (name, r) in &got.device_regs {
@@ -359,6 +376,23 @@ pub fn check(
         return Err(HostTreeError::Bootargs);
     }
     Ok(())
+}
+
+/// The bridge's `interrupt-map` is exactly `HostTree::intx_map` onto the GIC node, level-high
+/// SPIs: the INTx SPIs the hypervisor's distributor filter gives the host (`hyp::gicd`) are the
+/// ones its drivers will use.
+fn intx_is_the_boards(want: &HostTree<'_>, got: &HostTreeFacts<'_>) -> bool {
+    /// GIC interrupt specifier: SPI, level-triggered active high.
+    const SPI: u32 = 0;
+    const LEVEL_HIGH: u32 = 4;
+    let Some(gic) = got.gic_phandle else { return false };
+    let map: Vec<u32> = want
+        .intx_map()
+        .iter()
+        .flat_map(|&(addr, pin, spi)| [addr, 0, 0, pin, gic, 0, 0, SPI, spi, LEVEL_HIGH])
+        .collect();
+    got.pcie_interrupt_map_mask.as_deref() == Some(&[0x1800, 0, 0, 7][..])
+        && got.pcie_interrupt_map.as_deref() == Some(&map[..])
 }
 
 /// The one SMMU node is the emulated SMMU the description names, and the bridge maps every
@@ -492,6 +526,25 @@ mod tests {
         assert_eq!(with(&|f| f.timer = false), Err(HostTreeError::Timer));
         assert!(matches!(with(&|f| f.pcie_probe_only = None), Err(HostTreeError::Pcie(_))));
         assert!(matches!(with(&|f| f.pcie_msi = true), Err(HostTreeError::Pcie(_))));
+        // An interrupt-map naming other SPIs (here the real SMMU's event queue, SPI 74), another
+        // parent, edge, or no map at all: the host would use lines the distributor denies it.
+        let intx = base.pcie_interrupt_map.clone().unwrap();
+        assert_eq!(intx.len(), 160);
+        for (cell, v) in [(8, 74), (4, 7), (9, 1)] {
+            let mut m = intx.clone();
+            m[cell] = v;
+            let e = with(&|f| f.pcie_interrupt_map = Some(m.clone()));
+            assert!(
+                matches!(e, Err(HostTreeError::Pcie(w)) if w.contains("interrupt-map")),
+                "{cell}"
+            );
+        }
+        assert!(matches!(with(&|f| f.pcie_interrupt_map = None), Err(HostTreeError::Pcie(_))));
+        assert!(matches!(
+            with(&|f| f.pcie_interrupt_map_mask = Some(std::vec![0xf800, 0, 0, 7])),
+            Err(HostTreeError::Pcie(_))
+        ));
+        assert!(matches!(with(&|f| f.gic_phandle = None), Err(HostTreeError::Pcie(_))));
         assert!(matches!(with(&|f| f.pcie_iommu_map = None), Err(HostTreeError::Smmu(_))));
         assert!(matches!(
             with(&|f| f.pcie_iommu_map = Some(std::vec![0, 2, 0x100, 0x1_0000])),

@@ -35,6 +35,11 @@ pub trait ConsoleSink {
 pub trait SmmuCalls {
     /// Moves up to `out.len()` of `vm`'s oldest event records into `out`.
     fn read_events(&mut self, vm: u32, out: &mut [EventWords]) -> EventReadResult;
+    /// Whether `vm` may have event records waiting (a cheap hint: `false` only if certainly
+    /// none is routed to it yet; the default always says there may be).
+    fn events_pending(&mut self, _vm: u32) -> bool {
+        true
+    }
     /// SMMU-wide counters.
     fn stats(&mut self) -> SmmuStats;
     /// Attaches stream `sid` of VM `vm` to `domain` (already validated), hitlessly.
@@ -42,7 +47,7 @@ pub trait SmmuCalls {
     /// Validates every command of VM `vm`, then submits the valid ones as one batch with one
     /// SYNC. Returns how many reached the hardware, or the index of the first bad command.
     /// `cmds` is the hypervisor's own copy and is rewritten in place.
-    fn invalidate(&mut self, vm: u32, cmds: &mut [Command]) -> Result<usize, (usize, HypError)>;
+    fn invalidate(&mut self, vm: u32, cmds: &[Command]) -> Result<usize, (usize, HypError)>;
     /// Records VM `vm`'s power vote and applies the decision.
     fn pm_vote(&mut self, vm: u32, vote: Vote) -> PmVoteResult;
     /// Power-management status.
@@ -175,13 +180,22 @@ fn invalidate(
     smmu: &mut dyn SmmuCalls,
 ) -> Result<HypReturn, HypError> {
     let range = caller.range(ipa, count * 16)?;
-    let mut cmds = [Command::default(); INVALIDATE_MAX as usize];
-    let cmds = &mut cmds[..count as usize];
     // One copy out of the VM's memory; everything after works on this copy.
-    mem.read(range, cmds.as_mut_bytes());
-    Ok(match smmu.invalidate(caller.vm.id, cmds) {
-        Ok(n) => HypReturn::ok(0, n as u64, 0, 0),
-        Err((index, e)) => HypReturn::err_at(e, index as u64),
+    let mut run = |cmds: &mut [Command]| {
+        mem.read(range, cmds.as_mut_bytes());
+        match smmu.invalidate(caller.vm.id, cmds) {
+            Ok(n) => HypReturn::ok(0, n as u64, 0, 0),
+            Err((index, e)) => HypReturn::err_at(e, index as u64),
+        }
+    };
+    // A buffer no larger than needed for the common small batch (zeroing a whole
+    // INVALIDATE_MAX buffer would cost more than validating a few commands).
+    const SMALL: usize = 16;
+    let n = count as usize;
+    Ok(if n <= SMALL {
+        run(&mut [Command::default(); SMALL][..n])
+    } else {
+        run(&mut [Command::default(); INVALIDATE_MAX as usize][..n])
     })
 }
 
@@ -421,11 +435,7 @@ mod tests {
                 Err(HypError::NotOwned)
             }
         }
-        fn invalidate(
-            &mut self,
-            vm: u32,
-            cmds: &mut [Command],
-        ) -> Result<usize, (usize, HypError)> {
+        fn invalidate(&mut self, vm: u32, cmds: &[Command]) -> Result<usize, (usize, HypError)> {
             self.invalidated.push((vm, cmds.len()));
             match cmds.iter().position(|c| c.opcode_byte() == 0xff) {
                 Some(i) => Err((i, HypError::BadCommand)),

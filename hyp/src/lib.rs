@@ -17,6 +17,7 @@ pub mod dt;
 pub mod esr;
 #[cfg(test)]
 mod fuzz;
+pub mod gicd;
 pub mod gicr;
 pub mod guest;
 pub mod hosttree;

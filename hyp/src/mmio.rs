@@ -172,6 +172,16 @@ pub trait Device {
     fn write(&self, offset: u64, size: u8, value: u64);
 }
 
+/// A hardware register frame behind an emulated device that filters it (the host's
+/// redistributor RD frame, its distributor): 32-bit accesses at offsets from the frame's base.
+/// The EL2 side implements it with volatile accesses; tests with a fake.
+pub trait Frame {
+    /// Reads the 32-bit register at `offset`.
+    fn read32(&self, offset: u64) -> u32;
+    /// Writes the 32-bit register at `offset`.
+    fn write32(&self, offset: u64, value: u32);
+}
+
 /// An emulated device and the IPA range it answers at.
 #[derive(Clone, Copy)]
 pub struct Region<'a> {

@@ -28,7 +28,7 @@ pub struct SmmuCaps {
 
 impl SmmuCaps {
     /// QEMU 10's SMMUv3 (16 substream bits, no ATS).
-    pub const QEMU: SmmuCaps = SmmuCaps { ssid_bits: 16, ats: false };
+    pub const QEMU: SmmuCaps = SmmuCaps { ssid_bits: 0, ats: false };
 
     /// From the probed ID registers.
     pub fn from_features(f: &Features) -> Self {
@@ -294,14 +294,24 @@ mod tests {
         assert_eq!(virtual_ste(&abort, MEM, &CAPS), Ok(Domain::Blocked));
         let bypass = Ste::default().with_v(1).with_config(SteConfig::Bypass);
         assert_eq!(virtual_ste(&bypass, MEM, &CAPS), Ok(Domain::Identity), "bypass -> stage 2");
-        match virtual_ste(&s1(0x4600_1000).with_s1cdmax(2).with_s1dss(2), MEM, &CAPS) {
+        match virtual_ste(&s1(0x4600_1000).with_s1dss(2), MEM, &CAPS) {
+            Ok(Domain::Nested(c)) => {
+                assert_eq!((c.ctx_ptr, c.cdmax, c.dss), (0x4600_1000, 0, 2));
+            }
+            other => panic!("{other:?}"),
+        }
+        // An SMMU with substreams takes CD tables of up to 2^SSIDSIZE entries (as many as the
+        // hypervisor allows).
+        let ssid = SmmuCaps { ssid_bits: 16, ats: false };
+        match virtual_ste(&s1(0x4600_1000).with_s1cdmax(2).with_s1dss(2), MEM, &ssid) {
             Ok(Domain::Nested(c)) => {
                 assert_eq!((c.ctx_ptr, c.cdmax, c.dss), (0x4600_1000, 2, 2));
             }
             other => panic!("{other:?}"),
         }
         let c = s1(0x4600_1000).with_s1cdmax(MAX_S1CDMAX as u64);
-        assert!(virtual_ste(&c, MEM, &CAPS).is_ok(), "the largest table QEMU allows");
+        assert!(virtual_ste(&c, MEM, &ssid).is_ok(), "the largest table allowed");
+        assert_eq!(virtual_ste(&c, MEM, &CAPS), Err(HypError::BadConfig), "QEMU: no substreams");
     }
 
     #[test]

@@ -644,12 +644,6 @@ static int dma(int argc, char **argv)
 			printf("edu DMA of %u bytes to %#llx completed\n", len, (unsigned long long)a);
 		}
 	}
-	if (argc > 0 && getenv("SMMU_ATTACK_POLL_EVTQ")) {
-		// Read the emulated EVTQ_PROD, as a polling driver would: the hypervisor hands over
-		// what the real SMMU recorded, without waiting for its own interrupt.
-		smmu_map();
-		printf("emulated EVTQ_PROD %#x\n", rd32(smmu, EVTQ_PROD));
-	}
 	return 0;
 }
 

@@ -32,8 +32,17 @@ pub const MODULES: &[&str] = &["virtio_blk", "uio_pci_generic"];
 /// VM) instead of hanging; `iomem=relaxed`: the tests poke MMIO the host's own drivers claim
 /// (the GIC distributor, ECAM) with `devmem`: the hypervisor must hold regardless.
 pub const BOOTARGS: &str = "console=ttyS0 panic=-1 iomem=relaxed rdinit=/init";
-/// The SPI the host routes to guest1's CPU and pends (unused by anything the host has).
+/// The SPI (INTID) the host tries to route to guest1's CPU, enable and pend: no VM's, so the
+/// hypervisor's distributor filter ignores every write (and logs the first SETSPI refusal).
 pub const TEST_SPI: u32 = 100;
+/// The real SMMU's event-queue and global-error INTIDs on QEMU `virt` (SPIs 74 and 77): the
+/// hypervisor's. The host tries to steal, disable and pend them.
+pub const HYP_SMMU_INTIDS: [u32; 2] = [106, 109];
+/// The INTID of INTA of PCI slot `slot` on QEMU `virt`: the four INTx lines are shared by
+/// every slot, swizzled (`PCI_INTX_SPI_BASE + (slot + pin) % 4`).
+pub fn inta_intid(slot: u8) -> u32 {
+    32 + platform::linux::PCI_INTX_SPI_BASE + slot as u32 % 4
+}
 /// On the command line, makes `/init` panic the kernel at once (the "Linux host panics" run).
 pub const PANIC_ARG: &str = "xtask.host=panic";
 
@@ -461,7 +470,33 @@ pub fn init_script(f: &ScriptFacts) -> String {
     let irouter = gicd + 0x6000 + 8 * spi as u64;
     let isenabler = gicd + 0x100 + 4 * (spi as u64 / 32);
     let ispendr = gicd + 0x200 + 4 * (spi as u64 / 32);
-    let bit = 1u32 << (spi % 32);
+    let setspi = gicd + 0x40;
+    // Per hypervisor INTID: IROUTER, ISENABLER, ICENABLER, ISPENDR, IGROUPR, ICFGR, IPRIORITYR
+    // (its byte).
+    let hyp_regs: Vec<String> = HYP_SMMU_INTIDS
+        .iter()
+        .map(|&i| {
+            let (w, i) = (4 * (i as u64 / 32), i as u64);
+            format!(
+                "{i}:{:#x}:{:#x}:{:#x}:{:#x}:{:#x}:{:#x}:{:#x}:{:#x}",
+                gicd + 0x6000 + 8 * i,
+                gicd + 0x100 + w,
+                gicd + 0x180 + w,
+                gicd + 0x200 + w,
+                gicd + 0x80 + w,
+                gicd + 0xc00 + 4 * (i / 16),
+                gicd + 0x400 + i,
+                1u32 << (i % 32),
+            )
+        })
+        .collect();
+    let own = inta_intid(HOST_SERIAL_SLOT) as u64;
+    let disk_intid = inta_intid(HOST_DISK_SLOT) as u64;
+    // Its serial port's and disk's lines, both in ISENABLER1.
+    let own_lines = (1u32 << (own % 32)) | (1u32 << (disk_intid % 32));
+    let own_irouter = gicd + 0x6000 + 8 * own;
+    let own_isenabler = gicd + 0x100 + 4 * (own / 32);
+    let own_bit = 1u32 << (own % 32);
     let moved = f.moved_bar;
     let modules = f.modules.join(" ");
     let edu_sid = PciAddr::slot(EDU_SLOTS[0], 0).rid();
@@ -576,17 +611,89 @@ devmem_outside_the_host_faults() {{
     done
 }}
 
-spi_routed_to_a_guest_cpu() {{
-    # Route SPI {spi} to CPU 1 (guest1's), enable it, pend it: the hypervisor takes it at EL2 on
-    # that CPU, has no handler for it, disables it and carries on.
+# The GIC distributor is the hypervisor's, filtered: the host configures only its own
+# interrupts (its INTx lines and its emulated SMMU's); it reads nothing of the others.
+gicd_foreign_spi_cannot_be_routed_enabled_or_pended() {{
+    # INTID {spi} is no VM's: route it to CPU 1 (guest1's), set it pending, enable it.
+    devmem {setspi:#x} 32 {spi}
+    devmem {irouter:#x} 64 1
     devmem {irouter:#x} 32 1
-    devmem {isenabler:#x} 32 {bit:#x}
-    devmem {ispendr:#x} 32 {bit:#x}
+    devmem {isenabler:#x} 32 0xffffffff
+    devmem {ispendr:#x} 32 0xffffffff
     sleep 1
+    r=$(devmem {irouter:#x} 64)
     en=$(devmem {isenabler:#x} 32)
     pend=$(devmem {ispendr:#x} 32)
-    [ $((en & {bit:#x})) = 0 ] || {{ echo "SPI {spi} still enabled ($en): nobody took it"; return 1; }}
-    [ $((pend & {bit:#x})) = 0 ] || {{ echo "SPI {spi} still pending ($pend)"; return 1; }}
+    [ $((r)) = 0 ] || {{ echo "IROUTER of {spi} reads $r"; return 1; }}
+    [ $((en)) = 0 ] || {{ echo "ISENABLER of INTIDs {spi_word}.. reads $en"; return 1; }}
+    [ $((pend)) = 0 ] || {{ echo "ISPENDR of INTIDs {spi_word}.. reads $pend"; return 1; }}
+}}
+
+gicd_hypervisor_smmu_spis_cannot_be_taken() {{
+    # The real SMMU's event-queue and global-error interrupts are the hypervisor's: steal the
+    # route (to this CPU), pend, disable (not readable here: the hypervisor's audit when the
+    # host stops says whether any of it changed), regroup, retrigger, reprioritise.
+    for e in {hyp_regs}; do
+        set -- $(echo $e | tr : ' ')
+        i=$1
+        devmem {setspi:#x} 32 $i
+        devmem $2 64 0
+        devmem $2 64 0x80000000
+        devmem $3 32 $9
+        devmem $5 32 $9
+        devmem $4 32 $9
+        devmem $6 32 0
+        devmem $7 32 0xffffffff
+        devmem $8 8 0
+        for a in $2 $3 $5 $6 $7; do
+            v=$(devmem $a 32)
+            [ $((v)) = 0 ] || {{ echo "INTID $i: $a reads $v"; return 1; }}
+        done
+        v=$(devmem $8 8)
+        [ $((v)) = 0 ] || {{ echo "INTID $i: priority reads $v"; return 1; }}
+    done
+}}
+
+gicd_ctlr_write_is_dropped() {{
+    c=$(devmem {gicd:#x} 32)
+    # Affinity routing (ARE) and group 1 on, as the hypervisor set them.
+    [ $((c & 0x12)) = $((0x12)) ] || {{ echo "GICD_CTLR reads $c"; return 1; }}
+    devmem {gicd:#x} 32 0
+    n=$(devmem {gicd:#x} 32)
+    [ "$n" = "$c" ] || {{ echo "GICD_CTLR reads $n after writing 0 (was $c)"; return 1; }}
+}}
+
+gicd_own_spi_stays_on_its_cpu() {{
+    # INTID {own} (its serial port): it configures it, but routes it only to its own CPU.
+    en=$(devmem {own_isenabler:#x} 32)
+    [ $((en & {own_bit:#x})) != 0 ] || {{ echo "INTID {own} not enabled ($en)"; return 1; }}
+    for v in 1 0x80000000 0x100000000; do
+        devmem {own_irouter:#x} 64 $v
+        r=$(devmem {own_irouter:#x} 64)
+        [ $((r)) = 0 ] || {{ echo "IROUTER of {own} reads $r after writing $v"; return 1; }}
+    done
+    s1=$(grep ttyS0 /proc/interrupts | awk '{{print $2}}')
+    echo "host: its serial port's INTx still interrupts after the route writes" > /dev/console
+    sleep 1
+    s2=$(grep ttyS0 /proc/interrupts | awk '{{print $2}}')
+    [ -n "$s1" ] && [ "$s2" -gt "$s1" ] || {{ echo "ttyS0 interrupts $s1 -> $s2"; return 1; }}
+}}
+
+own_interrupts_keep_working() {{
+    # Run once its disk is bound: its INTx lines, configured through the distributor filter,
+    # still interrupt (the disk's virtio0 and the serial port's counts grow), and it reads both
+    # lines enabled.
+    d1=$(grep virtio0 /proc/interrupts | awk '{{print $2}}')
+    s1=$(grep ttyS0 /proc/interrupts | awk '{{print $2}}')
+    dd if=/dev/vda of=/dev/null bs=4096 count=64 iflag=direct 2>/dev/null || {{ echo "disk read failed"; return 1; }}
+    echo "host: its disk and serial interrupts after the filter" > /dev/console
+    sleep 1
+    d2=$(grep virtio0 /proc/interrupts | awk '{{print $2}}')
+    s2=$(grep ttyS0 /proc/interrupts | awk '{{print $2}}')
+    [ -n "$d1" ] && [ "$d2" -gt "$d1" ] || {{ echo "virtio0 interrupts $d1 -> $d2"; return 1; }}
+    [ -n "$s1" ] && [ "$s2" -gt "$s1" ] || {{ echo "ttyS0 interrupts $s1 -> $s2"; return 1; }}
+    en=$(devmem {own_isenabler:#x} 32)
+    [ $((en & {own_lines:#x})) = $(({own_lines:#x})) ] || {{ echo "ISENABLER1 reads $en"; return 1; }}
 }}
 
 psci_and_smccc_as_linux_sees_them() {{
@@ -646,7 +753,7 @@ edu_dma_from_host_root_faults() {{
     [ -e $d/iommu_group ] || {{ echo "the edu device is in no IOMMU group"; return 1; }}
     ev="arm-smmu-v3 {smmu:x}.iommu: event 0x10 received"
     before=$(dmesg | grep -c "$ev")
-    out=$(SMMU_ATTACK_POLL_EVTQ=1 smmu-attack dma $d {attack_targets}) || {{ echo "$out"; return 1; }}
+    out=$(smmu-attack dma $d {attack_targets}) || {{ echo "$out"; return 1; }}
     sleep 2
     after=$(dmesg | grep -c "$ev")
     [ "$after" -gt "$before" ] || {{ echo "Linux's SMMU driver printed no translation fault"; return 1; }}
@@ -704,13 +811,17 @@ run exactly_our_pci_functions exactly_our_pci_functions
 run others_config_space_reads_absent others_config_space_reads_absent
 run bar_cannot_move bar_cannot_move
 run devmem_outside_the_host_faults devmem_outside_the_host_faults
-run spi_routed_to_a_guest_cpu spi_routed_to_a_guest_cpu
+run gicd_foreign_spi_cannot_be_routed_enabled_or_pended gicd_foreign_spi_cannot_be_routed_enabled_or_pended
+run gicd_hypervisor_smmu_spis_cannot_be_taken gicd_hypervisor_smmu_spis_cannot_be_taken
+run gicd_ctlr_write_is_dropped gicd_ctlr_write_is_dropped
+run gicd_own_spi_stays_on_its_cpu gicd_own_spi_stays_on_its_cpu
 run psci_and_smccc_as_linux_sees_them psci_and_smccc_as_linux_sees_them
 run interrupts_and_timer interrupts_and_timer
 run no_its no_its
 run smmu_is_the_emulated_one smmu_is_the_emulated_one
 run modules_load modules_load
 run disk_dma_through_the_smmu disk_dma_through_the_smmu
+run own_interrupts_keep_working own_interrupts_keep_working
 run edu_dma_from_host_root_faults edu_dma_from_host_root_faults
 {reprogram_runs}run disk_io_after_the_attacks disk_io_after_the_attacks
 # The host kernel's side of the hypercall ABI: the smmu_hyp module and its sysfs files.
@@ -740,6 +851,8 @@ poweroff -f
             .iter()
             .map(|(name, case)| format!("run {name} reprogram {case}\n"))
             .collect::<String>(),
+        spi_word = spi / 32 * 32,
+        hyp_regs = hyp_regs.join(" "),
         kmod_functions = crate::kmod::script(&f.kmod),
         kmod_runs = crate::kmod::TESTS
             .iter()
@@ -922,8 +1035,13 @@ mod tests {
         }
         assert!(f.faults.iter().any(|(a, _)| *a == MANIFEST.vms[1].mem.base));
         assert!(s.contains("insmod") && s.contains("uio uio_pci_generic"));
-        // GICD_IROUTER of SPI 100 and its enable/pending registers.
+        // GICD_IROUTER of INTID 100 and its enable/pending registers; the hypervisor's SMMU
+        // INTIDs' (IROUTER of 106, 109); IROUTER of the serial port's INTID 36.
         assert!(s.contains("0x8006320") && s.contains("0x800010c") && s.contains("0x800020c"));
+        assert!(s.contains("106:0x8006350:") && s.contains("109:0x8006368:"));
+        assert!(s.contains("0x8006120") && s.contains("& 0x30)")); // 36 and 37 in ISENABLER1
+        assert_eq!((inta_intid(HOST_SERIAL_SLOT), inta_intid(HOST_DISK_SLOT)), (36, 37));
+        assert!(!s.contains("spi_routed_to_a_guest_cpu"));
         assert!(s.ends_with("poweroff -f\n"));
     }
 }

@@ -226,7 +226,8 @@ fn position(log: &str, needle: &str) -> Option<usize> {
 
 /// The checks of a Linux-host run: the hypervisor checked the host's tree before entering it;
 /// every `devmem` the host's tests expect to fail was a stage-2 fault the hypervisor logged (not
-/// a refusal by the kernel); the SPI the host routed to guest1's CPU was taken at EL2 there; the
+/// a refusal by the kernel); the distributor filter refused and logged the host's writes to
+/// interrupts not its own, and none of their configuration changed ([`gicd_checks`]); the
 /// host's `poweroff` stopped only the host.
 pub fn linux_checks(log: &str, faults: &[u64], spi: u32) -> Vec<LogCheck> {
     let mut v = Vec::new();
@@ -252,16 +253,7 @@ pub fn linux_checks(log: &str, faults: &[u64], spi: u32) -> Vec<LogCheck> {
             Err(format!("no stage-2 fault logged for {}", missing.join(", ")))
         },
     });
-    v.push(LogCheck {
-        name: "host_spi_reached_el2_on_a_guest_cpu",
-        result: if log.contains(&format!(
-            "cpu 1 (vm guest1): interrupt SPI (INTID {spi}) has no handler at EL2"
-        )) {
-            Ok(())
-        } else {
-            Err(format!("the hypervisor did not take SPI {spi} on cpu 1"))
-        },
-    });
+    v.extend(gicd_checks(log, spi));
     let host_off = position(log, "vm host stopped (SYSTEM_OFF)");
     let later = |needle: &str| match (host_off, position(log, needle)) {
         (Some(h), Some(g)) => g > h,
@@ -344,6 +336,53 @@ pub fn smmu_irqs_check(log: &str) -> LogCheck {
             }
         });
     LogCheck { name: "smmu_event_interrupts_reach_el2", result }
+}
+
+/// The distributor filter's lines in the hypervisor's log (`vm host: GIC distributor: ...`):
+/// the refusals Linux's own `gic_dist_init` runs into (CTLR, the enables, every other SPI's
+/// IROUTER) and the host test's `SETSPI` of INTID `spi` (the first of its kind: Linux never
+/// writes SETSPI); the audit when the host stopped (every interrupt not its own kept its
+/// configuration); and no interrupt of the host's reaching a guest's CPU.
+pub fn gicd_checks(log: &str, spi: u32) -> Vec<LogCheck> {
+    const P: &str = "vm host: GIC distributor: ";
+    let wanted = [
+        (format!("{P}its write of "), " to CTLR ignored"),
+        (format!("{P}its write to ISENABLER/ICENABLER of INTID "), "(not its interrupt) ignored"),
+        (format!("{P}its write to IROUTER of INTID "), "(not its interrupt) ignored"),
+        (format!("{P}its write to SETSPI/CLRSPI of INTID {spi} "), "(not its interrupt) ignored"),
+    ];
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|(start, end)| !log.lines().any(|l| l.contains(start.as_str()) && l.contains(end)))
+        .map(|(start, end)| format!("\"{}...{end}\"", &start[P.len()..]))
+        .collect();
+    let changed = log.lines().find(|l| l.contains(P) && l.contains("changed while it ran"));
+    let no_handler = log.lines().find(|l| l.contains("has no handler at EL2"));
+    vec![
+        LogCheck {
+            name: "host_gicd_writes_to_others_interrupts_refused",
+            result: if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("no refusal logged: {}", missing.join(", ")))
+            },
+        },
+        LogCheck {
+            name: "host_could_not_change_others_interrupts",
+            result: match changed {
+                Some(l) => Err(l.trim().to_string()),
+                None if log.contains(&format!("{P}every interrupt not its own")) => Ok(()),
+                None => Err("no distributor audit when the host stopped".into()),
+            },
+        },
+        LogCheck {
+            name: "host_interrupts_reached_no_guest_cpu",
+            result: match no_handler {
+                Some(l) => Err(l.trim().to_string()),
+                None => Ok(()),
+            },
+        },
+    ]
 }
 
 /// The host's PCI functions behind the SMMU (edu, serial, disk): the stock driver gives each a
@@ -582,12 +621,16 @@ hyp: INFO  all VMs stopped
 hyp: INFO  vm host: device tree at 0x53e00000 (3000 bytes) matches the manifest: RAM 0x44000000+0x10000000
 hyp: INFO  cpu 0: entering vm host (VMID 1) at EL1
 hyp: WARN  vm host: stage-2 fault at IPA 0x54000000 (FAR 0x0, PC 0x1): ESR=...
-hyp: WARN  cpu 1 (vm guest1): interrupt SPI (INTID 100) has no handler at EL2: disabled
 hyp: WARN  vm host: its STE for stream 0x10 refused (FORBIDDEN_FIELD (-5)): the stream is blocked
 hyp: WARN  vm host: its STE for stream 0x10 refused (BAD_CONFIG (-7)): the stream is blocked
 hyp: WARN  vm host: its STE for stream 0x10 is not in its RAM (stream table or level-1 descriptor outside it): the stream is blocked
 hyp: WARN  vm host: its SMMU command 0x0000000200000028 0x0000000000000000 stopped its command queue (CMDQ_CONS.ERR 1): illegal here
 hyp: WARN  vm host: its SMMU command 0x0000000000000000 0x0000000000000000 stopped its command queue (CMDQ_CONS.ERR 2): the queue entry is outside its RAM
+hyp: WARN  vm host: GIC distributor: its write of 0x0 to CTLR ignored (the hypervisor owns affinity routing and the group enables) (logged once per register)
+hyp: WARN  vm host: GIC distributor: its write to ISENABLER/ICENABLER of INTID 32 (not its interrupt) ignored (logged once per register)
+hyp: WARN  vm host: GIC distributor: its write to IROUTER of INTID 32 (not its interrupt) ignored (logged once per register)
+hyp: WARN  vm host: GIC distributor: its write to SETSPI/CLRSPI of INTID 100 (not its interrupt) ignored (logged once per register)
+hyp: INFO  vm host: GIC distributor: every interrupt not its own (INTIDs 32..287 but 35..38, 272, 273) kept its enable, group, trigger, priority and route while it ran
 hyp: INFO  vm host: emulated SMMU: 26 commands (12 CMD_SYNCs completed after the real SYNC, 0 stopped the queue), 3 STEs shadowed (0 refused), 0 events delivered
 hyp: INFO  vm host stopped (SYSTEM_OFF) after 0 hypercalls
 hyp: INFO  vm guest2 stopped (SYSTEM_OFF) after 1 hypercalls
@@ -601,20 +644,46 @@ hyp: INFO  vm guest1 stopped (SYSTEM_OFF) after 1 hypercalls
         let c =
             linux_checks(&good.replace("IPA 0x54000000 ", "IPA 0x540000000 "), &[0x5400_0000], 100);
         assert!(c[1].result.is_err());
-        assert!(linux_checks(good, &[], 101)[2].result.is_err());
+        let by_name = |c: &[LogCheck], name: &str| {
+            c.iter().find(|x| x.name == name).unwrap_or_else(|| panic!("{name}")).result.clone()
+        };
+        let refused = "host_gicd_writes_to_others_interrupts_refused";
+        let e = by_name(&linux_checks(good, &[], 101), refused).unwrap_err();
+        assert_eq!(e, "no refusal logged: \"its write to SETSPI/CLRSPI of INTID 101 ...(not its interrupt) ignored\"");
+        let no_route = good.replace("to IROUTER", "to IGROUPR");
+        assert!(by_name(&linux_checks(&no_route, &[], 100), refused).is_err());
+        let no_ctlr = good.replace("to CTLR", "to STATUSR");
+        assert!(by_name(&linux_checks(&no_ctlr, &[], 100), refused).is_err());
+        let audit = "host_could_not_change_others_interrupts";
+        let changed = good.replace(
+            "hyp: INFO  vm host: GIC distributor: every",
+            "hyp: WARN  vm host: GIC distributor: the ISENABLER/ICENABLER of INTID 106, not its interrupt, changed while it ran\nhyp: INFO  vm host: GIC distributor: every",
+        );
+        assert!(by_name(&linux_checks(&changed, &[], 100), audit)
+            .unwrap_err()
+            .contains("INTID 106"));
+        let no_audit = good.replace("every interrupt not its own", "nothing");
+        assert!(by_name(&linux_checks(&no_audit, &[], 100), audit).is_err());
+        let taken = format!("{good}hyp: WARN  cpu 1 (vm guest1): interrupt SPI (INTID 100) has no handler at EL2: disabled\n");
+        assert!(by_name(&linux_checks(&taken, &[], 100), "host_interrupts_reached_no_guest_cpu")
+            .is_err());
         let early = good.replace("vm guest2 stopped", "vm guest2 x").replace(
             "hyp: INFO  vm host stopped",
             "hyp: INFO  vm guest2 stopped (SYSTEM_OFF)\nhyp: INFO  vm host stopped",
         );
-        assert!(linux_checks(&early, &[], 100)[3].result.is_err(), "guest2 stopped first");
+        assert!(
+            by_name(&linux_checks(&early, &[], 100), "host_poweroff_stops_only_the_host").is_err(),
+            "guest2 stopped first"
+        );
         let unchecked = good.replace("matches the manifest", "was not checked");
         assert!(linux_checks(&unchecked, &[], 100)[0].result.is_err());
         let no_stes = good.replace("3 STEs shadowed", "2 STEs shadowed");
-        assert!(linux_checks(&no_stes, &[], 100)[4].result.is_err());
+        let smmu = "host_smmu_driver_drove_the_emulated_smmu";
+        assert!(by_name(&linux_checks(&no_stes, &[], 100), smmu).is_err());
         let no_syncs = good.replace("12 CMD_SYNCs", "0 CMD_SYNCs");
-        assert!(linux_checks(&no_syncs, &[], 100)[4].result.is_err());
+        assert!(by_name(&linux_checks(&no_syncs, &[], 100), smmu).is_err());
         let accepted = good.replace("refused (BAD_CONFIG", "accepted (BAD_CONFIG");
-        let r = &linux_checks(&accepted, &[], 100)[5].result;
+        let r = by_name(&linux_checks(&accepted, &[], 100), "host_smmu_attacks_refused_and_logged");
         assert!(r.as_ref().unwrap_err().contains("the CD tables outside its RAM"), "{r:?}");
     }
 

@@ -433,8 +433,8 @@ impl System {
                 self.abs.1[vm as usize] = kind;
             }
             Event::Invalidate(vm) => {
-                let mut cmds = [Command::tlbi_nh_all(0), Command::cfgi_cd_all(sid(layout, vm))];
-                let _ = self.io.invalidate(vm, &mut cmds);
+                let cmds = [Command::tlbi_nh_all(0), Command::cfgi_cd_all(sid(layout, vm))];
+                let _ = self.io.invalidate(vm, &cmds);
             }
         }
         let mut s = self.state.lock().unwrap();

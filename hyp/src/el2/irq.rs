@@ -68,6 +68,8 @@ pub fn cpu_leaving(cpu: u32, mut others: impl Iterator<Item = u32>) {
                 }
             }
             h.cpu = Some(next);
+            // The Linux host's distributor audit must not count this against the host.
+            super::linux::hypervisor_reconfigured_gic();
             info!(
                 "cpu {cpu} stops: the hypervisor's interrupts (INTIDs {:?}) now go to cpu {next}",
                 &h.intids[..h.len]

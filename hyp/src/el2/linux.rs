@@ -1,18 +1,22 @@
 //! A Linux kernel as the host VM: found in the host's RAM (an arm64 `Image` header at the
 //! 2 MiB-aligned base plus its text offset), its device tree checked against the manifest before
 //! anything runs (`hyp::hosttree`), and the emulated devices of its MMIO path (its PCI
-//! configuration space and its redistributor's control frame).
+//! configuration space, the GIC distributor and its redistributor's control frame).
 
 use super::pcie::Ecam;
 use super::PLATFORM;
-use hyp::gicr::{Frame, RedistFilter};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use hyp::gicd::{self, DistFilter, Kind, OthersConfig};
+use hyp::gicr::RedistFilter;
 use hyp::hosttree;
-use hyp::mmio::Region;
+use hyp::mmio::{Device, Frame, Region};
 use hyp::pci::filter::{ConfigFilter, EcamFilter};
 use hyp::pci::Configured;
-use log::info;
+use log::{info, warn};
 use platform::linux::{image_header, HostTree, Layout, GICR_FRAME_SIZE, IMAGE_HEADER_SIZE};
 use platform::{MemRange, Platform, VmSpec};
+use spin::mutex::SpinMutex;
+use spin::Once;
 
 /// How a Linux host is entered.
 #[derive(Clone, Copy, Debug)]
@@ -96,10 +100,11 @@ pub fn gicr_frames(vm: &VmSpec) -> (MemRange, MemRange) {
     (MemRange::new(base, half), MemRange::new(base + half, half))
 }
 
-/// Device memory the Linux host reaches directly besides its BARs: the distributor and its own
-/// CPU's SGI/PPI frame (it drives the GIC itself, as under pKVM).
-pub fn direct_mmio(vm: &VmSpec) -> [MemRange; 2] {
-    [PLATFORM.board().gicd, gicr_frames(vm).1]
+/// Device memory the Linux host reaches directly besides its BARs: its own CPU's SGI/PPI frame
+/// (it drives its GIC interrupts itself, as under pKVM). The distributor is shared with the
+/// hypervisor and the other VMs: it is emulated ([`HostGicd`]).
+pub fn direct_mmio(vm: &VmSpec) -> [MemRange; 1] {
+    [gicr_frames(vm).1]
 }
 
 /// A redistributor frame through MMIO.
@@ -117,20 +122,162 @@ impl Frame for RdFrame {
     }
 }
 
+/// The distributor through MMIO.
+struct GicdFrame(usize);
+
+impl Frame for GicdFrame {
+    fn read32(&self, offset: u64) -> u32 {
+        // SAFETY: a word-aligned offset inside the distributor's 64 KiB frame (the filter only
+        // reads architected registers), identity-mapped as device memory at EL2.
+        unsafe { ((self.0 + offset as usize) as *const u32).read_volatile() }
+    }
+    fn write32(&self, offset: u64, value: u32) {
+        // SAFETY: as for `read32`; the filter writes only the host's own bits and fields (its
+        // INTIDs' enable, pending, active, group, trigger, priority and route, SETSPI/CLRSPI of
+        // its INTIDs), never CTLR.
+        unsafe { ((self.0 + offset as usize) as *mut u32).write_volatile(value) }
+    }
+}
+
+/// The host's distributor: [`DistFilter`] plus what the EL2 side adds, the first refusal of
+/// each register kind logged, the accesses counted, and the configuration of every interrupt
+/// not the host's read before its first access and compared when it stops.
+pub struct HostGicd {
+    filter: DistFilter<GicdFrame>,
+    vm: &'static str,
+    /// Configuration of the others' interrupts before the host's first access (or since the
+    /// hypervisor last changed its own).
+    before: SpinMutex<Option<OthersConfig>>,
+    /// `before` was taken.
+    snapped: AtomicBool,
+    /// Accesses (only the host's CPU counts: a load and a store, no atomic read-modify-write).
+    accesses: AtomicU64,
+}
+
+impl HostGicd {
+    #[inline]
+    fn access(&self) {
+        if !self.snapped.load(Ordering::Acquire) {
+            self.before.lock().get_or_insert_with(|| self.filter.others_config());
+            self.snapped.store(true, Ordering::Release);
+        }
+        self.accesses.store(self.accesses.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+}
+
+impl Device for HostGicd {
+    fn name(&self) -> &'static str {
+        "GIC distributor"
+    }
+    fn read(&self, offset: u64, size: u8) -> u64 {
+        self.access();
+        self.filter.read(offset, size)
+    }
+    fn write(&self, offset: u64, size: u8, value: u64) {
+        self.access();
+        if let Some(r) = self.filter.write(offset, size, value) {
+            if r.first {
+                refused(self.vm, &r);
+            }
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn refused(vm: &str, r: &gicd::Refusal) {
+    warn!("vm {vm}: GIC distributor: {r} (logged once per register)");
+}
+
+/// The Linux host's distributor, for its summary when it stops.
+static HOST_GICD: Once<&'static HostGicd> = Once::new();
+
+/// The hypervisor changed the configuration of interrupts of its own (it moved its SPIs to
+/// another CPU): the audit of the host's distributor accesses starts again from here.
+pub fn hypervisor_reconfigured_gic() {
+    if let Some(g) = HOST_GICD.get() {
+        let mut b = g.before.lock();
+        if b.is_some() {
+            *b = Some(g.filter.others_config());
+        }
+    }
+}
+
+/// The host stopped: its distributor accesses, what was refused, and whether every interrupt
+/// not its own still has the configuration it had before the host's first access.
+pub fn host_stopped(vm: &VmSpec) {
+    let Some(g) = HOST_GICD.get() else { return };
+    let f = &g.filter;
+    let mut counts = alloc::string::String::new();
+    for k in Kind::ALL {
+        let n = f.refused(k);
+        if n > 0 {
+            let sep = if counts.is_empty() { "" } else { ", " };
+            counts += &alloc::format!("{sep}{} {n}", k.name());
+        }
+    }
+    if counts.is_empty() {
+        counts += "none";
+    }
+    info!(
+        "vm {}: GIC distributor: {} accesses; writes refused: {counts}",
+        vm.name,
+        g.accesses.load(Ordering::Relaxed)
+    );
+    let before = g.before.lock();
+    let Some(before) = before.as_ref() else { return };
+    match f.changed_since(before) {
+        None => info!(
+            "vm {}: GIC distributor: every interrupt not its own (INTIDs 32..{} but {}) kept its \
+             enable, group, trigger, priority and route while it ran",
+            vm.name,
+            before.lines() - 1,
+            f.owned()
+        ),
+        Some((kind, intid)) => warn!(
+            "vm {}: GIC distributor: the {} of INTID {intid}, not its interrupt, changed while \
+             it ran (a hole in the filter, or the hypervisor's own doing)",
+            vm.name,
+            kind.name()
+        ),
+    }
+}
+
 /// The Linux host's emulated MMIO: its view of PCI configuration space (its own functions
-/// only), its redistributor's RD frame (`GICR_TYPER.Last`, no LPIs), and its SMMU (emulated:
-/// `hyp::vsmmu`).
+/// only), the GIC distributor (its own interrupts only: `hyp::gicd`), its redistributor's RD
+/// frame (`GICR_TYPER.Last`, no LPIs), and its SMMU (emulated: `hyp::vsmmu`).
 pub fn emulated_devices(vm: &VmSpec, functions: &[Configured]) -> alloc::vec::Vec<Region<'static>> {
     let board = PLATFORM.board();
     let ecam: &'static EcamFilter<Ecam> = alloc::boxed::Box::leak(alloc::boxed::Box::new(
-        EcamFilter::new(ConfigFilter::new(Ecam::new(board), functions)),
+        // SAFETY: the board's ECAM, mapped at EL2; boot's instances are gone, and from now on
+        // only the host's filter uses configuration space (from its CPU's traps).
+        EcamFilter::new(ConfigFilter::new(unsafe { Ecam::new(board) }, functions)),
     ));
     let rd_range = gicr_frames(vm).0;
     let rd: &'static RedistFilter<RdFrame> = alloc::boxed::Box::leak(alloc::boxed::Box::new(
         RedistFilter::new(RdFrame(rd_range.base as usize)),
     ));
+    // Its interrupts: the INTx lines its tree's interrupt-map names and its emulated SMMU's,
+    // routed to its own CPU (MPIDR affinity as its tree's CPU node says).
+    let tree = HostTree::new(board, vm, "", None);
+    let owned = gicd::host_intids(&tree);
+    let gicd: &'static HostGicd = alloc::boxed::Box::leak(alloc::boxed::Box::new(HostGicd {
+        filter: DistFilter::new(GicdFrame(board.gicd.base as usize), owned, tree.cpu_mpidr),
+        vm: vm.name,
+        before: SpinMutex::new(None),
+        snapped: AtomicBool::new(false),
+        accesses: AtomicU64::new(0),
+    }));
+    HOST_GICD.call_once(|| gicd);
+    info!(
+        "vm {}: GIC distributor: its interrupts are INTIDs {owned} (PCI INTx lines, shared by \
+         every slot on this board, and its emulated SMMU's), routed to affinity {:#x}",
+        vm.name,
+        gicd.filter.affinity()
+    );
     alloc::vec![
         Region { range: board.pcie_ecam, device: ecam },
+        Region { range: board.gicd, device: gicd },
         Region { range: rd_range, device: rd },
         Region { range: board.smmu, device: &super::smmu_service::HostSmmuDevice },
     ]

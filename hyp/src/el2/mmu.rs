@@ -160,17 +160,19 @@ pub unsafe fn enable_secondary() {
 /// STE.S2PTW set, a stage-1 walk that lands on device memory faults as well.
 pub fn build_dma_stage2(pool: PagePool, vm: &VmSpec) -> Mapping<PagePool, Stage2> {
     let mut m = Mapping::new(pool, 1, Stage2);
-    let ram = Stage2Attributes::VALID
-        | Stage2Attributes::ACCESS_FLAG
-        | Stage2Attributes::S2AP_ACCESS_RW
-        | Stage2Attributes::SH_INNER
-        | Stage2Attributes::MEMATTR_NORMAL_INNER_WB
-        | Stage2Attributes::MEMATTR_NORMAL_OUTER_WB
-        | Stage2Attributes::XN;
+    let ram = S2_RAM | Stage2Attributes::XN;
     m.map_range(&region(vm.mem), PhysicalAddress(vm.mem.base as usize), ram, Constraints::empty())
         .expect("DMA stage-2 map_range");
     m
 }
+
+/// A VM's RAM at stage 2: read-write, normal write-back memory, inner shareable.
+const S2_RAM: Stage2Attributes = Stage2Attributes::VALID
+    .union(Stage2Attributes::ACCESS_FLAG)
+    .union(Stage2Attributes::S2AP_ACCESS_RW)
+    .union(Stage2Attributes::SH_INNER)
+    .union(Stage2Attributes::MEMATTR_NORMAL_INNER_WB)
+    .union(Stage2Attributes::MEMATTR_NORMAL_OUTER_WB);
 
 /// Builds a VM's stage-2: its RAM at IPA == PA as normal write-back memory, its devices' BARs
 /// and the `direct` device ranges (a Linux host's GIC frames) at IPA == PA as device memory;
@@ -182,14 +184,13 @@ pub fn build_stage2(
     direct: &[MemRange],
 ) -> Mapping<PagePool, Stage2> {
     let mut m = Mapping::new(pool, 1, Stage2);
-    let ram = Stage2Attributes::VALID
-        | Stage2Attributes::ACCESS_FLAG
-        | Stage2Attributes::S2AP_ACCESS_RW
-        | Stage2Attributes::SH_INNER
-        | Stage2Attributes::MEMATTR_NORMAL_INNER_WB
-        | Stage2Attributes::MEMATTR_NORMAL_OUTER_WB;
-    m.map_range(&region(vm.mem), PhysicalAddress(vm.mem.base as usize), ram, Constraints::empty())
-        .expect("stage-2 map_range");
+    m.map_range(
+        &region(vm.mem),
+        PhysicalAddress(vm.mem.base as usize),
+        S2_RAM,
+        Constraints::empty(),
+    )
+    .expect("stage-2 map_range");
     let mmio = Stage2Attributes::VALID
         | Stage2Attributes::ACCESS_FLAG
         | Stage2Attributes::S2AP_ACCESS_RW

@@ -183,13 +183,21 @@ fn with<T>(default: T, f: impl FnOnce(&mut SmmuService<SmmuMmio>) -> T) -> T {
             mem: vsmmu::HostMemory { spec: h.spec, mem: &mut mem },
             smmu: &mut *io,
         };
-        h.v.deliver_events(&mut ctx);
+        h.deliver(&mut ctx);
         h.after();
     }
     r
 }
 
 impl HostSmmu {
+    /// Moves the host's pending event records into its event queue (nothing to do, and no
+    /// work, when its ring is empty).
+    fn deliver(&mut self, ctx: &mut vsmmu::Context<'_>) {
+        if ctx.smmu.events_pending(self.v.vm) {
+            self.v.deliver_events(ctx);
+        }
+    }
+
     /// Raises the host's interrupts the emulated SMMU asked for and logs its notices.
     fn after(&mut self) {
         let irqs = self.v.take_irqs();
@@ -198,6 +206,9 @@ impl HostSmmu {
         }
         if irqs.gerror {
             super::irq::pend_spi(self.gerror_intid);
+        }
+        if !self.v.has_notices() {
+            return;
         }
         for n in self.v.take_notices().into_iter().flatten() {
             let name = self.spec.name;
@@ -281,7 +292,7 @@ impl hyp::mmio::Device for HostSmmuDevice {
             smmu: &mut *io,
         };
         h.v.write(offset as usize, size, value, &mut ctx);
-        h.v.deliver_events(&mut ctx);
+        h.deliver(&mut ctx);
         h.after();
     }
 }
@@ -318,7 +329,7 @@ impl SmmuCalls for SharedSmmu {
         }
         r
     }
-    fn invalidate(&mut self, vm: u32, cmds: &mut [Command]) -> Result<usize, (usize, HypError)> {
+    fn invalidate(&mut self, vm: u32, cmds: &[Command]) -> Result<usize, (usize, HypError)> {
         with(Err((0, HypError::DeviceError)), |io| io.invalidate(vm, cmds))
     }
     fn pm_vote(&mut self, vm: u32, vote: Vote) -> PmVoteResult {

@@ -2,18 +2,26 @@
 
 use core::fmt::{self, Write};
 use core::ptr::NonNull;
+use safe_mmio::fields::{ReadPure, WriteOnly};
+use safe_mmio::{field, UniqueMmioPointer};
 use spin::mutex::SpinMutex;
 
-/// Data register.
-const DR: usize = 0x00;
-/// Flag register.
-const FR: usize = 0x18;
+/// The PL011 registers the console uses.
+#[repr(C)]
+struct Pl011Regs {
+    /// 0x00 UARTDR: data (a write queues one character).
+    dr: WriteOnly<u32>,
+    _reserved: [u32; 5],
+    /// 0x18 UARTFR: flags.
+    fr: ReadPure<u32>,
+}
+
 /// FR.TXFF: transmit FIFO full.
 const FR_TXFF: u32 = 1 << 5;
 
 /// A PL011 UART at a fixed address.
 pub struct Pl011 {
-    base: NonNull<u32>,
+    regs: UniqueMmioPointer<'static, Pl011Regs>,
 }
 
 // SAFETY: the UART registers are device memory reachable from every CPU; access is serialised
@@ -24,23 +32,18 @@ unsafe impl Send for Pl011 {}
 impl Pl011 {
     /// # Safety
     ///
-    /// `base` must be the PL011's register block, mapped as device memory.
-    pub const unsafe fn new(base: usize) -> Self {
-        // SAFETY: the caller promises a real register block, which is not at address 0.
-        Self { base: unsafe { NonNull::new_unchecked(base as *mut u32) } }
-    }
-
-    fn reg(&self, off: usize) -> *mut u32 {
-        self.base.as_ptr().wrapping_byte_add(off)
+    /// `base` must be the PL011's register block, mapped as device memory (or the MMU off);
+    /// only the console and the emergency console (when the console's holder failed) use it.
+    pub unsafe fn new(base: usize) -> Self {
+        let p = NonNull::new(base as *mut Pl011Regs).expect("UART base is not 0");
+        // SAFETY: per the caller: the UART's registers, and no other user at the same time.
+        Self { regs: unsafe { UniqueMmioPointer::new(p) } }
     }
 
     /// Sends one byte, waiting while the FIFO is full.
     pub fn put(&mut self, b: u8) {
-        // SAFETY: FR and DR are registers of the UART this value was created for.
-        unsafe {
-            while self.reg(FR).read_volatile() & FR_TXFF != 0 {}
-            self.reg(DR).write_volatile(b as u32);
-        }
+        while field!(self.regs, fr).read() & FR_TXFF != 0 {}
+        field!(self.regs, dr).write(b as u32);
     }
 }
 

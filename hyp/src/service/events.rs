@@ -185,6 +185,11 @@ impl EventRouter {
         }
     }
 
+    /// Records waiting in `vm`'s ring.
+    pub fn pending(&self, vm: u32) -> usize {
+        self.rings.get(vm as usize).map_or(0, |r| r.len())
+    }
+
     /// Records routed to `vm` so far, and dropped because its ring was full.
     pub fn counts(&self, vm: u32) -> (u64, u64) {
         self.rings.get(vm as usize).map_or((0, 0), |r| (r.routed, r.overflows))

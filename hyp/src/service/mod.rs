@@ -28,6 +28,7 @@ use alloc::vec::Vec;
 use events::{EventDestination, EventReadResult, EventRouter};
 use host_abi::smmu::regs::Gerror;
 use host_abi::smmu::{Command, Ste};
+use host_abi::INVALIDATE_MAX;
 use host_abi::{HypError, PmStatus, PmVoteResult, SmmuStats};
 use platform::power::{GbpaReset, SmmuPowerController};
 use platform::Manifest;
@@ -62,6 +63,8 @@ pub struct SmmuService<R: SmmuRegs> {
     global_errors: u64,
     /// Global errors handled and not yet reported ([`SmmuService::take_unreported_errors`]).
     unreported: Gerror,
+    /// The commands of the batch being sent (validated, VMID forced): no allocation per batch.
+    send: Box<[Command; INVALIDATE_MAX as usize]>,
 }
 
 impl<R: SmmuRegs> SmmuService<R> {
@@ -86,6 +89,7 @@ impl<R: SmmuRegs> SmmuService<R> {
             event_log: None,
             global_errors: 0,
             unreported: Gerror::empty(),
+            send: Box::new([Command::default(); INVALIDATE_MAX as usize]),
         }
     }
 
@@ -273,11 +277,7 @@ impl<R: SmmuRegs> SmmuService<R> {
     /// SYNC. Returns how many reached the hardware, or the index of the first bad command.
     /// `cmds` is the hypervisor's own copy and is rewritten in place. Nothing happens, not even
     /// a power-on, unless every command is valid.
-    pub fn invalidate(
-        &mut self,
-        vm: u32,
-        cmds: &mut [Command],
-    ) -> Result<usize, (usize, HypError)> {
+    pub fn invalidate(&mut self, vm: u32, cmds: &[Command]) -> Result<usize, (usize, HypError)> {
         let vmid = self
             .stage2
             .get(vm as usize)
@@ -288,7 +288,7 @@ impl<R: SmmuRegs> SmmuService<R> {
         let streams = &self.streams;
         let owns = |s: u32| streams.owns(vm, s);
         let off = self.hw.state() == Power::Off;
-        let batch = batch::validate(cmds, vmid, &owns, &self.caps, off)?;
+        let batch = batch::validate(cmds, &mut self.send[..], vmid, &owns, &self.caps, off)?;
         // Valid: from here on, effects. An ATC invalidation must never be lost: it brings
         // power back.
         if batch.needs_power {
@@ -477,13 +477,16 @@ impl<R: SmmuRegs> crate::hypercall::SmmuCalls for SmmuService<R> {
     fn read_events(&mut self, vm: u32, out: &mut [EventWords]) -> EventReadResult {
         SmmuService::read_events(self, vm, out)
     }
+    fn events_pending(&mut self, vm: u32) -> bool {
+        self.events.pending(vm) != 0
+    }
     fn stats(&mut self) -> SmmuStats {
         SmmuService::stats(self)
     }
     fn attach(&mut self, vm: u32, sid: u32, domain: Domain) -> Result<(), HypError> {
         SmmuService::attach(self, vm, sid, domain)
     }
-    fn invalidate(&mut self, vm: u32, cmds: &mut [Command]) -> Result<usize, (usize, HypError)> {
+    fn invalidate(&mut self, vm: u32, cmds: &[Command]) -> Result<usize, (usize, HypError)> {
         SmmuService::invalidate(self, vm, cmds)
     }
     fn pm_vote(&mut self, vm: u32, vote: Vote) -> PmVoteResult {

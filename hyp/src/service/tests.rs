@@ -75,7 +75,7 @@ fn invalidate_validates_all_then_submits_one_batch() {
     let g1 = sid_of(1);
     let before = io.driver().counters;
     let batch = [Command::tlbi_nh_va(0, 1, 0x1000), Command::cfgi_cd(g1, 0), Command::sync()];
-    assert_eq!(io.invalidate(1, &mut batch.clone()), Ok(2), "the SYNC is elided");
+    assert_eq!(io.invalidate(1, &batch.clone()), Ok(2), "the SYNC is elided");
     assert_eq!(io.driver().counters.commands - before.commands, 3, "2 commands + 1 SYNC");
     assert_eq!(io.driver().counters.syncs - before.syncs, 1);
     let ops = io.regs_mut().consumed.clone();
@@ -86,7 +86,7 @@ fn invalidate_validates_all_then_submits_one_batch() {
     );
     let before = io.driver().counters;
     let bad = [Command::tlbi_nh_all(0), Command::cfgi_ste(sid_of(2))];
-    assert_eq!(io.invalidate(1, &mut bad.clone()), Err((1, HypError::NotOwned)));
+    assert_eq!(io.invalidate(1, &bad.clone()), Err((1, HypError::NotOwned)));
     assert_eq!(io.driver().counters, before, "nothing submitted");
 }
 
@@ -94,8 +94,8 @@ fn invalidate_validates_all_then_submits_one_batch() {
 fn a_batch_whose_first_command_is_dropped_still_sends_the_rest() {
     let mut io = ready();
     let n = io.regs_mut().consumed.len();
-    let mut b = [Command::sync(), Command::tlbi_nh_va(0, 3, 0x5000)];
-    assert_eq!(io.invalidate(2, &mut b), Ok(1));
+    let b = [Command::sync(), Command::tlbi_nh_va(0, 3, 0x5000)];
+    assert_eq!(io.invalidate(2, &b), Ok(1));
     let c = &io.regs_mut().consumed[n..];
     assert_eq!(c, [Command::tlbi_nh_va(MANIFEST.vms[2].vmid(), 3, 0x5000).0, Command::sync().0]);
 }
@@ -143,7 +143,7 @@ fn every_vm_must_allow_power_off() {
     // While off: STE changes in memory only, invalidations elided, no hardware access.
     io.attach(1, g1, Domain::Blocked).unwrap();
     assert_eq!(ste::effective(&io.ste(g1)), None);
-    assert_eq!(io.invalidate(1, &mut [Command::tlbi_nh_all(0)]), Ok(0));
+    assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)]), Ok(0));
     let _ = io.stats();
     let mut out = [[0u64; 4]; 1];
     let _ = io.read_events(1, &mut out);
@@ -237,7 +237,7 @@ fn a_stream_first_attached_while_off_gets_its_table_and_translates_after_resume(
 fn an_atc_invalidation_wakes_the_smmu() {
     let mut io = ready();
     assert!(vote_all(&mut io, Vote::AllowOff).powered_off);
-    assert_eq!(io.invalidate(1, &mut [Command::atc_inv_all(sid_of(1))]), Ok(0));
+    assert_eq!(io.invalidate(1, &[Command::atc_inv_all(sid_of(1))]), Ok(0));
     let c = io.pm_counters();
     assert_eq!((c.wakeups, c.resumes), (1, 1));
     assert_eq!(io.pm_status().power, 0, "on again");
@@ -249,13 +249,10 @@ fn a_refused_atc_invalidation_does_not_wake_the_smmu() {
     assert!(vote_all(&mut io, Vote::AllowOff).powered_off);
     let writes = io.regs_mut().writes.len();
     // Another VM's stream: refused, and nothing happens, power-on included.
-    assert_eq!(
-        io.invalidate(1, &mut [Command::atc_inv_all(sid_of(2))]),
-        Err((0, HypError::NotOwned))
-    );
+    assert_eq!(io.invalidate(1, &[Command::atc_inv_all(sid_of(2))]), Err((0, HypError::NotOwned)));
     // A valid ATC_INV followed by a bad command: refused as a whole.
     assert_eq!(
-        io.invalidate(1, &mut [Command::atc_inv_all(sid_of(1)), Command::cfgi_all()]),
+        io.invalidate(1, &[Command::atc_inv_all(sid_of(1)), Command::cfgi_all()]),
         Err((1, HypError::BadCommand))
     );
     assert_eq!(io.power(), Power::Off);
@@ -305,7 +302,7 @@ fn only_the_injector_may_inject_a_power_loss_and_it_is_recovered() {
     assert!(!io.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::SMMUEN));
     assert!(io.regs_mut().aborts(), "this platform resets GBPA to abort");
     // The next operation that needs the hardware notices and resumes first.
-    assert_eq!(io.invalidate(1, &mut [Command::tlbi_nh_all(0)]), Ok(1));
+    assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)]), Ok(1));
     assert_eq!(io.pm_counters().losses, 1);
     assert_eq!(io.ste(g1), ste::encode(&Domain::Identity, &s2(1)));
     let fetched = io.regs_mut().smmu.lookup_ste(&mut crate::smmu::fake::HostMemory, g1).unwrap();
@@ -318,7 +315,7 @@ fn a_power_loss_in_the_middle_of_a_batch_costs_no_long_wait() {
     // Power lost between two calls: detected at the next entry (CR0 is back at reset) and
     // recovered, then the batch goes through.
     io.regs_mut().power_loss(Gbpa::ABORT);
-    assert_eq!(io.invalidate(1, &mut [Command::tlbi_nh_all(0)]), Ok(1));
+    assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)]), Ok(1));
     assert_eq!(io.pm_counters().losses, 1);
     // Lost just before the batch's PROD write: the SMMU never consumes it. The driver sees
     // its queue disabled on the first poll and gives up at once instead of spinning (which
@@ -326,12 +323,12 @@ fn a_power_loss_in_the_middle_of_a_batch_costs_no_long_wait() {
     let writes = io.regs_mut().writes.len();
     io.regs_mut().lose_power_before_write = Some(writes);
     io.regs_mut().reads = 0;
-    let r = io.invalidate(1, &mut [Command::tlbi_nh_all(0)]);
+    let r = io.invalidate(1, &[Command::tlbi_nh_all(0)]);
     assert_eq!(r, Err((1, HypError::DeviceError)), "the batch did not complete");
     assert!(io.regs_mut().reads < 100, "{} register reads", io.regs_mut().reads);
     assert_eq!(io.pm_counters().losses, 2, "recovered before returning");
     assert!(io.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::RUNNING));
-    assert_eq!(io.invalidate(1, &mut [Command::tlbi_nh_all(0)]), Ok(1), "working again");
+    assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)]), Ok(1), "working again");
 }
 
 #[test]
@@ -468,11 +465,8 @@ fn the_hypercall_interface_is_the_service() {
     assert_eq!(calls.owned_stream(1, sid_of(2)), Err(HypError::NotOwned));
     assert_eq!(calls.attach(1, g1, Domain::Identity), Ok(()));
     assert_eq!(calls.attach(2, g1, Domain::Identity), Err(HypError::NotOwned));
-    assert_eq!(calls.invalidate(1, &mut [Command::tlbi_nh_all(0), Command::sync()]), Ok(1));
-    assert_eq!(
-        calls.invalidate(1, &mut [Command::cfgi_ste(sid_of(2))]),
-        Err((0, HypError::NotOwned))
-    );
+    assert_eq!(calls.invalidate(1, &[Command::tlbi_nh_all(0), Command::sync()]), Ok(1));
+    assert_eq!(calls.invalidate(1, &[Command::cfgi_ste(sid_of(2))]), Err((0, HypError::NotOwned)));
     let s = calls.stats();
     assert!(s.commands > 0 && s.syncs >= 3 && s.ste_writes > 0, "{s:?}");
     let r = calls.pm_vote(0, Vote::AllowOff);

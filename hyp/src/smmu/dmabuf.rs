@@ -60,8 +60,24 @@ impl DmaBuf {
         unsafe { self.ptr.as_ptr().add(i).write_volatile(v) }
     }
 
-    /// Writes the 16-byte entry at word `i` (one bounds check for both words: the command
-    /// queue's hot loop).
+    /// Writes the 16-byte entries `entries` from word `i` on (one bounds check for all of them:
+    /// the command queue's hot loop).
+    pub fn write_pairs(&mut self, i: usize, entries: &[[u64; 2]]) {
+        assert!(i + 2 * entries.len() <= self.len_words);
+        // SAFETY: `i + 2 * entries.len() <= len_words` (checked above): every word written is in
+        // bounds; aligned, owned by us.
+        let mut p = unsafe { self.ptr.as_ptr().add(i) };
+        for e in entries {
+            // SAFETY: in bounds (see above); each word a single volatile 64-bit store.
+            unsafe {
+                p.write_volatile(e[0]);
+                p.add(1).write_volatile(e[1]);
+                p = p.add(2);
+            }
+        }
+    }
+
+    /// Writes the 16-byte entry at word `i` (one bounds check for both words).
     pub fn write_pair(&mut self, i: usize, v: [u64; 2]) {
         assert!(i + 1 < self.len_words);
         // SAFETY: both words in bounds (checked), aligned, owned by us.

@@ -404,10 +404,13 @@ impl<R: SmmuRegs> SmmuDriver<R> {
             }
         }
         let mut p = self.cmdq_prod;
-        for c in cmds {
-            self.cmdq.write_pair(p.index() as usize * 2, *c);
-            p = p.advance(1);
-        }
+        // Up to the end of the queue, then from its start.
+        let before_wrap = cmds.len().min((p.capacity() - p.index()) as usize);
+        let (head, tail) = cmds.split_at(before_wrap);
+        self.cmdq.write_pairs(p.index() as usize * 2, head);
+        p = p.advance(head.len() as u32);
+        self.cmdq.write_pairs(p.index() as usize * 2, tail);
+        p = p.advance(tail.len() as u32);
         self.cmdq.write_pair(p.index() as usize * 2, Command::sync().0);
         p = p.advance(1);
         self.counters.commands += n as u64;
@@ -581,6 +584,24 @@ mod tests {
         smmu.submit(&[Command::cfgi_ste(3).0]).unwrap();
         // The bad command became a SYNC; everything after it ran.
         assert_eq!(&fake.opcodes()[4..], [0x03, 0x46, 0x03, 0x46, 0x03, 0x46]);
+    }
+
+    #[test]
+    fn batches_wrap_around_the_queue_in_order() {
+        let mut fake = FakeSmmu::qemu();
+        let (mut smmu, _) = init(&mut fake, 0x20);
+        let start = smmu.regs_mut().consumed.len();
+        let mut want = std::vec::Vec::new();
+        // 37 batches of 29: several laps of the 512-entry queue, wrapping inside batches.
+        for b in 0..37u64 {
+            let cmds: std::vec::Vec<[u64; 2]> =
+                (0..29).map(|i| Command::tlbi_nh_va(1, 2, (b * 29 + i) << 12).0).collect();
+            smmu.submit(&cmds).unwrap();
+            want.extend(cmds);
+            want.push(Command::sync().0);
+        }
+        assert!(want.len() > 2 * (1 << CMDQ_LOG2));
+        assert_eq!(smmu.regs_mut().consumed[start..], want[..]);
     }
 
     #[test]

@@ -21,6 +21,8 @@ use host_abi::smmu::regs::{
     self, cerror, off, strtab_cfg, Cr0, Gbpa, Gerror, Idr0, Idr1, IrqCtrl, CMDQ_CONS_ERR_MASK,
     Q_OVFLG,
 };
+use host_abi::smmu::Command;
+use zerocopy::{FromBytes, IntoBytes};
 
 /// Memory as the SMMU sees it (physical addresses, or a VM's IPAs for an emulated SMMU).
 pub trait SmmuMemory {
@@ -28,6 +30,11 @@ pub trait SmmuMemory {
     fn read(&mut self, addr: u64, out: &mut [u64]) -> Result<(), MemFault>;
     /// Writes `data` at `addr` (8-byte aligned).
     fn write(&mut self, addr: u64, data: &[u64]) -> Result<(), MemFault>;
+}
+
+/// The words of `cmds` (each command two little-endian 64-bit words), for [`SmmuMemory`].
+fn words(cmds: &mut [Command]) -> &mut [u64] {
+    <[u64]>::mut_from_bytes(cmds.as_mut_bytes()).expect("a command is two aligned words")
 }
 
 /// An access the memory refused (outside what the SMMU may reach).
@@ -51,7 +58,7 @@ pub struct IdRegs {
 impl IdRegs {
     /// What QEMU 10's SMMUv3 reports with `stage=nested` (checked on the machine).
     pub const QEMU: IdRegs =
-        IdRegs { idr: [0x0d44_101b, Idr1::new(16, 16, 19, 19).0, 0, 0, 0, 0x55], iidr: 0, aidr: 0 };
+        IdRegs { idr: [0x0d44_101b, Idr1::new(16, 0, 19, 19).0, 0, 0, 0, 0x74], iidr: 0, aidr: 0 };
 
     /// IDR0.
     pub const fn idr0(&self) -> Idr0 {
@@ -443,6 +450,46 @@ impl SoftSmmu {
         Some(mem.read(addr, &mut c).map(|()| c))
     }
 
+    /// Reads the commands from `k` entries after CONS on, as many as fit in `out` without
+    /// wrapping around the queue's end: `Some(Ok(m))` for `m` (at least one) commands read,
+    /// `Some(Err(fault))` if the command `k` entries after CONS is outside what `mem` reaches,
+    /// `None` if the queue is disabled, stopped or holds no command there. One memory read for
+    /// the whole run unless it faults (then the commands before the fault are returned).
+    pub fn fetch_commands(
+        &self,
+        mem: &mut dyn SmmuMemory,
+        k: u32,
+        out: &mut [Command],
+    ) -> Option<Result<usize, MemFault>> {
+        if !self.cr0().contains(Cr0::CMDQEN) || self.cmdq_stopped() || out.is_empty() {
+            return None;
+        }
+        let (prod, cons) = self.cmdq_ptrs();
+        let used = queue::used(prod, cons);
+        if used <= k {
+            return None;
+        }
+        let at = cons.advance(k);
+        let m = ((used - k).min(at.capacity() - at.index()) as usize).min(out.len());
+        let base = (self.cmdq_base() & regs::BASE_ADDR_MASK) + at.index() as u64 * 16;
+        if mem.read(base, words(&mut out[..m])).is_ok() {
+            return Some(Ok(m));
+        }
+        // Some entry is out of reach: the ones before it are good.
+        for i in 0..m {
+            if let Err(fault) = mem.read(base + i as u64 * 16, words(&mut out[i..i + 1])) {
+                return Some(if i == 0 { Err(fault) } else { Ok(i) });
+            }
+        }
+        Some(Ok(m))
+    }
+
+    /// Commands in the queue beyond the first `k` after CONS.
+    pub fn commands_after(&self, k: u32) -> u32 {
+        let (prod, cons) = self.cmdq_ptrs();
+        queue::used(prod, cons).saturating_sub(k)
+    }
+
     /// Consumes the command at CONS (CONS advances; ERR is cleared).
     pub fn consume(&mut self) {
         self.consume_n(1);
@@ -681,6 +728,37 @@ mod tests {
         m.hole = Some((0x10_0000, 0x10_0100));
         s.write32(off::CMDQ_PROD, 10);
         assert!(s.next_command(&mut m).unwrap().is_err(), "fetch abort reported");
+    }
+
+    #[test]
+    fn commands_are_fetched_in_runs_up_to_the_queue_end_and_a_fault() {
+        let (mut s, mut m) = (smmu(), Mem::default());
+        queue_setup(&mut s, &mut m);
+        let mut out = [Command::default(); 16];
+        assert_eq!(s.fetch_commands(&mut m, 0, &mut out), None, "empty");
+        // CONS 6, PROD 8 + wrap + 3: five commands, two before the queue's end.
+        for _ in 0..6 {
+            s.consume();
+        }
+        s.write32(off::CMDQ_PROD, 8 | 3);
+        assert_eq!(s.commands_after(0), 5);
+        assert_eq!(s.commands_after(4), 1);
+        assert_eq!(s.commands_after(9), 0);
+        assert_eq!(s.fetch_commands(&mut m, 0, &mut out), Some(Ok(2)), "up to the end");
+        assert_eq!(out[..2], [Command([0x46 + (6 << 56), 6]), Command([0x46 + (7 << 56), 7])]);
+        assert_eq!(s.fetch_commands(&mut m, 2, &mut out), Some(Ok(3)), "then from the start");
+        assert_eq!(out[2].0[1], 2);
+        assert_eq!(s.fetch_commands(&mut m, 1, &mut out[..1]), Some(Ok(1)), "at most out.len()");
+        assert_eq!(out[0].0[1], 7);
+        assert_eq!(s.fetch_commands(&mut m, 5, &mut out), None, "nothing beyond PROD");
+        assert_eq!(s.fetch_commands(&mut m, 0, &mut []), None);
+        // Entry 1 (second of the run from the start) out of reach: the good one before it.
+        m.hole = Some((0x10_0010, 0x10_0020));
+        assert_eq!(s.fetch_commands(&mut m, 2, &mut out), Some(Ok(1)));
+        assert_eq!(s.fetch_commands(&mut m, 3, &mut out), Some(Err(MemFault { addr: 0x10_0010 })));
+        // A stopped queue gives nothing.
+        s.fail_command(cerror::ILL);
+        assert_eq!(s.fetch_commands(&mut m, 0, &mut out), None);
     }
 
     #[test]

@@ -30,6 +30,7 @@ use host_abi::smmu::regs::{cerror, off, Cr0, Gbpa, Gerror, Idr1, Idr5, EMULATED_
 use host_abi::smmu::{cmd, Command, Opcode, Ste};
 use host_abi::{HypError, INVALIDATE_MAX};
 use platform::VmSpec;
+use zerocopy::IntoBytes;
 
 /// The host's view of memory, as the emulated SMMU reaches it: IPAs of its RAM only.
 pub struct HostMemory<'a> {
@@ -41,18 +42,13 @@ pub struct HostMemory<'a> {
 
 impl SmmuMemory for HostMemory<'_> {
     fn read(&mut self, addr: u64, out: &mut [u64]) -> Result<(), MemFault> {
-        let len = out.len() as u64 * 8;
-        let r = GuestRange::of(self.spec, addr, len).map_err(|_| MemFault { addr })?;
-        let mut bytes = [0u8; 64];
-        for (chunk, words) in out.chunks_mut(8).enumerate() {
-            let n = words.len() * 8;
-            let sub = r.sub(chunk as u64 * 64, n as u64).ok_or(MemFault { addr })?;
-            self.mem.read(sub, &mut bytes[..n]);
-            for (i, w) in words.iter_mut().enumerate() {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
-                *w = u64::from_le_bytes(b);
-            }
+        let r =
+            GuestRange::of(self.spec, addr, out.len() as u64 * 8).map_err(|_| MemFault { addr })?;
+        // One copy out of the host's memory (its little-endian layout is ours).
+        self.mem.read(r, out.as_mut_bytes());
+        #[cfg(target_endian = "big")]
+        for w in out.iter_mut() {
+            *w = u64::from_le(*w);
         }
         Ok(())
     }
@@ -100,6 +96,56 @@ pub enum HostCommand {
     Illegal(u32),
 }
 
+/// Opcodes that go to the guests' INVALIDATE path exactly as the host wrote them (stage-1 TLB,
+/// CD and ATC invalidations): [`translate`] gives `HostCommand::Invalidate` of the command
+/// itself for these and only these, so a run of them is gathered with one copy.
+const PASS_THROUGH: [bool; 256] = {
+    let ops = [
+        Opcode::CfgiCd,
+        Opcode::CfgiCdAll,
+        Opcode::TlbiNhAll,
+        Opcode::TlbiNhAsid,
+        Opcode::TlbiNhVa,
+        Opcode::TlbiNhVaa,
+        Opcode::AtcInv,
+    ];
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < ops.len() {
+        t[ops[i] as u8 as usize] = true;
+        i += 1;
+    }
+    t
+};
+
+/// A host CMD_SYNC the emulated SMMU completes: by polling CONS (CS = none) or with an event
+/// (CS = SEV, harmless); no interrupt (the cmdq-sync interrupt is not provided) and no MSI.
+/// (Its MSH and MSIATTR fields mean nothing without an MSI.)
+fn host_sync_ok(c: &Command) -> bool {
+    c.field(cmd::SYNC_CS) != 1 && c.field(cmd::SYNC_MSIADDR) | c.field(cmd::SYNC_MSIDATA) == 0
+}
+
+/// What a host command becomes on the guests' INVALIDATE path, if it goes there: exactly what
+/// [`translate`] says, in one step for the common commands. Invalidations as they are (TLBI_NSNH_ALL
+/// as the host VMID's TLBI_NH_ALL), a CMD_SYNC or a prefetch as a plain CMD_SYNC (which that path
+/// drops: its batch ends with the hypervisor's own SYNC). `None`: an STE refresh or an illegal
+/// command.
+#[inline]
+fn for_guest_path(c: &Command) -> Option<Command> {
+    let op = c.opcode_byte();
+    if PASS_THROUGH[op as usize] {
+        Some(*c)
+    } else if op == Opcode::Sync as u8 {
+        host_sync_ok(c).then(Command::sync)
+    } else if op == Opcode::PrefetchConfig as u8 {
+        Some(Command::sync())
+    } else if op == Opcode::TlbiNsnhAll as u8 {
+        Some(Command::tlbi_nh_all(0))
+    } else {
+        None
+    }
+}
+
 /// Translates one host command. Everything the emulated SMMU does not advertise (stage 2,
 /// EL2 translation, ATS, PRI, stall, MSI) is illegal, as it would be on hardware without it.
 pub fn translate(c: &Command) -> HostCommand {
@@ -109,11 +155,7 @@ pub fn translate(c: &Command) -> HostCommand {
     let sid = c.field(cmd::SID) as u32;
     match op {
         Opcode::Sync => {
-            // Completion by polling CONS (CS = none) or with an event (CS = SEV, harmless);
-            // no interrupt (the cmdq-sync interrupt is not provided) and no MSI.
-            let cs = c.field(cmd::SYNC_CS);
-            let msi = c.field(cmd::SYNC_MSIADDR) | c.field(cmd::SYNC_MSIDATA);
-            if cs == 1 || msi != 0 {
+            if !host_sync_ok(c) {
                 return HostCommand::Illegal(cerror::ILL);
             }
             HostCommand::Sync
@@ -169,6 +211,23 @@ pub struct Counters {
 /// Interrupt lines the emulated SMMU raised for the host (edge: pend the host's SPI).
 pub use crate::softsmmu::Irqs;
 
+/// 16-byte aligned (whole commands per load/store pair when copied).
+#[repr(C, align(16))]
+struct Aligned<T>(T);
+
+impl<T> core::ops::Deref for Aligned<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> core::ops::DerefMut for Aligned<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
 /// A log-worthy thing that happened (the EL2 side logs each kind once or counts it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Notice {
@@ -212,7 +271,10 @@ pub struct VirtualSmmu {
     pub counters: Counters,
     notices: [Option<Notice>; NOTICES],
     batch: [Command; INVALIDATE_MAX as usize],
-    scratch: [Command; INVALIDATE_MAX as usize],
+    /// Position (entries after CONS) of each gathered command, to stop on a refused one.
+    at: [u32; INVALIDATE_MAX as usize],
+    /// Commands copied out of the host's queue, not yet looked at.
+    fetched: Aligned<[Command; INVALIDATE_MAX as usize]>,
     reported_unknown: bool,
 }
 
@@ -247,7 +309,8 @@ impl VirtualSmmu {
             counters: Counters::default(),
             notices: [None; NOTICES],
             batch: [Command::default(); INVALIDATE_MAX as usize],
-            scratch: [Command::default(); INVALIDATE_MAX as usize],
+            at: [0; INVALIDATE_MAX as usize],
+            fetched: Aligned([Command::default(); INVALIDATE_MAX as usize]),
             reported_unknown: false,
         }
     }
@@ -261,6 +324,11 @@ impl VirtualSmmu {
         if let Some(slot) = self.notices.iter_mut().find(|s| s.is_none()) {
             *slot = Some(n);
         }
+    }
+
+    /// Whether there are notices to take.
+    pub fn has_notices(&self) -> bool {
+        self.notices[0].is_some()
     }
 
     /// Notices since the last call (at most [`NOTICES`]; the rest are only counted).
@@ -389,77 +457,114 @@ impl VirtualSmmu {
     /// `Err(i)`: the gathered command `i` was refused; the valid ones before it have been sent,
     /// as the queue would have executed them before stopping on it.
     fn flush(&mut self, n: usize, ctx: &mut Context<'_>) -> Result<(), usize> {
-        if n == 0 {
-            return Ok(());
-        }
-        // `invalidate` rewrites its buffer as it validates (VMID forced, compaction): give it
-        // a copy, so that on a refusal the valid prefix can be sent as the host wrote it.
-        self.scratch[..n].copy_from_slice(&self.batch[..n]);
-        match ctx.smmu.invalidate(self.vm, &mut self.scratch[..n]) {
-            Ok(_) => Ok(()),
-            Err((i, HypError::DeviceError)) => Err(i.min(n - 1)),
-            Err((i, _)) => {
-                if i > 0 {
-                    let _ = ctx.smmu.invalidate(self.vm, &mut self.batch[..i]);
-                }
-                Err(i)
-            }
-        }
+        send(self.vm, &self.batch[..n], ctx)
     }
 
     /// Consumes the host's command queue from CONS to PROD: each command copied once, the
-    /// guest-path ones gathered and validated as one batch (one SYNC), STE refreshes in order.
+    /// guest-path ones validated there as one batch (one SYNC) up to the next STE refresh or
+    /// the end, STE refreshes in order.
     fn consume(&mut self, ctx: &mut Context<'_>) {
-        // Position (entries after CONS) of each gathered command, to stop on a refused one.
-        let mut at = [0u32; INVALIDATE_MAX as usize];
+        // Gathered for the guests' path: `batch[..n]`, from the entries `at[..n]` after CONS.
         let mut n = 0usize;
         // Entries looked at so far.
         let mut k = 0u32;
-        while let Some(fetched) = self.smmu.next_command_at(&mut ctx.mem, k) {
-            let Ok(words) = fetched else {
-                // The queue entry is outside the host's RAM: abort on command fetch.
-                self.stop(k, n, &at, cerror::ABT, Command::default(), ctx);
-                return;
-            };
-            let c = Command(words);
-            self.counters.commands += 1;
-            match translate(&c) {
-                HostCommand::Invalidate(x) => {
-                    self.batch[n] = x;
-                    at[n] = k;
-                    n += 1;
-                    if n == self.batch.len() {
-                        if let Err(i) = self.flush(n, ctx) {
-                            self.refused(at[i], self.batch[i]);
-                            return;
-                        }
-                        n = 0;
+        // Copied out of the host's queue, from entry `k` on, not yet looked at: `fetched[i..m]`.
+        let (mut i, mut m) = (0usize, 0usize);
+        loop {
+            if i == m {
+                i = 0;
+                m = match self.smmu.fetch_commands(&mut ctx.mem, k, &mut self.fetched[..]) {
+                    None => break,
+                    Some(Ok(got)) => got,
+                    Some(Err(_)) => {
+                        // The queue entry is outside the host's RAM: abort on command fetch.
+                        self.stop(k, n, cerror::ABT, Command::default(), ctx);
+                        return;
                     }
                 }
-                HostCommand::Sync => self.counters.syncs += 1,
-                HostCommand::Nothing => {}
+            }
+            let run = self.pass_run(i, m);
+            if run > 0 {
+                self.counters.commands += run as u64;
+                // Complete if a command that is not for the guests' path, or nothing, follows.
+                let complete = i + run < m || self.smmu.commands_after(k + run as u32) == 0;
+                if n == 0 && complete {
+                    // The common case: straight from our copy of the host's queue.
+                    if let Err(r) = send(self.vm, &self.fetched[i..i + run], ctx) {
+                        self.refused(k + r as u32, self.fetched[i + r]);
+                        return;
+                    }
+                } else {
+                    // Gathered with what came before or comes after (queue wrap, refill).
+                    for j in 0..run {
+                        self.batch[n] = self.fetched[i + j];
+                        self.at[n] = k + j as u32;
+                        n += 1;
+                        if n == self.batch.len() {
+                            if let Err(r) = self.flush(n, ctx) {
+                                self.refused(self.at[r], self.batch[r]);
+                                return;
+                            }
+                            n = 0;
+                        }
+                    }
+                }
+                (i, k) = (i + run, k + run as u32);
+                continue;
+            }
+            let c = self.fetched[i];
+            i += 1;
+            self.counters.commands += 1;
+            match translate(&c) {
                 HostCommand::RefreshStes { first, count } => {
                     // In order: what was gathered before goes first.
-                    if let Err(i) = self.flush(n, ctx) {
-                        self.refused(at[i], self.batch[i]);
+                    if let Err(r) = self.flush(n, ctx) {
+                        self.refused(self.at[r], self.batch[r]);
                         return;
                     }
                     n = 0;
                     self.refresh(first, count, ctx);
                 }
                 HostCommand::Illegal(err) => {
-                    self.stop(k, n, &at, err, c, ctx);
+                    self.stop(k, n, err, c, ctx);
+                    return;
+                }
+                // `pass_run` takes every other command (`for_guest_path` agrees with
+                // `translate`, which a test checks for every opcode); never reached.
+                HostCommand::Invalidate(_) | HostCommand::Sync | HostCommand::Nothing => {
+                    self.stop(k, n, cerror::ILL, c, ctx);
                     return;
                 }
             }
             k += 1;
         }
-        if let Err(i) = self.flush(n, ctx) {
-            self.refused(at[i], self.batch[i]);
+        if let Err(r) = self.flush(n, ctx) {
+            self.refused(self.at[r], self.batch[r]);
             return;
         }
         // Everything up to PROD completed on the real SMMU: every SYNC among it is complete.
         self.smmu.consume_n(k);
+    }
+
+    /// How many of `fetched[i..m]` go to the guests' path, each made what [`for_guest_path`]
+    /// says (host CMD_SYNCs counted).
+    fn pass_run(&mut self, i: usize, m: usize) -> usize {
+        let mut run = 0;
+        let mut syncs = 0;
+        for c in &mut self.fetched[i..m] {
+            let op = c.opcode_byte();
+            // Invalidations go as they are (the common case: nothing to rewrite).
+            if !PASS_THROUGH[op as usize] {
+                match for_guest_path(c) {
+                    Some(x) => *c = x,
+                    None => break,
+                }
+                syncs += (op == Opcode::Sync as u8) as u64;
+            }
+            run += 1;
+        }
+        self.counters.syncs += syncs;
+        run
     }
 
     /// The queue stops on the command `pos` entries after CONS, which validation refused.
@@ -472,17 +577,9 @@ impl VirtualSmmu {
 
     /// Stops the queue on the command `pos` entries after CONS with `err`, after sending the
     /// `n` gathered commands before it.
-    fn stop(
-        &mut self,
-        pos: u32,
-        n: usize,
-        at: &[u32],
-        err: u32,
-        cmd: Command,
-        ctx: &mut Context<'_>,
-    ) {
-        if let Err(i) = self.flush(n, ctx) {
-            self.refused(at[i], self.batch[i]);
+    fn stop(&mut self, pos: u32, n: usize, err: u32, cmd: Command, ctx: &mut Context<'_>) {
+        if let Err(r) = self.flush(n, ctx) {
+            self.refused(self.at[r], self.batch[r]);
             return;
         }
         self.smmu.consume_n(pos);
@@ -508,6 +605,25 @@ impl VirtualSmmu {
             if r.written < buf.len() || r.pending == 0 {
                 break;
             }
+        }
+    }
+}
+
+/// Sends `cmds` of VM `vm` on the guests' INVALIDATE path (validated there, one SYNC).
+/// `Err(i)`: command `i` was refused; the valid ones before it have been sent, as the queue
+/// would have executed them before stopping on it.
+fn send(vm: u32, cmds: &[Command], ctx: &mut Context<'_>) -> Result<(), usize> {
+    if cmds.is_empty() {
+        return Ok(());
+    }
+    match ctx.smmu.invalidate(vm, cmds) {
+        Ok(_) => Ok(()),
+        Err((i, HypError::DeviceError)) => Err(i.min(cmds.len() - 1)),
+        Err((i, _)) => {
+            if i > 0 {
+                let _ = ctx.smmu.invalidate(vm, &cmds[..i]);
+            }
+            Err(i)
         }
     }
 }

@@ -155,7 +155,7 @@ fn the_host_sees_what_is_shadowed_correctly_and_nothing_more() {
     assert_eq!(idr0.stall_model(), 1, "no stall");
     assert!(!idr0.cd2l(), "linear CD tables only: what validation accepts");
     let idr1 = Idr1(w.r(off::IDR1) as u32);
-    assert_eq!(idr1.ssidsize(), 16, "the real SMMU's substream bits");
+    assert_eq!(idr1.ssidsize(), 0, "the real SMMU's substream bits (QEMU: none)");
     assert!(!idr1.preset());
     let idr5 = Idr5(w.r(off::IDR5) as u32);
     assert!(idr5.gran4k() && !idr5.gran64k() && !idr5.gran16k());
@@ -395,4 +395,37 @@ fn a_batch_larger_than_one_hypercall_is_sent_in_pieces() {
     assert_eq!(w.cons(), w.prod);
     assert_eq!(w.io.stats().syncs, syncs + 2);
     assert_eq!(w.v.counters.commands, 3 + 300);
+}
+
+#[test]
+fn pass_through_table_is_exactly_what_translate_passes_unchanged() {
+    for op in 0..=255u64 {
+        for (w0, w1) in [(op, 0), (op | 0xffff_ffff_ffff_ff00, u64::MAX), (op | 0x1234_5600, 0x77)]
+        {
+            let c = Command([w0, w1]);
+            let unchanged = translate(&c) == HostCommand::Invalidate(c);
+            assert_eq!(PASS_THROUGH[op as usize], unchanged, "opcode {op:#x}");
+        }
+    }
+}
+
+#[test]
+fn the_fast_path_does_exactly_what_translate_says() {
+    for op in 0..=255u64 {
+        for (w0, w1) in [
+            (op, 0),
+            (op | 0xffff_ffff_ffff_ff00, u64::MAX),
+            (op | 0x1234_5600, 0x77),
+            (op | 2 << 12 | 0xf << 24 | 3 << 22, 0), // Linux's CMD_SYNC fields
+            (op | 1 << 12, 0),                       // CMD_SYNC with an interrupt
+        ] {
+            let c = Command([w0, w1]);
+            let want = match translate(&c) {
+                HostCommand::Invalidate(x) => Some(x),
+                HostCommand::Sync | HostCommand::Nothing => Some(Command::sync()),
+                HostCommand::RefreshStes { .. } | HostCommand::Illegal(_) => None,
+            };
+            assert_eq!(for_guest_path(&c), want, "{c:x?}");
+        }
+    }
 }

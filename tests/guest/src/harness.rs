@@ -12,6 +12,9 @@ pub type Test = (&'static str, fn() -> Result<(), Msg>);
 
 static TESTS: AtomicUsize = AtomicUsize::new(0);
 static TESTS_LEN: AtomicUsize = AtomicUsize::new(0);
+/// The names [`run`] skips.
+static SKIP: AtomicUsize = AtomicUsize::new(0);
+static SKIP_LEN: AtomicUsize = AtomicUsize::new(0);
 static CURRENT: AtomicUsize = AtomicUsize::new(usize::MAX);
 static PASSED: AtomicUsize = AtomicUsize::new(0);
 static FAILED: AtomicUsize = AtomicUsize::new(0);
@@ -25,11 +28,25 @@ fn tests() -> &'static [Test] {
     unsafe { core::slice::from_raw_parts(p, TESTS_LEN.load(Ordering::SeqCst)) }
 }
 
-/// Runs `list` and powers the VM off.
-pub fn run(list: &'static [Test]) -> ! {
+fn skipped() -> &'static [&'static str] {
+    let p = SKIP.load(Ordering::SeqCst) as *const &'static str;
+    if p.is_null() {
+        return &[];
+    }
+    // SAFETY: `run` stored a pointer and length of a `&'static [&'static str]`.
+    unsafe { core::slice::from_raw_parts(p, SKIP_LEN.load(Ordering::SeqCst)) }
+}
+
+/// Runs the tests of `list` whose names are not in `skip`, and powers the VM off.
+pub fn run(list: &'static [Test], skip: &'static [&'static str]) -> ! {
     TESTS.store(list.as_ptr() as usize, Ordering::SeqCst);
     TESTS_LEN.store(list.len(), Ordering::SeqCst);
+    SKIP.store(skip.as_ptr() as usize, Ordering::SeqCst);
+    SKIP_LEN.store(skip.len(), Ordering::SeqCst);
     for (i, (name, f)) in list.iter().enumerate() {
+        if skip.contains(name) {
+            continue;
+        }
         CURRENT.store(i, Ordering::SeqCst);
         match f() {
             Ok(()) => {
@@ -62,7 +79,8 @@ pub fn unexpected_exception(kind: u64, esr: u64, far: u64, elr: u64) -> ! {
         Some((name, _)) => {
             bump(&FAILED);
             println!("test {name} ... FAILED: {}", why.as_str());
-            for (name, _) in &list[cur + 1..] {
+            let skip = skipped();
+            for (name, _) in list[cur + 1..].iter().filter(|(n, _)| !skip.contains(n)) {
                 bump(&FAILED);
                 println!("test {name} ... FAILED: not run after an unexpected exception");
             }
