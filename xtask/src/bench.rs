@@ -3,7 +3,8 @@
 //! `bench NAME MEDIAN MIN MAX UNIT` lines VM 0 prints into a table with targets and
 //! `target/bench/bench.json`. `--compare OLD.json` prints ratios against an earlier run.
 
-use crate::images::{self, root};
+use crate::images;
+use crate::tools::root;
 use crate::{elf, qemu, Opts};
 use std::fmt::Write as _;
 
