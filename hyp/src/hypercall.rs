@@ -9,17 +9,15 @@
 pub use crate::guest::{GuestMemory, GuestRange};
 use crate::pci::Function;
 use crate::pm::Vote;
-use crate::service::events::EventReadResult;
-use crate::smmu::driver::EventWords;
+use crate::service::SmmuCalls;
 use crate::smmu::ste::Domain;
-use crate::validate::{self, SmmuCaps};
+use crate::validate;
 use crate::vmstate::VmStates;
 use host_abi::smmu::{Command, Ste};
 use host_abi::types::{encode_name, BarInfo, DeviceInfo, MAX_BARS};
 use host_abi::INVALIDATE_MAX;
 use host_abi::{
-    call::HypReturn, FunctionId, HypCall, HypError, PmStatus, PmVoteResult, SmmuStats, VmInfo,
-    CONSOLE_WRITE_MAX, HVC_REGS,
+    call::HypReturn, FunctionId, HypCall, HypError, VmInfo, CONSOLE_WRITE_MAX, HVC_REGS,
 };
 use platform::VmSpec;
 use zerocopy::IntoBytes;
@@ -28,38 +26,6 @@ use zerocopy::IntoBytes;
 pub trait ConsoleSink {
     /// Text written by the VM (any bytes; not necessarily whole lines).
     fn vm_text(&mut self, vm: &VmSpec, bytes: &[u8]);
-}
-
-/// The SMMU operations a VM may ask for, on behalf of VM `vm` (the SMMU service, behind the EL2
-/// side's lock).
-pub trait SmmuCalls {
-    /// Moves up to `out.len()` of `vm`'s oldest event records into `out`.
-    fn read_events(&mut self, vm: u32, out: &mut [EventWords]) -> EventReadResult;
-    /// Whether `vm` may have event records waiting (a cheap hint: `false` only if certainly
-    /// none is routed to it yet; the default always says there may be).
-    fn events_pending(&mut self, _vm: u32) -> bool {
-        true
-    }
-    /// SMMU-wide counters.
-    fn stats(&mut self) -> SmmuStats;
-    /// Attaches stream `sid` of VM `vm` to `domain` (already validated), hitlessly.
-    fn attach(&mut self, vm: u32, sid: u32, domain: Domain) -> Result<(), HypError>;
-    /// Validates every command of VM `vm`, then submits the valid ones as one batch with one
-    /// SYNC. Returns how many reached the hardware, or the index of the first bad command.
-    /// `cmds` is the hypervisor's own copy and is rewritten in place.
-    fn invalidate(&mut self, vm: u32, cmds: &[Command]) -> Result<usize, (usize, HypError)>;
-    /// Records VM `vm`'s power vote and applies the decision.
-    fn pm_vote(&mut self, vm: u32, vote: Vote) -> PmVoteResult;
-    /// Power-management status.
-    fn pm_status(&mut self) -> PmStatus;
-    /// Whether VM `vm` may inject power losses (test platforms: the host only).
-    fn may_inject(&mut self, vm: u32) -> bool;
-    /// VM `vm` injects an unexpected power loss now (`after_writes` = 0) or before the
-    /// `after_writes`-th SMMU register write from now. `NOT_SUPPORTED` unless it may.
-    fn inject_power_loss(&mut self, vm: u32, after_writes: u64) -> Result<(), HypError>;
-    /// `NOT_OWNED` unless stream `sid` is assigned to VM `vm`; otherwise what the real SMMU
-    /// supports (the stream's virtual STE is checked against it).
-    fn owned_stream(&mut self, vm: u32, sid: u32) -> Result<SmmuCaps, HypError>;
 }
 
 /// Who is calling.
@@ -311,7 +277,9 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
 mod tests {
     use super::*;
     use crate::pci::Bar;
-    use host_abi::FunctionId;
+    use crate::service::events::EventReadResult;
+    use crate::validate::SmmuCaps;
+    use host_abi::{FunctionId, PmStatus, PmVoteResult, SmmuStats};
     use platform::qemu_virt::MANIFEST;
     use std::vec;
     use std::vec::Vec;

@@ -3,7 +3,7 @@
 //! by `cargo xtask setup`) and put into the host's initramfs as `/bin/smmu-attack`, where the
 //! host's test script runs it as root.
 
-use crate::images::root;
+use crate::tools::root;
 use std::path::PathBuf;
 use std::process::Command;
 

@@ -9,7 +9,8 @@
 //! mode; `/init` ([`linux_init_script`]) reports when userspace started and the instructions of
 //! `dd` runs of 4 KiB direct reads and writes, counted by the PMU (`tests/linux/icount.c`).
 
-use crate::images::{self, root};
+use crate::images;
+use crate::tools::root;
 use crate::{elf, qemu, Opts};
 use std::fmt::Write as _;
 

@@ -1,7 +1,7 @@
 //! Builds the aarch64 images with Debian's toolchain and `-Zbuild-std`, then flattens the guest
 //! ELFs into raw images QEMU's loader places at each VM's base.
 
-use crate::setup::{CARGO, RUSTC};
+use crate::tools::{root, CARGO, RUSTC};
 use crate::{elf, Opts};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,11 +33,6 @@ impl Images {
             .map(|(_, p)| p.as_path())
             .ok_or_else(|| format!("guest image `{name}` was not built"))
     }
-}
-
-/// The workspace root (xtask lives in `<root>/xtask`).
-pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
 /// Builds everything.

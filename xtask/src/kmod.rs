@@ -12,7 +12,7 @@
 //!   installed here: it is `apt-get download`ed and unpacked under `target/linux/headers/`, with
 //!   its relative `scripts` link pointed at the installed kbuild.
 
-use crate::images::root;
+use crate::tools::root;
 use crate::Opts;
 use host_abi::HypError;
 use std::path::{Path, PathBuf};

@@ -5,8 +5,8 @@
 //! each piece is loaded.
 
 use crate::cpio::Cpio;
-use crate::images::root;
 use crate::qemu::LinuxFiles;
+use crate::tools::root;
 use crate::Opts;
 use platform::linux::{
     dtgen, image_header, HostTree, Layout, GUEST_CANARY_OFFSET, IMAGE_HEADER_SIZE,

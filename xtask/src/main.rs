@@ -31,6 +31,7 @@ mod mutants;
 mod qemu;
 mod report;
 mod setup;
+mod tools;
 
 use std::process::ExitCode;
 

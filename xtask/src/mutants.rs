@@ -6,7 +6,7 @@
 //! (an equivalent mutant). The equivalent ones are listed, each with its reason, in
 //! `hyp/mutants-equivalent.txt`; any other survivor fails the run.
 
-use crate::images::root;
+use crate::tools::root;
 use crate::Opts;
 use std::process::Command;
 
@@ -74,7 +74,7 @@ pub fn run(opts: &Opts) -> Result<(), String> {
             ["--no-config", "--test-package", "hyp", "--test-package", "smmu-model"]
                 .map(String::from),
         );
-        for e in ["hyp/src/smmu/fake.rs", "hyp/src/service/tests.rs", "hyp/src/fuzz.rs"] {
+        for e in ["hyp/src/softsmmu/fake.rs", "hyp/src/service/tests.rs", "hyp/src/fuzz.rs"] {
             args.extend(["-e".into(), e.into()]);
         }
         args.extend(["-f".into(), f.clone()]);

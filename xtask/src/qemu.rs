@@ -7,8 +7,8 @@
 //! The 16550's output arrives on a Unix socket QEMU listens on; xtask connects to it and prefixes
 //! every line with `[host] `.
 
-use crate::images::root;
-use crate::setup::QEMU;
+use crate::tools::root;
+use crate::tools::QEMU;
 use crate::Opts;
 use platform::qemu_virt::{
     EDU_SLOTS, HOST_DISK_SLOT, HOST_SERIAL_SLOT, MANIFEST, QEMU_CPUS, QEMU_RAM_SIZE,

@@ -38,7 +38,7 @@ pub fn sum_cargo_results(text: &str) -> (u64, u64) {
 pub fn host_unit_tests(opts: &Opts) -> Result<HostTotals, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(&cargo);
-    cmd.current_dir(crate::images::root()).args(["test", "--workspace", "--color", "never"]);
+    cmd.current_dir(crate::tools::root()).args(["test", "--workspace", "--color", "never"]);
     if opts.verbose {
         println!("+ {cargo} test --workspace");
     }

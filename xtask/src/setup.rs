@@ -6,20 +6,15 @@
 //! headers (the arm64 cross compiler, kbuild, the headers: see `kmod.rs`). Installs what is
 //! missing when run as root; otherwise prints the exact commands.
 
+use crate::tools::{CARGO, QEMU, RUSTC};
 use crate::Opts;
 use std::path::Path;
 use std::process::Command;
 
-/// Debian's compiler (rustup's comes first in PATH, so it is named explicitly).
-pub const RUSTC: &str = "/usr/bin/rustc";
-/// Debian's cargo.
-pub const CARGO: &str = "/usr/bin/cargo";
 /// The library source `-Zbuild-std` needs.
 const CORE_SRC: &str = "/usr/lib/rustlib/src/rust/library/core/src/lib.rs";
 /// The linker.
 const RUST_LLD: &str = "/usr/bin/rust-lld";
-/// QEMU.
-pub const QEMU: &str = "qemu-system-aarch64";
 /// The apt source for bookworm-backports.
 const BACKPORTS_FILE: &str = "/etc/apt/sources.list.d/bookworm-backports.sources";
 const BACKPORTS_SOURCE: &str = "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";

@@ -52,13 +52,13 @@ pub fn take_spi(intid: u32, handler: Handler, cpu: u32) -> Result<(), &'static s
 }
 
 /// CPU `cpu` is about to turn off: if the hypervisor's SPIs go to it, route them to the first
-/// of `others` (CPUs that take interrupts at EL2 and still run a VM). With none left, they stay
+/// of `others` (CPUs that take interrupts at EL2 and still run a VM); `true` if they moved. With none left, they stay
 /// where they are (pending, unseen): the SMMU's queues are then serviced on every entry into
 /// the SMMU service instead (hypercalls, and the Linux host's emulated SMMU accesses).
-pub fn cpu_leaving(cpu: u32, mut others: impl Iterator<Item = u32>) {
+pub fn cpu_leaving(cpu: u32, mut others: impl Iterator<Item = u32>) -> bool {
     let mut h = HYP_SPIS.lock();
     if h.cpu != Some(cpu) || h.len == 0 {
-        return;
+        return false;
     }
     match others.next() {
         Some(next) => {
@@ -68,18 +68,18 @@ pub fn cpu_leaving(cpu: u32, mut others: impl Iterator<Item = u32>) {
                 }
             }
             h.cpu = Some(next);
-            // The Linux host's distributor audit must not count this against the host.
-            super::linux::hypervisor_reconfigured_gic();
             info!(
                 "cpu {cpu} stops: the hypervisor's interrupts (INTIDs {:?}) now go to cpu {next}",
                 &h.intids[..h.len]
             );
+            true
         }
         None => {
             h.cpu = None;
             info!(
                 "cpu {cpu} stops: no running CPU takes interrupts at EL2 any more; the SMMU's queues are serviced on each entry into the SMMU service"
             );
+            false
         }
     }
 }

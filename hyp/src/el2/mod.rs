@@ -2,6 +2,7 @@
 
 pub mod firmware;
 pub mod gic;
+pub mod guestmem;
 pub mod irq;
 pub mod linux;
 pub mod mmu;

@@ -8,9 +8,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use host_abi::smmu::regs::IrqCtrl;
 use host_abi::smmu::Command;
 use host_abi::{HypError, PmStatus, PmVoteResult, Refusal, SmmuStats};
-use hyp::hypercall::SmmuCalls;
 use hyp::pm::Vote;
 use hyp::service::events::{event_sid, EventDestination, EventReadResult};
+use hyp::service::SmmuCalls;
 use hyp::service::SmmuService;
 use hyp::smmu::driver::{EventWords, SmmuDriver};
 use hyp::smmu::ste::{Domain, S2Config};
@@ -178,7 +178,7 @@ fn with<T>(default: T, f: impl FnOnce(&mut SmmuService<SmmuMmio>) -> T) -> T {
         );
     }
     if let Some(h) = VSMMU.lock().as_mut() {
-        let mut mem = super::vm::IdentityGuestMemory;
+        let mut mem = super::guestmem::IdentityGuestMemory;
         let mut ctx = vsmmu::Context {
             mem: vsmmu::HostMemory { spec: h.spec, mem: &mut mem },
             smmu: &mut *io,
@@ -286,7 +286,7 @@ impl hyp::mmio::Device for HostSmmuDevice {
         let Some(io) = g.as_mut() else { return };
         let mut v = VSMMU.lock();
         let Some(h) = v.as_mut() else { return };
-        let mut mem = super::vm::IdentityGuestMemory;
+        let mut mem = super::guestmem::IdentityGuestMemory;
         let mut ctx = vsmmu::Context {
             mem: vsmmu::HostMemory { spec: h.spec, mem: &mut mem },
             smmu: &mut *io,

@@ -110,8 +110,11 @@ impl Vm {
         }
         // Teardown: its devices can no longer reach anything, and it no longer needs the SMMU.
         super::smmu_service::vm_stopped(self.spec.id);
-        // Its CPU turns off: the hypervisor's interrupts must go to a CPU that stays.
-        super::irq::cpu_leaving(self.spec.cpu, el2_irq_cpus(Some(self.spec.id)));
+        // Its CPU turns off: the hypervisor's interrupts must go to a CPU that stays (the
+        // Linux host's distributor audit must not count that move against the host).
+        if super::irq::cpu_leaving(self.spec.cpu, el2_irq_cpus(Some(self.spec.id))) {
+            super::linux::hypervisor_reconfigured_gic();
+        }
         match STATES.stop(self.spec.id) {
             StopOutcome::LastVm => {
                 summary();
@@ -267,7 +270,7 @@ fn write_boot_info(spec: &VmSpec, flags: u64) {
     };
     let range = GuestRange::of(spec, spec.boot_info_ipa(), BOOT_INFO_SIZE)
         .expect("the boot-info block is the last page of the VM's RAM");
-    IdentityGuestMemory.write(range, zerocopy::IntoBytes::as_bytes(&info));
+    super::guestmem::IdentityGuestMemory.write(range, zerocopy::IntoBytes::as_bytes(&info));
 }
 
 /// The EL2 controls of the VM's EL1 on this CPU: features the ID registers advertise are
@@ -372,40 +375,6 @@ pub fn run_on_this_cpu(cpu: u32) -> ! {
     // SAFETY: `top` is this CPU's own stack top; enter_vm never returns, so abandoning the
     // current stack contents is sound.
     unsafe { enter_vm(entry, x0, top) }
-}
-
-/// VM memory seen from EL2: RAM is identity-mapped at EL2 and every VM's stage-2 maps its RAM at
-/// IPA == PA, so an IPA inside a VM's RAM is its own physical address. A [`GuestRange`] can only
-/// exist for a range inside one VM's RAM.
-pub struct IdentityGuestMemory;
-
-impl GuestMemory for IdentityGuestMemory {
-    fn read(&self, range: GuestRange, out: &mut [u8]) {
-        assert_eq!(out.len() as u64, range.len());
-        let src = range.ipa() as usize;
-        let dst = out.as_mut_ptr() as usize;
-        if (src | dst | out.len()) % 16 == 0 {
-            // Commands and records: 16 bytes per load/store pair (the hypervisor has no SIMD, so
-            // the generic memcpy moves 8 bytes at a time; this is the invalidation path).
-            let (s, d) = (src as *const u128, dst as *mut u128);
-            for i in 0..out.len() / 16 {
-                // SAFETY: as below; both 16-byte aligned (checked), `i * 16 < out.len()`.
-                unsafe { d.add(i).write(s.add(i).read_volatile()) };
-            }
-            return;
-        }
-        // SAFETY: a GuestRange lies inside a VM's RAM, which is mapped at EL2 and is never the
-        // hypervisor's own memory; `out` is hypervisor memory of the same length. The copy is
-        // the one copy out of the VM.
-        unsafe { core::ptr::copy_nonoverlapping(src as *const u8, out.as_mut_ptr(), out.len()) };
-    }
-    fn write(&mut self, range: GuestRange, data: &[u8]) {
-        assert_eq!(data.len() as u64, range.len());
-        // SAFETY: as for `read`.
-        unsafe {
-            core::ptr::copy_nonoverlapping(data.as_ptr(), range.ipa() as *mut u8, data.len())
-        };
-    }
 }
 
 fn print_vm_line(spec: &VmSpec, line: &[u8]) {

@@ -9,13 +9,16 @@
 //!   and only then act.
 //!
 //! The EL2 side keeps one instance behind a lock; hypercalls reach it through
-//! [`crate::hypercall::SmmuCalls`]. Every decision is tested on the host against the software
+//! [`SmmuCalls`]. Every decision is tested on the host against the software
 //! SMMU.
 
 pub mod batch;
+mod calls;
 pub mod events;
 pub mod power;
 pub mod streams;
+
+pub use calls::SmmuCalls;
 
 use crate::pm::{Action, Power, Refusal, Vote};
 use crate::smmu::driver::{CmdError, EventWords, SmmuDriver};
@@ -473,7 +476,7 @@ fn drain<R: SmmuRegs>(
     drained.records
 }
 
-impl<R: SmmuRegs> crate::hypercall::SmmuCalls for SmmuService<R> {
+impl<R: SmmuRegs> SmmuCalls for SmmuService<R> {
     fn read_events(&mut self, vm: u32, out: &mut [EventWords]) -> EventReadResult {
         SmmuService::read_events(self, vm, out)
     }

@@ -1,9 +1,9 @@
 //! The SMMU service against the software SMMU.
 
 use super::*;
-use crate::hypercall::SmmuCalls;
+use crate::service::SmmuCalls;
 use crate::smmu::driver::{SmmuDriver, EVTQ_LOG2};
-use crate::smmu::fake::FakeSmmu;
+use crate::softsmmu::fake::FakeSmmu;
 use crate::softsmmu::IdRegs;
 use crate::validate::SmmuCaps;
 use host_abi::smmu::regs::{off, Gbpa, Idr1, IrqCtrl};
@@ -200,7 +200,7 @@ fn extra_streams_are_owned_and_attachable_on_a_two_level_table() {
     // What the SMMU would fetch for the stream is the shadow STE: walk the table the way the
     // hardware does, through the level-1 descriptor.
     let fetched =
-        io.regs_mut().smmu.lookup_ste(&mut crate::smmu::fake::HostMemory, 0x1005).unwrap();
+        io.regs_mut().smmu.lookup_ste(&mut crate::softsmmu::fake::HostMemory, 0x1005).unwrap();
     assert_eq!(Ste(fetched), ste::encode(&Domain::Identity, &s2(0)));
     // The new span was invalidated before the STE changed, then each step.
     let ops: std::vec::Vec<u64> = io.regs_mut().consumed[n..].iter().map(|c| c[0] & 0xff).collect();
@@ -229,7 +229,7 @@ fn a_stream_first_attached_while_off_gets_its_table_and_translates_after_resume(
     assert_eq!(io.ste(0x1003), want, "written in memory while off");
     io.vote(0, Vote::NeedOn);
     let fetched =
-        io.regs_mut().smmu.lookup_ste(&mut crate::smmu::fake::HostMemory, 0x1003).unwrap();
+        io.regs_mut().smmu.lookup_ste(&mut crate::softsmmu::fake::HostMemory, 0x1003).unwrap();
     assert_eq!(Ste(fetched), want);
 }
 
@@ -305,7 +305,8 @@ fn only_the_injector_may_inject_a_power_loss_and_it_is_recovered() {
     assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)]), Ok(1));
     assert_eq!(io.pm_counters().losses, 1);
     assert_eq!(io.ste(g1), ste::encode(&Domain::Identity, &s2(1)));
-    let fetched = io.regs_mut().smmu.lookup_ste(&mut crate::smmu::fake::HostMemory, g1).unwrap();
+    let fetched =
+        io.regs_mut().smmu.lookup_ste(&mut crate::softsmmu::fake::HostMemory, g1).unwrap();
     assert_eq!(Ste(fetched), ste::encode(&Domain::Identity, &s2(1)), "translating again");
 }
 

@@ -514,9 +514,9 @@ fn write_cr0(regs: &mut dyn SmmuRegs, value: Cr0) -> Result<(), SequenceError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fake::FakeSmmu;
     use super::*;
     use crate::smmu::ste;
+    use crate::softsmmu::fake::FakeSmmu;
 
     fn position(f: &FakeSmmu, o: usize, v: Option<u32>) -> usize {
         f.writes.iter().position(|&(ro, rv)| ro == o && v.is_none_or(|v| v == rv)).unwrap()

@@ -5,12 +5,11 @@
 //! through untranslated (QEMU resets GBPA to bypass).
 //!
 //! Hardware is reached only through [`SmmuRegs`], so all of it is tested on the host against
-//! the software SMMU ([`crate::softsmmu`]).
+//! the software SMMU ([`crate::softsmmu`], whose `fake` configuration is the driver's test
+//! double).
 
 pub mod dmabuf;
 pub mod driver;
-#[cfg(test)]
-pub(crate) mod fake;
 pub mod queue;
 pub mod ste;
 pub mod strtab;

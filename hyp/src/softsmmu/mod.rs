@@ -24,6 +24,9 @@ use host_abi::smmu::regs::{
 use host_abi::smmu::Command;
 use zerocopy::{FromBytes, IntoBytes};
 
+#[cfg(test)]
+pub(crate) mod fake;
+
 /// Memory as the SMMU sees it (physical addresses, or a VM's IPAs for an emulated SMMU).
 pub trait SmmuMemory {
     /// Reads `out.len()` little-endian 64-bit words at `addr` (8-byte aligned).

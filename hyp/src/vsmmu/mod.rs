@@ -21,8 +21,8 @@
 //! [`SmmuCalls`], interrupts returned to the caller.
 
 use crate::guest::{GuestMemory, GuestRange};
-use crate::hypercall::SmmuCalls;
 use crate::pm::Vote;
+use crate::service::SmmuCalls;
 use crate::smmu::ste::Domain;
 use crate::softsmmu::{EventPost, IdRegs, MemFault, SmmuMemory, SoftSmmu, WriteEffect};
 use crate::validate::{self, SmmuCaps};

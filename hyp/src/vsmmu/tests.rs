@@ -4,8 +4,8 @@
 use super::*;
 use crate::service::SmmuService;
 use crate::smmu::driver::SmmuDriver;
-use crate::smmu::fake::FakeSmmu;
 use crate::smmu::ste::{self, S2Config};
+use crate::softsmmu::fake::FakeSmmu;
 use host_abi::smmu::regs::{strtab_cfg, Idr0, IrqCtrl, Q_OVFLG};
 use host_abi::smmu::SteConfig;
 use platform::power::{GbpaReset, SimulatedPowerController};

@@ -3,8 +3,8 @@
 //! define, as hardware does), recording every register write and consumed command, and letting
 //! tests post events, raise errors and cut power.
 
-use super::SmmuRegs;
-use crate::softsmmu::{IdRegs, MemFault, SmmuMemory, SoftSmmu, WriteEffect};
+use super::{IdRegs, MemFault, SmmuMemory, SoftSmmu, WriteEffect};
+use crate::smmu::SmmuRegs;
 use host_abi::smmu::regs::{Gbpa, Gerror};
 use std::vec::Vec;
 

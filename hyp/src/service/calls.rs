@@ -1,0 +1,42 @@
+//! The SMMU service's operations as its front ends see them.
+
+use crate::pm::Vote;
+use crate::service::events::EventReadResult;
+use crate::smmu::driver::EventWords;
+use crate::smmu::ste::Domain;
+use crate::validate::SmmuCaps;
+use host_abi::smmu::Command;
+use host_abi::{HypError, PmStatus, PmVoteResult, SmmuStats};
+
+/// The SMMU operations a VM may ask for, on behalf of VM `vm`: what the service's two front
+/// ends (hypercalls, and the Linux host's emulated SMMU) reach it through (behind the EL2 side's
+/// lock).
+pub trait SmmuCalls {
+    /// Moves up to `out.len()` of `vm`'s oldest event records into `out`.
+    fn read_events(&mut self, vm: u32, out: &mut [EventWords]) -> EventReadResult;
+    /// Whether `vm` may have event records waiting (a cheap hint: `false` only if certainly
+    /// none is routed to it yet; the default always says there may be).
+    fn events_pending(&mut self, _vm: u32) -> bool {
+        true
+    }
+    /// SMMU-wide counters.
+    fn stats(&mut self) -> SmmuStats;
+    /// Attaches stream `sid` of VM `vm` to `domain` (already validated), hitlessly.
+    fn attach(&mut self, vm: u32, sid: u32, domain: Domain) -> Result<(), HypError>;
+    /// Validates every command of VM `vm`, then submits the valid ones as one batch with one
+    /// SYNC. Returns how many reached the hardware, or the index of the first bad command.
+    /// `cmds` (the hypervisor's own copy) is left as it is.
+    fn invalidate(&mut self, vm: u32, cmds: &[Command]) -> Result<usize, (usize, HypError)>;
+    /// Records VM `vm`'s power vote and applies the decision.
+    fn pm_vote(&mut self, vm: u32, vote: Vote) -> PmVoteResult;
+    /// Power-management status.
+    fn pm_status(&mut self) -> PmStatus;
+    /// Whether VM `vm` may inject power losses (test platforms: the host only).
+    fn may_inject(&mut self, vm: u32) -> bool;
+    /// VM `vm` injects an unexpected power loss now (`after_writes` = 0) or before the
+    /// `after_writes`-th SMMU register write from now. `NOT_SUPPORTED` unless it may.
+    fn inject_power_loss(&mut self, vm: u32, after_writes: u64) -> Result<(), HypError>;
+    /// `NOT_OWNED` unless stream `sid` is assigned to VM `vm`; otherwise what the real SMMU
+    /// supports (the stream's virtual STE is checked against it).
+    fn owned_stream(&mut self, vm: u32, sid: u32) -> Result<SmmuCaps, HypError>;
+}
