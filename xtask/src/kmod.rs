@@ -264,6 +264,7 @@ pub const TESTS: &[&str] = &[
     "kmod_events",
     "kmod_errors_map_to_errno",
     "kmod_pm_status_and_vote",
+    "kmod_vote_cycle_with_disk_io",
     "kmod_power_loss_injection",
     "kmod_unload_and_refusal",
 ];
@@ -445,6 +446,42 @@ kmod_pm_status_and_vote() {{
     [ $(cat $P/resumes) = $((r0 + off)) ] || {{ echo "resumes $r0 -> $(cat $P/resumes) (power-off: $off)"; return 1; }}
     [ -e $P/inject_loss ] && [ {inject} = 0 ] && {{ echo "inject_loss exists although FEATURES refuses PM_INJECT_LOSS"; return 1; }}
     echo "host: smmu_hyp: the host's allow-off vote $( [ $off = 1 ] && echo 'powered the SMMU off (every VM allowed)' || echo 'was not the last one')" > /dev/console
+}}
+
+# The SMMU powers off only when every VM allows it: the guests allow, the host keeps doing disk
+# I/O (its vote need-on) and power stays on; it stops using its devices and allows too: off;
+# it needs the SMMU again: on, and what it wrote reads back through the SMMU.
+kmod_vote_cycle_with_disk_io() {{
+    P=$H/pm
+    [ $(($(cat $P/votes_allow_off) & {others_mask})) = {others_mask} ] || {{ echo "the guests' allow-off votes are not there ($(cat $P/votes_allow_off))"; return 1; }}
+    [ "$(cat $P/vote)" = need-on ] && [ "$(cat $P/power)" = on ] || {{ echo "vote $(cat $P/vote), power $(cat $P/power) at the start"; return 1; }}
+    s0=$(cat $P/suspends)
+    r0=$(cat $P/resumes)
+    # 4 x 64 KiB from 2.5 MiB on (no other test writes there).
+    dd if=/dev/urandom of=/tmp/cycle bs=65536 count=1 2>/dev/null
+    for i in 0 1 2 3; do
+        dd if=/tmp/cycle of=/dev/vda bs=65536 seek=$((40 + i)) count=1 oflag=direct conv=fsync 2>/dev/null || {{ echo "write $i failed"; return 1; }}
+        [ "$(cat $P/power)" = on ] || {{ echo "power went off during the host's I/O"; return 1; }}
+    done
+    [ "$(cat $P/suspends)" = $s0 ] || {{ echo "suspends $s0 -> $(cat $P/suspends) while the host needed the SMMU"; return 1; }}
+    # It stops using its devices: nothing in flight, nothing cached; then it allows power-off.
+    sync
+    echo 3 > /proc/sys/vm/drop_caches
+    echo allow-off > $P/vote || {{ echo "allow-off refused"; return 1; }}
+    if [ {gbpa} = abort ]; then
+        [ "$(cat $P/power)" = off ] && [ "$(cat $P/suspends)" = $((s0 + 1)) ] || {{ echo "every VM allows, yet power $(cat $P/power), suspends $s0 -> $(cat $P/suspends)"; return 1; }}
+    else
+        [ "$(cat $P/power)" = on ] && [ "$(cat $P/refusal)" = bypass-reset-with-dma ] || {{ echo "a bypass-reset platform powered off: $(cat $P/power) $(cat $P/refusal)"; return 1; }}
+    fi
+    echo need-on > $P/vote || {{ echo "need-on refused"; return 1; }}
+    [ "$(cat $P/power)" = on ] || {{ echo "power $(cat $P/power) after need-on"; return 1; }}
+    [ {gbpa} != abort ] || [ "$(cat $P/resumes)" = $((r0 + 1)) ] || {{ echo "resumes $r0 -> $(cat $P/resumes)"; return 1; }}
+    want=$(md5sum < /tmp/cycle)
+    for i in 0 1 2 3; do
+        got=$(dd if=/dev/vda bs=65536 skip=$((40 + i)) count=1 iflag=direct 2>/dev/null | md5sum)
+        [ "$got" = "$want" ] || {{ echo "block $i reads differently after the power cycle"; return 1; }}
+    done
+    echo "host: smmu_hyp: disk I/O kept the SMMU on; every VM allowing powered it off ($(cat $P/suspends) suspends); the host's need-on brought it back and its data read back" > /dev/console
 }}
 
 kmod_power_loss_injection() {{
