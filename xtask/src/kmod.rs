@@ -150,18 +150,37 @@ pub fn has_warning(text: &str) -> bool {
 /// source tree stays clean; kbuild rebuilds only what changed). `-Werror` is in its Kbuild;
 /// a modpost warning fails the build too.
 pub fn build_module(opts: &Opts, abi: &str) -> Result<PathBuf, String> {
+    build_kmod(opts, abi, &root().join("host-abi/linux"), "kmod", MODULE)
+}
+
+/// The test module that sends SGIs to the CPUs the host does not own (`tests/linux/sgi/`).
+pub const SGI_MODULE: &str = "sgi_to_others";
+
+/// Builds `sgi_to_others.ko` like [`build_module`].
+pub fn build_sgi_module(opts: &Opts, abi: &str) -> Result<PathBuf, String> {
+    build_kmod(opts, abi, &root().join("tests/linux/sgi"), "sgi", SGI_MODULE)
+}
+
+/// Builds module `name` (`name.c` and `Kbuild` in `src`) for kernel `abi` in
+/// `target/linux/<dir>/`.
+fn build_kmod(
+    opts: &Opts,
+    abi: &str,
+    src: &Path,
+    dir: &str,
+    name: &str,
+) -> Result<PathBuf, String> {
     let missing = missing(abi);
     if !missing.is_empty() {
         return Err(format!(
-            "cannot build the {MODULE} module: missing {}. Run `cargo xtask setup` (as root), or:\n  {}",
+            "cannot build the {name} module: missing {}. Run `cargo xtask setup` (as root), or:\n  {}",
             missing.join(", "),
             commands(abi).join("\n  ")
         ));
     }
-    let src = root().join("host-abi/linux");
-    let out = crate::linux::dir().join("kmod");
+    let out = crate::linux::dir().join(dir);
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
-    for f in [format!("{MODULE}.c"), "Kbuild".to_string()] {
+    for f in [format!("{name}.c"), "Kbuild".to_string()] {
         sync_file(&src.join(&f), &out.join(&f))?;
     }
     let mut cmd = Command::new("make");
@@ -172,11 +191,11 @@ pub fn build_module(opts: &Opts, abi: &str) -> Result<PathBuf, String> {
         .arg(format!("CROSS_COMPILE={CROSS_COMPILE}"))
         .arg(format!("SMMU_HYP_INCLUDE={}", root().join("host-abi/include").display()))
         .arg("modules");
-    let text = run_checked(cmd, &format!("building the {MODULE} module"), opts.verbose)?;
+    let text = run_checked(cmd, &format!("building the {name} module"), opts.verbose)?;
     if has_warning(&text) {
-        return Err(format!("the {MODULE} module built with warnings:\n{}", text.trim()));
+        return Err(format!("the {name} module built with warnings:\n{}", text.trim()));
     }
-    let ko = out.join(format!("{MODULE}.ko"));
+    let ko = out.join(format!("{name}.ko"));
     if !ko.exists() {
         return Err(format!("the build left no {}", ko.display()));
     }

@@ -20,7 +20,6 @@
 //! domain's GBPA reset value), `--host bare|linux` (run: what VM 0 is), `--compare OLD.json`
 //! (bench), `--only hypercalls|linux` (bench: one part), `--depth N` (model), `--jobs N` and `--file PATH` (mutants), `--cases N` (fuzz).
 
-mod attack;
 mod bench;
 mod cpio;
 mod elf;

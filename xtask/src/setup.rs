@@ -60,12 +60,7 @@ impl Missing {
         if self.toolchain {
             c.push(format!(
                 "DEBIAN_FRONTEND=noninteractive apt-get install -y {}",
-                TOOLCHAIN_PKGS
-                    .iter()
-                    .chain(crate::attack::PACKAGES)
-                    .copied()
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                TOOLCHAIN_PKGS.join(" ")
             ));
         }
         if self.qemu {
@@ -104,20 +99,10 @@ pub fn check() -> (Missing, Vec<String>) {
         && Path::new(RUST_LLD).exists()
         && output(RUST_LLD, &["-flavor", "gnu", "--version"]).is_some()
         && output("cpio", &["--version"]).is_some()
-        && output("xz", &["--version"]).is_some()
-        && crate::attack::compiler_present();
+        && output("xz", &["--version"]).is_some();
     match &rustc {
         Some(v) => found.push(format!("aarch64 compiler: {}", v.trim())),
         None => found.push(format!("aarch64 compiler: {RUSTC} missing")),
-    }
-    match output(crate::attack::CC, &["--version"]) {
-        Some(v) if crate::attack::compiler_present() => {
-            found.push(format!("C cross compiler: {}", v.lines().next().unwrap_or("").trim()))
-        }
-        _ => found.push(format!(
-            "C cross compiler: {} or the arm64 C library missing",
-            crate::attack::CC
-        )),
     }
     m.toolchain = !toolchain_ok;
     let qemu = output(QEMU, &["--version"]);

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 //
 // smmu-attack: what root on the Linux host can try against the hypervisor's SMMU isolation.
-// xtask builds it statically (aarch64-linux-gnu-gcc -static) into the host's initramfs; the
-// host's test script (xtask/src/linux.rs) runs it. Each command prints what it did and exits 0
+// xtask builds it statically (aarch64-linux-gnu-gcc-12 -static, xtask/src/kmod.rs) into the
+// host's initramfs; the host's test script (xtask/src/linux.rs) runs it. Each command prints what it did and exits 0
 // if the isolation held as expected, 1 (with the reason on the last line) if not.
 //
 //   smmu-attack dma DEV ADDR...
