@@ -178,10 +178,11 @@ impl Features {
 pub const CMDQ_LOG2: u32 = 9;
 /// Event queue: 2^12 entries (128 KiB). Events are drained on the SMMU's event interrupt and on
 /// every entry into the SMMU service, into per-VM rings; the queue only has to hold what
-/// arrives between two drains. A burst from every stream of every VM faulting on every page
-/// of a 4 KiB-granule transfer of the largest DMA the test devices make (4 KiB, one record per
-/// page) is far below this; overflows that happen anyway are detected (EVENTQ_PROD.OVFLG) and
-/// reported to every VM that could have lost a record.
+/// arrives between two drains. Hardware records one event per faulting transaction (a PCIe
+/// write of up to 4 KiB); QEMU records one per 4-byte access, so its worst case here, one
+/// faulting 4 KiB `edu` transfer per VM (three VMs), is 3,072 records: still inside. Linux
+/// sizes its queue to 2^15 for many more devices; overflows that happen anyway are detected
+/// (EVENTQ_PROD.OVFLG) and every VM that could have lost a record is told.
 pub const EVTQ_LOG2: u32 = 12;
 /// Resume attempts when power is lost again during resume.
 pub const RESUME_ATTEMPTS: u32 = 3;
