@@ -13,7 +13,7 @@
 //!                              native
 //! cargo xtask model            the invariant explorer, deeper than `cargo test` runs it
 //! cargo xtask mutants          mutation testing of the safety code (cargo-mutants)
-//! cargo xtask fuzz             a long run of the hypercall fuzzer
+//! cargo xtask fuzz             a long run of the hypercall and emulated-SMMU fuzzers
 //! ```
 //! Options: `--verbose` (show every command, shell-quoted so it can be pasted, including the QEMU
 //! command line), `--timeout SECS` (run/test), `--gbpa-reset abort|bypass` (run: the SMMU power

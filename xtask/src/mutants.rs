@@ -1,6 +1,6 @@
 //! `cargo xtask mutants`: mutation testing of the hypervisor's safety code with cargo-mutants
 //! (configuration in `.cargo/mutants.toml`), and `cargo xtask fuzz`: a longer run of the
-//! hypercall fuzzer than `cargo test` makes.
+//! hypercall fuzzer and the emulated-SMMU fuzzer than `cargo test` makes.
 //!
 //! A surviving mutant is either a gap in the tests or a change that cannot alter behaviour
 //! (an equivalent mutant). The equivalent ones are listed, each with its reason, in
@@ -125,7 +125,9 @@ pub fn run(opts: &Opts) -> Result<(), String> {
     }
 }
 
-/// A longer fuzzing run (`FUZZ_CASES` call sequences).
+/// A longer fuzzing run: `FUZZ_CASES` sequences for each fuzzer (every `fuzz::` test of the
+/// hypervisor library: the hypercall boundary's, `hyp::fuzz`, and the Linux host's emulated
+/// SMMU's, `hyp::vsmmu::fuzz`).
 pub fn fuzz(opts: &Opts) -> Result<(), String> {
     let cases = opts.cases.unwrap_or(100_000);
     let args = ["test", "--release", "-p", "hyp", "--lib", "fuzz::", "--", "--nocapture"];
@@ -139,7 +141,9 @@ pub fn fuzz(opts: &Opts) -> Result<(), String> {
         .status()
         .map_err(|e| e.to_string())?;
     if st.success() {
-        println!("fuzz: {cases} random call sequences, no property violated");
+        println!(
+            "fuzz: {cases} random sequences for each fuzzer (hypercalls, emulated SMMU), no property violated"
+        );
         Ok(())
     } else {
         Err("the fuzzer found a violation (the minimal failing sequence is printed above)".into())

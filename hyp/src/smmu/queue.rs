@@ -47,19 +47,17 @@ impl QueuePtr {
 }
 
 /// Entries between `cons` and `prod` (how many the producer has written and the consumer not
-/// yet read).
+/// yet read): `prod - cons` modulo twice the capacity, the distance the wrap flag encodes.
+/// More than the capacity when the two are inconsistent (one of them written by software that
+/// does not follow the protocol, like an emulated SMMU's guest: a PROD "behind" CONS, or a CONS
+/// "ahead of" PROD); never more than twice the capacity minus one.
 pub const fn used(prod: QueuePtr, cons: QueuePtr) -> u32 {
-    let cap = prod.capacity();
-    if prod.wrap() == cons.wrap() {
-        prod.index() - cons.index()
-    } else {
-        cap - cons.index() + prod.index()
-    }
+    prod.value.wrapping_sub(cons.value) & ((2 << prod.log2size) - 1)
 }
 
-/// Free entries the producer may still write.
+/// Free entries the producer may still write (none when the pointers say more than full).
 pub const fn space(prod: QueuePtr, cons: QueuePtr) -> u32 {
-    prod.capacity() - used(prod, cons)
+    prod.capacity().saturating_sub(used(prod, cons))
 }
 
 /// Whether the consumer has reached (or passed) `target`, a position the producer wrote up to
@@ -92,6 +90,30 @@ mod tests {
         assert_eq!(space(full, c), 0);
         let c3 = QueuePtr::new(2, 3);
         assert_eq!(used(c3.advance(2), c3), 2, "across the wrap");
+    }
+
+    #[test]
+    fn inconsistent_pointers_give_a_bounded_distance() {
+        // A PROD "behind" CONS with the same wrap flag (more than full): the distance the wrap
+        // encoding gives, not an underflow (a panic in debug builds, and about 2^32 commands
+        // for an emulated SMMU's consumer in release builds).
+        let cons = QueuePtr::new(3, 3);
+        assert_eq!(used(QueuePtr::new(3, 1), cons), 14);
+        assert_eq!(space(QueuePtr::new(3, 1), cons), 0, "more than full: no room");
+        // Different wraps, PROD beyond CONS by more than the queue.
+        assert_eq!(used(QueuePtr::new(3, 8 | 5), QueuePtr::new(3, 2)), 11);
+        assert_eq!(space(QueuePtr::new(3, 8 | 5), QueuePtr::new(3, 2)), 0);
+        // Every pair of pointers of a small queue: below twice the capacity, and exactly the
+        // protocol's answer when consistent.
+        for p in 0..16 {
+            for c in 0..16 {
+                let (p, c) = (QueuePtr::new(3, p), QueuePtr::new(3, c));
+                let u = used(p, c);
+                assert!(u < 16);
+                assert_eq!(c.advance(u), p, "CONS advanced by `used` reaches PROD");
+                assert_eq!(space(p, c), 8u32.saturating_sub(u));
+            }
+        }
     }
 
     #[test]

@@ -629,4 +629,6 @@ fn send(vm: u32, cmds: &[Command], ctx: &mut Context<'_>) -> Result<(), usize> {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
