@@ -596,7 +596,8 @@ mod tests {
         assert_eq!(s.read32(off::IDR0), 0x0d44_101b, "ID registers survive");
         assert_eq!(s.read32(0x1234), 0);
         assert_eq!(s.write32(0x1238, 1), WriteEffect::Unknown);
-        assert_eq!(s.first_unknown, Some(0x1234));
+        assert_eq!(s.write32(0x123c, 1), WriteEffect::Unknown);
+        assert_eq!((s.first_unknown, s.unknown_accesses), (Some(0x1234), 3), "reads and writes");
     }
 
     #[test]
