@@ -765,6 +765,8 @@ mod tests {
         s.fail_command(cerror::ILL);
         assert!(s.cmdq_stopped());
         assert_eq!(s.read32(off::CMDQ_CONS), 1 | 1 << 24);
+        s.consume_n(0);
+        assert_eq!(s.read32(off::CMDQ_CONS), 1 | 1 << 24, "no progress: ERR stays");
         assert!(s.next_command(&mut m).is_none(), "stopped on the error");
         s.write32(off::GERRORN, Gerror::CMDQ_ERR.bits());
         assert_eq!(s.next_command(&mut m).unwrap().unwrap()[1], 1, "restarted at CONS");

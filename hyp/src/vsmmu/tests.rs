@@ -320,6 +320,10 @@ fn an_illegal_command_stops_the_queue_as_hardware_does() {
     assert_eq!(cons >> 24 & 0x7f, cerror::ILL, "CONS.ERR");
     assert_eq!(w.r(off::GERROR) as u32 ^ w.r(off::GERRORN) as u32, Gerror::CMDQ_ERR.bits());
     assert!(w.v.take_irqs().gerror, "the host's global-error interrupt");
+    // More commands before the host handles the error: the queue stays stopped, CONS.ERR
+    // still says why.
+    w.cmds(&[Command::tlbi_nh_asid(0, 3)]);
+    assert_eq!(w.cons(), cons);
     assert_eq!(
         &w.io.regs_mut().consumed[n..],
         [Command::tlbi_nh_asid(vmid, 1).0, Command::sync().0],
@@ -331,11 +335,11 @@ fn an_illegal_command_stops_the_queue_as_hardware_does() {
     let gerror = w.r(off::GERROR);
     w.w(off::GERRORN, 4, gerror);
     assert_eq!(w.cons(), w.prod, "restarted and drained");
-    assert!(w
-        .io
-        .regs_mut()
-        .consumed
-        .ends_with(&[Command::tlbi_nh_asid(vmid, 2).0, Command::sync().0]));
+    assert!(w.io.regs_mut().consumed.ends_with(&[
+        Command::tlbi_nh_asid(vmid, 2).0,
+        Command::tlbi_nh_asid(vmid, 3).0,
+        Command::sync().0
+    ]));
     // Refused by the guests' validation (another VM's stream): illegal on the host's queue
     // too, and the valid command before it still executed.
     let n = w.io.regs_mut().consumed.len();
