@@ -436,6 +436,21 @@ mod tests {
         assert_eq!(w.smmu.attached[1], (1, 0x18, Domain::Blocked));
         let r = call(&mut w, 0, HypCall::ClearSte { sid: 0x20 }.to_regs());
         assert_eq!(r.status(), Err(HypError::NotOwned));
+        // x1 says what the stream got: 0 blocked, 1 identity, 2 nested.
+        put(&mut w, Ste::default().with_v(1).with_config(SteConfig::Abort));
+        let r = call(&mut w, 0, HypCall::SetSte { sid: 0x18, ipa: base + 0x400 }.to_regs());
+        assert_eq!(r.0, [0, 0, 0, 0], "abort stays abort");
+        assert_eq!(w.smmu.attached[2], (1, 0x18, Domain::Blocked));
+        let s1 = Ste::default()
+            .with_v(1)
+            .with_config(SteConfig::S1)
+            .with_s1_context_ptr(base + 0x1000);
+        put(&mut w, s1);
+        let r = call(&mut w, 0, HypCall::SetSte { sid: 0x18, ipa: base + 0x400 }.to_regs());
+        assert_eq!(r.0, [0, 2, 0, 0], "stage 1 becomes nested");
+        assert!(
+            matches!(w.smmu.attached[3], (1, 0x18, Domain::Nested(c)) if c.ctx_ptr == base + 0x1000)
+        );
     }
 
     #[test]

@@ -73,4 +73,10 @@ mod tests {
         assert!(!Stage2Layout { ipa_bits: 30, start_level: 1, pa_bits: 40 }.is_valid());
         assert!(Stage2Layout { ipa_bits: 40, start_level: 1, pa_bits: 40 }.is_valid());
     }
+
+    #[test]
+    fn every_output_size_has_its_ps_encoding() {
+        let ps = |pa_bits| Stage2Layout { ipa_bits: 32, start_level: 1, pa_bits }.ps();
+        assert_eq!([32, 36, 40, 42, 44, 48, 52].map(ps), [0, 1, 2, 3, 4, 5, 6]);
+    }
 }

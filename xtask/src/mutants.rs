@@ -59,6 +59,21 @@ pub fn equivalents(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The `exclude_globs` list of `.cargo/mutants.toml` (test code, never mutated), for a
+/// `--file` run, which leaves the configuration out.
+pub fn exclude_globs(config: &str) -> Vec<String> {
+    let Some(start) = config.find("exclude_globs") else {
+        return Vec::new();
+    };
+    let rest = &config[start..];
+    let list = rest.find('[').and_then(|a| rest[a..].find(']').map(|b| &rest[a + 1..a + b]));
+    list.unwrap_or("")
+        .split(',')
+        .map(|s| s.trim().trim_matches('"').to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
 /// Runs cargo-mutants and judges the survivors.
 pub fn run(opts: &Opts) -> Result<(), String> {
     ensure_installed(opts)?;
@@ -74,8 +89,10 @@ pub fn run(opts: &Opts) -> Result<(), String> {
             ["--no-config", "--test-package", "hyp", "--test-package", "smmu-model"]
                 .map(String::from),
         );
-        for e in ["hyp/src/softsmmu/fake.rs", "hyp/src/service/tests.rs", "hyp/src/fuzz.rs"] {
-            args.extend(["-e".into(), e.into()]);
+        let config = std::fs::read_to_string(root.join(".cargo/mutants.toml"))
+            .map_err(|e| format!(".cargo/mutants.toml: {e}"))?;
+        for e in exclude_globs(&config) {
+            args.extend(["-e".into(), e]);
         }
         args.extend(["-f".into(), f.clone()]);
     }
@@ -153,6 +170,17 @@ pub fn fuzz(opts: &Opts) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_run_excludes_what_the_configuration_excludes() {
+        let config = std::fs::read_to_string(root().join(".cargo/mutants.toml")).unwrap();
+        let e = exclude_globs(&config);
+        for t in ["hyp/src/softsmmu/fake.rs", "hyp/src/service/tests.rs", "hyp/src/vsmmu/tests.rs"]
+        {
+            assert!(e.iter().any(|g| g == t), "{t} not in {e:?}");
+        }
+        assert!(e.iter().all(|g| g.starts_with("hyp/src/") && g.ends_with(".rs")), "{e:?}");
+    }
 
     #[test]
     fn survivors_are_matched_without_line_numbers() {

@@ -265,9 +265,11 @@ mod tests {
     fn a_stream_of_a_vm_without_a_ring_is_unowned() {
         let mut s = Streams::default();
         s.add(7, 0x40);
+        s.add(3, 0x48); // the first VM number without a ring
         let mut r = EventRouter::new(3);
         assert_eq!(r.route(&s, ev(0x40, 1)), EventDestination::Unowned);
-        assert_eq!(r.unowned, 1);
+        assert_eq!(r.route(&s, ev(0x48, 1)), EventDestination::Unowned);
+        assert_eq!(r.unowned, 2);
         assert_eq!(r.totals(), (0, 0));
     }
 

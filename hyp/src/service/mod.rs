@@ -187,13 +187,7 @@ impl<R: SmmuRegs> SmmuService<R> {
     pub fn service_hardware(&mut self) -> Gerror {
         let Self { hw, streams, events, event_log, global_errors, unreported, .. } = self;
         let Some(d) = hw.powered() else { return Gerror::empty() };
-        let active = handle_global_errors(d, streams, events);
-        if !active.is_empty() {
-            *global_errors += active.bits().count_ones() as u64;
-            *unreported |= active;
-        }
-        drain(d, streams, events, *event_log);
-        active
+        entry_work(d, streams, events, *event_log, global_errors, unreported)
     }
 
     /// The global errors handled since the last call (for the hypervisor's log).
@@ -305,12 +299,7 @@ impl<R: SmmuRegs> SmmuService<R> {
             return Ok(0);
         };
         // The entry work (global errors, event drain) with the same power check.
-        let active = handle_global_errors(d, streams, events);
-        if !active.is_empty() {
-            *global_errors += active.bits().count_ones() as u64;
-            *unreported |= active;
-        }
-        drain(d, streams, events, *event_log);
+        entry_work(d, streams, events, *event_log, global_errors, unreported);
         let words: &[[u64; 2]] = zerocopy::transmute_ref!(batch.send);
         let n = words.len();
         match d.submit(words) {
@@ -431,6 +420,24 @@ impl<R: SmmuRegs> SmmuService<R> {
     pub(crate) fn regs_mut(&mut self) -> &mut R {
         self.hw.driver_mut().regs_mut()
     }
+}
+
+/// The work of every entry into the service, with the SMMU powered: global errors handled,
+/// counted (each error bit once) and kept for the log, then the event queue drained into the
+/// owners' rings. Returns the global errors found.
+fn entry_work<R: SmmuRegs>(
+    d: &mut SmmuDriver<R>,
+    streams: &Streams,
+    events: &mut EventRouter,
+    log: Option<EventLog>,
+    global_errors: &mut u64,
+    unreported: &mut Gerror,
+) -> Gerror {
+    let active = handle_global_errors(d, streams, events);
+    *global_errors += active.bits().count_ones() as u64;
+    *unreported |= active;
+    drain(d, streams, events, log);
+    active
 }
 
 /// Acknowledges the global errors the SMMU raised outside a command batch (CMDQ_ERR is handled

@@ -457,6 +457,39 @@ fn global_errors_are_reported_once() {
 }
 
 #[test]
+fn every_entry_counts_and_reports_the_global_errors_it_handles() {
+    let mut io = ready();
+    let both = Gerror::EVENTQ_ABT_ERR | Gerror::SFM_ERR;
+    io.regs_mut().raise(both);
+    assert_eq!(io.service_hardware(), both);
+    assert_eq!(io.take_unreported_errors(), both);
+    // An invalidation's entry work handles them the same way.
+    io.regs_mut().raise(Gerror::EVENTQ_ABT_ERR);
+    assert_eq!(io.invalidate(1, &mut [Command::tlbi_nh_all(0)]), Ok(1));
+    assert!(io.regs_mut().smmu.active_errors().is_empty(), "acknowledged");
+    assert_eq!(io.take_unreported_errors(), Gerror::EVENTQ_ABT_ERR);
+    assert_eq!(io.stats().global_errors, 3, "each error bit counted once");
+    assert!(io.take_unreported_errors().is_empty());
+}
+
+#[test]
+fn polling_routes_the_events_and_says_how_many() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    for i in 0..3 {
+        io.regs_mut().post_event(ev(g1, i));
+    }
+    assert_eq!(io.poll_events(), 3);
+    assert_eq!(io.poll_events(), 0);
+    assert_eq!(io.events_of(1), (3, 0));
+    io.regs_mut().post_event(ev(g1, 3));
+    assert!(vote_all(&mut io, Vote::AllowOff).powered_off);
+    assert_eq!(io.events_of(1), (4, 0), "routed before power-off");
+    assert_eq!(io.poll_events(), 0, "off: nothing to poll");
+    assert_eq!(io.power(), Power::Off, "polling does not power the SMMU on");
+}
+
+#[test]
 fn the_hypercall_interface_is_the_service() {
     // Every SmmuCalls operation is the service's own, with the same answers.
     let mut io = ready();

@@ -88,3 +88,29 @@ impl DmaBuf {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_buffer_is_zeroed_aligned_and_as_long_as_asked() {
+        let mut q = DmaBuf::new(16 << 3, 16 << 3).unwrap();
+        assert_eq!(q.len_words(), 16);
+        assert_eq!(q.pa() % 128, 0, "queues are aligned to their size");
+        assert!((0..q.len_words()).all(|i| q.read(i) == 0));
+        q.write_pair(14, [1, 2]);
+        q.write(0, 3);
+        assert_eq!(q.read_entry::<2>(14), [1, 2]);
+        assert_eq!(q.read(0), 3);
+        assert_eq!(DmaBuf::new(8, 1).unwrap().len_words(), 1);
+        assert!(DmaBuf::new(0, 8).is_none());
+    }
+
+    #[test]
+    #[should_panic]
+    fn an_entry_past_the_end_is_refused() {
+        let mut q = DmaBuf::new(64, 64).unwrap();
+        q.write_pair(7, [1, 2]);
+    }
+}

@@ -606,6 +606,168 @@ mod tests {
     }
 
     #[test]
+    fn the_enable_sequence_sets_cr2_and_enables_the_event_queue_before_translation() {
+        let mut fake = FakeSmmu::qemu();
+        let _ = init(&mut fake, 0x20);
+        // Out-of-range stream IDs are recorded; broadcast TLB maintenance is ignored.
+        assert_eq!(fake.smmu.read32(off::CR2), (Cr2::RECINVSID | Cr2::PTM).bits());
+        let cr0: std::vec::Vec<u32> =
+            fake.writes.iter().filter(|w| w.0 == off::CR0).map(|w| w.1).collect();
+        let q = Cr0::CMDQEN;
+        let steps = [Cr0::empty(), q, q | Cr0::EVENTQEN, Cr0::RUNNING];
+        assert_eq!(cr0, steps.map(|c| c.bits()), "events are recorded before anything translates");
+    }
+
+    #[test]
+    fn a_batch_may_fill_the_whole_queue_and_no_more() {
+        let mut fake = FakeSmmu::qemu();
+        let (mut smmu, _) = init(&mut fake, 0x20);
+        smmu.poll_limit = 8;
+        let cap = 1usize << CMDQ_LOG2;
+        let before = smmu.counters;
+        // cap - 1 commands and their SYNC: exactly the queue.
+        let cmds: std::vec::Vec<CmdWords> =
+            (0..cap as u32 - 1).map(|i| Command::cfgi_ste(i).0).collect();
+        assert_eq!(smmu.submit(&cmds), Ok(()));
+        assert_eq!(smmu.counters.commands - before.commands, cap as u64);
+        let writes = smmu.regs_mut().writes.len();
+        let mut more = cmds.clone();
+        more.push(Command::tlbi_nsnh_all().0);
+        assert_eq!(smmu.submit(&more), Err(CmdError::TooLarge));
+        assert_eq!(smmu.regs_mut().writes.len(), writes, "nothing written");
+        assert_eq!(fake.consumed.len(), 4 + cap);
+    }
+
+    #[test]
+    fn a_full_queue_is_waited_for_within_the_poll_budget() {
+        let mut fake = FakeSmmu::qemu();
+        let (mut smmu, _) = init(&mut fake, 0x20);
+        let cap = 1u32 << CMDQ_LOG2;
+        smmu.poll_limit = 8;
+        // A hung SMMU: the first batch (a command and its SYNC) stays in the queue.
+        smmu.regs_mut().hold_commands = true;
+        assert_eq!(smmu.submit(&[Command::cfgi_ste(1).0]), Err(CmdError::Timeout));
+        // A batch that needs all but one entry must wait for those two. The SMMU
+        // consumes them on the last CONS read the budget allows (the first read and 8 polls).
+        let cmds: std::vec::Vec<CmdWords> =
+            (0..cap - 2).map(|i| Command::cfgi_ste(0x100 + i).0).collect();
+        smmu.regs_mut().consume_at_cons_read = Some(9);
+        assert_eq!(smmu.submit(&cmds), Ok(()));
+        let c = &smmu.regs_mut().consumed;
+        assert_eq!(c.len(), 4 + 2 + cap as usize - 1, "both batches, whole");
+        assert_eq!(c[4..6], [Command::cfgi_ste(1).0, Command::sync().0], "the first first");
+        assert_eq!(c[6], Command::cfgi_ste(0x100).0);
+        // An SMMU that would need one poll more than the budget: the batch is given up on,
+        // nothing written.
+        smmu.regs_mut().hold_commands = true;
+        assert_eq!(smmu.submit(&[Command::cfgi_ste(2).0]), Err(CmdError::Timeout));
+        smmu.regs_mut().consume_at_cons_read = Some(10);
+        let reads = smmu.regs_mut().reads;
+        let writes = smmu.regs_mut().writes.len();
+        assert_eq!(smmu.submit(&cmds), Err(CmdError::Timeout));
+        assert_eq!(smmu.regs_mut().writes.len(), writes, "no PROD write over pending commands");
+        assert!(smmu.regs_mut().reads - reads < 20, "{} reads", smmu.regs_mut().reads - reads);
+    }
+
+    #[test]
+    fn a_slow_batch_after_an_acknowledged_rejection_is_no_error() {
+        let mut fake = FakeSmmu::qemu();
+        let (mut smmu, _) = init(&mut fake, 0x20);
+        let r = smmu.submit(&[[0xff, 0]]);
+        assert_eq!(r, Err(CmdError::Rejected { index: 0, reason: cerror::ILL }));
+        // GERROR.CMDQ_ERR and GERRORN.CMDQ_ERR are now both set: acknowledged, not active.
+        assert_eq!(smmu.regs_mut().smmu.read32(off::GERROR), Gerror::CMDQ_ERR.bits());
+        smmu.regs_mut().hold_commands = true;
+        smmu.regs_mut().consume_at_cons_read = Some(3);
+        assert_eq!(smmu.submit(&[Command::cfgi_ste(1).0]), Ok(()));
+        assert_eq!(smmu.counters.command_errors, 1);
+        // A second rejection is acknowledged as well (GERRORN toggles back).
+        let r = smmu.submit(&[Command::cfgi_ste(2).0, [0xfe, 0]]);
+        assert_eq!(r, Err(CmdError::Rejected { index: 1, reason: cerror::ILL }));
+        assert_eq!(smmu.counters.command_errors, 2);
+        assert_eq!(smmu.active_global_errors(), Gerror::empty());
+        assert_eq!(smmu.regs_mut().smmu.read32(off::GERRORN), 0);
+        smmu.submit(&[Command::cfgi_ste(3).0]).unwrap();
+        assert_eq!(fake.opcodes()[4..], [0x46, 0x46, 0x03, 0x46, 0x03, 0x46, 0x46, 0x03, 0x46]);
+    }
+
+    #[test]
+    fn global_errors_raised_again_are_acknowledged_again() {
+        let mut fake = FakeSmmu::qemu();
+        let (mut smmu, _) = init(&mut fake, 0x20);
+        for _ in 0..3 {
+            smmu.regs_mut().raise(Gerror::SFM_ERR | Gerror::EVENTQ_ABT_ERR);
+            let active = smmu.active_global_errors();
+            assert_eq!(active, Gerror::SFM_ERR | Gerror::EVENTQ_ABT_ERR);
+            smmu.ack_global_errors(active);
+            assert_eq!(smmu.active_global_errors(), Gerror::empty());
+            assert!(smmu.regs_mut().smmu.active_errors().is_empty());
+        }
+    }
+
+    #[test]
+    fn an_empty_event_queue_costs_one_read_and_no_write() {
+        let mut fake = FakeSmmu::qemu();
+        let (mut smmu, _) = init(&mut fake, 0x20);
+        let (reads, writes) = (smmu.regs_mut().reads, smmu.regs_mut().writes.len());
+        let d = smmu.drain_events(|_| panic!("no record"));
+        assert_eq!((d.records, d.overflowed), (0, false));
+        assert_eq!(smmu.regs_mut().reads - reads, 1);
+        assert_eq!(smmu.regs_mut().writes.len(), writes);
+        smmu.regs_mut().post_event([0x10, 0, 0, 0]);
+        assert_eq!(smmu.drain_events(|_| {}).records, 1);
+        assert_eq!(smmu.regs_mut().writes.last(), Some(&(off::EVTQ_CONS, 1)));
+    }
+
+    #[test]
+    fn errors_say_what_went_wrong() {
+        use std::string::ToString;
+        let s = |e: &dyn core::fmt::Display| e.to_string();
+        let rejected = |reason| CmdError::Rejected { index: 3, reason };
+        assert_eq!(
+            s(&rejected(cerror::ILL)),
+            "command 3 rejected by the SMMU: illegal command (1)"
+        );
+        assert_eq!(
+            s(&rejected(cerror::ABT)),
+            "command 3 rejected by the SMMU: abort on command fetch (2)"
+        );
+        assert_eq!(
+            s(&rejected(cerror::ATC_INV_SYNC)),
+            "command 3 rejected by the SMMU: ATC invalidation timeout (3)"
+        );
+        assert_eq!(s(&rejected(0x7f)), "command 3 rejected by the SMMU: unknown error (127)");
+        assert_eq!(s(&CmdError::Timeout), "command queue did not drain in time");
+        assert_eq!(s(&CmdError::TooLarge), "command batch larger than the queue");
+        assert_eq!(s(&CmdError::PowerLost), "the SMMU lost power while a batch was queued");
+        let gbpa = SmmuError::GbpaUpdateTimeout { last: 0x8000_1000 };
+        assert_eq!(
+            s(&SequenceError::Gbpa(gbpa)),
+            "SMMU_GBPA.UPDATE did not clear (last read 0x80001000)"
+        );
+        assert_eq!(s(&SequenceError::Cr0AckTimeout), "SMMU_CR0ACK did not follow SMMU_CR0");
+        assert_eq!(
+            s(&SequenceError::Command(CmdError::Timeout)),
+            "command failed: command queue did not drain in time"
+        );
+        assert_eq!(s(&SequenceError::PowerLost), "SMMU lost power while being programmed");
+        assert_eq!(s(&ProbeError::NoAArch64Tables), "SMMU has no AArch64 translation tables");
+        assert_eq!(s(&ProbeError::NoStage2), "SMMU has no stage-2: devices cannot be confined");
+        assert_eq!(s(&ProbeError::NoNesting), "SMMU has no stage-1: nesting is impossible");
+        assert_eq!(s(&ProbeError::No4kGranule), "SMMU has no 4 KiB granule");
+        assert_eq!(
+            s(&ProbeError::StreamIdTooLarge { needed: 0x1_0000, sidsize: 16 }),
+            "stream ID 0x10000 needs more than the SMMU's 16 SID bits"
+        );
+        assert_eq!(s(&ProbeError::Preset), "SMMU with preset table/queue addresses");
+        assert_eq!(s(&ProbeError::OutOfMemory), "no memory for SMMU tables and queues");
+        assert_eq!(
+            s(&ProbeError::Enable(SequenceError::PowerLost)),
+            "SMMU lost power while being programmed"
+        );
+    }
+
+    #[test]
     fn a_power_loss_ends_the_wait_at_once() {
         let mut fake = FakeSmmu::qemu();
         let (mut smmu, _) = init(&mut fake, 0x20);
@@ -704,6 +866,13 @@ mod tests {
             Err(ProbeError::StreamIdTooLarge { needed: 0x1_0000, sidsize: 16 })
         );
         assert_eq!(probe(0x0d44_101b, i1 | 1 << 29, i5, 0x20, false), Err(ProbeError::Preset));
+        // 32 SID bits: every stream ID fits.
+        let i1_32 = Idr1::new(32, 16, 19, 19).0;
+        assert!(probe(0x0d44_101b, i1_32, i5, u32::MAX, false).is_ok());
+        assert_eq!(
+            probe(0x0d44_101b, Idr1::new(31, 16, 19, 19).0, i5, u32::MAX, false),
+            Err(ProbeError::StreamIdTooLarge { needed: u32::MAX, sidsize: 31 })
+        );
         let _ = ste::ABORT_WORDS;
     }
 }

@@ -146,5 +146,10 @@ mod tests {
             Err(SmmuError::GbpaUpdateTimeout { last: Gbpa::UPDATE })
         );
         assert!(s.log.iter().all(|e| e.0 == 'r'), "nothing written while an update is pending");
+        let e = SmmuError::GbpaUpdateTimeout { last: Gbpa::UPDATE | Gbpa::ABORT };
+        assert_eq!(
+            std::string::ToString::to_string(&e),
+            "SMMU_GBPA.UPDATE did not clear (last read 0x80100000)"
+        );
     }
 }

@@ -473,4 +473,19 @@ mod tests {
         assert_eq!(n.s1_context_ptr(), 0x4600_1000);
         assert_eq!(effective(&abort()), None);
     }
+
+    #[test]
+    fn domains_are_named_for_the_log() {
+        use std::string::ToString;
+        let s1 =
+            S1Config { ctx_ptr: 0x4600_1000, cdmax: 3, fmt: 0, dss: 0, cir: 0, cor: 0, csh: 0 };
+        assert_eq!(Domain::Blocked.to_string(), "blocked (abort)");
+        assert_eq!(Domain::Identity.to_string(), "identity (the VM's stage 2)");
+        assert_eq!(
+            Domain::Nested(s1).to_string(),
+            "nested (CD table at IPA 0x46001000, 8 CDs, on the VM's stage 2)"
+        );
+        let kinds = [Domain::Blocked, Domain::Identity, Domain::Nested(s1)].map(|d| d.kind());
+        assert_eq!(kinds, [0, 1, 2]);
+    }
 }

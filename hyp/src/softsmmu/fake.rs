@@ -5,7 +5,7 @@
 
 use super::{IdRegs, MemFault, SmmuMemory, SoftSmmu, WriteEffect};
 use crate::smmu::SmmuRegs;
-use host_abi::smmu::regs::{Gbpa, Gerror};
+use host_abi::smmu::regs::{off, Gbpa, Gerror};
 use std::vec::Vec;
 
 /// The host's own memory, at the addresses the driver hands the SMMU (its heap buffers).
@@ -40,6 +40,9 @@ pub struct FakeSmmu {
     pub consumed: Vec<[u64; 2]>,
     /// Stop consuming commands (a hung SMMU).
     pub hold_commands: bool,
+    /// A slow SMMU: commands held (`hold_commands`) are consumed when CMDQ_CONS is read for
+    /// the n-th time from now, just before that read returns.
+    pub consume_at_cons_read: Option<u32>,
     /// Lose power (GBPA back to abort) just before the register write with this index in
     /// `writes` (a power cut in the middle of a sequence).
     pub lose_power_before_write: Option<usize>,
@@ -60,6 +63,7 @@ impl FakeSmmu {
             reads: 0,
             consumed: Vec::new(),
             hold_commands: false,
+            consume_at_cons_read: None,
             lose_power_before_write: None,
         }
     }
@@ -111,6 +115,17 @@ impl FakeSmmu {
 impl SmmuRegs for FakeSmmu {
     fn read32(&mut self, o: usize) -> u32 {
         self.reads += 1;
+        if o == off::CMDQ_CONS {
+            match self.consume_at_cons_read {
+                Some(n) if n <= 1 => {
+                    self.consume_at_cons_read = None;
+                    self.hold_commands = false;
+                    self.run_cmdq();
+                }
+                Some(n) => self.consume_at_cons_read = Some(n - 1),
+                None => {}
+            }
+        }
         self.smmu.read32(o)
     }
 

@@ -646,7 +646,8 @@ mod tests {
         assert_eq!(s.read32(off::IDR0), 0x0d44_101b, "ID registers survive");
         assert_eq!(s.read32(0x1234), 0);
         assert_eq!(s.write32(0x1238, 1), WriteEffect::Unknown);
-        assert_eq!(s.first_unknown, Some(0x1234));
+        assert_eq!(s.write32(0x123c, 1), WriteEffect::Unknown);
+        assert_eq!((s.first_unknown, s.unknown_accesses), (Some(0x1234), 3), "reads and writes");
     }
 
     #[test]
@@ -691,6 +692,106 @@ mod tests {
         s.raise(Gerror::SFM_ERR);
         assert_eq!(s.read32(off::GERROR), 0x004, "raised again: toggled back");
         assert_eq!(s.active_errors(), Gerror::EVENTQ_ABT_ERR | Gerror::SFM_ERR);
+        // SFM_ERR is active with its GERRORN bit set: writing GERRORN back unchanged
+        // acknowledges nothing; clearing the bit acknowledges it.
+        let unchanged = s.read32(off::GERRORN);
+        assert_eq!(s.write32(off::GERRORN, unchanged), WriteEffect::GerrorAck(Gerror::empty()));
+        assert_eq!(s.active_errors(), Gerror::EVENTQ_ABT_ERR | Gerror::SFM_ERR);
+        let ack = s.write32(off::GERRORN, unchanged ^ Gerror::SFM_ERR.bits());
+        assert_eq!(ack, WriteEffect::GerrorAck(Gerror::SFM_ERR));
+        assert_eq!(s.active_errors(), Gerror::EVENTQ_ABT_ERR);
+    }
+
+    #[test]
+    fn identification_and_status_registers_are_registers() {
+        // An SMMU with an implementation ID (Arm, product 0x43b) and SMMUv3.1.
+        let id = IdRegs { iidr: 0x0430_043b, aidr: 0x1, ..IdRegs::QEMU };
+        let mut s = SoftSmmu::new(id, Gbpa::ABORT);
+        assert_eq!(s.read32(off::IIDR), 0x0430_043b);
+        assert_eq!(s.read32(off::AIDR), 0x1);
+        // No DORMANT state and no alternate bypass attributes: both read as zero and ignore
+        // writes, as registers (not as holes in the register map).
+        assert_eq!((s.read32(off::STATUSR), s.read32(off::AGBPA)), (0, 0));
+        for o in [off::IIDR, off::AIDR, off::STATUSR, off::AGBPA] {
+            assert_eq!(s.write32(o, 0xffff_ffff), WriteEffect::Ignored, "{o:#x}");
+        }
+        assert_eq!((s.read32(off::IIDR), s.read32(off::AGBPA)), (0x0430_043b, 0));
+        assert_eq!((s.first_unknown, s.unknown_accesses), (None, 0));
+        // A misaligned offset inside the ID registers is no register.
+        assert_eq!(s.read32(off::IDR0 + 2), 0);
+        assert_eq!(s.read32(off::IDR1 + 1), 0);
+        assert_eq!((s.first_unknown, s.unknown_accesses), (Some(2), 2));
+    }
+
+    #[test]
+    fn upper_halves_of_base_registers_are_written_and_locked_like_the_lower() {
+        let mut s = smmu();
+        let bases = [
+            (off::STRTAB_BASE, 0x0000_0012_3456_7840u64, Cr0::SMMUEN),
+            (off::CMDQ_BASE, 0x4000_0034_5678_0005, Cr0::CMDQEN),
+            (off::EVTQ_BASE, 0x4000_0056_789a_0004, Cr0::EVENTQEN),
+        ];
+        // A driver without 64-bit MMIO writes each base register as two 32-bit halves.
+        for (o, v, _) in bases {
+            assert_eq!(s.write32(o, v as u32), WriteEffect::Stored, "{o:#x}");
+            assert_eq!(s.write32(o + 4, (v >> 32) as u32), WriteEffect::Stored, "{o:#x} + 4");
+        }
+        let read = |s: &SoftSmmu| [s.strtab_base(), s.cmdq_base(), s.evtq_base()];
+        assert_eq!(read(&s), bases.map(|b| b.1));
+        assert_eq!(s.read32(off::STRTAB_BASE + 4), 0x12);
+        assert_eq!(s.read32(off::CMDQ_BASE + 4), 0x4000_0034);
+        assert_eq!(s.read32(off::EVTQ_BASE + 4), 0x4000_0056);
+        // With its unit enabled, neither half of a base register changes; the others do.
+        for (i, (o, _, unit)) in bases.into_iter().enumerate() {
+            s.write32(off::CR0, unit.bits());
+            for (j, (p, _, _)) in bases.into_iter().enumerate() {
+                let want = if i == j { WriteEffect::Ignored } else { WriteEffect::Stored };
+                assert_eq!(s.write32(p + 4, 0x7), want, "{p:#x} + 4 with CR0 {unit:?}");
+                assert_eq!(s.write32(p, 0x40), want, "{p:#x} with CR0 {unit:?}");
+            }
+            assert_eq!(read(&s)[i], bases[i].1, "{o:#x} kept");
+            s.write32(off::CR0, 0);
+            for (p, v, _) in bases {
+                s.write32(p, v as u32);
+                s.write32(p + 4, (v >> 32) as u32);
+            }
+        }
+        assert_eq!(read(&s), bases.map(|b| b.1));
+        assert_eq!((s.first_unknown, s.unknown_accesses), (None, 0));
+    }
+
+    #[test]
+    fn evtq_cons_keeps_the_pointer_and_the_overflow_acknowledgement_only() {
+        let (mut s, mut m) = (smmu(), Mem::default());
+        queue_setup(&mut s, &mut m); // 4 entries: index bits 1:0, wrap bit 2
+        assert_eq!(s.write32(off::EVTQ_CONS, 0x7fff_fffe), WriteEffect::EvtqCons);
+        assert_eq!(s.read32(off::EVTQ_CONS), 0x6, "index 2, wrap set, the rest RES0");
+        assert_eq!(s.write32(off::EVTQ_CONS, Q_OVFLG | 0x1b), WriteEffect::EvtqCons);
+        assert_eq!(s.read32(off::EVTQ_CONS), Q_OVFLG | 0x3);
+        assert_eq!(s.evtq_ptrs().1, QueuePtr::new(2, 3));
+    }
+
+    #[test]
+    fn a_32_bit_stream_id_space_is_looked_up_without_overflow() {
+        let (mut s, mut m) = (
+            SoftSmmu::new(
+                IdRegs {
+                    idr: [0x0d44_101b, Idr1::new(32, 16, 19, 19).0, 0, 0, 0, 0x55],
+                    ..IdRegs::QEMU
+                },
+                0,
+            ),
+            Mem::default(),
+        );
+        // Two levels, SPLIT 8, 32 SID bits: every stream ID is in range.
+        s.write32(off::STRTAB_BASE, 0x40_0000);
+        s.write32(off::STRTAB_BASE_CFG, strtab_cfg::FMT_2LVL | strtab_cfg::split(8) | 32);
+        let sid = 0xffff_ff03u32;
+        m.write(0x40_0000 + (sid >> 8) as u64 * 8, &[0x8_0000 | 9]).unwrap();
+        m.write(0x8_0000 + 3 * 64, &[0x9, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+        assert_eq!(s.ste_address(&mut m, sid), Ok(0x8_0000 + 3 * 64));
+        assert_eq!(s.lookup_ste(&mut m, sid).unwrap()[0], 0x9);
+        assert_eq!(s.lookup_ste(&mut m, 0x7fff_ff03), Err(SteFault::NoLevel2));
     }
 
     fn queue_setup(s: &mut SoftSmmu, mem: &mut Mem) {
@@ -714,6 +815,8 @@ mod tests {
         s.fail_command(cerror::ILL);
         assert!(s.cmdq_stopped());
         assert_eq!(s.read32(off::CMDQ_CONS), 1 | 1 << 24);
+        s.consume_n(0);
+        assert_eq!(s.read32(off::CMDQ_CONS), 1 | 1 << 24, "no progress: ERR stays");
         assert!(s.next_command(&mut m).is_none(), "stopped on the error");
         s.write32(off::GERRORN, Gerror::CMDQ_ERR.bits());
         assert_eq!(s.next_command(&mut m).unwrap().unwrap()[1], 1, "restarted at CONS");
@@ -806,6 +909,23 @@ mod tests {
         assert!(!s.evtq_overflow_pending());
         assert_eq!(s.post_event(&mut m, &[0x10, 0, 5, 0]), EventPost::Written);
         assert_eq!(s.read32(off::EVTQ_PROD), Q_OVFLG | 5, "the flag stays as toggled");
+        // The consumer takes everything; filled again, a second overflow toggles OVFLG back,
+        // with an interrupt.
+        s.write32(off::EVTQ_CONS, Q_OVFLG | 5);
+        for i in 0..4 {
+            assert_eq!(s.post_event(&mut m, &[0x10, 0, 10 + i, 0]), EventPost::Written);
+        }
+        assert_eq!(s.read32(off::EVTQ_PROD), Q_OVFLG | 1, "index 1, wrap clear");
+        assert!(s.take_irqs().eventq);
+        assert_eq!(s.post_event(&mut m, &[0x10, 0, 14, 0]), EventPost::Overflow);
+        assert_eq!(s.read32(off::EVTQ_PROD), 1, "OVFLG toggled back");
+        assert!(s.evtq_overflow_pending());
+        assert!(s.take_irqs().eventq, "an overflow is signalled with the event interrupt");
+        assert_eq!(s.post_event(&mut m, &[0x10, 0, 15, 0]), EventPost::Overflow);
+        assert_eq!(s.read32(off::EVTQ_PROD), 1, "signalled once until acknowledged");
+        assert!(!s.take_irqs().eventq);
+        s.write32(off::EVTQ_CONS, 1);
+        assert!(!s.evtq_overflow_pending());
         m.hole = Some((0x20_0000, 0x20_0080));
         assert_eq!(s.post_event(&mut m, &[0x10, 0, 6, 0]), EventPost::Abort);
         assert!(s.active_errors().contains(Gerror::EVENTQ_ABT_ERR));

@@ -70,14 +70,24 @@ fn s2(vm: u32) -> S2Config {
 
 impl World {
     fn new() -> Self {
+        Self::with_streams(&HOST_STREAMS)
+    }
+
+    /// The host with these streams (the manifest's and device-less extra ones).
+    fn with_streams(streams: &'static [u32]) -> Self {
         let (d, t) = SmmuDriver::init(FakeSmmu::qemu(), 0x20, true, IrqCtrl::empty()).unwrap();
         let ctl = SimulatedPowerController::new(GbpaReset::Abort);
         let mut io = SmmuService::new(d, t, &MANIFEST, std::boxed::Box::new(ctl));
         for vm in MANIFEST.vms {
             io.set_stage2(vm.id, s2(vm.id));
         }
+        for &sid in streams {
+            if !io.owns(0, sid) {
+                io.add_streams(0, sid, 1);
+            }
+        }
         let caps = io.caps();
-        World { io, ram: Ram::default(), v: VirtualSmmu::new(0, &HOST_STREAMS, &caps), prod: 0 }
+        World { io, ram: Ram::default(), v: VirtualSmmu::new(0, streams, &caps), prod: 0 }
     }
 
     fn w(&mut self, off: usize, size: u8, val: u64) {
@@ -242,9 +252,11 @@ fn a_stream_table_pointing_outside_the_hosts_ram_blocks_its_streams() {
     assert_eq!(ste::effective(&w.shadow(0x10)), None, "SMMUEN = 0: GBPA, abort");
     assert_eq!(w.io.pm_status().votes_allow_off & 1, 1, "SMMUEN = 0: the host allows power-off");
     w.w(off::STRTAB_BASE, 8, MANIFEST.vms[1].mem.base);
+    let refused = w.v.counters.stes_refused;
     w.w(off::CR0, 4, Cr0::RUNNING.bits() as u64);
     assert_eq!(ste::effective(&w.shadow(0x10)), None);
     assert!(w.v.take_notices().contains(&Some(Notice::SteUnreadable { sid: 0x10 })));
+    assert_eq!(w.v.counters.stes_refused, refused + 1, "an unreadable STE is a refused one");
     // A two-level table whose level-1 descriptor points into the hypervisor: blocked too.
     w.w(off::CR0, 4, Cr0::CMDQEN.bits() as u64);
     w.w(off::STRTAB_BASE, 8, STRTAB);
@@ -308,6 +320,10 @@ fn an_illegal_command_stops_the_queue_as_hardware_does() {
     assert_eq!(cons >> 24 & 0x7f, cerror::ILL, "CONS.ERR");
     assert_eq!(w.r(off::GERROR) as u32 ^ w.r(off::GERRORN) as u32, Gerror::CMDQ_ERR.bits());
     assert!(w.v.take_irqs().gerror, "the host's global-error interrupt");
+    // More commands before the host handles the error: the queue stays stopped, CONS.ERR
+    // still says why.
+    w.cmds(&[Command::tlbi_nh_asid(0, 3)]);
+    assert_eq!(w.cons(), cons);
     assert_eq!(
         &w.io.regs_mut().consumed[n..],
         [Command::tlbi_nh_asid(vmid, 1).0, Command::sync().0],
@@ -319,11 +335,11 @@ fn an_illegal_command_stops_the_queue_as_hardware_does() {
     let gerror = w.r(off::GERROR);
     w.w(off::GERRORN, 4, gerror);
     assert_eq!(w.cons(), w.prod, "restarted and drained");
-    assert!(w
-        .io
-        .regs_mut()
-        .consumed
-        .ends_with(&[Command::tlbi_nh_asid(vmid, 2).0, Command::sync().0]));
+    assert!(w.io.regs_mut().consumed.ends_with(&[
+        Command::tlbi_nh_asid(vmid, 2).0,
+        Command::tlbi_nh_asid(vmid, 3).0,
+        Command::sync().0
+    ]));
     // Refused by the guests' validation (another VM's stream): illegal on the host's queue
     // too, and the valid command before it still executed.
     let n = w.io.regs_mut().consumed.len();
@@ -428,4 +444,193 @@ fn the_fast_path_does_exactly_what_translate_says() {
             assert_eq!(for_guest_path(&c), want, "{c:x?}");
         }
     }
+}
+
+/// `c` with field `f` set to `v`.
+fn with(mut c: Command, f: host_abi::smmu::Field, v: u64) -> Command {
+    f.set(&mut c.0, v);
+    c
+}
+
+#[test]
+fn a_sync_completes_by_polling_or_sev_never_by_interrupt_or_msi() {
+    let sync = Command::sync();
+    assert_eq!(translate(&sync), HostCommand::Sync);
+    assert_eq!(translate(&with(sync, cmd::SYNC_CS, 2)), HostCommand::Sync, "SEV");
+    let ill = HostCommand::Illegal(cerror::ILL);
+    assert_eq!(translate(&with(sync, cmd::SYNC_CS, 1)), ill, "the cmdq-sync interrupt");
+    // An MSI write: any address or data makes one.
+    assert_eq!(translate(&with(sync, cmd::SYNC_MSIDATA, 0x40)), ill);
+    assert_eq!(translate(&with(sync, cmd::SYNC_MSIADDR, 0x40)), ill);
+    let msi = with(with(sync, cmd::SYNC_MSIADDR, 0x40), cmd::SYNC_MSIDATA, 0x40);
+    assert_eq!(translate(&msi), ill);
+    assert_eq!(translate(&with(msi, cmd::SYNC_MSIDATA, 0x1)), ill);
+}
+
+#[test]
+fn cfgi_ste_range_covers_its_aligned_power_of_two() {
+    let range = |sid: u32, r: u64| translate(&with(Command::cfgi_ste(sid), cmd::RANGE, r));
+    let refresh = |first, count| HostCommand::RefreshStes { first, count };
+    // CFGI_STE_RANGE: 2^(Range + 1) streams from SID aligned down to that size.
+    let cfgi_range = |sid: u32, r: u64| {
+        let mut c = with(Command::cfgi_all(), cmd::SID, sid as u64);
+        cmd::RANGE.set(&mut c.0, r);
+        translate(&c)
+    };
+    assert_eq!(cfgi_range(0x25, 3), refresh(0x20, 16));
+    assert_eq!(cfgi_range(0x25, 0), refresh(0x24, 2));
+    assert_eq!(cfgi_range(0xffff_ffff, 30), refresh(0x8000_0000, 1 << 31));
+    // Range 31: every stream (CFGI_ALL).
+    assert_eq!(cfgi_range(0x25, 31), refresh(0, 1 << 32));
+    assert_eq!(translate(&Command::cfgi_all()), refresh(0, 1 << 32));
+    // CFGI_STE: its one stream (its RANGE bits are LEAF and reserved).
+    assert_eq!(range(0x25, 1), refresh(0x25, 1));
+}
+
+#[test]
+fn host_memory_is_reached_in_any_length() {
+    let mut ram = Ram::default();
+    let base = HOST.mem.base + 0x1000;
+    let words: Vec<u64> = (1..=12).collect();
+    let mut m = HostMemory { spec: HOST, mem: &mut ram };
+    m.write(base, &words).unwrap();
+    let mut back = [0u64; 12];
+    m.read(base, &mut back).unwrap();
+    assert_eq!(back[..], words[..]);
+    for (i, w) in words.iter().enumerate() {
+        assert_eq!(ram.get(base + i as u64 * 8), *w, "word {i}");
+    }
+    let mut m = HostMemory { spec: HOST, mem: &mut ram };
+    let end = HOST.mem.base + HOST.mem.size;
+    assert_eq!(m.read(end - 8, &mut back[..2]), Err(MemFault { addr: end - 8 }));
+    assert_eq!(m.write(end, &words[..1]), Err(MemFault { addr: end }));
+}
+
+#[test]
+fn sixty_four_bit_registers_are_read_and_written_whole() {
+    let mut w = World::new();
+    let strtab = STRTAB | 1 << 62;
+    w.w(off::STRTAB_BASE, 8, strtab);
+    w.w(off::CMDQ_BASE, 8, 1 << 62 | CMDQ | 8);
+    assert_eq!(w.v.read(off::STRTAB_BASE, 8), strtab);
+    assert_eq!(w.v.read(off::CMDQ_BASE, 8), 1 << 62 | CMDQ | 8);
+    assert_eq!(w.r(off::STRTAB_BASE + 4), 1 << 30, "the upper half");
+    assert_eq!(w.v.registers().strtab_base(), strtab);
+    assert_eq!(w.v.counters.unknown_accesses, 0);
+}
+
+#[test]
+fn commands_written_while_the_queue_is_disabled_run_when_it_is_enabled() {
+    let mut w = World::new();
+    w.linux_reset();
+    let vmid = MANIFEST.vms[0].vmid();
+    w.w(off::CR0, 4, (Cr0::SMMUEN | Cr0::EVENTQEN).bits() as u64);
+    let n = w.io.regs_mut().consumed.len();
+    let cons = w.cons();
+    w.cmds(&[Command::tlbi_nh_asid(0, 5), Command::sync()]);
+    assert_eq!(w.cons(), cons, "disabled: nothing consumed");
+    w.w(off::CR0, 4, Cr0::RUNNING.bits() as u64);
+    assert_eq!(w.cons(), w.prod);
+    assert_eq!(
+        &w.io.regs_mut().consumed[n..],
+        [Command::tlbi_nh_asid(vmid, 5).0, Command::sync().0]
+    );
+}
+
+#[test]
+fn a_cfgi_reads_the_stes_of_its_streams_only() {
+    static STREAMS: [u32; 3] = [0x10, 0x11, 0x12];
+    let mut w = World::with_streams(&STREAMS);
+    w.linux_reset();
+    let bypass = Ste::default().with_v(1).with_config(SteConfig::Bypass);
+    for sid in STREAMS {
+        w.host_ste(sid, bypass);
+    }
+    let before = w.v.counters.stes_shadowed;
+    // 0x10 and 0x11 (2 streams from 0x11 aligned down); 0x12 keeps its STE until its own CFGI.
+    let mut range = Command::cfgi_all();
+    cmd::RANGE.set(&mut range.0, 0);
+    cmd::SID.set(&mut range.0, 0x11);
+    w.cmds(&[range, Command::sync()]);
+    assert_eq!(w.v.counters.stes_shadowed, before + 2);
+    assert_eq!(w.shadow(0x10), ste::encode(&Domain::Identity, &s2(0)));
+    assert_eq!(w.shadow(0x11), ste::encode(&Domain::Identity, &s2(0)));
+    assert_eq!(ste::effective(&w.shadow(0x12)), None, "not invalidated: not read");
+    w.cmds(&[Command::cfgi_ste(0x12), Command::sync()]);
+    assert_eq!(w.v.counters.stes_shadowed, before + 3);
+    assert_eq!(w.shadow(0x12), ste::encode(&Domain::Identity, &s2(0)));
+}
+
+#[test]
+fn a_first_command_refused_sends_nothing() {
+    let mut w = World::new();
+    w.linux_reset();
+    let start = w.cons();
+    let (n, syncs) = (w.io.regs_mut().consumed.len(), w.io.stats().syncs);
+    w.cmds(&[Command::cfgi_cd(0x18, 0), Command::tlbi_nh_asid(0, 7)]);
+    assert_eq!(w.cons(), start | cerror::ILL << 24, "stopped on the first");
+    assert_eq!(w.io.regs_mut().consumed.len(), n, "nothing reached the SMMU");
+    assert_eq!(w.io.stats().syncs, syncs, "not even a SYNC");
+}
+
+#[test]
+fn a_batch_the_real_smmu_fails_stops_the_hosts_queue_on_its_last_command() {
+    let mut w = World::new();
+    w.linux_reset();
+    let start = w.cons();
+    // The real SMMU loses power just before the batch's PROD write.
+    let writes = w.io.regs_mut().writes.len();
+    w.io.regs_mut().lose_power_before_write = Some(writes);
+    w.cmds(&[
+        Command::tlbi_nh_asid(0, 1),
+        Command::tlbi_nh_asid(0, 2),
+        Command::tlbi_nh_asid(0, 3),
+    ]);
+    assert_eq!(w.cons(), (start + 2) | cerror::ILL << 24);
+    assert_eq!(w.v.counters.command_errors, 1);
+    assert!(w.io.regs_mut().smmu.cr0().contains(Cr0::RUNNING), "the real SMMU recovered");
+}
+
+#[test]
+fn a_consumer_write_delivers_the_records_that_arrived() {
+    let mut w = World::new();
+    w.linux_reset();
+    w.host_ste(0x10, Ste::default().with_v(1).with_config(SteConfig::Bypass));
+    w.cmds(&[Command::cfgi_ste(0x10), Command::sync()]);
+    let _ = w.v.take_irqs();
+    // The host's device faults twice; the host's next EVTQ_CONS write finds the records.
+    for i in 0..2u64 {
+        w.io.regs_mut().post_event([0x10 | 0x10 << 32, 0, 0x1000 * i, 0]);
+    }
+    w.w(off::EVTQ_CONS, 4, 0);
+    assert_eq!(w.r(off::EVTQ_PROD), 2);
+    assert_eq!(w.ram.get(EVTQ + 32 + 16), 0x1000);
+    assert!(w.v.take_irqs().eventq);
+}
+
+#[test]
+fn records_are_delivered_with_one_service_entry_per_sixteen() {
+    let mut w = World::new();
+    w.linux_reset();
+    w.host_ste(0x10, Ste::default().with_v(1).with_config(SteConfig::Bypass));
+    w.cmds(&[Command::cfgi_ste(0x10), Command::sync()]);
+    // Register reads of the real SMMU while `n` routed records are delivered.
+    let cost = |w: &mut World, n: u64| {
+        for i in 0..n {
+            w.io.regs_mut().post_event([0x10 | 0x10 << 32, 0, i, 0]);
+        }
+        let _ = w.io.stats(); // routed into the host's ring
+        let (reads, delivered) = (w.io.regs_mut().reads, w.v.counters.events_delivered);
+        let mut ctx = Context { mem: HostMemory { spec: HOST, mem: &mut w.ram }, smmu: &mut w.io };
+        w.v.deliver_events(&mut ctx);
+        let cost = w.io.regs_mut().reads - reads;
+        let prod = w.r(off::EVTQ_PROD);
+        w.w(off::EVTQ_CONS, 4, prod); // the host takes them all
+        (cost, w.v.counters.events_delivered - delivered)
+    };
+    let (one, n) = cost(&mut w, 15);
+    assert_eq!(n, 15);
+    assert_eq!(cost(&mut w, 16), (one, 16), "16 records: still one service entry");
+    let (two, n) = cost(&mut w, 17);
+    assert_eq!((two, n), (2 * one, 17));
 }
