@@ -465,7 +465,7 @@ fn every_entry_counts_and_reports_the_global_errors_it_handles() {
     assert_eq!(io.take_unreported_errors(), both);
     // An invalidation's entry work handles them the same way.
     io.regs_mut().raise(Gerror::EVENTQ_ABT_ERR);
-    assert_eq!(io.invalidate(1, &mut [Command::tlbi_nh_all(0)]), Ok(1));
+    assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)]), Ok(1));
     assert!(io.regs_mut().smmu.active_errors().is_empty(), "acknowledged");
     assert_eq!(io.take_unreported_errors(), Gerror::EVENTQ_ABT_ERR);
     assert_eq!(io.stats().global_errors, 3, "each error bit counted once");
