@@ -441,10 +441,8 @@ mod tests {
         let r = call(&mut w, 0, HypCall::SetSte { sid: 0x18, ipa: base + 0x400 }.to_regs());
         assert_eq!(r.0, [0, 0, 0, 0], "abort stays abort");
         assert_eq!(w.smmu.attached[2], (1, 0x18, Domain::Blocked));
-        let s1 = Ste::default()
-            .with_v(1)
-            .with_config(SteConfig::S1)
-            .with_s1_context_ptr(base + 0x1000);
+        let s1 =
+            Ste::default().with_v(1).with_config(SteConfig::S1).with_s1_context_ptr(base + 0x1000);
         put(&mut w, s1);
         let r = call(&mut w, 0, HypCall::SetSte { sid: 0x18, ipa: base + 0x400 }.to_regs());
         assert_eq!(r.0, [0, 2, 0, 0], "stage 1 becomes nested");
