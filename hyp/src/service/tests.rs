@@ -162,15 +162,20 @@ fn every_vm_must_allow_power_off() {
 fn events_pending_at_power_off_reach_their_owner() {
     let mut io = ready();
     let (g1, g2) = (sid_of(1), sid_of(2));
+    let pending = |io: &mut SmmuService<FakeSmmu>, vm| SmmuCalls::events_pending(io, vm);
+    assert!(!pending(&mut io, 1) && !pending(&mut io, 2));
     io.regs_mut().post_event(ev(g2, 0x2000));
     io.regs_mut().post_event(ev(g1, 0x1000));
     assert!(vote_all(&mut io, Vote::AllowOff).powered_off);
     // The queue's registers are gone; the records were routed before they were.
+    assert!(pending(&mut io, 1) && pending(&mut io, 2) && !pending(&mut io, 0));
     let mut out = [[0u64; 4]; 4];
     let r = io.read_events(1, &mut out);
     assert_eq!((r.written, out[0][2]), (1, 0x1000));
+    assert!(!pending(&mut io, 1) && pending(&mut io, 2), "read, VM 1 has none left");
     let r = io.read_events(2, &mut out);
     assert_eq!((r.written, out[0][2]), (1, 0x2000));
+    assert!(!pending(&mut io, 2));
 }
 
 #[test]
