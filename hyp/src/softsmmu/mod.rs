@@ -434,25 +434,6 @@ impl SoftSmmu {
         Some(mem.read(addr, &mut c).map(|()| c))
     }
 
-    /// The command `k` entries after CONS, if the queue is enabled, not stopped and holds it.
-    pub fn next_command_at(
-        &self,
-        mem: &mut dyn SmmuMemory,
-        k: u32,
-    ) -> Option<Result<[u64; 2], MemFault>> {
-        if !self.cr0().contains(Cr0::CMDQEN) || self.cmdq_stopped() {
-            return None;
-        }
-        let (prod, cons) = self.cmdq_ptrs();
-        if queue::used(prod, cons) <= k {
-            return None;
-        }
-        let at = cons.advance(k);
-        let addr = (self.cmdq_base() & regs::BASE_ADDR_MASK) + at.index() as u64 * 16;
-        let mut c = [0u64; 2];
-        Some(mem.read(addr, &mut c).map(|()| c))
-    }
-
     /// Reads the commands from `k` entries after CONS on, as many as fit in `out` without
     /// wrapping around the queue's end: `Some(Ok(m))` for `m` (at least one) commands read,
     /// `Some(Err(fault))` if the command `k` entries after CONS is outside what `mem` reaches,
