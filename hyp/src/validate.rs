@@ -332,7 +332,6 @@ mod tests {
             (s1(0x4600_1000).with_s1dss(3), HypError::BadConfig),
             (s1(0x4020_0000), HypError::BadConfig), // hypervisor memory
             (s1(0x4400_0000), HypError::BadConfig), // another VM
-            (s1(0x47ff_ffc0).with_s1cdmax(1), HypError::BadConfig), // table straddles the end
         ];
         for (i, (v, e)) in cases.iter().enumerate() {
             assert_eq!(virtual_ste(v, MEM, &CAPS), Err(*e), "case {i}: {v:x?}");
@@ -351,6 +350,13 @@ mod tests {
         assert!(virtual_ste(&s1(0x4600_1000).with_s1cdmax(2), MEM, &two_bits).is_ok());
         assert_eq!(
             virtual_ste(&s1(0x4600_1000).with_s1cdmax(3), MEM, &two_bits),
+            Err(HypError::BadConfig)
+        );
+        // The whole table (64 bytes << S1CDMax) lies in the VM's RAM: four CDs end exactly at
+        // its end, or straddle it by 64 bytes.
+        assert!(virtual_ste(&s1(0x47ff_ff00).with_s1cdmax(2), MEM, &two_bits).is_ok());
+        assert_eq!(
+            virtual_ste(&s1(0x47ff_ff40).with_s1cdmax(2), MEM, &two_bits),
             Err(HypError::BadConfig)
         );
         let f = Features {

@@ -175,12 +175,15 @@ fn the_host_sees_what_is_shadowed_correctly_and_nothing_more() {
     w.w(off::GBPA, 4, Gbpa::UPDATE as u64);
     assert_eq!(w.r(off::GBPA), Gbpa::ABORT as u64, "a bypass request changes nothing");
     // No such register: reads as zero, writes go nowhere, reported once.
+    assert!(!w.v.has_notices());
     assert_eq!(w.r(0x7000), 0);
+    assert!(w.v.has_notices(), "the EL2 side looks for notices only when told");
     w.w(0x7004, 4, 5);
     assert_eq!(w.v.counters.unknown_accesses, 2);
     let n = w.v.take_notices();
     assert_eq!(n[0], Some(Notice::UnknownRegister { offset: 0x7000 }));
     assert_eq!(n[1], None, "once");
+    assert!(!w.v.has_notices(), "taken");
 }
 
 #[test]
