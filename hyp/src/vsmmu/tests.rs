@@ -284,6 +284,7 @@ fn host_commands_are_validated_batched_and_synchronised() {
     w.linux_reset();
     let vmid = MANIFEST.vms[0].vmid();
     let syncs = w.io.stats().syncs;
+    let host_syncs = w.v.counters.syncs;
     let n = w.io.regs_mut().consumed.len();
     w.cmds(&[
         Command::tlbi_nh_asid(0, 3),
@@ -296,6 +297,7 @@ fn host_commands_are_validated_batched_and_synchronised() {
     ]);
     assert_eq!(w.cons(), w.prod, "everything consumed, every SYNC complete");
     assert_eq!(w.io.stats().syncs, syncs + 1, "one real SYNC for the whole PROD write");
+    assert_eq!(w.v.counters.syncs, host_syncs + 2, "the host's two CMD_SYNCs (not PREFETCH)");
     let sent = &w.io.regs_mut().consumed[n..];
     assert_eq!(
         sent,
@@ -354,6 +356,36 @@ fn an_illegal_command_stops_the_queue_as_hardware_does() {
         [Command::tlbi_nh_asid(vmid, 7).0, Command::sync().0]
     );
     assert_eq!(w.v.counters.command_errors, 2);
+    let refused = Notice::IllegalCommand { cmd: Command::cfgi_cd(0x18, 0), err: cerror::ILL };
+    assert!(w.v.take_notices().contains(&Some(refused)), "the log names the refused command");
+}
+
+#[test]
+fn a_run_of_invalidations_across_the_queue_end_is_one_batch() {
+    let mut w = World::new();
+    w.linux_reset();
+    let vmid = MANIFEST.vms[0].vmid();
+    // Up to entry 251 of the host's 256-entry queue.
+    w.cmds(&[Command::sync(); 248]);
+    assert_eq!(w.cons(), 251);
+    // Three STE refreshes, then three TLBIs at entries 254, 255 and 0 (after the wrap).
+    let tlbi = |va| Command::tlbi_nh_va(0, 3, va);
+    w.cmds(&[
+        Command::cfgi_ste(0x10),
+        Command::cfgi_ste(0x10),
+        Command::cfgi_ste(0x10),
+        tlbi(0x1000),
+        tlbi(0x2000),
+        tlbi(0x3000),
+    ]);
+    assert_eq!(w.cons(), 0x100 | 1, "consumed across the wrap");
+    let tlbi = |va| Command::tlbi_nh_va(vmid, 3, va).0;
+    let consumed = &w.io.regs_mut().consumed;
+    assert_eq!(
+        consumed[consumed.len() - 4..],
+        [tlbi(0x1000), tlbi(0x2000), tlbi(0x3000), Command::sync().0],
+        "one batch, one SYNC"
+    );
 }
 
 #[test]
