@@ -410,7 +410,8 @@ impl<R: SmmuRegs> SmmuDriver<R> {
         let (head, tail) = cmds.split_at(before_wrap);
         self.cmdq.write_pairs(p.index() as usize * 2, head);
         p = p.advance(head.len() as u32);
-        self.cmdq.write_pairs(p.index() as usize * 2, tail);
+        // The rest (if any) from the queue's first entry.
+        self.cmdq.write_pairs(0, tail);
         p = p.advance(tail.len() as u32);
         self.cmdq.write_pair(p.index() as usize * 2, Command::sync().0);
         p = p.advance(1);

@@ -447,6 +447,18 @@ mod tests {
         assert_eq!(effective(&Ste([p.steps()[0].value, 0, 0, 0, 0, 0, 0, 0])), None);
         assert_eq!(p.syncs(), 3);
         assert_eq!(plan(&id, &id).steps().len(), 0);
+        // A new CD table pointer (word 0 only) is one store and one sync, hitless without
+        // passing through abort; so is identity -> nested for the same VM after its unused
+        // stage-1 attributes (word 1) are written.
+        let s1 = |ctx| {
+            let c = S1Config { ctx_ptr: ctx, cdmax: 0, fmt: 0, dss: 0, cir: 1, cor: 1, csh: 3 };
+            encode(&Domain::Nested(c), &vm1)
+        };
+        let p = plan(&s1(0x4600_1000), &s1(0x4600_2000));
+        assert_eq!((p.steps().len(), p.syncs()), (1, 1));
+        let p = plan(&id, &s1(0x4600_1000));
+        assert_eq!(p.syncs(), 2);
+        assert_eq!(p.steps().last().unwrap().word, 0);
     }
 
     #[test]
