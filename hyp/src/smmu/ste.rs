@@ -348,7 +348,17 @@ mod tests {
             encode(&s1(0x4600_1000, 0, 1), &vm1),
             encode(&s1(0x4600_1000, 0, 2), &vm1),
             encode(&s1(0x4800_1000, 1, 2), &vm2),
+            // Attribute overrides (word 1) that every translating configuration uses:
+            // switching stage 1 on or off keeps them but changes the stage-1 bits beside.
+            shared_attrs(encode(&Domain::Identity, &vm1)),
+            shared_attrs(encode(&s1(0x4600_1000, 0, 0), &vm1)),
         ]
+    }
+
+    /// `s` with SHCFG = 1 (shareability from the incoming transaction).
+    fn shared_attrs(mut s: Ste) -> Ste {
+        host_abi::smmu::ste::SHCFG.set(&mut s.0, 1);
+        s
     }
 
     /// Applies `plan` to `old` and checks every STE the SMMU could observe: within each

@@ -173,6 +173,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn errors_say_what_went_wrong() {
+        use std::string::ToString;
+        assert_eq!(SteError::OutOfRange.to_string(), "stream ID beyond the stream table");
+        assert_eq!(SteError::NoLevel2.to_string(), "no level-2 stream table for the stream");
+        assert_eq!(SteError::OutOfMemory.to_string(), "no memory for a level-2 stream table");
+    }
+
+    #[test]
     fn linear_tables_start_all_abort() {
         let mut t = StreamTable::new(0x20, true).unwrap();
         assert!(!t.is_two_level());
