@@ -196,9 +196,9 @@ fn a_stopped_vm_is_blocked_and_no_longer_holds_power_on() {
 
 #[test]
 fn extra_streams_are_owned_and_attachable_on_a_two_level_table() {
-    let mut io = service_with(FakeSmmu::qemu(), 0x1000 + 9, GbpaReset::Abort);
-    io.add_streams(0, 0x1000, 10);
-    assert!(io.owns(0, 0x1009) && !io.owns(1, 0x1009) && !io.owns(0, 0x100a));
+    let mut io = service_with(FakeSmmu::qemu(), 0x10ff, GbpaReset::Abort);
+    io.add_streams(0, 0x1000, 0x100);
+    assert!(io.owns(0, 0x10ff) && !io.owns(1, 0x10ff) && !io.owns(0, 0x1100));
     assert!(io.is_two_level(), "the stream ID space needs two levels");
     let n = io.regs_mut().consumed.len();
     io.attach(0, 0x1005, Domain::Identity).unwrap();
@@ -211,6 +211,12 @@ fn extra_streams_are_owned_and_attachable_on_a_two_level_table() {
     let ops: std::vec::Vec<u64> = io.regs_mut().consumed[n..].iter().map(|c| c[0] & 0xff).collect();
     assert_eq!(ops, [0x03, 0x46, 0x03, 0x46, 0x03, 0x46]);
     assert_eq!(io.attached_streams(), 1);
+    // The level-1 descriptor spans its whole level-2 table (SPAN = SPLIT + 1): the last
+    // stream of the 256 is reached too.
+    io.attach(0, 0x10ff, Domain::Identity).unwrap();
+    let fetched =
+        io.regs_mut().smmu.lookup_ste(&mut crate::softsmmu::fake::HostMemory, 0x10ff).unwrap();
+    assert_eq!(Ste(fetched), ste::encode(&Domain::Identity, &s2(0)));
 }
 
 #[test]
