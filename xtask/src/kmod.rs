@@ -40,7 +40,7 @@ pub fn apt_packages(abi: &str) -> Vec<String> {
 
 /// Where the arm64 headers package is unpacked.
 pub fn headers_root() -> PathBuf {
-    crate::linux::dir().join("headers")
+    crate::tools::linux_dir().join("headers")
 }
 
 /// The kernel build directory of kernel `abi` (what `make -C` is given).
@@ -86,7 +86,7 @@ pub fn missing(abi: &str) -> Vec<String> {
 /// when it cannot).
 pub fn commands(abi: &str) -> Vec<String> {
     let root = headers_root();
-    let debs = crate::linux::dir().join("headers-deb");
+    let debs = crate::tools::linux_dir().join("headers-deb");
     vec![
         "apt-get update".into(),
         format!("DEBIAN_FRONTEND=noninteractive apt-get install -y {}", apt_packages(abi).join(" ")),
@@ -108,7 +108,7 @@ pub fn commands(abi: &str) -> Vec<String> {
 pub fn install(opts: &Opts, abi: &str) -> Result<(), String> {
     for c in commands(abi) {
         println!("setup: {c}");
-        crate::linux::sh(&c, None, opts.verbose)?;
+        crate::tools::sh(&c, None, opts.verbose)?;
     }
     let still = missing(abi);
     if still.is_empty() {
@@ -178,7 +178,7 @@ fn build_kmod(
             commands(abi).join("\n  ")
         ));
     }
-    let out = crate::linux::dir().join(dir);
+    let out = crate::tools::linux_dir().join(dir);
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     for f in [format!("{name}.c"), "Kbuild".to_string()] {
         sync_file(&src.join(&f), &out.join(&f))?;
@@ -205,7 +205,7 @@ fn build_kmod(
 /// Builds the static helper `tests/linux/NAME.c` for the initramfs' `/bin/NAME`.
 pub fn build_helper(opts: &Opts, name: &str) -> Result<PathBuf, String> {
     let src = root().join(format!("tests/linux/{name}.c"));
-    let out = crate::linux::dir().join(format!("bin/{name}"));
+    let out = crate::tools::linux_dir().join(format!("bin/{name}"));
     let newer = |a: &Path, b: &Path| match (std::fs::metadata(a), std::fs::metadata(b)) {
         (Ok(a), Ok(b)) => a.modified().ok() > b.modified().ok(),
         _ => true,
@@ -604,8 +604,8 @@ run pmu_counts_instructions pmu_counts_instructions
 echo "$passed passed, $failed failed"
 poweroff -f
 "#,
-        mounts = crate::linux::INIT_MOUNTS,
-        run_fn = crate::linux::INIT_RUN_FN,
+        mounts = crate::initscript::INIT_MOUNTS,
+        run_fn = crate::initscript::INIT_RUN_FN,
     )
 }
 

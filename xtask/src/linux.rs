@@ -6,7 +6,7 @@
 
 use crate::cpio::Cpio;
 use crate::qemu::LinuxFiles;
-use crate::tools::root;
+use crate::tools::{linux_dir, sh};
 use crate::Opts;
 use platform::linux::{
     dtgen, image_header, HostTree, Layout, GUEST_CANARY_OFFSET, IMAGE_HEADER_SIZE,
@@ -63,7 +63,7 @@ pub enum Variant {
     /// no EL2), where the `smmu_hyp` module must refuse to load.
     Native,
     /// `cargo xtask bench`: measures its boot and 4 KiB direct disk I/O (see
-    /// `crate::bench::linux_init_script`), in strict DMA translation or in passthrough.
+    /// `crate::initscript::bench_script`), in strict DMA translation or in passthrough.
     Bench {
         /// `iommu.passthrough=1` (else `iommu.strict=1 iommu.passthrough=0`).
         passthrough: bool,
@@ -115,11 +115,6 @@ impl Variant {
     }
 }
 
-/// Where the downloads and the derived files live.
-pub fn dir() -> PathBuf {
-    root().join("target/linux")
-}
-
 fn kernel_pkg(abi: &str) -> String {
     format!("linux-image-{abi}-arm64-unsigned:arm64")
 }
@@ -141,7 +136,7 @@ pub struct Artifacts {
 
 /// The fetched files, if setup has run.
 pub fn artifacts() -> Option<Artifacts> {
-    let d = dir();
+    let d = linux_dir();
     let versions = std::fs::read_to_string(d.join("VERSION")).ok()?;
     let abi = versions.lines().next()?.trim().to_string();
     let release = format!("{abi}-arm64");
@@ -158,7 +153,7 @@ pub fn artifacts() -> Option<Artifacts> {
 /// The shell commands that fetch and unpack the kernel and busybox (what setup runs as root;
 /// printed when it cannot).
 pub fn fetch_commands(abi: &str) -> Vec<String> {
-    let d = dir();
+    let d = linux_dir();
     let debs = d.join("debs");
     vec![
         "dpkg --add-architecture arm64".into(),
@@ -175,27 +170,6 @@ pub fn fetch_commands(abi: &str) -> Vec<String> {
         ),
         format!("dpkg-deb -x {}/busybox-static_*.deb {}/busybox", debs.display(), d.display()),
     ]
-}
-
-/// Runs `cmd` with `sh -c` (noninteractive apt), returning its stdout.
-pub fn sh(cmd: &str, cwd: Option<&Path>, verbose: bool) -> Result<String, String> {
-    if verbose {
-        println!("+ {cmd}");
-    }
-    let mut c = Command::new("sh");
-    c.arg("-c").arg(cmd).env("DEBIAN_FRONTEND", "noninteractive");
-    if let Some(d) = cwd {
-        c.current_dir(d);
-    }
-    let out = c.output().map_err(|e| format!("cannot run `{cmd}`: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "`{cmd}` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The ABI name of the kernel `linux-image-arm64` depends on in bookworm-backports, from
@@ -247,7 +221,7 @@ pub fn fetch(opts: &Opts) -> Result<Artifacts, String> {
             );
         }
     }
-    let d = dir();
+    let d = linux_dir();
     let debs = d.join("debs");
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&debs).map_err(|e| format!("{}: {e}", debs.display()))?;
@@ -444,35 +418,6 @@ impl ScriptFacts {
         }
     }
 }
-
-/// The first lines of every `/init` xtask generates: busybox's applets, /proc, /sys, /dev,
-/// and a quiet console for the test lines.
-pub const INIT_MOUNTS: &str =
-    "/bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin /proc /sys /dev /tmp
-/bin/busybox --install -s
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev 2>/dev/null
-# Kernel messages would land in the middle of test lines on the console.
-echo 1 > /proc/sys/kernel/printk
-";
-
-/// The test runner of every `/init`: `run NAME COMMAND...` prints one line per test (the
-/// command's output is the reason when it fails) and counts them.
-pub const INIT_RUN_FN: &str = r#"passed=0
-failed=0
-run() {
-    name=$1
-    shift
-    if why=$("$@" 2>&1); then
-        echo "test $name ... ok"
-        passed=$((passed + 1))
-    else
-        echo "test $name ... FAILED: $(echo $why)"
-        failed=$((failed + 1))
-    fi
-}
-"#;
 
 /// The `/init` script: mounts, then the tests, each printing `test NAME ... ok` or
 /// `test NAME ... FAILED: why`, then `N passed, M failed`, then `poweroff -f`.
@@ -851,8 +796,8 @@ run edu_dma_from_host_root_faults edu_dma_from_host_root_faults
 echo "$passed passed, $failed failed"
 poweroff -f
 "#,
-        mounts = INIT_MOUNTS,
-        run_fn = INIT_RUN_FN,
+        mounts = crate::initscript::INIT_MOUNTS,
+        run_fn = crate::initscript::INIT_RUN_FN,
         pci_list = pci_list.join(" "),
         pci_ids = pci_ids.join(" "),
         faults = faults.join(" "),
@@ -942,7 +887,7 @@ pub fn initramfs(
     c.file("bin/busybox", 0o755, &busybox);
     c.symlink("bin/sh", "busybox");
     let init = match variant {
-        Variant::Bench { .. } => crate::bench::linux_init_script(&facts.modules),
+        Variant::Bench { .. } => crate::initscript::bench_script(&facts.modules),
         Variant::Native => crate::kmod::native_script(),
         _ => init_script(&facts),
     };
@@ -978,7 +923,7 @@ pub fn prepare(opts: &Opts, variant: Variant) -> Result<Prepared, String> {
     let art = artifacts().ok_or_else(|| {
         format!(
             "the Linux host's kernel and busybox are missing from {}. Run `cargo xtask setup` (as root), or:\n  {}",
-            dir().display(),
+            linux_dir().display(),
             fetch_commands(PINNED_ABI).join("\n  ")
         )
     })?;
@@ -999,7 +944,7 @@ pub fn prepare(opts: &Opts, variant: Variant) -> Result<Prepared, String> {
         tree.gicr = BOARD.gicr;
     }
     let dtb = dtgen::write(&tree).map_err(|e| format!("writing the host's device tree: {e}"))?;
-    let d = dir();
+    let d = linux_dir();
     let dtb_name = format!("host{}.dtb", variant.tag().trim_start_matches("linux"));
     let (initrd_path, dtb_path) = (d.join("initramfs.cpio"), d.join(dtb_name));
     std::fs::write(&initrd_path, &cpio).map_err(|e| e.to_string())?;

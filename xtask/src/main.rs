@@ -24,6 +24,7 @@ mod bench;
 mod cpio;
 mod elf;
 mod images;
+mod initscript;
 mod kmod;
 mod linux;
 mod mutants;

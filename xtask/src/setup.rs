@@ -128,7 +128,7 @@ pub fn check() -> (Missing, Vec<String>) {
         None => {
             found.push(format!(
                 "Linux host: kernel and busybox missing from {}",
-                crate::linux::dir().display()
+                crate::tools::linux_dir().display()
             ));
             m.linux = true;
         }
@@ -220,7 +220,7 @@ pub fn ensure(opts: &Opts) -> Result<(), String> {
         println!(
             "setup: Linux host kernel {} fetched into {}",
             a.abi,
-            crate::linux::dir().display()
+            crate::tools::linux_dir().display()
         );
     }
     // After the kernel: its ABI names the headers (and a new fetch clears target/linux).
