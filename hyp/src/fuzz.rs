@@ -353,6 +353,18 @@ fn cases() -> u32 {
     std::env::var("FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
 }
 
+/// The seed of both fuzzers' random sequences: `FUZZ_SEED` (decimal or 0x-hex; `cargo xtask
+/// fuzz` sets a new one each run and prints it), else a fixed one, so that `cargo test` and CI
+/// run the same sequences every time and a red run is reproducible.
+pub fn rng_seed() -> proptest::test_runner::RngSeed {
+    let parse = |v: &str| match v.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => v.parse().ok(),
+    };
+    let seed = std::env::var("FUZZ_SEED").ok().and_then(|v| parse(v.trim()));
+    proptest::test_runner::RngSeed::Fixed(seed.unwrap_or(0x5eed_5eed))
+}
+
 #[test]
 fn the_corpus_replays_without_a_violation() {
     let c = corpus();
@@ -366,7 +378,7 @@ fn the_corpus_replays_without_a_violation() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, rng_seed: rng_seed(), ..ProptestConfig::default() })]
 
     #[test]
     fn random_call_sequences_keep_every_property(

@@ -89,6 +89,11 @@ impl SimulatedPowerController {
         for (o, v) in RESET {
             regs.write32(o, v);
         }
+        // GERROR is read-only: power-on leaves it and GERRORN both 0, no error active. The
+        // nearest a write can come is GERRORN = GERROR (every error acknowledged); the reset
+        // value 0 would turn every error acknowledged before into an active one.
+        let gerror = regs.read32(off::GERROR);
+        regs.write32(off::GERRORN, gerror);
         // GBPA with UPDATE so the (live) QEMU model applies it.
         regs.write32(GBPA, self.reset.register_value() | Gbpa::UPDATE);
         for _ in 0..1_000_000 {
@@ -135,6 +140,22 @@ mod tests {
         }
         fn write32(&mut self, off: usize, v: u32) {
             self.0.insert(off, if off == GBPA { v & !Gbpa::UPDATE } else { v });
+        }
+    }
+
+    #[test]
+    fn no_global_error_is_active_after_a_power_cycle() {
+        // One error acknowledged (GERRORN follows GERROR), one raised and not yet: after
+        // power-off, as after a real power-on reset, neither is active.
+        for (gerror, gerrorn) in [(0x100, 0x100), (0x104, 0x100), (0, 0)] {
+            let mut r = Regs::default();
+            r.0.insert(off::GERROR, gerror);
+            r.0.insert(off::GERRORN, gerrorn);
+            let mut d = SimulatedPowerController::new(GbpaReset::Abort);
+            d.power_off(&mut r);
+            assert_eq!(r.0[&off::GERROR] ^ r.0[&off::GERRORN], 0, "{gerror:#x}/{gerrorn:#x}");
+            d.inject_loss(&mut r);
+            assert_eq!(r.0[&off::GERROR] ^ r.0[&off::GERRORN], 0);
         }
     }
 

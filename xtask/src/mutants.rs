@@ -147,23 +147,35 @@ pub fn run(opts: &Opts) -> Result<(), String> {
 /// SMMU's, `hyp::vsmmu::fuzz`).
 pub fn fuzz(opts: &Opts) -> Result<(), String> {
     let cases = opts.cases.unwrap_or(100_000);
+    // `cargo test` always runs the same sequences; this run explores new ones, from a seed it
+    // prints (or FUZZ_SEED's, to repeat a run).
+    let seed = std::env::var("FUZZ_SEED").unwrap_or_else(|_| {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        format!("{:#x}", t.map(|d| d.as_nanos() as u64).unwrap_or(1))
+    });
+    println!(
+        "fuzz: seed {seed} (FUZZ_SEED={seed} cargo xtask fuzz --cases {cases} repeats this run)"
+    );
     let args = ["test", "--release", "-p", "hyp", "--lib", "fuzz::", "--", "--nocapture"];
     if opts.verbose {
-        println!("+ FUZZ_CASES={cases} {} {}", cargo(), args.join(" "));
+        println!("+ FUZZ_CASES={cases} FUZZ_SEED={seed} {} {}", cargo(), args.join(" "));
     }
     let st = Command::new(cargo())
         .current_dir(root())
         .env("FUZZ_CASES", cases.to_string())
+        .env("FUZZ_SEED", &seed)
         .args(args)
         .status()
         .map_err(|e| e.to_string())?;
     if st.success() {
         println!(
-            "fuzz: {cases} random sequences for each fuzzer (hypercalls, emulated SMMU), no property violated"
+            "fuzz: {cases} random sequences for each fuzzer (hypercalls, emulated SMMU), seed {seed}, no property violated"
         );
         Ok(())
     } else {
-        Err("the fuzzer found a violation (the minimal failing sequence is printed above)".into())
+        Err(format!(
+            "the fuzzer found a violation with seed {seed} (the minimal failing sequence is printed above: add it to the corpus)"
+        ))
     }
 }
 

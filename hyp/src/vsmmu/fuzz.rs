@@ -1348,7 +1348,12 @@ fn the_vsmmu_corpus_replays_without_a_violation() {
 #[test]
 fn random_host_sequences_keep_every_property() {
     use proptest::test_runner::{Config, TestError, TestRunner};
-    let config = Config { cases: cases(), failure_persistence: None, ..Config::default() };
+    let config = Config {
+        cases: cases(),
+        failure_persistence: None,
+        rng_seed: crate::fuzz::rng_seed(),
+        ..Config::default()
+    };
     let mut runner = TestRunner::new(config);
     let result = runner.run(&sequence(), |steps| {
         let mut w = World::new();
