@@ -3,17 +3,29 @@
 use alloc::alloc::{alloc_zeroed, Layout};
 use core::ptr::NonNull;
 
-/// A zeroed, aligned buffer in hypervisor memory that the SMMU reads or writes. Never freed:
-/// tables and queues live as long as the SMMU may use them.
+/// A zeroed, aligned buffer in hypervisor memory that the SMMU reads or writes. Never freed
+/// in the hypervisor: tables and queues live as long as the SMMU may use them, and an SMMU
+/// left pointing at a freed and reused table would walk whatever the heap put there. Host
+/// tests (which build thousands of SMMUs, each its own heap) do free them on drop.
 #[derive(Debug)]
 pub struct DmaBuf {
     ptr: NonNull<u64>,
     len_words: usize,
+    layout: Layout,
 }
 
 // SAFETY: the buffer is exclusively owned by the driver (which is itself behind a lock); the
 // only other party touching it is the SMMU.
 unsafe impl Send for DmaBuf {}
+
+#[cfg(test)]
+impl Drop for DmaBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout and not freed since (a DmaBuf is neither
+        // Clone nor Copy); host tests' software SMMUs are dropped with the driver that owns it.
+        unsafe { alloc::alloc::dealloc(self.ptr.as_ptr().cast(), self.layout) }
+    }
+}
 
 impl DmaBuf {
     /// `bytes` zeroed bytes aligned to `align` (a power of two, at least 8); `None` if the heap
@@ -22,7 +34,7 @@ impl DmaBuf {
         let layout = Layout::from_size_align(bytes, align.max(8)).ok()?;
         // SAFETY: the layout has a non-zero size (checked first).
         let p = (bytes > 0).then(|| unsafe { alloc_zeroed(layout) })?;
-        Some(Self { ptr: NonNull::new(p.cast())?, len_words: bytes / 8 })
+        Some(Self { ptr: NonNull::new(p.cast())?, len_words: bytes / 8, layout })
     }
 
     /// The address given to the SMMU (identity-mapped hypervisor memory).
