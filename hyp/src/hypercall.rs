@@ -467,6 +467,16 @@ mod tests {
         let r = call(&mut w, 0, HypCall::Invalidate { ipa: end - 32, count: 3 }.to_regs());
         assert_eq!(r.status(), Err(HypError::InvalidAddress));
         assert_eq!(w.smmu.invalidated, [(1, 2), (1, 3)]);
+        // Batches up to 16 commands and larger ones take different buffers: both whole.
+        for i in 0..40 {
+            let c = Command::tlbi_nh_va(0, 1, i << 12);
+            w.ram.bytes[0x1000 + i as usize * 16..][..16].copy_from_slice(c.as_bytes());
+        }
+        for count in [16, 17, 40] {
+            let r = call(&mut w, 0, HypCall::Invalidate { ipa: base + 0x1000, count }.to_regs());
+            assert_eq!(r.0, [0, count as u64, 0, 0], "{count} commands");
+        }
+        assert_eq!(w.smmu.invalidated[2..], [(1, 16), (1, 17), (1, 40)]);
     }
 
     #[test]
