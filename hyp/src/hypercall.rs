@@ -474,7 +474,7 @@ mod tests {
         }
         for count in [16, 17, 40] {
             let r = call(&mut w, 0, HypCall::Invalidate { ipa: base + 0x1000, count }.to_regs());
-            assert_eq!(r.0, [0, count as u64, 0, 0], "{count} commands");
+            assert_eq!(r.0, [0, count, 0, 0], "{count} commands");
         }
         assert_eq!(w.smmu.invalidated[2..], [(1, 16), (1, 17), (1, 40)]);
     }

@@ -11,6 +11,8 @@ use core::ptr::NonNull;
 pub struct DmaBuf {
     ptr: NonNull<u64>,
     len_words: usize,
+    /// What `Drop` gives back (host tests only).
+    #[cfg(test)]
     layout: Layout,
 }
 
@@ -34,7 +36,12 @@ impl DmaBuf {
         let layout = Layout::from_size_align(bytes, align.max(8)).ok()?;
         // SAFETY: the layout has a non-zero size (checked first).
         let p = (bytes > 0).then(|| unsafe { alloc_zeroed(layout) })?;
-        Some(Self { ptr: NonNull::new(p.cast())?, len_words: bytes / 8, layout })
+        Some(Self {
+            ptr: NonNull::new(p.cast())?,
+            len_words: bytes / 8,
+            #[cfg(test)]
+            layout,
+        })
     }
 
     /// The address given to the SMMU (identity-mapped hypervisor memory).
