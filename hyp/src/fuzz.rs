@@ -22,13 +22,11 @@ use crate::guest::{GuestMemory, GuestRange};
 use crate::hypercall::{dispatch, Caller, ConsoleSink, Env};
 use crate::pci::{Bar, Function};
 use crate::service::SmmuService;
-use crate::smmu::driver::SmmuDriver;
-use crate::smmu::ste::{self, S2Config};
+use crate::smmu::ste::{self};
 use crate::softsmmu::fake::FakeSmmu;
 use crate::vmstate::VmStates;
-use host_abi::smmu::regs::IrqCtrl;
 use host_abi::{FunctionId, HVC_REGS};
-use platform::power::{GbpaReset, SimulatedPowerController};
+use platform::power::GbpaReset;
 use platform::qemu_virt::MANIFEST;
 use platform::VmSpec;
 use proptest::prelude::*;
@@ -99,9 +97,7 @@ struct World {
     devices: Vec<Vec<Function>>,
 }
 
-fn s2(vm: u32) -> S2Config {
-    S2Config::vm(MANIFEST.vms[vm as usize].vmid(), 0x4030_0000 + vm as u64 * 0x1000)
-}
+use crate::service::tests::{s2, service_with};
 
 fn sids() -> Vec<u32> {
     let mut v: Vec<u32> =
@@ -113,14 +109,9 @@ fn sids() -> Vec<u32> {
 impl World {
     fn new() -> Self {
         let max = sids().into_iter().max().unwrap();
-        let (d, t) = SmmuDriver::init(FakeSmmu::qemu(), max, true, IrqCtrl::empty()).unwrap();
-        let ctl = SimulatedPowerController::new(GbpaReset::Abort);
-        let mut io = SmmuService::new(d, t, &MANIFEST, std::boxed::Box::new(ctl));
+        let mut io = service_with(FakeSmmu::qemu(), max, GbpaReset::Abort);
         io.injector = Some(0);
         io.add_streams(2, 0x1001, 1);
-        for vm in MANIFEST.vms {
-            io.set_stage2(vm.id, s2(vm.id));
-        }
         let states = VmStates::new(MANIFEST.vms.len() as u32);
         for vm in MANIFEST.vms {
             states.start(vm.id);

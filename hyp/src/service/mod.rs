@@ -526,4 +526,4 @@ impl<R: SmmuRegs> SmmuCalls for SmmuService<R> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -19,7 +19,13 @@ fn sid_of(vm: usize) -> u32 {
     MANIFEST.vms[vm].devices[0].rid()
 }
 
-fn service_with(fake: FakeSmmu, max_sid: u32, reset: GbpaReset) -> SmmuService<FakeSmmu> {
+/// The SMMU service on `fake`, its table covering `max_sid`, every manifest VM's stage 2 set
+/// (also the set-up of the emulated SMMU's tests and of both fuzzers).
+pub(crate) fn service_with(
+    fake: FakeSmmu,
+    max_sid: u32,
+    reset: GbpaReset,
+) -> SmmuService<FakeSmmu> {
     let (driver, table) = SmmuDriver::init(fake, max_sid, true, IrqCtrl::empty()).unwrap();
     let mut io =
         SmmuService::new(driver, table, &MANIFEST, Box::new(SimulatedPowerController::new(reset)));
@@ -29,7 +35,8 @@ fn service_with(fake: FakeSmmu, max_sid: u32, reset: GbpaReset) -> SmmuService<F
     io
 }
 
-fn s2(vm: u32) -> S2Config {
+/// VM `vm`'s stage-2 configuration in the tests (a made-up table address per VM).
+pub(crate) fn s2(vm: u32) -> S2Config {
     S2Config::vm(MANIFEST.vms[vm as usize].vmid(), 0x4030_0000 + vm as u64 * 0x1000)
 }
 

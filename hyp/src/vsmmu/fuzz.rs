@@ -37,16 +37,15 @@
 use super::*;
 use crate::pm::Power;
 use crate::service::SmmuService;
-use crate::smmu::driver::SmmuDriver;
 use crate::smmu::queue::QueuePtr;
-use crate::smmu::ste::{self, S2Config};
+use crate::smmu::ste::{self};
 use crate::softsmmu::fake::{self, FakeSmmu};
 use crate::validate::CommandAction;
 use host_abi::smmu::regs::{
     strtab_cfg, IrqCtrl, BASE_ADDR_MASK, BASE_RA, Q_OVFLG, STRTAB_ADDR_MASK,
 };
 use host_abi::smmu::SteConfig;
-use platform::power::{GbpaReset, SimulatedPowerController};
+use platform::power::GbpaReset;
 use platform::qemu_virt::MANIFEST;
 use proptest::prelude::*;
 use std::cell::RefCell;
@@ -68,9 +67,7 @@ fn host_vmid() -> u16 {
     HOST.vmid()
 }
 
-fn s2(vm: u32) -> S2Config {
-    S2Config::vm(MANIFEST.vms[vm as usize].vmid(), 0x4030_0000 + vm as u64 * 0x1000)
-}
+use crate::service::tests::{s2, service_with};
 
 fn all_sids() -> Vec<u32> {
     HOST_STREAMS.iter().copied().chain(GUEST_STREAMS.iter().map(|g| g.1)).collect()
@@ -373,15 +370,10 @@ fn hit(i: usize) {
 impl World {
     fn new() -> Self {
         let max = all_sids().into_iter().max().unwrap();
-        let (d, t) = SmmuDriver::init(FakeSmmu::qemu(), max, true, IrqCtrl::empty()).unwrap();
-        let ctl = SimulatedPowerController::new(GbpaReset::Abort);
-        let mut io = SmmuService::new(d, t, &MANIFEST, std::boxed::Box::new(ctl));
+        let mut io = service_with(FakeSmmu::qemu(), max, GbpaReset::Abort);
         io.injector = Some(0);
         io.add_streams(0, 0x1000, 1);
         io.add_streams(2, 0x1001, 1);
-        for vm in MANIFEST.vms {
-            io.set_stage2(vm.id, s2(vm.id));
-        }
         let mut host: Vec<u32> = io.streams_of(0).collect();
         host.sort_unstable();
         assert_eq!(host, HOST_STREAMS, "the manifest's host streams changed");

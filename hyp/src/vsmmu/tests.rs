@@ -3,12 +3,11 @@
 
 use super::*;
 use crate::service::SmmuService;
-use crate::smmu::driver::SmmuDriver;
-use crate::smmu::ste::{self, S2Config};
+use crate::smmu::ste::{self};
 use crate::softsmmu::fake::FakeSmmu;
 use host_abi::smmu::regs::{strtab_cfg, Idr0, IrqCtrl, Q_OVFLG};
 use host_abi::smmu::SteConfig;
-use platform::power::{GbpaReset, SimulatedPowerController};
+use platform::power::GbpaReset;
 use platform::qemu_virt::MANIFEST;
 use std::collections::BTreeMap;
 use std::vec::Vec;
@@ -64,9 +63,7 @@ struct World {
     prod: u32,
 }
 
-fn s2(vm: u32) -> S2Config {
-    S2Config::vm(MANIFEST.vms[vm as usize].vmid(), 0x4030_0000 + vm as u64 * 0x1000)
-}
+use crate::service::tests::{s2, service_with};
 
 impl World {
     fn new() -> Self {
@@ -75,12 +72,7 @@ impl World {
 
     /// The host with these streams (the manifest's and device-less extra ones).
     fn with_streams(streams: &'static [u32]) -> Self {
-        let (d, t) = SmmuDriver::init(FakeSmmu::qemu(), 0x20, true, IrqCtrl::empty()).unwrap();
-        let ctl = SimulatedPowerController::new(GbpaReset::Abort);
-        let mut io = SmmuService::new(d, t, &MANIFEST, std::boxed::Box::new(ctl));
-        for vm in MANIFEST.vms {
-            io.set_stage2(vm.id, s2(vm.id));
-        }
+        let mut io = service_with(FakeSmmu::qemu(), 0x20, GbpaReset::Abort);
         for &sid in streams {
             if !io.owns(0, sid) {
                 io.add_streams(0, sid, 1);
