@@ -109,9 +109,20 @@ impl Launch<'_> {
 /// without the ITS (the host under the hypervisor has none, so its devices use INTx natively
 /// too), QEMU's own device tree; `append` is the kernel's command line.
 fn native_args(l: &Launch<'_>, n: &NativeLinux) -> Vec<String> {
-    let mut a: Vec<String> = [
-        "-M",
-        "virt,gic-version=3,iommu=smmuv3,its=off",
+    let mut a = machine("virt,gic-version=3,iommu=smmuv3,its=off");
+    a.extend(["-smp".into(), "1".into(), "-m".into(), format!("{}M", n.ram >> 20)]);
+    a.extend(l.extra.iter().cloned());
+    a.extend(["-kernel".into(), n.image.display().to_string()]);
+    a.extend(["-initrd".into(), n.initrd.display().to_string()]);
+    a.extend(["-append".into(), l.append.clone()]);
+    a.extend(console_and_disk(l));
+    a
+}
+
+/// What every launch shares: `machine` (QEMU's `-M`), the CPU, the SMMU with both stages, no
+/// display, no reboot, no network.
+fn machine(machine: &str) -> Vec<String> {
+    let shared = [
         "-cpu",
         "max",
         "-global",
@@ -120,18 +131,9 @@ fn native_args(l: &Launch<'_>, n: &NativeLinux) -> Vec<String> {
         "-no-reboot",
         "-nic",
         "none",
-        "-smp",
-        "1",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    a.extend(["-m".into(), format!("{}M", n.ram >> 20)]);
-    a.extend(l.extra.iter().cloned());
-    a.extend(["-kernel".into(), n.image.display().to_string()]);
-    a.extend(["-initrd".into(), n.initrd.display().to_string()]);
-    a.extend(["-append".into(), l.append.clone()]);
-    a.extend(console_and_disk(l));
+    ];
+    let mut a = vec!["-M".to_string(), machine.to_string()];
+    a.extend(shared.iter().map(|s| s.to_string()));
     a
 }
 
@@ -174,21 +176,7 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
     if let Host::Native(n) = &l.host {
         return native_args(l, n);
     }
-    let mut a: Vec<String> = [
-        "-M",
-        "virt,virtualization=on,gic-version=3,iommu=smmuv3",
-        "-cpu",
-        "max",
-        "-global",
-        "arm-smmuv3.stage=nested",
-        "-nographic",
-        "-no-reboot",
-        "-nic",
-        "none",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut a = machine("virt,virtualization=on,gic-version=3,iommu=smmuv3");
     a.extend([
         "-smp".into(),
         QEMU_CPUS.to_string(),
