@@ -453,11 +453,18 @@ impl VirtualSmmu {
         }
     }
 
-    /// Sends the first `n` gathered commands (validated on the guests' path) with one SYNC.
-    /// `Err(i)`: the gathered command `i` was refused; the valid ones before it have been sent,
-    /// as the queue would have executed them before stopping on it.
-    fn flush(&mut self, n: usize, ctx: &mut Context<'_>) -> Result<(), usize> {
-        send(self.vm, &self.batch[..n], ctx)
+    /// Sends the first `n` gathered commands (validated on the guests' path) with one SYNC. If
+    /// it refuses one, the valid ones before it have been sent (as the queue would have executed
+    /// them), the host's queue stops on it and the answer is `false`.
+    #[must_use]
+    fn flush(&mut self, n: usize, ctx: &mut Context<'_>) -> bool {
+        match send(self.vm, &self.batch[..n], ctx) {
+            Ok(()) => true,
+            Err(r) => {
+                self.refused(self.at[r], self.batch[r]);
+                false
+            }
+        }
     }
 
     /// Consumes the host's command queue from CONS to PROD: each command copied once, the
@@ -501,8 +508,7 @@ impl VirtualSmmu {
                         self.at[n] = k + j as u32;
                         n += 1;
                         if n == self.batch.len() {
-                            if let Err(r) = self.flush(n, ctx) {
-                                self.refused(self.at[r], self.batch[r]);
+                            if !self.flush(n, ctx) {
                                 return;
                             }
                             n = 0;
@@ -518,8 +524,7 @@ impl VirtualSmmu {
             match translate(&c) {
                 HostCommand::RefreshStes { first, count } => {
                     // In order: what was gathered before goes first.
-                    if let Err(r) = self.flush(n, ctx) {
-                        self.refused(self.at[r], self.batch[r]);
+                    if !self.flush(n, ctx) {
                         return;
                     }
                     n = 0;
@@ -538,8 +543,7 @@ impl VirtualSmmu {
             }
             k += 1;
         }
-        if let Err(r) = self.flush(n, ctx) {
-            self.refused(self.at[r], self.batch[r]);
+        if !self.flush(n, ctx) {
             return;
         }
         // Everything up to PROD completed on the real SMMU: every SYNC among it is complete.
@@ -578,8 +582,7 @@ impl VirtualSmmu {
     /// Stops the queue on the command `pos` entries after CONS with `err`, after sending the
     /// `n` gathered commands before it.
     fn stop(&mut self, pos: u32, n: usize, err: u32, cmd: Command, ctx: &mut Context<'_>) {
-        if let Err(r) = self.flush(n, ctx) {
-            self.refused(self.at[r], self.batch[r]);
+        if !self.flush(n, ctx) {
             return;
         }
         self.smmu.consume_n(pos);
