@@ -438,6 +438,13 @@ fn a_batch_larger_than_one_hypercall_is_sent_in_pieces() {
     assert_eq!(w.cons(), w.prod);
     assert_eq!(w.io.stats().syncs, syncs + 2);
     assert_eq!(w.v.counters.commands, 3 + 300);
+    // A full host queue (256 commands from entry 47 on, across its end): gathered into one
+    // batch of exactly INVALIDATE_MAX, sent when it fills, and every command consumed.
+    let cmds: Vec<Command> = (0..256u64).map(|i| Command::tlbi_nh_va(0, 2, i << 12)).collect();
+    let syncs = w.io.stats().syncs;
+    w.cmds(&cmds);
+    assert_eq!(w.cons(), w.prod, "the whole queue consumed");
+    assert_eq!(w.io.stats().syncs, syncs + 1, "one batch");
 }
 
 #[test]
