@@ -228,6 +228,74 @@ pub const RULES: [Rule; 9] = [
     ),
 ];
 
+/// What the host's command queue may carry besides [`RULES`], and the rules its own CMD_SYNC
+/// follows: the emulated SMMU executes these itself (STE refreshes, prefetches, its SYNCs) or
+/// rewrites them (TLBI_NSNH_ALL) instead of passing them to the guests' path. A forbidden or
+/// reserved bit set makes the command illegal (CERROR_ILL), as an SMMU that checks its commands
+/// does: the secure bit, a SYNC's MSI address and data (no MSI is advertised). A SYNC's CS value
+/// is checked by the emulated SMMU itself (none or SEV; IRQ is not provided, 0b11 reserved).
+pub const HOST_RULES: [Rule; 6] = [
+    rule(Opcode::CfgiSte, &[cmd::SID, cmd::LEAF], &[cmd::SSEC], false, false, Outcome::Submit),
+    rule(
+        Opcode::CfgiSteRange,
+        &[cmd::SID, cmd::RANGE],
+        &[cmd::SSEC],
+        false,
+        false,
+        Outcome::Submit,
+    ),
+    rule(
+        Opcode::PrefetchConfig,
+        &[cmd::SID, cmd::SSID, cmd::SSV],
+        &[cmd::SSEC],
+        false,
+        false,
+        Outcome::Elide,
+    ),
+    rule(
+        Opcode::PrefetchAddr,
+        &[cmd::SID, cmd::SSID, cmd::SSV, cmd::PREFETCH_SIZE, cmd::PREFETCH_STRIDE, cmd::ADDR],
+        &[cmd::SSEC],
+        false,
+        false,
+        Outcome::Elide,
+    ),
+    rule(Opcode::TlbiNsnhAll, &[], &[], false, false, Outcome::Submit),
+    rule(
+        Opcode::Sync,
+        &[cmd::SYNC_CS, cmd::SYNC_MSH, cmd::SYNC_MSIATTR],
+        &[cmd::SYNC_MSIDATA, cmd::SYNC_MSIADDR],
+        false,
+        false,
+        Outcome::Elide,
+    ),
+];
+
+/// The host's rule of an opcode byte: [`HOST_RULES`] first, then [`RULES`].
+const HOST_RULE_TABLE: [Option<Rule>; 256] = {
+    let mut t = RULE_TABLE;
+    let mut i = 0;
+    while i < HOST_RULES.len() {
+        t[HOST_RULES[i].op as usize] = Some(HOST_RULES[i]);
+        i += 1;
+    }
+    t
+};
+
+/// Checks the fields of a command in the host's queue that the emulated SMMU handles itself
+/// (no ownership: a refresh of a stream it does not own does nothing). `BAD_COMMAND` for an
+/// opcode no table has.
+pub fn host_fields(c: &Command) -> Result<(), HypError> {
+    let r = HOST_RULE_TABLE[c.opcode_byte() as usize].as_ref().ok_or(HypError::BadCommand)?;
+    if (c.0[0] & r.forbidden[0]) | (c.0[1] & r.forbidden[1]) != 0 {
+        return Err(HypError::ForbiddenField);
+    }
+    if (c.0[0] & r.reserved[0]) | (c.0[1] & r.reserved[1]) != 0 {
+        return Err(HypError::ReservedField);
+    }
+    Ok(())
+}
+
 /// [`RULES`] indexed by opcode byte, computed at compile time (`None`: VMs may not issue it):
 /// a command's rule is one indexed load on the invalidation path.
 const RULE_TABLE: [Option<Rule>; 256] = {
@@ -475,5 +543,47 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_hosts_own_commands_check_every_bit() {
+        // Every opcode the host's queue carries has a rule; the host's rules override the
+        // guests' for CFGI_STE (no ownership) and CMD_SYNC (CS, MSH, MSIATTR allowed).
+        for r in RULES.iter().chain(HOST_RULES.iter()) {
+            let h = HOST_RULE_TABLE[r.op as usize].as_ref().expect("a host rule");
+            assert_eq!(h.reserved[0] & h.forbidden[0], 0, "{:?}", r.op);
+            assert_eq!(h.reserved[1] & h.forbidden[1], 0, "{:?}", r.op);
+            assert_eq!(host_fields(&Command([r.op as u64, 0])), Ok(()), "{:?}", r.op);
+            for w in 0..2 {
+                for b in 0..64 {
+                    let bit = 1u64 << b;
+                    if w == 0 && b < 8 {
+                        continue;
+                    }
+                    let mut c = Command([h.op as u64, 0]);
+                    c.0[w] |= bit;
+                    let want = if h.forbidden[w] & bit != 0 {
+                        Err(HypError::ForbiddenField)
+                    } else if h.reserved[w] & bit != 0 {
+                        Err(HypError::ReservedField)
+                    } else {
+                        Ok(())
+                    };
+                    assert_eq!(host_fields(&c), want, "{:?} word {w} bit {b}", h.op);
+                }
+            }
+        }
+        assert_eq!(host_fields(&Command([0x07, 0])), Err(HypError::BadCommand));
+        // The secure bit is forbidden wherever it exists.
+        for op in
+            [Opcode::CfgiSte, Opcode::CfgiSteRange, Opcode::PrefetchConfig, Opcode::PrefetchAddr]
+        {
+            let c = Command([op as u64 | 1 << 10, 0]);
+            assert_eq!(host_fields(&c), Err(HypError::ForbiddenField), "{op:?}");
+        }
+        // A SYNC may say how it completes; its MSI address and data are forbidden.
+        let sync = HOST_RULE_TABLE[Opcode::Sync as usize].unwrap();
+        assert_eq!(sync.forbidden, fields_mask(&[cmd::SYNC_MSIDATA, cmd::SYNC_MSIADDR]));
+        assert_eq!(host_fields(&Command([0x46 | 3 << 12 | 3 << 22 | 0xf << 24, 0])), Ok(()));
     }
 }

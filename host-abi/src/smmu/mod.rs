@@ -211,7 +211,11 @@ pub mod cmd {
     pub const TG: Field = Field::new(1, 10, 2);
     /// Address bits 63:12 (TLBI_NH_VA, ATC_INV).
     pub const ADDR: Field = Field::new(1, 12, 52);
-    /// CMD_SYNC completion signal (0 none, 1 IRQ, 2 SEV).
+    /// CMD_PREFETCH_ADDR: log2 of the number of pages to prefetch.
+    pub const PREFETCH_SIZE: Field = Field::new(1, 0, 5);
+    /// CMD_PREFETCH_ADDR: log2 of the stride between them.
+    pub const PREFETCH_STRIDE: Field = Field::new(1, 5, 5);
+    /// CMD_SYNC completion signal (0 none, 1 IRQ, 2 SEV, 3 reserved).
     pub const SYNC_CS: Field = Field::new(0, 12, 2);
     /// CMD_SYNC MSI shareability.
     pub const SYNC_MSH: Field = Field::new(0, 22, 2);
@@ -427,6 +431,8 @@ impl Cd {
 pub enum Opcode {
     /// CMD_PREFETCH_CONFIG.
     PrefetchConfig = 0x01,
+    /// CMD_PREFETCH_ADDR.
+    PrefetchAddr = 0x02,
     /// CMD_CFGI_STE.
     CfgiSte = 0x03,
     /// CMD_CFGI_STE_RANGE (CFGI_ALL with Range = 31).
@@ -465,6 +471,7 @@ impl Opcode {
         use Opcode::*;
         Some(match b {
             0x01 => PrefetchConfig,
+            0x02 => PrefetchAddr,
             0x03 => CfgiSte,
             0x04 => CfgiSteRange,
             0x05 => CfgiCd,
@@ -734,7 +741,8 @@ mod tests {
         assert_eq!(Command::tlbi_nh_va(2, 5, 0x1234_5000).0, [0x0005_0002_0000_0012, 0x1234_5001]);
         assert_eq!(Command::sync().0, [0x46, 0]);
         assert_eq!(Opcode::from_u8(0x12), Some(Opcode::TlbiNhVa));
-        assert_eq!(Opcode::from_u8(0x02), None);
+        assert_eq!(Opcode::from_u8(0x02), Some(Opcode::PrefetchAddr));
+        assert_eq!(Opcode::from_u8(0x07), None);
     }
 
     #[test]

@@ -164,63 +164,54 @@ fn vm_name(vm: u32) -> &'static str {
 }
 
 /// Runs `f` on the service (whose operations first handle global errors and drain the event
-/// queue), logs the global errors that were handled, and hands the Linux host the events that
-/// reached its ring (into its own event queue, with its interrupt).
+/// queue) and hands the Linux host the events that reached its ring (into its own event queue,
+/// with its interrupt). What is worth a log line (global errors handled, the emulated SMMU's
+/// notices) is printed after the locks are released: no VM waits on the UART.
 fn with<T>(default: T, f: impl FnOnce(&mut SmmuService<SmmuMmio>) -> T) -> T {
-    let mut g = SERVICE.lock();
-    let Some(io) = g.as_mut() else { return default };
-    let r = f(io);
-    let errors = io.take_unreported_errors();
+    let (r, errors, said) = {
+        let mut g = SERVICE.lock();
+        let Some(io) = g.as_mut() else { return default };
+        let r = f(io);
+        let errors = io.take_unreported_errors();
+        let said = VSMMU.lock().as_mut().map(|h| h.serve(io, |_, _| {}));
+        (r, errors, said)
+    };
     if !errors.is_empty() {
         warn!(
             "SMMU global errors {:#x} ({errors:?}) acknowledged (a service failure re-initialises from the hypervisor's tables)",
             errors.bits()
         );
     }
-    if let Some(h) = VSMMU.lock().as_mut() {
-        let mut mem = super::guestmem::IdentityGuestMemory;
-        let mut ctx = vsmmu::Context {
-            mem: vsmmu::HostMemory { spec: h.spec, mem: &mut mem },
-            smmu: &mut *io,
-        };
-        h.deliver(&mut ctx);
-        h.after();
+    if let Some(said) = said {
+        said.log();
     }
     r
 }
 
-impl HostSmmu {
-    /// Moves the host's pending event records into its event queue (nothing to do, and no
-    /// work, when its ring is empty).
-    fn deliver(&mut self, ctx: &mut vsmmu::Context<'_>) {
-        if ctx.smmu.events_pending(self.v.vm) {
-            self.v.deliver_events(ctx);
-        }
-    }
+/// What the emulated SMMU had to say after an access: logged once its locks are released.
+struct Said {
+    name: &'static str,
+    notices: [Option<Notice>; vsmmu::NOTICES],
+}
 
-    /// Raises the host's interrupts the emulated SMMU asked for and logs its notices.
-    fn after(&mut self) {
-        let irqs = self.v.take_irqs();
-        if irqs.eventq {
-            super::irq::pend_spi(self.eventq_intid);
-        }
-        if irqs.gerror {
-            super::irq::pend_spi(self.gerror_intid);
-        }
-        if !self.v.has_notices() {
-            return;
-        }
-        for n in self.v.take_notices().into_iter().flatten() {
-            let name = self.spec.name;
-            match n {
+impl Said {
+    /// Logs the notices (each kind of notice once per VM: the emulated SMMU counts the rest,
+    /// and the counts are printed when the VM stops).
+    fn log(&self) {
+        let name = self.name;
+        for n in self.notices.iter().flatten() {
+            match *n {
                 Notice::SteRefused { sid, why } => warn!(
-                    "vm {name}: its STE for stream {sid:#x} refused ({why}): the stream is blocked"
+                    "vm {name}: its STE for stream {sid:#x} refused ({why}): the stream is blocked (logged once per reason)"
                 ),
                 Notice::SteUnreadable { sid } => warn!(
-                    "vm {name}: its STE for stream {sid:#x} is not in its RAM (stream table or level-1 descriptor outside it): the stream is blocked"
+                    "vm {name}: its STE for stream {sid:#x} is not in its RAM (stream table or level-1 descriptor outside it): the stream is blocked (logged once)"
+                ),
+                Notice::SteInstallFailed { sid } => warn!(
+                    "vm {name}: the SMMU failed to install the shadow of its STE for stream {sid:#x}: the stream is blocked (logged once)"
                 ),
                 Notice::IllegalCommand { cmd, err } => warn!(
-                    "vm {name}: its SMMU command {:#018x} {:#018x} stopped its command queue (CMDQ_CONS.ERR {err}): {}",
+                    "vm {name}: its SMMU command {:#018x} {:#018x} stopped its command queue (CMDQ_CONS.ERR {err}): {} (logged once per error)",
                     cmd.0[0],
                     cmd.0[1],
                     match err {
@@ -233,6 +224,35 @@ impl HostSmmu {
                 ),
             }
         }
+    }
+}
+
+impl HostSmmu {
+    /// One access's worth of service to the host, under both locks: `access` (a register
+    /// access, possibly nothing), then its pending event records into its event queue (no
+    /// work when its ring is empty), then its interrupts. Returns what to log.
+    fn serve(
+        &mut self,
+        io: &mut SmmuService<SmmuMmio>,
+        access: impl FnOnce(&mut VirtualSmmu, &mut vsmmu::Context<'_>),
+    ) -> Said {
+        let mut mem = super::guestmem::IdentityGuestMemory;
+        let mut ctx =
+            vsmmu::Context { mem: vsmmu::HostMemory { spec: self.spec, mem: &mut mem }, smmu: io };
+        access(&mut self.v, &mut ctx);
+        if ctx.smmu.events_pending(self.v.vm) {
+            self.v.deliver_events(&mut ctx);
+        }
+        let irqs = self.v.take_irqs();
+        if irqs.eventq {
+            super::irq::pend_spi(self.eventq_intid);
+        }
+        if irqs.gerror {
+            super::irq::pend_spi(self.gerror_intid);
+        }
+        let notices =
+            if self.v.has_notices() { self.v.take_notices() } else { [None; vsmmu::NOTICES] };
+        Said { name: self.spec.name, notices }
     }
 }
 
@@ -267,35 +287,47 @@ impl hyp::mmio::Device for HostSmmuDevice {
             // The SMMU's registers are 32 or 64 bits wide.
             return 0;
         }
-        if offset as usize == host_abi::smmu::regs::off::EVTQ_PROD {
+        let offset = offset as usize;
+        if offset == host_abi::smmu::regs::off::EVTQ_PROD {
             // What the real SMMU has recorded so far is in the host's queue when it looks (as
             // on hardware, where PROD shows every record written), interrupts or not.
             with((), |io| {
                 io.service_hardware();
             });
+        } else if offset == host_abi::smmu::regs::off::CMDQ_CONS
+            && VSMMU.lock().as_ref().is_some_and(|h| h.v.commands_pending())
+        {
+            // The host polls for space or for its CMD_SYNC: the emulated SMMU goes on with what
+            // an earlier access left (within the access budget), as hardware would have.
+            access(|v, ctx| v.poll(ctx));
         }
         let mut g = VSMMU.lock();
         let Some(h) = g.as_mut() else { return 0 };
-        h.v.read(offset as usize, size)
+        h.v.read(offset, size)
     }
     fn write(&self, offset: u64, size: u8, value: u64) {
         if size < 4 {
             return;
         }
+        access(|v, ctx| v.write(offset as usize, size, value, ctx));
+    }
+}
+
+/// One access to the emulated SMMU that needs the SMMU service: both locks, in their order
+/// (SERVICE, then VSMMU), for `f` and the host's events, then the log once both are released.
+fn access(f: impl FnOnce(&mut VirtualSmmu, &mut vsmmu::Context<'_>)) {
+    let said = {
         let mut g = SERVICE.lock();
         let Some(io) = g.as_mut() else { return };
         let mut v = VSMMU.lock();
         let Some(h) = v.as_mut() else { return };
-        let mut mem = super::guestmem::IdentityGuestMemory;
-        let mut ctx = vsmmu::Context {
-            mem: vsmmu::HostMemory { spec: h.spec, mem: &mut mem },
-            smmu: &mut *io,
-        };
-        h.v.write(offset as usize, size, value, &mut ctx);
-        h.deliver(&mut ctx);
-        h.after();
-    }
+        h.serve(io, f)
+    };
+    said.log();
 }
+
+/// The VMs whose failed attach was logged (bit per VM).
+static ATTACH_FAILURES_LOGGED: AtomicU64 = AtomicU64::new(0);
 
 /// The SMMU service for hypercalls.
 pub struct SharedSmmu;
@@ -324,7 +356,14 @@ impl SmmuCalls for SharedSmmu {
             // Debug level: this is on the SET_STE path, whose cost is benchmarked.
             Ok(()) => debug!("vm {}: stream {sid:#x} attached: {domain}", vm_name(vm)),
             Err(e) => {
-                warn!("vm {}: attaching stream {sid:#x} to {domain} failed: {e}", vm_name(vm))
+                // Once per VM (its SMMU statistics count every one): a VM decides how often.
+                let bit = 1u64 << (vm % 64);
+                if ATTACH_FAILURES_LOGGED.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
+                    warn!(
+                        "vm {}: attaching stream {sid:#x} to {domain} failed: {e} (logged once per VM)",
+                        vm_name(vm)
+                    )
+                }
             }
         }
         r
@@ -395,7 +434,7 @@ pub fn vm_stopped(vm: u32) {
     if let Some(h) = VSMMU.lock().as_ref().filter(|h| h.v.vm == vm) {
         let c = h.v.counters;
         info!(
-            "vm {}: emulated SMMU: {} commands ({} CMD_SYNCs completed after the real SYNC, {} stopped the queue), {} STEs shadowed ({} refused), {} events delivered ({} discarded: its queue full or disabled), {} accesses to unimplemented registers",
+            "vm {}: emulated SMMU: {} commands ({} CMD_SYNCs completed after the real SYNC, {} stopped the queue), {} STEs shadowed ({} refused), {} events delivered ({} discarded: its queue full or disabled), {} accesses to unimplemented registers, {} shadow installs failed, {} accesses stopped at the work budget, {} CONS polls went on consuming, {} notices counted but not logged again",
             h.spec.name,
             c.commands,
             c.syncs,
@@ -404,7 +443,11 @@ pub fn vm_stopped(vm: u32) {
             c.stes_refused,
             c.events_delivered,
             c.events_discarded,
-            c.unknown_accesses
+            c.unknown_accesses,
+            c.ste_installs_failed,
+            c.budget_stops,
+            c.continued,
+            c.notices_unlogged
         );
     }
     with((), |io| {

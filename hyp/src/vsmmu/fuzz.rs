@@ -277,6 +277,8 @@ struct Snap {
     suspends: u64,
     power: Power,
     consumed: usize,
+    /// Accesses of the emulated SMMU that stopped at its work budget.
+    budget_stops: u64,
     /// Where the host's event queue takes its next record, if enabled and not full.
     evtq_slot: Option<u64>,
 }
@@ -297,21 +299,28 @@ enum Expect {
 fn expect(c: &Command, caps: &SmmuCaps) -> Expect {
     let sid = c.field(cmd::SID) as u32;
     let owns = |s: u32| HOST_STREAMS.contains(&s);
+    // The bits each command the emulated SMMU executes itself may have set, from the
+    // architecture's layouts (word 0 bits 7:0 are the opcode): anything else set, the secure
+    // bit included, is illegal.
+    let only = |w0: u64, w1: u64| c.0[0] & !(w0 | 0xff) == 0 && c.0[1] & !w1 == 0;
+    const SID: u64 = 0xffff_ffff << 32;
+    const SSID_SSV: u64 = 0xf_ffff << 12 | 1 << 11;
     match c.opcode_byte() {
         0x46 => {
-            // No SYNC interrupt and no MSI advertised.
-            let asks = c.field(cmd::SYNC_CS) == 1
-                || c.field(cmd::SYNC_MSIADDR) != 0
-                || c.field(cmd::SYNC_MSIDATA) != 0;
-            if asks {
-                Expect::Illegal
-            } else {
+            // CS none or SEV (no SYNC interrupt advertised, 0b11 reserved), MSH and MSIATTR
+            // (meaningless without MSI); no MSI address or data.
+            let cs = c.field(cmd::SYNC_CS);
+            if (cs == 0 || cs == 2) && only(0x3 << 12 | 0x3 << 22 | 0xf << 24, 0) {
                 Expect::Nothing
+            } else {
+                Expect::Illegal
             }
         }
-        0x01 => Expect::Nothing,
-        0x03 => Expect::Refresh(sid, 1),
-        0x04 => {
+        // PREFETCH_CONFIG and PREFETCH_ADDR (Size, Stride, Address): hints, nothing to do.
+        0x01 if only(SID | SSID_SSV, 0) => Expect::Nothing,
+        0x02 if only(SID | SSID_SSV, !0xc00) => Expect::Nothing,
+        0x03 if only(SID, 1) => Expect::Refresh(sid, 1),
+        0x04 if only(SID, 0x1f) => {
             let r = c.field(cmd::RANGE);
             if r >= 31 {
                 Expect::Refresh(0, 1 << 32)
@@ -320,7 +329,7 @@ fn expect(c: &Command, caps: &SmmuCaps) -> Expect {
                 Expect::Refresh((sid as u64 & !(n - 1)) as u32, n)
             }
         }
-        0x30 => Expect::Send(Command::tlbi_nh_all(host_vmid())),
+        0x30 if only(0, 0) => Expect::Send(Command::tlbi_nh_all(host_vmid())),
         0x05 | 0x06 | 0x10..=0x13 | 0x40 => match validate::command(c, host_vmid(), &owns, caps) {
             Ok(CommandAction::Submit(x)) => Expect::Send(x),
             Ok(CommandAction::Elide) => Expect::Nothing,
@@ -436,6 +445,7 @@ impl World {
             suspends: pm.suspends,
             power: self.io.power(),
             consumed: self.io.regs_mut().consumed.len(),
+            budget_stops: self.v.counters.budget_stops,
             evtq_slot,
         }
     }
@@ -600,10 +610,17 @@ impl World {
         let stopped = r.cmdq_stopped();
         let cons_reg = self.v.read(off::CMDQ_CONS, 4) as u32;
         let err = cons_reg >> 24 & 0x7f;
-        if cmdqen && prod.raw() != cons.raw() && !stopped {
+        // Commands may be left only when the access did its budget's worth of work (each
+        // command looked at counts at least one unit, so at least a budget's worth of commands,
+        // less what refreshes and submissions cost, was consumed).
+        let budget_stop = self.v.counters.budget_stops != b.budget_stops;
+        if cmdqen && prod.raw() != cons.raw() && !stopped && !budget_stop {
             return Err(format!(
                 "{op}: commands left in a running queue (PROD {prod:?}, CONS {cons:?})"
             ));
+        }
+        if budget_stop && k == 0 {
+            return Err(format!("{op}: stopped at the budget without consuming anything"));
         }
         let caps = self.io.caps();
         let newly_stopped = (b.gerror ^ after.gerror) & Gerror::CMDQ_ERR.bits() != 0;

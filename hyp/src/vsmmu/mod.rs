@@ -26,6 +26,8 @@ use crate::service::SmmuCalls;
 use crate::smmu::ste::Domain;
 use crate::softsmmu::{EventPost, IdRegs, MemFault, SmmuMemory, SoftSmmu, WriteEffect};
 use crate::validate::{self, SmmuCaps};
+use alloc::vec;
+use alloc::vec::Vec;
 use host_abi::smmu::regs::{cerror, off, Cr0, Gbpa, Gerror, Idr1, Idr5, EMULATED_IDR0};
 use host_abi::smmu::{cmd, Command, Opcode, Ste};
 use host_abi::{HypError, INVALIDATE_MAX};
@@ -119,10 +121,11 @@ const PASS_THROUGH: [bool; 256] = {
 };
 
 /// A host CMD_SYNC the emulated SMMU completes: by polling CONS (CS = none) or with an event
-/// (CS = SEV, harmless); no interrupt (the cmdq-sync interrupt is not provided) and no MSI.
-/// (Its MSH and MSIATTR fields mean nothing without an MSI.)
+/// (CS = SEV, harmless); no interrupt (the cmdq-sync interrupt is not provided), no MSI, and not
+/// the reserved CS encoding 0b11. (Its MSH and MSIATTR fields mean nothing without an MSI.)
 fn host_sync_ok(c: &Command) -> bool {
-    c.field(cmd::SYNC_CS) != 1 && c.field(cmd::SYNC_MSIADDR) | c.field(cmd::SYNC_MSIDATA) == 0
+    let cs = c.field(cmd::SYNC_CS);
+    (cs == 0 || cs == 2) && validate::host_fields(c).is_ok()
 }
 
 /// What a host command becomes on the guests' INVALIDATE path, if it goes there: exactly what
@@ -137,31 +140,29 @@ fn for_guest_path(c: &Command) -> Option<Command> {
         Some(*c)
     } else if op == Opcode::Sync as u8 {
         host_sync_ok(c).then(Command::sync)
-    } else if op == Opcode::PrefetchConfig as u8 {
-        Some(Command::sync())
+    } else if op == Opcode::PrefetchConfig as u8 || op == Opcode::PrefetchAddr as u8 {
+        validate::host_fields(c).is_ok().then(Command::sync)
     } else if op == Opcode::TlbiNsnhAll as u8 {
-        Some(Command::tlbi_nh_all(0))
+        validate::host_fields(c).is_ok().then(|| Command::tlbi_nh_all(0))
     } else {
         None
     }
 }
 
 /// Translates one host command. Everything the emulated SMMU does not advertise (stage 2,
-/// EL2 translation, ATS, PRI, stall, MSI) is illegal, as it would be on hardware without it.
+/// EL2 translation, ATS, PRI, stall, MSI) is illegal, as it would be on hardware without it, and
+/// so is a command the emulated SMMU executes itself with a secure, reserved or MSI field set
+/// ([`validate::host_fields`]).
 pub fn translate(c: &Command) -> HostCommand {
     let Some(op) = Opcode::from_u8(c.opcode_byte()) else {
         return HostCommand::Illegal(cerror::ILL);
     };
     let sid = c.field(cmd::SID) as u32;
+    let own_fields_ok = || validate::host_fields(c).is_ok();
     match op {
-        Opcode::Sync => {
-            if !host_sync_ok(c) {
-                return HostCommand::Illegal(cerror::ILL);
-            }
-            HostCommand::Sync
-        }
-        Opcode::CfgiSte => HostCommand::RefreshStes { first: sid, count: 1 },
-        Opcode::CfgiSteRange => {
+        Opcode::Sync if host_sync_ok(c) => HostCommand::Sync,
+        Opcode::CfgiSte if own_fields_ok() => HostCommand::RefreshStes { first: sid, count: 1 },
+        Opcode::CfgiSteRange if own_fields_ok() => {
             // 2^(Range + 1) streams from SID aligned down; Range 31: every stream.
             let range = c.field(cmd::RANGE) as u32;
             if range >= 31 {
@@ -171,9 +172,9 @@ pub fn translate(c: &Command) -> HostCommand {
             let first = (sid as u64 & !(count - 1)) as u32;
             HostCommand::RefreshStes { first, count }
         }
-        Opcode::PrefetchConfig => HostCommand::Nothing,
+        Opcode::PrefetchConfig | Opcode::PrefetchAddr if own_fields_ok() => HostCommand::Nothing,
         // All of the host's non-hypervisor TLB entries: its VMID's stage-1 entries.
-        Opcode::TlbiNsnhAll => HostCommand::Invalidate(Command::tlbi_nh_all(0)),
+        Opcode::TlbiNsnhAll if own_fields_ok() => HostCommand::Invalidate(Command::tlbi_nh_all(0)),
         Opcode::CfgiCd
         | Opcode::CfgiCdAll
         | Opcode::TlbiNhAll
@@ -181,11 +182,33 @@ pub fn translate(c: &Command) -> HostCommand {
         | Opcode::TlbiNhVa
         | Opcode::TlbiNhVaa
         | Opcode::AtcInv => HostCommand::Invalidate(*c),
-        Opcode::TlbiEl2All | Opcode::TlbiS12Vmall | Opcode::PriResp | Opcode::Resume => {
-            HostCommand::Illegal(cerror::ILL)
-        }
+        Opcode::Sync
+        | Opcode::CfgiSte
+        | Opcode::CfgiSteRange
+        | Opcode::PrefetchConfig
+        | Opcode::PrefetchAddr
+        | Opcode::TlbiNsnhAll
+        | Opcode::TlbiEl2All
+        | Opcode::TlbiS12Vmall
+        | Opcode::PriResp
+        | Opcode::Resume => HostCommand::Illegal(cerror::ILL),
     }
 }
+
+/// Work the emulated SMMU does for the host in one trapped access, in units of one command looked
+/// at. Then it returns, and the rest of the host's queue waits for its next access to the SMMU
+/// (its driver polls CMDQ_CONS for space and for each CMD_SYNC), as a hardware SMMU consumes its
+/// queue asynchronously. However large the host made its queue, no access holds the SMMU
+/// service's lock for more than this (plus one refresh of each of its streams, a number the
+/// manifest fixes).
+pub const ACCESS_BUDGET: u32 = 256;
+
+/// What one STE refresh (read, validate, install) costs against [`ACCESS_BUDGET`].
+pub const REFRESH_COST: u32 = 16;
+
+/// What one submission to the real SMMU (validation, the commands and a real SYNC) costs
+/// against [`ACCESS_BUDGET`], beyond its commands.
+pub const SEND_COST: u32 = 8;
 
 /// Counters (reported in the hypervisor's log and the host's SMMU statistics).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -206,6 +229,14 @@ pub struct Counters {
     pub command_errors: u64,
     /// Register accesses to offsets the emulated SMMU does not implement.
     pub unknown_accesses: u64,
+    /// Shadow STEs the SMMU service failed to install (the stream was left blocked).
+    pub ste_installs_failed: u64,
+    /// Notices not logged: their kind had been logged before (each is counted above as well).
+    pub notices_unlogged: u64,
+    /// Accesses that stopped consuming at the access budget with commands left.
+    pub budget_stops: u64,
+    /// CMDQ_CONS reads that went on consuming what an earlier access left.
+    pub continued: u64,
 }
 
 /// Interrupt lines the emulated SMMU raised for the host (edge: pend the host's SPI).
@@ -250,6 +281,11 @@ pub enum Notice {
         /// Its CMDQ_CONS.ERR.
         err: u32,
     },
+    /// The SMMU service could not install a host STE's shadow: the stream is blocked.
+    SteInstallFailed {
+        /// Stream ID.
+        sid: u32,
+    },
     /// An access to an offset the emulated SMMU does not implement.
     UnknownRegister {
         /// Byte offset.
@@ -257,16 +293,35 @@ pub enum Notice {
     },
 }
 
+impl Notice {
+    /// The kind of a notice, for logging each kind once per VM (a number below 64): the type,
+    /// and for refusals the reason (so each different refusal is logged once).
+    pub fn kind(&self) -> u32 {
+        match *self {
+            Notice::SteRefused { why, .. } => (why.code().unsigned_abs() as u32).min(15),
+            Notice::SteUnreadable { .. } => 16,
+            Notice::SteInstallFailed { .. } => 17,
+            Notice::IllegalCommand { err, .. } => 18 + err.min(7),
+            Notice::UnknownRegister { .. } => 26,
+        }
+    }
+}
+
 /// Most notices kept between two [`VirtualSmmu::take_notices`].
-const NOTICES: usize = 8;
+pub const NOTICES: usize = 8;
 
 /// The emulated SMMU of one VM (the host).
 pub struct VirtualSmmu {
     smmu: SoftSmmu,
     /// The VM it belongs to.
     pub vm: u32,
-    /// The streams the VM owns (their STEs are shadowed).
-    streams: &'static [u32],
+    /// The streams the VM owns (their STEs are shadowed), in increasing order.
+    streams: Vec<u32>,
+    /// STE refreshes asked for and not done yet: bit `i` for `streams[i]` (one refresh per
+    /// stream however many commands named it).
+    dirty: Vec<u64>,
+    /// Whether any bit of `dirty` is set.
+    any_dirty: bool,
     /// Counters.
     pub counters: Counters,
     notices: [Option<Notice>; NOTICES],
@@ -275,7 +330,8 @@ pub struct VirtualSmmu {
     at: [u32; INVALIDATE_MAX as usize],
     /// Commands copied out of the host's queue, not yet looked at.
     fetched: Aligned<[Command; INVALIDATE_MAX as usize]>,
-    reported_unknown: bool,
+    /// The kinds of notice logged already (bit [`Notice::kind`]).
+    reported: u64,
 }
 
 /// The ID registers the host sees: what is shadowed correctly and nothing more. Stage 1 only
@@ -302,16 +358,22 @@ impl VirtualSmmu {
     /// The emulated SMMU of VM `vm`, owning `streams`, on a real SMMU with `caps`.
     pub fn new(vm: u32, streams: &'static [u32], caps: &SmmuCaps) -> Self {
         let sid_bits = streams.iter().map(|s| 32 - s.leading_zeros()).max().unwrap_or(1).max(8);
+        let mut streams = streams.to_vec();
+        streams.sort_unstable();
+        streams.dedup();
+        let dirty = vec![0u64; streams.len().div_ceil(64)];
         VirtualSmmu {
             smmu: SoftSmmu::new(advertised(caps, sid_bits), Gbpa::ABORT),
             vm,
             streams,
+            dirty,
+            any_dirty: false,
             counters: Counters::default(),
             notices: [None; NOTICES],
             batch: [Command::default(); INVALIDATE_MAX as usize],
             at: [0; INVALIDATE_MAX as usize],
             fetched: Aligned([Command::default(); INVALIDATE_MAX as usize]),
-            reported_unknown: false,
+            reported: 0,
         }
     }
 
@@ -320,7 +382,16 @@ impl VirtualSmmu {
         &self.smmu
     }
 
+    /// Queues `n` for the log if it is the first of its kind (see [`Notice::kind`]); every
+    /// notice is counted by its own counter, and the counts are what the log shows of the rest.
+    /// However often a VM provokes one, the hypervisor logs a bounded number of lines.
     fn notice(&mut self, n: Notice) {
+        let bit = 1u64 << n.kind();
+        if self.reported & bit != 0 {
+            self.counters.notices_unlogged += 1;
+            return;
+        }
+        self.reported |= bit;
         if let Some(slot) = self.notices.iter_mut().find(|s| s.is_none()) {
             *slot = Some(n);
         }
@@ -364,10 +435,7 @@ impl VirtualSmmu {
     /// the first one reported.
     fn unknown(&mut self, offset: usize) {
         self.counters.unknown_accesses += 1;
-        if !self.reported_unknown {
-            self.reported_unknown = true;
-            self.notice(Notice::UnknownRegister { offset });
-        }
+        self.notice(Notice::UnknownRegister { offset });
     }
 
     /// A store of `size` bytes (4 or 8) at byte `offset`.
@@ -411,18 +479,67 @@ impl VirtualSmmu {
         }
     }
 
+    /// The indices in `streams` of the streams in `first..first + count`.
+    fn span(&self, first: u32, count: u64) -> core::ops::Range<usize> {
+        let end = first as u64 + count;
+        let lo = self.streams.partition_point(|&s| (s as u64) < first as u64);
+        let hi = self.streams.partition_point(|&s| (s as u64) < end);
+        lo..hi.max(lo)
+    }
+
     /// Re-reads the host STEs of its streams in `first..first + count` and shadows each.
     fn refresh(&mut self, first: u32, count: u64, ctx: &mut Context<'_>) {
-        let end = first as u64 + count;
-        for &sid in self.streams {
-            if (sid as u64) < first as u64 || sid as u64 >= end {
-                continue;
-            }
-            let domain = self.host_domain(sid, ctx);
-            self.counters.stes_shadowed += 1;
-            // A failure leaves the stream blocked (the service says so in its own log).
-            let _ = ctx.smmu.attach(self.vm, sid, domain);
+        for i in self.span(first, count) {
+            self.refresh_one(self.streams[i], ctx);
         }
+    }
+
+    /// Re-reads the host STE of its stream `sid` and shadows it.
+    fn refresh_one(&mut self, sid: u32, ctx: &mut Context<'_>) {
+        let domain = self.host_domain(sid, ctx);
+        self.counters.stes_shadowed += 1;
+        if ctx.smmu.attach(self.vm, sid, domain).is_err() {
+            // The service left the stream blocked; say so (once per kind, then counted).
+            self.counters.ste_installs_failed += 1;
+            self.notice(Notice::SteInstallFailed { sid });
+        }
+    }
+
+    /// Marks the streams in `first..first + count` for a refresh (see [`Self::refresh_dirty`]).
+    fn mark(&mut self, first: u32, count: u64) {
+        let r = self.span(first, count);
+        if r.is_empty() {
+            return;
+        }
+        self.any_dirty = true;
+        let (mut i, end) = (r.start, r.end);
+        while i < end {
+            let (w, b) = (i / 64, i % 64);
+            let n = (64 - b).min(end - i);
+            let bits = if n == 64 { u64::MAX } else { ((1u64 << n) - 1) << b };
+            self.dirty[w] |= bits;
+            i += n;
+        }
+    }
+
+    /// Does the STE refreshes marked, each stream once, and returns their cost against the
+    /// access budget.
+    fn refresh_dirty(&mut self, ctx: &mut Context<'_>) -> u32 {
+        if !self.any_dirty {
+            return 0;
+        }
+        self.any_dirty = false;
+        let mut n = 0;
+        for w in 0..self.dirty.len() {
+            let mut bits = core::mem::take(&mut self.dirty[w]);
+            while bits != 0 {
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                self.refresh_one(self.streams[w * 64 + b], ctx);
+                n += 1;
+            }
+        }
+        n * REFRESH_COST
     }
 
     /// The domain the host's STE of `sid` asks for: blocked while its SMMU is disabled (GBPA
@@ -467,20 +584,50 @@ impl VirtualSmmu {
         }
     }
 
-    /// Consumes the host's command queue from CONS to PROD: each command copied once, the
-    /// guest-path ones validated there as one batch (one SYNC) up to the next STE refresh or
-    /// the end, STE refreshes in order.
+    /// Whether the host's command queue holds commands the emulated SMMU has not consumed
+    /// (enabled, not stopped).
+    pub fn commands_pending(&self) -> bool {
+        self.smmu.cr0().contains(Cr0::CMDQEN)
+            && !self.smmu.cmdq_stopped()
+            && self.smmu.commands_after(0) > 0
+    }
+
+    /// The host looks at its queue (a CMDQ_CONS read): the emulated SMMU goes on consuming what
+    /// an earlier access left, within the access budget.
+    pub fn poll(&mut self, ctx: &mut Context<'_>) {
+        if self.commands_pending() {
+            self.counters.continued += 1;
+            self.consume(ctx);
+        }
+    }
+
+    /// Consumes the host's command queue from CONS towards PROD, at most [`ACCESS_BUDGET`]'s
+    /// worth of work: each command copied once, the guest-path ones validated there as one
+    /// batch (one SYNC) up to the next STE refresh or the end, STE refreshes coalesced (a run of
+    /// CFGI_STE/CFGI_ALL, SYNCs and prefetches between them included, refreshes each stream
+    /// once) and done before any later invalidation. CONS then moves past everything done: every
+    /// CMD_SYNC among it is complete. What is left waits for the host's next access.
     fn consume(&mut self, ctx: &mut Context<'_>) {
+        // Work done in this access, against ACCESS_BUDGET.
+        let mut spent = 0u32;
         // Gathered for the guests' path: `batch[..n]`, from the entries `at[..n]` after CONS.
         let mut n = 0usize;
         // Entries looked at so far.
         let mut k = 0u32;
         // Copied out of the host's queue, from entry `k` on, not yet looked at: `fetched[i..m]`.
         let (mut i, mut m) = (0usize, 0usize);
+        // STE refreshes asked for and not done yet are marked in `self.dirty`, only while
+        // nothing is gathered (what was gathered before a refresh is sent first).
         loop {
             if i == m {
+                let room = ACCESS_BUDGET.saturating_sub(spent) as usize;
+                if room == 0 {
+                    self.counters.budget_stops += 1;
+                    break;
+                }
                 i = 0;
-                m = match self.smmu.fetch_commands(&mut ctx.mem, k, &mut self.fetched[..]) {
+                let room = room.min(self.fetched.len());
+                m = match self.smmu.fetch_commands(&mut ctx.mem, k, &mut self.fetched[..room]) {
                     None => break,
                     Some(Ok(got)) => got,
                     Some(Err(_)) => {
@@ -490,45 +637,61 @@ impl VirtualSmmu {
                     }
                 }
             }
-            let run = self.pass_run(i, m);
+            let (run, only_syncs) = self.pass_run(i, m);
             if run > 0 {
                 self.counters.commands += run as u64;
-                // Complete if a command that is not for the guests' path, or nothing, follows.
-                let complete = i + run < m || self.smmu.commands_after(k + run as u32) == 0;
-                if n == 0 && complete {
-                    // The common case: straight from our copy of the host's queue.
-                    if let Err(r) = send(self.vm, &self.fetched[i..i + run], ctx) {
-                        self.refused(k + r as u32, self.fetched[i + r]);
-                        return;
-                    }
-                } else {
-                    // Gathered with what came before or comes after (queue wrap, refill).
-                    for j in 0..run {
-                        self.batch[n] = self.fetched[i + j];
-                        self.at[n] = k + j as u32;
-                        n += 1;
-                        if n == self.batch.len() {
-                            if !self.flush(n, ctx) {
-                                return;
+                spent += run as u32;
+                if !only_syncs {
+                    // Refreshes asked for before these commands come first.
+                    spent += self.refresh_dirty(ctx);
+                    // Complete if a command that is not for the guests' path, or nothing, or
+                    // the end of this access's work, follows.
+                    let complete = i + run < m
+                        || spent >= ACCESS_BUDGET
+                        || self.smmu.commands_after(k + run as u32) == 0;
+                    if n == 0 && complete {
+                        // The common case: straight from our copy of the host's queue.
+                        spent += SEND_COST;
+                        if let Err(r) = send(self.vm, &self.fetched[i..i + run], ctx) {
+                            self.refused(k + r as u32, self.fetched[i + r]);
+                            return;
+                        }
+                    } else {
+                        // Gathered with what came before or comes after (queue wrap, refill).
+                        for j in 0..run {
+                            self.batch[n] = self.fetched[i + j];
+                            self.at[n] = k + j as u32;
+                            n += 1;
+                            if n == self.batch.len() {
+                                spent += SEND_COST;
+                                if !self.flush(n, ctx) {
+                                    return;
+                                }
+                                n = 0;
                             }
-                            n = 0;
                         }
                     }
                 }
+                // (A run of SYNCs and prefetches alone needs nothing sent: everything before it
+                // was sent with a real SYNC, and CONS passes it only once the rest is done.)
                 (i, k) = (i + run, k + run as u32);
                 continue;
             }
             let c = self.fetched[i];
             i += 1;
             self.counters.commands += 1;
+            spent += 1;
             match translate(&c) {
                 HostCommand::RefreshStes { first, count } => {
                     // In order: what was gathered before goes first.
-                    if !self.flush(n, ctx) {
-                        return;
+                    if n > 0 {
+                        spent += SEND_COST;
+                        if !self.flush(n, ctx) {
+                            return;
+                        }
+                        n = 0;
                     }
-                    n = 0;
-                    self.refresh(first, count, ctx);
+                    self.mark(first, count);
                 }
                 HostCommand::Illegal(err) => {
                     self.stop(k, n, err, c, ctx);
@@ -546,15 +709,18 @@ impl VirtualSmmu {
         if !self.flush(n, ctx) {
             return;
         }
-        // Everything up to PROD completed on the real SMMU: every SYNC among it is complete.
+        self.refresh_dirty(ctx);
+        // Everything up to here completed on the real SMMU: every SYNC among it is complete.
         self.smmu.consume_n(k);
     }
 
     /// How many of `fetched[i..m]` go to the guests' path, each made what [`for_guest_path`]
-    /// says (host CMD_SYNCs counted).
-    fn pass_run(&mut self, i: usize, m: usize) -> usize {
+    /// says (host CMD_SYNCs counted), and whether they are all SYNCs (prefetches included):
+    /// nothing to send.
+    fn pass_run(&mut self, i: usize, m: usize) -> (usize, bool) {
         let mut run = 0;
         let mut syncs = 0;
+        let mut only_syncs = true;
         for c in &mut self.fetched[i..m] {
             let op = c.opcode_byte();
             // Invalidations go as they are (the common case: nothing to rewrite).
@@ -565,10 +731,11 @@ impl VirtualSmmu {
                 }
                 syncs += (op == Opcode::Sync as u8) as u64;
             }
+            only_syncs &= c.opcode_byte() == Opcode::Sync as u8;
             run += 1;
         }
         self.counters.syncs += syncs;
-        run
+        (run, only_syncs)
     }
 
     /// The queue stops on the command `pos` entries after CONS, which validation refused.
@@ -580,11 +747,12 @@ impl VirtualSmmu {
     }
 
     /// Stops the queue on the command `pos` entries after CONS with `err`, after sending the
-    /// `n` gathered commands before it.
+    /// `n` gathered commands and doing the refreshes asked for before it.
     fn stop(&mut self, pos: u32, n: usize, err: u32, cmd: Command, ctx: &mut Context<'_>) {
         if !self.flush(n, ctx) {
             return;
         }
+        self.refresh_dirty(ctx);
         self.smmu.consume_n(pos);
         self.counters.command_errors += 1;
         self.notice(Notice::IllegalCommand { cmd, err });
