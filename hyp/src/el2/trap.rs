@@ -202,11 +202,20 @@ fn slow_trap(frame: &mut TrapFrame, esr: Esr) {
                 }
             }
             vm.count_fault();
-            warn!(
-                "vm {}: stage-2 fault at IPA {ipa:#x} (FAR {far:#x}, PC {:#x}): {esr}; \
-                 injecting a synchronous external abort",
-                vm.spec.name, frame.elr
-            );
+            match vm.fault_line() {
+                vm::FaultLine::Full => warn!(
+                    "vm {}: stage-2 fault at IPA {ipa:#x} (FAR {far:#x}, PC {:#x}): {esr}; \
+                     injecting a synchronous external abort",
+                    vm.spec.name, frame.elr
+                ),
+                vm::FaultLine::LastOne => warn!(
+                    "vm {}: stage-2 fault at IPA {ipa:#x}: injecting a synchronous external abort; \
+                     {} faults logged, further ones are only counted",
+                    vm.spec.name,
+                    vm::FAULT_LINES
+                ),
+                vm::FaultLine::Counted => {}
+            }
             let t = trapped(frame, esr, far);
             if let Some(i) = inject::external_abort(&t) {
                 if i.elr_el2 == frame.elr {

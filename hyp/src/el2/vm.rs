@@ -28,6 +28,21 @@ const CNTHCTL: u64 = 0b11;
 /// Lifecycle of every VM.
 pub static STATES: VmStates = VmStates::new(super::PLATFORM_MANIFEST.vms.len() as u32);
 
+/// Stage-2 faults of one VM logged in full; the rest are counted (the count is in the VM's stop
+/// line and the summary).
+pub const FAULT_LINES: u64 = 32;
+
+/// What to log of a stage-2 fault (see [`Vm::fault_line`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultLine {
+    /// The fault in full.
+    Full,
+    /// That from now on faults are only counted.
+    LastOne,
+    /// Nothing.
+    Counted,
+}
+
 /// Per-VM state.
 pub struct Vm {
     /// The manifest entry.
@@ -65,6 +80,17 @@ impl Vm {
     /// Counts one injected fault.
     pub fn count_fault(&self) {
         self.faults.store(self.faults.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    /// Whether the stage-2 fault just counted is among the first [`FAULT_LINES`] of this VM
+    /// (logged in full), the one after them (a line saying the rest are only counted: the
+    /// VM chooses how often it faults, not how much the hypervisor logs), or later.
+    pub fn fault_line(&self) -> FaultLine {
+        match self.faults.load(Ordering::Relaxed) {
+            n if n <= FAULT_LINES => FaultLine::Full,
+            n if n == FAULT_LINES + 1 => FaultLine::LastOne,
+            _ => FaultLine::Counted,
+        }
     }
 
     /// Counts one emulated MMIO access.
