@@ -29,6 +29,13 @@
 //                         CMDQ_ERR and CONS.ERR = ILL, and restarts once the command is
 //                         replaced and GERROR acknowledged, as on hardware
 //         cmdq-in-hyp     the command queue at HYP: the queue stops with CONS.ERR = ABT
+//         flood           a 2 MiB command queue (2^17 entries, a huge page) full of CFGI_ALL,
+//                         PROD written once: the hypervisor consumes a bounded amount per
+//                         trapped access (CONS never moves by more than 256 between two reads),
+//                         the queue drains as CONS is polled, and the stream still works
+//         illegal-flood   2,000 illegal commands, each recovered from as Linux does: the queue
+//                         restarts every time (the hypervisor logs the first one only: xtask
+//                         counts its lines)
 //
 // The SMMU registers are reached through /dev/mem (the kernel runs with iomem=relaxed); our
 // pages' physical addresses come from /proc/self/pagemap.
@@ -94,6 +101,11 @@
 #define OP_CFGI_ALL 0x04
 #define OP_TLBI_S12_VMALL 0x28
 #define OP_SYNC 0x46
+
+// The flood's queue: one 2 MiB huge page of 16-byte commands.
+#define FLOOD_LOG2 17
+// The most commands the hypervisor consumes for the host in one trapped access (README).
+#define ACCESS_BUDGET 256
 
 #define EDU_BUFFER 0x40000ull
 #define EDU_DMA_SRC 0x80
@@ -498,6 +510,76 @@ static void s1_tables(uint64_t *targets, int n)
 	barrier();
 }
 
+// A 2 MiB queue full of CFGI_ALL, PROD written once (one lap ahead of CONS: every entry), then
+// CONS polled as Linux's driver polls it: the hypervisor must consume it a bounded amount per
+// trapped access, so CONS never moves by more than ACCESS_BUDGET between two reads.
+static void flood(uint32_t sid)
+{
+	FILE *f = fopen("/proc/sys/vm/nr_hugepages", "w");
+	if (!f || fprintf(f, "1\n") < 0 || fclose(f))
+		die("cannot reserve a huge page: %s", strerror(errno));
+	size_t len = 1ul << (FLOOD_LOG2 + 4);
+	void *va = mmap(NULL, len, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE | MAP_LOCKED, -1, 0);
+	if (va == MAP_FAILED)
+		die("mmap of a 2 MiB huge page: %s", strerror(errno));
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+	uint64_t e = 0;
+	if (fd < 0 || pread(fd, &e, 8, ((uintptr_t)va / 4096) * 8) != 8)
+		die("pagemap: %s", strerror(errno));
+	close(fd);
+	uint64_t pa = (e & ((1ull << 55) - 1)) << 12;
+	if (!(e & (1ull << 63)) || !pa || (pa & (len - 1)))
+		die("huge page not present or not aligned (pagemap entry %#llx)", (unsigned long long)e);
+	volatile uint64_t *q = va;
+	for (size_t i = 0; i < (1ul << FLOOD_LOG2); i++) {
+		q[2 * i] = OP_CFGI_ALL;
+		q[2 * i + 1] = 31;
+	}
+	barrier();
+	set_cr0(0);
+	wr64(smmu, STRTAB_BASE, st.pa);
+	wr32(smmu, STRTAB_BASE_CFG, STRTAB_LOG2);
+	wr64(smmu, CMDQ_BASE, pa | FLOOD_LOG2);
+	wr32(smmu, CMDQ_PROD, 0);
+	wr32(smmu, CMDQ_CONS, 0);
+	set_cr0(CR0_SMMUEN | CR0_EVTQEN | CR0_CMDQEN);
+	uint32_t mask = (2u << FLOOD_LOG2) - 1;
+	uint32_t full = 1u << FLOOD_LOG2; // wrap bit set, index 0: every entry
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	wr32(smmu, CMDQ_PROD, full);
+	uint32_t last = 0, reads = 0, most = 0;
+	for (;;) {
+		uint32_t cons = rd32(smmu, CMDQ_CONS);
+		reads++;
+		if (CONS_ERR(cons) || ((rd32(smmu, GERROR) ^ rd32(smmu, GERRORN)) & GERROR_CMDQ_ERR))
+			die("the flood stopped the queue (CONS %#x)", cons);
+		uint32_t moved = ((cons & mask) - last) & mask;
+		if (moved > most)
+			most = moved;
+		// The first read follows two accesses (the PROD write and itself), the others one.
+		uint32_t allowed = reads == 1 ? 2 * ACCESS_BUDGET : ACCESS_BUDGET;
+		if (moved > allowed)
+			die("%u commands consumed between two CONS reads (%#x -> %#x): more than %u",
+			    moved, last, cons & mask, allowed);
+		last = cons & mask;
+		if (last == full)
+			break;
+		if (reads > 4u * (1u << FLOOD_LOG2))
+			die("the flood is not consumed: CONS %#x after %u reads", cons, reads);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+	// Back to our one-page queue, and the stream still works.
+	set_cr0(0);
+	smmu_ours(st.pa, cmdq.pa);
+	cfgi(sid);
+	munmap(va, len);
+	printf("flood: %u CFGI_ALL consumed over %u CONS reads in %ld ms, at most %u per access\n",
+	       1u << FLOOD_LOG2, reads, ms, most);
+}
+
 static int reprogram(int argc, char **argv)
 {
 	if (argc < 6)
@@ -624,6 +706,24 @@ static int reprogram(int argc, char **argv)
 		if (err != CERROR_ABT)
 			die("command queue in hypervisor memory: CONS.ERR %u, not ABT", err);
 		printf("cmdq-in-hyp: the command fetch aborted (CMDQ_ERR, CONS.ERR ABT)\n");
+	} else if (!strcmp(what, "flood")) {
+		flood(sid);
+	} else if (!strcmp(what, "illegal-flood")) {
+		for (int i = 0; i < 2000; i++) {
+			uint32_t at = prod;
+			cmd(OP_TLBI_S12_VMALL | (2ull << 32), 0);
+			if (cmd_wait() != CERROR_ILL)
+				die("illegal command %d did not stop the queue", i);
+			volatile uint64_t *slot = cmdq.va + 2 * (at & ((1u << CMDQ_LOG2) - 1));
+			slot[0] = OP_SYNC;
+			slot[1] = 0;
+			barrier();
+			wr32(smmu, GERRORN, rd32(smmu, GERROR));
+			if (cmd_wait())
+				die("the queue did not restart after illegal command %d", i);
+		}
+		cfgi(sid);
+		printf("illegal-flood: 2000 illegal commands, each stopped the queue and each recovery restarted it\n");
 	} else {
 		die("unknown case %s", what);
 	}

@@ -49,6 +49,7 @@ const TARGETS: &[Target] = &[
     Target { name: "heap_bytes_per_stream", limit: 128.0, at_most: true },
     Target { name: "vsmmu_prod_1", limit: 1500.0, at_most: true },
     Target { name: "vsmmu_prod_marginal_per_cmd", limit: 60.0, at_most: true },
+    Target { name: "vsmmu_flood_longest_access", limit: 200_000.0, at_most: true },
     Target { name: "linux_strict_read_4k_hyp_over_native", limit: 1.25, at_most: true },
     Target { name: "linux_strict_write_4k_hyp_over_native", limit: 1.25, at_most: true },
     Target { name: "linux_passthrough_read_4k_hyp_over_native", limit: 1.05, at_most: true },
@@ -232,9 +233,13 @@ fn hypercalls(opts: &Opts, imgs: &images::Images) -> Result<Vec<Figure>, String>
     let (mut figs, log) = run("bench_streams=1000 host_vsmmu=1")?;
     // Baseline: PM disabled; only the invalidation fast path is taken from it.
     let (off, _) = run("pm=off host_vsmmu=1")?;
-    if let Some(f) = off.into_iter().find(|f| f.name == "inval_batch_16") {
-        figs.push(Figure { name: "inval_batch_16_pm_off".into(), ..f });
+    if let Some(f) = off.iter().find(|f| f.name == "inval_batch_16") {
+        figs.push(Figure { name: "inval_batch_16_pm_off".into(), ..f.clone() });
     }
+    // The flood's figure is the host's as the manifest makes it (its own streams, not the
+    // main run's 1000 device-less ones: each access refreshes each host stream once).
+    figs.retain(|f| f.name != "vsmmu_flood_longest_access");
+    figs.extend(off.into_iter().filter(|f| f.name == "vsmmu_flood_longest_access"));
     let out = RunLog { log };
     let hyp_elf = std::fs::read(&imgs.hyp).map_err(|e| e.to_string())?;
     let (file_bytes, mem_bytes) = elf::load_sizes(&hyp_elf)?;

@@ -273,6 +273,67 @@ fn vsmmu_figures(overhead: u64) {
     if cons != prod {
         println!("bench note: emulated CMDQ_CONS {cons:#x}, PROD {prod:#x}: commands refused");
     }
+    vsmmu_flood(overhead, cmdq);
+}
+
+/// The flood queue: 2^FLOOD_LOG2 commands.
+const FLOOD_LOG2: u32 = 12;
+#[repr(C, align(65536))]
+struct FloodQueue(core::cell::UnsafeCell<[[u64; 2]; 1 << FLOOD_LOG2]>);
+// SAFETY: only the bench's one CPU uses it.
+unsafe impl Sync for FloodQueue {}
+static FLOOD: FloodQueue = FloodQueue(core::cell::UnsafeCell::new([[0; 2]; 1 << FLOOD_LOG2]));
+
+/// The host fills a whole queue with CFGI_ALL and writes PROD once, then polls CONS: each trapped
+/// access holds the SMMU service's lock for a bounded amount of work, and the longest of them
+/// is what a guest's SMMU call may wait behind the host. Reports the longest single access
+/// (the PROD write or a CONS read), in instructions.
+fn vsmmu_flood(overhead: u64, own_cmdq: u64) {
+    use host_abi::smmu::regs::off;
+    use host_abi::smmu::Command;
+    let base = platform::qemu_virt::BOARD.smmu.base as usize;
+    // SAFETY: the emulated SMMU's register page (trapped by the hypervisor, `host_vsmmu=1`).
+    let w32 = |o: usize, v: u32| unsafe { ((base + o) as *mut u32).write_volatile(v) };
+    // SAFETY: as for w32.
+    let r32 = |o: usize| unsafe { ((base + o) as *const u32).read_volatile() };
+    // SAFETY: as for w32.
+    let w64 = |o: usize, v: u64| unsafe { ((base + o) as *mut u64).write_volatile(v) };
+    let q = FLOOD.0.get() as *mut [u64; 2];
+    for i in 0..1usize << FLOOD_LOG2 {
+        // SAFETY: entry `i` of the flood queue.
+        unsafe { q.add(i).write_volatile(Command::cfgi_all().0) };
+    }
+    w32(off::CR0, 0b0101);
+    w64(off::CMDQ_BASE, q as u64 | FLOOD_LOG2 as u64);
+    w32(off::CMDQ_PROD, 0);
+    w32(off::CMDQ_CONS, 0);
+    w32(off::CR0, 0b1101);
+    let full = 1u32 << FLOOD_LOG2;
+    let t0 = counter();
+    w32(off::CMDQ_PROD, full);
+    let mut longest = counter() - t0;
+    let mut accesses = 1u64;
+    loop {
+        let t0 = counter();
+        let cons = r32(off::CMDQ_CONS);
+        longest = longest.max(counter() - t0);
+        accesses += 1;
+        if cons == full || cons >> 24 != 0 || accesses > 1 << FLOOD_LOG2 {
+            if cons != full {
+                println!("bench note: the flood stopped at CONS {cons:#x}");
+            }
+            break;
+        }
+    }
+    let longest = longest.saturating_sub(overhead);
+    println!("bench vsmmu_flood_longest_access {longest} {longest} {longest} instructions");
+    println!("bench note: {} CFGI_ALL consumed over {accesses} trapped accesses", full);
+    // Back to the one-page queue.
+    w32(off::CR0, 0b0101);
+    w64(off::CMDQ_BASE, own_cmdq | 8);
+    w32(off::CMDQ_PROD, 0);
+    w32(off::CMDQ_CONS, 0);
+    w32(off::CR0, 0b1101);
 }
 
 #[panic_handler]
