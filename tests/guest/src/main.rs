@@ -1151,8 +1151,11 @@ fn linux_host_stop_leaves_us_running() -> Result<(), Msg> {
         longest * 1_000_000 / freq
     );
     check_eq!(failed, 0, "SMMU_STATS calls that failed while the host ran");
+    // Wall-clock time (no -icount here): the bound leaves room for QEMU's vCPU threads being
+    // descheduled on a loaded two-core machine (a lock holder's thread preempted), and is still
+    // eight times below the 16 s one unbounded access took.
     check!(
-        longest < freq / 2,
+        longest < 2 * freq,
         "an SMMU call waited {} ms while the Linux host ran",
         longest * 1000 / freq
     );
