@@ -98,7 +98,8 @@ pub enum EventDestination {
 pub struct EventReadResult {
     /// Records written to the caller's buffer.
     pub written: usize,
-    /// Records still waiting in the caller's ring.
+    /// Records still waiting in the caller's ring; at least 1 while the SMMU's own queue holds
+    /// records not yet routed (any VM's: read again).
     pub pending: usize,
     /// Records dropped so far because the caller's ring was full (exact).
     pub dropped: u64,
@@ -117,6 +118,8 @@ pub struct EventRouter {
     pub hw_losses: u64,
     /// VMs that received a record since the last loss notice (bit per VM).
     recent: u64,
+    /// The last drain left records in the SMMU's queue (it routes a bounded number per entry).
+    backlog: bool,
 }
 
 impl EventRouter {
@@ -127,6 +130,7 @@ impl EventRouter {
             unowned: 0,
             hw_losses: 0,
             recent: 0,
+            backlog: false,
         }
     }
 
@@ -157,9 +161,16 @@ impl EventRouter {
         }
     }
 
-    /// A drain ended: records routed from now on belong to the next one.
-    pub fn drain_done(&mut self) {
+    /// A drain ended (`more`: it left records in the SMMU's queue): records routed from now on
+    /// belong to the next one.
+    pub fn drain_done(&mut self, more: bool) {
         self.recent = 0;
+        self.backlog = more;
+    }
+
+    /// Whether the last drain left records in the SMMU's queue.
+    pub fn backlog(&self) -> bool {
+        self.backlog
     }
 
     /// Moves up to `out.len()` of `vm`'s oldest records into `out`.
@@ -179,7 +190,8 @@ impl EventRouter {
         }
         EventReadResult {
             written,
-            pending: ring.len(),
+            // Records the SMMU still holds may be the caller's: at least one more read.
+            pending: ring.len().max(self.backlog as usize),
             dropped: ring.overflows,
             lost_notices: ring.lost_notices,
         }
@@ -303,7 +315,7 @@ mod tests {
         let mut r = EventRouter::new(3);
         r.route(&s, ev(0x10, 0)); // VM 0 had a record in this drain although blocked now
         r.hardware_lost(&s);
-        r.drain_done();
+        r.drain_done(false);
         let mut out = [[0u64; 4]; 1];
         assert_eq!(r.read(0, &mut out).lost_notices, 1);
         assert_eq!(r.read(1, &mut out).lost_notices, 0, "blocked, no record: cannot have lost one");

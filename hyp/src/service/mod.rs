@@ -205,11 +205,12 @@ impl<R: SmmuRegs> SmmuService<R> {
         active
     }
 
-    /// Drains the SMMU's event queue into the owners' rings. Returns the records taken.
+    /// Drains the SMMU's whole event queue into the owners' rings (before a power-off, which
+    /// would lose it). Returns the records taken.
     pub fn poll_events(&mut self) -> u32 {
         let Self { hw, streams, events, event_log, .. } = self;
         match hw.powered() {
-            Some(d) => drain(d, streams, events, *event_log),
+            Some(d) => drain(d, streams, events, *event_log, u32::MAX),
             None => 0,
         }
     }
@@ -348,6 +349,8 @@ impl<R: SmmuRegs> SmmuService<R> {
         let dma = self.streams.len();
         let refusal = match self.hw.decide(dma) {
             Action::PowerOff => {
+                // Every record still queued is routed first: power-off loses the queue.
+                self.poll_events();
                 match self.hw.power_off() {
                     Ok(()) => None,
                     // Suspend failed (the SMMU lost power under it): power stays on and the
@@ -436,9 +439,15 @@ fn entry_work<R: SmmuRegs>(
     let active = handle_global_errors(d, streams, events);
     *global_errors += active.bits().count_ones() as u64;
     *unreported |= active;
-    drain(d, streams, events, log);
+    drain(d, streams, events, log, DRAIN_PER_ENTRY);
     active
 }
+
+/// Most event records one entry into the service routes: whatever a VM makes its devices
+/// fault, the entry that happens to come next (another VM's hypercall, the SMMU's interrupt)
+/// does a bounded amount of routing under the service's lock. The rest stay in the SMMU's queue
+/// for the next entry, and EVENT_READ says more may come ([`EventRouter::read`]).
+pub const DRAIN_PER_ENTRY: u32 = 256;
 
 /// Acknowledges the global errors the SMMU raised outside a command batch (CMDQ_ERR is handled
 /// by the batch that caused it). An event-queue abort means records were lost: the VMs that
@@ -463,14 +472,15 @@ fn handle_global_errors<R: SmmuRegs>(
     active
 }
 
-/// Takes every record off the SMMU's event queue into the owners' rings.
+/// Takes at most `max` records off the SMMU's event queue into the owners' rings.
 fn drain<R: SmmuRegs>(
     d: &mut SmmuDriver<R>,
     streams: &Streams,
     events: &mut EventRouter,
     log: Option<EventLog>,
+    max: u32,
 ) -> u32 {
-    let drained = d.drain_events(|e| {
+    let drained = d.drain_events(max, |e| {
         let dest = events.route(streams, e);
         if let Some(log) = log {
             log(dest, &e);
@@ -479,7 +489,7 @@ fn drain<R: SmmuRegs>(
     if drained.overflowed {
         events.hardware_lost(streams);
     }
-    events.drain_done();
+    events.drain_done(drained.more);
     drained.records
 }
 

@@ -426,6 +426,64 @@ fn a_flooding_vm_costs_another_vm_none_of_its_events() {
 }
 
 #[test]
+fn one_entry_routes_a_bounded_number_of_records_and_event_read_says_more_may_come() {
+    let mut io = ready();
+    let (g1, g2) = (sid_of(1), sid_of(2));
+    io.attach(1, g1, Domain::Identity).unwrap();
+    io.attach(2, g2, Domain::Identity).unwrap();
+    // VM 2's device faults 3,000 times with nobody entering the service, then VM 1's once.
+    let flood = 3000u64;
+    for i in 0..flood {
+        io.regs_mut().post_event(ev(g2, i));
+    }
+    io.regs_mut().post_event(ev(g1, 0x77));
+    let drained = |io: &mut SmmuService<FakeSmmu>| io.driver().counters.events;
+    let before = drained(&mut io);
+    // One entry (VM 1's call) routes at most DRAIN_PER_ENTRY of them: VM 2 chose how many
+    // records there are, not how long VM 1's call holds the lock.
+    let mut out = [[0u64; 4]; 16];
+    let r = io.read_events(1, &mut out);
+    assert_eq!(drained(&mut io) - before, DRAIN_PER_ENTRY as u64);
+    assert_eq!(r.written, 0, "VM 1's record is still behind the flood");
+    assert_eq!(r.pending, 1, "but EVENT_READ says to read again");
+    // Reading on gets it, each call a bounded amount of routing.
+    let mut calls = 1;
+    let got = loop {
+        let before = drained(&mut io);
+        let r = io.read_events(1, &mut out);
+        calls += 1;
+        assert!(drained(&mut io) - before <= DRAIN_PER_ENTRY as u64);
+        if r.written > 0 {
+            break out[0][2];
+        }
+        assert!(r.pending > 0 && calls < 100, "no progress");
+    };
+    assert_eq!(got, 0x77);
+    assert_eq!(calls as u64, (flood + 1).div_ceil(DRAIN_PER_ENTRY as u64));
+    let r = io.read_events(1, &mut out);
+    assert_eq!((r.written, r.pending), (0, 0), "the SMMU's queue is empty now");
+}
+
+#[test]
+fn a_power_off_routes_every_queued_record_first() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    io.attach(1, g1, Domain::Identity).unwrap();
+    let n = 10 * DRAIN_PER_ENTRY as u64 + 5;
+    for i in 0..n {
+        io.regs_mut().post_event(ev(g1, i));
+    }
+    // The last allow-off vote powers the SMMU off: the queue would be lost, so it is drained
+    // whole first.
+    io.vm_stopped(1);
+    for vm in 0..MANIFEST.vms.len() as u32 {
+        io.vote(vm, Vote::AllowOff);
+    }
+    assert_eq!(io.power(), Power::Off);
+    assert_eq!(io.driver().counters.events, n);
+}
+
+#[test]
 fn when_the_smmu_itself_drops_events_every_affected_vm_is_told() {
     let mut io = ready();
     let (g1, g2) = (sid_of(1), sid_of(2));

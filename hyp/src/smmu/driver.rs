@@ -217,6 +217,8 @@ pub struct Drained {
     /// The SMMU signalled an overflow since the last drain: an unknown number of records were
     /// discarded.
     pub overflowed: bool,
+    /// Records were left in the queue (`max` reached).
+    pub more: bool,
 }
 
 /// The driver of one SMMU.
@@ -466,17 +468,17 @@ impl<R: SmmuRegs> SmmuDriver<R> {
         Err(CmdError::Timeout)
     }
 
-    /// Takes every pending event record off the event queue, oldest first, and acknowledges an
-    /// overflow the SMMU signalled. One register read when the queue is empty (CONS is the
-    /// driver's own copy).
-    pub fn drain_events(&mut self, mut f: impl FnMut(EventWords)) -> Drained {
+    /// Takes at most `max` pending event records off the event queue, oldest first, and
+    /// acknowledges an overflow the SMMU signalled. One register read when the queue is empty
+    /// (CONS is the driver's own copy).
+    pub fn drain_events(&mut self, max: u32, mut f: impl FnMut(EventWords)) -> Drained {
         let cons_raw = self.evtq_cons;
         let prod_raw = self.regs.read32(off::EVTQ_PROD);
         let mut cons = QueuePtr::new(self.evtq_log2, cons_raw);
         let prod = QueuePtr::new(self.evtq_log2, prod_raw);
         let overflowed = (prod_raw ^ cons_raw) & Q_OVFLG != 0;
         let mut n = 0;
-        while queue::used(prod, cons) != 0 {
+        while n < max && queue::used(prod, cons) != 0 {
             f(self.evtq.read_entry::<4>(cons.index() as usize * 4));
             cons = cons.advance(1);
             n += 1;
@@ -488,7 +490,7 @@ impl<R: SmmuRegs> SmmuDriver<R> {
         }
         self.counters.events += n as u64;
         self.counters.evtq_overflows += overflowed as u64;
-        Drained { records: n, overflowed }
+        Drained { records: n, overflowed, more: queue::used(prod, cons) != 0 }
     }
 
     /// Global errors raised and not yet acknowledged (GERROR ^ GERRORN, GERRORN being the
@@ -711,12 +713,12 @@ mod tests {
         let mut fake = FakeSmmu::qemu();
         let (mut smmu, _) = init(&mut fake, 0x20);
         let (reads, writes) = (smmu.regs_mut().reads, smmu.regs_mut().writes.len());
-        let d = smmu.drain_events(|_| panic!("no record"));
+        let d = smmu.drain_events(u32::MAX, |_| panic!("no record"));
         assert_eq!((d.records, d.overflowed), (0, false));
         assert_eq!(smmu.regs_mut().reads - reads, 1);
         assert_eq!(smmu.regs_mut().writes.len(), writes);
         smmu.regs_mut().post_event([0x10, 0, 0, 0]);
-        assert_eq!(smmu.drain_events(|_| {}).records, 1);
+        assert_eq!(smmu.drain_events(u32::MAX, |_| {}).records, 1);
         assert_eq!(smmu.regs_mut().writes.last(), Some(&(off::EVTQ_CONS, 1)));
     }
 
@@ -832,7 +834,7 @@ mod tests {
             smmu.regs_mut().post_event([0x10 | 0x18 << 32, 0, i, 0]);
         }
         let mut seen = std::vec::Vec::new();
-        let d = smmu.drain_events(|e| seen.push(e[2]));
+        let d = smmu.drain_events(u32::MAX, |e| seen.push(e[2]));
         assert_eq!((d.records, d.overflowed), (3, false));
         assert_eq!(seen, [0, 1, 2]);
         // Fill the whole queue and one more: the SMMU signals an overflow.
@@ -840,10 +842,10 @@ mod tests {
         for i in 0..cap + 1 {
             smmu.regs_mut().post_event([0x10 | 0x18 << 32, 0, i, 0]);
         }
-        let d = smmu.drain_events(|_| {});
+        let d = smmu.drain_events(u32::MAX, |_| {});
         assert_eq!((d.records as u64, d.overflowed), (cap, true));
         assert_eq!(smmu.counters.evtq_overflows, 1);
-        let d = smmu.drain_events(|_| {});
+        let d = smmu.drain_events(u32::MAX, |_| {});
         assert_eq!((d.records, d.overflowed), (0, false), "acknowledged");
     }
 
