@@ -27,7 +27,7 @@ pub struct SmmuCaps {
 }
 
 impl SmmuCaps {
-    /// QEMU 10's SMMUv3 (16 substream bits, no ATS).
+    /// QEMU 10's SMMUv3 (no substreams: IDR1.SSIDSIZE = 0; no ATS).
     pub const QEMU: SmmuCaps = SmmuCaps { ssid_bits: 0, ats: false };
 
     /// From the probed ID registers.

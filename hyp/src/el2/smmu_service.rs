@@ -191,15 +191,27 @@ fn with<T>(default: T, f: impl FnOnce(&mut SmmuService<SmmuMmio>) -> T) -> T {
 /// What the emulated SMMU had to say after an access: logged once its locks are released.
 struct Said {
     name: &'static str,
-    notices: [Option<Notice>; vsmmu::NOTICES],
+    /// None in the common case (nothing to say): no copy of the notice array on the fast path.
+    notices: Option<[Option<Notice>; vsmmu::NOTICES]>,
 }
 
 impl Said {
     /// Logs the notices (each kind of notice once per VM: the emulated SMMU counts the rest,
     /// and the counts are printed when the VM stops).
+    #[inline]
     fn log(&self) {
-        let name = self.name;
-        for n in self.notices.iter().flatten() {
+        if let Some(notices) = &self.notices {
+            log_notices(self.name, notices);
+        }
+    }
+}
+
+/// The lines of [`Said::log`] (off the fast path).
+#[cold]
+#[inline(never)]
+fn log_notices(name: &'static str, notices: &[Option<Notice>; vsmmu::NOTICES]) {
+    {
+        for n in notices.iter().flatten() {
             match *n {
                 Notice::SteRefused { sid, why } => warn!(
                     "vm {name}: its STE for stream {sid:#x} refused ({why}): the stream is blocked (logged once per reason)"
@@ -250,8 +262,7 @@ impl HostSmmu {
         if irqs.gerror {
             super::irq::pend_spi(self.gerror_intid);
         }
-        let notices =
-            if self.v.has_notices() { self.v.take_notices() } else { [None; vsmmu::NOTICES] };
+        let notices = self.v.has_notices().then(|| self.v.take_notices());
         Said { name: self.spec.name, notices }
     }
 }

@@ -210,7 +210,8 @@ pub const REFRESH_COST: u32 = 16;
 /// against [`ACCESS_BUDGET`], beyond its commands.
 pub const SEND_COST: u32 = 8;
 
-/// Counters (reported in the hypervisor's log and the host's SMMU statistics).
+/// Counters (in the line the hypervisor logs when the host stops; not in SMMU_STATS, which
+/// counts the real SMMU's work).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
     /// Host commands consumed.
