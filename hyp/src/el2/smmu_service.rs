@@ -168,13 +168,13 @@ fn vm_name(vm: u32) -> &'static str {
 /// with its interrupt). What is worth a log line (global errors handled, the emulated SMMU's
 /// notices) is printed after the locks are released: no VM waits on the UART.
 fn with<T>(default: T, f: impl FnOnce(&mut SmmuService<SmmuMmio>) -> T) -> T {
-    let (r, errors, said) = {
+    let (r, errors, notices) = {
         let mut g = SERVICE.lock();
         let Some(io) = g.as_mut() else { return default };
         let r = f(io);
         let errors = io.take_unreported_errors();
-        let said = VSMMU.lock().as_mut().map(|h| h.serve(io, |_, _| {}));
-        (r, errors, said)
+        let notices = VSMMU.lock().as_mut().is_some_and(|h| h.serve(io, |_, _| {}));
+        (r, errors, notices)
     };
     if !errors.is_empty() {
         warn!(
@@ -182,31 +182,26 @@ fn with<T>(default: T, f: impl FnOnce(&mut SmmuService<SmmuMmio>) -> T) -> T {
             errors.bits()
         );
     }
-    if let Some(said) = said {
-        said.log();
+    if notices {
+        log_host_notices();
     }
     r
 }
 
-/// What the emulated SMMU had to say after an access: logged once its locks are released.
-struct Said {
-    name: &'static str,
-    /// None in the common case (nothing to say): no copy of the notice array on the fast path.
-    notices: Option<[Option<Notice>; vsmmu::NOTICES]>,
-}
-
-impl Said {
-    /// Logs the notices (each kind of notice once per VM: the emulated SMMU counts the rest,
-    /// and the counts are printed when the VM stops).
-    #[inline]
-    fn log(&self) {
-        if let Some(notices) = &self.notices {
-            log_notices(self.name, notices);
-        }
+/// Logs what the emulated SMMU has to say, once the SMMU service's lock is released: takes its
+/// notices under its own lock alone (a copy of a few hundred bytes, only when there are some),
+/// then prints them with no lock held. Each kind of notice is logged once per VM: the emulated
+/// SMMU counts the rest, and the counts are printed when the VM stops.
+#[cold]
+#[inline(never)]
+fn log_host_notices() {
+    let taken = VSMMU.lock().as_mut().map(|h| (h.spec.name, h.v.take_notices()));
+    if let Some((name, notices)) = taken {
+        log_notices(name, &notices);
     }
 }
 
-/// The lines of [`Said::log`] (off the fast path).
+/// The lines of [`log_host_notices`].
 #[cold]
 #[inline(never)]
 fn log_notices(name: &'static str, notices: &[Option<Notice>; vsmmu::NOTICES]) {
@@ -242,12 +237,13 @@ fn log_notices(name: &'static str, notices: &[Option<Notice>; vsmmu::NOTICES]) {
 impl HostSmmu {
     /// One access's worth of service to the host, under both locks: `access` (a register
     /// access, possibly nothing), then its pending event records into its event queue (no
-    /// work when its ring is empty), then its interrupts. Returns what to log.
+    /// work when its ring is empty), then its interrupts. Returns whether it has notices to
+    /// log (see [`log_host_notices`], once the locks are released).
     fn serve(
         &mut self,
         io: &mut SmmuService<SmmuMmio>,
         access: impl FnOnce(&mut VirtualSmmu, &mut vsmmu::Context<'_>),
-    ) -> Said {
+    ) -> bool {
         let mut mem = super::guestmem::IdentityGuestMemory;
         let mut ctx =
             vsmmu::Context { mem: vsmmu::HostMemory { spec: self.spec, mem: &mut mem }, smmu: io };
@@ -262,8 +258,7 @@ impl HostSmmu {
         if irqs.gerror {
             super::irq::pend_spi(self.gerror_intid);
         }
-        let notices = self.v.has_notices().then(|| self.v.take_notices());
-        Said { name: self.spec.name, notices }
+        self.v.has_notices()
     }
 }
 
@@ -327,14 +322,16 @@ impl hyp::mmio::Device for HostSmmuDevice {
 /// One access to the emulated SMMU that needs the SMMU service: both locks, in their order
 /// (SERVICE, then VSMMU), for `f` and the host's events, then the log once both are released.
 fn access(f: impl FnOnce(&mut VirtualSmmu, &mut vsmmu::Context<'_>)) {
-    let said = {
+    let notices = {
         let mut g = SERVICE.lock();
         let Some(io) = g.as_mut() else { return };
         let mut v = VSMMU.lock();
         let Some(h) = v.as_mut() else { return };
         h.serve(io, f)
     };
-    said.log();
+    if notices {
+        log_host_notices();
+    }
 }
 
 /// The VMs whose failed attach was logged (bit per VM).

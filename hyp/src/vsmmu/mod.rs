@@ -721,7 +721,8 @@ impl VirtualSmmu {
     fn pass_run(&mut self, i: usize, m: usize) -> (usize, bool) {
         let mut run = 0;
         let mut syncs = 0;
-        let mut only_syncs = true;
+        // Commands that became a plain CMD_SYNC (SYNCs and prefetches).
+        let mut to_sync = 0;
         for c in &mut self.fetched[i..m] {
             let op = c.opcode_byte();
             // Invalidations go as they are (the common case: nothing to rewrite).
@@ -731,12 +732,12 @@ impl VirtualSmmu {
                     None => break,
                 }
                 syncs += (op == Opcode::Sync as u8) as u64;
+                to_sync += (c.opcode_byte() == Opcode::Sync as u8) as usize;
             }
-            only_syncs &= c.opcode_byte() == Opcode::Sync as u8;
             run += 1;
         }
         self.counters.syncs += syncs;
-        (run, only_syncs)
+        (run, to_sync == run)
     }
 
     /// The queue stops on the command `pos` entries after CONS, which validation refused.
