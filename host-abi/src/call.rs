@@ -114,7 +114,11 @@ pub enum FunctionId {
     /// to reset values): now if N = 0, otherwise just before the hypervisor's N-th SMMU
     /// register write from now (so in the middle of a suspend or resume sequence). The
     /// hypervisor detects it on its next SMMU access or by its checks in resume, and recovers.
-    /// Errors: `NOT_SUPPORTED` unless the platform enables fault injection.
+    /// Errors: `NOT_SUPPORTED` unless the platform enables fault injection for the caller;
+    /// `REFUSED` with [`Refusal::BypassResetWithDma`](crate::Refusal) (2) in `x1` on a platform
+    /// whose GBPA resets to bypass while any DMA-capable stream is assigned (registers at reset
+    /// values there mean untranslated DMA until the hypervisor's next SMMU access: the same
+    /// reason power-off is refused), for N = 0 and for N > 0 alike; nothing is armed then.
     PmInjectLoss = smccc::vendor_hyp(true, 0x000C),
     /// `x1` = IPA of a buffer, `x2` = its length (at least 64). Writes [`SmmuStats`] (SMMU-wide
     /// counters) and returns `0`.

@@ -257,8 +257,11 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
             Ok(HypReturn::ok(0, 0, 0, 0))
         }
         HypCall::PmInjectLoss { after_writes } => {
-            smmu.inject_power_loss(caller.vm.id, after_writes)?;
-            Ok(HypReturn::ok(0, 0, 0, 0))
+            Ok(match smmu.inject_power_loss(caller.vm.id, after_writes) {
+                Ok(()) => HypReturn::ok(0, 0, 0, 0),
+                // REFUSED says why in x1.
+                Err(e) => HypReturn::err_at(e.error(), e.detail()),
+            })
         }
         HypCall::Invalidate { ipa, count } => {
             invalidate(caller, ipa, count, &mut **mem, &mut **smmu)
@@ -278,6 +281,7 @@ mod tests {
     use super::*;
     use crate::pci::Bar;
     use crate::service::events::EventReadResult;
+    use crate::service::InjectError;
     use crate::validate::SmmuCaps;
     use host_abi::{FunctionId, PmStatus, PmVoteResult, SmmuStats};
     use platform::qemu_virt::MANIFEST;
@@ -357,6 +361,7 @@ mod tests {
         invalidated: Vec<(u32, usize)>,
         injector: Option<u32>,
         injected: Vec<(u32, u64)>,
+        inject_refusal: Option<crate::pm::Refusal>,
     }
     impl SmmuCalls for FakeCalls {
         fn read_events(&mut self, vm: u32, out: &mut [[u64; 4]]) -> EventReadResult {
@@ -389,9 +394,12 @@ mod tests {
         fn may_inject(&mut self, vm: u32) -> bool {
             self.injector == Some(vm)
         }
-        fn inject_power_loss(&mut self, vm: u32, after_writes: u64) -> Result<(), HypError> {
+        fn inject_power_loss(&mut self, vm: u32, after_writes: u64) -> Result<(), InjectError> {
             if !self.may_inject(vm) {
-                return Err(HypError::NotSupported);
+                return Err(InjectError::NotSupported);
+            }
+            if let Some(r) = self.inject_refusal {
+                return Err(InjectError::Refused(r));
             }
             self.injected.push((vm, after_writes));
             Ok(())
@@ -529,6 +537,15 @@ mod tests {
         assert_eq!(call(&mut w, 0, feat).status(), Ok(0));
         assert_eq!(call(&mut w, 0, inject).status(), Ok(0));
         assert_eq!(w.smmu.injected, [(1, 0)]);
+        // Refused now (a bypass-reset platform with DMA-capable streams): REFUSED, the reason's
+        // code in x1, for an immediate and an armed loss alike; FEATURES still offers the call.
+        w.smmu.inject_refusal = Some(crate::pm::Refusal::BypassResetWithDma);
+        for after_writes in [0, 3] {
+            let r = call(&mut w, 0, HypCall::PmInjectLoss { after_writes }.to_regs());
+            assert_eq!(r.0, [HypError::Refused.code() as u64, 2, 0, 0]);
+        }
+        assert_eq!(w.smmu.injected, [(1, 0)], "nothing injected or armed");
+        assert_eq!(call(&mut w, 0, feat).status(), Ok(0));
         let r = call(&mut w, 0, HypCall::Features { function: 0xC600_00FF }.to_regs());
         assert_eq!(r.status(), Err(HypError::NotSupported));
         let r = call(&mut w, 1, HypCall::Version.to_regs());

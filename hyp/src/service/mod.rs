@@ -18,7 +18,7 @@ pub mod events;
 pub mod power;
 pub mod streams;
 
-pub use calls::SmmuCalls;
+pub use calls::{InjectError, SmmuCalls};
 
 use crate::pm::{Action, Power, Refusal, Vote};
 use crate::smmu::driver::{CmdError, EventWords, SmmuDriver};
@@ -396,12 +396,26 @@ impl<R: SmmuRegs> SmmuService<R> {
         self.injector == Some(vm)
     }
 
-    /// Test platforms: VM `vm` asks for an unexpected power loss now (detected and recovered
-    /// on the next hardware access). `NOT_SUPPORTED` unless `vm` is the injector.
-    pub fn inject_power_loss(&mut self, vm: u32) -> Result<(), HypError> {
+    /// Whether VM `vm` may inject a power loss now, now or armed for later: only the injector
+    /// may, and not where GBPA resets to bypass while any DMA-capable stream is assigned (the
+    /// rule that refuses power-off there, [`crate::pm::loss_refusal`]): registers at their reset
+    /// values would let those devices bypass translation until the hypervisor's next SMMU
+    /// access. Streams are assigned at boot only, so what is checked when a loss is armed still
+    /// holds when it fires.
+    pub fn check_injection(&self, vm: u32) -> Result<(), InjectError> {
         if !self.may_inject(vm) {
-            return Err(HypError::NotSupported);
+            return Err(InjectError::NotSupported);
         }
+        match crate::pm::loss_refusal(self.hw.gbpa_reset(), self.streams.len()) {
+            Some(r) => Err(InjectError::Refused(r)),
+            None => Ok(()),
+        }
+    }
+
+    /// Test platforms: VM `vm` asks for an unexpected power loss now (detected and recovered
+    /// on the next hardware access), if [`SmmuService::check_injection`] allows it.
+    pub fn inject_power_loss(&mut self, vm: u32) -> Result<(), InjectError> {
+        self.check_injection(vm)?;
         self.hw.inject_loss();
         Ok(())
     }
@@ -508,11 +522,12 @@ impl<R: SmmuRegs> SmmuCalls for SmmuService<R> {
     fn may_inject(&mut self, vm: u32) -> bool {
         SmmuService::may_inject(self, vm)
     }
-    fn inject_power_loss(&mut self, vm: u32, after_writes: u64) -> Result<(), HypError> {
+    fn inject_power_loss(&mut self, vm: u32, after_writes: u64) -> Result<(), InjectError> {
+        self.check_injection(vm)?;
         if after_writes != 0 {
             // A loss in the middle of a sequence needs the register path, which only the EL2
-            // side has (it checks `may_inject` and arms its countdown itself).
-            return Err(HypError::NotSupported);
+            // side has (it checks `check_injection` and arms its countdown itself).
+            return Err(InjectError::NotSupported);
         }
         SmmuService::inject_power_loss(self, vm)
     }

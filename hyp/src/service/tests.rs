@@ -310,11 +310,11 @@ fn only_the_injector_may_inject_a_power_loss_and_it_is_recovered() {
     let mut io = ready();
     let g1 = sid_of(1);
     io.attach(1, g1, Domain::Identity).unwrap();
-    assert_eq!(io.inject_power_loss(0), Err(HypError::NotSupported), "disabled");
+    assert_eq!(io.inject_power_loss(0), Err(InjectError::NotSupported), "disabled");
     io.injector = Some(0);
     assert!(io.may_inject(0) && !io.may_inject(1));
-    assert_eq!(io.inject_power_loss(1), Err(HypError::NotSupported), "a guest may not");
-    assert_eq!(SmmuCalls::inject_power_loss(&mut io, 2, 0), Err(HypError::NotSupported));
+    assert_eq!(io.inject_power_loss(1), Err(InjectError::NotSupported), "a guest may not");
+    assert_eq!(SmmuCalls::inject_power_loss(&mut io, 2, 0), Err(InjectError::NotSupported));
     assert!(io.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::SMMUEN), "untouched");
     io.inject_power_loss(0).unwrap();
     assert!(!io.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::SMMUEN));
@@ -326,6 +326,50 @@ fn only_the_injector_may_inject_a_power_loss_and_it_is_recovered() {
     let fetched =
         io.regs_mut().smmu.lookup_ste(&mut crate::softsmmu::fake::HostMemory, g1).unwrap();
     assert_eq!(Ste(fetched), ste::encode(&Domain::Identity, &s2(1)), "translating again");
+}
+
+#[test]
+fn a_bypass_reset_platform_refuses_an_injected_power_loss_while_dma_is_possible() {
+    // The same rule as power-off: registers at reset values would mean GBPA = bypass, so
+    // untranslated DMA until the hypervisor's next SMMU access. Refused, now or armed, with the
+    // reason; nothing touches the SMMU.
+    let mut io = service_with(FakeSmmu::qemu(), max_sid(), GbpaReset::Bypass);
+    let g0 = sid_of(0);
+    io.attach(0, g0, Domain::Identity).unwrap();
+    io.injector = Some(0);
+    let refused = Err(InjectError::Refused(Refusal::BypassResetWithDma));
+    let writes = io.regs_mut().writes.len();
+    assert_eq!(io.check_injection(0), refused);
+    assert_eq!(io.inject_power_loss(0), refused);
+    assert_eq!(SmmuCalls::inject_power_loss(&mut io, 0, 0), refused, "immediate");
+    assert_eq!(SmmuCalls::inject_power_loss(&mut io, 0, 3), refused, "armed");
+    assert_eq!(io.check_injection(1), Err(InjectError::NotSupported), "a guest still may not");
+    assert_eq!(io.regs_mut().writes.len(), writes, "no register written");
+    assert!(io.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::SMMUEN), "untouched");
+    assert_eq!(io.pm_counters().losses, 0);
+    let fetched =
+        io.regs_mut().smmu.lookup_ste(&mut crate::softsmmu::fake::HostMemory, g0).unwrap();
+    assert_eq!(Ste(fetched), ste::encode(&Domain::Identity, &s2(0)), "still translating");
+    // The reason is the one a bypass-reset platform gives for power-off, and the call's x1.
+    assert_eq!(io.pm_status().gbpa_reset, 1);
+    let e = io.check_injection(0).unwrap_err();
+    assert_eq!((e.error(), e.detail()), (HypError::Refused, 2));
+    // Without DMA-capable streams there is no window to open: allowed.
+    let mut bare = service_with(FakeSmmu::qemu(), max_sid(), GbpaReset::Bypass);
+    bare.streams = Streams::default();
+    bare.injector = Some(0);
+    assert_eq!(bare.inject_power_loss(0), Ok(()));
+    assert!(!bare.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::SMMUEN), "lost");
+}
+
+#[test]
+fn an_abort_reset_platform_allows_an_injected_power_loss_with_dma() {
+    let mut io = ready();
+    io.attach(0, sid_of(0), Domain::Identity).unwrap();
+    io.injector = Some(0);
+    assert_eq!(io.check_injection(0), Ok(()));
+    assert_eq!(SmmuCalls::inject_power_loss(&mut io, 0, 0), Ok(()));
+    assert!(io.regs_mut().aborts(), "at reset, GBPA = abort: nothing passes");
 }
 
 #[test]
@@ -526,12 +570,12 @@ fn the_hypercall_interface_is_the_service() {
     let st = calls.pm_status();
     assert_eq!((st.votes_allow_off, st.vm_count, st.attached_streams), (1, 3, 1));
     assert!(!calls.may_inject(0) && !calls.may_inject(1));
-    assert_eq!(calls.inject_power_loss(0, 0), Err(HypError::NotSupported));
+    assert_eq!(calls.inject_power_loss(0, 0), Err(InjectError::NotSupported));
     io.regs_mut().post_event(ev(g1, 0x77));
     io.injector = Some(0);
     let calls: &mut dyn SmmuCalls = &mut io;
     assert!(calls.may_inject(0) && !calls.may_inject(1));
-    assert_eq!(calls.inject_power_loss(0, 3), Err(HypError::NotSupported), "deferred: EL2 only");
+    assert_eq!(calls.inject_power_loss(0, 3), Err(InjectError::NotSupported), "deferred: EL2 only");
     let mut out = [[0u64; 4]; 2];
     let r = calls.read_events(1, &mut out);
     assert_eq!((r.written, out[0][2]), (1, 0x77));

@@ -1001,6 +1001,7 @@ fn pm_cycle() -> Result<(), Msg> {
         fill(dst, 4096, |_| 0);
         dma_to(&edu, dst, 4096)?;
         bytes_eq(dst, 4096, pattern, "identity DMA with power kept on")?;
+        injected_losses_are_refused(&edu, dst)?;
         hv::pm_vote(false).map_err(|e| msg!("PM_VOTE: {e}"))?;
         return Ok(());
     }
@@ -1110,6 +1111,47 @@ fn pm_cycle() -> Result<(), Msg> {
     dma_to(&edu, dst, 4096)?;
     bytes_eq(dst, 4096, pattern, "identity DMA after recovering from the loss")?;
     check_eq!(hv::pm_vote(false).map(|r| r.0), Ok(0), "power after the final need-on");
+    Ok(())
+}
+
+/// A bypass-reset platform (the host, its stream attached as identity): PM_INJECT_LOSS, now and
+/// armed for the middle of a suspend and of a resume, is refused with the power-off reason,
+/// because registers at reset values would let every device DMA untranslated until the
+/// hypervisor's next SMMU access. Right after each attempt our edu reads the hypervisor's
+/// memory, which must fault at stage 2 (in an untranslated window it would be read: QEMU's
+/// trace, which xtask checks, would show `smmuv3_translate_disable`), then writes into our
+/// memory, where it must land translated.
+fn injected_losses_are_refused(edu: &Edu, dst: u64) -> Result<(), Msg> {
+    let losses = pm_status()?.losses;
+    let target = BOARD.hyp.base + 0x20_0000;
+    for after in [0u64, 3, 8] {
+        let (st, r) = hv::call(HypCall::PmInjectLoss { after_writes: after });
+        check_eq!(
+            (st, r[1]),
+            (Err(HypError::Refused), 2),
+            "PM_INJECT_LOSS({after}) on a bypass-reset platform (status, reason)"
+        );
+        let _ = iommu::saw_event(|_| false); // drop older events
+        edu.from_ram(target, 0, 64).map_err(|_| msg!("edu DMA (read) did not complete"))?;
+        let seen = iommu::saw_event(|e| {
+            e.event_type() == 0x10 && e.input_addr() == target && e.stage2() && e.is_read()
+        })
+        .map_err(|e| msg!("EVENT_READ: {e}"))?;
+        check!(seen, "no stage-2 fault for a read of hypervisor memory after injection {after}");
+        load_edu_buffer(edu, scratch(0))?;
+        fill(dst, 4096, |_| 0);
+        dma_to(edu, dst, 4096)?;
+        bytes_eq(dst, 4096, pattern, "identity DMA right after a refused injection")?;
+    }
+    // Nothing was armed: SMMU register writes from here on lose nothing.
+    for _ in 0..10 {
+        check_eq!(
+            iommu::invalidate(&[host_abi::smmu::Command::tlbi_nh_all(0)]),
+            Ok(1),
+            "INVALIDATE after the refused injections"
+        );
+    }
+    check_eq!(pm_status()?.losses, losses, "power losses after refused injections");
     Ok(())
 }
 
