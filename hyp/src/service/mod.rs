@@ -260,9 +260,13 @@ impl<R: SmmuRegs> SmmuService<R> {
                 Ok(())
             }
             Err(_) => {
-                // Leave the stream blocked rather than in an unknown state. If even that fails
-                // the SMMU is unpowered or broken; resume rewrites nothing, but the entry in
-                // memory is a hitless mixture of old and new, and CFGI_ALL precedes SMMUEN.
+                // Leave the stream blocked rather than in an unknown state. Word 0 first, alone
+                // (one store: a fetch sees the entry as it was or abort, whatever the other
+                // words hold), so that memory says abort even if the SMMU fails again below
+                // (power lost a second time, or hung) and the plan stops at its first sync
+                // point: resume rewrites nothing, but CFGI_ALL precedes SMMUEN. Then the rest
+                // of the entry, hitlessly.
+                let _ = self.table.write_word(sid, 0, ste::ABORT_WORDS[0]);
                 let _ = self.install(sid, &ste::abort());
                 self.streams.set_domain(idx, Domain::Blocked);
                 Err(HypError::DeviceError)

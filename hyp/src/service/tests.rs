@@ -238,6 +238,29 @@ fn a_failed_ste_write_is_reported_and_the_stream_stays_blocked() {
 }
 
 #[test]
+fn a_failed_attach_leaves_the_stream_blocked_in_memory_even_if_the_smmu_fails_again() {
+    // A hung SMMU: the new entry's first sync point fails, and so does the fallback's. The
+    // stream is reported blocked, so its entry in memory must say abort (resume's CFGI_ALL
+    // makes the SMMU read it), not the old domain.
+    let mut io = ready();
+    let g1 = sid_of(1);
+    io.attach(1, g1, Domain::Identity).unwrap();
+    io.regs_mut().hold_commands = true;
+    let nested = Domain::Nested(crate::smmu::ste::S1Config {
+        ctx_ptr: MANIFEST.vms[1].mem.base + 0x1000,
+        cdmax: 0,
+        fmt: 0,
+        dss: 0,
+        cir: 1,
+        cor: 1,
+        csh: 3,
+    });
+    assert_eq!(io.attach(1, g1, nested), Err(HypError::DeviceError));
+    assert_eq!(io.domain_of(g1), Some(Domain::Blocked));
+    assert_eq!(ste::effective(&io.ste(g1)), None, "the entry in memory aborts: {:x?}", io.ste(g1));
+}
+
+#[test]
 fn a_stream_first_attached_while_off_gets_its_table_and_translates_after_resume() {
     let mut io = service_with(FakeSmmu::qemu(), 0x1000 + 9, GbpaReset::Abort);
     io.add_streams(0, 0x1000, 10);
