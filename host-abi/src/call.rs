@@ -96,9 +96,12 @@ pub enum FunctionId {
     /// TLBI_NH_VA with VMID 0 (the hypervisor puts the caller's); CMD_SYNC without interrupt or
     /// MSI. They go to the SMMU as one batch with one CMD_SYNC. Returns `0` and the number of
     /// commands sent to the hardware in `x1`.
-    /// Errors, with the index of the first bad command in `x1`: `NOT_OWNED`,
-    /// `FORBIDDEN_FIELD`, `RESERVED_FIELD`, `BAD_COMMAND`; and `INVALID_PARAMETER` (count 0
-    /// or too large), `INVALID_ADDRESS` (array outside the caller's RAM), `DEVICE_ERROR`.
+    /// Errors, with the index of the first bad command in the caller's array in `x1`:
+    /// `NOT_OWNED`, `FORBIDDEN_FIELD`, `RESERVED_FIELD`, `BAD_COMMAND`, and `DEVICE_ERROR` for
+    /// a command the SMMU rejected (CMD_SYNCs, which are not sent, count all the same; the
+    /// count itself when the batch failed as a whole: its SYNC, a timeout, a power loss); and
+    /// `INVALID_PARAMETER` (count 0 or too large), `INVALID_ADDRESS` (array outside the
+    /// caller's RAM).
     Invalidate = smccc::vendor_hyp(true, 0x0007),
     /// `x1` = 0 (need-on) or 1 (allow-off): the caller's vote on SMMU power. The SMMU is
     /// powered off only when every VM allows it (and, where GBPA resets to bypass, no

@@ -24,8 +24,9 @@ pub trait SmmuCalls {
     /// Attaches stream `sid` of VM `vm` to `domain` (already validated), hitlessly.
     fn attach(&mut self, vm: u32, sid: u32, domain: Domain) -> Result<(), HypError>;
     /// Validates every command of VM `vm`, then submits the valid ones as one batch with one
-    /// SYNC. Returns how many reached the hardware, or the index of the first bad command.
-    /// `cmds` (the hypervisor's own copy) is left as it is.
+    /// SYNC. Returns how many reached the hardware, or the index in `cmds` of the first bad
+    /// command (refused by validation or rejected by the SMMU; `cmds.len()` when the batch
+    /// failed as a whole). `cmds` (the hypervisor's own copy) is left as it is.
     fn invalidate(&mut self, vm: u32, cmds: &[Command]) -> Result<usize, (usize, HypError)>;
     /// Records VM `vm`'s power vote and applies the decision.
     fn pm_vote(&mut self, vm: u32, vote: Vote) -> PmVoteResult;

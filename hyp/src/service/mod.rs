@@ -275,7 +275,8 @@ impl<R: SmmuRegs> SmmuService<R> {
     }
 
     /// Validates every command of VM `vm`, then submits the valid ones as one batch with one
-    /// SYNC. Returns how many reached the hardware, or the index of the first bad command.
+    /// SYNC. Returns how many reached the hardware, or the index in `cmds` of the first bad
+    /// command (see [`SmmuCalls::invalidate`]).
     /// `cmds` is the hypervisor's own copy and is rewritten in place. Nothing happens, not even
     /// a power-on, unless every command is valid.
     pub fn invalidate(&mut self, vm: u32, cmds: &[Command]) -> Result<usize, (usize, HypError)> {
@@ -306,16 +307,24 @@ impl<R: SmmuRegs> SmmuService<R> {
         entry_work(d, streams, events, *event_log, global_errors, unreported);
         let words: &[[u64; 2]] = zerocopy::transmute_ref!(batch.send);
         let n = words.len();
+        // Errors name a command by its index in the caller's array, as validation does: the
+        // one the SMMU rejected, or the number of commands for a failure of the whole batch
+        // (its closing SYNC rejected, a timeout, a power loss).
+        let whole = cmds.len().min(INVALIDATE_MAX as usize);
         match d.submit(words) {
             Ok(()) => Ok(n),
-            Err(CmdError::Rejected { index, .. }) => Err((index, HypError::DeviceError)),
+            Err(CmdError::Rejected { index, .. }) => {
+                let owns = |s: u32| streams.owns(vm, s);
+                let at = batch::caller_index(cmds, index, vmid, &owns, &self.caps);
+                Err((at, HypError::DeviceError))
+            }
             Err(CmdError::PowerLost) => {
                 // Recover now rather than at the next entry: on a platform whose GBPA resets
                 // to bypass, every moment at reset values is a moment of untranslated DMA.
                 let _ = hw.powered();
-                Err((n, HypError::DeviceError))
+                Err((whole, HypError::DeviceError))
             }
-            Err(_) => Err((n, HypError::DeviceError)),
+            Err(_) => Err((whole, HypError::DeviceError)),
         }
     }
 

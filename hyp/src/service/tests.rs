@@ -98,6 +98,42 @@ fn invalidate_validates_all_then_submits_one_batch() {
 }
 
 #[test]
+fn a_command_the_smmu_rejects_is_named_by_its_index_in_the_callers_array() {
+    // Two SYNCs and an ATC_INV (no ATS) are dropped before the command the SMMU refuses: the
+    // error still names it where the caller put it (index 4), not where it was in the batch
+    // sent (index 1). Through the SmmuCalls interface too (the hypercall and the emulated SMMU,
+    // which stops the host's queue on that entry).
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let b = [
+        Command::sync(),
+        Command::tlbi_nh_all(0),
+        Command::sync(),
+        Command::atc_inv_all(g1),
+        Command::cfgi_cd(g1, 0),
+        Command::tlbi_nh_va(0, 1, 0x1000),
+        Command::sync(),
+    ];
+    io.regs_mut().reject_opcode = Some(b[4].opcode_byte());
+    let before = io.regs_mut().consumed.len();
+    assert_eq!(io.invalidate(1, &b), Err((4, HypError::DeviceError)));
+    let calls: &mut dyn SmmuCalls = &mut io;
+    assert_eq!(calls.invalidate(1, &b), Err((4, HypError::DeviceError)));
+    // What the SMMU executed: the commands before and after the refused one (the driver
+    // replaced it with a SYNC and restarted the queue), each batch with its own SYNC.
+    let vmid = MANIFEST.vms[1].vmid();
+    let done: std::vec::Vec<[u64; 2]> = io.regs_mut().consumed[before..].to_vec();
+    assert_eq!(done[0], Command::tlbi_nh_all(vmid).0);
+    assert!(done.contains(&Command::tlbi_nh_va(vmid, 1, 0x1000).0));
+    assert!(!done.contains(&Command::cfgi_cd(g1, 0).0));
+    // The batch's own closing SYNC rejected: no command of the caller's, so the count.
+    io.regs_mut().reject_opcode = Some(Command::sync().opcode_byte());
+    assert_eq!(io.invalidate(1, &b[..3]), Err((3, HypError::DeviceError)));
+    io.regs_mut().reject_opcode = None;
+    assert_eq!(io.invalidate(1, &b), Ok(3), "the SMMU accepts it again");
+}
+
+#[test]
 fn a_batch_whose_first_command_is_dropped_still_sends_the_rest() {
     let mut io = ready();
     let n = io.regs_mut().consumed.len();
