@@ -269,7 +269,7 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
         HypCall::SmmuStats { ipa, len } => {
             let range = caller.range(ipa, len)?;
             let s = smmu.stats();
-            // An ABI 1.0 caller's 64-byte buffer gets the first 64 bytes.
+            // Decoding made sure the whole structure fits.
             write_prefix(&mut **mem, range, s.as_bytes());
             Ok(HypReturn::ok(0, 0, 0, 0))
         }
@@ -503,9 +503,15 @@ mod tests {
         let r = call(&mut w, 0, HypCall::EventRead { ipa: 0x4020_0000, len: 32 }.to_regs());
         assert_eq!(r.status(), Err(HypError::InvalidAddress));
         assert_eq!(w.smmu.events.len(), 1, "guest2's event stays; a refused read takes nothing");
-        let r = call(&mut w, 0, HypCall::SmmuStats { ipa: base + 0x300, len: 64 }.to_regs());
+        let r = call(&mut w, 0, HypCall::SmmuStats { ipa: base + 0x300, len: 80 }.to_regs());
         assert_eq!(r.status(), Ok(0));
         assert_eq!(&w.ram.bytes[0x300..0x308], &42u64.to_le_bytes());
+        assert_eq!(&w.ram.bytes[0x348..0x350], &9u64.to_le_bytes(), "global_errors, offset 72");
+        // 64 bytes (ABI 1.0's structure) are refused, not filled in part.
+        let mut regs = HypCall::SmmuStats { ipa: base + 0x400, len: 80 }.to_regs();
+        regs[2] = 64;
+        assert_eq!(call(&mut w, 0, regs).status(), Err(HypError::InvalidParameter));
+        assert!(w.ram.bytes[0x400..0x450].iter().all(|&b| b == 0), "nothing written");
     }
 
     #[test]
