@@ -1137,15 +1137,18 @@ fn injected_losses_are_refused(edu: &Edu, dst: u64) -> Result<(), Msg> {
     let losses = pm_status()?.losses;
     let target = BOARD.hyp.base + 0x20_0000;
     for after in [0u64, 3, 8] {
+        let _ = iommu::saw_event(|_| false); // drop older events
         let (st, r) = hv::call(HypCall::PmInjectLoss { after_writes: after });
+        // At once, whatever the answer (the trace judges this DMA even if the checks below
+        // fail): nothing touches the SMMU in between.
+        let read = edu.from_ram(target, 0, 64);
         check!(
             (st, r[1]) == (Err(HypError::Refused), 2),
             "PM_INJECT_LOSS({after}) on a bypass-reset platform: got {:?} reason {}, expected REFUSED, reason 2 (bypass-reset-with-dma)",
             st,
             r[1]
         );
-        let _ = iommu::saw_event(|_| false); // drop older events
-        edu.from_ram(target, 0, 64).map_err(|_| msg!("edu DMA (read) did not complete"))?;
+        read.map_err(|_| msg!("edu DMA (read) did not complete"))?;
         let seen = iommu::saw_event(|e| {
             e.event_type() == 0x10 && e.input_addr() == target && e.stage2() && e.is_read()
         })
