@@ -53,6 +53,7 @@
 #define SMMU_HYP_ERR_BAD_CONFIG (-8)
 #define SMMU_HYP_ERR_BAD_COMMAND (-9)
 #define SMMU_HYP_ERR_DEVICE_ERROR (-10)
+#define SMMU_HYP_ERR_REFUSED (-11)
 
 /* PSCI 1.1 and SMCCC 1.1 functions offered to VMs through SMC #0. */
 #define SMMU_HYP_PSCI_VERSION 0x84000000u

@@ -32,7 +32,8 @@
  *   pm/last_vote           what the module's last PM_VOTE returned:
  *                          "power on|off refusal WORD dma_streams N", or "none"
  *   pm/inject_loss   (wo)  PM_INJECT_LOSS N; present only where FEATURES says the call is
- *                          available to this VM (test platforms)
+ *                          available to this VM (test platforms); -EBUSY (REFUSED) where GBPA
+ *                          resets to bypass while DMA-capable streams are assigned
  *   vms/count, vms/peak_running                                                 (VM_INFO)
  *   vms/<id>/state         "running", "stopped" or "not-started"
  *   vms/<id>/vote          "need-on" or "allow-off"                             (PM_STATUS)
@@ -47,7 +48,8 @@
  *   INVALID_ADDRESS    -> -EFAULT        NOT_OWNED         -> -EPERM
  *   FORBIDDEN_FIELD    -> -EPERM         RESERVED_FIELD    -> -EINVAL
  *   BAD_CONFIG         -> -EINVAL        BAD_COMMAND       -> -EPERM
- *   DEVICE_ERROR       -> -EIO           any other negative status -> -EPROTO
+ *   DEVICE_ERROR       -> -EIO           REFUSED           -> -EBUSY
+ *   any other negative status -> -EPROTO
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -137,6 +139,8 @@ static int smmu_hyp_errno(long status)
 		return -EPERM;
 	case SMMU_HYP_ERR_DEVICE_ERROR:
 		return -EIO;
+	case SMMU_HYP_ERR_REFUSED:
+		return -EBUSY;
 	default:
 		return -EPROTO;
 	}

@@ -96,9 +96,12 @@ pub enum FunctionId {
     /// TLBI_NH_VA with VMID 0 (the hypervisor puts the caller's); CMD_SYNC without interrupt or
     /// MSI. They go to the SMMU as one batch with one CMD_SYNC. Returns `0` and the number of
     /// commands sent to the hardware in `x1`.
-    /// Errors, with the index of the first bad command in `x1`: `NOT_OWNED`,
-    /// `FORBIDDEN_FIELD`, `RESERVED_FIELD`, `BAD_COMMAND`; and `INVALID_PARAMETER` (count 0
-    /// or too large), `INVALID_ADDRESS` (array outside the caller's RAM), `DEVICE_ERROR`.
+    /// Errors, with the index of the first bad command in the caller's array in `x1`:
+    /// `NOT_OWNED`, `FORBIDDEN_FIELD`, `RESERVED_FIELD`, `BAD_COMMAND`, and `DEVICE_ERROR` for
+    /// a command the SMMU rejected (CMD_SYNCs, which are not sent, count all the same; the
+    /// count itself when the batch failed as a whole: its SYNC, a timeout, a power loss); and
+    /// `INVALID_PARAMETER` (count 0 or too large), `INVALID_ADDRESS` (array outside the
+    /// caller's RAM).
     Invalidate = smccc::vendor_hyp(true, 0x0007),
     /// `x1` = 0 (need-on) or 1 (allow-off): the caller's vote on SMMU power. The SMMU is
     /// powered off only when every VM allows it (and, where GBPA resets to bypass, no
@@ -114,10 +117,14 @@ pub enum FunctionId {
     /// to reset values): now if N = 0, otherwise just before the hypervisor's N-th SMMU
     /// register write from now (so in the middle of a suspend or resume sequence). The
     /// hypervisor detects it on its next SMMU access or by its checks in resume, and recovers.
-    /// Errors: `NOT_SUPPORTED` unless the platform enables fault injection.
+    /// Errors: `NOT_SUPPORTED` unless the platform enables fault injection for the caller;
+    /// `REFUSED` with [`Refusal::BypassResetWithDma`](crate::Refusal) (2) in `x1` on a platform
+    /// whose GBPA resets to bypass while any DMA-capable stream is assigned (registers at reset
+    /// values there mean untranslated DMA until the hypervisor's next SMMU access: the same
+    /// reason power-off is refused), for N = 0 and for N > 0 alike; nothing is armed then.
     PmInjectLoss = smccc::vendor_hyp(true, 0x000C),
-    /// `x1` = IPA of a buffer, `x2` = its length (at least 64). Writes [`SmmuStats`] (SMMU-wide
-    /// counters) and returns `0`.
+    /// `x1` = IPA of a buffer, `x2` = its length (at least `size_of::<SmmuStats>()` = 80).
+    /// Writes [`SmmuStats`] (SMMU-wide counters) and returns `0`.
     /// Errors: `INVALID_PARAMETER` if the buffer is too small; `INVALID_ADDRESS` if it is not
     /// entirely inside the caller's RAM.
     SmmuStats = smccc::vendor_hyp(true, 0x0009),
@@ -295,7 +302,7 @@ pub enum HypCall {
     SmmuStats {
         /// IPA of the output buffer.
         ipa: u64,
-        /// Length of the output buffer, at least 64.
+        /// Length of the output buffer, at least 80 (the whole [`SmmuStats`](crate::SmmuStats)).
         len: u64,
     },
 }
@@ -372,7 +379,7 @@ impl HypCall {
             FunctionId::PmInjectLoss => HypCall::PmInjectLoss { after_writes: regs[1] },
             FunctionId::SmmuStats => {
                 let len = regs[2];
-                if len < crate::types::SMMU_STATS_V1_0_SIZE as u64 {
+                if len < core::mem::size_of::<crate::SmmuStats>() as u64 {
                     return Err(HypError::InvalidParameter);
                 }
                 HypCall::SmmuStats { ipa: regs[1], len }
@@ -514,7 +521,7 @@ mod tests {
             HypCall::VmInfo { ipa: 0x4400_2000, len: 64 },
             HypCall::DeviceInfo { index: 1, ipa: 0x4400_3000, len: 112 },
             HypCall::EventRead { ipa: 0x4400_4000, len: 64 },
-            HypCall::SmmuStats { ipa: 0x4400_5000, len: 64 },
+            HypCall::SmmuStats { ipa: 0x4400_5000, len: 80 },
             HypCall::SetSte { sid: 0x18, ipa: 0x4600_1000 },
             HypCall::ClearSte { sid: 0x18 },
             HypCall::Invalidate { ipa: 0x4600_2000, count: 256 },
@@ -556,9 +563,14 @@ mod tests {
             r[2] = bad;
             assert_eq!(HypCall::decode(&r), Err(HypError::InvalidParameter), "len {bad}");
         }
-        r = HypCall::SmmuStats { ipa: 0, len: 64 }.to_regs();
-        r[2] = 63;
-        assert_eq!(HypCall::decode(&r), Err(HypError::InvalidParameter));
+        // The whole structure, its ABI 1.1 counters included: 64 bytes (1.0's) are too few.
+        for bad in [0, 63, 64, 79] {
+            r = HypCall::SmmuStats { ipa: 0, len: 80 }.to_regs();
+            r[2] = bad;
+            assert_eq!(HypCall::decode(&r), Err(HypError::InvalidParameter), "len {bad}");
+        }
+        r[2] = 80;
+        assert_eq!(HypCall::decode(&r), Ok(HypCall::SmmuStats { ipa: 0, len: 80 }));
         for bad in [0, INVALIDATE_MAX + 1] {
             r = HypCall::Invalidate { ipa: 0, count: 1 }.to_regs();
             r[2] = bad;

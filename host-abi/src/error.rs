@@ -33,11 +33,16 @@ pub enum HypError {
     /// The SMMU rejected a command or did not complete it in time. The hypervisor recovered
     /// the queue; translation is unchanged or stricter.
     DeviceError = -10,
+    /// A valid request the caller may make, refused in the current state because carrying it
+    /// out would break the invariant; `x1` holds the reason, a [`crate::Refusal`] code
+    /// (`PM_INJECT_LOSS` on a platform whose GBPA resets to bypass while DMA-capable streams
+    /// are assigned: 2, `BypassResetWithDma`). Nothing changed.
+    Refused = -11,
 }
 
 impl HypError {
     /// Every error, in code order, for tests and the C header.
-    pub const ALL: [HypError; 9] = [
+    pub const ALL: [HypError; 10] = [
         HypError::NotSupported,
         HypError::InvalidParameter,
         HypError::InvalidAddress,
@@ -47,6 +52,7 @@ impl HypError {
         HypError::BadConfig,
         HypError::BadCommand,
         HypError::DeviceError,
+        HypError::Refused,
     ];
 
     /// The value placed in `x0`.
@@ -66,6 +72,7 @@ impl HypError {
             HypError::BadConfig => "BAD_CONFIG",
             HypError::BadCommand => "BAD_COMMAND",
             HypError::DeviceError => "DEVICE_ERROR",
+            HypError::Refused => "REFUSED",
         }
     }
 

@@ -150,9 +150,6 @@ pub struct SmmuStats {
     pub global_errors: u64,
 }
 
-/// The part of [`SmmuStats`] an ABI 1.0 caller asks for (its buffers may be this small).
-pub const SMMU_STATS_V1_0_SIZE: usize = 64;
-
 const _: () = assert!(size_of::<SmmuStats>() == 80);
 const _: () = assert!(offset_of!(SmmuStats, events_lost_hw) == 64);
 const _: () = assert!(offset_of!(SmmuStats, events_routed) == 32);

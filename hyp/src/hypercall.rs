@@ -257,8 +257,11 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
             Ok(HypReturn::ok(0, 0, 0, 0))
         }
         HypCall::PmInjectLoss { after_writes } => {
-            smmu.inject_power_loss(caller.vm.id, after_writes)?;
-            Ok(HypReturn::ok(0, 0, 0, 0))
+            Ok(match smmu.inject_power_loss(caller.vm.id, after_writes) {
+                Ok(()) => HypReturn::ok(0, 0, 0, 0),
+                // REFUSED says why in x1.
+                Err(e) => HypReturn::err_at(e.error(), e.detail()),
+            })
         }
         HypCall::Invalidate { ipa, count } => {
             invalidate(caller, ipa, count, &mut **mem, &mut **smmu)
@@ -266,7 +269,7 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
         HypCall::SmmuStats { ipa, len } => {
             let range = caller.range(ipa, len)?;
             let s = smmu.stats();
-            // An ABI 1.0 caller's 64-byte buffer gets the first 64 bytes.
+            // Decoding made sure the whole structure fits.
             write_prefix(&mut **mem, range, s.as_bytes());
             Ok(HypReturn::ok(0, 0, 0, 0))
         }
@@ -278,6 +281,7 @@ mod tests {
     use super::*;
     use crate::pci::Bar;
     use crate::service::events::EventReadResult;
+    use crate::service::InjectError;
     use crate::validate::SmmuCaps;
     use host_abi::{FunctionId, PmStatus, PmVoteResult, SmmuStats};
     use platform::qemu_virt::MANIFEST;
@@ -357,6 +361,7 @@ mod tests {
         invalidated: Vec<(u32, usize)>,
         injector: Option<u32>,
         injected: Vec<(u32, u64)>,
+        inject_refusal: Option<crate::pm::Refusal>,
     }
     impl SmmuCalls for FakeCalls {
         fn read_events(&mut self, vm: u32, out: &mut [[u64; 4]]) -> EventReadResult {
@@ -389,9 +394,12 @@ mod tests {
         fn may_inject(&mut self, vm: u32) -> bool {
             self.injector == Some(vm)
         }
-        fn inject_power_loss(&mut self, vm: u32, after_writes: u64) -> Result<(), HypError> {
+        fn inject_power_loss(&mut self, vm: u32, after_writes: u64) -> Result<(), InjectError> {
             if !self.may_inject(vm) {
-                return Err(HypError::NotSupported);
+                return Err(InjectError::NotSupported);
+            }
+            if let Some(r) = self.inject_refusal {
+                return Err(InjectError::Refused(r));
             }
             self.injected.push((vm, after_writes));
             Ok(())
@@ -495,9 +503,15 @@ mod tests {
         let r = call(&mut w, 0, HypCall::EventRead { ipa: 0x4020_0000, len: 32 }.to_regs());
         assert_eq!(r.status(), Err(HypError::InvalidAddress));
         assert_eq!(w.smmu.events.len(), 1, "guest2's event stays; a refused read takes nothing");
-        let r = call(&mut w, 0, HypCall::SmmuStats { ipa: base + 0x300, len: 64 }.to_regs());
+        let r = call(&mut w, 0, HypCall::SmmuStats { ipa: base + 0x300, len: 80 }.to_regs());
         assert_eq!(r.status(), Ok(0));
         assert_eq!(&w.ram.bytes[0x300..0x308], &42u64.to_le_bytes());
+        assert_eq!(&w.ram.bytes[0x348..0x350], &9u64.to_le_bytes(), "global_errors, offset 72");
+        // 64 bytes (ABI 1.0's structure) are refused, not filled in part.
+        let mut regs = HypCall::SmmuStats { ipa: base + 0x400, len: 80 }.to_regs();
+        regs[2] = 64;
+        assert_eq!(call(&mut w, 0, regs).status(), Err(HypError::InvalidParameter));
+        assert!(w.ram.bytes[0x400..0x450].iter().all(|&b| b == 0), "nothing written");
     }
 
     #[test]
@@ -529,6 +543,15 @@ mod tests {
         assert_eq!(call(&mut w, 0, feat).status(), Ok(0));
         assert_eq!(call(&mut w, 0, inject).status(), Ok(0));
         assert_eq!(w.smmu.injected, [(1, 0)]);
+        // Refused now (a bypass-reset platform with DMA-capable streams): REFUSED, the reason's
+        // code in x1, for an immediate and an armed loss alike; FEATURES still offers the call.
+        w.smmu.inject_refusal = Some(crate::pm::Refusal::BypassResetWithDma);
+        for after_writes in [0, 3] {
+            let r = call(&mut w, 0, HypCall::PmInjectLoss { after_writes }.to_regs());
+            assert_eq!(r.0, [HypError::Refused.code() as u64, 2, 0, 0]);
+        }
+        assert_eq!(w.smmu.injected, [(1, 0)], "nothing injected or armed");
+        assert_eq!(call(&mut w, 0, feat).status(), Ok(0));
         let r = call(&mut w, 0, HypCall::Features { function: 0xC600_00FF }.to_regs());
         assert_eq!(r.status(), Err(HypError::NotSupported));
         let r = call(&mut w, 1, HypCall::Version.to_regs());

@@ -42,11 +42,19 @@ pub fn decide(votes: &[Vote], power: Power, reset: GbpaReset, dma_streams: usize
         Power::Off if !all_allow => Action::PowerOn,
         Power::Off => Action::Stay(None),
         Power::On if !all_allow => Action::Stay(Some(Refusal::WaitingForVotes)),
-        Power::On if reset == GbpaReset::Bypass && dma_streams > 0 => {
-            Action::Stay(Some(Refusal::BypassResetWithDma))
-        }
-        Power::On => Action::PowerOff,
+        Power::On => match loss_refusal(reset, dma_streams) {
+            Some(r) => Action::Stay(Some(r)),
+            None => Action::PowerOff,
+        },
     }
+}
+
+/// Whether the SMMU may be left at its reset values by the hypervisor's choice (a power-off, or
+/// a power loss a test asks for) with `dma_streams` DMA-capable streams assigned: not where GBPA
+/// resets to bypass, since until the hypervisor's next SMMU write those devices would bypass
+/// translation. The reason it may not, if so.
+pub fn loss_refusal(reset: GbpaReset, dma_streams: usize) -> Option<Refusal> {
+    (reset == GbpaReset::Bypass && dma_streams > 0).then_some(Refusal::BypassResetWithDma)
 }
 
 #[cfg(test)]
@@ -74,5 +82,12 @@ mod tests {
             Action::Stay(Some(Refusal::BypassResetWithDma))
         );
         assert_eq!(decide(&[AllowOff; 3], Power::On, b, 0), Action::PowerOff);
+    }
+
+    #[test]
+    fn reset_values_are_refused_exactly_where_gbpa_resets_to_bypass_with_dma() {
+        assert_eq!(loss_refusal(GbpaReset::Bypass, 1), Some(Refusal::BypassResetWithDma));
+        assert_eq!(loss_refusal(GbpaReset::Bypass, 0), None);
+        assert_eq!(loss_refusal(GbpaReset::Abort, 5), None);
     }
 }

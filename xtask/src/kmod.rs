@@ -237,6 +237,7 @@ pub const ERRNO_MAP: &[(HypError, &str, i32)] = &[
     (HypError::BadConfig, "EINVAL", 22),
     (HypError::BadCommand, "EPERM", 1),
     (HypError::DeviceError, "EIO", 5),
+    (HypError::Refused, "EBUSY", 16),
 ];
 
 /// The committed C header: the module's only source for the ABI, so the tests take the

@@ -494,4 +494,13 @@ mod tests {
         assert_eq!(parse(&s(&["run"])).unwrap().1.host, HostKind::Bare);
         assert!(parse(&s(&["run", "--host", "windows"])).is_err());
     }
+
+    #[test]
+    fn both_bare_runs_let_the_host_inject_power_losses() {
+        // The guest tests inject losses on both platforms: on the bypass-reset one they must be
+        // refused (and the trace shows no untranslated DMA right after each attempt), which only
+        // means something if the hypervisor would otherwise allow them.
+        let args: Vec<&str> = RUNS.iter().map(|(_, a)| *a).collect();
+        assert_eq!(args, ["gbpa_reset=abort pm_inject=1", "gbpa_reset=bypass pm_inject=1"]);
+    }
 }

@@ -20,12 +20,16 @@
 //! *injected* power loss on a platform whose GBPA resets to bypass, until the hypervisor's first
 //! GBPA write; and SMMUEN set over table registers lost to an *injected* power cut that fell
 //! between the driver's last check and its enable, until its read-back check disables it.
-//! Anything else is a violation.
+//! Anything else is a violation. A loss the hypervisor itself performs because a VM asked for
+//! it (`PM_INJECT_LOSS`, now or armed) is not the hardware's doing: it opens no tolerated
+//! bypass window, so the service must refuse it wherever GBPA resets to bypass with DMA
+//! possible.
 //!
 //! [`explore`] walks every sequence of events (votes of three VMs, attach in every domain type,
-//! invalidations) breadth-first up to a depth, with a power loss injected before every register
-//! write of every event, for both GBPA reset values and both stream-table layouts, and reports
-//! the states and transitions it checked or the shortest sequence that breaks the invariant.
+//! invalidations, the host's `PM_INJECT_LOSS` now and armed) breadth-first up to a depth, with
+//! a power loss injected before every register write of every event, for both GBPA reset values
+//! and both stream-table layouts, and reports the states and transitions it checked or the
+//! shortest sequence that breaks the invariant.
 
 use host_abi::smmu::regs::{off, Cr0, IrqCtrl};
 use host_abi::smmu::{Command, Ste};
@@ -101,6 +105,9 @@ pub struct ModelState {
     pub writes: u64,
     /// Inject a power loss just before driver write number N.
     pub inject_at: Option<u64>,
+    /// A loss a VM asked for (`PM_INJECT_LOSS` N > 0), armed by the service: just before
+    /// driver write number N (it may fire during a later event).
+    pub armed: Option<u64>,
     /// Streams checked, with the effective translations allowed for each.
     pub allowed: BTreeMap<u32, Vec<[u64; 8]>>,
     /// Violations seen (descriptions).
@@ -131,6 +138,7 @@ impl ModelState {
             cache: BTreeMap::new(),
             writes: 0,
             inject_at: None,
+            armed: None,
             allowed: BTreeMap::new(),
             violations: Vec::new(),
             checks: 0,
@@ -153,6 +161,14 @@ impl ModelState {
         self.written.clear();
         self.hw_window = injected && self.gbpa_reset == GbpaReset::Bypass;
         self.injected |= injected;
+    }
+
+    /// A loss the hypervisor performs because a VM asked for it (`PM_INJECT_LOSS`): unexpected
+    /// for the driver (its read-back checks apply as after any cut), but no window of the
+    /// hardware's making, so bypass after it is a violation.
+    fn requested_loss(&mut self) {
+        self.reset(true);
+        self.hw_window = false;
     }
 
     /// The effective translation of `sid`, caching the STE like an eager SMMU would.
@@ -238,6 +254,13 @@ impl ModelState {
             self.reset(true);
             self.check("after an injected power loss");
         }
+        if self.armed == Some(self.writes) {
+            self.armed = None;
+            if self.powered {
+                self.requested_loss();
+                self.check("after a power loss a VM armed");
+            }
+        }
         if !self.powered {
             self.violate(format!("register {o:#x} written while the SMMU is off"));
             return;
@@ -315,9 +338,10 @@ impl SmmuPowerController for ModelPower {
         s.check("after power-on");
     }
     fn inject_loss(&mut self, _regs: &mut dyn PowerRegs) {
+        // Only the service's PM_INJECT_LOSS comes here.
         let mut s = self.0.lock().unwrap();
-        s.reset(true);
-        s.check("after an injected power loss");
+        s.requested_loss();
+        s.check("after a power loss a VM asked for");
     }
 }
 
@@ -330,10 +354,14 @@ pub enum Event {
     Attach(u32, u8),
     /// VM invalidates (TLBI_NH_ALL + CFGI_CD_ALL of its stream).
     Invalidate(u32),
+    /// The host (the injector) asks for a power loss: now (0) or before the N-th SMMU register
+    /// write from now (`PM_INJECT_LOSS` N).
+    InjectLoss(u64),
 }
 
-/// Abstract state: votes and domains of the three VMs.
-type Abstract = ([bool; 3], [u8; 3]);
+/// Abstract state: votes and domains of the three VMs, and a loss a VM asked for: 0 none, 1
+/// happened and not noticed yet, 1 + N armed before the N-th register write from now.
+type Abstract = ([bool; 3], [u8; 3], u8);
 
 fn domain(kind: u8, vm: u32) -> Domain {
     match kind {
@@ -406,7 +434,7 @@ impl System {
             }
             s.check("after boot");
         }
-        System { state, io, abs: ([false; 3], [0; 3]), layout }
+        System { state, io, abs: ([false; 3], [0; 3], 0), layout }
     }
 
     fn apply(&mut self, e: Event, inject_at: Option<u64>) {
@@ -436,8 +464,26 @@ impl System {
                 let cmds = [Command::tlbi_nh_all(0), Command::cfgi_cd_all(sid(layout, vm))];
                 let _ = self.io.invalidate(vm, &cmds);
             }
+            Event::InjectLoss(0) => {
+                let _ = self.io.inject_power_loss(0);
+            }
+            Event::InjectLoss(n) => {
+                // As the EL2 side does: the service's check, then the countdown on the
+                // register path.
+                if self.io.check_injection(0).is_ok() {
+                    let mut s = self.state.lock().unwrap();
+                    s.armed = Some(s.writes + n);
+                }
+            }
         }
         let mut s = self.state.lock().unwrap();
+        // A requested loss armed, or not yet noticed (the SMMU should be on and is not enabled).
+        self.abs.2 = match s.armed {
+            Some(at) => 1 + (at - s.writes).min(200) as u8,
+            None => {
+                (self.io.power() == hyp::pm::Power::On && !s.smmu.cr0().contains(Cr0::SMMUEN)) as u8
+            }
+        };
         s.inject_at = None;
         // At the end of an event no window may remain open.
         s.garbage_window = false;
@@ -483,16 +529,24 @@ fn events() -> Vec<Event> {
         }
         v.push(Event::Invalidate(vm));
     }
+    for n in [0, 1, 3] {
+        v.push(Event::InjectLoss(n));
+    }
     v
 }
 
 /// Breadth-first exploration up to `depth` events for one GBPA reset value and one table
 /// layout.
 pub fn explore_layout(depth: usize, reset: GbpaReset, layout: Layout) -> Report {
+    explore_events(depth, reset, layout, &events())
+}
+
+/// [`explore_layout`] with these events only.
+pub fn explore_events(depth: usize, reset: GbpaReset, layout: Layout, events: &[Event]) -> Report {
     let mut report = Report::default();
     let mut seen: BTreeSet<Abstract> = BTreeSet::new();
     let mut queue: VecDeque<(Vec<Event>, usize)> = VecDeque::new();
-    seen.insert(([false; 3], [0; 3]));
+    seen.insert(([false; 3], [0; 3], 0));
     queue.push_back((Vec::new(), 0));
     let replay = |path: &[Event]| {
         let mut sys = System::new(reset, layout);
@@ -505,7 +559,7 @@ pub fn explore_layout(depth: usize, reset: GbpaReset, layout: Layout) -> Report 
         if d == depth {
             continue;
         }
-        for e in events() {
+        for &e in events {
             // Without injection first, to learn how many writes the event makes.
             let mut sys = replay(&path);
             let before = sys.writes();
@@ -600,14 +654,47 @@ mod tests {
 
     #[test]
     fn the_invariant_holds_in_every_reachable_state() {
+        // Without the host's PM_INJECT_LOSS (next test): deeper for the same time.
+        let events: Vec<Event> =
+            events().into_iter().filter(|e| !matches!(e, Event::InjectLoss(_))).collect();
         for reset in [GbpaReset::Abort, GbpaReset::Bypass] {
             for layout in [Layout::Linear, Layout::TwoLevel] {
-                let r = explore_layout(4, reset, layout);
+                let r = explore_events(4, reset, layout, &events);
                 eprintln!("{layout:?}: {}", describe(&r, reset));
                 assert!(r.violation.is_none(), "{}", describe(&r, reset));
                 assert!(r.states >= 10 && r.transitions > 30);
             }
         }
+    }
+
+    #[test]
+    fn the_invariant_holds_with_the_hosts_injected_power_losses() {
+        // Every event, PM_INJECT_LOSS now and armed included, with a power loss of the
+        // hardware's before every register write besides. Depth 3 reaches an armed loss firing
+        // in an attach that a second loss then hits.
+        for reset in [GbpaReset::Abort, GbpaReset::Bypass] {
+            for layout in [Layout::Linear, Layout::TwoLevel] {
+                let r = explore_layout(3, reset, layout);
+                eprintln!("{layout:?}: {}", describe(&r, reset));
+                assert!(r.violation.is_none(), "{}", describe(&r, reset));
+            }
+        }
+    }
+
+    #[test]
+    fn the_model_catches_a_requested_loss_on_a_bypass_reset_platform() {
+        // Were the service to perform a loss the host asks for where GBPA resets to bypass,
+        // the devices would bypass translation: not a window of the hardware's making.
+        let sys = System::new(GbpaReset::Bypass, Layout::Linear);
+        let mut s = sys.state.lock().unwrap();
+        s.requested_loss();
+        s.check("after a requested loss, before any write");
+        assert!(s.violations.iter().any(|v| v.contains("Bypass")), "{:?}", s.violations);
+        // And the service refuses exactly that.
+        drop(s);
+        let mut sys = sys;
+        assert!(sys.io.inject_power_loss(0).is_err());
+        assert!(sys.io.check_injection(0).is_err());
     }
 
     #[test]

@@ -10,8 +10,8 @@ use host_abi::smmu::Command;
 use host_abi::{HypError, PmStatus, PmVoteResult, Refusal, SmmuStats};
 use hyp::pm::Vote;
 use hyp::service::events::{event_sid, EventDestination, EventReadResult};
-use hyp::service::SmmuCalls;
 use hyp::service::SmmuService;
+use hyp::service::{InjectError, SmmuCalls};
 use hyp::smmu::driver::{EventWords, SmmuDriver};
 use hyp::smmu::ste::{Domain, S2Config};
 use hyp::validate::SmmuCaps;
@@ -413,11 +413,19 @@ impl SmmuCalls for SharedSmmu {
     fn may_inject(&mut self, vm: u32) -> bool {
         SERVICE.lock().as_ref().is_some_and(|io| io.may_inject(vm))
     }
-    fn inject_power_loss(&mut self, vm: u32, after_writes: u64) -> Result<(), HypError> {
+    fn inject_power_loss(&mut self, vm: u32, after_writes: u64) -> Result<(), InjectError> {
         let mut g = SERVICE.lock();
-        let io = g.as_mut().ok_or(HypError::DeviceError)?;
-        if !io.may_inject(vm) {
-            return Err(HypError::NotSupported);
+        let io = g.as_mut().ok_or(InjectError::NotSupported)?;
+        // Checked before anything is armed, as for an immediate loss.
+        if let Err(e) = io.check_injection(vm) {
+            if let InjectError::Refused(r) = e {
+                info!(
+                    "SMMU power: vm {}: power-loss injection refused: {}",
+                    vm_name(vm),
+                    r.describe()
+                );
+            }
+            return Err(e);
         }
         if after_writes != 0 {
             SmmuMmio::arm_loss(after_writes);

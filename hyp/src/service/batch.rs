@@ -50,6 +50,30 @@ pub fn validate<'a>(
     Ok(ValidBatch { send: &out[..n], needs_power })
 }
 
+/// Where the `sent`-th command of the batch [`validate`] made from `cmds` (with the same
+/// `vmid`, `owns` and `caps`) is in `cmds`: the caller's own index, the commands `validate`
+/// dropped (SYNCs, elided ATC invalidations) counted back in. The number of commands looked at
+/// when the batch has no such command (`sent` is the hypervisor's closing SYNC, or past it):
+/// a failure of the batch as a whole. Only for errors: it validates again rather than cost the
+/// fast path a map.
+pub fn caller_index(
+    cmds: &[Command],
+    sent: usize,
+    vmid: u16,
+    owns: &dyn Fn(u32) -> bool,
+    caps: &SmmuCaps,
+) -> usize {
+    let len = cmds.len().min(INVALIDATE_MAX as usize);
+    cmds[..len]
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            matches!(validate::command(c, vmid, owns, caps), Ok(CommandAction::Submit(_)))
+        })
+        .nth(sent)
+        .map_or(len, |(i, _)| i)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +103,29 @@ mod tests {
         assert!(v.needs_power, "an ATC invalidation needs the SMMU even without ATS");
         let v = validate(&b2, &mut out2, 7, &owns, &SmmuCaps::QEMU, false).unwrap();
         assert!(!v.needs_power, "not looked for while the SMMU is on");
+    }
+
+    #[test]
+    fn a_sent_command_is_found_at_its_index_in_the_callers_array() {
+        let b = [
+            Command::sync(),
+            Command::sync(),
+            Command::tlbi_nh_all(0),
+            Command::atc_inv_all(0x18),
+            Command::sync(),
+            Command::cfgi_ste(0x18),
+            Command::tlbi_nh_va(0, 1, 0x1000),
+        ];
+        let mut out = [Command::default(); 8];
+        let v = validate(&b, &mut out, 7, &owns, &SmmuCaps::QEMU, false).unwrap();
+        assert_eq!(v.send.len(), 3, "the SYNCs and the ATC_INV (no ATS) dropped");
+        let at = |sent| caller_index(&b, sent, 7, &owns, &SmmuCaps::QEMU);
+        assert_eq!([at(0), at(1), at(2)], [2, 5, 6]);
+        assert_eq!(at(3), b.len(), "the hypervisor's own SYNC: no command of the caller's");
+        assert_eq!(at(99), b.len());
+        // With ATS the ATC invalidation is sent, and counted.
+        let ats = SmmuCaps { ats: true, ..SmmuCaps::QEMU };
+        assert_eq!(caller_index(&b, 1, 7, &owns, &ats), 3);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The SMMU service's operations as its front ends see them.
 
-use crate::pm::Vote;
+use crate::pm::{Refusal, Vote};
 use crate::service::events::EventReadResult;
 use crate::smmu::driver::EventWords;
 use crate::smmu::ste::Domain;
@@ -24,8 +24,9 @@ pub trait SmmuCalls {
     /// Attaches stream `sid` of VM `vm` to `domain` (already validated), hitlessly.
     fn attach(&mut self, vm: u32, sid: u32, domain: Domain) -> Result<(), HypError>;
     /// Validates every command of VM `vm`, then submits the valid ones as one batch with one
-    /// SYNC. Returns how many reached the hardware, or the index of the first bad command.
-    /// `cmds` (the hypervisor's own copy) is left as it is.
+    /// SYNC. Returns how many reached the hardware, or the index in `cmds` of the first bad
+    /// command (refused by validation or rejected by the SMMU; `cmds.len()` when the batch
+    /// failed as a whole). `cmds` (the hypervisor's own copy) is left as it is.
     fn invalidate(&mut self, vm: u32, cmds: &[Command]) -> Result<usize, (usize, HypError)>;
     /// Records VM `vm`'s power vote and applies the decision.
     fn pm_vote(&mut self, vm: u32, vote: Vote) -> PmVoteResult;
@@ -34,9 +35,37 @@ pub trait SmmuCalls {
     /// Whether VM `vm` may inject power losses (test platforms: the host only).
     fn may_inject(&mut self, vm: u32) -> bool;
     /// VM `vm` injects an unexpected power loss now (`after_writes` = 0) or before the
-    /// `after_writes`-th SMMU register write from now. `NOT_SUPPORTED` unless it may.
-    fn inject_power_loss(&mut self, vm: u32, after_writes: u64) -> Result<(), HypError>;
+    /// `after_writes`-th SMMU register write from now. `NOT_SUPPORTED` unless it may; refused,
+    /// with nothing armed, where the loss would open an untranslated window.
+    fn inject_power_loss(&mut self, vm: u32, after_writes: u64) -> Result<(), InjectError>;
     /// `NOT_OWNED` unless stream `sid` is assigned to VM `vm`; otherwise what the real SMMU
     /// supports (the stream's virtual STE is checked against it).
     fn owned_stream(&mut self, vm: u32, sid: u32) -> Result<SmmuCaps, HypError>;
+}
+
+/// Why `PM_INJECT_LOSS` did nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InjectError {
+    /// The caller may not inject power losses here (`NOT_SUPPORTED`).
+    NotSupported,
+    /// Not now: the loss would break the invariant (`REFUSED`, the reason's code in `x1`).
+    Refused(Refusal),
+}
+
+impl InjectError {
+    /// The status in `x0`.
+    pub fn error(self) -> HypError {
+        match self {
+            InjectError::NotSupported => HypError::NotSupported,
+            InjectError::Refused(_) => HypError::Refused,
+        }
+    }
+
+    /// The value in `x1`: the refusal's code, or 0.
+    pub fn detail(self) -> u64 {
+        match self {
+            InjectError::NotSupported => 0,
+            InjectError::Refused(r) => r.code() as u64,
+        }
+    }
 }

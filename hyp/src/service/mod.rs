@@ -18,7 +18,7 @@ pub mod events;
 pub mod power;
 pub mod streams;
 
-pub use calls::SmmuCalls;
+pub use calls::{InjectError, SmmuCalls};
 
 use crate::pm::{Action, Power, Refusal, Vote};
 use crate::smmu::driver::{CmdError, EventWords, SmmuDriver};
@@ -261,9 +261,13 @@ impl<R: SmmuRegs> SmmuService<R> {
                 Ok(())
             }
             Err(_) => {
-                // Leave the stream blocked rather than in an unknown state. If even that fails
-                // the SMMU is unpowered or broken; resume rewrites nothing, but the entry in
-                // memory is a hitless mixture of old and new, and CFGI_ALL precedes SMMUEN.
+                // Leave the stream blocked rather than in an unknown state. Word 0 first, alone
+                // (one store: a fetch sees the entry as it was or abort, whatever the other
+                // words hold), so that memory says abort even if the SMMU fails again below
+                // (power lost a second time, or hung) and the plan stops at its first sync
+                // point: resume rewrites nothing, but CFGI_ALL precedes SMMUEN. Then the rest
+                // of the entry, hitlessly.
+                let _ = self.table.write_word(sid, 0, ste::ABORT_WORDS[0]);
                 let _ = self.install(sid, &ste::abort());
                 self.streams.set_domain(idx, Domain::Blocked);
                 Err(HypError::DeviceError)
@@ -272,7 +276,8 @@ impl<R: SmmuRegs> SmmuService<R> {
     }
 
     /// Validates every command of VM `vm`, then submits the valid ones as one batch with one
-    /// SYNC. Returns how many reached the hardware, or the index of the first bad command.
+    /// SYNC. Returns how many reached the hardware, or the index in `cmds` of the first bad
+    /// command (see [`SmmuCalls::invalidate`]).
     /// `cmds` is the hypervisor's own copy and is rewritten in place. Nothing happens, not even
     /// a power-on, unless every command is valid.
     pub fn invalidate(&mut self, vm: u32, cmds: &[Command]) -> Result<usize, (usize, HypError)> {
@@ -303,16 +308,24 @@ impl<R: SmmuRegs> SmmuService<R> {
         entry_work(d, streams, events, *event_log, global_errors, unreported);
         let words: &[[u64; 2]] = zerocopy::transmute_ref!(batch.send);
         let n = words.len();
+        // Errors name a command by its index in the caller's array, as validation does: the
+        // one the SMMU rejected, or the number of commands for a failure of the whole batch
+        // (its closing SYNC rejected, a timeout, a power loss).
+        let whole = cmds.len().min(INVALIDATE_MAX as usize);
         match d.submit(words) {
             Ok(()) => Ok(n),
-            Err(CmdError::Rejected { index, .. }) => Err((index, HypError::DeviceError)),
+            Err(CmdError::Rejected { index, .. }) => {
+                let owns = |s: u32| streams.owns(vm, s);
+                let at = batch::caller_index(cmds, index, vmid, &owns, &self.caps);
+                Err((at, HypError::DeviceError))
+            }
             Err(CmdError::PowerLost) => {
                 // Recover now rather than at the next entry: on a platform whose GBPA resets
                 // to bypass, every moment at reset values is a moment of untranslated DMA.
                 let _ = hw.powered();
-                Err((n, HypError::DeviceError))
+                Err((whole, HypError::DeviceError))
             }
-            Err(_) => Err((n, HypError::DeviceError)),
+            Err(_) => Err((whole, HypError::DeviceError)),
         }
     }
 
@@ -399,12 +412,26 @@ impl<R: SmmuRegs> SmmuService<R> {
         self.injector == Some(vm)
     }
 
-    /// Test platforms: VM `vm` asks for an unexpected power loss now (detected and recovered
-    /// on the next hardware access). `NOT_SUPPORTED` unless `vm` is the injector.
-    pub fn inject_power_loss(&mut self, vm: u32) -> Result<(), HypError> {
+    /// Whether VM `vm` may inject a power loss now, now or armed for later: only the injector
+    /// may, and not where GBPA resets to bypass while any DMA-capable stream is assigned (the
+    /// rule that refuses power-off there, [`crate::pm::loss_refusal`]): registers at their reset
+    /// values would let those devices bypass translation until the hypervisor's next SMMU
+    /// access. Streams are assigned at boot only, so what is checked when a loss is armed still
+    /// holds when it fires.
+    pub fn check_injection(&self, vm: u32) -> Result<(), InjectError> {
         if !self.may_inject(vm) {
-            return Err(HypError::NotSupported);
+            return Err(InjectError::NotSupported);
         }
+        match crate::pm::loss_refusal(self.hw.gbpa_reset(), self.streams.len()) {
+            Some(r) => Err(InjectError::Refused(r)),
+            None => Ok(()),
+        }
+    }
+
+    /// Test platforms: VM `vm` asks for an unexpected power loss now (detected and recovered
+    /// on the next hardware access), if [`SmmuService::check_injection`] allows it.
+    pub fn inject_power_loss(&mut self, vm: u32) -> Result<(), InjectError> {
+        self.check_injection(vm)?;
         self.hw.inject_loss();
         Ok(())
     }
@@ -518,11 +545,12 @@ impl<R: SmmuRegs> SmmuCalls for SmmuService<R> {
     fn may_inject(&mut self, vm: u32) -> bool {
         SmmuService::may_inject(self, vm)
     }
-    fn inject_power_loss(&mut self, vm: u32, after_writes: u64) -> Result<(), HypError> {
+    fn inject_power_loss(&mut self, vm: u32, after_writes: u64) -> Result<(), InjectError> {
+        self.check_injection(vm)?;
         if after_writes != 0 {
             // A loss in the middle of a sequence needs the register path, which only the EL2
-            // side has (it checks `may_inject` and arms its countdown itself).
-            return Err(HypError::NotSupported);
+            // side has (it checks `check_injection` and arms its countdown itself).
+            return Err(InjectError::NotSupported);
         }
         SmmuService::inject_power_loss(self, vm)
     }

@@ -98,6 +98,42 @@ fn invalidate_validates_all_then_submits_one_batch() {
 }
 
 #[test]
+fn a_command_the_smmu_rejects_is_named_by_its_index_in_the_callers_array() {
+    // Two SYNCs and an ATC_INV (no ATS) are dropped before the command the SMMU refuses: the
+    // error still names it where the caller put it (index 4), not where it was in the batch
+    // sent (index 1). Through the SmmuCalls interface too (the hypercall and the emulated SMMU,
+    // which stops the host's queue on that entry).
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let b = [
+        Command::sync(),
+        Command::tlbi_nh_all(0),
+        Command::sync(),
+        Command::atc_inv_all(g1),
+        Command::cfgi_cd(g1, 0),
+        Command::tlbi_nh_va(0, 1, 0x1000),
+        Command::sync(),
+    ];
+    io.regs_mut().reject_opcode = Some(b[4].opcode_byte());
+    let before = io.regs_mut().consumed.len();
+    assert_eq!(io.invalidate(1, &b), Err((4, HypError::DeviceError)));
+    let calls: &mut dyn SmmuCalls = &mut io;
+    assert_eq!(calls.invalidate(1, &b), Err((4, HypError::DeviceError)));
+    // What the SMMU executed: the commands before and after the refused one (the driver
+    // replaced it with a SYNC and restarted the queue), each batch with its own SYNC.
+    let vmid = MANIFEST.vms[1].vmid();
+    let done: std::vec::Vec<[u64; 2]> = io.regs_mut().consumed[before..].to_vec();
+    assert_eq!(done[0], Command::tlbi_nh_all(vmid).0);
+    assert!(done.contains(&Command::tlbi_nh_va(vmid, 1, 0x1000).0));
+    assert!(!done.contains(&Command::cfgi_cd(g1, 0).0));
+    // The batch's own closing SYNC rejected: no command of the caller's, so the count.
+    io.regs_mut().reject_opcode = Some(Command::sync().opcode_byte());
+    assert_eq!(io.invalidate(1, &b[..3]), Err((3, HypError::DeviceError)));
+    io.regs_mut().reject_opcode = None;
+    assert_eq!(io.invalidate(1, &b), Ok(3), "the SMMU accepts it again");
+}
+
+#[test]
 fn a_batch_whose_first_command_is_dropped_still_sends_the_rest() {
     let mut io = ready();
     let n = io.regs_mut().consumed.len();
@@ -238,6 +274,29 @@ fn a_failed_ste_write_is_reported_and_the_stream_stays_blocked() {
 }
 
 #[test]
+fn a_failed_attach_leaves_the_stream_blocked_in_memory_even_if_the_smmu_fails_again() {
+    // A hung SMMU: the new entry's first sync point fails, and so does the fallback's. The
+    // stream is reported blocked, so its entry in memory must say abort (resume's CFGI_ALL
+    // makes the SMMU read it), not the old domain.
+    let mut io = ready();
+    let g1 = sid_of(1);
+    io.attach(1, g1, Domain::Identity).unwrap();
+    io.regs_mut().hold_commands = true;
+    let nested = Domain::Nested(crate::smmu::ste::S1Config {
+        ctx_ptr: MANIFEST.vms[1].mem.base + 0x1000,
+        cdmax: 0,
+        fmt: 0,
+        dss: 0,
+        cir: 1,
+        cor: 1,
+        csh: 3,
+    });
+    assert_eq!(io.attach(1, g1, nested), Err(HypError::DeviceError));
+    assert_eq!(io.domain_of(g1), Some(Domain::Blocked));
+    assert_eq!(ste::effective(&io.ste(g1)), None, "the entry in memory aborts: {:x?}", io.ste(g1));
+}
+
+#[test]
 fn a_stream_first_attached_while_off_gets_its_table_and_translates_after_resume() {
     let mut io = service_with(FakeSmmu::qemu(), 0x1000 + 9, GbpaReset::Abort);
     io.add_streams(0, 0x1000, 10);
@@ -310,11 +369,11 @@ fn only_the_injector_may_inject_a_power_loss_and_it_is_recovered() {
     let mut io = ready();
     let g1 = sid_of(1);
     io.attach(1, g1, Domain::Identity).unwrap();
-    assert_eq!(io.inject_power_loss(0), Err(HypError::NotSupported), "disabled");
+    assert_eq!(io.inject_power_loss(0), Err(InjectError::NotSupported), "disabled");
     io.injector = Some(0);
     assert!(io.may_inject(0) && !io.may_inject(1));
-    assert_eq!(io.inject_power_loss(1), Err(HypError::NotSupported), "a guest may not");
-    assert_eq!(SmmuCalls::inject_power_loss(&mut io, 2, 0), Err(HypError::NotSupported));
+    assert_eq!(io.inject_power_loss(1), Err(InjectError::NotSupported), "a guest may not");
+    assert_eq!(SmmuCalls::inject_power_loss(&mut io, 2, 0), Err(InjectError::NotSupported));
     assert!(io.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::SMMUEN), "untouched");
     io.inject_power_loss(0).unwrap();
     assert!(!io.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::SMMUEN));
@@ -326,6 +385,50 @@ fn only_the_injector_may_inject_a_power_loss_and_it_is_recovered() {
     let fetched =
         io.regs_mut().smmu.lookup_ste(&mut crate::softsmmu::fake::HostMemory, g1).unwrap();
     assert_eq!(Ste(fetched), ste::encode(&Domain::Identity, &s2(1)), "translating again");
+}
+
+#[test]
+fn a_bypass_reset_platform_refuses_an_injected_power_loss_while_dma_is_possible() {
+    // The same rule as power-off: registers at reset values would mean GBPA = bypass, so
+    // untranslated DMA until the hypervisor's next SMMU access. Refused, now or armed, with the
+    // reason; nothing touches the SMMU.
+    let mut io = service_with(FakeSmmu::qemu(), max_sid(), GbpaReset::Bypass);
+    let g0 = sid_of(0);
+    io.attach(0, g0, Domain::Identity).unwrap();
+    io.injector = Some(0);
+    let refused = Err(InjectError::Refused(Refusal::BypassResetWithDma));
+    let writes = io.regs_mut().writes.len();
+    assert_eq!(io.check_injection(0), refused);
+    assert_eq!(io.inject_power_loss(0), refused);
+    assert_eq!(SmmuCalls::inject_power_loss(&mut io, 0, 0), refused, "immediate");
+    assert_eq!(SmmuCalls::inject_power_loss(&mut io, 0, 3), refused, "armed");
+    assert_eq!(io.check_injection(1), Err(InjectError::NotSupported), "a guest still may not");
+    assert_eq!(io.regs_mut().writes.len(), writes, "no register written");
+    assert!(io.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::SMMUEN), "untouched");
+    assert_eq!(io.pm_counters().losses, 0);
+    let fetched =
+        io.regs_mut().smmu.lookup_ste(&mut crate::softsmmu::fake::HostMemory, g0).unwrap();
+    assert_eq!(Ste(fetched), ste::encode(&Domain::Identity, &s2(0)), "still translating");
+    // The reason is the one a bypass-reset platform gives for power-off, and the call's x1.
+    assert_eq!(io.pm_status().gbpa_reset, 1);
+    let e = io.check_injection(0).unwrap_err();
+    assert_eq!((e.error(), e.detail()), (HypError::Refused, 2));
+    // Without DMA-capable streams there is no window to open: allowed.
+    let mut bare = service_with(FakeSmmu::qemu(), max_sid(), GbpaReset::Bypass);
+    bare.streams = Streams::default();
+    bare.injector = Some(0);
+    assert_eq!(bare.inject_power_loss(0), Ok(()));
+    assert!(!bare.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::SMMUEN), "lost");
+}
+
+#[test]
+fn an_abort_reset_platform_allows_an_injected_power_loss_with_dma() {
+    let mut io = ready();
+    io.attach(0, sid_of(0), Domain::Identity).unwrap();
+    io.injector = Some(0);
+    assert_eq!(io.check_injection(0), Ok(()));
+    assert_eq!(SmmuCalls::inject_power_loss(&mut io, 0, 0), Ok(()));
+    assert!(io.regs_mut().aborts(), "at reset, GBPA = abort: nothing passes");
 }
 
 #[test]
@@ -584,12 +687,12 @@ fn the_hypercall_interface_is_the_service() {
     let st = calls.pm_status();
     assert_eq!((st.votes_allow_off, st.vm_count, st.attached_streams), (1, 3, 1));
     assert!(!calls.may_inject(0) && !calls.may_inject(1));
-    assert_eq!(calls.inject_power_loss(0, 0), Err(HypError::NotSupported));
+    assert_eq!(calls.inject_power_loss(0, 0), Err(InjectError::NotSupported));
     io.regs_mut().post_event(ev(g1, 0x77));
     io.injector = Some(0);
     let calls: &mut dyn SmmuCalls = &mut io;
     assert!(calls.may_inject(0) && !calls.may_inject(1));
-    assert_eq!(calls.inject_power_loss(0, 3), Err(HypError::NotSupported), "deferred: EL2 only");
+    assert_eq!(calls.inject_power_loss(0, 3), Err(InjectError::NotSupported), "deferred: EL2 only");
     let mut out = [[0u64; 4]; 2];
     let r = calls.read_events(1, &mut out);
     assert_eq!((r.written, out[0][2]), (1, 0x77));

@@ -6,13 +6,14 @@ use core::ptr::NonNull;
 /// A zeroed, aligned buffer in hypervisor memory that the SMMU reads or writes. Never freed
 /// in the hypervisor: tables and queues live as long as the SMMU may use them, and an SMMU
 /// left pointing at a freed and reused table would walk whatever the heap put there. Host
-/// tests (which build thousands of SMMUs, each its own heap) do free them on drop.
+/// builds (the tests and the model's explorer, which build hundreds of thousands of software
+/// SMMUs) do free them on drop.
 #[derive(Debug)]
 pub struct DmaBuf {
     ptr: NonNull<u64>,
     len_words: usize,
-    /// What `Drop` gives back (host tests only).
-    #[cfg(test)]
+    /// What `Drop` gives back (host builds only).
+    #[cfg(not(target_os = "none"))]
     layout: Layout,
 }
 
@@ -20,11 +21,11 @@ pub struct DmaBuf {
 // only other party touching it is the SMMU.
 unsafe impl Send for DmaBuf {}
 
-#[cfg(test)]
+#[cfg(not(target_os = "none"))]
 impl Drop for DmaBuf {
     fn drop(&mut self) {
         // SAFETY: allocated in `new` with this layout and not freed since (a DmaBuf is neither
-        // Clone nor Copy); host tests' software SMMUs are dropped with the driver that owns it.
+        // Clone nor Copy); host builds' software SMMUs are dropped with the driver that owns it.
         unsafe { alloc::alloc::dealloc(self.ptr.as_ptr().cast(), self.layout) }
     }
 }
@@ -39,7 +40,7 @@ impl DmaBuf {
         Some(Self {
             ptr: NonNull::new(p.cast())?,
             len_words: bytes / 8,
-            #[cfg(test)]
+            #[cfg(not(target_os = "none"))]
             layout,
         })
     }

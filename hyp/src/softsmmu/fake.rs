@@ -46,6 +46,9 @@ pub struct FakeSmmu {
     /// Lose power (GBPA back to abort) just before the register write with this index in
     /// `writes` (a power cut in the middle of a sequence).
     pub lose_power_before_write: Option<usize>,
+    /// An implementation that refuses commands with this opcode (CMDQ_CONS.ERR = ILL), as it
+    /// does unknown ones.
+    pub reject_opcode: Option<u8>,
 }
 
 impl FakeSmmu {
@@ -65,6 +68,7 @@ impl FakeSmmu {
             hold_commands: false,
             consume_at_cons_read: None,
             lose_power_before_write: None,
+            reject_opcode: None,
         }
     }
 
@@ -75,7 +79,7 @@ impl FakeSmmu {
         }
         while let Some(c) = self.smmu.next_command(&mut HostMemory) {
             let c = c.expect("host memory never faults");
-            if !SoftSmmu::known_opcode(c[0] as u8) {
+            if !SoftSmmu::known_opcode(c[0] as u8) || self.reject_opcode == Some(c[0] as u8) {
                 self.smmu.fail_command(SoftSmmu::ILLEGAL);
                 return;
             }

@@ -41,7 +41,7 @@ pub fn device_info(index: u64) -> Result<(DeviceInfo, u64), HypError> {
 pub fn smmu_stats() -> Result<SmmuStats, HypError> {
     let mut s = SmmuStats::new_zeroed();
     let ipa = &mut s as *mut SmmuStats as u64;
-    call(HypCall::SmmuStats { ipa, len: 64 }).0?;
+    call(HypCall::SmmuStats { ipa, len: core::mem::size_of::<SmmuStats>() as u64 }).0?;
     Ok(s)
 }
 
