@@ -414,33 +414,34 @@ impl SmmuCalls for SharedSmmu {
         SERVICE.lock().as_ref().is_some_and(|io| io.may_inject(vm))
     }
     fn inject_power_loss(&mut self, vm: u32, after_writes: u64) -> Result<(), InjectError> {
-        let mut g = SERVICE.lock();
-        let io = g.as_mut().ok_or(InjectError::NotSupported)?;
-        // Checked before anything is armed, as for an immediate loss.
-        if let Err(e) = io.check_injection(vm) {
-            if let InjectError::Refused(r) = e {
-                info!(
-                    "SMMU power: vm {}: power-loss injection refused: {}",
-                    vm_name(vm),
-                    r.describe()
-                );
+        // Decided and done under the lock, logged once it is released.
+        let r = {
+            let mut g = SERVICE.lock();
+            let io = g.as_mut().ok_or(InjectError::NotSupported)?;
+            // Checked before anything is armed, as for an immediate loss.
+            match io.check_injection(vm) {
+                Err(e) => Err(e),
+                Ok(()) if after_writes != 0 => {
+                    SmmuMmio::arm_loss(after_writes);
+                    Ok(())
+                }
+                Ok(()) => io.inject_power_loss(vm),
             }
-            return Err(e);
+        };
+        let name = vm_name(vm);
+        match r {
+            Err(InjectError::Refused(why)) => {
+                info!("SMMU power: vm {name}: power-loss injection refused: {}", why.describe())
+            }
+            Err(_) => {}
+            Ok(()) if after_writes != 0 => info!(
+                "SMMU power: vm {name} arms a power loss before SMMU register write {after_writes} from now"
+            ),
+            Ok(()) => warn!(
+                "SMMU power: unexpected power loss injected by vm {name} (registers back at reset values)"
+            ),
         }
-        if after_writes != 0 {
-            SmmuMmio::arm_loss(after_writes);
-            info!(
-                "SMMU power: vm {} arms a power loss before SMMU register write {after_writes} from now",
-                vm_name(vm)
-            );
-            return Ok(());
-        }
-        io.inject_power_loss(vm)?;
-        warn!(
-            "SMMU power: unexpected power loss injected by vm {} (registers back at reset values)",
-            vm_name(vm)
-        );
-        Ok(())
+        r
     }
 }
 

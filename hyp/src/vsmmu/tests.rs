@@ -850,3 +850,28 @@ fn records_are_delivered_with_one_service_entry_per_sixteen() {
     let (two, n) = cost(&mut w, 17);
     assert_eq!((two, n), (2 * one, 17));
 }
+
+#[test]
+fn a_command_the_real_smmu_rejects_after_dropped_syncs_stops_the_hosts_queue_on_it() {
+    let mut w = World::new();
+    w.linux_reset();
+    // SYNCs (and a prefetch) are dropped on the guests' path before the command the real SMMU
+    // refuses: the host's queue must stop on that command's own entry, not earlier.
+    let at = w.prod;
+    let cs = [
+        Command::sync(),
+        Command::tlbi_nh_all(0),
+        Command::sync(),
+        Command([0x01 | 0x10 << 32, 0]),
+        Command::cfgi_cd(0x10, 0),
+        Command::tlbi_nh_asid(0, 4),
+        Command::sync(),
+    ];
+    w.io.regs_mut().reject_opcode = Some(Command::cfgi_cd(0x10, 0).opcode_byte());
+    w.cmds(&cs);
+    let cons = w.cons();
+    assert_eq!(cons >> 24 & 0x7f, cerror::ILL);
+    assert_eq!(cons & 0x1ff, (at + 4) & 0x1ff, "stopped on the refused CFGI_CD");
+    assert_eq!(w.v.counters.command_errors, 1);
+    w.io.regs_mut().reject_opcode = None;
+}
