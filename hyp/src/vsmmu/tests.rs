@@ -875,3 +875,24 @@ fn a_command_the_real_smmu_rejects_after_dropped_syncs_stops_the_hosts_queue_on_
     assert_eq!(w.v.counters.command_errors, 1);
     w.io.regs_mut().reject_opcode = None;
 }
+
+#[test]
+fn every_kind_of_notice_is_its_own_and_fits_the_logged_mask() {
+    // Each refusal reason, each CONS.ERR value and each other notice is a different kind (a
+    // kind logged once must not hide another), and every kind is a bit of the 64-bit mask.
+    let mut all = std::vec![
+        Notice::SteUnreadable { sid: 1 },
+        Notice::SteInstallFailed { sid: 1 },
+        Notice::UnknownRegister { offset: 0 },
+    ];
+    all.extend(HypError::ALL.iter().map(|&why| Notice::SteRefused { sid: 1, why }));
+    all.extend((0..8).map(|err| Notice::IllegalCommand { cmd: Command::sync(), err }));
+    let kinds: std::collections::BTreeSet<u32> = all.iter().map(|n| n.kind()).collect();
+    assert_eq!(kinds.len(), all.len(), "two notices share a kind");
+    assert!(kinds.iter().all(|&k| k < 64));
+    // The kind does not depend on the stream, offset or command.
+    assert_eq!(
+        Notice::SteRefused { sid: 2, why: HypError::BadConfig }.kind(),
+        Notice::SteRefused { sid: 9, why: HypError::BadConfig }.kind()
+    );
+}
