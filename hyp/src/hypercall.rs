@@ -132,8 +132,8 @@ fn set_ste(
     let range = caller.range(ipa, 64)?;
     let mut v = Ste::default();
     mem.read(range, v.as_mut_bytes());
-    let domain = validate::virtual_ste(&v, caller.vm.mem, &caps)?;
-    smmu.attach(caller.vm.id, sid, domain)?;
+    let domain = validate::virtual_ste(&v, caller.vm, &caps)?;
+    smmu.attach(caller.vm.id, sid, domain, &*mem)?;
     Ok(HypReturn::ok(0, domain.kind(), 0, 0))
 }
 
@@ -149,7 +149,7 @@ fn invalidate(
     // One copy out of the VM's memory; everything after works on this copy.
     let mut run = |cmds: &mut [Command]| {
         mem.read(range, cmds.as_mut_bytes());
-        match smmu.invalidate(caller.vm.id, cmds) {
+        match smmu.invalidate(caller.vm.id, cmds, &*mem) {
             Ok(n) => HypReturn::ok(0, n as u64, 0, 0),
             Err((index, e)) => HypReturn::err_at(e, index as u64),
         }
@@ -242,7 +242,7 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
         HypCall::SetSte { sid, ipa } => set_ste(caller, sid, ipa, &mut **mem, &mut **smmu),
         HypCall::ClearSte { sid } => {
             smmu.owned_stream(caller.vm.id, sid)?;
-            smmu.attach(caller.vm.id, sid, Domain::Blocked)?;
+            smmu.attach(caller.vm.id, sid, Domain::Blocked, &**mem)?;
             Ok(HypReturn::ok(0, 0, 0, 0))
         }
         HypCall::PmVote { allow_off } => {
@@ -372,7 +372,13 @@ mod tests {
         fn stats(&mut self) -> SmmuStats {
             SmmuStats { commands: 42, global_errors: 9, ..Default::default() }
         }
-        fn attach(&mut self, vm: u32, sid: u32, domain: Domain) -> Result<(), HypError> {
+        fn attach(
+            &mut self,
+            vm: u32,
+            sid: u32,
+            domain: Domain,
+            _mem: &dyn GuestMemory,
+        ) -> Result<(), HypError> {
             self.attached.push((vm, sid, domain));
             Ok(())
         }
@@ -403,7 +409,12 @@ mod tests {
                 Err(HypError::NotOwned)
             }
         }
-        fn invalidate(&mut self, vm: u32, cmds: &[Command]) -> Result<usize, (usize, HypError)> {
+        fn invalidate(
+            &mut self,
+            vm: u32,
+            cmds: &[Command],
+            _mem: &dyn GuestMemory,
+        ) -> Result<usize, (usize, HypError)> {
             self.invalidated.push((vm, cmds.len()));
             match cmds.iter().position(|c| c.opcode_byte() == 0xff) {
                 Some(i) => Err((i, HypError::BadCommand)),

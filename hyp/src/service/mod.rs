@@ -20,23 +20,26 @@ pub mod streams;
 
 pub use calls::SmmuCalls;
 
+use crate::guest::{GuestMemory, GuestRange};
 use crate::pm::{Action, Power, Refusal, Vote};
+use crate::smmu::dmabuf::DmaBuf;
 use crate::smmu::driver::{CmdError, EventWords, SmmuDriver};
-use crate::smmu::ste::{self, Domain, S2Config};
+use crate::smmu::ste::{self, Domain, S1Config, S2Config};
 use crate::smmu::strtab::{Ensured, SteError, StreamTable};
 use crate::smmu::SmmuRegs;
-use crate::validate::SmmuCaps;
+use crate::validate::{self, SmmuCaps, MAX_S1CDMAX};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use events::{EventDestination, EventReadResult, EventRouter};
 use host_abi::smmu::regs::Gerror;
-use host_abi::smmu::{Command, Ste};
+use host_abi::smmu::{cmd, Cd, Command, Opcode, Ste};
 use host_abi::INVALIDATE_MAX;
 use host_abi::{HypError, PmStatus, PmVoteResult, SmmuStats};
 use platform::power::{GbpaReset, SmmuPowerController};
-use platform::Manifest;
+use platform::{Manifest, VmSpec};
 use power::{PmCounters, PowerGate};
 use streams::Streams;
+use zerocopy::IntoBytes;
 
 /// Called for every event record the service routes (the EL2 side logs them).
 pub type EventLog = fn(EventDestination, &EventWords);
@@ -50,9 +53,32 @@ pub enum InstallError {
     Command(CmdError),
 }
 
+/// Most CDs of one stream's table ([`MAX_S1CDMAX`]).
+const MAX_CDS: usize = 1 << MAX_S1CDMAX;
+
+/// A stream's context descriptors as the hypervisor read and validated them: what its shadow
+/// table is to hold.
+#[derive(Clone, Copy)]
+struct CdImage {
+    cds: [Cd; MAX_CDS],
+    len: usize,
+}
+
+/// One VM's shadow CD tables: memory inside its RAM (at IPA == PA) that its CPU's stage 2 does
+/// not map and its devices' stage 2 maps read-only, which the hypervisor alone writes. Each of
+/// its streams has one table of `64 << max_cdmax` bytes at its slot.
+pub struct ShadowCds {
+    /// IPA (== PA) of the region.
+    pub ipa: u64,
+    /// The region, as the hypervisor writes it.
+    pub buf: DmaBuf,
+}
+
 /// The SMMU service.
 pub struct SmmuService<R: SmmuRegs> {
     table: StreamTable,
+    vms: &'static [VmSpec],
+    shadows: Vec<Option<ShadowCds>>,
     hw: PowerGate<R>,
     streams: Streams,
     events: EventRouter,
@@ -83,6 +109,8 @@ impl<R: SmmuRegs> SmmuService<R> {
         let caps = SmmuCaps::from_features(&driver.features);
         Self {
             table,
+            vms: manifest.vms,
+            shadows: (0..vms).map(|_| None).collect(),
             hw: PowerGate::new(driver, vms, controller),
             streams: Streams::from_manifest(manifest),
             events: EventRouter::new(vms),
@@ -101,6 +129,131 @@ impl<R: SmmuRegs> SmmuService<R> {
         if let Some(slot) = self.stage2.get_mut(vm as usize) {
             *slot = Some(s2);
         }
+    }
+
+    /// Gives VM `vm` its shadow CD tables (the EL2 side carves them from its RAM:
+    /// [`VmSpec::shadow_cds`]). Without them its streams cannot be nested.
+    pub fn set_shadow_cds(&mut self, vm: u32, shadow: ShadowCds) {
+        if let Some(slot) = self.shadows.get_mut(vm as usize) {
+            *slot = Some(shadow);
+        }
+    }
+
+    /// Bytes of one stream's shadow CD table on this SMMU.
+    fn shadow_table_bytes(&self) -> usize {
+        64 << self.caps.max_cdmax()
+    }
+
+    /// Where the shadow CD table of the stream at `idx` is: its IPA and its first word in its
+    /// owner's region. `None` if the owner has no region or it has no room for this stream.
+    fn shadow_of(&self, idx: usize) -> Option<(u64, usize)> {
+        let s = self.streams.at(idx);
+        let region = self.shadows.get(s.vm as usize)?.as_ref()?;
+        let bytes = self.shadow_table_bytes();
+        let off = s.slot as usize * bytes;
+        (off + bytes <= region.buf.len_words() * 8).then_some((region.ipa + off as u64, off / 8))
+    }
+
+    /// The physical STE the service installs for `domain` on stream `sid`: on its owner's stage
+    /// 2, a nested one with the stream's shadow CD table (what the SMMU walks) in place of the
+    /// VM's own. `None` if `sid` is not assigned or cannot take `domain`.
+    pub fn encoded(&self, sid: u32, domain: &Domain) -> Option<Ste> {
+        let s = self.streams.get(sid)?;
+        let s2 = self.stage2.get(s.vm as usize).copied().flatten()?;
+        let idx = self.streams.owned(s.vm, sid)?;
+        let physical = match *domain {
+            Domain::Nested(s1) => {
+                Domain::Nested(S1Config { ctx_ptr: self.shadow_of(idx)?.0, ..s1 })
+            }
+            d => d,
+        };
+        Some(ste::encode(&physical, &s2))
+    }
+
+    /// Reads VM `vm`'s CD table that `s1` describes out of its memory (one copy) and validates
+    /// every CD in it: what the stream's shadow table is to hold.
+    fn read_cds(&self, vm: u32, s1: &S1Config, mem: &dyn GuestMemory) -> Result<CdImage, HypError> {
+        let spec = self.vms.get(vm as usize).ok_or(HypError::DeviceError)?;
+        let len = 1usize << s1.cdmax;
+        if len > MAX_CDS {
+            return Err(HypError::BadConfig);
+        }
+        let range =
+            GuestRange::of(spec, s1.ctx_ptr, 64 * len as u64).map_err(|_| HypError::BadConfig)?;
+        let mut img = CdImage { cds: [Cd::default(); MAX_CDS], len };
+        mem.read(range, img.cds[..len].as_mut_bytes());
+        for c in &mut img.cds[..len] {
+            *c = validate::cd(c, spec, &self.caps)?;
+        }
+        Ok(img)
+    }
+
+    /// Writes `img` into the shadow table of the stream at `idx` (`sid`). While the SMMU may be
+    /// using it (`live`: the stream is nested), every state it can fetch is the old CD, the new
+    /// one, or an invalid one: a valid CD loses V first (CFGI_CD + SYNC), then its other words
+    /// change (CFGI_CD + SYNC), then word 0 brings V back (CFGI_CD + SYNC). A table not in use
+    /// is written as a whole and its CDs invalidated once (the SMMU may hold copies from an
+    /// earlier attachment). While the SMMU is off, memory only (resume invalidates all).
+    fn write_shadow(
+        &mut self,
+        idx: usize,
+        sid: u32,
+        img: &CdImage,
+        live: bool,
+    ) -> Result<(), InstallError> {
+        let Some((_, base)) = self.shadow_of(idx) else {
+            return Err(InstallError::Table(SteError::OutOfRange));
+        };
+        let vm = self.streams.at(idx).vm as usize;
+        let Self { shadows, hw, .. } = self;
+        let Some(Some(region)) = shadows.get_mut(vm) else {
+            return Err(InstallError::Table(SteError::OutOfRange));
+        };
+        let buf = &mut region.buf;
+        let mut d = hw.powered();
+        let mut syncs = 0u64;
+        let mut changed = false;
+        let mut sync =
+            |d: &mut Option<&mut SmmuDriver<R>>, c: Command| -> Result<(), InstallError> {
+                syncs += 1;
+                match d {
+                    Some(d) => d.submit(&[c.0]).map_err(InstallError::Command),
+                    None => Ok(()),
+                }
+            };
+        for (ssid, new) in img.cds[..img.len].iter().enumerate() {
+            let at = base + ssid * 8;
+            let cur: [u64; 8] = buf.read_entry(at);
+            if cur == new.0 {
+                continue;
+            }
+            changed = true;
+            let cfgi = Command::cfgi_cd(sid, ssid as u32);
+            let valid = |w0: u64| host_abi::smmu::cd::V.get(&[w0]) == 1;
+            if live && valid(cur[0]) {
+                buf.write(at, cur[0] & !host_abi::smmu::cd::V.mask());
+                sync(&mut d, cfgi)?;
+            }
+            for (w, (&was, &word)) in cur.iter().zip(new.0.iter()).enumerate().skip(1) {
+                if was != word {
+                    buf.write(at + w, word);
+                }
+            }
+            if live && valid(new.0[0]) {
+                sync(&mut d, cfgi)?;
+            }
+            buf.write(at, new.0[0]);
+            if live {
+                sync(&mut d, cfgi)?;
+            }
+        }
+        if changed && !live {
+            sync(&mut d, Command::cfgi_cd_all(sid))?;
+        }
+        if hw.state() == Power::Off {
+            hw.counters.elided += syncs;
+        }
+        Ok(())
     }
 
     /// Assigns `count` more stream IDs from `first` to VM `vm`: streams without a physical
@@ -159,6 +312,14 @@ impl<R: SmmuRegs> SmmuService<R> {
     /// The driver, without touching the hardware (features, counters).
     pub fn driver(&self) -> &SmmuDriver<R> {
         self.hw.driver()
+    }
+
+    /// The CD `ssid` of stream `sid`'s shadow table as it is in memory (what the SMMU walks).
+    pub fn shadow_cd(&self, sid: u32, ssid: usize) -> Option<Cd> {
+        let idx = self.streams.get(sid).and_then(|s| self.streams.owned(s.vm, sid))?;
+        let (_, base) = self.shadow_of(idx)?;
+        let region = self.shadows.get(self.streams.at(idx).vm as usize)?.as_ref()?;
+        (ssid < 1 << self.caps.max_cdmax()).then(|| Cd(region.buf.read_entry(base + ssid * 8)))
     }
 
     /// STE `sid` as it is in memory.
@@ -247,15 +408,40 @@ impl<R: SmmuRegs> SmmuService<R> {
         Ok(())
     }
 
-    /// Attaches stream `sid` of VM `vm` to `domain` (already validated), hitlessly. If the SMMU
-    /// fails it, the stream is left blocked and `DEVICE_ERROR` returned.
-    pub fn attach(&mut self, vm: u32, sid: u32, domain: Domain) -> Result<(), HypError> {
+    /// Attaches stream `sid` of VM `vm` to `domain` (already validated), hitlessly. A nested
+    /// domain's CD table is read out of the VM's memory `mem` (one copy), every CD validated
+    /// ([`validate::cd`]) and written into the stream's shadow table, which is what the physical
+    /// STE points at: the SMMU never walks a CD the hypervisor did not write. A refused CD
+    /// changes nothing and is returned. If the SMMU fails the install, the stream is left
+    /// blocked and `DEVICE_ERROR` returned.
+    pub fn attach(
+        &mut self,
+        vm: u32,
+        sid: u32,
+        domain: Domain,
+        mem: &dyn GuestMemory,
+    ) -> Result<(), HypError> {
         let idx = self.streams.owned(vm, sid).ok_or(HypError::NotOwned)?;
         let s2 = self.stage2.get(vm as usize).copied().flatten().ok_or(HypError::DeviceError)?;
-        let target = ste::encode(&domain, &s2);
+        let cds = match &domain {
+            Domain::Nested(s1) => {
+                let img = self.read_cds(vm, s1, mem)?;
+                self.shadow_of(idx).ok_or(HypError::DeviceError)?;
+                Some(img)
+            }
+            _ => None,
+        };
+        let target = self.encoded(sid, &domain).ok_or(HypError::DeviceError)?;
+        debug_assert_eq!(target.0[2..], ste::encode(&domain, &s2).0[2..]);
         self.service_hardware();
-        match self.install(sid, &target) {
+        let live = matches!(self.streams.at(idx).domain, Domain::Nested(_));
+        let r = match cds {
+            Some(img) => self.write_shadow(idx, sid, &img, live),
+            None => Ok(()),
+        };
+        match r.and_then(|()| self.install(sid, &target)) {
             Ok(()) => {
+                // The VM's view (its own CD table): what a CFGI re-reads.
                 self.streams.set_domain(idx, domain);
                 Ok(())
             }
@@ -270,11 +456,52 @@ impl<R: SmmuRegs> SmmuService<R> {
         }
     }
 
+    /// The shadow CDs a valid batch of VM `vm` asks to refresh: for each CFGI_STE, CFGI_CD or
+    /// CFGI_CD_ALL naming one of its nested streams (once per stream), the stream's CD table
+    /// read again out of `mem` and validated. `Err((i, e))`: command `i`'s stream has a CD that
+    /// is refused.
+    #[allow(clippy::type_complexity)]
+    fn stage_refresh(
+        &self,
+        vm: u32,
+        cmds: &[Command],
+        mem: &dyn GuestMemory,
+    ) -> Result<Vec<(usize, u32, CdImage)>, (usize, HypError)> {
+        let mut out: Vec<(usize, u32, CdImage)> = Vec::new();
+        for (i, c) in cmds.iter().enumerate().take(INVALIDATE_MAX as usize) {
+            let op = c.opcode_byte();
+            if op != Opcode::CfgiSte as u8
+                && op != Opcode::CfgiCd as u8
+                && op != Opcode::CfgiCdAll as u8
+            {
+                continue;
+            }
+            let sid = c.field(cmd::SID) as u32;
+            let Some(idx) = self.streams.owned(vm, sid) else { continue };
+            let Domain::Nested(s1) = self.streams.at(idx).domain else { continue };
+            if out.iter().any(|(_, s, _)| *s == sid) {
+                continue;
+            }
+            let img = self.read_cds(vm, &s1, mem).map_err(|e| (i, e))?;
+            out.push((idx, sid, img));
+        }
+        Ok(out)
+    }
+
     /// Validates every command of VM `vm`, then submits the valid ones as one batch with one
     /// SYNC. Returns how many reached the hardware, or the index of the first bad command.
     /// `cmds` is the hypervisor's own copy and is rewritten in place. Nothing happens, not even
-    /// a power-on, unless every command is valid.
-    pub fn invalidate(&mut self, vm: u32, cmds: &[Command]) -> Result<usize, (usize, HypError)> {
+    /// a power-on, unless every command is valid. A configuration invalidation (CFGI_STE,
+    /// CFGI_CD, CFGI_CD_ALL) of a nested stream first re-reads its CD table out of `mem` into
+    /// its shadow table (a VM's change to its CDs reaches the SMMU only this way); a refused
+    /// CD blocks that stream, as the SMMU would fault it (C_BAD_CD), and refuses the batch at
+    /// that command with nothing sent.
+    pub fn invalidate(
+        &mut self,
+        vm: u32,
+        cmds: &[Command],
+        mem: &dyn GuestMemory,
+    ) -> Result<usize, (usize, HypError)> {
         let vmid = self
             .stage2
             .get(vm as usize)
@@ -286,22 +513,51 @@ impl<R: SmmuRegs> SmmuService<R> {
         let owns = |s: u32| streams.owns(vm, s);
         let off = self.hw.state() == Power::Off;
         let batch = batch::validate(cmds, &mut self.send[..], vmid, &owns, &self.caps, off)?;
+        let (n, needs_power) = (batch.send.len(), batch.needs_power);
+        if batch.config {
+            let refresh = match self.stage_refresh(vm, cmds, mem) {
+                Ok(r) => r,
+                Err((i, e)) => {
+                    let sid = cmds[i].field(cmd::SID) as u32;
+                    let _ = self.attach(vm, sid, Domain::Blocked, mem);
+                    return Err((i, e));
+                }
+            };
+            if needs_power {
+                self.hw.counters.wakeups += 1;
+                let _ = self.hw.power_on();
+            }
+            self.service_hardware();
+            for (idx, sid, img) in &refresh {
+                if self.write_shadow(*idx, *sid, img, true).is_err() {
+                    let _ = self.attach(vm, *sid, Domain::Blocked, mem);
+                }
+            }
+            return self.submit_batch(n, false);
+        }
         // Valid: from here on, effects. An ATC invalidation must never be lost: it brings
         // power back.
-        if batch.needs_power {
+        if needs_power {
             self.hw.counters.wakeups += 1;
             let _ = self.hw.power_on();
         }
-        let Self { hw, streams, events, event_log, global_errors, unreported, .. } = self;
+        self.submit_batch(n, true)
+    }
+
+    /// Sends the first `n` commands of the send buffer with one SYNC (elided while the SMMU is
+    /// off), after the entry work if `entry` (not done yet).
+    fn submit_batch(&mut self, n: usize, entry: bool) -> Result<usize, (usize, HypError)> {
+        let Self { hw, streams, events, event_log, global_errors, unreported, send, .. } = self;
         let Some(d) = hw.powered() else {
             // Off: TLB and configuration invalidations are elided (resume invalidates all).
-            hw.counters.elided += batch.send.len() as u64;
+            hw.counters.elided += n as u64;
             return Ok(0);
         };
-        // The entry work (global errors, event drain) with the same power check.
-        entry_work(d, streams, events, *event_log, global_errors, unreported);
-        let words: &[[u64; 2]] = zerocopy::transmute_ref!(batch.send);
-        let n = words.len();
+        if entry {
+            // The entry work (global errors, event drain) with the same power check.
+            entry_work(d, streams, events, *event_log, global_errors, unreported);
+        }
+        let words: &[[u64; 2]] = zerocopy::transmute_ref!(&send[..n]);
         match d.submit(words) {
             Ok(()) => Ok(n),
             Err(CmdError::Rejected { index, .. }) => Err((index, HypError::DeviceError)),
@@ -410,7 +666,7 @@ impl<R: SmmuRegs> SmmuService<R> {
     pub fn vm_stopped(&mut self, vm: u32) {
         let sids: Vec<u32> = self.streams.of_vm(vm).collect();
         for sid in sids {
-            let _ = self.attach(vm, sid, Domain::Blocked);
+            let _ = self.attach(vm, sid, Domain::Blocked, &crate::guest::NoMemory);
         }
         self.vote(vm, Vote::AllowOff);
     }
@@ -493,11 +749,22 @@ impl<R: SmmuRegs> SmmuCalls for SmmuService<R> {
     fn stats(&mut self) -> SmmuStats {
         SmmuService::stats(self)
     }
-    fn attach(&mut self, vm: u32, sid: u32, domain: Domain) -> Result<(), HypError> {
-        SmmuService::attach(self, vm, sid, domain)
+    fn attach(
+        &mut self,
+        vm: u32,
+        sid: u32,
+        domain: Domain,
+        mem: &dyn GuestMemory,
+    ) -> Result<(), HypError> {
+        SmmuService::attach(self, vm, sid, domain, mem)
     }
-    fn invalidate(&mut self, vm: u32, cmds: &[Command]) -> Result<usize, (usize, HypError)> {
-        SmmuService::invalidate(self, vm, cmds)
+    fn invalidate(
+        &mut self,
+        vm: u32,
+        cmds: &[Command],
+        mem: &dyn GuestMemory,
+    ) -> Result<usize, (usize, HypError)> {
+        SmmuService::invalidate(self, vm, cmds, mem)
     }
     fn pm_vote(&mut self, vm: u32, vote: Vote) -> PmVoteResult {
         self.vote(vm, vote)

@@ -1,6 +1,7 @@
 //! The SMMU service against the software SMMU.
 
 use super::*;
+use crate::guest::NoMemory;
 use crate::service::SmmuCalls;
 use crate::smmu::driver::{SmmuDriver, EVTQ_LOG2};
 use crate::softsmmu::fake::FakeSmmu;
@@ -31,6 +32,9 @@ pub(crate) fn service_with(
         SmmuService::new(driver, table, &MANIFEST, Box::new(SimulatedPowerController::new(reset)));
     for vm in MANIFEST.vms {
         io.set_stage2(vm.id, s2(vm.id));
+        let shadow = vm.shadow_cds();
+        let buf = DmaBuf::new(shadow.size as usize, 4096).unwrap();
+        io.set_shadow_cds(vm.id, ShadowCds { ipa: shadow.base, buf });
     }
     io
 }
@@ -61,7 +65,7 @@ fn attach_installs_the_shadow_ste_and_invalidates_it() {
     let mut io = ready();
     let g1 = sid_of(1);
     let before = io.driver().counters;
-    io.attach(1, g1, Domain::Identity).unwrap();
+    io.attach(1, g1, Domain::Identity, &NoMemory).unwrap();
     assert_eq!(io.ste(g1), ste::encode(&Domain::Identity, &s2(1)));
     assert_eq!(io.domain_of(g1), Some(Domain::Identity));
     assert_eq!(io.attached_streams(), 1);
@@ -69,9 +73,9 @@ fn attach_installs_the_shadow_ste_and_invalidates_it() {
     assert_eq!(io.driver().counters.syncs - before.syncs, 2);
     let ops = io.regs_mut().opcodes();
     assert_eq!(&ops[ops.len() - 4..], [0x03, 0x46, 0x03, 0x46]);
-    assert_eq!(io.attach(1, sid_of(0), Domain::Identity), Err(HypError::NotOwned));
-    assert_eq!(io.attach(0, g1, Domain::Identity), Err(HypError::NotOwned));
-    io.attach(1, g1, Domain::Blocked).unwrap();
+    assert_eq!(io.attach(1, sid_of(0), Domain::Identity, &NoMemory), Err(HypError::NotOwned));
+    assert_eq!(io.attach(0, g1, Domain::Identity, &NoMemory), Err(HypError::NotOwned));
+    io.attach(1, g1, Domain::Blocked, &NoMemory).unwrap();
     assert_eq!(ste::effective(&io.ste(g1)), None);
     assert_eq!(io.attached_streams(), 0);
 }
@@ -82,7 +86,7 @@ fn invalidate_validates_all_then_submits_one_batch() {
     let g1 = sid_of(1);
     let before = io.driver().counters;
     let batch = [Command::tlbi_nh_va(0, 1, 0x1000), Command::cfgi_cd(g1, 0), Command::sync()];
-    assert_eq!(io.invalidate(1, &batch.clone()), Ok(2), "the SYNC is elided");
+    assert_eq!(io.invalidate(1, &batch.clone(), &NoMemory), Ok(2), "the SYNC is elided");
     assert_eq!(io.driver().counters.commands - before.commands, 3, "2 commands + 1 SYNC");
     assert_eq!(io.driver().counters.syncs - before.syncs, 1);
     let ops = io.regs_mut().consumed.clone();
@@ -93,7 +97,7 @@ fn invalidate_validates_all_then_submits_one_batch() {
     );
     let before = io.driver().counters;
     let bad = [Command::tlbi_nh_all(0), Command::cfgi_ste(sid_of(2))];
-    assert_eq!(io.invalidate(1, &bad.clone()), Err((1, HypError::NotOwned)));
+    assert_eq!(io.invalidate(1, &bad.clone(), &NoMemory), Err((1, HypError::NotOwned)));
     assert_eq!(io.driver().counters, before, "nothing submitted");
 }
 
@@ -102,7 +106,7 @@ fn a_batch_whose_first_command_is_dropped_still_sends_the_rest() {
     let mut io = ready();
     let n = io.regs_mut().consumed.len();
     let b = [Command::sync(), Command::tlbi_nh_va(0, 3, 0x5000)];
-    assert_eq!(io.invalidate(2, &b), Ok(1));
+    assert_eq!(io.invalidate(2, &b, &NoMemory), Ok(1));
     let c = &io.regs_mut().consumed[n..];
     assert_eq!(c, [Command::tlbi_nh_va(MANIFEST.vms[2].vmid(), 3, 0x5000).0, Command::sync().0]);
 }
@@ -111,7 +115,7 @@ fn a_batch_whose_first_command_is_dropped_still_sends_the_rest() {
 fn global_errors_are_acknowledged_and_a_service_failure_reinitialises() {
     let mut io = ready();
     let g1 = sid_of(1);
-    io.attach(1, g1, Domain::Identity).unwrap();
+    io.attach(1, g1, Domain::Identity, &NoMemory).unwrap();
     assert_eq!(io.handle_global_errors(), Gerror::empty());
     io.regs_mut().raise(Gerror::EVENTQ_ABT_ERR | Gerror::SFM_ERR);
     let cfgi_before = io.regs_mut().opcodes().iter().filter(|&&o| o == 0x04).count();
@@ -134,7 +138,7 @@ fn every_vm_must_allow_power_off() {
     let mut io = ready();
     let g1 = sid_of(1);
     let last = MANIFEST.vms.len() as u32 - 1;
-    io.attach(1, g1, Domain::Identity).unwrap();
+    io.attach(1, g1, Domain::Identity, &NoMemory).unwrap();
     assert_eq!(io.vote(0, Vote::AllowOff).refusal, Some(Refusal::WaitingForVotes));
     for vm in 1..last {
         assert!(!io.vote(vm, Vote::AllowOff).powered_off);
@@ -148,9 +152,9 @@ fn every_vm_must_allow_power_off() {
     let consumed = f.consumed.len();
     let writes = f.writes.len();
     // While off: STE changes in memory only, invalidations elided, no hardware access.
-    io.attach(1, g1, Domain::Blocked).unwrap();
+    io.attach(1, g1, Domain::Blocked, &NoMemory).unwrap();
     assert_eq!(ste::effective(&io.ste(g1)), None);
-    assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)]), Ok(0));
+    assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)], &NoMemory), Ok(0));
     let _ = io.stats();
     let mut out = [[0u64; 4]; 1];
     let _ = io.read_events(1, &mut out);
@@ -189,7 +193,7 @@ fn events_pending_at_power_off_reach_their_owner() {
 fn a_stopped_vm_is_blocked_and_no_longer_holds_power_on() {
     let mut io = ready();
     let g1 = sid_of(1);
-    io.attach(1, g1, Domain::Identity).unwrap();
+    io.attach(1, g1, Domain::Identity, &NoMemory).unwrap();
     io.vm_stopped(1);
     assert_eq!(io.domain_of(g1), Some(Domain::Blocked));
     assert_eq!(ste::effective(&io.ste(g1)), None);
@@ -208,7 +212,7 @@ fn extra_streams_are_owned_and_attachable_on_a_two_level_table() {
     assert!(io.owns(0, 0x10ff) && !io.owns(1, 0x10ff) && !io.owns(0, 0x1100));
     assert!(io.is_two_level(), "the stream ID space needs two levels");
     let n = io.regs_mut().consumed.len();
-    io.attach(0, 0x1005, Domain::Identity).unwrap();
+    io.attach(0, 0x1005, Domain::Identity, &NoMemory).unwrap();
     // What the SMMU would fetch for the stream is the shadow STE: walk the table the way the
     // hardware does, through the level-1 descriptor.
     let fetched =
@@ -220,7 +224,7 @@ fn extra_streams_are_owned_and_attachable_on_a_two_level_table() {
     assert_eq!(io.attached_streams(), 1);
     // The level-1 descriptor spans its whole level-2 table (SPAN = SPLIT + 1): the last
     // stream of the 256 is reached too.
-    io.attach(0, 0x10ff, Domain::Identity).unwrap();
+    io.attach(0, 0x10ff, Domain::Identity, &NoMemory).unwrap();
     let fetched =
         io.regs_mut().smmu.lookup_ste(&mut crate::softsmmu::fake::HostMemory, 0x10ff).unwrap();
     assert_eq!(Ste(fetched), ste::encode(&Domain::Identity, &s2(0)));
@@ -232,7 +236,7 @@ fn a_failed_ste_write_is_reported_and_the_stream_stays_blocked() {
     // the install fails, the call says so, nothing is attached.
     let mut io = service_with(FakeSmmu::qemu(), max_sid(), GbpaReset::Abort);
     io.add_streams(2, 0x4000, 1);
-    assert_eq!(io.attach(2, 0x4000, Domain::Identity), Err(HypError::DeviceError));
+    assert_eq!(io.attach(2, 0x4000, Domain::Identity, &NoMemory), Err(HypError::DeviceError));
     assert_eq!(io.domain_of(0x4000), Some(Domain::Blocked));
     assert_eq!(io.attached_streams(), 0);
 }
@@ -242,7 +246,7 @@ fn a_stream_first_attached_while_off_gets_its_table_and_translates_after_resume(
     let mut io = service_with(FakeSmmu::qemu(), 0x1000 + 9, GbpaReset::Abort);
     io.add_streams(0, 0x1000, 10);
     assert!(vote_all(&mut io, Vote::AllowOff).powered_off);
-    io.attach(0, 0x1003, Domain::Identity).unwrap();
+    io.attach(0, 0x1003, Domain::Identity, &NoMemory).unwrap();
     let want = ste::encode(&Domain::Identity, &s2(0));
     assert_eq!(io.ste(0x1003), want, "written in memory while off");
     io.vote(0, Vote::NeedOn);
@@ -255,7 +259,7 @@ fn a_stream_first_attached_while_off_gets_its_table_and_translates_after_resume(
 fn an_atc_invalidation_wakes_the_smmu() {
     let mut io = ready();
     assert!(vote_all(&mut io, Vote::AllowOff).powered_off);
-    assert_eq!(io.invalidate(1, &[Command::atc_inv_all(sid_of(1))]), Ok(0));
+    assert_eq!(io.invalidate(1, &[Command::atc_inv_all(sid_of(1))], &NoMemory), Ok(0));
     let c = io.pm_counters();
     assert_eq!((c.wakeups, c.resumes), (1, 1));
     assert_eq!(io.pm_status().power, 0, "on again");
@@ -267,10 +271,13 @@ fn a_refused_atc_invalidation_does_not_wake_the_smmu() {
     assert!(vote_all(&mut io, Vote::AllowOff).powered_off);
     let writes = io.regs_mut().writes.len();
     // Another VM's stream: refused, and nothing happens, power-on included.
-    assert_eq!(io.invalidate(1, &[Command::atc_inv_all(sid_of(2))]), Err((0, HypError::NotOwned)));
+    assert_eq!(
+        io.invalidate(1, &[Command::atc_inv_all(sid_of(2))], &NoMemory),
+        Err((0, HypError::NotOwned))
+    );
     // A valid ATC_INV followed by a bad command: refused as a whole.
     assert_eq!(
-        io.invalidate(1, &[Command::atc_inv_all(sid_of(1)), Command::cfgi_all()]),
+        io.invalidate(1, &[Command::atc_inv_all(sid_of(1)), Command::cfgi_all()], &NoMemory),
         Err((1, HypError::BadCommand))
     );
     assert_eq!(io.power(), Power::Off);
@@ -309,7 +316,7 @@ fn pm_off_refuses_every_power_off() {
 fn only_the_injector_may_inject_a_power_loss_and_it_is_recovered() {
     let mut io = ready();
     let g1 = sid_of(1);
-    io.attach(1, g1, Domain::Identity).unwrap();
+    io.attach(1, g1, Domain::Identity, &NoMemory).unwrap();
     assert_eq!(io.inject_power_loss(0), Err(HypError::NotSupported), "disabled");
     io.injector = Some(0);
     assert!(io.may_inject(0) && !io.may_inject(1));
@@ -320,7 +327,7 @@ fn only_the_injector_may_inject_a_power_loss_and_it_is_recovered() {
     assert!(!io.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::SMMUEN));
     assert!(io.regs_mut().aborts(), "this platform resets GBPA to abort");
     // The next operation that needs the hardware notices and resumes first.
-    assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)]), Ok(1));
+    assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)], &NoMemory), Ok(1));
     assert_eq!(io.pm_counters().losses, 1);
     assert_eq!(io.ste(g1), ste::encode(&Domain::Identity, &s2(1)));
     let fetched =
@@ -334,7 +341,7 @@ fn a_power_loss_in_the_middle_of_a_batch_costs_no_long_wait() {
     // Power lost between two calls: detected at the next entry (CR0 is back at reset) and
     // recovered, then the batch goes through.
     io.regs_mut().power_loss(Gbpa::ABORT);
-    assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)]), Ok(1));
+    assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)], &NoMemory), Ok(1));
     assert_eq!(io.pm_counters().losses, 1);
     // Lost just before the batch's PROD write: the SMMU never consumes it. The driver sees
     // its queue disabled on the first poll and gives up at once instead of spinning (which
@@ -342,12 +349,12 @@ fn a_power_loss_in_the_middle_of_a_batch_costs_no_long_wait() {
     let writes = io.regs_mut().writes.len();
     io.regs_mut().lose_power_before_write = Some(writes);
     io.regs_mut().reads = 0;
-    let r = io.invalidate(1, &[Command::tlbi_nh_all(0)]);
+    let r = io.invalidate(1, &[Command::tlbi_nh_all(0)], &NoMemory);
     assert_eq!(r, Err((1, HypError::DeviceError)), "the batch did not complete");
     assert!(io.regs_mut().reads < 100, "{} register reads", io.regs_mut().reads);
     assert_eq!(io.pm_counters().losses, 2, "recovered before returning");
     assert!(io.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::RUNNING));
-    assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)]), Ok(1), "working again");
+    assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)], &NoMemory), Ok(1), "working again");
 }
 
 #[test]
@@ -395,8 +402,8 @@ fn routing_and_reading_with_several_streams_per_vm_out_of_vm_order() {
 fn a_flooding_vm_costs_another_vm_none_of_its_events() {
     let mut io = ready();
     let (g1, g2) = (sid_of(1), sid_of(2));
-    io.attach(1, g1, Domain::Identity).unwrap();
-    io.attach(2, g2, Domain::Identity).unwrap();
+    io.attach(1, g1, Domain::Identity, &NoMemory).unwrap();
+    io.attach(2, g2, Domain::Identity, &NoMemory).unwrap();
     // VM 2's device faults 3,000 times and VM 2 never reads; VM 1 expects its 40. Every
     // entry into the service drains the SMMU's queue (here: VM 1's and the host's calls).
     let mut mine = 0;
@@ -429,8 +436,8 @@ fn a_flooding_vm_costs_another_vm_none_of_its_events() {
 fn when_the_smmu_itself_drops_events_every_affected_vm_is_told() {
     let mut io = ready();
     let (g1, g2) = (sid_of(1), sid_of(2));
-    io.attach(1, g1, Domain::Identity).unwrap();
-    io.attach(2, g2, Domain::Identity).unwrap();
+    io.attach(1, g1, Domain::Identity, &NoMemory).unwrap();
+    io.attach(2, g2, Domain::Identity, &NoMemory).unwrap();
     // Nobody enters the service while VM 2's device overflows the SMMU's queue.
     for i in 0..(1u64 << EVTQ_LOG2) + 10 {
         io.regs_mut().post_event(ev(g2, i));
@@ -458,7 +465,7 @@ fn a_virtual_ste_is_checked_against_the_real_smmu() {
         .with_config(host_abi::smmu::SteConfig::S1)
         .with_s1_context_ptr(mem.base + 0x1000)
         .with_s1cdmax(1);
-    assert_eq!(crate::validate::virtual_ste(&v, mem, &caps), Err(HypError::BadConfig));
+    assert_eq!(crate::validate::virtual_ste(&v, &MANIFEST.vms[1], &caps), Err(HypError::BadConfig));
     let _ = vec![0u8; 1];
 }
 
@@ -483,7 +490,7 @@ fn every_entry_counts_and_reports_the_global_errors_it_handles() {
     assert_eq!(io.take_unreported_errors(), both);
     // An invalidation's entry work handles them the same way.
     io.regs_mut().raise(Gerror::EVENTQ_ABT_ERR);
-    assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)]), Ok(1));
+    assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)], &NoMemory), Ok(1));
     assert!(io.regs_mut().smmu.active_errors().is_empty(), "acknowledged");
     assert_eq!(io.take_unreported_errors(), Gerror::EVENTQ_ABT_ERR);
     assert_eq!(io.stats().global_errors, 3, "each error bit counted once");
@@ -515,10 +522,13 @@ fn the_hypercall_interface_is_the_service() {
     let calls: &mut dyn SmmuCalls = &mut io;
     assert_eq!(calls.owned_stream(1, g1), Ok(SmmuCaps::QEMU));
     assert_eq!(calls.owned_stream(1, sid_of(2)), Err(HypError::NotOwned));
-    assert_eq!(calls.attach(1, g1, Domain::Identity), Ok(()));
-    assert_eq!(calls.attach(2, g1, Domain::Identity), Err(HypError::NotOwned));
-    assert_eq!(calls.invalidate(1, &[Command::tlbi_nh_all(0), Command::sync()]), Ok(1));
-    assert_eq!(calls.invalidate(1, &[Command::cfgi_ste(sid_of(2))]), Err((0, HypError::NotOwned)));
+    assert_eq!(calls.attach(1, g1, Domain::Identity, &NoMemory), Ok(()));
+    assert_eq!(calls.attach(2, g1, Domain::Identity, &NoMemory), Err(HypError::NotOwned));
+    assert_eq!(calls.invalidate(1, &[Command::tlbi_nh_all(0), Command::sync()], &NoMemory), Ok(1));
+    assert_eq!(
+        calls.invalidate(1, &[Command::cfgi_ste(sid_of(2))], &NoMemory),
+        Err((0, HypError::NotOwned))
+    );
     let s = calls.stats();
     assert!(s.commands > 0 && s.syncs >= 3 && s.ste_writes > 0, "{s:?}");
     let r = calls.pm_vote(0, Vote::AllowOff);

@@ -198,6 +198,8 @@ pub struct Counters {
     pub stes_shadowed: u64,
     /// Host STEs refused by validation (the stream was blocked).
     pub stes_refused: u64,
+    /// Host STEs whose context descriptors were refused when shadowed (the stream was blocked).
+    pub cds_refused: u64,
     /// Event records written into the host's event queue.
     pub events_delivered: u64,
     /// Event records the host's queue could not take (overflow signalled, or disabled).
@@ -233,6 +235,13 @@ impl<T> core::ops::DerefMut for Aligned<T> {
 pub enum Notice {
     /// A host STE was refused: the stream is blocked.
     SteRefused {
+        /// Stream ID.
+        sid: u32,
+        /// Why.
+        why: HypError,
+    },
+    /// The context descriptors a host STE points at were refused: the stream is blocked.
+    CdRefused {
         /// Stream ID.
         sid: u32,
         /// Why.
@@ -420,8 +429,16 @@ impl VirtualSmmu {
             }
             let domain = self.host_domain(sid, ctx);
             self.counters.stes_shadowed += 1;
-            // A failure leaves the stream blocked (the service says so in its own log).
-            let _ = ctx.smmu.attach(self.vm, sid, domain);
+            // A failure of the SMMU leaves the stream blocked (the service says so in its own
+            // log); a refused CD changes nothing there, so it is blocked here.
+            match ctx.smmu.attach(self.vm, sid, domain, &*ctx.mem.mem) {
+                Err(why) if why != HypError::DeviceError => {
+                    self.counters.cds_refused += 1;
+                    self.notice(Notice::CdRefused { sid, why });
+                    let _ = ctx.smmu.attach(self.vm, sid, Domain::Blocked, &*ctx.mem.mem);
+                }
+                _ => {}
+            }
         }
     }
 
@@ -443,7 +460,7 @@ impl VirtualSmmu {
             Ok(c) => c,
             Err(_) => return Domain::Blocked,
         };
-        match validate::virtual_ste(&Ste(words), ctx.mem.spec.mem, &caps) {
+        match validate::virtual_ste(&Ste(words), ctx.mem.spec, &caps) {
             Ok(d) => d,
             Err(why) => {
                 self.counters.stes_refused += 1;
@@ -619,12 +636,12 @@ fn send(vm: u32, cmds: &[Command], ctx: &mut Context<'_>) -> Result<(), usize> {
     if cmds.is_empty() {
         return Ok(());
     }
-    match ctx.smmu.invalidate(vm, cmds) {
+    match ctx.smmu.invalidate(vm, cmds, &*ctx.mem.mem) {
         Ok(_) => Ok(()),
         Err((i, HypError::DeviceError)) => Err(i.min(cmds.len() - 1)),
         Err((i, _)) => {
             if i > 0 {
-                let _ = ctx.smmu.invalidate(vm, &cmds[..i]);
+                let _ = ctx.smmu.invalidate(vm, &cmds[..i], &*ctx.mem.mem);
             }
             Err(i)
         }

@@ -201,8 +201,8 @@ fn host_stes_become_shadows_through_the_guests_validation() {
     // Stage 1: nested on the host's stage 2, CD table as an IPA.
     w.host_ste(0x10, s1_ste());
     w.cmds(&[Command::cfgi_ste(0x10), Command::sync()]);
-    let want =
-        ste::encode(&validate::virtual_ste(&s1_ste(), HOST.mem, &SmmuCaps::QEMU).unwrap(), &s2(0));
+    let domain = validate::virtual_ste(&s1_ste(), HOST, &SmmuCaps::QEMU).unwrap();
+    let want = w.io.encoded(0x10, &domain).unwrap();
     assert_eq!(w.shadow(0x10), want);
     assert_eq!(w.shadow(0x10).config(), Some(SteConfig::Nested));
     // Bypass: identity on the host's stage 2, never real bypass.
