@@ -460,6 +460,12 @@ mod tests {
         assert!(
             matches!(w.smmu.attached[3], (1, 0x18, Domain::Nested(c)) if c.ctx_ptr == base + 0x1000)
         );
+        // A CD table in the hypervisor's shadow CDs (inside the caller's RAM): refused.
+        let shadow = MANIFEST.vms[1].shadow_cds().base;
+        put(&mut w, s1.with_s1_context_ptr(shadow));
+        let r = call(&mut w, 0, HypCall::SetSte { sid: 0x18, ipa: base + 0x400 }.to_regs());
+        assert_eq!(r.status(), Err(HypError::BadConfig));
+        assert_eq!(w.smmu.attached.len(), 4);
     }
 
     #[test]
@@ -594,19 +600,27 @@ mod tests {
         let mut w = world();
         let vm = MANIFEST.vms[1];
         let bad = [
-            0x4020_0000,              // hypervisor
-            MANIFEST.vms[0].mem.base, // another VM
-            vm.mem.end() - 4,         // straddles the end
-            u64::MAX - 2,             // wraps
-            vm.mem.base - 1,          // starts just below
+            0x4020_0000,               // hypervisor
+            MANIFEST.vms[0].mem.base,  // another VM
+            vm.mem.end() - 4,          // straddles the end
+            u64::MAX - 2,              // wraps
+            vm.mem.base - 1,           // starts just below
+            vm.shadow_cds().base,      // the hypervisor's shadow CDs inside its RAM
+            vm.shadow_cds().base - 4,  // straddles into them
+            vm.shadow_cds().end() - 4, // straddles out of them
         ];
         for ipa in bad {
             let r = call(&mut w, 0, HypCall::ConsoleWrite { ipa, len: 8 }.to_regs());
             assert_eq!(r.status(), Err(HypError::InvalidAddress), "console {ipa:#x}");
             let r = call(&mut w, 0, HypCall::VmInfo { ipa, len: 64 }.to_regs());
             assert_eq!(r.status(), Err(HypError::InvalidAddress), "vm_info {ipa:#x}");
+            let r = call(&mut w, 0, HypCall::SetSte { sid: 0x18, ipa }.to_regs());
+            assert_eq!(r.status(), Err(HypError::InvalidAddress), "set_ste {ipa:#x}");
+            let r = call(&mut w, 0, HypCall::Invalidate { ipa, count: 1 }.to_regs());
+            assert_eq!(r.status(), Err(HypError::InvalidAddress), "invalidate {ipa:#x}");
         }
         assert!(w.out.0.is_empty());
+        assert!(w.smmu.attached.is_empty() && w.smmu.invalidated.is_empty());
         assert!(w.ram.bytes.iter().all(|&b| b == 0));
     }
 

@@ -1,16 +1,19 @@
 //! The SMMU service against the software SMMU.
 
 use super::*;
-use crate::guest::NoMemory;
+use crate::guest::{GuestMemory, GuestRange, NoMemory};
 use crate::service::SmmuCalls;
 use crate::smmu::driver::{SmmuDriver, EVTQ_LOG2};
+use crate::smmu::ste::S1Config;
 use crate::softsmmu::fake::FakeSmmu;
 use crate::softsmmu::IdRegs;
 use crate::validate::SmmuCaps;
 use host_abi::smmu::regs::{off, Gbpa, Idr1, IrqCtrl};
+use host_abi::smmu::Cd;
 use platform::power::SimulatedPowerController;
 use platform::qemu_virt::MANIFEST;
 use std::vec;
+use zerocopy::IntoBytes;
 
 fn ev(sid: u32, iova: u64) -> EventWords {
     [0x10 | (sid as u64) << 32, 0, iova, 0]
@@ -576,4 +579,226 @@ fn the_power_controller_sees_the_real_registers() {
     }
     assert!(vote_all(&mut io, Vote::AllowOff).powered_off);
     assert_eq!(*seen.lock().unwrap(), [Gbpa::ABORT | 0x1000, 0x0d44_101b]);
+}
+
+/// A guest's RAM for the CD tests: sparse, any VM.
+#[derive(Default)]
+struct Ram(std::collections::BTreeMap<u64, u8>);
+
+impl GuestMemory for Ram {
+    fn read(&self, r: GuestRange, out: &mut [u8]) {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = *self.0.get(&(r.ipa() + i as u64)).unwrap_or(&0);
+        }
+    }
+    fn write(&mut self, r: GuestRange, data: &[u8]) {
+        for (i, b) in data.iter().enumerate() {
+            self.0.insert(r.ipa() + i as u64, *b);
+        }
+    }
+}
+
+impl Ram {
+    fn put_cd(&mut self, ipa: u64, c: &Cd) {
+        for (i, b) in c.as_bytes().iter().enumerate() {
+            self.0.insert(ipa + i as u64, *b);
+        }
+    }
+}
+
+/// Guest 1's CD table and page tables, and a CD as a driver writes it.
+const G1_CDS: u64 = 0x5400_3000;
+fn g1_cd(asid: u64) -> Cd {
+    Cd::default()
+        .with_t0sz(25)
+        .with_ir0(1)
+        .with_or0(1)
+        .with_sh0(3)
+        .with_epd1(1)
+        .with_v(1)
+        .with_ips(1)
+        .with_aa64(1)
+        .with_r(1)
+        .with_a(1)
+        .with_aset(1)
+        .with_asid(asid)
+        .with_ttb0(0x5410_0000)
+        .with_mair(0xff)
+}
+
+fn g1_nested() -> Domain {
+    Domain::Nested(S1Config { ctx_ptr: G1_CDS, cdmax: 0, fmt: 0, dss: 0, cir: 1, cor: 1, csh: 3 })
+}
+
+/// CFGI_CD commands (any SSID) the SMMU consumed from `from` on.
+fn cfgi_cds(io: &mut SmmuService<FakeSmmu>, from: usize, sid: u32) -> usize {
+    let c = Command::cfgi_cd(sid, 0).0;
+    io.regs_mut().consumed[from..].iter().filter(|x| x[0] & !(0xfffff << 12) == c[0]).count()
+}
+
+#[test]
+fn a_nested_stream_walks_the_hypervisors_copy_of_its_cds() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let mut ram = Ram::default();
+    ram.put_cd(G1_CDS, &g1_cd(5));
+    io.attach(1, g1, g1_nested(), &ram).unwrap();
+    let shadow = MANIFEST.vms[1].shadow_cds();
+    let ste = io.ste(g1);
+    assert_eq!(ste.config(), Some(host_abi::smmu::SteConfig::Nested));
+    assert_eq!(ste.s1_context_ptr(), shadow.base, "the shadow table, not the VM's");
+    assert!(shadow.contains_range(ste.s1_context_ptr(), 64));
+    assert_eq!(Some(ste), io.encoded(g1, &g1_nested()));
+    assert_eq!(io.shadow_cd(g1, 0), Some(g1_cd(5)));
+    assert_eq!(io.domain_of(g1), Some(g1_nested()), "the VM's view: its own table");
+    // The VM rewrites its CD without telling the SMMU: nothing the SMMU walks changes.
+    let before = io.regs_mut().consumed.len();
+    ram.put_cd(G1_CDS, &g1_cd(6).with_ips(6));
+    assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)], &ram), Ok(1));
+    assert_eq!(io.shadow_cd(g1, 0), Some(g1_cd(5)));
+    assert_eq!(io.ste(g1), ste);
+    assert_eq!(cfgi_cds(&mut io, before, g1), 0);
+}
+
+#[test]
+fn cfgi_cd_cd_all_and_ste_refresh_the_shadow_through_an_invalid_cd() {
+    for cfgi in [
+        Command::cfgi_cd(sid_of(1), 0),
+        Command::cfgi_cd_all(sid_of(1)),
+        Command::cfgi_ste(sid_of(1)),
+    ] {
+        let mut io = ready();
+        let g1 = sid_of(1);
+        let mut ram = Ram::default();
+        ram.put_cd(G1_CDS, &g1_cd(5));
+        io.attach(1, g1, g1_nested(), &ram).unwrap();
+        let ste = io.ste(g1);
+        ram.put_cd(G1_CDS, &g1_cd(6));
+        let before = io.regs_mut().consumed.len();
+        assert_eq!(io.invalidate(1, &[cfgi, Command::sync()], &ram), Ok(1), "{cfgi:x?}");
+        assert_eq!(io.shadow_cd(g1, 0), Some(g1_cd(6)), "{cfgi:x?}");
+        assert_eq!(io.ste(g1), ste, "the STE stays");
+        // V cleared (CFGI_CD + SYNC), the other words (CFGI_CD + SYNC), V set (CFGI_CD + SYNC),
+        // then the VM's own command.
+        let sent = io.regs_mut().consumed[before..].to_vec();
+        let cd = Command::cfgi_cd(g1, 0).0;
+        let sync = Command::sync().0;
+        assert_eq!(&sent[..6], &[cd, sync, cd, sync, cd, sync], "{sent:x?}");
+        assert_eq!(&sent[6..], &[cfgi.0, sync]);
+        // Unchanged CDs: nothing more than the VM's command.
+        let before = io.regs_mut().consumed.len();
+        assert_eq!(io.invalidate(1, &[cfgi], &ram), Ok(1));
+        assert_eq!(io.regs_mut().consumed[before..], [cfgi.0, sync]);
+    }
+}
+
+#[test]
+fn a_cd_becoming_invalid_is_shadowed_invalid() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let mut ram = Ram::default();
+    ram.put_cd(G1_CDS, &g1_cd(5));
+    io.attach(1, g1, g1_nested(), &ram).unwrap();
+    ram.put_cd(G1_CDS, &g1_cd(5).with_v(0));
+    let before = io.regs_mut().consumed.len();
+    assert_eq!(io.invalidate(1, &[Command::cfgi_cd(g1, 0)], &ram), Ok(1));
+    assert_eq!(io.shadow_cd(g1, 0), Some(Cd::default()));
+    // V cleared and synced before anything else changes; then the rest, synced.
+    assert_eq!(cfgi_cds(&mut io, before, g1), 3, "two for the shadow, one the VM's");
+}
+
+#[test]
+fn a_refused_cd_at_cfgi_blocks_the_stream_and_names_the_command() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let mut ram = Ram::default();
+    ram.put_cd(G1_CDS, &g1_cd(5));
+    io.attach(1, g1, g1_nested(), &ram).unwrap();
+    // IPS 0b110: 52 bits, beyond QEMU's OAS (its SMMU would abort the whole machine).
+    ram.put_cd(G1_CDS, &g1_cd(5).with_ips(0b110));
+    let before = io.regs_mut().consumed.len();
+    let batch = [Command::tlbi_nh_all(0), Command::cfgi_cd(g1, 0), Command::sync()];
+    assert_eq!(io.invalidate(1, &batch, &ram), Err((1, HypError::BadConfig)));
+    assert_eq!(io.domain_of(g1), Some(Domain::Blocked), "as the SMMU would fault it");
+    assert_eq!(ste::effective(&io.ste(g1)), None);
+    assert_eq!(io.shadow_cd(g1, 0), Some(g1_cd(5)), "the shadow is never a refused CD");
+    assert!(!io.regs_mut().consumed[before..].contains(&Command::tlbi_nh_all(2).0), "not sent");
+    // Each refusal reason reaches the caller.
+    for (bad, e) in [
+        (g1_cd(5).with_ips(0b111), HypError::ReservedField),
+        (with_ttb(g1_cd(5), 0x4020_0000), HypError::BadConfig),
+        (with_ttb(g1_cd(5), MANIFEST.vms[1].shadow_cds().base), HypError::BadConfig),
+        (Cd([g1_cd(5).0[0], g1_cd(5).0[1], 0, 0, 1, 0, 0, 0]), HypError::ForbiddenField),
+    ] {
+        ram.put_cd(G1_CDS, &g1_cd(5));
+        io.attach(1, g1, g1_nested(), &ram).unwrap();
+        ram.put_cd(G1_CDS, &bad);
+        assert_eq!(io.invalidate(1, &[Command::cfgi_cd_all(g1)], &ram), Err((0, e)), "{bad:x?}");
+        assert_eq!(io.domain_of(g1), Some(Domain::Blocked));
+    }
+}
+
+fn with_ttb(c: Cd, ttb: u64) -> Cd {
+    c.with_ttb0(ttb)
+}
+
+#[test]
+fn a_refused_cd_at_attach_changes_nothing() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let mut ram = Ram::default();
+    io.attach(1, g1, Domain::Identity, &ram).unwrap();
+    let ste = io.ste(g1);
+    let before = io.regs_mut().consumed.len();
+    for (bad, e) in [
+        (g1_cd(5).with_ips(0b110), HypError::BadConfig),
+        (g1_cd(5).with_ips(0b111), HypError::ReservedField),
+        (g1_cd(5).with_t0sz(40), HypError::BadConfig),
+        (g1_cd(5).with_aa64(0), HypError::BadConfig),
+    ] {
+        ram.put_cd(G1_CDS, &bad);
+        assert_eq!(io.attach(1, g1, g1_nested(), &ram), Err(e), "{bad:x?}");
+        assert_eq!(io.domain_of(g1), Some(Domain::Identity));
+        assert_eq!(io.ste(g1), ste);
+        assert_eq!(io.shadow_cd(g1, 0), Some(Cd::default()));
+    }
+    assert_eq!(io.regs_mut().consumed.len(), before, "nothing sent");
+}
+
+#[test]
+fn shadows_written_while_off_cost_no_command_and_survive_resume() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let mut ram = Ram::default();
+    ram.put_cd(G1_CDS, &g1_cd(5));
+    io.attach(1, g1, g1_nested(), &ram).unwrap();
+    vote_all(&mut io, Vote::AllowOff);
+    assert_eq!(io.power(), Power::Off);
+    let elided = io.pm_counters().elided;
+    ram.put_cd(G1_CDS, &g1_cd(7));
+    assert_eq!(io.invalidate(1, &[Command::cfgi_cd(g1, 0)], &ram), Ok(0));
+    assert_eq!(io.shadow_cd(g1, 0), Some(g1_cd(7)));
+    assert_eq!(io.pm_counters().elided, elided + 4, "three shadow syncs and the VM's CFGI_CD");
+    io.vote(0, Vote::NeedOn);
+    assert_eq!(io.shadow_cd(g1, 0), Some(g1_cd(7)));
+    assert!(ste::effective(&io.ste(g1)).is_some());
+}
+
+#[test]
+fn a_detached_streams_old_shadow_is_invalidated_before_it_is_used_again() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let mut ram = Ram::default();
+    ram.put_cd(G1_CDS, &g1_cd(5));
+    io.attach(1, g1, g1_nested(), &ram).unwrap();
+    io.attach(1, g1, Domain::Blocked, &ram).unwrap();
+    ram.put_cd(G1_CDS, &g1_cd(9));
+    let before = io.regs_mut().consumed.len();
+    io.attach(1, g1, g1_nested(), &ram).unwrap();
+    let sent = io.regs_mut().consumed[before..].to_vec();
+    let all = Command::cfgi_cd_all(g1).0;
+    let first_ste = sent.iter().position(|c| c[0] & 0xff == 0x03).unwrap();
+    assert_eq!(sent.iter().position(|c| *c == all), Some(0), "{sent:x?}");
+    assert!(first_ste > 0);
+    assert_eq!(io.shadow_cd(g1, 0), Some(g1_cd(9)));
 }
