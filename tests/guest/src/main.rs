@@ -947,7 +947,7 @@ fn nested_cds_are_checked_and_shadowed() -> Result<(), Msg> {
     write_faults(shadow.base + 8)?;
     // Accepted: nested DMA lands where our page tables say.
     check_eq!(iommu::set_ste(sid, &vste), Ok(2), "SET_STE with a good CD");
-    load_edu_buffer(&edu, scratch(0))?;
+    load_edu_buffer_via(&edu, IOVA, target)?;
     fill(target, 4096, |_| 0xee);
     dma_to(&edu, IOVA, 256)?;
     bytes_eq(target, 256, pattern, "nested DMA through the shadow CD")?;
