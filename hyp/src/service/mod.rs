@@ -56,14 +56,6 @@ pub enum InstallError {
 /// Most CDs of one stream's table ([`MAX_S1CDMAX`]).
 const MAX_CDS: usize = 1 << MAX_S1CDMAX;
 
-/// A stream's context descriptors as the hypervisor read and validated them: what its shadow
-/// table is to hold.
-#[derive(Clone, Copy)]
-struct CdImage {
-    cds: [Cd; MAX_CDS],
-    len: usize,
-}
-
 /// One VM's shadow CD tables: memory inside its RAM (at IPA == PA) that its CPU's stage 2 does
 /// not map and its devices' stage 2 maps read-only, which the hypervisor alone writes. Each of
 /// its streams has one table of `64 << max_cdmax` bytes at its slot.
@@ -79,6 +71,9 @@ pub struct SmmuService<R: SmmuRegs> {
     table: StreamTable,
     vms: &'static [VmSpec],
     shadows: Vec<Option<ShadowCds>>,
+    /// The CDs of one stream as read and validated, before they are shadowed (allocated once:
+    /// SET_STE is a benchmarked path, and a whole table is 2 KiB).
+    staging: Box<[Cd]>,
     hw: PowerGate<R>,
     streams: Streams,
     events: EventRouter,
@@ -111,6 +106,7 @@ impl<R: SmmuRegs> SmmuService<R> {
             table,
             vms: manifest.vms,
             shadows: (0..vms).map(|_| None).collect(),
+            staging: alloc::vec![Cd::default(); MAX_CDS].into_boxed_slice(),
             hw: PowerGate::new(driver, vms, controller),
             streams: Streams::from_manifest(manifest),
             events: EventRouter::new(vms),
@@ -170,22 +166,28 @@ impl<R: SmmuRegs> SmmuService<R> {
         Some(ste::encode(&physical, &s2))
     }
 
-    /// Reads VM `vm`'s CD table that `s1` describes out of its memory (one copy) and validates
-    /// every CD in it: what the stream's shadow table is to hold.
-    fn read_cds(&self, vm: u32, s1: &S1Config, mem: &dyn GuestMemory) -> Result<CdImage, HypError> {
+    /// Reads VM `vm`'s CD table that `s1` describes out of its memory (one copy) into `out`
+    /// (as long as the table) and validates every CD in it: what the stream's shadow table is
+    /// to hold.
+    fn read_cds(
+        &self,
+        vm: u32,
+        s1: &S1Config,
+        mem: &dyn GuestMemory,
+        out: &mut [Cd],
+    ) -> Result<(), HypError> {
         let spec = self.vms.get(vm as usize).ok_or(HypError::DeviceError)?;
         let len = 1usize << s1.cdmax;
-        if len > MAX_CDS {
+        if len > MAX_CDS || len != out.len() {
             return Err(HypError::BadConfig);
         }
         let range =
             GuestRange::of(spec, s1.ctx_ptr, 64 * len as u64).map_err(|_| HypError::BadConfig)?;
-        let mut img = CdImage { cds: [Cd::default(); MAX_CDS], len };
-        mem.read(range, img.cds[..len].as_mut_bytes());
-        for c in &mut img.cds[..len] {
+        mem.read(range, out.as_mut_bytes());
+        for c in out.iter_mut() {
             *c = validate::cd(c, spec, &self.caps)?;
         }
-        Ok(img)
+        Ok(())
     }
 
     /// Writes `img` into the shadow table of the stream at `idx` (`sid`). While the SMMU may be
@@ -198,7 +200,7 @@ impl<R: SmmuRegs> SmmuService<R> {
         &mut self,
         idx: usize,
         sid: u32,
-        img: &CdImage,
+        img: &[Cd],
         live: bool,
     ) -> Result<(), InstallError> {
         let Some((_, base)) = self.shadow_of(idx) else {
@@ -210,6 +212,10 @@ impl<R: SmmuRegs> SmmuService<R> {
             return Err(InstallError::Table(SteError::OutOfRange));
         };
         let buf = &mut region.buf;
+        // The common case (attaching the CDs it had): nothing to write, nothing to touch.
+        if img.iter().enumerate().all(|(ssid, c)| buf.read_entry::<8>(base + ssid * 8) == c.0) {
+            return Ok(());
+        }
         let mut d = hw.powered();
         let mut syncs = 0u64;
         let mut changed = false;
@@ -221,7 +227,7 @@ impl<R: SmmuRegs> SmmuService<R> {
                     None => Ok(()),
                 }
             };
-        for (ssid, new) in img.cds[..img.len].iter().enumerate() {
+        for (ssid, new) in img.iter().enumerate() {
             let at = base + ssid * 8;
             let cur: [u64; 8] = buf.read_entry(at);
             if cur == new.0 {
@@ -423,21 +429,29 @@ impl<R: SmmuRegs> SmmuService<R> {
     ) -> Result<(), HypError> {
         let idx = self.streams.owned(vm, sid).ok_or(HypError::NotOwned)?;
         let s2 = self.stage2.get(vm as usize).copied().flatten().ok_or(HypError::DeviceError)?;
-        let cds = match &domain {
+        // The CDs are read and checked into the staging buffer before anything changes.
+        let (target, cds) = match domain {
             Domain::Nested(s1) => {
-                let img = self.read_cds(vm, s1, mem)?;
-                self.shadow_of(idx).ok_or(HypError::DeviceError)?;
-                Some(img)
+                let n = 1usize << s1.cdmax;
+                let mut staging = core::mem::take(&mut self.staging);
+                let r = self.read_cds(vm, &s1, mem, staging.get_mut(..n).unwrap_or(&mut []));
+                self.staging = staging;
+                r?;
+                let (ipa, _) = self.shadow_of(idx).ok_or(HypError::DeviceError)?;
+                let physical = Domain::Nested(S1Config { ctx_ptr: ipa, ..s1 });
+                (ste::encode(&physical, &s2), n)
             }
-            _ => None,
+            _ => (ste::encode(&domain, &s2), 0),
         };
-        let target = self.encoded(sid, &domain).ok_or(HypError::DeviceError)?;
-        debug_assert_eq!(target.0[2..], ste::encode(&domain, &s2).0[2..]);
         self.service_hardware();
         let live = matches!(self.streams.at(idx).domain, Domain::Nested(_));
-        let r = match cds {
-            Some(img) => self.write_shadow(idx, sid, &img, live),
-            None => Ok(()),
+        let r = if cds > 0 {
+            let staging = core::mem::take(&mut self.staging);
+            let r = self.write_shadow(idx, sid, &staging[..cds], live);
+            self.staging = staging;
+            r
+        } else {
+            Ok(())
         };
         match r.and_then(|()| self.install(sid, &target)) {
             Ok(()) => {
@@ -466,8 +480,8 @@ impl<R: SmmuRegs> SmmuService<R> {
         vm: u32,
         cmds: &[Command],
         mem: &dyn GuestMemory,
-    ) -> Result<Vec<(usize, u32, CdImage)>, (usize, HypError)> {
-        let mut out: Vec<(usize, u32, CdImage)> = Vec::new();
+    ) -> Result<Vec<(usize, u32, Vec<Cd>)>, (usize, HypError)> {
+        let mut out: Vec<(usize, u32, Vec<Cd>)> = Vec::new();
         for (i, c) in cmds.iter().enumerate().take(INVALIDATE_MAX as usize) {
             let op = c.opcode_byte();
             if op != Opcode::CfgiSte as u8
@@ -482,7 +496,8 @@ impl<R: SmmuRegs> SmmuService<R> {
             if out.iter().any(|(_, s, _)| *s == sid) {
                 continue;
             }
-            let img = self.read_cds(vm, &s1, mem).map_err(|e| (i, e))?;
+            let mut img = alloc::vec![Cd::default(); 1 << s1.cdmax];
+            self.read_cds(vm, &s1, mem, &mut img).map_err(|e| (i, e))?;
             out.push((idx, sid, img));
         }
         Ok(out)

@@ -802,3 +802,17 @@ fn a_detached_streams_old_shadow_is_invalidated_before_it_is_used_again() {
     assert!(first_ste > 0);
     assert_eq!(io.shadow_cd(g1, 0), Some(g1_cd(9)));
 }
+
+#[test]
+fn reattaching_the_same_cds_costs_no_cd_invalidation() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let mut ram = Ram::default();
+    ram.put_cd(G1_CDS, &g1_cd(5));
+    io.attach(1, g1, g1_nested(), &ram).unwrap();
+    io.attach(1, g1, Domain::Blocked, &ram).unwrap();
+    let before = io.regs_mut().consumed.len();
+    io.attach(1, g1, g1_nested(), &ram).unwrap();
+    let sent = io.regs_mut().consumed[before..].to_vec();
+    assert!(sent.iter().all(|c| c[0] & 0xff != 0x05 && c[0] & 0xff != 0x06), "{sent:x?}");
+}
