@@ -215,6 +215,14 @@ impl World {
             if Some(a.2) != want {
                 return Err(std::format!("stream {:#x}: STE {:x?} is not its domain's", a.0, a.2));
             }
+            // What the SMMU walks for a nested stream is a CD the hypervisor accepted (or none).
+            if let Some(crate::smmu::ste::Domain::Nested(_)) = a.1 {
+                let spec = &platform::qemu_virt::MANIFEST.vms[owner as usize];
+                let c = self.io.shadow_cd(a.0, 0).ok_or("nested stream without a shadow CD")?;
+                if crate::validate::cd(&c, spec, &self.io.caps()) != Ok(c) {
+                    return Err(std::format!("stream {:#x}: shadow CD {c:x?} is not valid", a.0));
+                }
+            }
         }
         Ok(())
     }
