@@ -281,8 +281,15 @@ fn mair_ok(mair: u64) -> bool {
 /// has, and for each enabled walk (EPD0/EPD1 = 0) the checks of `cd_walk`. Nothing is capped:
 /// the shadow is exactly what the VM wrote, or nothing.
 pub fn cd(c: &Cd, vm: &VmSpec, caps: &SmmuCaps) -> Result<Cd, HypError> {
+    Ok(if cd_in_place(c, vm, caps)? { *c } else { Cd::default() })
+}
+
+/// [`cd`] without the copy (the SET_STE path): `Ok(true)` if `c` is valid and accepted as it
+/// is, `Ok(false)` if it is invalid (V = 0: the shadow is all zeros).
+#[inline]
+pub fn cd_in_place(c: &Cd, vm: &VmSpec, caps: &SmmuCaps) -> Result<bool, HypError> {
     if c.v() == 0 {
-        return Ok(Cd::default());
+        return Ok(false);
     }
     if (0..8).any(|i| c.0[i] & CD_FORBIDDEN[i] != 0) {
         return Err(HypError::ForbiddenField);
@@ -315,7 +322,7 @@ pub fn cd(c: &Cd, vm: &VmSpec, caps: &SmmuCaps) -> Result<Cd, HypError> {
         let w = Walk { tsz: c.t1sz(), tg: c.tg1(), sh: c.sh1(), ttb: c.ttb1(), tg1: true };
         cd_walk(w, out_bits, vm, caps)?;
     }
-    Ok(*c)
+    Ok(true)
 }
 
 /// What to do with one valid command.
