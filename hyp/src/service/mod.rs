@@ -56,6 +56,9 @@ pub enum InstallError {
 /// Most CDs of one stream's table ([`MAX_S1CDMAX`]).
 const MAX_CDS: usize = 1 << MAX_S1CDMAX;
 
+/// The shadow CDs a batch refreshes: (stream index, stream ID, its CDs as read and checked).
+type Refresh = Vec<(usize, u32, Vec<Cd>)>;
+
 /// One VM's shadow CD tables: memory inside its RAM (at IPA == PA) that its CPU's stage 2 does
 /// not map and its devices' stage 2 maps read-only, which the hypervisor alone writes. Each of
 /// its streams has one table of `64 << max_cdmax` bytes at its slot.
@@ -477,14 +480,13 @@ impl<R: SmmuRegs> SmmuService<R> {
     /// CFGI_CD_ALL naming one of its nested streams (once per stream), the stream's CD table
     /// read again out of `mem` and validated. `Err((i, e))`: command `i`'s stream has a CD that
     /// is refused.
-    #[allow(clippy::type_complexity)]
     fn stage_refresh(
         &self,
         vm: u32,
         cmds: &[Command],
         mem: &dyn GuestMemory,
-    ) -> Result<Vec<(usize, u32, Vec<Cd>)>, (usize, HypError)> {
-        let mut out: Vec<(usize, u32, Vec<Cd>)> = Vec::new();
+    ) -> Result<Refresh, (usize, HypError)> {
+        let mut out: Refresh = Vec::new();
         for (i, c) in cmds.iter().enumerate().take(INVALIDATE_MAX as usize) {
             let op = c.opcode_byte();
             if op != Opcode::CfgiSte as u8
