@@ -97,7 +97,7 @@ struct World {
     devices: Vec<Vec<Function>>,
 }
 
-use crate::service::tests::{s2, service_with};
+use crate::service::tests::service_with;
 
 fn sids() -> Vec<u32> {
     let mut v: Vec<u32> =
@@ -211,9 +211,17 @@ impl World {
             if b.1 != a.1 && owner != vm {
                 return Err(std::format!("vm {vm} changed stream {:#x} of vm {owner}", a.0));
             }
-            let want = ste::encode(&a.1.unwrap(), &s2(owner)).0;
-            if a.2 != want {
+            let want = self.io.encoded(a.0, &a.1.unwrap()).map(|s| s.0);
+            if Some(a.2) != want {
                 return Err(std::format!("stream {:#x}: STE {:x?} is not its domain's", a.0, a.2));
+            }
+            // What the SMMU walks for a nested stream is a CD the hypervisor accepted (or none).
+            if let Some(crate::smmu::ste::Domain::Nested(_)) = a.1 {
+                let spec = &platform::qemu_virt::MANIFEST.vms[owner as usize];
+                let c = self.io.shadow_cd(a.0, 0).ok_or("nested stream without a shadow CD")?;
+                if crate::validate::cd(&c, spec, &self.io.caps()) != Ok(c) {
+                    return Err(std::format!("stream {:#x}: shadow CD {c:x?} is not valid", a.0));
+                }
             }
         }
         Ok(())
@@ -394,6 +402,6 @@ fn the_checker_notices_a_change_made_by_a_refused_call() {
     let mut w = World::new();
     let before = w.snapshot();
     let g1 = MANIFEST.vms[1].devices[0].rid();
-    w.io.attach(1, g1, crate::smmu::ste::Domain::Identity).unwrap();
+    w.io.attach(1, g1, crate::smmu::ste::Domain::Identity, &crate::guest::NoMemory).unwrap();
     assert_ne!(w.snapshot(), before);
 }

@@ -15,10 +15,11 @@ pub struct GuestRange {
 }
 
 impl GuestRange {
-    /// `[ipa, ipa + len)` of VM `spec`, if it lies entirely inside its RAM; otherwise
+    /// `[ipa, ipa + len)` of VM `spec`, if it lies entirely inside its RAM and clear of the
+    /// shadow context descriptors the hypervisor keeps there ([`VmSpec::holds`]); otherwise
     /// `INVALID_ADDRESS`. An empty range is refused too (no call takes one).
     pub fn of(spec: &VmSpec, ipa: u64, len: u64) -> Result<GuestRange, HypError> {
-        if len == 0 || !spec.mem.contains_range(ipa, len) {
+        if !spec.holds(ipa, len) {
             return Err(HypError::InvalidAddress);
         }
         Ok(GuestRange { vm: spec.id, ipa, len })
@@ -65,13 +66,25 @@ pub trait GuestMemory {
     fn write(&mut self, range: GuestRange, data: &[u8]);
 }
 
+/// No memory at all: for operations that read none (blocking a stream). A read yields zeros
+/// (an invalid CD, should anything ever ask).
+pub struct NoMemory;
+
+impl GuestMemory for NoMemory {
+    fn read(&self, _range: GuestRange, out: &mut [u8]) {
+        out.fill(0);
+    }
+    fn write(&mut self, _range: GuestRange, _data: &[u8]) {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use platform::MemRange;
 
+    /// RAM at 0x1000..0x5000: its shadow CDs at 0x3000..0x4000, its boot-info page above.
     const VM: VmSpec =
-        VmSpec { id: 1, name: "t", mem: MemRange::new(0x1000, 0x2000), cpu: 1, devices: &[] };
+        VmSpec { id: 1, name: "t", mem: MemRange::new(0x1000, 0x4000), cpu: 1, devices: &[] };
 
     #[test]
     fn only_ranges_inside_the_vm_exist() {
@@ -92,9 +105,10 @@ mod tests {
                 "{ipa:#x}+{len:#x}"
             );
         }
+        assert!(GuestRange::of(&VM, 0x4000, 0x1000).is_ok(), "the boot-info page");
         // Every end 1..=63 bytes past the RAM is refused.
         for past in 1..64 {
-            assert!(GuestRange::of(&VM, 0x3000 - 64, 64 + past).is_err());
+            assert!(GuestRange::of(&VM, 0x5000 - 64, 64 + past).is_err());
         }
         assert!(!r.is_empty());
         assert_eq!(r.prefix(64).unwrap().len(), 64);
@@ -105,5 +119,18 @@ mod tests {
         assert!(r.sub(0x1000, 0).is_none(), "empty");
         assert!(r.sub(0x1001, 0x1000).is_none() && r.sub(u64::MAX, 2).is_none());
         assert!(r.sub(0x1000, 0x1000).is_some() && r.sub(0x1000, 0x1001).is_none());
+    }
+
+    #[test]
+    fn the_shadow_cds_are_not_the_vms_memory() {
+        let vm = &platform::qemu_virt::MANIFEST.vms[1];
+        let s = vm.shadow_cds();
+        for (ipa, len) in
+            [(s.base, 64), (s.base - 16, 32), (s.end() - 8, 16), (vm.mem.base, vm.mem.size)]
+        {
+            assert_eq!(GuestRange::of(vm, ipa, len), Err(HypError::InvalidAddress), "{ipa:#x}");
+        }
+        assert!(GuestRange::of(vm, s.base - 64, 64).is_ok());
+        assert!(GuestRange::of(vm, s.end(), 64).is_ok(), "the boot-info page");
     }
 }

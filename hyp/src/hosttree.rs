@@ -19,6 +19,9 @@ use platform::MemRange;
 pub struct HostTreeFacts<'a> {
     /// `reg` of every `device_type = "memory"` node.
     pub memory: Vec<MemRange>,
+    /// `reg` of every `/reserved-memory` child with `no-map` (others are not collected: a
+    /// region Linux may map is its RAM like the rest).
+    pub no_map: Vec<MemRange>,
     /// `reg` of every `/cpus/cpu@*` node.
     pub cpus: Vec<u64>,
     /// `enable-method` of the CPUs, if all say the same.
@@ -129,6 +132,12 @@ pub fn parse(blob: &[u8]) -> Result<HostTreeFacts<'_>, crate::dt::DtError> {
             continue;
         }
         match name {
+            "reserved-memory" => {
+                for c in n.children().filter(|c| c.property("no-map").is_some()) {
+                    f.no_map.extend(regs(&c));
+                }
+                continue;
+            }
             "cpus" => {
                 for cpu in n.children().filter(|c| c.name.split('@').next() == Some("cpu")) {
                     let reg = cpu.property("reg").and_then(|p| p.as_usize()).unwrap_or(usize::MAX);
@@ -228,6 +237,9 @@ pub fn parse(blob: &[u8]) -> Result<HostTreeFacts<'_>, crate::dt::DtError> {
 pub enum HostTreeError {
     /// Memory other than exactly the host's RAM.
     Memory(Vec<MemRange>),
+    /// The `no-map` reserved memory is not exactly the hypervisor's shadow CDs (Linux would
+    /// use pages its stage 2 does not map).
+    ShadowCds(Vec<MemRange>),
     /// Not exactly the host's one CPU (the `reg` values found).
     Cpus(Vec<u64>),
     /// CPUs not started through PSCI.
@@ -275,6 +287,11 @@ impl core::fmt::Display for HostTreeError {
             HostTreeError::Memory(m) => {
                 write!(f, "memory nodes {} are not exactly the host's RAM", Ranges(m))
             }
+            HostTreeError::ShadowCds(m) => write!(
+                f,
+                "no-map reserved memory {} is not exactly the hypervisor's shadow CDs",
+                Ranges(m)
+            ),
             HostTreeError::Cpus(c) => write!(f, "CPU nodes {c:#x?} are not exactly the host's CPU"),
             HostTreeError::EnableMethod => f.write_str("the CPU is not started through PSCI"),
             HostTreeError::Psci => f.write_str("no /psci node with method \"smc\""),
@@ -313,6 +330,9 @@ pub fn check(
 ) -> Result<(), HostTreeError> {
     if got.memory != [want.ram] {
         return Err(HostTreeError::Memory(got.memory.clone()));
+    }
+    if got.no_map != [want.shadow_cds] {
+        return Err(HostTreeError::ShadowCds(got.no_map.clone()));
     }
     if got.cpus != [want.cpu_mpidr] {
         return Err(HostTreeError::Cpus(got.cpus.clone()));
@@ -455,6 +475,7 @@ mod tests {
         let blob = dtgen::write(&t).unwrap();
         let f = parse(&blob).unwrap();
         assert_eq!(f.memory, [t.ram]);
+        assert_eq!(f.no_map, [MANIFEST.vms[0].shadow_cds()]);
         assert_eq!(f.cpus, [0]);
         assert_eq!(f.gic, [BOARD.gicd, MemRange::new(BOARD.gicr.base, 0x2_0000)]);
         assert_eq!(f.pcie_probe_only, Some(1));
@@ -477,6 +498,11 @@ mod tests {
         let bigger = MemRange::new(t.ram.base, t.ram.size + (32 << 20));
         assert!(matches!(refuse(HostTree { ram: bigger, ..t }), HostTreeError::Memory(_)));
         assert!(matches!(refuse(HostTree { cpu_mpidr: 1, ..t }), HostTreeError::Cpus(_)));
+        // The shadow CDs not reserved (no-map) exactly: Linux would touch unmapped pages.
+        let moved = MemRange::new(t.shadow_cds.base - 0x1000, t.shadow_cds.size);
+        let e = refuse(HostTree { shadow_cds: moved, ..t });
+        assert_eq!(e, HostTreeError::ShadowCds(std::vec![moved]));
+        assert!(e.to_string().contains("shadow CDs"));
         let all_gicr = BOARD.gicr;
         assert!(matches!(refuse(HostTree { gicr: all_gicr, ..t }), HostTreeError::Gic(_)));
         let guest_gicr = MemRange::new(BOARD.gicr.base + 0x2_0000, 0x2_0000);

@@ -132,8 +132,8 @@ fn set_ste(
     let range = caller.range(ipa, 64)?;
     let mut v = Ste::default();
     mem.read(range, v.as_mut_bytes());
-    let domain = validate::virtual_ste(&v, caller.vm.mem, &caps)?;
-    smmu.attach(caller.vm.id, sid, domain)?;
+    let domain = validate::virtual_ste(&v, caller.vm, &caps)?;
+    smmu.attach(caller.vm.id, sid, domain, &*mem)?;
     Ok(HypReturn::ok(0, domain.kind(), 0, 0))
 }
 
@@ -149,7 +149,7 @@ fn invalidate(
     // One copy out of the VM's memory; everything after works on this copy.
     let mut run = |cmds: &mut [Command]| {
         mem.read(range, cmds.as_mut_bytes());
-        match smmu.invalidate(caller.vm.id, cmds) {
+        match smmu.invalidate(caller.vm.id, cmds, &*mem) {
             Ok(n) => HypReturn::ok(0, n as u64, 0, 0),
             Err((index, e)) => HypReturn::err_at(e, index as u64),
         }
@@ -242,7 +242,7 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
         HypCall::SetSte { sid, ipa } => set_ste(caller, sid, ipa, &mut **mem, &mut **smmu),
         HypCall::ClearSte { sid } => {
             smmu.owned_stream(caller.vm.id, sid)?;
-            smmu.attach(caller.vm.id, sid, Domain::Blocked)?;
+            smmu.attach(caller.vm.id, sid, Domain::Blocked, &**mem)?;
             Ok(HypReturn::ok(0, 0, 0, 0))
         }
         HypCall::PmVote { allow_off } => {
@@ -377,7 +377,13 @@ mod tests {
         fn stats(&mut self) -> SmmuStats {
             SmmuStats { commands: 42, global_errors: 9, ..Default::default() }
         }
-        fn attach(&mut self, vm: u32, sid: u32, domain: Domain) -> Result<(), HypError> {
+        fn attach(
+            &mut self,
+            vm: u32,
+            sid: u32,
+            domain: Domain,
+            _mem: &dyn GuestMemory,
+        ) -> Result<(), HypError> {
             self.attached.push((vm, sid, domain));
             Ok(())
         }
@@ -411,7 +417,12 @@ mod tests {
                 Err(HypError::NotOwned)
             }
         }
-        fn invalidate(&mut self, vm: u32, cmds: &[Command]) -> Result<usize, (usize, HypError)> {
+        fn invalidate(
+            &mut self,
+            vm: u32,
+            cmds: &[Command],
+            _mem: &dyn GuestMemory,
+        ) -> Result<usize, (usize, HypError)> {
             self.invalidated.push((vm, cmds.len()));
             match cmds.iter().position(|c| c.opcode_byte() == 0xff) {
                 Some(i) => Err((i, HypError::BadCommand)),
@@ -457,6 +468,12 @@ mod tests {
         assert!(
             matches!(w.smmu.attached[3], (1, 0x18, Domain::Nested(c)) if c.ctx_ptr == base + 0x1000)
         );
+        // A CD table in the hypervisor's shadow CDs (inside the caller's RAM): refused.
+        let shadow = MANIFEST.vms[1].shadow_cds().base;
+        put(&mut w, s1.with_s1_context_ptr(shadow));
+        let r = call(&mut w, 0, HypCall::SetSte { sid: 0x18, ipa: base + 0x400 }.to_regs());
+        assert_eq!(r.status(), Err(HypError::BadConfig));
+        assert_eq!(w.smmu.attached.len(), 4);
     }
 
     #[test]
@@ -606,19 +623,27 @@ mod tests {
         let mut w = world();
         let vm = MANIFEST.vms[1];
         let bad = [
-            0x4020_0000,              // hypervisor
-            MANIFEST.vms[0].mem.base, // another VM
-            vm.mem.end() - 4,         // straddles the end
-            u64::MAX - 2,             // wraps
-            vm.mem.base - 1,          // starts just below
+            0x4020_0000,               // hypervisor
+            MANIFEST.vms[0].mem.base,  // another VM
+            vm.mem.end() - 4,          // straddles the end
+            u64::MAX - 2,              // wraps
+            vm.mem.base - 1,           // starts just below
+            vm.shadow_cds().base,      // the hypervisor's shadow CDs inside its RAM
+            vm.shadow_cds().base - 4,  // straddles into them
+            vm.shadow_cds().end() - 4, // straddles out of them
         ];
         for ipa in bad {
             let r = call(&mut w, 0, HypCall::ConsoleWrite { ipa, len: 8 }.to_regs());
             assert_eq!(r.status(), Err(HypError::InvalidAddress), "console {ipa:#x}");
             let r = call(&mut w, 0, HypCall::VmInfo { ipa, len: 64 }.to_regs());
             assert_eq!(r.status(), Err(HypError::InvalidAddress), "vm_info {ipa:#x}");
+            let r = call(&mut w, 0, HypCall::SetSte { sid: 0x18, ipa }.to_regs());
+            assert_eq!(r.status(), Err(HypError::InvalidAddress), "set_ste {ipa:#x}");
+            let r = call(&mut w, 0, HypCall::Invalidate { ipa, count: 1 }.to_regs());
+            assert_eq!(r.status(), Err(HypError::InvalidAddress), "invalidate {ipa:#x}");
         }
         assert!(w.out.0.is_empty());
+        assert!(w.smmu.attached.is_empty() && w.smmu.invalidated.is_empty());
         assert!(w.ram.bytes.iter().all(|&b| b == 0));
     }
 

@@ -64,7 +64,8 @@ pub struct Layout {
     pub ram: MemRange,
     /// The 2 MiB-aligned base the kernel is placed relative to (`ram.base`).
     pub kernel_base: u64,
-    /// The device tree blob (the last 2 MiB of RAM; the blob itself is smaller).
+    /// The device tree blob: the last 2 MiB block of RAM up to the hypervisor's shadow CDs
+    /// ([`VmSpec::shadow_cds`], just below the last page); the blob itself is smaller.
     pub dtb: MemRange,
 }
 
@@ -107,7 +108,12 @@ impl Layout {
         if (ram.base | ram.size) & (ALIGN - 1) != 0 || ram.size < 4 * DTB_MAX {
             return Err(LayoutError::Ram);
         }
-        Ok(Self { ram, kernel_base: ram.base, dtb: MemRange::new(ram.end() - DTB_MAX, DTB_MAX) })
+        let dtb = ram.end() - DTB_MAX;
+        let shadow = vm.shadow_cds();
+        if shadow.base <= dtb {
+            return Err(LayoutError::Ram);
+        }
+        Ok(Self { ram, kernel_base: ram.base, dtb: MemRange::new(dtb, shadow.base - dtb) })
     }
 
     /// Where the kernel `Image` is loaded (and entered): the base plus its text offset.
@@ -190,6 +196,10 @@ pub struct HostTree<'a> {
     pub initrd: Option<MemRange>,
     /// Its SMMU (emulated).
     pub smmu: HostSmmu,
+    /// The pages of its RAM that hold the hypervisor's shadow context descriptors
+    /// ([`VmSpec::shadow_cds`]): a `/reserved-memory` node with `no-map`, so that Linux neither
+    /// uses nor maps them (its stage 2 does not map them).
+    pub shadow_cds: MemRange,
 }
 
 impl<'a> HostTree<'a> {
@@ -210,6 +220,7 @@ impl<'a> HostTree<'a> {
                 eventq_spi: HOST_SMMU_EVENTQ_SPI,
                 gerror_spi: HOST_SMMU_GERROR_SPI,
             },
+            shadow_cds: vm.shadow_cds(),
         }
     }
 
@@ -280,6 +291,17 @@ pub mod dtgen {
         f.property_string("device_type", "memory")?;
         f.property_array_u64("reg", &reg(t.ram))?;
         f.end_node(mem)?;
+
+        // The hypervisor's shadow CDs: part of its RAM, never Linux's to use or map.
+        let reserved = f.begin_node("reserved-memory")?;
+        f.property_u32("#address-cells", 2)?;
+        f.property_u32("#size-cells", 2)?;
+        f.property_null("ranges")?;
+        let shadow = f.begin_node(&alloc::format!("shadow-cds@{:x}", t.shadow_cds.base))?;
+        f.property_array_u64("reg", &reg(t.shadow_cds))?;
+        f.property_null("no-map")?;
+        f.end_node(shadow)?;
+        f.end_node(reserved)?;
 
         let cpus = f.begin_node("cpus")?;
         f.property_u32("#address-cells", 1)?;
@@ -423,7 +445,9 @@ mod tests {
     fn places_kernel_initrd_and_dtb_in_the_host() {
         let host = &MANIFEST.vms[0];
         let l = Layout::for_vm(host).unwrap();
-        assert_eq!(l.dtb, MemRange::new(host.mem.end() - DTB_MAX, DTB_MAX));
+        let to_shadow = DTB_MAX - 0x3000;
+        assert_eq!(l.dtb, MemRange::new(host.mem.end() - DTB_MAX, to_shadow));
+        assert_eq!(l.dtb.end(), host.shadow_cds().base);
         let k = l.kernel(&image_header(&header(0, 0x2b2_0000, 0xa)).unwrap()).unwrap();
         assert_eq!(k, MemRange::new(0x4400_0000, 0x2b2_0000));
         let old = l.kernel(&image_header(&header(0x8_0000, 0x100_0000, 0xa)).unwrap()).unwrap();

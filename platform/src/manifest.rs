@@ -8,6 +8,12 @@ pub const VM_MEM_ALIGN: u64 = 2 << 20;
 pub const BOOT_INFO_PAGE: u64 = 4096;
 /// Largest number of VMs (bounded by the 64-bit `running_mask` of the ABI).
 pub const MAX_VMS: usize = 64;
+/// Largest S1CDMax a VM's stage-1 STE may ask for (32 context descriptors), whatever the SMMU
+/// supports.
+pub const MAX_S1CDMAX: u8 = 5;
+/// Bytes of shadow context descriptors the hypervisor keeps per stream: a whole CD table of the
+/// largest size (64 bytes per CD).
+pub const SHADOW_CD_BYTES_PER_STREAM: u64 = 64 << MAX_S1CDMAX;
 
 /// A PCI function on bus 0..255: its requester ID is its SMMU stream ID.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +69,30 @@ impl VmSpec {
     /// Where the hypervisor writes the boot-info block: the last page of the VM's RAM.
     pub const fn boot_info_ipa(&self) -> u64 {
         self.mem.base + self.mem.size - BOOT_INFO_PAGE
+    }
+
+    /// The pages just below the boot-info page where the hypervisor keeps the shadow context
+    /// descriptors of this VM's streams: part of its RAM at IPA == PA, so that its devices'
+    /// stage 2 maps them (read-only) and the SMMU's CD fetches stay inside the VM's RAM, but
+    /// absent from its CPU's stage 2 and never accepted as the VM's memory
+    /// ([`VmSpec::holds`]). One table of [`SHADOW_CD_BYTES_PER_STREAM`] per PCI function (at
+    /// least one), in whole pages.
+    pub const fn shadow_cds(&self) -> MemRange {
+        let streams = if self.devices.is_empty() { 1 } else { self.devices.len() as u64 };
+        let size = (streams * SHADOW_CD_BYTES_PER_STREAM).div_ceil(BOOT_INFO_PAGE) * BOOT_INFO_PAGE;
+        MemRange::new(self.boot_info_ipa() - size, size)
+    }
+
+    /// Whether `[ipa, ipa + len)` is memory the VM may hand the hypervisor: entirely inside its
+    /// RAM and clear of its shadow CDs (a VM must never make the hypervisor read or write
+    /// those as its own). Empty and wrapping ranges are not.
+    pub const fn holds(&self, ipa: u64, len: u64) -> bool {
+        if len == 0 || !self.mem.contains_range(ipa, len) {
+            return false;
+        }
+        let s = self.shadow_cds();
+        // Inside RAM (checked), so `ipa + len` does not wrap.
+        ipa + len <= s.base || ipa >= s.end()
     }
 
     /// Entry point IPA: the first byte of RAM, where the image is loaded.
@@ -293,6 +323,32 @@ mod tests {
             }]),
             Err(ManifestError::Cpu(0))
         );
+    }
+
+    #[test]
+    fn shadow_cds_sit_below_the_boot_info_page_and_are_not_the_vms() {
+        let [host, g1, _] = [&MANIFEST.vms[0], &MANIFEST.vms[1], &MANIFEST.vms[2]];
+        // Three functions of 2 KiB each: two pages; one function: one page.
+        assert_eq!(host.shadow_cds(), MemRange::new(host.mem.end() - 0x3000, 0x2000));
+        assert_eq!(g1.shadow_cds(), MemRange::new(0x55ff_e000, 0x1000));
+        assert_eq!(g1.shadow_cds().end(), g1.boot_info_ipa());
+        let s = g1.shadow_cds();
+        assert!(g1.holds(g1.mem.base, s.base - g1.mem.base), "everything below it");
+        assert!(g1.holds(g1.boot_info_ipa(), BOOT_INFO_PAGE), "the boot-info page");
+        for (ipa, len) in [
+            (s.base, 64),
+            (s.base - 8, 16),
+            (s.end() - 8, 16),
+            (s.base - 64, 0x2000),
+            (g1.mem.base, g1.mem.size),
+            (s.end() - 1, 1),
+            (g1.mem.end(), 1),
+            (g1.mem.base, 0),
+        ] {
+            assert!(!g1.holds(ipa, len), "{ipa:#x}+{len:#x}");
+        }
+        let none = VmSpec { devices: &[], ..*g1 };
+        assert_eq!(none.shadow_cds().size, 0x1000, "at least one table");
     }
 
     #[test]

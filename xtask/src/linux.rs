@@ -326,6 +326,8 @@ fn modules(art: &Artifacts, wanted: &[&str]) -> Result<Vec<(String, Vec<u8>)>, S
 pub struct ScriptFacts {
     /// Host RAM.
     pub ram: MemRange,
+    /// The pages of it that hold the hypervisor's shadow CDs (reserved, `no-map`, in its tree).
+    pub shadow_cds: MemRange,
     /// The host's PCI functions, as `bus:dev.fn vendor device`.
     pub functions: Vec<(PciAddr, u16, u16)>,
     /// Addresses `devmem` must not reach (each must fault at stage 2).
@@ -409,6 +411,7 @@ impl ScriptFacts {
         let canaries = guests.iter().map(|g| g.mem.base + GUEST_CANARY_OFFSET).collect();
         Self {
             ram: host.mem,
+            shadow_cds: host.shadow_cds(),
             functions,
             faults,
             absent_config,
@@ -426,7 +429,17 @@ impl ScriptFacts {
 pub fn init_script(f: &ScriptFacts) -> String {
     let ram_node = format!("/sys/firmware/devicetree/base/memory@{:x}", f.ram.base);
     let ram_reg = format!("{:016x}{:016x}", f.ram.base, f.ram.size);
-    let ram_iomem = format!("{:08x}-{:08x} : System RAM", f.ram.base, f.ram.end() - 1);
+    // Its RAM is all System RAM but the shadow CD pages, which the tree reserves with `no-map`:
+    // Linux lists them as "reserved" between the two pieces (and never maps them).
+    let (sh, ram) = (f.shadow_cds, f.ram);
+    let ram_iomem = format!(
+        "{:08x}-{:08x} : System RAM {:08x}-{:08x} : System RAM",
+        ram.base,
+        sh.base - 1,
+        sh.end(),
+        ram.end() - 1
+    );
+    let shadow_iomem = format!("{:08x}-{:08x} : reserved", sh.base, sh.end() - 1);
     let pci_list: Vec<String> = f
         .functions
         .iter()
@@ -510,8 +523,9 @@ memory_is_exactly_ours() {{
     [ "$nodes" = "{ram_node}" ] || {{ echo "memory nodes: $nodes"; return 1; }}
     reg=$(hexdump -v -e '1/1 "%02x"' "$nodes/reg")
     [ "$reg" = "{ram_reg}" ] || {{ echo "memory reg $reg"; return 1; }}
-    ram=$(grep "System RAM" /proc/iomem | grep -v "^ ")
-    [ "$ram" = "{ram_iomem}" ] || {{ echo "/proc/iomem: $ram"; return 1; }}
+    ram=$(grep "System RAM" /proc/iomem | grep -v "^ " | tr '\n' ' ')
+    [ "$ram" = "{ram_iomem} " ] || {{ echo "/proc/iomem: $ram"; return 1; }}
+    grep -qx "{shadow_iomem}" /proc/iomem || {{ echo "/proc/iomem: no {shadow_iomem}"; return 1; }}
 }}
 
 one_cpu() {{
@@ -1007,7 +1021,8 @@ mod tests {
         let s = init_script(&f);
         assert!(s.contains("memory@44000000"));
         assert!(s.contains("0000000044000000") && s.contains("0000000010000000"));
-        assert!(s.contains("44000000-53ffffff : System RAM"));
+        assert!(s.contains("44000000-53ffcfff : System RAM 53fff000-53ffffff : System RAM"));
+        assert!(s.contains("53ffd000-53ffefff : reserved"));
         assert!(s.contains("0000:00:02.0 0000:00:05.0 0000:00:06.0 "));
         for (a, _) in &f.faults {
             assert!(s.contains(&format!("{a:#x}")), "{a:#x}");

@@ -340,6 +340,10 @@ fn test(opts: &Opts) -> Result<(), String> {
                     "every translation QEMU made lands in the stream owner's RAM",
                     findings.translations_stay_in_the_owners_ram(),
                 ),
+                (
+                    "every CD QEMU fetched is a hypervisor-written shadow CD",
+                    findings.cds_are_the_hypervisors(),
+                ),
             ] {
                 match r {
                     Ok(()) => {

@@ -437,11 +437,12 @@ pub fn emulated_smmu_counters(log: &str) -> Result<EmulatedSmmuCounters, String>
 
 /// QEMU trace events xtask asks for in the integration runs (QEMU's own view, independent of
 /// what the hypervisor reports about itself).
-pub const TRACE_EVENTS: [&str; 5] = [
+pub const TRACE_EVENTS: [&str; 6] = [
     "smmuv3_write_mmio",
     "smmuv3_translate_bypass",
     "smmuv3_translate_disable",
     "smmuv3_translate_success",
+    "smmuv3_get_cd",
     "pl011_write",
 ];
 
@@ -460,6 +461,15 @@ pub struct TraceFindings {
     /// Successful translations whose output is not in the RAM of the VM owning the stream
     /// (or from a stream no VM owns).
     pub escapes: Vec<String>,
+    /// Context descriptors the SMMU fetched.
+    pub cd_fetches: u64,
+    /// CD fetches from anywhere but a VM's shadow CDs (a CD the hypervisor did not write).
+    pub foreign_cds: Vec<String>,
+}
+
+/// Whether `addr` is inside some VM's shadow CDs (the pages only the hypervisor writes).
+fn in_shadow_cds(addr: u64) -> bool {
+    platform::qemu_virt::MANIFEST.vms.iter().any(|v| v.shadow_cds().contains_range(addr, 64))
 }
 
 /// The RAM of the VM owning stream `sid` (the manifest's PCI functions: stream ID = requester
@@ -498,6 +508,17 @@ impl TraceFindings {
                 || line.starts_with("smmuv3_translate_disable")
             {
                 f.untranslated.push(line.to_string());
+            }
+            if line.starts_with("smmuv3_get_cd") {
+                f.cd_fetches += 1;
+                let addr = line
+                    .split("addr:")
+                    .nth(1)
+                    .and_then(|v| v.split_whitespace().next())
+                    .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok());
+                if !addr.is_some_and(in_shadow_cds) {
+                    f.foreign_cds.push(line.to_string());
+                }
             }
             if line.starts_with("smmuv3_translate_success") {
                 f.translations += 1;
@@ -540,6 +561,19 @@ impl TraceFindings {
                 "{} of {} translations left their VM's RAM, the first: `{l}`",
                 self.escapes.len(),
                 self.translations
+            )),
+        }
+    }
+
+    /// Every context descriptor the SMMU fetched was one the hypervisor wrote: none came from
+    /// a VM's own CD table.
+    pub fn cds_are_the_hypervisors(&self) -> Result<(), String> {
+        match self.foreign_cds.first() {
+            None => Ok(()),
+            Some(l) => Err(format!(
+                "{} of {} CD fetches were not from the hypervisor's shadow CDs, the first: `{l}`",
+                self.foreign_cds.len(),
+                self.cd_fetches
             )),
         }
     }
@@ -750,6 +784,22 @@ hyp: INFO  vm guest1 stopped (SYSTEM_OFF) after 1 hypercalls
             "smmuv3_translate_disable x sid=0x18 bypass (smmu disabled) iova:0x0 is_write=0\n",
         );
         assert!(f.never_untranslated().is_err());
+    }
+
+    #[test]
+    fn cd_fetches_must_be_the_hypervisors_shadow_cds() {
+        // QEMU's `smmuv3_get_cd` (the CD's address, after stage 2 when nested).
+        let ok = "smmuv3_get_cd CD addr: 0x55ffe000\nsmmuv3_get_cd CD addr: 0x53ffd040\n";
+        let f = TraceFindings::parse(ok);
+        assert_eq!((f.cd_fetches, f.cds_are_the_hypervisors()), (2, Ok(())));
+        for bad in [
+            "smmuv3_get_cd CD addr: 0x54026000\n",  // guest1's own CD table
+            "smmuv3_get_cd CD addr: 0x55ffdfc0\n",  // just below its shadow CDs
+            "smmuv3_get_cd CD addr: 0x4020_0000\n", // unreadable
+        ] {
+            let e = TraceFindings::parse(bad).cds_are_the_hypervisors().unwrap_err();
+            assert!(e.contains("1 of 1 CD fetches"), "{e}");
+        }
     }
 
     #[test]

@@ -170,10 +170,59 @@ pub mod cd {
     pub const ASET: Field = Field::new(0, 47, 1);
     /// ASID.
     pub const ASID: Field = Field::new(0, 48, 16);
+    /// Stage-1 input size of the TTB1 range: 64 - T1SZ bits.
+    pub const T1SZ: Field = Field::new(0, 16, 6);
+    /// TTB1 granule (0b10: 4 KiB, 0b01: 16 KiB, 0b11: 64 KiB; 0b00 reserved).
+    pub const TG1: Field = Field::new(0, 22, 2);
+    /// TTB1 walk inner cacheability.
+    pub const IR1: Field = Field::new(0, 24, 2);
+    /// TTB1 walk outer cacheability.
+    pub const OR1: Field = Field::new(0, 26, 2);
+    /// TTB1 walk shareability.
+    pub const SH1: Field = Field::new(0, 28, 2);
+    /// Write permission implies execute-never.
+    pub const WXN: Field = Field::new(0, 36, 1);
+    /// Unprivileged write permission implies privileged execute-never.
+    pub const UWXN: Field = Field::new(0, 37, 1);
+    /// Top-byte ignore, one bit per TTB range.
+    pub const TBI: Field = Field::new(0, 38, 2);
+    /// Privileged access never.
+    pub const PAN: Field = Field::new(0, 40, 1);
+    /// Secure state of TTB0 walks (Secure streams only; the hypervisor's).
+    pub const NSCFG0: Field = Field::new(1, 0, 1);
+    /// Hierarchical attribute disable for TTB0 walks.
+    pub const HAD0: Field = Field::new(1, 1, 1);
+    /// Word 1 bits 3:2 (reserved here).
+    pub const RES1_3_2: Field = Field::new(1, 2, 2);
     /// Translation table base 0, bits 51:4 (stored at 51:4).
     pub const TTB0: Field = Field::new(1, 4, 48);
-    /// Memory attribute indirection (MAIR_EL1 format).
+    /// Word 1 bits 59:52 (reserved).
+    pub const RES1_59_52: Field = Field::new(1, 52, 8);
+    /// Page-based hardware attributes of TTB0 walks (IMPLEMENTATION DEFINED use).
+    pub const HWU0: Field = Field::new(1, 60, 4);
+    /// Secure state of TTB1 walks.
+    pub const NSCFG1: Field = Field::new(2, 0, 1);
+    /// Hierarchical attribute disable for TTB1 walks.
+    pub const HAD1: Field = Field::new(2, 1, 1);
+    /// Word 2 bits 3:2 (reserved here).
+    pub const RES2_3_2: Field = Field::new(2, 2, 2);
+    /// Translation table base 1, bits 51:4 (stored at 51:4).
+    pub const TTB1: Field = Field::new(2, 4, 48);
+    /// Word 2 bits 59:52 (reserved).
+    pub const RES2_59_52: Field = Field::new(2, 52, 8);
+    /// Page-based hardware attributes of TTB1 walks.
+    pub const HWU1: Field = Field::new(2, 60, 4);
+    /// Memory attribute indirection (MAIR_EL1 format: MAIR0 then MAIR1).
     pub const MAIR: Field = Field::new(3, 0, 64);
+    /// Auxiliary memory attribute indirection (IMPLEMENTATION DEFINED).
+    pub const AMAIR: Field = Field::new(4, 0, 64);
+    /// IMPLEMENTATION DEFINED word.
+    pub const IMPDEF: Field = Field::new(5, 0, 64);
+    /// MPAM partition ID (bits 15:0) and performance monitoring group (bits 39:32) of word 6,
+    /// with the rest of it.
+    pub const MPAM: Field = Field::new(6, 0, 64);
+    /// Word 7 (reserved).
+    pub const RES7: Field = Field::new(7, 0, 64);
 }
 
 /// Command fields (word 0 bits 7:0 is the opcode).
@@ -409,6 +458,13 @@ accessors!(Cd {
     aset / with_aset = cd::ASET,
     asid / with_asid = cd::ASID,
     mair / with_mair = cd::MAIR,
+    t1sz / with_t1sz = cd::T1SZ,
+    tg1 / with_tg1 = cd::TG1,
+    sh1 / with_sh1 = cd::SH1,
+    endi / with_endi = cd::ENDI,
+    hd / with_hd = cd::HD,
+    ha / with_ha = cd::HA,
+    s / with_s = cd::S,
 });
 
 impl Cd {
@@ -421,6 +477,18 @@ impl Cd {
     pub fn with_ttb0(self, addr: u64) -> Self {
         let mut c = self;
         cd::TTB0.set(&mut c.0, addr >> 4);
+        c
+    }
+
+    /// TTB1 (bits 51:4).
+    pub const fn ttb1(&self) -> u64 {
+        cd::TTB1.get(&self.0) << 4
+    }
+
+    /// With TTB1 = `addr`.
+    pub fn with_ttb1(self, addr: u64) -> Self {
+        let mut c = self;
+        cd::TTB1.set(&mut c.0, addr >> 4);
         c
     }
 }
@@ -705,7 +773,79 @@ mod tests {
             (cd::ASID, 0, 0xffff_0000_0000_0000), // ASID, bits 63:48
             (cd::TTB0, 1, 0x000f_ffff_ffff_fff0), // TTB0, bits 51:4
             (cd::MAIR, 3, u64::MAX),              // MAIR0, word 3
+            (cd::T1SZ, 0, 0x3f_0000),             // T1SZ, bits 21:16
+            (cd::TG1, 0, 0xc0_0000),              // TG1, bits 23:22
+            (cd::IR1, 0, 0x300_0000),             // IR1, bits 25:24
+            (cd::OR1, 0, 0xc00_0000),             // OR1, bits 27:26
+            (cd::SH1, 0, 0x3000_0000),            // SH1, bits 29:28
+            (cd::WXN, 0, 0x10_0000_0000),         // WXN, bit 36
+            (cd::UWXN, 0, 0x20_0000_0000),        // UWXN, bit 37
+            (cd::TBI, 0, 0xc0_0000_0000),         // TBI, bits 39:38
+            (cd::PAN, 0, 0x100_0000_0000),        // PAN, bit 40
+            (cd::NSCFG0, 1, 0x1),                 // NSCFG0, bit 0 of word 1
+            (cd::HAD0, 1, 0x2),                   // HAD0, bit 1 of word 1
+            (cd::HWU0, 1, 0xf000_0000_0000_0000), // HWU0, bits 63:60 of word 1
+            (cd::NSCFG1, 2, 0x1),                 // NSCFG1, bit 0 of word 2
+            (cd::HAD1, 2, 0x2),                   // HAD1, bit 1 of word 2
+            (cd::TTB1, 2, 0x000f_ffff_ffff_fff0), // TTB1, bits 51:4 of word 2
+            (cd::HWU1, 2, 0xf000_0000_0000_0000), // HWU1, bits 63:60 of word 2
+            (cd::AMAIR, 4, u64::MAX),             // AMAIR, word 4
+            (cd::IMPDEF, 5, u64::MAX),            // IMPLEMENTATION DEFINED, word 5
         ]);
+        // Every bit of a CD is named by exactly one field.
+        let all = [
+            cd::T0SZ,
+            cd::TG0,
+            cd::IR0,
+            cd::OR0,
+            cd::SH0,
+            cd::EPD0,
+            cd::ENDI,
+            cd::T1SZ,
+            cd::TG1,
+            cd::IR1,
+            cd::OR1,
+            cd::SH1,
+            cd::EPD1,
+            cd::V,
+            cd::IPS,
+            cd::AFFD,
+            cd::WXN,
+            cd::UWXN,
+            cd::TBI,
+            cd::PAN,
+            cd::AA64,
+            cd::HD,
+            cd::HA,
+            cd::S,
+            cd::R,
+            cd::A,
+            cd::ASET,
+            cd::ASID,
+            cd::NSCFG0,
+            cd::HAD0,
+            cd::RES1_3_2,
+            cd::TTB0,
+            cd::RES1_59_52,
+            cd::HWU0,
+            cd::NSCFG1,
+            cd::HAD1,
+            cd::RES2_3_2,
+            cd::TTB1,
+            cd::RES2_59_52,
+            cd::HWU1,
+            cd::MAIR,
+            cd::AMAIR,
+            cd::IMPDEF,
+            cd::MPAM,
+            cd::RES7,
+        ];
+        let mut seen = [0u64; 8];
+        for f in all {
+            assert_eq!(seen[f.word] & f.mask(), 0, "{f:?} overlaps another field");
+            seen[f.word] |= f.mask();
+        }
+        assert_eq!(seen, [u64::MAX; 8]);
     }
 
     #[test]

@@ -182,6 +182,18 @@ impl Idr0 {
     pub const fn stall_model(self) -> u32 {
         bits(self.0, 25, 24)
     }
+    /// HTTU, bits 7:6: hardware access-flag (0b01) and dirty-state (0b10) updates.
+    pub const fn httu(self) -> u32 {
+        bits(self.0, 7, 6)
+    }
+    /// TTENDIAN, bits 22:21: 0b00 mixed, 0b10 little-endian only, 0b11 big-endian only.
+    pub const fn ttendian(self) -> u32 {
+        bits(self.0, 22, 21)
+    }
+    /// TERM_MODEL, bit 26: terminated transactions always abort (CD.A must be 1).
+    pub const fn term_model(self) -> bool {
+        bits(self.0, 26, 26) == 1
+    }
     /// ST_LEVEL: two-level stream tables supported (0b01).
     pub const fn two_level_strtab(self) -> bool {
         bits(self.0, 28, 27) == 1

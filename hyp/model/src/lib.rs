@@ -33,8 +33,10 @@
 
 use host_abi::smmu::regs::{off, Cr0, IrqCtrl};
 use host_abi::smmu::{Command, Ste};
+use hyp::guest::NoMemory;
 use hyp::pm::Vote;
-use hyp::service::SmmuService;
+use hyp::service::{ShadowCds, SmmuService};
+use hyp::smmu::dmabuf::DmaBuf;
 use hyp::smmu::driver::SmmuDriver;
 use hyp::smmu::ste::{self, Domain, S1Config, S2Config};
 use hyp::smmu::SmmuRegs;
@@ -392,8 +394,26 @@ fn sid(layout: Layout, vm: u32) -> u32 {
     }
 }
 
-fn expected(kind: u8, vm: u32) -> Vec<[u64; 8]> {
-    ste::effective(&ste::encode(&domain(kind, vm), &s2(vm))).into_iter().collect()
+/// The IPA of the shadow CD table of VM `vm`'s explored stream: its slot among the VM's
+/// streams (the device's first; the two-level layout's added one after the devices), one
+/// 64-byte table each (QEMU's SMMU has no substreams).
+fn shadow_ipa(layout: Layout, vm: u32) -> u64 {
+    let spec = &MANIFEST.vms[vm as usize];
+    let slot = match layout {
+        Layout::Linear => 0,
+        Layout::TwoLevel => spec.devices.len() as u64,
+    };
+    spec.shadow_cds().base + slot * 64
+}
+
+/// The effective translation of VM `vm`'s explored stream attached to domain `kind`: a nested
+/// STE points at the hypervisor's shadow CD table, never at the VM's own.
+fn expected(layout: Layout, kind: u8, vm: u32) -> Vec<[u64; 8]> {
+    let d = match domain(kind, vm) {
+        Domain::Nested(s1) => Domain::Nested(S1Config { ctx_ptr: shadow_ipa(layout, vm), ..s1 }),
+        d => d,
+    };
+    ste::effective(&ste::encode(&d, &s2(vm))).into_iter().collect()
 }
 
 /// A system under exploration: the real driver and policy on the model.
@@ -422,6 +442,9 @@ impl System {
         io.injector = Some(0);
         for vm in 0..3 {
             io.set_stage2(vm, s2(vm));
+            let shadow = MANIFEST.vms[vm as usize].shadow_cds();
+            let buf = DmaBuf::new(shadow.size as usize, 4096).expect("shadow CDs");
+            io.set_shadow_cds(vm, ShadowCds { ipa: shadow.base, buf });
             if layout == Layout::TwoLevel {
                 io.add_streams(vm, sid(layout, vm), 1);
             }
@@ -446,8 +469,8 @@ impl System {
             if let Event::Attach(vm, kind) = e {
                 // While the attach is in flight, the old and the new translation are both right.
                 let old = self.abs.1[vm as usize];
-                let mut ok = expected(old, vm);
-                ok.extend(expected(kind, vm));
+                let mut ok = expected(layout, old, vm);
+                ok.extend(expected(layout, kind, vm));
                 s.allowed.insert(sid(layout, vm), ok);
             }
         }
@@ -457,12 +480,12 @@ impl System {
                 self.abs.0[vm as usize] = allow;
             }
             Event::Attach(vm, kind) => {
-                let _ = self.io.attach(vm, sid(layout, vm), domain(kind, vm));
+                let _ = self.io.attach(vm, sid(layout, vm), domain(kind, vm), &NoMemory);
                 self.abs.1[vm as usize] = kind;
             }
             Event::Invalidate(vm) => {
                 let cmds = [Command::tlbi_nh_all(0), Command::cfgi_cd_all(sid(layout, vm))];
-                let _ = self.io.invalidate(vm, &cmds);
+                let _ = self.io.invalidate(vm, &cmds, &NoMemory);
             }
             Event::InjectLoss(0) => {
                 let _ = self.io.inject_power_loss(0);
@@ -490,7 +513,7 @@ impl System {
         s.injected = false;
         for vm in 0..3u32 {
             let k = self.abs.1[vm as usize];
-            s.allowed.insert(sid(layout, vm), expected(k, vm));
+            s.allowed.insert(sid(layout, vm), expected(layout, k, vm));
         }
         s.check_with(&|| format!("after {e:?}"));
     }
@@ -709,7 +732,11 @@ mod tests {
         let mut s = sys.state.lock().unwrap();
         assert!(s.violations.is_empty(), "{:?}", s.violations);
         let e = s.effective(sid(Layout::TwoLevel, 1));
-        assert_eq!(e, Effective::Translate(expected(2, 1)[0]), "nested after resume");
+        assert_eq!(
+            e,
+            Effective::Translate(expected(Layout::TwoLevel, 2, 1)[0]),
+            "nested after resume"
+        );
     }
 
     #[test]
@@ -731,7 +758,7 @@ mod tests {
                 unsafe { ((addr + w as u64 * 8) as *mut u64).write_volatile(*v) };
             }
             let mut s = sys.state.lock().unwrap();
-            s.allowed.insert(sid(layout, 1), expected(2, 1));
+            s.allowed.insert(sid(layout, 1), expected(layout, 2, 1));
             s.check("after an STE write without invalidation");
             assert!(!s.violations.is_empty(), "{layout:?}: stale entry not caught");
         }

@@ -154,15 +154,39 @@ pub unsafe fn enable_secondary() {
     unsafe { enable(EL2_ROOT.load(Ordering::Acquire)) };
 }
 
+/// A VM's RAM without its shadow CD pages: the range below them and the one above.
+fn ram_around_shadow(vm: &VmSpec) -> [MemRange; 2] {
+    let s = vm.shadow_cds();
+    [
+        MemRange::new(vm.mem.base, s.base - vm.mem.base),
+        MemRange::new(s.end(), vm.mem.end() - s.end()),
+    ]
+}
+
 /// Builds the stage-2 a VM's devices are given through the SMMU: its RAM at IPA == PA, and
-/// nothing else. No device of a VM can reach a BAR (peer-to-peer), a GIC frame the host drives,
-/// or anything but the memory of the VM that owns it, whatever the VM's stage 1 says; with
-/// STE.S2PTW set, a stage-1 walk that lands on device memory faults as well.
+/// nothing else; the hypervisor's shadow CDs inside it read-only (the SMMU fetches the CDs of
+/// nested streams through this stage 2). No device of a VM can reach a BAR (peer-to-peer), a
+/// GIC frame the host drives, or anything but the memory of the VM that owns it, whatever the
+/// VM's stage 1 says; with STE.S2PTW set, a stage-1 walk that lands on device memory faults
+/// as well.
 pub fn build_dma_stage2(pool: PagePool, vm: &VmSpec) -> Mapping<PagePool, Stage2> {
     let mut m = Mapping::new(pool, 1, Stage2);
     let ram = S2_RAM | Stage2Attributes::XN;
-    m.map_range(&region(vm.mem), PhysicalAddress(vm.mem.base as usize), ram, Constraints::empty())
-        .expect("DMA stage-2 map_range");
+    for r in ram_around_shadow(vm).into_iter().filter(|r| r.size > 0) {
+        m.map_range(&region(r), PhysicalAddress(r.base as usize), ram, Constraints::empty())
+            .expect("DMA stage-2 map_range");
+    }
+    let shadow = vm.shadow_cds();
+    let read_only = (S2_RAM - Stage2Attributes::S2AP_ACCESS_RW)
+        | Stage2Attributes::S2AP_ACCESS_RO
+        | Stage2Attributes::XN;
+    m.map_range(
+        &region(shadow),
+        PhysicalAddress(shadow.base as usize),
+        read_only,
+        Constraints::empty(),
+    )
+    .expect("DMA stage-2 map_range (shadow CDs)");
     m
 }
 
@@ -174,7 +198,8 @@ const S2_RAM: Stage2Attributes = Stage2Attributes::VALID
     .union(Stage2Attributes::MEMATTR_NORMAL_INNER_WB)
     .union(Stage2Attributes::MEMATTR_NORMAL_OUTER_WB);
 
-/// Builds a VM's stage-2: its RAM at IPA == PA as normal write-back memory, its devices' BARs
+/// Builds a VM's stage-2: its RAM (less its shadow CD pages) at IPA == PA as normal write-back
+/// memory, its devices' BARs
 /// and the `direct` device ranges (a Linux host's GIC frames) at IPA == PA as device memory;
 /// nothing else.
 pub fn build_stage2(
@@ -184,13 +209,11 @@ pub fn build_stage2(
     direct: &[MemRange],
 ) -> Mapping<PagePool, Stage2> {
     let mut m = Mapping::new(pool, 1, Stage2);
-    m.map_range(
-        &region(vm.mem),
-        PhysicalAddress(vm.mem.base as usize),
-        S2_RAM,
-        Constraints::empty(),
-    )
-    .expect("stage-2 map_range");
+    // Its RAM but the shadow CDs, which only the hypervisor writes.
+    for r in ram_around_shadow(vm).into_iter().filter(|r| r.size > 0) {
+        m.map_range(&region(r), PhysicalAddress(r.base as usize), S2_RAM, Constraints::empty())
+            .expect("stage-2 map_range");
+    }
     let mmio = Stage2Attributes::VALID
         | Stage2Attributes::ACCESS_FLAG
         | Stage2Attributes::S2AP_ACCESS_RW

@@ -8,6 +8,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use host_abi::smmu::regs::IrqCtrl;
 use host_abi::smmu::Command;
 use host_abi::{HypError, PmStatus, PmVoteResult, Refusal, SmmuStats};
+use hyp::guest::GuestMemory;
 use hyp::pm::Vote;
 use hyp::service::events::{event_sid, EventDestination, EventReadResult};
 use hyp::service::SmmuService;
@@ -211,6 +212,9 @@ fn log_notices(name: &'static str, notices: &[Option<Notice>; vsmmu::NOTICES]) {
                 Notice::SteRefused { sid, why } => warn!(
                     "vm {name}: its STE for stream {sid:#x} refused ({why}): the stream is blocked (logged once per reason)"
                 ),
+                Notice::CdRefused { sid, why } => warn!(
+                    "vm {name}: the context descriptors of its STE for stream {sid:#x} refused ({why}): the stream is blocked"
+                ),
                 Notice::SteUnreadable { sid } => warn!(
                     "vm {name}: its STE for stream {sid:#x} is not in its RAM (stream table or level-1 descriptor outside it): the stream is blocked (logged once)"
                 ),
@@ -358,8 +362,14 @@ impl SmmuCalls for SharedSmmu {
             Err(HypError::NotOwned)
         }
     }
-    fn attach(&mut self, vm: u32, sid: u32, domain: Domain) -> Result<(), HypError> {
-        let r = with(Err(HypError::DeviceError), |io| io.attach(vm, sid, domain));
+    fn attach(
+        &mut self,
+        vm: u32,
+        sid: u32,
+        domain: Domain,
+        mem: &dyn GuestMemory,
+    ) -> Result<(), HypError> {
+        let r = with(Err(HypError::DeviceError), |io| io.attach(vm, sid, domain, mem));
         match r {
             // Debug level: this is on the SET_STE path, whose cost is benchmarked.
             Ok(()) => debug!("vm {}: stream {sid:#x} attached: {domain}", vm_name(vm)),
@@ -376,8 +386,13 @@ impl SmmuCalls for SharedSmmu {
         }
         r
     }
-    fn invalidate(&mut self, vm: u32, cmds: &[Command]) -> Result<usize, (usize, HypError)> {
-        with(Err((0, HypError::DeviceError)), |io| io.invalidate(vm, cmds))
+    fn invalidate(
+        &mut self,
+        vm: u32,
+        cmds: &[Command],
+        mem: &dyn GuestMemory,
+    ) -> Result<usize, (usize, HypError)> {
+        with(Err((0, HypError::DeviceError)), |io| io.invalidate(vm, cmds, mem))
     }
     fn pm_vote(&mut self, vm: u32, vote: Vote) -> PmVoteResult {
         let none = PmVoteResult { powered_off: false, refusal: None, dma_streams: 0 };
@@ -477,6 +492,27 @@ pub fn vm_stopped(vm: u32) {
             );
         }
     });
+}
+
+/// Gives the SMMU service VM `spec`'s shadow CD tables: the pages [`VmSpec::shadow_cds`]
+/// carves from its RAM, which its CPU's stage 2 leaves out and its devices' stage 2 maps
+/// read-only. Zeroed here (every shadow CD invalid) before any STE can point at them.
+pub fn set_shadow_cds(spec: &'static VmSpec) {
+    let r = spec.shadow_cds();
+    // SAFETY: the pages are inside VM RAM, identity-mapped at EL2; no VM's CPU stage 2 maps
+    // them (mmu::build_stage2) and its devices' stage 2 maps them read-only
+    // (mmu::build_dma_stage2); each VM's are adopted once, here, and never freed.
+    let mut buf = unsafe { hyp::smmu::dmabuf::DmaBuf::at(r.base, r.size as usize) };
+    for i in 0..buf.len_words() {
+        buf.write(i, 0);
+    }
+    if let Some(io) = SERVICE.lock().as_mut() {
+        io.set_shadow_cds(spec.id, hyp::service::ShadowCds { ipa: r.base, buf });
+    }
+    info!(
+        "vm {}: shadow CDs at {:#x}+{:#x} (its RAM, read-only to its devices, not mapped for its CPU)",
+        spec.name, r.base, r.size
+    );
 }
 
 /// Tells the SMMU service where VM `vm`'s stage-2 tables are.

@@ -240,6 +240,7 @@ pub fn prepare_all(
             spec.id,
             hyp::smmu::ste::S2Config::vm(spec.vmid(), dma.root_address().0 as u64),
         );
+        super::smmu_service::set_shadow_cds(spec);
         s2.mark_active();
         for r in &direct {
             info!(

@@ -17,6 +17,9 @@ pub struct ValidBatch<'a> {
     /// for it even where nothing is sent. Only looked for when asked (`while_off`): the check
     /// costs nothing on the fast path, where the SMMU is on.
     pub needs_power: bool,
+    /// The batch holds a configuration invalidation (CFGI_STE, CFGI_CD, CFGI_CD_ALL): the
+    /// shadow CDs of the streams they name are refreshed before it is sent.
+    pub config: bool,
 }
 
 /// Validates every command of `cmds` (at most [`INVALIDATE_MAX`] are looked at, and at most
@@ -36,6 +39,7 @@ pub fn validate<'a>(
     let cmds = &cmds[..len];
     let needs_power = while_off && cmds.iter().any(|c| c.opcode_byte() == Opcode::AtcInv as u8);
     let mut n = 0;
+    let mut config = false;
     for (i, c) in cmds.iter().enumerate() {
         match validate::command(c, vmid, owns, caps) {
             Ok(CommandAction::Submit(x)) => {
@@ -43,11 +47,16 @@ pub fn validate<'a>(
                 out[n] = x;
                 n += 1;
             }
+            Ok(CommandAction::SubmitConfig(x)) => {
+                out[n] = x;
+                n += 1;
+                config = true;
+            }
             Ok(CommandAction::Elide) => {}
             Err(e) => return Err((i, e)),
         }
     }
-    Ok(ValidBatch { send: &out[..n], needs_power })
+    Ok(ValidBatch { send: &out[..n], needs_power, config })
 }
 
 /// Where the `sent`-th command of the batch [`validate`] made from `cmds` (with the same
@@ -68,7 +77,10 @@ pub fn caller_index(
         .iter()
         .enumerate()
         .filter(|(_, c)| {
-            matches!(validate::command(c, vmid, owns, caps), Ok(CommandAction::Submit(_)))
+            matches!(
+                validate::command(c, vmid, owns, caps),
+                Ok(CommandAction::Submit(_) | CommandAction::SubmitConfig(_))
+            )
         })
         .nth(sent)
         .map_or(len, |(i, _)| i)
@@ -90,7 +102,7 @@ mod tests {
         let mut out2 = [Command::default(); 8];
         let v = validate(&b, &mut out, 7, &owns, &SmmuCaps::QEMU, true).unwrap();
         assert_eq!(v.send, [Command::tlbi_nh_va(7, 1, 0x1000)]);
-        assert!(!v.needs_power);
+        assert!(!v.needs_power && !v.config);
         let b = [
             Command::atc_inv_all(0x18),
             Command::cfgi_ste(0x18),
@@ -101,6 +113,7 @@ mod tests {
         let v = validate(&b, &mut out, 7, &owns, &SmmuCaps::QEMU, true).unwrap();
         assert_eq!(v.send, [Command::cfgi_ste(0x18), Command::tlbi_nh_all(7)]);
         assert!(v.needs_power, "an ATC invalidation needs the SMMU even without ATS");
+        assert!(v.config, "CFGI_STE: the stream's shadow CDs are refreshed");
         let v = validate(&b2, &mut out2, 7, &owns, &SmmuCaps::QEMU, false).unwrap();
         assert!(!v.needs_power, "not looked for while the SMMU is on");
     }
@@ -140,6 +153,6 @@ mod tests {
         assert_eq!(b, before);
         let empty: [Command; 0] = [];
         let v = validate(&empty, &mut [], 7, &owns, &SmmuCaps::QEMU, true).unwrap();
-        assert!(v.send.is_empty() && !v.needs_power);
+        assert!(v.send.is_empty() && !v.needs_power && !v.config);
     }
 }

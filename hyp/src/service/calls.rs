@@ -1,5 +1,6 @@
 //! The SMMU service's operations as its front ends see them.
 
+use crate::guest::GuestMemory;
 use crate::pm::{Refusal, Vote};
 use crate::service::events::EventReadResult;
 use crate::smmu::driver::EventWords;
@@ -21,13 +22,27 @@ pub trait SmmuCalls {
     }
     /// SMMU-wide counters.
     fn stats(&mut self) -> SmmuStats;
-    /// Attaches stream `sid` of VM `vm` to `domain` (already validated), hitlessly.
-    fn attach(&mut self, vm: u32, sid: u32, domain: Domain) -> Result<(), HypError>;
+    /// Attaches stream `sid` of VM `vm` to `domain` (already validated), hitlessly; a nested
+    /// domain's CDs are read out of the VM's memory `mem`, validated and shadowed.
+    fn attach(
+        &mut self,
+        vm: u32,
+        sid: u32,
+        domain: Domain,
+        mem: &dyn GuestMemory,
+    ) -> Result<(), HypError>;
     /// Validates every command of VM `vm`, then submits the valid ones as one batch with one
     /// SYNC. Returns how many reached the hardware, or the index in `cmds` of the first bad
     /// command (refused by validation or rejected by the SMMU; `cmds.len()` when the batch
-    /// failed as a whole). `cmds` (the hypervisor's own copy) is left as it is.
-    fn invalidate(&mut self, vm: u32, cmds: &[Command]) -> Result<usize, (usize, HypError)>;
+    /// failed as a whole). `cmds` (the hypervisor's own copy) is left as it is. Configuration
+    /// invalidations of nested streams re-read their CDs out of `mem` into the shadow tables
+    /// first.
+    fn invalidate(
+        &mut self,
+        vm: u32,
+        cmds: &[Command],
+        mem: &dyn GuestMemory,
+    ) -> Result<usize, (usize, HypError)>;
     /// Records VM `vm`'s power vote and applies the decision.
     fn pm_vote(&mut self, vm: u32, vote: Vote) -> PmVoteResult;
     /// Power-management status.

@@ -20,23 +20,26 @@ pub mod streams;
 
 pub use calls::{InjectError, SmmuCalls};
 
+use crate::guest::{GuestMemory, GuestRange};
 use crate::pm::{Action, Power, Refusal, Vote};
+use crate::smmu::dmabuf::DmaBuf;
 use crate::smmu::driver::{CmdError, EventWords, SmmuDriver};
-use crate::smmu::ste::{self, Domain, S2Config};
+use crate::smmu::ste::{self, Domain, S1Config, S2Config};
 use crate::smmu::strtab::{Ensured, SteError, StreamTable};
 use crate::smmu::SmmuRegs;
-use crate::validate::SmmuCaps;
+use crate::validate::{self, SmmuCaps, MAX_S1CDMAX};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use events::{EventDestination, EventReadResult, EventRouter};
 use host_abi::smmu::regs::Gerror;
-use host_abi::smmu::{Command, Ste};
+use host_abi::smmu::{cmd, Cd, Command, Opcode, Ste};
 use host_abi::INVALIDATE_MAX;
 use host_abi::{HypError, PmStatus, PmVoteResult, SmmuStats};
 use platform::power::{GbpaReset, SmmuPowerController};
-use platform::Manifest;
+use platform::{Manifest, VmSpec};
 use power::{PmCounters, PowerGate};
 use streams::Streams;
+use zerocopy::IntoBytes;
 
 /// Called for every event record the service routes (the EL2 side logs them).
 pub type EventLog = fn(EventDestination, &EventWords);
@@ -50,9 +53,30 @@ pub enum InstallError {
     Command(CmdError),
 }
 
+/// Most CDs of one stream's table ([`MAX_S1CDMAX`]).
+const MAX_CDS: usize = 1 << MAX_S1CDMAX;
+
+/// The shadow CDs a batch refreshes: (stream index, stream ID, its CDs as read and checked).
+type Refresh = Vec<(usize, u32, Vec<Cd>)>;
+
+/// One VM's shadow CD tables: memory inside its RAM (at IPA == PA) that its CPU's stage 2 does
+/// not map and its devices' stage 2 maps read-only, which the hypervisor alone writes. Each of
+/// its streams has one table of `64 << max_cdmax` bytes at its slot.
+pub struct ShadowCds {
+    /// IPA (== PA) of the region.
+    pub ipa: u64,
+    /// The region, as the hypervisor writes it.
+    pub buf: DmaBuf,
+}
+
 /// The SMMU service.
 pub struct SmmuService<R: SmmuRegs> {
     table: StreamTable,
+    vms: &'static [VmSpec],
+    shadows: Vec<Option<ShadowCds>>,
+    /// The CDs of one stream as read and validated, before they are shadowed (allocated once:
+    /// SET_STE is a benchmarked path, and a whole table is 2 KiB).
+    staging: Box<[Cd]>,
     hw: PowerGate<R>,
     streams: Streams,
     events: EventRouter,
@@ -83,6 +107,9 @@ impl<R: SmmuRegs> SmmuService<R> {
         let caps = SmmuCaps::from_features(&driver.features);
         Self {
             table,
+            vms: manifest.vms,
+            shadows: (0..vms).map(|_| None).collect(),
+            staging: alloc::vec![Cd::default(); MAX_CDS].into_boxed_slice(),
             hw: PowerGate::new(driver, vms, controller),
             streams: Streams::from_manifest(manifest),
             events: EventRouter::new(vms),
@@ -101,6 +128,144 @@ impl<R: SmmuRegs> SmmuService<R> {
         if let Some(slot) = self.stage2.get_mut(vm as usize) {
             *slot = Some(s2);
         }
+    }
+
+    /// Gives VM `vm` its shadow CD tables (the EL2 side carves them from its RAM:
+    /// [`VmSpec::shadow_cds`]). Without them its streams cannot be nested.
+    pub fn set_shadow_cds(&mut self, vm: u32, shadow: ShadowCds) {
+        if let Some(slot) = self.shadows.get_mut(vm as usize) {
+            *slot = Some(shadow);
+        }
+    }
+
+    /// Bytes of one stream's shadow CD table on this SMMU.
+    fn shadow_table_bytes(&self) -> usize {
+        64 << self.caps.max_cdmax()
+    }
+
+    /// Where the shadow CD table of the stream at `idx` is: its IPA and its first word in its
+    /// owner's region. `None` if the owner has no region or it has no room for this stream.
+    fn shadow_of(&self, idx: usize) -> Option<(u64, usize)> {
+        let s = self.streams.at(idx);
+        let region = self.shadows.get(s.vm as usize)?.as_ref()?;
+        let bytes = self.shadow_table_bytes();
+        let off = s.slot as usize * bytes;
+        (off + bytes <= region.buf.len_words() * 8).then_some((region.ipa + off as u64, off / 8))
+    }
+
+    /// The physical STE the service installs for `domain` on stream `sid`: on its owner's stage
+    /// 2, a nested one with the stream's shadow CD table (what the SMMU walks) in place of the
+    /// VM's own. `None` if `sid` is not assigned or cannot take `domain`.
+    pub fn encoded(&self, sid: u32, domain: &Domain) -> Option<Ste> {
+        let s = self.streams.get(sid)?;
+        let s2 = self.stage2.get(s.vm as usize).copied().flatten()?;
+        let idx = self.streams.owned(s.vm, sid)?;
+        let physical = match *domain {
+            Domain::Nested(s1) => {
+                Domain::Nested(S1Config { ctx_ptr: self.shadow_of(idx)?.0, ..s1 })
+            }
+            d => d,
+        };
+        Some(ste::encode(&physical, &s2))
+    }
+
+    /// Reads VM `vm`'s CD table that `s1` describes out of its memory (one copy) into `out`
+    /// (as long as the table) and validates every CD in it: what the stream's shadow table is
+    /// to hold.
+    fn read_cds(
+        &self,
+        vm: u32,
+        s1: &S1Config,
+        mem: &dyn GuestMemory,
+        out: &mut [Cd],
+    ) -> Result<(), HypError> {
+        let spec = self.vms.get(vm as usize).ok_or(HypError::DeviceError)?;
+        let len = 1usize << s1.cdmax;
+        if len > MAX_CDS || len != out.len() {
+            return Err(HypError::BadConfig);
+        }
+        let range =
+            GuestRange::of(spec, s1.ctx_ptr, 64 * len as u64).map_err(|_| HypError::BadConfig)?;
+        mem.read(range, out.as_mut_bytes());
+        for c in out.iter_mut() {
+            if !validate::cd_in_place(c, spec, &self.caps)? {
+                *c = Cd::default();
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `img` into the shadow table of the stream at `idx` (`sid`). While the SMMU may be
+    /// using it (`live`: the stream is nested), every state it can fetch is the old CD, the new
+    /// one, or an invalid one: a valid CD loses V first (CFGI_CD + SYNC), then its other words
+    /// change (CFGI_CD + SYNC), then word 0 brings V back (CFGI_CD + SYNC). A table not in use
+    /// is written as a whole and its CDs invalidated once (the SMMU may hold copies from an
+    /// earlier attachment). While the SMMU is off, memory only (resume invalidates all).
+    fn write_shadow(
+        &mut self,
+        idx: usize,
+        sid: u32,
+        img: &[Cd],
+        live: bool,
+    ) -> Result<(), InstallError> {
+        let Some((_, base)) = self.shadow_of(idx) else {
+            return Err(InstallError::Table(SteError::OutOfRange));
+        };
+        let vm = self.streams.at(idx).vm as usize;
+        let Self { shadows, hw, .. } = self;
+        let Some(Some(region)) = shadows.get_mut(vm) else {
+            return Err(InstallError::Table(SteError::OutOfRange));
+        };
+        let buf = &mut region.buf;
+        // The common case (attaching the CDs it had): nothing to write, nothing to touch.
+        if img.iter().enumerate().all(|(ssid, c)| same(&buf.read_entry::<8>(base + ssid * 8), &c.0))
+        {
+            return Ok(());
+        }
+        let mut d = hw.powered();
+        let mut syncs = 0u64;
+        let mut changed = false;
+        let mut sync =
+            |d: &mut Option<&mut SmmuDriver<R>>, c: Command| -> Result<(), InstallError> {
+                syncs += 1;
+                match d {
+                    Some(d) => d.submit(&[c.0]).map_err(InstallError::Command),
+                    None => Ok(()),
+                }
+            };
+        for (ssid, new) in img.iter().enumerate() {
+            let at = base + ssid * 8;
+            let cur: [u64; 8] = buf.read_entry(at);
+            if same(&cur, &new.0) {
+                continue;
+            }
+            changed = true;
+            let cfgi = Command::cfgi_cd(sid, ssid as u32);
+            let valid = |w0: u64| host_abi::smmu::cd::V.get(&[w0]) == 1;
+            if live && valid(cur[0]) {
+                buf.write(at, cur[0] & !host_abi::smmu::cd::V.mask());
+                sync(&mut d, cfgi)?;
+            }
+            for (w, (&was, &word)) in cur.iter().zip(new.0.iter()).enumerate().skip(1) {
+                if was != word {
+                    buf.write(at + w, word);
+                }
+            }
+            if live && valid(new.0[0]) {
+                sync(&mut d, cfgi)?;
+            }
+            buf.write(at, new.0[0]);
+            if live {
+                sync(&mut d, cfgi)?;
+            }
+        }
+        if changed && !live {
+            sync(&mut d, Command::cfgi_cd_all(sid))?;
+        }
+        if hw.state() == Power::Off {
+            hw.counters.elided += syncs;
+        }
+        Ok(())
     }
 
     /// Assigns `count` more stream IDs from `first` to VM `vm`: streams without a physical
@@ -159,6 +324,14 @@ impl<R: SmmuRegs> SmmuService<R> {
     /// The driver, without touching the hardware (features, counters).
     pub fn driver(&self) -> &SmmuDriver<R> {
         self.hw.driver()
+    }
+
+    /// The CD `ssid` of stream `sid`'s shadow table as it is in memory (what the SMMU walks).
+    pub fn shadow_cd(&self, sid: u32, ssid: usize) -> Option<Cd> {
+        let idx = self.streams.get(sid).and_then(|s| self.streams.owned(s.vm, sid))?;
+        let (_, base) = self.shadow_of(idx)?;
+        let region = self.shadows.get(self.streams.at(idx).vm as usize)?.as_ref()?;
+        (ssid < 1 << self.caps.max_cdmax()).then(|| Cd(region.buf.read_entry(base + ssid * 8)))
     }
 
     /// STE `sid` as it is in memory.
@@ -248,15 +421,48 @@ impl<R: SmmuRegs> SmmuService<R> {
         Ok(())
     }
 
-    /// Attaches stream `sid` of VM `vm` to `domain` (already validated), hitlessly. If the SMMU
-    /// fails it, the stream is left blocked and `DEVICE_ERROR` returned.
-    pub fn attach(&mut self, vm: u32, sid: u32, domain: Domain) -> Result<(), HypError> {
+    /// Attaches stream `sid` of VM `vm` to `domain` (already validated), hitlessly. A nested
+    /// domain's CD table is read out of the VM's memory `mem` (one copy), every CD validated
+    /// ([`validate::cd`]) and written into the stream's shadow table, which is what the physical
+    /// STE points at: the SMMU never walks a CD the hypervisor did not write. A refused CD
+    /// changes nothing and is returned. If the SMMU fails the install, the stream is left
+    /// blocked and `DEVICE_ERROR` returned.
+    pub fn attach(
+        &mut self,
+        vm: u32,
+        sid: u32,
+        domain: Domain,
+        mem: &dyn GuestMemory,
+    ) -> Result<(), HypError> {
         let idx = self.streams.owned(vm, sid).ok_or(HypError::NotOwned)?;
         let s2 = self.stage2.get(vm as usize).copied().flatten().ok_or(HypError::DeviceError)?;
-        let target = ste::encode(&domain, &s2);
+        // The CDs are read and checked into the staging buffer before anything changes.
+        let (target, cds) = match domain {
+            Domain::Nested(s1) => {
+                let n = 1usize << s1.cdmax;
+                let mut staging = core::mem::take(&mut self.staging);
+                let r = self.read_cds(vm, &s1, mem, staging.get_mut(..n).unwrap_or(&mut []));
+                self.staging = staging;
+                r?;
+                let (ipa, _) = self.shadow_of(idx).ok_or(HypError::DeviceError)?;
+                let physical = Domain::Nested(S1Config { ctx_ptr: ipa, ..s1 });
+                (ste::encode(&physical, &s2), n)
+            }
+            _ => (ste::encode(&domain, &s2), 0),
+        };
         self.service_hardware();
-        match self.install(sid, &target) {
+        let live = matches!(self.streams.at(idx).domain, Domain::Nested(_));
+        let r = if cds > 0 {
+            let staging = core::mem::take(&mut self.staging);
+            let r = self.write_shadow(idx, sid, &staging[..cds], live);
+            self.staging = staging;
+            r
+        } else {
+            Ok(())
+        };
+        match r.and_then(|()| self.install(sid, &target)) {
             Ok(()) => {
+                // The VM's view (its own CD table): what a CFGI re-reads.
                 self.streams.set_domain(idx, domain);
                 Ok(())
             }
@@ -275,12 +481,53 @@ impl<R: SmmuRegs> SmmuService<R> {
         }
     }
 
+    /// The shadow CDs a valid batch of VM `vm` asks to refresh: for each CFGI_STE, CFGI_CD or
+    /// CFGI_CD_ALL naming one of its nested streams (once per stream), the stream's CD table
+    /// read again out of `mem` and validated. `Err((i, e))`: command `i`'s stream has a CD that
+    /// is refused.
+    fn stage_refresh(
+        &self,
+        vm: u32,
+        cmds: &[Command],
+        mem: &dyn GuestMemory,
+    ) -> Result<Refresh, (usize, HypError)> {
+        let mut out: Refresh = Vec::new();
+        for (i, c) in cmds.iter().enumerate().take(INVALIDATE_MAX as usize) {
+            let op = c.opcode_byte();
+            if op != Opcode::CfgiSte as u8
+                && op != Opcode::CfgiCd as u8
+                && op != Opcode::CfgiCdAll as u8
+            {
+                continue;
+            }
+            let sid = c.field(cmd::SID) as u32;
+            let Some(idx) = self.streams.owned(vm, sid) else { continue };
+            let Domain::Nested(s1) = self.streams.at(idx).domain else { continue };
+            if out.iter().any(|(_, s, _)| *s == sid) {
+                continue;
+            }
+            let mut img = alloc::vec![Cd::default(); 1 << s1.cdmax];
+            self.read_cds(vm, &s1, mem, &mut img).map_err(|e| (i, e))?;
+            out.push((idx, sid, img));
+        }
+        Ok(out)
+    }
+
     /// Validates every command of VM `vm`, then submits the valid ones as one batch with one
     /// SYNC. Returns how many reached the hardware, or the index in `cmds` of the first bad
     /// command (see [`SmmuCalls::invalidate`]).
     /// `cmds` is the hypervisor's own copy and is rewritten in place. Nothing happens, not even
-    /// a power-on, unless every command is valid.
-    pub fn invalidate(&mut self, vm: u32, cmds: &[Command]) -> Result<usize, (usize, HypError)> {
+    /// a power-on, unless every command is valid. A configuration invalidation (CFGI_STE,
+    /// CFGI_CD, CFGI_CD_ALL) of a nested stream first re-reads its CD table out of `mem` into
+    /// its shadow table (a VM's change to its CDs reaches the SMMU only this way); a refused
+    /// CD blocks that stream, as the SMMU would fault it (C_BAD_CD), and refuses the batch at
+    /// that command with nothing sent.
+    pub fn invalidate(
+        &mut self,
+        vm: u32,
+        cmds: &[Command],
+        mem: &dyn GuestMemory,
+    ) -> Result<usize, (usize, HypError)> {
         let vmid = self
             .stage2
             .get(vm as usize)
@@ -292,31 +539,68 @@ impl<R: SmmuRegs> SmmuService<R> {
         let owns = |s: u32| streams.owns(vm, s);
         let off = self.hw.state() == Power::Off;
         let batch = batch::validate(cmds, &mut self.send[..], vmid, &owns, &self.caps, off)?;
+        let (n, needs_power) = (batch.send.len(), batch.needs_power);
+        if batch.config {
+            let refresh = match self.stage_refresh(vm, cmds, mem) {
+                Ok(r) => r,
+                Err((i, e)) => {
+                    let sid = cmds[i].field(cmd::SID) as u32;
+                    let _ = self.attach(vm, sid, Domain::Blocked, mem);
+                    return Err((i, e));
+                }
+            };
+            if needs_power {
+                self.hw.counters.wakeups += 1;
+                let _ = self.hw.power_on();
+            }
+            self.service_hardware();
+            for (idx, sid, img) in &refresh {
+                if self.write_shadow(*idx, *sid, img, true).is_err() {
+                    let _ = self.attach(vm, *sid, Domain::Blocked, mem);
+                }
+            }
+            return self.submit_batch(vm, cmds, vmid, n, false);
+        }
         // Valid: from here on, effects. An ATC invalidation must never be lost: it brings
         // power back.
-        if batch.needs_power {
+        if needs_power {
             self.hw.counters.wakeups += 1;
             let _ = self.hw.power_on();
         }
-        let Self { hw, streams, events, event_log, global_errors, unreported, .. } = self;
+        self.submit_batch(vm, cmds, vmid, n, true)
+    }
+
+    /// Sends the first `n` commands of the send buffer (validated out of VM `vm`'s `cmds`, its
+    /// VMID `vmid` forced) with one SYNC (elided while the SMMU is off), after the entry work if
+    /// `entry` (not done yet). Errors name a command by its index in `cmds`, as validation
+    /// does: the one the SMMU rejected, or the number of commands for a failure of the whole
+    /// batch (its closing SYNC rejected, a timeout, a power loss).
+    fn submit_batch(
+        &mut self,
+        vm: u32,
+        cmds: &[Command],
+        vmid: u16,
+        n: usize,
+        entry: bool,
+    ) -> Result<usize, (usize, HypError)> {
+        let Self { hw, streams, events, event_log, global_errors, unreported, send, caps, .. } =
+            self;
         let Some(d) = hw.powered() else {
             // Off: TLB and configuration invalidations are elided (resume invalidates all).
-            hw.counters.elided += batch.send.len() as u64;
+            hw.counters.elided += n as u64;
             return Ok(0);
         };
-        // The entry work (global errors, event drain) with the same power check.
-        entry_work(d, streams, events, *event_log, global_errors, unreported);
-        let words: &[[u64; 2]] = zerocopy::transmute_ref!(batch.send);
-        let n = words.len();
-        // Errors name a command by its index in the caller's array, as validation does: the
-        // one the SMMU rejected, or the number of commands for a failure of the whole batch
-        // (its closing SYNC rejected, a timeout, a power loss).
+        if entry {
+            // The entry work (global errors, event drain) with the same power check.
+            entry_work(d, streams, events, *event_log, global_errors, unreported);
+        }
+        let words: &[[u64; 2]] = zerocopy::transmute_ref!(&send[..n]);
         let whole = cmds.len().min(INVALIDATE_MAX as usize);
         match d.submit(words) {
             Ok(()) => Ok(n),
             Err(CmdError::Rejected { index, .. }) => {
                 let owns = |s: u32| streams.owns(vm, s);
-                let at = batch::caller_index(cmds, index, vmid, &owns, &self.caps);
+                let at = batch::caller_index(cmds, index, vmid, &owns, caps);
                 Err((at, HypError::DeviceError))
             }
             Err(CmdError::PowerLost) => {
@@ -440,7 +724,7 @@ impl<R: SmmuRegs> SmmuService<R> {
     pub fn vm_stopped(&mut self, vm: u32) {
         let sids: Vec<u32> = self.streams.of_vm(vm).collect();
         for sid in sids {
-            let _ = self.attach(vm, sid, Domain::Blocked);
+            let _ = self.attach(vm, sid, Domain::Blocked, &crate::guest::NoMemory);
         }
         self.vote(vm, Vote::AllowOff);
     }
@@ -450,6 +734,13 @@ impl<R: SmmuRegs> SmmuService<R> {
     pub(crate) fn regs_mut(&mut self) -> &mut R {
         self.hw.driver_mut().regs_mut()
     }
+}
+
+/// Whether two descriptors are equal, word by word (an `==` on arrays becomes a call to the
+/// byte-wise `memcmp` of compiler-builtins on the hypervisor: hundreds of instructions).
+#[inline]
+fn same(a: &[u64; 8], b: &[u64; 8]) -> bool {
+    a.iter().zip(b).fold(0, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 /// The work of every entry into the service, with the SMMU powered: global errors handled,
@@ -530,11 +821,22 @@ impl<R: SmmuRegs> SmmuCalls for SmmuService<R> {
     fn stats(&mut self) -> SmmuStats {
         SmmuService::stats(self)
     }
-    fn attach(&mut self, vm: u32, sid: u32, domain: Domain) -> Result<(), HypError> {
-        SmmuService::attach(self, vm, sid, domain)
+    fn attach(
+        &mut self,
+        vm: u32,
+        sid: u32,
+        domain: Domain,
+        mem: &dyn GuestMemory,
+    ) -> Result<(), HypError> {
+        SmmuService::attach(self, vm, sid, domain, mem)
     }
-    fn invalidate(&mut self, vm: u32, cmds: &[Command]) -> Result<usize, (usize, HypError)> {
-        SmmuService::invalidate(self, vm, cmds)
+    fn invalidate(
+        &mut self,
+        vm: u32,
+        cmds: &[Command],
+        mem: &dyn GuestMemory,
+    ) -> Result<usize, (usize, HypError)> {
+        SmmuService::invalidate(self, vm, cmds, mem)
     }
     fn pm_vote(&mut self, vm: u32, vote: Vote) -> PmVoteResult {
         self.vote(vm, vote)

@@ -13,6 +13,9 @@ pub struct Stream {
     pub vm: u32,
     /// What it is attached to.
     pub domain: Domain,
+    /// Its place among its owner's streams (in the order they were assigned): which shadow CD
+    /// table of the owner's is its.
+    pub slot: u32,
 }
 
 /// Every assigned stream, sorted by stream ID, and how many are attached to something other
@@ -38,7 +41,8 @@ impl Streams {
     /// Assigns stream `sid` (blocked) to `vm`. A stream already assigned keeps its owner.
     pub fn add(&mut self, vm: u32, sid: u32) {
         if let Err(i) = self.index(sid) {
-            self.list.insert(i, Stream { sid, vm, domain: Domain::Blocked });
+            let slot = self.list.iter().filter(|s| s.vm == vm).count() as u32;
+            self.list.insert(i, Stream { sid, vm, domain: Domain::Blocked, slot });
         }
     }
 
@@ -125,6 +129,11 @@ mod tests {
         s.add(0, 0x1001);
         s.add(2, 0x1001);
         assert_eq!(s.get(0x1001).unwrap().vm, 0, "the first owner stays");
+        // Shadow CD slots: the order of assignment within each VM.
+        let n = MANIFEST.vms[0].devices.len() as u32;
+        assert_eq!(s.get(h).unwrap().slot, 0);
+        assert_eq!((s.get(0x1005).unwrap().slot, s.get(0x1001).unwrap().slot), (n, n + 1));
+        assert_eq!((s.get(g1).unwrap().slot, s.get(g2).unwrap().slot), (0, 0));
         let mut host: std::vec::Vec<u32> =
             MANIFEST.vms[0].devices.iter().map(|d| d.rid()).collect();
         host.extend([0x1001, 0x1005]);

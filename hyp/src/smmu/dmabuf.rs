@@ -45,6 +45,24 @@ impl DmaBuf {
         })
     }
 
+    /// The `bytes` bytes of memory at physical address `pa` (identity-mapped at EL2), which the
+    /// platform set aside for the hypervisor to write and the SMMU to read: the shadow context
+    /// descriptors carved from a VM's RAM. Not zeroed.
+    ///
+    /// # Safety
+    ///
+    /// `[pa, pa + bytes)` must be 8-byte aligned memory mapped at EL2 at that address, written
+    /// by nothing else (no VM's CPU stage 2 maps it, no device may write it) for as long as the
+    /// hypervisor runs, and adopted only once. (The hypervisor only: a host build frees a
+    /// DmaBuf on drop, which memory it did not allocate must never be.)
+    #[cfg(target_os = "none")]
+    pub unsafe fn at(pa: u64, bytes: usize) -> Self {
+        Self {
+            ptr: NonNull::new(pa as *mut u64).expect("a DmaBuf at address 0"),
+            len_words: bytes / 8,
+        }
+    }
+
     /// The address given to the SMMU (identity-mapped hypervisor memory).
     pub fn pa(&self) -> u64 {
         self.ptr.as_ptr() as u64

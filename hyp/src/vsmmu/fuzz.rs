@@ -38,7 +38,6 @@ use super::*;
 use crate::pm::Power;
 use crate::service::SmmuService;
 use crate::smmu::queue::QueuePtr;
-use crate::smmu::ste::{self};
 use crate::softsmmu::fake::{self, FakeSmmu};
 use crate::validate::CommandAction;
 use host_abi::smmu::regs::{
@@ -67,7 +66,7 @@ fn host_vmid() -> u16 {
     HOST.vmid()
 }
 
-use crate::service::tests::{s2, service_with};
+use crate::service::tests::service_with;
 
 fn all_sids() -> Vec<u32> {
     HOST_STREAMS.iter().copied().chain(GUEST_STREAMS.iter().map(|g| g.1)).collect()
@@ -331,7 +330,7 @@ fn expect(c: &Command, caps: &SmmuCaps) -> Expect {
         }
         0x30 if only(0, 0) => Expect::Send(Command::tlbi_nh_all(host_vmid())),
         0x05 | 0x06 | 0x10..=0x13 | 0x40 => match validate::command(c, host_vmid(), &owns, caps) {
-            Ok(CommandAction::Submit(x)) => Expect::Send(x),
+            Ok(CommandAction::Submit(x) | CommandAction::SubmitConfig(x)) => Expect::Send(x),
             Ok(CommandAction::Elide) => Expect::Nothing,
             Err(_) => Expect::Illegal,
         },
@@ -401,8 +400,8 @@ impl World {
             event_accepted: false,
         };
         // The guests' streams in use: a host action must leave them as they are.
-        w.io.attach(1, 0x18, guest_domain(1, 1)).unwrap();
-        w.io.attach(2, 0x1001, guest_domain(2, 2)).unwrap();
+        w.io.attach(1, 0x18, guest_domain(1, 1), &crate::guest::NoMemory).unwrap();
+        w.io.attach(2, 0x1001, guest_domain(2, 2), &crate::guest::NoMemory).unwrap();
         w
     }
 
@@ -512,7 +511,8 @@ impl World {
                 self.deliver();
             }
             Op::Attach { vm, sid, kind } => {
-                let _ = self.io.attach(*vm, *sid, guest_domain(*vm, *kind));
+                let _ =
+                    self.io.attach(*vm, *sid, guest_domain(*vm, *kind), &crate::guest::NoMemory);
                 self.deliver();
             }
             Op::Vote { vm, allow_off } => {
@@ -568,8 +568,7 @@ impl World {
         match self.ste_addr(sid).1 {
             Some(a) if HOST.mem.contains_range(a, 64) => {
                 let words: [u64; 8] = core::array::from_fn(|i| self.ram.get(a + i as u64 * 8));
-                validate::virtual_ste(&Ste(words), HOST.mem, &self.io.caps())
-                    .unwrap_or(Domain::Blocked)
+                validate::virtual_ste(&Ste(words), HOST, &self.io.caps()).unwrap_or(Domain::Blocked)
             }
             _ => Domain::Blocked,
         }
@@ -733,12 +732,11 @@ impl World {
             let (sid, dom, words) = new;
             let owner = self.io.owner_of(*sid).unwrap();
             let d = dom.ok_or(format!("stream {sid:#x} has no domain"))?;
-            if *words != ste::encode(&d, &s2(owner)).0 {
+            if Some(Ste(*words)) != self.io.encoded(*sid, &d) {
                 return Err(format!("{op}: stream {sid:#x}: STE {words:x?} is not {d:x?}'s"));
             }
             if let Domain::Nested(c) = d {
-                let mem = MANIFEST.vms[owner as usize].mem;
-                if !mem.contains_range(c.ctx_ptr, 64 << c.cdmax) {
+                if !MANIFEST.vms[owner as usize].holds(c.ctx_ptr, 64 << c.cdmax) {
                     return Err(format!("{op}: stream {sid:#x}: CD table outside vm {owner}"));
                 }
             }
@@ -791,10 +789,17 @@ impl World {
             let queue = len % 16 == 0 && ipa >= qbase && ipa + len <= qend;
             let ste = len == 64 && places.iter().any(|p| p.1 == Some(ipa));
             let l1 = len == 8 && places.iter().any(|p| p.0 == Some(ipa));
+            // A CD table one of its streams' STEs (in its table, or shadowed) points at.
+            let cds = places.iter().filter_map(|p| p.1).any(|a| {
+                let v = Ste(core::array::from_fn(|i| self.ram.get(a + i as u64 * 8)));
+                v.s1_context_ptr() == ipa && 64 << v.s1cdmax() == len
+            }) || after.streams.iter().any(|(_, d, _)| {
+                matches!(d, Some(Domain::Nested(c)) if c.ctx_ptr == ipa && 64 << c.cdmax == len)
+            });
             if ste {
                 hit(11);
             }
-            if !(queue || ste || l1) {
+            if !(queue || ste || l1 || cds) {
                 return Err(format!(
                     "{op}: read {len:#x} bytes at {ipa:#x}: not its queue or STEs"
                 ));
@@ -990,7 +995,7 @@ fn guest_domain(vm: u32, kind: u8) -> Domain {
         1 => Ste::default().with_v(1).with_config(SteConfig::Bypass),
         _ => Ste::default().with_v(1).with_config(SteConfig::S1).with_s1_context_ptr(cd),
     };
-    validate::virtual_ste(&v, MANIFEST.vms[vm as usize].mem, &SmmuCaps::QEMU).unwrap()
+    validate::virtual_ste(&v, &MANIFEST.vms[vm as usize], &SmmuCaps::QEMU).unwrap()
 }
 
 // ---- Strategies ----
@@ -1393,13 +1398,13 @@ fn the_checker_notices_a_shadow_the_host_did_not_ask_for() {
     let mut w = World::new();
     w.run(&Step::Reset(LINEAR)).unwrap();
     let before = w.snap();
-    w.io.attach(0, 0x10, Domain::Identity).unwrap();
+    w.io.attach(0, 0x10, Domain::Identity, &crate::guest::NoMemory).unwrap();
     w.io.regs_mut().consumed.truncate(before.consumed);
     let e = w.check(&Op::Read { off: off::IDR0, size: 4 }, &before).unwrap_err();
     assert!(e.contains("re-shadowed unasked"), "{e}");
     // And a guest's stream changed by a host operation.
     let before = w.snap();
-    w.io.attach(1, 0x18, Domain::Blocked).unwrap();
+    w.io.attach(1, 0x18, Domain::Blocked, &crate::guest::NoMemory).unwrap();
     w.io.regs_mut().consumed.truncate(before.consumed);
     let e = w.check(&Op::Read { off: off::IDR0, size: 4 }, &before).unwrap_err();
     assert!(e.contains("of vm 1 changed"), "{e}");

@@ -222,6 +222,8 @@ pub struct Counters {
     pub stes_shadowed: u64,
     /// Host STEs refused by validation (the stream was blocked).
     pub stes_refused: u64,
+    /// Host STEs whose context descriptors were refused when shadowed (the stream was blocked).
+    pub cds_refused: u64,
     /// Event records written into the host's event queue.
     pub events_delivered: u64,
     /// Event records the host's queue could not take (overflow signalled, or disabled).
@@ -270,6 +272,13 @@ pub enum Notice {
         /// Why.
         why: HypError,
     },
+    /// The context descriptors a host STE points at were refused: the stream is blocked.
+    CdRefused {
+        /// Stream ID.
+        sid: u32,
+        /// Why.
+        why: HypError,
+    },
     /// A host STE could not be read (outside its table or its RAM): the stream is blocked.
     SteUnreadable {
         /// Stream ID.
@@ -304,6 +313,7 @@ impl Notice {
             Notice::SteInstallFailed { .. } => 17,
             Notice::IllegalCommand { err, .. } => 18 + err.min(7),
             Notice::UnknownRegister { .. } => 26,
+            Notice::CdRefused { why, .. } => 27 + (why.code().unsigned_abs() as u32).min(15),
         }
     }
 }
@@ -499,11 +509,26 @@ impl VirtualSmmu {
     fn refresh_one(&mut self, sid: u32, ctx: &mut Context<'_>) {
         let domain = self.host_domain(sid, ctx);
         self.counters.stes_shadowed += 1;
-        if ctx.smmu.attach(self.vm, sid, domain).is_err() {
-            // The service left the stream blocked; say so (once per kind, then counted).
-            self.counters.ste_installs_failed += 1;
-            self.notice(Notice::SteInstallFailed { sid });
+        match ctx.smmu.attach(self.vm, sid, domain, &*ctx.mem.mem) {
+            Ok(()) => {}
+            // The SMMU failed it: the service left the stream blocked.
+            Err(HypError::DeviceError) => self.install_failed(sid),
+            // Its CD table was refused (nothing changed there): blocked here, and said.
+            Err(why) => {
+                self.counters.cds_refused += 1;
+                self.notice(Notice::CdRefused { sid, why });
+                if ctx.smmu.attach(self.vm, sid, Domain::Blocked, &*ctx.mem.mem).is_err() {
+                    self.install_failed(sid);
+                }
+            }
         }
+    }
+
+    /// The SMMU service could not install a shadow STE: it left the stream blocked. Said once
+    /// per kind, then counted.
+    fn install_failed(&mut self, sid: u32) {
+        self.counters.ste_installs_failed += 1;
+        self.notice(Notice::SteInstallFailed { sid });
     }
 
     /// Marks the streams in `first..first + count` for a refresh (see [`Self::refresh_dirty`]).
@@ -561,7 +586,7 @@ impl VirtualSmmu {
             Ok(c) => c,
             Err(_) => return Domain::Blocked,
         };
-        match validate::virtual_ste(&Ste(words), ctx.mem.spec.mem, &caps) {
+        match validate::virtual_ste(&Ste(words), ctx.mem.spec, &caps) {
             Ok(d) => d,
             Err(why) => {
                 self.counters.stes_refused += 1;
@@ -789,12 +814,12 @@ fn send(vm: u32, cmds: &[Command], ctx: &mut Context<'_>) -> Result<(), usize> {
     if cmds.is_empty() {
         return Ok(());
     }
-    match ctx.smmu.invalidate(vm, cmds) {
+    match ctx.smmu.invalidate(vm, cmds, &*ctx.mem.mem) {
         Ok(_) => Ok(()),
         Err((i, HypError::DeviceError)) => Err(i.min(cmds.len() - 1)),
         Err((i, _)) => {
             if i > 0 {
-                let _ = ctx.smmu.invalidate(vm, &cmds[..i]);
+                let _ = ctx.smmu.invalidate(vm, &cmds[..i], &*ctx.mem.mem);
             }
             Err(i)
         }

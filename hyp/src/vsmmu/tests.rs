@@ -201,8 +201,8 @@ fn host_stes_become_shadows_through_the_guests_validation() {
     // Stage 1: nested on the host's stage 2, CD table as an IPA.
     w.host_ste(0x10, s1_ste());
     w.cmds(&[Command::cfgi_ste(0x10), Command::sync()]);
-    let want =
-        ste::encode(&validate::virtual_ste(&s1_ste(), HOST.mem, &SmmuCaps::QEMU).unwrap(), &s2(0));
+    let domain = validate::virtual_ste(&s1_ste(), HOST, &SmmuCaps::QEMU).unwrap();
+    let want = w.io.encoded(0x10, &domain).unwrap();
     assert_eq!(w.shadow(0x10), want);
     assert_eq!(w.shadow(0x10).config(), Some(SteConfig::Nested));
     // Bypass: identity on the host's stage 2, never real bypass.
@@ -886,6 +886,7 @@ fn every_kind_of_notice_is_its_own_and_fits_the_logged_mask() {
         Notice::UnknownRegister { offset: 0 },
     ];
     all.extend(HypError::ALL.iter().map(|&why| Notice::SteRefused { sid: 1, why }));
+    all.extend(HypError::ALL.iter().map(|&why| Notice::CdRefused { sid: 1, why }));
     all.extend((0..8).map(|err| Notice::IllegalCommand { cmd: Command::sync(), err }));
     let kinds: std::collections::BTreeSet<u32> = all.iter().map(|n| n.kind()).collect();
     assert_eq!(kinds.len(), all.len(), "two notices share a kind");
@@ -895,4 +896,96 @@ fn every_kind_of_notice_is_its_own_and_fits_the_logged_mask() {
         Notice::SteRefused { sid: 2, why: HypError::BadConfig }.kind(),
         Notice::SteRefused { sid: 9, why: HypError::BadConfig }.kind()
     );
+}
+
+/// A CD as Linux's arm-smmu-v3 writes it for the host's DMA domain (its tables in its RAM).
+fn host_cd(asid: u64) -> host_abi::smmu::Cd {
+    host_abi::smmu::Cd::default()
+        .with_t0sz(25)
+        .with_ir0(1)
+        .with_or0(1)
+        .with_sh0(3)
+        .with_epd1(1)
+        .with_v(1)
+        .with_ips(1)
+        .with_aa64(1)
+        .with_r(1)
+        .with_a(1)
+        .with_aset(1)
+        .with_asid(asid)
+        .with_ttb0(0x4450_0000)
+        .with_mair(0x0000_00f4_0044_04ff)
+}
+
+#[test]
+fn host_cds_are_shadowed_and_refreshed_only_when_it_says_so() {
+    let mut w = World::new();
+    w.linux_reset();
+    w.ram.put(CD, &host_cd(1).0);
+    w.host_ste(0x10, s1_ste());
+    w.cmds(&[Command::cfgi_ste(0x10), Command::sync()]);
+    let shadow = HOST.shadow_cds();
+    assert_eq!(w.shadow(0x10).s1_context_ptr(), shadow.base, "the SMMU walks the shadow");
+    assert_eq!(w.io.shadow_cd(0x10, 0), Some(host_cd(1)));
+    // Its driver rewrites the CD: nothing changes until its CFGI_CD.
+    w.ram.put(CD, &host_cd(2).0);
+    w.cmds(&[Command::tlbi_nh_asid(0, 1), Command::sync()]);
+    assert_eq!(w.io.shadow_cd(0x10, 0), Some(host_cd(1)));
+    w.cmds(&[Command::cfgi_cd(0x10, 0), Command::sync()]);
+    assert_eq!(w.io.shadow_cd(0x10, 0), Some(host_cd(2)));
+    assert_eq!(w.cons(), w.prod);
+    // CFGI_CD_ALL too.
+    w.ram.put(CD, &host_cd(3).0);
+    w.cmds(&[Command::cfgi_cd_all(0x10), Command::sync()]);
+    assert_eq!(w.io.shadow_cd(0x10, 0), Some(host_cd(3)));
+    assert_eq!(w.v.counters.cds_refused, 0);
+}
+
+#[test]
+fn a_refused_host_cd_blocks_its_stream() {
+    let mut w = World::new();
+    w.linux_reset();
+    // At CFGI_STE: a 52-bit IPS (QEMU 10.0.2's SMMU would abort the whole machine on it).
+    w.ram.put(CD, &host_cd(1).with_ips(0b110).0);
+    w.host_ste(0x10, s1_ste());
+    w.cmds(&[Command::cfgi_ste(0x10), Command::sync()]);
+    assert_eq!(ste::effective(&w.shadow(0x10)), None);
+    assert_eq!(w.v.counters.cds_refused, 1);
+    assert!(w
+        .v
+        .take_notices()
+        .contains(&Some(Notice::CdRefused { sid: 0x10, why: HypError::BadConfig })));
+    assert_eq!(w.cons(), w.prod, "the queue goes on: the SMMU reads CDs, not commands");
+    // A good CD, then a bad one at CFGI_CD: the stream is blocked and the command refused as
+    // validation refuses any (CMDQ_ERR, the host's recovery skips it).
+    w.ram.put(CD, &host_cd(1).0);
+    w.cmds(&[Command::cfgi_ste(0x10), Command::sync()]);
+    assert_eq!(w.io.domain_of(0x10).map(|d| d.kind()), Some(2));
+    w.ram.put(CD, &host_cd(1).with_ttb0(MANIFEST.vms[1].mem.base).0);
+    let at = w.prod;
+    w.cmds(&[Command::tlbi_nh_asid(0, 1), Command::cfgi_cd(0x10, 0), Command::sync()]);
+    assert_eq!(w.cons() & 0xff, (at + 1) & 0xff, "stopped on the CFGI_CD");
+    assert_eq!(ste::effective(&w.shadow(0x10)), None);
+    assert_eq!(w.io.shadow_cd(0x10, 0), Some(host_cd(1)), "never a refused CD");
+    // Its CD table in the shadow pages: the STE is refused.
+    // (Read when it enables its SMMU again.)
+    w.host_ste(0x10, s1_ste().with_s1_context_ptr(HOST.shadow_cds().base));
+    w.w(off::CR0, 4, Cr0::CMDQEN.bits() as u64);
+    w.w(off::CR0, 4, Cr0::RUNNING.bits() as u64);
+    assert!(w
+        .v
+        .take_notices()
+        .contains(&Some(Notice::SteRefused { sid: 0x10, why: HypError::BadConfig })));
+}
+
+#[test]
+fn the_hosts_queues_and_tables_may_not_be_its_shadow_cds() {
+    let mut w = World::new();
+    w.linux_reset();
+    w.host_ste(0x10, Ste::default().with_v(1).with_config(SteConfig::Bypass));
+    w.w(off::CR0, 4, Cr0::CMDQEN.bits() as u64);
+    w.w(off::STRTAB_BASE, 8, HOST.shadow_cds().base);
+    w.w(off::CR0, 4, Cr0::RUNNING.bits() as u64);
+    assert_eq!(ste::effective(&w.shadow(0x10)), None);
+    assert!(w.v.take_notices().contains(&Some(Notice::SteUnreadable { sid: 0x10 })));
 }
