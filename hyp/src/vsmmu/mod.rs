@@ -645,12 +645,15 @@ impl VirtualSmmu {
         // STE refreshes asked for and not done yet are marked in `self.dirty`, only while
         // nothing is gathered (what was gathered before a refresh is sent first).
         loop {
-            if i == m {
-                let room = ACCESS_BUDGET.saturating_sub(spent) as usize;
-                if room == 0 {
+            // What is left of this access's budget, in commands at most.
+            let room = ACCESS_BUDGET.saturating_sub(spent) as usize;
+            if room == 0 {
+                if self.smmu.commands_after(k) > 0 {
                     self.counters.budget_stops += 1;
-                    break;
                 }
+                break;
+            }
+            if i == m {
                 i = 0;
                 let room = room.min(self.fetched.len());
                 m = match self.smmu.fetch_commands(&mut ctx.mem, k, &mut self.fetched[..room]) {
@@ -663,7 +666,9 @@ impl VirtualSmmu {
                     }
                 }
             }
-            let (run, only_syncs) = self.pass_run(i, m);
+            // No more commands than the budget has room for (refreshes and submissions since
+            // the fetch took some).
+            let (run, only_syncs) = self.pass_run(i, m.min(i + room));
             if run > 0 {
                 self.counters.commands += run as u64;
                 spent += run as u32;

@@ -989,3 +989,84 @@ fn the_hosts_queues_and_tables_may_not_be_its_shadow_cds() {
     assert_eq!(ste::effective(&w.shadow(0x10)), None);
     assert!(w.v.take_notices().contains(&Some(Notice::SteUnreadable { sid: 0x10 })));
 }
+
+/// `n` device-less host streams from 0x100, the edu's 0x10 first.
+fn many_streams(n: u32) -> &'static [u32] {
+    let v: Vec<u32> = core::iter::once(0x10).chain(0x100..0x100 + n).collect();
+    Vec::leak(v)
+}
+
+#[test]
+fn a_range_refresh_reads_exactly_the_streams_in_it_across_bitmap_words() {
+    // 200 streams: the refresh bitmap spans four words; ranges starting and ending inside
+    // words, and across them.
+    let streams = many_streams(200);
+    let mut w = World::with_streams(streams);
+    w.linux_reset();
+    // The host's stream table must cover SIDs up to 0x1c7: a 512-entry linear table.
+    w.w(off::CR0, 4, 0);
+    w.w(off::STRTAB_BASE_CFG, 4, strtab_cfg::log2size(9) as u64);
+    w.w(off::CR0, 4, Cr0::RUNNING.bits() as u64);
+    for (first, range) in [(0x100u32, 3u32), (0x108, 2), (0x140, 5), (0x180, 6), (0x1c0, 2)] {
+        let n = 2u32 << range;
+        let lo = first & !(n - 1);
+        let want = streams.iter().filter(|&&s| s >= lo && s < lo + n).count() as u64;
+        let before = w.v.counters.stes_shadowed;
+        w.cmds(&[Command([0x04 | (first as u64) << 32, range as u64]), Command::sync()]);
+        assert_eq!(w.cons(), w.prod);
+        assert_eq!(w.v.counters.stes_shadowed - before, want, "range {first:#x}/{range}");
+    }
+    // Each stream once, whatever overlaps.
+    let before = w.v.counters.stes_shadowed;
+    w.cmds(&[
+        Command([0x04 | 0x130 << 32, 3]),
+        Command([0x04 | 0x138 << 32, 4]),
+        Command::cfgi_ste(0x13f),
+        Command::cfgi_ste(0x10),
+        Command::sync(),
+    ]);
+    assert_eq!(w.v.counters.stes_shadowed - before, 32 + 1, "0x130..0x150 and 0x10");
+}
+
+#[test]
+fn refreshes_count_against_the_access_budget() {
+    // CFGI_ALL and a TLBI alternating: nothing to coalesce, each CFGI_ALL is a refresh of
+    // every stream before the TLBI after it. One access stops once refreshes and submissions
+    // used its budget: far fewer refreshes than the 256 commands one fetch could hold.
+    let mut w = World::with_streams(&[0x10, 0x28, 0x30]);
+    w.linux_reset();
+    let log2 = 9;
+    flood(&mut w, log2, Command::tlbi_nh_all(0));
+    for i in (0..1u64 << log2).step_by(2) {
+        w.ram.put(CMDQ + i * 16, &Command::cfgi_all().0);
+    }
+    // (The flood's own PROD write ran on TLBIs only; start again on the mixed queue.)
+    w.w(off::CR0, 4, (Cr0::EVENTQEN | Cr0::SMMUEN).bits() as u64);
+    w.w(off::CMDQ_PROD, 4, 0);
+    w.w(off::CMDQ_CONS, 4, 0);
+    w.w(off::CR0, 4, Cr0::RUNNING.bits() as u64);
+    let stops = w.v.counters.budget_stops;
+    let shadowed_before = w.v.counters.stes_shadowed;
+    w.w(off::CMDQ_PROD, 4, 1 << log2);
+    let refreshed = w.v.counters.stes_shadowed - shadowed_before;
+    let consumed = w.cons() & 0x3ff;
+    // Each pair: 2 commands, 3 refreshes, one submission.
+    let pair = 2 + 3 * REFRESH_COST + SEND_COST;
+    let pairs = ACCESS_BUDGET.div_ceil(pair) as u64;
+    assert_eq!(refreshed, 3 * pairs, "refreshes in one access");
+    assert_eq!(consumed as u64, 2 * pairs, "commands in one access");
+    assert_eq!(w.v.counters.budget_stops, stops + 1);
+}
+
+#[test]
+fn a_shadow_the_smmu_fails_to_install_is_said_and_counted() {
+    let mut w = World::new();
+    w.linux_reset();
+    w.host_ste(0x10, Ste::default().with_v(1).with_config(SteConfig::Bypass));
+    // A hung SMMU: the install's CFGI_STE never completes.
+    w.io.regs_mut().hold_commands = true;
+    w.cmds(&[Command::cfgi_ste(0x10), Command::sync()]);
+    assert_eq!(w.v.counters.ste_installs_failed, 1);
+    assert!(w.v.take_notices().contains(&Some(Notice::SteInstallFailed { sid: 0x10 })));
+    w.io.regs_mut().hold_commands = false;
+}
