@@ -10,10 +10,8 @@ pub use crate::guest::{GuestMemory, GuestRange};
 use crate::pci::Function;
 use crate::pm::Vote;
 use crate::service::SmmuCalls;
-use crate::smmu::ste::Domain;
-use crate::validate;
 use crate::vmstate::VmStates;
-use host_abi::smmu::{Command, Ste};
+use host_abi::smmu::Command;
 use host_abi::types::{encode_name, BarInfo, DeviceInfo, MAX_BARS};
 use host_abi::INVALIDATE_MAX;
 use host_abi::{
@@ -128,12 +126,7 @@ fn set_ste(
     mem: &mut dyn GuestMemory,
     smmu: &mut dyn SmmuCalls,
 ) -> Result<HypReturn, HypError> {
-    let caps = smmu.owned_stream(caller.vm.id, sid)?;
-    let range = caller.range(ipa, 64)?;
-    let mut v = Ste::default();
-    mem.read(range, v.as_mut_bytes());
-    let domain = validate::virtual_ste(&v, caller.vm, &caps)?;
-    smmu.attach(caller.vm.id, sid, domain, &*mem)?;
+    let domain = smmu.set_ste(caller.vm, sid, ipa, &*mem)?;
     Ok(HypReturn::ok(0, domain.kind(), 0, 0))
 }
 
@@ -241,8 +234,7 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
         }
         HypCall::SetSte { sid, ipa } => set_ste(caller, sid, ipa, &mut **mem, &mut **smmu),
         HypCall::ClearSte { sid } => {
-            smmu.owned_stream(caller.vm.id, sid)?;
-            smmu.attach(caller.vm.id, sid, Domain::Blocked, &**mem)?;
+            smmu.clear_ste(caller.vm.id, sid, &**mem)?;
             Ok(HypReturn::ok(0, 0, 0, 0))
         }
         HypCall::PmVote { allow_off } => {
@@ -282,7 +274,9 @@ mod tests {
     use crate::pci::Bar;
     use crate::service::events::EventReadResult;
     use crate::service::InjectError;
+    use crate::smmu::ste::Domain;
     use crate::validate::SmmuCaps;
+    use host_abi::smmu::Ste;
     use host_abi::{FunctionId, PmStatus, PmVoteResult, SmmuStats};
     use platform::qemu_virt::MANIFEST;
     use std::vec;

@@ -1,11 +1,14 @@
-//! The SMMU service as the EL2 side holds it: the one instance behind a lock, shared by all
-//! CPUs, and the [`SmmuCalls`] the hypercall dispatcher uses (each call takes the lock for its
-//! own duration, logs what a hypervisor engineer needs to know, and nothing else).
+//! The SMMU as the EL2 side holds it: the one front door. The SMMU service and, with a Linux
+//! host, the SMMU it is given (emulated) live behind one lock ([`SMMU`]), so no order of two
+//! locks has to be remembered; every hypercall ([`SharedSmmu`], the [`SmmuCalls`] the dispatcher
+//! uses), every trapped access of the host to its emulated SMMU ([`HostSmmuDevice`]) and the
+//! real SMMU's interrupt go through it. Each takes the lock for its own bounded work and logs,
+//! once the lock is released, what a hypervisor engineer needs to know.
 
 use super::smmu_mmio::SmmuMmio;
 use super::PLATFORM;
 use core::sync::atomic::{AtomicU64, Ordering};
-use host_abi::smmu::regs::IrqCtrl;
+use host_abi::smmu::regs::{off, Gerror, IrqCtrl};
 use host_abi::smmu::Command;
 use host_abi::{HypError, PmStatus, PmVoteResult, Refusal, SmmuStats};
 use hyp::guest::GuestMemory;
@@ -21,12 +24,17 @@ use log::{debug, info, warn};
 use platform::{Platform, VmSpec};
 use spin::mutex::SpinMutex;
 
-/// The SMMU service, shared by all CPUs.
-static SERVICE: SpinMutex<Option<SmmuService<SmmuMmio>>> = SpinMutex::new(None);
+/// The SMMU, shared by all CPUs: the service, and the host's emulated SMMU if the host is
+/// Linux. One lock for both.
+static SMMU: SpinMutex<Option<Smmu>> = SpinMutex::new(None);
 
-/// The SMMU the Linux host is given (emulated), if the host is Linux. Lock order: [`SERVICE`]
-/// first, then this.
-static VSMMU: SpinMutex<Option<HostSmmu>> = SpinMutex::new(None);
+/// What [`SMMU`] holds.
+struct Smmu {
+    /// The SMMU service (the real SMMU's only driver).
+    service: SmmuService<SmmuMmio>,
+    /// The Linux host's emulated SMMU, once it has one.
+    host: Option<HostSmmu>,
+}
 
 /// The emulated SMMU and where its interrupts go.
 struct HostSmmu {
@@ -98,7 +106,7 @@ pub fn init(board: &platform::Board, options: hyp::dt::BootOptions) {
             PLATFORM.manifest().vms[0].name
         );
     }
-    *SERVICE.lock() = Some(io);
+    *SMMU.lock() = Some(Smmu { service: io, host: None });
 }
 
 /// Interrupts from the real SMMU taken at EL2: event queue, global errors.
@@ -111,7 +119,7 @@ fn on_smmu_irq(intid: u32) {
     let board = PLATFORM.board();
     let kind = usize::from(intid == board.smmu_irqs.gerror + 32);
     IRQS_TAKEN[kind].fetch_add(1, Ordering::Relaxed);
-    with((), |io| {
+    with(Caller::Interrupt, (), |io| {
         io.service_hardware();
     });
 }
@@ -132,7 +140,7 @@ pub fn take_irqs(board: &platform::Board, cpu: u32) {
 
 /// The SMMU's power status (for the hypervisor's closing summary).
 pub fn pm_status_now() -> PmStatus {
-    SERVICE.lock().as_ref().map(|io| io.pm_status()).unwrap_or_default()
+    SMMU.lock().as_ref().map(|s| s.service.pm_status()).unwrap_or_default()
 }
 
 /// How many SMMU interrupts were taken at EL2: (event queue, global errors).
@@ -164,39 +172,69 @@ fn vm_name(vm: u32) -> &'static str {
     PLATFORM.manifest().vms.get(vm as usize).map_or("?", |v| v.name)
 }
 
+/// On whose behalf the SMMU is entered.
+#[derive(Clone, Copy)]
+enum Caller {
+    /// A VM's hypercall.
+    Vm(u32),
+    /// The real SMMU's interrupt.
+    Interrupt,
+}
+
 /// Runs `f` on the service (whose operations first handle global errors and drain the event
-/// queue) and hands the Linux host the events that reached its ring (into its own event queue,
-/// with its interrupt). What is worth a log line (global errors handled, the emulated SMMU's
-/// notices) is printed after the locks are released: no VM waits on the UART.
-fn with<T>(default: T, f: impl FnOnce(&mut SmmuService<SmmuMmio>) -> T) -> T {
+/// queue). On the host's own paths (its calls, the SMMU's interrupt) the events that reached its
+/// ring go into its emulated SMMU's event queue, with its interrupt; a guest's call never does
+/// the host's work. What is worth a log line (global errors handled, the emulated SMMU's
+/// notices) is printed after the lock is released: no VM waits on the UART.
+fn with<T>(caller: Caller, default: T, f: impl FnOnce(&mut SmmuService<SmmuMmio>) -> T) -> T {
     let (r, errors, notices) = {
-        let mut g = SERVICE.lock();
-        let Some(io) = g.as_mut() else { return default };
-        let r = f(io);
-        let errors = io.take_unreported_errors();
-        let notices = VSMMU.lock().as_mut().is_some_and(|h| h.serve(io, |_, _| {}));
+        let mut g = SMMU.lock();
+        let Some(Smmu { service, host }) = g.as_mut() else { return default };
+        let r = f(service);
+        let errors = service.take_unreported_errors();
+        let notices = match (host, caller) {
+            (Some(h), Caller::Interrupt) => h.serve(service, |_, _| {}),
+            (Some(h), Caller::Vm(vm)) if vm == h.v.vm => h.serve(service, |_, _| {}),
+            _ => false,
+        };
         (r, errors, notices)
     };
+    after(errors, notices);
+    r
+}
+
+/// What an entry leaves to log, once the lock is released.
+#[inline]
+fn after(errors: Gerror, notices: bool) {
     if !errors.is_empty() {
-        warn!(
-            "SMMU global errors {:#x} ({errors:?}) acknowledged (a service failure re-initialises from the hypervisor's tables)",
-            errors.bits()
-        );
+        log_global_errors(errors);
     }
     if notices {
         log_host_notices();
     }
-    r
 }
 
-/// Logs what the emulated SMMU has to say, once the SMMU service's lock is released: takes its
-/// notices under its own lock alone (a copy of a few hundred bytes, only when there are some),
-/// then prints them with no lock held. Each kind of notice is logged once per VM: the emulated
-/// SMMU counts the rest, and the counts are printed when the VM stops.
+#[cold]
+#[inline(never)]
+fn log_global_errors(errors: Gerror) {
+    warn!(
+        "SMMU global errors {:#x} ({errors:?}) acknowledged (a service failure re-initialises from the hypervisor's tables)",
+        errors.bits()
+    );
+}
+
+/// Logs what the emulated SMMU has to say, once the lock is released: takes its notices (a
+/// copy of a few hundred bytes, only when there are some), then prints them with no lock held.
+/// Each kind of notice is logged once per VM: the emulated SMMU counts the rest, and the
+/// counts are printed when the VM stops.
 #[cold]
 #[inline(never)]
 fn log_host_notices() {
-    let taken = VSMMU.lock().as_mut().map(|h| (h.spec.name, h.v.take_notices()));
+    let taken = SMMU
+        .lock()
+        .as_mut()
+        .and_then(|s| s.host.as_mut())
+        .map(|h| (h.spec.name, h.v.take_notices()));
     if let Some((name, notices)) = taken {
         log_notices(name, &notices);
     }
@@ -269,11 +307,10 @@ impl HostSmmu {
 /// Gives the Linux host `spec` its emulated SMMU; its interrupts are `eventq_spi` and
 /// `gerror_spi`. Its SMMU starts disabled: its vote is allow-off until it enables it.
 pub fn init_host_smmu(spec: &'static VmSpec, eventq_spi: u32, gerror_spi: u32) {
-    let mut g = SERVICE.lock();
-    let Some(io) = g.as_mut() else { return };
+    let mut g = SMMU.lock();
+    let Some(Smmu { service: io, host }) = g.as_mut() else { return };
     let streams: alloc::vec::Vec<u32> = io.streams_of(spec.id).collect();
-    let streams: &'static [u32] = alloc::boxed::Box::leak(streams.into_boxed_slice());
-    let v = VirtualSmmu::new(spec.id, streams, &io.caps());
+    let v = VirtualSmmu::new(spec.id, &streams, &io.caps());
     io.vote(spec.id, Vote::AllowOff);
     info!(
         "vm {}: emulated SMMU (IDR0 {:#010x}, IDR1 {:#010x}) for its streams {streams:#x?}, interrupts SPI {eventq_spi} (eventq) and {gerror_spi} (gerror)",
@@ -281,7 +318,7 @@ pub fn init_host_smmu(spec: &'static VmSpec, eventq_spi: u32, gerror_spi: u32) {
         v.registers().id().idr[0],
         v.registers().id().idr[1],
     );
-    *VSMMU.lock() =
+    *host =
         Some(HostSmmu { v, spec, eventq_intid: eventq_spi + 32, gerror_intid: gerror_spi + 32 });
 }
 
@@ -298,44 +335,60 @@ impl hyp::mmio::Device for HostSmmuDevice {
             return 0;
         }
         let offset = offset as usize;
-        if offset == host_abi::smmu::regs::off::EVTQ_PROD {
-            // What the real SMMU has recorded so far is in the host's queue when it looks (as
-            // on hardware, where PROD shows every record written), interrupts or not.
-            with((), |io| {
-                io.service_hardware();
-            });
-        } else if offset == host_abi::smmu::regs::off::CMDQ_CONS
-            && VSMMU.lock().as_ref().is_some_and(|h| h.v.commands_pending())
-        {
-            // The host polls for space or for its CMD_SYNC: the emulated SMMU goes on with what
-            // an earlier access left (within the access budget), as hardware would have.
-            access(|v, ctx| v.poll(ctx));
-        }
-        let mut g = VSMMU.lock();
-        let Some(h) = g.as_mut() else { return 0 };
-        h.v.read(offset, size)
+        let (value, errors, notices) = {
+            let mut g = SMMU.lock();
+            let Some(Smmu { service, host: Some(h) }) = g.as_mut() else { return 0 };
+            let mut errors = Gerror::empty();
+            let notices = if offset == off::EVTQ_PROD {
+                // What the real SMMU has recorded so far is in the host's queue when it looks
+                // (as on hardware, where PROD shows every record written), interrupts or not.
+                service.service_hardware();
+                errors = service.take_unreported_errors();
+                h.serve(service, |_, _| {})
+            } else if offset == off::CMDQ_CONS && h.v.commands_pending() {
+                // The host polls for space or for its CMD_SYNC: the emulated SMMU goes on with
+                // what an earlier access left (within the access budget), as hardware would.
+                h.serve(service, |v, ctx| v.poll(ctx))
+            } else {
+                false
+            };
+            (h.v.read(offset, size), errors, notices)
+        };
+        after(errors, notices);
+        value
     }
     fn write(&self, offset: u64, size: u8, value: u64) {
         if size < 4 {
             return;
         }
-        access(|v, ctx| v.write(offset as usize, size, value, ctx));
+        let notices = {
+            let mut g = SMMU.lock();
+            let Some(Smmu { service, host: Some(h) }) = g.as_mut() else { return };
+            h.serve(service, |v, ctx| v.write(offset as usize, size, value, ctx))
+        };
+        after(Gerror::empty(), notices);
     }
 }
 
-/// One access to the emulated SMMU that needs the SMMU service: both locks, in their order
-/// (SERVICE, then VSMMU), for `f` and the host's events, then the log once both are released.
-fn access(f: impl FnOnce(&mut VirtualSmmu, &mut vsmmu::Context<'_>)) {
-    let notices = {
-        let mut g = SERVICE.lock();
-        let Some(io) = g.as_mut() else { return };
-        let mut v = VSMMU.lock();
-        let Some(h) = v.as_mut() else { return };
-        h.serve(io, f)
-    };
-    if notices {
-        log_host_notices();
+/// What an attach (or SET_STE) of VM `vm`'s stream `sid` came to, logged: debug level on
+/// success (the SET_STE path is benchmarked), a failure once per VM (its SMMU statistics count
+/// every one: a VM decides how often).
+fn attached(vm: u32, sid: u32, r: Result<Domain, HypError>) -> Result<Domain, HypError> {
+    match r {
+        Ok(domain) => debug!("vm {}: stream {sid:#x} attached: {domain}", vm_name(vm)),
+        Err(HypError::DeviceError) => {
+            let bit = 1u64 << (vm % 64);
+            if ATTACH_FAILURES_LOGGED.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
+                warn!(
+                    "vm {}: the SMMU failed to attach stream {sid:#x}: the stream is blocked (logged once per VM)",
+                    vm_name(vm)
+                )
+            }
+        }
+        // Refusals are the caller's answer, not the hypervisor's news.
+        Err(_) => {}
     }
+    r
 }
 
 /// The VMs whose failed attach was logged (bit per VM).
@@ -346,16 +399,17 @@ pub struct SharedSmmu;
 
 impl SmmuCalls for SharedSmmu {
     fn read_events(&mut self, vm: u32, out: &mut [EventWords]) -> EventReadResult {
-        with(EventReadResult::default(), |io| io.read_events(vm, out))
+        with(Caller::Vm(vm), EventReadResult::default(), |io| io.read_events(vm, out))
     }
     fn stats(&mut self) -> SmmuStats {
-        let mut s = with(SmmuStats::default(), |io| io.stats());
+        // SMMU-wide: no VM's (the host's events wait for its own paths).
+        let mut s = with(Caller::Vm(u32::MAX), SmmuStats::default(), |io| io.stats());
         s.heap_in_use = crate::heap_in_use() as u64;
         s
     }
     fn owned_stream(&mut self, vm: u32, sid: u32) -> Result<SmmuCaps, HypError> {
-        let g = SERVICE.lock();
-        let io = g.as_ref().ok_or(HypError::DeviceError)?;
+        let g = SMMU.lock();
+        let io = &g.as_ref().ok_or(HypError::DeviceError)?.service;
         if io.owns(vm, sid) {
             Ok(io.caps())
         } else {
@@ -369,22 +423,30 @@ impl SmmuCalls for SharedSmmu {
         domain: Domain,
         mem: &dyn GuestMemory,
     ) -> Result<(), HypError> {
-        let r = with(Err(HypError::DeviceError), |io| io.attach(vm, sid, domain, mem));
-        match r {
-            // Debug level: this is on the SET_STE path, whose cost is benchmarked.
-            Ok(()) => debug!("vm {}: stream {sid:#x} attached: {domain}", vm_name(vm)),
-            Err(e) => {
-                // Once per VM (its SMMU statistics count every one): a VM decides how often.
-                let bit = 1u64 << (vm % 64);
-                if ATTACH_FAILURES_LOGGED.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
-                    warn!(
-                        "vm {}: attaching stream {sid:#x} to {domain} failed: {e} (logged once per VM)",
-                        vm_name(vm)
-                    )
-                }
-            }
-        }
-        r
+        let r =
+            with(Caller::Vm(vm), Err(HypError::DeviceError), |io| io.attach(vm, sid, domain, mem));
+        attached(vm, sid, r.map(|()| domain))?;
+        Ok(())
+    }
+    fn set_ste(
+        &mut self,
+        vm: &VmSpec,
+        sid: u32,
+        ipa: u64,
+        mem: &dyn GuestMemory,
+    ) -> Result<Domain, HypError> {
+        // Ownership, the STE's copy and validation, and the install: one entry.
+        let r = with(Caller::Vm(vm.id), Err(HypError::DeviceError), |io| {
+            SmmuCalls::set_ste(io, vm, sid, ipa, mem)
+        });
+        attached(vm.id, sid, r)
+    }
+    fn clear_ste(&mut self, vm: u32, sid: u32, mem: &dyn GuestMemory) -> Result<(), HypError> {
+        let r = with(Caller::Vm(vm), Err(HypError::DeviceError), |io| {
+            SmmuCalls::clear_ste(io, vm, sid, mem)
+        });
+        attached(vm, sid, r.map(|()| Domain::Blocked))?;
+        Ok(())
     }
     fn invalidate(
         &mut self,
@@ -392,11 +454,11 @@ impl SmmuCalls for SharedSmmu {
         cmds: &[Command],
         mem: &dyn GuestMemory,
     ) -> Result<usize, (usize, HypError)> {
-        with(Err((0, HypError::DeviceError)), |io| io.invalidate(vm, cmds, mem))
+        with(Caller::Vm(vm), Err((0, HypError::DeviceError)), |io| io.invalidate(vm, cmds, mem))
     }
     fn pm_vote(&mut self, vm: u32, vote: Vote) -> PmVoteResult {
         let none = PmVoteResult { powered_off: false, refusal: None, dma_streams: 0 };
-        let (before, r) = with((false, none), |io| {
+        let (before, r) = with(Caller::Vm(vm), (false, none), |io| {
             let before = io.power() == hyp::pm::Power::Off;
             (before, io.vote(vm, vote))
         });
@@ -423,16 +485,16 @@ impl SmmuCalls for SharedSmmu {
         r
     }
     fn pm_status(&mut self) -> PmStatus {
-        SERVICE.lock().as_ref().map(|io| io.pm_status()).unwrap_or_default()
+        pm_status_now()
     }
     fn may_inject(&mut self, vm: u32) -> bool {
-        SERVICE.lock().as_ref().is_some_and(|io| io.may_inject(vm))
+        SMMU.lock().as_ref().is_some_and(|s| s.service.may_inject(vm))
     }
     fn inject_power_loss(&mut self, vm: u32, after_writes: u64) -> Result<(), InjectError> {
         // Decided and done under the lock, logged once it is released.
         let r = {
-            let mut g = SERVICE.lock();
-            let io = g.as_mut().ok_or(InjectError::NotSupported)?;
+            let mut g = SMMU.lock();
+            let io = &mut g.as_mut().ok_or(InjectError::NotSupported)?.service;
             // Checked before anything is armed, as for an immediate loss.
             match io.check_injection(vm) {
                 Err(e) => Err(e),
@@ -463,11 +525,15 @@ impl SmmuCalls for SharedSmmu {
 /// VM `vm` stopped: block its streams, count its vote as allow-off, and summarise its SMMU
 /// events.
 pub fn vm_stopped(vm: u32) {
-    if let Some(h) = VSMMU.lock().as_ref().filter(|h| h.v.vm == vm) {
-        let c = h.v.counters;
+    let counters = SMMU
+        .lock()
+        .as_ref()
+        .and_then(|s| s.host.as_ref())
+        .filter(|h| h.v.vm == vm)
+        .map(|h| (h.spec.name, h.v.counters));
+    if let Some((name, c)) = counters {
         info!(
-            "vm {}: emulated SMMU: {} commands ({} CMD_SYNCs completed after the real SYNC, {} stopped the queue), {} STEs shadowed ({} refused), {} events delivered ({} discarded: its queue full or disabled), {} accesses to unimplemented registers, {} shadow installs failed, {} accesses stopped at the work budget, {} CONS polls went on consuming, {} notices counted but not logged again",
-            h.spec.name,
+            "vm {name}: emulated SMMU: {} commands ({} CMD_SYNCs completed after the real SYNC, {} stopped the queue), {} STEs shadowed ({} refused), {} events delivered ({} discarded: its queue full or disabled), {} accesses to unimplemented registers, {} shadow installs failed, {} accesses stopped at the work budget, {} CONS polls went on consuming, {} notices counted but not logged again, {} CDs refused",
             c.commands,
             c.syncs,
             c.command_errors,
@@ -479,19 +545,20 @@ pub fn vm_stopped(vm: u32) {
             c.ste_installs_failed,
             c.budget_stops,
             c.continued,
-            c.notices_unlogged
+            c.notices_unlogged,
+            c.cds_refused
         );
     }
-    with((), |io| {
+    let (routed, dropped) = with(Caller::Vm(vm), (0, 0), |io| {
         io.vm_stopped(vm);
-        let (routed, dropped) = io.events_of(vm);
-        if routed > 0 {
-            info!(
-                "vm {}: {routed} SMMU fault event(s) were routed to it ({dropped} dropped: ring full)",
-                vm_name(vm)
-            );
-        }
+        io.events_of(vm)
     });
+    if routed > 0 {
+        info!(
+            "vm {}: {routed} SMMU fault event(s) were routed to it ({dropped} dropped: ring full)",
+            vm_name(vm)
+        );
+    }
 }
 
 /// Gives the SMMU service VM `spec`'s shadow CD tables: the pages [`VmSpec::shadow_cds`]
@@ -506,8 +573,8 @@ pub fn set_shadow_cds(spec: &'static VmSpec) {
     for i in 0..buf.len_words() {
         buf.write(i, 0);
     }
-    if let Some(io) = SERVICE.lock().as_mut() {
-        io.set_shadow_cds(spec.id, hyp::service::ShadowCds { ipa: r.base, buf });
+    if let Some(s) = SMMU.lock().as_mut() {
+        s.service.set_shadow_cds(spec.id, hyp::service::ShadowCds { ipa: r.base, buf });
     }
     info!(
         "vm {}: shadow CDs at {:#x}+{:#x} (its RAM, read-only to its devices, not mapped for its CPU)",
@@ -517,7 +584,7 @@ pub fn set_shadow_cds(spec: &'static VmSpec) {
 
 /// Tells the SMMU service where VM `vm`'s stage-2 tables are.
 pub fn set_stage2(vm: u32, s2: S2Config) {
-    if let Some(io) = SERVICE.lock().as_mut() {
-        io.set_stage2(vm, s2);
+    if let Some(s) = SMMU.lock().as_mut() {
+        s.service.set_stage2(vm, s2);
     }
 }

@@ -1,13 +1,16 @@
 //! The SMMU service's operations as its front ends see them.
 
-use crate::guest::GuestMemory;
+use crate::guest::{GuestMemory, GuestRange};
 use crate::pm::{Refusal, Vote};
 use crate::service::events::EventReadResult;
 use crate::smmu::driver::EventWords;
 use crate::smmu::ste::Domain;
+use crate::validate;
 use crate::validate::SmmuCaps;
-use host_abi::smmu::Command;
+use host_abi::smmu::{Command, Ste};
 use host_abi::{HypError, PmStatus, PmVoteResult, SmmuStats};
+use platform::VmSpec;
+use zerocopy::IntoBytes;
 
 /// The SMMU operations a VM may ask for, on behalf of VM `vm`: what the service's two front
 /// ends (hypercalls, and the Linux host's emulated SMMU) reach it through (behind the EL2 side's
@@ -31,6 +34,32 @@ pub trait SmmuCalls {
         domain: Domain,
         mem: &dyn GuestMemory,
     ) -> Result<(), HypError>;
+    /// SET_STE: VM `vm`'s stream `sid` set to what the 64-byte virtual STE at IPA `ipa` of its
+    /// memory `mem` asks for. Ownership first (`NOT_OWNED`), then the STE copied once out of
+    /// `mem` (`INVALID_ADDRESS` unless wholly in its RAM), validated (the error names what is
+    /// wrong), and installed hitlessly. Returns the domain. An implementation that holds a lock
+    /// does all of it under one acquisition (the EL2 side does).
+    fn set_ste(
+        &mut self,
+        vm: &VmSpec,
+        sid: u32,
+        ipa: u64,
+        mem: &dyn GuestMemory,
+    ) -> Result<Domain, HypError> {
+        let caps = self.owned_stream(vm.id, sid)?;
+        let range = GuestRange::of(vm, ipa, 64)?;
+        let mut v = Ste::default();
+        mem.read(range, v.as_mut_bytes());
+        let domain = validate::virtual_ste(&v, vm, &caps)?;
+        self.attach(vm.id, sid, domain, mem)?;
+        Ok(domain)
+    }
+    /// CLEAR_STE: VM `vm`'s stream `sid` blocked (`NOT_OWNED` unless it is the VM's), in one
+    /// entry as [`SmmuCalls::set_ste`].
+    fn clear_ste(&mut self, vm: u32, sid: u32, mem: &dyn GuestMemory) -> Result<(), HypError> {
+        self.owned_stream(vm, sid)?;
+        self.attach(vm, sid, Domain::Blocked, mem)
+    }
     /// Validates every command of VM `vm`, then submits the valid ones as one batch with one
     /// SYNC. Returns how many reached the hardware, or the index in `cmds` of the first bad
     /// command (refused by validation or rejected by the SMMU; `cmds.len()` when the batch

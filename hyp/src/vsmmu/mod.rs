@@ -367,7 +367,7 @@ pub fn advertised(real: &SmmuCaps, sid_bits: u32) -> IdRegs {
 
 impl VirtualSmmu {
     /// The emulated SMMU of VM `vm`, owning `streams`, on a real SMMU with `caps`.
-    pub fn new(vm: u32, streams: &'static [u32], caps: &SmmuCaps) -> Self {
+    pub fn new(vm: u32, streams: &[u32], caps: &SmmuCaps) -> Self {
         let sid_bits = streams.iter().map(|s| 32 - s.leading_zeros()).max().unwrap_or(1).max(8);
         let mut streams = streams.to_vec();
         streams.sort_unstable();
