@@ -22,6 +22,7 @@
 
 use crate::guest::{GuestMemory, GuestRange};
 use crate::pm::Vote;
+use crate::service::events::RING_CAPACITY;
 use crate::service::SmmuCalls;
 use crate::smmu::ste::Domain;
 use crate::softsmmu::{EventPost, IdRegs, MemFault, SmmuMemory, SoftSmmu, WriteEffect};
@@ -792,10 +793,12 @@ impl VirtualSmmu {
     }
 
     /// Moves the host's pending event records from the SMMU service into the host's own event
-    /// queue (as an SMMU would write them), raising its event interrupt.
+    /// queue (as an SMMU would write them), raising its event interrupt: at most one ring's
+    /// worth per access (each read may route a bounded number of records more: the rest wait
+    /// for the host's next access or the SMMU's interrupt).
     pub fn deliver_events(&mut self, ctx: &mut Context<'_>) {
         let mut buf = [[0u64; 4]; 16];
-        loop {
+        for _ in 0..RING_CAPACITY.div_ceil(buf.len()) {
             let r = ctx.smmu.read_events(self.vm, &mut buf);
             for e in &buf[..r.written] {
                 match self.smmu.post_event(&mut ctx.mem, e) {

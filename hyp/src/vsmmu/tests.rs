@@ -1026,6 +1026,14 @@ fn a_range_refresh_reads_exactly_the_streams_in_it_across_bitmap_words() {
         Command::sync(),
     ]);
     assert_eq!(w.v.counters.stes_shadowed - before, 32 + 1, "0x130..0x150 and 0x10");
+    // And the streams refreshed are the ones named (bitmap words beyond the first included):
+    // a refused STE says which stream was read.
+    let _ = w.v.take_notices();
+    w.host_ste(0x1c5, Ste::default().with_v(1).with_config(SteConfig::S2));
+    w.cmds(&[Command([0x04 | 0x1c4 << 32, 1]), Command::sync()]);
+    let n = w.v.take_notices();
+    assert_eq!(n[0], Some(Notice::SteRefused { sid: 0x1c5, why: HypError::ForbiddenField }));
+    assert_eq!(n[1], None, "{n:?}");
 }
 
 #[test]
@@ -1069,4 +1077,92 @@ fn a_shadow_the_smmu_fails_to_install_is_said_and_counted() {
     assert_eq!(w.v.counters.ste_installs_failed, 1);
     assert!(w.v.take_notices().contains(&Some(Notice::SteInstallFailed { sid: 0x10 })));
     w.io.regs_mut().hold_commands = false;
+}
+
+#[test]
+fn an_access_that_empties_the_queue_on_its_budget_is_no_budget_stop() {
+    let mut w = World::new();
+    w.linux_reset();
+    let stops = w.v.counters.budget_stops;
+    // 248 TLBIs: 248 units and one submission, exactly the budget; nothing left.
+    let n = ACCESS_BUDGET - SEND_COST;
+    w.cmds(&vec![Command::tlbi_nh_asid(0, 1); n as usize]);
+    assert_eq!(w.cons(), w.prod);
+    assert_eq!(w.v.counters.budget_stops, stops, "nothing was left for a later access");
+}
+
+#[test]
+fn a_refusal_in_a_later_run_names_its_own_command() {
+    let mut w = World::new();
+    w.linux_reset();
+    // A CFGI_STE first (not for the guests' path): the run after it starts at the second
+    // entry fetched, and its second command (another VM's stream) is refused.
+    let bad = Command::cfgi_cd(0x18, 0);
+    w.cmds(&[Command::cfgi_ste(0x10), Command::tlbi_nh_asid(0, 2), bad, Command::sync()]);
+    assert_eq!(w.cons() >> 24 & 0x7f, cerror::ILL);
+    let n = w.v.take_notices();
+    assert_eq!(n[0], Some(Notice::IllegalCommand { cmd: bad, err: cerror::ILL }), "{n:?}");
+}
+
+/// Moves the host's queue (256 entries) to `at` with SYNCs, all consumed.
+fn queue_at(w: &mut World, at: u32) {
+    while w.prod & 0xff != at {
+        w.cmds(&[Command::sync()]);
+    }
+    assert_eq!(w.cons(), w.prod);
+}
+
+#[test]
+fn invalidations_gathered_across_the_queue_end_go_before_a_refresh_and_cost_their_submission() {
+    let mut w = World::new();
+    w.linux_reset();
+    let vmid = MANIFEST.vms[0].vmid();
+    queue_at(&mut w, 250);
+    // A changed STE, so that its refresh sends a CFGI_STE to the real SMMU.
+    w.host_ste(0x10, Ste::default().with_v(1).with_config(SteConfig::Bypass));
+    let consumed = w.io.regs_mut().consumed.len();
+    let start = w.prod;
+    // Entries 250..255 and 0..3: ten TLBIs across the queue's end (gathered in two runs), a
+    // CFGI_STE, then 245 TLBIs: more than one access's budget.
+    let tlbi = |i: u16| Command::tlbi_nh_asid(0, 100 + i);
+    let mut cs: Vec<Command> = (0..10).map(tlbi).collect();
+    cs.push(Command::cfgi_ste(0x10));
+    cs.extend((10..255).map(tlbi));
+    w.cmds(&cs);
+    // The ten gathered TLBIs reached the SMMU before the refresh's CFGI_STE, and the TLBIs
+    // after the CFGI_STE after it.
+    let sent: Vec<[u64; 2]> = w.io.regs_mut().consumed[consumed..].to_vec();
+    let cfgi = sent.iter().position(|c| *c == Command::cfgi_ste(0x10).0).expect("refreshed");
+    let at = |i: u16| sent.iter().position(|c| *c == Command::tlbi_nh_asid(vmid, 100 + i).0);
+    assert!(at(9).expect("gathered TLBIs sent") < cfgi, "{sent:x?}");
+    assert!(at(10).expect("later TLBIs sent") > cfgi);
+    // The access's budget: the 10 gathered TLBIs, the CFGI_STE and their submission (8) leave
+    // room for 237 commands in the run after them (its refresh and submission are counted once
+    // it is sized: an access may end past its budget by one refresh of each stream and one
+    // submission, the documented bound).
+    let done = (w.cons().wrapping_sub(start)) & 0x1ff;
+    let want = ACCESS_BUDGET - SEND_COST;
+    assert_eq!(done, want, "commands consumed by the PROD write");
+}
+
+#[test]
+fn one_access_delivers_at_most_a_ring_of_host_records() {
+    let mut w = World::new();
+    w.linux_reset();
+    w.host_ste(0x10, Ste::default().with_v(1).with_config(SteConfig::Bypass));
+    w.cmds(&[Command::cfgi_ste(0x10), Command::sync()]);
+    // The host's device made 2,000 records and nobody entered the service since.
+    for i in 0..2000u64 {
+        w.io.regs_mut().post_event([0x10 | 0x10 << 32, 0, i, 0]);
+    }
+    let drained = w.io.driver().counters.events;
+    let delivered = w.v.counters.events_delivered;
+    let mut ctx = Context { mem: HostMemory { spec: HOST, mem: &mut w.ram }, smmu: &mut w.io };
+    w.v.deliver_events(&mut ctx);
+    // Its 32-entry queue is filled (one read of 16 would not do it), the rest overflow.
+    assert_eq!(w.v.counters.events_delivered - delivered, 32);
+    let reads = crate::service::events::RING_CAPACITY.div_ceil(16) as u64;
+    let routed = w.io.driver().counters.events - drained;
+    assert!(routed <= reads * crate::service::DRAIN_PER_ENTRY as u64, "{routed} routed");
+    assert!(routed > 0);
 }
