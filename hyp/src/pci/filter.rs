@@ -298,6 +298,47 @@ mod tests {
         assert_eq!(f.read(ecam(EDU, reg::ROM), 4), 0);
     }
 
+    /// A function with a real option ROM: its expansion-ROM BAR (0x30: address 31:11, enable
+    /// bit 0) never sees a write, whatever its size or byte, so the host can neither place it
+    /// over another BAR nor turn its decoding on; it reads as absent before and after.
+    #[test]
+    fn the_expansion_rom_cannot_be_moved_or_enabled() {
+        let mut f = host_view();
+        // A 64 KiB ROM, disabled, at an address firmware left in it (the hypervisor assigns
+        // none and never enables one).
+        f.inner().masks.insert((EDU.rid(), reg::ROM), (0xffff_0001, 0));
+        f.inner().regs.insert((EDU.rid(), reg::ROM), 0x3000_0000);
+        let guest_bar = 0x1010_0000u32; // what a move over another BAR would aim at
+        for (off, size, v) in [
+            (reg::ROM, 4, 0xffff_f800u64), // sizing
+            (reg::ROM, 4, (guest_bar | 1) as u64),
+            (reg::ROM, 2, 0x0001),
+            (reg::ROM + 2, 2, (guest_bar >> 16) as u64),
+            (reg::ROM, 1, 0x01),
+            (reg::ROM + 1, 1, 0xff),
+            (reg::ROM + 2, 1, 0x10),
+            (reg::ROM + 3, 1, 0x10),
+        ] {
+            f.write(ecam(EDU, off), size, v);
+            assert_eq!(f.read(ecam(EDU, reg::ROM), 4), 0, "ROM reads as absent after {off:#x}");
+        }
+        assert!(
+            f.inner().writes.is_empty(),
+            "a ROM write reached the device: {:x?}",
+            f.inner().writes
+        );
+        assert_eq!(f.inner().read32(EDU, reg::ROM), 0x3000_0000, "the real ROM BAR, unchanged");
+        assert_eq!(f.dropped_writes, 8);
+        assert_eq!(f.read(ecam(EDU, reg::ROM + 2), 2), 0);
+        assert_eq!(f.read(ecam(EDU, reg::ROM + 3), 1), 0);
+        // The reserved dword after the capability pointer (0x38) and the capability pointer's
+        // own dword are dropped too.
+        for off in [0x34u16, 0x38, 0x3b] {
+            f.write(ecam(EDU, off), 1, 0xff);
+        }
+        assert!(f.inner().writes.is_empty());
+    }
+
     #[test]
     fn io_and_sixty_four_bit_bars_size_like_the_hardware() {
         let mut f = host_view();
