@@ -566,6 +566,102 @@ mod tests {
         assert_eq!(with_reg(r), refused(r));
     }
 
+    /// The bridge's `ranges` are read with their full 64-bit addresses and sizes: the board's
+    /// 64-bit window (above 4 GiB) added to the tree is seen as such and refused.
+    #[test]
+    fn pcie_ranges_keep_their_high_halves() {
+        let mut w = vm_fdt::FdtWriter::new().unwrap();
+        let root = w.begin_node("").unwrap();
+        w.property_u32("#address-cells", 2).unwrap();
+        w.property_u32("#size-cells", 2).unwrap();
+        let n = w.begin_node("pcie@10000000").unwrap();
+        w.property_string("compatible", "pci-host-ecam-generic").unwrap();
+        w.property_u32("#address-cells", 3).unwrap();
+        w.property_u32("#size-cells", 2).unwrap();
+        #[rustfmt::skip]
+        w.property_array_u32("ranges", &[
+            // Prefetchable 64-bit memory (code 3): PCI 0x80_0000_0000, CPU 0x81_2345_6789,
+            // size 0x7f_0000_1000.
+            0x4300_0000, 0x80, 0, 0x81, 0x2345_6789, 0x7f, 0x1000,
+        ])
+        .unwrap();
+        w.end_node(n).unwrap();
+        w.end_node(root).unwrap();
+        let blob = w.finish().unwrap();
+        let f = parse(&blob).unwrap();
+        assert_eq!(f.pcie_ranges, [(3, 0x80_0000_0000, 0x81_2345_6789, 0x7f_0000_1000)]);
+        let (t, kernel, dtb) = host();
+        let good = dtgen::write(&t).unwrap();
+        let mut g = parse(&good).unwrap();
+        g.pcie_ranges.extend(f.pcie_ranges);
+        assert!(
+            matches!(check(&t, &g, kernel, dtb), Err(HostTreeError::Pcie(w)) if w.contains("windows"))
+        );
+    }
+
+    /// A host booted without an initramfs: the tree names none, the description neither.
+    #[test]
+    fn a_tree_without_an_initramfs_passes() {
+        let (t, kernel, dtb) = host();
+        let none = HostTree { initrd: None, ..t };
+        let blob = dtgen::write(&none).unwrap();
+        let f = parse(&blob).unwrap();
+        assert_eq!(f.initrd, None);
+        assert_eq!(check(&none, &f, kernel, dtb), Ok(()));
+        // Named in the tree but not in the description, and the reverse.
+        assert_eq!(check(&t, &f, kernel, dtb), Err(HostTreeError::InitrdMismatch));
+    }
+
+    /// The refusal names the forbidden node found, the first one in the tree.
+    #[test]
+    fn a_forbidden_node_is_named() {
+        let (t, kernel, dtb) = host();
+        let blob = dtgen::write(&t).unwrap();
+        let base = parse(&blob).unwrap();
+        for (found, named) in [
+            (&["arm,pl011", "arm,primecell"][..], "arm,pl011"),
+            (&["arm,primecell"][..], "arm,primecell"),
+            (&["arm,gic-v3-its", "arm,pl011"][..], "arm,gic-v3-its"),
+        ] {
+            let mut f = base.clone();
+            f.forbidden = found.to_vec();
+            assert_eq!(check(&t, &f, kernel, dtb), Err(HostTreeError::Forbidden(named)));
+        }
+    }
+
+    /// `cpu_enable_method` is the CPUs' method only if every CPU names the same one.
+    #[test]
+    fn the_enable_method_is_read_only_when_every_cpu_agrees() {
+        let tree = |methods: &[&str]| {
+            let mut w = vm_fdt::FdtWriter::new().unwrap();
+            let root = w.begin_node("").unwrap();
+            let cpus = w.begin_node("cpus").unwrap();
+            w.property_u32("#address-cells", 1).unwrap();
+            w.property_u32("#size-cells", 0).unwrap();
+            for (i, m) in methods.iter().enumerate() {
+                let c = w.begin_node(&std::format!("cpu@{i}")).unwrap();
+                w.property_u32("reg", i as u32).unwrap();
+                w.property_string("enable-method", m).unwrap();
+                w.end_node(c).unwrap();
+            }
+            w.end_node(cpus).unwrap();
+            w.end_node(root).unwrap();
+            w.finish().unwrap()
+        };
+        let method = |methods: &[&str]| {
+            let blob = tree(methods);
+            let f = parse(&blob).unwrap();
+            assert_eq!(f.cpus.len(), methods.len());
+            f.cpu_enable_method.map(std::string::String::from)
+        };
+        assert_eq!(method(&["psci"]).as_deref(), Some("psci"));
+        assert_eq!(method(&["psci", "psci", "psci"]).as_deref(), Some("psci"));
+        assert_eq!(method(&["psci", "spin-table"]), None);
+        assert_eq!(method(&["spin-table", "psci"]), None);
+        assert_eq!(method(&["psci", "psci", "spin-table"]), None);
+        assert_eq!(method(&["psci", "spin-table", "psci"]), None);
+    }
+
     /// The initramfs must lie inside the host's RAM, be non-empty, and share no byte with the
     /// kernel or the tree (the blob itself, as the hypervisor passes it); touching either is
     /// fine.
@@ -617,7 +713,8 @@ mod tests {
         w.property_u64("linux,initrd-end", dtb.base - 2 * mib).unwrap();
         w.end_node(c).unwrap();
         w.end_node(root).unwrap();
-        let backwards = parse(&w.finish().unwrap()).unwrap().initrd.unwrap();
+        let blob = w.finish().unwrap();
+        let backwards = parse(&blob).unwrap().initrd.unwrap();
         assert_eq!(backwards, MemRange::new(dtb.base - mib, 0));
         assert_eq!(checked(backwards), refused(backwards));
     }
