@@ -848,6 +848,22 @@ mod tests {
         assert_eq!(f.owned().iter().collect::<Vec<_>>(), [40]);
     }
 
+    /// INTIDs 1020..1023 are special (and nothing above exists): the set never holds them,
+    /// not even as a bit of its last word.
+    #[test]
+    fn the_set_stops_at_1019() {
+        let s = IntidSet::of([1019, 1020, 1021, 1023, 1024, u32::MAX]);
+        assert_eq!(s.word(31), 1 << 27);
+        assert_eq!(s.iter().collect::<Vec<_>>(), [1019]);
+        assert!(s.contains(1019) && !s.contains(1020) && !s.contains(u32::MAX));
+        assert_eq!(s.word(32), 0, "past the end");
+        // Runs at both ends of the range, as the logs show them.
+        assert_eq!(std::format!("{}", IntidSet::of([0, 1, 2])), "0..2");
+        assert_eq!(std::format!("{}", IntidSet::of([0, 1, 5])), "0, 1, 5");
+        assert_eq!(std::format!("{}", IntidSet::of([1016, 1017, 1018, 1019])), "1016..1019");
+        assert_eq!(std::format!("{:?}", IntidSet::of([35, 36, 37, 38, 272])), "{35..38, 272}");
+    }
+
     #[test]
     fn field_masks() {
         let s = IntidSet::of([33, 36, 47, 48]);
