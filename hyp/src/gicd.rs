@@ -864,6 +864,37 @@ mod tests {
         assert_eq!(std::format!("{:?}", IntidSet::of([35, 36, 37, 38, 272])), "{35..38, 272}");
     }
 
+    /// The words a refused write of another kind is logged with, per region of the frame.
+    #[test]
+    fn refusals_name_the_region() {
+        for (offset, name) in [
+            (off::TYPER, "a read-only register"),
+            (0x000c, "a read-only register"),
+            (0xffe8, "a read-only register"),
+            (off::STATUSR, "STATUSR"),
+            (off::SETSPI_SR, "SETSPI_SR/CLRSPI_SR (secure)"),
+            (off::CLRSPI_SR, "SETSPI_SR/CLRSPI_SR (secure)"),
+            (0x0060, "reserved"),
+            (0x0080, "a 32-bit register"),
+            (0x03fc, "a 32-bit register"),
+            (0x0c00, "a 32-bit register"),
+            (0x0d7c, "a 32-bit register"),
+            (0x0400, "IPRIORITYR"),
+            (0x0800, "ITARGETSR (legacy)"),
+            (0x0e00, "NSACR"),
+            (0x0f00, "SGIR/CPENDSGIR/SPENDSGIR (legacy)"),
+            (0x0f80, "INMIR"),
+            (0x1000, "an extended-SPI register"),
+            (0x8000, "an extended-SPI register"),
+            (0x6000, "IROUTER"),
+            (0xc000, "implementation-defined space"),
+            (0x4000, "reserved"),
+            (0xa000, "reserved"),
+        ] {
+            assert_eq!(region_name(offset), name, "{offset:#x}");
+        }
+    }
+
     #[test]
     fn field_masks() {
         let s = IntidSet::of([33, 36, 47, 48]);
@@ -1042,8 +1073,12 @@ mod tests {
         assert!(f.write(off::SETSPI_NSR, 4, 36 | 1 << 12).is_some());
         // Bits above the INTID field are RES0: 36 with bit 13 set is 36.
         assert_eq!(f.write(off::CLRSPI_NSR, 4, 36 | 1 << 13), None);
-        assert!(f.write(off::SETSPI_SR, 4, 36).is_some());
-        assert!(f.write(off::CLRSPI_SR, 4, 36).is_some());
+        // The secure ones never, counted as SETSPI/CLRSPI refusals (not as "other").
+        let other = f.refused(Kind::Other);
+        let r = f.write(off::SETSPI_SR, 4, 36).unwrap();
+        assert_eq!((r.kind, r.intid), (Kind::SetClrSpi, None));
+        assert_eq!(f.write(off::CLRSPI_SR, 4, 36).map(|r| r.kind), Some(Kind::SetClrSpi));
+        assert_eq!(f.refused(Kind::Other), other);
         assert_eq!(
             f.frame().writes(),
             [(off::SETSPI_NSR, 36), (off::CLRSPI_NSR, 36), (off::CLRSPI_NSR, 36)]
