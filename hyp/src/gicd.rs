@@ -975,6 +975,40 @@ mod tests {
         assert_eq!(f.frame().get(r + 4), 1, "the upper half stays its CPU's Aff3");
     }
 
+    /// Its own routes read back whole (a 64-bit read, and each half), with its CPU's Aff3;
+    /// another INTID's route reads as zero.
+    #[test]
+    fn its_own_routes_read_back_whole() {
+        let f = DistFilter::new(qemu_gicd(), IntidSet::of(HOST), 1 << 32 | 0x0203);
+        let r = off::IROUTER + 8 * 36;
+        assert_eq!(f.write(r, 8, 1 << 32 | 0x0203), None);
+        assert_eq!(f.read(r, 8), 1 << 32 | 0x0203);
+        assert_eq!(f.read(r, 4), 0x0203);
+        assert_eq!(f.read(r + 4, 4), 1);
+        let other = off::IROUTER + 8 * 106;
+        assert_ne!(f.frame().get(other), 0, "routed to the hypervisor's CPU");
+        assert_eq!(f.read(other, 8), 0);
+        assert_eq!(f.read(other, 4), 0);
+        // 8-byte reads exist only for IROUTER.
+        assert_eq!(f.read(off::ISENABLER + 4, 8), 0);
+    }
+
+    /// Its own group-modifier bits (IGRPMODR) are its to set and clear, and read back; another
+    /// INTID's are refused as a group-modifier change.
+    #[test]
+    fn its_own_group_modifier_bits_are_its_own() {
+        let f = filter();
+        let w = off::IGRPMODR + 4; // INTIDs 32..63
+        assert_eq!(f.write(w, 4, 1 << 3), None, "INTID 35");
+        assert_eq!(f.frame().intid(35)[4], 1);
+        assert_eq!(f.read(w, 4), 1 << 3);
+        assert_eq!(f.write(w, 4, 0), None);
+        assert_eq!(f.frame().intid(35)[4], 0);
+        let r = f.write(w, 4, 1 << 10).unwrap();
+        assert_eq!((r.kind, r.intid), (Kind::GroupModifier, Some(42)));
+        assert_eq!(f.frame().intid(42)[4], 0);
+    }
+
     #[test]
     fn cannot_regroup_retrigger_or_reprioritise_others_bit_exact() {
         let f = filter();
