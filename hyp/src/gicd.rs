@@ -993,6 +993,21 @@ mod tests {
         assert_eq!(f.read(off::ISENABLER + 4, 8), 0);
     }
 
+    /// A byte write of its own priority lands in exactly its byte lane, whichever lane of the
+    /// word it is; the other INTIDs' priorities in that word keep theirs.
+    #[test]
+    fn byte_priorities_land_in_their_own_lane() {
+        let f = filter();
+        for (intid, prio) in [(35u32, 0xa0u64), (37, 0x90), (38, 0x60), (36, 0x50)] {
+            let before = others(f.frame());
+            assert_eq!(f.write(off::IPRIORITYR + intid as u64, 1, prio), None, "INTID {intid}");
+            assert_eq!(f.frame().intid(intid)[6], prio, "INTID {intid}");
+            assert_eq!(f.read(off::IPRIORITYR + intid as u64, 1), prio);
+            assert_eq!(others(f.frame()), before, "INTID {intid}: others unchanged");
+        }
+        assert_eq!(f.frame().intid(35)[6], 0xa0, "still");
+    }
+
     /// Its own group-modifier bits (IGRPMODR) are its to set and clear, and read back; another
     /// INTID's are refused as a group-modifier change.
     #[test]
