@@ -1312,6 +1312,22 @@ mod tests {
         assert_eq!(f.frame().reads.load(Ordering::Relaxed), reads);
     }
 
+    /// A field register word wholly the host's is written straight, without reading it first
+    /// (no read-modify-write, no lock).
+    #[test]
+    fn a_word_wholly_the_hosts_is_one_write() {
+        let f = DistFilter::new(qemu_gicd(), IntidSet::of(32..64), 0);
+        f.frame().writes();
+        let reads = f.frame().reads.load(Ordering::Relaxed);
+        assert_eq!(f.write(off::IPRIORITYR + 36, 4, 0x1020_3040), None);
+        assert_eq!(f.write(off::IGROUPR + 4, 4, 0x0f0f_0f0f), None);
+        assert_eq!(
+            f.frame().writes(),
+            [(off::IPRIORITYR + 36, 0x1020_3040), (off::IGROUPR + 4, 0x0f0f_0f0f)]
+        );
+        assert_eq!(f.frame().reads.load(Ordering::Relaxed), reads, "nothing read");
+    }
+
     #[test]
     fn the_audit_sees_any_change_to_others_and_ignores_the_hosts() {
         let f = filter();
