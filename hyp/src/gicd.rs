@@ -1312,6 +1312,19 @@ mod tests {
         assert_eq!(f.frame().reads.load(Ordering::Relaxed), reads);
     }
 
+    /// The audit reads the SPIs' configuration words only (INTIDs 32 up: the SGIs' and PPIs'
+    /// words are the redistributor's business), each once.
+    #[test]
+    fn the_audit_covers_exactly_the_spis() {
+        let f = filter();
+        let c = f.others_config();
+        assert_eq!(c.lines(), LINES);
+        let spis = LINES - 32;
+        // Three 1-bit registers, ICFGR (2 bits), IPRIORITYR (8 bits), IROUTER (two words).
+        let expected = 3 * spis / 32 + spis / 16 + spis / 4 + 2 * spis;
+        assert_eq!(c.words.len() as u32, expected);
+    }
+
     /// A field register word wholly the host's is written straight, without reading it first
     /// (no read-modify-write, no lock).
     #[test]
