@@ -1409,5 +1409,10 @@ mod tests {
         emulate(&regions, esr(2, false), gicd.base + 0x10c, &mut regs);
         assert_eq!(regs.get(0), 0);
         assert_eq!(f.frame().intid(106)[0], 1);
+        // str w0, ISENABLER1 with its own INTID 36: reaches the distributor.
+        assert_eq!(f.frame().intid(36)[0], 0);
+        regs.set(0, 1 << 4);
+        emulate(&regions, esr(2, true), gicd.base + 0x104, &mut regs);
+        assert_eq!(f.frame().intid(36)[0], 1);
     }
 }
