@@ -212,9 +212,68 @@ mod tests {
         assert_eq!(BootOptions::parse("", &mut |_| {}), BootOptions::default());
     }
 
+    /// The board's GBPA reset value is the default, the last word wins, and every word
+    /// understood is not reported as unknown.
+    #[test]
+    fn boot_options_over_the_boards_defaults() {
+        use platform::power::GbpaReset;
+        let mut bad = std::vec::Vec::new();
+        let mut note = |w: &str| bad.push(std::string::String::from(w));
+        let o = BootOptions::parse_for("", GbpaReset::Bypass, &mut note);
+        assert_eq!(o.gbpa_reset, GbpaReset::Bypass);
+        let o = BootOptions::parse_for("gbpa_reset=abort", GbpaReset::Bypass, &mut note);
+        assert_eq!(o.gbpa_reset, GbpaReset::Abort);
+        let o = BootOptions::parse_for(
+            "pm_inject=1 pm_inject=0 pm=off pm=on",
+            GbpaReset::Abort,
+            &mut note,
+        );
+        assert!(!o.pm_inject && o.pm);
+        let o = BootOptions::parse_for(
+            "bench_streams=4096 bench_streams=4097",
+            GbpaReset::Abort,
+            &mut note,
+        );
+        assert_eq!(o.bench_streams, 4096);
+        assert_eq!(bad, ["bench_streams=4097"]);
+    }
+
+    /// `/chosen/bootargs` as QEMU's `-append` puts it there; none in a blob that is no tree.
+    #[test]
+    fn bootargs_come_from_chosen() {
+        let mut w = vm_fdt::FdtWriter::new().unwrap();
+        let root = w.begin_node("").unwrap();
+        let c = w.begin_node("chosen").unwrap();
+        w.property_string("bootargs", "gbpa_reset=bypass pm_inject=1").unwrap();
+        w.end_node(c).unwrap();
+        w.end_node(root).unwrap();
+        let blob = w.finish().unwrap();
+        assert_eq!(bootargs(&blob), Some("gbpa_reset=bypass pm_inject=1"));
+        assert_eq!(bootargs(&[0u8; 64]), None);
+    }
+
+    /// A bridge window above 4 GiB is read with its high halves (CPU address and size).
+    #[test]
+    fn pci_windows_keep_their_high_halves() {
+        #[rustfmt::skip]
+        let cells: [u32; 14] = [
+            0x0100_0000, 0, 0, 0, 0x3eff_0000, 0, 0x1_0000,
+            0x0200_0000, 0x1, 0x2, 0x81, 0x2345_6789, 0x7f, 0x1000,
+        ];
+        let bytes: std::vec::Vec<u8> = cells.iter().flat_map(|c| c.to_be_bytes()).collect();
+        assert_eq!(pci_window(&bytes, PCI_SPACE_IO), Some(MemRange::new(0x3eff_0000, 0x1_0000)));
+        assert_eq!(
+            pci_window(&bytes, PCI_SPACE_MEM32),
+            Some(MemRange::new(0x81_2345_6789, 0x7f_0000_1000))
+        );
+        assert_eq!(pci_window(&bytes, 0b11), None);
+    }
+
     #[test]
     fn rejects_garbage() {
         assert_eq!(parse(&[0u8; 64]), Err(DtError::Invalid));
+        // What the boot's fatal message says.
+        assert_eq!(std::format!("{}", DtError::Invalid), "no valid flattened device tree");
         let mut h = [0u8; 8];
         h.copy_from_slice(&QEMU_VIRT_DTB[..8]);
         assert_eq!(blob_size(&h), Some(QEMU_VIRT_DTB.len()));

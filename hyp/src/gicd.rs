@@ -848,6 +848,53 @@ mod tests {
         assert_eq!(f.owned().iter().collect::<Vec<_>>(), [40]);
     }
 
+    /// INTIDs 1020..1023 are special (and nothing above exists): the set never holds them,
+    /// not even as a bit of its last word.
+    #[test]
+    fn the_set_stops_at_1019() {
+        let s = IntidSet::of([1019, 1020, 1021, 1023, 1024, u32::MAX]);
+        assert_eq!(s.word(31), 1 << 27);
+        assert_eq!(s.iter().collect::<Vec<_>>(), [1019]);
+        assert!(s.contains(1019) && !s.contains(1020) && !s.contains(u32::MAX));
+        assert_eq!(s.word(32), 0, "past the end");
+        // Runs at both ends of the range, as the logs show them.
+        assert_eq!(std::format!("{}", IntidSet::of([0, 1, 2])), "0..2");
+        assert_eq!(std::format!("{}", IntidSet::of([0, 1, 5])), "0, 1, 5");
+        assert_eq!(std::format!("{}", IntidSet::of([1016, 1017, 1018, 1019])), "1016..1019");
+        assert_eq!(std::format!("{:?}", IntidSet::of([35, 36, 37, 38, 272])), "{35..38, 272}");
+    }
+
+    /// The words a refused write of another kind is logged with, per region of the frame.
+    #[test]
+    fn refusals_name_the_region() {
+        for (offset, name) in [
+            (off::TYPER, "a read-only register"),
+            (0x000c, "a read-only register"),
+            (0xffe8, "a read-only register"),
+            (off::STATUSR, "STATUSR"),
+            (off::SETSPI_SR, "SETSPI_SR/CLRSPI_SR (secure)"),
+            (off::CLRSPI_SR, "SETSPI_SR/CLRSPI_SR (secure)"),
+            (0x0060, "reserved"),
+            (0x0080, "a 32-bit register"),
+            (0x03fc, "a 32-bit register"),
+            (0x0c00, "a 32-bit register"),
+            (0x0d7c, "a 32-bit register"),
+            (0x0400, "IPRIORITYR"),
+            (0x0800, "ITARGETSR (legacy)"),
+            (0x0e00, "NSACR"),
+            (0x0f00, "SGIR/CPENDSGIR/SPENDSGIR (legacy)"),
+            (0x0f80, "INMIR"),
+            (0x1000, "an extended-SPI register"),
+            (0x8000, "an extended-SPI register"),
+            (0x6000, "IROUTER"),
+            (0xc000, "implementation-defined space"),
+            (0x4000, "reserved"),
+            (0xa000, "reserved"),
+        ] {
+            assert_eq!(region_name(offset), name, "{offset:#x}");
+        }
+    }
+
     #[test]
     fn field_masks() {
         let s = IntidSet::of([33, 36, 47, 48]);
@@ -926,6 +973,55 @@ mod tests {
         assert_eq!(f.write(r + 4, 4, 1), None);
         assert!(f.write(r + 4, 4, 0).is_some());
         assert_eq!(f.frame().get(r + 4), 1, "the upper half stays its CPU's Aff3");
+    }
+
+    /// Its own routes read back whole (a 64-bit read, and each half), with its CPU's Aff3;
+    /// another INTID's route reads as zero.
+    #[test]
+    fn its_own_routes_read_back_whole() {
+        let f = DistFilter::new(qemu_gicd(), IntidSet::of(HOST), 1 << 32 | 0x0203);
+        let r = off::IROUTER + 8 * 36;
+        assert_eq!(f.write(r, 8, 1 << 32 | 0x0203), None);
+        assert_eq!(f.read(r, 8), 1 << 32 | 0x0203);
+        assert_eq!(f.read(r, 4), 0x0203);
+        assert_eq!(f.read(r + 4, 4), 1);
+        let other = off::IROUTER + 8 * 106;
+        assert_ne!(f.frame().get(other), 0, "routed to the hypervisor's CPU");
+        assert_eq!(f.read(other, 8), 0);
+        assert_eq!(f.read(other, 4), 0);
+        // 8-byte reads exist only for IROUTER.
+        assert_eq!(f.read(off::ISENABLER + 4, 8), 0);
+    }
+
+    /// A byte write of its own priority lands in exactly its byte lane, whichever lane of the
+    /// word it is; the other INTIDs' priorities in that word keep theirs.
+    #[test]
+    fn byte_priorities_land_in_their_own_lane() {
+        let f = filter();
+        for (intid, prio) in [(35u32, 0xa0u64), (37, 0x90), (38, 0x60), (36, 0x50)] {
+            let before = others(f.frame());
+            assert_eq!(f.write(off::IPRIORITYR + intid as u64, 1, prio), None, "INTID {intid}");
+            assert_eq!(f.frame().intid(intid)[6], prio, "INTID {intid}");
+            assert_eq!(f.read(off::IPRIORITYR + intid as u64, 1), prio);
+            assert_eq!(others(f.frame()), before, "INTID {intid}: others unchanged");
+        }
+        assert_eq!(f.frame().intid(35)[6], 0xa0, "still");
+    }
+
+    /// Its own group-modifier bits (IGRPMODR) are its to set and clear, and read back; another
+    /// INTID's are refused as a group-modifier change.
+    #[test]
+    fn its_own_group_modifier_bits_are_its_own() {
+        let f = filter();
+        let w = off::IGRPMODR + 4; // INTIDs 32..63
+        assert_eq!(f.write(w, 4, 1 << 3), None, "INTID 35");
+        assert_eq!(f.frame().intid(35)[4], 1);
+        assert_eq!(f.read(w, 4), 1 << 3);
+        assert_eq!(f.write(w, 4, 0), None);
+        assert_eq!(f.frame().intid(35)[4], 0);
+        let r = f.write(w, 4, 1 << 10).unwrap();
+        assert_eq!((r.kind, r.intid), (Kind::GroupModifier, Some(42)));
+        assert_eq!(f.frame().intid(42)[4], 0);
     }
 
     #[test]
@@ -1026,8 +1122,12 @@ mod tests {
         assert!(f.write(off::SETSPI_NSR, 4, 36 | 1 << 12).is_some());
         // Bits above the INTID field are RES0: 36 with bit 13 set is 36.
         assert_eq!(f.write(off::CLRSPI_NSR, 4, 36 | 1 << 13), None);
-        assert!(f.write(off::SETSPI_SR, 4, 36).is_some());
-        assert!(f.write(off::CLRSPI_SR, 4, 36).is_some());
+        // The secure ones never, counted as SETSPI/CLRSPI refusals (not as "other").
+        let other = f.refused(Kind::Other);
+        let r = f.write(off::SETSPI_SR, 4, 36).unwrap();
+        assert_eq!((r.kind, r.intid), (Kind::SetClrSpi, None));
+        assert_eq!(f.write(off::CLRSPI_SR, 4, 36).map(|r| r.kind), Some(Kind::SetClrSpi));
+        assert_eq!(f.refused(Kind::Other), other);
         assert_eq!(
             f.frame().writes(),
             [(off::SETSPI_NSR, 36), (off::CLRSPI_NSR, 36), (off::CLRSPI_NSR, 36)]
@@ -1212,6 +1312,35 @@ mod tests {
         assert_eq!(f.frame().reads.load(Ordering::Relaxed), reads);
     }
 
+    /// The audit reads the SPIs' configuration words only (INTIDs 32 up: the SGIs' and PPIs'
+    /// words are the redistributor's business), each once.
+    #[test]
+    fn the_audit_covers_exactly_the_spis() {
+        let f = filter();
+        let c = f.others_config();
+        assert_eq!(c.lines(), LINES);
+        let spis = LINES - 32;
+        // Three 1-bit registers, ICFGR (2 bits), IPRIORITYR (8 bits), IROUTER (two words).
+        let expected = 3 * spis / 32 + spis / 16 + spis / 4 + 2 * spis;
+        assert_eq!(c.words.len() as u32, expected);
+    }
+
+    /// A field register word wholly the host's is written straight, without reading it first
+    /// (no read-modify-write, no lock).
+    #[test]
+    fn a_word_wholly_the_hosts_is_one_write() {
+        let f = DistFilter::new(qemu_gicd(), IntidSet::of(32..64), 0);
+        f.frame().writes();
+        let reads = f.frame().reads.load(Ordering::Relaxed);
+        assert_eq!(f.write(off::IPRIORITYR + 36, 4, 0x1020_3040), None);
+        assert_eq!(f.write(off::IGROUPR + 4, 4, 0x0f0f_0f0f), None);
+        assert_eq!(
+            f.frame().writes(),
+            [(off::IPRIORITYR + 36, 0x1020_3040), (off::IGROUPR + 4, 0x0f0f_0f0f)]
+        );
+        assert_eq!(f.frame().reads.load(Ordering::Relaxed), reads, "nothing read");
+    }
+
     #[test]
     fn the_audit_sees_any_change_to_others_and_ignores_the_hosts() {
         let f = filter();
@@ -1280,5 +1409,10 @@ mod tests {
         emulate(&regions, esr(2, false), gicd.base + 0x10c, &mut regs);
         assert_eq!(regs.get(0), 0);
         assert_eq!(f.frame().intid(106)[0], 1);
+        // str w0, ISENABLER1 with its own INTID 36: reaches the distributor.
+        assert_eq!(f.frame().intid(36)[0], 0);
+        regs.set(0, 1 << 4);
+        emulate(&regions, esr(2, true), gicd.base + 0x104, &mut regs);
+        assert_eq!(f.frame().intid(36)[0], 1);
     }
 }

@@ -177,6 +177,13 @@ mod tests {
         assert_eq!(typer & TYPER_LPI_BITS, 0);
         assert_eq!(f.read(off::TYPER, 4) & TYPER_LAST, TYPER_LAST, "32-bit read too");
         assert_eq!(f.read(0xffe8, 4), 0x3b, "PIDR2 from the hardware");
+        // The architecture's bits written out: Last is bit 4; PLPIS (0), VLPIS (1) and
+        // DirectLPI (3) are cleared; Dirty (2), the rest and the affinity (63:32) are kept.
+        assert_eq!(typer, 0x10);
+        f.frame().regs.lock().insert(off::TYPER, 0xffff_ffff);
+        f.frame().regs.lock().insert(0xc, 0x0102_0304);
+        assert_eq!(f.read(off::TYPER, 8), 0x0102_0304_ffff_fff4);
+        assert_eq!(f.read(off::TYPER + 4, 4), 0x0102_0304, "the affinity half as it is");
     }
 
     #[test]
@@ -191,6 +198,18 @@ mod tests {
         // Waking the redistributor goes through.
         f.write(off::WAKER, 4, 0);
         assert_eq!(f.frame().writes.lock().last(), Some(&(off::WAKER, 0)));
+    }
+
+    #[test]
+    fn works_as_an_mmio_device() {
+        let f = cpu0_frame();
+        let dev: &dyn Device = &f;
+        assert_eq!(dev.name(), "GIC redistributor (RD frame)");
+        assert_eq!(dev.read(off::TYPER, 8), 0x10);
+        assert_eq!(dev.read(off::WAKER, 4), 0b110);
+        dev.write(off::WAKER, 4, 0);
+        dev.write(off::CTLR, 4, 1);
+        assert_eq!(*f.frame().writes.lock(), [(off::WAKER, 0), (off::CTLR, 0)]);
     }
 
     #[test]

@@ -530,6 +530,221 @@ mod tests {
         assert_eq!(check(&w, &f, kernel, dtb), Err(HostTreeError::Initrd(outside)));
     }
 
+    /// A `reg` is accepted only when every byte of it lies inside one thing the host is given:
+    /// one whose first byte is inside and whose end is outside (or the reverse), one that wraps,
+    /// and an empty one just past a range are refused; the exact ranges and their edges pass.
+    #[test]
+    fn device_registers_must_lie_wholly_inside_what_the_host_is_given() {
+        let (t, kernel, dtb) = host();
+        let blob = dtgen::write(&t).unwrap();
+        let base = parse(&blob).unwrap();
+        let with_reg = |r: MemRange| {
+            let mut f = base.clone();
+            f.device_regs.push(("dev@0", r));
+            check(&t, &f, kernel, dtb)
+        };
+        let refused = |r: MemRange| Err(HostTreeError::Device("dev@0".to_string(), r));
+        for g in [t.gicd, t.gicr, t.pcie_ecam, t.smmu.regs] {
+            for ok in [
+                g,
+                MemRange::new(g.base, 0),
+                MemRange::new(g.base, 1),
+                MemRange::new(g.end() - 1, 1),
+                MemRange::new(g.base + 0x100, g.size - 0x200),
+            ] {
+                assert_eq!(with_reg(ok), Ok(()), "{ok:x?} inside {g:x?}");
+            }
+            for bad in [
+                // First byte inside, the rest past the end.
+                MemRange::new(g.end() - 1, 2),
+                MemRange::new(g.base, g.size + 1),
+                MemRange::new(g.end() - 0x1000, 0x2000),
+                // Last byte inside, the first before the start.
+                MemRange::new(g.base - 1, 2),
+                MemRange::new(g.base - 0x1000, g.size),
+                // Empty, just past the end (checked as one byte).
+                MemRange::new(g.end(), 0),
+                // Wrapping around the address space from inside.
+                MemRange::new(g.base, u64::MAX),
+                MemRange::new(g.end() - 1, u64::MAX - g.end() + 3),
+            ] {
+                assert_eq!(with_reg(bad), refused(bad), "{bad:x?} against {g:x?}");
+            }
+        }
+        // Two given ranges that a reg spans from one to the other (the ITS lies between the
+        // distributor and the redistributors).
+        let span = MemRange::new(t.gicd.base, t.gicr.end() - t.gicd.base);
+        assert_eq!(with_reg(span), refused(span));
+
+        // The same through a real blob: parse keeps each reg's size.
+        let mut w = vm_fdt::FdtWriter::new().unwrap();
+        let root = w.begin_node("").unwrap();
+        w.property_u32("#address-cells", 2).unwrap();
+        w.property_u32("#size-cells", 2).unwrap();
+        let n = w.begin_node("dev@0").unwrap();
+        w.property_array_u64("reg", &[t.smmu.regs.end() - 0x1000, 0x2000]).unwrap();
+        w.end_node(n).unwrap();
+        w.end_node(root).unwrap();
+        let blob = w.finish().unwrap();
+        let regs = parse(&blob).unwrap().device_regs;
+        let r = MemRange::new(t.smmu.regs.end() - 0x1000, 0x2000);
+        assert_eq!(regs, [("dev@0", r)]);
+        assert_eq!(with_reg(r), refused(r));
+    }
+
+    /// The bridge's `ranges` are read with their full 64-bit addresses and sizes: the board's
+    /// 64-bit window (above 4 GiB) added to the tree is seen as such and refused.
+    #[test]
+    fn pcie_ranges_keep_their_high_halves() {
+        let mut w = vm_fdt::FdtWriter::new().unwrap();
+        let root = w.begin_node("").unwrap();
+        w.property_u32("#address-cells", 2).unwrap();
+        w.property_u32("#size-cells", 2).unwrap();
+        let n = w.begin_node("pcie@10000000").unwrap();
+        w.property_string("compatible", "pci-host-ecam-generic").unwrap();
+        w.property_u32("#address-cells", 3).unwrap();
+        w.property_u32("#size-cells", 2).unwrap();
+        #[rustfmt::skip]
+        w.property_array_u32("ranges", &[
+            // Prefetchable 64-bit memory (code 3): PCI 0x80_0000_0000, CPU 0x81_2345_6789,
+            // size 0x7f_0000_1000.
+            0x4300_0000, 0x80, 0, 0x81, 0x2345_6789, 0x7f, 0x1000,
+        ])
+        .unwrap();
+        w.end_node(n).unwrap();
+        w.end_node(root).unwrap();
+        let blob = w.finish().unwrap();
+        let f = parse(&blob).unwrap();
+        assert_eq!(f.pcie_ranges, [(3, 0x80_0000_0000, 0x81_2345_6789, 0x7f_0000_1000)]);
+        let (t, kernel, dtb) = host();
+        let good = dtgen::write(&t).unwrap();
+        let mut g = parse(&good).unwrap();
+        g.pcie_ranges.extend(f.pcie_ranges);
+        assert!(
+            matches!(check(&t, &g, kernel, dtb), Err(HostTreeError::Pcie(w)) if w.contains("windows"))
+        );
+    }
+
+    /// A host booted without an initramfs: the tree names none, the description neither.
+    #[test]
+    fn a_tree_without_an_initramfs_passes() {
+        let (t, kernel, dtb) = host();
+        let none = HostTree { initrd: None, ..t };
+        let blob = dtgen::write(&none).unwrap();
+        let f = parse(&blob).unwrap();
+        assert_eq!(f.initrd, None);
+        assert_eq!(check(&none, &f, kernel, dtb), Ok(()));
+        // Named in the tree but not in the description, and the reverse.
+        assert_eq!(check(&t, &f, kernel, dtb), Err(HostTreeError::InitrdMismatch));
+    }
+
+    /// The refusal names the forbidden node found, the first one in the tree.
+    #[test]
+    fn a_forbidden_node_is_named() {
+        let (t, kernel, dtb) = host();
+        let blob = dtgen::write(&t).unwrap();
+        let base = parse(&blob).unwrap();
+        for (found, named) in [
+            (&["arm,pl011", "arm,primecell"][..], "arm,pl011"),
+            (&["arm,primecell"][..], "arm,primecell"),
+            (&["arm,gic-v3-its", "arm,pl011"][..], "arm,gic-v3-its"),
+        ] {
+            let mut f = base.clone();
+            f.forbidden = found.to_vec();
+            assert_eq!(check(&t, &f, kernel, dtb), Err(HostTreeError::Forbidden(named)));
+        }
+    }
+
+    /// `cpu_enable_method` is the CPUs' method only if every CPU names the same one.
+    #[test]
+    fn the_enable_method_is_read_only_when_every_cpu_agrees() {
+        let tree = |methods: &[&str]| {
+            let mut w = vm_fdt::FdtWriter::new().unwrap();
+            let root = w.begin_node("").unwrap();
+            let cpus = w.begin_node("cpus").unwrap();
+            w.property_u32("#address-cells", 1).unwrap();
+            w.property_u32("#size-cells", 0).unwrap();
+            for (i, m) in methods.iter().enumerate() {
+                let c = w.begin_node(&std::format!("cpu@{i}")).unwrap();
+                w.property_u32("reg", i as u32).unwrap();
+                w.property_string("enable-method", m).unwrap();
+                w.end_node(c).unwrap();
+            }
+            w.end_node(cpus).unwrap();
+            w.end_node(root).unwrap();
+            w.finish().unwrap()
+        };
+        let method = |methods: &[&str]| {
+            let blob = tree(methods);
+            let f = parse(&blob).unwrap();
+            assert_eq!(f.cpus.len(), methods.len());
+            f.cpu_enable_method.map(std::string::String::from)
+        };
+        assert_eq!(method(&["psci"]).as_deref(), Some("psci"));
+        assert_eq!(method(&["psci", "psci", "psci"]).as_deref(), Some("psci"));
+        assert_eq!(method(&["psci", "spin-table"]), None);
+        assert_eq!(method(&["spin-table", "psci"]), None);
+        assert_eq!(method(&["psci", "psci", "spin-table"]), None);
+        assert_eq!(method(&["psci", "spin-table", "psci"]), None);
+    }
+
+    /// The initramfs must lie inside the host's RAM, be non-empty, and share no byte with the
+    /// kernel or the tree (the blob itself, as the hypervisor passes it); touching either is
+    /// fine.
+    #[test]
+    fn the_initramfs_may_not_overlap_the_tree_or_the_kernel() {
+        let (t, kernel, _) = host();
+        let blob = dtgen::write(&t).unwrap();
+        let dtb = MemRange::new(t.ram.end() - (2 << 20), blob.len() as u64);
+        let checked = |i: MemRange| {
+            // As the hypervisor does: the description takes the initramfs the tree names.
+            let mut f = parse(&blob).unwrap();
+            f.initrd = Some(i);
+            check(&HostTree { initrd: Some(i), ..t }, &f, kernel, dtb)
+        };
+        let refused = |i: MemRange| Err(HostTreeError::Initrd(i));
+        let mib = 1 << 20;
+        for ok in [
+            MemRange::new(dtb.base - mib, mib),
+            MemRange::new(kernel.end(), mib),
+            MemRange::new(kernel.end(), dtb.base - kernel.end()),
+            // Above the blob, still in the host's RAM.
+            MemRange::new(dtb.end(), t.ram.end() - dtb.end()),
+        ] {
+            assert_eq!(checked(ok), Ok(()), "{ok:x?}");
+        }
+        for bad in [
+            // Over the tree: its last byte is the tree's first, or it covers the tree, or it
+            // starts inside the tree.
+            MemRange::new(dtb.base - mib, mib + 1),
+            MemRange::new(dtb.base - mib, 2 * mib),
+            MemRange::new(dtb.base + 0x10, 0x100),
+            MemRange::new(dtb.end() - 1, 0x1000),
+            // Over the kernel's last byte.
+            MemRange::new(kernel.end() - 1, mib),
+            // Starting in the host's RAM, ending past it; wholly past it; empty.
+            MemRange::new(t.ram.end() - 0x1000, 0x2000),
+            MemRange::new(t.ram.end(), 0x1000),
+            MemRange::new(dtb.base - mib, 0),
+            // Below the host's RAM, ending inside it.
+            MemRange::new(t.ram.base - 0x1000, 0x2000),
+        ] {
+            assert_eq!(checked(bad), refused(bad), "{bad:x?}");
+        }
+        // initrd-end below initrd-start reads as an empty initramfs: refused.
+        let mut w = vm_fdt::FdtWriter::new().unwrap();
+        let root = w.begin_node("").unwrap();
+        let c = w.begin_node("chosen").unwrap();
+        w.property_u64("linux,initrd-start", dtb.base - mib).unwrap();
+        w.property_u64("linux,initrd-end", dtb.base - 2 * mib).unwrap();
+        w.end_node(c).unwrap();
+        w.end_node(root).unwrap();
+        let blob = w.finish().unwrap();
+        let backwards = parse(&blob).unwrap().initrd.unwrap();
+        assert_eq!(backwards, MemRange::new(dtb.base - mib, 0));
+        assert_eq!(checked(backwards), refused(backwards));
+    }
+
     /// Trees written by hand with one thing added or changed (what a stale or tampered tree
     /// would contain).
     #[test]

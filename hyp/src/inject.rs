@@ -185,6 +185,25 @@ mod tests {
         assert_eq!(external_abort(&t).unwrap().spsr_el2 & PSTATE_PAN, PSTATE_PAN);
     }
 
+    /// The same rules with the architecture's bit numbers written out (the tests above use the
+    /// module's constants, which would agree with a wrong constant).
+    #[test]
+    fn pstate_bits_are_the_architectures() {
+        const EL1H_DAIF: u64 = 0x3c5;
+        const SPAN: u64 = 1 << 23;
+        const DSSBS: u64 = 1 << 44;
+        // SPAN clear: PAN (bit 22) set on entry.
+        assert_eq!(entry_pstate(0, 0), EL1H_DAIF | (1 << 22));
+        // DSSBS: SSBS (bit 12) set on entry; otherwise cleared, whatever it was.
+        assert_eq!(entry_pstate(0, SPAN | DSSBS), EL1H_DAIF | (1 << 12));
+        assert_eq!(entry_pstate(1 << 12, SPAN), EL1H_DAIF);
+        // DIT (bit 24) kept; PAN kept under SPAN; UAO (23), SS (21), IL (20), NZCV cleared.
+        let all = (1 << 24) | (1 << 23) | (1 << 22) | (1 << 21) | (1 << 20) | (0xf << 28);
+        assert_eq!(entry_pstate(all, SPAN), EL1H_DAIF | (1 << 24) | (1 << 22));
+        assert_eq!(entry_pstate(all, 0), EL1H_DAIF | (1 << 24) | (1 << 22));
+        assert_eq!(entry_pstate(1 << 24, SPAN | DSSBS), EL1H_DAIF | (1 << 24) | (1 << 12));
+    }
+
     #[test]
     fn instruction_abort_and_non_aborts() {
         let i = external_abort(&trapped(0x20 << 26, 0x3c5)).unwrap();

@@ -358,6 +358,9 @@ mod tests {
         assert_eq!(ld(2, false, false).load_result(0xdead_beef_0000_0001), 1);
         // LDR x0.
         assert_eq!(ld(3, false, true).load_result(u64::MAX), u64::MAX);
+        // A 64-bit load with SSE set (no such instruction, but the syndrome bit can be): there
+        // is nothing to extend into.
+        assert_eq!(ld(3, true, true).load_result(0x8000_0000_0000_0001), 0x8000_0000_0000_0001);
     }
 
     #[test]
@@ -420,6 +423,20 @@ mod tests {
         ));
         assert!(dev.writes.lock().is_empty());
         assert_eq!(regs.get(1), 7);
+    }
+
+    /// Each reason has its own index below `ALL.len()` (the EL2 side logs each reason once per
+    /// VM in a bitmap indexed by it) and its own words.
+    #[test]
+    fn refusal_reasons_have_distinct_indices_and_words() {
+        for (i, r) in Refusal::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
+            let words = r.describe();
+            assert!(words.len() > 10, "{r:?}: {words}");
+            assert!(Refusal::ALL[i + 1..].iter().all(|o| o.describe() != words), "{words}");
+        }
+        assert!(Refusal::NoSyndrome.describe().contains("ISV = 0"));
+        assert!(Refusal::Straddles.describe().contains("past the end"));
     }
 
     #[test]

@@ -312,4 +312,107 @@ mod tests {
         assert_eq!(wa1(csv2), r(SUCCESS));
         assert_eq!(wa1(affected), NS);
     }
+
+    /// Every combination of CSV2 (0..=3) and ECBHB, for both workarounds, as `ARCH_FEATURES`
+    /// answers and as the calls themselves. A wrong "not required" makes a VM's kernel skip its
+    /// mitigation: WORKAROUND_1 depends on CSV2 alone (ECBHB clears branch *history*, not
+    /// branch targets), WORKAROUND_3 on CSV2 = 3 or ECBHB.
+    #[test]
+    fn spectre_answers_for_every_csv2_and_ecbhb() {
+        let ask = |s: SpectreState, f: u32, arg: u32| {
+            handle(0, [f as u64, arg as u64, 0, 0], &Caller { mpidr: 0, spectre: s })
+        };
+        let unaffected = r(SMCCC_WORKAROUND_UNAFFECTED);
+        for csv2 in 0..=3u8 {
+            for ecbhb in [false, true] {
+                let s = SpectreState::from_id_regs(
+                    (csv2 as u64) << 56,
+                    if ecbhb { 1 << 60 } else { 0 },
+                );
+                assert_eq!(s, SpectreState { csv2, ecbhb });
+                let v2 = csv2 >= 1;
+                let bhb = csv2 == 3 || ecbhb;
+                let what = std::format!("CSV2 = {csv2}, ECBHB = {ecbhb}");
+                assert_eq!(
+                    ask(s, SMCCC_ARCH_FEATURES, SMCCC_ARCH_WORKAROUND_1),
+                    if v2 { unaffected } else { NS },
+                    "ARCH_FEATURES(WORKAROUND_1), {what}"
+                );
+                assert_eq!(
+                    ask(s, SMCCC_ARCH_FEATURES, SMCCC_ARCH_WORKAROUND_3),
+                    if bhb { unaffected } else { NS },
+                    "ARCH_FEATURES(WORKAROUND_3), {what}"
+                );
+                assert_eq!(
+                    ask(s, SMCCC_ARCH_WORKAROUND_1, 0),
+                    if v2 { r(SUCCESS) } else { NS },
+                    "WORKAROUND_1, {what}"
+                );
+                assert_eq!(
+                    ask(s, SMCCC_ARCH_WORKAROUND_3, 0),
+                    if bhb { r(SUCCESS) } else { NS },
+                    "WORKAROUND_3, {what}"
+                );
+                // WORKAROUND_2 is never offered, whatever the CPU says.
+                assert_eq!(ask(s, SMCCC_ARCH_FEATURES, SMCCC_ARCH_WORKAROUND_2), NS, "{what}");
+                assert_eq!(ask(s, SMCCC_ARCH_WORKAROUND_2, 0), NS, "{what}");
+            }
+        }
+        // ECBHB without CSV2: WORKAROUND_1 is required (and not offered), WORKAROUND_3 is not.
+        let ecbhb_only = SpectreState { csv2: 0, ecbhb: true };
+        assert_eq!(ask(ecbhb_only, SMCCC_ARCH_FEATURES, SMCCC_ARCH_WORKAROUND_1), NS);
+        assert_eq!(ask(ecbhb_only, SMCCC_ARCH_FEATURES, SMCCC_ARCH_WORKAROUND_3), unaffected);
+    }
+
+    /// Only the CSV2 and ECBHB fields count, and every non-zero value of ECBHB.
+    #[test]
+    fn spectre_fields_are_read_from_their_bits_only() {
+        // ID_AA64PFR0_EL1: CSV3 (63:60) and DIT (51:48) beside CSV2 (59:56).
+        let s = SpectreState::from_id_regs((1 << 60) | (0xf << 48) | (1 << 55), !(0xf << 60));
+        assert_eq!(s, SpectreState { csv2: 0, ecbhb: false });
+        assert_eq!(SpectreState::from_id_regs(0xf << 56, 0).csv2, 0xf);
+        assert_eq!(SpectreState::from_id_regs(2 << 56, 0).csv2, 2);
+        for v in 1..=0xfu64 {
+            assert!(SpectreState::from_id_regs(0, v << 60).ecbhb, "ECBHB = {v}");
+        }
+        // A CSV2 value above 3 (a future extension) still covers variant 2 and BHB.
+        let future = SpectreState { csv2: 4, ecbhb: false };
+        assert!(future.v2_unaffected() && future.bhb_unaffected());
+        assert!(!SpectreState { csv2: 2, ecbhb: false }.bhb_unaffected());
+    }
+
+    #[test]
+    fn smc32_arguments_are_their_low_halves() {
+        // AFFINITY_INFO32: the upper halves of x1 and x2 are not part of the arguments.
+        assert_eq!(call(AFFINITY_INFO32, 0xffff_ffff_0000_0001, 0xffff_ffff_0000_0000), r(0));
+        // AFFINITY_INFO (SMC64): they are.
+        assert_eq!(call(AFFINITY_INFO, 1, 1 << 32), r(INVALID_PARAMETERS));
+        assert_eq!(call(AFFINITY_INFO, 0x1_0000_0001, 0), r(INVALID_PARAMETERS));
+        assert_eq!(call(AFFINITY_INFO32, 0x8000_0001, 0), r(AFFINITY_ON), "bit 31 ignored");
+        assert_eq!(call(CPU_SUSPEND, 0xffff_ffff_0000_0000, 0), r(SUCCESS));
+        assert_eq!(call(CPU_SUSPEND64, 2 << 24, 0), r(INVALID_PARAMETERS), "level 2");
+        // SMCCC_ARCH_FEATURES and PSCI_FEATURES take w1 only.
+        assert_eq!(
+            call(SMCCC_ARCH_FEATURES, 0xffff_ffff_0000_0000 | SMCCC_VERSION as u64, 0),
+            r(0)
+        );
+    }
+
+    #[test]
+    fn stop_reasons_are_told_apart_in_the_log() {
+        let all = [
+            StopReason::SystemOff,
+            StopReason::SystemReset,
+            StopReason::CpuOff,
+            StopReason::Crashed,
+        ];
+        let words = all.map(StopReason::describe);
+        assert_eq!(words[0], "SYSTEM_OFF");
+        assert!(words[1].starts_with("SYSTEM_RESET"));
+        assert_eq!(words[2], "CPU_OFF");
+        assert!(words[3].contains("crash"));
+        for (i, a) in words.iter().enumerate() {
+            assert!(words[i + 1..].iter().all(|b| a != b), "{a} twice");
+        }
+    }
 }

@@ -3,11 +3,12 @@
 
 use super::sysreg::{self, mair_el2, sctlr_el2, tcr_el2};
 use aarch64_paging::descriptor::{El23Attributes, PhysicalAddress, Stage2Attributes};
-use aarch64_paging::paging::{Constraints, El2, MemoryRegion, Stage2};
+use aarch64_paging::paging::{Constraints, El2, Stage2};
 use aarch64_paging::Mapping;
 use core::sync::atomic::{AtomicU64, Ordering};
 use hyp::pagepool::{Page, PagePool};
 use hyp::pci::Function;
+use hyp::stage2::{region, S2_RAM};
 use platform::{Board, MemRange, VmSpec};
 
 /// MAIR_EL2: attribute 0 = Device-nGnRE, attribute 1 = Normal write-back read/write-allocate.
@@ -65,10 +66,6 @@ pub unsafe fn take_pools() -> Pools {
         rest = tail;
     }
     Pools { el2: PagePool::new(el2), vms, dma }
-}
-
-fn region(r: MemRange) -> MemoryRegion {
-    MemoryRegion::new(r.base as usize, r.end() as usize)
 }
 
 unsafe extern "C" {
@@ -154,50 +151,6 @@ pub unsafe fn enable_secondary() {
     unsafe { enable(EL2_ROOT.load(Ordering::Acquire)) };
 }
 
-/// A VM's RAM without its shadow CD pages: the range below them and the one above.
-fn ram_around_shadow(vm: &VmSpec) -> [MemRange; 2] {
-    let s = vm.shadow_cds();
-    [
-        MemRange::new(vm.mem.base, s.base - vm.mem.base),
-        MemRange::new(s.end(), vm.mem.end() - s.end()),
-    ]
-}
-
-/// Builds the stage-2 a VM's devices are given through the SMMU: its RAM at IPA == PA, and
-/// nothing else; the hypervisor's shadow CDs inside it read-only (the SMMU fetches the CDs of
-/// nested streams through this stage 2). No device of a VM can reach a BAR (peer-to-peer), a
-/// GIC frame the host drives, or anything but the memory of the VM that owns it, whatever the
-/// VM's stage 1 says; with STE.S2PTW set, a stage-1 walk that lands on device memory faults
-/// as well.
-pub fn build_dma_stage2(pool: PagePool, vm: &VmSpec) -> Mapping<PagePool, Stage2> {
-    let mut m = Mapping::new(pool, 1, Stage2);
-    let ram = S2_RAM | Stage2Attributes::XN;
-    for r in ram_around_shadow(vm).into_iter().filter(|r| r.size > 0) {
-        m.map_range(&region(r), PhysicalAddress(r.base as usize), ram, Constraints::empty())
-            .expect("DMA stage-2 map_range");
-    }
-    let shadow = vm.shadow_cds();
-    let read_only = (S2_RAM - Stage2Attributes::S2AP_ACCESS_RW)
-        | Stage2Attributes::S2AP_ACCESS_RO
-        | Stage2Attributes::XN;
-    m.map_range(
-        &region(shadow),
-        PhysicalAddress(shadow.base as usize),
-        read_only,
-        Constraints::empty(),
-    )
-    .expect("DMA stage-2 map_range (shadow CDs)");
-    m
-}
-
-/// A VM's RAM at stage 2: read-write, normal write-back memory, inner shareable.
-const S2_RAM: Stage2Attributes = Stage2Attributes::VALID
-    .union(Stage2Attributes::ACCESS_FLAG)
-    .union(Stage2Attributes::S2AP_ACCESS_RW)
-    .union(Stage2Attributes::SH_INNER)
-    .union(Stage2Attributes::MEMATTR_NORMAL_INNER_WB)
-    .union(Stage2Attributes::MEMATTR_NORMAL_OUTER_WB);
-
 /// Builds a VM's stage-2: its RAM (less its shadow CD pages) at IPA == PA as normal write-back
 /// memory, its devices' BARs
 /// and the `direct` device ranges (a Linux host's GIC frames) at IPA == PA as device memory;
@@ -210,7 +163,7 @@ pub fn build_stage2(
 ) -> Mapping<PagePool, Stage2> {
     let mut m = Mapping::new(pool, 1, Stage2);
     // Its RAM but the shadow CDs, which only the hypervisor writes.
-    for r in ram_around_shadow(vm).into_iter().filter(|r| r.size > 0) {
+    for r in hyp::stage2::ram_around_shadow(vm).into_iter().filter(|r| r.size > 0) {
         m.map_range(&region(r), PhysicalAddress(r.base as usize), S2_RAM, Constraints::empty())
             .expect("stage-2 map_range");
     }

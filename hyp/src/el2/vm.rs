@@ -232,10 +232,12 @@ pub fn prepare_all(
         )));
         let vttbr = s2.root_address().0 as u64 | ((spec.vmid() as u64) << 48);
         // The SMMU walks a stage-2 of its own for this VM's devices: its RAM only (no BARs, no
-        // GIC frames), same VMID. Never dropped either.
+        // GIC frames), same VMID (`hyp::stage2::build_dma_stage2`, host-tested). Never dropped
+        // either.
         let dma_pool = pools.dma[spec.id as usize].take().expect("VM DMA table pool");
-        let dma =
-            alloc::boxed::Box::leak(alloc::boxed::Box::new(mmu::build_dma_stage2(dma_pool, spec)));
+        let dma = alloc::boxed::Box::leak(alloc::boxed::Box::new(hyp::stage2::build_dma_stage2(
+            dma_pool, spec,
+        )));
         super::smmu_service::set_stage2(
             spec.id,
             hyp::smmu::ste::S2Config::vm(spec.vmid(), dma.root_address().0 as u64),

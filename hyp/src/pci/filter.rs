@@ -15,14 +15,15 @@
 //!   devices has a capability that moves or resizes a BAR). Everything else is dropped.
 #![forbid(unsafe_code)]
 
-use super::{reg, BarReg, ConfigSpace, Configured};
+use super::{reg, BarReg, ConfigSpace, Configured, CMD_BUS_MASTER, CMD_IO, CMD_MEMORY};
 use crate::mmio::Device;
 use alloc::vec::Vec;
 use platform::PciAddr;
 
 /// Command register bits the VM may change: I/O, memory, bus master, parity error response,
 /// SERR#, INTx disable.
-pub const COMMAND_WRITABLE: u32 = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 6) | (1 << 8) | (1 << 10);
+pub const COMMAND_WRITABLE: u32 =
+    CMD_IO | CMD_MEMORY | CMD_BUS_MASTER | (1 << 6) | (1 << 8) | (1 << 10);
 
 /// One of the VM's functions, with its BAR registers as the VM sees them.
 #[derive(Clone, Debug)]
@@ -298,6 +299,47 @@ mod tests {
         assert_eq!(f.read(ecam(EDU, reg::ROM), 4), 0);
     }
 
+    /// A function with a real option ROM: its expansion-ROM BAR (0x30: address 31:11, enable
+    /// bit 0) never sees a write, whatever its size or byte, so the host can neither place it
+    /// over another BAR nor turn its decoding on; it reads as absent before and after.
+    #[test]
+    fn the_expansion_rom_cannot_be_moved_or_enabled() {
+        let mut f = host_view();
+        // A 64 KiB ROM, disabled, at an address firmware left in it (the hypervisor assigns
+        // none and never enables one).
+        f.inner().masks.insert((EDU.rid(), reg::ROM), (0xffff_0001, 0));
+        f.inner().regs.insert((EDU.rid(), reg::ROM), 0x3000_0000);
+        let guest_bar = 0x1010_0000u32; // what a move over another BAR would aim at
+        for (off, size, v) in [
+            (reg::ROM, 4, 0xffff_f800u64), // sizing
+            (reg::ROM, 4, (guest_bar | 1) as u64),
+            (reg::ROM, 2, 0x0001),
+            (reg::ROM + 2, 2, (guest_bar >> 16) as u64),
+            (reg::ROM, 1, 0x01),
+            (reg::ROM + 1, 1, 0xff),
+            (reg::ROM + 2, 1, 0x10),
+            (reg::ROM + 3, 1, 0x10),
+        ] {
+            f.write(ecam(EDU, off), size, v);
+            assert_eq!(f.read(ecam(EDU, reg::ROM), 4), 0, "ROM reads as absent after {off:#x}");
+        }
+        assert!(
+            f.inner().writes.is_empty(),
+            "a ROM write reached the device: {:x?}",
+            f.inner().writes
+        );
+        assert_eq!(f.inner().read32(EDU, reg::ROM), 0x3000_0000, "the real ROM BAR, unchanged");
+        assert_eq!(f.dropped_writes, 8);
+        assert_eq!(f.read(ecam(EDU, reg::ROM + 2), 2), 0);
+        assert_eq!(f.read(ecam(EDU, reg::ROM + 3), 1), 0);
+        // The reserved dword after the capability pointer (0x38) and the capability pointer's
+        // own dword are dropped too.
+        for off in [0x34u16, 0x38, 0x3b] {
+            f.write(ecam(EDU, off), 1, 0xff);
+        }
+        assert!(f.inner().writes.is_empty());
+    }
+
     #[test]
     fn io_and_sixty_four_bit_bars_size_like_the_hardware() {
         let mut f = host_view();
@@ -343,6 +385,60 @@ mod tests {
         assert_eq!(f.inner().writes.last(), Some(&(SERIAL.rid(), 4, 1, CMD_IO)));
     }
 
+    /// Each command bit on its own, set and cleared: exactly I/O (0), memory (1), bus master
+    /// (2), parity error response (6), SERR# (8) and INTx disable (10) follow the write; every
+    /// other bit keeps what the device had.
+    #[test]
+    fn every_command_bit_is_writable_or_kept_as_listed() {
+        const WRITABLE: [u32; 6] = [0, 1, 2, 6, 8, 10];
+        for bit in 0..16 {
+            for start in [0u32, 0xffff] {
+                let mut f = host_view();
+                f.inner().regs.insert((EDU.rid(), reg::COMMAND), start);
+                let v = start ^ (1 << bit);
+                f.write(ecam(EDU, reg::COMMAND), 2, v as u64);
+                let now = f.inner().read32(EDU, reg::COMMAND) & 0xffff;
+                let want = if WRITABLE.contains(&bit) { v } else { start };
+                assert_eq!(now, want, "bit {bit} toggled from {start:#x}");
+            }
+        }
+    }
+
+    /// A byte write to the command register's high byte (0x05) changes only SERR# (8) and
+    /// INTx disable (10) there, as a byte; a halfword at 0x05 (command and status halves, not
+    /// an access the MMIO path lets through) is dropped and counted.
+    #[test]
+    fn command_high_byte_and_a_misaligned_halfword() {
+        let mut f = host_view();
+        f.inner().regs.insert((EDU.rid(), reg::COMMAND), 0x0002);
+        f.write(ecam(EDU, 0x05), 1, 0x0f);
+        assert_eq!(f.inner().writes.last(), Some(&(EDU.rid(), 0x05, 1, 0x05)));
+        assert_eq!(f.inner().read32(EDU, reg::COMMAND) & 0xffff, 0x0502);
+        f.write(ecam(EDU, 0x05), 1, 0x00);
+        assert_eq!(f.inner().read32(EDU, reg::COMMAND) & 0xffff, 0x0002);
+        let n = f.inner().writes.len();
+        f.write(ecam(EDU, 0x05), 2, 0xffff);
+        assert_eq!(f.inner().writes.len(), n, "nothing reached the device");
+        assert_eq!(f.dropped_writes, 1);
+        f.write(ecam(EDU, 0x05), 2, 0xffff);
+        assert_eq!(f.dropped_writes, 2);
+        assert_eq!(f.inner().read32(EDU, reg::COMMAND) & 0xffff, 0x0002);
+    }
+
+    /// The status register's error bits are write-one-to-clear and the function's own: a
+    /// halfword or byte write to them reaches the device as it is, never widened to the command
+    /// register beside it.
+    #[test]
+    fn status_writes_reach_the_device_narrow() {
+        let mut f = host_view();
+        f.write(ecam(EDU, 0x06), 2, 0xf900);
+        assert_eq!(f.inner().writes.last(), Some(&(EDU.rid(), 0x06, 2, 0xf900)));
+        f.write(ecam(EDU, 0x07), 1, 0x80);
+        assert_eq!(f.inner().writes.last(), Some(&(EDU.rid(), 0x07, 1, 0x80)));
+        assert_eq!(f.inner().writes.len(), 2);
+        assert_eq!(f.dropped_writes, 0);
+    }
+
     #[test]
     fn header_writes_reach_only_harmless_registers() {
         let mut f = host_view();
@@ -371,8 +467,13 @@ mod tests {
     #[test]
     fn works_as_an_mmio_device() {
         let dev = EcamFilter::new(host_view());
+        assert_eq!(dev.name(), "PCI configuration space");
         assert_eq!(Device::read(&dev, ecam(EDU, 0), 4), 0x11e8_1234);
+        assert_eq!(dev.dropped_writes(), 0);
         Device::write(&dev, ecam(GUEST_EDU, 4), 4, 0);
         assert_eq!(dev.dropped_writes(), 1);
+        Device::write(&dev, ecam(BRIDGE, 4), 2, 0);
+        Device::write(&dev, ecam(EDU, reg::ROM), 4, 0xffff_f801);
+        assert_eq!(dev.dropped_writes(), 3);
     }
 }

@@ -31,8 +31,8 @@ pub mod reg {
     pub const INTERRUPT: u16 = 0x3c;
 }
 
-/// Command register: I/O space decoding.
-pub const CMD_IO: u32 = 1 << 0;
+/// Command register: I/O space decoding (bit 0).
+pub const CMD_IO: u32 = 1;
 /// Command register: memory space decoding.
 pub const CMD_MEMORY: u32 = 1 << 1;
 /// Command register: bus mastering (the function may issue DMA).
@@ -493,5 +493,108 @@ mod tests {
         ] {
             assert_eq!(BarKind::from_register(k.flags()), k);
         }
+    }
+
+    /// A bridge (header type 1) is refused, with or without the multi-function bit; an
+    /// endpoint with the multi-function bit is configured.
+    #[test]
+    fn only_type_0_headers_are_configured() {
+        for (header, ok) in [(0x0001_0000, false), (0x0081_0000, false), (0x0080_0000, true)] {
+            let mut bus = FakeBus::default();
+            bus.add(EDU, 0x11e8_1234, &[(0, 0xfff0_0000, 0)]);
+            bus.regs.insert((EDU.rid(), reg::HEADER), header);
+            let mut win = Windows::new(MEM, PIO);
+            let r = configure(&mut bus, EDU, &mut win);
+            assert_eq!(r.is_ok(), ok, "header {header:#x}");
+            if !ok {
+                assert_eq!(r, Err(PciError::NotEndpoint(EDU)));
+                assert!(bus.writes.is_empty(), "nothing written to a bridge");
+            }
+        }
+    }
+
+    /// Decoding and DMA are off while the BARs move (every other command bit kept), and the
+    /// function ends with exactly the decoding its BARs need, bus mastering still off.
+    #[test]
+    fn decoding_is_off_while_the_bars_move() {
+        let mut bus = FakeBus::default();
+        bus.add(EDU, 0x11e8_1234, &[(0, 0xfff0_0000, 0)]);
+        let start = CMD_IO | CMD_MEMORY | CMD_BUS_MASTER | (1 << 10) | (1 << 6);
+        bus.regs.insert((EDU.rid(), reg::COMMAND), start);
+        let mut win = Windows::new(MEM, PIO);
+        configure(&mut bus, EDU, &mut win).unwrap();
+        let cmds: std::vec::Vec<u32> =
+            bus.writes.iter().filter(|w| w.1 == reg::COMMAND).map(|w| w.3).collect();
+        assert_eq!(cmds, [0x440, 0x442], "off first, then memory decoding only");
+        let first_cmd = bus.writes.iter().position(|w| w.1 == reg::COMMAND).unwrap();
+        let first_bar = bus.writes.iter().position(|w| w.1 == reg::BAR0).unwrap();
+        assert!(first_cmd < first_bar, "decoding off before sizing");
+    }
+
+    /// A 64-bit BAR sizes and assigns both halves of its own register pair (and nothing
+    /// around it); one larger than 4 GiB (no writable low address bit) does not fit a 32-bit
+    /// window; a 64-bit type in BAR5 (no upper half to pair with) is sized as one register.
+    #[test]
+    fn sixty_four_bit_bars_use_exactly_their_register_pair() {
+        let mut bus = FakeBus::default();
+        bus.add(EDU, 0x0001_1af4, &[(2, 0xffff_c000, 0b1100), (3, 0xffff_ffff, 0)]);
+        let mut win = Windows::new(MEM, PIO);
+        configure(&mut bus, EDU, &mut win).unwrap();
+        let offs: std::vec::Vec<u16> = bus.writes.iter().map(|w| w.1).collect();
+        for o in [0x08, 0x0c, 0x28] {
+            assert!(!offs.contains(&o), "wrote {o:#x}: {offs:x?}");
+        }
+        assert!(bus.writes.contains(&(EDU.rid(), 0x1c, 4, 0xffff_ffff)), "upper half sized");
+        assert_eq!(bus.writes.iter().rfind(|w| w.1 == 0x1c), Some(&(EDU.rid(), 0x1c, 4, 0)));
+        // In a window above 4 GiB the upper half gets the address's upper half.
+        let mut bus = FakeBus::default();
+        bus.add(EDU, 0x0001_1af4, &[(0, 0xffff_c000, 0b1100), (1, 0xffff_ffff, 0)]);
+        let mut win = Windows::new(MemRange::new(0x80_1234_0000, 0x1_0000_0000), PIO);
+        let c = configure(&mut bus, EDU, &mut win).unwrap();
+        assert_eq!(c.regs[0].unwrap().bus_addr, 0x80_1234_0000);
+        assert_eq!(bus.read32(EDU, reg::BAR0), 0x1234_000c);
+        assert_eq!(bus.read32(EDU, reg::BAR0 + 4), 0x80);
+        // 8 GiB: the low half has no address bit, the size is in the upper half.
+        let mut bus = FakeBus::default();
+        bus.add(EDU, 0x0001_1af4, &[(0, 0, 0b1100), (1, 0xffff_fffe, 0)]);
+        let mut win = Windows::new(MEM, PIO);
+        assert_eq!(configure(&mut bus, EDU, &mut win), Err(PciError::WindowExhausted(EDU)));
+        // BAR5 says 64-bit: one register only.
+        let mut bus = FakeBus::default();
+        bus.add(EDU, 0x0001_1af4, &[(5, 0xffff_f000, 0b0100)]);
+        let mut win = Windows::new(MEM, PIO);
+        let c = configure(&mut bus, EDU, &mut win).unwrap();
+        assert!(bus.writes.iter().all(|w| w.1 != 0x28), "BAR5's neighbour (CardBus CIS) written");
+        assert_eq!(c.function.bars[5].map(|b| b.size), Some(0x1000));
+    }
+
+    /// Bus mastering turns on and off alone: every other command bit, status kept out.
+    #[test]
+    fn bus_mastering_alone_turns_on_and_off() {
+        let mut bus = FakeBus::default();
+        bus.add(EDU, 0x11e8_1234, &[]);
+        bus.regs.insert((EDU.rid(), reg::COMMAND), 0xf900_0442);
+        set_bus_master(&mut bus, EDU, true);
+        assert_eq!(bus.writes.last(), Some(&(EDU.rid(), reg::COMMAND, 4, 0x446)));
+        set_bus_master(&mut bus, EDU, true);
+        assert_eq!(bus.writes.last(), Some(&(EDU.rid(), reg::COMMAND, 4, 0x446)));
+        set_bus_master(&mut bus, EDU, false);
+        assert_eq!(bus.writes.last(), Some(&(EDU.rid(), reg::COMMAND, 4, 0x442)));
+        set_bus_master(&mut bus, EDU, false);
+        assert_eq!(bus.writes.last(), Some(&(EDU.rid(), reg::COMMAND, 4, 0x442)));
+    }
+
+    #[test]
+    fn errors_say_what_went_wrong() {
+        let a = PciAddr::slot(3, 0);
+        assert_eq!(
+            std::format!("{}", PciError::NotPresent(a)),
+            std::format!("no PCI function at {a}")
+        );
+        assert_eq!(
+            std::format!("{}", PciError::NotEndpoint(a)),
+            std::format!("PCI function {a} is not an endpoint")
+        );
+        assert!(std::format!("{}", PciError::WindowExhausted(a)).contains("do not fit"));
     }
 }

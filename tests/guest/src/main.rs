@@ -19,6 +19,19 @@ static BOOT_IPA: AtomicU64 = AtomicU64::new(0);
 /// This VM's id (from BootInfo).
 static VM_ID: AtomicU64 = AtomicU64::new(u64::MAX);
 
+/// A checksum of our first page (code: never written once we run), taken at entry: other VMs
+/// aim DMA at it, and `owner_memory_unchanged` compares.
+static FIRST_PAGE_SUM: AtomicU64 = AtomicU64::new(0);
+
+/// A checksum of the 4 KiB page at `addr` (our own RAM).
+fn page_sum(addr: u64) -> u64 {
+    (0..512u64).fold(0xcbf2_9ce4_8422_2325, |h, i| {
+        // SAFETY: callers pass a page of our own RAM.
+        let w = unsafe { ((addr + 8 * i) as *const u64).read_volatile() };
+        (h ^ w).wrapping_mul(0x100_0000_01b3).rotate_left(5)
+    })
+}
+
 /// What an attacker writes over another VM's memory.
 const ATTACK: u64 = 0xbad0_bad0_bad0_bad0;
 
@@ -28,6 +41,7 @@ extern "C" fn guest_main(boot_ipa: u64) -> ! {
     // SAFETY: x0 at entry.
     let bi = unsafe { hv::boot_info(boot_ipa) };
     VM_ID.store(bi.vm_id as u64, Ordering::SeqCst);
+    FIRST_PAGE_SUM.store(page_sum(bi.mem_base), Ordering::SeqCst);
     if bi.flags & BOOT_FLAG_HOST_IS_LINUX != 0 {
         harness::run(TESTS, BARE_HOST_ONLY)
     } else {
@@ -507,6 +521,48 @@ fn identity_dma_cannot_leave_the_vm() -> Result<(), Msg> {
         dma_must_fault(&edu, o.mem.base + 0x20_0000, true, o.mem.base + 0x20_0000)?;
     }
     Ok(())
+}
+
+/// Identity DMA reaches the very end of our RAM and not one byte further: the whole last page
+/// (and its last byte) take the device's data; a DMA to the first byte past our RAM (the next
+/// VM's first page, or RAM nobody owns after the last VM), to the byte below our RAM and to
+/// every other VM's first page is aborted at stage 2, and the event reaches us. (Those pages'
+/// owners check their first page is intact in `owner_memory_unchanged`.)
+fn identity_dma_reaches_exactly_our_ram() -> Result<(), Msg> {
+    let (edu, sid) = my_edu()?;
+    check_eq!(iommu::set_ste(sid, &iommu::vste_bypass()), Ok(1), "SET_STE bypass -> identity (1)");
+    load_edu_buffer(&edu, scratch(0))?;
+    let end = me().mem.end();
+    let last = end - 4096;
+    // The last page holds our BootInfo: keep it aside and put it back afterwards.
+    let saved = scratch(0x9_0000);
+    // SAFETY: both are our own RAM, 4 KiB each, not overlapping.
+    unsafe { core::ptr::copy_nonoverlapping(last as *const u8, saved as *mut u8, 4096) };
+    fill(last, 4096, |_| 0xee);
+    let whole_page = dma_to(&edu, last, 4096)
+        .and_then(|()| bytes_eq(last, 4096, pattern, "DMA to the last page of our RAM"));
+    // Then only its last byte.
+    fill(last, 4096, |_| 0xee);
+    let last_byte = whole_page.and_then(|()| {
+        edu.to_ram(0xfff, end - 1, 1).map_err(|_| msg!("edu DMA (1 byte) did not complete"))
+    });
+    let last_byte = last_byte.and_then(|()| {
+        bytes_eq(end - 1, 1, |_| pattern(0xfff), "DMA to the last byte of our RAM")?;
+        bytes_eq(last, 4095, |_| 0xee, "below the last byte")
+    });
+    // SAFETY: as above.
+    unsafe { core::ptr::copy_nonoverlapping(saved as *const u8, last as *mut u8, 4096) };
+    last_byte?;
+    // One byte past our RAM, and one below it.
+    dma_must_fault(&edu, end, true, end)?;
+    let below = me().mem.base - 64;
+    dma_must_fault(&edu, below, true, below)?;
+    for o in others() {
+        dma_must_fault(&edu, o.mem.base, true, o.mem.base)?;
+    }
+    // The device still works and still reaches our RAM.
+    dma_to(&edu, scratch(0x1_0000), 4096)?;
+    bytes_eq(scratch(0x1_0000), 4096, pattern, "DMA into our RAM after the aborted ones")
 }
 
 /// Every buffer-taking call refuses a declared range that ends 1 to 63 bytes past our RAM (or
@@ -1280,6 +1336,12 @@ fn owner_memory_unchanged() -> Result<(), Msg> {
     let bi = unsafe { hv::boot_info(vm.boot_info_ipa()) };
     check_eq!(bi.magic, BOOT_INFO_MAGIC, "our boot-info magic after the attacks");
     check_eq!(bi.mem_base, vm.mem.base, "our boot-info after the attacks");
+    // Our first page (identity_dma_reaches_exactly_our_ram aims at it from the other VMs).
+    check_eq!(
+        page_sum(vm.mem.base),
+        FIRST_PAGE_SUM.load(Ordering::SeqCst),
+        "checksum of our first page after the attacks"
+    );
     Ok(())
 }
 
@@ -1369,6 +1431,7 @@ static TESTS: &[Test] = &[
     ("dma_before_attach_is_aborted", dma_before_attach_is_aborted),
     ("identity_dma_lands_at_the_ipa", identity_dma_lands_at_the_ipa),
     ("identity_dma_cannot_leave_the_vm", identity_dma_cannot_leave_the_vm),
+    ("identity_dma_reaches_exactly_our_ram", identity_dma_reaches_exactly_our_ram),
     ("declared_lengths_are_checked_whole", declared_lengths_are_checked_whole),
     ("events_are_isolated_under_a_flood", events_are_isolated_under_a_flood),
     (
