@@ -432,6 +432,18 @@ static void cfgi_all(void)
 		die("CFGI_ALL stopped the queue (CONS.ERR %u)", err);
 }
 
+// Linux's recovery from a stopped queue: a CMD_SYNC in place of the command at `at`, then
+// the error acknowledged. Returns what cmd_wait() says after it (0: the queue drained).
+static uint32_t recover(uint32_t at)
+{
+	volatile uint64_t *slot = cmdq.va + 2 * (at & ((1u << CMDQ_LOG2) - 1));
+	slot[0] = OP_SYNC;
+	slot[1] = 0;
+	barrier();
+	wr32(smmu, GERRORN, rd32(smmu, GERROR));
+	return cmd_wait();
+}
+
 static void smmu_ours(uint64_t strtab_pa, uint64_t cmdq_pa)
 {
 	wr64(smmu, STRTAB_BASE, strtab_pa);
@@ -688,13 +700,7 @@ static int reprogram(int argc, char **argv)
 		uint32_t cons = rd32(smmu, CMDQ_CONS) & ((2u << CMDQ_LOG2) - 1);
 		if (cons != at)
 			die("the queue stopped at %#x, not at the bad command (%#x)", cons, at);
-		// Linux's recovery: a CMD_SYNC in its place, then acknowledge the error.
-		volatile uint64_t *slot = cmdq.va + 2 * (at & ((1u << CMDQ_LOG2) - 1));
-		slot[0] = OP_SYNC;
-		slot[1] = 0;
-		barrier();
-		wr32(smmu, GERRORN, rd32(smmu, GERROR));
-		if (cmd_wait())
+		if (recover(at))
 			die("the queue did not restart after the error was acknowledged");
 		cfgi(sid);
 		printf("illegal-command: TLBI_S12_VMALL stopped the queue (CMDQ_ERR, CONS.ERR ILL); it restarted after recovery\n");
@@ -714,12 +720,7 @@ static int reprogram(int argc, char **argv)
 			cmd(OP_TLBI_S12_VMALL | (2ull << 32), 0);
 			if (cmd_wait() != CERROR_ILL)
 				die("illegal command %d did not stop the queue", i);
-			volatile uint64_t *slot = cmdq.va + 2 * (at & ((1u << CMDQ_LOG2) - 1));
-			slot[0] = OP_SYNC;
-			slot[1] = 0;
-			barrier();
-			wr32(smmu, GERRORN, rd32(smmu, GERROR));
-			if (cmd_wait())
+			if (recover(at))
 				die("the queue did not restart after illegal command %d", i);
 		}
 		cfgi(sid);
