@@ -29,6 +29,10 @@
 //                         CMDQ_ERR and CONS.ERR = ILL, and restarts once the command is
 //                         replaced and GERROR acknowledged, as on hardware
 //         cmdq-in-hyp     the command queue at HYP: the queue stops with CONS.ERR = ABT
+//         bad-cds         a stage-1 STE whose CD asks for IPS 0b110 (52 bits, which QEMU 10.0.2's
+//                         SMMU cannot handle: it aborts the machine), IPS 0b111 (reserved), T0SZ
+//                         12 and 40 (out of range): each refused, the stream aborts, QEMU lives;
+//                         the same CD made valid again works
 //         flood           a 2 MiB command queue (2^17 entries, a huge page) full of CFGI_ALL,
 //                         PROD written once: the hypervisor consumes a bounded amount per
 //                         trapped access (CONS never moves by more than 256 between two reads),
@@ -712,6 +716,37 @@ static int reprogram(int argc, char **argv)
 		if (err != CERROR_ABT)
 			die("command queue in hypervisor memory: CONS.ERR %u, not ABT", err);
 		printf("cmdq-in-hyp: the command fetch aborted (CMDQ_ERR, CONS.ERR ABT)\n");
+	} else if (!strcmp(what, "bad-cds")) {
+		uint64_t targets[2] = { src.pa, dst.pa };
+		s1_tables(targets, 2);
+		uint64_t good = cd.va[0];
+		ste(sid, STE_V | STE_CFG_S1 | STE_S1CTXPTR(cd.pa), 0, 0, 0);
+		if (!dma_round_trip(&e, 0, 0x1000))
+			die("bad-cds: DMA through the valid CD did not land");
+		// IPS is CD word 0 bits 34:32, T0SZ bits 5:0.
+		const struct {
+			const char *what;
+			uint64_t w0;
+		} bad[] = {
+			{ "IPS 0b110", (good & ~(7ull << 32)) | (6ull << 32) },
+			{ "IPS 0b111", (good & ~(7ull << 32)) | (7ull << 32) },
+			{ "T0SZ 12", (good & ~0x3full) | 12 },
+			{ "T0SZ 40", (good & ~0x3full) | 40 },
+		};
+		for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			cd.va[0] = bad[i].w0;
+			barrier();
+			cfgi(sid); // the STE re-read, and its CDs with it
+			if (dma_round_trip(&e, 0, 0x1000))
+				die("bad-cds: a CD with %s was used: DMA landed", bad[i].what);
+			printf("bad-cds: a CD with %s: refused, the stream aborts\n", bad[i].what);
+		}
+		cd.va[0] = good;
+		barrier();
+		cfgi(sid);
+		if (!dma_round_trip(&e, 0, 0x1000))
+			die("bad-cds: the valid CD again: DMA did not land");
+		printf("bad-cds: the same CD made valid again: DMA lands\n");
 	} else if (!strcmp(what, "flood")) {
 		flood(sid);
 	} else if (!strcmp(what, "illegal-flood")) {

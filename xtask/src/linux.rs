@@ -357,6 +357,7 @@ pub const REPROGRAM_CASES: &[(&str, &str)] = &[
     ("host_stream_table_in_hypervisor_memory_is_not_read", "strtab-in-hyp"),
     ("host_illegal_command_stops_its_queue", "illegal-command"),
     ("host_command_queue_in_hypervisor_memory_aborts", "cmdq-in-hyp"),
+    ("host_cds_the_smmu_cannot_walk_are_refused", "bad-cds"),
     ("host_command_queue_flood_is_consumed_a_bounded_amount_per_access", "flood"),
     ("host_illegal_command_flood_restarts_every_time", "illegal-flood"),
 ];

@@ -320,7 +320,11 @@ pub fn linux_checks(log: &str, faults: &[u64], spi: u32) -> Vec<LogCheck> {
 
 /// What the hypervisor logs when it refuses the host's attacks on the emulated SMMU
 /// (`smmu-attack reprogram`, on the host's edu stream 0x10), and what each is.
-const HOST_ATTACK_REFUSALS: [(&str, &str); 5] = [
+const HOST_ATTACK_REFUSALS: [(&str, &str); 6] = [
+    (
+        "vm host: the context descriptors of its STE for stream 0x10 refused",
+        "the CDs the SMMU cannot walk",
+    ),
     ("vm host: its STE for stream 0x10 refused (FORBIDDEN_FIELD", "the stage-2 STE"),
     ("vm host: its STE for stream 0x10 refused (BAD_CONFIG", "the CD tables outside its RAM"),
     ("vm host: its STE for stream 0x10 is not in its RAM", "the stream tables outside its RAM"),
@@ -670,6 +674,7 @@ hyp: WARN  vm host: stage-2 fault at IPA 0x54000000 (FAR 0x0, PC 0x1): ESR=...
 hyp: WARN  vm host: its STE for stream 0x10 refused (FORBIDDEN_FIELD (-5)): the stream is blocked
 hyp: WARN  vm host: its STE for stream 0x10 refused (BAD_CONFIG (-7)): the stream is blocked
 hyp: WARN  vm host: its STE for stream 0x10 is not in its RAM (stream table or level-1 descriptor outside it): the stream is blocked
+hyp: WARN  vm host: the context descriptors of its STE for stream 0x10 refused (BAD_CONFIG (-8)): the stream is blocked
 hyp: WARN  vm host: its SMMU command 0x0000000200000028 0x0000000000000000 stopped its command queue (CMDQ_CONS.ERR 1): illegal here
 hyp: WARN  vm host: its SMMU command 0x0000000000000000 0x0000000000000000 stopped its command queue (CMDQ_CONS.ERR 2): the queue entry is outside its RAM
 hyp: WARN  vm host: GIC distributor: its write of 0x0 to CTLR ignored (the hypervisor owns affinity routing and the group enables) (logged once per register)
