@@ -391,6 +391,9 @@ fn attached(vm: u32, sid: u32, r: Result<Domain, HypError>) -> Result<Domain, Hy
     r
 }
 
+/// The VMs whose refused power-loss injection was logged (bit per VM).
+static INJECT_REFUSALS_LOGGED: AtomicU64 = AtomicU64::new(0);
+
 /// The VMs whose failed attach was logged (bit per VM).
 static ATTACH_FAILURES_LOGGED: AtomicU64 = AtomicU64::new(0);
 
@@ -508,7 +511,14 @@ impl SmmuCalls for SharedSmmu {
         let name = vm_name(vm);
         match r {
             Err(InjectError::Refused(why)) => {
-                info!("SMMU power: vm {name}: power-loss injection refused: {}", why.describe())
+                // Once per VM: the VM decides how often it asks.
+                let bit = 1u64 << (vm % 64);
+                if INJECT_REFUSALS_LOGGED.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
+                    info!(
+                        "SMMU power: vm {name}: power-loss injection refused: {} (logged once per VM)",
+                        why.describe()
+                    )
+                }
             }
             Err(_) => {}
             Ok(()) if after_writes != 0 => info!(
