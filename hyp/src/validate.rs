@@ -41,7 +41,7 @@ pub struct SmmuCaps {
 }
 
 /// SmmuCaps::granules bits.
-const GRAN4K: u8 = 1 << 0;
+const GRAN4K: u8 = 1;
 const GRAN16K: u8 = 1 << 1;
 const GRAN64K: u8 = 1 << 2;
 
@@ -811,11 +811,27 @@ mod tests {
         assert_eq!(cd(&c, &VM, &only4k), Err(HypError::BadConfig), "64 KiB granule");
         let c = g().with_tg0(0b10).with_ttb0(0x4610_0040);
         assert_eq!(cd(&c, &VM, &only4k), Err(HypError::BadConfig), "16 KiB granule");
+        // Each granule is looked up as itself: an SMMU without 4 KiB refuses a 4 KiB walk
+        // whatever else it has, one without 16 KiB a 16 KiB walk, one without 64 KiB a 64 KiB.
+        let no4k = SmmuCaps { granules: GRAN16K | GRAN64K, ..CAPS };
+        assert_eq!(cd(&g(), &VM, &no4k), Err(HypError::BadConfig), "no 4 KiB granule");
+        let c16 = g().with_tg0(0b10).with_ttb0(0x4610_0040);
+        let no16k = SmmuCaps { granules: GRAN4K | GRAN64K, ..CAPS };
+        assert_eq!(cd(&c16, &VM, &no16k), Err(HypError::BadConfig), "no 16 KiB granule");
+        assert_eq!(cd(&c16, &VM, &SmmuCaps { granules: GRAN16K, ..CAPS }), Ok(c16));
+        let c64 = g().with_tg0(1).with_ttb0(0x4610_2000);
+        let no64k = SmmuCaps { granules: GRAN4K | GRAN16K, ..CAPS };
+        assert_eq!(cd(&c64, &VM, &no64k), Err(HypError::BadConfig), "no 64 KiB granule");
+        assert_eq!(cd(&c64, &VM, &SmmuCaps { granules: GRAN64K, ..CAPS }), Ok(c64));
         // A root table beyond the output size (RAM above 4 GiB, 32-bit IPS).
         let high = VmSpec { mem: MemRange::new(0x1_0000_0000, 0x200_0000), ..VM };
         let c = g().with_ips(0).with_ttb0(0x1_0010_0000);
         assert_eq!(cd(&c, &high, &CAPS), Err(HypError::BadConfig), "TTB0 beyond IPS");
         assert!(cd(&c.with_ips(1), &high, &CAPS).is_ok());
+        // A root table that ends exactly at the top of the output size is inside it.
+        let top = VmSpec { mem: MemRange::new(0xfe00_0000, 0x200_0000), ..VM };
+        let c = g().with_ips(0).with_ttb0(0xffff_f000);
+        assert_eq!(cd(&c, &top, &CAPS), Ok(c), "a root table in the last page below 4 GiB");
     }
 
     fn owns(s: u32) -> bool {
