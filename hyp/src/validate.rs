@@ -984,5 +984,11 @@ mod tests {
         let sync = HOST_RULE_TABLE[Opcode::Sync as usize].unwrap();
         assert_eq!(sync.forbidden, fields_mask(&[cmd::SYNC_MSIDATA, cmd::SYNC_MSIADDR]));
         assert_eq!(host_fields(&Command([0x46 | 3 << 12 | 3 << 22 | 0xf << 24, 0])), Ok(()));
+        // Bits set in both words, the same ones: each word is judged on its own (the two
+        // masked words are or-ed, never compared).
+        let both = Command([0x46 | 0x40 << 32, 0x40 << 32]); // MSIDATA and MSIADDR bit 38
+        assert_eq!(host_fields(&both), Err(HypError::ForbiddenField));
+        let both = Command([0x03 | 1 << 20, 1 << 20]); // CFGI_STE: RES0 bit 20 of each word
+        assert_eq!(host_fields(&both), Err(HypError::ReservedField));
     }
 }
