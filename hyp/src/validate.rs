@@ -366,6 +366,22 @@ pub struct Rule {
     outcome: Outcome,
 }
 
+impl Rule {
+    /// `FORBIDDEN_FIELD` if `c` sets a field only the hypervisor may set, else
+    /// `RESERVED_FIELD` if it sets any other bit this opcode does not have (each word judged
+    /// on its own).
+    #[inline]
+    fn check_fields(&self, c: &Command) -> Result<(), HypError> {
+        if (c.0[0] & self.forbidden[0]) | (c.0[1] & self.forbidden[1]) != 0 {
+            return Err(HypError::ForbiddenField);
+        }
+        if (c.0[0] & self.reserved[0]) | (c.0[1] & self.reserved[1]) != 0 {
+            return Err(HypError::ReservedField);
+        }
+        Ok(())
+    }
+}
+
 const fn rule(
     op: Opcode,
     allowed: &[Field],
@@ -495,14 +511,7 @@ const HOST_RULE_TABLE: [Option<Rule>; 256] = {
 /// (no ownership: a refresh of a stream it does not own does nothing). `BAD_COMMAND` for an
 /// opcode no table has.
 pub fn host_fields(c: &Command) -> Result<(), HypError> {
-    let r = HOST_RULE_TABLE[c.opcode_byte() as usize].as_ref().ok_or(HypError::BadCommand)?;
-    if (c.0[0] & r.forbidden[0]) | (c.0[1] & r.forbidden[1]) != 0 {
-        return Err(HypError::ForbiddenField);
-    }
-    if (c.0[0] & r.reserved[0]) | (c.0[1] & r.reserved[1]) != 0 {
-        return Err(HypError::ReservedField);
-    }
-    Ok(())
+    HOST_RULE_TABLE[c.opcode_byte() as usize].as_ref().ok_or(HypError::BadCommand)?.check_fields(c)
 }
 
 /// [`RULES`] indexed by opcode byte, computed at compile time (`None`: VMs may not issue it):
@@ -533,12 +542,7 @@ pub fn command(
     caps: &SmmuCaps,
 ) -> Result<CommandAction, HypError> {
     let r = rule_for(c.opcode_byte()).ok_or(HypError::BadCommand)?;
-    if (c.0[0] & r.forbidden[0]) | (c.0[1] & r.forbidden[1]) != 0 {
-        return Err(HypError::ForbiddenField);
-    }
-    if (c.0[0] & r.reserved[0]) | (c.0[1] & r.reserved[1]) != 0 {
-        return Err(HypError::ReservedField);
-    }
+    r.check_fields(c)?;
     if r.owned_sid && !owns(c.field(cmd::SID) as u32) {
         return Err(HypError::NotOwned);
     }
@@ -552,6 +556,28 @@ pub fn command(
         Outcome::IfAts if caps.ats => CommandAction::Submit(out),
         Outcome::IfAts | Outcome::Elide => CommandAction::Elide,
     })
+}
+
+/// A CD as Linux's arm-smmu-v3 writes it for a DMA domain: 39-bit input, 4 KiB granule, TTB1
+/// walks off, 36-bit output, write-back inner-shareable walks, faults recorded and aborted; its
+/// root table at `ttb0`, ASID `asid`, MAIR `mair` (the tests' one description of it).
+#[cfg(test)]
+pub(crate) fn linux_cd(ttb0: u64, asid: u64, mair: u64) -> Cd {
+    Cd::default()
+        .with_t0sz(25)
+        .with_ir0(1)
+        .with_or0(1)
+        .with_sh0(3)
+        .with_epd1(1)
+        .with_v(1)
+        .with_ips(1)
+        .with_aa64(1)
+        .with_r(1)
+        .with_a(1)
+        .with_aset(1)
+        .with_asid(asid)
+        .with_ttb0(ttb0)
+        .with_mair(mair)
 }
 
 #[cfg(test)]
@@ -663,25 +689,9 @@ mod tests {
         assert_eq!(virtual_ste(&straddling, &VM, &two), Err(HypError::BadConfig));
     }
 
-    /// A CD as Linux's arm-smmu-v3 writes it (39-bit input, 4 KiB granule, TTB1 walks off,
-    /// 36-bit output), with its tables in VM's RAM.
+    /// A CD as Linux's arm-smmu-v3 writes it, with its tables in VM's RAM.
     fn good_cd() -> Cd {
-        Cd::default()
-            .with_t0sz(25)
-            .with_tg0(0)
-            .with_ir0(1)
-            .with_or0(1)
-            .with_sh0(3)
-            .with_epd1(1)
-            .with_v(1)
-            .with_ips(1)
-            .with_aa64(1)
-            .with_r(1)
-            .with_a(1)
-            .with_aset(1)
-            .with_asid(0xffff)
-            .with_ttb0(0x4610_0000)
-            .with_mair(0x0000_00f4_0044_04ff)
+        linux_cd(0x4610_0000, 0xffff, 0x0000_00f4_0044_04ff)
     }
 
     fn with_field(c: Cd, f: Field, v: u64) -> Cd {

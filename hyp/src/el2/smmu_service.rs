@@ -179,6 +179,8 @@ enum Caller {
     Vm(u32),
     /// The real SMMU's interrupt.
     Interrupt,
+    /// A call made for no VM in particular (SMMU-wide counters): nobody's events delivered.
+    Anyone,
 }
 
 /// Runs `f` on the service (whose operations first handle global errors and drain the event
@@ -406,7 +408,7 @@ impl SmmuCalls for SharedSmmu {
     }
     fn stats(&mut self) -> SmmuStats {
         // SMMU-wide: no VM's (the host's events wait for its own paths).
-        let mut s = with(Caller::Vm(u32::MAX), SmmuStats::default(), |io| io.stats());
+        let mut s = with(Caller::Anyone, SmmuStats::default(), |io| io.stats());
         s.heap_in_use = crate::heap_in_use() as u64;
         s
     }

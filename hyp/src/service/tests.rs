@@ -770,21 +770,7 @@ impl Ram {
 /// Guest 1's CD table and page tables, and a CD as a driver writes it.
 const G1_CDS: u64 = 0x5400_3000;
 fn g1_cd(asid: u64) -> Cd {
-    Cd::default()
-        .with_t0sz(25)
-        .with_ir0(1)
-        .with_or0(1)
-        .with_sh0(3)
-        .with_epd1(1)
-        .with_v(1)
-        .with_ips(1)
-        .with_aa64(1)
-        .with_r(1)
-        .with_a(1)
-        .with_aset(1)
-        .with_asid(asid)
-        .with_ttb0(0x5410_0000)
-        .with_mair(0xff)
+    crate::validate::linux_cd(0x5410_0000, asid, 0xff)
 }
 
 fn g1_nested() -> Domain {

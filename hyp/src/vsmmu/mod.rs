@@ -501,9 +501,8 @@ impl VirtualSmmu {
 
     /// Re-reads the host STEs of its streams in `first..first + count` and shadows each.
     fn refresh(&mut self, first: u32, count: u64, ctx: &mut Context<'_>) {
-        for i in self.span(first, count) {
-            self.refresh_one(self.streams[i], ctx);
-        }
+        self.mark(first, count);
+        self.refresh_dirty(ctx);
     }
 
     /// Re-reads the host STE of its stream `sid` and shadows it.

@@ -900,21 +900,7 @@ fn every_kind_of_notice_is_its_own_and_fits_the_logged_mask() {
 
 /// A CD as Linux's arm-smmu-v3 writes it for the host's DMA domain (its tables in its RAM).
 fn host_cd(asid: u64) -> host_abi::smmu::Cd {
-    host_abi::smmu::Cd::default()
-        .with_t0sz(25)
-        .with_ir0(1)
-        .with_or0(1)
-        .with_sh0(3)
-        .with_epd1(1)
-        .with_v(1)
-        .with_ips(1)
-        .with_aa64(1)
-        .with_r(1)
-        .with_a(1)
-        .with_aset(1)
-        .with_asid(asid)
-        .with_ttb0(0x4450_0000)
-        .with_mair(0x0000_00f4_0044_04ff)
+    crate::validate::linux_cd(0x4450_0000, asid, 0x0000_00f4_0044_04ff)
 }
 
 #[test]
