@@ -6,11 +6,11 @@
 //! caller's RAM; buffers are copied once into hypervisor memory before they are used (no
 //! double fetch).
 
-pub use crate::guest::{GuestMemory, GuestRange};
+use crate::iommu::pm::Vote;
+use crate::iommu::service::SmmuCalls;
 use crate::pci::Function;
-use crate::pm::Vote;
-use crate::service::SmmuCalls;
-use crate::vmstate::VmStates;
+use crate::vm::lifecycle::VmStates;
+pub use crate::vm::memory::{GuestMemory, GuestRange};
 use host_abi::smmu::Command;
 use host_abi::types::{encode_name, BarInfo, DeviceInfo, MAX_BARS};
 use host_abi::INVALIDATE_MAX;
@@ -271,11 +271,11 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::iommu::driver::ste::Domain;
+    use crate::iommu::service::events::EventReadResult;
+    use crate::iommu::service::InjectError;
+    use crate::iommu::validate::SmmuCaps;
     use crate::pci::Bar;
-    use crate::service::events::EventReadResult;
-    use crate::service::InjectError;
-    use crate::smmu::ste::Domain;
-    use crate::validate::SmmuCaps;
     use host_abi::smmu::Ste;
     use host_abi::{FunctionId, PmStatus, PmVoteResult, SmmuStats};
     use platform::qemu_virt::MANIFEST;
@@ -355,7 +355,7 @@ mod tests {
         invalidated: Vec<(u32, usize)>,
         injector: Option<u32>,
         injected: Vec<(u32, u64)>,
-        inject_refusal: Option<crate::pm::Refusal>,
+        inject_refusal: Option<crate::iommu::pm::Refusal>,
     }
     impl SmmuCalls for FakeCalls {
         fn read_events(&mut self, vm: u32, out: &mut [[u64; 4]]) -> EventReadResult {
@@ -556,7 +556,7 @@ mod tests {
         assert_eq!(w.smmu.injected, [(1, 0)]);
         // Refused now (a bypass-reset platform with DMA-capable streams): REFUSED, the reason's
         // code in x1, for an immediate and an armed loss alike; FEATURES still offers the call.
-        w.smmu.inject_refusal = Some(crate::pm::Refusal::BypassResetWithDma);
+        w.smmu.inject_refusal = Some(crate::iommu::pm::Refusal::BypassResetWithDma);
         for after_writes in [0, 3] {
             let r = call(&mut w, 0, HypCall::PmInjectLoss { after_writes }.to_regs());
             assert_eq!(r.0, [HypError::Refused.code() as u64, 2, 0, 0]);

@@ -11,29 +11,14 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
-pub mod console;
-pub mod cpufeat;
 pub mod dt;
-pub mod esr;
-#[cfg(test)]
-mod fuzz;
-pub mod gicd;
-pub mod gicr;
-pub mod guest;
-pub mod hosttree;
+pub mod el2_controls;
+pub mod host;
 pub mod hypercall;
-pub mod inject;
+#[cfg(test)]
+pub(crate) mod hypercall_fuzz;
+pub mod iommu;
 pub mod irq;
-pub mod mmio;
 pub mod pagepool;
 pub mod pci;
-pub mod pm;
-pub mod psci;
-pub mod regs;
-pub mod service;
-pub mod smmu;
-pub mod softsmmu;
-pub mod stage2;
-pub mod validate;
-pub mod vmstate;
-pub mod vsmmu;
+pub mod vm;

@@ -13,7 +13,7 @@ mod el2;
 use buddy_system_allocator::LockedHeap;
 use core::panic::PanicInfo;
 use el2::{firmware, gic, mmu, sysreg, uart, vm, PLATFORM};
-use hyp::smmu;
+use hyp::iommu::driver;
 use log::{error, info};
 use platform::{MemRange, Platform};
 
@@ -44,8 +44,8 @@ fn boot_cpu() -> ! {
     // GBPA to bypass, so until this write any PCI device could reach any memory.
     // SAFETY: the board's SMMU register space with the MMU off (device memory); this handle is
     // dropped at once and the driver makes its own later.
-    let gbpa = smmu::set_global_abort(&mut unsafe {
-        el2::smmu_mmio::SmmuMmio::new(board.smmu.base as usize)
+    let gbpa = driver::set_global_abort(&mut unsafe {
+        el2::smmu_regs::SmmuMmio::new(board.smmu.base as usize)
     });
 
     // SAFETY: the board's PL011, accessed with the MMU off (device memory) and later mapped as
@@ -115,12 +115,12 @@ fn boot_cpu() -> ! {
         options.gbpa_reset,
         if options.pm_inject { "allowed" } else { "off" }
     );
-    el2::smmu_service::init(board, options);
+    el2::front_door::init(board, options);
     el2::pcie::enable_dma(board, &devices);
     info!("PCI: bus mastering on for assigned devices (their streams abort until attached)");
     vm::prepare_all(&mut pools, &devices, options);
     match vm::el2_irq_cpus(None).next() {
-        Some(cpu) => el2::smmu_service::take_irqs(board, cpu),
+        Some(cpu) => el2::front_door::take_irqs(board, cpu),
         None => log::warn!(
             "SMMU: no CPU takes interrupts at EL2: its queues are serviced on entries into the SMMU service only"
         ),

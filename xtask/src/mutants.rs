@@ -82,15 +82,12 @@ fn globs(config: &str, key: &str) -> Vec<String> {
 /// The host-facing filters: the model explorer (`smmu-model`) drives only the SMMU service and
 /// never reaches them, so a `--file` run of one of them tests with the library's own tests
 /// alone (running the model against each of their mutants would only add minutes).
-const NOT_IN_MODEL: [&str; 8] = [
-    "hyp/src/gicd.rs",
-    "hyp/src/gicr.rs",
+const NOT_IN_MODEL: [&str; 5] = [
+    "hyp/src/host/",
     "hyp/src/pci/",
-    "hyp/src/hosttree.rs",
     "hyp/src/dt.rs",
-    "hyp/src/mmio.rs",
-    "hyp/src/psci.rs",
-    "hyp/src/inject.rs",
+    "hyp/src/vm/psci.rs",
+    "hyp/src/vm/inject.rs",
 ];
 
 /// The packages whose tests judge the mutants of `file`.
@@ -171,8 +168,8 @@ pub fn run(opts: &Opts) -> Result<(), String> {
 }
 
 /// A longer fuzzing run: `FUZZ_CASES` sequences for each fuzzer (every `fuzz::` test of the
-/// hypervisor library: the hypercall boundary's, `hyp::fuzz`, and the Linux host's emulated
-/// SMMU's, `hyp::vsmmu::fuzz`).
+/// hypervisor library: the hypercall boundary's, `hyp::hypercall_fuzz`, and the Linux host's emulated
+/// SMMU's, `hyp::iommu::emulated::tests::fuzz`).
 pub fn fuzz(opts: &Opts) -> Result<(), String> {
     let cases = opts.cases.unwrap_or(100_000);
     // `cargo test` always runs the same sequences; this run explores new ones, from a seed it
@@ -215,8 +212,12 @@ mod tests {
     fn a_file_run_excludes_what_the_configuration_excludes() {
         let config = std::fs::read_to_string(root().join(".cargo/mutants.toml")).unwrap();
         let e = exclude_globs(&config);
-        for t in ["hyp/src/softsmmu/fake.rs", "hyp/src/service/tests.rs", "hyp/src/vsmmu/tests.rs"]
-        {
+        for t in [
+            "hyp/src/iommu/soft/fake.rs",
+            "hyp/src/iommu/service/tests.rs",
+            "hyp/src/iommu/emulated/tests/**/*.rs",
+            "hyp/src/hypercall_fuzz.rs",
+        ] {
             assert!(e.iter().any(|g| g == t), "{t} not in {e:?}");
         }
         assert!(e.iter().all(|g| g.starts_with("hyp/src/") && g.ends_with(".rs")), "{e:?}");
@@ -227,16 +228,12 @@ mod tests {
         let config = std::fs::read_to_string(root().join(".cargo/mutants.toml")).unwrap();
         let e = globs(&config, "examine_globs");
         for f in [
-            "hyp/src/gicd.rs",
-            "hyp/src/gicr.rs",
+            "hyp/src/host/**/*.rs",
             "hyp/src/pci/**/*.rs",
-            "hyp/src/hosttree.rs",
             "hyp/src/dt.rs",
-            "hyp/src/mmio.rs",
-            "hyp/src/psci.rs",
-            "hyp/src/inject.rs",
-            "hyp/src/vsmmu/**/*.rs",
-            "hyp/src/validate.rs",
+            "hyp/src/vm/psci.rs",
+            "hyp/src/vm/inject.rs",
+            "hyp/src/iommu/**/*.rs",
         ] {
             assert!(e.iter().any(|g| g == f), "{f} not in {e:?}");
         }
@@ -249,14 +246,14 @@ mod tests {
 
     #[test]
     fn the_model_tests_only_the_smmu_code() {
-        assert_eq!(test_packages("hyp/src/psci.rs"), ["hyp"]);
-        assert_eq!(test_packages("hyp/src/pci/filter.rs"), ["hyp"]);
-        assert_eq!(test_packages("hyp/src/service/power.rs"), ["hyp", "smmu-model"]);
-        assert_eq!(test_packages("hyp/src/validate.rs"), ["hyp", "smmu-model"]);
+        assert_eq!(test_packages("hyp/src/vm/psci.rs"), ["hyp"]);
+        assert_eq!(test_packages("hyp/src/host/pci_filter.rs"), ["hyp"]);
+        assert_eq!(test_packages("hyp/src/iommu/service/power.rs"), ["hyp", "smmu-model"]);
+        assert_eq!(test_packages("hyp/src/iommu/validate.rs"), ["hyp", "smmu-model"]);
         // The model reaches none of them: it uses no module of theirs.
         for f in std::fs::read_dir(root().join("hyp/model/src")).unwrap() {
             let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
-            for m in ["gicd", "gicr", "pci", "hosttree", "dt", "mmio", "psci", "inject"] {
+            for m in ["host", "pci", "dt", "vm::psci", "vm::inject"] {
                 assert!(!text.contains(&format!("hyp::{m}")), "the model uses hyp::{m}");
             }
         }
@@ -264,9 +261,9 @@ mod tests {
 
     #[test]
     fn survivors_are_matched_without_line_numbers() {
-        let m = "hyp/src/pm.rs:42:9: replace == with != in decide";
-        assert_eq!(key(m), "hyp/src/pm.rs:replace == with != in decide");
-        let list = "# comment\nhyp/src/pm.rs:replace == with != in decide # both branches return the same\n";
+        let m = "hyp/src/iommu/pm.rs:42:9: replace == with != in decide";
+        assert_eq!(key(m), "hyp/src/iommu/pm.rs:replace == with != in decide");
+        let list = "# comment\nhyp/src/iommu/pm.rs:replace == with != in decide # both branches return the same\n";
         let e = equivalents(list);
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].0, key(m));

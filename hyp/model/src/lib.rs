@@ -4,7 +4,7 @@
 //! exactly the translation of the domain the stream is attached to (old or new while an attach
 //! is in flight) — never bypass, never stale.
 //!
-//! The SMMU is the hypervisor's own software SMMU ([`hyp::softsmmu::SoftSmmu`]) in a
+//! The SMMU is the hypervisor's own software SMMU ([`hyp::iommu::soft::SoftSmmu`]) in a
 //! configuration that also plays the SMMU's power domain, so suspend, resume and injected power
 //! losses go through the real driver and service ([`SmmuService`]). After every register write
 //! and every consumed command the model computes each stream's effective translation the way
@@ -33,14 +33,14 @@
 
 use host_abi::smmu::regs::{off, Cr0, IrqCtrl};
 use host_abi::smmu::{Command, Ste};
-use hyp::guest::NoMemory;
-use hyp::pm::Vote;
-use hyp::service::{ShadowCds, SmmuService};
-use hyp::smmu::dmabuf::DmaBuf;
-use hyp::smmu::driver::SmmuDriver;
-use hyp::smmu::ste::{self, Domain, S1Config, S2Config};
-use hyp::smmu::SmmuRegs;
-use hyp::softsmmu::{IdRegs, MemFault, SmmuMemory, SoftSmmu, WriteEffect};
+use hyp::iommu::driver::dmabuf::DmaBuf;
+use hyp::iommu::driver::smmu::SmmuDriver;
+use hyp::iommu::driver::ste::{self, Domain, S1Config, S2Config};
+use hyp::iommu::driver::SmmuRegs;
+use hyp::iommu::pm::Vote;
+use hyp::iommu::service::{ShadowCds, SmmuService};
+use hyp::iommu::soft::{MemFault, SmmuIdRegs, SmmuMemory, SoftSmmu, WriteEffect};
+use hyp::vm::memory::NoMemory;
 use platform::power::{GbpaReset, PowerRegs, SmmuPowerController};
 use platform::qemu_virt::MANIFEST;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -130,7 +130,7 @@ const TABLE_REGS: [usize; 3] = [off::STRTAB_BASE, off::STRTAB_BASE + 4, off::STR
 impl ModelState {
     fn new(gbpa_reset: GbpaReset) -> Self {
         Self {
-            smmu: SoftSmmu::new(IdRegs::QEMU, gbpa_reset.register_value()),
+            smmu: SoftSmmu::new(SmmuIdRegs::QEMU, gbpa_reset.register_value()),
             gbpa_reset,
             powered: true,
             // At the very first power-on the hardware's reset value applies until the
@@ -504,7 +504,8 @@ impl System {
         self.abs.2 = match s.armed {
             Some(at) => 1 + (at - s.writes).min(200) as u8,
             None => {
-                (self.io.power() == hyp::pm::Power::On && !s.smmu.cr0().contains(Cr0::SMMUEN)) as u8
+                (self.io.power() == hyp::iommu::pm::Power::On
+                    && !s.smmu.cr0().contains(Cr0::SMMUEN)) as u8
             }
         };
         s.inject_at = None;

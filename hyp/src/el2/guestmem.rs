@@ -1,6 +1,6 @@
 //! VM memory as EL2 reaches it.
 
-use hyp::guest::{GuestMemory, GuestRange};
+use hyp::vm::memory::{GuestMemory, GuestRange};
 
 /// VM memory seen from EL2: RAM is identity-mapped at EL2 and every VM's stage-2 maps its RAM at
 /// IPA == PA, so an IPA inside a VM's RAM is its own physical address. A [`GuestRange`] can only

@@ -1,16 +1,16 @@
 //! A Linux kernel as the host VM: found in the host's RAM (an arm64 `Image` header at the
 //! 2 MiB-aligned base plus its text offset), its device tree checked against the manifest before
-//! anything runs (`hyp::hosttree`), and the emulated devices of its MMIO path (its PCI
+//! anything runs (`hyp::host::tree`), and the emulated devices of its MMIO path (its PCI
 //! configuration space, the GIC distributor and its redistributor's control frame).
 
 use super::pcie::Ecam;
 use super::PLATFORM;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use hyp::gicd::{self, DistFilter, Kind, OthersConfig};
-use hyp::gicr::RedistFilter;
-use hyp::hosttree;
-use hyp::mmio::{Device, Frame, Region};
-use hyp::pci::filter::{ConfigFilter, EcamFilter};
+use hyp::host::gicd::{self, DistFilter, Kind, OthersConfig};
+use hyp::host::gicr::RedistFilter;
+use hyp::host::mmio::{Device, Frame, Region};
+use hyp::host::pci_filter::{ConfigFilter, EcamFilter};
+use hyp::host::tree;
 use hyp::pci::Configured;
 use log::{info, warn};
 use platform::linux::{image_header, HostTree, Layout, GICR_FRAME_SIZE, IMAGE_HEADER_SIZE};
@@ -58,13 +58,12 @@ pub fn probe(vm: &'static VmSpec) -> Option<LinuxBoot> {
         )),
     };
     let blob = host_bytes(layout.dtb.base, size);
-    let facts = hosttree::parse(blob).unwrap_or_else(|e| {
+    let facts = tree::parse(blob).unwrap_or_else(|e| {
         crate::fatal(format_args!("vm {}: device tree at {:#x}: {e}", vm.name, layout.dtb.base))
     });
     let board = PLATFORM.board();
     let want = HostTree::new(board, vm, "", facts.initrd);
-    if let Err(e) =
-        hosttree::check(&want, &facts, kernel, MemRange::new(layout.dtb.base, size as u64))
+    if let Err(e) = tree::check(&want, &facts, kernel, MemRange::new(layout.dtb.base, size as u64))
     {
         crate::fatal(format_args!(
             "vm {}: refusing to boot Linux: its device tree disagrees with the manifest: {e}",
@@ -84,7 +83,7 @@ pub fn probe(vm: &'static VmSpec) -> Option<LinuxBoot> {
          GICD + its redistributor, PCIe, its emulated SMMU, no ITS/PL011",
         vm.name, layout.dtb.base, vm.mem.base, vm.mem.size, vm.cpu
     );
-    super::smmu_service::init_host_smmu(vm, want.smmu.eventq_spi, want.smmu.gerror_spi);
+    super::front_door::init_host_smmu(vm, want.smmu.eventq_spi, want.smmu.gerror_spi);
     if let Some(i) = facts.initrd {
         info!("vm {}: initramfs {:#x}..{:#x} ({} KiB)", vm.name, i.base, i.end(), i.size >> 10);
     }
@@ -185,7 +184,7 @@ impl Device for HostGicd {
 
 #[cold]
 #[inline(never)]
-fn refused(vm: &str, r: &gicd::Refusal) {
+fn refused(vm: &str, r: &gicd::DroppedWrite) {
     warn!("vm {vm}: GIC distributor: {r} (logged once per register)");
 }
 
@@ -244,8 +243,8 @@ pub fn host_stopped(vm: &VmSpec) {
 }
 
 /// The Linux host's emulated MMIO: its view of PCI configuration space (its own functions
-/// only), the GIC distributor (its own interrupts only: `hyp::gicd`), its redistributor's RD
-/// frame (`GICR_TYPER.Last`, no LPIs), and its SMMU (emulated: `hyp::vsmmu`).
+/// only), the GIC distributor (its own interrupts only: `hyp::host::gicd`), its redistributor's RD
+/// frame (`GICR_TYPER.Last`, no LPIs), and its SMMU (emulated: `hyp::iommu::emulated`).
 pub fn emulated_devices(vm: &VmSpec, functions: &[Configured]) -> alloc::vec::Vec<Region<'static>> {
     let board = PLATFORM.board();
     let ecam: &'static EcamFilter<Ecam> = alloc::boxed::Box::leak(alloc::boxed::Box::new(
@@ -279,6 +278,6 @@ pub fn emulated_devices(vm: &VmSpec, functions: &[Configured]) -> alloc::vec::Ve
         Region { range: board.pcie_ecam, device: ecam },
         Region { range: board.gicd, device: gicd },
         Region { range: rd_range, device: rd },
-        Region { range: board.smmu, device: &super::smmu_service::HostSmmuDevice },
+        Region { range: board.smmu, device: &super::front_door::HostSmmuDevice },
     ]
 }

@@ -8,7 +8,7 @@ use aarch64_paging::Mapping;
 use core::sync::atomic::{AtomicU64, Ordering};
 use hyp::pagepool::{Page, PagePool};
 use hyp::pci::Function;
-use hyp::stage2::{region, S2_RAM};
+use hyp::vm::stage2::{region, S2_RAM};
 use platform::{Board, MemRange, VmSpec};
 
 /// MAIR_EL2: attribute 0 = Device-nGnRE, attribute 1 = Normal write-back read/write-allocate.
@@ -119,7 +119,7 @@ unsafe fn enable(root: u64) {
     // SAFETY: per the caller, the new map keeps every address we use at the same place.
     unsafe {
         mair_el2::write(MAIR);
-        tcr_el2::write(hyp::regs::TCR_EL2);
+        tcr_el2::write(hyp::el2_controls::TCR_EL2);
         sysreg::ttbr0_el2::write(root);
         sysreg::dsb_isb();
         sysreg::tlbi_all();
@@ -163,7 +163,7 @@ pub fn build_stage2(
 ) -> Mapping<PagePool, Stage2> {
     let mut m = Mapping::new(pool, 1, Stage2);
     // Its RAM but the shadow CDs, which only the hypervisor writes.
-    for r in hyp::stage2::ram_around_shadow(vm).into_iter().filter(|r| r.size > 0) {
+    for r in hyp::vm::stage2::ram_around_shadow(vm).into_iter().filter(|r| r.size > 0) {
         m.map_range(&region(r), PhysicalAddress(r.base as usize), S2_RAM, Constraints::empty())
             .expect("stage-2 map_range");
     }

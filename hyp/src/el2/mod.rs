@@ -1,14 +1,14 @@
 //! The EL2 side: everything that touches system registers or devices.
 
 pub mod firmware;
+pub mod front_door;
 pub mod gic;
 pub mod guestmem;
 pub mod irq;
 pub mod linux;
 pub mod mmu;
 pub mod pcie;
-pub mod smmu_mmio;
-pub mod smmu_service;
+pub mod smmu_regs;
 pub mod sysreg;
 pub mod trap;
 pub mod uart;

@@ -7,11 +7,11 @@ use super::sysreg::{
 };
 use super::{firmware, irq, uart, vm};
 use arm_gic::InterruptGroup;
-use hyp::esr::{Esr, ExceptionClass, SysRegAccess};
+use hyp::host::mmio::{self, Outcome};
 use hyp::hypercall::{self, Caller, Env};
-use hyp::inject::{self, Injection, TrappedState};
-use hyp::mmio::{self, Outcome};
-use hyp::psci::{self, PsciAction, StopReason};
+use hyp::vm::esr::{Esr, ExceptionClass, SysRegAccess};
+use hyp::vm::inject::{self, Injection, TrappedState};
+use hyp::vm::psci::{self, PsciAction, StopReason};
 use log::warn;
 
 /// Registers saved by the vectors (layout shared with entry.S).
@@ -145,7 +145,7 @@ fn hypercall_with_state(frame: &mut TrapFrame, esr: Esr, vm: &'static vm::Vm, re
         caller,
         mem: &mut super::guestmem::IdentityGuestMemory,
         console: &mut vm::Console,
-        smmu: &mut super::smmu_service::SharedSmmu,
+        smmu: &mut super::front_door::SharedSmmu,
     };
     let ret = hypercall::dispatch(esr.imm16(), regs, &mut env);
     set_result(frame, &ret);

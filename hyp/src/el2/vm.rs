@@ -7,14 +7,14 @@ use super::{firmware, uart};
 use alloc::vec::Vec;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use hyp::console::LineBuffer;
-use hyp::cpufeat::{el2_controls, IdRegs};
+use hyp::el2_controls::Hcr;
+use hyp::host::mmio::{AbortReason, Region};
 use hyp::hypercall::{ConsoleSink, GuestMemory, GuestRange};
-use hyp::mmio::{Refusal, Region};
 use hyp::pci::{Configured, Function};
-use hyp::psci::StopReason;
-use hyp::regs::Hcr;
-use hyp::vmstate::{StopOutcome, VmStates};
+use hyp::vm::console::LineBuffer;
+use hyp::vm::cpufeat::{el2_controls, CpuIdRegs};
+use hyp::vm::lifecycle::{StopOutcome, VmStates};
+use hyp::vm::psci::StopReason;
 use log::info;
 use platform::{MemRange, Platform, VmSpec};
 use spin::mutex::SpinMutex;
@@ -59,7 +59,7 @@ pub struct Vm {
     /// Its emulated MMIO devices (the Linux host's PCI configuration space, GIC distributor,
     /// redistributor RD frame and SMMU).
     pub mmio: Vec<Region<'static>>,
-    /// MMIO refusal reasons already logged (bit per [`Refusal::index`]).
+    /// MMIO refusal reasons already logged (bit per [`AbortReason::index`]).
     refusals_logged: AtomicU8,
     /// Trap kinds already logged (exception class << 24 | system register encoding).
     traps_logged: SpinMutex<Vec<u32>>,
@@ -99,7 +99,7 @@ impl Vm {
     }
 
     /// Whether an MMIO refusal of this kind is new for this VM (then it is logged).
-    pub fn first_refusal(&self, why: Refusal) -> bool {
+    pub fn first_refusal(&self, why: AbortReason) -> bool {
         let bit = 1u8 << why.index();
         self.refusals_logged.fetch_or(bit, Ordering::Relaxed) & bit == 0
     }
@@ -135,7 +135,7 @@ impl Vm {
             linux::host_stopped(self.spec);
         }
         // Teardown: its devices can no longer reach anything, and it no longer needs the SMMU.
-        super::smmu_service::vm_stopped(self.spec.id);
+        super::front_door::vm_stopped(self.spec.id);
         // Its CPU turns off: the hypervisor's interrupts must go to a CPU that stays (the
         // Linux host's distributor audit must not count that move against the host).
         if super::irq::cpu_leaving(self.spec.cpu, el2_irq_cpus(Some(self.spec.id))) {
@@ -165,9 +165,9 @@ pub fn el2_irq_cpus(except: Option<u32>) -> impl Iterator<Item = u32> {
 
 fn summary() {
     info!("all VMs stopped (at most {} ran at the same time)", STATES.peak_running());
-    let (eventq, gerror) = super::smmu_service::irqs_taken();
+    let (eventq, gerror) = super::front_door::irqs_taken();
     info!("SMMU interrupts taken at EL2: {eventq} event queue, {gerror} global error");
-    let pm = super::smmu_service::pm_status_now();
+    let pm = super::front_door::pm_status_now();
     info!(
         "SMMU power: {} suspends (powered off), {} resumes, {} commands elided while off, {} ATC wake-ups, {} power losses recovered; now {}",
         pm.suspends,
@@ -213,14 +213,13 @@ pub fn prepare_all(
             }
             // The benchmark's bare-metal host with the emulated SMMU (`host_vsmmu=1`).
             None if spec.id == 0 && options.host_vsmmu => {
-                super::smmu_service::init_host_smmu(
+                super::front_door::init_host_smmu(
                     spec,
                     platform::linux::HOST_SMMU_EVENTQ_SPI,
                     platform::linux::HOST_SMMU_GERROR_SPI,
                 );
                 let board = super::PLATFORM.board();
-                let smmu =
-                    Region { range: board.smmu, device: &super::smmu_service::HostSmmuDevice };
+                let smmu = Region { range: board.smmu, device: &super::front_door::HostSmmuDevice };
                 (Vec::new(), alloc::vec![smmu])
             }
             None => (Vec::new(), Vec::new()),
@@ -232,17 +231,17 @@ pub fn prepare_all(
         )));
         let vttbr = s2.root_address().0 as u64 | ((spec.vmid() as u64) << 48);
         // The SMMU walks a stage-2 of its own for this VM's devices: its RAM only (no BARs, no
-        // GIC frames), same VMID (`hyp::stage2::build_dma_stage2`, host-tested). Never dropped
+        // GIC frames), same VMID (`hyp::vm::stage2::build_dma_stage2`, host-tested). Never dropped
         // either.
         let dma_pool = pools.dma[spec.id as usize].take().expect("VM DMA table pool");
-        let dma = alloc::boxed::Box::leak(alloc::boxed::Box::new(hyp::stage2::build_dma_stage2(
-            dma_pool, spec,
-        )));
-        super::smmu_service::set_stage2(
+        let dma = alloc::boxed::Box::leak(alloc::boxed::Box::new(
+            hyp::vm::stage2::build_dma_stage2(dma_pool, spec),
+        ));
+        super::front_door::set_stage2(
             spec.id,
-            hyp::smmu::ste::S2Config::vm(spec.vmid(), dma.root_address().0 as u64),
+            hyp::iommu::driver::ste::S2Config::vm(spec.vmid(), dma.root_address().0 as u64),
         );
-        super::smmu_service::set_shadow_cds(spec);
+        super::front_door::set_shadow_cds(spec);
         s2.mark_active();
         for r in &direct {
             info!(
@@ -303,9 +302,9 @@ fn write_boot_info(spec: &VmSpec, flags: u64) {
 }
 
 /// The EL2 controls of the VM's EL1 on this CPU: features the ID registers advertise are
-/// enabled (see `hyp::cpufeat`), the PMU's event counters are all the VM's, no debug traps.
+/// enabled (see `hyp::vm::cpufeat`), the PMU's event counters are all the VM's, no debug traps.
 fn configure_el1_features() {
-    let id = IdRegs {
+    let id = CpuIdRegs {
         pfr0: id_aa64pfr0_el1::read(),
         pfr1: id_aa64pfr1_el1::read(),
         mmfr1: id_aa64mmfr1_el1::read(),
@@ -373,7 +372,7 @@ pub fn run_on_this_cpu(cpu: u32) -> ! {
     // VMID, EL1 state reset. The hypervisor's own EL2 regime is not affected.
     unsafe {
         hcr_el2::write(hcr.bits());
-        vtcr_el2::write(hyp::regs::VTCR);
+        vtcr_el2::write(hyp::el2_controls::VTCR);
         vttbr_el2::write(vm.vttbr);
         vmpidr_el2::write(mpidr_el1::read());
         vpidr_el2::write(midr_el1::read());

@@ -7,8 +7,6 @@
 //! Configuration space is reached through [`ConfigSpace`] (ECAM on `virt`), so all of this runs
 //! on the host against a fake.
 
-pub mod filter;
-
 use platform::{MemRange, PciAddr};
 
 /// Configuration-space register offsets (PCI Local Bus spec, type 0 header).

@@ -1,0 +1,604 @@
+//! The SMMU as the EL2 side holds it: the one front door. The SMMU service and, with a Linux
+//! host, the SMMU it is given (emulated) live behind one lock ([`SMMU`]), so no order of two
+//! locks has to be remembered; every hypercall ([`SharedSmmu`], the [`SmmuCalls`] the dispatcher
+//! uses), every trapped access of the host to its emulated SMMU ([`HostSmmuDevice`]) and the
+//! real SMMU's interrupt go through it. Each takes the lock for its own bounded work and logs,
+//! once the lock is released, what a hypervisor engineer needs to know.
+
+use super::smmu_regs::SmmuMmio;
+use super::PLATFORM;
+use core::sync::atomic::{AtomicU64, Ordering};
+use host_abi::smmu::regs::{off, Gerror, IrqCtrl};
+use host_abi::smmu::Command;
+use host_abi::{HypError, PmStatus, PmVoteResult, Refusal, SmmuStats};
+use hyp::iommu::driver::smmu::{EventWords, SmmuDriver};
+use hyp::iommu::driver::ste::{Domain, S2Config};
+use hyp::iommu::emulated::{self, Notice, VirtualSmmu};
+use hyp::iommu::pm::Vote;
+use hyp::iommu::service::events::{event_sid, EventDestination, EventReadResult};
+use hyp::iommu::service::SmmuService;
+use hyp::iommu::service::{InjectError, SmmuCalls};
+use hyp::iommu::validate::SmmuCaps;
+use hyp::vm::memory::GuestMemory;
+use log::{debug, info, warn};
+use platform::{Platform, VmSpec};
+use spin::mutex::SpinMutex;
+
+/// The SMMU, shared by all CPUs: the service, and the host's emulated SMMU if the host is
+/// Linux. One lock for both.
+static SMMU: SpinMutex<Option<Smmu>> = SpinMutex::new(None);
+
+/// What [`SMMU`] holds.
+struct Smmu {
+    /// The SMMU service (the real SMMU's only driver).
+    service: SmmuService<SmmuMmio>,
+    /// The Linux host's emulated SMMU, once it has one.
+    host: Option<HostSmmu>,
+}
+
+/// The emulated SMMU and where its interrupts go.
+struct HostSmmu {
+    v: VirtualSmmu,
+    spec: &'static VmSpec,
+    eventq_intid: u32,
+    gerror_intid: u32,
+}
+
+/// Probes and enables the SMMU (every stream aborts) and builds the service.
+pub fn init(board: &platform::Board, options: hyp::dt::BootOptions) {
+    let max_sid = PLATFORM
+        .manifest()
+        .vms
+        .iter()
+        .flat_map(|v| v.devices.iter())
+        .map(|d| d.rid())
+        .max()
+        .unwrap_or(0)
+        .max(if options.bench_streams > 0 {
+            hyp::dt::BENCH_STREAM_BASE + options.bench_streams - 1
+        } else {
+            0
+        });
+    // SAFETY: the board's SMMU register space, mapped as device memory at EL2; the boot-time
+    // GBPA handle is gone, and from now on this is the only one, behind the service's lock.
+    let mmio = unsafe { SmmuMmio::new(board.smmu.base as usize) };
+    let (driver, table) = match SmmuDriver::init(
+        mmio,
+        max_sid,
+        true,
+        IrqCtrl::EVENTQ_IRQEN | IrqCtrl::GERROR_IRQEN,
+    ) {
+        Ok(x) => x,
+        Err(e) => crate::fatal(format_args!("SMMU: {e}")),
+    };
+    let f = driver.features;
+    info!(
+        "SMMU: IDR0 {:#010x} IDR1 {:#010x} IDR5 {:#010x}: S1 {}, S2 {}, {} SID bits, {} SSID bits, {}-bit OAS",
+        f.idr0.0,
+        f.idr1.0,
+        f.idr5.0,
+        f.idr0.s1p(),
+        f.idr0.s2p(),
+        f.idr1.sidsize(),
+        f.idr1.ssidsize(),
+        f.idr5.oas_bits()
+    );
+    info!(
+        "SMMU: enabled, {} stream table for {} SID bits, every STE abort, caches invalidated",
+        if table.is_two_level() { "two-level" } else { "linear" },
+        table.sid_bits()
+    );
+    let power = alloc::boxed::Box::new(PLATFORM.power_controller(options.gbpa_reset));
+    let mut io = SmmuService::new(driver, table, PLATFORM.manifest(), power);
+    // Power-loss injection is a test facility of the host alone.
+    io.injector = options.pm_inject.then_some(0);
+    // Each routed event is logged at debug level; not even called when that is filtered out
+    // (the drain is on every SMMU call's path).
+    io.event_log = log::log_enabled!(log::Level::Debug).then_some(log_event as _);
+    SmmuMmio::set_gbpa_reset(options.gbpa_reset.register_value());
+    io.set_pm_enabled(options.pm);
+    if options.bench_streams > 0 {
+        io.add_streams(0, hyp::dt::BENCH_STREAM_BASE, options.bench_streams);
+        info!(
+            "SMMU: {} device-less streams from {:#x} assigned to vm {} (benchmark)",
+            options.bench_streams,
+            hyp::dt::BENCH_STREAM_BASE,
+            PLATFORM.manifest().vms[0].name
+        );
+    }
+    *SMMU.lock() = Some(Smmu { service: io, host: None });
+}
+
+/// Interrupts from the real SMMU taken at EL2: event queue, global errors.
+static IRQS_TAKEN: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// The real SMMU's event-queue and global-error interrupts: each drains the event queue
+/// (routing every record to its VM, the Linux host's into its own event queue) and handles
+/// global errors, whatever the VMs are doing.
+fn on_smmu_irq(intid: u32) {
+    let board = PLATFORM.board();
+    let kind = usize::from(intid == board.smmu_irqs.gerror + 32);
+    IRQS_TAKEN[kind].fetch_add(1, Ordering::Relaxed);
+    with(Caller::Interrupt, (), |io| {
+        io.service_hardware();
+    });
+}
+
+/// Takes the real SMMU's wired interrupts at EL2 on CPU `cpu` (one whose VM does not drive the
+/// GIC). The SMMU raises them because the driver enabled them (`SMMU_IRQ_CTRL`).
+pub fn take_irqs(board: &platform::Board, cpu: u32) {
+    for (what, spi) in [("eventq", board.smmu_irqs.eventq), ("gerror", board.smmu_irqs.gerror)] {
+        if let Err(e) = super::irq::take_spi(spi + 32, on_smmu_irq, cpu) {
+            crate::fatal(format_args!("SMMU: cannot take its {what} interrupt (SPI {spi}): {e}"));
+        }
+    }
+    info!(
+        "SMMU: eventq (SPI {}) and gerror (SPI {}) interrupts taken at EL2 on cpu {cpu}",
+        board.smmu_irqs.eventq, board.smmu_irqs.gerror
+    );
+}
+
+/// The SMMU's power status (for the hypervisor's closing summary).
+pub fn pm_status_now() -> PmStatus {
+    SMMU.lock().as_ref().map(|s| s.service.pm_status()).unwrap_or_default()
+}
+
+/// How many SMMU interrupts were taken at EL2: (event queue, global errors).
+pub fn irqs_taken() -> (u64, u64) {
+    (IRQS_TAKEN[0].load(Ordering::Relaxed), IRQS_TAKEN[1].load(Ordering::Relaxed))
+}
+
+/// Each routed event, at debug level (reading events is a benchmarked path); VMs get the
+/// records themselves, and the stop summary counts them.
+fn log_event(dest: EventDestination, e: &EventWords) {
+    let owner = match dest {
+        EventDestination::Vm(vm) => PLATFORM.manifest().vms[vm as usize].name,
+        EventDestination::Unowned => "no VM",
+    };
+    debug!(
+        "SMMU event {} ({:#04x}) from stream {:#x} ({owner}): input address {:#x}, record {:#018x} {:#018x} {:#018x} {:#018x}",
+        host_abi::smmu::event_name(e[0] as u8),
+        e[0] & 0xff,
+        event_sid(e),
+        e[2],
+        e[0],
+        e[1],
+        e[2],
+        e[3]
+    );
+}
+
+fn vm_name(vm: u32) -> &'static str {
+    PLATFORM.manifest().vms.get(vm as usize).map_or("?", |v| v.name)
+}
+
+/// On whose behalf the SMMU is entered.
+#[derive(Clone, Copy)]
+enum Caller {
+    /// A VM's hypercall.
+    Vm(u32),
+    /// The real SMMU's interrupt.
+    Interrupt,
+    /// A call made for no VM in particular (SMMU-wide counters): nobody's events delivered.
+    Anyone,
+}
+
+/// Runs `f` on the service (whose operations first handle global errors and drain the event
+/// queue). On the host's own paths (its calls, the SMMU's interrupt) the events that reached its
+/// ring go into its emulated SMMU's event queue, with its interrupt; a guest's call never does
+/// the host's work. What is worth a log line (global errors handled, the emulated SMMU's
+/// notices) is printed after the lock is released: no VM waits on the UART.
+fn with<T>(caller: Caller, default: T, f: impl FnOnce(&mut SmmuService<SmmuMmio>) -> T) -> T {
+    let (r, errors, notices) = {
+        let mut g = SMMU.lock();
+        let Some(Smmu { service, host }) = g.as_mut() else { return default };
+        let r = f(service);
+        let errors = service.take_unreported_errors();
+        let notices = match (host, caller) {
+            (Some(h), Caller::Interrupt) => h.serve(service, |_, _| {}),
+            (Some(h), Caller::Vm(vm)) if vm == h.v.vm => h.serve(service, |_, _| {}),
+            _ => false,
+        };
+        (r, errors, notices)
+    };
+    after(errors, notices);
+    r
+}
+
+/// What an entry leaves to log, once the lock is released.
+#[inline]
+fn after(errors: Gerror, notices: bool) {
+    if !errors.is_empty() {
+        log_global_errors(errors);
+    }
+    if notices {
+        log_host_notices();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn log_global_errors(errors: Gerror) {
+    warn!(
+        "SMMU global errors {:#x} ({errors:?}) acknowledged (a service failure re-initialises from the hypervisor's tables)",
+        errors.bits()
+    );
+}
+
+/// Logs what the emulated SMMU has to say, once the lock is released: takes its notices (a
+/// copy of a few hundred bytes, only when there are some), then prints them with no lock held.
+/// Each kind of notice is logged once per VM: the emulated SMMU counts the rest, and the
+/// counts are printed when the VM stops.
+#[cold]
+#[inline(never)]
+fn log_host_notices() {
+    let taken = SMMU
+        .lock()
+        .as_mut()
+        .and_then(|s| s.host.as_mut())
+        .map(|h| (h.spec.name, h.v.take_notices()));
+    if let Some((name, notices)) = taken {
+        log_notices(name, &notices);
+    }
+}
+
+/// The lines of [`log_host_notices`].
+#[cold]
+#[inline(never)]
+fn log_notices(name: &'static str, notices: &[Option<Notice>; emulated::NOTICES]) {
+    {
+        for n in notices.iter().flatten() {
+            match *n {
+                Notice::SteRefused { sid, why } => warn!(
+                    "vm {name}: its STE for stream {sid:#x} refused ({why}): the stream is blocked (logged once per reason)"
+                ),
+                Notice::CdRefused { sid, why } => warn!(
+                    "vm {name}: the context descriptors of its STE for stream {sid:#x} refused ({why}): the stream is blocked"
+                ),
+                Notice::SteUnreadable { sid } => warn!(
+                    "vm {name}: its STE for stream {sid:#x} is not in its RAM (stream table or level-1 descriptor outside it): the stream is blocked (logged once)"
+                ),
+                Notice::SteInstallFailed { sid } => warn!(
+                    "vm {name}: the SMMU failed to install the shadow of its STE for stream {sid:#x}: the stream is blocked (logged once)"
+                ),
+                Notice::IllegalCommand { cmd, err } => warn!(
+                    "vm {name}: its SMMU command {:#018x} {:#018x} stopped its command queue (CMDQ_CONS.ERR {err}): {} (logged once per error)",
+                    cmd.0[0],
+                    cmd.0[1],
+                    match err {
+                        2 => "the queue entry is outside its RAM",
+                        _ => "illegal here (not advertised, or refused by validation)",
+                    }
+                ),
+                Notice::UnknownRegister { offset } => warn!(
+                    "vm {name}: access to SMMU offset {offset:#x}, which the emulated SMMU does not implement: read as zero, write ignored (logged once)"
+                ),
+            }
+        }
+    }
+}
+
+impl HostSmmu {
+    /// One access's worth of service to the host, under both locks: `access` (a register
+    /// access, possibly nothing), then its pending event records into its event queue (no
+    /// work when its ring is empty), then its interrupts. Returns whether it has notices to
+    /// log (see [`log_host_notices`], once the locks are released).
+    fn serve(
+        &mut self,
+        io: &mut SmmuService<SmmuMmio>,
+        access: impl FnOnce(&mut VirtualSmmu, &mut emulated::Context<'_>),
+    ) -> bool {
+        let mut mem = super::guestmem::IdentityGuestMemory;
+        let mut ctx = emulated::Context {
+            mem: emulated::HostMemory { spec: self.spec, mem: &mut mem },
+            smmu: io,
+        };
+        access(&mut self.v, &mut ctx);
+        if ctx.smmu.events_pending(self.v.vm) {
+            self.v.deliver_events(&mut ctx);
+        }
+        let irqs = self.v.take_irqs();
+        if irqs.eventq {
+            super::irq::pend_spi(self.eventq_intid);
+        }
+        if irqs.gerror {
+            super::irq::pend_spi(self.gerror_intid);
+        }
+        self.v.has_notices()
+    }
+}
+
+/// Gives the Linux host `spec` its emulated SMMU; its interrupts are `eventq_spi` and
+/// `gerror_spi`. Its SMMU starts disabled: its vote is allow-off until it enables it.
+pub fn init_host_smmu(spec: &'static VmSpec, eventq_spi: u32, gerror_spi: u32) {
+    let mut g = SMMU.lock();
+    let Some(Smmu { service: io, host }) = g.as_mut() else { return };
+    let streams: alloc::vec::Vec<u32> = io.streams_of(spec.id).collect();
+    let v = VirtualSmmu::new(spec.id, &streams, &io.caps());
+    io.vote(spec.id, Vote::AllowOff);
+    info!(
+        "vm {}: emulated SMMU (IDR0 {:#010x}, IDR1 {:#010x}) for its streams {streams:#x?}, interrupts SPI {eventq_spi} (eventq) and {gerror_spi} (gerror)",
+        spec.name,
+        v.registers().id().idr[0],
+        v.registers().id().idr[1],
+    );
+    *host =
+        Some(HostSmmu { v, spec, eventq_intid: eventq_spi + 32, gerror_intid: gerror_spi + 32 });
+}
+
+/// The emulated SMMU as a device on the host's MMIO path.
+pub struct HostSmmuDevice;
+
+impl hyp::host::mmio::Device for HostSmmuDevice {
+    fn name(&self) -> &'static str {
+        "SMMUv3 (emulated)"
+    }
+    fn read(&self, offset: u64, size: u8) -> u64 {
+        if size < 4 {
+            // The SMMU's registers are 32 or 64 bits wide.
+            return 0;
+        }
+        let offset = offset as usize;
+        let (value, errors, notices) = {
+            let mut g = SMMU.lock();
+            let Some(Smmu { service, host: Some(h) }) = g.as_mut() else { return 0 };
+            let mut errors = Gerror::empty();
+            let notices = if offset == off::EVTQ_PROD {
+                // What the real SMMU has recorded so far is in the host's queue when it looks
+                // (as on hardware, where PROD shows every record written), interrupts or not.
+                service.service_hardware();
+                errors = service.take_unreported_errors();
+                h.serve(service, |_, _| {})
+            } else if offset == off::CMDQ_CONS && h.v.commands_pending() {
+                // The host polls for space or for its CMD_SYNC: the emulated SMMU goes on with
+                // what an earlier access left (within the access budget), as hardware would.
+                h.serve(service, |v, ctx| v.poll(ctx))
+            } else {
+                false
+            };
+            (h.v.read(offset, size), errors, notices)
+        };
+        after(errors, notices);
+        value
+    }
+    fn write(&self, offset: u64, size: u8, value: u64) {
+        if size < 4 {
+            return;
+        }
+        let notices = {
+            let mut g = SMMU.lock();
+            let Some(Smmu { service, host: Some(h) }) = g.as_mut() else { return };
+            h.serve(service, |v, ctx| v.write(offset as usize, size, value, ctx))
+        };
+        after(Gerror::empty(), notices);
+    }
+}
+
+/// What an attach (or SET_STE) of VM `vm`'s stream `sid` came to, logged: debug level on
+/// success (the SET_STE path is benchmarked), a failure once per VM (its SMMU statistics count
+/// every one: a VM decides how often).
+fn attached(vm: u32, sid: u32, r: Result<Domain, HypError>) -> Result<Domain, HypError> {
+    match r {
+        Ok(domain) => debug!("vm {}: stream {sid:#x} attached: {domain}", vm_name(vm)),
+        Err(HypError::DeviceError) => {
+            let bit = 1u64 << (vm % 64);
+            if ATTACH_FAILURES_LOGGED.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
+                warn!(
+                    "vm {}: the SMMU failed to attach stream {sid:#x}: the stream is blocked (logged once per VM)",
+                    vm_name(vm)
+                )
+            }
+        }
+        // Refusals are the caller's answer, not the hypervisor's news.
+        Err(_) => {}
+    }
+    r
+}
+
+/// The VMs whose refused power-loss injection was logged (bit per VM).
+static INJECT_REFUSALS_LOGGED: AtomicU64 = AtomicU64::new(0);
+
+/// The VMs whose failed attach was logged (bit per VM).
+static ATTACH_FAILURES_LOGGED: AtomicU64 = AtomicU64::new(0);
+
+/// The SMMU service for hypercalls.
+pub struct SharedSmmu;
+
+impl SmmuCalls for SharedSmmu {
+    fn read_events(&mut self, vm: u32, out: &mut [EventWords]) -> EventReadResult {
+        with(Caller::Vm(vm), EventReadResult::default(), |io| io.read_events(vm, out))
+    }
+    fn stats(&mut self) -> SmmuStats {
+        // SMMU-wide: no VM's (the host's events wait for its own paths).
+        let mut s = with(Caller::Anyone, SmmuStats::default(), |io| io.stats());
+        s.heap_in_use = crate::heap_in_use() as u64;
+        s
+    }
+    fn owned_stream(&mut self, vm: u32, sid: u32) -> Result<SmmuCaps, HypError> {
+        let g = SMMU.lock();
+        let io = &g.as_ref().ok_or(HypError::DeviceError)?.service;
+        if io.owns(vm, sid) {
+            Ok(io.caps())
+        } else {
+            Err(HypError::NotOwned)
+        }
+    }
+    fn attach(
+        &mut self,
+        vm: u32,
+        sid: u32,
+        domain: Domain,
+        mem: &dyn GuestMemory,
+    ) -> Result<(), HypError> {
+        let r =
+            with(Caller::Vm(vm), Err(HypError::DeviceError), |io| io.attach(vm, sid, domain, mem));
+        attached(vm, sid, r.map(|()| domain))?;
+        Ok(())
+    }
+    fn set_ste(
+        &mut self,
+        vm: &VmSpec,
+        sid: u32,
+        ipa: u64,
+        mem: &dyn GuestMemory,
+    ) -> Result<Domain, HypError> {
+        // Ownership, the STE's copy and validation, and the install: one entry.
+        let r = with(Caller::Vm(vm.id), Err(HypError::DeviceError), |io| {
+            SmmuCalls::set_ste(io, vm, sid, ipa, mem)
+        });
+        attached(vm.id, sid, r)
+    }
+    fn clear_ste(&mut self, vm: u32, sid: u32, mem: &dyn GuestMemory) -> Result<(), HypError> {
+        let r = with(Caller::Vm(vm), Err(HypError::DeviceError), |io| {
+            SmmuCalls::clear_ste(io, vm, sid, mem)
+        });
+        attached(vm, sid, r.map(|()| Domain::Blocked))?;
+        Ok(())
+    }
+    fn invalidate(
+        &mut self,
+        vm: u32,
+        cmds: &[Command],
+        mem: &dyn GuestMemory,
+    ) -> Result<usize, (usize, HypError)> {
+        with(Caller::Vm(vm), Err((0, HypError::DeviceError)), |io| io.invalidate(vm, cmds, mem))
+    }
+    fn pm_vote(&mut self, vm: u32, vote: Vote) -> PmVoteResult {
+        let none = PmVoteResult { powered_off: false, refusal: None, dma_streams: 0 };
+        let (before, r) = with(Caller::Vm(vm), (false, none), |io| {
+            let before = io.power() == hyp::iommu::pm::Power::Off;
+            (before, io.vote(vm, vote))
+        });
+        let name = vm_name(vm);
+        let v = match vote {
+            Vote::AllowOff => "allow-off",
+            Vote::NeedOn => "need-on",
+        };
+        // Debug level: votes are on a benchmarked path (the guests report what they see).
+        match (before, r.powered_off, r.refusal) {
+            (false, true, _) => debug!(
+                "SMMU power: vm {name} voted {v}; every VM allows it: suspended and powered off"
+            ),
+            (true, false, _) => debug!("SMMU power: vm {name} voted {v}: powered on and resumed"),
+            (_, _, Some(Refusal::BypassResetWithDma)) => debug!(
+                "SMMU power: vm {name} voted {v}; power-off refused: {}",
+                Refusal::BypassResetWithDma.describe()
+            ),
+            _ => debug!(
+                "SMMU power: vm {name} voted {v}; power stays {}",
+                if r.powered_off { "off" } else { "on" }
+            ),
+        }
+        r
+    }
+    fn pm_status(&mut self) -> PmStatus {
+        pm_status_now()
+    }
+    fn may_inject(&mut self, vm: u32) -> bool {
+        SMMU.lock().as_ref().is_some_and(|s| s.service.may_inject(vm))
+    }
+    fn inject_power_loss(&mut self, vm: u32, after_writes: u64) -> Result<(), InjectError> {
+        // Decided and done under the lock, logged once it is released.
+        let r = {
+            let mut g = SMMU.lock();
+            let io = &mut g.as_mut().ok_or(InjectError::NotSupported)?.service;
+            // Checked before anything is armed, as for an immediate loss.
+            match io.check_injection(vm) {
+                Err(e) => Err(e),
+                Ok(()) if after_writes != 0 => {
+                    SmmuMmio::arm_loss(after_writes);
+                    Ok(())
+                }
+                Ok(()) => io.inject_power_loss(vm),
+            }
+        };
+        let name = vm_name(vm);
+        match r {
+            Err(InjectError::Refused(why)) => {
+                // Once per VM: the VM decides how often it asks.
+                let bit = 1u64 << (vm % 64);
+                if INJECT_REFUSALS_LOGGED.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
+                    info!(
+                        "SMMU power: vm {name}: power-loss injection refused: {} (logged once per VM)",
+                        why.describe()
+                    )
+                }
+            }
+            Err(_) => {}
+            Ok(()) if after_writes != 0 => info!(
+                "SMMU power: vm {name} arms a power loss before SMMU register write {after_writes} from now"
+            ),
+            Ok(()) => warn!(
+                "SMMU power: unexpected power loss injected by vm {name} (registers back at reset values)"
+            ),
+        }
+        r
+    }
+}
+
+/// VM `vm` stopped: block its streams, count its vote as allow-off, and summarise its SMMU
+/// events.
+pub fn vm_stopped(vm: u32) {
+    let counters = SMMU
+        .lock()
+        .as_ref()
+        .and_then(|s| s.host.as_ref())
+        .filter(|h| h.v.vm == vm)
+        .map(|h| (h.spec.name, h.v.counters));
+    if let Some((name, c)) = counters {
+        info!(
+            "vm {name}: emulated SMMU: {} commands ({} CMD_SYNCs completed after the real SYNC, {} stopped the queue), {} STEs shadowed ({} refused), {} events delivered ({} discarded: its queue full or disabled), {} accesses to unimplemented registers, {} shadow installs failed, {} accesses stopped at the work budget, {} CONS polls went on consuming, {} notices counted but not logged again, {} CDs refused",
+            c.commands,
+            c.syncs,
+            c.command_errors,
+            c.stes_shadowed,
+            c.stes_refused,
+            c.events_delivered,
+            c.events_discarded,
+            c.unknown_accesses,
+            c.ste_installs_failed,
+            c.budget_stops,
+            c.continued,
+            c.notices_unlogged,
+            c.cds_refused
+        );
+    }
+    let (routed, dropped) = with(Caller::Vm(vm), (0, 0), |io| {
+        io.vm_stopped(vm);
+        io.events_of(vm)
+    });
+    if routed > 0 {
+        info!(
+            "vm {}: {routed} SMMU fault event(s) were routed to it ({dropped} dropped: ring full)",
+            vm_name(vm)
+        );
+    }
+}
+
+/// Gives the SMMU service VM `spec`'s shadow CD tables: the pages [`VmSpec::shadow_cds`]
+/// carves from its RAM, which its CPU's stage 2 leaves out and its devices' stage 2 maps
+/// read-only. Zeroed here (every shadow CD invalid) before any STE can point at them.
+pub fn set_shadow_cds(spec: &'static VmSpec) {
+    let r = spec.shadow_cds();
+    // SAFETY: the pages are inside VM RAM, identity-mapped at EL2; no VM's CPU stage 2 maps
+    // them (mmu::build_stage2) and its devices' stage 2 maps them read-only
+    // (mmu::build_dma_stage2); each VM's are adopted once, here, and never freed.
+    let mut buf = unsafe { hyp::iommu::driver::dmabuf::DmaBuf::at(r.base, r.size as usize) };
+    for i in 0..buf.len_words() {
+        buf.write(i, 0);
+    }
+    if let Some(s) = SMMU.lock().as_mut() {
+        s.service.set_shadow_cds(spec.id, hyp::iommu::service::ShadowCds { ipa: r.base, buf });
+    }
+    info!(
+        "vm {}: shadow CDs at {:#x}+{:#x} (its RAM, read-only to its devices, not mapped for its CPU)",
+        spec.name, r.base, r.size
+    );
+}
+
+/// Tells the SMMU service where VM `vm`'s stage-2 tables are.
+pub fn set_stage2(vm: u32, s2: S2Config) {
+    if let Some(s) = SMMU.lock().as_mut() {
+        s.service.set_stage2(vm, s2);
+    }
+}

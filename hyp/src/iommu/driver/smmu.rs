@@ -1,0 +1,881 @@
+//! The driver of the real SMMUv3: probe, the enable sequence (boot and resume), the command
+//! queue with batching, the event queue consumer, global errors and power sequences.
+//!
+//! Registers are reached through [`SmmuRegs`]; queues live in memory the driver allocates
+//! ([`DmaBuf`]: hypervisor memory, identity-mapped, so the address the SMMU is given is the
+//! address the CPU uses). The stream table is not the driver's: it is the service's
+//! ([`StreamTable`]), and the driver only points the SMMU at it. Host tests drive the driver
+//! against the software SMMU.
+
+use super::dmabuf::DmaBuf;
+use super::queue::{self, QueuePtr};
+use super::strtab::StreamTable;
+use super::{set_global_abort, SmmuError, SmmuRegs};
+use host_abi::smmu::regs::{
+    self, cerror, off, Cr0, Cr2, Gbpa, Gerror, Idr0, Idr1, Idr5, IrqCtrl, Q_OVFLG,
+};
+use host_abi::smmu::Command;
+
+/// 16-byte command queue entry (host_abi::smmu::Command), as two little-endian words.
+pub type CmdWords = [u64; 2];
+/// 32-byte event record, as four words.
+pub type EventWords = [u64; 4];
+
+/// Why the SMMU cannot be used at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeError {
+    /// IDR0.TTF has no AArch64 translation tables.
+    NoAArch64Tables,
+    /// No stage-2 (IDR0.S2P = 0): the hypervisor cannot confine devices.
+    NoStage2,
+    /// No stage-1 (IDR0.S1P = 0) but nesting is needed.
+    NoNesting,
+    /// No 4 KiB granule (IDR5.GRAN4K = 0).
+    No4kGranule,
+    /// The platform's stream IDs do not fit IDR1.SIDSIZE.
+    StreamIdTooLarge {
+        /// Largest stream ID needed.
+        needed: u32,
+        /// IDR1.SIDSIZE.
+        sidsize: u32,
+    },
+    /// Tables or queues at fixed addresses (IDR1 presets) are not supported.
+    Preset,
+    /// The heap could not hold the tables and queues.
+    OutOfMemory,
+    /// The enable sequence failed.
+    Enable(SequenceError),
+}
+
+impl core::fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ProbeError::NoAArch64Tables => f.write_str("SMMU has no AArch64 translation tables"),
+            ProbeError::NoStage2 => f.write_str("SMMU has no stage-2: devices cannot be confined"),
+            ProbeError::NoNesting => f.write_str("SMMU has no stage-1: nesting is impossible"),
+            ProbeError::No4kGranule => f.write_str("SMMU has no 4 KiB granule"),
+            ProbeError::StreamIdTooLarge { needed, sidsize } => {
+                write!(f, "stream ID {needed:#x} needs more than the SMMU's {sidsize} SID bits")
+            }
+            ProbeError::Preset => f.write_str("SMMU with preset table/queue addresses"),
+            ProbeError::OutOfMemory => f.write_str("no memory for SMMU tables and queues"),
+            ProbeError::Enable(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Why a register sequence (enable, suspend, resume) did not complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SequenceError {
+    /// GBPA did not acknowledge.
+    Gbpa(SmmuError),
+    /// CR0ACK did not follow CR0.
+    Cr0AckTimeout,
+    /// A command of the sequence failed.
+    Command(CmdError),
+    /// The SMMU lost power while being programmed (its registers went back to reset values).
+    PowerLost,
+}
+
+impl core::fmt::Display for SequenceError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SequenceError::Gbpa(e) => write!(f, "{e}"),
+            SequenceError::Cr0AckTimeout => f.write_str("SMMU_CR0ACK did not follow SMMU_CR0"),
+            SequenceError::Command(e) => write!(f, "command failed: {e}"),
+            SequenceError::PowerLost => f.write_str("SMMU lost power while being programmed"),
+        }
+    }
+}
+
+/// Why a command batch failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmdError {
+    /// The SMMU rejected the command at this index of the batch (CMDQ_CONS.ERR); it was replaced
+    /// by a CMD_SYNC and the queue restarted.
+    Rejected {
+        /// Index in the batch (the batch's final SYNC has index `len`).
+        index: usize,
+        /// CMDQ_CONS.ERR.
+        reason: u32,
+    },
+    /// CONS did not pass the batch's SYNC within the poll budget.
+    Timeout,
+    /// The batch is larger than the queue can take at once.
+    TooLarge,
+    /// The command queue was found disabled while waiting: the SMMU lost power. The caller
+    /// recovers through the resume path; nothing more is waited for.
+    PowerLost,
+}
+
+impl core::fmt::Display for CmdError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            CmdError::Rejected { index, reason } => {
+                let why = match *reason {
+                    cerror::ILL => "illegal command",
+                    cerror::ABT => "abort on command fetch",
+                    cerror::ATC_INV_SYNC => "ATC invalidation timeout",
+                    _ => "unknown error",
+                };
+                write!(f, "command {index} rejected by the SMMU: {why} ({reason})")
+            }
+            CmdError::Timeout => f.write_str("command queue did not drain in time"),
+            CmdError::TooLarge => f.write_str("command batch larger than the queue"),
+            CmdError::PowerLost => f.write_str("the SMMU lost power while a batch was queued"),
+        }
+    }
+}
+
+/// Features the driver relies on, read from the ID registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Features {
+    /// IDR0.
+    pub idr0: Idr0,
+    /// IDR1.
+    pub idr1: Idr1,
+    /// IDR5.
+    pub idr5: Idr5,
+}
+
+impl Features {
+    /// Reads and checks the ID registers: AArch64 tables, stage 2, 4 KiB granule, enough SID
+    /// bits for `max_sid`, and stage 1 if `need_nesting`.
+    pub fn probe(
+        regs: &mut dyn SmmuRegs,
+        max_sid: u32,
+        need_nesting: bool,
+    ) -> Result<Features, ProbeError> {
+        let f = Features {
+            idr0: Idr0(regs.read32(off::IDR0)),
+            idr1: Idr1(regs.read32(off::IDR1)),
+            idr5: Idr5(regs.read32(off::IDR5)),
+        };
+        if !f.idr0.aarch64_tables() {
+            return Err(ProbeError::NoAArch64Tables);
+        }
+        if !f.idr0.s2p() {
+            return Err(ProbeError::NoStage2);
+        }
+        if need_nesting && !f.idr0.s1p() {
+            return Err(ProbeError::NoNesting);
+        }
+        if !f.idr5.gran4k() {
+            return Err(ProbeError::No4kGranule);
+        }
+        let sidsize = f.idr1.sidsize();
+        if sidsize < 32 && max_sid >> sidsize != 0 {
+            return Err(ProbeError::StreamIdTooLarge { needed: max_sid, sidsize });
+        }
+        if f.idr1.preset() {
+            return Err(ProbeError::Preset);
+        }
+        Ok(f)
+    }
+}
+
+/// Command queue: 2^9 entries (8 KiB): room for the largest VM batch plus its SYNC.
+pub const CMDQ_LOG2: u32 = 9;
+/// Event queue: 2^12 entries (128 KiB). Events are drained on the SMMU's event interrupt and on
+/// every entry into the SMMU service, into per-VM rings; the queue only has to hold what
+/// arrives between two drains. Hardware records one event per faulting transaction (a PCIe
+/// write of up to 4 KiB); QEMU records one per 4-byte access, so its worst case here, one
+/// faulting 4 KiB `edu` transfer per VM (three VMs), is 3,072 records: still inside. Linux
+/// sizes its queue to 2^15 for many more devices; overflows that happen anyway are detected
+/// (EVENTQ_PROD.OVFLG) and every VM that could have lost a record is told.
+pub const EVTQ_LOG2: u32 = 12;
+/// Resume attempts when power is lost again during resume.
+pub const RESUME_ATTEMPTS: u32 = 3;
+/// Polls of CONS (and CR0ACK, GBPA) before giving up. Under QEMU the SMMU consumes commands
+/// during the PROD write itself, so the first poll normally succeeds; on silicon a SYNC
+/// takes microseconds. A poll also checks that the queue is still enabled, so a power loss
+/// ends the wait at once. This bound (each poll is one MMIO read, about a microsecond under
+/// QEMU) keeps the worst wait of any VM on the SMMU lock well under a second.
+pub const POLL_LIMIT: u32 = 200_000;
+
+/// DriverCounters readable by VMs and the benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DriverCounters {
+    /// Commands written to the queue (SYNCs included).
+    pub commands: u64,
+    /// CMD_SYNCs written.
+    pub syncs: u64,
+    /// Events taken off the event queue.
+    pub events: u64,
+    /// Commands the SMMU rejected.
+    pub command_errors: u64,
+    /// Event-queue overflows the SMMU signalled (records it had to discard).
+    pub evtq_overflows: u64,
+}
+
+/// What one drain of the event queue found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[must_use]
+pub struct Drained {
+    /// Records taken.
+    pub records: u32,
+    /// The SMMU signalled an overflow since the last drain: an unknown number of records were
+    /// discarded.
+    pub overflowed: bool,
+    /// Records were left in the queue (`max` reached).
+    pub more: bool,
+}
+
+/// The driver of one SMMU.
+pub struct SmmuDriver<R: SmmuRegs> {
+    regs: R,
+    /// What the hardware offers.
+    pub features: Features,
+    strtab: (u64, u32),
+    cmdq: DmaBuf,
+    cmdq_prod: QueuePtr,
+    evtq: DmaBuf,
+    evtq_log2: u32,
+    /// EVENTQ_CONS as the driver last wrote it (only the driver writes it).
+    evtq_cons: u32,
+    /// GERRORN as the driver last wrote it (only the driver writes it).
+    gerrorn: u32,
+    irqs: IrqCtrl,
+    /// DriverCounters.
+    pub counters: DriverCounters,
+    /// Polls of CONS before a batch times out (the model, which consumes synchronously,
+    /// lowers it).
+    pub poll_limit: u32,
+}
+
+impl<R: SmmuRegs> SmmuDriver<R> {
+    /// Probes and brings the SMMU up with a fresh stream table for stream IDs up to `max_sid`
+    /// (every STE abort): GBPA.ABORT, SMMU off, queues, invalidate all configuration and TLB
+    /// caches, event queue on, then SMMUEN. No stream can translate until the service installs
+    /// an STE for it. `irqs` are the SMMU interrupts to enable (wired; no MSI).
+    pub fn init(
+        mut regs: R,
+        max_sid: u32,
+        need_nesting: bool,
+        irqs: IrqCtrl,
+    ) -> Result<(Self, StreamTable), ProbeError> {
+        set_global_abort(&mut regs).map_err(|e| ProbeError::Enable(SequenceError::Gbpa(e)))?;
+        let features = Features::probe(&mut regs, max_sid, need_nesting)?;
+        // Everything off (translation falls back to GBPA: abort).
+        write_cr0(&mut regs, Cr0::empty()).map_err(ProbeError::Enable)?;
+        let table = StreamTable::new(max_sid, features.idr0.two_level_strtab())
+            .ok_or(ProbeError::OutOfMemory)?;
+        let cmdq_log2 = CMDQ_LOG2.min(features.idr1.cmdqs());
+        let evtq_log2 = EVTQ_LOG2.min(features.idr1.eventqs());
+        let cmdq = DmaBuf::new(16 << cmdq_log2, 16 << cmdq_log2).ok_or(ProbeError::OutOfMemory)?;
+        let evtq = DmaBuf::new(32 << evtq_log2, 32 << evtq_log2).ok_or(ProbeError::OutOfMemory)?;
+        let mut smmu = SmmuDriver {
+            regs,
+            features,
+            strtab: table.base_and_cfg(),
+            cmdq_prod: QueuePtr::new(cmdq_log2, 0),
+            cmdq,
+            evtq,
+            evtq_log2,
+            evtq_cons: 0,
+            gerrorn: 0,
+            irqs,
+            counters: DriverCounters::default(),
+            poll_limit: POLL_LIMIT,
+        };
+        smmu.program_and_enable().map_err(ProbeError::Enable)?;
+        Ok((smmu, table))
+    }
+
+    /// Points the (disabled) SMMU at the stream table and the driver's queues, invalidates
+    /// every configuration and TLB cache, then enables the event queue and translation. Used at
+    /// boot and on resume: its cost does not depend on the number of streams or mappings.
+    fn program_and_enable(&mut self) -> Result<(), SequenceError> {
+        let (base, cfg) = self.strtab;
+        let regs = &mut self.regs;
+        regs.write64(off::STRTAB_BASE, base);
+        regs.write32(off::STRTAB_BASE_CFG, cfg);
+        let cmdq_log2 = self.cmdq_prod.capacity().trailing_zeros();
+        regs.write64(
+            off::CMDQ_BASE,
+            regs::BASE_RA | (self.cmdq.pa() & regs::BASE_ADDR_MASK) | cmdq_log2 as u64,
+        );
+        regs.write32(off::CMDQ_PROD, 0);
+        regs.write32(off::CMDQ_CONS, 0);
+        regs.write64(
+            off::EVTQ_BASE,
+            regs::BASE_RA | (self.evtq.pa() & regs::BASE_ADDR_MASK) | self.evtq_log2 as u64,
+        );
+        regs.write32(off::EVTQ_PROD, 0);
+        regs.write32(off::EVTQ_CONS, 0);
+        self.evtq_cons = 0;
+        // GERROR and GERRORN agree after reset (or an earlier acknowledgement): keep the copy.
+        self.gerrorn = regs.read32(off::GERRORN);
+        regs.write32(off::CR1, regs::CR1_WB_ISH);
+        // RECINVSID: record C_BAD_STREAMID; PTM: ignore broadcast TLB maintenance (the
+        // hypervisor invalidates through the command queue only).
+        regs.write32(off::CR2, (Cr2::RECINVSID | Cr2::PTM).bits());
+        regs.write32(off::IRQ_CTRL, self.irqs.bits());
+        self.cmdq_prod = QueuePtr::new(cmdq_log2, 0);
+        write_cr0(&mut self.regs, Cr0::CMDQEN)?;
+        self.submit(&[
+            Command::cfgi_all().0,
+            Command::tlbi_nsnh_all().0,
+            Command::tlbi_el2_all().0,
+        ])
+        .map_err(SequenceError::Command)?;
+        write_cr0(&mut self.regs, Cr0::CMDQEN | Cr0::EVENTQEN)?;
+        // A power loss in the middle of this sequence would leave registers at reset values
+        // that the rest of it does not rewrite: check everything is still ours before
+        // enabling translation, and again right after.
+        if !self.programmed() {
+            return Err(SequenceError::PowerLost);
+        }
+        write_cr0(&mut self.regs, Cr0::RUNNING)?;
+        if !self.programmed() {
+            write_cr0(&mut self.regs, Cr0::empty())?;
+            return Err(SequenceError::PowerLost);
+        }
+        Ok(())
+    }
+
+    /// Whether the registers still hold the tables and queues this driver programmed, with
+    /// GBPA.ABORT set.
+    fn programmed(&mut self) -> bool {
+        let mask = regs::BASE_ADDR_MASK;
+        let (base, cfg) = self.strtab;
+        self.regs.read64(off::STRTAB_BASE) & mask == base & mask
+            && self.regs.read32(off::STRTAB_BASE_CFG) == cfg
+            && self.regs.read64(off::CMDQ_BASE) & mask == self.cmdq.pa() & mask
+            && self.regs.read64(off::EVTQ_BASE) & mask == self.evtq.pa() & mask
+            && Gbpa(self.regs.read32(off::GBPA)).abort()
+    }
+
+    /// Quiesces the SMMU before its power domain goes off: completes every queued command
+    /// (one SYNC), leaves the event queue to the caller (drain it first), then GBPA.ABORT with
+    /// the UPDATE handshake, and only then SMMUEN = 0 with the queues and interrupts off. At no
+    /// point between these writes can a transaction bypass translation.
+    pub fn suspend(&mut self) -> Result<(), SequenceError> {
+        self.submit(&[]).map_err(SequenceError::Command)?;
+        set_global_abort(&mut self.regs).map_err(SequenceError::Gbpa)?;
+        write_cr0(&mut self.regs, Cr0::empty())?;
+        self.regs.write32(off::IRQ_CTRL, 0);
+        Ok(())
+    }
+
+    /// Brings the SMMU back after power-on (expected or not): the first write is GBPA.ABORT
+    /// (the reset value may be bypass), then tables and queues from the hypervisor's own copies,
+    /// CFGI_ALL + TLBI of every regime + SYNC, and SMMUEN last.
+    pub fn resume(&mut self) -> Result<(), SequenceError> {
+        // Power may be lost again while we program it: start over (bounded).
+        let mut last = SequenceError::PowerLost;
+        for _ in 0..RESUME_ATTEMPTS {
+            let r = set_global_abort(&mut self.regs)
+                .map_err(SequenceError::Gbpa)
+                .and_then(|_| write_cr0(&mut self.regs, Cr0::empty()))
+                .and_then(|_| self.program_and_enable());
+            match r {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Whether the SMMU still holds the configuration the driver gave it (SMMUEN and both
+    /// queues enabled). False after an unexpected power loss: registers are back at reset.
+    pub fn configured(&mut self) -> bool {
+        Cr0::from_bits_retain(self.regs.read32(off::CR0)).contains(Cr0::RUNNING)
+    }
+
+    /// The register interface (the power controller needs it; tests play the hardware with it).
+    pub fn regs_mut(&mut self) -> &mut R {
+        &mut self.regs
+    }
+
+    /// Submits `cmds` plus one CMD_SYNC as one batch and waits until the SYNC is consumed.
+    /// A command the SMMU rejects is replaced by a CMD_SYNC (harmless), the error acknowledged
+    /// and reported; the queue keeps working. No heap allocation.
+    pub fn submit(&mut self, cmds: &[CmdWords]) -> Result<(), CmdError> {
+        let n = cmds.len() as u32 + 1;
+        if n > self.cmdq_prod.capacity() {
+            return Err(CmdError::TooLarge);
+        }
+        let start = self.cmdq_prod;
+        // Wait for room.
+        let mut polls = 0;
+        while queue::space(self.cmdq_prod, self.cons()) < n {
+            self.check_alive()?;
+            polls += 1;
+            if polls > self.poll_limit {
+                return Err(CmdError::Timeout);
+            }
+        }
+        let mut p = self.cmdq_prod;
+        // Up to the end of the queue, then from its start.
+        let before_wrap = cmds.len().min((p.capacity() - p.index()) as usize);
+        let (head, tail) = cmds.split_at(before_wrap);
+        self.cmdq.write_pairs(p.index() as usize * 2, head);
+        p = p.advance(head.len() as u32);
+        // The rest (if any) from the queue's first entry.
+        self.cmdq.write_pairs(0, tail);
+        p = p.advance(tail.len() as u32);
+        self.cmdq.write_pair(p.index() as usize * 2, Command::sync().0);
+        p = p.advance(1);
+        self.counters.commands += n as u64;
+        self.counters.syncs += 1;
+        self.cmdq_prod = p;
+        self.regs.write32(off::CMDQ_PROD, p.raw());
+        self.wait_consumed(start, p)
+    }
+
+    fn cons(&mut self) -> QueuePtr {
+        QueuePtr::new(self.cmdq_log2(), self.regs.read32(off::CMDQ_CONS))
+    }
+
+    fn cmdq_log2(&self) -> u32 {
+        self.cmdq_prod.capacity().trailing_zeros()
+    }
+
+    /// The command queue is still enabled (a power loss puts CR0 back to 0).
+    fn check_alive(&mut self) -> Result<(), CmdError> {
+        if Cr0::from_bits_retain(self.regs.read32(off::CR0)).contains(Cr0::CMDQEN) {
+            Ok(())
+        } else {
+            Err(CmdError::PowerLost)
+        }
+    }
+
+    fn wait_consumed(&mut self, start: QueuePtr, target: QueuePtr) -> Result<(), CmdError> {
+        let mut first_error = None;
+        for _ in 0..self.poll_limit {
+            // The common case first: one read, and the batch is done.
+            let raw = self.regs.read32(off::CMDQ_CONS);
+            let cons = QueuePtr::new(self.cmdq_log2(), raw);
+            if queue::reached(cons, target, target) {
+                return first_error.map_or(Ok(()), Err);
+            }
+            let gerror = self.regs.read32(off::GERROR);
+            let gerrorn = self.gerrorn;
+            if Gerror::from_bits_retain(gerror ^ gerrorn).contains(Gerror::CMDQ_ERR) {
+                // CONS points at the offending command: neutralise it and restart the queue.
+                let index = queue::used(cons, start) as usize;
+                let reason = regs::cmdq_cons_err(raw);
+                self.cmdq.write_pair(cons.index() as usize * 2, Command::sync().0);
+                self.counters.command_errors += 1;
+                first_error.get_or_insert(CmdError::Rejected { index, reason });
+                self.gerrorn = gerrorn ^ Gerror::CMDQ_ERR.bits();
+                self.regs.write32(off::GERRORN, self.gerrorn);
+                continue;
+            }
+            self.check_alive()?;
+        }
+        Err(CmdError::Timeout)
+    }
+
+    /// Takes at most `max` pending event records off the event queue, oldest first, and
+    /// acknowledges an overflow the SMMU signalled. One register read when the queue is empty
+    /// (CONS is the driver's own copy).
+    pub fn drain_events(&mut self, max: u32, mut f: impl FnMut(EventWords)) -> Drained {
+        let cons_raw = self.evtq_cons;
+        let prod_raw = self.regs.read32(off::EVTQ_PROD);
+        let mut cons = QueuePtr::new(self.evtq_log2, cons_raw);
+        let prod = QueuePtr::new(self.evtq_log2, prod_raw);
+        let overflowed = (prod_raw ^ cons_raw) & Q_OVFLG != 0;
+        let mut n = 0;
+        while n < max && queue::used(prod, cons) != 0 {
+            f(self.evtq.read_entry::<4>(cons.index() as usize * 4));
+            cons = cons.advance(1);
+            n += 1;
+        }
+        if n > 0 || overflowed {
+            // One CONS write for the whole drain, acknowledging the overflow flag with it.
+            self.evtq_cons = cons.raw() | (prod_raw & Q_OVFLG);
+            self.regs.write32(off::EVTQ_CONS, self.evtq_cons);
+        }
+        self.counters.events += n as u64;
+        self.counters.evtq_overflows += overflowed as u64;
+        Drained { records: n, overflowed, more: queue::used(prod, cons) != 0 }
+    }
+
+    /// Global errors raised and not yet acknowledged (GERROR ^ GERRORN, GERRORN being the
+    /// driver's own copy: one register read).
+    pub fn active_global_errors(&mut self) -> Gerror {
+        Gerror::from_bits_truncate(self.regs.read32(off::GERROR) ^ self.gerrorn)
+    }
+
+    /// Acknowledges global errors `bits`.
+    pub fn ack_global_errors(&mut self, bits: Gerror) {
+        self.gerrorn ^= bits.bits();
+        self.regs.write32(off::GERRORN, self.gerrorn);
+    }
+}
+
+fn write_cr0(regs: &mut dyn SmmuRegs, value: Cr0) -> Result<(), SequenceError> {
+    regs.write32(off::CR0, value.bits());
+    for _ in 0..POLL_LIMIT {
+        if regs.read32(off::CR0ACK) == value.bits() {
+            return Ok(());
+        }
+    }
+    Err(SequenceError::Cr0AckTimeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iommu::driver::ste;
+    use crate::iommu::soft::fake::FakeSmmu;
+
+    fn position(f: &FakeSmmu, o: usize, v: Option<u32>) -> usize {
+        f.writes.iter().position(|&(ro, rv)| ro == o && v.is_none_or(|v| v == rv)).unwrap()
+    }
+
+    fn init(fake: &mut FakeSmmu, max_sid: u32) -> (SmmuDriver<&mut FakeSmmu>, StreamTable) {
+        SmmuDriver::init(fake, max_sid, true, IrqCtrl::empty()).unwrap()
+    }
+
+    #[test]
+    fn boot_order_is_abort_tables_invalidate_then_enable() {
+        let mut fake = FakeSmmu::qemu();
+        let (_smmu, table) = init(&mut fake, 0x20);
+        assert!(!table.is_two_level());
+        assert_eq!(table.sid_bits(), 6);
+        // GBPA.ABORT with UPDATE comes first of all writes.
+        assert_eq!(fake.writes[0], (off::GBPA, 0x8010_1000));
+        let cr0_off = position(&fake, off::CR0, Some(0));
+        let strtab = position(&fake, off::STRTAB_BASE, None);
+        let cmdqen = position(&fake, off::CR0, Some(Cr0::CMDQEN.bits()));
+        let smmuen = position(&fake, off::CR0, Some(Cr0::RUNNING.bits()));
+        assert!(cr0_off < strtab && strtab < cmdqen && cmdqen < smmuen);
+        // Before SMMUEN: CFGI_ALL, TLBI_NSNH_ALL, TLBI_EL2_ALL and one SYNC.
+        assert_eq!(fake.opcodes(), [0x04, 0x30, 0x20, 0x46]);
+        assert_eq!(fake.consumed[0][1] & 0x1f, 31, "CFGI_ALL covers every SID");
+        assert_eq!(fake.smmu.strtab_base() & regs::STRTAB_ADDR_MASK, {
+            let (b, _) = table.base_and_cfg();
+            b & regs::STRTAB_ADDR_MASK
+        });
+        assert!(fake.smmu.first_unknown.is_none(), "only architected registers touched");
+    }
+
+    #[test]
+    fn interrupts_asked_for_are_enabled() {
+        let mut fake = FakeSmmu::qemu();
+        let irqs = IrqCtrl::EVENTQ_IRQEN | IrqCtrl::GERROR_IRQEN;
+        let (_smmu, _) = SmmuDriver::init(&mut fake, 0x20, true, irqs).unwrap();
+        assert_eq!(fake.smmu.read32(off::IRQ_CTRLACK), irqs.bits());
+    }
+
+    #[test]
+    fn a_batch_costs_n_plus_one_entries_and_one_sync() {
+        let mut fake = FakeSmmu::qemu();
+        let (mut smmu, _) = init(&mut fake, 0x20);
+        let before = smmu.counters;
+        smmu.submit(&[
+            Command::cfgi_ste(0x10).0,
+            Command::cfgi_ste(0x18).0,
+            Command::tlbi_nsnh_all().0,
+        ])
+        .unwrap();
+        assert_eq!(smmu.counters.commands - before.commands, 4);
+        assert_eq!(smmu.counters.syncs - before.syncs, 1);
+        assert_eq!(&fake.opcodes()[4..], [0x03, 0x03, 0x30, 0x46]);
+    }
+
+    #[test]
+    fn a_rejected_command_is_reported_skipped_and_the_queue_keeps_working() {
+        let mut fake = FakeSmmu::qemu();
+        let (mut smmu, _) = init(&mut fake, 0x20);
+        let r = smmu.submit(&[Command::cfgi_ste(1).0, [0xff, 0], Command::cfgi_ste(2).0]);
+        assert_eq!(r, Err(CmdError::Rejected { index: 1, reason: cerror::ILL }));
+        assert_eq!(smmu.counters.command_errors, 1);
+        assert_eq!(smmu.active_global_errors(), Gerror::empty(), "acknowledged");
+        smmu.submit(&[Command::cfgi_ste(3).0]).unwrap();
+        // The bad command became a SYNC; everything after it ran.
+        assert_eq!(&fake.opcodes()[4..], [0x03, 0x46, 0x03, 0x46, 0x03, 0x46]);
+    }
+
+    #[test]
+    fn batches_wrap_around_the_queue_in_order() {
+        let mut fake = FakeSmmu::qemu();
+        let (mut smmu, _) = init(&mut fake, 0x20);
+        let start = smmu.regs_mut().consumed.len();
+        let mut want = std::vec::Vec::new();
+        // 37 batches of 29: several laps of the 512-entry queue, wrapping inside batches.
+        for b in 0..37u64 {
+            let cmds: std::vec::Vec<[u64; 2]> =
+                (0..29).map(|i| Command::tlbi_nh_va(1, 2, (b * 29 + i) << 12).0).collect();
+            smmu.submit(&cmds).unwrap();
+            want.extend(cmds);
+            want.push(Command::sync().0);
+        }
+        assert!(want.len() > 2 * (1 << CMDQ_LOG2));
+        assert_eq!(smmu.regs_mut().consumed[start..], want[..]);
+    }
+
+    #[test]
+    fn the_enable_sequence_sets_cr2_and_enables_the_event_queue_before_translation() {
+        let mut fake = FakeSmmu::qemu();
+        let _ = init(&mut fake, 0x20);
+        // Out-of-range stream IDs are recorded; broadcast TLB maintenance is ignored.
+        assert_eq!(fake.smmu.read32(off::CR2), (Cr2::RECINVSID | Cr2::PTM).bits());
+        let cr0: std::vec::Vec<u32> =
+            fake.writes.iter().filter(|w| w.0 == off::CR0).map(|w| w.1).collect();
+        let q = Cr0::CMDQEN;
+        let steps = [Cr0::empty(), q, q | Cr0::EVENTQEN, Cr0::RUNNING];
+        assert_eq!(cr0, steps.map(|c| c.bits()), "events are recorded before anything translates");
+    }
+
+    #[test]
+    fn a_batch_may_fill_the_whole_queue_and_no_more() {
+        let mut fake = FakeSmmu::qemu();
+        let (mut smmu, _) = init(&mut fake, 0x20);
+        smmu.poll_limit = 8;
+        let cap = 1usize << CMDQ_LOG2;
+        let before = smmu.counters;
+        // cap - 1 commands and their SYNC: exactly the queue.
+        let cmds: std::vec::Vec<CmdWords> =
+            (0..cap as u32 - 1).map(|i| Command::cfgi_ste(i).0).collect();
+        assert_eq!(smmu.submit(&cmds), Ok(()));
+        assert_eq!(smmu.counters.commands - before.commands, cap as u64);
+        let writes = smmu.regs_mut().writes.len();
+        let mut more = cmds.clone();
+        more.push(Command::tlbi_nsnh_all().0);
+        assert_eq!(smmu.submit(&more), Err(CmdError::TooLarge));
+        assert_eq!(smmu.regs_mut().writes.len(), writes, "nothing written");
+        assert_eq!(fake.consumed.len(), 4 + cap);
+    }
+
+    #[test]
+    fn a_full_queue_is_waited_for_within_the_poll_budget() {
+        let mut fake = FakeSmmu::qemu();
+        let (mut smmu, _) = init(&mut fake, 0x20);
+        let cap = 1u32 << CMDQ_LOG2;
+        smmu.poll_limit = 8;
+        // A hung SMMU: the first batch (a command and its SYNC) stays in the queue.
+        smmu.regs_mut().hold_commands = true;
+        assert_eq!(smmu.submit(&[Command::cfgi_ste(1).0]), Err(CmdError::Timeout));
+        // A batch that needs all but one entry must wait for those two. The SMMU
+        // consumes them on the last CONS read the budget allows (the first read and 8 polls).
+        let cmds: std::vec::Vec<CmdWords> =
+            (0..cap - 2).map(|i| Command::cfgi_ste(0x100 + i).0).collect();
+        smmu.regs_mut().consume_at_cons_read = Some(9);
+        assert_eq!(smmu.submit(&cmds), Ok(()));
+        let c = &smmu.regs_mut().consumed;
+        assert_eq!(c.len(), 4 + 2 + cap as usize - 1, "both batches, whole");
+        assert_eq!(c[4..6], [Command::cfgi_ste(1).0, Command::sync().0], "the first first");
+        assert_eq!(c[6], Command::cfgi_ste(0x100).0);
+        // An SMMU that would need one poll more than the budget: the batch is given up on,
+        // nothing written.
+        smmu.regs_mut().hold_commands = true;
+        assert_eq!(smmu.submit(&[Command::cfgi_ste(2).0]), Err(CmdError::Timeout));
+        smmu.regs_mut().consume_at_cons_read = Some(10);
+        let reads = smmu.regs_mut().reads;
+        let writes = smmu.regs_mut().writes.len();
+        assert_eq!(smmu.submit(&cmds), Err(CmdError::Timeout));
+        assert_eq!(smmu.regs_mut().writes.len(), writes, "no PROD write over pending commands");
+        assert!(smmu.regs_mut().reads - reads < 20, "{} reads", smmu.regs_mut().reads - reads);
+    }
+
+    #[test]
+    fn a_slow_batch_after_an_acknowledged_rejection_is_no_error() {
+        let mut fake = FakeSmmu::qemu();
+        let (mut smmu, _) = init(&mut fake, 0x20);
+        let r = smmu.submit(&[[0xff, 0]]);
+        assert_eq!(r, Err(CmdError::Rejected { index: 0, reason: cerror::ILL }));
+        // GERROR.CMDQ_ERR and GERRORN.CMDQ_ERR are now both set: acknowledged, not active.
+        assert_eq!(smmu.regs_mut().smmu.read32(off::GERROR), Gerror::CMDQ_ERR.bits());
+        smmu.regs_mut().hold_commands = true;
+        smmu.regs_mut().consume_at_cons_read = Some(3);
+        assert_eq!(smmu.submit(&[Command::cfgi_ste(1).0]), Ok(()));
+        assert_eq!(smmu.counters.command_errors, 1);
+        // A second rejection is acknowledged as well (GERRORN toggles back).
+        let r = smmu.submit(&[Command::cfgi_ste(2).0, [0xfe, 0]]);
+        assert_eq!(r, Err(CmdError::Rejected { index: 1, reason: cerror::ILL }));
+        assert_eq!(smmu.counters.command_errors, 2);
+        assert_eq!(smmu.active_global_errors(), Gerror::empty());
+        assert_eq!(smmu.regs_mut().smmu.read32(off::GERRORN), 0);
+        smmu.submit(&[Command::cfgi_ste(3).0]).unwrap();
+        assert_eq!(fake.opcodes()[4..], [0x46, 0x46, 0x03, 0x46, 0x03, 0x46, 0x46, 0x03, 0x46]);
+    }
+
+    #[test]
+    fn global_errors_raised_again_are_acknowledged_again() {
+        let mut fake = FakeSmmu::qemu();
+        let (mut smmu, _) = init(&mut fake, 0x20);
+        for _ in 0..3 {
+            smmu.regs_mut().raise(Gerror::SFM_ERR | Gerror::EVENTQ_ABT_ERR);
+            let active = smmu.active_global_errors();
+            assert_eq!(active, Gerror::SFM_ERR | Gerror::EVENTQ_ABT_ERR);
+            smmu.ack_global_errors(active);
+            assert_eq!(smmu.active_global_errors(), Gerror::empty());
+            assert!(smmu.regs_mut().smmu.active_errors().is_empty());
+        }
+    }
+
+    #[test]
+    fn an_empty_event_queue_costs_one_read_and_no_write() {
+        let mut fake = FakeSmmu::qemu();
+        let (mut smmu, _) = init(&mut fake, 0x20);
+        let (reads, writes) = (smmu.regs_mut().reads, smmu.regs_mut().writes.len());
+        let d = smmu.drain_events(u32::MAX, |_| panic!("no record"));
+        assert_eq!((d.records, d.overflowed), (0, false));
+        assert_eq!(smmu.regs_mut().reads - reads, 1);
+        assert_eq!(smmu.regs_mut().writes.len(), writes);
+        smmu.regs_mut().post_event([0x10, 0, 0, 0]);
+        assert_eq!(smmu.drain_events(u32::MAX, |_| {}).records, 1);
+        assert_eq!(smmu.regs_mut().writes.last(), Some(&(off::EVTQ_CONS, 1)));
+    }
+
+    #[test]
+    fn errors_say_what_went_wrong() {
+        use std::string::ToString;
+        let s = |e: &dyn core::fmt::Display| e.to_string();
+        let rejected = |reason| CmdError::Rejected { index: 3, reason };
+        assert_eq!(
+            s(&rejected(cerror::ILL)),
+            "command 3 rejected by the SMMU: illegal command (1)"
+        );
+        assert_eq!(
+            s(&rejected(cerror::ABT)),
+            "command 3 rejected by the SMMU: abort on command fetch (2)"
+        );
+        assert_eq!(
+            s(&rejected(cerror::ATC_INV_SYNC)),
+            "command 3 rejected by the SMMU: ATC invalidation timeout (3)"
+        );
+        assert_eq!(s(&rejected(0x7f)), "command 3 rejected by the SMMU: unknown error (127)");
+        assert_eq!(s(&CmdError::Timeout), "command queue did not drain in time");
+        assert_eq!(s(&CmdError::TooLarge), "command batch larger than the queue");
+        assert_eq!(s(&CmdError::PowerLost), "the SMMU lost power while a batch was queued");
+        let gbpa = SmmuError::GbpaUpdateTimeout { last: 0x8000_1000 };
+        assert_eq!(
+            s(&SequenceError::Gbpa(gbpa)),
+            "SMMU_GBPA.UPDATE did not clear (last read 0x80001000)"
+        );
+        assert_eq!(s(&SequenceError::Cr0AckTimeout), "SMMU_CR0ACK did not follow SMMU_CR0");
+        assert_eq!(
+            s(&SequenceError::Command(CmdError::Timeout)),
+            "command failed: command queue did not drain in time"
+        );
+        assert_eq!(s(&SequenceError::PowerLost), "SMMU lost power while being programmed");
+        assert_eq!(s(&ProbeError::NoAArch64Tables), "SMMU has no AArch64 translation tables");
+        assert_eq!(s(&ProbeError::NoStage2), "SMMU has no stage-2: devices cannot be confined");
+        assert_eq!(s(&ProbeError::NoNesting), "SMMU has no stage-1: nesting is impossible");
+        assert_eq!(s(&ProbeError::No4kGranule), "SMMU has no 4 KiB granule");
+        assert_eq!(
+            s(&ProbeError::StreamIdTooLarge { needed: 0x1_0000, sidsize: 16 }),
+            "stream ID 0x10000 needs more than the SMMU's 16 SID bits"
+        );
+        assert_eq!(s(&ProbeError::Preset), "SMMU with preset table/queue addresses");
+        assert_eq!(s(&ProbeError::OutOfMemory), "no memory for SMMU tables and queues");
+        assert_eq!(
+            s(&ProbeError::Enable(SequenceError::PowerLost)),
+            "SMMU lost power while being programmed"
+        );
+    }
+
+    #[test]
+    fn a_power_loss_ends_the_wait_at_once() {
+        let mut fake = FakeSmmu::qemu();
+        let (mut smmu, _) = init(&mut fake, 0x20);
+        // The SMMU stops consuming (as if hung), then loses power: the driver must notice the
+        // disabled queue on its first check instead of spending its poll budget.
+        smmu.regs_mut().hold_commands = true;
+        smmu.regs_mut().power_loss(0);
+        smmu.regs_mut().reads = 0;
+        assert_eq!(smmu.submit(&[Command::cfgi_ste(1).0]), Err(CmdError::PowerLost));
+        assert!(smmu.regs_mut().reads < 10, "{} register reads", smmu.regs_mut().reads);
+        // Powered but hung: the bounded budget, then a timeout.
+        let mut fake = FakeSmmu::qemu();
+        let (mut smmu, _) = init(&mut fake, 0x20);
+        smmu.poll_limit = 50;
+        smmu.regs_mut().hold_commands = true;
+        assert_eq!(smmu.submit(&[Command::cfgi_ste(1).0]), Err(CmdError::Timeout));
+    }
+
+    #[test]
+    fn suspend_aborts_before_disabling_and_resume_writes_gbpa_first() {
+        let mut fake = FakeSmmu::qemu();
+        let (mut smmu, mut table) = init(&mut fake, 0x20);
+        table.write_word(0x18, 1, 0x1234).unwrap();
+        assert!(smmu.configured());
+        // GBPA already says abort before suspend: suspend must still write it itself, before
+        // SMMUEN = 0 (the hardware may have lost it; only the write + UPDATE proves it).
+        assert!(Gbpa(smmu.regs_mut().read32(off::GBPA)).abort());
+        let start = smmu.regs_mut().writes.len();
+        smmu.suspend().unwrap();
+        assert!(!smmu.configured());
+        let n = {
+            let f = &mut **smmu.regs_mut();
+            let during = &f.writes[start..];
+            let gbpa = during.iter().position(|w| w.0 == off::GBPA).expect("suspend writes GBPA");
+            let cr0 = during.iter().position(|w| *w == (off::CR0, 0)).unwrap();
+            assert!(gbpa < cr0, "GBPA.ABORT must be in place before SMMUEN = 0");
+            assert_eq!(during[gbpa].1, Gbpa::ABORT | Gbpa::UPDATE | 0x1000);
+            // Power is lost; the platform's GBPA reset value is bypass (0).
+            f.power_loss(0);
+            f.writes.len()
+        };
+        smmu.resume().unwrap();
+        assert!(smmu.configured());
+        assert_eq!(table.read(0x18)[1], 0x1234, "STEs live in hypervisor memory");
+        let after = &fake.writes[n..];
+        assert_eq!(after[0].0, off::GBPA, "first write after power-on is GBPA");
+        assert_eq!(after[0].1, Gbpa::UPDATE | Gbpa::ABORT);
+        let smmuen = after.iter().position(|w| w.0 == off::CR0 && w.1 & 1 != 0).unwrap();
+        let base = after.iter().position(|w| w.0 == off::STRTAB_BASE).unwrap();
+        assert!(base < smmuen);
+        // After resume: CFGI_ALL, TLBI_NSNH_ALL, TLBI_EL2_ALL, SYNC before SMMUEN.
+        let ops = fake.opcodes();
+        assert_eq!(&ops[ops.len() - 4..], [0x04, 0x30, 0x20, 0x46]);
+    }
+
+    #[test]
+    fn events_are_drained_in_order_and_overflow_acknowledged() {
+        let mut fake = FakeSmmu::qemu();
+        let (mut smmu, _) = init(&mut fake, 0x20);
+        for i in 0..3 {
+            smmu.regs_mut().post_event([0x10 | 0x18 << 32, 0, i, 0]);
+        }
+        let mut seen = std::vec::Vec::new();
+        let d = smmu.drain_events(u32::MAX, |e| seen.push(e[2]));
+        assert_eq!((d.records, d.overflowed), (3, false));
+        assert_eq!(seen, [0, 1, 2]);
+        // Fill the whole queue and one more: the SMMU signals an overflow.
+        let cap = 1u64 << EVTQ_LOG2;
+        for i in 0..cap + 1 {
+            smmu.regs_mut().post_event([0x10 | 0x18 << 32, 0, i, 0]);
+        }
+        let d = smmu.drain_events(u32::MAX, |_| {});
+        assert_eq!((d.records as u64, d.overflowed), (cap, true));
+        assert_eq!(smmu.counters.evtq_overflows, 1);
+        let d = smmu.drain_events(u32::MAX, |_| {});
+        assert_eq!((d.records, d.overflowed), (0, false), "acknowledged");
+    }
+
+    #[test]
+    fn probe_refuses_what_cannot_confine_devices() {
+        let probe = |idr0: u32, idr1: u32, idr5: u32, max: u32, nest: bool| {
+            let mut f = FakeSmmu::with_ids(crate::iommu::soft::SmmuIdRegs {
+                idr: [idr0, idr1, 0, 0, 0, idr5],
+                ..crate::iommu::soft::SmmuIdRegs::QEMU
+            });
+            Features::probe(&mut f, max, nest)
+        };
+        let (i1, i5) = (Idr1::new(16, 16, 19, 19).0, 0x55);
+        assert_eq!(probe(0x0d44_101a, i1, i5, 0x20, true), Err(ProbeError::NoStage2));
+        assert_eq!(probe(0x0d44_1019, i1, i5, 0x20, true), Err(ProbeError::NoNesting));
+        assert!(probe(0x0d44_1019, i1, i5, 0x20, false).is_ok());
+        assert_eq!(probe(0x0d44_1013, i1, i5, 0x20, false), Err(ProbeError::NoAArch64Tables));
+        assert_eq!(probe(0x0d44_101b, i1, 0x45, 0x20, false), Err(ProbeError::No4kGranule));
+        assert_eq!(
+            probe(0x0d44_101b, i1, i5, 0x1_0000, false),
+            Err(ProbeError::StreamIdTooLarge { needed: 0x1_0000, sidsize: 16 })
+        );
+        assert_eq!(probe(0x0d44_101b, i1 | 1 << 29, i5, 0x20, false), Err(ProbeError::Preset));
+        // 32 SID bits: every stream ID fits.
+        let i1_32 = Idr1::new(32, 16, 19, 19).0;
+        assert!(probe(0x0d44_101b, i1_32, i5, u32::MAX, false).is_ok());
+        assert_eq!(
+            probe(0x0d44_101b, Idr1::new(31, 16, 19, 19).0, i5, u32::MAX, false),
+            Err(ProbeError::StreamIdTooLarge { needed: u32::MAX, sidsize: 31 })
+        );
+        let _ = ste::ABORT_WORDS;
+    }
+}

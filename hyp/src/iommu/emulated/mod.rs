@@ -1,0 +1,837 @@
+//! The SMMU the host kernel is given: the software SMMU in its guest-facing configuration.
+//!
+//! The host's own arm-smmu-v3 driver programs it as if it were hardware; its stream table,
+//! context descriptors, page tables and queues live in the host's RAM and stay the host's. The
+//! hypervisor never trusts them: it reads them when the architecture says the SMMU would, copies
+//! what it reads once, and reaches the real SMMU only through the operations a guest's
+//! hypercalls use ([`SmmuCalls`]), so there is one validation path:
+//!
+//! * a host STE is read when the host says so (CFGI_STE, CFGI_STE_RANGE, CFGI_ALL, or enabling
+//!   the SMMU) and goes through [`validate::virtual_ste`]: stage 1 becomes nested on the host's
+//!   stage 2, bypass becomes identity on it, abort stays abort, anything else is refused (the
+//!   stream is blocked and the refusal logged);
+//! * a PROD write makes the emulated SMMU copy each new command once out of the host's queue,
+//!   translate it into what a guest may ask ([`HostCommand`]), validate the lot exactly like a
+//!   guest's INVALIDATE and submit it with one SYNC; an illegal command stops the queue with
+//!   GERROR.CMDQ_ERR and CMDQ_CONS.ERR as hardware does, so the host's own recovery runs;
+//! * the host's events are written into its own event queue and its event interrupt raised;
+//! * GBPA always reads ABORT and ignores writes; the host's SMMUEN is its power vote.
+//!
+//! Pure and host-tested: memory through [`GuestMemory`], the SMMU service through
+//! [`SmmuCalls`], interrupts returned to the caller.
+
+use crate::iommu::driver::ste::Domain;
+use crate::iommu::pm::Vote;
+use crate::iommu::service::events::RING_CAPACITY;
+use crate::iommu::service::SmmuCalls;
+use crate::iommu::soft::{EventPost, MemFault, SmmuIdRegs, SmmuMemory, SoftSmmu, WriteEffect};
+use crate::iommu::validate::{self, SmmuCaps};
+use crate::vm::memory::{GuestMemory, GuestRange};
+use alloc::vec;
+use alloc::vec::Vec;
+use host_abi::smmu::regs::{cerror, off, Cr0, Gbpa, Gerror, Idr1, Idr5, EMULATED_IDR0};
+use host_abi::smmu::{cmd, Command, Opcode, Ste};
+use host_abi::{HypError, INVALIDATE_MAX};
+use platform::VmSpec;
+use zerocopy::IntoBytes;
+
+/// The host's view of memory, as the emulated SMMU reaches it: IPAs of its RAM only.
+pub struct HostMemory<'a> {
+    /// The host.
+    pub spec: &'static VmSpec,
+    /// Its RAM.
+    pub mem: &'a mut dyn GuestMemory,
+}
+
+impl SmmuMemory for HostMemory<'_> {
+    fn read(&mut self, addr: u64, out: &mut [u64]) -> Result<(), MemFault> {
+        let r =
+            GuestRange::of(self.spec, addr, out.len() as u64 * 8).map_err(|_| MemFault { addr })?;
+        // One copy out of the host's memory (its little-endian layout is ours).
+        self.mem.read(r, out.as_mut_bytes());
+        #[cfg(target_endian = "big")]
+        for w in out.iter_mut() {
+            *w = u64::from_le(*w);
+        }
+        Ok(())
+    }
+    fn write(&mut self, addr: u64, data: &[u64]) -> Result<(), MemFault> {
+        let r = GuestRange::of(self.spec, addr, data.len() as u64 * 8)
+            .map_err(|_| MemFault { addr })?;
+        let mut bytes = [0u8; 64];
+        for (chunk, words) in data.chunks(8).enumerate() {
+            let n = words.len() * 8;
+            for (i, w) in words.iter().enumerate() {
+                bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+            }
+            let sub = r.sub(chunk as u64 * 64, n as u64).ok_or(MemFault { addr })?;
+            self.mem.write(sub, &bytes[..n]);
+        }
+        Ok(())
+    }
+}
+
+/// What the emulated SMMU needs from its surroundings for one access.
+pub struct Context<'a> {
+    /// The host's memory.
+    pub mem: HostMemory<'a>,
+    /// The SMMU service (the same operations a VM's hypercalls reach).
+    pub smmu: &'a mut dyn SmmuCalls,
+}
+
+/// A host command, translated into what the hypervisor does for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostCommand {
+    /// CMD_SYNC: completes once everything before it completed on the real SMMU.
+    Sync,
+    /// Re-read and shadow the host STEs of the streams `first..first + count`.
+    RefreshStes {
+        /// First stream ID.
+        first: u32,
+        /// How many.
+        count: u64,
+    },
+    /// A command a guest's INVALIDATE could carry (validated on that path: VMID forced).
+    Invalidate(Command),
+    /// Valid, nothing to do (prefetches).
+    Nothing,
+    /// Illegal here: stop the queue with this CMDQ_CONS.ERR.
+    Illegal(u32),
+}
+
+/// Opcodes that go to the guests' INVALIDATE path exactly as the host wrote them (stage-1 TLB,
+/// CD and ATC invalidations): [`translate`] gives `HostCommand::Invalidate` of the command
+/// itself for these and only these, so a run of them is gathered with one copy.
+const PASS_THROUGH: [bool; 256] = {
+    let ops = [
+        Opcode::CfgiCd,
+        Opcode::CfgiCdAll,
+        Opcode::TlbiNhAll,
+        Opcode::TlbiNhAsid,
+        Opcode::TlbiNhVa,
+        Opcode::TlbiNhVaa,
+        Opcode::AtcInv,
+    ];
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < ops.len() {
+        t[ops[i] as u8 as usize] = true;
+        i += 1;
+    }
+    t
+};
+
+/// A host CMD_SYNC the emulated SMMU completes: by polling CONS (CS = none) or with an event
+/// (CS = SEV, harmless); no interrupt (the cmdq-sync interrupt is not provided), no MSI, and not
+/// the reserved CS encoding 0b11. (Its MSH and MSIATTR fields mean nothing without an MSI.)
+fn host_sync_ok(c: &Command) -> bool {
+    let cs = c.field(cmd::SYNC_CS);
+    (cs == 0 || cs == 2) && validate::host_fields(c).is_ok()
+}
+
+/// What a host command becomes on the guests' INVALIDATE path, if it goes there: exactly what
+/// [`translate`] says, in one step for the common commands. Invalidations as they are (TLBI_NSNH_ALL
+/// as the host VMID's TLBI_NH_ALL), a CMD_SYNC or a prefetch as a plain CMD_SYNC (which that path
+/// drops: its batch ends with the hypervisor's own SYNC). `None`: an STE refresh or an illegal
+/// command.
+#[inline]
+fn for_guest_path(c: &Command) -> Option<Command> {
+    let op = c.opcode_byte();
+    if PASS_THROUGH[op as usize] {
+        Some(*c)
+    } else if op == Opcode::Sync as u8 {
+        host_sync_ok(c).then(Command::sync)
+    } else if op == Opcode::PrefetchConfig as u8 || op == Opcode::PrefetchAddr as u8 {
+        validate::host_fields(c).is_ok().then(Command::sync)
+    } else if op == Opcode::TlbiNsnhAll as u8 {
+        validate::host_fields(c).is_ok().then(|| Command::tlbi_nh_all(0))
+    } else {
+        None
+    }
+}
+
+/// Translates one host command. Everything the emulated SMMU does not advertise (stage 2,
+/// EL2 translation, ATS, PRI, stall, MSI) is illegal, as it would be on hardware without it, and
+/// so is a command the emulated SMMU executes itself with a secure, reserved or MSI field set
+/// ([`validate::host_fields`]).
+pub fn translate(c: &Command) -> HostCommand {
+    let Some(op) = Opcode::from_u8(c.opcode_byte()) else {
+        return HostCommand::Illegal(cerror::ILL);
+    };
+    let sid = c.field(cmd::SID) as u32;
+    let own_fields_ok = || validate::host_fields(c).is_ok();
+    match op {
+        Opcode::Sync if host_sync_ok(c) => HostCommand::Sync,
+        Opcode::CfgiSte if own_fields_ok() => HostCommand::RefreshStes { first: sid, count: 1 },
+        Opcode::CfgiSteRange if own_fields_ok() => {
+            // 2^(Range + 1) streams from SID aligned down; Range 31: every stream.
+            let range = c.field(cmd::RANGE) as u32;
+            if range >= 31 {
+                return HostCommand::RefreshStes { first: 0, count: 1 << 32 };
+            }
+            let count = 1u64 << (range + 1);
+            let first = (sid as u64 & !(count - 1)) as u32;
+            HostCommand::RefreshStes { first, count }
+        }
+        Opcode::PrefetchConfig | Opcode::PrefetchAddr if own_fields_ok() => HostCommand::Nothing,
+        // All of the host's non-hypervisor TLB entries: its VMID's stage-1 entries.
+        Opcode::TlbiNsnhAll if own_fields_ok() => HostCommand::Invalidate(Command::tlbi_nh_all(0)),
+        Opcode::CfgiCd
+        | Opcode::CfgiCdAll
+        | Opcode::TlbiNhAll
+        | Opcode::TlbiNhAsid
+        | Opcode::TlbiNhVa
+        | Opcode::TlbiNhVaa
+        | Opcode::AtcInv => HostCommand::Invalidate(*c),
+        Opcode::Sync
+        | Opcode::CfgiSte
+        | Opcode::CfgiSteRange
+        | Opcode::PrefetchConfig
+        | Opcode::PrefetchAddr
+        | Opcode::TlbiNsnhAll
+        | Opcode::TlbiEl2All
+        | Opcode::TlbiS12Vmall
+        | Opcode::PriResp
+        | Opcode::Resume => HostCommand::Illegal(cerror::ILL),
+    }
+}
+
+/// Work the emulated SMMU does for the host in one trapped access, in units of one command looked
+/// at. Then it returns, and the rest of the host's queue waits for its next access to the SMMU
+/// (its driver polls CMDQ_CONS for space and for each CMD_SYNC), as a hardware SMMU consumes its
+/// queue asynchronously. However large the host made its queue, no access holds the SMMU
+/// service's lock for more than this (plus one refresh of each of its streams, a number the
+/// manifest fixes).
+pub const ACCESS_BUDGET: u32 = 256;
+
+/// What one STE refresh (read, validate, install) costs against [`ACCESS_BUDGET`].
+pub const REFRESH_COST: u32 = 16;
+
+/// What one submission to the real SMMU (validation, the commands and a real SYNC) costs
+/// against [`ACCESS_BUDGET`], beyond its commands.
+pub const SEND_COST: u32 = 8;
+
+/// EmulatedCounters (in the line the hypervisor logs when the host stops; not in SMMU_STATS, which
+/// counts the real SMMU's work).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EmulatedCounters {
+    /// Host commands consumed.
+    pub commands: u64,
+    /// Host CMD_SYNCs completed (after the real SYNC).
+    pub syncs: u64,
+    /// Host STEs read and shadowed (blocked ones included).
+    pub stes_shadowed: u64,
+    /// Host STEs refused by validation (the stream was blocked).
+    pub stes_refused: u64,
+    /// Host STEs whose context descriptors were refused when shadowed (the stream was blocked).
+    pub cds_refused: u64,
+    /// Event records written into the host's event queue.
+    pub events_delivered: u64,
+    /// Event records the host's queue could not take (overflow signalled, or disabled).
+    pub events_discarded: u64,
+    /// Commands that stopped the host's queue (CMDQ_ERR).
+    pub command_errors: u64,
+    /// Register accesses to offsets the emulated SMMU does not implement.
+    pub unknown_accesses: u64,
+    /// Shadow STEs the SMMU service failed to install (the stream was left blocked).
+    pub ste_installs_failed: u64,
+    /// Notices not logged: their kind had been logged before (each is counted above as well).
+    pub notices_unlogged: u64,
+    /// Accesses that stopped consuming at the access budget with commands left.
+    pub budget_stops: u64,
+    /// CMDQ_CONS reads that went on consuming what an earlier access left.
+    pub continued: u64,
+}
+
+/// Interrupt lines the emulated SMMU raised for the host (edge: pend the host's SPI).
+pub use crate::iommu::soft::Irqs;
+
+/// 16-byte aligned (whole commands per load/store pair when copied).
+#[repr(C, align(16))]
+struct Aligned<T>(T);
+
+impl<T> core::ops::Deref for Aligned<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> core::ops::DerefMut for Aligned<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
+/// A log-worthy thing that happened (the EL2 side logs each kind once or counts it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// A host STE was refused: the stream is blocked.
+    SteRefused {
+        /// Stream ID.
+        sid: u32,
+        /// Why.
+        why: HypError,
+    },
+    /// The context descriptors a host STE points at were refused: the stream is blocked.
+    CdRefused {
+        /// Stream ID.
+        sid: u32,
+        /// Why.
+        why: HypError,
+    },
+    /// A host STE could not be read (outside its table or its RAM): the stream is blocked.
+    SteUnreadable {
+        /// Stream ID.
+        sid: u32,
+    },
+    /// A host command stopped its queue.
+    IllegalCommand {
+        /// The command.
+        cmd: Command,
+        /// Its CMDQ_CONS.ERR.
+        err: u32,
+    },
+    /// The SMMU service could not install a host STE's shadow: the stream is blocked.
+    SteInstallFailed {
+        /// Stream ID.
+        sid: u32,
+    },
+    /// An access to an offset the emulated SMMU does not implement.
+    UnknownRegister {
+        /// Byte offset.
+        offset: usize,
+    },
+}
+
+impl Notice {
+    /// The kind of a notice, for logging each kind once per VM (a number below 64): the type,
+    /// and for refusals the reason (so each different refusal is logged once).
+    pub fn kind(&self) -> u32 {
+        match *self {
+            Notice::SteRefused { why, .. } => (why.code().unsigned_abs() as u32).min(15),
+            Notice::SteUnreadable { .. } => 16,
+            Notice::SteInstallFailed { .. } => 17,
+            Notice::IllegalCommand { err, .. } => 18 + err.min(7),
+            Notice::UnknownRegister { .. } => 26,
+            Notice::CdRefused { why, .. } => 27 + (why.code().unsigned_abs() as u32).min(15),
+        }
+    }
+}
+
+/// Most notices kept between two [`VirtualSmmu::take_notices`].
+pub const NOTICES: usize = 8;
+
+/// The emulated SMMU of one VM (the host).
+pub struct VirtualSmmu {
+    smmu: SoftSmmu,
+    /// The VM it belongs to.
+    pub vm: u32,
+    /// The streams the VM owns (their STEs are shadowed), in increasing order.
+    streams: Vec<u32>,
+    /// STE refreshes asked for and not done yet: bit `i` for `streams[i]` (one refresh per
+    /// stream however many commands named it).
+    dirty: Vec<u64>,
+    /// Whether any bit of `dirty` is set.
+    any_dirty: bool,
+    /// EmulatedCounters.
+    pub counters: EmulatedCounters,
+    notices: [Option<Notice>; NOTICES],
+    batch: [Command; INVALIDATE_MAX as usize],
+    /// Position (entries after CONS) of each gathered command, to stop on a refused one.
+    at: [u32; INVALIDATE_MAX as usize],
+    /// Commands copied out of the host's queue, not yet looked at.
+    fetched: Aligned<[Command; INVALIDATE_MAX as usize]>,
+    /// The kinds of notice logged already (bit [`Notice::kind`]).
+    reported: u64,
+}
+
+/// The ID registers the host sees: what is shadowed correctly and nothing more. Stage 1 only
+/// (AArch64 tables, 16-bit ASIDs, little-endian walks), coherent, linear or two-level stream
+/// tables, no stage 2, no ATS/PRI/stall/MSI/HYP/BTM; the real SMMU's substream and stream ID
+/// sizes; queues as large as the driver may want; 4 KiB pages; a 36-bit output (IPA) size,
+/// inside the host's 39-bit stage 2.
+pub fn advertised(real: &SmmuCaps, sid_bits: u32) -> SmmuIdRegs {
+    SmmuIdRegs {
+        idr: [
+            EMULATED_IDR0,
+            Idr1::new(sid_bits, real.ssid_bits as u32, 19, 19).0,
+            0,
+            0,
+            0,
+            Idr5::GRAN4K | 1,
+        ],
+        iidr: 0,
+        aidr: 0,
+    }
+}
+
+impl VirtualSmmu {
+    /// The emulated SMMU of VM `vm`, owning `streams`, on a real SMMU with `caps`.
+    pub fn new(vm: u32, streams: &[u32], caps: &SmmuCaps) -> Self {
+        let sid_bits = streams.iter().map(|s| 32 - s.leading_zeros()).max().unwrap_or(1).max(8);
+        let mut streams = streams.to_vec();
+        streams.sort_unstable();
+        streams.dedup();
+        let dirty = vec![0u64; streams.len().div_ceil(64)];
+        VirtualSmmu {
+            smmu: SoftSmmu::new(advertised(caps, sid_bits), Gbpa::ABORT),
+            vm,
+            streams,
+            dirty,
+            any_dirty: false,
+            counters: EmulatedCounters::default(),
+            notices: [None; NOTICES],
+            batch: [Command::default(); INVALIDATE_MAX as usize],
+            at: [0; INVALIDATE_MAX as usize],
+            fetched: Aligned([Command::default(); INVALIDATE_MAX as usize]),
+            reported: 0,
+        }
+    }
+
+    /// The register file (tests and the EL2 side's log).
+    pub fn registers(&self) -> &SoftSmmu {
+        &self.smmu
+    }
+
+    /// Queues `n` for the log if it is the first of its kind (see [`Notice::kind`]); every
+    /// notice is counted by its own counter, and the counts are what the log shows of the rest.
+    /// However often a VM provokes one, the hypervisor logs a bounded number of lines.
+    fn notice(&mut self, n: Notice) {
+        let bit = 1u64 << n.kind();
+        if self.reported & bit != 0 {
+            self.counters.notices_unlogged += 1;
+            return;
+        }
+        self.reported |= bit;
+        if let Some(slot) = self.notices.iter_mut().find(|s| s.is_none()) {
+            *slot = Some(n);
+        }
+    }
+
+    /// Whether there are notices to take.
+    pub fn has_notices(&self) -> bool {
+        self.notices[0].is_some()
+    }
+
+    /// Notices since the last call (at most [`NOTICES`]; the rest are only counted).
+    pub fn take_notices(&mut self) -> [Option<Notice>; NOTICES] {
+        core::mem::replace(&mut self.notices, [None; NOTICES])
+    }
+
+    /// Interrupts raised for the host since the last call.
+    pub fn take_irqs(&mut self) -> Irqs {
+        self.smmu.take_irqs()
+    }
+
+    /// A load of `size` bytes (4 or 8) at byte `offset` of the register space.
+    pub fn read(&mut self, offset: usize, size: u8) -> u64 {
+        let lo = self.read32(offset) as u64;
+        if size == 8 {
+            lo | (self.read32(offset + 4) as u64) << 32
+        } else {
+            lo
+        }
+    }
+
+    fn read32(&mut self, offset: usize) -> u32 {
+        let before = self.smmu.unknown_accesses;
+        let v = self.smmu.read32(offset);
+        if self.smmu.unknown_accesses != before {
+            self.unknown(offset);
+        }
+        v
+    }
+
+    /// An access to no register: read as zero, written to nothing (as hardware does), counted,
+    /// the first one reported.
+    fn unknown(&mut self, offset: usize) {
+        self.counters.unknown_accesses += 1;
+        self.notice(Notice::UnknownRegister { offset });
+    }
+
+    /// A store of `size` bytes (4 or 8) at byte `offset`.
+    pub fn write(&mut self, offset: usize, size: u8, value: u64, ctx: &mut Context<'_>) {
+        self.write32(offset, value as u32, ctx);
+        if size == 8 {
+            self.write32(offset + 4, (value >> 32) as u32, ctx);
+        }
+    }
+
+    fn write32(&mut self, offset: usize, value: u32, ctx: &mut Context<'_>) {
+        if offset == off::GBPA {
+            // Always abort: the host cannot ask for bypass. Writes change nothing (the value
+            // read back never shows UPDATE, so the host's handshake completes).
+            return;
+        }
+        match self.smmu.write32(offset, value) {
+            WriteEffect::Cr0 { old, new } => {
+                if old.contains(Cr0::SMMUEN) != new.contains(Cr0::SMMUEN) {
+                    // The host's SMMUEN is its power vote, and decides whether its streams
+                    // translate (its STEs) or abort (GBPA: always abort).
+                    let on = new.contains(Cr0::SMMUEN);
+                    let vote = if on { Vote::NeedOn } else { Vote::AllowOff };
+                    if on {
+                        ctx.smmu.pm_vote(self.vm, vote);
+                        self.refresh(0, 1 << 32, ctx);
+                    } else {
+                        self.refresh(0, 1 << 32, ctx);
+                        ctx.smmu.pm_vote(self.vm, vote);
+                    }
+                }
+                if new.contains(Cr0::CMDQEN) && !old.contains(Cr0::CMDQEN) {
+                    self.consume(ctx);
+                }
+            }
+            WriteEffect::CmdqProd => self.consume(ctx),
+            WriteEffect::GerrorAck(acked) if acked.contains(Gerror::CMDQ_ERR) => self.consume(ctx),
+            WriteEffect::EvtqCons => self.deliver_events(ctx),
+            WriteEffect::Unknown => self.unknown(offset),
+            _ => {}
+        }
+    }
+
+    /// The indices in `streams` of the streams in `first..first + count`.
+    fn span(&self, first: u32, count: u64) -> core::ops::Range<usize> {
+        let end = first as u64 + count;
+        let lo = self.streams.partition_point(|&s| (s as u64) < first as u64);
+        let hi = self.streams.partition_point(|&s| (s as u64) < end);
+        lo..hi.max(lo)
+    }
+
+    /// Re-reads the host STEs of its streams in `first..first + count` and shadows each.
+    fn refresh(&mut self, first: u32, count: u64, ctx: &mut Context<'_>) {
+        self.mark(first, count);
+        self.refresh_dirty(ctx);
+    }
+
+    /// Re-reads the host STE of its stream `sid` and shadows it.
+    fn refresh_one(&mut self, sid: u32, ctx: &mut Context<'_>) {
+        let domain = self.host_domain(sid, ctx);
+        self.counters.stes_shadowed += 1;
+        match ctx.smmu.attach(self.vm, sid, domain, &*ctx.mem.mem) {
+            Ok(()) => {}
+            // The SMMU failed it: the service left the stream blocked.
+            Err(HypError::DeviceError) => self.install_failed(sid),
+            // Its CD table was refused (nothing changed there): blocked here, and said.
+            Err(why) => {
+                self.counters.cds_refused += 1;
+                self.notice(Notice::CdRefused { sid, why });
+                if ctx.smmu.attach(self.vm, sid, Domain::Blocked, &*ctx.mem.mem).is_err() {
+                    self.install_failed(sid);
+                }
+            }
+        }
+    }
+
+    /// The SMMU service could not install a shadow STE: it left the stream blocked. Said once
+    /// per kind, then counted.
+    fn install_failed(&mut self, sid: u32) {
+        self.counters.ste_installs_failed += 1;
+        self.notice(Notice::SteInstallFailed { sid });
+    }
+
+    /// Marks the streams in `first..first + count` for a refresh (see [`Self::refresh_dirty`]).
+    fn mark(&mut self, first: u32, count: u64) {
+        let r = self.span(first, count);
+        if r.is_empty() {
+            return;
+        }
+        self.any_dirty = true;
+        let (mut i, end) = (r.start, r.end);
+        while i < end {
+            let (w, b) = (i / 64, i % 64);
+            let n = (64 - b).min(end - i);
+            let bits = if n == 64 { u64::MAX } else { ((1u64 << n) - 1) << b };
+            self.dirty[w] |= bits;
+            i += n;
+        }
+    }
+
+    /// Does the STE refreshes marked, each stream once, and returns their cost against the
+    /// access budget.
+    fn refresh_dirty(&mut self, ctx: &mut Context<'_>) -> u32 {
+        if !self.any_dirty {
+            return 0;
+        }
+        self.any_dirty = false;
+        let mut n = 0;
+        for w in 0..self.dirty.len() {
+            let mut bits = core::mem::take(&mut self.dirty[w]);
+            while bits != 0 {
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                self.refresh_one(self.streams[w * 64 + b], ctx);
+                n += 1;
+            }
+        }
+        n * REFRESH_COST
+    }
+
+    /// The domain the host's STE of `sid` asks for: blocked while its SMMU is disabled (GBPA
+    /// is abort) or when the STE cannot be read or is refused.
+    fn host_domain(&mut self, sid: u32, ctx: &mut Context<'_>) -> Domain {
+        if !self.smmu.cr0().contains(Cr0::SMMUEN) {
+            return Domain::Blocked;
+        }
+        let words = match self.smmu.lookup_ste(&mut ctx.mem, sid) {
+            Ok(w) => w,
+            Err(_) => {
+                self.counters.stes_refused += 1;
+                self.notice(Notice::SteUnreadable { sid });
+                return Domain::Blocked;
+            }
+        };
+        let caps = match ctx.smmu.owned_stream(self.vm, sid) {
+            Ok(c) => c,
+            Err(_) => return Domain::Blocked,
+        };
+        match validate::virtual_ste(&Ste(words), ctx.mem.spec, &caps) {
+            Ok(d) => d,
+            Err(why) => {
+                self.counters.stes_refused += 1;
+                self.notice(Notice::SteRefused { sid, why });
+                Domain::Blocked
+            }
+        }
+    }
+
+    /// Sends the first `n` gathered commands (validated on the guests' path) with one SYNC. If
+    /// it refuses one, the valid ones before it have been sent (as the queue would have executed
+    /// them), the host's queue stops on it and the answer is `false`.
+    #[must_use]
+    fn flush(&mut self, n: usize, ctx: &mut Context<'_>) -> bool {
+        match send(self.vm, &self.batch[..n], ctx) {
+            Ok(()) => true,
+            Err(r) => {
+                self.refused(self.at[r], self.batch[r]);
+                false
+            }
+        }
+    }
+
+    /// Whether the host's command queue holds commands the emulated SMMU has not consumed
+    /// (enabled, not stopped).
+    pub fn commands_pending(&self) -> bool {
+        self.smmu.cr0().contains(Cr0::CMDQEN)
+            && !self.smmu.cmdq_stopped()
+            && self.smmu.commands_after(0) > 0
+    }
+
+    /// The host looks at its queue (a CMDQ_CONS read): the emulated SMMU goes on consuming what
+    /// an earlier access left, within the access budget.
+    pub fn poll(&mut self, ctx: &mut Context<'_>) {
+        if self.commands_pending() {
+            self.counters.continued += 1;
+            self.consume(ctx);
+        }
+    }
+
+    /// Consumes the host's command queue from CONS towards PROD, at most [`ACCESS_BUDGET`]'s
+    /// worth of work: each command copied once, the guest-path ones validated there as one
+    /// batch (one SYNC) up to the next STE refresh or the end, STE refreshes coalesced (a run of
+    /// CFGI_STE/CFGI_ALL, SYNCs and prefetches between them included, refreshes each stream
+    /// once) and done before any later invalidation. CONS then moves past everything done: every
+    /// CMD_SYNC among it is complete. What is left waits for the host's next access.
+    fn consume(&mut self, ctx: &mut Context<'_>) {
+        // Work done in this access, against ACCESS_BUDGET.
+        let mut spent = 0u32;
+        // Gathered for the guests' path: `batch[..n]`, from the entries `at[..n]` after CONS.
+        let mut n = 0usize;
+        // Entries looked at so far.
+        let mut k = 0u32;
+        // Copied out of the host's queue, from entry `k` on, not yet looked at: `fetched[i..m]`.
+        let (mut i, mut m) = (0usize, 0usize);
+        // STE refreshes asked for and not done yet are marked in `self.dirty`, only while
+        // nothing is gathered (what was gathered before a refresh is sent first).
+        loop {
+            // What is left of this access's budget, in commands at most.
+            let room = ACCESS_BUDGET.saturating_sub(spent) as usize;
+            if room == 0 {
+                if self.smmu.commands_after(k) > 0 {
+                    self.counters.budget_stops += 1;
+                }
+                break;
+            }
+            if i == m {
+                i = 0;
+                let room = room.min(self.fetched.len());
+                m = match self.smmu.fetch_commands(&mut ctx.mem, k, &mut self.fetched[..room]) {
+                    None => break,
+                    Some(Ok(got)) => got,
+                    Some(Err(_)) => {
+                        // The queue entry is outside the host's RAM: abort on command fetch.
+                        self.stop(k, n, cerror::ABT, Command::default(), ctx);
+                        return;
+                    }
+                }
+            }
+            // No more commands than the budget has room for (refreshes and submissions since
+            // the fetch took some).
+            let (run, only_syncs) = self.pass_run(i, m.min(i + room));
+            if run > 0 {
+                self.counters.commands += run as u64;
+                spent += run as u32;
+                if !only_syncs {
+                    // Refreshes asked for before these commands come first.
+                    spent += self.refresh_dirty(ctx);
+                    // Complete if a command that is not for the guests' path, or nothing, or
+                    // the end of this access's work, follows.
+                    let complete = i + run < m
+                        || spent >= ACCESS_BUDGET
+                        || self.smmu.commands_after(k + run as u32) == 0;
+                    if n == 0 && complete {
+                        // The common case: straight from our copy of the host's queue.
+                        spent += SEND_COST;
+                        if let Err(r) = send(self.vm, &self.fetched[i..i + run], ctx) {
+                            self.refused(k + r as u32, self.fetched[i + r]);
+                            return;
+                        }
+                    } else {
+                        // Gathered with what came before or comes after (queue wrap, refill).
+                        for j in 0..run {
+                            self.batch[n] = self.fetched[i + j];
+                            self.at[n] = k + j as u32;
+                            n += 1;
+                            if n == self.batch.len() {
+                                spent += SEND_COST;
+                                if !self.flush(n, ctx) {
+                                    return;
+                                }
+                                n = 0;
+                            }
+                        }
+                    }
+                }
+                // (A run of SYNCs and prefetches alone needs nothing sent: everything before it
+                // was sent with a real SYNC, and CONS passes it only once the rest is done.)
+                (i, k) = (i + run, k + run as u32);
+                continue;
+            }
+            let c = self.fetched[i];
+            i += 1;
+            self.counters.commands += 1;
+            spent += 1;
+            match translate(&c) {
+                HostCommand::RefreshStes { first, count } => {
+                    // In order: what was gathered before goes first.
+                    if n > 0 {
+                        spent += SEND_COST;
+                        if !self.flush(n, ctx) {
+                            return;
+                        }
+                        n = 0;
+                    }
+                    self.mark(first, count);
+                }
+                HostCommand::Illegal(err) => {
+                    self.stop(k, n, err, c, ctx);
+                    return;
+                }
+                // `pass_run` takes every other command (`for_guest_path` agrees with
+                // `translate`, which a test checks for every opcode); never reached.
+                HostCommand::Invalidate(_) | HostCommand::Sync | HostCommand::Nothing => {
+                    self.stop(k, n, cerror::ILL, c, ctx);
+                    return;
+                }
+            }
+            k += 1;
+        }
+        if !self.flush(n, ctx) {
+            return;
+        }
+        self.refresh_dirty(ctx);
+        // Everything up to here completed on the real SMMU: every SYNC among it is complete.
+        self.smmu.consume_n(k);
+    }
+
+    /// How many of `fetched[i..m]` go to the guests' path, each made what [`for_guest_path`]
+    /// says (host CMD_SYNCs counted), and whether they are all SYNCs (prefetches included):
+    /// nothing to send.
+    fn pass_run(&mut self, i: usize, m: usize) -> (usize, bool) {
+        let mut run = 0;
+        let mut syncs = 0;
+        // Commands that became a plain CMD_SYNC (SYNCs and prefetches).
+        let mut to_sync = 0;
+        for c in &mut self.fetched[i..m] {
+            let op = c.opcode_byte();
+            // Invalidations go as they are (the common case: nothing to rewrite).
+            if !PASS_THROUGH[op as usize] {
+                match for_guest_path(c) {
+                    Some(x) => *c = x,
+                    None => break,
+                }
+                syncs += (op == Opcode::Sync as u8) as u64;
+                to_sync += (c.opcode_byte() == Opcode::Sync as u8) as usize;
+            }
+            run += 1;
+        }
+        self.counters.syncs += syncs;
+        (run, to_sync == run)
+    }
+
+    /// The queue stops on the command `pos` entries after CONS, which validation refused.
+    fn refused(&mut self, pos: u32, cmd: Command) {
+        self.smmu.consume_n(pos);
+        self.counters.command_errors += 1;
+        self.notice(Notice::IllegalCommand { cmd, err: cerror::ILL });
+        self.smmu.fail_command(cerror::ILL);
+    }
+
+    /// Stops the queue on the command `pos` entries after CONS with `err`, after sending the
+    /// `n` gathered commands and doing the refreshes asked for before it.
+    fn stop(&mut self, pos: u32, n: usize, err: u32, cmd: Command, ctx: &mut Context<'_>) {
+        if !self.flush(n, ctx) {
+            return;
+        }
+        self.refresh_dirty(ctx);
+        self.smmu.consume_n(pos);
+        self.counters.command_errors += 1;
+        self.notice(Notice::IllegalCommand { cmd, err });
+        self.smmu.fail_command(err);
+    }
+
+    /// Moves the host's pending event records from the SMMU service into the host's own event
+    /// queue (as an SMMU would write them), raising its event interrupt: at most one ring's
+    /// worth per access (each read may route a bounded number of records more: the rest wait
+    /// for the host's next access or the SMMU's interrupt).
+    pub fn deliver_events(&mut self, ctx: &mut Context<'_>) {
+        let mut buf = [[0u64; 4]; 16];
+        for _ in 0..RING_CAPACITY.div_ceil(buf.len()) {
+            let r = ctx.smmu.read_events(self.vm, &mut buf);
+            for e in &buf[..r.written] {
+                match self.smmu.post_event(&mut ctx.mem, e) {
+                    EventPost::Written => self.counters.events_delivered += 1,
+                    EventPost::Overflow | EventPost::Disabled | EventPost::Abort => {
+                        self.counters.events_discarded += 1
+                    }
+                }
+            }
+            if r.written < buf.len() || r.pending == 0 {
+                break;
+            }
+        }
+    }
+}
+
+/// Sends `cmds` of VM `vm` on the guests' INVALIDATE path (validated there, one SYNC).
+/// `Err(i)`: command `i` was refused; the valid ones before it have been sent, as the queue
+/// would have executed them before stopping on it.
+fn send(vm: u32, cmds: &[Command], ctx: &mut Context<'_>) -> Result<(), usize> {
+    if cmds.is_empty() {
+        return Ok(());
+    }
+    match ctx.smmu.invalidate(vm, cmds, &*ctx.mem.mem) {
+        Ok(_) => Ok(()),
+        Err((i, HypError::DeviceError)) => Err(i.min(cmds.len() - 1)),
+        Err((i, _)) => {
+            if i > 0 {
+                let _ = ctx.smmu.invalidate(vm, &cmds[..i], &*ctx.mem.mem);
+            }
+            Err(i)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,115 @@
+//! The SMMU service's operations as its front ends see them.
+
+use crate::iommu::driver::smmu::EventWords;
+use crate::iommu::driver::ste::Domain;
+use crate::iommu::pm::{Refusal, Vote};
+use crate::iommu::service::events::EventReadResult;
+use crate::iommu::validate;
+use crate::iommu::validate::SmmuCaps;
+use crate::vm::memory::{GuestMemory, GuestRange};
+use host_abi::smmu::{Command, Ste};
+use host_abi::{HypError, PmStatus, PmVoteResult, SmmuStats};
+use platform::VmSpec;
+use zerocopy::IntoBytes;
+
+/// The SMMU operations a VM may ask for, on behalf of VM `vm`: what the service's two front
+/// ends (hypercalls, and the Linux host's emulated SMMU) reach it through (behind the EL2 side's
+/// lock).
+pub trait SmmuCalls {
+    /// Moves up to `out.len()` of `vm`'s oldest event records into `out`.
+    fn read_events(&mut self, vm: u32, out: &mut [EventWords]) -> EventReadResult;
+    /// Whether `vm` may have event records waiting (a cheap hint: `false` only if certainly
+    /// none is routed to it yet; the default always says there may be).
+    fn events_pending(&mut self, _vm: u32) -> bool {
+        true
+    }
+    /// SMMU-wide counters.
+    fn stats(&mut self) -> SmmuStats;
+    /// Attaches stream `sid` of VM `vm` to `domain` (already validated), hitlessly; a nested
+    /// domain's CDs are read out of the VM's memory `mem`, validated and shadowed.
+    fn attach(
+        &mut self,
+        vm: u32,
+        sid: u32,
+        domain: Domain,
+        mem: &dyn GuestMemory,
+    ) -> Result<(), HypError>;
+    /// SET_STE: VM `vm`'s stream `sid` set to what the 64-byte virtual STE at IPA `ipa` of its
+    /// memory `mem` asks for. Ownership first (`NOT_OWNED`), then the STE copied once out of
+    /// `mem` (`INVALID_ADDRESS` unless wholly in its RAM), validated (the error names what is
+    /// wrong), and installed hitlessly. Returns the domain. An implementation that holds a lock
+    /// does all of it under one acquisition (the EL2 side does).
+    fn set_ste(
+        &mut self,
+        vm: &VmSpec,
+        sid: u32,
+        ipa: u64,
+        mem: &dyn GuestMemory,
+    ) -> Result<Domain, HypError> {
+        let caps = self.owned_stream(vm.id, sid)?;
+        let range = GuestRange::of(vm, ipa, 64)?;
+        let mut v = Ste::default();
+        mem.read(range, v.as_mut_bytes());
+        let domain = validate::virtual_ste(&v, vm, &caps)?;
+        self.attach(vm.id, sid, domain, mem)?;
+        Ok(domain)
+    }
+    /// CLEAR_STE: VM `vm`'s stream `sid` blocked (`NOT_OWNED` unless it is the VM's), in one
+    /// entry as [`SmmuCalls::set_ste`].
+    fn clear_ste(&mut self, vm: u32, sid: u32, mem: &dyn GuestMemory) -> Result<(), HypError> {
+        self.owned_stream(vm, sid)?;
+        self.attach(vm, sid, Domain::Blocked, mem)
+    }
+    /// Validates every command of VM `vm`, then submits the valid ones as one batch with one
+    /// SYNC. Returns how many reached the hardware, or the index in `cmds` of the first bad
+    /// command (refused by validation or rejected by the SMMU; `cmds.len()` when the batch
+    /// failed as a whole). `cmds` (the hypervisor's own copy) is left as it is. Configuration
+    /// invalidations of nested streams re-read their CDs out of `mem` into the shadow tables
+    /// first.
+    fn invalidate(
+        &mut self,
+        vm: u32,
+        cmds: &[Command],
+        mem: &dyn GuestMemory,
+    ) -> Result<usize, (usize, HypError)>;
+    /// Records VM `vm`'s power vote and applies the decision.
+    fn pm_vote(&mut self, vm: u32, vote: Vote) -> PmVoteResult;
+    /// Power-management status.
+    fn pm_status(&mut self) -> PmStatus;
+    /// Whether VM `vm` may inject power losses (test platforms: the host only).
+    fn may_inject(&mut self, vm: u32) -> bool;
+    /// VM `vm` injects an unexpected power loss now (`after_writes` = 0) or before the
+    /// `after_writes`-th SMMU register write from now. `NOT_SUPPORTED` unless it may; refused,
+    /// with nothing armed, where the loss would open an untranslated window.
+    fn inject_power_loss(&mut self, vm: u32, after_writes: u64) -> Result<(), InjectError>;
+    /// `NOT_OWNED` unless stream `sid` is assigned to VM `vm`; otherwise what the real SMMU
+    /// supports (the stream's virtual STE is checked against it).
+    fn owned_stream(&mut self, vm: u32, sid: u32) -> Result<SmmuCaps, HypError>;
+}
+
+/// Why `PM_INJECT_LOSS` did nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InjectError {
+    /// The caller may not inject power losses here (`NOT_SUPPORTED`).
+    NotSupported,
+    /// Not now: the loss would break the invariant (`REFUSED`, the reason's code in `x1`).
+    Refused(Refusal),
+}
+
+impl InjectError {
+    /// The status in `x0`.
+    pub fn error(self) -> HypError {
+        match self {
+            InjectError::NotSupported => HypError::NotSupported,
+            InjectError::Refused(_) => HypError::Refused,
+        }
+    }
+
+    /// The value in `x1`: the refusal's code, or 0.
+    pub fn detail(self) -> u64 {
+        match self {
+            InjectError::NotSupported => 0,
+            InjectError::Refused(r) => r.code() as u64,
+        }
+    }
+}

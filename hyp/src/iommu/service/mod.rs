@@ -1,0 +1,869 @@
+//! The SMMU service: every operation a VM can ask of the SMMU, on behalf of VM `vm`, with one
+//! validation path for every caller. Its parts, one concern each:
+//!
+//! * [`streams`]: who owns which stream and what it is attached to;
+//! * [`power`]: the driver behind its power gate, votes and the power controller;
+//! * [`events`]: per-VM event rings, routing, loss notices;
+//! * [`batch`]: a VM's invalidation batch validated into a value before anything happens;
+//! * here: the operations (attach, invalidate, events, PM), which validate everything first
+//!   and only then act.
+//!
+//! The EL2 side keeps one instance behind a lock; hypercalls reach it through
+//! [`SmmuCalls`]. Every decision is tested on the host against the software
+//! SMMU.
+
+pub mod batch;
+mod calls;
+pub mod events;
+pub mod power;
+pub mod streams;
+
+pub use calls::{InjectError, SmmuCalls};
+
+use crate::iommu::driver::dmabuf::DmaBuf;
+use crate::iommu::driver::smmu::{CmdError, EventWords, SmmuDriver};
+use crate::iommu::driver::ste::{self, Domain, S1Config, S2Config};
+use crate::iommu::driver::strtab::{Ensured, SteError, StreamTable};
+use crate::iommu::driver::SmmuRegs;
+use crate::iommu::pm::{Action, Power, Refusal, Vote};
+use crate::iommu::validate::{self, SmmuCaps, MAX_S1CDMAX};
+use crate::vm::memory::{GuestMemory, GuestRange};
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use events::{EventDestination, EventReadResult, EventRouter};
+use host_abi::smmu::regs::Gerror;
+use host_abi::smmu::{cmd, Cd, Command, Opcode, Ste};
+use host_abi::INVALIDATE_MAX;
+use host_abi::{HypError, PmStatus, PmVoteResult, SmmuStats};
+use platform::power::{GbpaReset, SmmuPowerController};
+use platform::{Manifest, VmSpec};
+use power::{PmCounters, PowerGate};
+use streams::Streams;
+use zerocopy::IntoBytes;
+
+/// Called for every event record the service routes (the EL2 side logs them).
+pub type EventLog = fn(EventDestination, &EventWords);
+
+/// Why a shadow STE could not be installed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstallError {
+    /// The stream table could not hold it.
+    Table(SteError),
+    /// The SMMU failed an invalidation between two steps.
+    Command(CmdError),
+}
+
+/// Most CDs of one stream's table ([`MAX_S1CDMAX`]).
+const MAX_CDS: usize = 1 << MAX_S1CDMAX;
+
+/// The shadow CDs a batch refreshes: (stream index, stream ID, its CDs as read and checked).
+type Refresh = Vec<(usize, u32, Vec<Cd>)>;
+
+/// One VM's shadow CD tables: memory inside its RAM (at IPA == PA) that its CPU's stage 2 does
+/// not map and its devices' stage 2 maps read-only, which the hypervisor alone writes. Each of
+/// its streams has one table of `64 << max_cdmax` bytes at its slot.
+pub struct ShadowCds {
+    /// IPA (== PA) of the region.
+    pub ipa: u64,
+    /// The region, as the hypervisor writes it.
+    pub buf: DmaBuf,
+}
+
+/// The SMMU service.
+pub struct SmmuService<R: SmmuRegs> {
+    table: StreamTable,
+    vms: &'static [VmSpec],
+    shadows: Vec<Option<ShadowCds>>,
+    /// The CDs of one stream as read and validated, before they are shadowed (allocated once:
+    /// SET_STE is a benchmarked path, and a whole table is 2 KiB).
+    staging: Box<[Cd]>,
+    hw: PowerGate<R>,
+    streams: Streams,
+    events: EventRouter,
+    stage2: Vec<Option<S2Config>>,
+    caps: SmmuCaps,
+    /// The one VM allowed to inject power losses (test platforms: the host), or nobody.
+    pub injector: Option<u32>,
+    /// Where routed events are reported (none: not logged).
+    pub event_log: Option<EventLog>,
+    /// Global errors handled so far (each error bit counts once).
+    global_errors: u64,
+    /// Global errors handled and not yet reported ([`SmmuService::take_unreported_errors`]).
+    unreported: Gerror,
+    /// The commands of the batch being sent (validated, VMID forced): no allocation per batch.
+    send: Box<[Command; INVALIDATE_MAX as usize]>,
+}
+
+impl<R: SmmuRegs> SmmuService<R> {
+    /// Takes over the SMMU `driver` drives and its stream `table`, with stream ownership from
+    /// `manifest` and the platform's power `controller`.
+    pub fn new(
+        driver: SmmuDriver<R>,
+        table: StreamTable,
+        manifest: &Manifest,
+        controller: Box<dyn SmmuPowerController + Send>,
+    ) -> Self {
+        let vms = manifest.vms.len();
+        let caps = SmmuCaps::from_features(&driver.features);
+        Self {
+            table,
+            vms: manifest.vms,
+            shadows: (0..vms).map(|_| None).collect(),
+            staging: alloc::vec![Cd::default(); MAX_CDS].into_boxed_slice(),
+            hw: PowerGate::new(driver, vms, controller),
+            streams: Streams::from_manifest(manifest),
+            events: EventRouter::new(vms),
+            stage2: (0..vms).map(|_| None).collect(),
+            caps,
+            injector: None,
+            event_log: None,
+            global_errors: 0,
+            unreported: Gerror::empty(),
+            send: Box::new([Command::default(); INVALIDATE_MAX as usize]),
+        }
+    }
+
+    /// Records VM `vm`'s stage 2 (identity and nested STEs point at it).
+    pub fn set_stage2(&mut self, vm: u32, s2: S2Config) {
+        if let Some(slot) = self.stage2.get_mut(vm as usize) {
+            *slot = Some(s2);
+        }
+    }
+
+    /// Gives VM `vm` its shadow CD tables (the EL2 side carves them from its RAM:
+    /// [`VmSpec::shadow_cds`]). Without them its streams cannot be nested.
+    pub fn set_shadow_cds(&mut self, vm: u32, shadow: ShadowCds) {
+        if let Some(slot) = self.shadows.get_mut(vm as usize) {
+            *slot = Some(shadow);
+        }
+    }
+
+    /// Bytes of one stream's shadow CD table on this SMMU.
+    fn shadow_table_bytes(&self) -> usize {
+        64 << self.caps.max_cdmax()
+    }
+
+    /// Where the shadow CD table of the stream at `idx` is: its IPA and its first word in its
+    /// owner's region. `None` if the owner has no region or it has no room for this stream.
+    fn shadow_of(&self, idx: usize) -> Option<(u64, usize)> {
+        let s = self.streams.at(idx);
+        let region = self.shadows.get(s.vm as usize)?.as_ref()?;
+        let bytes = self.shadow_table_bytes();
+        let off = s.slot as usize * bytes;
+        (off + bytes <= region.buf.len_words() * 8).then_some((region.ipa + off as u64, off / 8))
+    }
+
+    /// The physical STE the service installs for `domain` on stream `sid`: on its owner's stage
+    /// 2, a nested one with the stream's shadow CD table (what the SMMU walks) in place of the
+    /// VM's own. `None` if `sid` is not assigned or cannot take `domain`.
+    pub fn encoded(&self, sid: u32, domain: &Domain) -> Option<Ste> {
+        let s = self.streams.get(sid)?;
+        let s2 = self.stage2.get(s.vm as usize).copied().flatten()?;
+        let idx = self.streams.owned(s.vm, sid)?;
+        let physical = match *domain {
+            Domain::Nested(s1) => {
+                Domain::Nested(S1Config { ctx_ptr: self.shadow_of(idx)?.0, ..s1 })
+            }
+            d => d,
+        };
+        Some(ste::encode(&physical, &s2))
+    }
+
+    /// Reads VM `vm`'s CD table that `s1` describes out of its memory (one copy) into `out`
+    /// (as long as the table) and validates every CD in it: what the stream's shadow table is
+    /// to hold.
+    fn read_cds(
+        &self,
+        vm: u32,
+        s1: &S1Config,
+        mem: &dyn GuestMemory,
+        out: &mut [Cd],
+    ) -> Result<(), HypError> {
+        let spec = self.vms.get(vm as usize).ok_or(HypError::DeviceError)?;
+        let len = 1usize << s1.cdmax;
+        if len > MAX_CDS || len != out.len() {
+            return Err(HypError::BadConfig);
+        }
+        let range =
+            GuestRange::of(spec, s1.ctx_ptr, 64 * len as u64).map_err(|_| HypError::BadConfig)?;
+        mem.read(range, out.as_mut_bytes());
+        for c in out.iter_mut() {
+            if !validate::cd_in_place(c, spec, &self.caps)? {
+                *c = Cd::default();
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `img` into the shadow table of the stream at `idx` (`sid`). While the SMMU may be
+    /// using it (`live`: the stream is nested), every state it can fetch is the old CD, the new
+    /// one, or an invalid one: a valid CD loses V first (CFGI_CD + SYNC), then its other words
+    /// change (CFGI_CD + SYNC), then word 0 brings V back (CFGI_CD + SYNC). A table not in use
+    /// is written as a whole and its CDs invalidated once (the SMMU may hold copies from an
+    /// earlier attachment). While the SMMU is off, memory only (resume invalidates all).
+    fn write_shadow(
+        &mut self,
+        idx: usize,
+        sid: u32,
+        img: &[Cd],
+        live: bool,
+    ) -> Result<(), InstallError> {
+        let Some((_, base)) = self.shadow_of(idx) else {
+            return Err(InstallError::Table(SteError::OutOfRange));
+        };
+        let vm = self.streams.at(idx).vm as usize;
+        let Self { shadows, hw, .. } = self;
+        let Some(Some(region)) = shadows.get_mut(vm) else {
+            return Err(InstallError::Table(SteError::OutOfRange));
+        };
+        let buf = &mut region.buf;
+        // The common case (attaching the CDs it had): nothing to write, nothing to touch.
+        if img.iter().enumerate().all(|(ssid, c)| same(&buf.read_entry::<8>(base + ssid * 8), &c.0))
+        {
+            return Ok(());
+        }
+        let mut d = hw.powered();
+        let mut syncs = 0u64;
+        let mut changed = false;
+        let mut sync =
+            |d: &mut Option<&mut SmmuDriver<R>>, c: Command| -> Result<(), InstallError> {
+                syncs += 1;
+                match d {
+                    Some(d) => d.submit(&[c.0]).map_err(InstallError::Command),
+                    None => Ok(()),
+                }
+            };
+        for (ssid, new) in img.iter().enumerate() {
+            let at = base + ssid * 8;
+            let cur: [u64; 8] = buf.read_entry(at);
+            if same(&cur, &new.0) {
+                continue;
+            }
+            changed = true;
+            let cfgi = Command::cfgi_cd(sid, ssid as u32);
+            let valid = |w0: u64| host_abi::smmu::cd::V.get(&[w0]) == 1;
+            if live && valid(cur[0]) {
+                buf.write(at, cur[0] & !host_abi::smmu::cd::V.mask());
+                sync(&mut d, cfgi)?;
+            }
+            for (w, (&was, &word)) in cur.iter().zip(new.0.iter()).enumerate().skip(1) {
+                if was != word {
+                    buf.write(at + w, word);
+                }
+            }
+            if live && valid(new.0[0]) {
+                sync(&mut d, cfgi)?;
+            }
+            buf.write(at, new.0[0]);
+            if live {
+                sync(&mut d, cfgi)?;
+            }
+        }
+        if changed && !live {
+            sync(&mut d, Command::cfgi_cd_all(sid))?;
+        }
+        if hw.state() == Power::Off {
+            hw.counters.elided += syncs;
+        }
+        Ok(())
+    }
+
+    /// Assigns `count` more stream IDs from `first` to VM `vm`: streams without a physical
+    /// device (benchmarks of many attached streams); their STEs are real all the same.
+    pub fn add_streams(&mut self, vm: u32, first: u32, count: u32) {
+        for sid in first..first.saturating_add(count) {
+            self.streams.add(vm, sid);
+        }
+    }
+
+    /// Power management on or off (`pm=off`: the benchmark's baseline).
+    pub fn set_pm_enabled(&mut self, on: bool) {
+        self.hw.enabled = on;
+    }
+
+    /// The domain stream `sid` is attached to, if it is assigned.
+    pub fn domain_of(&self, sid: u32) -> Option<Domain> {
+        self.streams.get(sid).map(|s| s.domain)
+    }
+
+    /// The VM that owns stream `sid`.
+    pub fn owner_of(&self, sid: u32) -> Option<u32> {
+        self.streams.get(sid).map(|s| s.vm)
+    }
+
+    /// Streams owned by `vm`.
+    pub fn streams_of(&self, vm: u32) -> impl Iterator<Item = u32> + '_ {
+        self.streams.of_vm(vm)
+    }
+
+    /// Whether `vm` owns stream `sid`.
+    pub fn owns(&self, vm: u32, sid: u32) -> bool {
+        self.streams.owns(vm, sid)
+    }
+
+    /// Streams attached to something other than `Blocked`.
+    pub fn attached_streams(&self) -> usize {
+        self.streams.attached()
+    }
+
+    /// The power state.
+    pub fn power(&self) -> Power {
+        self.hw.state()
+    }
+
+    /// PM counters.
+    pub fn pm_counters(&self) -> PmCounters {
+        self.hw.counters
+    }
+
+    /// What validation knows of the SMMU.
+    pub fn caps(&self) -> SmmuCaps {
+        self.caps
+    }
+
+    /// The driver, without touching the hardware (features, counters).
+    pub fn driver(&self) -> &SmmuDriver<R> {
+        self.hw.driver()
+    }
+
+    /// The CD `ssid` of stream `sid`'s shadow table as it is in memory (what the SMMU walks).
+    pub fn shadow_cd(&self, sid: u32, ssid: usize) -> Option<Cd> {
+        let idx = self.streams.get(sid).and_then(|s| self.streams.owned(s.vm, sid))?;
+        let (_, base) = self.shadow_of(idx)?;
+        let region = self.shadows.get(self.streams.at(idx).vm as usize)?.as_ref()?;
+        (ssid < 1 << self.caps.max_cdmax()).then(|| Cd(region.buf.read_entry(base + ssid * 8)))
+    }
+
+    /// STE `sid` as it is in memory.
+    pub fn ste(&mut self, sid: u32) -> Ste {
+        Ste(self.table.read(sid))
+    }
+
+    /// Whether the stream table is two-level.
+    pub fn is_two_level(&self) -> bool {
+        self.table.is_two_level()
+    }
+
+    /// Event records routed to VM `vm` so far, and dropped because its ring was full.
+    pub fn events_of(&self, vm: u32) -> (u64, u64) {
+        self.events.counts(vm)
+    }
+
+    /// Events of streams no VM owns.
+    pub fn unowned_events(&self) -> u64 {
+        self.events.unowned
+    }
+
+    /// What every entry into the service does first, while the SMMU is powered: acknowledge
+    /// global errors (re-initialising after a service failure) and drain the event queue into
+    /// the owners' rings. Returns the global errors found.
+    pub fn service_hardware(&mut self) -> Gerror {
+        let Self { hw, streams, events, event_log, global_errors, unreported, .. } = self;
+        let Some(d) = hw.powered() else { return Gerror::empty() };
+        entry_work(d, streams, events, *event_log, global_errors, unreported)
+    }
+
+    /// The global errors handled since the last call (for the hypervisor's log).
+    pub fn take_unreported_errors(&mut self) -> Gerror {
+        core::mem::replace(&mut self.unreported, Gerror::empty())
+    }
+
+    /// Handles global errors the SMMU raised outside a command batch (see
+    /// [`handle_global_errors`]).
+    pub fn handle_global_errors(&mut self) -> Gerror {
+        let Self { hw, streams, events, global_errors, .. } = self;
+        let Some(d) = hw.powered() else { return Gerror::empty() };
+        let active = handle_global_errors(d, streams, events);
+        *global_errors += active.bits().count_ones() as u64;
+        active
+    }
+
+    /// Drains the SMMU's whole event queue into the owners' rings (before a power-off, which
+    /// would lose it). Returns the records taken.
+    pub fn poll_events(&mut self) -> u32 {
+        let Self { hw, streams, events, event_log, .. } = self;
+        match hw.powered() {
+            Some(d) => drain(d, streams, events, *event_log, u32::MAX),
+            None => 0,
+        }
+    }
+
+    /// Writes `target` into `sid`'s STE in hitless order, with CFGI_STE + SYNC at each sync
+    /// point of the plan; while the SMMU is off, in memory only (resume invalidates
+    /// everything before SMMUEN).
+    fn install(&mut self, sid: u32, target: &Ste) -> Result<(), InstallError> {
+        let ensured = self.table.ensure(sid).map_err(InstallError::Table)?;
+        let plan = ste::plan(&Ste(self.table.read(sid)), target);
+        match self.hw.powered() {
+            None => {
+                for step in plan.steps() {
+                    self.table
+                        .write_word(sid, step.word, step.value)
+                        .map_err(InstallError::Table)?;
+                }
+                self.hw.counters.elided += plan.syncs() as u64;
+            }
+            Some(d) => {
+                if ensured == Ensured::NewLevel2 {
+                    // A new level-1 descriptor: drop any cached "invalid" view of the span.
+                    d.submit(&[Command::cfgi_ste(sid).0]).map_err(InstallError::Command)?;
+                }
+                for step in plan.steps() {
+                    self.table
+                        .write_word(sid, step.word, step.value)
+                        .map_err(InstallError::Table)?;
+                    if step.sync_after {
+                        d.submit(&[Command::cfgi_ste(sid).0]).map_err(InstallError::Command)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches stream `sid` of VM `vm` to `domain` (already validated), hitlessly. A nested
+    /// domain's CD table is read out of the VM's memory `mem` (one copy), every CD validated
+    /// ([`validate::cd`]) and written into the stream's shadow table, which is what the physical
+    /// STE points at: the SMMU never walks a CD the hypervisor did not write. A refused CD
+    /// changes nothing and is returned. If the SMMU fails the install, the stream is left
+    /// blocked and `DEVICE_ERROR` returned.
+    pub fn attach(
+        &mut self,
+        vm: u32,
+        sid: u32,
+        domain: Domain,
+        mem: &dyn GuestMemory,
+    ) -> Result<(), HypError> {
+        let idx = self.streams.owned(vm, sid).ok_or(HypError::NotOwned)?;
+        let s2 = self.stage2.get(vm as usize).copied().flatten().ok_or(HypError::DeviceError)?;
+        // The CDs are read and checked into the staging buffer before anything changes.
+        let (target, cds) = match domain {
+            Domain::Nested(s1) => {
+                let n = 1usize << s1.cdmax;
+                let mut staging = core::mem::take(&mut self.staging);
+                let r = self.read_cds(vm, &s1, mem, staging.get_mut(..n).unwrap_or(&mut []));
+                self.staging = staging;
+                r?;
+                let (ipa, _) = self.shadow_of(idx).ok_or(HypError::DeviceError)?;
+                let physical = Domain::Nested(S1Config { ctx_ptr: ipa, ..s1 });
+                (ste::encode(&physical, &s2), n)
+            }
+            _ => (ste::encode(&domain, &s2), 0),
+        };
+        self.service_hardware();
+        let live = matches!(self.streams.at(idx).domain, Domain::Nested(_));
+        let r = if cds > 0 {
+            let staging = core::mem::take(&mut self.staging);
+            let r = self.write_shadow(idx, sid, &staging[..cds], live);
+            self.staging = staging;
+            r
+        } else {
+            Ok(())
+        };
+        match r.and_then(|()| self.install(sid, &target)) {
+            Ok(()) => {
+                // The VM's view (its own CD table): what a CFGI re-reads.
+                self.streams.set_domain(idx, domain);
+                Ok(())
+            }
+            Err(_) => {
+                // Leave the stream blocked rather than in an unknown state. Word 0 first, alone
+                // (one store: a fetch sees the entry as it was or abort, whatever the other
+                // words hold), so that memory says abort even if the SMMU fails again below
+                // (power lost a second time, or hung) and the plan stops at its first sync
+                // point: resume rewrites nothing, but CFGI_ALL precedes SMMUEN. Then the rest
+                // of the entry, hitlessly.
+                let _ = self.table.write_word(sid, 0, ste::ABORT_WORDS[0]);
+                let _ = self.install(sid, &ste::abort());
+                self.streams.set_domain(idx, Domain::Blocked);
+                Err(HypError::DeviceError)
+            }
+        }
+    }
+
+    /// The shadow CDs a valid batch of VM `vm` asks to refresh: for each CFGI_STE, CFGI_CD or
+    /// CFGI_CD_ALL naming one of its nested streams (once per stream), the stream's CD table
+    /// read again out of `mem` and validated. `Err((i, e))`: command `i`'s stream has a CD that
+    /// is refused.
+    fn stage_refresh(
+        &self,
+        vm: u32,
+        cmds: &[Command],
+        mem: &dyn GuestMemory,
+    ) -> Result<Refresh, (usize, HypError)> {
+        let mut out: Refresh = Vec::new();
+        for (i, c) in cmds.iter().enumerate().take(INVALIDATE_MAX as usize) {
+            let op = c.opcode_byte();
+            if op != Opcode::CfgiSte as u8
+                && op != Opcode::CfgiCd as u8
+                && op != Opcode::CfgiCdAll as u8
+            {
+                continue;
+            }
+            let sid = c.field(cmd::SID) as u32;
+            let Some(idx) = self.streams.owned(vm, sid) else { continue };
+            let Domain::Nested(s1) = self.streams.at(idx).domain else { continue };
+            if out.iter().any(|(_, s, _)| *s == sid) {
+                continue;
+            }
+            let mut img = alloc::vec![Cd::default(); 1 << s1.cdmax];
+            self.read_cds(vm, &s1, mem, &mut img).map_err(|e| (i, e))?;
+            out.push((idx, sid, img));
+        }
+        Ok(out)
+    }
+
+    /// Validates every command of VM `vm`, then submits the valid ones as one batch with one
+    /// SYNC. Returns how many reached the hardware, or the index in `cmds` of the first bad
+    /// command (see [`SmmuCalls::invalidate`]).
+    /// `cmds` is the hypervisor's own copy and is rewritten in place. Nothing happens, not even
+    /// a power-on, unless every command is valid. A configuration invalidation (CFGI_STE,
+    /// CFGI_CD, CFGI_CD_ALL) of a nested stream first re-reads its CD table out of `mem` into
+    /// its shadow table (a VM's change to its CDs reaches the SMMU only this way); a refused
+    /// CD blocks that stream, as the SMMU would fault it (C_BAD_CD), and refuses the batch at
+    /// that command with nothing sent.
+    pub fn invalidate(
+        &mut self,
+        vm: u32,
+        cmds: &[Command],
+        mem: &dyn GuestMemory,
+    ) -> Result<usize, (usize, HypError)> {
+        let vmid = self
+            .stage2
+            .get(vm as usize)
+            .copied()
+            .flatten()
+            .map(|s| s.vmid)
+            .ok_or((0, HypError::DeviceError))?;
+        let streams = &self.streams;
+        let owns = |s: u32| streams.owns(vm, s);
+        let off = self.hw.state() == Power::Off;
+        let batch = batch::validate(cmds, &mut self.send[..], vmid, &owns, &self.caps, off)?;
+        let (n, needs_power) = (batch.send.len(), batch.needs_power);
+        if batch.config {
+            let refresh = match self.stage_refresh(vm, cmds, mem) {
+                Ok(r) => r,
+                Err((i, e)) => {
+                    let sid = cmds[i].field(cmd::SID) as u32;
+                    let _ = self.attach(vm, sid, Domain::Blocked, mem);
+                    return Err((i, e));
+                }
+            };
+            if needs_power {
+                self.hw.counters.wakeups += 1;
+                let _ = self.hw.power_on();
+            }
+            self.service_hardware();
+            for (idx, sid, img) in &refresh {
+                if self.write_shadow(*idx, *sid, img, true).is_err() {
+                    let _ = self.attach(vm, *sid, Domain::Blocked, mem);
+                }
+            }
+            return self.submit_batch(vm, cmds, vmid, n, false);
+        }
+        // Valid: from here on, effects. An ATC invalidation must never be lost: it brings
+        // power back.
+        if needs_power {
+            self.hw.counters.wakeups += 1;
+            let _ = self.hw.power_on();
+        }
+        self.submit_batch(vm, cmds, vmid, n, true)
+    }
+
+    /// Sends the first `n` commands of the send buffer (validated out of VM `vm`'s `cmds`, its
+    /// VMID `vmid` forced) with one SYNC (elided while the SMMU is off), after the entry work if
+    /// `entry` (not done yet). Errors name a command by its index in `cmds`, as validation
+    /// does: the one the SMMU rejected, or the number of commands for a failure of the whole
+    /// batch (its closing SYNC rejected, a timeout, a power loss).
+    fn submit_batch(
+        &mut self,
+        vm: u32,
+        cmds: &[Command],
+        vmid: u16,
+        n: usize,
+        entry: bool,
+    ) -> Result<usize, (usize, HypError)> {
+        let Self { hw, streams, events, event_log, global_errors, unreported, send, caps, .. } =
+            self;
+        let Some(d) = hw.powered() else {
+            // Off: TLB and configuration invalidations are elided (resume invalidates all).
+            hw.counters.elided += n as u64;
+            return Ok(0);
+        };
+        if entry {
+            // The entry work (global errors, event drain) with the same power check.
+            entry_work(d, streams, events, *event_log, global_errors, unreported);
+        }
+        let words: &[[u64; 2]] = zerocopy::transmute_ref!(&send[..n]);
+        let whole = cmds.len().min(INVALIDATE_MAX as usize);
+        match d.submit(words) {
+            Ok(()) => Ok(n),
+            Err(CmdError::Rejected { index, .. }) => {
+                let owns = |s: u32| streams.owns(vm, s);
+                let at = batch::caller_index(cmds, index, vmid, &owns, caps);
+                Err((at, HypError::DeviceError))
+            }
+            Err(CmdError::PowerLost) => {
+                // Recover now rather than at the next entry: on a platform whose GBPA resets
+                // to bypass, every moment at reset values is a moment of untranslated DMA.
+                let _ = hw.powered();
+                Err((whole, HypError::DeviceError))
+            }
+            Err(_) => Err((whole, HypError::DeviceError)),
+        }
+    }
+
+    /// Moves up to `out.len()` of `vm`'s oldest event records into `out`.
+    pub fn read_events(&mut self, vm: u32, out: &mut [EventWords]) -> EventReadResult {
+        self.service_hardware();
+        self.events.read(vm, out)
+    }
+
+    /// SMMU-wide counters.
+    pub fn stats(&mut self) -> SmmuStats {
+        self.service_hardware();
+        let c = self.hw.driver().counters;
+        let (routed, dropped) = self.events.totals();
+        SmmuStats {
+            commands: c.commands,
+            syncs: c.syncs,
+            ste_writes: self.table.word_writes,
+            events: c.events,
+            events_routed: routed,
+            events_dropped: dropped,
+            command_errors: c.command_errors,
+            heap_in_use: 0,
+            events_lost_hw: self.events.hw_losses,
+            global_errors: self.global_errors,
+        }
+    }
+
+    /// Records `vm`'s vote and applies the decision.
+    pub fn vote(&mut self, vm: u32, vote: Vote) -> PmVoteResult {
+        // Routes what is queued, before the queue's registers may be lost below.
+        self.service_hardware();
+        self.hw.record_vote(vm, vote);
+        let dma = self.streams.len();
+        let refusal = match self.hw.decide(dma) {
+            Action::PowerOff => {
+                // Every record still queued is routed first: power-off loses the queue.
+                self.poll_events();
+                match self.hw.power_off() {
+                    Ok(()) => None,
+                    // Suspend failed (the SMMU lost power under it): power stays on and the
+                    // next access recovers; the VMs see power on, waiting.
+                    Err(_) => Some(Refusal::WaitingForVotes),
+                }
+            }
+            Action::PowerOn => {
+                let _ = self.hw.power_on();
+                None
+            }
+            Action::Stay(r) => r,
+        };
+        PmVoteResult {
+            powered_off: self.hw.state() == Power::Off,
+            refusal,
+            dma_streams: dma as u32,
+        }
+    }
+
+    /// The power-management status.
+    pub fn pm_status(&self) -> PmStatus {
+        let refusal = match self.hw.decide(self.streams.len()) {
+            Action::Stay(r) => r,
+            _ => None,
+        };
+        let c = self.hw.counters;
+        PmStatus {
+            power: (self.hw.state() == Power::Off) as u32,
+            refusal: Refusal::code_of(refusal),
+            votes_allow_off: self.hw.allow_off_mask(),
+            vm_count: self.hw.voters() as u32,
+            gbpa_reset: (self.hw.gbpa_reset() == GbpaReset::Bypass) as u32,
+            dma_streams: self.streams.len() as u32,
+            attached_streams: self.streams.attached() as u32,
+            suspends: c.suspends,
+            resumes: c.resumes,
+            elided: c.elided,
+            wakeups: c.wakeups as u32,
+            losses: c.losses as u32,
+        }
+    }
+
+    /// Whether VM `vm` may inject power losses (and FEATURES says so to it).
+    pub fn may_inject(&self, vm: u32) -> bool {
+        self.injector == Some(vm)
+    }
+
+    /// Whether VM `vm` may inject a power loss now, now or armed for later: only the injector
+    /// may, and not where GBPA resets to bypass while any DMA-capable stream is assigned (the
+    /// rule that refuses power-off there, [`crate::iommu::pm::loss_refusal`]): registers at their reset
+    /// values would let those devices bypass translation until the hypervisor's next SMMU
+    /// access. Streams are assigned at boot only, so what is checked when a loss is armed still
+    /// holds when it fires.
+    pub fn check_injection(&self, vm: u32) -> Result<(), InjectError> {
+        if !self.may_inject(vm) {
+            return Err(InjectError::NotSupported);
+        }
+        match crate::iommu::pm::loss_refusal(self.hw.gbpa_reset(), self.streams.len()) {
+            Some(r) => Err(InjectError::Refused(r)),
+            None => Ok(()),
+        }
+    }
+
+    /// Test platforms: VM `vm` asks for an unexpected power loss now (detected and recovered
+    /// on the next hardware access), if [`SmmuService::check_injection`] allows it.
+    pub fn inject_power_loss(&mut self, vm: u32) -> Result<(), InjectError> {
+        self.check_injection(vm)?;
+        self.hw.inject_loss();
+        Ok(())
+    }
+
+    /// VM `vm` stopped: its streams are blocked and it no longer needs the SMMU powered.
+    pub fn vm_stopped(&mut self, vm: u32) {
+        let sids: Vec<u32> = self.streams.of_vm(vm).collect();
+        for sid in sids {
+            let _ = self.attach(vm, sid, Domain::Blocked, &crate::vm::memory::NoMemory);
+        }
+        self.vote(vm, Vote::AllowOff);
+    }
+
+    /// Test access to the registers (tests play the hardware with them).
+    #[cfg(test)]
+    pub(crate) fn regs_mut(&mut self) -> &mut R {
+        self.hw.driver_mut().regs_mut()
+    }
+}
+
+/// Whether two descriptors are equal, word by word (an `==` on arrays becomes a call to the
+/// byte-wise `memcmp` of compiler-builtins on the hypervisor: hundreds of instructions).
+#[inline]
+fn same(a: &[u64; 8], b: &[u64; 8]) -> bool {
+    a.iter().zip(b).fold(0, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// The work of every entry into the service, with the SMMU powered: global errors handled,
+/// counted (each error bit once) and kept for the log, then the event queue drained into the
+/// owners' rings. Returns the global errors found.
+fn entry_work<R: SmmuRegs>(
+    d: &mut SmmuDriver<R>,
+    streams: &Streams,
+    events: &mut EventRouter,
+    log: Option<EventLog>,
+    global_errors: &mut u64,
+    unreported: &mut Gerror,
+) -> Gerror {
+    let active = handle_global_errors(d, streams, events);
+    *global_errors += active.bits().count_ones() as u64;
+    *unreported |= active;
+    drain(d, streams, events, log, DRAIN_PER_ENTRY);
+    active
+}
+
+/// Most event records one entry into the service routes: whatever a VM makes its devices
+/// fault, the entry that happens to come next (another VM's hypercall, the SMMU's interrupt)
+/// does a bounded amount of routing under the service's lock. The rest stay in the SMMU's queue
+/// for the next entry, and EVENT_READ says more may come ([`EventRouter::read`]).
+pub const DRAIN_PER_ENTRY: u32 = 256;
+
+/// Acknowledges the global errors the SMMU raised outside a command batch (CMDQ_ERR is handled
+/// by the batch that caused it). An event-queue abort means records were lost: the VMs that
+/// could have had some are told. After a service failure the SMMU is re-initialised from the
+/// hypervisor's own tables (every STE is as the VMs left it: nothing gets weaker).
+fn handle_global_errors<R: SmmuRegs>(
+    d: &mut SmmuDriver<R>,
+    streams: &Streams,
+    events: &mut EventRouter,
+) -> Gerror {
+    let active = d.active_global_errors();
+    if active.is_empty() {
+        return active;
+    }
+    d.ack_global_errors(active);
+    if active.contains(Gerror::SFM_ERR) {
+        let _ = d.resume();
+    }
+    if active.contains(Gerror::EVENTQ_ABT_ERR) {
+        events.hardware_lost(streams);
+    }
+    active
+}
+
+/// Takes at most `max` records off the SMMU's event queue into the owners' rings.
+fn drain<R: SmmuRegs>(
+    d: &mut SmmuDriver<R>,
+    streams: &Streams,
+    events: &mut EventRouter,
+    log: Option<EventLog>,
+    max: u32,
+) -> u32 {
+    let drained = d.drain_events(max, |e| {
+        let dest = events.route(streams, e);
+        if let Some(log) = log {
+            log(dest, &e);
+        }
+    });
+    if drained.overflowed {
+        events.hardware_lost(streams);
+    }
+    events.drain_done(drained.more);
+    drained.records
+}
+
+impl<R: SmmuRegs> SmmuCalls for SmmuService<R> {
+    fn read_events(&mut self, vm: u32, out: &mut [EventWords]) -> EventReadResult {
+        SmmuService::read_events(self, vm, out)
+    }
+    fn events_pending(&mut self, vm: u32) -> bool {
+        self.events.pending(vm) != 0
+    }
+    fn stats(&mut self) -> SmmuStats {
+        SmmuService::stats(self)
+    }
+    fn attach(
+        &mut self,
+        vm: u32,
+        sid: u32,
+        domain: Domain,
+        mem: &dyn GuestMemory,
+    ) -> Result<(), HypError> {
+        SmmuService::attach(self, vm, sid, domain, mem)
+    }
+    fn invalidate(
+        &mut self,
+        vm: u32,
+        cmds: &[Command],
+        mem: &dyn GuestMemory,
+    ) -> Result<usize, (usize, HypError)> {
+        SmmuService::invalidate(self, vm, cmds, mem)
+    }
+    fn pm_vote(&mut self, vm: u32, vote: Vote) -> PmVoteResult {
+        self.vote(vm, vote)
+    }
+    fn pm_status(&mut self) -> PmStatus {
+        SmmuService::pm_status(self)
+    }
+    fn may_inject(&mut self, vm: u32) -> bool {
+        SmmuService::may_inject(self, vm)
+    }
+    fn inject_power_loss(&mut self, vm: u32, after_writes: u64) -> Result<(), InjectError> {
+        self.check_injection(vm)?;
+        if after_writes != 0 {
+            // A loss in the middle of a sequence needs the register path, which only the EL2
+            // side has (it checks `check_injection` and arms its countdown itself).
+            return Err(InjectError::NotSupported);
+        }
+        SmmuService::inject_power_loss(self, vm)
+    }
+    fn owned_stream(&mut self, vm: u32, sid: u32) -> Result<SmmuCaps, HypError> {
+        if SmmuService::owns(self, vm, sid) {
+            Ok(self.caps)
+        } else {
+            Err(HypError::NotOwned)
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

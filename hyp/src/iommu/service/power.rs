@@ -1,0 +1,167 @@
+//! The SMMU behind its power gate: the driver is reachable only through
+//! [`PowerGate::powered`], which answers `None` while the SMMU is off, so "no register access
+//! while powered off" holds by construction. Votes, the power state, the platform's power
+//! controller and the PM counters live here; the decision itself is [`crate::iommu::pm::decide`].
+
+use crate::iommu::driver::smmu::{SequenceError, SmmuDriver};
+use crate::iommu::driver::SmmuRegs;
+use crate::iommu::pm::{self, Action, Power, Refusal, Vote};
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use platform::power::{GbpaReset, PowerRegs, SmmuPowerController};
+
+/// Power-management counters (reported in `PmStatus`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PmCounters {
+    /// Completed suspend sequences.
+    pub suspends: u64,
+    /// Completed resume sequences (votes and wake-ups).
+    pub resumes: u64,
+    /// Commands (CFGI_STE, TLBI, CFGI) not sent because the SMMU was off.
+    pub elided: u64,
+    /// Power-ons caused by an operation that needs the hardware (ATC_INV).
+    pub wakeups: u64,
+    /// Unexpected power losses detected and recovered.
+    pub losses: u64,
+}
+
+/// The driver's registers as the platform's power controller sees them.
+struct PowerAdapter<'a, R: SmmuRegs>(&'a mut R);
+
+impl<R: SmmuRegs> PowerRegs for PowerAdapter<'_, R> {
+    fn read32(&mut self, off: usize) -> u32 {
+        self.0.read32(off)
+    }
+    fn write32(&mut self, off: usize, value: u32) {
+        self.0.write32(off, value)
+    }
+}
+
+/// The SMMU and its power.
+pub struct PowerGate<R: SmmuRegs> {
+    driver: SmmuDriver<R>,
+    state: Power,
+    votes: Vec<Vote>,
+    controller: Box<dyn SmmuPowerController + Send>,
+    /// PM counters.
+    pub counters: PmCounters,
+    /// Power management on (default). Off: votes never power the SMMU down and the fast path
+    /// skips power-loss detection (the baseline of the PM-overhead benchmark).
+    pub enabled: bool,
+}
+
+impl<R: SmmuRegs> PowerGate<R> {
+    /// A powered SMMU, every one of `vms` VMs voting need-on.
+    pub fn new(
+        driver: SmmuDriver<R>,
+        vms: usize,
+        controller: Box<dyn SmmuPowerController + Send>,
+    ) -> Self {
+        Self {
+            driver,
+            state: Power::On,
+            votes: (0..vms).map(|_| Vote::NeedOn).collect(),
+            controller,
+            counters: PmCounters::default(),
+            enabled: true,
+        }
+    }
+
+    /// The driver, if the SMMU is powered. Checks first that the SMMU still holds its
+    /// configuration (one register read) and, after an unexpected power loss, recovers through
+    /// the resume path.
+    pub fn powered(&mut self) -> Option<&mut SmmuDriver<R>> {
+        if self.state == Power::Off {
+            return None;
+        }
+        if self.enabled && !self.driver.configured() {
+            self.counters.losses += 1;
+            // A failed resume leaves the SMMU disabled with GBPA.ABORT (or unpowered):
+            // commands then fail at once and the next access tries again.
+            let _ = self.driver.resume();
+        }
+        Some(&mut self.driver)
+    }
+
+    /// The driver without touching the hardware (its features and counters).
+    pub fn driver(&self) -> &SmmuDriver<R> {
+        &self.driver
+    }
+
+    /// The driver whatever the power state: tests only (they play the hardware).
+    #[cfg(test)]
+    pub(crate) fn driver_mut(&mut self) -> &mut SmmuDriver<R> {
+        &mut self.driver
+    }
+
+    /// The power state.
+    pub fn state(&self) -> Power {
+        self.state
+    }
+
+    /// GBPA's value after power-on on this platform.
+    pub fn gbpa_reset(&self) -> GbpaReset {
+        self.controller.gbpa_reset()
+    }
+
+    /// Records `vm`'s vote (an unknown VM changes nothing).
+    pub fn record_vote(&mut self, vm: u32, vote: Vote) {
+        if let Some(v) = self.votes.get_mut(vm as usize) {
+            *v = vote;
+        }
+    }
+
+    /// Bit `i` set if VM `i` allows power-off.
+    pub fn allow_off_mask(&self) -> u64 {
+        self.votes
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| **v == Vote::AllowOff)
+            .fold(0, |m, (i, _)| m | 1 << (i % 64))
+    }
+
+    /// VMs voting.
+    pub fn voters(&self) -> usize {
+        self.votes.len()
+    }
+
+    /// What the votes ask for now, with `dma_streams` DMA-capable streams assigned.
+    pub fn decide(&self, dma_streams: usize) -> Action {
+        if !self.enabled {
+            return Action::Stay(Some(Refusal::Disabled));
+        }
+        pm::decide(&self.votes, self.state, self.controller.gbpa_reset(), dma_streams)
+    }
+
+    /// Powers on and resumes (no-op if on).
+    pub fn power_on(&mut self) -> Result<(), SequenceError> {
+        if self.state == Power::On {
+            return Ok(());
+        }
+        self.controller.power_on(&mut PowerAdapter(self.driver.regs_mut()));
+        self.state = Power::On;
+        self.counters.resumes += 1;
+        self.driver.resume()
+    }
+
+    /// Suspends and powers off (the caller drained the event queue first). On failure the SMMU
+    /// stays on.
+    pub fn power_off(&mut self) -> Result<(), SequenceError> {
+        if self.state == Power::Off {
+            return Ok(());
+        }
+        self.driver.suspend()?;
+        self.controller.power_off(&mut PowerAdapter(self.driver.regs_mut()));
+        self.state = Power::Off;
+        self.counters.suspends += 1;
+        Ok(())
+    }
+
+    /// Test platforms: power is lost now without the hypervisor asking (noticed and recovered
+    /// on the next [`PowerGate::powered`]). Nothing happens while powered off.
+    pub fn inject_loss(&mut self) {
+        if self.state == Power::On {
+            self.controller.inject_loss(&mut PowerAdapter(self.driver.regs_mut()));
+        }
+    }
+}

@@ -1,0 +1,970 @@
+//! The SMMU service against the software SMMU.
+
+use super::*;
+use crate::iommu::driver::smmu::{SmmuDriver, EVTQ_LOG2};
+use crate::iommu::driver::ste::S1Config;
+use crate::iommu::service::SmmuCalls;
+use crate::iommu::soft::fake::FakeSmmu;
+use crate::iommu::soft::SmmuIdRegs;
+use crate::iommu::validate::SmmuCaps;
+use crate::vm::memory::{GuestMemory, GuestRange, NoMemory};
+use host_abi::smmu::regs::{off, Gbpa, Idr1, IrqCtrl};
+use host_abi::smmu::Cd;
+use platform::power::SimulatedPowerController;
+use platform::qemu_virt::MANIFEST;
+use std::vec;
+use zerocopy::IntoBytes;
+
+fn ev(sid: u32, iova: u64) -> EventWords {
+    [0x10 | (sid as u64) << 32, 0, iova, 0]
+}
+
+fn sid_of(vm: usize) -> u32 {
+    MANIFEST.vms[vm].devices[0].rid()
+}
+
+/// The SMMU service on `fake`, its table covering `max_sid`, every manifest VM's stage 2 set
+/// (also the set-up of the emulated SMMU's tests and of both fuzzers).
+pub(crate) fn service_with(
+    fake: FakeSmmu,
+    max_sid: u32,
+    reset: GbpaReset,
+) -> SmmuService<FakeSmmu> {
+    let (driver, table) = SmmuDriver::init(fake, max_sid, true, IrqCtrl::empty()).unwrap();
+    let mut io =
+        SmmuService::new(driver, table, &MANIFEST, Box::new(SimulatedPowerController::new(reset)));
+    for vm in MANIFEST.vms {
+        io.set_stage2(vm.id, s2(vm.id));
+        let shadow = vm.shadow_cds();
+        let buf = DmaBuf::new(shadow.size as usize, 4096).unwrap();
+        io.set_shadow_cds(vm.id, ShadowCds { ipa: shadow.base, buf });
+    }
+    io
+}
+
+/// VM `vm`'s stage-2 configuration in the tests (a made-up table address per VM).
+pub(crate) fn s2(vm: u32) -> S2Config {
+    S2Config::vm(MANIFEST.vms[vm as usize].vmid(), 0x4030_0000 + vm as u64 * 0x1000)
+}
+
+fn max_sid() -> u32 {
+    MANIFEST.vms.iter().flat_map(|v| v.devices.iter()).map(|d| d.rid()).max().unwrap()
+}
+
+fn ready() -> SmmuService<FakeSmmu> {
+    service_with(FakeSmmu::qemu(), max_sid(), GbpaReset::Abort)
+}
+
+fn vote_all(io: &mut SmmuService<FakeSmmu>, v: Vote) -> PmVoteResult {
+    let mut last = None;
+    for vm in 0..MANIFEST.vms.len() as u32 {
+        last = Some(io.vote(vm, v));
+    }
+    last.unwrap()
+}
+
+#[test]
+fn attach_installs_the_shadow_ste_and_invalidates_it() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let before = io.driver().counters;
+    io.attach(1, g1, Domain::Identity, &NoMemory).unwrap();
+    assert_eq!(io.ste(g1), ste::encode(&Domain::Identity, &s2(1)));
+    assert_eq!(io.domain_of(g1), Some(Domain::Identity));
+    assert_eq!(io.attached_streams(), 1);
+    // Abort -> identity: two sync points, each CFGI_STE + SYNC.
+    assert_eq!(io.driver().counters.syncs - before.syncs, 2);
+    let ops = io.regs_mut().opcodes();
+    assert_eq!(&ops[ops.len() - 4..], [0x03, 0x46, 0x03, 0x46]);
+    assert_eq!(io.attach(1, sid_of(0), Domain::Identity, &NoMemory), Err(HypError::NotOwned));
+    assert_eq!(io.attach(0, g1, Domain::Identity, &NoMemory), Err(HypError::NotOwned));
+    io.attach(1, g1, Domain::Blocked, &NoMemory).unwrap();
+    assert_eq!(ste::effective(&io.ste(g1)), None);
+    assert_eq!(io.attached_streams(), 0);
+}
+
+#[test]
+fn invalidate_validates_all_then_submits_one_batch() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let before = io.driver().counters;
+    let batch = [Command::tlbi_nh_va(0, 1, 0x1000), Command::cfgi_cd(g1, 0), Command::sync()];
+    assert_eq!(io.invalidate(1, &batch.clone(), &NoMemory), Ok(2), "the SYNC is elided");
+    assert_eq!(io.driver().counters.commands - before.commands, 3, "2 commands + 1 SYNC");
+    assert_eq!(io.driver().counters.syncs - before.syncs, 1);
+    let ops = io.regs_mut().consumed.clone();
+    assert_eq!(
+        ops[ops.len() - 3],
+        Command::tlbi_nh_va(MANIFEST.vms[1].vmid(), 1, 0x1000).0,
+        "VMID forced to guest1's"
+    );
+    let before = io.driver().counters;
+    let bad = [Command::tlbi_nh_all(0), Command::cfgi_ste(sid_of(2))];
+    assert_eq!(io.invalidate(1, &bad.clone(), &NoMemory), Err((1, HypError::NotOwned)));
+    assert_eq!(io.driver().counters, before, "nothing submitted");
+}
+
+#[test]
+fn a_command_the_smmu_rejects_is_named_by_its_index_in_the_callers_array() {
+    // Two SYNCs and an ATC_INV (no ATS) are dropped before the command the SMMU refuses: the
+    // error still names it where the caller put it (index 4), not where it was in the batch
+    // sent (index 1). Through the SmmuCalls interface too (the hypercall and the emulated SMMU,
+    // which stops the host's queue on that entry).
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let b = [
+        Command::sync(),
+        Command::tlbi_nh_all(0),
+        Command::sync(),
+        Command::atc_inv_all(g1),
+        Command::cfgi_cd(g1, 0),
+        Command::tlbi_nh_va(0, 1, 0x1000),
+        Command::sync(),
+    ];
+    io.regs_mut().reject_opcode = Some(b[4].opcode_byte());
+    let before = io.regs_mut().consumed.len();
+    assert_eq!(io.invalidate(1, &b, &NoMemory), Err((4, HypError::DeviceError)));
+    let calls: &mut dyn SmmuCalls = &mut io;
+    assert_eq!(calls.invalidate(1, &b, &NoMemory), Err((4, HypError::DeviceError)));
+    // What the SMMU executed: the commands before and after the refused one (the driver
+    // replaced it with a SYNC and restarted the queue), each batch with its own SYNC.
+    let vmid = MANIFEST.vms[1].vmid();
+    let done: std::vec::Vec<[u64; 2]> = io.regs_mut().consumed[before..].to_vec();
+    assert_eq!(done[0], Command::tlbi_nh_all(vmid).0);
+    assert!(done.contains(&Command::tlbi_nh_va(vmid, 1, 0x1000).0));
+    assert!(!done.contains(&Command::cfgi_cd(g1, 0).0));
+    // The batch's own closing SYNC rejected: no command of the caller's, so the count.
+    io.regs_mut().reject_opcode = Some(Command::sync().opcode_byte());
+    assert_eq!(io.invalidate(1, &b[..3], &NoMemory), Err((3, HypError::DeviceError)));
+    io.regs_mut().reject_opcode = None;
+    assert_eq!(io.invalidate(1, &b, &NoMemory), Ok(3), "the SMMU accepts it again");
+}
+
+#[test]
+fn a_batch_whose_first_command_is_dropped_still_sends_the_rest() {
+    let mut io = ready();
+    let n = io.regs_mut().consumed.len();
+    let b = [Command::sync(), Command::tlbi_nh_va(0, 3, 0x5000)];
+    assert_eq!(io.invalidate(2, &b, &NoMemory), Ok(1));
+    let c = &io.regs_mut().consumed[n..];
+    assert_eq!(c, [Command::tlbi_nh_va(MANIFEST.vms[2].vmid(), 3, 0x5000).0, Command::sync().0]);
+}
+
+#[test]
+fn global_errors_are_acknowledged_and_a_service_failure_reinitialises() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    io.attach(1, g1, Domain::Identity, &NoMemory).unwrap();
+    assert_eq!(io.handle_global_errors(), Gerror::empty());
+    io.regs_mut().raise(Gerror::EVENTQ_ABT_ERR | Gerror::SFM_ERR);
+    let cfgi_before = io.regs_mut().opcodes().iter().filter(|&&o| o == 0x04).count();
+    assert_eq!(io.handle_global_errors(), Gerror::EVENTQ_ABT_ERR | Gerror::SFM_ERR);
+    assert!(io.regs_mut().smmu.active_errors().is_empty(), "acknowledged");
+    assert_eq!(
+        io.regs_mut().opcodes().iter().filter(|&&o| o == 0x04).count(),
+        cfgi_before + 1,
+        "re-initialised"
+    );
+    assert_eq!(io.ste(g1), ste::encode(&Domain::Identity, &s2(1)));
+    let mut out = [[0u64; 4]; 1];
+    assert_eq!(io.read_events(1, &mut out).lost_notices, 1, "an aborted event write is told");
+    assert_eq!(io.read_events(2, &mut out).lost_notices, 0, "no stream of VM 2 could fault");
+    assert_eq!(io.stats().global_errors, 2);
+}
+
+#[test]
+fn every_vm_must_allow_power_off() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let last = MANIFEST.vms.len() as u32 - 1;
+    io.attach(1, g1, Domain::Identity, &NoMemory).unwrap();
+    assert_eq!(io.vote(0, Vote::AllowOff).refusal, Some(Refusal::WaitingForVotes));
+    for vm in 1..last {
+        assert!(!io.vote(vm, Vote::AllowOff).powered_off);
+    }
+    let r = io.vote(last, Vote::AllowOff);
+    assert_eq!((r.powered_off, r.refusal), (true, None));
+    assert_eq!(io.pm_counters().suspends, 1);
+    let f = io.regs_mut();
+    assert_eq!(f.smmu.read32(off::CR0), 0, "registers at reset");
+    assert!(f.aborts(), "GBPA: abort");
+    let consumed = f.consumed.len();
+    let writes = f.writes.len();
+    // While off: STE changes in memory only, invalidations elided, no hardware access.
+    io.attach(1, g1, Domain::Blocked, &NoMemory).unwrap();
+    assert_eq!(ste::effective(&io.ste(g1)), None);
+    assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)], &NoMemory), Ok(0));
+    let _ = io.stats();
+    let mut out = [[0u64; 4]; 1];
+    let _ = io.read_events(1, &mut out);
+    assert!(io.pm_counters().elided >= 3);
+    assert_eq!(io.regs_mut().consumed.len(), consumed, "nothing reached the SMMU");
+    assert_eq!(io.regs_mut().writes.len(), writes, "no register written while off");
+    // The first need-on brings it back: resume invalidates everything, then SMMUEN.
+    assert!(!io.vote(0, Vote::NeedOn).powered_off);
+    assert_eq!(io.pm_counters().resumes, 1);
+    let ops = io.regs_mut().opcodes();
+    assert_eq!(&ops[ops.len() - 4..], [0x04, 0x30, 0x20, 0x46]);
+    assert!(io.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::RUNNING));
+}
+
+#[test]
+fn events_pending_at_power_off_reach_their_owner() {
+    let mut io = ready();
+    let (g1, g2) = (sid_of(1), sid_of(2));
+    let pending = |io: &mut SmmuService<FakeSmmu>, vm| SmmuCalls::events_pending(io, vm);
+    assert!(!pending(&mut io, 1) && !pending(&mut io, 2));
+    io.regs_mut().post_event(ev(g2, 0x2000));
+    io.regs_mut().post_event(ev(g1, 0x1000));
+    assert!(vote_all(&mut io, Vote::AllowOff).powered_off);
+    // The queue's registers are gone; the records were routed before they were.
+    assert!(pending(&mut io, 1) && pending(&mut io, 2) && !pending(&mut io, 0));
+    let mut out = [[0u64; 4]; 4];
+    let r = io.read_events(1, &mut out);
+    assert_eq!((r.written, out[0][2]), (1, 0x1000));
+    assert!(!pending(&mut io, 1) && pending(&mut io, 2), "read, VM 1 has none left");
+    let r = io.read_events(2, &mut out);
+    assert_eq!((r.written, out[0][2]), (1, 0x2000));
+    assert!(!pending(&mut io, 2));
+}
+
+#[test]
+fn a_stopped_vm_is_blocked_and_no_longer_holds_power_on() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    io.attach(1, g1, Domain::Identity, &NoMemory).unwrap();
+    io.vm_stopped(1);
+    assert_eq!(io.domain_of(g1), Some(Domain::Blocked));
+    assert_eq!(ste::effective(&io.ste(g1)), None);
+    for vm in 0..MANIFEST.vms.len() as u32 {
+        if vm != 1 {
+            io.vote(vm, Vote::AllowOff);
+        }
+    }
+    assert_eq!(io.power(), Power::Off, "the stopped VM counts as allow-off");
+}
+
+#[test]
+fn extra_streams_are_owned_and_attachable_on_a_two_level_table() {
+    let mut io = service_with(FakeSmmu::qemu(), 0x10ff, GbpaReset::Abort);
+    io.add_streams(0, 0x1000, 0x100);
+    assert!(io.owns(0, 0x10ff) && !io.owns(1, 0x10ff) && !io.owns(0, 0x1100));
+    assert!(io.is_two_level(), "the stream ID space needs two levels");
+    let n = io.regs_mut().consumed.len();
+    io.attach(0, 0x1005, Domain::Identity, &NoMemory).unwrap();
+    // What the SMMU would fetch for the stream is the shadow STE: walk the table the way the
+    // hardware does, through the level-1 descriptor.
+    let fetched =
+        io.regs_mut().smmu.lookup_ste(&mut crate::iommu::soft::fake::HostMemory, 0x1005).unwrap();
+    assert_eq!(Ste(fetched), ste::encode(&Domain::Identity, &s2(0)));
+    // The new span was invalidated before the STE changed, then each step.
+    let ops: std::vec::Vec<u64> = io.regs_mut().consumed[n..].iter().map(|c| c[0] & 0xff).collect();
+    assert_eq!(ops, [0x03, 0x46, 0x03, 0x46, 0x03, 0x46]);
+    assert_eq!(io.attached_streams(), 1);
+    // The level-1 descriptor spans its whole level-2 table (SPAN = SPLIT + 1): the last
+    // stream of the 256 is reached too.
+    io.attach(0, 0x10ff, Domain::Identity, &NoMemory).unwrap();
+    let fetched =
+        io.regs_mut().smmu.lookup_ste(&mut crate::iommu::soft::fake::HostMemory, 0x10ff).unwrap();
+    assert_eq!(Ste(fetched), ste::encode(&Domain::Identity, &s2(0)));
+}
+
+#[test]
+fn a_failed_ste_write_is_reported_and_the_stream_stays_blocked() {
+    // A stream the manifest assigns beyond what the table covers (a misconfigured platform):
+    // the install fails, the call says so, nothing is attached.
+    let mut io = service_with(FakeSmmu::qemu(), max_sid(), GbpaReset::Abort);
+    io.add_streams(2, 0x4000, 1);
+    assert_eq!(io.attach(2, 0x4000, Domain::Identity, &NoMemory), Err(HypError::DeviceError));
+    assert_eq!(io.domain_of(0x4000), Some(Domain::Blocked));
+    assert_eq!(io.attached_streams(), 0);
+}
+
+#[test]
+fn a_failed_attach_leaves_the_stream_blocked_in_memory_even_if_the_smmu_fails_again() {
+    // A hung SMMU: the new entry's first sync point fails, and so does the fallback's. The
+    // stream is reported blocked, so its entry in memory must say abort (resume's CFGI_ALL
+    // makes the SMMU read it), not the old domain.
+    let mut io = ready();
+    let g1 = sid_of(1);
+    io.attach(1, g1, Domain::Identity, &NoMemory).unwrap();
+    io.regs_mut().hold_commands = true;
+    let nested = Domain::Nested(crate::iommu::driver::ste::S1Config {
+        ctx_ptr: MANIFEST.vms[1].mem.base + 0x1000,
+        cdmax: 0,
+        fmt: 0,
+        dss: 0,
+        cir: 1,
+        cor: 1,
+        csh: 3,
+    });
+    assert_eq!(io.attach(1, g1, nested, &NoMemory), Err(HypError::DeviceError));
+    assert_eq!(io.domain_of(g1), Some(Domain::Blocked));
+    assert_eq!(ste::effective(&io.ste(g1)), None, "the entry in memory aborts: {:x?}", io.ste(g1));
+}
+
+#[test]
+fn a_stream_first_attached_while_off_gets_its_table_and_translates_after_resume() {
+    let mut io = service_with(FakeSmmu::qemu(), 0x1000 + 9, GbpaReset::Abort);
+    io.add_streams(0, 0x1000, 10);
+    assert!(vote_all(&mut io, Vote::AllowOff).powered_off);
+    io.attach(0, 0x1003, Domain::Identity, &NoMemory).unwrap();
+    let want = ste::encode(&Domain::Identity, &s2(0));
+    assert_eq!(io.ste(0x1003), want, "written in memory while off");
+    io.vote(0, Vote::NeedOn);
+    let fetched =
+        io.regs_mut().smmu.lookup_ste(&mut crate::iommu::soft::fake::HostMemory, 0x1003).unwrap();
+    assert_eq!(Ste(fetched), want);
+}
+
+#[test]
+fn an_atc_invalidation_wakes_the_smmu() {
+    let mut io = ready();
+    assert!(vote_all(&mut io, Vote::AllowOff).powered_off);
+    assert_eq!(io.invalidate(1, &[Command::atc_inv_all(sid_of(1))], &NoMemory), Ok(0));
+    let c = io.pm_counters();
+    assert_eq!((c.wakeups, c.resumes), (1, 1));
+    assert_eq!(io.pm_status().power, 0, "on again");
+}
+
+#[test]
+fn a_refused_atc_invalidation_does_not_wake_the_smmu() {
+    let mut io = ready();
+    assert!(vote_all(&mut io, Vote::AllowOff).powered_off);
+    let writes = io.regs_mut().writes.len();
+    // Another VM's stream: refused, and nothing happens, power-on included.
+    assert_eq!(
+        io.invalidate(1, &[Command::atc_inv_all(sid_of(2))], &NoMemory),
+        Err((0, HypError::NotOwned))
+    );
+    // A valid ATC_INV followed by a bad command: refused as a whole.
+    assert_eq!(
+        io.invalidate(1, &[Command::atc_inv_all(sid_of(1)), Command::cfgi_all()], &NoMemory),
+        Err((1, HypError::BadCommand))
+    );
+    assert_eq!(io.power(), Power::Off);
+    assert_eq!(io.pm_counters().wakeups, 0);
+    assert_eq!(io.regs_mut().writes.len(), writes, "no register touched");
+}
+
+#[test]
+fn a_bypass_reset_platform_refuses_power_off_while_dma_is_possible() {
+    let mut io = service_with(FakeSmmu::qemu(), max_sid(), GbpaReset::Bypass);
+    let r = vote_all(&mut io, Vote::AllowOff);
+    let streams = MANIFEST.vms.iter().map(|v| v.devices.len()).sum::<usize>() as u32;
+    assert_eq!(
+        r,
+        PmVoteResult {
+            powered_off: false,
+            refusal: Some(Refusal::BypassResetWithDma),
+            dma_streams: streams
+        }
+    );
+    let s = io.pm_status();
+    let all = (1u64 << MANIFEST.vms.len()) - 1;
+    assert_eq!((s.power, s.refusal, s.gbpa_reset, s.votes_allow_off), (0, 2, 1, all));
+}
+
+#[test]
+fn pm_off_refuses_every_power_off() {
+    let mut io = ready();
+    io.set_pm_enabled(false);
+    let r = vote_all(&mut io, Vote::AllowOff);
+    assert_eq!((r.powered_off, r.refusal), (false, Some(Refusal::Disabled)));
+    assert_eq!(io.pm_status().refusal, 3);
+}
+
+#[test]
+fn only_the_injector_may_inject_a_power_loss_and_it_is_recovered() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    io.attach(1, g1, Domain::Identity, &NoMemory).unwrap();
+    assert_eq!(io.inject_power_loss(0), Err(InjectError::NotSupported), "disabled");
+    io.injector = Some(0);
+    assert!(io.may_inject(0) && !io.may_inject(1));
+    assert_eq!(io.inject_power_loss(1), Err(InjectError::NotSupported), "a guest may not");
+    assert_eq!(SmmuCalls::inject_power_loss(&mut io, 2, 0), Err(InjectError::NotSupported));
+    assert!(io.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::SMMUEN), "untouched");
+    io.inject_power_loss(0).unwrap();
+    assert!(!io.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::SMMUEN));
+    assert!(io.regs_mut().aborts(), "this platform resets GBPA to abort");
+    // The next operation that needs the hardware notices and resumes first.
+    assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)], &NoMemory), Ok(1));
+    assert_eq!(io.pm_counters().losses, 1);
+    assert_eq!(io.ste(g1), ste::encode(&Domain::Identity, &s2(1)));
+    let fetched =
+        io.regs_mut().smmu.lookup_ste(&mut crate::iommu::soft::fake::HostMemory, g1).unwrap();
+    assert_eq!(Ste(fetched), ste::encode(&Domain::Identity, &s2(1)), "translating again");
+}
+
+#[test]
+fn a_bypass_reset_platform_refuses_an_injected_power_loss_while_dma_is_possible() {
+    // The same rule as power-off: registers at reset values would mean GBPA = bypass, so
+    // untranslated DMA until the hypervisor's next SMMU access. Refused, now or armed, with the
+    // reason; nothing touches the SMMU.
+    let mut io = service_with(FakeSmmu::qemu(), max_sid(), GbpaReset::Bypass);
+    let g0 = sid_of(0);
+    io.attach(0, g0, Domain::Identity, &NoMemory).unwrap();
+    io.injector = Some(0);
+    let refused = Err(InjectError::Refused(Refusal::BypassResetWithDma));
+    let writes = io.regs_mut().writes.len();
+    assert_eq!(io.check_injection(0), refused);
+    assert_eq!(io.inject_power_loss(0), refused);
+    assert_eq!(SmmuCalls::inject_power_loss(&mut io, 0, 0), refused, "immediate");
+    assert_eq!(SmmuCalls::inject_power_loss(&mut io, 0, 3), refused, "armed");
+    assert_eq!(io.check_injection(1), Err(InjectError::NotSupported), "a guest still may not");
+    assert_eq!(io.regs_mut().writes.len(), writes, "no register written");
+    assert!(io.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::SMMUEN), "untouched");
+    assert_eq!(io.pm_counters().losses, 0);
+    let fetched =
+        io.regs_mut().smmu.lookup_ste(&mut crate::iommu::soft::fake::HostMemory, g0).unwrap();
+    assert_eq!(Ste(fetched), ste::encode(&Domain::Identity, &s2(0)), "still translating");
+    // The reason is the one a bypass-reset platform gives for power-off, and the call's x1.
+    assert_eq!(io.pm_status().gbpa_reset, 1);
+    let e = io.check_injection(0).unwrap_err();
+    assert_eq!((e.error(), e.detail()), (HypError::Refused, 2));
+    // Without DMA-capable streams there is no window to open: allowed.
+    let mut bare = service_with(FakeSmmu::qemu(), max_sid(), GbpaReset::Bypass);
+    bare.streams = Streams::default();
+    bare.injector = Some(0);
+    assert_eq!(bare.inject_power_loss(0), Ok(()));
+    assert!(!bare.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::SMMUEN), "lost");
+}
+
+#[test]
+fn an_abort_reset_platform_allows_an_injected_power_loss_with_dma() {
+    let mut io = ready();
+    io.attach(0, sid_of(0), Domain::Identity, &NoMemory).unwrap();
+    io.injector = Some(0);
+    assert_eq!(io.check_injection(0), Ok(()));
+    assert_eq!(SmmuCalls::inject_power_loss(&mut io, 0, 0), Ok(()));
+    assert!(io.regs_mut().aborts(), "at reset, GBPA = abort: nothing passes");
+}
+
+#[test]
+fn a_power_loss_in_the_middle_of_a_batch_costs_no_long_wait() {
+    let mut io = ready();
+    // Power lost between two calls: detected at the next entry (CR0 is back at reset) and
+    // recovered, then the batch goes through.
+    io.regs_mut().power_loss(Gbpa::ABORT);
+    assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)], &NoMemory), Ok(1));
+    assert_eq!(io.pm_counters().losses, 1);
+    // Lost just before the batch's PROD write: the SMMU never consumes it. The driver sees
+    // its queue disabled on the first poll and gives up at once instead of spinning (which
+    // would hold every other VM's SMMU call behind this one).
+    let writes = io.regs_mut().writes.len();
+    io.regs_mut().lose_power_before_write = Some(writes);
+    io.regs_mut().reads = 0;
+    let r = io.invalidate(1, &[Command::tlbi_nh_all(0)], &NoMemory);
+    assert_eq!(r, Err((1, HypError::DeviceError)), "the batch did not complete");
+    assert!(io.regs_mut().reads < 100, "{} register reads", io.regs_mut().reads);
+    assert_eq!(io.pm_counters().losses, 2, "recovered before returning");
+    assert!(io.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::RUNNING));
+    assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)], &NoMemory), Ok(1), "working again");
+}
+
+#[test]
+fn routing_and_reading_with_several_streams_per_vm_out_of_vm_order() {
+    let mut io = service_with(FakeSmmu::qemu(), 0x1000 + 9, GbpaReset::Abort);
+    // Extra streams: VM 2 gets a low one, VM 0 a high one.
+    io.add_streams(2, 0x1001, 1);
+    io.add_streams(0, 0x1009, 1);
+    let (h, g1, g2) = (sid_of(0), sid_of(1), sid_of(2));
+    assert_eq!(io.owner_of(g1), Some(1));
+    assert_eq!(io.owner_of(0x08), None);
+    assert_eq!(io.streams_of(2).collect::<std::vec::Vec<_>>(), [g2, 0x1001]);
+    let records =
+        [ev(0x1009, 1), ev(g1, 0x1000), ev(0x1001, 2), ev(g2, 0x2000), ev(0x08, 0), ev(h, 3)];
+    for r in records {
+        io.regs_mut().post_event(r);
+    }
+    io.regs_mut().post_event(ev(g1, 0x3000));
+    let mut out = [[0u64; 4]; 1];
+    let r = io.read_events(1, &mut out);
+    assert_eq!((r.written, r.pending, r.dropped), (1, 1, 0));
+    assert_eq!(out[0][2], 0x1000);
+    let mut out = [[0u64; 4]; 4];
+    let r = io.read_events(1, &mut out);
+    assert_eq!((r.written, r.pending), (1, 0));
+    assert_eq!(out[0][2], 0x3000);
+    let r = io.read_events(0, &mut out);
+    assert_eq!((r.written, out[0][2], out[1][2]), (2, 1, 3));
+    let r = io.read_events(2, &mut out);
+    assert_eq!((r.written, out[0][2], out[1][2]), (2, 2, 0x2000));
+    assert_eq!(io.unowned_events(), 1);
+    io.regs_mut().post_event(ev(0x09, 0));
+    let s = io.stats();
+    assert_eq!((s.events, s.events_routed, s.events_dropped), (8, 6, 0));
+    assert_eq!(s.syncs, 1, "the boot batch");
+    assert_eq!(io.unowned_events(), 2);
+    assert_eq!(io.events_of(1), (2, 0));
+    assert_eq!(io.events_of(0), (2, 0));
+    assert_eq!(io.events_of(9), (0, 0), "no such VM");
+    assert!(io.is_two_level());
+    assert!(!ready().is_two_level(), "a few stream IDs: linear");
+}
+
+#[test]
+fn a_flooding_vm_costs_another_vm_none_of_its_events() {
+    let mut io = ready();
+    let (g1, g2) = (sid_of(1), sid_of(2));
+    io.attach(1, g1, Domain::Identity, &NoMemory).unwrap();
+    io.attach(2, g2, Domain::Identity, &NoMemory).unwrap();
+    // VM 2's device faults 3,000 times and VM 2 never reads; VM 1 expects its 40. Every
+    // entry into the service drains the SMMU's queue (here: VM 1's and the host's calls).
+    let mut mine = 0;
+    for i in 0..3000u64 {
+        io.regs_mut().post_event(ev(g2, i));
+        if i % 75 == 0 {
+            io.regs_mut().post_event(ev(g1, 0x10_0000 + mine));
+            mine += 1;
+        }
+        if i % 500 == 0 {
+            let _ = io.stats();
+        }
+    }
+    let mut got = std::vec::Vec::new();
+    let mut out = [[0u64; 4]; 16];
+    for _ in 0..10 {
+        let r = io.read_events(1, &mut out);
+        got.extend(out[..r.written].iter().map(|e| e[2]));
+        assert_eq!((r.dropped, r.lost_notices), (0, 0), "nothing of VM 1's was lost");
+        if r.pending == 0 {
+            break;
+        }
+    }
+    assert_eq!(got, (0..mine).map(|i| 0x10_0000 + i).collect::<std::vec::Vec<_>>());
+    let r = io.read_events(2, &mut out);
+    assert_eq!(r.dropped, 3000 - 64, "the flooder's own ring overflowed, counted against it");
+}
+
+#[test]
+fn one_entry_routes_a_bounded_number_of_records_and_event_read_says_more_may_come() {
+    let mut io = ready();
+    let (g1, g2) = (sid_of(1), sid_of(2));
+    io.attach(1, g1, Domain::Identity, &NoMemory).unwrap();
+    io.attach(2, g2, Domain::Identity, &NoMemory).unwrap();
+    // VM 2's device faults 3,000 times with nobody entering the service, then VM 1's once.
+    let flood = 3000u64;
+    for i in 0..flood {
+        io.regs_mut().post_event(ev(g2, i));
+    }
+    io.regs_mut().post_event(ev(g1, 0x77));
+    let drained = |io: &mut SmmuService<FakeSmmu>| io.driver().counters.events;
+    let before = drained(&mut io);
+    // One entry (VM 1's call) routes at most DRAIN_PER_ENTRY of them: VM 2 chose how many
+    // records there are, not how long VM 1's call holds the lock.
+    let mut out = [[0u64; 4]; 16];
+    let r = io.read_events(1, &mut out);
+    assert_eq!(drained(&mut io) - before, DRAIN_PER_ENTRY as u64);
+    assert_eq!(r.written, 0, "VM 1's record is still behind the flood");
+    assert_eq!(r.pending, 1, "but EVENT_READ says to read again");
+    // Reading on gets it, each call a bounded amount of routing.
+    let mut calls = 1;
+    let got = loop {
+        let before = drained(&mut io);
+        let r = io.read_events(1, &mut out);
+        calls += 1;
+        assert!(drained(&mut io) - before <= DRAIN_PER_ENTRY as u64);
+        if r.written > 0 {
+            break out[0][2];
+        }
+        assert!(r.pending > 0 && calls < 100, "no progress");
+    };
+    assert_eq!(got, 0x77);
+    assert_eq!(calls as u64, (flood + 1).div_ceil(DRAIN_PER_ENTRY as u64));
+    let r = io.read_events(1, &mut out);
+    assert_eq!((r.written, r.pending), (0, 0), "the SMMU's queue is empty now");
+}
+
+#[test]
+fn a_power_off_routes_every_queued_record_first() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    io.attach(1, g1, Domain::Identity, &NoMemory).unwrap();
+    let n = 10 * DRAIN_PER_ENTRY as u64 + 5;
+    for i in 0..n {
+        io.regs_mut().post_event(ev(g1, i));
+    }
+    // The last allow-off vote powers the SMMU off: the queue would be lost, so it is drained
+    // whole first.
+    io.vm_stopped(1);
+    for vm in 0..MANIFEST.vms.len() as u32 {
+        io.vote(vm, Vote::AllowOff);
+    }
+    assert_eq!(io.power(), Power::Off);
+    assert_eq!(io.driver().counters.events, n);
+}
+
+#[test]
+fn when_the_smmu_itself_drops_events_every_affected_vm_is_told() {
+    let mut io = ready();
+    let (g1, g2) = (sid_of(1), sid_of(2));
+    io.attach(1, g1, Domain::Identity, &NoMemory).unwrap();
+    io.attach(2, g2, Domain::Identity, &NoMemory).unwrap();
+    // Nobody enters the service while VM 2's device overflows the SMMU's queue.
+    for i in 0..(1u64 << EVTQ_LOG2) + 10 {
+        io.regs_mut().post_event(ev(g2, i));
+    }
+    let mut out = [[0u64; 4]; 16];
+    let r1 = io.read_events(1, &mut out);
+    assert_eq!((r1.written, r1.lost_notices), (0, 1), "VM 1 could have lost records: told");
+    let r0 = io.read_events(0, &mut out);
+    assert_eq!(r0.lost_notices, 0, "the host's streams are blocked: it cannot have lost any");
+    assert_eq!(io.stats().events_lost_hw, 1);
+}
+
+#[test]
+fn a_virtual_ste_is_checked_against_the_real_smmu() {
+    // An SMMU without substreams: S1CDMax = 1 would be C_BAD_STE; validation refuses it.
+    let ids = SmmuIdRegs {
+        idr: [0x0d44_101b, Idr1::new(16, 0, 19, 19).0, 0, 0, 0, 0x55],
+        ..SmmuIdRegs::QEMU
+    };
+    let mut io = service_with(FakeSmmu::with_ids(ids), max_sid(), GbpaReset::Abort);
+    let caps = SmmuCalls::owned_stream(&mut io, 1, sid_of(1)).unwrap();
+    assert_eq!(caps.ssid_bits, 0);
+    assert_eq!(SmmuCalls::owned_stream(&mut io, 1, sid_of(2)), Err(HypError::NotOwned));
+    let mem = MANIFEST.vms[1].mem;
+    let v = host_abi::smmu::Ste::default()
+        .with_v(1)
+        .with_config(host_abi::smmu::SteConfig::S1)
+        .with_s1_context_ptr(mem.base + 0x1000)
+        .with_s1cdmax(1);
+    assert_eq!(
+        crate::iommu::validate::virtual_ste(&v, &MANIFEST.vms[1], &caps),
+        Err(HypError::BadConfig)
+    );
+    let _ = vec![0u8; 1];
+}
+
+#[test]
+fn global_errors_are_reported_once() {
+    let mut io = ready();
+    assert!(io.take_unreported_errors().is_empty());
+    io.regs_mut().raise(Gerror::EVENTQ_ABT_ERR);
+    assert_eq!(io.service_hardware(), Gerror::EVENTQ_ABT_ERR);
+    io.regs_mut().raise(Gerror::SFM_ERR);
+    let _ = io.stats();
+    assert_eq!(io.take_unreported_errors(), Gerror::EVENTQ_ABT_ERR | Gerror::SFM_ERR);
+    assert!(io.take_unreported_errors().is_empty(), "each reported once");
+}
+
+#[test]
+fn every_entry_counts_and_reports_the_global_errors_it_handles() {
+    let mut io = ready();
+    let both = Gerror::EVENTQ_ABT_ERR | Gerror::SFM_ERR;
+    io.regs_mut().raise(both);
+    assert_eq!(io.service_hardware(), both);
+    assert_eq!(io.take_unreported_errors(), both);
+    // An invalidation's entry work handles them the same way.
+    io.regs_mut().raise(Gerror::EVENTQ_ABT_ERR);
+    assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)], &NoMemory), Ok(1));
+    assert!(io.regs_mut().smmu.active_errors().is_empty(), "acknowledged");
+    assert_eq!(io.take_unreported_errors(), Gerror::EVENTQ_ABT_ERR);
+    assert_eq!(io.stats().global_errors, 3, "each error bit counted once");
+    assert!(io.take_unreported_errors().is_empty());
+}
+
+#[test]
+fn polling_routes_the_events_and_says_how_many() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    for i in 0..3 {
+        io.regs_mut().post_event(ev(g1, i));
+    }
+    assert_eq!(io.poll_events(), 3);
+    assert_eq!(io.poll_events(), 0);
+    assert_eq!(io.events_of(1), (3, 0));
+    io.regs_mut().post_event(ev(g1, 3));
+    assert!(vote_all(&mut io, Vote::AllowOff).powered_off);
+    assert_eq!(io.events_of(1), (4, 0), "routed before power-off");
+    assert_eq!(io.poll_events(), 0, "off: nothing to poll");
+    assert_eq!(io.power(), Power::Off, "polling does not power the SMMU on");
+}
+
+#[test]
+fn the_hypercall_interface_is_the_service() {
+    // Every SmmuCalls operation is the service's own, with the same answers.
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let calls: &mut dyn SmmuCalls = &mut io;
+    assert_eq!(calls.owned_stream(1, g1), Ok(SmmuCaps::QEMU));
+    assert_eq!(calls.owned_stream(1, sid_of(2)), Err(HypError::NotOwned));
+    assert_eq!(calls.attach(1, g1, Domain::Identity, &NoMemory), Ok(()));
+    assert_eq!(calls.attach(2, g1, Domain::Identity, &NoMemory), Err(HypError::NotOwned));
+    assert_eq!(calls.invalidate(1, &[Command::tlbi_nh_all(0), Command::sync()], &NoMemory), Ok(1));
+    assert_eq!(
+        calls.invalidate(1, &[Command::cfgi_ste(sid_of(2))], &NoMemory),
+        Err((0, HypError::NotOwned))
+    );
+    let s = calls.stats();
+    assert!(s.commands > 0 && s.syncs >= 3 && s.ste_writes > 0, "{s:?}");
+    let r = calls.pm_vote(0, Vote::AllowOff);
+    assert_eq!((r.powered_off, r.refusal), (false, Some(Refusal::WaitingForVotes)));
+    let st = calls.pm_status();
+    assert_eq!((st.votes_allow_off, st.vm_count, st.attached_streams), (1, 3, 1));
+    assert!(!calls.may_inject(0) && !calls.may_inject(1));
+    assert_eq!(calls.inject_power_loss(0, 0), Err(InjectError::NotSupported));
+    io.regs_mut().post_event(ev(g1, 0x77));
+    io.injector = Some(0);
+    let calls: &mut dyn SmmuCalls = &mut io;
+    assert!(calls.may_inject(0) && !calls.may_inject(1));
+    assert_eq!(calls.inject_power_loss(0, 3), Err(InjectError::NotSupported), "deferred: EL2 only");
+    let mut out = [[0u64; 4]; 2];
+    let r = calls.read_events(1, &mut out);
+    assert_eq!((r.written, out[0][2]), (1, 0x77));
+    assert_eq!(calls.inject_power_loss(0, 0), Ok(()));
+    assert!(!io.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::SMMUEN), "lost");
+}
+
+#[test]
+fn the_power_controller_sees_the_real_registers() {
+    /// A controller that reads GBPA through the register path on every power transition.
+    struct Probe(std::sync::Arc<std::sync::Mutex<std::vec::Vec<u32>>>);
+    impl SmmuPowerController for Probe {
+        fn gbpa_reset(&self) -> GbpaReset {
+            GbpaReset::Abort
+        }
+        fn is_on(&self) -> bool {
+            true
+        }
+        fn power_off(&mut self, regs: &mut dyn platform::power::PowerRegs) {
+            self.0.lock().unwrap().push(regs.read32(off::GBPA));
+            self.0.lock().unwrap().push(regs.read32(off::IDR0));
+        }
+        fn power_on(&mut self, _regs: &mut dyn platform::power::PowerRegs) {}
+        fn inject_loss(&mut self, _regs: &mut dyn platform::power::PowerRegs) {}
+    }
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::vec::Vec::new()));
+    let (driver, table) =
+        SmmuDriver::init(FakeSmmu::qemu(), max_sid(), true, IrqCtrl::empty()).unwrap();
+    let mut io = SmmuService::new(driver, table, &MANIFEST, Box::new(Probe(seen.clone())));
+    for vm in MANIFEST.vms {
+        io.set_stage2(vm.id, s2(vm.id));
+    }
+    assert!(vote_all(&mut io, Vote::AllowOff).powered_off);
+    assert_eq!(*seen.lock().unwrap(), [Gbpa::ABORT | 0x1000, 0x0d44_101b]);
+}
+
+/// A guest's RAM for the CD tests: sparse, any VM.
+#[derive(Default)]
+struct Ram(std::collections::BTreeMap<u64, u8>);
+
+impl GuestMemory for Ram {
+    fn read(&self, r: GuestRange, out: &mut [u8]) {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = *self.0.get(&(r.ipa() + i as u64)).unwrap_or(&0);
+        }
+    }
+    fn write(&mut self, r: GuestRange, data: &[u8]) {
+        for (i, b) in data.iter().enumerate() {
+            self.0.insert(r.ipa() + i as u64, *b);
+        }
+    }
+}
+
+impl Ram {
+    fn put_cd(&mut self, ipa: u64, c: &Cd) {
+        for (i, b) in c.as_bytes().iter().enumerate() {
+            self.0.insert(ipa + i as u64, *b);
+        }
+    }
+}
+
+/// Guest 1's CD table and page tables, and a CD as a driver writes it.
+const G1_CDS: u64 = 0x5400_3000;
+fn g1_cd(asid: u64) -> Cd {
+    crate::iommu::validate::linux_cd(0x5410_0000, asid, 0xff)
+}
+
+fn g1_nested() -> Domain {
+    Domain::Nested(S1Config { ctx_ptr: G1_CDS, cdmax: 0, fmt: 0, dss: 0, cir: 1, cor: 1, csh: 3 })
+}
+
+/// CFGI_CD commands (any SSID) the SMMU consumed from `from` on.
+fn cfgi_cds(io: &mut SmmuService<FakeSmmu>, from: usize, sid: u32) -> usize {
+    let c = Command::cfgi_cd(sid, 0).0;
+    io.regs_mut().consumed[from..].iter().filter(|x| x[0] & !(0xfffff << 12) == c[0]).count()
+}
+
+#[test]
+fn a_nested_stream_walks_the_hypervisors_copy_of_its_cds() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let mut ram = Ram::default();
+    ram.put_cd(G1_CDS, &g1_cd(5));
+    io.attach(1, g1, g1_nested(), &ram).unwrap();
+    let shadow = MANIFEST.vms[1].shadow_cds();
+    let ste = io.ste(g1);
+    assert_eq!(ste.config(), Some(host_abi::smmu::SteConfig::Nested));
+    assert_eq!(ste.s1_context_ptr(), shadow.base, "the shadow table, not the VM's");
+    assert!(shadow.contains_range(ste.s1_context_ptr(), 64));
+    assert_eq!(Some(ste), io.encoded(g1, &g1_nested()));
+    assert_eq!(io.shadow_cd(g1, 0), Some(g1_cd(5)));
+    assert_eq!(io.domain_of(g1), Some(g1_nested()), "the VM's view: its own table");
+    // The VM rewrites its CD without telling the SMMU: nothing the SMMU walks changes.
+    let before = io.regs_mut().consumed.len();
+    ram.put_cd(G1_CDS, &g1_cd(6).with_ips(6));
+    assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)], &ram), Ok(1));
+    assert_eq!(io.shadow_cd(g1, 0), Some(g1_cd(5)));
+    assert_eq!(io.ste(g1), ste);
+    assert_eq!(cfgi_cds(&mut io, before, g1), 0);
+}
+
+#[test]
+fn cfgi_cd_cd_all_and_ste_refresh_the_shadow_through_an_invalid_cd() {
+    for cfgi in [
+        Command::cfgi_cd(sid_of(1), 0),
+        Command::cfgi_cd_all(sid_of(1)),
+        Command::cfgi_ste(sid_of(1)),
+    ] {
+        let mut io = ready();
+        let g1 = sid_of(1);
+        let mut ram = Ram::default();
+        ram.put_cd(G1_CDS, &g1_cd(5));
+        io.attach(1, g1, g1_nested(), &ram).unwrap();
+        let ste = io.ste(g1);
+        ram.put_cd(G1_CDS, &g1_cd(6));
+        let before = io.regs_mut().consumed.len();
+        assert_eq!(io.invalidate(1, &[cfgi, Command::sync()], &ram), Ok(1), "{cfgi:x?}");
+        assert_eq!(io.shadow_cd(g1, 0), Some(g1_cd(6)), "{cfgi:x?}");
+        assert_eq!(io.ste(g1), ste, "the STE stays");
+        // V cleared (CFGI_CD + SYNC), the other words (CFGI_CD + SYNC), V set (CFGI_CD + SYNC),
+        // then the VM's own command.
+        let sent = io.regs_mut().consumed[before..].to_vec();
+        let cd = Command::cfgi_cd(g1, 0).0;
+        let sync = Command::sync().0;
+        assert_eq!(&sent[..6], &[cd, sync, cd, sync, cd, sync], "{sent:x?}");
+        assert_eq!(&sent[6..], &[cfgi.0, sync]);
+        // Unchanged CDs: nothing more than the VM's command.
+        let before = io.regs_mut().consumed.len();
+        assert_eq!(io.invalidate(1, &[cfgi], &ram), Ok(1));
+        assert_eq!(io.regs_mut().consumed[before..], [cfgi.0, sync]);
+    }
+}
+
+#[test]
+fn a_cd_becoming_invalid_is_shadowed_invalid() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let mut ram = Ram::default();
+    ram.put_cd(G1_CDS, &g1_cd(5));
+    io.attach(1, g1, g1_nested(), &ram).unwrap();
+    ram.put_cd(G1_CDS, &g1_cd(5).with_v(0));
+    let before = io.regs_mut().consumed.len();
+    assert_eq!(io.invalidate(1, &[Command::cfgi_cd(g1, 0)], &ram), Ok(1));
+    assert_eq!(io.shadow_cd(g1, 0), Some(Cd::default()));
+    // V cleared and synced before anything else changes; then the rest, synced.
+    assert_eq!(cfgi_cds(&mut io, before, g1), 3, "two for the shadow, one the VM's");
+}
+
+#[test]
+fn a_refused_cd_at_cfgi_blocks_the_stream_and_names_the_command() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let mut ram = Ram::default();
+    ram.put_cd(G1_CDS, &g1_cd(5));
+    io.attach(1, g1, g1_nested(), &ram).unwrap();
+    // IPS 0b110: 52 bits, beyond QEMU's OAS (its SMMU would abort the whole machine).
+    ram.put_cd(G1_CDS, &g1_cd(5).with_ips(0b110));
+    let before = io.regs_mut().consumed.len();
+    let batch = [Command::tlbi_nh_all(0), Command::cfgi_cd(g1, 0), Command::sync()];
+    assert_eq!(io.invalidate(1, &batch, &ram), Err((1, HypError::BadConfig)));
+    assert_eq!(io.domain_of(g1), Some(Domain::Blocked), "as the SMMU would fault it");
+    assert_eq!(ste::effective(&io.ste(g1)), None);
+    assert_eq!(io.shadow_cd(g1, 0), Some(g1_cd(5)), "the shadow is never a refused CD");
+    assert!(!io.regs_mut().consumed[before..].contains(&Command::tlbi_nh_all(2).0), "not sent");
+    // Each refusal reason reaches the caller.
+    for (bad, e) in [
+        (g1_cd(5).with_ips(0b111), HypError::ReservedField),
+        (with_ttb(g1_cd(5), 0x4020_0000), HypError::BadConfig),
+        (with_ttb(g1_cd(5), MANIFEST.vms[1].shadow_cds().base), HypError::BadConfig),
+        (Cd([g1_cd(5).0[0], g1_cd(5).0[1], 0, 0, 1, 0, 0, 0]), HypError::ForbiddenField),
+    ] {
+        ram.put_cd(G1_CDS, &g1_cd(5));
+        io.attach(1, g1, g1_nested(), &ram).unwrap();
+        ram.put_cd(G1_CDS, &bad);
+        assert_eq!(io.invalidate(1, &[Command::cfgi_cd_all(g1)], &ram), Err((0, e)), "{bad:x?}");
+        assert_eq!(io.domain_of(g1), Some(Domain::Blocked));
+    }
+}
+
+fn with_ttb(c: Cd, ttb: u64) -> Cd {
+    c.with_ttb0(ttb)
+}
+
+#[test]
+fn a_refused_cd_at_attach_changes_nothing() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let mut ram = Ram::default();
+    io.attach(1, g1, Domain::Identity, &ram).unwrap();
+    let ste = io.ste(g1);
+    let before = io.regs_mut().consumed.len();
+    for (bad, e) in [
+        (g1_cd(5).with_ips(0b110), HypError::BadConfig),
+        (g1_cd(5).with_ips(0b111), HypError::ReservedField),
+        (g1_cd(5).with_t0sz(40), HypError::BadConfig),
+        (g1_cd(5).with_aa64(0), HypError::BadConfig),
+    ] {
+        ram.put_cd(G1_CDS, &bad);
+        assert_eq!(io.attach(1, g1, g1_nested(), &ram), Err(e), "{bad:x?}");
+        assert_eq!(io.domain_of(g1), Some(Domain::Identity));
+        assert_eq!(io.ste(g1), ste);
+        assert_eq!(io.shadow_cd(g1, 0), Some(Cd::default()));
+    }
+    assert_eq!(io.regs_mut().consumed.len(), before, "nothing sent");
+}
+
+#[test]
+fn shadows_written_while_off_cost_no_command_and_survive_resume() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let mut ram = Ram::default();
+    ram.put_cd(G1_CDS, &g1_cd(5));
+    io.attach(1, g1, g1_nested(), &ram).unwrap();
+    vote_all(&mut io, Vote::AllowOff);
+    assert_eq!(io.power(), Power::Off);
+    let elided = io.pm_counters().elided;
+    ram.put_cd(G1_CDS, &g1_cd(7));
+    assert_eq!(io.invalidate(1, &[Command::cfgi_cd(g1, 0)], &ram), Ok(0));
+    assert_eq!(io.shadow_cd(g1, 0), Some(g1_cd(7)));
+    assert_eq!(io.pm_counters().elided, elided + 4, "three shadow syncs and the VM's CFGI_CD");
+    io.vote(0, Vote::NeedOn);
+    assert_eq!(io.shadow_cd(g1, 0), Some(g1_cd(7)));
+    assert!(ste::effective(&io.ste(g1)).is_some());
+}
+
+#[test]
+fn a_detached_streams_old_shadow_is_invalidated_before_it_is_used_again() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let mut ram = Ram::default();
+    ram.put_cd(G1_CDS, &g1_cd(5));
+    io.attach(1, g1, g1_nested(), &ram).unwrap();
+    io.attach(1, g1, Domain::Blocked, &ram).unwrap();
+    ram.put_cd(G1_CDS, &g1_cd(9));
+    let before = io.regs_mut().consumed.len();
+    io.attach(1, g1, g1_nested(), &ram).unwrap();
+    let sent = io.regs_mut().consumed[before..].to_vec();
+    let all = Command::cfgi_cd_all(g1).0;
+    let first_ste = sent.iter().position(|c| c[0] & 0xff == 0x03).unwrap();
+    assert_eq!(sent.iter().position(|c| *c == all), Some(0), "{sent:x?}");
+    assert!(first_ste > 0);
+    assert_eq!(io.shadow_cd(g1, 0), Some(g1_cd(9)));
+}
+
+#[test]
+fn reattaching_the_same_cds_costs_no_cd_invalidation() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let mut ram = Ram::default();
+    ram.put_cd(G1_CDS, &g1_cd(5));
+    io.attach(1, g1, g1_nested(), &ram).unwrap();
+    io.attach(1, g1, Domain::Blocked, &ram).unwrap();
+    let before = io.regs_mut().consumed.len();
+    io.attach(1, g1, g1_nested(), &ram).unwrap();
+    let sent = io.regs_mut().consumed[before..].to_vec();
+    assert!(sent.iter().all(|c| c[0] & 0xff != 0x05 && c[0] & 0xff != 0x06), "{sent:x?}");
+}
