@@ -404,6 +404,25 @@ mod tests {
             self.injected.push((vm, after_writes));
             Ok(())
         }
+        fn set_ste(
+            &mut self,
+            vm: &VmSpec,
+            sid: u32,
+            ipa: u64,
+            mem: &dyn GuestMemory,
+        ) -> Result<Domain, HypError> {
+            // As the service does it: ownership, one copy, validation, then the attach.
+            let caps = self.owned_stream(vm.id, sid)?;
+            let mut v = Ste::default();
+            mem.read(GuestRange::of(vm, ipa, 64)?, v.as_mut_bytes());
+            let domain = crate::iommu::validate::virtual_ste(&v, vm, &caps)?;
+            self.attach(vm.id, sid, domain, mem)?;
+            Ok(domain)
+        }
+        fn clear_ste(&mut self, vm: u32, sid: u32, mem: &dyn GuestMemory) -> Result<(), HypError> {
+            self.owned_stream(vm, sid)?;
+            self.attach(vm, sid, Domain::Blocked, mem)
+        }
         fn owned_stream(&mut self, vm: u32, sid: u32) -> Result<SmmuCaps, HypError> {
             if vm == 1 && sid == 0x18 {
                 Ok(SmmuCaps::QEMU)

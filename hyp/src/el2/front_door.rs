@@ -8,7 +8,7 @@
 use super::smmu_regs::SmmuMmio;
 use super::PLATFORM;
 use core::sync::atomic::{AtomicU64, Ordering};
-use host_abi::smmu::regs::{off, Gerror, IrqCtrl};
+use host_abi::smmu::regs::{off, IrqCtrl};
 use host_abi::smmu::Command;
 use host_abi::{HypError, PmStatus, PmVoteResult, Refusal, SmmuStats};
 use hyp::iommu::driver::smmu::{EventWords, SmmuDriver};
@@ -17,7 +17,7 @@ use hyp::iommu::emulated::{self, Notice, VirtualSmmu};
 use hyp::iommu::pm::Vote;
 use hyp::iommu::service::events::{event_sid, EventDestination, EventReadResult};
 use hyp::iommu::service::SmmuService;
-use hyp::iommu::service::{InjectError, SmmuCalls};
+use hyp::iommu::service::{InjectError, Report, SmmuCalls};
 use hyp::iommu::validate::SmmuCaps;
 use hyp::vm::memory::GuestMemory;
 use log::{debug, info, warn};
@@ -143,6 +143,11 @@ pub fn pm_status_now() -> PmStatus {
     SMMU.lock().as_ref().map(|s| s.service.pm_status()).unwrap_or_default()
 }
 
+/// How often the SMMU service failed: (resumes, attaches, streams not written back to abort).
+pub fn failures() -> (u64, u64, u64) {
+    SMMU.lock().as_ref().map(|s| s.service.failures()).unwrap_or_default()
+}
+
 /// How many SMMU interrupts were taken at EL2: (event queue, global errors).
 pub fn irqs_taken() -> (u64, u64) {
     (IRQS_TAKEN[0].load(Ordering::Relaxed), IRQS_TAKEN[1].load(Ordering::Relaxed))
@@ -189,27 +194,27 @@ enum Caller {
 /// the host's work. What is worth a log line (global errors handled, the emulated SMMU's
 /// notices) is printed after the lock is released: no VM waits on the UART.
 fn with<T>(caller: Caller, default: T, f: impl FnOnce(&mut SmmuService<SmmuMmio>) -> T) -> T {
-    let (r, errors, notices) = {
+    let (r, report, notices) = {
         let mut g = SMMU.lock();
         let Some(Smmu { service, host }) = g.as_mut() else { return default };
         let r = f(service);
-        let errors = service.take_unreported_errors();
         let notices = match (host, caller) {
             (Some(h), Caller::Interrupt) => h.serve(service, |_, _| {}),
             (Some(h), Caller::Vm(vm)) if vm == h.v.vm => h.serve(service, |_, _| {}),
             _ => false,
         };
-        (r, errors, notices)
+        (r, service.take_report(), notices)
     };
-    after(errors, notices);
+    after(report, notices);
     r
 }
 
-/// What an entry leaves to log, once the lock is released.
+/// What an entry leaves to log, once the lock is released: the service's report (the same for
+/// hypercalls, the emulated SMMU and the interrupt) and the emulated SMMU's notices.
 #[inline]
-fn after(errors: Gerror, notices: bool) {
-    if !errors.is_empty() {
-        log_global_errors(errors);
+fn after(report: Option<Report>, notices: bool) {
+    if let Some(r) = report {
+        log_report(&r);
     }
     if notices {
         log_host_notices();
@@ -218,11 +223,31 @@ fn after(errors: Gerror, notices: bool) {
 
 #[cold]
 #[inline(never)]
-fn log_global_errors(errors: Gerror) {
-    warn!(
-        "SMMU global errors {:#x} ({errors:?}) acknowledged (a service failure re-initialises from the hypervisor's tables)",
-        errors.bits()
-    );
+fn log_report(r: &Report) {
+    if !r.errors.is_empty() {
+        warn!(
+            "SMMU global errors {:#x} ({:?}) acknowledged (a service failure re-initialises from the hypervisor's tables)",
+            r.errors.bits(),
+            r.errors
+        );
+    }
+    if let Some(e) = r.resume_failed {
+        warn!(
+            "SMMU: resume failed ({e}): the SMMU stays disabled with GBPA.ABORT (every stream aborts) and each later call tries again (logged once per run of failures)"
+        );
+    }
+    if let Some((vm, sid)) = r.attach_failed {
+        warn!(
+            "vm {}: the SMMU failed to attach stream {sid:#x}: the stream is blocked (logged once per VM)",
+            vm_name(vm)
+        );
+    }
+    if let Some((vm, sid)) = r.block_failed {
+        warn!(
+            "vm {}: stream {sid:#x} could not be invalidated back to abort after a failure: its entry in memory says abort, re-read by the SMMU when it next resumes (logged once per VM)",
+            vm_name(vm)
+        );
+    }
 }
 
 /// Logs what the emulated SMMU has to say, once the lock is released: takes its notices (a
@@ -339,15 +364,13 @@ impl hyp::host::mmio::Device for HostSmmuDevice {
             return 0;
         }
         let offset = offset as usize;
-        let (value, errors, notices) = {
+        let (value, report, notices) = {
             let mut g = SMMU.lock();
             let Some(Smmu { service, host: Some(h) }) = g.as_mut() else { return 0 };
-            let mut errors = Gerror::empty();
             let notices = if offset == off::EVTQ_PROD {
                 // What the real SMMU has recorded so far is in the host's queue when it looks
                 // (as on hardware, where PROD shows every record written), interrupts or not.
                 service.service_hardware();
-                errors = service.take_unreported_errors();
                 h.serve(service, |_, _| {})
             } else if offset == off::CMDQ_CONS && h.v.commands_pending() {
                 // The host polls for space or for its CMD_SYNC: the emulated SMMU goes on with
@@ -356,50 +379,37 @@ impl hyp::host::mmio::Device for HostSmmuDevice {
             } else {
                 false
             };
-            (h.v.read(offset, size), errors, notices)
+            (h.v.read(offset, size), service.take_report(), notices)
         };
-        after(errors, notices);
+        after(report, notices);
         value
     }
     fn write(&self, offset: u64, size: u8, value: u64) {
         if size < 4 {
             return;
         }
-        let notices = {
+        let (report, notices) = {
             let mut g = SMMU.lock();
             let Some(Smmu { service, host: Some(h) }) = g.as_mut() else { return };
-            h.serve(service, |v, ctx| v.write(offset as usize, size, value, ctx))
+            let notices = h.serve(service, |v, ctx| v.write(offset as usize, size, value, ctx));
+            (service.take_report(), notices)
         };
-        after(Gerror::empty(), notices);
+        after(report, notices);
     }
 }
 
-/// What an attach (or SET_STE) of VM `vm`'s stream `sid` came to, logged: debug level on
-/// success (the SET_STE path is benchmarked), a failure once per VM (its SMMU statistics count
-/// every one: a VM decides how often).
+/// An attach (or SET_STE) of VM `vm`'s stream `sid` that succeeded, at debug level (the
+/// SET_STE path is benchmarked). Failures are in the service's report.
+#[inline]
 fn attached(vm: u32, sid: u32, r: Result<Domain, HypError>) -> Result<Domain, HypError> {
-    match r {
-        Ok(domain) => debug!("vm {}: stream {sid:#x} attached: {domain}", vm_name(vm)),
-        Err(HypError::DeviceError) => {
-            let bit = 1u64 << (vm % 64);
-            if ATTACH_FAILURES_LOGGED.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
-                warn!(
-                    "vm {}: the SMMU failed to attach stream {sid:#x}: the stream is blocked (logged once per VM)",
-                    vm_name(vm)
-                )
-            }
-        }
-        // Refusals are the caller's answer, not the hypervisor's news.
-        Err(_) => {}
+    if let Ok(domain) = r {
+        debug!("vm {}: stream {sid:#x} attached: {domain}", vm_name(vm));
     }
     r
 }
 
 /// The VMs whose refused power-loss injection was logged (bit per VM).
 static INJECT_REFUSALS_LOGGED: AtomicU64 = AtomicU64::new(0);
-
-/// The VMs whose failed attach was logged (bit per VM).
-static ATTACH_FAILURES_LOGGED: AtomicU64 = AtomicU64::new(0);
 
 /// The SMMU service for hypercalls.
 pub struct SharedSmmu;

@@ -177,6 +177,10 @@ fn summary() {
         pm.losses,
         if pm.power == 1 { "off" } else { "on" }
     );
+    let (resumes, attaches, blocks) = super::front_door::failures();
+    info!(
+        "SMMU failures: {resumes} resumes failed, {attaches} attaches failed (stream left blocked), {blocks} streams not invalidated back to abort"
+    );
     for slot in VMS.iter() {
         if let Some(vm) = slot.get() {
             info!(

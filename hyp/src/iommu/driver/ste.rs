@@ -245,15 +245,24 @@ pub struct Step {
     pub sync_after: bool,
 }
 
-/// An ordered list of steps (no heap: this runs on the hypercall path).
+/// An ordered list of steps (no heap: this runs on the hypercall path). The SMMU service keeps
+/// one and refills it ([`plan_into`]): a plan is a few hundred bytes, and without FP/SIMD
+/// registers each copy or clear of one costs hundreds of instructions.
 #[derive(Clone, Copy, Debug)]
 pub struct Plan {
     steps: [Step; MAX_STEPS],
     len: usize,
 }
 
+impl Default for Plan {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Plan {
-    fn new() -> Self {
+    /// An empty plan.
+    pub const fn new() -> Self {
         Self { steps: [Step { word: 0, value: 0, sync_after: false }; MAX_STEPS], len: 0 }
     }
 
@@ -285,8 +294,15 @@ impl Plan {
 /// The hitless order of stores that turns `cur` into `target` (see the module docs).
 pub fn plan(cur: &Ste, target: &Ste) -> Plan {
     let mut p = Plan::new();
+    plan_into(cur, target, &mut p);
+    p
+}
+
+/// [`plan`], written into `p` (whatever it held before).
+pub fn plan_into(cur: &Ste, target: &Ste, p: &mut Plan) {
+    p.len = 0;
     if cur == target {
-        return p;
+        return;
     }
     let (uc, ut) = (used(cur), used(target));
     let mut now = *cur;
@@ -321,7 +337,6 @@ pub fn plan(cur: &Ste, target: &Ste) -> Plan {
         p.phase(&mut now, &target.0, 0..1);
     }
     debug_assert_eq!(now, *target);
-    p
 }
 
 #[cfg(test)]

@@ -4,13 +4,11 @@ use crate::iommu::driver::smmu::EventWords;
 use crate::iommu::driver::ste::Domain;
 use crate::iommu::pm::{Refusal, Vote};
 use crate::iommu::service::events::EventReadResult;
-use crate::iommu::validate;
 use crate::iommu::validate::SmmuCaps;
-use crate::vm::memory::{GuestMemory, GuestRange};
-use host_abi::smmu::{Command, Ste};
+use crate::vm::memory::GuestMemory;
+use host_abi::smmu::Command;
 use host_abi::{HypError, PmStatus, PmVoteResult, SmmuStats};
 use platform::VmSpec;
-use zerocopy::IntoBytes;
 
 /// The SMMU operations a VM may ask for, on behalf of VM `vm`: what the service's two front
 /// ends (hypercalls, and the Linux host's emulated SMMU) reach it through (behind the EL2 side's
@@ -45,21 +43,10 @@ pub trait SmmuCalls {
         sid: u32,
         ipa: u64,
         mem: &dyn GuestMemory,
-    ) -> Result<Domain, HypError> {
-        let caps = self.owned_stream(vm.id, sid)?;
-        let range = GuestRange::of(vm, ipa, 64)?;
-        let mut v = Ste::default();
-        mem.read(range, v.as_mut_bytes());
-        let domain = validate::virtual_ste(&v, vm, &caps)?;
-        self.attach(vm.id, sid, domain, mem)?;
-        Ok(domain)
-    }
+    ) -> Result<Domain, HypError>;
     /// CLEAR_STE: VM `vm`'s stream `sid` blocked (`NOT_OWNED` unless it is the VM's), in one
     /// entry as [`SmmuCalls::set_ste`].
-    fn clear_ste(&mut self, vm: u32, sid: u32, mem: &dyn GuestMemory) -> Result<(), HypError> {
-        self.owned_stream(vm, sid)?;
-        self.attach(vm, sid, Domain::Blocked, mem)
-    }
+    fn clear_ste(&mut self, vm: u32, sid: u32, mem: &dyn GuestMemory) -> Result<(), HypError>;
     /// Validates every command of VM `vm`, then submits the valid ones as one batch with one
     /// SYNC. Returns how many reached the hardware, or the index in `cmds` of the first bad
     /// command (refused by validation or rejected by the SMMU; `cmds.len()` when the batch

@@ -16,9 +16,12 @@ pub mod batch;
 mod calls;
 pub mod events;
 pub mod power;
+mod report;
 pub mod streams;
 
 pub use calls::{InjectError, SmmuCalls};
+pub use report::Report;
+use report::Reporter;
 
 use crate::iommu::driver::dmabuf::DmaBuf;
 use crate::iommu::driver::smmu::{CmdError, EventWords, SmmuDriver};
@@ -88,10 +91,12 @@ pub struct SmmuService<R: SmmuRegs> {
     pub event_log: Option<EventLog>,
     /// Global errors handled so far (each error bit counts once).
     global_errors: u64,
-    /// Global errors handled and not yet reported ([`SmmuService::take_unreported_errors`]).
-    unreported: Gerror,
+    /// What the EL2 side logs once the lock is released ([`SmmuService::take_report`]).
+    reporter: Reporter,
     /// The commands of the batch being sent (validated, VMID forced): no allocation per batch.
     send: Box<[Command; INVALIDATE_MAX as usize]>,
+    /// The hitless plan of the STE being installed (kept: refilled, never copied).
+    plan: ste::Plan,
 }
 
 impl<R: SmmuRegs> SmmuService<R> {
@@ -118,8 +123,9 @@ impl<R: SmmuRegs> SmmuService<R> {
             injector: None,
             event_log: None,
             global_errors: 0,
-            unreported: Gerror::empty(),
+            reporter: Reporter::default(),
             send: Box::new([Command::default(); INVALIDATE_MAX as usize]),
+            plan: ste::Plan::new(),
         }
     }
 
@@ -358,22 +364,33 @@ impl<R: SmmuRegs> SmmuService<R> {
     /// global errors (re-initialising after a service failure) and drain the event queue into
     /// the owners' rings. Returns the global errors found.
     pub fn service_hardware(&mut self) -> Gerror {
-        let Self { hw, streams, events, event_log, global_errors, unreported, .. } = self;
-        let Some(d) = hw.powered() else { return Gerror::empty() };
-        entry_work(d, streams, events, *event_log, global_errors, unreported)
+        let Self { hw, streams, events, event_log, global_errors, reporter, .. } = self;
+        entry_work(hw, streams, events, *event_log, global_errors, reporter)
     }
 
-    /// The global errors handled since the last call (for the hypervisor's log).
-    pub fn take_unreported_errors(&mut self) -> Gerror {
-        core::mem::replace(&mut self.unreported, Gerror::empty())
+    /// How often the service failed (for the hypervisor's closing summary): resumes that
+    /// failed, attaches the SMMU failed, streams it could not write back to abort.
+    pub fn failures(&self) -> (u64, u64, u64) {
+        let r = &self.reporter;
+        (self.hw.counters.resume_failures, r.attach_failures, r.block_failures)
+    }
+
+    /// What happened since the last call that the hypervisor's log should say (global errors
+    /// handled, a failed resume, a failed attach, a stream that could not be blocked), or
+    /// `None` (the common case: two loads).
+    #[inline]
+    pub fn take_report(&mut self) -> Option<Report> {
+        if let Some(e) = self.hw.take_news() {
+            self.reporter.resume_failed(e);
+        }
+        self.reporter.take()
     }
 
     /// Handles global errors the SMMU raised outside a command batch (see
     /// [`handle_global_errors`]).
     pub fn handle_global_errors(&mut self) -> Gerror {
         let Self { hw, streams, events, global_errors, .. } = self;
-        let Some(d) = hw.powered() else { return Gerror::empty() };
-        let active = handle_global_errors(d, streams, events);
+        let active = handle_global_errors(hw, streams, events);
         *global_errors += active.bits().count_ones() as u64;
         active
     }
@@ -393,7 +410,8 @@ impl<R: SmmuRegs> SmmuService<R> {
     /// everything before SMMUEN).
     fn install(&mut self, sid: u32, target: &Ste) -> Result<(), InstallError> {
         let ensured = self.table.ensure(sid).map_err(InstallError::Table)?;
-        let plan = ste::plan(&Ste(self.table.read(sid)), target);
+        ste::plan_into(&Ste(self.table.read(sid)), target, &mut self.plan);
+        let plan = &self.plan;
         match self.hw.powered() {
             None => {
                 for step in plan.steps() {
@@ -435,6 +453,44 @@ impl<R: SmmuRegs> SmmuService<R> {
         mem: &dyn GuestMemory,
     ) -> Result<(), HypError> {
         let idx = self.streams.owned(vm, sid).ok_or(HypError::NotOwned)?;
+        self.attach_owned(idx, vm, sid, domain, mem)
+    }
+
+    /// Blocks VM `vm`'s stream `sid` after a failure or when the VM stops. If the SMMU fails
+    /// that too, [`Self::attach`] has left the entry abort in memory and reported it.
+    fn block(&mut self, vm: u32, sid: u32) {
+        if let Err(e) = self.attach(vm, sid, Domain::Blocked, &crate::vm::memory::NoMemory) {
+            debug_assert_eq!(e, HypError::DeviceError, "only a stream of the VM's is blocked");
+        }
+    }
+
+    /// SET_STE (see [`SmmuCalls::set_ste`]), with one ownership check: the stream's index found
+    /// once serves the copy, the validation and the install.
+    pub fn set_ste(
+        &mut self,
+        vm: &VmSpec,
+        sid: u32,
+        ipa: u64,
+        mem: &dyn GuestMemory,
+    ) -> Result<Domain, HypError> {
+        let idx = self.streams.owned(vm.id, sid).ok_or(HypError::NotOwned)?;
+        let range = GuestRange::of(vm, ipa, 64)?;
+        let mut v = Ste::default();
+        mem.read(range, v.as_mut_bytes());
+        let domain = validate::virtual_ste(&v, vm, &self.caps)?;
+        self.attach_owned(idx, vm.id, sid, domain, mem)?;
+        Ok(domain)
+    }
+
+    /// [`SmmuService::attach`] of the stream at `idx` of the stream list, VM `vm`'s.
+    fn attach_owned(
+        &mut self,
+        idx: usize,
+        vm: u32,
+        sid: u32,
+        domain: Domain,
+        mem: &dyn GuestMemory,
+    ) -> Result<(), HypError> {
         let s2 = self.stage2.get(vm as usize).copied().flatten().ok_or(HypError::DeviceError)?;
         // The CDs are read and checked into the staging buffer before anything changes.
         let (target, cds) = match domain {
@@ -473,9 +529,13 @@ impl<R: SmmuRegs> SmmuService<R> {
                 // (power lost a second time, or hung) and the plan stops at its first sync
                 // point: resume rewrites nothing, but CFGI_ALL precedes SMMUEN. Then the rest
                 // of the entry, hitlessly.
-                let _ = self.table.write_word(sid, 0, ste::ABORT_WORDS[0]);
-                let _ = self.install(sid, &ste::abort());
+                let word0 = self.table.write_word(sid, 0, ste::ABORT_WORDS[0]);
+                let rest = self.install(sid, &ste::abort());
                 self.streams.set_domain(idx, Domain::Blocked);
+                self.reporter.attach_failed(vm, sid);
+                if word0.is_err() || rest.is_err() {
+                    self.reporter.block_failed(vm, sid);
+                }
                 Err(HypError::DeviceError)
             }
         }
@@ -545,18 +605,18 @@ impl<R: SmmuRegs> SmmuService<R> {
                 Ok(r) => r,
                 Err((i, e)) => {
                     let sid = cmds[i].field(cmd::SID) as u32;
-                    let _ = self.attach(vm, sid, Domain::Blocked, mem);
+                    self.block(vm, sid);
                     return Err((i, e));
                 }
             };
             if needs_power {
                 self.hw.counters.wakeups += 1;
-                let _ = self.hw.power_on();
+                self.hw.power_on();
             }
             self.service_hardware();
             for (idx, sid, img) in &refresh {
                 if self.write_shadow(*idx, *sid, img, true).is_err() {
-                    let _ = self.attach(vm, *sid, Domain::Blocked, mem);
+                    self.block(vm, *sid);
                 }
             }
             return self.submit_batch(vm, cmds, vmid, n, false);
@@ -565,7 +625,7 @@ impl<R: SmmuRegs> SmmuService<R> {
         // power back.
         if needs_power {
             self.hw.counters.wakeups += 1;
-            let _ = self.hw.power_on();
+            self.hw.power_on();
         }
         self.submit_batch(vm, cmds, vmid, n, true)
     }
@@ -583,19 +643,21 @@ impl<R: SmmuRegs> SmmuService<R> {
         n: usize,
         entry: bool,
     ) -> Result<usize, (usize, HypError)> {
-        let Self { hw, streams, events, event_log, global_errors, unreported, send, caps, .. } =
-            self;
-        let Some(d) = hw.powered() else {
-            // Off: TLB and configuration invalidations are elided (resume invalidates all).
+        let Self { hw, streams, events, event_log, global_errors, reporter, send, caps, .. } = self;
+        if hw.powered().is_none() {
+            // Off (or not resumable now): TLB and configuration invalidations are elided (the
+            // resume that brings it back invalidates all).
             hw.counters.elided += n as u64;
             return Ok(0);
-        };
-        if entry {
-            // The entry work (global errors, event drain) with the same power check.
-            entry_work(d, streams, events, *event_log, global_errors, unreported);
         }
-        let words: &[[u64; 2]] = zerocopy::transmute_ref!(&send[..n]);
+        if entry {
+            // The entry work (global errors, event drain).
+            entry_work(hw, streams, events, *event_log, global_errors, reporter);
+        }
         let whole = cmds.len().min(INVALIDATE_MAX as usize);
+        // A service failure the entry work could not recover from: nothing reaches the SMMU.
+        let Some(d) = hw.running() else { return Err((whole, HypError::DeviceError)) };
+        let words: &[[u64; 2]] = zerocopy::transmute_ref!(&send[..n]);
         match d.submit(words) {
             Ok(()) => Ok(n),
             Err(CmdError::Rejected { index, .. }) => {
@@ -606,7 +668,7 @@ impl<R: SmmuRegs> SmmuService<R> {
             Err(CmdError::PowerLost) => {
                 // Recover now rather than at the next entry: on a platform whose GBPA resets
                 // to bypass, every moment at reset values is a moment of untranslated DMA.
-                let _ = hw.powered();
+                hw.recover();
                 Err((whole, HypError::DeviceError))
             }
             Err(_) => Err((whole, HypError::DeviceError)),
@@ -656,7 +718,7 @@ impl<R: SmmuRegs> SmmuService<R> {
                 }
             }
             Action::PowerOn => {
-                let _ = self.hw.power_on();
+                self.hw.power_on();
                 None
             }
             Action::Stay(r) => r,
@@ -724,7 +786,7 @@ impl<R: SmmuRegs> SmmuService<R> {
     pub fn vm_stopped(&mut self, vm: u32) {
         let sids: Vec<u32> = self.streams.of_vm(vm).collect();
         for sid in sids {
-            let _ = self.attach(vm, sid, Domain::Blocked, &crate::vm::memory::NoMemory);
+            self.block(vm, sid);
         }
         self.vote(vm, Vote::AllowOff);
     }
@@ -747,17 +809,19 @@ fn same(a: &[u64; 8], b: &[u64; 8]) -> bool {
 /// counted (each error bit once) and kept for the log, then the event queue drained into the
 /// owners' rings. Returns the global errors found.
 fn entry_work<R: SmmuRegs>(
-    d: &mut SmmuDriver<R>,
+    hw: &mut PowerGate<R>,
     streams: &Streams,
     events: &mut EventRouter,
     log: Option<EventLog>,
     global_errors: &mut u64,
-    unreported: &mut Gerror,
+    reporter: &mut Reporter,
 ) -> Gerror {
-    let active = handle_global_errors(d, streams, events);
+    let active = handle_global_errors(hw, streams, events);
     *global_errors += active.bits().count_ones() as u64;
-    *unreported |= active;
-    drain(d, streams, events, log, DRAIN_PER_ENTRY);
+    reporter.errors(active);
+    if let Some(d) = hw.running() {
+        drain(d, streams, events, log, DRAIN_PER_ENTRY);
+    }
     active
 }
 
@@ -772,17 +836,21 @@ pub const DRAIN_PER_ENTRY: u32 = 256;
 /// could have had some are told. After a service failure the SMMU is re-initialised from the
 /// hypervisor's own tables (every STE is as the VMs left it: nothing gets weaker).
 fn handle_global_errors<R: SmmuRegs>(
-    d: &mut SmmuDriver<R>,
+    hw: &mut PowerGate<R>,
     streams: &Streams,
     events: &mut EventRouter,
 ) -> Gerror {
+    let Some(d) = hw.powered() else { return Gerror::empty() };
     let active = d.active_global_errors();
     if active.is_empty() {
         return active;
     }
     d.ack_global_errors(active);
     if active.contains(Gerror::SFM_ERR) {
-        let _ = d.resume();
+        // The SMMU stopped serving: reprogrammed from the hypervisor's tables. If that fails,
+        // the gate hands out no driver until a later entry's resume succeeds (reported once).
+        let r = d.resume();
+        hw.resumed(r);
     }
     if active.contains(Gerror::EVENTQ_ABT_ERR) {
         events.hardware_lost(streams);
@@ -829,6 +897,18 @@ impl<R: SmmuRegs> SmmuCalls for SmmuService<R> {
         mem: &dyn GuestMemory,
     ) -> Result<(), HypError> {
         SmmuService::attach(self, vm, sid, domain, mem)
+    }
+    fn set_ste(
+        &mut self,
+        vm: &VmSpec,
+        sid: u32,
+        ipa: u64,
+        mem: &dyn GuestMemory,
+    ) -> Result<Domain, HypError> {
+        SmmuService::set_ste(self, vm, sid, ipa, mem)
+    }
+    fn clear_ste(&mut self, vm: u32, sid: u32, mem: &dyn GuestMemory) -> Result<(), HypError> {
+        SmmuService::attach(self, vm, sid, Domain::Blocked, mem)
     }
     fn invalidate(
         &mut self,

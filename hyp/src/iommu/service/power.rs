@@ -21,8 +21,11 @@ pub struct PmCounters {
     pub elided: u64,
     /// Power-ons caused by an operation that needs the hardware (ATC_INV).
     pub wakeups: u64,
-    /// Unexpected power losses detected and recovered.
+    /// Unexpected power losses detected (recovered, or retried on every entry until they are).
     pub losses: u64,
+    /// Times the SMMU could not be resumed (left disabled with GBPA.ABORT; retried on every
+    /// entry, and a run of failed retries counts once).
+    pub resume_failures: u64,
 }
 
 /// The driver's registers as the platform's power controller sees them.
@@ -48,6 +51,11 @@ pub struct PowerGate<R: SmmuRegs> {
     /// Power management on (default). Off: votes never power the SMMU down and the fast path
     /// skips power-loss detection (the baseline of the PM-overhead benchmark).
     pub enabled: bool,
+    /// The last resume failed: the SMMU is disabled (GBPA.ABORT, or unpowered) and no driver
+    /// is handed out until a resume succeeds.
+    failed: bool,
+    /// A resume failure not yet reported (the first of a run of them).
+    news: Option<SequenceError>,
 }
 
 impl<R: SmmuRegs> PowerGate<R> {
@@ -64,23 +72,71 @@ impl<R: SmmuRegs> PowerGate<R> {
             controller,
             counters: PmCounters::default(),
             enabled: true,
+            failed: false,
+            news: None,
         }
     }
 
-    /// The driver, if the SMMU is powered. Checks first that the SMMU still holds its
-    /// configuration (one register read) and, after an unexpected power loss, recovers through
-    /// the resume path.
+    /// The driver, if the SMMU is powered and running. Checks first that the SMMU still holds
+    /// its configuration (one register read) and, after an unexpected power loss, recovers
+    /// through the resume path. `None` while powered off, and while a resume has failed: the
+    /// SMMU is then disabled with GBPA.ABORT (or unpowered), every stream aborts, the callers
+    /// treat it as off (memory only; the next successful resume re-reads everything), and each
+    /// later call tries the resume again.
     pub fn powered(&mut self) -> Option<&mut SmmuDriver<R>> {
         if self.state == Power::Off {
             return None;
         }
         if self.enabled && !self.driver.configured() {
-            self.counters.losses += 1;
-            // A failed resume leaves the SMMU disabled with GBPA.ABORT (or unpowered):
-            // commands then fail at once and the next access tries again.
-            let _ = self.driver.resume();
+            if !self.failed {
+                self.counters.losses += 1;
+            }
+            let r = self.driver.resume();
+            if !self.resumed(r) {
+                return None;
+            }
         }
         Some(&mut self.driver)
+    }
+
+    /// The driver if the SMMU is on and its last resume did not fail, without checking the
+    /// hardware (for a second use within one entry, after [`Self::powered`]).
+    pub fn running(&mut self) -> Option<&mut SmmuDriver<R>> {
+        (self.state == Power::On && !self.failed).then_some(&mut self.driver)
+    }
+
+    /// Recovers from an unexpected power loss now, if there was one (see [`Self::powered`]).
+    pub fn recover(&mut self) {
+        self.powered();
+    }
+
+    /// Records how a resume went (whoever ran it); `true` if it succeeded.
+    pub fn resumed(&mut self, r: Result<(), SequenceError>) -> bool {
+        match r {
+            Ok(()) => {
+                self.failed = false;
+                true
+            }
+            Err(e) => {
+                if !self.failed {
+                    self.counters.resume_failures += 1;
+                    self.news = Some(e);
+                }
+                self.failed = true;
+                false
+            }
+        }
+    }
+
+    /// The first failure of a run of failed resumes, once.
+    pub fn take_news(&mut self) -> Option<SequenceError> {
+        self.news.take()
+    }
+
+    /// Whether a resume failure waits to be reported.
+    #[inline]
+    pub fn has_news(&self) -> bool {
+        self.news.is_some()
     }
 
     /// The driver without touching the hardware (its features and counters).
@@ -133,15 +189,17 @@ impl<R: SmmuRegs> PowerGate<R> {
         pm::decide(&self.votes, self.state, self.controller.gbpa_reset(), dma_streams)
     }
 
-    /// Powers on and resumes (no-op if on).
-    pub fn power_on(&mut self) -> Result<(), SequenceError> {
+    /// Powers on and resumes (no-op if on). A failed resume is recorded ([`Self::resumed`]):
+    /// reported once, no driver handed out, retried by every later entry.
+    pub fn power_on(&mut self) {
         if self.state == Power::On {
-            return Ok(());
+            return;
         }
         self.controller.power_on(&mut PowerAdapter(self.driver.regs_mut()));
         self.state = Power::On;
         self.counters.resumes += 1;
-        self.driver.resume()
+        let r = self.driver.resume();
+        self.resumed(r);
     }
 
     /// Suspends and powers off (the caller drained the event queue first). On failure the SMMU

@@ -641,13 +641,19 @@ fn a_virtual_ste_is_checked_against_the_real_smmu() {
 #[test]
 fn global_errors_are_reported_once() {
     let mut io = ready();
-    assert!(io.take_unreported_errors().is_empty());
+    assert!(io.take_report().map_or(Gerror::empty(), |r| r.errors).is_empty());
     io.regs_mut().raise(Gerror::EVENTQ_ABT_ERR);
     assert_eq!(io.service_hardware(), Gerror::EVENTQ_ABT_ERR);
     io.regs_mut().raise(Gerror::SFM_ERR);
     let _ = io.stats();
-    assert_eq!(io.take_unreported_errors(), Gerror::EVENTQ_ABT_ERR | Gerror::SFM_ERR);
-    assert!(io.take_unreported_errors().is_empty(), "each reported once");
+    assert_eq!(
+        io.take_report().map_or(Gerror::empty(), |r| r.errors),
+        Gerror::EVENTQ_ABT_ERR | Gerror::SFM_ERR
+    );
+    assert!(
+        io.take_report().map_or(Gerror::empty(), |r| r.errors).is_empty(),
+        "each reported once"
+    );
 }
 
 #[test]
@@ -656,14 +662,14 @@ fn every_entry_counts_and_reports_the_global_errors_it_handles() {
     let both = Gerror::EVENTQ_ABT_ERR | Gerror::SFM_ERR;
     io.regs_mut().raise(both);
     assert_eq!(io.service_hardware(), both);
-    assert_eq!(io.take_unreported_errors(), both);
+    assert_eq!(io.take_report().map_or(Gerror::empty(), |r| r.errors), both);
     // An invalidation's entry work handles them the same way.
     io.regs_mut().raise(Gerror::EVENTQ_ABT_ERR);
     assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)], &NoMemory), Ok(1));
     assert!(io.regs_mut().smmu.active_errors().is_empty(), "acknowledged");
-    assert_eq!(io.take_unreported_errors(), Gerror::EVENTQ_ABT_ERR);
+    assert_eq!(io.take_report().map_or(Gerror::empty(), |r| r.errors), Gerror::EVENTQ_ABT_ERR);
     assert_eq!(io.stats().global_errors, 3, "each error bit counted once");
-    assert!(io.take_unreported_errors().is_empty());
+    assert!(io.take_report().map_or(Gerror::empty(), |r| r.errors).is_empty());
 }
 
 #[test]
@@ -967,4 +973,55 @@ fn reattaching_the_same_cds_costs_no_cd_invalidation() {
     io.attach(1, g1, g1_nested(), &ram).unwrap();
     let sent = io.regs_mut().consumed[before..].to_vec();
     assert!(sent.iter().all(|c| c[0] & 0xff != 0x05 && c[0] & 0xff != 0x06), "{sent:x?}");
+}
+
+#[test]
+fn a_failed_resume_hands_out_no_driver_is_reported_once_and_retried_until_it_works() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    io.attach(1, g1, Domain::Identity, &NoMemory).unwrap();
+    assert_eq!(io.take_report(), None, "nothing to say yet");
+    // Power lost, and the SMMU then consumes no command: the resume's invalidation never
+    // completes, so the resume fails.
+    io.regs_mut().power_loss(Gbpa::ABORT);
+    io.regs_mut().hold_commands = true;
+    assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)], &NoMemory), Ok(0), "elided");
+    let r = io.take_report().expect("the failed resume is reported");
+    assert!(r.resume_failed.is_some(), "{r:?}");
+    assert!(!io.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::SMMUEN));
+    assert!(io.regs_mut().aborts(), "GBPA aborts while the SMMU is disabled");
+    // Every later entry tries again; the run of failures is reported and counted once.
+    let writes = io.regs_mut().writes.len();
+    assert_eq!(
+        io.attach(1, g1, Domain::Blocked, &NoMemory),
+        Ok(()),
+        "memory only, while it cannot serve"
+    );
+    assert!(io.regs_mut().writes.len() > writes, "the resume was tried again");
+    assert_eq!(ste::effective(&io.ste(g1)), None, "the table in memory says abort");
+    assert_eq!(io.take_report(), None, "reported once");
+    assert_eq!(io.pm_counters().resume_failures, 1);
+    assert_eq!(io.pm_counters().losses, 1, "one loss, however many retries");
+    assert_eq!(io.failures(), (1, 0, 0));
+    // The SMMU answers again: the next entry resumes it, and it serves.
+    io.regs_mut().hold_commands = false;
+    assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)], &NoMemory), Ok(1));
+    assert!(io.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::RUNNING));
+    io.attach(1, g1, Domain::Identity, &NoMemory).unwrap();
+    assert_eq!(io.ste(g1), ste::encode(&Domain::Identity, &s2(1)));
+    assert_eq!(io.take_report(), None);
+}
+
+#[test]
+fn a_failed_attach_is_reported_once_per_vm_and_counted_every_time() {
+    let mut io = service_with(FakeSmmu::qemu(), max_sid(), GbpaReset::Abort);
+    io.add_streams(2, 0x4000, 2);
+    for _ in 0..3 {
+        assert_eq!(io.attach(2, 0x4000, Domain::Identity, &NoMemory), Err(HypError::DeviceError));
+    }
+    let r = io.take_report().expect("reported");
+    assert_eq!(r.attach_failed, Some((2, 0x4000)));
+    assert_eq!(io.attach(2, 0x4001, Domain::Identity, &NoMemory), Err(HypError::DeviceError));
+    assert_eq!(io.take_report(), None, "once per VM, whatever the stream");
+    assert_eq!(io.failures().1, 4, "every failure counted");
 }
