@@ -662,6 +662,32 @@ hyp: INFO  vm host: emulated SMMU counters: commands=26 syncs=12 stes_shadowed=1
         assert_eq!(c.unwrap().result, Ok(()));
     }
 
+    #[test]
+    fn the_hypervisors_own_counters_line_is_read() {
+        let c = hyp::vsmmu::Counters {
+            commands: 26,
+            syncs: 12,
+            stes_shadowed: 13,
+            stes_refused: 1,
+            continued: 9,
+            ..Default::default()
+        };
+        let log = format!("hyp: INFO  {EMULATED_SMMU_COUNTERS}{c}\n");
+        assert_eq!(
+            emulated_smmu_counters(&log),
+            Ok(EmulatedSmmuCounters {
+                commands: 26,
+                syncs: 12,
+                stes_shadowed: 13,
+                stes_refused: 1
+            })
+        );
+        // Every counter (all u64), each once as KEY=VALUE (the parser refuses a repeated key).
+        let counters = core::mem::size_of::<hyp::vsmmu::Counters>() / 8;
+        assert_eq!(c.to_string().split(' ').count(), counters, "{c}");
+        assert!(c.to_string().split(' ').all(|p| p.split_once('=').is_some()), "{c}");
+    }
+
     const LOG: &str = "\
 hyp: INFO  booting
 [host] test abi_version ... ok
