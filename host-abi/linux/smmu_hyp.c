@@ -451,7 +451,9 @@ static ssize_t events_show(struct kobject *kobj, struct kobj_attribute *attr, ch
 		const u64 *w = ev[i].word;
 
 		n += sysfs_emit_at(out, n, "sid=0x%llx type=0x%02llx %016llx %016llx %016llx %016llx\n",
-				   w[0] >> 32, w[0] & 0xff, w[0], w[1], w[2], w[3]);
+				   SMMU_HYP_FIELD_GET(SMMU_HYP_EVT_SID, w[SMMU_HYP_EVT_SID_WORD]),
+				   SMMU_HYP_FIELD_GET(SMMU_HYP_EVT_TYPE, w[SMMU_HYP_EVT_TYPE_WORD]),
+				   w[0], w[1], w[2], w[3]);
 	}
 	return n;
 }
@@ -467,13 +469,6 @@ static ssize_t vm_id_show(struct kobject *kobj, struct kobj_attribute *attr, cha
 }
 
 /* ---- selftest: calls the hypervisor must refuse, and the errno each maps to ---- */
-
-/* SMMUv3 command encodings (architecture, not this ABI): opcode in word 0 bits 7:0. */
-#define CMD_CFGI_STE 0x03ull
-#define CMD_TLBI_NH_VA 0x12ull
-#define CMD_TLBI_EL2_ALL 0x20ull
-#define CMD_VMID_SHIFT 32
-#define CMD_SID_SHIFT 32
 
 static bool owns_stream(u32 sid)
 {
@@ -530,14 +525,14 @@ static ssize_t selftest_show(struct kobject *kobj, struct kobj_attribute *attr, 
 	CHECK("CLEAR_STE of a stream not the host's",
 	      hyp_call(SMMU_HYP_FN_CLEAR_STE, foreign, 0, 0, &r), SMMU_HYP_ERR_NOT_OWNED, -EPERM);
 	memset(cmd, 0, 2 * sizeof(*cmd));
-	cmd[0].word[0] = CMD_CFGI_STE | (u64)foreign << CMD_SID_SHIFT;
+	cmd[0].word[0] = SMMU_HYP_OP_CFGI_STE | SMMU_HYP_FIELD_PREP(SMMU_HYP_CMD_SID, foreign);
 	CHECK("INVALIDATE with CFGI_STE of a stream not the host's",
 	      hyp_call(SMMU_HYP_FN_INVALIDATE, buf_ipa, 1, 0, &r), SMMU_HYP_ERR_NOT_OWNED, -EPERM);
-	cmd[0].word[0] = CMD_TLBI_NH_VA | 1ull << CMD_VMID_SHIFT;
+	cmd[0].word[0] = SMMU_HYP_OP_TLBI_NH_VA | SMMU_HYP_FIELD_PREP(SMMU_HYP_CMD_VMID, 1);
 	CHECK("INVALIDATE with TLBI_NH_VA naming VMID 1",
 	      hyp_call(SMMU_HYP_FN_INVALIDATE, buf_ipa, 1, 0, &r), SMMU_HYP_ERR_FORBIDDEN_FIELD,
 	      -EPERM);
-	cmd[0].word[0] = CMD_TLBI_EL2_ALL;
+	cmd[0].word[0] = SMMU_HYP_OP_TLBI_EL2_ALL;
 	CHECK("INVALIDATE with TLBI_EL2_ALL", hyp_call(SMMU_HYP_FN_INVALIDATE, buf_ipa, 1, 0, &r),
 	      SMMU_HYP_ERR_BAD_COMMAND, -EPERM);
 	CHECK("INVALIDATE of 0 commands", hyp_call(SMMU_HYP_FN_INVALIDATE, buf_ipa, 0, 0, &r),

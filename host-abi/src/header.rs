@@ -5,8 +5,160 @@
 use crate::call::FunctionId;
 use crate::error::HypError;
 use crate::psci;
+use crate::smmu::regs::{self, cerror, off, Cr0, Cr2, Gbpa, Gerror, IrqCtrl};
+use crate::smmu::{cd, cmd, event_name, evt, ste, Field, Opcode, SteConfig};
 use crate::types::{BOOT_INFO_MAGIC, VM_NAME_LEN};
-use core::fmt::{Result, Write};
+use bitflags::Flags;
+use core::fmt::{Debug, Result, Write};
+
+/// `[("NAME", module::NAME), ...]`: constants with their Rust names, so the C names cannot
+/// drift from them. That each list below names every constant of its module is checked by
+/// `tests/header.rs`, which reads the modules' source.
+macro_rules! named {
+    ($m:ident: $($c:ident),* $(,)?) => { [$((stringify!($c), $m::$c)),*] };
+}
+
+/// Every command field, for C (`SMMU_HYP_CMD_<NAME>_*`).
+const CMD_FIELDS: &[(&str, Field)] = &named!(cmd: OPCODE, SSEC, SSV, SSID, SID, VMID, ASID,
+    NUM, SCALE, GLOBAL, LEAF, RANGE, SIZE, TTL, TG, ADDR, PREFETCH_SIZE, PREFETCH_STRIDE,
+    SYNC_CS, SYNC_MSH, SYNC_MSIATTR, SYNC_MSIDATA, SYNC_MSIADDR);
+
+/// Every STE field (`SMMU_HYP_STE_<NAME>_*`).
+const STE_FIELDS: &[(&str, Field)] = &named!(ste: V, CONFIG, S1FMT, S1_CONTEXT_PTR, S1CDMAX,
+    S1DSS, S1CIR, S1COR, S1CSH, S1STALLD, EATS, STRW, MEMATTR, MTCFG, ALLOCCFG, SHCFG, NSCFG,
+    PRIVCFG, INSTCFG, S2VMID, S2T0SZ, S2SL0, S2IR0, S2OR0, S2SH0, S2TG, S2PS, S2AA64, S2ENDI,
+    S2AFFD, S2PTW, S2S, S2R, S2TTB);
+
+/// Every CD field (`SMMU_HYP_CD_<NAME>_*`).
+const CD_FIELDS: &[(&str, Field)] = &named!(cd: T0SZ, TG0, IR0, OR0, SH0, EPD0, ENDI, T1SZ,
+    TG1, IR1, OR1, SH1, EPD1, V, IPS, AFFD, WXN, UWXN, TBI, PAN, AA64, HD, HA, S, R, A, ASET,
+    ASID, NSCFG0, HAD0, RES1_3_2, TTB0, RES1_59_52, HWU0, NSCFG1, HAD1, RES2_3_2, TTB1,
+    RES2_59_52, HWU1, MAIR, AMAIR, IMPDEF, MPAM, RES7);
+
+/// Every event record field (`SMMU_HYP_EVT_<NAME>_*`).
+const EVT_FIELDS: &[(&str, Field)] =
+    &named!(evt: TYPE, SSV, SSID, SID, PNU, IND, RNW, S2, CLASS, INPUT_ADDR, IPA);
+
+/// The register offsets (`SMMU_HYP_REG_<NAME>`).
+const REG_OFFSETS: &[(&str, usize)] = &named!(off: IDR0, IDR1, IDR2, IDR3, IDR4, IDR5, IIDR,
+    AIDR, CR0, CR0ACK, CR1, CR2, STATUSR, GBPA, AGBPA, IRQ_CTRL, IRQ_CTRLACK, GERROR, GERRORN,
+    GERROR_IRQ_CFG0, GERROR_IRQ_CFG1, GERROR_IRQ_CFG2, STRTAB_BASE, STRTAB_BASE_CFG, CMDQ_BASE,
+    CMDQ_PROD, CMDQ_CONS, EVTQ_BASE, EVTQ_IRQ_CFG0, EVTQ_IRQ_CFG1, EVTQ_IRQ_CFG2, PRIQ_BASE,
+    EVTQ_PROD, EVTQ_CONS, PRIQ_PROD, PRIQ_CONS);
+
+/// CMDQ_CONS.ERR values (`SMMU_HYP_CERROR_<NAME>`).
+const CERRORS: &[(&str, u32)] = &named!(cerror: NONE, ILL, ABT, ATC_INV_SYNC);
+
+/// `CamelCase` (a `Debug` name) as `SNAKE_CASE`: `TlbiS12Vmall` is `TLBI_S12_VMALL`.
+fn snake(w: &mut dyn Write, name: &dyn Debug) -> Result {
+    struct Snake<'a>(&'a mut dyn Write, bool);
+    impl Write for Snake<'_> {
+        fn write_str(&mut self, s: &str) -> Result {
+            for c in s.chars() {
+                if c.is_ascii_uppercase() && self.1 {
+                    self.0.write_char('_')?;
+                }
+                self.1 = c.is_ascii_lowercase() || c.is_ascii_digit();
+                self.0.write_char(c.to_ascii_uppercase())?;
+            }
+            Ok(())
+        }
+    }
+    write!(Snake(w, false), "{name:?}")
+}
+
+/// One descriptor field: its word, lowest bit and bits in place.
+fn field(w: &mut dyn Write, prefix: &str, name: &str, f: Field) -> Result {
+    writeln!(w, "#define SMMU_HYP_{prefix}_{name}_WORD {}", f.word)?;
+    writeln!(w, "#define SMMU_HYP_{prefix}_{name}_SHIFT {}", f.lsb)?;
+    writeln!(w, "#define SMMU_HYP_{prefix}_{name}_MASK 0x{:016x}ull", f.mask())
+}
+
+/// The SMMUv3 encodings: descriptor fields and values, register offsets and bits.
+fn smmu(w: &mut dyn Write) -> Result {
+    writeln!(w, "/*")?;
+    writeln!(w, " * SMMUv3 encodings (Arm IHI 0070; host-abi/src/smmu): the architecture's, not")?;
+    writeln!(w, " * this ABI's, for the descriptors above and the SMMU's registers. Descriptor")?;
+    writeln!(
+        w,
+        " * field F: F_WORD (its 64-bit word), F_SHIFT (its lowest bit), F_MASK (its bits"
+    )?;
+    writeln!(w, " * in place); register field F: F_SHIFT and F_MASK.")?;
+    writeln!(w, " */")?;
+    writeln!(w, "#define SMMU_HYP_FIELD_PREP(f, v) (((uint64_t)(v) << f##_SHIFT) & f##_MASK)")?;
+    writeln!(w, "#define SMMU_HYP_FIELD_GET(f, x) (((uint64_t)(x) & f##_MASK) >> f##_SHIFT)")?;
+    writeln!(w)?;
+    writeln!(w, "/* Command opcodes (SMMU_HYP_CMD_OPCODE). */")?;
+    for op in (0..=u8::MAX).filter_map(Opcode::from_u8) {
+        write!(w, "#define SMMU_HYP_OP_")?;
+        snake(w, &op)?;
+        writeln!(w, " 0x{:02x}u", op as u8)?;
+    }
+    writeln!(w)?;
+    writeln!(w, "/* Command fields. */")?;
+    for &(name, f) in CMD_FIELDS {
+        field(w, "CMD", name, f)?;
+    }
+    writeln!(w)?;
+    writeln!(w, "/* Stream table entry fields, and the values of STE.Config. */")?;
+    for &(name, f) in STE_FIELDS {
+        field(w, "STE", name, f)?;
+    }
+    for c in (0..8).filter_map(SteConfig::from_bits) {
+        write!(w, "#define SMMU_HYP_STE_CONFIG_")?;
+        snake(w, &c)?;
+        writeln!(w, " 0x{:x}u", c as u8)?;
+    }
+    writeln!(w)?;
+    writeln!(w, "/* Context descriptor fields. */")?;
+    for &(name, f) in CD_FIELDS {
+        field(w, "CD", name, f)?;
+    }
+    writeln!(w)?;
+    writeln!(w, "/* Event record fields, and the event types (SMMU_HYP_EVT_TYPE). */")?;
+    for &(name, f) in EVT_FIELDS {
+        field(w, "EVT", name, f)?;
+    }
+    for ty in 0..=u8::MAX {
+        let name = event_name(ty);
+        if name != event_name(0) {
+            writeln!(w, "#define SMMU_HYP_EVT_{name} 0x{ty:02x}u")?;
+        }
+    }
+    writeln!(w)?;
+    writeln!(
+        w,
+        "/* Registers: offsets from the base of page 0 (page 1 at SMMU_HYP_REG_PAGE1). */"
+    )?;
+    writeln!(w, "#define SMMU_HYP_REGS_SIZE 0x{:05x}u", regs::SIZE)?;
+    writeln!(w, "#define SMMU_HYP_REG_PAGE1 0x{:05x}u", regs::PAGE1)?;
+    for &(name, o) in REG_OFFSETS {
+        writeln!(w, "#define SMMU_HYP_REG_{name} 0x{o:05x}u")?;
+    }
+    writeln!(w)?;
+    writeln!(w, "/* Register bits and fields. */")?;
+    flags::<Cr0>(w, "CR0")?;
+    flags::<Cr2>(w, "CR2")?;
+    flags::<IrqCtrl>(w, "IRQ_CTRL")?;
+    flags::<Gerror>(w, "GERROR")?;
+    writeln!(w, "#define SMMU_HYP_GBPA_UPDATE 0x{:08x}u", Gbpa::UPDATE)?;
+    writeln!(w, "#define SMMU_HYP_GBPA_ABORT 0x{:08x}u", Gbpa::ABORT)?;
+    let err = regs::CMDQ_CONS_ERR_MASK;
+    writeln!(w, "#define SMMU_HYP_CMDQ_CONS_ERR_SHIFT {}", err.trailing_zeros())?;
+    writeln!(w, "#define SMMU_HYP_CMDQ_CONS_ERR_MASK 0x{err:08x}u")?;
+    for &(name, v) in CERRORS {
+        writeln!(w, "#define SMMU_HYP_CERROR_{name} {v}u")?;
+    }
+    writeln!(w, "#define SMMU_HYP_Q_OVFLG 0x{:08x}u /* EVENTQ_PROD, EVENTQ_CONS */", regs::Q_OVFLG)
+}
+
+/// Every named bit (or group of bits) of register `F`, as `SMMU_HYP_<reg>_<NAME>`.
+fn flags<F: Flags<Bits = u32>>(w: &mut dyn Write, reg: &str) -> Result {
+    for (name, f) in F::all().iter_names() {
+        writeln!(w, "#define SMMU_HYP_{reg}_{name} 0x{:08x}u", f.bits())?;
+    }
+    Ok(())
+}
 
 /// Writes the whole C header.
 pub fn render(w: &mut dyn Write) -> Result {
@@ -19,6 +171,12 @@ pub fn render(w: &mut dyn Write) -> Result {
     writeln!(w, " * GENERATED from the host-abi crate (host-abi/src/header.rs): do not edit.")?;
     writeln!(w, " * Calls: HVC #0, SMCCC 1.1 fast calls; x0 = function ID, args in x1..x7,")?;
     writeln!(w, " * results in x0..x3; x0 < 0 is an SMMU_HYP_ERR_* code.")?;
+    writeln!(w, " * Also the SMMUv3 encodings (SMMU_HYP_OP_*, SMMU_HYP_CMD_*, SMMU_HYP_STE_*,")?;
+    writeln!(
+        w,
+        " * SMMU_HYP_CD_*, SMMU_HYP_EVT_*, SMMU_HYP_REG_*, ...). For the kernel (__KERNEL__)"
+    )?;
+    writeln!(w, " * and for userspace (C11, <stdint.h>) alike.")?;
     writeln!(w, " */")?;
     writeln!(w, "#ifndef SMMU_HYP_H")?;
     writeln!(w, "#define SMMU_HYP_H")?;
@@ -145,6 +303,8 @@ pub fn render(w: &mut dyn Write) -> Result {
     writeln!(w, "_Static_assert(sizeof(struct smmu_hyp_ste) == 64, \"ste\");")?;
     writeln!(w, "_Static_assert(sizeof(struct smmu_hyp_cmd) == 16, \"cmd\");")?;
     writeln!(w, "_Static_assert(sizeof(struct smmu_hyp_event) == 32, \"event\");")?;
+    writeln!(w)?;
+    smmu(w)?;
     writeln!(w)?;
     writeln!(w, "/* Written by SMMU_HYP_FN_SMMU_STATS. */")?;
     writeln!(w, "struct smmu_hyp_smmu_stats {{")?;

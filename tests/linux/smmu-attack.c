@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
 //
 // smmu-attack: what root on the Linux host can try against the hypervisor's SMMU isolation.
-// xtask builds it statically (aarch64-linux-gnu-gcc-12 -static, xtask/src/kmod.rs) into the
-// host's initramfs; the host's test script (xtask/src/linux.rs) runs it. Each command prints what it did and exits 0
-// if the isolation held as expected, 1 (with the reason on the last line) if not.
+// xtask builds it statically (aarch64-linux-gnu-gcc-12 -static -I host-abi/include,
+// xtask/src/kmod.rs) into the host's initramfs; the host's test script (xtask/src/linux.rs)
+// runs it. Each command prints what it did and exits 0 if the isolation held as expected, 1
+// (with the reason on the last line) if not.
 //
 //   smmu-attack dma DEV ADDR...
 //       The edu device DEV (its sysfs directory) DMAs its buffer to each ADDR (4 bytes, then a
@@ -56,36 +57,21 @@
 #include <time.h>
 #include <unistd.h>
 
+// The SMMU's encodings (register offsets and bits, descriptor fields, opcodes) come from the
+// ABI's generated header (host-abi/include/smmu_hyp.h: SMMU_HYP_REG_*, SMMU_HYP_STE_*, ...),
+// one definition with the hypervisor's.
+#include "smmu_hyp.h"
+
+// Field f (SMMU_HYP_<f>) with value v, in place in its word.
+#define FIELD(f, v) SMMU_HYP_FIELD_PREP(SMMU_HYP_##f, v)
+// Field f of the descriptor whose words are `words`.
+#define FIELD_OF(f, words) SMMU_HYP_FIELD_GET(SMMU_HYP_##f, (words)[SMMU_HYP_##f##_WORD])
+
 // --- SMMUv3 registers (offsets in the 128 KiB register space) -------------------------------
 
 #define SMMU_BASE 0x09050000UL
-#define SMMU_SIZE 0x20000UL
 
-#define CR0 0x20
-#define CR0ACK 0x24
-#define CR1 0x28
-#define CR2 0x2c
-#define GBPA 0x44
-#define IRQ_CTRL 0x50
-#define IRQ_CTRLACK 0x54
-#define GERROR 0x60
-#define GERRORN 0x64
-#define STRTAB_BASE 0x80
-#define STRTAB_BASE_CFG 0x88
-#define CMDQ_BASE 0x90
-#define CMDQ_PROD 0x98
-#define CMDQ_CONS 0x9c
-#define EVTQ_BASE 0xa0
-#define EVTQ_PROD 0x100a8
-#define EVTQ_CONS 0x100ac
-
-#define CR0_SMMUEN (1u << 0)
-#define CR0_EVTQEN (1u << 2)
-#define CR0_CMDQEN (1u << 3)
-#define GERROR_CMDQ_ERR (1u << 0)
-#define CONS_ERR(c) (((c) >> 24) & 0x7f)
-#define CERROR_ILL 1
-#define CERROR_ABT 2
+#define CONS_ERR(c) (((c) & SMMU_HYP_CMDQ_CONS_ERR_MASK) >> SMMU_HYP_CMDQ_CONS_ERR_SHIFT)
 
 // Queues of one 4 KiB page each: 256 commands of 16 bytes, 128 events of 32 bytes.
 #define CMDQ_LOG2 8
@@ -95,16 +81,15 @@
 
 // --- STE, CD, commands, page tables ----------------------------------------------------------
 
-#define STE_V 1ull
-#define STE_CFG_BYPASS (4ull << 1)
-#define STE_CFG_S1 (5ull << 1)
-#define STE_CFG_S2 (6ull << 1)
-#define STE_S1CTXPTR(pa) ((pa) & 0x000fffffffffffc0ull)
+#define STE_V FIELD(STE_V, 1)
+#define STE_CFG_BYPASS FIELD(STE_CONFIG, SMMU_HYP_STE_CONFIG_BYPASS)
+#define STE_CFG_S1 FIELD(STE_CONFIG, SMMU_HYP_STE_CONFIG_S1)
+#define STE_CFG_S2 FIELD(STE_CONFIG, SMMU_HYP_STE_CONFIG_S2)
+#define STE_S1CTXPTR(pa) ((pa) & SMMU_HYP_STE_S1_CONTEXT_PTR_MASK)
 
-#define OP_CFGI_STE 0x03
-#define OP_CFGI_ALL 0x04
-#define OP_TLBI_S12_VMALL 0x28
-#define OP_SYNC 0x46
+// CMD_CFGI_ALL: CFGI_STE_RANGE with Range 31 (every stream).
+#define CFGI_ALL_W0 SMMU_HYP_OP_CFGI_STE_RANGE
+#define CFGI_ALL_W1 FIELD(CMD_RANGE, 31)
 
 // The flood's queue: one 2 MiB huge page of 16-byte commands.
 #define FLOOD_LOG2 17
@@ -300,7 +285,7 @@ static void smmu_map(void)
 	int fd = open("/dev/mem", O_RDWR | O_SYNC);
 	if (fd < 0)
 		die("/dev/mem: %s", strerror(errno));
-	void *p = mmap(NULL, SMMU_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, SMMU_BASE);
+	void *p = mmap(NULL, SMMU_HYP_REGS_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, SMMU_BASE);
 	if (p == MAP_FAILED)
 		die("mmap /dev/mem at %#lx: %s", SMMU_BASE, strerror(errno));
 	close(fd);
@@ -319,14 +304,14 @@ static void wait_eq(unsigned long off, uint32_t want, const char *what)
 
 static void set_cr0(uint32_t v)
 {
-	wr32(smmu, CR0, v);
-	wait_eq(CR0ACK, v, "CR0ACK");
+	wr32(smmu, SMMU_HYP_REG_CR0, v);
+	wait_eq(SMMU_HYP_REG_CR0ACK, v, "CR0ACK");
 }
 
 static void set_irq_ctrl(uint32_t v)
 {
-	wr32(smmu, IRQ_CTRL, v);
-	wait_eq(IRQ_CTRLACK, v, "IRQ_CTRLACK");
+	wr32(smmu, SMMU_HYP_REG_IRQ_CTRL, v);
+	wait_eq(SMMU_HYP_REG_IRQ_CTRLACK, v, "IRQ_CTRLACK");
 }
 
 // The host driver's configuration, to give back.
@@ -340,27 +325,27 @@ static int taken;
 
 static void smmu_take(void)
 {
-	saved.cr0 = rd32(smmu, CR0);
-	saved.cr1 = rd32(smmu, CR1);
-	saved.cr2 = rd32(smmu, CR2);
-	saved.irq_ctrl = rd32(smmu, IRQ_CTRL);
-	saved.strtab = rd64(smmu, STRTAB_BASE);
-	saved.strtab_cfg = rd32(smmu, STRTAB_BASE_CFG);
-	saved.cmdq = rd64(smmu, CMDQ_BASE);
-	saved.evtq = rd64(smmu, EVTQ_BASE);
+	saved.cr0 = rd32(smmu, SMMU_HYP_REG_CR0);
+	saved.cr1 = rd32(smmu, SMMU_HYP_REG_CR1);
+	saved.cr2 = rd32(smmu, SMMU_HYP_REG_CR2);
+	saved.irq_ctrl = rd32(smmu, SMMU_HYP_REG_IRQ_CTRL);
+	saved.strtab = rd64(smmu, SMMU_HYP_REG_STRTAB_BASE);
+	saved.strtab_cfg = rd32(smmu, SMMU_HYP_REG_STRTAB_BASE_CFG);
+	saved.cmdq = rd64(smmu, SMMU_HYP_REG_CMDQ_BASE);
+	saved.evtq = rd64(smmu, SMMU_HYP_REG_EVTQ_BASE);
 	// The driver's queues must be idle (no command in flight) for the give-back to be exact.
-	saved.cmdq_prod = rd32(smmu, CMDQ_PROD);
-	saved.cmdq_cons = rd32(smmu, CMDQ_CONS);
+	saved.cmdq_prod = rd32(smmu, SMMU_HYP_REG_CMDQ_PROD);
+	saved.cmdq_cons = rd32(smmu, SMMU_HYP_REG_CMDQ_CONS);
 	if (saved.cmdq_prod != saved.cmdq_cons)
 		die("the driver's command queue is busy (PROD %#x, CONS %#x)", saved.cmdq_prod,
 		    saved.cmdq_cons);
-	if (!(saved.cr0 & CR0_SMMUEN))
+	if (!(saved.cr0 & SMMU_HYP_CR0_SMMUEN))
 		die("the driver's SMMU is not enabled (CR0 %#x)", saved.cr0);
 	set_irq_ctrl(0);
 	set_cr0(0);
 	taken = 1;
-	saved.evtq_prod = rd32(smmu, EVTQ_PROD);
-	saved.evtq_cons = rd32(smmu, EVTQ_CONS);
+	saved.evtq_prod = rd32(smmu, SMMU_HYP_REG_EVTQ_PROD);
+	saved.evtq_cons = rd32(smmu, SMMU_HYP_REG_EVTQ_CONS);
 	printf("took the SMMU from the driver: CR0 %#x, stream table %#llx (cfg %#x), cmdq %#llx, evtq %#llx\n",
 	       saved.cr0, (unsigned long long)saved.strtab, saved.strtab_cfg,
 	       (unsigned long long)saved.cmdq, (unsigned long long)saved.evtq);
@@ -373,17 +358,17 @@ static void smmu_give_back(void)
 	taken = 0;
 	set_cr0(0);
 	// Acknowledge what we caused, so the driver starts with no active global error.
-	wr32(smmu, GERRORN, rd32(smmu, GERROR));
-	wr64(smmu, STRTAB_BASE, saved.strtab);
-	wr32(smmu, STRTAB_BASE_CFG, saved.strtab_cfg);
-	wr64(smmu, CMDQ_BASE, saved.cmdq);
-	wr32(smmu, CMDQ_PROD, saved.cmdq_prod);
-	wr32(smmu, CMDQ_CONS, saved.cmdq_cons);
-	wr64(smmu, EVTQ_BASE, saved.evtq);
-	wr32(smmu, EVTQ_PROD, saved.evtq_prod);
-	wr32(smmu, EVTQ_CONS, saved.evtq_cons);
-	wr32(smmu, CR1, saved.cr1);
-	wr32(smmu, CR2, saved.cr2);
+	wr32(smmu, SMMU_HYP_REG_GERRORN, rd32(smmu, SMMU_HYP_REG_GERROR));
+	wr64(smmu, SMMU_HYP_REG_STRTAB_BASE, saved.strtab);
+	wr32(smmu, SMMU_HYP_REG_STRTAB_BASE_CFG, saved.strtab_cfg);
+	wr64(smmu, SMMU_HYP_REG_CMDQ_BASE, saved.cmdq);
+	wr32(smmu, SMMU_HYP_REG_CMDQ_PROD, saved.cmdq_prod);
+	wr32(smmu, SMMU_HYP_REG_CMDQ_CONS, saved.cmdq_cons);
+	wr64(smmu, SMMU_HYP_REG_EVTQ_BASE, saved.evtq);
+	wr32(smmu, SMMU_HYP_REG_EVTQ_PROD, saved.evtq_prod);
+	wr32(smmu, SMMU_HYP_REG_EVTQ_CONS, saved.evtq_cons);
+	wr32(smmu, SMMU_HYP_REG_CR1, saved.cr1);
+	wr32(smmu, SMMU_HYP_REG_CR2, saved.cr2);
 	set_irq_ctrl(saved.irq_ctrl);
 	set_cr0(saved.cr0);
 	printf("gave the SMMU back to the driver (CR0 %#x)\n", saved.cr0);
@@ -400,28 +385,28 @@ static void cmd(uint64_t w0, uint64_t w1)
 	slot[1] = w1;
 	barrier();
 	prod = (prod + 1) & ((2u << CMDQ_LOG2) - 1);
-	wr32(smmu, CMDQ_PROD, prod);
+	wr32(smmu, SMMU_HYP_REG_CMDQ_PROD, prod);
 }
 
 // Waits until CONS has caught up with PROD; returns 0, or CONS.ERR if the queue stopped.
 static uint32_t cmd_wait(void)
 {
 	for (int i = 0; i < 1000; i++) {
-		uint32_t gerr = rd32(smmu, GERROR) ^ rd32(smmu, GERRORN);
-		uint32_t cons = rd32(smmu, CMDQ_CONS);
-		if (gerr & GERROR_CMDQ_ERR)
+		uint32_t gerr = rd32(smmu, SMMU_HYP_REG_GERROR) ^ rd32(smmu, SMMU_HYP_REG_GERRORN);
+		uint32_t cons = rd32(smmu, SMMU_HYP_REG_CMDQ_CONS);
+		if (gerr & SMMU_HYP_GERROR_CMDQ_ERR)
 			return CONS_ERR(cons) ? CONS_ERR(cons) : 0x7f;
 		if ((cons & ((2u << CMDQ_LOG2) - 1)) == prod)
 			return 0;
 		sleep_ms(1);
 	}
-	die("command queue stuck: PROD %#x, CONS %#x", prod, rd32(smmu, CMDQ_CONS));
+	die("command queue stuck: PROD %#x, CONS %#x", prod, rd32(smmu, SMMU_HYP_REG_CMDQ_CONS));
 }
 
 static void cfgi(uint32_t sid)
 {
-	cmd(OP_CFGI_STE | ((uint64_t)sid << 32), 1);
-	cmd(OP_SYNC, 0);
+	cmd(SMMU_HYP_OP_CFGI_STE | FIELD(CMD_SID, sid), FIELD(CMD_LEAF, 1));
+	cmd(SMMU_HYP_OP_SYNC, 0);
 	uint32_t err = cmd_wait();
 	if (err)
 		die("CFGI_STE %#x stopped the queue (CONS.ERR %u)", sid, err);
@@ -429,8 +414,8 @@ static void cfgi(uint32_t sid)
 
 static void cfgi_all(void)
 {
-	cmd(OP_CFGI_ALL, 31);
-	cmd(OP_SYNC, 0);
+	cmd(CFGI_ALL_W0, CFGI_ALL_W1);
+	cmd(SMMU_HYP_OP_SYNC, 0);
 	uint32_t err = cmd_wait();
 	if (err)
 		die("CFGI_ALL stopped the queue (CONS.ERR %u)", err);
@@ -441,25 +426,25 @@ static void cfgi_all(void)
 static uint32_t recover(uint32_t at)
 {
 	volatile uint64_t *slot = cmdq.va + 2 * (at & ((1u << CMDQ_LOG2) - 1));
-	slot[0] = OP_SYNC;
+	slot[0] = SMMU_HYP_OP_SYNC;
 	slot[1] = 0;
 	barrier();
-	wr32(smmu, GERRORN, rd32(smmu, GERROR));
+	wr32(smmu, SMMU_HYP_REG_GERRORN, rd32(smmu, SMMU_HYP_REG_GERROR));
 	return cmd_wait();
 }
 
 static void smmu_ours(uint64_t strtab_pa, uint64_t cmdq_pa)
 {
-	wr64(smmu, STRTAB_BASE, strtab_pa);
-	wr32(smmu, STRTAB_BASE_CFG, STRTAB_LOG2);
-	wr64(smmu, CMDQ_BASE, cmdq_pa | CMDQ_LOG2);
-	wr32(smmu, CMDQ_PROD, 0);
-	wr32(smmu, CMDQ_CONS, 0);
+	wr64(smmu, SMMU_HYP_REG_STRTAB_BASE, strtab_pa);
+	wr32(smmu, SMMU_HYP_REG_STRTAB_BASE_CFG, STRTAB_LOG2);
+	wr64(smmu, SMMU_HYP_REG_CMDQ_BASE, cmdq_pa | CMDQ_LOG2);
+	wr32(smmu, SMMU_HYP_REG_CMDQ_PROD, 0);
+	wr32(smmu, SMMU_HYP_REG_CMDQ_CONS, 0);
 	prod = 0;
-	wr64(smmu, EVTQ_BASE, evtq.pa | EVTQ_LOG2);
-	wr32(smmu, EVTQ_PROD, 0);
-	wr32(smmu, EVTQ_CONS, 0);
-	set_cr0(CR0_SMMUEN | CR0_EVTQEN | CR0_CMDQEN);
+	wr64(smmu, SMMU_HYP_REG_EVTQ_BASE, evtq.pa | EVTQ_LOG2);
+	wr32(smmu, SMMU_HYP_REG_EVTQ_PROD, 0);
+	wr32(smmu, SMMU_HYP_REG_EVTQ_CONS, 0);
+	set_cr0(SMMU_HYP_CR0_SMMUEN | SMMU_HYP_CR0_EVENTQEN | SMMU_HYP_CR0_CMDQEN);
 }
 
 static void ste(uint32_t sid, uint64_t w0, uint64_t w1, uint64_t w2, uint64_t w3)
@@ -480,16 +465,18 @@ static void ste(uint32_t sid, uint64_t w0, uint64_t w1, uint64_t w2, uint64_t w3
 static int saw_s2_fault(uint32_t sid, uint64_t iova)
 {
 	barrier();
-	uint32_t p = rd32(smmu, EVTQ_PROD) & ((2u << EVTQ_LOG2) - 1);
-	uint32_t c = rd32(smmu, EVTQ_CONS) & ((2u << EVTQ_LOG2) - 1);
+	uint32_t p = rd32(smmu, SMMU_HYP_REG_EVTQ_PROD) & ((2u << EVTQ_LOG2) - 1);
+	uint32_t c = rd32(smmu, SMMU_HYP_REG_EVTQ_CONS) & ((2u << EVTQ_LOG2) - 1);
 	int seen = 0;
 	while (c != p) {
 		volatile uint64_t *r = evtq.va + 4 * (c & ((1u << EVTQ_LOG2) - 1));
-		if ((r[0] & 0xff) == 0x10 && (r[0] >> 32) == sid && r[2] == iova && (r[1] >> 39 & 1))
+		if (FIELD_OF(EVT_TYPE, r) == SMMU_HYP_EVT_F_TRANSLATION &&
+		    FIELD_OF(EVT_SID, r) == sid && FIELD_OF(EVT_INPUT_ADDR, r) == iova &&
+		    FIELD_OF(EVT_S2, r))
 			seen = 1;
 		c = (c + 1) & ((2u << EVTQ_LOG2) - 1);
 	}
-	wr32(smmu, EVTQ_CONS, c);
+	wr32(smmu, SMMU_HYP_REG_EVTQ_CONS, c);
 	return seen;
 }
 
@@ -519,10 +506,11 @@ static void s1_tables(uint64_t *targets, int n)
 		l3.va[i] = (targets[i] & ~0xfffull) | (1ull << 10) | (3ull << 8) | (1ull << 6) | 3;
 	// CD: T0SZ 25, TG0 4K, WBWA walks, inner shareable, EPD1, valid, IPS 36 bits, AArch64,
 	// record and abort faults, ASID 1; MAIR attribute 0 normal write-back.
-	cd.va[0] = 25 | (1ull << 8) | (1ull << 10) | (3ull << 12) | (1ull << 30) | (1ull << 31) |
-		   (1ull << 32) | (1ull << 41) | (1ull << 45) | (1ull << 46) | (1ull << 48);
-	cd.va[1] = l1.pa;
-	cd.va[3] = 0xff;
+	cd.va[0] = FIELD(CD_T0SZ, 25) | FIELD(CD_IR0, 1) | FIELD(CD_OR0, 1) | FIELD(CD_SH0, 3) |
+		    FIELD(CD_EPD1, 1) | FIELD(CD_V, 1) | FIELD(CD_IPS, 1) | FIELD(CD_AA64, 1) |
+		    FIELD(CD_R, 1) | FIELD(CD_A, 1) | FIELD(CD_ASID, 1);
+	cd.va[SMMU_HYP_CD_TTB0_WORD] = l1.pa;
+	cd.va[SMMU_HYP_CD_MAIR_WORD] = FIELD(CD_MAIR, 0xff);
 	barrier();
 }
 
@@ -549,27 +537,29 @@ static void flood(uint32_t sid)
 		die("huge page not present or not aligned (pagemap entry %#llx)", (unsigned long long)e);
 	volatile uint64_t *q = va;
 	for (size_t i = 0; i < (1ul << FLOOD_LOG2); i++) {
-		q[2 * i] = OP_CFGI_ALL;
-		q[2 * i + 1] = 31;
+		q[2 * i] = CFGI_ALL_W0;
+		q[2 * i + 1] = CFGI_ALL_W1;
 	}
 	barrier();
 	set_cr0(0);
-	wr64(smmu, STRTAB_BASE, st.pa);
-	wr32(smmu, STRTAB_BASE_CFG, STRTAB_LOG2);
-	wr64(smmu, CMDQ_BASE, pa | FLOOD_LOG2);
-	wr32(smmu, CMDQ_PROD, 0);
-	wr32(smmu, CMDQ_CONS, 0);
-	set_cr0(CR0_SMMUEN | CR0_EVTQEN | CR0_CMDQEN);
+	wr64(smmu, SMMU_HYP_REG_STRTAB_BASE, st.pa);
+	wr32(smmu, SMMU_HYP_REG_STRTAB_BASE_CFG, STRTAB_LOG2);
+	wr64(smmu, SMMU_HYP_REG_CMDQ_BASE, pa | FLOOD_LOG2);
+	wr32(smmu, SMMU_HYP_REG_CMDQ_PROD, 0);
+	wr32(smmu, SMMU_HYP_REG_CMDQ_CONS, 0);
+	set_cr0(SMMU_HYP_CR0_SMMUEN | SMMU_HYP_CR0_EVENTQEN | SMMU_HYP_CR0_CMDQEN);
 	uint32_t mask = (2u << FLOOD_LOG2) - 1;
 	uint32_t full = 1u << FLOOD_LOG2; // wrap bit set, index 0: every entry
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	wr32(smmu, CMDQ_PROD, full);
+	wr32(smmu, SMMU_HYP_REG_CMDQ_PROD, full);
 	uint32_t last = 0, reads = 0, most = 0;
 	for (;;) {
-		uint32_t cons = rd32(smmu, CMDQ_CONS);
+		uint32_t cons = rd32(smmu, SMMU_HYP_REG_CMDQ_CONS);
 		reads++;
-		if (CONS_ERR(cons) || ((rd32(smmu, GERROR) ^ rd32(smmu, GERRORN)) & GERROR_CMDQ_ERR))
+		if (CONS_ERR(cons) ||
+		    ((rd32(smmu, SMMU_HYP_REG_GERROR) ^ rd32(smmu, SMMU_HYP_REG_GERRORN)) &
+		     SMMU_HYP_GERROR_CMDQ_ERR))
 			die("the flood stopped the queue (CONS %#x)", cons);
 		uint32_t moved = ((cons & mask) - last) & mask;
 		if (moved > most)
@@ -648,8 +638,10 @@ static int reprogram(int argc, char **argv)
 		for (int i = 0; i < 4; i++)
 			s2.va[i] = ((uint64_t)i << 30) | (1ull << 10) | (3ull << 8) | (3ull << 6) |
 				   (0xfull << 2) | 1;
-		uint64_t w2 = 1 | (25ull << 32) | (1ull << 38) | (1ull << 40) | (1ull << 42) |
-			      (3ull << 44) | (2ull << 48) | (1ull << 51) | (1ull << 54) | (1ull << 58);
+		uint64_t w2 = FIELD(STE_S2VMID, 1) | FIELD(STE_S2T0SZ, 25) | FIELD(STE_S2SL0, 1) |
+			      FIELD(STE_S2IR0, 1) | FIELD(STE_S2OR0, 1) | FIELD(STE_S2SH0, 3) |
+			      FIELD(STE_S2PS, 2) | FIELD(STE_S2AA64, 1) | FIELD(STE_S2PTW, 1) |
+			      FIELD(STE_S2R, 1);
 		ste(sid, STE_V | STE_CFG_S2, 0, w2, s2.pa);
 		if (dma_round_trip(&e, src.pa, dst.pa))
 			die("stage-2 STE: DMA landed: the STE was used");
@@ -697,11 +689,11 @@ static int reprogram(int argc, char **argv)
 	} else if (!strcmp(what, "illegal-command")) {
 		// A stage-2 TLBI for VMID 2 (not the host's): stage 2 is not advertised.
 		uint32_t at = prod;
-		cmd(OP_TLBI_S12_VMALL | (2ull << 32), 0);
+		cmd(SMMU_HYP_OP_TLBI_S12_VMALL | FIELD(CMD_VMID, 2), 0);
 		uint32_t err = cmd_wait();
-		if (err != CERROR_ILL)
+		if (err != SMMU_HYP_CERROR_ILL)
 			die("TLBI_S12_VMALL: CONS.ERR %u, not ILL", err);
-		uint32_t cons = rd32(smmu, CMDQ_CONS) & ((2u << CMDQ_LOG2) - 1);
+		uint32_t cons = rd32(smmu, SMMU_HYP_REG_CMDQ_CONS) & ((2u << CMDQ_LOG2) - 1);
 		if (cons != at)
 			die("the queue stopped at %#x, not at the bad command (%#x)", cons, at);
 		if (recover(at))
@@ -711,9 +703,9 @@ static int reprogram(int argc, char **argv)
 	} else if (!strcmp(what, "cmdq-in-hyp")) {
 		set_cr0(0);
 		smmu_ours(st.pa, hyp & ~0xfffull);
-		wr32(smmu, CMDQ_PROD, ++prod);
+		wr32(smmu, SMMU_HYP_REG_CMDQ_PROD, ++prod);
 		uint32_t err = cmd_wait();
-		if (err != CERROR_ABT)
+		if (err != SMMU_HYP_CERROR_ABT)
 			die("command queue in hypervisor memory: CONS.ERR %u, not ABT", err);
 		printf("cmdq-in-hyp: the command fetch aborted (CMDQ_ERR, CONS.ERR ABT)\n");
 	} else if (!strcmp(what, "bad-cds")) {
@@ -723,15 +715,14 @@ static int reprogram(int argc, char **argv)
 		ste(sid, STE_V | STE_CFG_S1 | STE_S1CTXPTR(cd.pa), 0, 0, 0);
 		if (!dma_round_trip(&e, 0, 0x1000))
 			die("bad-cds: DMA through the valid CD did not land");
-		// IPS is CD word 0 bits 34:32, T0SZ bits 5:0.
 		const struct {
 			const char *what;
 			uint64_t w0;
 		} bad[] = {
-			{ "IPS 0b110", (good & ~(7ull << 32)) | (6ull << 32) },
-			{ "IPS 0b111", (good & ~(7ull << 32)) | (7ull << 32) },
-			{ "T0SZ 12", (good & ~0x3full) | 12 },
-			{ "T0SZ 40", (good & ~0x3full) | 40 },
+			{ "IPS 0b110", (good & ~SMMU_HYP_CD_IPS_MASK) | FIELD(CD_IPS, 6) },
+			{ "IPS 0b111", (good & ~SMMU_HYP_CD_IPS_MASK) | FIELD(CD_IPS, 7) },
+			{ "T0SZ 12", (good & ~SMMU_HYP_CD_T0SZ_MASK) | FIELD(CD_T0SZ, 12) },
+			{ "T0SZ 40", (good & ~SMMU_HYP_CD_T0SZ_MASK) | FIELD(CD_T0SZ, 40) },
 		};
 		for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 			cd.va[0] = bad[i].w0;
@@ -752,8 +743,8 @@ static int reprogram(int argc, char **argv)
 	} else if (!strcmp(what, "illegal-flood")) {
 		for (int i = 0; i < 2000; i++) {
 			uint32_t at = prod;
-			cmd(OP_TLBI_S12_VMALL | (2ull << 32), 0);
-			if (cmd_wait() != CERROR_ILL)
+			cmd(SMMU_HYP_OP_TLBI_S12_VMALL | FIELD(CMD_VMID, 2), 0);
+			if (cmd_wait() != SMMU_HYP_CERROR_ILL)
 				die("illegal command %d did not stop the queue", i);
 			if (recover(at))
 				die("the queue did not restart after illegal command %d", i);

@@ -1,7 +1,8 @@
 //! The Linux host's own programs, built as a distribution would build them: the `smmu_hyp`
 //! kernel module (`host-abi/linux/`, the host kernel's side of the hypercall ABI) against the
-//! Debian kernel's own headers, with `-Werror`, and the static userspace helper
-//! (`tests/linux/icount.c`, the bench's instruction counter) with the same cross compiler.
+//! Debian kernel's own headers, with `-Werror`, and the static userspace helpers
+//! (`tests/linux/icount.c`, the bench's instruction counter; `tests/linux/smmu-attack.c`, which
+//! takes the SMMU's encodings from the same generated header) with the same cross compiler.
 //!
 //! What it needs (installed by `cargo xtask setup`, see [`commands`]):
 //! - `gcc-aarch64-linux-gnu` (GCC 12: `aarch64-linux-gnu-gcc-12` is the compiler the headers
@@ -202,22 +203,25 @@ fn build_kmod(
     Ok(ko)
 }
 
-/// Builds the static helper `tests/linux/NAME.c` for the initramfs' `/bin/NAME`.
+/// Builds the static helper `tests/linux/NAME.c` for the initramfs' `/bin/NAME`, with the ABI
+/// header's directory on its include path (the SMMU's encodings come from `smmu_hyp.h`).
 pub fn build_helper(opts: &Opts, name: &str) -> Result<PathBuf, String> {
     let src = root().join(format!("tests/linux/{name}.c"));
+    let include = root().join("host-abi/include");
     let out = crate::tools::linux_dir().join(format!("bin/{name}"));
     let newer = |a: &Path, b: &Path| match (std::fs::metadata(a), std::fs::metadata(b)) {
         (Ok(a), Ok(b)) => a.modified().ok() > b.modified().ok(),
         _ => true,
     };
-    if !newer(&src, &out) {
+    if !newer(&src, &out) && !newer(&include.join("smmu_hyp.h"), &out) {
         return Ok(out);
     }
     if let Some(d) = out.parent() {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
     let mut cmd = Command::new(CROSS_GCC);
-    cmd.args(["-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o"]).arg(&out).arg(&src);
+    cmd.args(["-static", "-O2", "-Wall", "-Wextra", "-Werror", "-I"]).arg(&include);
+    cmd.arg("-o").arg(&out).arg(&src);
     let text = run_checked(cmd, &format!("building {}", src.display()), opts.verbose)?;
     if has_warning(&text) {
         return Err(format!("{} built with warnings:\n{}", src.display(), text.trim()));

@@ -418,25 +418,43 @@ pub struct EmulatedSmmuCounters {
     pub stes_refused: u64,
 }
 
-/// Parses `vm host: emulated SMMU: N commands (M CMD_SYNCs ..., K stopped the queue), S STEs
-/// shadowed (R refused), ...`.
+/// What precedes the hypervisor's machine-readable line of the host's emulated-SMMU counters
+/// (`KEY=VALUE` pairs, one per counter, separated by spaces), logged when the host stops.
+pub const EMULATED_SMMU_COUNTERS: &str = "vm host: emulated SMMU counters: ";
+
+/// Parses `vm host: emulated SMMU counters: commands=N syncs=M ...` by key; a missing key, a
+/// pair that is not `KEY=NUMBER` or a key given twice is an error that says so.
 pub fn emulated_smmu_counters(log: &str) -> Result<EmulatedSmmuCounters, String> {
-    let line = log
+    let (line, rest) = log
         .lines()
-        .find(|l| l.contains("vm host: emulated SMMU: "))
-        .ok_or("no emulated-SMMU summary for the host in the log")?;
-    let rest = &line[line.find("emulated SMMU: ").unwrap_or(0) + "emulated SMMU: ".len()..];
-    let nums: Vec<u64> = rest
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|w| !w.is_empty())
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    match nums[..] {
-        [commands, syncs, _stopped, stes_shadowed, stes_refused, ..] => {
-            Ok(EmulatedSmmuCounters { commands, syncs, stes_shadowed, stes_refused })
+        .find_map(|l| Some((l, l.split_once(EMULATED_SMMU_COUNTERS)?.1)))
+        .ok_or_else(|| format!("no `{}` line in the log", EMULATED_SMMU_COUNTERS.trim_end()))?;
+    let mut pairs: Vec<(&str, u64)> = Vec::new();
+    for pair in rest.split_whitespace() {
+        let (key, value) = pair.split_once('=').ok_or_else(|| {
+            format!("emulated-SMMU counters: `{pair}` is not KEY=VALUE in: {line}")
+        })?;
+        let value = value
+            .parse()
+            .map_err(|_| format!("emulated-SMMU counters: `{pair}` is not a number in: {line}"))?;
+        if pairs.iter().any(|(k, _)| *k == key) {
+            return Err(format!("emulated-SMMU counters: `{key}` given twice in: {line}"));
         }
-        _ => Err(format!("cannot read the emulated-SMMU summary: {line}")),
+        pairs.push((key, value));
     }
+    let get = |key: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|&(_, v)| v)
+            .ok_or_else(|| format!("emulated-SMMU counters: no `{key}=` in: {line}"))
+    };
+    Ok(EmulatedSmmuCounters {
+        commands: get("commands")?,
+        syncs: get("syncs")?,
+        stes_shadowed: get("stes_shadowed")?,
+        stes_refused: get("stes_refused")?,
+    })
 }
 
 /// QEMU trace events xtask asks for in the integration runs (QEMU's own view, independent of
@@ -608,7 +626,8 @@ mod tests {
 
     #[test]
     fn emulated_smmu_summary_is_read() {
-        let log = "hyp: INFO  vm host: emulated SMMU: 26 commands (12 CMD_SYNCs completed after the real SYNC, 0 stopped the queue), 13 STEs shadowed (1 refused), 0 events delivered (0 discarded: its queue full or disabled), 0 accesses to unimplemented registers\n";
+        let log = "hyp: INFO  vm host: emulated SMMU: 26 commands (12 CMD_SYNCs completed after the real SYNC, 0 stopped the queue), 13 STEs shadowed (1 refused), 0 events delivered (0 discarded: its queue full or disabled), 0 accesses to unimplemented registers\n\
+hyp: INFO  vm host: emulated SMMU counters: commands=26 syncs=12 stes_shadowed=13 stes_refused=1 cds_refused=0 events_delivered=0 events_discarded=0 command_errors=0 unknown_accesses=0 ste_installs_failed=0 notices_unlogged=0 budget_stops=0 continued=0\n";
         assert_eq!(
             emulated_smmu_counters(log),
             Ok(EmulatedSmmuCounters {
@@ -618,11 +637,55 @@ mod tests {
                 stes_refused: 1
             })
         );
-        assert!(emulated_smmu_counters("hyp: INFO  vm host: emulated SMMU: gone").is_err());
+        // By key, in any order; keys xtask does not know are fine.
+        let reordered = "hyp: INFO  vm host: emulated SMMU counters: new=7 stes_refused=1 stes_shadowed=13 syncs=12 commands=26";
+        assert_eq!(emulated_smmu_counters(reordered), emulated_smmu_counters(log));
+        let err = |log: &str| emulated_smmu_counters(log).unwrap_err();
+        assert!(
+            err(&reordered.replace("syncs=12 ", "")).contains("no `syncs=` in: hyp: INFO  vm host")
+        );
+        assert!(
+            err(&reordered.replace("syncs=12", "syncs=x")).contains("`syncs=x` is not a number")
+        );
+        assert!(
+            err(&reordered.replace("syncs=12", "syncs 12")).contains("`syncs` is not KEY=VALUE")
+        );
+        assert!(err(&format!("{reordered} syncs=1")).contains("`syncs` given twice"));
+        // The prose line alone is not read.
+        assert_eq!(
+            err(log.lines().next().unwrap()),
+            "no `vm host: emulated SMMU counters:` line in the log"
+        );
         assert!(emulated_smmu_counters("nothing").is_err());
         let checks = linux_checks(log, &[], 100);
         let c = checks.iter().find(|c| c.name == "host_smmu_driver_drove_the_emulated_smmu");
         assert_eq!(c.unwrap().result, Ok(()));
+    }
+
+    #[test]
+    fn the_hypervisors_own_counters_line_is_read() {
+        let c = hyp::vsmmu::Counters {
+            commands: 26,
+            syncs: 12,
+            stes_shadowed: 13,
+            stes_refused: 1,
+            continued: 9,
+            ..Default::default()
+        };
+        let log = format!("hyp: INFO  {EMULATED_SMMU_COUNTERS}{c}\n");
+        assert_eq!(
+            emulated_smmu_counters(&log),
+            Ok(EmulatedSmmuCounters {
+                commands: 26,
+                syncs: 12,
+                stes_shadowed: 13,
+                stes_refused: 1
+            })
+        );
+        // Every counter (all u64), each once as KEY=VALUE (the parser refuses a repeated key).
+        let counters = core::mem::size_of::<hyp::vsmmu::Counters>() / 8;
+        assert_eq!(c.to_string().split(' ').count(), counters, "{c}");
+        assert!(c.to_string().split(' ').all(|p| p.split_once('=').is_some()), "{c}");
     }
 
     const LOG: &str = "\
@@ -683,6 +746,7 @@ hyp: WARN  vm host: GIC distributor: its write to IROUTER of INTID 32 (not its i
 hyp: WARN  vm host: GIC distributor: its write to SETSPI/CLRSPI of INTID 100 (not its interrupt) ignored (logged once per register)
 hyp: INFO  vm host: GIC distributor: every interrupt not its own (INTIDs 32..287 but 35..38, 272, 273) kept its enable, group, trigger, priority and route while it ran
 hyp: INFO  vm host: emulated SMMU: 26 commands (12 CMD_SYNCs completed after the real SYNC, 0 stopped the queue), 3 STEs shadowed (0 refused), 0 events delivered
+hyp: INFO  vm host: emulated SMMU counters: commands=26 syncs=12 stes_shadowed=3 stes_refused=0
 hyp: INFO  vm host stopped (SYSTEM_OFF) after 0 hypercalls
 hyp: INFO  vm guest2 stopped (SYSTEM_OFF) after 1 hypercalls
 hyp: INFO  vm guest1 stopped (SYSTEM_OFF) after 1 hypercalls
@@ -728,11 +792,13 @@ hyp: INFO  vm guest1 stopped (SYSTEM_OFF) after 1 hypercalls
         );
         let unchecked = good.replace("matches the manifest", "was not checked");
         assert!(linux_checks(&unchecked, &[], 100)[0].result.is_err());
-        let no_stes = good.replace("3 STEs shadowed", "2 STEs shadowed");
+        let no_stes = good.replace("stes_shadowed=3", "stes_shadowed=2");
         let smmu = "host_smmu_driver_drove_the_emulated_smmu";
         assert!(by_name(&linux_checks(&no_stes, &[], 100), smmu).is_err());
-        let no_syncs = good.replace("12 CMD_SYNCs", "0 CMD_SYNCs");
+        let no_syncs = good.replace("syncs=12", "syncs=0");
         assert!(by_name(&linux_checks(&no_syncs, &[], 100), smmu).is_err());
+        let no_line = good.replace("emulated SMMU counters", "emulated SMMU figures");
+        assert!(by_name(&linux_checks(&no_line, &[], 100), smmu).is_err());
         let accepted = good.replace("refused (BAD_CONFIG", "accepted (BAD_CONFIG");
         let r = by_name(&linux_checks(&accepted, &[], 100), "host_smmu_attacks_refused_and_logged");
         assert!(r.as_ref().unwrap_err().contains("the CD tables outside its RAM"), "{r:?}");

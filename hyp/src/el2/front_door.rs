@@ -572,6 +572,7 @@ pub fn vm_stopped(vm: u32) {
             c.notices_unlogged,
             c.cds_refused
         );
+        info!("vm {name}: emulated SMMU counters: {c}");
     }
     let (routed, dropped) = with(Caller::Vm(vm), (0, 0), |io| {
         io.vm_stopped(vm);

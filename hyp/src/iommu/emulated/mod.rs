@@ -243,6 +243,36 @@ pub struct EmulatedCounters {
     pub continued: u64,
 }
 
+/// Every counter as `name=value`, space-separated: the machine-readable line xtask reads.
+impl core::fmt::Display for Counters {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let Counters {
+            commands,
+            syncs,
+            stes_shadowed,
+            stes_refused,
+            cds_refused,
+            events_delivered,
+            events_discarded,
+            command_errors,
+            unknown_accesses,
+            ste_installs_failed,
+            notices_unlogged,
+            budget_stops,
+            continued,
+        } = self;
+        write!(
+            f,
+            "commands={commands} syncs={syncs} stes_shadowed={stes_shadowed} \
+             stes_refused={stes_refused} cds_refused={cds_refused} \
+             events_delivered={events_delivered} events_discarded={events_discarded} \
+             command_errors={command_errors} unknown_accesses={unknown_accesses} \
+             ste_installs_failed={ste_installs_failed} notices_unlogged={notices_unlogged} \
+             budget_stops={budget_stops} continued={continued}"
+        )
+    }
+}
+
 /// Interrupt lines the emulated SMMU raised for the host (edge: pend the host's SPI).
 pub use crate::iommu::soft::Irqs;
 
