@@ -664,7 +664,7 @@ hyp: INFO  vm host: emulated SMMU counters: commands=26 syncs=12 stes_shadowed=1
 
     #[test]
     fn the_hypervisors_own_counters_line_is_read() {
-        let c = hyp::vsmmu::Counters {
+        let c = hyp::iommu::emulated::EmulatedCounters {
             commands: 26,
             syncs: 12,
             stes_shadowed: 13,
@@ -683,7 +683,7 @@ hyp: INFO  vm host: emulated SMMU counters: commands=26 syncs=12 stes_shadowed=1
             })
         );
         // Every counter (all u64), each once as KEY=VALUE (the parser refuses a repeated key).
-        let counters = core::mem::size_of::<hyp::vsmmu::Counters>() / 8;
+        let counters = core::mem::size_of::<hyp::iommu::emulated::EmulatedCounters>() / 8;
         assert_eq!(c.to_string().split(' ').count(), counters, "{c}");
         assert!(c.to_string().split(' ').all(|p| p.split_once('=').is_some()), "{c}");
     }

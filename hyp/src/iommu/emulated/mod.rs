@@ -244,9 +244,9 @@ pub struct EmulatedCounters {
 }
 
 /// Every counter as `name=value`, space-separated: the machine-readable line xtask reads.
-impl core::fmt::Display for Counters {
+impl core::fmt::Display for EmulatedCounters {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let Counters {
+        let EmulatedCounters {
             commands,
             syncs,
             stes_shadowed,
