@@ -13,6 +13,7 @@ pub mod linux;
 pub mod manifest;
 pub mod power;
 pub mod qemu_virt;
+pub mod regs;
 
 pub use manifest::{Manifest, ManifestError, PciAddr, VmSpec};
 

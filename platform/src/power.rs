@@ -7,6 +7,7 @@
 //! abort on well-behaved silicon, bypass on the worst legal silicon. Memory (stream table,
 //! queues, page tables) survives.
 
+use crate::regs::SmmuRegs;
 use host_abi::smmu::regs::{off, Gbpa, RESET};
 
 /// What SMMU_GBPA comes back as after power-on.
@@ -37,15 +38,6 @@ impl GbpaReset {
     }
 }
 
-/// 32-bit access to the SMMU registers, for a power controller that needs it (the QEMU
-/// simulation). The hypervisor's register type implements it.
-pub trait PowerRegs {
-    /// Reads a register.
-    fn read32(&mut self, off: usize) -> u32;
-    /// Writes a register.
-    fn write32(&mut self, off: usize, value: u32);
-}
-
 /// The controller of the SMMU's power domain. A real SoC implements this with its power
 /// controller (SCMI, a PMIC); the hypervisor calls `power_off` only after quiescing the SMMU and
 /// `power_on` before touching it again.
@@ -55,12 +47,12 @@ pub trait SmmuPowerController {
     /// Whether the domain is powered.
     fn is_on(&self) -> bool;
     /// Removes power: from now on the registers hold their reset values.
-    fn power_off(&mut self, regs: &mut dyn PowerRegs);
+    fn power_off(&mut self, regs: &mut dyn SmmuRegs);
     /// Restores power (registers at reset values until the hypervisor programs them).
-    fn power_on(&mut self, regs: &mut dyn PowerRegs);
+    fn power_on(&mut self, regs: &mut dyn SmmuRegs);
     /// Fault injection: power is lost (and comes back at once, at reset values) without the
     /// hypervisor asking. A real SoC reports such an event; the simulation makes one.
-    fn inject_loss(&mut self, regs: &mut dyn PowerRegs);
+    fn inject_loss(&mut self, regs: &mut dyn SmmuRegs);
 }
 
 /// SMMU_GBPA offset.
@@ -85,7 +77,7 @@ impl SimulatedPowerController {
         Self { reset, on: true, offs: 0, losses: 0 }
     }
 
-    fn reset_registers(&self, regs: &mut dyn PowerRegs) {
+    fn reset_registers(&self, regs: &mut dyn SmmuRegs) {
         for (o, v) in RESET {
             regs.write32(o, v);
         }
@@ -111,15 +103,15 @@ impl SmmuPowerController for SimulatedPowerController {
     fn is_on(&self) -> bool {
         self.on
     }
-    fn power_off(&mut self, regs: &mut dyn PowerRegs) {
+    fn power_off(&mut self, regs: &mut dyn SmmuRegs) {
         self.reset_registers(regs);
         self.on = false;
         self.offs += 1;
     }
-    fn power_on(&mut self, _regs: &mut dyn PowerRegs) {
+    fn power_on(&mut self, _regs: &mut dyn SmmuRegs) {
         self.on = true;
     }
-    fn inject_loss(&mut self, regs: &mut dyn PowerRegs) {
+    fn inject_loss(&mut self, regs: &mut dyn SmmuRegs) {
         self.reset_registers(regs);
         self.on = true;
         self.losses += 1;
@@ -134,7 +126,7 @@ mod tests {
 
     #[derive(Default)]
     struct Regs(BTreeMap<usize, u32>);
-    impl PowerRegs for Regs {
+    impl SmmuRegs for Regs {
         fn read32(&mut self, off: usize) -> u32 {
             *self.0.get(&off).unwrap_or(&0)
         }

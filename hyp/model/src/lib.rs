@@ -41,7 +41,7 @@ use hyp::iommu::pm::Vote;
 use hyp::iommu::service::{ShadowCds, SmmuService};
 use hyp::iommu::soft::{MemFault, SmmuIdRegs, SmmuMemory, SoftSmmu, WriteEffect};
 use hyp::vm::memory::NoMemory;
-use platform::power::{GbpaReset, PowerRegs, SmmuPowerController};
+use platform::power::{GbpaReset, SmmuPowerController};
 use platform::qemu_virt::MANIFEST;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -328,18 +328,18 @@ impl SmmuPowerController for ModelPower {
     fn is_on(&self) -> bool {
         self.0.lock().unwrap().powered
     }
-    fn power_off(&mut self, _regs: &mut dyn PowerRegs) {
+    fn power_off(&mut self, _regs: &mut dyn SmmuRegs) {
         let mut s = self.0.lock().unwrap();
         s.reset(false);
         s.powered = false;
         s.check("after power-off");
     }
-    fn power_on(&mut self, _regs: &mut dyn PowerRegs) {
+    fn power_on(&mut self, _regs: &mut dyn SmmuRegs) {
         let mut s = self.0.lock().unwrap();
         s.powered = true;
         s.check("after power-on");
     }
-    fn inject_loss(&mut self, _regs: &mut dyn PowerRegs) {
+    fn inject_loss(&mut self, _regs: &mut dyn SmmuRegs) {
         // Only the service's PM_INJECT_LOSS comes here.
         let mut s = self.0.lock().unwrap();
         s.requested_loss();

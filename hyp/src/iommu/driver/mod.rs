@@ -15,24 +15,8 @@ pub mod ste;
 pub mod strtab;
 
 pub use host_abi::smmu::regs::{self, Gbpa};
+pub use platform::regs::SmmuRegs;
 use regs::off as offset;
-
-/// 32-bit register access to one SMMU instance.
-pub trait SmmuRegs {
-    /// Reads the register at byte offset `off`.
-    fn read32(&mut self, off: usize) -> u32;
-    /// Writes the register at byte offset `off`.
-    fn write32(&mut self, off: usize, value: u32);
-    /// Reads a 64-bit register (two 32-bit reads, low half first, unless overridden).
-    fn read64(&mut self, off: usize) -> u64 {
-        self.read32(off) as u64 | (self.read32(off + 4) as u64) << 32
-    }
-    /// Writes a 64-bit register (two 32-bit writes, low half first, unless overridden).
-    fn write64(&mut self, off: usize, value: u64) {
-        self.write32(off, value as u32);
-        self.write32(off + 4, (value >> 32) as u32);
-    }
-}
 
 /// Why the SMMU could not be put into abort.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,21 +40,6 @@ impl core::fmt::Display for SmmuError {
 
 /// Polls of GBPA before giving up on the UPDATE handshake.
 pub const GBPA_POLL_LIMIT: u32 = 1_000_000;
-
-impl<T: SmmuRegs + ?Sized> SmmuRegs for &mut T {
-    fn read32(&mut self, off: usize) -> u32 {
-        (**self).read32(off)
-    }
-    fn write32(&mut self, off: usize, value: u32) {
-        (**self).write32(off, value)
-    }
-    fn read64(&mut self, off: usize) -> u64 {
-        (**self).read64(off)
-    }
-    fn write64(&mut self, off: usize, value: u64) {
-        (**self).write64(off, value)
-    }
-}
 
 /// Makes every transaction abort while the SMMU is disabled: waits for any update in flight,
 /// writes GBPA with ABORT and UPDATE set, and waits for UPDATE to clear. Returns the GBPA value

@@ -8,7 +8,7 @@ use crate::iommu::driver::SmmuRegs;
 use crate::iommu::pm::{self, Action, Power, Refusal, Vote};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use platform::power::{GbpaReset, PowerRegs, SmmuPowerController};
+use platform::power::{GbpaReset, SmmuPowerController};
 
 /// Power-management counters (reported in `PmStatus`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -26,18 +26,6 @@ pub struct PmCounters {
     /// Times the SMMU could not be resumed (left disabled with GBPA.ABORT; retried on every
     /// entry, and a run of failed retries counts once).
     pub resume_failures: u64,
-}
-
-/// The driver's registers as the platform's power controller sees them.
-struct PowerAdapter<'a, R: SmmuRegs>(&'a mut R);
-
-impl<R: SmmuRegs> PowerRegs for PowerAdapter<'_, R> {
-    fn read32(&mut self, off: usize) -> u32 {
-        self.0.read32(off)
-    }
-    fn write32(&mut self, off: usize, value: u32) {
-        self.0.write32(off, value)
-    }
 }
 
 /// The SMMU and its power.
@@ -195,7 +183,7 @@ impl<R: SmmuRegs> PowerGate<R> {
         if self.state == Power::On {
             return;
         }
-        self.controller.power_on(&mut PowerAdapter(self.driver.regs_mut()));
+        self.controller.power_on(self.driver.regs_mut());
         self.state = Power::On;
         self.counters.resumes += 1;
         let r = self.driver.resume();
@@ -209,7 +197,7 @@ impl<R: SmmuRegs> PowerGate<R> {
             return Ok(());
         }
         self.driver.suspend()?;
-        self.controller.power_off(&mut PowerAdapter(self.driver.regs_mut()));
+        self.controller.power_off(self.driver.regs_mut());
         self.state = Power::Off;
         self.counters.suspends += 1;
         Ok(())
@@ -219,7 +207,7 @@ impl<R: SmmuRegs> PowerGate<R> {
     /// on the next [`PowerGate::powered`]). Nothing happens while powered off.
     pub fn inject_loss(&mut self) {
         if self.state == Power::On {
-            self.controller.inject_loss(&mut PowerAdapter(self.driver.regs_mut()));
+            self.controller.inject_loss(self.driver.regs_mut());
         }
     }
 }

@@ -735,12 +735,12 @@ fn the_power_controller_sees_the_real_registers() {
         fn is_on(&self) -> bool {
             true
         }
-        fn power_off(&mut self, regs: &mut dyn platform::power::PowerRegs) {
+        fn power_off(&mut self, regs: &mut dyn platform::regs::SmmuRegs) {
             self.0.lock().unwrap().push(regs.read32(off::GBPA));
             self.0.lock().unwrap().push(regs.read32(off::IDR0));
         }
-        fn power_on(&mut self, _regs: &mut dyn platform::power::PowerRegs) {}
-        fn inject_loss(&mut self, _regs: &mut dyn platform::power::PowerRegs) {}
+        fn power_on(&mut self, _regs: &mut dyn platform::regs::SmmuRegs) {}
+        fn inject_loss(&mut self, _regs: &mut dyn platform::regs::SmmuRegs) {}
     }
     let seen = std::sync::Arc::new(std::sync::Mutex::new(std::vec::Vec::new()));
     let (driver, table) =
