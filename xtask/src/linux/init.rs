@@ -2,6 +2,7 @@
 //! ([`ScriptFacts`]), and the script itself ([`init_script`]).
 
 use super::PANIC_ARG;
+use platform::gic::gicd as gic;
 use platform::linux::GUEST_CANARY_OFFSET;
 use platform::qemu_virt::{
     BOARD, EDU_SLOTS, HOST_DISK_SLOT, HOST_SERIAL_SLOT, HYP_LOAD_ADDR, MANIFEST,
@@ -155,36 +156,38 @@ pub fn init_script(f: &ScriptFacts) -> String {
     let guest_cmd = ecam(PciAddr::slot(EDU_SLOTS[1], 0), 4);
     let spi = TEST_SPI;
     let gicd = BOARD.gicd.base;
-    let irouter = gicd + 0x6000 + 8 * spi as u64;
-    let isenabler = gicd + 0x100 + 4 * (spi as u64 / 32);
-    let ispendr = gicd + 0x200 + 4 * (spi as u64 / 32);
-    let setspi = gicd + 0x40;
+    let irouter = gicd + gic::irouter(spi);
+    let isenabler = gicd + gic::bit_word(gic::ISENABLER, spi);
+    let ispendr = gicd + gic::bit_word(gic::ISPENDR, spi);
+    let setspi = gicd + gic::SETSPI_NSR;
+    let gicd_ctlr = gicd + gic::CTLR;
     // Per hypervisor INTID: IROUTER, ISENABLER, ICENABLER, ISPENDR, IGROUPR, ICFGR, IPRIORITYR
     // (its byte).
     let hyp_regs: Vec<String> = HYP_SMMU_INTIDS
         .iter()
         .map(|&i| {
-            let (w, i) = (4 * (i as u64 / 32), i as u64);
             format!(
                 "{i}:{:#x}:{:#x}:{:#x}:{:#x}:{:#x}:{:#x}:{:#x}:{:#x}",
-                gicd + 0x6000 + 8 * i,
-                gicd + 0x100 + w,
-                gicd + 0x180 + w,
-                gicd + 0x200 + w,
-                gicd + 0x80 + w,
-                gicd + 0xc00 + 4 * (i / 16),
-                gicd + 0x400 + i,
-                1u32 << (i % 32),
+                gicd + gic::irouter(i),
+                gicd + gic::bit_word(gic::ISENABLER, i),
+                gicd + gic::bit_word(gic::ICENABLER, i),
+                gicd + gic::bit_word(gic::ISPENDR, i),
+                gicd + gic::bit_word(gic::IGROUPR, i),
+                gicd + gic::icfgr(i),
+                gicd + gic::ipriorityr(i),
+                gic::bit(i),
             )
         })
         .collect();
-    let own = inta_intid(HOST_SERIAL_SLOT) as u64;
-    let disk_intid = inta_intid(HOST_DISK_SLOT) as u64;
+    let own = inta_intid(HOST_SERIAL_SLOT);
+    let disk_intid = inta_intid(HOST_DISK_SLOT);
     // Its serial port's and disk's lines, both in ISENABLER1.
-    let own_lines = (1u32 << (own % 32)) | (1u32 << (disk_intid % 32));
-    let own_irouter = gicd + 0x6000 + 8 * own;
-    let own_isenabler = gicd + 0x100 + 4 * (own / 32);
-    let own_bit = 1u32 << (own % 32);
+    let own_lines = gic::bit(own) | gic::bit(disk_intid);
+    let own_irouter = gicd + gic::irouter(own);
+    let own_isenabler = gicd + gic::bit_word(gic::ISENABLER, own);
+    let own_bit = gic::bit(own);
+    // What GICD_CTLR reads with the hypervisor's configuration: affinity routing, group 1.
+    let ctlr_on = gic::CTLR_ARE | gic::CTLR_ENABLE_GRP1;
     let moved = f.moved_bar;
     let modules = f.modules.join(" ");
     let edu_sid = PciAddr::slot(EDU_SLOTS[0], 0).rid();
@@ -324,11 +327,11 @@ gicd_hypervisor_smmu_spis_cannot_be_taken() {{
 }}
 
 gicd_ctlr_write_is_dropped() {{
-    c=$(devmem {gicd:#x} 32)
+    c=$(devmem {gicd_ctlr:#x} 32)
     # Affinity routing (ARE) and group 1 on, as the hypervisor set them.
-    [ $((c & 0x12)) = $((0x12)) ] || {{ echo "GICD_CTLR reads $c"; return 1; }}
-    devmem {gicd:#x} 32 0
-    n=$(devmem {gicd:#x} 32)
+    [ $((c & {ctlr_on:#x})) = $(({ctlr_on:#x})) ] || {{ echo "GICD_CTLR reads $c"; return 1; }}
+    devmem {gicd_ctlr:#x} 32 0
+    n=$(devmem {gicd_ctlr:#x} 32)
     [ "$n" = "$c" ] || {{ echo "GICD_CTLR reads $n after writing 0 (was $c)"; return 1; }}
 }}
 
