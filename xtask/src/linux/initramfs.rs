@@ -2,10 +2,11 @@
 //! helpers, and `/init` (a newc archive written by [`crate::cpio`]).
 
 use super::debs::Artifacts;
-use super::init::{init_script, ScriptFacts};
+use super::init::{init_files, ScriptFacts};
 use super::modules::{modules, MODULES};
 use super::Variant;
 use crate::cpio::Cpio;
+use crate::initscript::LIB_DIR;
 use crate::Opts;
 use std::path::{Path, PathBuf};
 
@@ -41,8 +42,7 @@ pub fn build(
     variant: Variant,
 ) -> Result<(Vec<u8>, ScriptFacts), String> {
     let mods = modules(art, MODULES)?;
-    let mut facts = ScriptFacts::new(mods.iter().map(|(n, _)| n.clone()).collect());
-    facts.kmod.inject = variant.pm_inject();
+    let facts = ScriptFacts::for_variant(variant, mods.iter().map(|(n, _)| n.clone()).collect());
     let busybox =
         std::fs::read(&art.busybox).map_err(|e| format!("{}: {e}", art.busybox.display()))?;
     let mut c = Cpio::new();
@@ -58,6 +58,8 @@ pub fn build(
         "tmp",
         "lib",
         "lib/modules",
+        "etc",
+        LIB_DIR,
     ] {
         c.dir(d);
     }
@@ -65,12 +67,10 @@ pub fn build(
     c.char_dev("dev/null", 0o666, 1, 3);
     c.file("bin/busybox", 0o755, &busybox);
     c.symlink("bin/sh", "busybox");
-    let init = match variant {
-        Variant::Bench { .. } => crate::initscript::bench_script(&facts.modules),
-        Variant::Native => crate::kmod::native_script(),
-        _ => init_script(&facts),
-    };
-    c.file("init", 0o755, init.as_bytes());
+    // `/init` (checked in), its parameters (this run's) and the scripts it sources.
+    for (path, text) in init_files(variant, &facts).files() {
+        c.file(&path, if path == "init" { 0o755 } else { 0o644 }, text.as_bytes());
+    }
     for (name, ko) in &mods {
         c.file(&format!("lib/modules/{name}.ko"), 0o644, ko);
     }

@@ -50,7 +50,7 @@ pub enum Variant {
     /// no EL2), where the `smmu_hyp` module must refuse to load.
     Native,
     /// `cargo xtask bench`: measures its boot and 4 KiB direct disk I/O (see
-    /// `crate::initscript::bench_script`), in strict DMA translation or in passthrough.
+    /// `crate::initscript::bench_files`), in strict DMA translation or in passthrough.
     Bench {
         /// `iommu.passthrough=1` (else `iommu.strict=1 iommu.passthrough=0`).
         passthrough: bool,
@@ -58,6 +58,17 @@ pub enum Variant {
 }
 
 impl Variant {
+    /// Every variant.
+    pub const ALL: [Variant; 7] = [
+        Variant::Tests,
+        Variant::Passthrough,
+        Variant::Panic,
+        Variant::BadTree,
+        Variant::Native,
+        Variant::Bench { passthrough: false },
+        Variant::Bench { passthrough: true },
+    ];
+
     /// The kernel command line.
     pub fn bootargs(self) -> String {
         match self {
