@@ -128,6 +128,12 @@ pub mod gicr {
     /// First identification register (GICR_PIDR4); they run to 0xfffc (GICR_CIDR3).
     pub const ID_START: u64 = 0xffd0;
 
+    /// GICR_TYPER.PLPIS (bit 0): physical LPIs supported.
+    pub const TYPER_PLPIS: u64 = 1 << 0;
+    /// GICR_TYPER.VLPIS (bit 1): virtual LPIs supported.
+    pub const TYPER_VLPIS: u64 = 1 << 1;
+    /// GICR_TYPER.DirectLPI (bit 3): direct LPI injection supported.
+    pub const TYPER_DIRECT_LPI: u64 = 1 << 3;
     /// GICR_TYPER.Last (bit 4): the last redistributor of the series.
     pub const TYPER_LAST: u64 = 1 << 4;
     /// GICR_CTLR.EnableLPIs (bit 0).
@@ -169,5 +175,7 @@ mod tests {
         assert_eq!(gicd::irouter(1019), 0x7fd8);
         assert_eq!(gicr::SGI_ICENABLER0, 0x1_0180);
         assert_eq!(gicr::FRAMES_SIZE, 0x2_0000);
+        // What the hypervisor's RD-frame filter hides from a host (hyp/src/gicr.rs).
+        assert_eq!(gicr::TYPER_PLPIS | gicr::TYPER_VLPIS | gicr::TYPER_DIRECT_LPI, 0b1011);
     }
 }
