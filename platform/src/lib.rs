@@ -9,6 +9,7 @@
 #[cfg(feature = "dtgen")]
 extern crate alloc;
 
+pub mod gic;
 pub mod linux;
 pub mod manifest;
 pub mod power;

@@ -143,7 +143,7 @@ impl Layout {
 /// PCI INTx: `virt` wires INTA..INTD of slot `s`, pin `p` (0..3) to SPI `base + (s + p) % 4`.
 pub const PCI_INTX_SPI_BASE: u32 = 3;
 /// Redistributor frames per CPU (RD and SGI, 64 KiB each).
-pub const GICR_FRAME_SIZE: u64 = 0x2_0000;
+pub const GICR_FRAME_SIZE: u64 = crate::gic::gicr::FRAMES_SIZE;
 
 /// The SPI the emulated SMMU raises for the host's event queue (wired by no QEMU device).
 pub const HOST_SMMU_EVENTQ_SPI: u32 = 240;

@@ -6,8 +6,9 @@
 //! Then the Linux rows: Debian's kernel with the same initramfs, disk and command line booted
 //! four times under `-icount`, natively (QEMU alone, its real SMMU given to Linux) and as the
 //! host under the hypervisor (on the emulated SMMU), each in strict and in passthrough DMA
-//! mode; `/init` ([`crate::initscript::bench_script`]) reports when userspace started and the instructions of
-//! `dd` runs of 4 KiB direct reads and writes, counted by the PMU (`tests/linux/icount.c`).
+//! mode; `/init` (`tests/linux/init/bench.sh`, [`crate::initscript::bench_files`]) reports
+//! when userspace started and the instructions of `dd` runs of 4 KiB direct reads and writes,
+//! counted by the PMU (`tests/linux/icount.c`).
 
 use crate::images;
 use crate::tools::root;
@@ -756,13 +757,20 @@ mod tests {
 
     #[test]
     fn the_linux_script_measures_pairs() {
-        let s = crate::initscript::bench_script(&["virtio_blk".to_string()]);
+        let f = crate::initscript::bench_files(&["virtio_blk".to_string()]);
+        let (s, p) = (f.init, &f.params);
         assert!(s.starts_with("#!/bin/sh\n"));
-        assert!(s.contains("for n in 256 512; do"));
+        assert!(
+            s.contains("for n in $N $N2; do")
+                && p.get("N") == Some("256")
+                && p.get("N2") == Some("512")
+        );
         assert!(s.contains("icount run dd if=/dev/vda of=/dev/null bs=4096 count=$n iflag=direct"));
         assert!(s.contains("icount run dd if=/dev/zero of=/dev/vda bs=4096 count=$n oflag=direct"));
-        assert!(s.contains("insmod /lib/modules/$m.ko") && s.contains("for m in virtio_blk;"));
-        assert!(s.contains("0000:00:06.0/iommu_group/type"));
+        assert!(s.contains("insmod /lib/modules/$m.ko") && s.contains("for m in $MODULES;"));
+        assert_eq!(p.get("MODULES"), Some("virtio_blk"));
+        assert!(s.contains("g=$DISK_DEV/iommu_group/type"));
+        assert!(p.get("DISK_DEV").is_some_and(|d| d.ends_with("0000:00:06.0")));
         assert!(s.trim_end().ends_with("done_"));
     }
 

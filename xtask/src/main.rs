@@ -322,6 +322,35 @@ fn test(opts: &Opts) -> Result<(), String> {
     let mut logs = Vec::new();
     let mut timings = Vec::new();
     let mut trace_checks = 0;
+    // Every /init the Linux runs (and the bench) put in their initramfs, before any boots.
+    let shellcheck = initscript::shellcheck_installed();
+    println!(
+        "\n=== the Linux runs' /init scripts: sh -n{} ===",
+        if shellcheck { ", shellcheck" } else { "" }
+    );
+    if !shellcheck {
+        println!(
+            "script check: shellcheck is not installed, so sh -n only (apt-get install shellcheck)"
+        );
+    }
+    let mut script_checks = 0;
+    match linux::init::check_every_init(shellcheck) {
+        Ok(results) => {
+            for c in results {
+                match c.result {
+                    Ok(()) => {
+                        println!("script check: {} ... ok", c.name);
+                        script_checks += 1;
+                    }
+                    Err(e) => {
+                        println!("script check: {} ... FAILED: {e}", c.name);
+                        problems.push(format!("script check: {}: {e}", c.name));
+                    }
+                }
+            }
+        }
+        Err(e) => problems.push(format!("script check: {e}")),
+    }
     let mut account =
         |what: &str, out: &qemu::RunOutput, problems: &mut Vec<String>, host: bool| {
             // QEMU's own trace is the judge of two properties no test inside a VM can see:
@@ -463,7 +492,7 @@ fn test(opts: &Opts) -> Result<(), String> {
     }
     // Every problem that is not already a failed test (a missing summary, a timeout, a panic,
     // host tests that did not build) counts as one failure, so the last line never hides it.
-    let passed = host.passed + guest_passed + trace_checks;
+    let passed = host.passed + guest_passed + trace_checks + script_checks;
     let failed = host.failed + guest_failed + problems.len() as u64;
     for l in &logs {
         println!("log of a QEMU run: {}", l.display());

@@ -2,7 +2,7 @@
 //! library source (for `-Zbuild-std`), rust-lld (lld-22), cpio and xz, QEMU >= 10 from
 //! bookworm-backports (bookworm's own 7.2 has no SMMUv3 stage 2), and the Linux host's kernel
 //! and busybox (arm64 packages fetched with `apt-get download` into `target/linux/`, see
-//! `linux.rs`), and what builds the host's kernel module and helpers against that kernel's own
+//! `linux/debs.rs`), and what builds the host's kernel module and helpers against that kernel's own
 //! headers (the arm64 cross compiler, kbuild, the headers: see `kmod.rs`). Installs what is
 //! missing when run as root; otherwise prints the exact commands.
 

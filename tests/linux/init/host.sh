@@ -1,0 +1,351 @@
+#!/bin/sh
+# The Linux host's tests: /init of the Linux-host runs (xtask/src/linux/init.rs puts it in the
+# initramfs). What they expect, computed by xtask from the platform description and the ABI, is
+# in /etc/hyp-test.env, written for each run. Each test prints `test NAME ... ok` or
+# `test NAME ... FAILED: why`; the last line is the summary.
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+# shellcheck source=lib/hyp-test/common.sh
+. /lib/hyp-test/common.sh
+# shellcheck source=etc/hyp-test.env
+. /etc/hyp-test.env
+# The host kernel's side of the hypercall ABI: the smmu_hyp module's tests.
+# shellcheck source=lib/hyp-test/kmod.sh
+. /lib/hyp-test/kmod.sh
+echo "host: Linux $(uname -r) reached userspace after $(cut -d' ' -f1 /proc/uptime) s"
+if grep -q "$PANIC_ARG" /proc/cmdline; then
+    echo "host: panicking on purpose: with panic=-1 the kernel resets (PSCI SYSTEM_RESET)"
+    echo c > /proc/sysrq-trigger
+fi
+# Runs devmem in a child: prints its exit status (135 = killed by SIGBUS: the access faulted).
+probe() {
+    (devmem "$@") >/dev/null 2>&1
+    echo $?
+}
+# Dword N (0-based) of a function's configuration space, as 8 hex digits.
+config_dword() {
+    dd if=$1/config bs=4 skip=$2 count=1 2>/dev/null | hexdump -v -e '1/4 "%08x"'
+}
+# Writes dword N of a function's configuration space (one 4-byte write: the kernel makes one
+# configuration write of it).
+set_config_dword() {
+    v=$(($3))
+    printf "\\$(printf %03o $((v & 255)))\\$(printf %03o $(((v >> 8) & 255)))\\$(printf %03o $(((v >> 16) & 255)))\\$(printf %03o $(((v >> 24) & 255)))" |
+        dd of=$1/config bs=4 seek=$2 count=1 conv=notrunc 2>/dev/null
+}
+
+memory_is_exactly_ours() {
+    nodes=$(ls -d /sys/firmware/devicetree/base/memory@*)
+    [ "$nodes" = "$RAM_NODE" ] || { echo "memory nodes: $nodes"; return 1; }
+    reg=$(hexdump -v -e '1/1 "%02x"' "$nodes/reg")
+    [ "$reg" = "$RAM_REG" ] || { echo "memory reg $reg"; return 1; }
+    ram=$(grep "System RAM" /proc/iomem | grep -v "^ " | tr '\n' ' ')
+    [ "$ram" = "$RAM_IOMEM " ] || { echo "/proc/iomem: $ram"; return 1; }
+    grep -qx "$SHADOW_IOMEM" /proc/iomem || { echo "/proc/iomem: no $SHADOW_IOMEM"; return 1; }
+}
+
+one_cpu() {
+    n=$(grep -c ^processor /proc/cpuinfo)
+    [ "$n" = 1 ] || { echo "$n processors"; return 1; }
+    [ "$(cat /sys/devices/system/cpu/possible)" = 0 ] || { echo "possible CPUs $(cat /sys/devices/system/cpu/possible)"; return 1; }
+    cpus=$(ls -d /sys/firmware/devicetree/base/cpus/cpu@*)
+    [ "$cpus" = /sys/firmware/devicetree/base/cpus/cpu@0 ] || { echo "CPU nodes $cpus"; return 1; }
+}
+
+exactly_our_pci_functions() {
+    got=$(ls /sys/bus/pci/devices | tr '\n' ' ')
+    [ "$got" = "$PCI_LIST " ] || { echo "functions: $got"; return 1; }
+    for f in $PCI_IDS; do
+        d=/sys/bus/pci/devices/$(echo $f | cut -d: -f1-3)
+        v=$(echo $f | cut -d: -f4)
+        i=$(echo $f | cut -d: -f5)
+        [ "$(cat $d/vendor)" = $v ] && [ "$(cat $d/device)" = $i ] || { echo "$d is $(cat $d/vendor):$(cat $d/device)"; return 1; }
+    done
+}
+
+others_config_space_reads_absent() {
+    for a in $ABSENT_CONFIG; do
+        v=$(devmem $a 32)
+        [ "$v" = 0xFFFFFFFF ] || { echo "ECAM $a reads $v"; return 1; }
+    done
+    # Writing another VM's function's command register: dropped, still absent.
+    devmem $GUEST_EDU_COMMAND 16 0
+    [ "$(devmem $GUEST_EDU_COMMAND 16)" = 0xFFFF ] || { echo "guest1's edu command register is visible"; return 1; }
+}
+
+bar_cannot_move() {
+    d=$EDU_DEV
+    bar=$(head -1 $d/resource | cut -d' ' -f1)
+    [ "$(devmem $bar 32)" = 0x010000ED ] || { echo "edu ID at $bar reads $(devmem $bar 32)"; return 1; }
+    orig=$(config_dword $d 4)
+    set_config_dword $d 4 $MOVED_BAR
+    back=$(config_dword $d 4)
+    still=$(devmem $bar 32)
+    moved=$(probe $MOVED_BAR 32)
+    set_config_dword $d 4 0x$orig
+    [ "$back" = $MOVED_BAR_DWORD ] || { echo "BAR0 reads $back after writing $MOVED_BAR"; return 1; }
+    [ "$still" = 0x010000ED ] || { echo "edu no longer answers at $bar ($still)"; return 1; }
+    [ "$moved" = 135 ] || { echo "reading $MOVED_BAR did not fault (exit $moved)"; return 1; }
+    now=$(config_dword $d 4)
+    [ "$now" = "$orig" ] || { echo "BAR0 not restored: $now"; return 1; }
+}
+
+devmem_outside_the_host_faults() {
+    for a in $FAULTS; do
+        rc=$(probe $a 32)
+        [ "$rc" = 135 ] || { echo "devmem $a exited $rc, not killed by SIGBUS"; return 1; }
+    done
+}
+
+# The GIC distributor is the hypervisor's, filtered: the host configures only its own
+# interrupts (its INTx lines and its emulated SMMU's); it reads nothing of the others.
+gicd_foreign_spi_cannot_be_routed_enabled_or_pended() {
+    # INTID $TEST_SPI is no VM's: route it to CPU 1 (guest1's), set it pending, enable it.
+    devmem $GICD_SETSPI 32 $TEST_SPI
+    devmem $TEST_SPI_IROUTER 64 1
+    devmem $TEST_SPI_IROUTER 32 1
+    devmem $TEST_SPI_ISENABLER 32 0xffffffff
+    devmem $TEST_SPI_ISPENDR 32 0xffffffff
+    sleep 1
+    r=$(devmem $TEST_SPI_IROUTER 64)
+    en=$(devmem $TEST_SPI_ISENABLER 32)
+    pend=$(devmem $TEST_SPI_ISPENDR 32)
+    [ $((r)) = 0 ] || { echo "IROUTER of $TEST_SPI reads $r"; return 1; }
+    [ $((en)) = 0 ] || { echo "ISENABLER of INTIDs $TEST_SPI_WORD.. reads $en"; return 1; }
+    [ $((pend)) = 0 ] || { echo "ISPENDR of INTIDs $TEST_SPI_WORD.. reads $pend"; return 1; }
+}
+
+gicd_hypervisor_smmu_spis_cannot_be_taken() {
+    # The real SMMU's event-queue and global-error interrupts are the hypervisor's: steal the
+    # route (to this CPU), pend, disable (not readable here: the hypervisor's audit when the
+    # host stops says whether any of it changed), regroup, retrigger, reprioritise.
+    for e in $HYP_SPI_REGS; do
+        # The fields, split on purpose.
+        # shellcheck disable=SC2046
+        set -- $(echo $e | tr : ' ')
+        i=$1
+        devmem $GICD_SETSPI 32 $i
+        devmem $2 64 0
+        devmem $2 64 0x80000000
+        devmem $3 32 $9
+        devmem $5 32 $9
+        devmem $4 32 $9
+        devmem $6 32 0
+        devmem $7 32 0xffffffff
+        devmem $8 8 0
+        for a in $2 $3 $5 $6 $7; do
+            v=$(devmem $a 32)
+            [ $((v)) = 0 ] || { echo "INTID $i: $a reads $v"; return 1; }
+        done
+        v=$(devmem $8 8)
+        [ $((v)) = 0 ] || { echo "INTID $i: priority reads $v"; return 1; }
+    done
+}
+
+gicd_ctlr_write_is_dropped() {
+    c=$(devmem $GICD_CTLR 32)
+    # Affinity routing (ARE) and group 1 on, as the hypervisor set them.
+    [ $((c & $GICD_CTLR_ON)) = $(($GICD_CTLR_ON)) ] || { echo "GICD_CTLR reads $c"; return 1; }
+    devmem $GICD_CTLR 32 0
+    n=$(devmem $GICD_CTLR 32)
+    [ "$n" = "$c" ] || { echo "GICD_CTLR reads $n after writing 0 (was $c)"; return 1; }
+}
+
+gicd_own_spi_stays_on_its_cpu() {
+    # INTID $OWN_INTID (its serial port): it configures it, but routes it only to its own CPU.
+    en=$(devmem $OWN_ISENABLER 32)
+    [ $((en & $OWN_BIT)) != 0 ] || { echo "INTID $OWN_INTID not enabled ($en)"; return 1; }
+    for v in 1 0x80000000 0x100000000; do
+        devmem $OWN_IROUTER 64 $v
+        r=$(devmem $OWN_IROUTER 64)
+        [ $((r)) = 0 ] || { echo "IROUTER of $OWN_INTID reads $r after writing $v"; return 1; }
+    done
+    s1=$(grep ttyS0 /proc/interrupts | awk '{print $2}')
+    echo "host: its serial port's INTx still interrupts after the route writes" > /dev/console
+    sleep 1
+    s2=$(grep ttyS0 /proc/interrupts | awk '{print $2}')
+    [ -n "$s1" ] && [ "$s2" -gt "$s1" ] || { echo "ttyS0 interrupts $s1 -> $s2"; return 1; }
+}
+
+own_interrupts_keep_working() {
+    # Run once its disk is bound: its INTx lines, configured through the distributor filter,
+    # still interrupt (the disk's virtio0 and the serial port's counts grow), and it reads both
+    # lines enabled.
+    d1=$(grep virtio0 /proc/interrupts | awk '{print $2}')
+    s1=$(grep ttyS0 /proc/interrupts | awk '{print $2}')
+    dd if=/dev/vda of=/dev/null bs=4096 count=64 iflag=direct 2>/dev/null || { echo "disk read failed"; return 1; }
+    echo "host: its disk and serial interrupts after the filter" > /dev/console
+    sleep 1
+    d2=$(grep virtio0 /proc/interrupts | awk '{print $2}')
+    s2=$(grep ttyS0 /proc/interrupts | awk '{print $2}')
+    [ -n "$d1" ] && [ "$d2" -gt "$d1" ] || { echo "virtio0 interrupts $d1 -> $d2"; return 1; }
+    [ -n "$s1" ] && [ "$s2" -gt "$s1" ] || { echo "ttyS0 interrupts $s1 -> $s2"; return 1; }
+    en=$(devmem $OWN_ISENABLER 32)
+    [ $((en & $OWN_LINES)) = $(($OWN_LINES)) ] || { echo "ISENABLER1 reads $en"; return 1; }
+}
+
+psci_and_smccc_as_linux_sees_them() {
+    dmesg | grep -q "psci: PSCIv1.1 detected in firmware" || { echo "no PSCIv1.1 in dmesg"; return 1; }
+    dmesg | grep -q "psci: SMC Calling Convention v1.1" || { echo "no SMCCC v1.1 in dmesg"; return 1; }
+    [ "$(cat /sys/firmware/devicetree/base/psci/method)" = smc ] || return 1
+    # What the CPU's ID registers and SMCCC_ARCH_FEATURES made of Spectre (for the log).
+    for v in spectre_v2 spec_store_bypass; do
+        echo "host: $v: $(cat /sys/devices/system/cpu/vulnerabilities/$v)" > /dev/console
+    done
+}
+
+interrupts_and_timer() {
+    t1=$(grep arch_timer /proc/interrupts | awk '{print $2}')
+    sleep 1
+    t2=$(grep arch_timer /proc/interrupts | awk '{print $2}')
+    [ -n "$t1" ] && [ "$t2" -gt "$t1" ] || { echo "timer interrupts $t1 -> $t2"; return 1; }
+    s=$(grep ttyS0 /proc/interrupts | awk '{print $2}')
+    [ -n "$s" ] && [ "$s" -gt 0 ] || { echo "no ttyS0 (PCI INTx) interrupts: $(grep -i serial /proc/interrupts)"; return 1; }
+}
+
+no_its() {
+    dmesg | grep -q "No ITS available" || { echo "the kernel found an ITS"; return 1; }
+}
+
+smmu_is_the_emulated_one() {
+    # Exactly one IOMMU, at the SMMU's address, probed by the stock driver; what it reads there
+    # is the hypervisor's emulation (its ID registers, GBPA always ABORT), not the real SMMU.
+    got=$(ls /sys/class/iommu | tr '\n' ' ')
+    [ "$got" = "$SMMU_IOMMU " ] || { echo "IOMMUs: $got"; return 1; }
+    dmesg | grep -q "arm-smmu-v3 $SMMU_PDEV: ias 36-bit, oas 36-bit" || { echo "no arm-smmu-v3 probe line"; return 1; }
+    [ "$(devmem $SMMU_BASE 32)" = $SMMU_IDR0 ] || { echo "IDR0 reads $(devmem $SMMU_BASE 32)"; return 1; }
+    [ "$(devmem $SMMU_GBPA 32)" = $SMMU_GBPA_ABORT ] || { echo "GBPA reads $(devmem $SMMU_GBPA 32)"; return 1; }
+    # Writing GBPA (bypass, no abort) is ignored: the emulated SMMU never bypasses.
+    devmem $SMMU_GBPA 32 0x80000000
+    sleep 1
+    [ "$(devmem $SMMU_GBPA 32)" = $SMMU_GBPA_ABORT ] || { echo "GBPA reads $(devmem $SMMU_GBPA 32) after a bypass write"; return 1; }
+}
+
+modules_load() {
+    # The disk's DMA is blocked until the host drives its (emulated) SMMU: no driver binds yet.
+    echo 0 > /sys/bus/virtio/drivers_autoprobe
+    for m in $MODULES; do
+        insmod /lib/modules/$m.ko || { echo "insmod $m failed"; return 1; }
+    done
+    [ -d /sys/bus/virtio/drivers/virtio_blk ] || { echo "virtio_blk did not register"; return 1; }
+    [ "$(cat /sys/bus/virtio/devices/virtio0/device)" = 0x0002 ] || { echo "virtio0 is not a block device"; return 1; }
+}
+
+# The host's own edu device, bound to uio_pci_generic (so its driver gives it a DMA domain),
+# aims DMA at the hypervisor and at the guests' canary pages from user space.
+edu_dma_from_host_root_faults() {
+    d=$EDU_DEV
+    echo 1234 11e8 > /sys/bus/pci/drivers/uio_pci_generic/new_id
+    sleep 1
+    [ "$(basename "$(readlink $d/driver)")" = uio_pci_generic ] || { echo "uio_pci_generic did not bind the edu device"; return 1; }
+    [ -e $d/iommu_group ] || { echo "the edu device is in no IOMMU group"; return 1; }
+    ev="arm-smmu-v3 $SMMU_PDEV: event 0x10 received"
+    before=$(dmesg | grep -c "$ev")
+    out=$(smmu-attack dma $d $ATTACK_TARGETS) || { echo "$out"; return 1; }
+    sleep 2
+    after=$(dmesg | grep -c "$ev")
+    [ "$after" -gt "$before" ] || { echo "Linux's SMMU driver printed no translation fault"; return 1; }
+    # Each first (4-byte) DMA's fault names the device's stream and the address.
+    dmesg | grep -q "$EDU_EVENT_SID_WORD" || { echo "no event names stream $EDU_SID"; return 1; }
+    for a in $ATTACK_TARGETS; do
+        w=$(printf "0x%016x" $a)
+        dmesg | grep -q "$w" || { echo "no event names $a"; return 1; }
+    done
+}
+
+# SGIs go through ICC_SGI1R_EL1, which the hypervisor does not trap: the kernel sends 32 x 4 of
+# them to the guests' CPUs. Their redistributors keep SGIs disabled, so nothing reaches them
+# (xtask checks that no interrupt of the host's reached a guest's CPU at EL2), and the guests
+# carry on (their tests pass in this run, after this one).
+sgis_to_other_cpus_stop_nobody() {
+    insmod /lib/modules/sgi_to_others.ko rounds=4 || { echo "insmod sgi_to_others failed"; return 1; }
+    dmesg | grep -q "sgi_to_others: sent SGIs 0..15 to all other CPUs and to CPUs 1 and 2, 4 round" || { echo "the module did not say it sent them"; return 1; }
+    sleep 1
+    rmmod sgi_to_others || return 1
+}
+
+# Takes the emulated SMMU from Linux's driver, tries one thing with tables of its own, gives the
+# SMMU back (see tests/linux/smmu-attack.c).
+reprogram() {
+    smmu-attack reprogram $EDU_DEV $EDU_SID $1 $HYP_TARGET $CANARIES
+}
+
+disk_io_after_the_attacks() {
+    # The driver has its SMMU back exactly as it was: disk DMA through it works again.
+    echo 3 > /proc/sys/vm/drop_caches
+    s=$(dd if=/dev/vda bs=512 skip=4099 count=1 iflag=direct 2>/dev/null | head -n 1)
+    [ "$s" = "smmu-hyp test disk sector 4099" ] || { echo "sector 4099 reads '$s'"; return 1; }
+    dd if=/dev/urandom of=/tmp/pattern2 bs=4096 count=8 2>/dev/null
+    dd if=/tmp/pattern2 of=/dev/vda bs=4096 seek=512 count=8 oflag=direct conv=fsync 2>/dev/null || { echo "write failed"; return 1; }
+    dd if=/dev/vda of=/tmp/back2 bs=4096 skip=512 count=8 iflag=direct 2>/dev/null || { echo "read back failed"; return 1; }
+    [ "$(md5sum < /tmp/pattern2)" = "$(md5sum < /tmp/back2)" ] || { echo "read back differs"; return 1; }
+}
+
+disk_dma_through_the_smmu() {
+    # The disk's driver binds now: every block it reads or writes is DMA through the stream the
+    # host's SMMU driver configured (a shadow STE: its stage 1 nested on the host's stage 2, or
+    # the host's stage 2 alone when it asked for bypass).
+    d=$DISK_DEV
+    want=DMA
+    grep -q "iommu.passthrough=1" /proc/cmdline && want=identity
+    type=$(cat $d/iommu_group/type)
+    case "$type" in "$want"|"$want"-FQ) ;; *) echo "iommu group type $type, not $want"; return 1 ;; esac
+    echo 1 > /sys/bus/virtio/drivers_autoprobe
+    echo virtio0 > /sys/bus/virtio/drivers/virtio_blk/bind
+    for i in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda ] && break; sleep 1; done
+    [ -b /dev/vda ] || { echo "no /dev/vda: $(dmesg | grep -i -e virtio -e smmu | tail -3)"; return 1; }
+    s=$(dd if=/dev/vda bs=512 skip=4097 count=1 iflag=direct 2>/dev/null | head -n 1)
+    [ "$s" = "smmu-hyp test disk sector 4097" ] || { echo "sector 4097 reads '$s'"; return 1; }
+    dd if=/dev/urandom of=/tmp/pattern bs=65536 count=4 2>/dev/null
+    dd if=/tmp/pattern of=/dev/vda bs=65536 seek=16 count=4 oflag=direct conv=fsync 2>/dev/null || { echo "write failed"; return 1; }
+    echo 3 > /proc/sys/vm/drop_caches
+    dd if=/dev/vda of=/tmp/back bs=65536 skip=16 count=4 iflag=direct 2>/dev/null || { echo "read back failed"; return 1; }
+    [ "$(md5sum < /tmp/pattern)" = "$(md5sum < /tmp/back)" ] || { echo "read back differs from what was written"; return 1; }
+    if dmesg | grep -q "arm-smmu-v3.*event"; then echo "SMMU events: $(dmesg | grep arm-smmu-v3 | grep event | head -2)"; return 1; fi
+}
+
+run memory_is_exactly_ours memory_is_exactly_ours
+run one_cpu one_cpu
+run exactly_our_pci_functions exactly_our_pci_functions
+run others_config_space_reads_absent others_config_space_reads_absent
+run bar_cannot_move bar_cannot_move
+run devmem_outside_the_host_faults devmem_outside_the_host_faults
+run gicd_foreign_spi_cannot_be_routed_enabled_or_pended gicd_foreign_spi_cannot_be_routed_enabled_or_pended
+run gicd_hypervisor_smmu_spis_cannot_be_taken gicd_hypervisor_smmu_spis_cannot_be_taken
+run gicd_ctlr_write_is_dropped gicd_ctlr_write_is_dropped
+run gicd_own_spi_stays_on_its_cpu gicd_own_spi_stays_on_its_cpu
+run psci_and_smccc_as_linux_sees_them psci_and_smccc_as_linux_sees_them
+run interrupts_and_timer interrupts_and_timer
+run no_its no_its
+run smmu_is_the_emulated_one smmu_is_the_emulated_one
+run modules_load modules_load
+run disk_dma_through_the_smmu disk_dma_through_the_smmu
+run own_interrupts_keep_working own_interrupts_keep_working
+run sgis_to_other_cpus_stop_nobody sgis_to_other_cpus_stop_nobody
+run edu_dma_from_host_root_faults edu_dma_from_host_root_faults
+# What smmu-attack reprogram tries, one case each.
+run host_bypass_ste_is_identity_over_its_own_memory reprogram bypass
+run host_stage2_ste_is_refused reprogram stage2
+run host_cd_table_in_hypervisor_memory_is_refused reprogram cd-in-hyp
+run host_cd_table_in_guest_memory_is_refused reprogram cd-in-guest
+run host_stage1_cannot_reach_beyond_its_stage2 reprogram s1-maps-out
+run host_stream_table_in_guest_memory_is_not_read reprogram strtab-in-guest
+run host_stream_table_in_hypervisor_memory_is_not_read reprogram strtab-in-hyp
+run host_illegal_command_stops_its_queue reprogram illegal-command
+run host_command_queue_in_hypervisor_memory_aborts reprogram cmdq-in-hyp
+run host_cds_the_smmu_cannot_walk_are_refused reprogram bad-cds
+run host_command_queue_flood_is_consumed_a_bounded_amount_per_access reprogram flood
+run host_illegal_command_flood_restarts_every_time reprogram illegal-flood
+run disk_io_after_the_attacks disk_io_after_the_attacks
+# The host kernel's side of the hypercall ABI: the smmu_hyp module and its sysfs files (kmod.sh).
+run kmod_loads_and_finds_the_hypervisor kmod_loads_and_finds_the_hypervisor
+run kmod_vm_table kmod_vm_table
+run kmod_devices kmod_devices
+run kmod_smmu_counters kmod_smmu_counters
+run kmod_events kmod_events
+run kmod_errors_map_to_errno kmod_errors_map_to_errno
+run kmod_pm_status_and_vote kmod_pm_status_and_vote
+run kmod_vote_cycle_with_disk_io kmod_vote_cycle_with_disk_io
+run kmod_power_loss_injection kmod_power_loss_injection
+run kmod_unload_and_refusal kmod_unload_and_refusal
+echo "$passed passed, $failed failed"
+poweroff -f

@@ -1,0 +1,181 @@
+//! The Linux host: Debian's arm64 kernel and busybox (fetched by `cargo xtask setup` with
+//! `apt-get download` into `target/linux/`: nothing is downloaded when a VM runs), the busybox
+//! initramfs whose `/init` runs the host's tests, the host's device tree (written from
+//! `platform::linux::HostTree`, the description the hypervisor checks it against), and where
+//! each piece is loaded.
+//!
+//! - [`debs`]: the pinned kernel and busybox packages, fetched and unpacked by setup;
+//! - [`modules`]: the kernel modules the initramfs carries, with their dependencies,
+//!   decompressed;
+//! - [`init`]: what the host's `/init` tests check, and the script itself;
+//! - [`initramfs`]: the initramfs (busybox, modules, helpers, `/init`);
+//! - here: the runs ([`Variant`]), and [`prepare`], which lays kernel, initramfs and device
+//!   tree out in the host's RAM for QEMU's loader.
+
+pub mod debs;
+pub mod init;
+pub mod initramfs;
+pub mod modules;
+
+pub use debs::{artifacts, fetch, fetch_commands, Artifacts, PINNED_ABI};
+pub use init::{ScriptFacts, TEST_SPI};
+
+use crate::qemu::LinuxFiles;
+use crate::tools::linux_dir;
+use crate::Opts;
+use platform::linux::{dtgen, image_header, HostTree, Layout, IMAGE_HEADER_SIZE};
+use platform::qemu_virt::{BOARD, MANIFEST};
+
+/// The kernel command line. `panic=-1`: a panic resets at once (PSCI SYSTEM_RESET stops the
+/// VM) instead of hanging; `iomem=relaxed`: the tests poke MMIO the host's own drivers claim
+/// (the GIC distributor, ECAM) with `devmem`: the hypervisor must hold regardless.
+pub const BOOTARGS: &str = "console=ttyS0 panic=-1 iomem=relaxed rdinit=/init";
+/// On the command line, makes `/init` panic the kernel at once (the "Linux host panics" run).
+pub const PANIC_ARG: &str = "xtask.host=panic";
+
+/// What the Linux host does in a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// Runs its tests, then `poweroff`.
+    Tests,
+    /// Runs its tests with `iommu.passthrough=1`: the host's driver asks for bypass STEs, which
+    /// the hypervisor turns into its stage 2 alone (identity over the host's own memory).
+    Passthrough,
+    /// Panics right after boot (`panic=-1`: PSCI SYSTEM_RESET must stop only the host).
+    Panic,
+    /// Its device tree gives it every CPU's redistributor (a stale or edited tree): the
+    /// hypervisor must refuse to enter it.
+    BadTree,
+    /// Not a host at all: the same kernel and initramfs booted by QEMU alone (no hypervisor,
+    /// no EL2), where the `smmu_hyp` module must refuse to load.
+    Native,
+    /// `cargo xtask bench`: measures its boot and 4 KiB direct disk I/O (see
+    /// `crate::initscript::bench_files`), in strict DMA translation or in passthrough.
+    Bench {
+        /// `iommu.passthrough=1` (else `iommu.strict=1 iommu.passthrough=0`).
+        passthrough: bool,
+    },
+}
+
+impl Variant {
+    /// Every variant.
+    pub const ALL: [Variant; 7] = [
+        Variant::Tests,
+        Variant::Passthrough,
+        Variant::Panic,
+        Variant::BadTree,
+        Variant::Native,
+        Variant::Bench { passthrough: false },
+        Variant::Bench { passthrough: true },
+    ];
+
+    /// The kernel command line.
+    pub fn bootargs(self) -> String {
+        match self {
+            Variant::Tests => BOOTARGS.to_string(),
+            Variant::Passthrough => format!("{BOOTARGS} iommu.passthrough=1"),
+            Variant::Panic => format!("{BOOTARGS} {PANIC_ARG}"),
+            Variant::BadTree | Variant::Native => BOOTARGS.to_string(),
+            Variant::Bench { passthrough: false } => {
+                format!("{BOOTARGS} iommu.strict=1 iommu.passthrough=0")
+            }
+            Variant::Bench { passthrough: true } => format!("{BOOTARGS} iommu.passthrough=1"),
+        }
+    }
+
+    /// Whether the run lets the host inject SMMU power losses (`pm_inject=1`): the first
+    /// Linux-host run, where the module's `inject_loss` file is tested (in the passthrough run
+    /// the file must be absent).
+    pub fn pm_inject(self) -> bool {
+        self == Variant::Tests
+    }
+
+    /// The hypervisor's boot options for this run.
+    pub fn hyp_append(self) -> &'static str {
+        if self.pm_inject() {
+            "gbpa_reset=abort pm_inject=1"
+        } else {
+            "gbpa_reset=abort"
+        }
+    }
+
+    /// Names the run's files (`target/xtask/last-linux*.log`, `target/linux/host*.dtb`).
+    pub fn tag(self) -> &'static str {
+        match self {
+            Variant::Tests => "linux",
+            Variant::Passthrough => "linux-passthrough",
+            Variant::Panic => "linux-panic",
+            Variant::BadTree => "linux-bad-tree",
+            Variant::Native => "linux-native",
+            Variant::Bench { passthrough: false } => "linux-bench-strict",
+            Variant::Bench { passthrough: true } => "linux-bench-passthrough",
+        }
+    }
+}
+
+/// Everything the Linux host needs, written under `target/linux/`, and where each is loaded.
+pub struct Prepared {
+    /// The QEMU loader arguments.
+    pub files: LinuxFiles,
+    /// What the test script checks (xtask checks the hypervisor log against it too).
+    pub facts: ScriptFacts,
+    /// The fetched packages.
+    pub art: Artifacts,
+}
+
+/// Builds the initramfs and the device tree and lays the pieces out in the host's RAM.
+pub fn prepare(opts: &Opts, variant: Variant) -> Result<Prepared, String> {
+    let art = artifacts().ok_or_else(|| {
+        format!(
+            "the Linux host's kernel and busybox are missing from {}. Run `cargo xtask setup` (as root), or:\n  {}",
+            linux_dir().display(),
+            fetch_commands(PINNED_ABI).join("\n  ")
+        )
+    })?;
+    let host = &MANIFEST.vms[0];
+    let layout = Layout::for_vm(host).map_err(|e| e.to_string())?;
+    let mut head = vec![0u8; IMAGE_HEADER_SIZE];
+    let image = std::fs::read(&art.image).map_err(|e| format!("{}: {e}", art.image.display()))?;
+    head.copy_from_slice(image.get(..IMAGE_HEADER_SIZE).ok_or("truncated kernel Image")?);
+    let header = image_header(&head)
+        .ok_or_else(|| format!("{} is not an arm64 Image", art.image.display()))?;
+    let kernel = layout.kernel(&header).map_err(|e| e.to_string())?;
+    let extras = initramfs::Extras::build(opts, &art.abi)?;
+    let (cpio, facts) = initramfs::build(&art, &extras, variant)?;
+    let initrd = layout.initrd(kernel, cpio.len() as u64).map_err(|e| e.to_string())?;
+    let bootargs = variant.bootargs();
+    let mut tree = HostTree::new(&BOARD, host, &bootargs, Some(initrd));
+    if variant == Variant::BadTree {
+        tree.gicr = BOARD.gicr;
+    }
+    let dtb = dtgen::write(&tree).map_err(|e| format!("writing the host's device tree: {e}"))?;
+    let d = linux_dir();
+    let dtb_name = format!("host{}.dtb", variant.tag().trim_start_matches("linux"));
+    let (initrd_path, dtb_path) = (d.join("initramfs.cpio"), d.join(dtb_name));
+    std::fs::write(&initrd_path, &cpio).map_err(|e| e.to_string())?;
+    std::fs::write(&dtb_path, &dtb).map_err(|e| e.to_string())?;
+    if opts.verbose {
+        println!(
+            "xtask: wrote {} ({} bytes) and {} ({} bytes): kernel at {:#x}, initramfs at {:#x}, device tree at {:#x}",
+            initrd_path.display(),
+            cpio.len(),
+            dtb_path.display(),
+            dtb.len(),
+            kernel.base,
+            initrd.base,
+            layout.dtb.base
+        );
+    }
+    Ok(Prepared {
+        files: LinuxFiles {
+            image: art.image.clone(),
+            image_addr: kernel.base,
+            initrd: initrd_path,
+            initrd_addr: initrd.base,
+            dtb: dtb_path,
+            dtb_addr: layout.dtb.base,
+        },
+        facts,
+        art,
+    })
+}
