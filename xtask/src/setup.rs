@@ -20,7 +20,7 @@ const BACKPORTS_FILE: &str = "/etc/apt/sources.list.d/bookworm-backports.sources
 const BACKPORTS_SOURCE: &str = "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
 /// Debian packages for the toolchain.
 const TOOLCHAIN_PKGS: &[&str] =
-    &["rustc-web", "cargo-web", "rust-web-src", "lld-22", "cpio", "xz-utils"];
+    &["rustc-web", "cargo-web", "rust-web-src", "lld-22", "cpio", "xz-utils", "shellcheck"];
 /// Oldest QEMU with SMMUv3 stage 2 and GBPA that this project was checked with.
 const QEMU_MIN_MAJOR: u32 = 10;
 

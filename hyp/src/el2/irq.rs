@@ -20,9 +20,9 @@ use spin::mutex::SpinMutex;
 static TABLE: Table = Table::new();
 
 /// GICD_ICENABLER<n> (clear-enable, one bit per INTID).
-const GICD_ICENABLER: usize = 0x180;
+const GICD_ICENABLER: usize = platform::gic::gicd::ICENABLER as usize;
 /// GICR_ICENABLER0 in a CPU's SGI frame (the second 64 KiB frame).
-const GICR_SGI_ICENABLER0: usize = 0x1_0000 + 0x180;
+const GICR_SGI_ICENABLER0: usize = platform::gic::gicr::SGI_ICENABLER0 as usize;
 
 /// The SPIs the hypervisor takes itself (the SMMU's), all routed to one CPU.
 static HYP_SPIS: SpinMutex<HypSpis> = SpinMutex::new(HypSpis { intids: [0; 4], len: 0, cpu: None });
@@ -92,7 +92,7 @@ pub fn init_cpu() {
 }
 
 /// GICD_ISPENDR<n> (set-pending, one bit per INTID).
-const GICD_ISPENDR: usize = 0x200;
+const GICD_ISPENDR: usize = platform::gic::gicd::ISPENDR as usize;
 
 /// Makes SPI `intid` pending at the distributor (an interrupt of a device the hypervisor
 /// emulates for the Linux host: its emulated SMMU).

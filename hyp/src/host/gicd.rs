@@ -46,59 +46,8 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use platform::linux::HostTree;
 use spin::mutex::SpinMutex;
 
-/// Register offsets in the distributor.
-pub mod off {
-    /// GICD_CTLR.
-    pub const CTLR: u64 = 0x0000;
-    /// GICD_TYPER.
-    pub const TYPER: u64 = 0x0004;
-    /// GICD_IIDR.
-    pub const IIDR: u64 = 0x0008;
-    /// GICD_TYPER2.
-    pub const TYPER2: u64 = 0x000c;
-    /// GICD_STATUSR.
-    pub const STATUSR: u64 = 0x0010;
-    /// GICD_SETSPI_NSR.
-    pub const SETSPI_NSR: u64 = 0x0040;
-    /// GICD_CLRSPI_NSR.
-    pub const CLRSPI_NSR: u64 = 0x0048;
-    /// GICD_SETSPI_SR.
-    pub const SETSPI_SR: u64 = 0x0050;
-    /// GICD_CLRSPI_SR.
-    pub const CLRSPI_SR: u64 = 0x0058;
-    /// GICD_IGROUPR<n>.
-    pub const IGROUPR: u64 = 0x0080;
-    /// GICD_ISENABLER<n>.
-    pub const ISENABLER: u64 = 0x0100;
-    /// GICD_ICENABLER<n>.
-    pub const ICENABLER: u64 = 0x0180;
-    /// GICD_ISPENDR<n>.
-    pub const ISPENDR: u64 = 0x0200;
-    /// GICD_ICPENDR<n>.
-    pub const ICPENDR: u64 = 0x0280;
-    /// GICD_ISACTIVER<n>.
-    pub const ISACTIVER: u64 = 0x0300;
-    /// GICD_ICACTIVER<n>.
-    pub const ICACTIVER: u64 = 0x0380;
-    /// GICD_IPRIORITYR<n> (a byte per INTID).
-    pub const IPRIORITYR: u64 = 0x0400;
-    /// GICD_ITARGETSR<n> (legacy: RAZ/WI with affinity routing).
-    pub const ITARGETSR: u64 = 0x0800;
-    /// GICD_ICFGR<n> (2 bits per INTID).
-    pub const ICFGR: u64 = 0x0c00;
-    /// GICD_IGRPMODR<n>.
-    pub const IGRPMODR: u64 = 0x0d00;
-    /// GICD_NSACR<n>.
-    pub const NSACR: u64 = 0x0e00;
-    /// GICD_SGIR (legacy).
-    pub const SGIR: u64 = 0x0f00;
-    /// GICD_INMIR<n>.
-    pub const INMIR: u64 = 0x0f80;
-    /// GICD_IROUTER<n> (64-bit).
-    pub const IROUTER: u64 = 0x6000;
-    /// First identification register (GICD_PIDR4); they run to 0xfffc (GICD_CIDR3).
-    pub const ID_START: u64 = 0xffd0;
-}
+/// Register offsets in the distributor (the one table, shared with xtask's tests).
+pub use platform::gic::gicd as off;
 
 /// INTIDs a distributor can name: SGIs, PPIs and SPIs (1020..1023 are special).
 pub const MAX_INTID: u32 = 1020;

@@ -17,34 +17,15 @@
 
 use crate::host::mmio::{Device, Frame};
 
-/// Register offsets in the RD frame.
-pub mod off {
-    /// GICR_CTLR.
-    pub const CTLR: u64 = 0x0000;
-    /// GICR_IIDR.
-    pub const IIDR: u64 = 0x0004;
-    /// GICR_TYPER (64-bit).
-    pub const TYPER: u64 = 0x0008;
-    /// GICR_STATUSR.
-    pub const STATUSR: u64 = 0x0010;
-    /// GICR_WAKER.
-    pub const WAKER: u64 = 0x0014;
-    /// GICR_PROPBASER (64-bit).
-    pub const PROPBASER: u64 = 0x0070;
-    /// GICR_PENDBASER (64-bit).
-    pub const PENDBASER: u64 = 0x0078;
-    /// GICR_SYNCR.
-    pub const SYNCR: u64 = 0x00c0;
-    /// First identification register (GICR_PIDR4); they run to 0xfffc (GICR_CIDR3).
-    pub const ID_START: u64 = 0xffd0;
-}
+/// Register offsets in the RD frame (the one table, shared with xtask's tests).
+pub use platform::gic::gicr as off;
 
 /// GICR_TYPER.PLPIS, VLPIS, DirectLPI: LPI support the host does not get.
-const TYPER_LPI_BITS: u64 = 0b1011;
+const TYPER_LPI_BITS: u64 = off::TYPER_PLPIS | off::TYPER_VLPIS | off::TYPER_DIRECT_LPI;
 /// GICR_TYPER.Last.
-pub const TYPER_LAST: u64 = 1 << 4;
+pub const TYPER_LAST: u64 = off::TYPER_LAST;
 /// GICR_CTLR.EnableLPIs.
-const CTLR_ENABLE_LPIS: u32 = 1;
+const CTLR_ENABLE_LPIS: u32 = off::CTLR_ENABLE_LPIS;
 
 /// The filter over one RD frame.
 pub struct RedistFilter<F> {
@@ -71,7 +52,7 @@ impl<F: Frame> RedistFilter<F> {
                 | off::PENDBASER
                 | 0x007c
                 | off::SYNCR
-        ) || (off::ID_START..0x1_0000).contains(&offset)
+        ) || (off::ID_START..off::FRAME).contains(&offset)
     }
 
     fn read_word(&self, offset: u64) -> u32 {
@@ -160,7 +141,7 @@ mod tests {
         for o in [off::IIDR, off::STATUSR, off::PROPBASER, 0x74, off::PENDBASER, 0x7c, off::SYNCR] {
             regs.insert(o, 0);
         }
-        for o in (off::ID_START..0x1_0000).step_by(4) {
+        for o in (off::ID_START..off::FRAME).step_by(4) {
             regs.entry(o).or_insert(0);
         }
         RedistFilter::new(FakeFrame {
