@@ -45,7 +45,7 @@ fn boot_cpu() -> ! {
     // SAFETY: the board's SMMU register space with the MMU off (device memory); this handle is
     // dropped at once and the driver makes its own later.
     let gbpa = driver::set_global_abort(&mut unsafe {
-        el2::smmu_regs::SmmuMmio::new(board.smmu.base as usize)
+        el2::smmu_regs::MmioRegs::new(board.smmu.base as usize)
     });
 
     // SAFETY: the board's PL011, accessed with the MMU off (device memory) and later mapped as

@@ -1,11 +1,11 @@
 //! The SMMU as the EL2 side holds it: the one front door. The SMMU service and, with a Linux
 //! host, the SMMU it is given (emulated) live behind one lock ([`SMMU`]), so no order of two
-//! locks has to be remembered; every hypercall ([`SharedSmmu`], the [`SmmuCalls`] the dispatcher
+//! locks has to be remembered; every hypercall ([`HypercallSmmu`], the [`SmmuCalls`] the dispatcher
 //! uses), every trapped access of the host to its emulated SMMU ([`HostSmmuDevice`]) and the
 //! real SMMU's interrupt go through it. Each takes the lock for its own bounded work and logs,
 //! once the lock is released, what a hypervisor engineer needs to know.
 
-use super::smmu_regs::SmmuMmio;
+use super::smmu_regs::MmioRegs;
 use super::PLATFORM;
 use core::sync::atomic::{AtomicU64, Ordering};
 use host_abi::smmu::regs::{off, IrqCtrl};
@@ -26,12 +26,12 @@ use spin::mutex::SpinMutex;
 
 /// The SMMU, shared by all CPUs: the service, and the host's emulated SMMU if the host is
 /// Linux. One lock for both.
-static SMMU: SpinMutex<Option<Smmu>> = SpinMutex::new(None);
+static SMMU: SpinMutex<Option<Locked>> = SpinMutex::new(None);
 
 /// What [`SMMU`] holds.
-struct Smmu {
+struct Locked {
     /// The SMMU service (the real SMMU's only driver).
-    service: SmmuService<SmmuMmio>,
+    service: SmmuService<MmioRegs>,
     /// The Linux host's emulated SMMU, once it has one.
     host: Option<HostSmmu>,
 }
@@ -61,7 +61,7 @@ pub fn init(board: &platform::Board, options: hyp::dt::BootOptions) {
         });
     // SAFETY: the board's SMMU register space, mapped as device memory at EL2; the boot-time
     // GBPA handle is gone, and from now on this is the only one, behind the service's lock.
-    let mmio = unsafe { SmmuMmio::new(board.smmu.base as usize) };
+    let mmio = unsafe { MmioRegs::new(board.smmu.base as usize) };
     let (driver, table) = match SmmuDriver::init(
         mmio,
         max_sid,
@@ -95,7 +95,7 @@ pub fn init(board: &platform::Board, options: hyp::dt::BootOptions) {
     // Each routed event is logged at debug level; not even called when that is filtered out
     // (the drain is on every SMMU call's path).
     io.event_log = log::log_enabled!(log::Level::Debug).then_some(log_event as _);
-    SmmuMmio::set_gbpa_reset(options.gbpa_reset.register_value());
+    MmioRegs::set_gbpa_reset(options.gbpa_reset.register_value());
     io.set_pm_enabled(options.pm);
     if options.bench_streams > 0 {
         io.add_streams(0, hyp::dt::BENCH_STREAM_BASE, options.bench_streams);
@@ -106,7 +106,7 @@ pub fn init(board: &platform::Board, options: hyp::dt::BootOptions) {
             PLATFORM.manifest().vms[0].name
         );
     }
-    *SMMU.lock() = Some(Smmu { service: io, host: None });
+    *SMMU.lock() = Some(Locked { service: io, host: None });
 }
 
 /// Interrupts from the real SMMU taken at EL2: event queue, global errors.
@@ -193,10 +193,10 @@ enum Caller {
 /// ring go into its emulated SMMU's event queue, with its interrupt; a guest's call never does
 /// the host's work. What is worth a log line (global errors handled, the emulated SMMU's
 /// notices) is printed after the lock is released: no VM waits on the UART.
-fn with<T>(caller: Caller, default: T, f: impl FnOnce(&mut SmmuService<SmmuMmio>) -> T) -> T {
+fn with<T>(caller: Caller, default: T, f: impl FnOnce(&mut SmmuService<MmioRegs>) -> T) -> T {
     let (r, report, notices) = {
         let mut g = SMMU.lock();
-        let Some(Smmu { service, host }) = g.as_mut() else { return default };
+        let Some(Locked { service, host }) = g.as_mut() else { return default };
         let r = f(service);
         let notices = match (host, caller) {
             (Some(h), Caller::Interrupt) => h.serve(service, |_, _| {}),
@@ -310,7 +310,7 @@ impl HostSmmu {
     /// log (see [`log_host_notices`], once the locks are released).
     fn serve(
         &mut self,
-        io: &mut SmmuService<SmmuMmio>,
+        io: &mut SmmuService<MmioRegs>,
         access: impl FnOnce(&mut VirtualSmmu, &mut emulated::Context<'_>),
     ) -> bool {
         let mut mem = super::guestmem::IdentityGuestMemory;
@@ -337,7 +337,7 @@ impl HostSmmu {
 /// `gerror_spi`. Its SMMU starts disabled: its vote is allow-off until it enables it.
 pub fn init_host_smmu(spec: &'static VmSpec, eventq_spi: u32, gerror_spi: u32) {
     let mut g = SMMU.lock();
-    let Some(Smmu { service: io, host }) = g.as_mut() else { return };
+    let Some(Locked { service: io, host }) = g.as_mut() else { return };
     let streams: alloc::vec::Vec<u32> = io.streams_of(spec.id).collect();
     let v = VirtualSmmu::new(spec.id, &streams, &io.caps());
     io.vote(spec.id, Vote::AllowOff);
@@ -366,7 +366,7 @@ impl hyp::host::mmio::Device for HostSmmuDevice {
         let offset = offset as usize;
         let (value, report, notices) = {
             let mut g = SMMU.lock();
-            let Some(Smmu { service, host: Some(h) }) = g.as_mut() else { return 0 };
+            let Some(Locked { service, host: Some(h) }) = g.as_mut() else { return 0 };
             let notices = if offset == off::EVTQ_PROD {
                 // What the real SMMU has recorded so far is in the host's queue when it looks
                 // (as on hardware, where PROD shows every record written), interrupts or not.
@@ -390,7 +390,7 @@ impl hyp::host::mmio::Device for HostSmmuDevice {
         }
         let (report, notices) = {
             let mut g = SMMU.lock();
-            let Some(Smmu { service, host: Some(h) }) = g.as_mut() else { return };
+            let Some(Locked { service, host: Some(h) }) = g.as_mut() else { return };
             let notices = h.serve(service, |v, ctx| v.write(offset as usize, size, value, ctx));
             (service.take_report(), notices)
         };
@@ -412,9 +412,9 @@ fn attached(vm: u32, sid: u32, r: Result<Domain, HypError>) -> Result<Domain, Hy
 static INJECT_REFUSALS_LOGGED: AtomicU64 = AtomicU64::new(0);
 
 /// The SMMU service for hypercalls.
-pub struct SharedSmmu;
+pub struct HypercallSmmu;
 
-impl SmmuCalls for SharedSmmu {
+impl SmmuCalls for HypercallSmmu {
     fn read_events(&mut self, vm: u32, out: &mut [EventWords]) -> EventReadResult {
         with(Caller::Vm(vm), EventReadResult::default(), |io| io.read_events(vm, out))
     }
@@ -516,7 +516,7 @@ impl SmmuCalls for SharedSmmu {
             match io.check_injection(vm) {
                 Err(e) => Err(e),
                 Ok(()) if after_writes != 0 => {
-                    SmmuMmio::arm_loss(after_writes);
+                    MmioRegs::arm_loss(after_writes);
                     Ok(())
                 }
                 Ok(()) => io.inject_power_loss(vm),
@@ -556,22 +556,7 @@ pub fn vm_stopped(vm: u32) {
         .filter(|h| h.v.vm == vm)
         .map(|h| (h.spec.name, h.v.counters));
     if let Some((name, c)) = counters {
-        info!(
-            "vm {name}: emulated SMMU: {} commands ({} CMD_SYNCs completed after the real SYNC, {} stopped the queue), {} STEs shadowed ({} refused), {} events delivered ({} discarded: its queue full or disabled), {} accesses to unimplemented registers, {} shadow installs failed, {} accesses stopped at the work budget, {} CONS polls went on consuming, {} notices counted but not logged again, {} CDs refused",
-            c.commands,
-            c.syncs,
-            c.command_errors,
-            c.stes_shadowed,
-            c.stes_refused,
-            c.events_delivered,
-            c.events_discarded,
-            c.unknown_accesses,
-            c.ste_installs_failed,
-            c.budget_stops,
-            c.continued,
-            c.notices_unlogged,
-            c.cds_refused
-        );
+        // One line, `name=value` per counter: read by people and by xtask alike.
         info!("vm {name}: emulated SMMU counters: {c}");
     }
     let (routed, dropped) = with(Caller::Vm(vm), (0, 0), |io| {

@@ -14,13 +14,13 @@ use safe_mmio::UniqueMmioPointer;
 const WORDS: usize = regs::SIZE / 4;
 
 /// The SMMU's register space.
-pub struct SmmuMmio {
+pub struct MmioRegs {
     regs: UniqueMmioPointer<'static, [ReadWrite<u32>; WORDS]>,
 }
 
 // SAFETY: the pointer is only an address of device memory every CPU may access; the one
 // instance that drives the SMMU is behind the service's lock.
-unsafe impl Send for SmmuMmio {}
+unsafe impl Send for MmioRegs {}
 
 /// Fault injection (test platforms): SMMU register writes left before a simulated power loss
 /// (0: none armed). One relaxed load per write when disarmed.
@@ -28,13 +28,13 @@ static LOSS_COUNTDOWN: AtomicU64 = AtomicU64::new(0);
 /// GBPA's reset value on this run (for the simulated loss).
 static GBPA_RESET: AtomicU32 = AtomicU32::new(0);
 
-impl SmmuMmio {
+impl MmioRegs {
     /// The register space at `base`.
     ///
     /// # Safety
     ///
     /// `base` must be the SMMU's 128 KiB register space, mapped as device memory (or the MMU
-    /// off), and no other `SmmuMmio` may be in use for it at the same time.
+    /// off), and no other `MmioRegs` may be in use for it at the same time.
     pub unsafe fn new(base: usize) -> Self {
         let p = NonNull::new(base as *mut [ReadWrite<u32>; WORDS]).expect("SMMU base is not 0");
         // SAFETY: per the caller: valid device memory for the whole register space, unaliased.
@@ -80,7 +80,7 @@ impl SmmuMmio {
     }
 }
 
-impl SmmuRegs for SmmuMmio {
+impl SmmuRegs for MmioRegs {
     #[inline(always)]
     fn read32(&mut self, off: usize) -> u32 {
         self.reg(off).read()

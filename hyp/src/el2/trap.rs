@@ -145,7 +145,7 @@ fn hypercall_with_state(frame: &mut TrapFrame, esr: Esr, vm: &'static vm::Vm, re
         caller,
         mem: &mut super::guestmem::IdentityGuestMemory,
         console: &mut vm::Console,
-        smmu: &mut super::front_door::SharedSmmu,
+        smmu: &mut super::front_door::HypercallSmmu,
     };
     let ret = hypercall::dispatch(esr.imm16(), regs, &mut env);
     set_result(frame, &ret);

@@ -20,7 +20,7 @@ use regs::off as offset;
 
 /// Why the SMMU could not be put into abort.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SmmuError {
+pub enum GbpaError {
     /// GBPA.UPDATE did not clear within the poll budget.
     GbpaUpdateTimeout {
         /// The last value read.
@@ -28,10 +28,10 @@ pub enum SmmuError {
     },
 }
 
-impl core::fmt::Display for SmmuError {
+impl core::fmt::Display for GbpaError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            SmmuError::GbpaUpdateTimeout { last } => {
+            GbpaError::GbpaUpdateTimeout { last } => {
                 write!(f, "SMMU_GBPA.UPDATE did not clear (last read {last:#010x})")
             }
         }
@@ -44,14 +44,14 @@ pub const GBPA_POLL_LIMIT: u32 = 1_000_000;
 /// Makes every transaction abort while the SMMU is disabled: waits for any update in flight,
 /// writes GBPA with ABORT and UPDATE set, and waits for UPDATE to clear. Returns the GBPA value
 /// found before the write (to log whether the hardware came up in bypass).
-pub fn set_global_abort(regs: &mut dyn SmmuRegs) -> Result<Gbpa, SmmuError> {
+pub fn set_global_abort(regs: &mut dyn SmmuRegs) -> Result<Gbpa, GbpaError> {
     let before = wait_gbpa_idle(regs)?;
     regs.write32(offset::GBPA, before.with_abort().0 | Gbpa::UPDATE);
     wait_gbpa_idle(regs)?;
     Ok(before)
 }
 
-fn wait_gbpa_idle(regs: &mut dyn SmmuRegs) -> Result<Gbpa, SmmuError> {
+fn wait_gbpa_idle(regs: &mut dyn SmmuRegs) -> Result<Gbpa, GbpaError> {
     let mut last = 0;
     for _ in 0..GBPA_POLL_LIMIT {
         last = regs.read32(offset::GBPA);
@@ -59,7 +59,7 @@ fn wait_gbpa_idle(regs: &mut dyn SmmuRegs) -> Result<Gbpa, SmmuError> {
             return Ok(Gbpa(last));
         }
     }
-    Err(SmmuError::GbpaUpdateTimeout { last })
+    Err(GbpaError::GbpaUpdateTimeout { last })
 }
 
 #[cfg(test)]
@@ -112,10 +112,10 @@ mod tests {
         let mut s = FakeSmmu { gbpa: Gbpa::UPDATE, delay: 0, pending: 0, log: Vec::new() };
         assert_eq!(
             set_global_abort(&mut s),
-            Err(SmmuError::GbpaUpdateTimeout { last: Gbpa::UPDATE })
+            Err(GbpaError::GbpaUpdateTimeout { last: Gbpa::UPDATE })
         );
         assert!(s.log.iter().all(|e| e.0 == 'r'), "nothing written while an update is pending");
-        let e = SmmuError::GbpaUpdateTimeout { last: Gbpa::UPDATE | Gbpa::ABORT };
+        let e = GbpaError::GbpaUpdateTimeout { last: Gbpa::UPDATE | Gbpa::ABORT };
         assert_eq!(
             std::string::ToString::to_string(&e),
             "SMMU_GBPA.UPDATE did not clear (last read 0x80100000)"

@@ -10,7 +10,7 @@
 use super::dmabuf::DmaBuf;
 use super::queue::{self, QueuePtr};
 use super::strtab::StreamTable;
-use super::{set_global_abort, SmmuError, SmmuRegs};
+use super::{set_global_abort, GbpaError, SmmuRegs};
 use host_abi::smmu::regs::{
     self, cerror, off, Cr0, Cr2, Gbpa, Gerror, Idr0, Idr1, Idr5, IrqCtrl, Q_OVFLG,
 };
@@ -68,7 +68,7 @@ impl core::fmt::Display for ProbeError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SequenceError {
     /// GBPA did not acknowledge.
-    Gbpa(SmmuError),
+    Gbpa(GbpaError),
     /// CR0ACK did not follow CR0.
     Cr0AckTimeout,
     /// A command of the sequence failed.
@@ -743,7 +743,7 @@ mod tests {
         assert_eq!(s(&CmdError::Timeout), "command queue did not drain in time");
         assert_eq!(s(&CmdError::TooLarge), "command batch larger than the queue");
         assert_eq!(s(&CmdError::PowerLost), "the SMMU lost power while a batch was queued");
-        let gbpa = SmmuError::GbpaUpdateTimeout { last: 0x8000_1000 };
+        let gbpa = GbpaError::GbpaUpdateTimeout { last: 0x8000_1000 };
         assert_eq!(
             s(&SequenceError::Gbpa(gbpa)),
             "SMMU_GBPA.UPDATE did not clear (last read 0x80001000)"

@@ -380,6 +380,15 @@ impl<R: SmmuRegs> SmmuService<R> {
     /// `None` (the common case: two loads).
     #[inline]
     pub fn take_report(&mut self) -> Option<Report> {
+        if !self.reporter.pending && !self.hw.has_news() {
+            return None;
+        }
+        self.take_pending_report()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn take_pending_report(&mut self) -> Option<Report> {
         if let Some(e) = self.hw.take_news() {
             self.reporter.resume_failed(e);
         }
