@@ -90,6 +90,7 @@ impl log::Log for Logger {
     }
     fn log(&self, record: &log::Record<'_>) {
         with_console(|c| {
+            // The PL011's fmt::Write never fails (it waits for room): nothing to handle.
             let _ = writeln!(c, "hyp: {:<5} {}", record.level(), record.args());
         });
     }
@@ -101,5 +102,6 @@ impl log::Log for Logger {
 pub fn emergency(args: fmt::Arguments<'_>, base: usize) {
     // SAFETY: `base` is the board's UART; a concurrent writer can only garble characters.
     let mut u = unsafe { Pl011::new(base) };
+    // Never fails (the PL011 waits for room); and on this path there is nobody left to tell.
     let _ = u.write_fmt(args);
 }

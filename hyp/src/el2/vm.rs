@@ -412,6 +412,7 @@ pub fn run_on_this_cpu(cpu: u32) -> ! {
 fn print_vm_line(spec: &VmSpec, line: &[u8]) {
     let text = core::str::from_utf8(line).unwrap_or("<invalid utf-8>");
     uart::with_console(|c| {
+        // The PL011's fmt::Write never fails (it waits for room): nothing to handle.
         let _ = writeln!(c, "[{}] {}", spec.name, text);
     });
 }

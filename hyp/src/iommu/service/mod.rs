@@ -584,9 +584,9 @@ impl<R: SmmuRegs> SmmuService<R> {
 
     /// Validates every command of VM `vm`, then submits the valid ones as one batch with one
     /// SYNC. Returns how many reached the hardware, or the index in `cmds` of the first bad
-    /// command (see [`SmmuCalls::invalidate`]).
-    /// `cmds` is the hypervisor's own copy and is rewritten in place. Nothing happens, not even
-    /// a power-on, unless every command is valid. A configuration invalidation (CFGI_STE,
+    /// command (see [`SmmuCalls::invalidate`]). `cmds` is left as it is: the validated copy
+    /// (the VMID forced) goes into the service's send buffer. Nothing happens, not even a
+    /// power-on, unless every command is valid. A configuration invalidation (CFGI_STE,
     /// CFGI_CD, CFGI_CD_ALL) of a nested stream first re-reads its CD table out of `mem` into
     /// its shadow table (a VM's change to its CDs reaches the SMMU only this way); a refused
     /// CD blocks that stream, as the SMMU would fault it (C_BAD_CD), and refuses the batch at
@@ -817,6 +817,7 @@ fn same(a: &[u64; 8], b: &[u64; 8]) -> bool {
 /// The work of every entry into the service, with the SMMU powered: global errors handled,
 /// counted (each error bit once) and kept for the log, then the event queue drained into the
 /// owners' rings. Returns the global errors found.
+#[inline]
 fn entry_work<R: SmmuRegs>(
     hw: &mut PowerGate<R>,
     streams: &Streams,
@@ -826,8 +827,10 @@ fn entry_work<R: SmmuRegs>(
     reporter: &mut Reporter,
 ) -> Gerror {
     let active = handle_global_errors(hw, streams, events);
-    *global_errors += active.bits().count_ones() as u64;
-    reporter.errors(active);
+    if !active.is_empty() {
+        *global_errors += active.bits().count_ones() as u64;
+        reporter.errors(active);
+    }
     if let Some(d) = hw.running() {
         drain(d, streams, events, log, DRAIN_PER_ENTRY);
     }
@@ -844,6 +847,7 @@ pub const DRAIN_PER_ENTRY: u32 = 256;
 /// by the batch that caused it). An event-queue abort means records were lost: the VMs that
 /// could have had some are told. After a service failure the SMMU is re-initialised from the
 /// hypervisor's own tables (every STE is as the VMs left it: nothing gets weaker).
+#[inline]
 fn handle_global_errors<R: SmmuRegs>(
     hw: &mut PowerGate<R>,
     streams: &Streams,
@@ -851,9 +855,22 @@ fn handle_global_errors<R: SmmuRegs>(
 ) -> Gerror {
     let Some(d) = hw.powered() else { return Gerror::empty() };
     let active = d.active_global_errors();
-    if active.is_empty() {
-        return active;
+    if !active.is_empty() {
+        acknowledge_global_errors(hw, streams, events, active);
     }
+    active
+}
+
+/// [`handle_global_errors`] when there are some (out of line: rare).
+#[cold]
+#[inline(never)]
+fn acknowledge_global_errors<R: SmmuRegs>(
+    hw: &mut PowerGate<R>,
+    streams: &Streams,
+    events: &mut EventRouter,
+    active: Gerror,
+) {
+    let Some(d) = hw.running() else { return };
     d.ack_global_errors(active);
     if active.contains(Gerror::SFM_ERR) {
         // The SMMU stopped serving: reprogrammed from the hypervisor's tables. If that fails,
@@ -864,7 +881,6 @@ fn handle_global_errors<R: SmmuRegs>(
     if active.contains(Gerror::EVENTQ_ABT_ERR) {
         events.hardware_lost(streams);
     }
-    active
 }
 
 /// Takes at most `max` records off the SMMU's event queue into the owners' rings.

@@ -71,20 +71,27 @@ impl<R: SmmuRegs> PowerGate<R> {
     /// SMMU is then disabled with GBPA.ABORT (or unpowered), every stream aborts, the callers
     /// treat it as off (memory only; the next successful resume re-reads everything), and each
     /// later call tries the resume again.
+    #[inline]
     pub fn powered(&mut self) -> Option<&mut SmmuDriver<R>> {
         if self.state == Power::Off {
             return None;
         }
-        if self.enabled && !self.driver.configured() {
-            if !self.failed {
-                self.counters.losses += 1;
-            }
-            let r = self.driver.resume();
-            if !self.resumed(r) {
-                return None;
-            }
+        if self.enabled && !self.driver.configured() && !self.recover_lost() {
+            return None;
         }
         Some(&mut self.driver)
+    }
+
+    /// The SMMU lost its configuration: resumed from the hypervisor's tables (out of line: the
+    /// check above is on every entry's path). `false` if that failed.
+    #[cold]
+    #[inline(never)]
+    fn recover_lost(&mut self) -> bool {
+        if !self.failed {
+            self.counters.losses += 1;
+        }
+        let r = self.driver.resume();
+        self.resumed(r)
     }
 
     /// The driver if the SMMU is on and its last resume did not fail, without checking the
