@@ -685,6 +685,7 @@ impl<R: SmmuRegs> SmmuService<R> {
     }
 
     /// Moves up to `out.len()` of `vm`'s oldest event records into `out`.
+    #[inline]
     pub fn read_events(&mut self, vm: u32, out: &mut [EventWords]) -> EventReadResult {
         self.service_hardware();
         self.events.read(vm, out)
