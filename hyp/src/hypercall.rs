@@ -634,7 +634,7 @@ mod tests {
     #[test]
     fn buffers_outside_the_caller_are_refused_without_effect() {
         let mut w = world();
-        let vm = MANIFEST.vms[1];
+        let vm = &MANIFEST.vms[1];
         let bad = [
             0x4020_0000,               // hypervisor
             MANIFEST.vms[0].mem.base,  // another VM
@@ -663,7 +663,7 @@ mod tests {
     #[test]
     fn device_info_lists_the_callers_devices_only() {
         let mut w = world();
-        let vm = MANIFEST.vms[1];
+        let vm = &MANIFEST.vms[1];
         let ipa = vm.mem.base + 0x3000;
         let r = call(&mut w, 0, HypCall::DeviceInfo { index: 0, ipa, len: 112 }.to_regs());
         assert_eq!(r.0, [0, 1, 0, 0]);
@@ -686,7 +686,7 @@ mod tests {
     #[test]
     fn vm_info_describes_the_caller() {
         let mut w = world();
-        let vm = MANIFEST.vms[1];
+        let vm = &MANIFEST.vms[1];
         let ipa = vm.mem.base + 0x2000;
         let r = call(&mut w, 0, HypCall::VmInfo { ipa, len: 4096 }.to_regs());
         assert_eq!(r.status(), Ok(0));

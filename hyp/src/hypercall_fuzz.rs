@@ -267,7 +267,7 @@ fn word() -> impl Strategy<Value = u64> {
 
 /// A 64-byte STE or 16-byte commands: single bits, valid encodings, random words.
 fn buffer(vm: u32) -> impl Strategy<Value = Vec<u8>> {
-    let me = MANIFEST.vms[vm as usize];
+    let me = &MANIFEST.vms[vm as usize];
     let own = me.devices[0].rid();
     let cd = me.mem.base + 0x3000;
     let valid: Vec<Vec<u64>> = std::vec![

@@ -83,8 +83,7 @@ mod tests {
     use platform::MemRange;
 
     /// RAM at 0x1000..0x5000: its shadow CDs at 0x3000..0x4000, its boot-info page above.
-    const VM: VmSpec =
-        VmSpec { id: 1, name: "t", mem: MemRange::new(0x1000, 0x4000), cpu: 1, devices: &[] };
+    const VM: VmSpec = VmSpec::for_tests(1, "t", MemRange::new(0x1000, 0x4000), 1, &[]);
 
     #[test]
     fn only_ranges_inside_the_vm_exist() {
