@@ -1,15 +1,29 @@
 //! VM memory as EL2 reaches it.
 
-use hyp::vm::memory::{GuestMemory, GuestRange};
+use hyp::vm::memory::{GuestMemory, ServedRange};
+use platform::VmSpec;
 
-/// VM memory seen from EL2: RAM is identity-mapped at EL2 and every VM's stage-2 maps its RAM at
-/// IPA == PA, so an IPA inside a VM's RAM is its own physical address. A [`GuestRange`] can only
-/// exist for a range inside one VM's RAM.
-pub struct IdentityGuestMemory;
+/// One VM's memory seen from EL2: RAM is identity-mapped at EL2 and every VM's stage-2 maps its
+/// RAM at IPA == PA, so an IPA inside a VM's RAM is its own physical address. It serves the one
+/// VM it was made for (a range of any other VM is refused before it gets here, see
+/// [`GuestMemory::read`]), and every range it copies lies inside that VM's RAM.
+pub struct IdentityGuestMemory {
+    vm: u32,
+}
+
+impl IdentityGuestMemory {
+    /// VM `spec`'s memory (a `VmSpec` comes from the manifest only).
+    pub fn of(spec: &VmSpec) -> IdentityGuestMemory {
+        IdentityGuestMemory { vm: spec.id }
+    }
+}
 
 impl GuestMemory for IdentityGuestMemory {
-    fn read(&self, range: GuestRange, out: &mut [u8]) {
-        assert_eq!(out.len() as u64, range.len());
+    fn serves(&self, vm: u32) -> bool {
+        vm == self.vm
+    }
+
+    fn copy_out(&self, range: ServedRange, out: &mut [u8]) {
         let src = range.ipa() as usize;
         let dst = out.as_mut_ptr() as usize;
         if (src | dst | out.len()) % 16 == 0 {
@@ -22,14 +36,15 @@ impl GuestMemory for IdentityGuestMemory {
             }
             return;
         }
-        // SAFETY: a GuestRange lies inside a VM's RAM, which is mapped at EL2 and is never the
-        // hypervisor's own memory; `out` is hypervisor memory of the same length. The copy is
-        // the one copy out of the VM.
+        // SAFETY: a ServedRange lies inside the RAM of the VM this memory serves, which is mapped
+        // at EL2 and is never the hypervisor's own memory; `out` is hypervisor memory of the
+        // same length (checked when the ServedRange was made). The copy is the one copy out of
+        // the VM.
         unsafe { core::ptr::copy_nonoverlapping(src as *const u8, out.as_mut_ptr(), out.len()) };
     }
-    fn write(&mut self, range: GuestRange, data: &[u8]) {
-        assert_eq!(data.len() as u64, range.len());
-        // SAFETY: as for `read`.
+
+    fn copy_in(&mut self, range: ServedRange, data: &[u8]) {
+        // SAFETY: as for `copy_out`.
         unsafe {
             core::ptr::copy_nonoverlapping(data.as_ptr(), range.ipa() as *mut u8, data.len())
         };
