@@ -301,6 +301,7 @@ mod tests {
         // Even where VM 2's memory would hold that IPA (a range names its VM, not only its
         // addresses).
         let r2 = GuestRange::of(g2, g2.mem.base, 8).unwrap();
+        assert_eq!((r1.vm(), r2.vm()), (1, 2));
         assert_eq!(m1.read(r2, &mut out), Err(HypError::InvalidAddress));
         assert_eq!(m2.read(r2, &mut out), Ok(()));
         assert_eq!(out, [0xee; 8]);
