@@ -49,7 +49,8 @@ impl Caller<'_> {
 pub struct Env<'a> {
     /// Who is calling.
     pub caller: Caller<'a>,
-    /// The caller's memory.
+    /// The caller's memory (memory that serves another VM refuses every buffer of the
+    /// caller's: `INVALID_ADDRESS`, nothing read or written).
     pub mem: &'a mut dyn GuestMemory,
     /// The console.
     pub console: &'a mut dyn ConsoleSink,
@@ -109,10 +110,16 @@ pub fn dispatch(imm: u16, regs: &[u64; HVC_REGS], env: &mut Env<'_>) -> HypRetur
 
 /// Writes `bytes` at the start of `range` (which the decoder made at least as long as the
 /// structure, except where the ABI allows a shorter buffer: then only what fits).
-fn write_prefix(mem: &mut dyn GuestMemory, range: GuestRange, bytes: &[u8]) {
+/// `INVALID_ADDRESS` if `mem` is not the range's VM's memory.
+fn write_prefix(
+    mem: &mut dyn GuestMemory,
+    range: GuestRange,
+    bytes: &[u8],
+) -> Result<(), HypError> {
     let n = (bytes.len() as u64).min(range.len());
-    if let Some(r) = range.prefix(n) {
-        mem.write(r, &bytes[..n as usize]);
+    match range.prefix(n) {
+        Some(r) => mem.write(r, &bytes[..n as usize]),
+        None => Ok(()),
     }
 }
 
@@ -141,7 +148,9 @@ fn invalidate(
     let range = caller.range(ipa, count * 16)?;
     // One copy out of the VM's memory; everything after works on this copy.
     let mut run = |cmds: &mut [Command]| {
-        mem.read(range, cmds.as_mut_bytes());
+        if let Err(e) = mem.read(range, cmds.as_mut_bytes()) {
+            return HypReturn::err(e);
+        }
         match smmu.invalidate(caller.vm.id, cmds, &*mem) {
             Ok(n) => HypReturn::ok(0, n as u64, 0, 0),
             Err((index, e)) => HypReturn::err_at(e, index as u64),
@@ -177,7 +186,7 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
             let range = caller.range(ipa, len)?;
             let mut buf = [0u8; CONSOLE_WRITE_MAX as usize];
             let text = &mut buf[..len as usize];
-            mem.read(range, text);
+            mem.read(range, text)?;
             console.vm_text(caller.vm, text);
             Ok(HypReturn::ok(0, len, 0, 0))
         }
@@ -196,7 +205,7 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
                 name: encode_name(vm.name),
                 stopped_mask: caller.states.stopped_mask(),
             };
-            write_prefix(&mut **mem, range, info.as_bytes());
+            write_prefix(&mut **mem, range, info.as_bytes())?;
             Ok(HypReturn::ok(0, 0, 0, 0))
         }
         HypCall::DeviceInfo { index, ipa, len } => {
@@ -218,16 +227,17 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
                 reserved: 0,
                 bars,
             };
-            write_prefix(&mut **mem, range, info.as_bytes());
+            write_prefix(&mut **mem, range, info.as_bytes())?;
             Ok(HypReturn::ok(0, caller.devices.len() as u64, 0, 0))
         }
         HypCall::EventRead { ipa, len } => {
-            let range = caller.range(ipa, len)?;
+            // Records taken out of the ring must be written: the memory is checked first.
+            let range = mem.admits(caller.range(ipa, len)?)?;
             let mut out = [[0u64; 4]; host_abi::EVENT_READ_MAX as usize];
             let n = (len / 32) as usize;
             let r = smmu.read_events(caller.vm.id, &mut out[..n]);
             // Nothing is written when no record is (an empty prefix does not exist).
-            write_prefix(&mut **mem, range, out[..r.written].as_bytes());
+            write_prefix(&mut **mem, range, out[..r.written].as_bytes())?;
             let pending = (r.pending as u64).min(u32::MAX as u64);
             let notices = r.lost_notices.min(u32::MAX as u64);
             Ok(HypReturn::ok(0, r.written as u64, pending | notices << 32, r.dropped))
@@ -245,7 +255,7 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
         HypCall::PmStatus { ipa, len } => {
             let range = caller.range(ipa, len)?;
             let s = smmu.pm_status();
-            write_prefix(&mut **mem, range, s.as_bytes());
+            write_prefix(&mut **mem, range, s.as_bytes())?;
             Ok(HypReturn::ok(0, 0, 0, 0))
         }
         HypCall::PmInjectLoss { after_writes } => {
@@ -262,7 +272,7 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
             let range = caller.range(ipa, len)?;
             let s = smmu.stats();
             // Decoding made sure the whole structure fits.
-            write_prefix(&mut **mem, range, s.as_bytes());
+            write_prefix(&mut **mem, range, s.as_bytes())?;
             Ok(HypReturn::ok(0, 0, 0, 0))
         }
     }
@@ -276,6 +286,7 @@ mod tests {
     use crate::iommu::service::InjectError;
     use crate::iommu::validate::SmmuCaps;
     use crate::pci::Bar;
+    use crate::vm::memory::ServedRange;
     use host_abi::smmu::Ste;
     use host_abi::{FunctionId, PmStatus, PmVoteResult, SmmuStats};
     use platform::qemu_virt::MANIFEST;
@@ -285,16 +296,20 @@ mod tests {
 
     /// A VM's RAM as a byte vector.
     struct Ram {
+        vm: u32,
         base: u64,
         bytes: Vec<u8>,
     }
     impl GuestMemory for Ram {
-        fn read(&self, r: GuestRange, out: &mut [u8]) {
+        fn serves(&self, vm: u32) -> bool {
+            vm == self.vm
+        }
+        fn copy_out(&self, r: ServedRange, out: &mut [u8]) {
             assert_eq!(out.len() as u64, r.len());
             let o = (r.ipa() - self.base) as usize;
             out.copy_from_slice(&self.bytes[o..o + out.len()]);
         }
-        fn write(&mut self, r: GuestRange, data: &[u8]) {
+        fn copy_in(&mut self, r: ServedRange, data: &[u8]) {
             assert_eq!(data.len() as u64, r.len());
             let o = (r.ipa() - self.base) as usize;
             self.bytes[o..o + data.len()].copy_from_slice(data);
@@ -322,7 +337,7 @@ mod tests {
         states.start(1);
         World {
             states,
-            ram: Ram { base: vm.mem.base, bytes: vec![0; vm.mem.size as usize] },
+            ram: Ram { vm: vm.id, base: vm.mem.base, bytes: vec![0; vm.mem.size as usize] },
             out: Out::default(),
             smmu: FakeCalls::default(),
             devices: vec![Function {
@@ -414,7 +429,7 @@ mod tests {
             // As the service does it: ownership, one copy, validation, then the attach.
             let caps = self.owned_stream(vm.id, sid)?;
             let mut v = Ste::default();
-            mem.read(GuestRange::of(vm, ipa, 64)?, v.as_mut_bytes());
+            mem.read(GuestRange::of(vm, ipa, 64)?, v.as_mut_bytes())?;
             let domain = crate::iommu::validate::virtual_ste(&v, vm, &caps)?;
             self.attach(vm.id, sid, domain, mem)?;
             Ok(domain)
@@ -634,7 +649,7 @@ mod tests {
     #[test]
     fn buffers_outside_the_caller_are_refused_without_effect() {
         let mut w = world();
-        let vm = MANIFEST.vms[1];
+        let vm = &MANIFEST.vms[1];
         let bad = [
             0x4020_0000,               // hypervisor
             MANIFEST.vms[0].mem.base,  // another VM
@@ -661,9 +676,52 @@ mod tests {
     }
 
     #[test]
+    fn the_callers_buffers_are_not_reached_through_another_vms_memory() {
+        use host_abi::smmu::SteConfig;
+        let mut w = world();
+        let base = w.ram.base;
+        let ste = Ste::default().with_v(1).with_config(SteConfig::Bypass);
+        w.ram.bytes[0x400..0x440].copy_from_slice(ste.as_bytes());
+        w.ram.bytes[0x800..0x810].copy_from_slice(Command::tlbi_nh_all(0).as_bytes());
+        w.ram.bytes[0x100..0x105].copy_from_slice(b"hello");
+        w.smmu.events = vec![(1, [1, 0, 0xa, 0])];
+        // VM 1's RAM, as memory that serves VM 2: were it not for the check, every call below
+        // would succeed on these very bytes.
+        w.ram.vm = 2;
+        let before = w.ram.bytes.clone();
+        let calls = [
+            HypCall::ConsoleWrite { ipa: base + 0x100, len: 5 },
+            HypCall::VmInfo { ipa: base + 0x2000, len: 64 },
+            HypCall::DeviceInfo { index: 0, ipa: base + 0x3000, len: 112 },
+            HypCall::EventRead { ipa: base + 0x200, len: 32 },
+            HypCall::SetSte { sid: 0x18, ipa: base + 0x400 },
+            HypCall::Invalidate { ipa: base + 0x800, count: 1 },
+            HypCall::PmStatus { ipa: base + 0x500, len: 64 },
+            HypCall::SmmuStats { ipa: base + 0x600, len: 80 },
+        ];
+        for c in calls {
+            let r = call(&mut w, 0, c.to_regs());
+            assert_eq!(r.status(), Err(HypError::InvalidAddress), "{c:x?}");
+        }
+        assert!(w.ram.bytes == before, "nothing written");
+        assert!(w.out.0.is_empty(), "nothing read");
+        assert!(w.smmu.attached.is_empty() && w.smmu.invalidated.is_empty());
+        assert_eq!(w.smmu.events.len(), 1, "the record stays in its ring");
+        // The same calls through the caller's own memory.
+        w.ram.vm = 1;
+        for c in calls {
+            assert!(call(&mut w, 0, c.to_regs()).status().is_ok(), "{c:x?}");
+        }
+        assert_eq!(w.out.0, b"hello");
+        assert_eq!(w.smmu.attached, [(1, 0x18, Domain::Identity)]);
+        assert_eq!(w.smmu.invalidated, [(1, 1)]);
+        assert!(w.smmu.events.is_empty());
+    }
+
+    #[test]
     fn device_info_lists_the_callers_devices_only() {
         let mut w = world();
-        let vm = MANIFEST.vms[1];
+        let vm = &MANIFEST.vms[1];
         let ipa = vm.mem.base + 0x3000;
         let r = call(&mut w, 0, HypCall::DeviceInfo { index: 0, ipa, len: 112 }.to_regs());
         assert_eq!(r.0, [0, 1, 0, 0]);
@@ -686,7 +744,7 @@ mod tests {
     #[test]
     fn vm_info_describes_the_caller() {
         let mut w = world();
-        let vm = MANIFEST.vms[1];
+        let vm = &MANIFEST.vms[1];
         let ipa = vm.mem.base + 0x2000;
         let r = call(&mut w, 0, HypCall::VmInfo { ipa, len: 4096 }.to_regs());
         assert_eq!(r.status(), Ok(0));

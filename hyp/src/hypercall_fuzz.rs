@@ -24,7 +24,7 @@ use crate::iommu::service::SmmuService;
 use crate::iommu::soft::fake::FakeSmmu;
 use crate::pci::{Bar, Function};
 use crate::vm::lifecycle::VmStates;
-use crate::vm::memory::{GuestMemory, GuestRange};
+use crate::vm::memory::{GuestMemory, ServedRange};
 use host_abi::{FunctionId, HVC_REGS};
 use platform::power::GbpaReset;
 use platform::qemu_virt::MANIFEST;
@@ -56,8 +56,13 @@ struct Memory {
     caller: u32,
 }
 
+/// It serves every VM (it holds all their RAM), so that a range of another VM than the caller
+/// reaches it and fails the assertions rather than being refused unseen.
 impl GuestMemory for Memory {
-    fn read(&self, r: GuestRange, out: &mut [u8]) {
+    fn serves(&self, _vm: u32) -> bool {
+        true
+    }
+    fn copy_out(&self, r: ServedRange, out: &mut [u8]) {
         assert_eq!(r.vm(), self.caller, "a range of another VM reached the memory");
         assert_eq!(out.len() as u64, r.len());
         let spec = &MANIFEST.vms[r.vm() as usize];
@@ -66,7 +71,7 @@ impl GuestMemory for Memory {
             *o = self.rams[r.vm() as usize].byte(r.ipa() + i as u64);
         }
     }
-    fn write(&mut self, r: GuestRange, data: &[u8]) {
+    fn copy_in(&mut self, r: ServedRange, data: &[u8]) {
         assert_eq!(r.vm(), self.caller, "a range of another VM reached the memory");
         assert_eq!(data.len() as u64, r.len());
         let spec = &MANIFEST.vms[r.vm() as usize];
@@ -267,7 +272,7 @@ fn word() -> impl Strategy<Value = u64> {
 
 /// A 64-byte STE or 16-byte commands: single bits, valid encodings, random words.
 fn buffer(vm: u32) -> impl Strategy<Value = Vec<u8>> {
-    let me = MANIFEST.vms[vm as usize];
+    let me = &MANIFEST.vms[vm as usize];
     let own = me.devices[0].rid();
     let cd = me.mem.base + 0x3000;
     let valid: Vec<Vec<u64>> = std::vec![

@@ -49,8 +49,43 @@ impl core::fmt::Display for PciAddr {
     }
 }
 
-/// One VM.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One VM, as a manifest of this crate describes it: the only place a `VmSpec` can come from.
+/// Outside this crate none can be written (the `sealed` field is private), copied (no `Clone`)
+/// or changed (every one is reached through a shared reference into a manifest), so a
+/// `&VmSpec` is one of the platform's VMs and what it says about that VM (its RAM above all)
+/// is what the manifest says. Tests that need another shape of VM use the constructors behind
+/// the `test-specs` feature.
+///
+/// ```
+/// use platform::{qemu_virt::MANIFEST, VmSpec};
+/// let g1: &'static VmSpec = &MANIFEST.vms[1];
+/// assert_eq!((g1.id, g1.name), (1, "guest1"));
+/// ```
+///
+/// None written outside this crate:
+///
+/// ```compile_fail
+/// use platform::{MemRange, VmSpec};
+/// let vm = VmSpec { id: 1, name: "x", mem: MemRange::new(0, 1 << 40), cpu: 1, devices: &[] };
+/// ```
+///
+/// none made from a manifest's either, by copy or by change:
+///
+/// ```compile_fail
+/// let mut vm = platform::qemu_virt::MANIFEST.vms[1];
+/// vm.mem = platform::MemRange::new(0, 1 << 40);
+/// ```
+///
+/// ```compile_fail
+/// let vm = platform::qemu_virt::MANIFEST.vms[1].clone();
+/// ```
+///
+/// ```compile_fail
+/// use platform::{qemu_virt::MANIFEST, MemRange, VmSpec};
+/// let vm = VmSpec { mem: MemRange::new(0, 1 << 40), ..MANIFEST.vms[1] };
+/// ```
+#[derive(Debug, PartialEq, Eq)]
+#[cfg_attr(test, derive(Clone))]
 pub struct VmSpec {
     /// VM id; also its index in the manifest and its VMID + 1 (VMID 0 is never used for a VM).
     pub id: u32,
@@ -63,9 +98,35 @@ pub struct VmSpec {
     /// PCI functions assigned to this VM: their BARs are mapped in its stage-2 and their
     /// streams are its to attach.
     pub devices: &'static [PciAddr],
+    /// Written only here.
+    pub(crate) sealed: Sealed,
 }
 
+/// What keeps a [`VmSpec`] from being written outside this crate: a private field of a type
+/// only this crate can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Sealed;
+
 impl VmSpec {
+    /// A VM no manifest describes, for tests of code that takes a `VmSpec` (not for a
+    /// hypervisor: its VMs come from its platform's manifest).
+    #[cfg(any(test, feature = "test-specs"))]
+    pub const fn for_tests(
+        id: u32,
+        name: &'static str,
+        mem: MemRange,
+        cpu: u32,
+        devices: &'static [PciAddr],
+    ) -> VmSpec {
+        VmSpec { id, name, mem, cpu, devices, sealed: Sealed }
+    }
+
+    /// This VM with other RAM, for tests (see [`VmSpec::for_tests`]).
+    #[cfg(any(test, feature = "test-specs"))]
+    pub const fn with_mem(&self, mem: MemRange) -> VmSpec {
+        VmSpec { mem, ..*self }
+    }
+
     /// Where the hypervisor writes the boot-info block: the last page of the VM's RAM.
     pub const fn boot_info_ipa(&self) -> u64 {
         self.mem.base + self.mem.size - BOOT_INFO_PAGE
@@ -239,6 +300,7 @@ mod tests {
                 mem: MemRange::new(0x4400_0000, M),
                 cpu: 0,
                 devices: &[],
+                sealed: Sealed,
             }]),
             Err(ManifestError::Id(0))
         );
@@ -250,6 +312,7 @@ mod tests {
                 mem: MemRange::new(0x4000_0000, M),
                 cpu: 0,
                 devices: &[],
+                sealed: Sealed,
             }]),
             Err(ManifestError::Memory(0))
         );
@@ -261,6 +324,7 @@ mod tests {
                 mem: MemRange::new(0x4410_0000, M),
                 cpu: 0,
                 devices: &[],
+                sealed: Sealed,
             }]),
             Err(ManifestError::Memory(0))
         );
@@ -272,6 +336,7 @@ mod tests {
                 mem: MemRange::new(0x8000_0000, M),
                 cpu: 0,
                 devices: &[],
+                sealed: Sealed,
             }]),
             Err(ManifestError::Memory(0))
         );
@@ -283,6 +348,7 @@ mod tests {
                     mem: MemRange::new(0x4400_0000, 2 * M),
                     cpu: 0,
                     devices: &[],
+                    sealed: Sealed,
                 },
                 VmSpec {
                     id: 1,
@@ -290,6 +356,7 @@ mod tests {
                     mem: MemRange::new(0x4420_0000, M),
                     cpu: 1,
                     devices: &[],
+                    sealed: Sealed,
                 },
             ]),
             Err(ManifestError::Overlap(0, 1))
@@ -302,6 +369,7 @@ mod tests {
                     mem: MemRange::new(0x4400_0000, M),
                     cpu: 1,
                     devices: &[],
+                    sealed: Sealed,
                 },
                 VmSpec {
                     id: 1,
@@ -309,6 +377,7 @@ mod tests {
                     mem: MemRange::new(0x4600_0000, M),
                     cpu: 1,
                     devices: &[],
+                    sealed: Sealed,
                 },
             ]),
             Err(ManifestError::Cpu(1))
@@ -320,6 +389,7 @@ mod tests {
                 mem: MemRange::new(0x4400_0000, M),
                 cpu: 7,
                 devices: &[],
+                sealed: Sealed,
             }]),
             Err(ManifestError::Cpu(0))
         );
@@ -372,8 +442,22 @@ mod tests {
         const BAD: &[PciAddr] = &[PciAddr::slot(32, 0)];
         assert_eq!(
             check(&[
-                VmSpec { id: 0, name: "a", mem: MemRange::new(0x4400_0000, M), cpu: 0, devices: D },
-                VmSpec { id: 1, name: "b", mem: MemRange::new(0x4600_0000, M), cpu: 1, devices: D },
+                VmSpec {
+                    id: 0,
+                    name: "a",
+                    mem: MemRange::new(0x4400_0000, M),
+                    cpu: 0,
+                    devices: D,
+                    sealed: Sealed
+                },
+                VmSpec {
+                    id: 1,
+                    name: "b",
+                    mem: MemRange::new(0x4600_0000, M),
+                    cpu: 1,
+                    devices: D,
+                    sealed: Sealed
+                },
             ]),
             Err(ManifestError::Device(1))
         );
@@ -384,6 +468,7 @@ mod tests {
                 mem: MemRange::new(0x4400_0000, M),
                 cpu: 0,
                 devices: BAD,
+                sealed: Sealed,
             }]),
             Err(ManifestError::Device(0))
         );

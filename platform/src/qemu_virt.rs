@@ -4,7 +4,7 @@
 //! Addresses are QEMU's (hw/arm/virt.c memory map); the device tree QEMU generates is checked
 //! against them at boot.
 
-use crate::manifest::{Manifest, PciAddr, VmSpec};
+use crate::manifest::{Manifest, PciAddr, Sealed, VmSpec};
 use crate::{Board, MemRange, Platform};
 
 const MIB: u64 = 1 << 20;
@@ -64,6 +64,7 @@ pub const MANIFEST: Manifest = Manifest {
                 PciAddr::slot(HOST_SERIAL_SLOT, 0),
                 PciAddr::slot(HOST_DISK_SLOT, 0),
             ],
+            sealed: Sealed,
         },
         VmSpec {
             id: 1,
@@ -71,6 +72,7 @@ pub const MANIFEST: Manifest = Manifest {
             mem: MemRange::new(0x5400_0000, 32 * MIB),
             cpu: 1,
             devices: &[PciAddr::slot(EDU_SLOTS[1], 0)],
+            sealed: Sealed,
         },
         VmSpec {
             id: 2,
@@ -78,6 +80,7 @@ pub const MANIFEST: Manifest = Manifest {
             mem: MemRange::new(0x5600_0000, 32 * MIB),
             cpu: 2,
             devices: &[PciAddr::slot(EDU_SLOTS[2], 0)],
+            sealed: Sealed,
         },
     ],
 };

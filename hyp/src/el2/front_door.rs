@@ -313,7 +313,7 @@ impl HostSmmu {
         io: &mut SmmuService<MmioRegs>,
         access: impl FnOnce(&mut VirtualSmmu, &mut emulated::Context<'_>),
     ) -> bool {
-        let mut mem = super::guestmem::IdentityGuestMemory;
+        let mut mem = super::guestmem::IdentityGuestMemory::of(self.spec);
         let mut ctx = emulated::Context {
             mem: emulated::HostMemory { spec: self.spec, mem: &mut mem },
             smmu: io,

@@ -1,37 +1,109 @@
 //! VM memory as EL2 reaches it.
 
-use hyp::vm::memory::{GuestMemory, GuestRange};
+use hyp::vm::memory::{GuestMemory, ServedRange};
+use platform::VmSpec;
 
-/// VM memory seen from EL2: RAM is identity-mapped at EL2 and every VM's stage-2 maps its RAM at
-/// IPA == PA, so an IPA inside a VM's RAM is its own physical address. A [`GuestRange`] can only
-/// exist for a range inside one VM's RAM.
-pub struct IdentityGuestMemory;
+/// One VM's memory seen from EL2: RAM is identity-mapped at EL2 and every VM's stage-2 maps its
+/// RAM at IPA == PA, so an IPA inside a VM's RAM is its own physical address. It serves the one
+/// VM it was made for (a range of any other VM is refused before it gets here, see
+/// [`GuestMemory::read`]), and every range it copies lies inside that VM's RAM.
+///
+/// Every access to the VM's side is volatile, one byte or one word at a time, in both
+/// directions, never a `memcpy`: that memory changes under the hypervisor's feet. The VM's
+/// devices may DMA into it at any moment, and its CPU may be running while another CPU works on
+/// its memory (the SMMU's interrupt writes a Linux host's event records from another CPU). An
+/// ordinary copy (`copy_nonoverlapping`, `memcpy`) is a promise to the compiler that nothing
+/// else touches those bytes meanwhile: it may read one twice or not at all, merge or split
+/// accesses, and a concurrent change is undefined behaviour to it. A volatile access is done
+/// exactly once, as written, and whatever it sees is just a value: the copy is the one copy out
+/// of the VM, and everything after it works on the hypervisor's own bytes.
+pub struct IdentityGuestMemory {
+    vm: u32,
+}
+
+impl IdentityGuestMemory {
+    /// VM `spec`'s memory (a `VmSpec` comes from the manifest only).
+    pub fn of(spec: &VmSpec) -> IdentityGuestMemory {
+        IdentityGuestMemory { vm: spec.id }
+    }
+}
+
+/// The widest access unit, among 16, 8 and 1 bytes, that the VM-side address, the
+/// hypervisor-side address and the length are all multiples of.
+#[inline(always)]
+fn unit(vm_side: usize, hyp_side: usize, len: usize) -> usize {
+    let all = vm_side | hyp_side | len;
+    if all % 16 == 0 {
+        16
+    } else if all % 8 == 0 {
+        8
+    } else {
+        1
+    }
+}
+
+/// Copies `n` units of `T` out of a VM: each unit read once, volatile, from `vm`, and stored
+/// into `hyp`.
+///
+/// # Safety
+///
+/// `vm` must be valid for `n` reads of `T` and `hyp` for `n` writes of `T`, both aligned to
+/// `T`, and the two must not overlap.
+#[inline(always)]
+unsafe fn copy_out_of_vm<T: Copy>(vm: *const T, hyp: *mut T, n: usize) {
+    for i in 0..n {
+        // SAFETY: `i < n`; the caller guarantees both regions for `n` aligned units.
+        unsafe { hyp.add(i).write(vm.add(i).read_volatile()) };
+    }
+}
+
+/// Copies `n` units of `T` into a VM: each unit loaded from `hyp` and written once, volatile,
+/// to `vm`.
+///
+/// # Safety
+///
+/// As for [`copy_out_of_vm`], with `vm` valid for writes and `hyp` for reads.
+#[inline(always)]
+unsafe fn copy_into_vm<T: Copy>(hyp: *const T, vm: *mut T, n: usize) {
+    for i in 0..n {
+        // SAFETY: `i < n`; the caller guarantees both regions for `n` aligned units.
+        unsafe { vm.add(i).write_volatile(hyp.add(i).read()) };
+    }
+}
 
 impl GuestMemory for IdentityGuestMemory {
-    fn read(&self, range: GuestRange, out: &mut [u8]) {
-        assert_eq!(out.len() as u64, range.len());
-        let src = range.ipa() as usize;
-        let dst = out.as_mut_ptr() as usize;
-        if (src | dst | out.len()) % 16 == 0 {
-            // Commands and records: 16 bytes per load/store pair (the hypervisor has no SIMD, so
-            // the generic memcpy moves 8 bytes at a time; this is the invalidation path).
-            let (s, d) = (src as *const u128, dst as *mut u128);
-            for i in 0..out.len() / 16 {
-                // SAFETY: as below; both 16-byte aligned (checked), `i * 16 < out.len()`.
-                unsafe { d.add(i).write(s.add(i).read_volatile()) };
-            }
-            return;
-        }
-        // SAFETY: a GuestRange lies inside a VM's RAM, which is mapped at EL2 and is never the
-        // hypervisor's own memory; `out` is hypervisor memory of the same length. The copy is
-        // the one copy out of the VM.
-        unsafe { core::ptr::copy_nonoverlapping(src as *const u8, out.as_mut_ptr(), out.len()) };
+    fn serves(&self, vm: u32) -> bool {
+        vm == self.vm
     }
-    fn write(&mut self, range: GuestRange, data: &[u8]) {
-        assert_eq!(data.len() as u64, range.len());
-        // SAFETY: as for `read`.
+
+    fn copy_out(&self, range: ServedRange, out: &mut [u8]) {
+        let (src, dst, len) = (range.ipa() as usize, out.as_mut_ptr() as usize, out.len());
+        // SAFETY: a ServedRange lies inside the RAM of the VM this memory serves, which is
+        // identity-mapped at EL2 and is never the hypervisor's own memory, so it cannot overlap
+        // `out` (hypervisor memory); `out` is exactly as long as the range (checked when the
+        // ServedRange was made); both addresses and the length are multiples of the unit
+        // chosen, so `len / unit` aligned units fit in both.
         unsafe {
-            core::ptr::copy_nonoverlapping(data.as_ptr(), range.ipa() as *mut u8, data.len())
-        };
+            match unit(src, dst, len) {
+                // Commands and records: 16 bytes per load/store pair (the hypervisor has no SIMD,
+                // so the generic memcpy moved 8 bytes at a time; this is the invalidation path).
+                16 => copy_out_of_vm(src as *const u128, dst as *mut u128, len / 16),
+                8 => copy_out_of_vm(src as *const u64, dst as *mut u64, len / 8),
+                _ => copy_out_of_vm(src as *const u8, dst as *mut u8, len),
+            }
+        }
+    }
+
+    fn copy_in(&mut self, range: ServedRange, data: &[u8]) {
+        let (src, dst, len) = (data.as_ptr() as usize, range.ipa() as usize, data.len());
+        // SAFETY: as for `copy_out`, the other way round: `range` is the served VM's RAM,
+        // `data` hypervisor memory of the same length.
+        unsafe {
+            match unit(dst, src, len) {
+                16 => copy_into_vm(src as *const u128, dst as *mut u128, len / 16),
+                8 => copy_into_vm(src as *const u64, dst as *mut u64, len / 8),
+                _ => copy_into_vm(src as *const u8, dst as *mut u8, len),
+            }
+        }
     }
 }

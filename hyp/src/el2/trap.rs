@@ -143,7 +143,7 @@ fn hypercall_with_state(frame: &mut TrapFrame, esr: Esr, vm: &'static vm::Vm, re
     let caller = Caller { vm: vm.spec, states: &vm::STATES, devices: &vm.devices };
     let mut env = Env {
         caller,
-        mem: &mut super::guestmem::IdentityGuestMemory,
+        mem: &mut super::guestmem::IdentityGuestMemory::of(vm.spec),
         console: &mut vm::Console,
         smmu: &mut super::front_door::HypercallSmmu,
     };

@@ -302,7 +302,9 @@ fn write_boot_info(spec: &VmSpec, flags: u64) {
     };
     let range = GuestRange::of(spec, spec.boot_info_ipa(), BOOT_INFO_SIZE)
         .expect("the boot-info block is the last page of the VM's RAM");
-    super::guestmem::IdentityGuestMemory.write(range, zerocopy::IntoBytes::as_bytes(&info));
+    super::guestmem::IdentityGuestMemory::of(spec)
+        .write(range, zerocopy::IntoBytes::as_bytes(&info))
+        .expect("the VM's own memory");
 }
 
 /// The EL2 controls of the VM's EL1 on this CPU: features the ID registers advertise are

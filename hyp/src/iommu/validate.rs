@@ -586,13 +586,7 @@ mod tests {
 
     use platform::MemRange;
 
-    const VM: VmSpec = VmSpec {
-        id: 1,
-        name: "t",
-        mem: MemRange::new(0x4600_0000, 0x200_0000),
-        cpu: 1,
-        devices: &[],
-    };
+    const VM: VmSpec = VmSpec::for_tests(1, "t", MemRange::new(0x4600_0000, 0x200_0000), 1, &[]);
     const CAPS: SmmuCaps = SmmuCaps::QEMU;
 
     fn s1(ctx: u64) -> Ste {
@@ -834,12 +828,12 @@ mod tests {
         assert_eq!(cd(&c64, &VM, &no64k), Err(HypError::BadConfig), "no 64 KiB granule");
         assert_eq!(cd(&c64, &VM, &SmmuCaps { granules: GRAN64K, ..CAPS }), Ok(c64));
         // A root table beyond the output size (RAM above 4 GiB, 32-bit IPS).
-        let high = VmSpec { mem: MemRange::new(0x1_0000_0000, 0x200_0000), ..VM };
+        let high = VM.with_mem(MemRange::new(0x1_0000_0000, 0x200_0000));
         let c = g().with_ips(0).with_ttb0(0x1_0010_0000);
         assert_eq!(cd(&c, &high, &CAPS), Err(HypError::BadConfig), "TTB0 beyond IPS");
         assert!(cd(&c.with_ips(1), &high, &CAPS).is_ok());
         // A root table that ends exactly at the top of the output size is inside it.
-        let top = VmSpec { mem: MemRange::new(0xfe00_0000, 0x200_0000), ..VM };
+        let top = VM.with_mem(MemRange::new(0xfe00_0000, 0x200_0000));
         let c = g().with_ips(0).with_ttb0(0xffff_f000);
         assert_eq!(cd(&c, &top, &CAPS), Ok(c), "a root table in the last page below 4 GiB");
     }

@@ -1,6 +1,8 @@
 //! A VM's memory as the hypervisor may touch it: only through a [`GuestRange`], which can only
-//! be made by checking that the whole range lies inside one VM's RAM. An access that was not
-//! checked does not compile.
+//! be made by checking that the whole range lies inside one VM's RAM (as its [`VmSpec`], which
+//! only the manifest provides, says), and only through a [`GuestMemory`] that serves that VM: a
+//! range handed to another VM's memory is refused before anything is touched. An access that
+//! was not checked does not compile.
 
 use host_abi::HypError;
 use platform::VmSpec;
@@ -57,34 +59,142 @@ impl GuestRange {
     }
 }
 
-/// Copies between a VM's memory and the hypervisor's. Implementations may rely on every range
-/// being inside the VM's RAM; the length of the hypervisor-side buffer must equal the range's.
-pub trait GuestMemory {
-    /// Copies `range` into `out` (`out.len() == range.len()`).
-    fn read(&self, range: GuestRange, out: &mut [u8]);
-    /// Copies `data` into `range` (`data.len() == range.len()`).
-    fn write(&mut self, range: GuestRange, data: &[u8]);
+/// A [`GuestRange`] that a [`GuestMemory`] serves, as long as the hypervisor-side buffer it is
+/// copied to or from: what the implementations' copies receive. Only [`GuestMemory::read`] and
+/// [`GuestMemory::write`] make one, after checking both, so nothing else can reach the copies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServedRange(GuestRange);
+
+impl ServedRange {
+    /// `range` if `memory` serves its VM (`INVALID_ADDRESS` otherwise); `buffer` must be its
+    /// length (a caller's bug otherwise: panics, as a slice copy of the wrong length would).
+    #[inline(always)]
+    fn check<M: GuestMemory + ?Sized>(
+        memory: &M,
+        range: GuestRange,
+        buffer: usize,
+    ) -> Result<ServedRange, HypError> {
+        if !memory.serves(range.vm) {
+            return Err(HypError::InvalidAddress);
+        }
+        assert_eq!(buffer as u64, range.len, "buffer and guest range differ in length");
+        Ok(ServedRange(range))
+    }
+
+    /// The VM it belongs to (one the memory serves).
+    pub fn vm(&self) -> u32 {
+        self.0.vm
+    }
+
+    /// First IPA.
+    pub fn ipa(&self) -> u64 {
+        self.0.ipa
+    }
+
+    /// Length in bytes (that of the buffer too).
+    pub fn len(&self) -> u64 {
+        self.0.len
+    }
+
+    /// Always false: empty ranges cannot be made.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
 }
 
-/// No memory at all: for operations that read none (blocking a stream). A read yields zeros
-/// (an invalid CD, should anything ever ask).
+/// One VM's memory, as the hypervisor copies to and from it. An implementation knows which VM
+/// it serves ([`GuestMemory::serves`]) and provides the copies; everyone else calls
+/// [`GuestMemory::read`] and [`GuestMemory::write`], which refuse a range of any other VM with
+/// `INVALID_ADDRESS` before any memory is touched: a range made for one VM cannot reach
+/// another's memory, whichever memory it is handed to. (Implementations provide only the first
+/// three methods.)
+pub trait GuestMemory {
+    /// Whether this is VM `vm`'s memory.
+    fn serves(&self, vm: u32) -> bool;
+    /// Copies `range` into `out`. The range lies inside the RAM of a VM this memory serves and
+    /// `out` is as long as it.
+    fn copy_out(&self, range: ServedRange, out: &mut [u8]);
+    /// Copies `data` into `range`. The range lies inside the RAM of a VM this memory serves and
+    /// `data` is as long as it.
+    fn copy_in(&mut self, range: ServedRange, data: &[u8]);
+
+    /// Copies `range` into `out` (`out.len() == range.len()`), or `INVALID_ADDRESS`, with
+    /// nothing read, if the range is another VM's.
+    #[inline]
+    fn read(&self, range: GuestRange, out: &mut [u8]) -> Result<(), HypError> {
+        let r = ServedRange::check(self, range, out.len())?;
+        self.copy_out(r, out);
+        Ok(())
+    }
+
+    /// Copies `data` into `range` (`data.len() == range.len()`), or `INVALID_ADDRESS`, with
+    /// nothing written, if the range is another VM's.
+    #[inline]
+    fn write(&mut self, range: GuestRange, data: &[u8]) -> Result<(), HypError> {
+        let r = ServedRange::check(self, range, data.len())?;
+        self.copy_in(r, data);
+        Ok(())
+    }
+
+    /// `range` if [`GuestMemory::read`] and [`GuestMemory::write`] would take it (it is the
+    /// VM's this memory serves), `INVALID_ADDRESS` otherwise: for a call that must know before
+    /// it has anything to write.
+    #[inline]
+    fn admits(&self, range: GuestRange) -> Result<GuestRange, HypError> {
+        if self.serves(range.vm) {
+            Ok(range)
+        } else {
+            Err(HypError::InvalidAddress)
+        }
+    }
+}
+
+/// No memory at all: for operations that read none (blocking a stream). It holds nothing of
+/// anyone's, so it serves every VM: a read yields zeros (an invalid CD, should anything ever
+/// ask), a write goes nowhere.
 pub struct NoMemory;
 
 impl GuestMemory for NoMemory {
-    fn read(&self, _range: GuestRange, out: &mut [u8]) {
+    fn serves(&self, _vm: u32) -> bool {
+        true
+    }
+    fn copy_out(&self, _range: ServedRange, out: &mut [u8]) {
         out.fill(0);
     }
-    fn write(&mut self, _range: GuestRange, _data: &[u8]) {}
+    fn copy_in(&mut self, _range: ServedRange, _data: &[u8]) {}
+}
+
+/// Memory `mem`'s bytes as memory that serves VM `vm` alone: for tests that hand a range of one
+/// VM to memory serving another.
+#[cfg(test)]
+pub struct ServingOnly<'a, M: ?Sized> {
+    /// The VM served.
+    pub vm: u32,
+    /// Where the bytes are.
+    pub mem: &'a mut M,
+}
+
+#[cfg(test)]
+impl<M: GuestMemory + ?Sized> GuestMemory for ServingOnly<'_, M> {
+    fn serves(&self, vm: u32) -> bool {
+        vm == self.vm
+    }
+    fn copy_out(&self, range: ServedRange, out: &mut [u8]) {
+        self.mem.copy_out(range, out)
+    }
+    fn copy_in(&mut self, range: ServedRange, data: &[u8]) {
+        self.mem.copy_in(range, data)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use platform::qemu_virt::MANIFEST;
     use platform::MemRange;
 
     /// RAM at 0x1000..0x5000: its shadow CDs at 0x3000..0x4000, its boot-info page above.
-    const VM: VmSpec =
-        VmSpec { id: 1, name: "t", mem: MemRange::new(0x1000, 0x4000), cpu: 1, devices: &[] };
+    const VM: VmSpec = VmSpec::for_tests(1, "t", MemRange::new(0x1000, 0x4000), 1, &[]);
 
     #[test]
     fn only_ranges_inside_the_vm_exist() {
@@ -123,7 +233,7 @@ mod tests {
 
     #[test]
     fn the_shadow_cds_are_not_the_vms_memory() {
-        let vm = &platform::qemu_virt::MANIFEST.vms[1];
+        let vm = &MANIFEST.vms[1];
         let s = vm.shadow_cds();
         for (ipa, len) in
             [(s.base, 64), (s.base - 16, 32), (s.end() - 8, 16), (vm.mem.base, vm.mem.size)]
@@ -132,5 +242,88 @@ mod tests {
         }
         assert!(GuestRange::of(vm, s.base - 64, 64).is_ok());
         assert!(GuestRange::of(vm, s.end(), 64).is_ok(), "the boot-info page");
+    }
+
+    /// The first page of one VM's RAM as a byte vector, counting the copies that reach it.
+    struct Ram {
+        vm: u32,
+        base: u64,
+        bytes: std::vec::Vec<u8>,
+        copies: core::cell::Cell<usize>,
+    }
+
+    impl Ram {
+        fn of(spec: &VmSpec) -> Ram {
+            let bytes = std::vec![0xee; 4096];
+            Ram { vm: spec.id, base: spec.mem.base, bytes, copies: Default::default() }
+        }
+    }
+
+    impl GuestMemory for Ram {
+        fn serves(&self, vm: u32) -> bool {
+            vm == self.vm
+        }
+        fn copy_out(&self, r: ServedRange, out: &mut [u8]) {
+            assert!(r.vm() == self.vm && !r.is_empty() && r.len() == out.len() as u64);
+            self.copies.set(self.copies.get() + 1);
+            let o = (r.ipa() - self.base) as usize;
+            out.copy_from_slice(&self.bytes[o..o + out.len()]);
+        }
+        fn copy_in(&mut self, r: ServedRange, data: &[u8]) {
+            assert!(r.vm() == self.vm && !r.is_empty() && r.len() == data.len() as u64);
+            self.copies.set(self.copies.get() + 1);
+            let o = (r.ipa() - self.base) as usize;
+            self.bytes[o..o + data.len()].copy_from_slice(data);
+        }
+    }
+
+    #[test]
+    fn a_memory_serves_its_own_vm_only() {
+        let [g1, g2] = [&MANIFEST.vms[1], &MANIFEST.vms[2]];
+        let (mut m1, mut m2) = (Ram::of(g1), Ram::of(g2));
+        let r1 = GuestRange::of(g1, g1.mem.base + 0x100, 8).unwrap();
+        // Its own VM's range: copied.
+        assert_eq!(m1.write(r1, &[1, 2, 3, 4, 5, 6, 7, 8]), Ok(()));
+        assert_eq!(m1.bytes[0x100..0x108], [1, 2, 3, 4, 5, 6, 7, 8]);
+        let mut out = [0u8; 8];
+        assert_eq!(m1.read(r1, &mut out), Ok(()));
+        assert_eq!(out, [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(m1.admits(r1), Ok(r1));
+        assert_eq!(m1.copies.get(), 2);
+        // VM 1's range through VM 2's memory: refused, nothing copied either way.
+        let mut out = [0u8; 8];
+        assert_eq!(m2.read(r1, &mut out), Err(HypError::InvalidAddress));
+        assert_eq!(out, [0; 8], "nothing read");
+        assert_eq!(m2.write(r1, &[9; 8]), Err(HypError::InvalidAddress));
+        assert_eq!(m2.admits(r1), Err(HypError::InvalidAddress));
+        assert_eq!(m2.copies.get(), 0, "VM 2's memory untouched");
+        assert!(m2.bytes.iter().all(|&b| b == 0xee));
+        // Even where VM 2's memory would hold that IPA (a range names its VM, not only its
+        // addresses).
+        let r2 = GuestRange::of(g2, g2.mem.base, 8).unwrap();
+        assert_eq!((r1.vm(), r2.vm()), (1, 2));
+        assert_eq!(m1.read(r2, &mut out), Err(HypError::InvalidAddress));
+        assert_eq!(m2.read(r2, &mut out), Ok(()));
+        assert_eq!(out, [0xee; 8]);
+    }
+
+    #[test]
+    #[should_panic(expected = "differ in length")]
+    fn a_buffer_of_another_length_is_a_bug() {
+        let g1 = &MANIFEST.vms[1];
+        let r = GuestRange::of(g1, g1.mem.base, 8).unwrap();
+        let _ = Ram::of(g1).read(r, &mut [0u8; 7]);
+    }
+
+    #[test]
+    fn no_memory_holds_zeros_for_everyone() {
+        for vm in MANIFEST.vms {
+            let r = GuestRange::of(vm, vm.mem.base, 16).unwrap();
+            let mut out = [0xffu8; 16];
+            assert_eq!(NoMemory.read(r, &mut out), Ok(()));
+            assert_eq!(out, [0; 16]);
+            assert_eq!(NoMemory.write(r, &[1; 16]), Ok(()));
+            assert_eq!(NoMemory.admits(r), Ok(r));
+        }
     }
 }

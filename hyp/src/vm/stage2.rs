@@ -201,7 +201,7 @@ mod tests {
             }
         }
         // A VM whose RAM is not 2 MiB aligned at its end: the last page still ends it.
-        let odd = VmSpec { mem: MemRange::new(0x5400_0000, 0x20_3000), ..MANIFEST.vms[1] };
+        let odd = MANIFEST.vms[1].with_mem(MemRange::new(0x5400_0000, 0x20_3000));
         let m = build_dma_stage2(pool(), &odd);
         assert_eq!(translate(&m, 0x5420_2fff).map(|t| t.0), Some(0x5420_2fff));
         assert_eq!(translate(&m, 0x5420_3000), None);

@@ -35,7 +35,8 @@ use host_abi::{HypError, INVALIDATE_MAX};
 use platform::VmSpec;
 use zerocopy::IntoBytes;
 
-/// The host's view of memory, as the emulated SMMU reaches it: IPAs of its RAM only.
+/// The host's view of memory, as the emulated SMMU reaches it: IPAs of its RAM only (and only
+/// if `mem` is its memory: any other refuses every access, a fault).
 pub struct HostMemory<'a> {
     /// The host.
     pub spec: &'static VmSpec,
@@ -48,7 +49,7 @@ impl SmmuMemory for HostMemory<'_> {
         let r =
             GuestRange::of(self.spec, addr, out.len() as u64 * 8).map_err(|_| MemFault { addr })?;
         // One copy out of the host's memory (its little-endian layout is ours).
-        self.mem.read(r, out.as_mut_bytes());
+        self.mem.read(r, out.as_mut_bytes()).map_err(|_| MemFault { addr })?;
         #[cfg(target_endian = "big")]
         for w in out.iter_mut() {
             *w = u64::from_le(*w);
@@ -65,7 +66,7 @@ impl SmmuMemory for HostMemory<'_> {
                 bytes[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
             }
             let sub = r.sub(chunk as u64 * 64, n as u64).ok_or(MemFault { addr })?;
-            self.mem.write(sub, &bytes[..n]);
+            self.mem.write(sub, &bytes[..n]).map_err(|_| MemFault { addr })?;
         }
         Ok(())
     }

@@ -34,8 +34,8 @@ pub trait SmmuCalls {
     ) -> Result<(), HypError>;
     /// SET_STE: VM `vm`'s stream `sid` set to what the 64-byte virtual STE at IPA `ipa` of its
     /// memory `mem` asks for. Ownership first (`NOT_OWNED`), then the STE copied once out of
-    /// `mem` (`INVALID_ADDRESS` unless wholly in its RAM), validated (the error names what is
-    /// wrong), and installed hitlessly. Returns the domain. An implementation that holds a lock
+    /// `mem` (`INVALID_ADDRESS` unless wholly in its RAM, and `mem` its memory), validated (the
+    /// error names what is wrong), and installed hitlessly. Returns the domain. An implementation that holds a lock
     /// does all of it under one acquisition (the EL2 side does).
     fn set_ste(
         &mut self,

@@ -192,7 +192,7 @@ impl<R: SmmuRegs> SmmuService<R> {
         }
         let range =
             GuestRange::of(spec, s1.ctx_ptr, 64 * len as u64).map_err(|_| HypError::BadConfig)?;
-        mem.read(range, out.as_mut_bytes());
+        mem.read(range, out.as_mut_bytes())?;
         for c in out.iter_mut() {
             if !validate::cd_in_place(c, spec, &self.caps)? {
                 *c = Cd::default();
@@ -485,7 +485,7 @@ impl<R: SmmuRegs> SmmuService<R> {
         let idx = self.streams.owned(vm.id, sid).ok_or(HypError::NotOwned)?;
         let range = GuestRange::of(vm, ipa, 64)?;
         let mut v = Ste::default();
-        mem.read(range, v.as_mut_bytes());
+        mem.read(range, v.as_mut_bytes())?;
         let domain = validate::virtual_ste(&v, vm, &self.caps)?;
         self.attach_owned(idx, vm.id, sid, domain, mem)?;
         Ok(domain)

@@ -7,7 +7,7 @@ use crate::iommu::service::SmmuCalls;
 use crate::iommu::soft::fake::FakeSmmu;
 use crate::iommu::soft::SmmuIdRegs;
 use crate::iommu::validate::SmmuCaps;
-use crate::vm::memory::{GuestMemory, GuestRange, NoMemory};
+use crate::vm::memory::{GuestMemory, NoMemory, ServedRange, ServingOnly};
 use host_abi::smmu::regs::{off, Gbpa, Idr1, IrqCtrl};
 use host_abi::smmu::Cd;
 use platform::power::SimulatedPowerController;
@@ -753,17 +753,20 @@ fn the_power_controller_sees_the_real_registers() {
     assert_eq!(*seen.lock().unwrap(), [Gbpa::ABORT | 0x1000, 0x0d44_101b]);
 }
 
-/// A guest's RAM for the CD tests: sparse, any VM.
+/// Guest 1's RAM for the CD tests: sparse.
 #[derive(Default)]
 struct Ram(std::collections::BTreeMap<u64, u8>);
 
 impl GuestMemory for Ram {
-    fn read(&self, r: GuestRange, out: &mut [u8]) {
+    fn serves(&self, vm: u32) -> bool {
+        vm == 1
+    }
+    fn copy_out(&self, r: ServedRange, out: &mut [u8]) {
         for (i, o) in out.iter_mut().enumerate() {
             *o = *self.0.get(&(r.ipa() + i as u64)).unwrap_or(&0);
         }
     }
-    fn write(&mut self, r: GuestRange, data: &[u8]) {
+    fn copy_in(&mut self, r: ServedRange, data: &[u8]) {
         for (i, b) in data.iter().enumerate() {
             self.0.insert(r.ipa() + i as u64, *b);
         }
@@ -894,6 +897,32 @@ fn a_refused_cd_at_cfgi_blocks_the_stream_and_names_the_command() {
         assert_eq!(io.invalidate(1, &[Command::cfgi_cd_all(g1)], &ram), Err((0, e)), "{bad:x?}");
         assert_eq!(io.domain_of(g1), Some(Domain::Blocked));
     }
+}
+
+#[test]
+fn a_vms_cds_are_not_read_through_another_vms_memory() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let mut ram = Ram::default();
+    ram.put_cd(G1_CDS, &g1_cd(5));
+    io.attach(1, g1, Domain::Identity, &ram).unwrap();
+    let ste = io.ste(g1);
+    let before = io.regs_mut().consumed.len();
+    // Guest 1's bytes, as memory that serves guest 2: its CD table is not read through it.
+    let other = ServingOnly { vm: 2, mem: &mut ram };
+    assert_eq!(io.attach(1, g1, g1_nested(), &other), Err(HypError::InvalidAddress));
+    assert_eq!(io.domain_of(g1), Some(Domain::Identity), "nothing changed");
+    assert_eq!(io.ste(g1), ste);
+    assert_eq!(io.shadow_cd(g1, 0), Some(Cd::default()));
+    assert_eq!(io.regs_mut().consumed.len(), before, "nothing sent");
+    // Nor refreshed through it: refused at that command, as a refused CD is (stream blocked).
+    io.attach(1, g1, g1_nested(), &ram).unwrap();
+    ram.put_cd(G1_CDS, &g1_cd(6));
+    let other = ServingOnly { vm: 2, mem: &mut ram };
+    let batch = [Command::tlbi_nh_all(0), Command::cfgi_cd(g1, 0)];
+    assert_eq!(io.invalidate(1, &batch, &other), Err((1, HypError::InvalidAddress)));
+    assert_eq!(io.shadow_cd(g1, 0), Some(g1_cd(5)), "never read");
+    assert_eq!(io.domain_of(g1), Some(Domain::Blocked));
 }
 
 fn with_ttb(c: Cd, ttb: u64) -> Cd {

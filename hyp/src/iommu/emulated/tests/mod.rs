@@ -5,6 +5,7 @@ use super::*;
 use crate::iommu::driver::ste::{self};
 use crate::iommu::service::SmmuService;
 use crate::iommu::soft::fake::FakeSmmu;
+use crate::vm::memory::ServedRange;
 use host_abi::smmu::regs::{strtab_cfg, Idr0, IrqCtrl, Q_OVFLG};
 use host_abi::smmu::SteConfig;
 use platform::power::GbpaReset;
@@ -17,13 +18,16 @@ use std::vec::Vec;
 struct Ram(BTreeMap<u64, u8>);
 
 impl GuestMemory for Ram {
-    fn read(&self, r: GuestRange, out: &mut [u8]) {
+    fn serves(&self, vm: u32) -> bool {
+        vm == 0
+    }
+    fn copy_out(&self, r: ServedRange, out: &mut [u8]) {
         assert_eq!(r.vm(), 0);
         for (i, o) in out.iter_mut().enumerate() {
             *o = *self.0.get(&(r.ipa() + i as u64)).unwrap_or(&0);
         }
     }
-    fn write(&mut self, r: GuestRange, data: &[u8]) {
+    fn copy_in(&mut self, r: ServedRange, data: &[u8]) {
         assert_eq!(r.vm(), 0);
         for (i, b) in data.iter().enumerate() {
             self.0.insert(r.ipa() + i as u64, *b);
@@ -720,6 +724,41 @@ fn host_memory_is_reached_in_any_length() {
     let end = HOST.mem.base + HOST.mem.size;
     assert_eq!(m.read(end - 8, &mut back[..2]), Err(MemFault { addr: end - 8 }));
     assert_eq!(m.write(end, &words[..1]), Err(MemFault { addr: end }));
+}
+
+#[test]
+fn the_hosts_ram_is_not_reached_through_another_vms_memory() {
+    use crate::vm::memory::ServingOnly;
+    let mut ram = Ram::default();
+    let base = HOST.mem.base + 0x1000;
+    ram.put(base, &[7, 8]);
+    let mut back = [0u64; 2];
+    // The host's RAM through memory that serves guest 1: a fault, nothing read or written.
+    let mut other = ServingOnly { vm: 1, mem: &mut ram };
+    let mut m = HostMemory { spec: HOST, mem: &mut other };
+    assert_eq!(m.read(base, &mut back), Err(MemFault { addr: base }));
+    assert_eq!(m.write(base, &[9, 9]), Err(MemFault { addr: base }));
+    assert_eq!(back, [0, 0]);
+    assert_eq!([ram.get(base), ram.get(base + 8)], [7, 8]);
+    // Guest 1's RAM through the host's memory: a fault too.
+    let g1 = &MANIFEST.vms[1];
+    let mut m = HostMemory { spec: g1, mem: &mut ram };
+    assert_eq!(m.read(g1.mem.base, &mut back), Err(MemFault { addr: g1.mem.base }));
+    assert_eq!(m.write(g1.mem.base, &[9]), Err(MemFault { addr: g1.mem.base }));
+    assert!(ram.0.keys().all(|a| HOST.mem.contains_range(*a, 1)), "nothing of guest 1's");
+    // The emulated SMMU given another VM's memory: the host's command is not fetched (the
+    // fetch aborts, as for a queue outside its RAM) and nothing reaches the SMMU.
+    let mut w = World::new();
+    w.linux_reset();
+    let sent = w.io.regs_mut().consumed.len();
+    w.ram.put(CMDQ + (w.prod & 0xff) as u64 * 16, &Command::tlbi_nh_all(0).0);
+    w.prod = (w.prod + 1) & 0x1ff;
+    let prod = w.prod as u64;
+    let mut other = ServingOnly { vm: 1, mem: &mut w.ram };
+    let mut ctx = Context { mem: HostMemory { spec: HOST, mem: &mut other }, smmu: &mut w.io };
+    w.v.write(off::CMDQ_PROD, 4, prod, &mut ctx);
+    assert_eq!(w.cons() >> 24 & 0x7f, cerror::ABT);
+    assert_eq!(w.io.regs_mut().consumed.len(), sent, "nothing sent");
 }
 
 #[test]
