@@ -18,13 +18,15 @@ use platform::VmSpec;
 /// exactly once, as written, and whatever it sees is just a value: the copy is the one copy out
 /// of the VM, and everything after it works on the hypervisor's own bytes.
 pub struct IdentityGuestMemory {
-    vm: u32,
+    /// The VM served (its spec, not a copy of its id: making one on the hypercall path is then
+    /// a single store).
+    spec: &'static VmSpec,
 }
 
 impl IdentityGuestMemory {
     /// VM `spec`'s memory (a `VmSpec` comes from the manifest only).
-    pub fn of(spec: &VmSpec) -> IdentityGuestMemory {
-        IdentityGuestMemory { vm: spec.id }
+    pub fn of(spec: &'static VmSpec) -> IdentityGuestMemory {
+        IdentityGuestMemory { spec }
     }
 }
 
@@ -73,7 +75,7 @@ unsafe fn copy_into_vm<T: Copy>(hyp: *const T, vm: *mut T, n: usize) {
 
 impl GuestMemory for IdentityGuestMemory {
     fn serves(&self, vm: u32) -> bool {
-        vm == self.vm
+        vm == self.spec.id
     }
 
     fn copy_out(&self, range: ServedRange, out: &mut [u8]) {

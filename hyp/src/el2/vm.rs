@@ -287,7 +287,7 @@ pub fn prepare_all(
 /// Size of [`host_abi::BootInfo`].
 const BOOT_INFO_SIZE: u64 = core::mem::size_of::<host_abi::BootInfo>() as u64;
 
-fn write_boot_info(spec: &VmSpec, flags: u64) {
+fn write_boot_info(spec: &'static VmSpec, flags: u64) {
     use host_abi::types::{encode_name, BOOT_INFO_MAGIC};
     let info = host_abi::BootInfo {
         magic: BOOT_INFO_MAGIC,
