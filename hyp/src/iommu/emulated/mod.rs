@@ -25,7 +25,7 @@ use crate::iommu::pm::Vote;
 use crate::iommu::service::events::RING_CAPACITY;
 use crate::iommu::service::SmmuCalls;
 use crate::iommu::soft::{EventPost, MemFault, SmmuIdRegs, SmmuMemory, SoftSmmu, WriteEffect};
-use crate::iommu::validate::{self, SmmuCaps};
+use crate::iommu::validate::{self, HostOp, SmmuCaps};
 use crate::vm::memory::{GuestMemory, GuestRange};
 use alloc::vec;
 use alloc::vec::Vec;
@@ -99,27 +99,14 @@ pub enum HostCommand {
     Illegal(u32),
 }
 
-/// Opcodes that go to the guests' INVALIDATE path exactly as the host wrote them (stage-1 TLB,
-/// CD and ATC invalidations): [`translate`] gives `HostCommand::Invalidate` of the command
-/// itself for these and only these, so a run of them is gathered with one copy.
-const PASS_THROUGH: [bool; 256] = {
-    let ops = [
-        Opcode::CfgiCd,
-        Opcode::CfgiCdAll,
-        Opcode::TlbiNhAll,
-        Opcode::TlbiNhAsid,
-        Opcode::TlbiNhVa,
-        Opcode::TlbiNhVaa,
-        Opcode::AtcInv,
-    ];
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < ops.len() {
-        t[ops[i] as u8 as usize] = true;
-        i += 1;
-    }
-    t
-};
+/// Whether a host command with opcode byte `op` goes to the guests' INVALIDATE path exactly as
+/// the host wrote it ([`HostOp::Guest`] in [`validate::HOST_OPCODES`]: stage-1 TLB, CD and ATC
+/// invalidations): [`translate`] gives `HostCommand::Invalidate` of the command itself for
+/// these and only these, so a run of them is gathered with one copy.
+#[inline]
+fn pass_through(op: u8) -> bool {
+    validate::host_op(op) == HostOp::Guest
+}
 
 /// A host CMD_SYNC the emulated SMMU completes: by polling CONS (CS = none) or with an event
 /// (CS = SEV, harmless); no interrupt (the cmdq-sync interrupt is not provided), no MSI, and not
@@ -130,40 +117,42 @@ fn host_sync_ok(c: &Command) -> bool {
 }
 
 /// What a host command becomes on the guests' INVALIDATE path, if it goes there: exactly what
-/// [`translate`] says, in one step for the common commands. Invalidations as they are (TLBI_NSNH_ALL
-/// as the host VMID's TLBI_NH_ALL), a CMD_SYNC or a prefetch as a plain CMD_SYNC (which that path
-/// drops: its batch ends with the hypervisor's own SYNC). `None`: an STE refresh or an illegal
-/// command.
+/// [`translate`] says, in one step (both are read off [`validate::HOST_OPCODES`]).
+/// Invalidations as they are (TLBI_NSNH_ALL as the host VMID's TLBI_NH_ALL), a CMD_SYNC or a
+/// prefetch as a plain CMD_SYNC (which that path drops: its batch ends with the hypervisor's own
+/// SYNC). `None`: an STE refresh or an illegal command.
 #[inline]
 fn for_guest_path(c: &Command) -> Option<Command> {
-    let op = c.opcode_byte();
-    if PASS_THROUGH[op as usize] {
-        Some(*c)
-    } else if op == Opcode::Sync as u8 {
-        host_sync_ok(c).then(Command::sync)
-    } else if op == Opcode::PrefetchConfig as u8 || op == Opcode::PrefetchAddr as u8 {
-        validate::host_fields(c).is_ok().then(Command::sync)
-    } else if op == Opcode::TlbiNsnhAll as u8 {
-        validate::host_fields(c).is_ok().then(|| Command::tlbi_nh_all(0))
-    } else {
-        None
+    match validate::host_op(c.opcode_byte()) {
+        HostOp::Guest => Some(*c),
+        HostOp::Sync => host_sync_ok(c).then(Command::sync),
+        HostOp::Prefetch => validate::host_fields(c).is_ok().then(Command::sync),
+        HostOp::NsnhAll => validate::host_fields(c).is_ok().then(|| Command::tlbi_nh_all(0)),
+        HostOp::RefreshSte | HostOp::RefreshRange | HostOp::Illegal => None,
     }
 }
 
-/// Translates one host command. Everything the emulated SMMU does not advertise (stage 2,
-/// EL2 translation, ATS, PRI, stall, MSI) is illegal, as it would be on hardware without it, and
-/// so is a command the emulated SMMU executes itself with a secure, reserved or MSI field set
-/// ([`validate::host_fields`]).
+/// Translates one host command, as [`validate::HOST_OPCODES`] says. Everything the emulated
+/// SMMU does not advertise (stage 2, EL2 translation, ATS, PRI, stall, MSI) is illegal, as it
+/// would be on hardware without it, and so is a command the emulated SMMU executes itself with a
+/// secure, reserved or MSI field set ([`validate::host_fields`]).
 pub fn translate(c: &Command) -> HostCommand {
-    let Some(op) = Opcode::from_u8(c.opcode_byte()) else {
+    let op = validate::host_op(c.opcode_byte());
+    if op == HostOp::Guest {
+        // Validated on the guests' path.
+        return HostCommand::Invalidate(*c);
+    }
+    if validate::host_fields(c).is_err() {
         return HostCommand::Illegal(cerror::ILL);
-    };
+    }
     let sid = c.field(cmd::SID) as u32;
-    let own_fields_ok = || validate::host_fields(c).is_ok();
     match op {
-        Opcode::Sync if host_sync_ok(c) => HostCommand::Sync,
-        Opcode::CfgiSte if own_fields_ok() => HostCommand::RefreshStes { first: sid, count: 1 },
-        Opcode::CfgiSteRange if own_fields_ok() => {
+        HostOp::Sync if host_sync_ok(c) => HostCommand::Sync,
+        HostOp::Prefetch => HostCommand::Nothing,
+        // All of the host's non-hypervisor TLB entries: its VMID's stage-1 entries.
+        HostOp::NsnhAll => HostCommand::Invalidate(Command::tlbi_nh_all(0)),
+        HostOp::RefreshSte => HostCommand::RefreshStes { first: sid, count: 1 },
+        HostOp::RefreshRange => {
             // 2^(Range + 1) streams from SID aligned down; Range 31: every stream.
             let range = c.field(cmd::RANGE) as u32;
             if range >= 31 {
@@ -173,26 +162,7 @@ pub fn translate(c: &Command) -> HostCommand {
             let first = (sid as u64 & !(count - 1)) as u32;
             HostCommand::RefreshStes { first, count }
         }
-        Opcode::PrefetchConfig | Opcode::PrefetchAddr if own_fields_ok() => HostCommand::Nothing,
-        // All of the host's non-hypervisor TLB entries: its VMID's stage-1 entries.
-        Opcode::TlbiNsnhAll if own_fields_ok() => HostCommand::Invalidate(Command::tlbi_nh_all(0)),
-        Opcode::CfgiCd
-        | Opcode::CfgiCdAll
-        | Opcode::TlbiNhAll
-        | Opcode::TlbiNhAsid
-        | Opcode::TlbiNhVa
-        | Opcode::TlbiNhVaa
-        | Opcode::AtcInv => HostCommand::Invalidate(*c),
-        Opcode::Sync
-        | Opcode::CfgiSte
-        | Opcode::CfgiSteRange
-        | Opcode::PrefetchConfig
-        | Opcode::PrefetchAddr
-        | Opcode::TlbiNsnhAll
-        | Opcode::TlbiEl2All
-        | Opcode::TlbiS12Vmall
-        | Opcode::PriResp
-        | Opcode::Resume => HostCommand::Illegal(cerror::ILL),
+        HostOp::Sync | HostOp::Guest | HostOp::Illegal => HostCommand::Illegal(cerror::ILL),
     }
 }
 
@@ -756,7 +726,7 @@ impl VirtualSmmu {
         for c in &mut self.fetched[i..m] {
             let op = c.opcode_byte();
             // Invalidations go as they are (the common case: nothing to rewrite).
-            if !PASS_THROUGH[op as usize] {
+            if !pass_through(op) {
                 match for_guest_path(c) {
                     Some(x) => *c = x,
                     None => break,
