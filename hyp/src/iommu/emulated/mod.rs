@@ -784,22 +784,17 @@ impl VirtualSmmu {
     }
 }
 
-/// Sends `cmds` of VM `vm` on the guests' INVALIDATE path (validated there, one SYNC).
-/// `Err(i)`: command `i` was refused; the valid ones before it have been sent, as the queue
-/// would have executed them before stopping on it.
+/// Sends `cmds` of VM `vm` on the guests' INVALIDATE path (validated there, one SYNC), as the
+/// host's queue executes them ([`SmmuCalls::invalidate_prefix`]). `Err(i)`: command `i` was
+/// refused; the valid ones before it have been sent, as the queue would have executed them
+/// before stopping on it (a failure of the whole submission names its last command).
 fn send(vm: u32, cmds: &[Command], ctx: &mut Context<'_>) -> Result<(), usize> {
     if cmds.is_empty() {
         return Ok(());
     }
-    match ctx.smmu.invalidate(vm, cmds, &*ctx.mem.mem) {
+    match ctx.smmu.invalidate_prefix(vm, cmds, &*ctx.mem.mem) {
         Ok(_) => Ok(()),
-        Err((i, HypError::DeviceError)) => Err(i.min(cmds.len() - 1)),
-        Err((i, _)) => {
-            if i > 0 {
-                let _ = ctx.smmu.invalidate(vm, &cmds[..i], &*ctx.mem.mem);
-            }
-            Err(i)
-        }
+        Err((i, _)) => Err(i.min(cmds.len() - 1)),
     }
 }
 
