@@ -10,6 +10,7 @@ use host_abi::smmu::SteConfig;
 use platform::power::GbpaReset;
 use platform::qemu_virt::MANIFEST;
 use std::collections::BTreeMap;
+use std::vec;
 use std::vec::Vec;
 
 /// Sparse RAM of the host.
@@ -1154,3 +1155,4 @@ fn one_access_delivers_at_most_a_ring_of_host_records() {
 }
 
 mod fuzz;
+mod plan;
