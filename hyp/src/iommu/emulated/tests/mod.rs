@@ -878,6 +878,54 @@ fn a_command_the_real_smmu_rejects_after_dropped_syncs_stops_the_hosts_queue_on_
 }
 
 #[test]
+fn a_refusal_stops_the_queue_on_the_first_refused_command_with_what_came_before_it_sent() {
+    // Two refusals in one run: the first in the queue's order is where it stops, and the
+    // commands before it reach the SMMU (one submission: every command validated first).
+    let mut w = World::new();
+    w.linux_reset();
+    let vmid = MANIFEST.vms[0].vmid();
+    // A CFGI_CD whose CD is now refused, then another VM's stream.
+    w.ram.put(CD, &host_cd(1).0);
+    w.host_ste(0x10, s1_ste());
+    w.cmds(&[Command::cfgi_ste(0x10), Command::sync()]);
+    assert_eq!(w.io.domain_of(0x10).map(|d| d.kind()), Some(2));
+    w.ram.put(CD, &host_cd(1).with_ips(0b110).0);
+    let (at, consumed) = (w.prod, w.io.regs_mut().consumed.len());
+    w.cmds(&[
+        Command::tlbi_nh_asid(0, 1),
+        Command::cfgi_cd(0x10, 0),
+        Command::tlbi_nh_asid(0, 2),
+        Command::cfgi_cd(0x18, 0),
+    ]);
+    assert_eq!(w.cons(), (at + 1) & 0x1ff | cerror::ILL << 24, "stopped on the CFGI_CD");
+    assert_eq!(ste::effective(&w.shadow(0x10)), None, "its stream blocked");
+    let sent = w.io.regs_mut().consumed[consumed..].to_vec();
+    assert!(sent.contains(&Command::tlbi_nh_asid(vmid, 1).0), "{sent:x?}");
+    assert!(!sent.contains(&Command::tlbi_nh_asid(vmid, 2).0));
+    // Linux's recovery skips it; a command the real SMMU rejects, then another VM's stream:
+    // it stops on the rejected one.
+    let cons = w.cons();
+    w.ram.put(CMDQ + (cons & 0xff) as u64 * 16, &Command::sync().0);
+    let gerror = w.r(off::GERROR);
+    w.w(off::GERRORN, 4, gerror);
+    assert_eq!(w.cons() & 0xff, (at + 3) & 0xff, "on the other VM's stream");
+    w.ram.put(CMDQ + ((at + 3) & 0xff) as u64 * 16, &Command::sync().0);
+    let gerror = w.r(off::GERROR);
+    w.w(off::GERRORN, 4, gerror);
+    assert_eq!(w.cons(), w.prod);
+    w.io.regs_mut().reject_opcode = Some(Command::tlbi_nh_va(0, 0, 0).opcode_byte());
+    let at = w.prod;
+    w.cmds(&[
+        Command::tlbi_nh_asid(0, 3),
+        Command::tlbi_nh_va(0, 3, 0x1000),
+        Command::tlbi_nh_asid(0, 4),
+        Command::cfgi_cd(0x18, 0),
+    ]);
+    assert_eq!(w.cons(), (at + 1) & 0x1ff | cerror::ILL << 24, "stopped on the rejected TLBI");
+    w.io.regs_mut().reject_opcode = None;
+}
+
+#[test]
 fn every_kind_of_notice_is_its_own_and_fits_the_logged_mask() {
     // Each refusal reason, each CONS.ERR value and each other notice is a different kind (a
     // kind logged once must not hide another), and every kind is a bit of the 64-bit mask.
