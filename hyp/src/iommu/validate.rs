@@ -532,7 +532,9 @@ pub const HOST_RULES: [HostRule; 6] = [
 /// The host's command queue, opcode byte by opcode byte, built at compile time from [`RULES`]
 /// and [`HOST_RULES`] (the host's rule wins where both have one): how the emulated SMMU treats
 /// each opcode and the field rule it is checked against. Two columns rather than one array of
-/// pairs, so that the hot path's question ("straight to the guests' path?") is one byte load.
+/// pairs, so that the hot path's question ("straight to the guests' path?") is one byte load
+/// (the treatment column first: at the table's own address).
+#[repr(C)]
 pub struct HostOpcodes {
     /// [`HostOp::Guest`] for an opcode of [`RULES`] that [`HOST_RULES`] does not name, the
     /// host rule's treatment for one it names, [`HostOp::Illegal`] for every other byte.

@@ -187,7 +187,9 @@ impl Plan {
     pub fn make(&mut self, streams: &[u32], q: &mut impl Queue) {
         self.steps.clear();
         self.refreshes.clear();
-        self.seen = Seen::default();
+        // What was looked at (kept here rather than in `self` while planning: it is copied into
+        // each submission).
+        let mut seen = Seen::default();
         // Work planned, against ACCESS_BUDGET.
         let mut spent = 0u32;
         // Entries looked at (the next is `cmds[k]`), and fetched (`cmds[k..m]` not looked at).
@@ -197,7 +199,7 @@ impl Plan {
             // What is left of the budget, in commands at most.
             let room = ACCESS_BUDGET.saturating_sub(spent) as usize;
             if room == 0 {
-                self.seen.budget_stop = q.after(k as u32) > 0;
+                seen.budget_stop = q.after(k as u32) > 0;
                 break;
             }
             if k == m {
@@ -211,25 +213,30 @@ impl Plan {
                     Some(Err(_)) => {
                         let end =
                             End::Stop { at: k as u32, err: cerror::ABT, cmd: Command::default() };
-                        return self.finish(gathered, streams, end);
+                        return self.finish(gathered, streams, seen, end);
                     }
                 }
             }
             // No more commands than the budget has room for (refreshes and submissions since
             // the fetch took some).
-            let (run, only_syncs) = self.pass_run(k, m.min(k + room));
+            let (run, only_syncs) = self.pass_run(k, m.min(k + room), &mut seen);
             if run > 0 {
-                self.seen.commands += run as u16;
+                seen.commands += run as u16;
                 spent += run as u32;
+                // Whether the queue is known to hold nothing after the run: the access ends
+                // there (the next look at the queue would find nothing; it is saved).
+                let mut drained = false;
                 if !only_syncs {
                     // Refreshes asked for before these commands come first.
                     spent += self.plan_refresh(streams);
                     // Complete if a command that is not for the guests' path, or nothing, or
                     // the end of this access's work, follows.
-                    let complete =
-                        k + run < m || spent >= ACCESS_BUDGET || q.after((k + run) as u32) == 0;
+                    let complete = k + run < m || spent >= ACCESS_BUDGET || {
+                        drained = q.after((k + run) as u32) == 0;
+                        drained
+                    };
                     if gathered.is_none() && complete {
-                        self.submit(k, k + run);
+                        self.submit(k, k + run, seen);
                         spent += SEND_COST;
                     } else {
                         // Gathered with what came before or comes after (the queue's end).
@@ -238,7 +245,7 @@ impl Plan {
                             g.end = j + 1;
                             g.n += 1;
                             if g.n == INVALIDATE_MAX as usize {
-                                self.submit(g.start, g.end);
+                                self.submit(g.start, g.end, seen);
                                 spent += SEND_COST;
                                 gathered = None;
                             }
@@ -248,16 +255,19 @@ impl Plan {
                 // (A run of SYNCs and prefetches alone needs nothing sent: everything before it
                 // is sent with a real SYNC, and CONS passes it only once the rest is done.)
                 k += run;
+                if drained {
+                    break;
+                }
                 continue;
             }
             let c = self.cmds[k];
-            self.seen.commands += 1;
+            seen.commands += 1;
             spent += 1;
             match translate(&c) {
                 HostCommand::RefreshStes { first, count } => {
                     // In order: what was gathered before goes first.
                     if let Some(g) = gathered.take() {
-                        self.submit(g.start, g.end);
+                        self.submit(g.start, g.end, seen);
                         spent += SEND_COST;
                     }
                     self.mark(streams, first, count);
@@ -266,33 +276,34 @@ impl Plan {
                 // with `translate`, which a test checks for every opcode): this one is illegal.
                 _ => {
                     let end = End::Stop { at: k as u32, err: cerror::ILL, cmd: c };
-                    return self.finish(gathered, streams, end);
+                    return self.finish(gathered, streams, seen, end);
                 }
             }
             k += 1;
         }
-        self.finish(gathered, streams, End::Advance { consumed: k as u32 })
+        self.finish(gathered, streams, seen, End::Advance { consumed: k as u32 })
     }
 
-    /// Ends the plan: what was gathered is sent, the refreshes asked for are done, then `end`.
-    fn finish(&mut self, gathered: Option<Gathered>, streams: &[u32], end: End) {
+    /// Ends the plan: what was gathered is sent, the refreshes asked for are done, then `end`;
+    /// `seen` is everything looked at.
+    fn finish(&mut self, gathered: Option<Gathered>, streams: &[u32], seen: Seen, end: End) {
         if let Some(g) = gathered {
-            self.submit(g.start, g.end);
+            self.submit(g.start, g.end, seen);
         }
         self.plan_refresh(streams);
+        self.seen = seen;
         self.end = end;
     }
 
-    /// Plans the submission of `cmds[start..end]`.
-    fn submit(&mut self, start: usize, end: usize) {
-        let (start, end, seen) = (start as u16, end as u16, self.seen);
-        self.steps.push(Step::Submit { start, end, seen });
+    /// Plans the submission of `cmds[start..end]`, once `seen` was looked at.
+    fn submit(&mut self, start: usize, end: usize, seen: Seen) {
+        self.steps.push(Step::Submit { start: start as u16, end: end as u16, seen });
     }
 
     /// How many of `cmds[from..to]` go to the guests' path, each made what [`for_guest_path`]
-    /// says (host CMD_SYNCs counted), and whether they are all SYNCs (prefetches included):
-    /// nothing to send.
-    fn pass_run(&mut self, from: usize, to: usize) -> (usize, bool) {
+    /// says (host CMD_SYNCs counted in `seen`), and whether they are all SYNCs (prefetches
+    /// included): nothing to send.
+    fn pass_run(&mut self, from: usize, to: usize, seen: &mut Seen) -> (usize, bool) {
         let mut run = 0;
         let mut syncs = 0;
         // Commands that became a plain CMD_SYNC (SYNCs and prefetches).
@@ -310,7 +321,7 @@ impl Plan {
             }
             run += 1;
         }
-        self.seen.syncs += syncs;
+        seen.syncs += syncs;
         (run, to_sync == run)
     }
 
@@ -335,10 +346,19 @@ impl Plan {
 
     /// Plans the refreshes marked so far, each stream once (in increasing order), and returns
     /// their cost against the access budget.
+    #[inline]
     fn plan_refresh(&mut self, streams: &[u32]) -> u32 {
-        if !self.any_dirty {
-            return 0;
+        if self.any_dirty {
+            self.plan_marked(streams)
+        } else {
+            0
         }
+    }
+
+    /// [`Self::plan_refresh`] when some stream is marked (out of line: the common access has
+    /// none).
+    #[inline(never)]
+    fn plan_marked(&mut self, streams: &[u32]) -> u32 {
         self.any_dirty = false;
         let from = self.refreshes.len();
         for w in 0..self.dirty.len() {
