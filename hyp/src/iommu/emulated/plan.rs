@@ -36,6 +36,8 @@ pub const MAX_COMMANDS: usize = ACCESS_BUDGET as usize;
 pub const MAX_STEPS: usize = (ACCESS_BUDGET / SEND_COST) as usize + 4;
 
 const _: () = assert!(SEND_COST <= REFRESH_COST && SEND_COST > 0);
+// A batch of INVALIDATE_MAX commands gathered means the budget is spent (see `Plan::make`).
+const _: () = assert!(INVALIDATE_MAX >= ACCESS_BUDGET as u64);
 
 /// The most stream refreshes one plan holds beyond two of each stream (the last refresh looked
 /// at before the budget ran out, and the one at the end): fewer than this many before them,
@@ -245,8 +247,9 @@ impl Plan {
                             g.end = j + 1;
                             g.n += 1;
                             if g.n == INVALIDATE_MAX as usize {
+                                // As many commands looked at: the budget is spent and the
+                                // access ends at the next look at it, whatever this costs.
                                 self.submit(g.start, g.end, seen);
-                                spent += SEND_COST;
                                 gathered = None;
                             }
                         }

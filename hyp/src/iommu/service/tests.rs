@@ -948,15 +948,19 @@ fn a_queues_batch_refreshes_the_cds_of_its_prefix_and_ends_at_a_refused_cd() {
     let sent = io.regs_mut().consumed.len();
     let b = [
         Command::tlbi_nh_asid(0, 1),
+        Command::sync(),
+        Command::tlbi_nh_asid(0, 5),
         Command::cfgi_cd(g1, 0),
         Command::tlbi_nh_asid(0, 2),
         Command::cfgi_ste(sid_of(2)),
     ];
-    assert_eq!(io.invalidate_prefix(1, &b, &ram), Err((1, HypError::BadConfig)));
+    assert_eq!(io.invalidate_prefix(1, &b, &ram), Err((3, HypError::BadConfig)));
     assert_eq!(io.domain_of(g1), Some(Domain::Blocked));
     assert_eq!(io.shadow_cd(g1, 0), Some(g1_cd(6)), "never a refused CD");
     let done = io.regs_mut().consumed[sent..].to_vec();
-    assert!(done.ends_with(&[Command::tlbi_nh_asid(vmid, 1).0, Command::sync().0]), "{done:x?}");
+    let before_it =
+        [Command::tlbi_nh_asid(vmid, 1).0, Command::tlbi_nh_asid(vmid, 5).0, Command::sync().0];
+    assert!(done.ends_with(&before_it), "{done:x?}");
     assert!(!done.contains(&Command::tlbi_nh_asid(vmid, 2).0));
     // Refused at the first command: nothing submitted.
     io.attach(1, g1, Domain::Identity, &ram).unwrap();
@@ -965,9 +969,64 @@ fn a_queues_batch_refreshes_the_cds_of_its_prefix_and_ends_at_a_refused_cd() {
     io.attach(1, g1, g1_nested(), &ram).unwrap();
     ram.put_cd(G1_CDS, &g1_cd(5).with_ips(0b110));
     let before = io.driver().counters;
-    assert_eq!(io.invalidate_prefix(1, &b[1..], &ram), Err((0, HypError::BadConfig)));
+    assert_eq!(io.invalidate_prefix(1, &b[3..], &ram), Err((0, HypError::BadConfig)));
     assert_eq!(io.domain_of(g1), Some(Domain::Blocked));
     assert_eq!(io.driver().counters.syncs, before.syncs + 2, "the block's install only");
+}
+
+#[test]
+fn a_configuration_batch_wakes_the_smmu_for_an_atc_invalidation_of_its_own() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let mut ram = Ram::default();
+    ram.put_cd(G1_CDS, &g1_cd(5));
+    io.attach(1, g1, g1_nested(), &ram).unwrap();
+    // Off, a CFGI_CD of a nested stream with an ATC_INV: powered on for it, once.
+    assert!(vote_all(&mut io, Vote::AllowOff).powered_off);
+    ram.put_cd(G1_CDS, &g1_cd(6));
+    let b = [Command::atc_inv_all(g1), Command::cfgi_cd(g1, 0)];
+    assert_eq!(io.invalidate(1, &b, &ram), Ok(1), "the ATC_INV elided: no ATS");
+    assert_eq!(io.pm_counters().wakeups, 1);
+    assert_eq!(io.shadow_cd(g1, 0), Some(g1_cd(6)));
+    // The host's queue: an ATC_INV after a CFGI whose CD is refused is not in its batch, and
+    // wakes nothing.
+    assert!(vote_all(&mut io, Vote::AllowOff).powered_off);
+    ram.put_cd(G1_CDS, &g1_cd(6).with_ips(0b110));
+    let b = [Command::tlbi_nh_all(0), Command::cfgi_cd(g1, 0), Command::atc_inv_all(g1)];
+    assert_eq!(io.invalidate_prefix(1, &b, &ram), Err((1, HypError::BadConfig)));
+    assert_eq!(io.pm_counters().wakeups, 1);
+    assert_eq!(io.power(), Power::Off);
+    // On, one before it: nothing to wake.
+    io.vote(0, Vote::NeedOn);
+    ram.put_cd(G1_CDS, &g1_cd(5));
+    io.attach(1, g1, g1_nested(), &ram).unwrap();
+    ram.put_cd(G1_CDS, &g1_cd(5).with_ips(0b110));
+    let b = [Command::atc_inv_all(g1), Command::cfgi_cd(g1, 0)];
+    assert_eq!(io.invalidate_prefix(1, &b, &ram), Err((1, HypError::BadConfig)));
+    assert_eq!(io.pm_counters().wakeups, 1);
+}
+
+#[test]
+fn a_batch_refreshes_the_cds_of_each_nested_stream_it_names_once() {
+    // Two of the host's streams nested, both CD tables changed: one batch refreshes both.
+    let mut io = ready();
+    let mut ram = Ram::default();
+    let (a, b) = (MANIFEST.vms[0].devices[0].rid(), MANIFEST.vms[0].devices[1].rid());
+    let nested = |ctx| {
+        Domain::Nested(S1Config { ctx_ptr: ctx, cdmax: 0, fmt: 0, dss: 0, cir: 1, cor: 1, csh: 3 })
+    };
+    let cd = |asid| crate::iommu::validate::linux_cd(0x4450_0000, asid, 0x0000_00f4_0044_04ff);
+    let (ca, cb) = (0x4440_0000, 0x4440_1000);
+    ram.put_cd(ca, &cd(1));
+    ram.put_cd(cb, &cd(2));
+    io.attach(0, a, nested(ca), &ram).unwrap();
+    io.attach(0, b, nested(cb), &ram).unwrap();
+    ram.put_cd(ca, &cd(3));
+    ram.put_cd(cb, &cd(4));
+    let batch = [Command::cfgi_cd(a, 0), Command::cfgi_cd_all(a), Command::cfgi_cd(b, 0)];
+    assert_eq!(io.invalidate(0, &batch, &ram), Ok(3));
+    assert_eq!(io.shadow_cd(a, 0), Some(cd(3)));
+    assert_eq!(io.shadow_cd(b, 0), Some(cd(4)));
 }
 
 #[test]

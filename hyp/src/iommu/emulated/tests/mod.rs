@@ -1127,6 +1127,19 @@ fn an_access_that_empties_the_queue_on_its_budget_is_no_budget_stop() {
 }
 
 #[test]
+fn an_access_that_spends_its_budget_on_the_queues_last_command_is_no_budget_stop() {
+    // 256 commands (a full queue), each costing one unit (CFGI_STEs of a stream nobody has):
+    // the budget is spent on the last, and nothing is left.
+    let mut w = World::new();
+    w.linux_reset();
+    let stops = w.v.counters.budget_stops;
+    w.cmds(&[Command::cfgi_ste(0x99); ACCESS_BUDGET as usize]);
+    assert_eq!(w.cons(), w.prod);
+    assert_eq!(w.v.counters.budget_stops, stops);
+    assert_eq!(w.v.counters.commands, 3 + ACCESS_BUDGET as u64);
+}
+
+#[test]
 fn a_refusal_in_a_later_run_names_its_own_command() {
     let mut w = World::new();
     w.linux_reset();

@@ -170,12 +170,26 @@ fn refreshes_are_coalesced_each_stream_once_before_what_follows() {
 
 #[test]
 fn the_budget_stops_an_access_with_commands_left() {
-    // 300 TLBIs: 256 looked at (the budget), one submission; 44 left.
+    // 300 TLBIs: 256 looked at (the budget), one submission, planned before the budget ran
+    // out; 44 left.
     let cs: Vec<Command> = (0..300).map(tlbi).collect();
     let p = plan(&mut FakeQueue::new(&cs));
-    assert_eq!(p.steps().len(), 1);
+    assert_eq!(p.steps(), [submit(0, 256, 256, 0)]);
     assert_eq!(p.end(), End::Advance { consumed: MAX_COMMANDS as u32 });
     assert_eq!(p.seen(), Seen { commands: 256, syncs: 0, budget_stop: true });
+    // The same across the queue's end: gathered, sent when it holds INVALIDATE_MAX commands
+    // (its submission counted: the access ends there), planned before the budget ran out.
+    let mut q = FakeQueue::new(&cs);
+    (q.cap, q.cons) = (512, 300);
+    let p = plan(&mut q);
+    assert_eq!(q.fetches, [(0, 212), (212, 44)]);
+    assert_eq!(p.steps(), [submit(0, 256, 256, 0)]);
+    assert_eq!(p.end(), End::Advance { consumed: 256 });
+    assert!(p.seen().budget_stop);
+    // The budget spent exactly at the queue's end: nothing left, no budget stop.
+    let p = plan(&mut FakeQueue::new(&[Command::cfgi_ste(0x99); 256]));
+    assert_eq!(p.end(), End::Advance { consumed: 256 });
+    assert!(!p.seen().budget_stop);
     // Exactly the budget (248 commands and their submission), nothing left: no budget stop.
     let n = ACCESS_BUDGET - SEND_COST;
     let p = plan(&mut FakeQueue::new(&cs[..n as usize]));
@@ -249,6 +263,11 @@ fn a_submission_carries_what_was_looked_at_when_it_was_planned() {
     );
     assert_eq!(p.seen(), last);
     assert_eq!(p.end(), End::Advance { consumed: 240 });
+    // Without the queue's end: the TLBIs after the refresh are one run that spends the
+    // budget, sent straight (before the budget ran out).
+    let p = plan(&mut FakeQueue::new(&cs));
+    assert_eq!(p.steps(), [Step::Refresh { from: 0, to: 1 }, submit(1, 256, 256, 0)]);
+    assert!(p.seen().budget_stop);
 }
 
 #[test]
