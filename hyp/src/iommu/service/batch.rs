@@ -169,6 +169,46 @@ mod tests {
     }
 
     #[test]
+    fn a_prefix_is_what_comes_before_the_first_refused_command() {
+        let b = [
+            Command::atc_inv_all(0x18),
+            Command::tlbi_nh_all(0),
+            Command::sync(),
+            Command::cfgi_ste(0x20),
+            Command::cfgi_ste(0x18),
+            Command::atc_inv_all(0x18),
+        ];
+        let mut out = [Command::default(); 8];
+        let p = validate_prefix(&b, &mut out, 7, &owns, &SmmuCaps::QEMU, true);
+        assert_eq!(p.refused, Some((3, HypError::NotOwned)));
+        assert_eq!(p.valid.send, [Command::tlbi_nh_all(7)], "what validate makes of b[..3]");
+        assert!(p.valid.needs_power, "its own ATC_INV");
+        assert!(!p.valid.config, "the CFGI_STE after the refused command is not in it");
+        let mut out2 = [Command::default(); 8];
+        assert_eq!(
+            validate(&b, &mut out2, 7, &owns, &SmmuCaps::QEMU, true),
+            Err((3, HypError::NotOwned))
+        );
+        // Nothing refused: the whole batch, as validate makes it.
+        let p = validate_prefix(&b[4..], &mut out, 7, &owns, &SmmuCaps::QEMU, true);
+        assert_eq!(p.refused, None);
+        assert_eq!(p.valid.send, [Command::cfgi_ste(0x18)]);
+        assert!(p.valid.needs_power && p.valid.config);
+        // An ATC_INV only after the refused command: nothing to power on for.
+        let p = validate_prefix(&b[1..], &mut out, 7, &owns, &SmmuCaps::QEMU, true);
+        assert_eq!(p.refused, Some((2, HypError::NotOwned)));
+        assert!(!p.valid.needs_power);
+        assert_eq!(
+            (
+                sent_of(&b[..3], 7, &owns, &SmmuCaps::QEMU),
+                sent_of(&b[4..], 7, &owns, &SmmuCaps::QEMU)
+            ),
+            (1, 1)
+        );
+        assert_eq!(sent_of(&b, 7, &owns, &SmmuCaps { ats: true, ..SmmuCaps::QEMU }), 4);
+    }
+
+    #[test]
     fn a_sent_command_is_found_at_its_index_in_the_callers_array() {
         let b = [
             Command::sync(),
