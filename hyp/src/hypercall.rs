@@ -456,6 +456,14 @@ mod tests {
                 None => Ok(cmds.len()),
             }
         }
+        fn invalidate_prefix(
+            &mut self,
+            _vm: u32,
+            _cmds: &[Command],
+            _mem: &dyn GuestMemory,
+        ) -> Result<usize, (usize, HypError)> {
+            unreachable!("hypercalls fail a batch whole")
+        }
     }
 
     #[test]

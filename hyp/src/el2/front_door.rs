@@ -473,6 +473,16 @@ impl SmmuCalls for HypercallSmmu {
     ) -> Result<usize, (usize, HypError)> {
         with(Caller::Vm(vm), Err((0, HypError::DeviceError)), |io| io.invalidate(vm, cmds, mem))
     }
+    fn invalidate_prefix(
+        &mut self,
+        vm: u32,
+        cmds: &[Command],
+        mem: &dyn GuestMemory,
+    ) -> Result<usize, (usize, HypError)> {
+        with(Caller::Vm(vm), Err((0, HypError::DeviceError)), |io| {
+            io.invalidate_prefix(vm, cmds, mem)
+        })
+    }
     fn pm_vote(&mut self, vm: u32, vote: Vote) -> PmVoteResult {
         let none = PmVoteResult { powered_off: false, refusal: None, dma_streams: 0 };
         let (before, r) = with(Caller::Vm(vm), (false, none), |io| {

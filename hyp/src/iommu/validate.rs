@@ -453,65 +453,129 @@ pub const RULES: [Rule; 9] = [
     ),
 ];
 
+/// How the emulated SMMU treats an opcode of the host's command queue: one column of
+/// [`HOST_OPCODES`], the only place that says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum HostOp {
+    /// Passed to the guests' INVALIDATE path exactly as the host wrote it and validated there
+    /// by its rule in [`RULES`] (the host's VMID forced, its own streams only): the stage-1
+    /// TLB, CD and ATC invalidations.
+    Guest,
+    /// CMD_SYNC, completed once everything before it completed on the real SMMU: a plain
+    /// CMD_SYNC on the guests' path (which drops it: its batch ends with the hypervisor's own
+    /// SYNC). Only CS none or SEV (the emulated SMMU checks that itself: no SYNC interrupt is
+    /// advertised, 0b11 is reserved).
+    Sync,
+    /// PREFETCH_CONFIG, PREFETCH_ADDR: hints, nothing to do (a plain CMD_SYNC on the guests'
+    /// path).
+    Prefetch,
+    /// TLBI_NSNH_ALL: every non-hypervisor TLB entry the host has, its VMID's TLBI_NH_ALL on
+    /// the guests' path.
+    NsnhAll,
+    /// CFGI_STE: the host STE of the stream it names is read again and shadowed.
+    RefreshSte,
+    /// CFGI_STE_RANGE (CFGI_ALL is its Range 31): the host STEs of the streams in its range.
+    RefreshRange,
+    /// Not advertised (stage-2 and EL2 TLBIs, PRI, stall) or no such opcode: the queue stops
+    /// (CERROR_ILL).
+    Illegal,
+}
+
+/// A command the host's queue may carry besides [`RULES`], or carries with other rules than a
+/// guest's: its field rule (no ownership: a refresh of a stream the host does not own does
+/// nothing) and what the emulated SMMU does with it.
+#[derive(Clone, Copy, Debug)]
+pub struct HostRule {
+    /// The fields it may set; any other bit set makes it illegal.
+    pub rule: Rule,
+    /// What the emulated SMMU does with it (never [`HostOp::Guest`] or [`HostOp::Illegal`]).
+    pub op: HostOp,
+}
+
+const fn host_rule(op: Opcode, allowed: &[Field], forbidden: &[Field], treat: HostOp) -> HostRule {
+    // Ownership, VMID and verdict are the guests' path's business: a host rule only checks
+    // fields.
+    HostRule { rule: rule(op, allowed, forbidden, false, false, Verdict::Elide), op: treat }
+}
+
 /// What the host's command queue may carry besides [`RULES`], and the rules its own CMD_SYNC
 /// follows: the emulated SMMU executes these itself (STE refreshes, prefetches, its SYNCs) or
 /// rewrites them (TLBI_NSNH_ALL) instead of passing them to the guests' path. A forbidden or
 /// reserved bit set makes the command illegal (CERROR_ILL), as an SMMU that checks its commands
 /// does: the secure bit, a SYNC's MSI address and data (no MSI is advertised). A SYNC's CS value
 /// is checked by the emulated SMMU itself (none or SEV; IRQ is not provided, 0b11 reserved).
-pub const HOST_RULES: [Rule; 6] = [
-    rule(Opcode::CfgiSte, &[cmd::SID, cmd::LEAF], &[cmd::SSEC], false, false, Verdict::Submit),
-    rule(
-        Opcode::CfgiSteRange,
-        &[cmd::SID, cmd::RANGE],
-        &[cmd::SSEC],
-        false,
-        false,
-        Verdict::Submit,
-    ),
-    rule(
+pub const HOST_RULES: [HostRule; 6] = [
+    host_rule(Opcode::CfgiSte, &[cmd::SID, cmd::LEAF], &[cmd::SSEC], HostOp::RefreshSte),
+    host_rule(Opcode::CfgiSteRange, &[cmd::SID, cmd::RANGE], &[cmd::SSEC], HostOp::RefreshRange),
+    host_rule(
         Opcode::PrefetchConfig,
         &[cmd::SID, cmd::SSID, cmd::SSV],
         &[cmd::SSEC],
-        false,
-        false,
-        Verdict::Elide,
+        HostOp::Prefetch,
     ),
-    rule(
+    host_rule(
         Opcode::PrefetchAddr,
         &[cmd::SID, cmd::SSID, cmd::SSV, cmd::PREFETCH_SIZE, cmd::PREFETCH_STRIDE, cmd::ADDR],
         &[cmd::SSEC],
-        false,
-        false,
-        Verdict::Elide,
+        HostOp::Prefetch,
     ),
-    rule(Opcode::TlbiNsnhAll, &[], &[], false, false, Verdict::Submit),
-    rule(
+    host_rule(Opcode::TlbiNsnhAll, &[], &[], HostOp::NsnhAll),
+    host_rule(
         Opcode::Sync,
         &[cmd::SYNC_CS, cmd::SYNC_MSH, cmd::SYNC_MSIATTR],
         &[cmd::SYNC_MSIDATA, cmd::SYNC_MSIADDR],
-        false,
-        false,
-        Verdict::Elide,
+        HostOp::Sync,
     ),
 ];
 
-/// The host's rule of an opcode byte: [`HOST_RULES`] first, then [`RULES`].
-const HOST_RULE_TABLE: [Option<Rule>; 256] = {
-    let mut t = RULE_TABLE;
+/// The host's command queue, opcode byte by opcode byte, built at compile time from [`RULES`]
+/// and [`HOST_RULES`] (the host's rule wins where both have one): how the emulated SMMU treats
+/// each opcode and the field rule it is checked against. Two columns rather than one array of
+/// pairs, so that the hot path's question ("straight to the guests' path?") is one byte load
+/// (the treatment column first: at the table's own address).
+#[repr(C)]
+pub struct HostOpcodes {
+    /// [`HostOp::Guest`] for an opcode of [`RULES`] that [`HOST_RULES`] does not name, the
+    /// host rule's treatment for one it names, [`HostOp::Illegal`] for every other byte.
+    op: [HostOp; 256],
+    /// The rule of every opcode that is not [`HostOp::Illegal`].
+    rule: [Option<Rule>; 256],
+}
+
+/// See [`HostOpcodes`].
+pub static HOST_OPCODES: HostOpcodes = {
+    let mut t = HostOpcodes { op: [HostOp::Illegal; 256], rule: [None; 256] };
+    let mut i = 0;
+    while i < RULES.len() {
+        t.op[RULES[i].op as usize] = HostOp::Guest;
+        t.rule[RULES[i].op as usize] = Some(RULES[i]);
+        i += 1;
+    }
     let mut i = 0;
     while i < HOST_RULES.len() {
-        t[HOST_RULES[i].op as usize] = Some(HOST_RULES[i]);
+        let h = HOST_RULES[i];
+        t.op[h.rule.op as usize] = h.op;
+        t.rule[h.rule.op as usize] = Some(h.rule);
         i += 1;
     }
     t
 };
 
+/// How the emulated SMMU treats a host command with opcode byte `op`.
+#[inline]
+pub fn host_op(op: u8) -> HostOp {
+    HOST_OPCODES.op[op as usize]
+}
+
 /// Checks the fields of a command in the host's queue that the emulated SMMU handles itself
 /// (no ownership: a refresh of a stream it does not own does nothing). `BAD_COMMAND` for an
 /// opcode no table has.
 pub fn host_fields(c: &Command) -> Result<(), HypError> {
-    HOST_RULE_TABLE[c.opcode_byte() as usize].as_ref().ok_or(HypError::BadCommand)?.check_fields(c)
+    HOST_OPCODES.rule[c.opcode_byte() as usize]
+        .as_ref()
+        .ok_or(HypError::BadCommand)?
+        .check_fields(c)
 }
 
 /// [`RULES`] indexed by opcode byte, computed at compile time (`None`: VMs may not issue it):
@@ -952,8 +1016,8 @@ mod tests {
     fn the_hosts_own_commands_check_every_bit() {
         // Every opcode the host's queue carries has a rule; the host's rules override the
         // guests' for CFGI_STE (no ownership) and CMD_SYNC (CS, MSH, MSIATTR allowed).
-        for r in RULES.iter().chain(HOST_RULES.iter()) {
-            let h = HOST_RULE_TABLE[r.op as usize].as_ref().expect("a host rule");
+        for r in RULES.iter().chain(HOST_RULES.iter().map(|h| &h.rule)) {
+            let h = HOST_OPCODES.rule[r.op as usize].as_ref().expect("a host rule");
             assert_eq!(h.reserved[0] & h.forbidden[0], 0, "{:?}", r.op);
             assert_eq!(h.reserved[1] & h.forbidden[1], 0, "{:?}", r.op);
             assert_eq!(host_fields(&Command([r.op as u64, 0])), Ok(()), "{:?}", r.op);
@@ -985,7 +1049,7 @@ mod tests {
             assert_eq!(host_fields(&c), Err(HypError::ForbiddenField), "{op:?}");
         }
         // A SYNC may say how it completes; its MSI address and data are forbidden.
-        let sync = HOST_RULE_TABLE[Opcode::Sync as usize].unwrap();
+        let sync = HOST_OPCODES.rule[Opcode::Sync as usize].unwrap();
         assert_eq!(sync.forbidden, fields_mask(&[cmd::SYNC_MSIDATA, cmd::SYNC_MSIADDR]));
         assert_eq!(host_fields(&Command([0x46 | 3 << 12 | 3 << 22 | 0xf << 24, 0])), Ok(()));
         // Bits set in both words, the same ones: each word is judged on its own (the two
@@ -994,5 +1058,37 @@ mod tests {
         assert_eq!(host_fields(&both), Err(HypError::ForbiddenField));
         let both = Command([0x03 | 1 << 20, 1 << 20]); // CFGI_STE: RES0 bit 20 of each word
         assert_eq!(host_fields(&both), Err(HypError::ReservedField));
+    }
+
+    #[test]
+    fn the_host_opcode_table_is_the_rules_and_the_host_rules() {
+        // An opcode of RULES that HOST_RULES does not name goes to the guests' path with the
+        // guests' rule; one HOST_RULES names is treated its own way with the host's rule; no
+        // other byte has a rule, and each of those is illegal.
+        for op in 0..=255u8 {
+            let guest = RULES.iter().find(|r| r.op as u8 == op);
+            let host = HOST_RULES.iter().find(|h| h.rule.op as u8 == op);
+            let (want_op, want_rule) = match (host, guest) {
+                (Some(h), _) => (h.op, Some(h.rule)),
+                (None, Some(g)) => (HostOp::Guest, Some(*g)),
+                (None, None) => (HostOp::Illegal, None),
+            };
+            assert_eq!(host_op(op), want_op, "opcode {op:#x}");
+            let rule = HOST_OPCODES.rule[op as usize];
+            assert_eq!(rule.map(|r| r.op as u8), want_rule.map(|r| r.op as u8), "{op:#x}");
+            assert_eq!(
+                rule.map(|r| (r.forbidden, r.reserved)),
+                want_rule.map(|r| (r.forbidden, r.reserved))
+            );
+        }
+        // The host's own treatments are neither of the two that other tables imply.
+        for h in HOST_RULES {
+            assert!(!matches!(h.op, HostOp::Guest | HostOp::Illegal), "{:?}", h.rule.op);
+        }
+        // What the emulated SMMU passes through unchanged: the stage-1 TLB, CD and ATC
+        // invalidations, and nothing else.
+        let guest: std::vec::Vec<u8> =
+            (0..=255u8).filter(|&o| host_op(o) == HostOp::Guest).collect();
+        assert_eq!(guest, [0x05, 0x06, 0x10, 0x11, 0x12, 0x13, 0x40]);
     }
 }

@@ -10,9 +10,12 @@
 //!   the SMMU) and goes through [`validate::virtual_ste`]: stage 1 becomes nested on the host's
 //!   stage 2, bypass becomes identity on it, abort stays abort, anything else is refused (the
 //!   stream is blocked and the refusal logged);
-//! * a PROD write makes the emulated SMMU copy each new command once out of the host's queue,
-//!   translate it into what a guest may ask ([`HostCommand`]), validate the lot exactly like a
-//!   guest's INVALIDATE and submit it with one SYNC; an illegal command stops the queue with
+//! * a PROD write makes the emulated SMMU copy each new command once out of the host's queue
+//!   and plan what to do with it ([`plan`]: each opcode as [`validate::HOST_OPCODES`] says,
+//!   translated into what a guest may ask, [`HostCommand`]), then carry the plan out: runs of
+//!   commands validated exactly like a guest's INVALIDATE and submitted with one SYNC, STE
+//!   refreshes; an illegal command (or one that validation refuses: the commands before it are
+//!   submitted, in the same call, [`SmmuCalls::invalidate_prefix`]) stops the queue with
 //!   GERROR.CMDQ_ERR and CMDQ_CONS.ERR as hardware does, so the host's own recovery runs;
 //! * the host's events are written into its own event queue and its event interrupt raised;
 //! * GBPA always reads ABORT and ignores writes; the host's SMMUEN is its power vote.
@@ -25,13 +28,13 @@ use crate::iommu::pm::Vote;
 use crate::iommu::service::events::RING_CAPACITY;
 use crate::iommu::service::SmmuCalls;
 use crate::iommu::soft::{EventPost, MemFault, SmmuIdRegs, SmmuMemory, SoftSmmu, WriteEffect};
-use crate::iommu::validate::{self, SmmuCaps};
+use crate::iommu::validate::{self, HostOp, SmmuCaps};
 use crate::vm::memory::{GuestMemory, GuestRange};
-use alloc::vec;
 use alloc::vec::Vec;
 use host_abi::smmu::regs::{cerror, off, Cr0, Gbpa, Gerror, Idr1, Idr5, EMULATED_IDR0};
-use host_abi::smmu::{cmd, Command, Opcode, Ste};
-use host_abi::{HypError, INVALIDATE_MAX};
+use host_abi::smmu::{cmd, Command, Ste};
+use host_abi::HypError;
+use plan::{End, Plan, Queue, Seen, Step};
 use platform::VmSpec;
 use zerocopy::IntoBytes;
 
@@ -72,6 +75,24 @@ impl SmmuMemory for HostMemory<'_> {
     }
 }
 
+/// The host's command queue as the planner reads it: the emulated SMMU's registers and the
+/// host's memory.
+struct HostQueue<'a, 'b> {
+    smmu: &'a SoftSmmu,
+    mem: &'a mut HostMemory<'b>,
+}
+
+impl Queue for HostQueue<'_, '_> {
+    #[inline]
+    fn fetch(&mut self, k: u32, out: &mut [Command]) -> Option<Result<usize, MemFault>> {
+        self.smmu.fetch_commands(self.mem, k, out)
+    }
+    #[inline]
+    fn after(&self, k: u32) -> u32 {
+        self.smmu.commands_after(k)
+    }
+}
+
 /// What the emulated SMMU needs from its surroundings for one access.
 pub struct Context<'a> {
     /// The host's memory.
@@ -100,27 +121,14 @@ pub enum HostCommand {
     Illegal(u32),
 }
 
-/// Opcodes that go to the guests' INVALIDATE path exactly as the host wrote them (stage-1 TLB,
-/// CD and ATC invalidations): [`translate`] gives `HostCommand::Invalidate` of the command
-/// itself for these and only these, so a run of them is gathered with one copy.
-const PASS_THROUGH: [bool; 256] = {
-    let ops = [
-        Opcode::CfgiCd,
-        Opcode::CfgiCdAll,
-        Opcode::TlbiNhAll,
-        Opcode::TlbiNhAsid,
-        Opcode::TlbiNhVa,
-        Opcode::TlbiNhVaa,
-        Opcode::AtcInv,
-    ];
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < ops.len() {
-        t[ops[i] as u8 as usize] = true;
-        i += 1;
-    }
-    t
-};
+/// Whether a host command with opcode byte `op` goes to the guests' INVALIDATE path exactly as
+/// the host wrote it ([`HostOp::Guest`] in [`validate::HOST_OPCODES`]: stage-1 TLB, CD and ATC
+/// invalidations): [`translate`] gives `HostCommand::Invalidate` of the command itself for
+/// these and only these, so a run of them is gathered with one copy.
+#[inline]
+fn pass_through(op: u8) -> bool {
+    validate::host_op(op) == HostOp::Guest
+}
 
 /// A host CMD_SYNC the emulated SMMU completes: by polling CONS (CS = none) or with an event
 /// (CS = SEV, harmless); no interrupt (the cmdq-sync interrupt is not provided), no MSI, and not
@@ -131,40 +139,42 @@ fn host_sync_ok(c: &Command) -> bool {
 }
 
 /// What a host command becomes on the guests' INVALIDATE path, if it goes there: exactly what
-/// [`translate`] says, in one step for the common commands. Invalidations as they are (TLBI_NSNH_ALL
-/// as the host VMID's TLBI_NH_ALL), a CMD_SYNC or a prefetch as a plain CMD_SYNC (which that path
-/// drops: its batch ends with the hypervisor's own SYNC). `None`: an STE refresh or an illegal
-/// command.
+/// [`translate`] says, in one step (both are read off [`validate::HOST_OPCODES`]).
+/// Invalidations as they are (TLBI_NSNH_ALL as the host VMID's TLBI_NH_ALL), a CMD_SYNC or a
+/// prefetch as a plain CMD_SYNC (which that path drops: its batch ends with the hypervisor's own
+/// SYNC). `None`: an STE refresh or an illegal command.
 #[inline]
 fn for_guest_path(c: &Command) -> Option<Command> {
-    let op = c.opcode_byte();
-    if PASS_THROUGH[op as usize] {
-        Some(*c)
-    } else if op == Opcode::Sync as u8 {
-        host_sync_ok(c).then(Command::sync)
-    } else if op == Opcode::PrefetchConfig as u8 || op == Opcode::PrefetchAddr as u8 {
-        validate::host_fields(c).is_ok().then(Command::sync)
-    } else if op == Opcode::TlbiNsnhAll as u8 {
-        validate::host_fields(c).is_ok().then(|| Command::tlbi_nh_all(0))
-    } else {
-        None
+    match validate::host_op(c.opcode_byte()) {
+        HostOp::Guest => Some(*c),
+        HostOp::Sync => host_sync_ok(c).then(Command::sync),
+        HostOp::Prefetch => validate::host_fields(c).is_ok().then(Command::sync),
+        HostOp::NsnhAll => validate::host_fields(c).is_ok().then(|| Command::tlbi_nh_all(0)),
+        HostOp::RefreshSte | HostOp::RefreshRange | HostOp::Illegal => None,
     }
 }
 
-/// Translates one host command. Everything the emulated SMMU does not advertise (stage 2,
-/// EL2 translation, ATS, PRI, stall, MSI) is illegal, as it would be on hardware without it, and
-/// so is a command the emulated SMMU executes itself with a secure, reserved or MSI field set
-/// ([`validate::host_fields`]).
+/// Translates one host command, as [`validate::HOST_OPCODES`] says. Everything the emulated
+/// SMMU does not advertise (stage 2, EL2 translation, ATS, PRI, stall, MSI) is illegal, as it
+/// would be on hardware without it, and so is a command the emulated SMMU executes itself with a
+/// secure, reserved or MSI field set ([`validate::host_fields`]).
 pub fn translate(c: &Command) -> HostCommand {
-    let Some(op) = Opcode::from_u8(c.opcode_byte()) else {
+    let op = validate::host_op(c.opcode_byte());
+    if op == HostOp::Guest {
+        // Validated on the guests' path.
+        return HostCommand::Invalidate(*c);
+    }
+    if validate::host_fields(c).is_err() {
         return HostCommand::Illegal(cerror::ILL);
-    };
+    }
     let sid = c.field(cmd::SID) as u32;
-    let own_fields_ok = || validate::host_fields(c).is_ok();
     match op {
-        Opcode::Sync if host_sync_ok(c) => HostCommand::Sync,
-        Opcode::CfgiSte if own_fields_ok() => HostCommand::RefreshStes { first: sid, count: 1 },
-        Opcode::CfgiSteRange if own_fields_ok() => {
+        HostOp::Sync if host_sync_ok(c) => HostCommand::Sync,
+        HostOp::Prefetch => HostCommand::Nothing,
+        // All of the host's non-hypervisor TLB entries: its VMID's stage-1 entries.
+        HostOp::NsnhAll => HostCommand::Invalidate(Command::tlbi_nh_all(0)),
+        HostOp::RefreshSte => HostCommand::RefreshStes { first: sid, count: 1 },
+        HostOp::RefreshRange => {
             // 2^(Range + 1) streams from SID aligned down; Range 31: every stream.
             let range = c.field(cmd::RANGE) as u32;
             if range >= 31 {
@@ -174,26 +184,7 @@ pub fn translate(c: &Command) -> HostCommand {
             let first = (sid as u64 & !(count - 1)) as u32;
             HostCommand::RefreshStes { first, count }
         }
-        Opcode::PrefetchConfig | Opcode::PrefetchAddr if own_fields_ok() => HostCommand::Nothing,
-        // All of the host's non-hypervisor TLB entries: its VMID's stage-1 entries.
-        Opcode::TlbiNsnhAll if own_fields_ok() => HostCommand::Invalidate(Command::tlbi_nh_all(0)),
-        Opcode::CfgiCd
-        | Opcode::CfgiCdAll
-        | Opcode::TlbiNhAll
-        | Opcode::TlbiNhAsid
-        | Opcode::TlbiNhVa
-        | Opcode::TlbiNhVaa
-        | Opcode::AtcInv => HostCommand::Invalidate(*c),
-        Opcode::Sync
-        | Opcode::CfgiSte
-        | Opcode::CfgiSteRange
-        | Opcode::PrefetchConfig
-        | Opcode::PrefetchAddr
-        | Opcode::TlbiNsnhAll
-        | Opcode::TlbiEl2All
-        | Opcode::TlbiS12Vmall
-        | Opcode::PriResp
-        | Opcode::Resume => HostCommand::Illegal(cerror::ILL),
+        HostOp::Sync | HostOp::Guest | HostOp::Illegal => HostCommand::Illegal(cerror::ILL),
     }
 }
 
@@ -277,23 +268,6 @@ impl core::fmt::Display for EmulatedCounters {
 /// Interrupt lines the emulated SMMU raised for the host (edge: pend the host's SPI).
 pub use crate::iommu::soft::Irqs;
 
-/// 16-byte aligned (whole commands per load/store pair when copied).
-#[repr(C, align(16))]
-struct Aligned<T>(T);
-
-impl<T> core::ops::Deref for Aligned<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
-impl<T> core::ops::DerefMut for Aligned<T> {
-    fn deref_mut(&mut self) -> &mut T {
-        &mut self.0
-    }
-}
-
 /// A log-worthy thing that happened (the EL2 side logs each kind once or counts it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Notice {
@@ -360,19 +334,11 @@ pub struct VirtualSmmu {
     pub vm: u32,
     /// The streams the VM owns (their STEs are shadowed), in increasing order.
     streams: Vec<u32>,
-    /// STE refreshes asked for and not done yet: bit `i` for `streams[i]` (one refresh per
-    /// stream however many commands named it).
-    dirty: Vec<u64>,
-    /// Whether any bit of `dirty` is set.
-    any_dirty: bool,
     /// EmulatedCounters.
     pub counters: EmulatedCounters,
     notices: [Option<Notice>; NOTICES],
-    batch: [Command; INVALIDATE_MAX as usize],
-    /// Position (entries after CONS) of each gathered command, to stop on a refused one.
-    at: [u32; INVALIDATE_MAX as usize],
-    /// Commands copied out of the host's queue, not yet looked at.
-    fetched: Aligned<[Command; INVALIDATE_MAX as usize]>,
+    /// What the access being served does with the host's command queue (planned, then done).
+    plan: Plan,
     /// The kinds of notice logged already (bit [`Notice::kind`]).
     reported: u64,
 }
@@ -404,18 +370,14 @@ impl VirtualSmmu {
         let mut streams = streams.to_vec();
         streams.sort_unstable();
         streams.dedup();
-        let dirty = vec![0u64; streams.len().div_ceil(64)];
+        let plan = Plan::new(streams.len());
         VirtualSmmu {
             smmu: SoftSmmu::new(advertised(caps, sid_bits), Gbpa::ABORT),
             vm,
             streams,
-            dirty,
-            any_dirty: false,
             counters: EmulatedCounters::default(),
             notices: [None; NOTICES],
-            batch: [Command::default(); INVALIDATE_MAX as usize],
-            at: [0; INVALIDATE_MAX as usize],
-            fetched: Aligned([Command::default(); INVALIDATE_MAX as usize]),
+            plan,
             reported: 0,
         }
     }
@@ -504,9 +466,9 @@ impl VirtualSmmu {
                     let vote = if on { Vote::NeedOn } else { Vote::AllowOff };
                     if on {
                         ctx.smmu.pm_vote(self.vm, vote);
-                        self.refresh(0, 1 << 32, ctx);
+                        self.refresh_all(ctx);
                     } else {
-                        self.refresh(0, 1 << 32, ctx);
+                        self.refresh_all(ctx);
                         ctx.smmu.pm_vote(self.vm, vote);
                     }
                 }
@@ -522,18 +484,11 @@ impl VirtualSmmu {
         }
     }
 
-    /// The indices in `streams` of the streams in `first..first + count`.
-    fn span(&self, first: u32, count: u64) -> core::ops::Range<usize> {
-        let end = first as u64 + count;
-        let lo = self.streams.partition_point(|&s| (s as u64) < first as u64);
-        let hi = self.streams.partition_point(|&s| (s as u64) < end);
-        lo..hi.max(lo)
-    }
-
-    /// Re-reads the host STEs of its streams in `first..first + count` and shadows each.
-    fn refresh(&mut self, first: u32, count: u64, ctx: &mut Context<'_>) {
-        self.mark(first, count);
-        self.refresh_dirty(ctx);
+    /// Re-reads the host STEs of all its streams and shadows each, in increasing order.
+    fn refresh_all(&mut self, ctx: &mut Context<'_>) {
+        for i in 0..self.streams.len() {
+            self.refresh_one(self.streams[i], ctx);
+        }
     }
 
     /// Re-reads the host STE of its stream `sid` and shadows it.
@@ -560,43 +515,6 @@ impl VirtualSmmu {
     fn install_failed(&mut self, sid: u32) {
         self.counters.ste_installs_failed += 1;
         self.notice(Notice::SteInstallFailed { sid });
-    }
-
-    /// Marks the streams in `first..first + count` for a refresh (see [`Self::refresh_dirty`]).
-    fn mark(&mut self, first: u32, count: u64) {
-        let r = self.span(first, count);
-        if r.is_empty() {
-            return;
-        }
-        self.any_dirty = true;
-        let (mut i, end) = (r.start, r.end);
-        while i < end {
-            let (w, b) = (i / 64, i % 64);
-            let n = (64 - b).min(end - i);
-            let bits = if n == 64 { u64::MAX } else { ((1u64 << n) - 1) << b };
-            self.dirty[w] |= bits;
-            i += n;
-        }
-    }
-
-    /// Does the STE refreshes marked, each stream once, and returns their cost against the
-    /// access budget.
-    fn refresh_dirty(&mut self, ctx: &mut Context<'_>) -> u32 {
-        if !self.any_dirty {
-            return 0;
-        }
-        self.any_dirty = false;
-        let mut n = 0;
-        for w in 0..self.dirty.len() {
-            let mut bits = core::mem::take(&mut self.dirty[w]);
-            while bits != 0 {
-                let b = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                self.refresh_one(self.streams[w * 64 + b], ctx);
-                n += 1;
-            }
-        }
-        n * REFRESH_COST
     }
 
     /// The domain the host's STE of `sid` asks for: blocked while its SMMU is disabled (GBPA
@@ -627,20 +545,6 @@ impl VirtualSmmu {
         }
     }
 
-    /// Sends the first `n` gathered commands (validated on the guests' path) with one SYNC. If
-    /// it refuses one, the valid ones before it have been sent (as the queue would have executed
-    /// them), the host's queue stops on it and the answer is `false`.
-    #[must_use]
-    fn flush(&mut self, n: usize, ctx: &mut Context<'_>) -> bool {
-        match send(self.vm, &self.batch[..n], ctx) {
-            Ok(()) => true,
-            Err(r) => {
-                self.refused(self.at[r], self.batch[r]);
-                false
-            }
-        }
-    }
-
     /// Whether the host's command queue holds commands the emulated SMMU has not consumed
     /// (enabled, not stopped).
     pub fn commands_pending(&self) -> bool {
@@ -659,164 +563,59 @@ impl VirtualSmmu {
     }
 
     /// Consumes the host's command queue from CONS towards PROD, at most [`ACCESS_BUDGET`]'s
-    /// worth of work: each command copied once, the guest-path ones validated there as one
-    /// batch (one SYNC) up to the next STE refresh or the end, STE refreshes coalesced (a run of
-    /// CFGI_STE/CFGI_ALL, SYNCs and prefetches between them included, refreshes each stream
-    /// once) and done before any later invalidation. CONS then moves past everything done: every
-    /// CMD_SYNC among it is complete. What is left waits for the host's next access.
+    /// worth of work: planned first ([`Plan::make`]: each command copied once, the guest-path
+    /// ones gathered into one batch up to the next STE refresh or the end, STE refreshes
+    /// coalesced and before any later invalidation), then done ([`Self::execute`]). CONS then
+    /// moves past everything done: every CMD_SYNC among it is complete. What is left waits for
+    /// the host's next access.
     fn consume(&mut self, ctx: &mut Context<'_>) {
-        // Work done in this access, against ACCESS_BUDGET.
-        let mut spent = 0u32;
-        // Gathered for the guests' path: `batch[..n]`, from the entries `at[..n]` after CONS.
-        let mut n = 0usize;
-        // Entries looked at so far.
-        let mut k = 0u32;
-        // Copied out of the host's queue, from entry `k` on, not yet looked at: `fetched[i..m]`.
-        let (mut i, mut m) = (0usize, 0usize);
-        // STE refreshes asked for and not done yet are marked in `self.dirty`, only while
-        // nothing is gathered (what was gathered before a refresh is sent first).
-        loop {
-            // What is left of this access's budget, in commands at most.
-            let room = ACCESS_BUDGET.saturating_sub(spent) as usize;
-            if room == 0 {
-                if self.smmu.commands_after(k) > 0 {
-                    self.counters.budget_stops += 1;
+        let mut queue = HostQueue { smmu: &self.smmu, mem: &mut ctx.mem };
+        self.plan.make(&self.streams, &mut queue);
+        self.execute(ctx);
+    }
+
+    /// Carries out the plan against the SMMU service, step by step: each submission on the
+    /// guests' INVALIDATE path (validated there, one SYNC), each refresh read, validated and
+    /// installed; then CONS moves or the queue stops as the plan ends. If the service refuses a
+    /// command of a submission, the valid ones before it were sent (as the queue would have
+    /// executed them), the queue stops on it and nothing after it is done.
+    fn execute(&mut self, ctx: &mut Context<'_>) {
+        for s in 0..self.plan.steps().len() {
+            match self.plan.steps()[s] {
+                Step::Refresh { from, to } => {
+                    for i in from as usize..to as usize {
+                        self.refresh_one(self.plan.refreshes()[i], ctx);
+                    }
                 }
-                break;
-            }
-            if i == m {
-                i = 0;
-                let room = room.min(self.fetched.len());
-                m = match self.smmu.fetch_commands(&mut ctx.mem, k, &mut self.fetched[..room]) {
-                    None => break,
-                    Some(Ok(got)) => got,
-                    Some(Err(_)) => {
-                        // The queue entry is outside the host's RAM: abort on command fetch.
-                        self.stop(k, n, cerror::ABT, Command::default(), ctx);
+                Step::Submit { start, end, seen } => {
+                    let (start, end) = (start as usize, end as usize);
+                    if let Err(r) = send(self.vm, &self.plan.commands()[start..end], ctx) {
+                        self.count(seen);
+                        let at = start + r;
+                        self.stop(at as u32, cerror::ILL, self.plan.commands()[at]);
                         return;
                     }
                 }
             }
-            // No more commands than the budget has room for (refreshes and submissions since
-            // the fetch took some).
-            let (run, only_syncs) = self.pass_run(i, m.min(i + room));
-            if run > 0 {
-                self.counters.commands += run as u64;
-                spent += run as u32;
-                if !only_syncs {
-                    // Refreshes asked for before these commands come first.
-                    spent += self.refresh_dirty(ctx);
-                    // Complete if a command that is not for the guests' path, or nothing, or
-                    // the end of this access's work, follows.
-                    let complete = i + run < m
-                        || spent >= ACCESS_BUDGET
-                        || self.smmu.commands_after(k + run as u32) == 0;
-                    if n == 0 && complete {
-                        // The common case: straight from our copy of the host's queue.
-                        spent += SEND_COST;
-                        if let Err(r) = send(self.vm, &self.fetched[i..i + run], ctx) {
-                            self.refused(k + r as u32, self.fetched[i + r]);
-                            return;
-                        }
-                    } else {
-                        // Gathered with what came before or comes after (queue wrap, refill).
-                        for j in 0..run {
-                            self.batch[n] = self.fetched[i + j];
-                            self.at[n] = k + j as u32;
-                            n += 1;
-                            if n == self.batch.len() {
-                                spent += SEND_COST;
-                                if !self.flush(n, ctx) {
-                                    return;
-                                }
-                                n = 0;
-                            }
-                        }
-                    }
-                }
-                // (A run of SYNCs and prefetches alone needs nothing sent: everything before it
-                // was sent with a real SYNC, and CONS passes it only once the rest is done.)
-                (i, k) = (i + run, k + run as u32);
-                continue;
-            }
-            let c = self.fetched[i];
-            i += 1;
-            self.counters.commands += 1;
-            spent += 1;
-            match translate(&c) {
-                HostCommand::RefreshStes { first, count } => {
-                    // In order: what was gathered before goes first.
-                    if n > 0 {
-                        spent += SEND_COST;
-                        if !self.flush(n, ctx) {
-                            return;
-                        }
-                        n = 0;
-                    }
-                    self.mark(first, count);
-                }
-                HostCommand::Illegal(err) => {
-                    self.stop(k, n, err, c, ctx);
-                    return;
-                }
-                // `pass_run` takes every other command (`for_guest_path` agrees with
-                // `translate`, which a test checks for every opcode); never reached.
-                HostCommand::Invalidate(_) | HostCommand::Sync | HostCommand::Nothing => {
-                    self.stop(k, n, cerror::ILL, c, ctx);
-                    return;
-                }
-            }
-            k += 1;
         }
-        if !self.flush(n, ctx) {
-            return;
+        self.count(self.plan.seen());
+        match self.plan.end() {
+            End::Advance { consumed } => self.smmu.consume_n(consumed),
+            End::Stop { at, err, cmd } => self.stop(at, err, cmd),
         }
-        self.refresh_dirty(ctx);
-        // Everything up to here completed on the real SMMU: every SYNC among it is complete.
-        self.smmu.consume_n(k);
     }
 
-    /// How many of `fetched[i..m]` go to the guests' path, each made what [`for_guest_path`]
-    /// says (host CMD_SYNCs counted), and whether they are all SYNCs (prefetches included):
-    /// nothing to send.
-    fn pass_run(&mut self, i: usize, m: usize) -> (usize, bool) {
-        let mut run = 0;
-        let mut syncs = 0;
-        // Commands that became a plain CMD_SYNC (SYNCs and prefetches).
-        let mut to_sync = 0;
-        for c in &mut self.fetched[i..m] {
-            let op = c.opcode_byte();
-            // Invalidations go as they are (the common case: nothing to rewrite).
-            if !PASS_THROUGH[op as usize] {
-                match for_guest_path(c) {
-                    Some(x) => *c = x,
-                    None => break,
-                }
-                syncs += (op == Opcode::Sync as u8) as u64;
-                to_sync += (c.opcode_byte() == Opcode::Sync as u8) as usize;
-            }
-            run += 1;
-        }
-        self.counters.syncs += syncs;
-        (run, to_sync == run)
+    /// Counts what the planner looked at.
+    fn count(&mut self, seen: Seen) {
+        self.counters.commands += seen.commands as u64;
+        self.counters.syncs += seen.syncs as u64;
+        self.counters.budget_stops += seen.budget_stop as u64;
     }
 
-    /// The queue stops on the command `pos` entries after CONS, which validation refused.
-    fn refused(&mut self, pos: u32, cmd: Command) {
-        self.smmu.consume_n(pos);
-        self.counters.command_errors += 1;
-        self.notice(Notice::IllegalCommand { cmd, err: cerror::ILL });
-        self.smmu.fail_command(cerror::ILL);
-    }
-
-    /// Stops the queue on the command `pos` entries after CONS with `err`, after sending the
-    /// `n` gathered commands and doing the refreshes asked for before it.
-    fn stop(&mut self, pos: u32, n: usize, err: u32, cmd: Command, ctx: &mut Context<'_>) {
-        if !self.flush(n, ctx) {
-            return;
-        }
-        self.refresh_dirty(ctx);
-        self.smmu.consume_n(pos);
+    /// The queue stops on the command `at` entries after CONS, `cmd`, with CONS.ERR = `err`
+    /// (GERROR.CMDQ_ERR raised: the host's recovery runs).
+    fn stop(&mut self, at: u32, err: u32, cmd: Command) {
+        self.smmu.consume_n(at);
         self.counters.command_errors += 1;
         self.notice(Notice::IllegalCommand { cmd, err });
         self.smmu.fail_command(err);
@@ -845,24 +644,21 @@ impl VirtualSmmu {
     }
 }
 
-/// Sends `cmds` of VM `vm` on the guests' INVALIDATE path (validated there, one SYNC).
-/// `Err(i)`: command `i` was refused; the valid ones before it have been sent, as the queue
-/// would have executed them before stopping on it.
+/// Sends `cmds` of VM `vm` on the guests' INVALIDATE path (validated there, one SYNC), as the
+/// host's queue executes them ([`SmmuCalls::invalidate_prefix`]). `Err(i)`: command `i` was
+/// refused; the valid ones before it have been sent, as the queue would have executed them
+/// before stopping on it (a failure of the whole submission names its last command).
 fn send(vm: u32, cmds: &[Command], ctx: &mut Context<'_>) -> Result<(), usize> {
     if cmds.is_empty() {
         return Ok(());
     }
-    match ctx.smmu.invalidate(vm, cmds, &*ctx.mem.mem) {
+    match ctx.smmu.invalidate_prefix(vm, cmds, &*ctx.mem.mem) {
         Ok(_) => Ok(()),
-        Err((i, HypError::DeviceError)) => Err(i.min(cmds.len() - 1)),
-        Err((i, _)) => {
-            if i > 0 {
-                let _ = ctx.smmu.invalidate(vm, &cmds[..i], &*ctx.mem.mem);
-            }
-            Err(i)
-        }
+        Err((i, _)) => Err(i.min(cmds.len() - 1)),
     }
 }
+
+pub mod plan;
 
 #[cfg(test)]
 mod tests;

@@ -22,6 +22,16 @@ pub struct ValidBatch<'a> {
     pub config: bool,
 }
 
+/// A batch validated up to its first refused command ([`validate_prefix`]).
+#[derive(Debug, PartialEq, Eq)]
+#[must_use]
+pub struct Prefix<'a> {
+    /// The commands before the refused one (all of them if none was), validated.
+    pub valid: ValidBatch<'a>,
+    /// The index of the first refused command and why, if any: the batch ends before it.
+    pub refused: Option<(usize, HypError)>,
+}
+
 /// Validates every command of `cmds` (at most [`INVALIDATE_MAX`] are looked at, and at most
 /// `out.len()`) for the VM with `vmid` owning what `owns` says; on success the commands to send
 /// are at the front of `out` (`cmds` is left as it is). On failure: the index of the first bad
@@ -35,12 +45,30 @@ pub fn validate<'a>(
     caps: &SmmuCaps,
     while_off: bool,
 ) -> Result<ValidBatch<'a>, (usize, HypError)> {
+    let p = validate_prefix(cmds, out, vmid, owns, caps, while_off);
+    match p.refused {
+        None => Ok(p.valid),
+        Some(r) => Err(r),
+    }
+}
+
+/// [`validate`] as a command queue consumes: every command up to the first one refused, which
+/// ends the batch (`refused`); `valid` is what `validate` would make of the commands before
+/// it, in the same place at the front of `out`.
+#[inline]
+pub fn validate_prefix<'a>(
+    cmds: &[Command],
+    out: &'a mut [Command],
+    vmid: u16,
+    owns: &dyn Fn(u32) -> bool,
+    caps: &SmmuCaps,
+    while_off: bool,
+) -> Prefix<'a> {
     let len = cmds.len().min(INVALIDATE_MAX as usize).min(out.len());
-    let cmds = &cmds[..len];
-    let needs_power = while_off && cmds.iter().any(|c| c.opcode_byte() == Opcode::AtcInv as u8);
     let mut n = 0;
     let mut config = false;
-    for (i, c) in cmds.iter().enumerate() {
+    let mut refused = None;
+    for (i, c) in cmds[..len].iter().enumerate() {
         match validate::command(c, vmid, owns, caps) {
             Ok(CommandAction::Submit(x)) => {
                 // n <= i < len <= out.len().
@@ -53,10 +81,37 @@ pub fn validate<'a>(
                 config = true;
             }
             Ok(CommandAction::Elide) => {}
-            Err(e) => return Err((i, e)),
+            Err(e) => {
+                refused = Some((i, e));
+                break;
+            }
         }
     }
-    Ok(ValidBatch { send: &out[..n], needs_power, config })
+    let end = refused.map_or(len, |(i, _)| i);
+    let needs_power = while_off && needs_power(&cmds[..end]);
+    Prefix { valid: ValidBatch { send: &out[..n], needs_power, config }, refused }
+}
+
+/// Whether `cmds` hold an ATC invalidation (which must never be lost: the SMMU is powered on
+/// for it).
+pub fn needs_power(cmds: &[Command]) -> bool {
+    cmds.iter().any(|c| c.opcode_byte() == Opcode::AtcInv as u8)
+}
+
+/// How many commands the batch [`validate`] makes of `cmds` (with the same `vmid`, `owns` and
+/// `caps`, and valid) sends: its length without the commands it drops (SYNCs, ATC invalidations
+/// without ATS). Only for errors, like [`caller_index`].
+pub fn sent_of(cmds: &[Command], vmid: u16, owns: &dyn Fn(u32) -> bool, caps: &SmmuCaps) -> usize {
+    let len = cmds.len().min(INVALIDATE_MAX as usize);
+    cmds[..len].iter().filter(|c| is_sent(c, vmid, owns, caps)).count()
+}
+
+/// Whether [`validate`] sends `c` (valid, and not dropped).
+fn is_sent(c: &Command, vmid: u16, owns: &dyn Fn(u32) -> bool, caps: &SmmuCaps) -> bool {
+    matches!(
+        validate::command(c, vmid, owns, caps),
+        Ok(CommandAction::Submit(_) | CommandAction::SubmitConfig(_))
+    )
 }
 
 /// Where the `sent`-th command of the batch [`validate`] made from `cmds` (with the same
@@ -76,12 +131,7 @@ pub fn caller_index(
     cmds[..len]
         .iter()
         .enumerate()
-        .filter(|(_, c)| {
-            matches!(
-                validate::command(c, vmid, owns, caps),
-                Ok(CommandAction::Submit(_) | CommandAction::SubmitConfig(_))
-            )
-        })
+        .filter(|(_, c)| is_sent(c, vmid, owns, caps))
         .nth(sent)
         .map_or(len, |(i, _)| i)
 }
@@ -116,6 +166,46 @@ mod tests {
         assert!(v.config, "CFGI_STE: the stream's shadow CDs are refreshed");
         let v = validate(&b2, &mut out2, 7, &owns, &SmmuCaps::QEMU, false).unwrap();
         assert!(!v.needs_power, "not looked for while the SMMU is on");
+    }
+
+    #[test]
+    fn a_prefix_is_what_comes_before_the_first_refused_command() {
+        let b = [
+            Command::atc_inv_all(0x18),
+            Command::tlbi_nh_all(0),
+            Command::sync(),
+            Command::cfgi_ste(0x20),
+            Command::cfgi_ste(0x18),
+            Command::atc_inv_all(0x18),
+        ];
+        let mut out = [Command::default(); 8];
+        let p = validate_prefix(&b, &mut out, 7, &owns, &SmmuCaps::QEMU, true);
+        assert_eq!(p.refused, Some((3, HypError::NotOwned)));
+        assert_eq!(p.valid.send, [Command::tlbi_nh_all(7)], "what validate makes of b[..3]");
+        assert!(p.valid.needs_power, "its own ATC_INV");
+        assert!(!p.valid.config, "the CFGI_STE after the refused command is not in it");
+        let mut out2 = [Command::default(); 8];
+        assert_eq!(
+            validate(&b, &mut out2, 7, &owns, &SmmuCaps::QEMU, true),
+            Err((3, HypError::NotOwned))
+        );
+        // Nothing refused: the whole batch, as validate makes it.
+        let p = validate_prefix(&b[4..], &mut out, 7, &owns, &SmmuCaps::QEMU, true);
+        assert_eq!(p.refused, None);
+        assert_eq!(p.valid.send, [Command::cfgi_ste(0x18)]);
+        assert!(p.valid.needs_power && p.valid.config);
+        // An ATC_INV only after the refused command: nothing to power on for.
+        let p = validate_prefix(&b[1..], &mut out, 7, &owns, &SmmuCaps::QEMU, true);
+        assert_eq!(p.refused, Some((2, HypError::NotOwned)));
+        assert!(!p.valid.needs_power);
+        assert_eq!(
+            (
+                sent_of(&b[..3], 7, &owns, &SmmuCaps::QEMU),
+                sent_of(&b[4..], 7, &owns, &SmmuCaps::QEMU)
+            ),
+            (1, 1)
+        );
+        assert_eq!(sent_of(&b, 7, &owns, &SmmuCaps { ats: true, ..SmmuCaps::QEMU }), 4);
     }
 
     #[test]

@@ -59,6 +59,20 @@ pub trait SmmuCalls {
         cmds: &[Command],
         mem: &dyn GuestMemory,
     ) -> Result<usize, (usize, HypError)>;
+    /// [`SmmuCalls::invalidate`] as a command queue executes `cmds` (the Linux host's emulated
+    /// SMMU; a guest's INVALIDATE, which fails whole, never comes here): every command is
+    /// validated first, then the ones before the first refused command (refused by validation,
+    /// or a configuration invalidation whose CDs are now refused) are submitted as one batch
+    /// with one SYNC, and the error names the refused one, in one call. Returns how many reached
+    /// the hardware, or the index of the first bad command (as for `invalidate`; a failure of
+    /// the submission names a command before the refused one, or the refused one when it is a
+    /// failure of the whole batch).
+    fn invalidate_prefix(
+        &mut self,
+        vm: u32,
+        cmds: &[Command],
+        mem: &dyn GuestMemory,
+    ) -> Result<usize, (usize, HypError)>;
     /// Records VM `vm`'s power vote and applies the decision.
     fn pm_vote(&mut self, vm: u32, vote: Vote) -> PmVoteResult;
     /// Power-management status.

@@ -552,14 +552,14 @@ impl<R: SmmuRegs> SmmuService<R> {
 
     /// The shadow CDs a valid batch of VM `vm` asks to refresh: for each CFGI_STE, CFGI_CD or
     /// CFGI_CD_ALL naming one of its nested streams (once per stream), the stream's CD table
-    /// read again out of `mem` and validated. `Err((i, e))`: command `i`'s stream has a CD that
-    /// is refused.
+    /// read again out of `mem` and validated. With `Some((i, e))`: command `i`'s stream has a CD
+    /// that is refused, and the refreshes are those of the commands before it.
     fn stage_refresh(
         &self,
         vm: u32,
         cmds: &[Command],
         mem: &dyn GuestMemory,
-    ) -> Result<Refresh, (usize, HypError)> {
+    ) -> (Refresh, Option<(usize, HypError)>) {
         let mut out: Refresh = Vec::new();
         for (i, c) in cmds.iter().enumerate().take(INVALIDATE_MAX as usize) {
             let op = c.opcode_byte();
@@ -576,10 +576,12 @@ impl<R: SmmuRegs> SmmuService<R> {
                 continue;
             }
             let mut img = alloc::vec![Cd::default(); 1 << s1.cdmax];
-            self.read_cds(vm, &s1, mem, &mut img).map_err(|e| (i, e))?;
+            if let Err(e) = self.read_cds(vm, &s1, mem, &mut img) {
+                return (out, Some((i, e)));
+            }
             out.push((idx, sid, img));
         }
-        Ok(out)
+        (out, None)
     }
 
     /// Validates every command of VM `vm`, then submits the valid ones as one batch with one
@@ -597,6 +599,33 @@ impl<R: SmmuRegs> SmmuService<R> {
         cmds: &[Command],
         mem: &dyn GuestMemory,
     ) -> Result<usize, (usize, HypError)> {
+        self.invalidate_batch::<false>(vm, cmds, mem)
+    }
+
+    /// [`SmmuService::invalidate`] as a command queue executes `cmds` (the Linux host's): the
+    /// commands before the first refused one (by validation, or a configuration invalidation
+    /// whose CDs are refused) are submitted as one batch with one SYNC, as the queue would
+    /// have executed them before stopping on it, and the error names the refused one. In one
+    /// call: everything is validated first, and nothing is submitted twice (see
+    /// [`SmmuCalls::invalidate_prefix`]).
+    pub fn invalidate_prefix(
+        &mut self,
+        vm: u32,
+        cmds: &[Command],
+        mem: &dyn GuestMemory,
+    ) -> Result<usize, (usize, HypError)> {
+        self.invalidate_batch::<true>(vm, cmds, mem)
+    }
+
+    /// [`SmmuService::invalidate`] (`PREFIX` false: a refused command refuses the batch) and
+    /// [`SmmuService::invalidate_prefix`] (true: the commands before it are the batch).
+    #[inline(always)]
+    fn invalidate_batch<const PREFIX: bool>(
+        &mut self,
+        vm: u32,
+        cmds: &[Command],
+        mem: &dyn GuestMemory,
+    ) -> Result<usize, (usize, HypError)> {
         let vmid = self
             .stage2
             .get(vm as usize)
@@ -607,17 +636,36 @@ impl<R: SmmuRegs> SmmuService<R> {
         let streams = &self.streams;
         let owns = |s: u32| streams.owns(vm, s);
         let off = self.hw.state() == Power::Off;
-        let batch = batch::validate(cmds, &mut self.send[..], vmid, &owns, &self.caps, off)?;
-        let (n, needs_power) = (batch.send.len(), batch.needs_power);
-        if batch.config {
-            let refresh = match self.stage_refresh(vm, cmds, mem) {
-                Ok(r) => r,
-                Err((i, e)) => {
-                    let sid = cmds[i].field(cmd::SID) as u32;
-                    self.block(vm, sid);
+        let batch = batch::validate_prefix(cmds, &mut self.send[..], vmid, &owns, &self.caps, off);
+        let (mut n, mut needs_power, config) =
+            (batch.valid.send.len(), batch.valid.needs_power, batch.valid.config);
+        // The first refused command, if any: the batch is what comes before it (nothing at all
+        // for a guest's call, which fails whole).
+        let mut refused = batch.refused;
+        let mut cmds = cmds;
+        if let Some((i, e)) = refused {
+            if !PREFIX || i == 0 {
+                return Err((i, e));
+            }
+            cmds = &cmds[..i];
+        }
+        let result = if config {
+            let (refresh, cd_refused) = self.stage_refresh(vm, cmds, mem);
+            if let Some((i, e)) = cd_refused {
+                let sid = cmds[i].field(cmd::SID) as u32;
+                self.block(vm, sid);
+                if !PREFIX || i == 0 {
                     return Err((i, e));
                 }
-            };
+                // Refused before the first command validation refused, if any: the batch
+                // ends here instead.
+                refused = cd_refused;
+                cmds = &cmds[..i];
+                let streams = &self.streams;
+                let owns = |s: u32| streams.owns(vm, s);
+                n = batch::sent_of(cmds, vmid, &owns, &self.caps);
+                needs_power = off && batch::needs_power(cmds);
+            }
             if needs_power {
                 self.hw.counters.wakeups += 1;
                 self.hw.power_on();
@@ -628,15 +676,22 @@ impl<R: SmmuRegs> SmmuService<R> {
                     self.block(vm, *sid);
                 }
             }
-            return self.submit_batch(vm, cmds, vmid, n, false);
+            self.submit_batch(vm, cmds, vmid, n, false)
+        } else {
+            // Valid: from here on, effects. An ATC invalidation must never be lost: it brings
+            // power back.
+            if needs_power {
+                self.hw.counters.wakeups += 1;
+                self.hw.power_on();
+            }
+            self.submit_batch(vm, cmds, vmid, n, true)
+        };
+        match refused {
+            // A failure of the submission names a command before the refused one, or the
+            // refused one itself for a failure of the whole batch (its length).
+            Some(r) if result.is_ok() => Err(r),
+            _ => result,
         }
-        // Valid: from here on, effects. An ATC invalidation must never be lost: it brings
-        // power back.
-        if needs_power {
-            self.hw.counters.wakeups += 1;
-            self.hw.power_on();
-        }
-        self.submit_batch(vm, cmds, vmid, n, true)
     }
 
     /// Sends the first `n` commands of the send buffer (validated out of VM `vm`'s `cmds`, its
@@ -943,6 +998,14 @@ impl<R: SmmuRegs> SmmuCalls for SmmuService<R> {
         mem: &dyn GuestMemory,
     ) -> Result<usize, (usize, HypError)> {
         SmmuService::invalidate(self, vm, cmds, mem)
+    }
+    fn invalidate_prefix(
+        &mut self,
+        vm: u32,
+        cmds: &[Command],
+        mem: &dyn GuestMemory,
+    ) -> Result<usize, (usize, HypError)> {
+        SmmuService::invalidate_prefix(self, vm, cmds, mem)
     }
     fn pm_vote(&mut self, vm: u32, vote: Vote) -> PmVoteResult {
         self.vote(vm, vote)

@@ -1054,3 +1054,157 @@ fn a_failed_attach_is_reported_once_per_vm_and_counted_every_time() {
     assert_eq!(io.take_report(), None, "once per VM, whatever the stream");
     assert_eq!(io.failures().1, 4, "every failure counted");
 }
+
+#[test]
+fn a_queues_batch_submits_what_comes_before_its_refused_command_once() {
+    // The emulated SMMU's call: the commands before the one validation refuses are one batch
+    // with one SYNC, submitted once; the error names the refused one.
+    let mut io = ready();
+    let vmid = MANIFEST.vms[1].vmid();
+    let (before, sent) = (io.driver().counters, io.regs_mut().consumed.len());
+    let b = [
+        Command::tlbi_nh_all(0),
+        Command::sync(),
+        Command::tlbi_nh_asid(0, 3),
+        Command::cfgi_ste(sid_of(2)),
+        Command::tlbi_nh_asid(0, 4),
+    ];
+    assert_eq!(io.invalidate_prefix(1, &b, &NoMemory), Err((3, HypError::NotOwned)));
+    assert_eq!(
+        io.regs_mut().consumed[sent..],
+        [Command::tlbi_nh_all(vmid).0, Command::tlbi_nh_asid(vmid, 3).0, Command::sync().0]
+    );
+    let after = io.driver().counters;
+    assert_eq!(after.syncs - before.syncs, 1, "one submission");
+    assert_eq!(after.commands - before.commands, 3);
+    // A guest's call with the same commands fails whole.
+    let before = io.driver().counters;
+    assert_eq!(io.invalidate(1, &b, &NoMemory), Err((3, HypError::NotOwned)));
+    assert_eq!(io.driver().counters, before, "nothing submitted");
+    // Refused at its first command: nothing at all, not even a SYNC.
+    assert_eq!(io.invalidate_prefix(1, &b[3..], &NoMemory), Err((0, HypError::NotOwned)));
+    assert_eq!(io.driver().counters, before);
+    // A SYNC alone before it: a batch of nothing, with its SYNC (as the queue would run it).
+    assert_eq!(io.invalidate_prefix(1, &b[1..4], &NoMemory), Err((2, HypError::NotOwned)));
+    assert_eq!(io.driver().counters.syncs, before.syncs + 1);
+    // Nothing refused: the whole batch, as a guest's.
+    assert_eq!(io.invalidate_prefix(1, &b[..3], &NoMemory), Ok(2));
+    let calls: &mut dyn SmmuCalls = &mut io;
+    assert_eq!(calls.invalidate_prefix(1, &b, &NoMemory), Err((3, HypError::NotOwned)));
+}
+
+#[test]
+fn a_queues_batch_refreshes_the_cds_of_its_prefix_and_ends_at_a_refused_cd() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let vmid = MANIFEST.vms[1].vmid();
+    let mut ram = Ram::default();
+    ram.put_cd(G1_CDS, &g1_cd(5));
+    io.attach(1, g1, g1_nested(), &ram).unwrap();
+    // A CFGI_CD before the refused command: its stream's CDs are refreshed first.
+    ram.put_cd(G1_CDS, &g1_cd(6));
+    let b = [Command::cfgi_cd(g1, 0), Command::cfgi_ste(sid_of(2))];
+    assert_eq!(io.invalidate_prefix(1, &b, &ram), Err((1, HypError::NotOwned)));
+    assert_eq!(io.shadow_cd(g1, 0), Some(g1_cd(6)));
+    // A CFGI_CD whose CD is now refused, before a command validation refuses: the stream is
+    // blocked, the batch ends at the CFGI_CD (the first command refused), and what comes
+    // before it is submitted.
+    ram.put_cd(G1_CDS, &g1_cd(5).with_ips(0b110));
+    let sent = io.regs_mut().consumed.len();
+    let b = [
+        Command::tlbi_nh_asid(0, 1),
+        Command::sync(),
+        Command::tlbi_nh_asid(0, 5),
+        Command::cfgi_cd(g1, 0),
+        Command::tlbi_nh_asid(0, 2),
+        Command::cfgi_ste(sid_of(2)),
+    ];
+    assert_eq!(io.invalidate_prefix(1, &b, &ram), Err((3, HypError::BadConfig)));
+    assert_eq!(io.domain_of(g1), Some(Domain::Blocked));
+    assert_eq!(io.shadow_cd(g1, 0), Some(g1_cd(6)), "never a refused CD");
+    let done = io.regs_mut().consumed[sent..].to_vec();
+    let before_it =
+        [Command::tlbi_nh_asid(vmid, 1).0, Command::tlbi_nh_asid(vmid, 5).0, Command::sync().0];
+    assert!(done.ends_with(&before_it), "{done:x?}");
+    assert!(!done.contains(&Command::tlbi_nh_asid(vmid, 2).0));
+    // Refused at the first command: nothing submitted.
+    io.attach(1, g1, Domain::Identity, &ram).unwrap();
+    io.attach(1, g1, Domain::Blocked, &ram).unwrap();
+    ram.put_cd(G1_CDS, &g1_cd(5));
+    io.attach(1, g1, g1_nested(), &ram).unwrap();
+    ram.put_cd(G1_CDS, &g1_cd(5).with_ips(0b110));
+    let before = io.driver().counters;
+    assert_eq!(io.invalidate_prefix(1, &b[3..], &ram), Err((0, HypError::BadConfig)));
+    assert_eq!(io.domain_of(g1), Some(Domain::Blocked));
+    assert_eq!(io.driver().counters.syncs, before.syncs + 2, "the block's install only");
+}
+
+#[test]
+fn a_configuration_batch_wakes_the_smmu_for_an_atc_invalidation_of_its_own() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    let mut ram = Ram::default();
+    ram.put_cd(G1_CDS, &g1_cd(5));
+    io.attach(1, g1, g1_nested(), &ram).unwrap();
+    // Off, a CFGI_CD of a nested stream with an ATC_INV: powered on for it, once.
+    assert!(vote_all(&mut io, Vote::AllowOff).powered_off);
+    ram.put_cd(G1_CDS, &g1_cd(6));
+    let b = [Command::atc_inv_all(g1), Command::cfgi_cd(g1, 0)];
+    assert_eq!(io.invalidate(1, &b, &ram), Ok(1), "the ATC_INV elided: no ATS");
+    assert_eq!(io.pm_counters().wakeups, 1);
+    assert_eq!(io.shadow_cd(g1, 0), Some(g1_cd(6)));
+    // The host's queue: an ATC_INV after a CFGI whose CD is refused is not in its batch, and
+    // wakes nothing.
+    assert!(vote_all(&mut io, Vote::AllowOff).powered_off);
+    ram.put_cd(G1_CDS, &g1_cd(6).with_ips(0b110));
+    let b = [Command::tlbi_nh_all(0), Command::cfgi_cd(g1, 0), Command::atc_inv_all(g1)];
+    assert_eq!(io.invalidate_prefix(1, &b, &ram), Err((1, HypError::BadConfig)));
+    assert_eq!(io.pm_counters().wakeups, 1);
+    assert_eq!(io.power(), Power::Off);
+    // On, one before it: nothing to wake.
+    io.vote(0, Vote::NeedOn);
+    ram.put_cd(G1_CDS, &g1_cd(5));
+    io.attach(1, g1, g1_nested(), &ram).unwrap();
+    ram.put_cd(G1_CDS, &g1_cd(5).with_ips(0b110));
+    let b = [Command::atc_inv_all(g1), Command::cfgi_cd(g1, 0)];
+    assert_eq!(io.invalidate_prefix(1, &b, &ram), Err((1, HypError::BadConfig)));
+    assert_eq!(io.pm_counters().wakeups, 1);
+}
+
+#[test]
+fn a_batch_refreshes_the_cds_of_each_nested_stream_it_names_once() {
+    // Two of the host's streams nested, both CD tables changed: one batch refreshes both.
+    let mut io = ready();
+    let mut ram = Ram::default();
+    let (a, b) = (MANIFEST.vms[0].devices[0].rid(), MANIFEST.vms[0].devices[1].rid());
+    let nested = |ctx| {
+        Domain::Nested(S1Config { ctx_ptr: ctx, cdmax: 0, fmt: 0, dss: 0, cir: 1, cor: 1, csh: 3 })
+    };
+    let cd = |asid| crate::iommu::validate::linux_cd(0x4450_0000, asid, 0x0000_00f4_0044_04ff);
+    let (ca, cb) = (0x4440_0000, 0x4440_1000);
+    ram.put_cd(ca, &cd(1));
+    ram.put_cd(cb, &cd(2));
+    // The host's memory (the test's Ram serves guest 1 alone).
+    io.attach(0, a, nested(ca), &ServingOnly { vm: 0, mem: &mut ram }).unwrap();
+    io.attach(0, b, nested(cb), &ServingOnly { vm: 0, mem: &mut ram }).unwrap();
+    ram.put_cd(ca, &cd(3));
+    ram.put_cd(cb, &cd(4));
+    let batch = [Command::cfgi_cd(a, 0), Command::cfgi_cd_all(a), Command::cfgi_cd(b, 0)];
+    assert_eq!(io.invalidate(0, &batch, &ServingOnly { vm: 0, mem: &mut ram }), Ok(3));
+    assert_eq!(io.shadow_cd(a, 0), Some(cd(3)));
+    assert_eq!(io.shadow_cd(b, 0), Some(cd(4)));
+}
+
+#[test]
+fn a_queues_batch_the_smmu_fails_names_the_first_failure() {
+    let mut io = ready();
+    let b = [Command::tlbi_nh_all(0), Command::tlbi_nh_asid(0, 3), Command::cfgi_ste(sid_of(2))];
+    // The SMMU rejects a command before the refused one: that one is named.
+    io.regs_mut().reject_opcode = Some(b[1].opcode_byte());
+    assert_eq!(io.invalidate_prefix(1, &b, &NoMemory), Err((1, HypError::DeviceError)));
+    // The submission fails as a whole (its SYNC rejected): the refused command is named.
+    io.regs_mut().reject_opcode = Some(Command::sync().opcode_byte());
+    assert_eq!(io.invalidate_prefix(1, &b, &NoMemory), Err((2, HypError::DeviceError)));
+    io.regs_mut().reject_opcode = None;
+    assert_eq!(io.invalidate_prefix(1, &b, &NoMemory), Err((2, HypError::NotOwned)));
+}

@@ -11,6 +11,7 @@ use host_abi::smmu::SteConfig;
 use platform::power::GbpaReset;
 use platform::qemu_virt::MANIFEST;
 use std::collections::BTreeMap;
+use std::vec;
 use std::vec::Vec;
 
 /// Sparse RAM of the host.
@@ -461,7 +462,7 @@ fn pass_through_table_is_exactly_what_translate_passes_unchanged() {
         {
             let c = Command([w0, w1]);
             let unchanged = translate(&c) == HostCommand::Invalidate(c);
-            assert_eq!(PASS_THROUGH[op as usize], unchanged, "opcode {op:#x}");
+            assert_eq!(pass_through(op as u8), unchanged, "opcode {op:#x}");
         }
     }
 }
@@ -916,6 +917,54 @@ fn a_command_the_real_smmu_rejects_after_dropped_syncs_stops_the_hosts_queue_on_
 }
 
 #[test]
+fn a_refusal_stops_the_queue_on_the_first_refused_command_with_what_came_before_it_sent() {
+    // Two refusals in one run: the first in the queue's order is where it stops, and the
+    // commands before it reach the SMMU (one submission: every command validated first).
+    let mut w = World::new();
+    w.linux_reset();
+    let vmid = MANIFEST.vms[0].vmid();
+    // A CFGI_CD whose CD is now refused, then another VM's stream.
+    w.ram.put(CD, &host_cd(1).0);
+    w.host_ste(0x10, s1_ste());
+    w.cmds(&[Command::cfgi_ste(0x10), Command::sync()]);
+    assert_eq!(w.io.domain_of(0x10).map(|d| d.kind()), Some(2));
+    w.ram.put(CD, &host_cd(1).with_ips(0b110).0);
+    let (at, consumed) = (w.prod, w.io.regs_mut().consumed.len());
+    w.cmds(&[
+        Command::tlbi_nh_asid(0, 1),
+        Command::cfgi_cd(0x10, 0),
+        Command::tlbi_nh_asid(0, 2),
+        Command::cfgi_cd(0x18, 0),
+    ]);
+    assert_eq!(w.cons(), (at + 1) & 0x1ff | cerror::ILL << 24, "stopped on the CFGI_CD");
+    assert_eq!(ste::effective(&w.shadow(0x10)), None, "its stream blocked");
+    let sent = w.io.regs_mut().consumed[consumed..].to_vec();
+    assert!(sent.contains(&Command::tlbi_nh_asid(vmid, 1).0), "{sent:x?}");
+    assert!(!sent.contains(&Command::tlbi_nh_asid(vmid, 2).0));
+    // Linux's recovery skips it; a command the real SMMU rejects, then another VM's stream:
+    // it stops on the rejected one.
+    let cons = w.cons();
+    w.ram.put(CMDQ + (cons & 0xff) as u64 * 16, &Command::sync().0);
+    let gerror = w.r(off::GERROR);
+    w.w(off::GERRORN, 4, gerror);
+    assert_eq!(w.cons() & 0xff, (at + 3) & 0xff, "on the other VM's stream");
+    w.ram.put(CMDQ + ((at + 3) & 0xff) as u64 * 16, &Command::sync().0);
+    let gerror = w.r(off::GERROR);
+    w.w(off::GERRORN, 4, gerror);
+    assert_eq!(w.cons(), w.prod);
+    w.io.regs_mut().reject_opcode = Some(Command::tlbi_nh_va(0, 0, 0).opcode_byte());
+    let at = w.prod;
+    w.cmds(&[
+        Command::tlbi_nh_asid(0, 3),
+        Command::tlbi_nh_va(0, 3, 0x1000),
+        Command::tlbi_nh_asid(0, 4),
+        Command::cfgi_cd(0x18, 0),
+    ]);
+    assert_eq!(w.cons(), (at + 1) & 0x1ff | cerror::ILL << 24, "stopped on the rejected TLBI");
+    w.io.regs_mut().reject_opcode = None;
+}
+
+#[test]
 fn every_kind_of_notice_is_its_own_and_fits_the_logged_mask() {
     // Each refusal reason, each CONS.ERR value and each other notice is a different kind (a
     // kind logged once must not hide another), and every kind is a bit of the 64-bit mask.
@@ -1117,6 +1166,19 @@ fn an_access_that_empties_the_queue_on_its_budget_is_no_budget_stop() {
 }
 
 #[test]
+fn an_access_that_spends_its_budget_on_the_queues_last_command_is_no_budget_stop() {
+    // 256 commands (a full queue), each costing one unit (CFGI_STEs of a stream nobody has):
+    // the budget is spent on the last, and nothing is left.
+    let mut w = World::new();
+    w.linux_reset();
+    let stops = w.v.counters.budget_stops;
+    w.cmds(&[Command::cfgi_ste(0x99); ACCESS_BUDGET as usize]);
+    assert_eq!(w.cons(), w.prod);
+    assert_eq!(w.v.counters.budget_stops, stops);
+    assert_eq!(w.v.counters.commands, 3 + ACCESS_BUDGET as u64);
+}
+
+#[test]
 fn a_refusal_in_a_later_run_names_its_own_command() {
     let mut w = World::new();
     w.linux_reset();
@@ -1193,3 +1255,4 @@ fn one_access_delivers_at_most_a_ring_of_host_records() {
 }
 
 mod fuzz;
+mod plan;

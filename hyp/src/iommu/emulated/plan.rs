@@ -1,0 +1,396 @@
+//! What one trapped access makes the emulated SMMU do with the host's command queue, decided
+//! before anything is done. [`Plan::make`] reads the commands from CONS on, within the access's
+//! budget ([`ACCESS_BUDGET`]), and writes down as data what to do with them:
+//!
+//! * runs of commands for the guests' INVALIDATE path ([`Step::Submit`]: each one batch with
+//!   one real SYNC), as the host wrote them or as [`for_guest_path`] rewrites them;
+//! * refreshes of the host's STEs ([`Step::Refresh`]): the streams the CFGI_STE* commands since
+//!   the last refresh named, each once however many commands named it, before any later
+//!   invalidation and before CONS moves;
+//! * where the queue ends up ([`End`]): CONS past everything planned, or stopped on an illegal
+//!   command (or an entry outside the host's RAM) with its CONS.ERR.
+//!
+//! The emulated SMMU then carries the plan out against the SMMU service, in order, and stops
+//! early only if the service refuses a command of a submission (the queue then stops there).
+//! Pure: the queue is read through [`Queue`], nothing else is touched, so the planning is
+//! host-tested on its own.
+
+use super::{for_guest_path, pass_through, translate, HostCommand};
+use super::{ACCESS_BUDGET, REFRESH_COST, SEND_COST};
+use crate::iommu::soft::MemFault;
+use alloc::vec;
+use alloc::vec::Vec;
+use host_abi::smmu::regs::cerror;
+use host_abi::smmu::{Command, Opcode};
+use host_abi::INVALIDATE_MAX;
+
+/// The most commands one access looks at: each costs at least one unit of [`ACCESS_BUDGET`],
+/// and none is looked at once the budget is spent.
+pub const MAX_COMMANDS: usize = ACCESS_BUDGET as usize;
+
+/// The most steps one plan holds. Every step but the last two costs at least [`SEND_COST`] of
+/// the budget (a submission exactly that, a refresh at least [`REFRESH_COST`]), and planning
+/// goes on only while the budget is not spent: at most `ACCESS_BUDGET / SEND_COST` steps
+/// before the last look at the queue, two more in it (a refresh and a submission), and two at
+/// the end (the last batch and the last refresh).
+pub const MAX_STEPS: usize = (ACCESS_BUDGET / SEND_COST) as usize + 4;
+
+const _: () = assert!(SEND_COST <= REFRESH_COST && SEND_COST > 0);
+// A batch of INVALIDATE_MAX commands gathered means the budget is spent (see `Plan::make`).
+const _: () = assert!(INVALIDATE_MAX >= ACCESS_BUDGET as u64);
+
+/// The most stream refreshes one plan holds beyond two of each stream (the last refresh looked
+/// at before the budget ran out, and the one at the end): fewer than this many before them,
+/// each costing [`REFRESH_COST`] of the budget.
+const MAX_REFRESHES_BEFORE: usize = (ACCESS_BUDGET / REFRESH_COST) as usize;
+
+/// The host's command queue, as the planner reads it.
+pub trait Queue {
+    /// Copies the commands from `k` entries after CONS on into `out`, as many as fit without
+    /// going past the queue's end: `Some(Ok(n))` for `n` (at least one) commands, `Some(Err)`
+    /// if the entry `k` after CONS is outside what the host may give, `None` if there is no
+    /// command there (the queue is empty beyond `k`, disabled or stopped).
+    fn fetch(&mut self, k: u32, out: &mut [Command]) -> Option<Result<usize, MemFault>>;
+    /// How many commands the queue holds beyond the first `k` after CONS.
+    fn after(&self, k: u32) -> u32;
+}
+
+/// What the planner looked at, for the emulated SMMU's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// Host commands looked at.
+    pub commands: u16,
+    /// Host CMD_SYNCs among them that go to the guests' path (completed after the real SYNC).
+    pub syncs: u16,
+    /// Planning stopped at the access budget with commands left in the queue.
+    pub budget_stop: bool,
+}
+
+/// One thing to do, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Read the host STEs of the streams `refreshes()[from..to]` again and shadow each.
+    Refresh {
+        /// First index in [`Plan::refreshes`].
+        from: u32,
+        /// One past the last.
+        to: u32,
+    },
+    /// Send `commands()[start..end]` on the guests' INVALIDATE path as one batch: the entries
+    /// `start..end` after CONS. If it refuses one, the queue stops there and nothing after this
+    /// step is done.
+    Submit {
+        /// First entry after CONS.
+        start: u16,
+        /// One past the last.
+        end: u16,
+        /// What had been looked at when it was planned: what the counters say if it is refused.
+        seen: Seen,
+    },
+}
+
+/// Where the host's queue ends up once every step is done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// CONS moves past the first `consumed` entries: every command among them was done, every
+    /// CMD_SYNC among them is complete.
+    Advance {
+        /// Entries consumed.
+        consumed: u32,
+    },
+    /// The queue stops on the entry `at` after CONS (CONS moves to it), with CONS.ERR = `err`:
+    /// CERROR_ILL for an illegal command `cmd`, CERROR_ABT for an entry outside the host's RAM
+    /// (`cmd` then all zeros).
+    Stop {
+        /// Entries after CONS before the one it stops on.
+        at: u32,
+        /// CONS.ERR.
+        err: u32,
+        /// The command it stops on.
+        cmd: Command,
+    },
+}
+
+/// A run of commands gathered for one submission and not planned yet: `start..end`, of which
+/// `n` were gathered (runs of CMD_SYNCs and prefetches alone between them are not: they are
+/// plain CMD_SYNCs, which the guests' path drops).
+#[derive(Clone, Copy)]
+struct Gathered {
+    start: usize,
+    end: usize,
+    n: usize,
+}
+
+/// The plan of one access, and the planner's memory (allocated once, for the host's streams).
+pub struct Plan {
+    /// The commands looked at, as they go to the guests' path: entry `k` after CONS at index
+    /// `k` (16-byte aligned: whole commands per load/store pair when copied).
+    cmds: Aligned<[Command; MAX_COMMANDS]>,
+    steps: Vec<Step>,
+    /// The streams of the [`Step::Refresh`] steps, in order.
+    refreshes: Vec<u32>,
+    end: End,
+    /// Everything looked at.
+    seen: Seen,
+    /// Streams marked for a refresh not planned yet: bit `i` for the `i`-th stream.
+    dirty: Vec<u64>,
+    /// Whether any bit of `dirty` is set.
+    any_dirty: bool,
+}
+
+impl Plan {
+    /// An empty plan for a host with `streams` streams.
+    pub fn new(streams: usize) -> Self {
+        Plan {
+            cmds: Aligned([Command::default(); MAX_COMMANDS]),
+            steps: Vec::with_capacity(MAX_STEPS),
+            refreshes: Vec::with_capacity(MAX_REFRESHES_BEFORE + 2 * streams),
+            end: End::Advance { consumed: 0 },
+            seen: Seen::default(),
+            dirty: vec![0; streams.div_ceil(64)],
+            any_dirty: false,
+        }
+    }
+
+    /// The steps, in order.
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// The commands looked at, from CONS on, as the guests' path gets them.
+    pub fn commands(&self) -> &[Command] {
+        &self.cmds[..]
+    }
+
+    /// The streams the [`Step::Refresh`] steps name.
+    pub fn refreshes(&self) -> &[u32] {
+        &self.refreshes
+    }
+
+    /// Where the queue ends up.
+    pub fn end(&self) -> End {
+        self.end
+    }
+
+    /// What was looked at.
+    pub fn seen(&self) -> Seen {
+        self.seen
+    }
+
+    /// Plans one access to queue `q` of a host owning `streams` (in increasing order, as many as
+    /// [`Plan::new`] was told): from CONS towards PROD, at most [`ACCESS_BUDGET`]'s worth of
+    /// work, in units of one command looked at, [`SEND_COST`] per submission and
+    /// [`REFRESH_COST`] per stream refreshed (a plan may end past the budget by the last
+    /// submission and one refresh of each stream). Commands for the guests' path are gathered
+    /// into one submission up to the next STE refresh, the queue's end or the end of the access;
+    /// CFGI_STE* commands mark their streams, refreshed once each before the next invalidation
+    /// and before CONS moves (a run of them coalesced, SYNCs and prefetches between them
+    /// included); an illegal command stops the queue after what came before it.
+    pub fn make(&mut self, streams: &[u32], q: &mut impl Queue) {
+        self.steps.clear();
+        self.refreshes.clear();
+        // What was looked at (kept here rather than in `self` while planning: it is copied into
+        // each submission).
+        let mut seen = Seen::default();
+        // Work planned, against ACCESS_BUDGET.
+        let mut spent = 0u32;
+        // Entries looked at (the next is `cmds[k]`), and fetched (`cmds[k..m]` not looked at).
+        let (mut k, mut m) = (0usize, 0usize);
+        let mut gathered: Option<Gathered> = None;
+        loop {
+            // What is left of the budget, in commands at most.
+            let room = ACCESS_BUDGET.saturating_sub(spent) as usize;
+            if room == 0 {
+                seen.budget_stop = q.after(k as u32) > 0;
+                break;
+            }
+            if k == m {
+                // Each command looked at cost one unit: k <= spent, so room fits after k.
+                let out = &mut self.cmds[k..];
+                let n = room.min(out.len());
+                match q.fetch(k as u32, &mut out[..n]) {
+                    None => break,
+                    Some(Ok(got)) => m = k + got,
+                    // The queue entry is outside the host's RAM: abort on command fetch.
+                    Some(Err(_)) => {
+                        let end =
+                            End::Stop { at: k as u32, err: cerror::ABT, cmd: Command::default() };
+                        return self.finish(gathered, streams, seen, end);
+                    }
+                }
+            }
+            // No more commands than the budget has room for (refreshes and submissions since
+            // the fetch took some).
+            let (run, only_syncs) = self.pass_run(k, m.min(k + room), &mut seen);
+            if run > 0 {
+                seen.commands += run as u16;
+                spent += run as u32;
+                // Whether the queue is known to hold nothing after the run: the access ends
+                // there (the next look at the queue would find nothing; it is saved).
+                let mut drained = false;
+                if !only_syncs {
+                    // Refreshes asked for before these commands come first.
+                    spent += self.plan_refresh(streams);
+                    // Complete if a command that is not for the guests' path, or nothing, or
+                    // the end of this access's work, follows.
+                    let complete = k + run < m || spent >= ACCESS_BUDGET || {
+                        drained = q.after((k + run) as u32) == 0;
+                        drained
+                    };
+                    if gathered.is_none() && complete {
+                        self.submit(k, k + run, seen);
+                        spent += SEND_COST;
+                    } else {
+                        // Gathered with what came before or comes after (the queue's end).
+                        for j in k..k + run {
+                            let g = gathered.get_or_insert(Gathered { start: j, end: j, n: 0 });
+                            g.end = j + 1;
+                            g.n += 1;
+                            if g.n == INVALIDATE_MAX as usize {
+                                // As many commands looked at: the budget is spent and the
+                                // access ends at the next look at it, whatever this costs.
+                                self.submit(g.start, g.end, seen);
+                                gathered = None;
+                            }
+                        }
+                    }
+                }
+                // (A run of SYNCs and prefetches alone needs nothing sent: everything before it
+                // is sent with a real SYNC, and CONS passes it only once the rest is done.)
+                k += run;
+                if drained {
+                    break;
+                }
+                continue;
+            }
+            let c = self.cmds[k];
+            seen.commands += 1;
+            spent += 1;
+            match translate(&c) {
+                HostCommand::RefreshStes { first, count } => {
+                    // In order: what was gathered before goes first.
+                    if let Some(g) = gathered.take() {
+                        self.submit(g.start, g.end, seen);
+                        spent += SEND_COST;
+                    }
+                    self.mark(streams, first, count);
+                }
+                // `pass_run` took every command for the guests' path (`for_guest_path` agrees
+                // with `translate`, which a test checks for every opcode): this one is illegal.
+                _ => {
+                    let end = End::Stop { at: k as u32, err: cerror::ILL, cmd: c };
+                    return self.finish(gathered, streams, seen, end);
+                }
+            }
+            k += 1;
+        }
+        self.finish(gathered, streams, seen, End::Advance { consumed: k as u32 })
+    }
+
+    /// Ends the plan: what was gathered is sent, the refreshes asked for are done, then `end`;
+    /// `seen` is everything looked at.
+    fn finish(&mut self, gathered: Option<Gathered>, streams: &[u32], seen: Seen, end: End) {
+        if let Some(g) = gathered {
+            self.submit(g.start, g.end, seen);
+        }
+        self.plan_refresh(streams);
+        self.seen = seen;
+        self.end = end;
+    }
+
+    /// Plans the submission of `cmds[start..end]`, once `seen` was looked at.
+    fn submit(&mut self, start: usize, end: usize, seen: Seen) {
+        self.steps.push(Step::Submit { start: start as u16, end: end as u16, seen });
+    }
+
+    /// How many of `cmds[from..to]` go to the guests' path, each made what [`for_guest_path`]
+    /// says (host CMD_SYNCs counted in `seen`), and whether they are all SYNCs (prefetches
+    /// included): nothing to send.
+    fn pass_run(&mut self, from: usize, to: usize, seen: &mut Seen) -> (usize, bool) {
+        let mut run = 0;
+        let mut syncs = 0;
+        // Commands that became a plain CMD_SYNC (SYNCs and prefetches).
+        let mut to_sync = 0;
+        for c in &mut self.cmds[from..to] {
+            let op = c.opcode_byte();
+            // Invalidations go as they are (the common case: nothing to rewrite).
+            if !pass_through(op) {
+                match for_guest_path(c) {
+                    Some(x) => *c = x,
+                    None => break,
+                }
+                syncs += (op == Opcode::Sync as u8) as u16;
+                to_sync += (c.opcode_byte() == Opcode::Sync as u8) as usize;
+            }
+            run += 1;
+        }
+        seen.syncs += syncs;
+        (run, to_sync == run)
+    }
+
+    /// Marks the streams in `first..first + count` (of `streams`) for a refresh.
+    fn mark(&mut self, streams: &[u32], first: u32, count: u64) {
+        let end = first as u64 + count;
+        let lo = streams.partition_point(|&s| (s as u64) < first as u64);
+        let hi = streams.partition_point(|&s| (s as u64) < end).max(lo);
+        if lo == hi {
+            return;
+        }
+        self.any_dirty = true;
+        let mut i = lo;
+        while i < hi {
+            let (w, b) = (i / 64, i % 64);
+            let n = (64 - b).min(hi - i);
+            let bits = if n == 64 { u64::MAX } else { ((1u64 << n) - 1) << b };
+            self.dirty[w] |= bits;
+            i += n;
+        }
+    }
+
+    /// Plans the refreshes marked so far, each stream once (in increasing order), and returns
+    /// their cost against the access budget.
+    #[inline]
+    fn plan_refresh(&mut self, streams: &[u32]) -> u32 {
+        if self.any_dirty {
+            self.plan_marked(streams)
+        } else {
+            0
+        }
+    }
+
+    /// [`Self::plan_refresh`] when some stream is marked (out of line: the common access has
+    /// none).
+    #[inline(never)]
+    fn plan_marked(&mut self, streams: &[u32]) -> u32 {
+        self.any_dirty = false;
+        let from = self.refreshes.len();
+        for w in 0..self.dirty.len() {
+            let mut bits = core::mem::take(&mut self.dirty[w]);
+            while bits != 0 {
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                self.refreshes.push(streams[w * 64 + b]);
+            }
+        }
+        let to = self.refreshes.len();
+        self.steps.push(Step::Refresh { from: from as u32, to: to as u32 });
+        (to - from) as u32 * REFRESH_COST
+    }
+}
+
+/// 16-byte aligned (whole commands per load/store pair when copied).
+#[repr(C, align(16))]
+struct Aligned<T>(T);
+
+impl<T> core::ops::Deref for Aligned<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> core::ops::DerefMut for Aligned<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}

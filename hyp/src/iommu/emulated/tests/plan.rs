@@ -1,0 +1,294 @@
+//! The planning step on its own: what one access plans to do with a queue, nothing done.
+
+use crate::iommu::emulated::plan::{End, Plan, Queue, Seen, Step, MAX_COMMANDS, MAX_STEPS};
+use crate::iommu::emulated::{ACCESS_BUDGET, REFRESH_COST, SEND_COST};
+use crate::iommu::soft::MemFault;
+use host_abi::smmu::regs::cerror;
+use host_abi::smmu::{cmd, Command};
+use std::vec;
+use std::vec::Vec;
+
+/// The host's streams in these tests.
+const STREAMS: [u32; 3] = [0x10, 0x28, 0x30];
+
+/// A host queue of `cap` entries whose commands from CONS on are `cmds`, CONS at entry `cons`
+/// (a fetch stops at the queue's end), entries `fault..` outside the host's RAM.
+struct FakeQueue {
+    cmds: Vec<Command>,
+    cons: usize,
+    cap: usize,
+    fault: Option<usize>,
+    /// Each fetch: (k, commands returned).
+    fetches: Vec<(u32, usize)>,
+}
+
+impl FakeQueue {
+    fn new(cmds: &[Command]) -> Self {
+        FakeQueue { cmds: cmds.to_vec(), cons: 0, cap: 1 << 12, fault: None, fetches: Vec::new() }
+    }
+}
+
+impl Queue for FakeQueue {
+    fn fetch(&mut self, k: u32, out: &mut [Command]) -> Option<Result<usize, MemFault>> {
+        let k = k as usize;
+        if k >= self.cmds.len() || out.is_empty() {
+            return None;
+        }
+        if self.fault.is_some_and(|f| k >= f) {
+            return Some(Err(MemFault { addr: k as u64 }));
+        }
+        let at = (self.cons + k) % self.cap;
+        let mut m = (self.cmds.len() - k).min(self.cap - at).min(out.len());
+        if let Some(f) = self.fault {
+            m = m.min(f - k);
+        }
+        out[..m].copy_from_slice(&self.cmds[k..k + m]);
+        self.fetches.push((k as u32, m));
+        Some(Ok(m))
+    }
+    fn after(&self, k: u32) -> u32 {
+        (self.cmds.len() as u32).saturating_sub(k)
+    }
+}
+
+fn plan(q: &mut FakeQueue) -> Plan {
+    let mut p = Plan::new(STREAMS.len());
+    p.make(&STREAMS, q);
+    p
+}
+
+fn tlbi(i: u64) -> Command {
+    Command::tlbi_nh_va(0, 1, i << 12)
+}
+
+fn submit(start: u16, end: u16, commands: u16, syncs: u16) -> Step {
+    Step::Submit { start, end, seen: Seen { commands, syncs, budget_stop: false } }
+}
+
+fn with(mut c: Command, f: host_abi::smmu::Field, v: u64) -> Command {
+    f.set(&mut c.0, v);
+    c
+}
+
+#[test]
+fn a_run_for_the_guests_path_is_one_submission_and_cons_moves_past_it() {
+    let pf = Command([0x01 | 0x10 << 32, 0]); // PREFETCH_CONFIG
+    let sev = with(Command::sync(), cmd::SYNC_CS, 2);
+    let cs = [tlbi(1), Command::sync(), pf, Command::tlbi_nsnh_all(), sev, tlbi(2)];
+    let p = plan(&mut FakeQueue::new(&cs));
+    assert_eq!(p.steps(), [submit(0, 6, 6, 2)]);
+    assert_eq!(p.end(), End::Advance { consumed: 6 });
+    assert_eq!(p.seen(), Seen { commands: 6, syncs: 2, budget_stop: false });
+    // As the guests' path gets them: SYNCs and prefetches plain SYNCs, TLBI_NSNH_ALL the
+    // host's TLBI_NH_ALL (VMID forced there), invalidations as written.
+    let sync = Command::sync();
+    assert_eq!(p.commands()[..6], [tlbi(1), sync, sync, Command::tlbi_nh_all(0), sync, tlbi(2)]);
+    // SYNCs and prefetches alone: nothing to send, CONS moves past them.
+    let p = plan(&mut FakeQueue::new(&[Command::sync(), pf, sev]));
+    assert_eq!(p.steps(), []);
+    assert_eq!(p.end(), End::Advance { consumed: 3 });
+    assert_eq!(p.seen().syncs, 2, "the host's SYNCs, not its prefetch");
+    // An empty queue: nothing at all.
+    let p = plan(&mut FakeQueue::new(&[]));
+    assert_eq!((p.steps(), p.end()), (&[][..], End::Advance { consumed: 0 }));
+    assert_eq!(p.seen(), Seen::default());
+}
+
+#[test]
+fn an_illegal_command_stops_the_queue_at_its_index_after_what_came_before() {
+    let bad = Command::tlbi_s12_vmall(0);
+    let cs = [tlbi(1), tlbi(2), bad, tlbi(3)];
+    let mut q = FakeQueue::new(&cs);
+    let p = plan(&mut q);
+    assert_eq!(p.steps(), [submit(0, 2, 2, 0)]);
+    assert_eq!(p.end(), End::Stop { at: 2, err: cerror::ILL, cmd: bad });
+    assert_eq!(p.seen().commands, 3, "the one after it is not looked at");
+    // Refused first: nothing before it.
+    let sync_irq = with(Command::sync(), cmd::SYNC_CS, 1);
+    let p = plan(&mut FakeQueue::new(&[sync_irq, tlbi(1)]));
+    assert_eq!(p.steps(), []);
+    assert_eq!(p.end(), End::Stop { at: 0, err: cerror::ILL, cmd: sync_irq });
+    // After STE refreshes: they are done before the queue stops.
+    let secure = with(Command::cfgi_ste(0x10), cmd::SSEC, 1);
+    let p = plan(&mut FakeQueue::new(&[Command::cfgi_ste(0x28), Command::sync(), secure]));
+    assert_eq!(p.steps(), [Step::Refresh { from: 0, to: 1 }]);
+    assert_eq!(p.refreshes(), [0x28]);
+    assert_eq!(p.end(), End::Stop { at: 2, err: cerror::ILL, cmd: secure });
+    // A later run's refused command is named at its own index.
+    let cs = [tlbi(1), Command::cfgi_ste(0x10), tlbi(2), bad];
+    let p = plan(&mut FakeQueue::new(&cs));
+    assert_eq!(
+        p.steps(),
+        [submit(0, 1, 1, 0), Step::Refresh { from: 0, to: 1 }, submit(2, 3, 3, 0)]
+    );
+    assert_eq!(p.end(), End::Stop { at: 3, err: cerror::ILL, cmd: bad });
+}
+
+#[test]
+fn an_entry_outside_the_hosts_ram_stops_the_queue_with_abt() {
+    let mut q = FakeQueue::new(&[tlbi(1), tlbi(2), tlbi(3)]);
+    q.fault = Some(2);
+    let p = plan(&mut q);
+    assert_eq!(q.fetches, [(0, 2)]);
+    // The two before it were gathered (more commands followed them), then sent.
+    assert_eq!(p.steps(), [submit(0, 2, 2, 0)]);
+    assert_eq!(p.end(), End::Stop { at: 2, err: cerror::ABT, cmd: Command::default() });
+    q.fault = Some(0);
+    let p = plan(&mut q);
+    assert_eq!(p.steps(), []);
+    assert_eq!(p.end(), End::Stop { at: 0, err: cerror::ABT, cmd: Command::default() });
+}
+
+#[test]
+fn refreshes_are_coalesced_each_stream_once_before_what_follows() {
+    // 50 CFGI_STEs of one stream, a SYNC, a CFGI_ALL, then a TLBI and a SYNC: one refresh of
+    // each stream (0x10 once), planned before the TLBI's submission.
+    let mut cs = vec![Command::cfgi_ste(0x10); 50];
+    cs.extend([Command::sync(), Command::cfgi_all(), tlbi(1), Command::sync()]);
+    let p = plan(&mut FakeQueue::new(&cs));
+    assert_eq!(p.steps(), [Step::Refresh { from: 0, to: 3 }, submit(52, 54, 54, 2)]);
+    assert_eq!(p.refreshes(), STREAMS);
+    assert_eq!(p.end(), End::Advance { consumed: 54 });
+    // A CFGI after the TLBI: a second refresh, at the end.
+    let cs = [Command::cfgi_ste(0x10), tlbi(1), Command::cfgi_ste(0x10)];
+    let p = plan(&mut FakeQueue::new(&cs));
+    assert_eq!(
+        p.steps(),
+        [Step::Refresh { from: 0, to: 1 }, submit(1, 2, 2, 0), Step::Refresh { from: 1, to: 2 }]
+    );
+    assert_eq!(p.refreshes(), [0x10, 0x10]);
+    // Streams the host does not own are not refreshed; a range covers its aligned power of
+    // two (0x28..0x30 from 0x2b with Range 2).
+    let range = Command([0x04 | 0x2b << 32, 2]);
+    let cs = [Command::cfgi_ste(0x99), range, Command::cfgi_ste(0x11)];
+    let p = plan(&mut FakeQueue::new(&cs));
+    assert_eq!(p.steps(), [Step::Refresh { from: 0, to: 1 }]);
+    assert_eq!(p.refreshes(), [0x28]);
+    let p = plan(&mut FakeQueue::new(&[Command::cfgi_ste(0x99)]));
+    assert_eq!(p.steps(), [], "nothing to refresh");
+}
+
+#[test]
+fn the_budget_stops_an_access_with_commands_left() {
+    // 300 TLBIs: 256 looked at (the budget), one submission, planned before the budget ran
+    // out; 44 left.
+    let cs: Vec<Command> = (0..300).map(tlbi).collect();
+    let p = plan(&mut FakeQueue::new(&cs));
+    assert_eq!(p.steps(), [submit(0, 256, 256, 0)]);
+    assert_eq!(p.end(), End::Advance { consumed: MAX_COMMANDS as u32 });
+    assert_eq!(p.seen(), Seen { commands: 256, syncs: 0, budget_stop: true });
+    // The same across the queue's end: gathered, sent when it holds INVALIDATE_MAX commands
+    // (its submission counted: the access ends there), planned before the budget ran out.
+    let mut q = FakeQueue::new(&cs);
+    (q.cap, q.cons) = (512, 300);
+    let p = plan(&mut q);
+    assert_eq!(q.fetches, [(0, 212), (212, 44)]);
+    assert_eq!(p.steps(), [submit(0, 256, 256, 0)]);
+    assert_eq!(p.end(), End::Advance { consumed: 256 });
+    assert!(p.seen().budget_stop);
+    // The budget spent exactly at the queue's end: nothing left, no budget stop.
+    let p = plan(&mut FakeQueue::new(&[Command::cfgi_ste(0x99); 256]));
+    assert_eq!(p.end(), End::Advance { consumed: 256 });
+    assert!(!p.seen().budget_stop);
+    // Exactly the budget (248 commands and their submission), nothing left: no budget stop.
+    let n = ACCESS_BUDGET - SEND_COST;
+    let p = plan(&mut FakeQueue::new(&cs[..n as usize]));
+    assert_eq!(p.end(), End::Advance { consumed: n });
+    assert!(!p.seen().budget_stop);
+    // A queue full of CFGI_ALL: 256 looked at, every stream refreshed once, at the end.
+    let p = plan(&mut FakeQueue::new(&vec![Command::cfgi_all(); 4096]));
+    assert_eq!(p.steps(), [Step::Refresh { from: 0, to: 3 }]);
+    assert_eq!(p.end(), End::Advance { consumed: 256 });
+    assert!(p.seen().budget_stop);
+    // Refreshes and submissions count: CFGI_ALL and a TLBI alternating, each pair 2 commands,
+    // 3 refreshes and a submission.
+    let cs: Vec<Command> =
+        (0..512).map(|i| if i % 2 == 0 { Command::cfgi_all() } else { tlbi(i) }).collect();
+    let p = plan(&mut FakeQueue::new(&cs));
+    let pair = 2 + 3 * REFRESH_COST + SEND_COST;
+    let pairs = ACCESS_BUDGET.div_ceil(pair);
+    assert_eq!(p.end(), End::Advance { consumed: 2 * pairs });
+    assert_eq!(p.refreshes().len() as u32, 3 * pairs);
+    assert!(p.seen().budget_stop);
+}
+
+#[test]
+fn a_run_across_the_queue_end_is_one_submission() {
+    // Two TLBIs before the queue's end and two after it: two fetches, one submission.
+    let mut q = FakeQueue::new(&[tlbi(1), tlbi(2), tlbi(3), tlbi(4)]);
+    (q.cap, q.cons) = (256, 254);
+    let p = plan(&mut q);
+    assert_eq!(q.fetches, [(0, 2), (2, 2)]);
+    assert_eq!(p.steps(), [submit(0, 4, 4, 0)]);
+    // A run of SYNCs alone after the end is not part of it (it ends at the last command
+    // gathered), and the refresh after it comes after it.
+    let mut q = FakeQueue::new(&[tlbi(1), tlbi(2), Command::sync(), Command::cfgi_ste(0x10)]);
+    (q.cap, q.cons) = (256, 254);
+    let p = plan(&mut q);
+    assert_eq!(p.steps(), [submit(0, 2, 4, 1), Step::Refresh { from: 0, to: 1 }]);
+    assert_eq!(p.end(), End::Advance { consumed: 4 });
+    // A SYNC in a run gathered after the end is part of it.
+    let mut q = FakeQueue::new(&[tlbi(1), Command::sync(), tlbi(2)]);
+    (q.cap, q.cons) = (256, 255);
+    let p = plan(&mut q);
+    assert_eq!(p.steps(), [submit(0, 3, 3, 1)]);
+    // A whole queue's worth across its end: one submission of INVALIDATE_MAX commands.
+    let cs: Vec<Command> = (0..256).map(tlbi).collect();
+    let mut q = FakeQueue::new(&cs);
+    (q.cap, q.cons) = (256, 47);
+    let p = plan(&mut q);
+    assert_eq!(p.steps(), [submit(0, 256, 256, 0)]);
+    assert_eq!(p.end(), End::Advance { consumed: 256 });
+}
+
+#[test]
+fn a_submission_carries_what_was_looked_at_when_it_was_planned() {
+    // A submission gathered up to a CFGI_STE is planned once the CFGI_STE was looked at.
+    let mut q = FakeQueue::new(&[tlbi(1), Command::sync(), tlbi(2), Command::cfgi_ste(0x30)]);
+    (q.cap, q.cons) = (256, 255);
+    let p = plan(&mut q);
+    assert_eq!(p.steps(), [submit(0, 3, 4, 1), Step::Refresh { from: 0, to: 1 }]);
+    assert_eq!(p.seen(), Seen { commands: 4, syncs: 1, budget_stop: false });
+    // The last one, planned once the budget ran out with commands left, says so: a refresh,
+    // then TLBIs gathered across the queue's end until the budget is spent.
+    let mut cs: Vec<Command> = (0..300).map(tlbi).collect();
+    cs[0] = Command::cfgi_ste(0x10);
+    let mut q = FakeQueue::new(&cs);
+    (q.cap, q.cons) = (512, 510);
+    let p = plan(&mut q);
+    let last = Seen { commands: 240, syncs: 0, budget_stop: true };
+    assert_eq!(
+        p.steps(),
+        [Step::Refresh { from: 0, to: 1 }, Step::Submit { start: 1, end: 240, seen: last }]
+    );
+    assert_eq!(p.seen(), last);
+    assert_eq!(p.end(), End::Advance { consumed: 240 });
+    // Without the queue's end: the TLBIs after the refresh are one run that spends the
+    // budget, sent straight (before the budget ran out).
+    let p = plan(&mut FakeQueue::new(&cs));
+    assert_eq!(p.steps(), [Step::Refresh { from: 0, to: 1 }, submit(1, 256, 256, 0)]);
+    assert!(p.seen().budget_stop);
+}
+
+#[test]
+fn the_largest_plans_fit_their_capacity() {
+    // The patterns with the most steps per unit of budget: a submission for every command,
+    // a refresh and a submission for every two, across the queue's end or not.
+    let patterns: [&dyn Fn(u64) -> Command; 4] = [
+        &|i| if i % 2 == 0 { tlbi(i) } else { Command::cfgi_ste(0x99) },
+        &|i| if i % 2 == 0 { tlbi(i) } else { Command::cfgi_ste(0x10) },
+        &|i| if i % 2 == 0 { Command::sync() } else { Command::cfgi_all() },
+        &|i| if i % 3 == 0 { Command::cfgi_all() } else { tlbi(i) },
+    ];
+    for (n, f) in patterns.iter().enumerate() {
+        for cons in [0, 255, 254] {
+            let cs: Vec<Command> = (0..600).map(f).collect();
+            let mut q = FakeQueue::new(&cs);
+            (q.cap, q.cons) = (256, cons);
+            let p = plan(&mut q);
+            assert!(p.steps().len() <= MAX_STEPS, "pattern {n}: {} steps", p.steps().len());
+            assert!(p.refreshes().len() <= (ACCESS_BUDGET / REFRESH_COST) as usize + 6);
+            assert!(p.seen().budget_stop);
+        }
+    }
+}
