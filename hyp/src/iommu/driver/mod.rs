@@ -9,13 +9,14 @@
 //! double).
 
 pub mod dmabuf;
+pub mod order;
 pub mod queue;
 pub mod smmu;
 pub mod ste;
 pub mod strtab;
 
 pub use host_abi::smmu::regs::{self, Gbpa};
-pub use platform::regs::SmmuRegs;
+pub use platform::regs::{Barrier, SmmuBarriers, SmmuRegs};
 use regs::off as offset;
 
 /// Why the SMMU could not be put into abort.
@@ -73,6 +74,11 @@ mod tests {
         delay: u32,
         pending: u32,
         log: Vec<(char, usize, u32)>,
+    }
+    impl SmmuBarriers for FakeSmmu {
+        fn barrier(&mut self, _: Barrier) {
+            unreachable!("the GBPA handshake needs no barrier");
+        }
     }
     impl SmmuRegs for FakeSmmu {
         fn read32(&mut self, off: usize) -> u32 {

@@ -8,6 +8,7 @@
 //! against the software SMMU.
 
 use super::dmabuf::DmaBuf;
+use super::order::{self, DmaRange, Published, Released};
 use super::queue::{self, QueuePtr};
 use super::strtab::StreamTable;
 use super::{set_global_abort, GbpaError, SmmuRegs};
@@ -227,6 +228,8 @@ pub struct SmmuDriver<R: SmmuRegs> {
     /// What the hardware offers.
     pub features: Features,
     strtab: (u64, u32),
+    /// The memory SMMU_STRTAB_BASE points at (published before SMMUEN).
+    strtab_mem: DmaRange,
     cmdq: DmaBuf,
     cmdq_prod: QueuePtr,
     evtq: DmaBuf,
@@ -257,7 +260,7 @@ impl<R: SmmuRegs> SmmuDriver<R> {
         set_global_abort(&mut regs).map_err(|e| ProbeError::Enable(SequenceError::Gbpa(e)))?;
         let features = Features::probe(&mut regs, max_sid, need_nesting)?;
         // Everything off (translation falls back to GBPA: abort).
-        write_cr0(&mut regs, Cr0::empty()).map_err(ProbeError::Enable)?;
+        cr0_off(&mut regs).map_err(ProbeError::Enable)?;
         let table = StreamTable::new(max_sid, features.idr0.two_level_strtab())
             .ok_or(ProbeError::OutOfMemory)?;
         let cmdq_log2 = CMDQ_LOG2.min(features.idr1.cmdqs());
@@ -268,6 +271,7 @@ impl<R: SmmuRegs> SmmuDriver<R> {
             regs,
             features,
             strtab: table.base_and_cfg(),
+            strtab_mem: table.range(),
             cmdq_prod: QueuePtr::new(cmdq_log2, 0),
             cmdq,
             evtq,
@@ -312,23 +316,29 @@ impl<R: SmmuRegs> SmmuDriver<R> {
         regs.write32(off::CR2, (Cr2::RECINVSID | Cr2::PTM).bits());
         regs.write32(off::IRQ_CTRL, self.irqs.bits());
         self.cmdq_prod = QueuePtr::new(cmdq_log2, 0);
-        write_cr0(&mut self.regs, Cr0::CMDQEN)?;
+        // Each enable after its unit's memory (zeroed, or filled, by the CPU) is published: the
+        // SMMU reads the command queue and the stream table and writes the event queue from then
+        // on. (In this sequence the CFGI_ALL batch's barrier comes before the last two anyway.)
+        let published = self.cmdq.publish(&mut self.regs);
+        cr0_enable(&mut self.regs, Cr0::CMDQEN, published)?;
         self.submit(&[
             Command::cfgi_all().0,
             Command::tlbi_nsnh_all().0,
             Command::tlbi_el2_all().0,
         ])
         .map_err(SequenceError::Command)?;
-        write_cr0(&mut self.regs, Cr0::CMDQEN | Cr0::EVENTQEN)?;
+        let published = self.evtq.publish(&mut self.regs);
+        cr0_enable(&mut self.regs, Cr0::CMDQEN | Cr0::EVENTQEN, published)?;
         // A power loss in the middle of this sequence would leave registers at reset values
         // that the rest of it does not rewrite: check everything is still ours before
         // enabling translation, and again right after.
         if !self.programmed() {
             return Err(SequenceError::PowerLost);
         }
-        write_cr0(&mut self.regs, Cr0::RUNNING)?;
+        let published = order::publish(&mut self.regs, self.strtab_mem);
+        cr0_enable(&mut self.regs, Cr0::RUNNING, published)?;
         if !self.programmed() {
-            write_cr0(&mut self.regs, Cr0::empty())?;
+            cr0_off(&mut self.regs)?;
             return Err(SequenceError::PowerLost);
         }
         Ok(())
@@ -353,7 +363,7 @@ impl<R: SmmuRegs> SmmuDriver<R> {
     pub fn suspend(&mut self) -> Result<(), SequenceError> {
         self.submit(&[]).map_err(SequenceError::Command)?;
         set_global_abort(&mut self.regs).map_err(SequenceError::Gbpa)?;
-        write_cr0(&mut self.regs, Cr0::empty())?;
+        cr0_off(&mut self.regs)?;
         self.regs.write32(off::IRQ_CTRL, 0);
         Ok(())
     }
@@ -367,7 +377,7 @@ impl<R: SmmuRegs> SmmuDriver<R> {
         for _ in 0..RESUME_ATTEMPTS {
             let r = set_global_abort(&mut self.regs)
                 .map_err(SequenceError::Gbpa)
-                .and_then(|_| write_cr0(&mut self.regs, Cr0::empty()))
+                .and_then(|_| cr0_off(&mut self.regs))
                 .and_then(|_| self.program_and_enable());
             match r {
                 Ok(()) => return Ok(()),
@@ -420,8 +430,40 @@ impl<R: SmmuRegs> SmmuDriver<R> {
         self.counters.commands += n as u64;
         self.counters.syncs += 1;
         self.cmdq_prod = p;
-        self.regs.write32(off::CMDQ_PROD, p.raw());
+        let published = self.publish_commands();
+        self.ring_cmdq(p, published);
         self.wait_consumed(start, p)
+    }
+
+    /// The batch's entries, and every STE and CD word written before them, observed by the
+    /// SMMU before CMDQ_PROD tells it to read them (a stale entry would be a stale command: a
+    /// CFGI_STE of another stream, or a TLBI that does not cover what changed).
+    fn publish_commands(&mut self) -> Published {
+        self.cmdq.publish(&mut self.regs)
+    }
+
+    /// CMDQ_PROD: the SMMU consumes the entries up to `prod`.
+    fn ring_cmdq(&mut self, prod: QueuePtr, _: Published) {
+        self.regs.write32(off::CMDQ_PROD, prod.raw());
+    }
+
+    /// The CMD_SYNC written over a rejected command observed by the SMMU before GERRORN
+    /// restarts the queue on it (else it fetches the rejected command again).
+    fn publish_fixup(&mut self) -> Published {
+        self.cmdq.publish(&mut self.regs)
+    }
+
+    /// Acknowledges GERROR.CMDQ_ERR: the command queue restarts at CONS.
+    fn restart_cmdq(&mut self, _: Published) {
+        self.gerrorn ^= Gerror::CMDQ_ERR.bits();
+        self.regs.write32(off::GERRORN, self.gerrorn);
+    }
+
+    /// EVENTQ_CONS: the slots before `cons` are the SMMU's again (and OVACKFLG acknowledges an
+    /// overflow).
+    fn ring_evtq_cons(&mut self, cons: u32, _: Released) {
+        self.evtq_cons = cons;
+        self.regs.write32(off::EVTQ_CONS, cons);
     }
 
     fn cons(&mut self) -> QueuePtr {
@@ -451,16 +493,15 @@ impl<R: SmmuRegs> SmmuDriver<R> {
                 return first_error.map_or(Ok(()), Err);
             }
             let gerror = self.regs.read32(off::GERROR);
-            let gerrorn = self.gerrorn;
-            if Gerror::from_bits_retain(gerror ^ gerrorn).contains(Gerror::CMDQ_ERR) {
+            if Gerror::from_bits_retain(gerror ^ self.gerrorn).contains(Gerror::CMDQ_ERR) {
                 // CONS points at the offending command: neutralise it and restart the queue.
                 let index = queue::used(cons, start) as usize;
                 let reason = regs::cmdq_cons_err(raw);
                 self.cmdq.write_pair(cons.index() as usize * 2, Command::sync().0);
                 self.counters.command_errors += 1;
                 first_error.get_or_insert(CmdError::Rejected { index, reason });
-                self.gerrorn = gerrorn ^ Gerror::CMDQ_ERR.bits();
-                self.regs.write32(off::GERRORN, self.gerrorn);
+                let published = self.publish_fixup();
+                self.restart_cmdq(published);
                 continue;
             }
             self.check_alive()?;
@@ -478,15 +519,21 @@ impl<R: SmmuRegs> SmmuDriver<R> {
         let prod = QueuePtr::new(self.evtq_log2, prod_raw);
         let overflowed = (prod_raw ^ cons_raw) & Q_OVFLG != 0;
         let mut n = 0;
-        while n < max && queue::used(prod, cons) != 0 {
-            f(self.evtq.read_entry::<4>(cons.index() as usize * 4));
-            cons = cons.advance(1);
-            n += 1;
+        if max > 0 && queue::used(prod, cons) != 0 {
+            // The records PROD covers were written before it moved: none may be read from
+            // before that (a stale record, routed to the wrong VM or twice).
+            let acquired = order::acquire(&mut self.regs);
+            while n < max && queue::used(prod, cons) != 0 {
+                f(self.evtq.read_acquired::<4>(cons.index() as usize * 4, &acquired));
+                cons = cons.advance(1);
+                n += 1;
+            }
         }
         if n > 0 || overflowed {
-            // One CONS write for the whole drain, acknowledging the overflow flag with it.
-            self.evtq_cons = cons.raw() | (prod_raw & Q_OVFLG);
-            self.regs.write32(off::EVTQ_CONS, self.evtq_cons);
+            // Every record read in full before the SMMU may write over it. One CONS write for
+            // the whole drain, acknowledging the overflow flag with it.
+            let released = order::release(&mut self.regs);
+            self.ring_evtq_cons(cons.raw() | (prod_raw & Q_OVFLG), released);
         }
         self.counters.events += n as u64;
         self.counters.evtq_overflows += overflowed as u64;
@@ -506,6 +553,17 @@ impl<R: SmmuRegs> SmmuDriver<R> {
     }
 }
 
+/// CR0 = 0: every unit off (nothing for the SMMU to read, no barrier).
+fn cr0_off(regs: &mut dyn SmmuRegs) -> Result<(), SequenceError> {
+    write_cr0(regs, Cr0::empty())
+}
+
+/// CR0 = `value`, enabling units whose memory was published first.
+fn cr0_enable(regs: &mut dyn SmmuRegs, value: Cr0, _: Published) -> Result<(), SequenceError> {
+    write_cr0(regs, value)
+}
+
+/// Writes CR0 and waits for CR0ACK to follow.
 fn write_cr0(regs: &mut dyn SmmuRegs, value: Cr0) -> Result<(), SequenceError> {
     regs.write32(off::CR0, value.bits());
     for _ in 0..POLL_LIMIT {

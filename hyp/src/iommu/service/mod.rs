@@ -418,7 +418,7 @@ impl<R: SmmuRegs> SmmuService<R> {
     /// point of the plan; while the SMMU is off, in memory only (resume invalidates
     /// everything before SMMUEN).
     fn install(&mut self, sid: u32, target: &Ste) -> Result<(), InstallError> {
-        let ensured = self.table.ensure(sid).map_err(InstallError::Table)?;
+        let ensured = self.table.ensure(sid, self.hw.barriers()).map_err(InstallError::Table)?;
         ste::plan_into(&Ste(self.table.read(sid)), target, &mut self.plan);
         let plan = &self.plan;
         match self.hw.powered() {

@@ -4,7 +4,7 @@
 //! controller and the PM counters live here; the decision itself is [`crate::iommu::pm::decide`].
 
 use crate::iommu::driver::smmu::{SequenceError, SmmuDriver};
-use crate::iommu::driver::SmmuRegs;
+use crate::iommu::driver::{SmmuBarriers, SmmuRegs};
 use crate::iommu::pm::{self, Action, Power, Refusal, Vote};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -125,6 +125,12 @@ impl<R: SmmuRegs> PowerGate<R> {
     #[inline]
     pub fn has_news(&self) -> bool {
         self.news.is_some()
+    }
+
+    /// The CPU's memory barriers on the SMMU's path, whatever its power (a barrier is no
+    /// register access): the stream table publishes a new level-2 table with them.
+    pub fn barriers(&mut self) -> &mut dyn SmmuBarriers {
+        self.driver.regs_mut()
     }
 
     /// The driver without touching the hardware (its features and counters).

@@ -4,7 +4,7 @@
 //! tests post events, raise errors and cut power.
 
 use super::{MemFault, SmmuIdRegs, SmmuMemory, SoftSmmu, WriteEffect};
-use crate::iommu::driver::SmmuRegs;
+use crate::iommu::driver::{Barrier, SmmuBarriers, SmmuRegs};
 use host_abi::smmu::regs::{off, Gbpa, Gerror};
 use std::vec::Vec;
 
@@ -36,6 +36,8 @@ pub struct FakeSmmu {
     pub writes: Vec<(usize, u32)>,
     /// Register reads so far.
     pub reads: u64,
+    /// Every barrier, with the number of register writes before it.
+    pub barriers: Vec<(usize, Barrier)>,
     /// Every command consumed, in order (rejected ones excluded).
     pub consumed: Vec<[u64; 2]>,
     /// Stop consuming commands (a hung SMMU).
@@ -64,6 +66,7 @@ impl FakeSmmu {
             smmu: SoftSmmu::new(ids, 0x1000),
             writes: Vec::new(),
             reads: 0,
+            barriers: Vec::new(),
             consumed: Vec::new(),
             hold_commands: false,
             consume_at_cons_read: None,
@@ -113,6 +116,12 @@ impl FakeSmmu {
     /// GBPA says abort.
     pub fn aborts(&self) -> bool {
         self.smmu.gbpa().abort()
+    }
+}
+
+impl SmmuBarriers for FakeSmmu {
+    fn barrier(&mut self, b: Barrier) {
+        self.barriers.push((self.writes.len(), b));
     }
 }
 
