@@ -252,10 +252,9 @@ fn extra_streams_are_owned_and_attachable_on_a_two_level_table() {
     assert!(io.is_two_level(), "the stream ID space needs two levels");
     let n = io.regs_mut().consumed.len();
     io.attach(0, 0x1005, Domain::Identity, &NoMemory).unwrap();
-    // What the SMMU would fetch for the stream is the shadow STE: walk the table the way the
-    // hardware does, through the level-1 descriptor.
-    let fetched =
-        io.regs_mut().smmu.lookup_ste(&mut crate::iommu::soft::fake::HostMemory, 0x1005).unwrap();
+    // What the SMMU uses for the stream is the shadow STE: it walks the table the way the
+    // hardware does, through the level-1 descriptor, as the CPU's barriers published it.
+    let fetched = in_use(&mut io, 0x1005).0;
     assert_eq!(Ste(fetched), ste::encode(&Domain::Identity, &s2(0)));
     // The new span was invalidated before the STE changed, then each step.
     let ops: std::vec::Vec<u64> = io.regs_mut().consumed[n..].iter().map(|c| c[0] & 0xff).collect();
@@ -264,8 +263,7 @@ fn extra_streams_are_owned_and_attachable_on_a_two_level_table() {
     // The level-1 descriptor spans its whole level-2 table (SPAN = SPLIT + 1): the last
     // stream of the 256 is reached too.
     io.attach(0, 0x10ff, Domain::Identity, &NoMemory).unwrap();
-    let fetched =
-        io.regs_mut().smmu.lookup_ste(&mut crate::iommu::soft::fake::HostMemory, 0x10ff).unwrap();
+    let fetched = in_use(&mut io, 0x10ff).0;
     assert_eq!(Ste(fetched), ste::encode(&Domain::Identity, &s2(0)));
 }
 
@@ -312,8 +310,7 @@ fn a_stream_first_attached_while_off_gets_its_table_and_translates_after_resume(
     let want = ste::encode(&Domain::Identity, &s2(0));
     assert_eq!(io.ste(0x1003), want, "written in memory while off");
     io.vote(0, Vote::NeedOn);
-    let fetched =
-        io.regs_mut().smmu.lookup_ste(&mut crate::iommu::soft::fake::HostMemory, 0x1003).unwrap();
+    let fetched = in_use(&mut io, 0x1003).0;
     assert_eq!(Ste(fetched), want);
 }
 
@@ -1024,4 +1021,58 @@ fn a_failed_attach_is_reported_once_per_vm_and_counted_every_time() {
     assert_eq!(io.attach(2, 0x4001, Domain::Identity, &NoMemory), Err(HypError::DeviceError));
     assert_eq!(io.take_report(), None, "once per VM, whatever the stream");
     assert_eq!(io.failures().1, 4, "every failure counted");
+}
+
+/// The STE the fake SMMU uses for stream `sid` now: the one it holds, or the one it fetches
+/// through the stream table as the CPU's barriers published it.
+fn in_use(io: &mut SmmuService<FakeSmmu>, sid: u32) -> Ste {
+    Ste(io.regs_mut().ste_in_use(sid).expect("SMMUEN is set").expect("the STE is reachable"))
+}
+
+#[test]
+fn the_smmu_uses_the_ste_the_table_holds_after_every_attach() {
+    // The SMMU reads STEs and commands only as published (a barrier before CMDQ_PROD, and a
+    // level-2 table before the level-1 descriptor that links it): a stale command would leave
+    // the old STE in use, a level-2 table seen before it was published a garbage (bypass) one.
+    let mut ram = Ram::default();
+    ram.put_cd(G1_CDS, &g1_cd(5));
+    let g1 = sid_of(1);
+    let walk = [Domain::Identity, g1_nested(), Domain::Blocked, g1_nested(), Domain::Identity];
+    let mut io = ready();
+    for d in walk {
+        io.attach(1, g1, d, &ram).unwrap();
+        assert_eq!(in_use(&mut io, g1), io.ste(g1), "{d}");
+    }
+    // A two-level table: each stream's first attach links a new level-2 table while the SMMU
+    // is running.
+    let mut io = service_with(FakeSmmu::qemu(), 0x3ff, GbpaReset::Abort);
+    io.add_streams(0, 0x2a5, 1);
+    io.add_streams(0, 0x3ff, 1);
+    for sid in [0x2a5, 0x3ff] {
+        for d in [Domain::Identity, Domain::Blocked, Domain::Identity] {
+            io.attach(0, sid, d, &NoMemory).unwrap();
+            assert_eq!(in_use(&mut io, sid), io.ste(sid), "{sid:#x} {d}");
+        }
+    }
+    let fake = io.regs_mut();
+    assert!(fake.unpublished_stes.is_empty(), "{:x?}", fake.unpublished_stes);
+    assert_eq!(fake.visible.unpublished_reads, 0);
+    // A span never linked is no STE at all (C_BAD_STREAMID), not a stale one.
+    assert_eq!(
+        fake.ste_in_use(0x1a0),
+        Some(Err(crate::iommu::soft::SteFault::NoLevel2)),
+        "never linked"
+    );
+}
+
+#[test]
+fn a_stream_attached_while_off_is_used_as_the_table_holds_it_after_resume() {
+    // Memory-only changes while off (a new level-2 table among them) are published before the
+    // SMMU is enabled again.
+    let mut io = service_with(FakeSmmu::qemu(), 0x3ff, GbpaReset::Abort);
+    io.add_streams(0, 0x2a5, 1);
+    assert!(vote_all(&mut io, Vote::AllowOff).powered_off);
+    io.attach(0, 0x2a5, Domain::Identity, &NoMemory).unwrap();
+    io.vote(0, Vote::NeedOn);
+    assert_eq!(in_use(&mut io, 0x2a5), ste::encode(&Domain::Identity, &s2(0)));
 }
