@@ -70,21 +70,44 @@ impl core::fmt::Display for ProbeError {
 pub enum SequenceError {
     /// GBPA did not acknowledge.
     Gbpa(GbpaError),
-    /// CR0ACK did not follow CR0.
-    Cr0AckTimeout,
+    /// CR0ACK did not follow CR0 within [`CR0ACK_POLL_LIMIT`] reads.
+    Cr0AckTimeout {
+        /// The value written to CR0.
+        wrote: u32,
+        /// The last value read from CR0ACK.
+        last: u32,
+    },
     /// A command of the sequence failed.
     Command(CmdError),
     /// The SMMU lost power while being programmed (its registers went back to reset values).
     PowerLost,
+    /// The SMMU had failed before ([`Failure`]): nothing was written.
+    Failed,
+}
+
+impl SequenceError {
+    /// The wait that timed out, if that is what happened.
+    pub fn timeout(&self) -> Option<Timeout> {
+        match *self {
+            SequenceError::Gbpa(e) => Some(Timeout::Gbpa(e)),
+            SequenceError::Cr0AckTimeout { wrote, last } => Some(Timeout::Cr0Ack { wrote, last }),
+            SequenceError::Command(e) => e.timeout(),
+            SequenceError::PowerLost | SequenceError::Failed => None,
+        }
+    }
 }
 
 impl core::fmt::Display for SequenceError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             SequenceError::Gbpa(e) => write!(f, "{e}"),
-            SequenceError::Cr0AckTimeout => f.write_str("SMMU_CR0ACK did not follow SMMU_CR0"),
+            SequenceError::Cr0AckTimeout { wrote, last } => write!(
+                f,
+                "SMMU_CR0ACK did not follow SMMU_CR0 = {wrote:#010x} within {CR0ACK_POLL_LIMIT} reads (last read {last:#010x})"
+            ),
             SequenceError::Command(e) => write!(f, "command failed: {e}"),
             SequenceError::PowerLost => f.write_str("SMMU lost power while being programmed"),
+            SequenceError::Failed => f.write_str("the SMMU has failed: nothing was written"),
         }
     }
 }
@@ -101,12 +124,27 @@ pub enum CmdError {
         reason: u32,
     },
     /// CONS did not pass the batch's SYNC within the poll budget.
-    Timeout,
+    Timeout {
+        /// The budget: reads of CMDQ_CONS.
+        polls: u32,
+    },
     /// The batch is larger than the queue can take at once.
     TooLarge,
     /// The command queue was found disabled while waiting: the SMMU lost power. The caller
     /// recovers through the resume path; nothing more is waited for.
     PowerLost,
+    /// The SMMU had failed before ([`Failure`]): nothing was sent.
+    Failed,
+}
+
+impl CmdError {
+    /// The wait that timed out, if that is what happened.
+    pub fn timeout(&self) -> Option<Timeout> {
+        match *self {
+            CmdError::Timeout { polls } => Some(Timeout::CmdSync { polls }),
+            _ => None,
+        }
+    }
 }
 
 impl core::fmt::Display for CmdError {
@@ -121,10 +159,88 @@ impl core::fmt::Display for CmdError {
                 };
                 write!(f, "command {index} rejected by the SMMU: {why} ({reason})")
             }
-            CmdError::Timeout => f.write_str("command queue did not drain in time"),
+            CmdError::Timeout { polls } => {
+                write!(f, "a CMD_SYNC was not consumed within {polls} reads of SMMU_CMDQ_CONS")
+            }
             CmdError::TooLarge => f.write_str("command batch larger than the queue"),
             CmdError::PowerLost => f.write_str("the SMMU lost power while a batch was queued"),
+            CmdError::Failed => f.write_str("the SMMU has failed: nothing was sent"),
         }
+    }
+}
+
+/// A wait on the SMMU that did not end within its budget: the SMMU is hung, or too slow to be
+/// trusted, and the driver gives it up ([`Failure`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timeout {
+    /// GBPA.UPDATE stayed set for [`super::GBPA_POLL_LIMIT`] reads.
+    Gbpa(GbpaError),
+    /// CR0ACK did not follow CR0 within [`CR0ACK_POLL_LIMIT`] reads.
+    Cr0Ack {
+        /// The value written to CR0.
+        wrote: u32,
+        /// The last value read from CR0ACK.
+        last: u32,
+    },
+    /// CMDQ_CONS did not pass a batch's CMD_SYNC within `polls` reads.
+    CmdSync {
+        /// The budget.
+        polls: u32,
+    },
+}
+
+impl core::fmt::Display for Timeout {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Timeout::Gbpa(e) => write!(f, "{e}"),
+            Timeout::Cr0Ack { wrote, last } => {
+                write!(f, "{}", SequenceError::Cr0AckTimeout { wrote, last })
+            }
+            Timeout::CmdSync { polls } => write!(f, "{}", CmdError::Timeout { polls }),
+        }
+    }
+}
+
+/// What the driver could still do to make translation no weaker after a [`Timeout`]. The
+/// stream table is never touched: every entry in memory stays a valid one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Containment {
+    /// GBPA.ABORT set (UPDATE handshake), then SMMUEN cleared: every stream aborts.
+    Aborting,
+    /// GBPA.ABORT set, but SMMUEN not known to be cleared (CR0ACK does not follow CR0): the
+    /// SMMU translates, if at all, with the STEs it holds.
+    AbortSetSmmuenKept,
+    /// GBPA.ABORT could not be set, so SMMUEN was left as it was: clearing it would hand every
+    /// stream to a GBPA that may say bypass.
+    SmmuenKept,
+}
+
+impl core::fmt::Display for Containment {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Containment::Aborting => "GBPA.ABORT set and SMMUEN cleared: every stream aborts",
+            Containment::AbortSetSmmuenKept => {
+                "GBPA.ABORT set, but SMMUEN could not be cleared: the SMMU keeps the STEs it holds"
+            }
+            Containment::SmmuenKept => {
+                "GBPA.ABORT could not be set, so SMMUEN was left as it was (clearing it could let DMA bypass translation)"
+            }
+        })
+    }
+}
+
+/// Why and how the driver gave the SMMU up: from then on it touches no register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The wait that timed out.
+    pub timeout: Timeout,
+    /// What was done about it.
+    pub containment: Containment,
+}
+
+impl core::fmt::Display for Failure {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}; {}; the stream table in memory stays valid", self.timeout, self.containment)
     }
 }
 
@@ -187,12 +303,23 @@ pub const CMDQ_LOG2: u32 = 9;
 pub const EVTQ_LOG2: u32 = 12;
 /// Resume attempts when power is lost again during resume.
 pub const RESUME_ATTEMPTS: u32 = 3;
-/// Polls of CONS (and CR0ACK, GBPA) before giving up. Under QEMU the SMMU consumes commands
-/// during the PROD write itself, so the first poll normally succeeds; on silicon a SYNC
-/// takes microseconds. A poll also checks that the queue is still enabled, so a power loss
-/// ends the wait at once. This bound (each poll is one MMIO read, about a microsecond under
-/// QEMU) keeps the worst wait of any VM on the SMMU lock well under a second.
+/// Reads of CMDQ_CONS before a batch's CMD_SYNC is given up on (the driver's `poll_limit`
+/// starts here). Under QEMU the SMMU consumes commands during the PROD write itself, so the
+/// first read normally succeeds; on silicon a SYNC takes microseconds (an ATC invalidation, which
+/// QEMU's SMMU does not have, may take much longer: a board with ATS needs a larger budget). A
+/// poll also checks that the queue is still enabled, so a power loss ends the wait at once.
+/// This bound (each poll is one MMIO read, about a microsecond under QEMU) keeps the worst wait
+/// of any VM on the SMMU lock well under a second.
+///
+/// Every wait of the driver on the SMMU, and its budget: GBPA.UPDATE ([`super::GBPA_POLL_LIMIT`]
+/// reads), CR0ACK ([`CR0ACK_POLL_LIMIT`]), a CMD_SYNC (`poll_limit`, this by default). There is
+/// no wait for room in the command queue: every batch ends with its SYNC consumed (or the SMMU
+/// failed, or lost power and the resume empties the queue), so the next one finds it empty.
+/// IRQ_CTRLACK is not waited for: nothing depends on the interrupts being on at once (events
+/// are drained on every entry). A wait that times out fails the SMMU ([`Failure`]).
 pub const POLL_LIMIT: u32 = 200_000;
+/// Reads of CR0ACK before a CR0 write is given up on.
+pub const CR0ACK_POLL_LIMIT: u32 = POLL_LIMIT;
 
 /// DriverCounters readable by VMs and the benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -244,6 +371,8 @@ pub struct SmmuDriver<R: SmmuRegs> {
     /// Polls of CONS before a batch times out (the model, which consumes synchronously,
     /// lowers it).
     pub poll_limit: u32,
+    /// The SMMU failed (a wait timed out): no register is touched any more.
+    failure: Option<Failure>,
 }
 
 impl<R: SmmuRegs> SmmuDriver<R> {
@@ -281,6 +410,7 @@ impl<R: SmmuRegs> SmmuDriver<R> {
             irqs,
             counters: DriverCounters::default(),
             poll_limit: POLL_LIMIT,
+            failure: None,
         };
         smmu.program_and_enable().map_err(ProbeError::Enable)?;
         Ok((smmu, table))
@@ -361,6 +491,17 @@ impl<R: SmmuRegs> SmmuDriver<R> {
     /// the UPDATE handshake, and only then SMMUEN = 0 with the queues and interrupts off. At no
     /// point between these writes can a transaction bypass translation.
     pub fn suspend(&mut self) -> Result<(), SequenceError> {
+        if self.failure.is_some() {
+            return Err(SequenceError::Failed);
+        }
+        let r = self.quiesce();
+        if let Err(e) = r {
+            self.give_up_on(&e);
+        }
+        r
+    }
+
+    fn quiesce(&mut self) -> Result<(), SequenceError> {
         self.submit(&[]).map_err(SequenceError::Command)?;
         set_global_abort(&mut self.regs).map_err(SequenceError::Gbpa)?;
         cr0_off(&mut self.regs)?;
@@ -372,6 +513,9 @@ impl<R: SmmuRegs> SmmuDriver<R> {
     /// (the reset value may be bypass), then tables and queues from the hypervisor's own copies,
     /// CFGI_ALL + TLBI of every regime + SYNC, and SMMUEN last.
     pub fn resume(&mut self) -> Result<(), SequenceError> {
+        if self.failure.is_some() {
+            return Err(SequenceError::Failed);
+        }
         // Power may be lost again while we program it: start over (bounded).
         let mut last = SequenceError::PowerLost;
         for _ in 0..RESUME_ATTEMPTS {
@@ -381,10 +525,47 @@ impl<R: SmmuRegs> SmmuDriver<R> {
                 .and_then(|_| self.program_and_enable());
             match r {
                 Ok(()) => return Ok(()),
+                Err(e) if e.timeout().is_some() => {
+                    // Hung, not unpowered: trying again would only wait again.
+                    self.give_up_on(&e);
+                    return Err(e);
+                }
                 Err(e) => last = e,
             }
         }
         Err(last)
+    }
+
+    /// Gives the SMMU up if `e` is a timeout ([`Self::give_up`]).
+    fn give_up_on(&mut self, e: &SequenceError) {
+        if let Some(t) = e.timeout() {
+            self.give_up(t);
+        }
+    }
+
+    /// A wait timed out: the SMMU is failed from now on. Translation is made no weaker with
+    /// what still works, each step bounded, none repeating the wait that just timed out:
+    /// GBPA.ABORT first, and only if that took, SMMUEN = 0 (every stream then aborts). The
+    /// stream table is not touched.
+    fn give_up(&mut self, timeout: Timeout) {
+        if self.failure.is_some() {
+            return;
+        }
+        let abort =
+            !matches!(timeout, Timeout::Gbpa(_)) && set_global_abort(&mut self.regs).is_ok();
+        let containment = if !abort {
+            Containment::SmmuenKept
+        } else if matches!(timeout, Timeout::Cr0Ack { .. }) || cr0_off(&mut self.regs).is_err() {
+            Containment::AbortSetSmmuenKept
+        } else {
+            Containment::Aborting
+        };
+        self.failure = Some(Failure { timeout, containment });
+    }
+
+    /// Why the SMMU failed, if it did (no register is touched since).
+    pub fn failure(&self) -> Option<Failure> {
+        self.failure
     }
 
     /// Whether the SMMU still holds the configuration the driver gave it (SMMUEN and both
@@ -402,20 +583,23 @@ impl<R: SmmuRegs> SmmuDriver<R> {
     /// A command the SMMU rejects is replaced by a CMD_SYNC (harmless), the error acknowledged
     /// and reported; the queue keeps working. No heap allocation.
     pub fn submit(&mut self, cmds: &[CmdWords]) -> Result<(), CmdError> {
+        if self.failure.is_some() {
+            return Err(CmdError::Failed);
+        }
+        let r = self.send(cmds);
+        if let Some(t) = r.err().and_then(|e| e.timeout()) {
+            self.give_up(t);
+        }
+        r
+    }
+
+    fn send(&mut self, cmds: &[CmdWords]) -> Result<(), CmdError> {
         let n = cmds.len() as u32 + 1;
         if n > self.cmdq_prod.capacity() {
             return Err(CmdError::TooLarge);
         }
+        // The queue is empty: the last batch's SYNC was consumed (see POLL_LIMIT).
         let start = self.cmdq_prod;
-        // Wait for room.
-        let mut polls = 0;
-        while queue::space(self.cmdq_prod, self.cons()) < n {
-            self.check_alive()?;
-            polls += 1;
-            if polls > self.poll_limit {
-                return Err(CmdError::Timeout);
-            }
-        }
         let mut p = self.cmdq_prod;
         // Up to the end of the queue, then from its start.
         let before_wrap = cmds.len().min((p.capacity() - p.index()) as usize);
@@ -466,10 +650,6 @@ impl<R: SmmuRegs> SmmuDriver<R> {
         self.regs.write32(off::EVTQ_CONS, cons);
     }
 
-    fn cons(&mut self) -> QueuePtr {
-        QueuePtr::new(self.cmdq_log2(), self.regs.read32(off::CMDQ_CONS))
-    }
-
     fn cmdq_log2(&self) -> u32 {
         self.cmdq_prod.capacity().trailing_zeros()
     }
@@ -506,7 +686,7 @@ impl<R: SmmuRegs> SmmuDriver<R> {
             }
             self.check_alive()?;
         }
-        Err(CmdError::Timeout)
+        Err(CmdError::Timeout { polls: self.poll_limit })
     }
 
     /// Takes at most `max` pending event records off the event queue, oldest first, and
@@ -566,12 +746,14 @@ fn cr0_enable(regs: &mut dyn SmmuRegs, value: Cr0, _: Published) -> Result<(), S
 /// Writes CR0 and waits for CR0ACK to follow.
 fn write_cr0(regs: &mut dyn SmmuRegs, value: Cr0) -> Result<(), SequenceError> {
     regs.write32(off::CR0, value.bits());
-    for _ in 0..POLL_LIMIT {
-        if regs.read32(off::CR0ACK) == value.bits() {
+    let mut last = 0;
+    for _ in 0..CR0ACK_POLL_LIMIT {
+        last = regs.read32(off::CR0ACK);
+        if last == value.bits() {
             return Ok(());
         }
     }
-    Err(SequenceError::Cr0AckTimeout)
+    Err(SequenceError::Cr0AckTimeout { wrote: value.bits(), last })
 }
 
 #[cfg(test)]
@@ -579,6 +761,7 @@ mod tests {
     use super::*;
     use crate::iommu::driver::ste;
     use crate::iommu::soft::fake::FakeSmmu;
+    use std::string::ToString;
 
     fn position(f: &FakeSmmu, o: usize, v: Option<u32>) -> usize {
         f.writes.iter().position(|&(ro, rv)| ro == o && v.is_none_or(|v| v == rv)).unwrap()
@@ -700,34 +883,116 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_is_waited_for_within_the_poll_budget() {
+    fn a_slow_smmu_is_waited_for_within_the_budget_and_a_hung_one_fails() {
         let mut fake = FakeSmmu::qemu();
         let (mut smmu, _) = init(&mut fake, 0x20);
-        let cap = 1u32 << CMDQ_LOG2;
         smmu.poll_limit = 8;
-        // A hung SMMU: the first batch (a command and its SYNC) stays in the queue.
+        // Slow: the batch is consumed on the last CONS read the budget allows.
         smmu.regs_mut().hold_commands = true;
-        assert_eq!(smmu.submit(&[Command::cfgi_ste(1).0]), Err(CmdError::Timeout));
-        // A batch that needs all but one entry must wait for those two. The SMMU
-        // consumes them on the last CONS read the budget allows (the first read and 8 polls).
-        let cmds: std::vec::Vec<CmdWords> =
-            (0..cap - 2).map(|i| Command::cfgi_ste(0x100 + i).0).collect();
+        smmu.regs_mut().consume_at_cons_read = Some(8);
+        assert_eq!(smmu.submit(&[Command::cfgi_ste(1).0]), Ok(()));
+        assert_eq!(smmu.failure(), None);
+        // One read more: given up.
+        smmu.regs_mut().hold_commands = true;
         smmu.regs_mut().consume_at_cons_read = Some(9);
-        assert_eq!(smmu.submit(&cmds), Ok(()));
-        let c = &smmu.regs_mut().consumed;
-        assert_eq!(c.len(), 4 + 2 + cap as usize - 1, "both batches, whole");
-        assert_eq!(c[4..6], [Command::cfgi_ste(1).0, Command::sync().0], "the first first");
-        assert_eq!(c[6], Command::cfgi_ste(0x100).0);
-        // An SMMU that would need one poll more than the budget: the batch is given up on,
-        // nothing written.
-        smmu.regs_mut().hold_commands = true;
-        assert_eq!(smmu.submit(&[Command::cfgi_ste(2).0]), Err(CmdError::Timeout));
-        smmu.regs_mut().consume_at_cons_read = Some(10);
         let reads = smmu.regs_mut().reads;
-        let writes = smmu.regs_mut().writes.len();
-        assert_eq!(smmu.submit(&cmds), Err(CmdError::Timeout));
-        assert_eq!(smmu.regs_mut().writes.len(), writes, "no PROD write over pending commands");
-        assert!(smmu.regs_mut().reads - reads < 20, "{} reads", smmu.regs_mut().reads - reads);
+        assert_eq!(smmu.submit(&[Command::cfgi_ste(2).0]), Err(CmdError::Timeout { polls: 8 }));
+        // Three reads per poll (CONS, GERROR, CR0), then the containment's.
+        assert!(smmu.regs_mut().reads - reads < 30, "{} reads", smmu.regs_mut().reads - reads);
+        let f = smmu.failure().expect("a timeout fails the SMMU");
+        assert_eq!(
+            f,
+            Failure { timeout: Timeout::CmdSync { polls: 8 }, containment: Containment::Aborting }
+        );
+        // Translation no weaker: GBPA.ABORT (with the handshake), then SMMUEN off.
+        let fake = smmu.regs_mut();
+        assert!(fake.aborts());
+        assert_eq!(fake.smmu.cr0(), Cr0::empty(), "every stream aborts");
+        let n = fake.writes.len();
+        let gbpa = fake.writes.iter().rposition(|w| w.0 == off::GBPA).unwrap();
+        let cr0 = fake.writes.iter().rposition(|w| w.0 == off::CR0).unwrap();
+        assert!(gbpa < cr0 && cr0 == n - 1, "abort first, then SMMUEN off, nothing else");
+        // From now on no register is touched, whatever is asked.
+        let (reads, writes) = (fake.reads, fake.writes.len());
+        assert_eq!(smmu.submit(&[Command::cfgi_ste(3).0]), Err(CmdError::Failed));
+        assert_eq!(smmu.suspend(), Err(SequenceError::Failed));
+        assert_eq!(smmu.resume(), Err(SequenceError::Failed));
+        assert_eq!((smmu.regs_mut().reads, smmu.regs_mut().writes.len()), (reads, writes));
+        assert_eq!(smmu.failure(), Some(f), "the first failure stays");
+    }
+
+    #[test]
+    fn a_cr0_never_acknowledged_fails_the_smmu_with_gbpa_abort_set() {
+        let mut fake = FakeSmmu::qemu();
+        let (mut smmu, _) = init(&mut fake, 0x20);
+        smmu.regs_mut().hold_cr0 = true;
+        let reads = smmu.regs_mut().reads;
+        let hung = SequenceError::Cr0AckTimeout { wrote: 0, last: Cr0::RUNNING.bits() };
+        assert_eq!(smmu.suspend(), Err(hung));
+        assert!(smmu.regs_mut().reads - reads <= u64::from(CR0ACK_POLL_LIMIT) + 20);
+        let f = smmu.failure().unwrap();
+        // CR0 = 0 is not tried again (it would only wait again): SMMUEN may still be set.
+        assert_eq!(f.containment, Containment::AbortSetSmmuenKept);
+        assert_eq!(f.timeout, Timeout::Cr0Ack { wrote: 0, last: Cr0::RUNNING.bits() });
+        assert!(smmu.regs_mut().aborts());
+        // At boot, the first enable that is never acknowledged stops the boot with the reason.
+        let mut fake = FakeSmmu::qemu();
+        fake.hold_cr0 = true;
+        let r = SmmuDriver::init(&mut fake, 0x20, true, IrqCtrl::empty()).map(|_| ());
+        let e = SequenceError::Cr0AckTimeout { wrote: Cr0::CMDQEN.bits(), last: 0 };
+        assert_eq!(r, Err(ProbeError::Enable(e)));
+    }
+
+    #[test]
+    fn a_gbpa_update_never_completed_fails_the_smmu_and_leaves_smmuen_set() {
+        let mut fake = FakeSmmu::qemu();
+        let (mut smmu, mut table) = init(&mut fake, 0x20);
+        table.write_word(0x18, 1, 0x1234).unwrap();
+        smmu.regs_mut().hold_gbpa = true;
+        let last = Gbpa::UPDATE | Gbpa::ABORT | 0x1000;
+        let e = SequenceError::Gbpa(GbpaError::GbpaUpdateTimeout { last });
+        assert_eq!(smmu.suspend(), Err(e));
+        // Not knowing GBPA says abort, clearing SMMUEN could hand every stream to bypass: the
+        // STEs keep deciding.
+        let f = smmu.failure().unwrap();
+        assert_eq!(
+            f,
+            Failure {
+                timeout: Timeout::Gbpa(GbpaError::GbpaUpdateTimeout { last }),
+                containment: Containment::SmmuenKept
+            }
+        );
+        assert_eq!(smmu.regs_mut().smmu.cr0(), Cr0::RUNNING);
+        assert_eq!(table.read(0x18)[1], 0x1234, "the stream table is not touched");
+        assert_eq!(
+            f.to_string(),
+            "SMMU_GBPA.UPDATE did not clear within 1000000 reads (last read 0x80101000); GBPA.ABORT could not be set, so SMMUEN was left as it was (clearing it could let DMA bypass translation); the stream table in memory stays valid"
+        );
+    }
+
+    #[test]
+    fn a_resume_that_times_out_is_not_tried_again() {
+        let mut fake = FakeSmmu::qemu();
+        let (mut smmu, _) = init(&mut fake, 0x20);
+        smmu.poll_limit = 8;
+        smmu.regs_mut().power_loss(Gbpa::ABORT);
+        smmu.regs_mut().hold_commands = true;
+        let e = smmu.resume().unwrap_err();
+        assert_eq!(e, SequenceError::Command(CmdError::Timeout { polls: 8 }));
+        let writes = &smmu.regs_mut().writes;
+        let lost = writes.iter().position(|w| w.0 == usize::MAX).unwrap();
+        let attempts = writes[lost..].iter().filter(|w| w.0 == off::STRTAB_BASE).count();
+        assert_eq!(attempts, 1, "one attempt: hung, not unpowered");
+        assert_eq!(smmu.failure().map(|f| f.containment), Some(Containment::Aborting));
+        // Power lost again and again while being programmed is no failure: each of the
+        // attempts starts over, and the last loss is what is returned.
+        let mut fake = FakeSmmu::qemu();
+        let (mut smmu, _) = init(&mut fake, 0x20);
+        smmu.regs_mut().power_loss(Gbpa::ABORT);
+        smmu.regs_mut().power_drops_at_smmuen = RESUME_ATTEMPTS;
+        assert_eq!(smmu.resume(), Err(SequenceError::PowerLost));
+        assert_eq!(smmu.failure(), None);
+        assert_eq!(smmu.resume(), Ok(()), "the power domain holds now");
     }
 
     #[test]
@@ -798,18 +1063,36 @@ mod tests {
             "command 3 rejected by the SMMU: ATC invalidation timeout (3)"
         );
         assert_eq!(s(&rejected(0x7f)), "command 3 rejected by the SMMU: unknown error (127)");
-        assert_eq!(s(&CmdError::Timeout), "command queue did not drain in time");
+        assert_eq!(
+            s(&CmdError::Timeout { polls: 8 }),
+            "a CMD_SYNC was not consumed within 8 reads of SMMU_CMDQ_CONS"
+        );
+        assert_eq!(s(&CmdError::Failed), "the SMMU has failed: nothing was sent");
+        assert_eq!(s(&SequenceError::Failed), "the SMMU has failed: nothing was written");
         assert_eq!(s(&CmdError::TooLarge), "command batch larger than the queue");
         assert_eq!(s(&CmdError::PowerLost), "the SMMU lost power while a batch was queued");
         let gbpa = GbpaError::GbpaUpdateTimeout { last: 0x8000_1000 };
         assert_eq!(
             s(&SequenceError::Gbpa(gbpa)),
-            "SMMU_GBPA.UPDATE did not clear (last read 0x80001000)"
+            "SMMU_GBPA.UPDATE did not clear within 1000000 reads (last read 0x80001000)"
         );
-        assert_eq!(s(&SequenceError::Cr0AckTimeout), "SMMU_CR0ACK did not follow SMMU_CR0");
+        let cr0 = SequenceError::Cr0AckTimeout { wrote: 0xd, last: 0x9 };
         assert_eq!(
-            s(&SequenceError::Command(CmdError::Timeout)),
-            "command failed: command queue did not drain in time"
+            s(&cr0),
+            "SMMU_CR0ACK did not follow SMMU_CR0 = 0x0000000d within 200000 reads (last read 0x00000009)"
+        );
+        assert_eq!(
+            s(&SequenceError::Command(CmdError::Timeout { polls: 3 })),
+            "command failed: a CMD_SYNC was not consumed within 3 reads of SMMU_CMDQ_CONS"
+        );
+        let failure = |timeout, containment| s(&Failure { timeout, containment });
+        assert_eq!(
+            failure(Timeout::CmdSync { polls: 3 }, Containment::Aborting),
+            "a CMD_SYNC was not consumed within 3 reads of SMMU_CMDQ_CONS; GBPA.ABORT set and SMMUEN cleared: every stream aborts; the stream table in memory stays valid"
+        );
+        assert_eq!(
+            failure(Timeout::Cr0Ack { wrote: 0, last: 1 }, Containment::AbortSetSmmuenKept),
+            "SMMU_CR0ACK did not follow SMMU_CR0 = 0x00000000 within 200000 reads (last read 0x00000001); GBPA.ABORT set, but SMMUEN could not be cleared: the SMMU keeps the STEs it holds; the stream table in memory stays valid"
         );
         assert_eq!(s(&SequenceError::PowerLost), "SMMU lost power while being programmed");
         assert_eq!(s(&ProbeError::NoAArch64Tables), "SMMU has no AArch64 translation tables");
@@ -839,12 +1122,7 @@ mod tests {
         smmu.regs_mut().reads = 0;
         assert_eq!(smmu.submit(&[Command::cfgi_ste(1).0]), Err(CmdError::PowerLost));
         assert!(smmu.regs_mut().reads < 10, "{} register reads", smmu.regs_mut().reads);
-        // Powered but hung: the bounded budget, then a timeout.
-        let mut fake = FakeSmmu::qemu();
-        let (mut smmu, _) = init(&mut fake, 0x20);
-        smmu.poll_limit = 50;
-        smmu.regs_mut().hold_commands = true;
-        assert_eq!(smmu.submit(&[Command::cfgi_ste(1).0]), Err(CmdError::Timeout));
+        assert_eq!(smmu.failure(), None, "a power loss is no failure");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The SMMU service against the software SMMU.
 
 use super::*;
-use crate::iommu::driver::smmu::{SmmuDriver, EVTQ_LOG2};
+use crate::iommu::driver::smmu::{SmmuDriver, Timeout, EVTQ_LOG2};
 use crate::iommu::driver::ste::S1Config;
 use crate::iommu::service::SmmuCalls;
 use crate::iommu::soft::fake::FakeSmmu;
@@ -12,6 +12,7 @@ use host_abi::smmu::regs::{off, Gbpa, Idr1, IrqCtrl};
 use host_abi::smmu::Cd;
 use platform::power::SimulatedPowerController;
 use platform::qemu_virt::MANIFEST;
+use std::string::ToString;
 use std::vec;
 use zerocopy::IntoBytes;
 
@@ -133,11 +134,16 @@ fn a_command_the_smmu_rejects_is_named_by_its_index_in_the_callers_array() {
     assert_eq!(done[0], Command::tlbi_nh_all(vmid).0);
     assert!(done.contains(&Command::tlbi_nh_va(vmid, 1, 0x1000).0));
     assert!(!done.contains(&Command::cfgi_cd(g1, 0).0));
-    // The batch's own closing SYNC rejected: no command of the caller's, so the count.
-    io.regs_mut().reject_opcode = Some(Command::sync().opcode_byte());
-    assert_eq!(io.invalidate(1, &b[..3], &NoMemory), Err((3, HypError::DeviceError)));
     io.regs_mut().reject_opcode = None;
     assert_eq!(io.invalidate(1, &b, &NoMemory), Ok(3), "the SMMU accepts it again");
+    // The batch's own closing SYNC rejected: no command of the caller's, so the count. (An SMMU
+    // that rejects every SYNC, the driver's replacement included, never completes one: it is
+    // given up on, and every later batch is refused without a register access.)
+    io.regs_mut().reject_opcode = Some(Command::sync().opcode_byte());
+    io.hw.driver_mut().poll_limit = 16;
+    assert_eq!(io.invalidate(1, &b[..3], &NoMemory), Err((3, HypError::DeviceError)));
+    io.regs_mut().reject_opcode = None;
+    assert_eq!(io.invalidate(1, &b, &NoMemory), Err((7, HypError::DeviceError)));
 }
 
 #[test]
@@ -978,13 +984,13 @@ fn a_failed_resume_hands_out_no_driver_is_reported_once_and_retried_until_it_wor
     let g1 = sid_of(1);
     io.attach(1, g1, Domain::Identity, &NoMemory).unwrap();
     assert_eq!(io.take_report(), None, "nothing to say yet");
-    // Power lost, and the SMMU then consumes no command: the resume's invalidation never
-    // completes, so the resume fails.
+    // Power lost, and the power domain then drops again each time SMMUEN is set: every attempt
+    // of a resume is lost, so the resume fails (twice: two entries).
     io.regs_mut().power_loss(Gbpa::ABORT);
-    io.regs_mut().hold_commands = true;
+    io.regs_mut().power_drops_at_smmuen = 2 * crate::iommu::driver::smmu::RESUME_ATTEMPTS;
     assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)], &NoMemory), Ok(0), "elided");
     let r = io.take_report().expect("the failed resume is reported");
-    assert!(r.resume_failed.is_some(), "{r:?}");
+    assert!(r.resume_failed.is_some() && r.failed.is_none(), "{r:?}");
     assert!(!io.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::SMMUEN));
     assert!(io.regs_mut().aborts(), "GBPA aborts while the SMMU is disabled");
     // Every later entry tries again; the run of failures is reported and counted once.
@@ -1000,13 +1006,105 @@ fn a_failed_resume_hands_out_no_driver_is_reported_once_and_retried_until_it_wor
     assert_eq!(io.pm_counters().resume_failures, 1);
     assert_eq!(io.pm_counters().losses, 1, "one loss, however many retries");
     assert_eq!(io.failures(), (1, 0, 0));
-    // The SMMU answers again: the next entry resumes it, and it serves.
-    io.regs_mut().hold_commands = false;
+    // The power domain holds again: the next entry resumes the SMMU, and it serves.
     assert_eq!(io.invalidate(1, &[Command::tlbi_nh_all(0)], &NoMemory), Ok(1));
     assert!(io.regs_mut().smmu.cr0().contains(host_abi::smmu::regs::Cr0::RUNNING));
     io.attach(1, g1, Domain::Identity, &NoMemory).unwrap();
     assert_eq!(io.ste(g1), ste::encode(&Domain::Identity, &s2(1)));
+    assert_eq!(in_use(&mut io, g1), io.ste(g1));
     assert_eq!(io.take_report(), None);
+}
+
+#[test]
+fn a_hung_smmu_is_given_up_once_and_every_later_call_that_needs_it_is_refused() {
+    let mut io = ready();
+    let (g1, g2) = (sid_of(1), sid_of(2));
+    let mut ram = Ram::default();
+    ram.put_cd(G1_CDS, &g1_cd(5));
+    io.attach(1, g1, Domain::Identity, &NoMemory).unwrap();
+    io.regs_mut().post_event(ev(g1, 0x1000));
+    io.hw.driver_mut().poll_limit = 16;
+    // The SMMU stops consuming commands: guest 2's attach times out at its first sync point.
+    io.regs_mut().hold_commands = true;
+    assert_eq!(io.attach(2, g2, Domain::Identity, &NoMemory), Err(HypError::DeviceError));
+    // Translation no weaker: GBPA.ABORT, then SMMUEN off (every stream aborts); the table in
+    // memory stays valid (guest 1's entry as it was, guest 2's back to abort, word 0 first).
+    let fake = io.regs_mut();
+    assert!(fake.aborts());
+    assert_eq!(fake.smmu.cr0(), host_abi::smmu::regs::Cr0::empty());
+    assert_eq!(io.ste(g1), ste::encode(&Domain::Identity, &s2(1)));
+    assert_eq!(ste::effective(&io.ste(g2)), None);
+    assert_eq!(
+        (io.domain_of(g1), io.domain_of(g2)),
+        (Some(Domain::Identity), Some(Domain::Blocked))
+    );
+    // Said once, in words.
+    let r = io.take_report().expect("reported");
+    let f = r.failed.expect("the failure is reported");
+    assert_eq!(
+        f.to_string(),
+        "a CMD_SYNC was not consumed within 16 reads of SMMU_CMDQ_CONS; GBPA.ABORT set and SMMUEN cleared: every stream aborts; the stream table in memory stays valid"
+    );
+    assert_eq!(r.attach_failed, Some((2, g2)));
+    assert_eq!((r.resume_failed, r.block_failed), (None, None));
+    assert_eq!(io.take_report(), None, "once");
+    // From now on: every call that needs the hardware answers DEVICE_ERROR and changes
+    // nothing, power transitions are refused, and no register is touched at all.
+    let (reads, writes) = (io.regs_mut().reads, io.regs_mut().writes.len());
+    let table = [io.ste(g1), io.ste(g2)];
+    let err = Err(HypError::DeviceError);
+    assert_eq!(io.attach(1, g1, Domain::Blocked, &NoMemory), err);
+    assert_eq!(io.attach(1, g1, g1_nested(), &ram), err);
+    let calls: &mut dyn SmmuCalls = &mut io;
+    assert_eq!(calls.clear_ste(2, g2, &NoMemory), err);
+    let cmds = [Command::tlbi_nh_all(0), Command::cfgi_ste(g1)];
+    assert_eq!(io.invalidate(1, &cmds, &NoMemory), Err((2, HypError::DeviceError)));
+    assert_eq!(
+        io.invalidate(1, &[Command::atc_inv_all(g1)], &NoMemory),
+        Err((1, HypError::DeviceError))
+    );
+    // Validation still comes first: a caller's mistake is still its own.
+    assert_eq!(io.attach(1, g2, Domain::Identity, &NoMemory), Err(HypError::NotOwned));
+    assert_eq!(io.invalidate(1, &[Command::cfgi_ste(g2)], &NoMemory), Err((0, HypError::NotOwned)));
+    let r = vote_all(&mut io, Vote::AllowOff);
+    assert_eq!((r.powered_off, r.refusal), (false, Some(Refusal::SmmuFailed)));
+    let r = io.vote(1, Vote::NeedOn);
+    assert_eq!((r.powered_off, r.refusal), (false, Some(Refusal::SmmuFailed)));
+    let s = io.pm_status();
+    assert_eq!((s.power, s.refusal), (0, Refusal::SmmuFailed.code()));
+    io.injector = Some(0);
+    assert_eq!(io.inject_power_loss(0), Err(InjectError::Refused(Refusal::SmmuFailed)));
+    io.vm_stopped(2);
+    // What needs no hardware still answers: what was routed before, the counters.
+    let mut out = [[0u64; 4]; 4];
+    assert_eq!(io.read_events(1, &mut out).written, 1);
+    assert_eq!(out[0], ev(g1, 0x1000));
+    assert_eq!(io.stats().command_errors, 0);
+    assert_eq!([io.ste(g1), io.ste(g2)], table, "the table is not touched");
+    assert_eq!((io.regs_mut().reads, io.regs_mut().writes.len()), (reads, writes));
+    assert_eq!(io.take_report(), None);
+}
+
+#[test]
+fn a_resume_that_times_out_fails_the_smmu_instead_of_retrying() {
+    let mut io = ready();
+    io.hw.driver_mut().poll_limit = 16;
+    assert!(vote_all(&mut io, Vote::AllowOff).powered_off);
+    io.regs_mut().hold_commands = true;
+    // Power comes back on a vote, and the resume's CFGI_ALL never completes.
+    let r = io.vote(1, Vote::NeedOn);
+    assert_eq!((r.powered_off, r.refusal), (false, None));
+    let r = io.take_report().expect("reported");
+    assert!(r.resume_failed.is_none(), "hung, not unpowered: {r:?}");
+    assert_eq!(r.failed.map(|f| f.timeout), Some(Timeout::CmdSync { polls: 16 }));
+    assert_eq!(io.pm_counters().resume_failures, 0);
+    // Not "off": a call that needs the SMMU is refused instead of being done in memory only.
+    assert_eq!(io.attach(1, sid_of(1), Domain::Identity, &NoMemory), Err(HypError::DeviceError));
+    assert_eq!(io.ste(sid_of(1)), ste::abort());
+    let writes = io.regs_mut().writes.len();
+    assert_eq!(vote_all(&mut io, Vote::AllowOff).refusal, Some(Refusal::SmmuFailed));
+    assert_eq!(io.power(), Power::On);
+    assert_eq!(io.regs_mut().writes.len(), writes, "not tried again");
 }
 
 #[test]

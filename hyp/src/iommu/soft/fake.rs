@@ -53,6 +53,16 @@ pub struct FakeSmmu {
     pub consumed: Vec<[u64; 2]>,
     /// Stop consuming commands (a hung SMMU).
     pub hold_commands: bool,
+    /// Never apply a CR0 write (a hung SMMU: CR0ACK keeps its value).
+    pub hold_cr0: bool,
+    /// Never complete a GBPA update (a hung SMMU: the value written reads back with UPDATE
+    /// set, and is not applied).
+    pub hold_gbpa: bool,
+    /// A GBPA write held by `hold_gbpa`.
+    gbpa_held: Option<u32>,
+    /// A power domain that drops just before each of the next this many writes setting SMMUEN
+    /// (registers back to reset, GBPA abort).
+    pub power_drops_at_smmuen: u32,
     /// A slow SMMU: commands held (`hold_commands`) are consumed when CMDQ_CONS is read for
     /// the n-th time from now, just before that read returns.
     pub consume_at_cons_read: Option<u32>,
@@ -90,6 +100,10 @@ impl FakeSmmu {
             barriers: Vec::new(),
             consumed: Vec::new(),
             hold_commands: false,
+            hold_cr0: false,
+            hold_gbpa: false,
+            gbpa_held: None,
+            power_drops_at_smmuen: 0,
             consume_at_cons_read: None,
             lose_power_before_write: None,
             reject_opcode: None,
@@ -158,6 +172,7 @@ impl FakeSmmu {
     /// records it had not yet made visible are gone.
     pub fn power_loss(&mut self, gbpa: u32) {
         self.smmu = SoftSmmu::new(*self.smmu.id(), gbpa);
+        self.gbpa_held = None;
         self.ste_cache.clear();
         self.posted.clear();
         self.writes.push((usize::MAX, 0));
@@ -170,14 +185,15 @@ impl FakeSmmu {
     }
 
     /// The memory the SMMU's registers point at: the command queue while it is enabled, the
-    /// stream table (linear, or its level-1 table) while SMMUEN is set.
+    /// stream table (linear, or its level-1 table) while SMMUEN is set. (Not registers back at
+    /// their reset values after a power loss: they point at no memory of the host's.)
     fn watch_units(&mut self) {
         let cr0 = self.smmu.cr0();
-        if cr0.contains(Cr0::CMDQEN) {
-            let pa = self.smmu.cmdq_base() & regs::BASE_ADDR_MASK;
+        let pa = self.smmu.cmdq_base() & regs::BASE_ADDR_MASK;
+        if cr0.contains(Cr0::CMDQEN) && pa != 0 {
             self.visible.watch(DmaRange { pa, len: 16 << self.smmu.cmdq_log2() });
         }
-        if cr0.contains(Cr0::SMMUEN) {
+        if cr0.contains(Cr0::SMMUEN) && self.smmu.strtab_base() & regs::STRTAB_ADDR_MASK != 0 {
             let cfg = self.smmu.strtab_cfg();
             let log2 = strtab_cfg::log2size_of(cfg);
             let len = if strtab_cfg::fmt_of(cfg) == 1 {
@@ -196,10 +212,10 @@ impl FakeSmmu {
     /// recorded.
     fn walk_early_descriptors(&mut self) {
         let cfg = self.smmu.strtab_cfg();
-        if !self.smmu.cr0().contains(Cr0::SMMUEN) || strtab_cfg::fmt_of(cfg) != 1 {
+        let l1 = self.smmu.strtab_base() & regs::STRTAB_ADDR_MASK;
+        if !self.smmu.cr0().contains(Cr0::SMMUEN) || strtab_cfg::fmt_of(cfg) != 1 || l1 == 0 {
             return;
         }
-        let l1 = self.smmu.strtab_base() & regs::STRTAB_ADDR_MASK;
         let split = strtab_cfg::split_of(cfg);
         let spans = 1u64 << strtab_cfg::log2size_of(cfg).saturating_sub(split);
         for i in 0..spans {
@@ -293,15 +309,29 @@ impl SmmuRegs for FakeSmmu {
                 None => {}
             }
         }
-        self.smmu.read32(o)
+        match self.gbpa_held {
+            Some(held) if o == off::GBPA => held,
+            _ => self.smmu.read32(o),
+        }
     }
 
     fn write32(&mut self, o: usize, v: u32) {
-        if self.lose_power_before_write == Some(self.writes.len()) {
+        let smmuen = o == off::CR0 && Cr0::from_bits_retain(v).contains(Cr0::SMMUEN);
+        if self.lose_power_before_write == Some(self.writes.len())
+            || smmuen && self.power_drops_at_smmuen > 0
+        {
             self.lose_power_before_write = None;
+            self.power_drops_at_smmuen = self.power_drops_at_smmuen.saturating_sub(smmuen as u32);
             self.power_loss(Gbpa::ABORT);
         }
         self.writes.push((o, v));
+        if o == off::CR0 && self.hold_cr0 {
+            return;
+        }
+        if o == off::GBPA && self.hold_gbpa {
+            self.gbpa_held = Some(v | Gbpa::UPDATE);
+            return;
+        }
         match self.smmu.write32(o, v) {
             WriteEffect::Cr0 { new, .. } => {
                 if !new.contains(Cr0::SMMUEN) {
