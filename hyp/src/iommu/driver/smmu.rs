@@ -699,7 +699,7 @@ impl<R: SmmuRegs> SmmuDriver<R> {
         let prod = QueuePtr::new(self.evtq_log2, prod_raw);
         let overflowed = (prod_raw ^ cons_raw) & Q_OVFLG != 0;
         let mut n = 0;
-        if max > 0 && queue::used(prod, cons) != 0 {
+        if queue::used(prod, cons) != 0 {
             // The records PROD covers were written before it moved: none may be read from
             // before that (a stale record, routed to the wrong VM or twice).
             let acquired = order::acquire(&mut self.regs);
@@ -908,10 +908,9 @@ mod tests {
         let fake = smmu.regs_mut();
         assert!(fake.aborts());
         assert_eq!(fake.smmu.cr0(), Cr0::empty(), "every stream aborts");
-        let n = fake.writes.len();
-        let gbpa = fake.writes.iter().rposition(|w| w.0 == off::GBPA).unwrap();
-        let cr0 = fake.writes.iter().rposition(|w| w.0 == off::CR0).unwrap();
-        assert!(gbpa < cr0 && cr0 == n - 1, "abort first, then SMMUEN off, nothing else");
+        let prod = fake.writes.iter().rposition(|w| w.0 == off::CMDQ_PROD).unwrap();
+        let after: std::vec::Vec<usize> = fake.writes[prod + 1..].iter().map(|w| w.0).collect();
+        assert_eq!(after, [off::GBPA, off::CR0], "abort first, then SMMUEN off, nothing else");
         // From now on no register is touched, whatever is asked.
         let (reads, writes) = (fake.reads, fake.writes.len());
         assert_eq!(smmu.submit(&[Command::cfgi_ste(3).0]), Err(CmdError::Failed));
@@ -930,6 +929,13 @@ mod tests {
         let hung = SequenceError::Cr0AckTimeout { wrote: 0, last: Cr0::RUNNING.bits() };
         assert_eq!(smmu.suspend(), Err(hung));
         assert!(smmu.regs_mut().reads - reads <= u64::from(CR0ACK_POLL_LIMIT) + 20);
+        // GBPA.ABORT after the CR0 write that was never acknowledged, and nothing else.
+        let writes = &smmu.regs_mut().writes;
+        let cr0 = writes.iter().rposition(|w| w.0 == off::CR0).unwrap();
+        assert_eq!(
+            writes[cr0 + 1..].iter().map(|w| w.0).collect::<std::vec::Vec<_>>(),
+            [off::GBPA]
+        );
         let f = smmu.failure().unwrap();
         // CR0 = 0 is not tried again (it would only wait again): SMMUEN may still be set.
         assert_eq!(f.containment, Containment::AbortSetSmmuenKept);
@@ -963,6 +969,8 @@ mod tests {
             }
         );
         assert_eq!(smmu.regs_mut().smmu.cr0(), Cr0::RUNNING);
+        let w = smmu.regs_mut().writes.last().copied();
+        assert_eq!(w, Some((off::GBPA, last)), "GBPA is not tried again, nor anything else");
         assert_eq!(table.read(0x18)[1], 0x1234, "the stream table is not touched");
         assert_eq!(
             f.to_string(),
@@ -1036,10 +1044,12 @@ mod tests {
         let mut fake = FakeSmmu::qemu();
         let (mut smmu, _) = init(&mut fake, 0x20);
         let (reads, writes) = (smmu.regs_mut().reads, smmu.regs_mut().writes.len());
+        let barriers = smmu.regs_mut().barriers.len();
         let d = smmu.drain_events(u32::MAX, |_| panic!("no record"));
         assert_eq!((d.records, d.overflowed), (0, false));
         assert_eq!(smmu.regs_mut().reads - reads, 1);
         assert_eq!(smmu.regs_mut().writes.len(), writes);
+        assert_eq!(smmu.regs_mut().barriers.len(), barriers, "nor a barrier");
         smmu.regs_mut().post_event([0x10, 0, 0, 0]);
         assert_eq!(smmu.drain_events(u32::MAX, |_| {}).records, 1);
         assert_eq!(smmu.regs_mut().writes.last(), Some(&(off::EVTQ_CONS, 1)));

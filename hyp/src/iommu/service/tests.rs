@@ -1048,6 +1048,7 @@ fn a_hung_smmu_is_given_up_once_and_every_later_call_that_needs_it_is_refused() 
     assert_eq!(r.attach_failed, Some((2, g2)));
     assert_eq!((r.resume_failed, r.block_failed), (None, None));
     assert_eq!(io.take_report(), None, "once");
+    assert!(!io.hw.has_news(), "and the fast path knows it");
     // From now on: every call that needs the hardware answers DEVICE_ERROR and changes
     // nothing, power transitions are refused, and no register is touched at all.
     let (reads, writes) = (io.regs_mut().reads, io.regs_mut().writes.len());
