@@ -23,7 +23,8 @@
  *                          record: "sid=0x.. type=0x.. W0 W1 W2 W3" (the raw 64-bit words)
  *   smmu/<counter>         SMMU_STATS, one file per counter of struct smmu_hyp_smmu_stats
  *   pm/power               "on" or "off"                                        (PM_STATUS)
- *   pm/refusal             "none", "waiting-for-votes", "bypass-reset-with-dma", "disabled"
+ *   pm/refusal             "none", "waiting-for-votes", "bypass-reset-with-dma", "disabled",
+ *                          "smmu-failed"
  *   pm/votes_allow_off     bit i set: VM i votes allow-off, as 0x...
  *   pm/gbpa_reset          "abort" or "bypass"
  *   pm/{vm_count,dma_streams,attached_streams,suspends,resumes,elided,wakeups,losses}
@@ -200,6 +201,8 @@ static const char *refusal_word(u64 code)
 		return "bypass-reset-with-dma";
 	case 3:
 		return "disabled";
+	case 4:
+		return "smmu-failed";
 	default:
 		return "unknown";
 	}

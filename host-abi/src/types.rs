@@ -204,6 +204,8 @@ pub enum Refusal {
     BypassResetWithDma = 2,
     /// 3: power management is disabled on this run (boot option `pm=off`).
     Disabled = 3,
+    /// 4: the SMMU failed (a wait on it timed out): its power is left as it is.
+    SmmuFailed = 4,
 }
 
 impl Refusal {
@@ -227,6 +229,7 @@ impl Refusal {
             1 => Refusal::WaitingForVotes,
             2 => Refusal::BypassResetWithDma,
             3 => Refusal::Disabled,
+            4 => Refusal::SmmuFailed,
             _ => return None,
         }))
     }
@@ -239,6 +242,7 @@ impl Refusal {
                 "GBPA resets to bypass on this platform and DMA-capable streams are assigned"
             }
             Refusal::Disabled => "power management is disabled",
+            Refusal::SmmuFailed => "the SMMU failed (a wait on it timed out)",
         }
     }
 }
@@ -323,6 +327,7 @@ mod tests {
             Some(Refusal::WaitingForVotes),
             Some(Refusal::BypassResetWithDma),
             Some(Refusal::Disabled),
+            Some(Refusal::SmmuFailed),
         ] {
             let r = PmVoteResult { powered_off: refusal.is_none(), refusal, dma_streams: 3 };
             assert_eq!(PmVoteResult::from_regs(r.to_regs()), Some(r));
@@ -333,7 +338,7 @@ mod tests {
             [0, 3, 1]
         );
         assert_eq!(PmVoteResult::from_regs([2, 0, 0]), None);
-        assert_eq!(PmVoteResult::from_regs([0, 4, 0]), None);
+        assert_eq!(PmVoteResult::from_regs([0, 5, 0]), None);
     }
 
     #[test]

@@ -126,6 +126,11 @@ mod tests {
 
     #[derive(Default)]
     struct Regs(BTreeMap<usize, u32>);
+    impl crate::regs::SmmuBarriers for Regs {
+        fn barrier(&mut self, _: crate::regs::Barrier) {
+            unreachable!("a power controller writes registers only");
+        }
+    }
     impl SmmuRegs for Regs {
         fn read32(&mut self, off: usize) -> u32 {
             *self.0.get(&off).unwrap_or(&0)

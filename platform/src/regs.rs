@@ -1,10 +1,52 @@
 //! Register access to one SMMUv3 instance: the one trait through which everything reaches the
 //! SMMU's registers (the hypervisor's driver, the platform's power controller, and the host
-//! tests' software SMMU, which implements it too).
+//! tests' software SMMU, which implements it too), and the memory barriers that order the CPU's
+//! accesses to the memory the SMMU reads and writes against those register accesses.
+
+/// Memory the SMMU reads, named by the barrier that publishes it: what the driver has just
+/// written there (a queue, a level-2 stream table). A coherent SMMU needs no more than the
+/// barrier (which orders every earlier store, named or not); a non-coherent one will need the
+/// range cleaned to the point of coherency first, and the test SMMU learns from it which
+/// memory the SMMU may later be pointed at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DmaRange {
+    /// Physical address of the first byte.
+    pub pa: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+/// A memory barrier on the SMMU's path (Arm ARM B2.3; the instruction is the one Linux's
+/// `arm-smmu-v3` gets from the same helper at the same point).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Barrier {
+    /// `DMB OSHST` (Linux's `dma_wmb()`, the barrier `writel()` puts before its store): every
+    /// store the CPU made so far, to the named range among them, is observed by the SMMU
+    /// before any later store of the CPU: a doorbell register (CMDQ_PROD, GERRORN, CR0), or a
+    /// descriptor that points at the range (a level-1 stream-table descriptor).
+    Publish(DmaRange),
+    /// `DMB OSHLD` (Linux's `dma_rmb()`, the barrier `readl()` puts after its load): the CPU's
+    /// loads so far (a queue's producer index) complete before any later load (the records that
+    /// index covers), so none of those is served from before the SMMU wrote it.
+    Acquire,
+    /// `DMB OSH` (Linux's `dma_mb()`, `__iomb()` before a queue's CONS write): the CPU's loads
+    /// and stores so far complete before any later store, so the SMMU does not overwrite
+    /// records the CPU is still reading once that store (EVENTQ_CONS) frees their slots.
+    Release,
+}
+
+/// The barriers the SMMU's driver needs, executed by whoever gives it its registers (the EL2
+/// side: the real instruction; the host tests' software SMMU: what silicon may do without
+/// them). A barrier is no register access: the SMMU's power does not matter to it. (A
+/// non-coherent SMMU's cache maintenance will be one more operation here, the same way.)
+pub trait SmmuBarriers {
+    /// Executes barrier `b`.
+    fn barrier(&mut self, b: Barrier);
+}
 
 /// 32-bit register access to one SMMU instance (64-bit registers as two halves unless the
-/// implementation does better).
-pub trait SmmuRegs {
+/// implementation does better), and its barriers.
+pub trait SmmuRegs: SmmuBarriers {
     /// Reads the register at byte offset `off`.
     fn read32(&mut self, off: usize) -> u32;
     /// Writes the register at byte offset `off`.
@@ -17,6 +59,12 @@ pub trait SmmuRegs {
     fn write64(&mut self, off: usize, value: u64) {
         self.write32(off, value as u32);
         self.write32(off + 4, (value >> 32) as u32);
+    }
+}
+
+impl<T: SmmuBarriers + ?Sized> SmmuBarriers for &mut T {
+    fn barrier(&mut self, b: Barrier) {
+        (**self).barrier(b)
     }
 }
 

@@ -99,6 +99,16 @@ pub fn test_packages(file: &str) -> &'static [&'static str] {
     }
 }
 
+/// The builds' RUSTFLAGS: the caller's and `--cfg mutants`, with which the driver's ordering
+/// tokens can be made from nothing, so that cargo-mutants can take each barrier away on its own
+/// and the tests must notice (`hyp/src/iommu/driver/order.rs`).
+fn rustflags() -> String {
+    match std::env::var("RUSTFLAGS") {
+        Ok(f) if !f.trim().is_empty() => format!("{} --cfg mutants", f.trim()),
+        _ => "--cfg mutants".into(),
+    }
+}
+
 /// Runs cargo-mutants and judges the survivors.
 pub fn run(opts: &Opts) -> Result<(), String> {
     ensure_installed(opts)?;
@@ -122,12 +132,16 @@ pub fn run(opts: &Opts) -> Result<(), String> {
         args.extend(["-f".into(), f.clone()]);
     }
     if opts.verbose {
-        println!("+ {} {}", cargo(), args.join(" "));
+        println!("+ RUSTFLAGS='{}' {} {}", rustflags(), cargo(), args.join(" "));
     }
     let start = std::time::Instant::now();
     // cargo-mutants exits non-zero when mutants survive: judged below.
-    let _ =
-        Command::new(cargo()).current_dir(&root).args(&args).status().map_err(|e| e.to_string())?;
+    let _ = Command::new(cargo())
+        .current_dir(&root)
+        .env("RUSTFLAGS", rustflags())
+        .args(&args)
+        .status()
+        .map_err(|e| e.to_string())?;
     let dir = out.join("mutants.out");
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
     let caught = read("caught.txt").lines().count();

@@ -36,7 +36,7 @@ use host_abi::smmu::{Command, Ste};
 use hyp::iommu::driver::dmabuf::DmaBuf;
 use hyp::iommu::driver::smmu::SmmuDriver;
 use hyp::iommu::driver::ste::{self, Domain, S1Config, S2Config};
-use hyp::iommu::driver::SmmuRegs;
+use hyp::iommu::driver::{Barrier, SmmuBarriers, SmmuRegs};
 use hyp::iommu::pm::Vote;
 use hyp::iommu::service::{ShadowCds, SmmuService};
 use hyp::iommu::soft::{MemFault, SmmuIdRegs, SmmuMemory, SoftSmmu, WriteEffect};
@@ -303,6 +303,13 @@ impl ModelState {
 /// The model's register interface (what the driver talks to).
 #[derive(Clone)]
 pub struct ModelRegs(pub Arc<Mutex<ModelState>>);
+
+/// The model explores power and attach sequences with memory always visible to its SMMU;
+/// what silicon may do between barriers is the host tests' software SMMU's
+/// (`hyp::iommu::soft::visible`).
+impl SmmuBarriers for ModelRegs {
+    fn barrier(&mut self, _: Barrier) {}
+}
 
 impl SmmuRegs for ModelRegs {
     fn read32(&mut self, o: usize) -> u32 {

@@ -20,7 +20,7 @@ use hyp::iommu::service::SmmuService;
 use hyp::iommu::service::{InjectError, Report, SmmuCalls};
 use hyp::iommu::validate::SmmuCaps;
 use hyp::vm::memory::GuestMemory;
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use platform::{Platform, VmSpec};
 use spin::mutex::SpinMutex;
 
@@ -234,6 +234,11 @@ fn log_report(r: &Report) {
     if let Some(e) = r.resume_failed {
         warn!(
             "SMMU: resume failed ({e}): the SMMU stays disabled with GBPA.ABORT (every stream aborts) and each later call tries again (logged once per run of failures)"
+        );
+    }
+    if let Some(f) = r.failed {
+        error!(
+            "SMMU failed: {f}. From now on every SMMU call that needs the hardware answers DEVICE_ERROR, no SMMU register is touched, and power transitions are refused"
         );
     }
     if let Some((vm, sid)) = r.attach_failed {

@@ -5,7 +5,7 @@
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use host_abi::smmu::regs::{self, off, Gbpa};
-use hyp::iommu::driver::SmmuRegs;
+use hyp::iommu::driver::{Barrier, SmmuBarriers, SmmuRegs};
 use log::warn;
 use safe_mmio::fields::ReadWrite;
 use safe_mmio::UniqueMmioPointer;
@@ -77,6 +77,30 @@ impl MmioRegs {
     /// Records GBPA's reset value for simulated losses.
     pub fn set_gbpa_reset(v: u32) {
         GBPA_RESET.store(v, Ordering::Relaxed);
+    }
+}
+
+impl SmmuBarriers for MmioRegs {
+    /// The instruction Linux's `dma_wmb()`, `dma_rmb()` and `dma_mb()` give on arm64: outer
+    /// shareable, since the SMMU is another observer in the system, not a CPU of this cluster.
+    /// A coherent SMMU needs no more (the named range is for a non-coherent one's cleans).
+    #[inline(always)]
+    fn barrier(&mut self, b: Barrier) {
+        match b {
+            // SAFETY: a DMB reads and writes no memory and no register; it only orders this
+            // CPU's accesses around it (no `nomem`: the compiler must not move accesses across).
+            Barrier::Publish(_) => unsafe {
+                core::arch::asm!("dmb oshst", options(nostack, preserves_flags))
+            },
+            // SAFETY: as above.
+            Barrier::Acquire => unsafe {
+                core::arch::asm!("dmb oshld", options(nostack, preserves_flags))
+            },
+            // SAFETY: as above.
+            Barrier::Release => unsafe {
+                core::arch::asm!("dmb osh", options(nostack, preserves_flags))
+            },
+        }
     }
 }
 

@@ -112,7 +112,7 @@ kmod_pm_status_and_vote() {
         case "$(cat $P/$f)" in ''|*[!0-9]*) echo "pm/$f: '$(cat $P/$f)'"; return 1;; esac
     done
     [ "$(cat $P/vm_count)" = $VM_COUNT ] && [ "$(cat $P/gbpa_reset)" = $GBPA_RESET ] && [ "$(cat $P/power)" = on ] || { echo "vm_count $(cat $P/vm_count) gbpa_reset $(cat $P/gbpa_reset) power $(cat $P/power)"; return 1; }
-    case "$(cat $P/refusal)" in none|waiting-for-votes|bypass-reset-with-dma|disabled) ;; *) echo "refusal $(cat $P/refusal)"; return 1;; esac
+    case "$(cat $P/refusal)" in none|waiting-for-votes|bypass-reset-with-dma|disabled|smmu-failed) ;; *) echo "refusal $(cat $P/refusal)"; return 1;; esac
     [ "$(cat $P/vote)" = need-on ] && [ "$(cat $P/last_vote)" = none ] || { echo "vote $(cat $P/vote), last $(cat $P/last_vote)"; return 1; }
     # A word that is not a vote is refused before any call: -EINVAL.
     err=$( (echo maybe > $P/vote) 2>&1 ) && { echo "the vote 'maybe' was accepted"; return 1; }

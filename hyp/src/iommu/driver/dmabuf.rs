@@ -106,10 +106,13 @@ impl DmaBuf {
         // bounds; aligned, owned by us.
         let mut p = unsafe { self.ptr.as_ptr().add(i) };
         for e in entries {
+            // Both words loaded before either store (one load-pair instruction: the compiler
+            // does not always move the second load above the first volatile store itself).
+            let [lo, hi] = *e;
             // SAFETY: in bounds (see above); each word a single volatile 64-bit store.
             unsafe {
-                p.write_volatile(e[0]);
-                p.add(1).write_volatile(e[1]);
+                p.write_volatile(lo);
+                p.add(1).write_volatile(hi);
                 p = p.add(2);
             }
         }

@@ -9,13 +9,14 @@
 //! double).
 
 pub mod dmabuf;
+pub mod order;
 pub mod queue;
 pub mod smmu;
 pub mod ste;
 pub mod strtab;
 
 pub use host_abi::smmu::regs::{self, Gbpa};
-pub use platform::regs::SmmuRegs;
+pub use platform::regs::{Barrier, SmmuBarriers, SmmuRegs};
 use regs::off as offset;
 
 /// Why the SMMU could not be put into abort.
@@ -32,13 +33,17 @@ impl core::fmt::Display for GbpaError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             GbpaError::GbpaUpdateTimeout { last } => {
-                write!(f, "SMMU_GBPA.UPDATE did not clear (last read {last:#010x})")
+                write!(
+                    f,
+                    "SMMU_GBPA.UPDATE did not clear within {GBPA_POLL_LIMIT} reads (last read {last:#010x})"
+                )
             }
         }
     }
 }
 
-/// Polls of GBPA before giving up on the UPDATE handshake.
+/// Reads of GBPA before the UPDATE handshake is given up on (each wait of it: for an update in
+/// flight, then for the driver's own).
 pub const GBPA_POLL_LIMIT: u32 = 1_000_000;
 
 /// Makes every transaction abort while the SMMU is disabled: waits for any update in flight,
@@ -73,6 +78,11 @@ mod tests {
         delay: u32,
         pending: u32,
         log: Vec<(char, usize, u32)>,
+    }
+    impl SmmuBarriers for FakeSmmu {
+        fn barrier(&mut self, _: Barrier) {
+            unreachable!("the GBPA handshake needs no barrier");
+        }
     }
     impl SmmuRegs for FakeSmmu {
         fn read32(&mut self, off: usize) -> u32 {
@@ -118,7 +128,7 @@ mod tests {
         let e = GbpaError::GbpaUpdateTimeout { last: Gbpa::UPDATE | Gbpa::ABORT };
         assert_eq!(
             std::string::ToString::to_string(&e),
-            "SMMU_GBPA.UPDATE did not clear (last read 0x80100000)"
+            "SMMU_GBPA.UPDATE did not clear within 1000000 reads (last read 0x80100000)"
         );
     }
 }

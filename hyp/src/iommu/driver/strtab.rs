@@ -5,6 +5,7 @@
 //! hitless order and asks the driver for CFGI_STE + SYNC between the steps.
 
 use super::dmabuf::DmaBuf;
+use super::order::{DmaRange, Published, SmmuBarriers};
 use super::ste::{self, SteWords};
 use alloc::vec::Vec;
 use host_abi::smmu::regs::{strtab_cfg, BASE_RA, STRTAB_ADDR_MASK};
@@ -103,6 +104,15 @@ impl StreamTable {
         }
     }
 
+    /// The memory SMMU_STRTAB_BASE points at: the linear table, or the level-1 table (each
+    /// level-2 table is published on its own when it is linked, [`StreamTable::ensure`]).
+    pub fn range(&self) -> DmaRange {
+        match &self.layout {
+            Layout::Linear(t) => t.range(),
+            Layout::TwoLevel { l1, .. } => l1.range(),
+        }
+    }
+
     fn slot(&mut self, sid: u32) -> Result<(&mut DmaBuf, usize), SteError> {
         if sid >> self.bits != 0 {
             return Err(SteError::OutOfRange);
@@ -116,9 +126,10 @@ impl StreamTable {
         }
     }
 
-    /// Makes sure STE `sid` exists: allocates its level-2 table (every STE abort) and writes
-    /// the level-1 descriptor if needed.
-    pub fn ensure(&mut self, sid: u32) -> Result<Ensured, SteError> {
+    /// Makes sure STE `sid` exists: allocates its level-2 table (every STE abort), publishes it
+    /// (barriers through `b`, whatever the SMMU's power) and only then writes the level-1
+    /// descriptor that makes it reachable, if needed.
+    pub fn ensure(&mut self, sid: u32, b: &mut dyn SmmuBarriers) -> Result<Ensured, SteError> {
         if sid >> self.bits != 0 {
             return Err(SteError::OutOfRange);
         }
@@ -130,9 +141,8 @@ impl StreamTable {
             return Ok(Ensured::Existing);
         }
         let t = abort_table(1usize << STRTAB_SPLIT).ok_or(SteError::OutOfMemory)?;
-        // L1STD: SPAN (bits 4:0) = SPLIT + 1, L2Ptr (bits 51:6). The level-2 table is complete
-        // (all abort) before the descriptor that makes it reachable is written.
-        l1.write(i, (t.pa() & STRTAB_ADDR_MASK) | (STRTAB_SPLIT as u64 + 1));
+        let published = publish_level2(&t, b);
+        link(l1, i, &t, published);
         l2[i] = Some(t);
         Ok(Ensured::NewLevel2)
     }
@@ -159,6 +169,19 @@ impl StreamTable {
     }
 }
 
+/// A new level-2 table, complete (every STE abort), observed by the SMMU before the level-1
+/// descriptor that makes it reachable: a device's transaction may walk the table as soon as
+/// that descriptor is visible, without any command.
+fn publish_level2(t: &DmaBuf, b: &mut dyn SmmuBarriers) -> Published {
+    t.publish(b)
+}
+
+/// Writes level-1 descriptor `i` pointing at the published level-2 table `t`. L1STD: SPAN
+/// (bits 4:0) = SPLIT + 1, L2Ptr (bits 51:6).
+fn link(l1: &mut DmaBuf, i: usize, t: &DmaBuf, _: Published) {
+    l1.write(i, (t.pa() & STRTAB_ADDR_MASK) | (STRTAB_SPLIT as u64 + 1));
+}
+
 fn abort_table(entries: usize) -> Option<DmaBuf> {
     let bytes = 64 * entries;
     let mut t = DmaBuf::new(bytes, bytes)?;
@@ -171,6 +194,17 @@ fn abort_table(entries: usize) -> Option<DmaBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::iommu::driver::order::Barrier;
+    use std::vec::Vec;
+
+    /// Barriers asked for, in order.
+    #[derive(Default)]
+    struct Barriers(Vec<Barrier>);
+    impl SmmuBarriers for Barriers {
+        fn barrier(&mut self, b: Barrier) {
+            self.0.push(b);
+        }
+    }
 
     #[test]
     fn errors_say_what_went_wrong() {
@@ -183,35 +217,49 @@ mod tests {
     #[test]
     fn linear_tables_start_all_abort() {
         let mut t = StreamTable::new(0x20, true).unwrap();
+        let mut b = Barriers::default();
         assert!(!t.is_two_level());
         assert_eq!(t.sid_bits(), 6);
         for sid in 0..64 {
             assert_eq!(t.read(sid), ste::ABORT_WORDS);
         }
-        assert_eq!(t.ensure(5), Ok(Ensured::Existing));
+        assert_eq!(t.ensure(5, &mut b), Ok(Ensured::Existing));
         assert_eq!(t.write_word(64, 0, 0), Err(SteError::OutOfRange));
-        assert_eq!(t.ensure(64), Err(SteError::OutOfRange));
+        assert_eq!(t.ensure(64, &mut b), Err(SteError::OutOfRange));
         assert_eq!(t.write_word(63, 1, 0xabc), Ok(()));
         assert_eq!(t.read(63)[1], 0xabc);
         assert_eq!(t.word_writes, 1);
         let (base, cfg) = t.base_and_cfg();
         assert_eq!(cfg, 6);
         assert_eq!(base & BASE_RA, BASE_RA);
+        assert_eq!(t.range(), DmaRange { pa: base & STRTAB_ADDR_MASK, len: 64 * 64 });
+        assert!(b.0.is_empty(), "a linear table links nothing");
     }
 
     #[test]
     fn two_level_tables_allocate_on_demand() {
         let mut t = StreamTable::new(0x3ff, true).unwrap();
+        let mut b = Barriers::default();
         assert!(t.is_two_level());
+        assert_eq!(t.range().len, 4 * 8, "four level-1 descriptors");
         assert_eq!(t.base_and_cfg().1, strtab_cfg::FMT_2LVL | strtab_cfg::split(8) | 10);
         assert_eq!(t.write_word(0x123, 0, 1), Err(SteError::NoLevel2));
         assert_eq!(t.read(0x123), ste::ABORT_WORDS);
-        assert_eq!(t.ensure(0x123), Ok(Ensured::NewLevel2));
-        assert_eq!(t.ensure(0x1ff), Ok(Ensured::Existing), "same span");
+        assert_eq!(t.ensure(0x123, &mut b), Ok(Ensured::NewLevel2));
+        // The new level-2 table, all abort, published before the descriptor that points at it
+        // (which names it).
+        let l1 = t.range().pa as *const u64;
+        // SAFETY: the level-1 table is live, aligned and four words long.
+        let desc = unsafe { l1.add(1).read_volatile() };
+        assert_eq!(desc & 0x1f, 9, "SPAN: 256 STEs");
+        let l2 = DmaRange { pa: desc & STRTAB_ADDR_MASK, len: 256 * 64 };
+        assert_eq!(b.0, [Barrier::Publish(l2)]);
+        assert_eq!(t.ensure(0x1ff, &mut b), Ok(Ensured::Existing), "same span");
+        assert_eq!(b.0.len(), 1, "nothing more to publish");
         assert_eq!(t.read(0x1ff), ste::ABORT_WORDS);
         assert_eq!(t.write_word(0x123, 1, 0xabc), Ok(()));
         assert_eq!(t.read(0x123)[1], 0xabc);
-        assert_eq!(t.ensure(0x400), Err(SteError::OutOfRange));
+        assert_eq!(t.ensure(0x400, &mut b), Err(SteError::OutOfRange));
         // Without two-level support the table stays linear.
         assert!(!StreamTable::new(0x3ff, false).unwrap().is_two_level());
     }

@@ -392,6 +392,9 @@ impl<R: SmmuRegs> SmmuService<R> {
         if let Some(e) = self.hw.take_news() {
             self.reporter.resume_failed(e);
         }
+        if let Some(f) = self.hw.take_failure() {
+            self.reporter.failed(f);
+        }
         self.reporter.take()
     }
 
@@ -418,7 +421,7 @@ impl<R: SmmuRegs> SmmuService<R> {
     /// point of the plan; while the SMMU is off, in memory only (resume invalidates
     /// everything before SMMUEN).
     fn install(&mut self, sid: u32, target: &Ste) -> Result<(), InstallError> {
-        let ensured = self.table.ensure(sid).map_err(InstallError::Table)?;
+        let ensured = self.table.ensure(sid, self.hw.barriers()).map_err(InstallError::Table)?;
         ste::plan_into(&Ste(self.table.read(sid)), target, &mut self.plan);
         let plan = &self.plan;
         match self.hw.powered() {
@@ -428,7 +431,11 @@ impl<R: SmmuRegs> SmmuService<R> {
                         .write_word(sid, step.word, step.value)
                         .map_err(InstallError::Table)?;
                 }
-                self.hw.counters.elided += plan.syncs() as u64;
+                // (A failed SMMU gets here only to leave a stream blocked in memory after the
+                // failure: nothing elided, nothing to come.)
+                if self.hw.failure().is_none() {
+                    self.hw.counters.elided += plan.syncs() as u64;
+                }
             }
             Some(d) => {
                 if ensured == Ensured::NewLevel2 {
@@ -515,6 +522,10 @@ impl<R: SmmuRegs> SmmuService<R> {
             }
             _ => (ste::encode(&domain, &s2), 0),
         };
+        if self.hw.failure().is_some() {
+            // Valid, but the SMMU that would have to read it is given up: nothing changes.
+            return Err(HypError::DeviceError);
+        }
         self.service_hardware();
         let live = matches!(self.streams.at(idx).domain, Domain::Nested(_));
         let r = if cds > 0 {
@@ -648,6 +659,11 @@ impl<R: SmmuRegs> SmmuService<R> {
                 return Err((i, e));
             }
             cmds = &cmds[..i];
+        }
+        if self.hw.failure().is_some() {
+            // Valid (up to any refused command), but the SMMU is given up: nothing is
+            // refreshed or sent.
+            return Err((cmds.len().min(INVALIDATE_MAX as usize), HypError::DeviceError));
         }
         let result = if config {
             let (refresh, cd_refused) = self.stage_refresh(vm, cmds, mem);
@@ -832,6 +848,9 @@ impl<R: SmmuRegs> SmmuService<R> {
     pub fn check_injection(&self, vm: u32) -> Result<(), InjectError> {
         if !self.may_inject(vm) {
             return Err(InjectError::NotSupported);
+        }
+        if self.hw.failure().is_some() {
+            return Err(InjectError::Refused(Refusal::SmmuFailed));
         }
         match crate::iommu::pm::loss_refusal(self.hw.gbpa_reset(), self.streams.len()) {
             Some(r) => Err(InjectError::Refused(r)),

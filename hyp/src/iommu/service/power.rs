@@ -3,8 +3,8 @@
 //! while powered off" holds by construction. Votes, the power state, the platform's power
 //! controller and the PM counters live here; the decision itself is [`crate::iommu::pm::decide`].
 
-use crate::iommu::driver::smmu::{SequenceError, SmmuDriver};
-use crate::iommu::driver::SmmuRegs;
+use crate::iommu::driver::smmu::{Failure, SequenceError, SmmuDriver};
+use crate::iommu::driver::{SmmuBarriers, SmmuRegs};
 use crate::iommu::pm::{self, Action, Power, Refusal, Vote};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -39,11 +39,14 @@ pub struct PowerGate<R: SmmuRegs> {
     /// Power management on (default). Off: votes never power the SMMU down and the fast path
     /// skips power-loss detection (the baseline of the PM-overhead benchmark).
     pub enabled: bool,
-    /// The last resume failed: the SMMU is disabled (GBPA.ABORT, or unpowered) and no driver
-    /// is handed out until a resume succeeds.
-    failed: bool,
+    /// The last resume failed (power lost again and again while it was programmed): the SMMU
+    /// is disabled (GBPA.ABORT, or unpowered) and no driver is handed out until a resume
+    /// succeeds.
+    resume_failed: bool,
     /// A resume failure not yet reported (the first of a run of them).
     news: Option<SequenceError>,
+    /// The driver's failure (a wait timed out) was reported.
+    failure_reported: bool,
 }
 
 impl<R: SmmuRegs> PowerGate<R> {
@@ -60,8 +63,9 @@ impl<R: SmmuRegs> PowerGate<R> {
             controller,
             counters: PmCounters::default(),
             enabled: true,
-            failed: false,
+            resume_failed: false,
             news: None,
+            failure_reported: false,
         }
     }
 
@@ -70,10 +74,11 @@ impl<R: SmmuRegs> PowerGate<R> {
     /// through the resume path. `None` while powered off, and while a resume has failed: the
     /// SMMU is then disabled with GBPA.ABORT (or unpowered), every stream aborts, the callers
     /// treat it as off (memory only; the next successful resume re-reads everything), and each
-    /// later call tries the resume again.
+    /// later call tries the resume again. `None` too once the SMMU has failed ([`Self::failure`]:
+    /// callers that need the hardware check that first, and answer an error).
     #[inline]
     pub fn powered(&mut self) -> Option<&mut SmmuDriver<R>> {
-        if self.state == Power::Off {
+        if self.state == Power::Off || self.driver.failure().is_some() {
             return None;
         }
         if self.enabled && !self.driver.configured() && !self.recover_lost() {
@@ -87,17 +92,32 @@ impl<R: SmmuRegs> PowerGate<R> {
     #[cold]
     #[inline(never)]
     fn recover_lost(&mut self) -> bool {
-        if !self.failed {
+        if !self.resume_failed {
             self.counters.losses += 1;
         }
         let r = self.driver.resume();
         self.resumed(r)
     }
 
-    /// The driver if the SMMU is on and its last resume did not fail, without checking the
-    /// hardware (for a second use within one entry, after [`Self::powered`]).
+    /// The driver if the SMMU is on, its last resume did not fail and it has not failed, without
+    /// checking the hardware (for a second use within one entry, after [`Self::powered`]).
     pub fn running(&mut self) -> Option<&mut SmmuDriver<R>> {
-        (self.state == Power::On && !self.failed).then_some(&mut self.driver)
+        let ok = self.state == Power::On && !self.resume_failed && self.driver.failure().is_none();
+        ok.then_some(&mut self.driver)
+    }
+
+    /// Why the SMMU failed, if it did: a wait on it timed out, and the driver gave it up
+    /// ([`Failure`]). From then on the gate hands out no driver, refuses every power transition,
+    /// and the service answers `DEVICE_ERROR` to every call that needs the hardware.
+    pub fn failure(&self) -> Option<Failure> {
+        self.driver.failure()
+    }
+
+    /// The failure, the first time it is asked for (the log says it once).
+    pub fn take_failure(&mut self) -> Option<Failure> {
+        let f = self.driver.failure().filter(|_| !self.failure_reported);
+        self.failure_reported |= f.is_some();
+        f
     }
 
     /// Recovers from an unexpected power loss now, if there was one (see [`Self::powered`]).
@@ -109,15 +129,17 @@ impl<R: SmmuRegs> PowerGate<R> {
     pub fn resumed(&mut self, r: Result<(), SequenceError>) -> bool {
         match r {
             Ok(()) => {
-                self.failed = false;
+                self.resume_failed = false;
                 true
             }
+            // The SMMU failed (hung, not unpowered): reported as such, not retried.
+            Err(_) if self.driver.failure().is_some() => false,
             Err(e) => {
-                if !self.failed {
+                if !self.resume_failed {
                     self.counters.resume_failures += 1;
                     self.news = Some(e);
                 }
-                self.failed = true;
+                self.resume_failed = true;
                 false
             }
         }
@@ -128,10 +150,16 @@ impl<R: SmmuRegs> PowerGate<R> {
         self.news.take()
     }
 
-    /// Whether a resume failure waits to be reported.
+    /// Whether a resume failure or the SMMU's failure waits to be reported.
     #[inline]
     pub fn has_news(&self) -> bool {
-        self.news.is_some()
+        self.news.is_some() || self.driver.failure().is_some() && !self.failure_reported
+    }
+
+    /// The CPU's memory barriers on the SMMU's path, whatever its power (a barrier is no
+    /// register access): the stream table publishes a new level-2 table with them.
+    pub fn barriers(&mut self) -> &mut dyn SmmuBarriers {
+        self.driver.regs_mut()
     }
 
     /// The driver without touching the hardware (its features and counters).
@@ -178,6 +206,9 @@ impl<R: SmmuRegs> PowerGate<R> {
 
     /// What the votes ask for now, with `dma_streams` DMA-capable streams assigned.
     pub fn decide(&self, dma_streams: usize) -> Action {
+        if self.driver.failure().is_some() {
+            return Action::Stay(Some(Refusal::SmmuFailed));
+        }
         if !self.enabled {
             return Action::Stay(Some(Refusal::Disabled));
         }

@@ -4,7 +4,7 @@
 //! interrupt). Nothing a VM repeats can flood the log: each kind is kept once until taken, a
 //! failed attach once per VM, and the counters say how often.
 
-use crate::iommu::driver::smmu::SequenceError;
+use crate::iommu::driver::smmu::{Failure, SequenceError};
 use host_abi::smmu::regs::Gerror;
 
 /// One entry's news.
@@ -16,6 +16,10 @@ pub struct Report {
     /// The SMMU could not be resumed (first failure of a run of them): it stays disabled with
     /// GBPA.ABORT, every stream aborts, and every later entry tries again.
     pub resume_failed: Option<SequenceError>,
+    /// The SMMU failed (a wait on it timed out; said once): translation was made no weaker as
+    /// far as it could be, every later call that needs the hardware answers `DEVICE_ERROR` and
+    /// power transitions are refused.
+    pub failed: Option<Failure>,
     /// The SMMU failed to install a VM's STE: `(vm, sid)`, the first of that VM (the stream is
     /// left blocked).
     pub attach_failed: Option<(u32, u32)>,
@@ -31,6 +35,7 @@ impl Default for Report {
         Self {
             errors: Gerror::empty(),
             resume_failed: None,
+            failed: None,
             attach_failed: None,
             block_failed: None,
         }
@@ -70,6 +75,11 @@ impl Reporter {
 
     pub(super) fn resume_failed(&mut self, e: SequenceError) {
         self.report.resume_failed.get_or_insert(e);
+        self.pending = true;
+    }
+
+    pub(super) fn failed(&mut self, f: Failure) {
+        self.report.failed = Some(f);
         self.pending = true;
     }
 

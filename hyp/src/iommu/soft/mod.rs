@@ -26,6 +26,7 @@ use zerocopy::{FromBytes, IntoBytes};
 
 #[cfg(test)]
 pub(crate) mod fake;
+pub mod visible;
 
 /// Memory as the SMMU sees it (physical addresses, or a VM's IPAs for an emulated SMMU).
 pub trait SmmuMemory {

@@ -1,0 +1,349 @@
+//! What an SMMU sees of the memory the CPU writes, and what the CPU sees of the records an
+//! SMMU writes, when nothing forgives a missing barrier: silicon may do all of this, QEMU none
+//! of it (its SMMU reads guest memory the instant a register is written).
+//!
+//! * The SMMU's side ([`Visible`]): the memory an SMMU reads (its command queue and stream
+//!   table, every range a barrier names: a level-2 table) is watched, and what the SMMU reads
+//!   there is its contents as of the CPU's last [`Barrier::Publish`]; a store after that
+//!   barrier is not seen yet, and memory no barrier ever published reads as [`STALE`] (as an
+//!   STE: valid, bypass). A missing barrier before a doorbell is a stale command executed; a
+//!   level-1 descriptor seen before its level-2 table was published, a stale STE used.
+//! * The CPU's side ([`Posted`]): an event record the SMMU writes reaches the CPU's loads only
+//!   once the CPU has loaded the producer index that covers it and then executed
+//!   [`Barrier::Acquire`]; before that, a load of its slot returns what was there. Records
+//!   read and given back (EVENTQ_CONS) with no [`Barrier::Release`] in between are counted as
+//!   torn: the CPU's loads may complete after the SMMU reused the slots, which no host test can
+//!   show by behaviour (its loads run in program order), so the count is the evidence.
+//!
+//! A non-coherent SMMU (cache cleans to the point of coherency) would add one more way to
+//! publish, per range, beside the barrier.
+
+use super::{MemFault, SmmuMemory};
+use alloc::vec;
+use alloc::vec::Vec;
+use platform::regs::{Barrier, DmaRange};
+
+/// What an SMMU reads in memory no barrier has published: every word 0x9, which as word 0 of
+/// an STE is V = 1, Config = bypass (the worst stale entry there is), and as a command an
+/// opcode the architecture does not define.
+pub const STALE: u64 = 0x9;
+
+/// One watched range and its published contents.
+#[derive(Clone, Debug)]
+struct Region {
+    base: u64,
+    words: Vec<u64>,
+}
+
+impl Region {
+    fn end(&self) -> u64 {
+        self.base + self.words.len() as u64 * 8
+    }
+}
+
+/// The memory an SMMU reads, as it can see it (see the module docs).
+#[derive(Clone, Debug, Default)]
+pub struct Visible {
+    regions: Vec<Region>,
+    /// Words the SMMU read that no barrier had published.
+    pub unpublished_reads: u64,
+    /// The first address of such a read.
+    pub first_unpublished: Option<u64>,
+}
+
+impl Visible {
+    /// Starts watching `r` (8-byte aligned): the SMMU sees there what the next
+    /// [`Visible::publish`] finds, [`STALE`] until then. A range inside one already watched
+    /// changes nothing.
+    pub fn watch(&mut self, r: DmaRange) {
+        let end = r.pa + r.len;
+        if r.len == 0 || self.regions.iter().any(|g| g.base <= r.pa && end <= g.end()) {
+            return;
+        }
+        self.regions.push(Region { base: r.pa, words: vec![STALE; (r.len / 8) as usize] });
+    }
+
+    /// Whether `addr` is watched.
+    pub fn watches(&self, addr: u64) -> bool {
+        self.region(addr).is_some()
+    }
+
+    /// A [`Barrier::Publish`]: every watched range takes what `mem` holds now (every store the
+    /// CPU made before the barrier is visible, on a coherent SMMU, wherever it went).
+    pub fn publish(&mut self, mem: &mut dyn SmmuMemory) {
+        for g in &mut self.regions {
+            mem.read(g.base, &mut g.words).expect("a watched range is memory");
+        }
+    }
+
+    fn region(&self, addr: u64) -> Option<&Region> {
+        self.regions.iter().find(|g| g.base <= addr && addr < g.end())
+    }
+
+    /// Reads `out.len()` words at `addr` as the SMMU sees them; `false` if any of them was never
+    /// published (it reads [`STALE`]). Counts nothing ([`Visible::view`] does).
+    pub fn read(&self, addr: u64, out: &mut [u64]) -> bool {
+        let mut published = true;
+        for (i, w) in out.iter_mut().enumerate() {
+            let a = addr + i as u64 * 8;
+            *w = match self.region(a) {
+                Some(g) => g.words[((a - g.base) / 8) as usize],
+                None => {
+                    published = false;
+                    STALE
+                }
+            };
+        }
+        published
+    }
+
+    /// The SMMU's reads through [`SmmuMemory`], counting those of unpublished memory. It
+    /// writes nothing (an SMMU's own writes go to memory: [`Posted`]).
+    pub fn view(&mut self) -> View<'_> {
+        View(self)
+    }
+}
+
+/// [`Visible`] as the memory an SMMU reads.
+pub struct View<'a>(&'a mut Visible);
+
+impl SmmuMemory for View<'_> {
+    fn read(&mut self, addr: u64, out: &mut [u64]) -> Result<(), MemFault> {
+        if !self.0.read(addr, out) {
+            self.0.unpublished_reads += 1;
+            self.0.first_unpublished.get_or_insert(addr);
+        }
+        Ok(())
+    }
+    fn write(&mut self, addr: u64, _: &[u64]) -> Result<(), MemFault> {
+        Err(MemFault { addr })
+    }
+}
+
+/// Event records an SMMU wrote, as the CPU can see them (see the module docs).
+#[derive(Clone, Debug, Default)]
+pub struct Posted {
+    /// Records written and not yet visible to the CPU's loads: (address, words).
+    records: Vec<(u64, Vec<u64>)>,
+    /// How many of them a producer-index load has covered.
+    covered: usize,
+    /// Records became visible (an acquire) since EVENTQ_CONS was last written.
+    acquired: bool,
+    /// A release followed that acquire.
+    released: bool,
+    /// EVENTQ_CONS writes that gave back records with no release after their loads.
+    pub torn: u64,
+}
+
+impl Posted {
+    /// The memory the SMMU writes a record through ([`super::SoftSmmu::post_event`]): held here
+    /// until the CPU may see it.
+    pub fn capture(&mut self) -> Capture<'_> {
+        Capture(self)
+    }
+
+    /// The CPU loaded the producer index: every record written so far is covered by it.
+    pub fn index_loaded(&mut self) {
+        self.covered = self.records.len();
+    }
+
+    /// The CPU executed barrier `b`: after [`Barrier::Acquire`], the covered records are in
+    /// `mem` (the CPU's loads see them).
+    pub fn barrier(&mut self, b: Barrier, mem: &mut dyn SmmuMemory) {
+        match b {
+            Barrier::Acquire => {
+                for (addr, words) in self.records.drain(..self.covered) {
+                    mem.write(addr, &words).expect("the event queue is memory");
+                }
+                self.covered = 0;
+                self.acquired = true;
+                self.released = false;
+            }
+            Barrier::Release => self.released = true,
+            Barrier::Publish(_) => {}
+        }
+    }
+
+    /// The CPU wrote EVENTQ_CONS (the slots before it are the SMMU's again).
+    pub fn cons_written(&mut self) {
+        if self.acquired && !self.released {
+            self.torn += 1;
+        }
+        self.acquired = false;
+        self.released = false;
+    }
+
+    /// The SMMU lost power: records not yet seen are gone with the queue.
+    pub fn clear(&mut self) {
+        self.records.clear();
+        self.covered = 0;
+    }
+
+    /// Records written that the CPU cannot see yet.
+    pub fn pending(&self) -> usize {
+        self.records.len()
+    }
+}
+
+/// [`Posted`] as the memory an SMMU writes records to.
+pub struct Capture<'a>(&'a mut Posted);
+
+impl SmmuMemory for Capture<'_> {
+    fn read(&mut self, addr: u64, _: &mut [u64]) -> Result<(), MemFault> {
+        Err(MemFault { addr })
+    }
+    fn write(&mut self, addr: u64, data: &[u64]) -> Result<(), MemFault> {
+        self.0.records.push((addr, data.to_vec()));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// Word-addressed memory.
+    #[derive(Default)]
+    struct Mem(BTreeMap<u64, u64>);
+    impl SmmuMemory for Mem {
+        fn read(&mut self, addr: u64, out: &mut [u64]) -> Result<(), MemFault> {
+            for (i, w) in out.iter_mut().enumerate() {
+                *w = *self.0.get(&(addr + i as u64 * 8)).unwrap_or(&0);
+            }
+            Ok(())
+        }
+        fn write(&mut self, addr: u64, data: &[u64]) -> Result<(), MemFault> {
+            for (i, w) in data.iter().enumerate() {
+                self.0.insert(addr + i as u64 * 8, *w);
+            }
+            Ok(())
+        }
+    }
+
+    fn range(pa: u64, len: u64) -> DmaRange {
+        DmaRange { pa, len }
+    }
+
+    #[test]
+    fn the_smmu_sees_a_store_only_after_a_barrier() {
+        let (mut v, mut m) = (Visible::default(), Mem::default());
+        m.write(0x1000, &[1, 2]).unwrap();
+        v.watch(range(0x1000, 32));
+        let mut w = [0; 2];
+        assert!(v.read(0x1000, &mut w), "watched");
+        assert_eq!(w, [STALE; 2], "not published yet");
+        v.publish(&mut m);
+        assert!(v.read(0x1000, &mut w));
+        assert_eq!(w, [1, 2]);
+        // A store after the barrier is not seen until the next one.
+        m.write(0x1008, &[7]).unwrap();
+        v.read(0x1000, &mut w);
+        assert_eq!(w, [1, 2]);
+        v.publish(&mut m);
+        v.read(0x1008, &mut w);
+        assert_eq!(w, [7, 0], "the last word of the range, then the next");
+        v.read(0x1018, &mut w[..1]);
+        assert_eq!(w[0], 0, "the range's last word");
+        assert_eq!((v.unpublished_reads, v.first_unpublished), (0, None), "read counts nothing");
+    }
+
+    #[test]
+    fn memory_no_barrier_published_reads_stale_and_is_counted() {
+        let (mut v, mut m) = (Visible::default(), Mem::default());
+        m.write(0x2000, &[5; 4]).unwrap();
+        v.watch(range(0x1000, 16));
+        v.publish(&mut m);
+        assert!(!v.watches(0x2000) && v.watches(0x1008) && !v.watches(0x1010));
+        assert!(!v.watches(0xff8));
+        let mut w = [0; 3];
+        assert!(!v.read(0x1008, &mut w), "the last word is watched, the next two are not");
+        assert_eq!(w, [0, STALE, STALE]);
+        let mut view = v.view();
+        view.read(0x2000, &mut w).unwrap();
+        view.read(0x1000, &mut w[..2]).unwrap();
+        view.read(0x2008, &mut w).unwrap();
+        assert_eq!(view.write(0x1000, &[1]), Err(MemFault { addr: 0x1000 }));
+        assert_eq!((v.unpublished_reads, v.first_unpublished), (2, Some(0x2000)));
+        // Watched later (a barrier naming it): published from then on.
+        v.watch(range(0x2000, 32));
+        v.publish(&mut m);
+        assert!(v.read(0x2000, &mut w));
+        assert_eq!(w, [5; 3]);
+    }
+
+    #[test]
+    fn a_range_inside_a_watched_one_is_not_watched_twice() {
+        let (mut v, mut m) = (Visible::default(), Mem::default());
+        v.watch(range(0x1000, 64));
+        v.watch(range(0x1000, 64));
+        v.watch(range(0x1020, 32));
+        v.watch(range(0x1000, 0));
+        v.watch(range(0x3000, 0));
+        assert_eq!(v.regions.len(), 1);
+        // One that goes beyond it is a range of its own; the first one containing an address
+        // answers for it.
+        v.watch(range(0x1020, 64));
+        assert_eq!(v.regions.len(), 2);
+        m.write(0x1040, &[3]).unwrap();
+        v.publish(&mut m);
+        let mut w = [0];
+        assert!(v.read(0x1058, &mut w) && v.read(0x1040, &mut w));
+        assert_eq!(w, [3]);
+        assert!(!v.watches(0x1060));
+    }
+
+    #[test]
+    fn a_record_reaches_the_cpu_after_its_index_and_an_acquire() {
+        let (mut p, mut m) = (Posted::default(), Mem::default());
+        m.write(0x8000, &[0xdead; 4]).unwrap();
+        p.capture().write(0x8000, &[1, 2, 3, 4]).unwrap();
+        assert_eq!(p.capture().read(0x8000, &mut [0]), Err(MemFault { addr: 0x8000 }));
+        assert_eq!(p.pending(), 1);
+        // An acquire before the index is loaded shows nothing.
+        p.barrier(Barrier::Acquire, &mut m);
+        assert_eq!(m.0[&0x8000], 0xdead);
+        p.index_loaded();
+        p.capture().write(0x8020, &[5, 6, 7, 8]).unwrap();
+        p.barrier(Barrier::Publish(range(0, 8)), &mut m);
+        p.barrier(Barrier::Release, &mut m);
+        assert_eq!(m.0[&0x8000], 0xdead, "a publish or a release is no acquire");
+        p.barrier(Barrier::Acquire, &mut m);
+        assert_eq!((m.0[&0x8000], m.0[&0x8018]), (1, 4), "the covered record");
+        assert_eq!(m.0.get(&0x8020), None, "not the one written after the index was loaded");
+        assert_eq!(p.pending(), 1);
+        p.index_loaded();
+        p.barrier(Barrier::Acquire, &mut m);
+        assert_eq!(m.0[&0x8020], 5);
+        assert_eq!(p.pending(), 0);
+        // Power lost: records not yet seen are gone.
+        p.capture().write(0x8040, &[9; 4]).unwrap();
+        p.index_loaded();
+        p.clear();
+        p.barrier(Barrier::Acquire, &mut m);
+        assert_eq!(m.0.get(&0x8040), None);
+    }
+
+    #[test]
+    fn records_given_back_without_a_release_are_torn() {
+        let (mut p, mut m) = (Posted::default(), Mem::default());
+        // Nothing read: a CONS write (an overflow acknowledged) tears nothing.
+        p.cons_written();
+        assert_eq!(p.torn, 0);
+        p.barrier(Barrier::Acquire, &mut m);
+        p.barrier(Barrier::Release, &mut m);
+        p.cons_written();
+        assert_eq!(p.torn, 0);
+        p.barrier(Barrier::Acquire, &mut m);
+        p.cons_written();
+        assert_eq!(p.torn, 1);
+        // A release before the records' acquire does not order their loads.
+        p.barrier(Barrier::Release, &mut m);
+        p.barrier(Barrier::Acquire, &mut m);
+        p.cons_written();
+        assert_eq!(p.torn, 2);
+        // Each CONS write ends a drain.
+        p.cons_written();
+        assert_eq!(p.torn, 2);
+    }
+}
