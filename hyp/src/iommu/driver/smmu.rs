@@ -525,21 +525,35 @@ impl<R: SmmuRegs> SmmuDriver<R> {
                 .and_then(|_| self.program_and_enable());
             match r {
                 Ok(()) => return Ok(()),
-                Err(e) if e.timeout().is_some() => {
+                Err(e) if e.timeout().is_some_and(|t| self.hung(t)) => {
                     // Hung, not unpowered: trying again would only wait again.
                     self.give_up_on(&e);
                     return Err(e);
                 }
+                // A wait that power going under the sequence made impossible, or any other
+                // loss: start over.
+                Err(e) if e.timeout().is_some() => last = SequenceError::PowerLost,
                 Err(e) => last = e,
             }
         }
         Err(last)
     }
 
-    /// Gives the SMMU up if `e` is a timeout ([`Self::give_up`]).
+    /// Gives the SMMU up if `e` is a timeout of a hung SMMU ([`Self::give_up`]).
     fn give_up_on(&mut self, e: &SequenceError) {
-        if let Some(t) = e.timeout() {
+        if let Some(t) = e.timeout().filter(|&t| self.hung(t)) {
             self.give_up(t);
+        }
+    }
+
+    /// After wait `t` timed out: whether the SMMU is hung, rather than its power gone and come
+    /// back under the sequence. A loss clears GBPA.UPDATE and sets CR0ACK to 0, so a wait for
+    /// either is a hang; any other wait (CR0ACK to follow an enable, a CMD_SYNC) is a hang only
+    /// if the registers still hold what the driver programmed.
+    fn hung(&mut self, t: Timeout) -> bool {
+        match t {
+            Timeout::Gbpa(_) | Timeout::Cr0Ack { wrote: 0, .. } => true,
+            Timeout::Cr0Ack { .. } | Timeout::CmdSync { .. } => self.programmed(),
         }
     }
 
@@ -587,8 +601,12 @@ impl<R: SmmuRegs> SmmuDriver<R> {
             return Err(CmdError::Failed);
         }
         let r = self.send(cmds);
-        if let Some(t) = r.err().and_then(|e| e.timeout()) {
-            self.give_up(t);
+        match r.err().and_then(|e| e.timeout()) {
+            Some(t) if self.hung(t) => self.give_up(t),
+            // Power went and came back under the batch (an enable had landed on registers at
+            // reset: a queue at address 0): a loss, recovered by the resume path.
+            Some(_) => return Err(CmdError::PowerLost),
+            None => {}
         }
         r
     }
@@ -897,8 +915,9 @@ mod tests {
         smmu.regs_mut().consume_at_cons_read = Some(9);
         let reads = smmu.regs_mut().reads;
         assert_eq!(smmu.submit(&[Command::cfgi_ste(2).0]), Err(CmdError::Timeout { polls: 8 }));
-        // Three reads per poll (CONS, GERROR, CR0), then the containment's.
-        assert!(smmu.regs_mut().reads - reads < 30, "{} reads", smmu.regs_mut().reads - reads);
+        // Three reads per poll (CONS, GERROR, CR0), then the check that the registers still
+        // hold the driver's tables (a hang, not a loss), then the containment's.
+        assert!(smmu.regs_mut().reads - reads < 40, "{} reads", smmu.regs_mut().reads - reads);
         let f = smmu.failure().expect("a timeout fails the SMMU");
         assert_eq!(
             f,
@@ -1001,6 +1020,40 @@ mod tests {
         assert_eq!(smmu.resume(), Err(SequenceError::PowerLost));
         assert_eq!(smmu.failure(), None);
         assert_eq!(smmu.resume(), Ok(()), "the power domain holds now");
+    }
+
+    #[test]
+    fn a_wait_that_power_going_under_the_sequence_made_impossible_is_a_loss_not_a_hang() {
+        // Power lost just before the write of CMDQ_PROD = 0 (what QEMU's tests inject): the
+        // rest of the sequence lands on registers at reset, so CMDQEN enables a queue at
+        // address 0, whose fetch aborts again and again: the CFGI_ALL batch times out. The
+        // registers no longer hold the driver's tables: a loss, and the resume starts over.
+        let resume_writes = |fake: &mut FakeSmmu| {
+            let (mut smmu, _) = init(&mut *fake, 0x20);
+            smmu.poll_limit = 16;
+            smmu.regs_mut().power_loss(Gbpa::ABORT);
+            let start = smmu.regs_mut().writes.len();
+            (smmu.resume(), smmu.failure(), start)
+        };
+        let mut dry = FakeSmmu::qemu();
+        let (r, _, start) = resume_writes(&mut dry);
+        assert_eq!(r, Ok(()));
+        let prod = start + dry.writes[start..].iter().position(|w| w.0 == off::CMDQ_PROD).unwrap();
+        let mut fake = FakeSmmu::qemu();
+        fake.lose_power_before_write = Some(prod);
+        let (r, failure, _) = resume_writes(&mut fake);
+        assert_eq!((r, failure), (Ok(()), None), "the second attempt resumes it");
+        let lost = fake.writes.iter().filter(|w| w.0 == usize::MAX).count();
+        assert_eq!(lost, 2, "the loss the test made, and the one injected in the resume");
+        let attempts = fake.writes[start..].iter().filter(|w| w.0 == off::STRTAB_BASE).count();
+        assert_eq!(attempts, 2);
+        // An SMMU that still holds the tables and does not answer is hung, as before.
+        let mut fake = FakeSmmu::qemu();
+        let (mut smmu, _) = init(&mut fake, 0x20);
+        smmu.poll_limit = 16;
+        smmu.regs_mut().hold_commands = true;
+        assert_eq!(smmu.submit(&[]), Err(CmdError::Timeout { polls: 16 }));
+        assert!(smmu.failure().is_some());
     }
 
     #[test]

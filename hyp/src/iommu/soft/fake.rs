@@ -119,6 +119,14 @@ impl FakeSmmu {
         if self.hold_commands {
             return;
         }
+        if self.smmu.cmdq_base() & regs::BASE_ADDR_MASK == 0 {
+            // Registers at reset under an enabled queue (power went under the sequence): the
+            // fetch from address 0 aborts.
+            if self.smmu.commands_after(0) > 0 && !self.smmu.cmdq_stopped() {
+                self.smmu.fail_command(host_abi::smmu::regs::cerror::ABT);
+            }
+            return;
+        }
         while let Some(c) = self.smmu.next_command(&mut self.visible.view()) {
             let c = c.expect("the fake's view of memory never faults");
             if !SoftSmmu::known_opcode(c[0] as u8) || self.reject_opcode == Some(c[0] as u8) {
