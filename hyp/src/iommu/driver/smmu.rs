@@ -1047,6 +1047,24 @@ mod tests {
         assert_eq!(lost, 2, "the loss the test made, and the one injected in the resume");
         let attempts = fake.writes[start..].iter().filter(|w| w.0 == off::STRTAB_BASE).count();
         assert_eq!(attempts, 2);
+        // Each attempt's first enable lands on registers at reset and is never acknowledged
+        // (CR0 held): a loss each time, so the resume fails as lost, not hung.
+        let mut fake = FakeSmmu::qemu();
+        let (mut smmu, _) = init(&mut fake, 0x20);
+        smmu.regs_mut().power_loss(Gbpa::ABORT);
+        smmu.regs_mut().hold_cr0 = true;
+        smmu.regs_mut().power_drops_at_cmdqen = RESUME_ATTEMPTS;
+        assert_eq!(smmu.resume(), Err(SequenceError::PowerLost));
+        assert_eq!(smmu.failure(), None);
+        // Any other error of the last attempt is returned as it is (here the boot batch
+        // rejected every time).
+        let mut fake = FakeSmmu::qemu();
+        let (mut smmu, _) = init(&mut fake, 0x20);
+        smmu.regs_mut().power_loss(Gbpa::ABORT);
+        smmu.regs_mut().reject_opcode = Some(Command::cfgi_all().opcode_byte());
+        let rejected = CmdError::Rejected { index: 0, reason: cerror::ILL };
+        assert_eq!(smmu.resume(), Err(SequenceError::Command(rejected)));
+        assert_eq!(smmu.failure(), None);
         // An SMMU that still holds the tables and does not answer is hung, as before.
         let mut fake = FakeSmmu::qemu();
         let (mut smmu, _) = init(&mut fake, 0x20);

@@ -63,6 +63,8 @@ pub struct FakeSmmu {
     /// A power domain that drops just before each of the next this many writes setting SMMUEN
     /// (registers back to reset, GBPA abort).
     pub power_drops_at_smmuen: u32,
+    /// The same, before writes setting CMDQEN without SMMUEN (the first enable of a sequence).
+    pub power_drops_at_cmdqen: u32,
     /// A slow SMMU: commands held (`hold_commands`) are consumed when CMDQ_CONS is read for
     /// the n-th time from now, just before that read returns.
     pub consume_at_cons_read: Option<u32>,
@@ -104,6 +106,7 @@ impl FakeSmmu {
             hold_gbpa: false,
             gbpa_held: None,
             power_drops_at_smmuen: 0,
+            power_drops_at_cmdqen: 0,
             consume_at_cons_read: None,
             lose_power_before_write: None,
             reject_opcode: None,
@@ -324,12 +327,16 @@ impl SmmuRegs for FakeSmmu {
     }
 
     fn write32(&mut self, o: usize, v: u32) {
-        let smmuen = o == off::CR0 && Cr0::from_bits_retain(v).contains(Cr0::SMMUEN);
+        let cr0 = Cr0::from_bits_retain(v);
+        let smmuen = o == off::CR0 && cr0.contains(Cr0::SMMUEN);
+        let cmdqen = o == off::CR0 && cr0 == Cr0::CMDQEN;
         if self.lose_power_before_write == Some(self.writes.len())
             || smmuen && self.power_drops_at_smmuen > 0
+            || cmdqen && self.power_drops_at_cmdqen > 0
         {
             self.lose_power_before_write = None;
             self.power_drops_at_smmuen = self.power_drops_at_smmuen.saturating_sub(smmuen as u32);
+            self.power_drops_at_cmdqen = self.power_drops_at_cmdqen.saturating_sub(cmdqen as u32);
             self.power_loss(Gbpa::ABORT);
         }
         self.writes.push((o, v));
