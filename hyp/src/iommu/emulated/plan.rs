@@ -39,9 +39,11 @@ const _: () = assert!(SEND_COST <= REFRESH_COST && SEND_COST > 0);
 // A batch of INVALIDATE_MAX commands gathered means the budget is spent (see `Plan::make`).
 const _: () = assert!(INVALIDATE_MAX >= ACCESS_BUDGET as u64);
 
-/// The most stream refreshes one plan holds beyond two of each stream (the last refresh looked
-/// at before the budget ran out, and the one at the end): fewer than this many before them,
-/// each costing [`REFRESH_COST`] of the budget.
+/// The most stream refreshes one plan holds beyond one of each stream. A refresh planned before
+/// a run costs [`REFRESH_COST`] a stream, and planning goes on after it only while the budget
+/// is not spent: until then fewer than this many streams are refreshed. The refresh that spends
+/// it ends the access (nothing is marked after it); otherwise the access ends with at most one
+/// refresh of each stream.
 const MAX_REFRESHES_BEFORE: usize = (ACCESS_BUDGET / REFRESH_COST) as usize;
 
 /// The host's command queue, as the planner reads it.
@@ -144,7 +146,7 @@ impl Plan {
         Plan {
             cmds: Aligned([Command::default(); MAX_COMMANDS]),
             steps: Vec::with_capacity(MAX_STEPS),
-            refreshes: Vec::with_capacity(MAX_REFRESHES_BEFORE + 2 * streams),
+            refreshes: Vec::with_capacity(MAX_REFRESHES_BEFORE + streams),
             end: End::Advance { consumed: 0 },
             seen: Seen::default(),
             dirty: vec![0; streams.div_ceil(64)],

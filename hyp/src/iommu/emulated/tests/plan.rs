@@ -274,11 +274,19 @@ fn a_submission_carries_what_was_looked_at_when_it_was_planned() {
 fn the_largest_plans_fit_their_capacity() {
     // The patterns with the most steps per unit of budget: a submission for every command,
     // a refresh and a submission for every two, across the queue's end or not.
-    let patterns: [&dyn Fn(u64) -> Command; 4] = [
+    let patterns: [&dyn Fn(u64) -> Command; 6] = [
         &|i| if i % 2 == 0 { tlbi(i) } else { Command::cfgi_ste(0x99) },
         &|i| if i % 2 == 0 { tlbi(i) } else { Command::cfgi_ste(0x10) },
         &|i| if i % 2 == 0 { Command::sync() } else { Command::cfgi_all() },
         &|i| if i % 3 == 0 { Command::cfgi_all() } else { tlbi(i) },
+        &|i| if i % 2 == 0 { Command::cfgi_all() } else { tlbi(i) },
+        &|i| {
+            if i % 16 == 15 {
+                tlbi(i)
+            } else {
+                Command::cfgi_ste([0x10, 0x28, 0x30][i as usize % 3])
+            }
+        },
     ];
     for (n, f) in patterns.iter().enumerate() {
         for cons in [0, 255, 254] {
@@ -287,8 +295,27 @@ fn the_largest_plans_fit_their_capacity() {
             (q.cap, q.cons) = (256, cons);
             let p = plan(&mut q);
             assert!(p.steps().len() <= MAX_STEPS, "pattern {n}: {} steps", p.steps().len());
-            assert!(p.refreshes().len() <= (ACCESS_BUDGET / REFRESH_COST) as usize + 6);
+            let most = (ACCESS_BUDGET / REFRESH_COST) as usize + STREAMS.len();
+            assert!(p.refreshes().len() <= most, "pattern {n}: {}", p.refreshes().len());
             assert!(p.seen().budget_stop);
+        }
+    }
+    // A hundred streams: refreshes of a few before the one that spends the budget, or one of
+    // every stream at the end.
+    let streams: Vec<u32> = (0x100..0x164).collect();
+    let patterns: [&dyn Fn(u64) -> Command; 3] = [
+        &|i| if i % 20 == 19 { tlbi(i) } else { Command::cfgi_all() },
+        &|i| if i % 4 == 3 { tlbi(i) } else { Command::cfgi_ste(0x100 + (i % 100) as u32) },
+        &|i| if i < 255 { Command::cfgi_ste(0x100 + (i % 100) as u32) } else { tlbi(i) },
+    ];
+    for (n, f) in patterns.iter().enumerate() {
+        let cs: Vec<Command> = (0..600).map(f).collect();
+        let mut p = Plan::new(streams.len());
+        p.make(&streams, &mut FakeQueue::new(&cs));
+        let most = (ACCESS_BUDGET / REFRESH_COST) as usize + streams.len();
+        assert!(p.refreshes().len() <= most, "pattern {n}: {}", p.refreshes().len());
+        if n != 1 {
+            assert!(p.refreshes().len() >= streams.len(), "pattern {n}: each stream once at least");
         }
     }
 }
