@@ -901,11 +901,16 @@ fn entry_work<R: SmmuRegs>(
     global_errors: &mut u64,
     reporter: &mut Reporter,
 ) -> Gerror {
-    let active = handle_global_errors(hw, streams, events);
-    if !active.is_empty() {
-        *global_errors += active.bits().count_ones() as u64;
-        reporter.errors(active);
+    let Some(d) = hw.powered() else { return Gerror::empty() };
+    let active = d.active_global_errors();
+    if active.is_empty() {
+        // The common case: the driver just checked serves the drain too.
+        drain(d, streams, events, log, DRAIN_PER_ENTRY);
+        return active;
     }
+    acknowledge_global_errors(hw, streams, events, active);
+    *global_errors += active.bits().count_ones() as u64;
+    reporter.errors(active);
     if let Some(d) = hw.running() {
         drain(d, streams, events, log, DRAIN_PER_ENTRY);
     }
