@@ -353,6 +353,9 @@ struct World {
     trace: Vec<Op>,
     /// The real SMMU recorded the last [`Op::Event`].
     event_accepted: bool,
+    /// The last access that consumed stopped at its budget with commands left, and nothing
+    /// has consumed since.
+    left_at_budget: bool,
 }
 
 type Check = Result<(), String>;
@@ -403,6 +406,7 @@ impl World {
             host_events: Vec::new(),
             trace: vec![],
             event_accepted: false,
+            left_at_budget: false,
         };
         // The guests' streams in use: a host action must leave them as they are.
         w.io.attach(1, 0x18, guest_domain(1, 1), &crate::vm::memory::NoMemory).unwrap();
@@ -622,7 +626,15 @@ impl World {
         // command looked at counts at least one unit, so at least a budget's worth of commands,
         // less what refreshes and submissions cost, was consumed).
         let budget_stop = self.v.counters.budget_stops != b.budget_stops;
-        if cmdqen && prod.raw() != cons.raw() && !stopped && !budget_stop {
+        // Or when an earlier access stopped at its budget and this operation is not one that
+        // makes the emulated SMMU go on (a CMDQ_PROD write, a CMDQ_CONS read): what that access
+        // left waits for the host's next poll.
+        let goes_on = matches!(op, Op::Write { off: off::CMDQ_PROD, .. })
+            || matches!(op, Op::Read { off: off::CMDQ_CONS, .. });
+        let still_left = self.left_at_budget && k == 0 && !goes_on;
+        let left = cmdqen && prod.raw() != cons.raw() && !stopped;
+        self.left_at_budget = left && (budget_stop || still_left);
+        if left && !budget_stop && !still_left {
             return Err(format!(
                 "{op}: commands left in a running queue (PROD {prod:?}, CONS {cons:?})"
             ));
