@@ -581,7 +581,22 @@ impl World {
         match self.ste_addr(sid).1 {
             Some(a) if HOST.mem.contains_range(a, 64) => {
                 let words: [u64; 8] = core::array::from_fn(|i| self.ram.get(a + i as u64 * 8));
-                validate::virtual_ste(&Ste(words), HOST, &self.io.caps()).unwrap_or(Domain::Blocked)
+                let caps = self.io.caps();
+                let d = validate::virtual_ste(&Ste(words), HOST, &caps).unwrap_or(Domain::Blocked);
+                // A nested STE whose CD table holds a CD validation refuses blocks the stream
+                // (the emulated SMMU counts it in cds_refused).
+                if let Domain::Nested(s1) = d {
+                    for i in 0..1u64 << s1.cdmax {
+                        let at = s1.ctx_ptr + i * 64;
+                        let c = host_abi::smmu::Cd(core::array::from_fn(|w| {
+                            self.ram.get(at + w as u64 * 8)
+                        }));
+                        if !HOST.holds(at, 64) || validate::cd(&c, HOST, &caps).is_err() {
+                            return Domain::Blocked;
+                        }
+                    }
+                }
+                d
             }
             _ => Domain::Blocked,
         }
