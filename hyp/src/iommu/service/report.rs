@@ -111,3 +111,30 @@ impl Reporter {
         Some(core::mem::take(&mut self.report))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_vm_is_reported_once_per_kind_and_counted_every_time() {
+        let mut r = Reporter::default();
+        assert_eq!(r.take(), None, "nothing to say");
+        r.block_failed(2, 0x10);
+        r.block_failed(2, 0x11);
+        r.attach_failed(1, 0x18);
+        let t = r.take().expect("reported");
+        assert_eq!((t.block_failed, t.attach_failed), (Some((2, 0x10)), Some((1, 0x18))));
+        assert!(!t.is_empty() && Report::default().is_empty());
+        // Again for the same VMs: counted, not reported.
+        r.block_failed(2, 0x12);
+        r.attach_failed(1, 0x19);
+        assert_eq!(r.take(), None);
+        // Other VMs are reported on their own (a bit per VM).
+        r.block_failed(3, 0x20);
+        r.attach_failed(2, 0x30);
+        let t = r.take().expect("other VMs");
+        assert_eq!((t.block_failed, t.attach_failed), (Some((3, 0x20)), Some((2, 0x30))));
+        assert_eq!((r.block_failures, r.attach_failures), (4, 3));
+    }
+}
