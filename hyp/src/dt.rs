@@ -85,6 +85,11 @@ pub struct BootOptions {
     /// A bare-metal host gets the emulated SMMU a Linux host gets (`host_vsmmu=1`: the
     /// benchmark measures its command path).
     pub host_vsmmu: bool,
+    /// The SMMU is driven as coherent (default: the board's `smmu_coherent`;
+    /// `smmu_coherent=0` forces the non-coherent path, cache maintenance and non-cacheable
+    /// walks, on a coherent board; `smmu_coherent=1` on a non-coherent one is refused at boot
+    /// unless the SMMU reports coherent access).
+    pub smmu_coherent: bool,
 }
 
 /// First stream ID of the benchmark's device-less streams.
@@ -98,6 +103,7 @@ impl Default for BootOptions {
             pm: true,
             bench_streams: 0,
             host_vsmmu: false,
+            smmu_coherent: true,
         }
     }
 }
@@ -105,16 +111,18 @@ impl Default for BootOptions {
 impl BootOptions {
     /// Parses a bootargs string; unknown words are returned through `unknown`.
     pub fn parse(args: &str, unknown: &mut dyn FnMut(&str)) -> Self {
-        Self::parse_for(args, platform::power::GbpaReset::Abort, unknown)
+        Self::parse_for(args, platform::power::GbpaReset::Abort, true, unknown)
     }
 
     /// Parses a bootargs string over the board's defaults.
     pub fn parse_for(
         args: &str,
         board_gbpa_reset: platform::power::GbpaReset,
+        board_coherent: bool,
         unknown: &mut dyn FnMut(&str),
     ) -> Self {
-        let mut o = Self { gbpa_reset: board_gbpa_reset, ..Self::default() };
+        let mut o =
+            Self { gbpa_reset: board_gbpa_reset, smmu_coherent: board_coherent, ..Self::default() };
         for w in args.split_whitespace() {
             match w.split_once('=') {
                 Some(("gbpa_reset", v)) => match platform::power::GbpaReset::parse(v) {
@@ -126,6 +134,8 @@ impl BootOptions {
                 Some(("pm", "off")) => o.pm = false,
                 Some(("pm", "on")) => o.pm = true,
                 Some(("host_vsmmu", "1")) => o.host_vsmmu = true,
+                Some(("smmu_coherent", "0")) => o.smmu_coherent = false,
+                Some(("smmu_coherent", "1")) => o.smmu_coherent = true,
                 Some(("bench_streams", n)) => match n.parse::<u32>() {
                     Ok(n) if n <= 4096 => o.bench_streams = n,
                     _ => unknown(w),
@@ -202,7 +212,8 @@ mod tests {
                 pm_inject: true,
                 pm: true,
                 bench_streams: 0,
-                host_vsmmu: false
+                host_vsmmu: false,
+                smmu_coherent: true,
             }
         );
         let o = BootOptions::parse("pm=off bench_streams=1000 host_vsmmu=1", &mut |_| {});
@@ -219,19 +230,28 @@ mod tests {
         use platform::power::GbpaReset;
         let mut bad = std::vec::Vec::new();
         let mut note = |w: &str| bad.push(std::string::String::from(w));
-        let o = BootOptions::parse_for("", GbpaReset::Bypass, &mut note);
+        let o = BootOptions::parse_for("", GbpaReset::Bypass, true, &mut note);
         assert_eq!(o.gbpa_reset, GbpaReset::Bypass);
-        let o = BootOptions::parse_for("gbpa_reset=abort", GbpaReset::Bypass, &mut note);
+        assert!(o.smmu_coherent);
+        // The board's coherency is the default; the option forces either way.
+        assert!(!BootOptions::parse_for("", GbpaReset::Abort, false, &mut note).smmu_coherent);
+        let o = BootOptions::parse_for("smmu_coherent=0", GbpaReset::Abort, true, &mut note);
+        assert!(!o.smmu_coherent);
+        let o = BootOptions::parse_for("smmu_coherent=1", GbpaReset::Abort, false, &mut note);
+        assert!(o.smmu_coherent);
+        let o = BootOptions::parse_for("gbpa_reset=abort", GbpaReset::Bypass, true, &mut note);
         assert_eq!(o.gbpa_reset, GbpaReset::Abort);
         let o = BootOptions::parse_for(
             "pm_inject=1 pm_inject=0 pm=off pm=on",
             GbpaReset::Abort,
+            true,
             &mut note,
         );
         assert!(!o.pm_inject && o.pm);
         let o = BootOptions::parse_for(
             "bench_streams=4096 bench_streams=4097",
             GbpaReset::Abort,
+            true,
             &mut note,
         );
         assert_eq!(o.bench_streams, 4096);

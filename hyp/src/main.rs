@@ -108,12 +108,14 @@ fn boot_cpu() -> ! {
     let options = hyp::dt::BootOptions::parse_for(
         hyp::dt::bootargs(dtb(board.ram_base)).unwrap_or(""),
         board.smmu_gbpa_reset,
+        board.smmu_coherent,
         &mut |w| log::warn!("unknown boot option `{w}` ignored"),
     );
     info!(
-        "boot options: SMMU power domain resets GBPA to {:?}, power-loss injection {}",
+        "boot options: SMMU power domain resets GBPA to {:?}, power-loss injection {}, SMMU driven as {}",
         options.gbpa_reset,
-        if options.pm_inject { "allowed" } else { "off" }
+        if options.pm_inject { "allowed" } else { "off" },
+        if options.smmu_coherent { "coherent" } else { "non-coherent (cache maintenance, non-cacheable walks)" }
     );
     el2::front_door::init(board, options);
     el2::pcie::enable_dma(board, &devices);

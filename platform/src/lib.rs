@@ -89,6 +89,13 @@ pub struct Board {
     pub smmu_gbpa_reset: power::GbpaReset,
     /// The SMMU's wired interrupts (SPI numbers) the hypervisor takes at EL2.
     pub smmu_irqs: SmmuIrqs,
+    /// Whether the SMMU's accesses to memory (its table walks, queue reads, event writes) are
+    /// coherent with the CPUs' caches: the interconnect snoops them. `false` on many mobile and
+    /// automotive SoCs; then the driver cleans what it writes to the point of coherency and
+    /// invalidates what the SMMU wrote before reading it (the boot option `smmu_coherent=0`
+    /// forces that path on a coherent board). A coherent board whose SMMU does not report
+    /// coherent access (IDR0.COHACC = 0) is refused at boot.
+    pub smmu_coherent: bool,
 }
 
 /// The SMMU's wired (edge-triggered) interrupts, as SPI numbers (INTID = SPI + 32).

@@ -37,6 +37,8 @@ pub const BOARD: Board = Board {
     smmu_gbpa_reset: crate::power::GbpaReset::Abort,
     // `virt` wires the SMMU to SPIs 74..77: eventq, priq, cmdq-sync, gerror.
     smmu_irqs: crate::SmmuIrqs { eventq: 74, gerror: 77 },
+    // QEMU's SMMU reads and writes guest memory directly: coherent (IDR0.COHACC = 1).
+    smmu_coherent: true,
 };
 
 /// QEMU `edu` devices xtask attaches (`-device edu,addr=SLOT,dma_mask=...`): one per VM.

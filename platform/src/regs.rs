@@ -33,12 +33,23 @@ pub enum Barrier {
     /// and stores so far complete before any later store, so the SMMU does not overwrite
     /// records the CPU is still reading once that store (EVENTQ_CONS) frees their slots.
     Release,
+    /// Cache maintenance for a non-coherent SMMU, after the CPU wrote `range` and before the
+    /// barrier that publishes it: `DC CVAC` on every cache line the range touches, then
+    /// `DSB SY` (the cleans complete before anything after them): the SMMU, which reads memory
+    /// past the CPU's caches, finds there what the CPU wrote. Never needed on a coherent SMMU.
+    Clean(DmaRange),
+    /// Cache maintenance for a non-coherent SMMU, before the CPU reads `range` the SMMU (or a
+    /// VM writing through a non-cacheable mapping) wrote: `DC CIVAC` on every line the range
+    /// touches, then `DSB SY`: no line the CPU's caches held from before the write serves the
+    /// loads that follow. Clean as well as invalidate, so that a line the CPU itself dirtied is
+    /// never discarded. Never needed on a coherent SMMU.
+    Invalidate(DmaRange),
 }
 
-/// The barriers the SMMU's driver needs, executed by whoever gives it its registers (the EL2
-/// side: the real instruction; the host tests' software SMMU: what silicon may do without
-/// them). A barrier is no register access: the SMMU's power does not matter to it. (A
-/// non-coherent SMMU's cache maintenance will be one more operation here, the same way.)
+/// The barriers (and, for a non-coherent SMMU, the cache maintenance) the SMMU's driver needs,
+/// executed by whoever gives it its registers (the EL2 side: the real instructions; the host
+/// tests' software SMMU: what silicon may do without them). None is a register access: the
+/// SMMU's power does not matter to them.
 pub trait SmmuBarriers {
     /// Executes barrier `b`.
     fn barrier(&mut self, b: Barrier);

@@ -1,5 +1,6 @@
 //! The EL2 side: everything that touches system registers or devices.
 
+pub mod cache;
 pub mod firmware;
 pub mod front_door;
 pub mod gic;

@@ -83,7 +83,8 @@ impl MmioRegs {
 impl SmmuBarriers for MmioRegs {
     /// The instruction Linux's `dma_wmb()`, `dma_rmb()` and `dma_mb()` give on arm64: outer
     /// shareable, since the SMMU is another observer in the system, not a CPU of this cluster.
-    /// A coherent SMMU needs no more (the named range is for a non-coherent one's cleans).
+    /// A coherent SMMU needs no more; a non-coherent one's cache maintenance is
+    /// [`super::cache`]'s.
     #[inline(always)]
     fn barrier(&mut self, b: Barrier) {
         match b {
@@ -100,6 +101,8 @@ impl SmmuBarriers for MmioRegs {
             Barrier::Release => unsafe {
                 core::arch::asm!("dmb osh", options(nostack, preserves_flags))
             },
+            Barrier::Clean(r) => super::cache::clean(r),
+            Barrier::Invalidate(r) => super::cache::clean_invalidate(r),
         }
     }
 }

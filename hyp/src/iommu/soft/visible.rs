@@ -160,7 +160,7 @@ impl Posted {
                 self.released = false;
             }
             Barrier::Release => self.released = true,
-            Barrier::Publish(_) => {}
+            Barrier::Publish(_) | Barrier::Clean(_) | Barrier::Invalidate(_) => {}
         }
     }
 
