@@ -93,7 +93,7 @@ impl HostRam {
         for (i, w) in words.iter().enumerate() {
             for (j, b) in w.to_le_bytes().iter().enumerate() {
                 let x = a.wrapping_add(i as u64 * 8 + j as u64);
-                if HOST.mem.contains_range(x, 1) {
+                if HOST.holds(x, 1) {
                     let p = self.pages.entry(x & !0xfff).or_insert_with(|| vec![0; 4096]);
                     p[(x & 0xfff) as usize] = *b;
                 }
@@ -125,7 +125,7 @@ impl GuestMemory for HostRam {
     }
     fn copy_in(&mut self, r: ServedRange, data: &[u8]) {
         self.writes.push((r.vm(), r.ipa(), r.len(), data.to_vec()));
-        if r.vm() == 0 && HOST.mem.contains_range(r.ipa(), data.len() as u64) {
+        if r.vm() == 0 && HOST.holds(r.ipa(), data.len() as u64) {
             for (i, b) in data.iter().enumerate() {
                 let x = r.ipa() + i as u64;
                 let p = self.pages.entry(x & !0xfff).or_insert_with(|| vec![0; 4096]);
@@ -554,7 +554,7 @@ impl World {
         }
         let split = ((cfg >> 6) & 0x1f).min(log2);
         let l1 = base + (sid >> split) as u64 * 8;
-        if !HOST.mem.contains_range(l1, 8) {
+        if !HOST.holds(l1, 8) {
             return (Some(l1), None);
         }
         let desc = self.ram.get(l1);
@@ -579,7 +579,7 @@ impl World {
             return Domain::Blocked;
         }
         match self.ste_addr(sid).1 {
-            Some(a) if HOST.mem.contains_range(a, 64) => {
+            Some(a) if HOST.holds(a, 64) => {
                 let words: [u64; 8] = core::array::from_fn(|i| self.ram.get(a + i as u64 * 8));
                 let caps = self.io.caps();
                 let d = validate::virtual_ste(&Ste(words), HOST, &caps).unwrap_or(Domain::Blocked);
@@ -664,7 +664,7 @@ impl World {
                 return Err(format!("{op}: CMDQ_ERR toggled without stopping the queue"));
             }
             let at = qbase + cons.index() as u64 * 16;
-            let want = if !HOST.mem.contains_range(at, 16) {
+            let want = if !HOST.holds(at, 16) {
                 cerror::ABT
             } else {
                 let c = Command([self.ram.get(at), self.ram.get(at + 8)]);
@@ -690,7 +690,7 @@ impl World {
         }
         for j in 0..k {
             let at = qbase + start.advance(j).index() as u64 * 16;
-            if !HOST.mem.contains_range(at, 16) {
+            if !HOST.holds(at, 16) {
                 return Err(format!(
                     "{op}: consumed a queue entry outside the host's RAM ({at:#x})"
                 ));
@@ -819,7 +819,7 @@ impl World {
             HOST_STREAMS.iter().map(|s| self.ste_addr(*s)).collect();
         let qend = qbase + (16u64 << r.cmdq_log2());
         for &(vm, ipa, len, out) in self.ram.reads.borrow().iter() {
-            if vm != 0 || !HOST.mem.contains_range(ipa, len) || len != out {
+            if vm != 0 || !HOST.holds(ipa, len) || len != out {
                 return Err(format!("{op}: read {len:#x} bytes at {ipa:#x} of vm {vm}"));
             }
             let queue = len % 16 == 0 && ipa >= qbase && ipa + len <= qend;
@@ -846,7 +846,7 @@ impl World {
         let eend = ebase + (32u64 << r.evtq_log2());
         for (vm, ipa, len, data) in &self.ram.writes {
             let (ipa, len) = (*ipa, *len);
-            let inside = *vm == 0 && HOST.mem.contains_range(ipa, len) && len == data.len() as u64;
+            let inside = *vm == 0 && HOST.holds(ipa, len) && len == data.len() as u64;
             let slot =
                 len == 32 && ipa >= ebase && ipa + 32 <= eend && (ipa - ebase).is_multiple_of(32);
             if !inside || !slot || !r.cr0().contains(Cr0::EVENTQEN) {
@@ -867,11 +867,8 @@ impl World {
             if self.event_accepted && self.io.owner_of((e[0] >> 32) as u32) == Some(0) {
                 if let Some(slot) = b.evtq_slot {
                     let bytes: Vec<u8> = e.iter().flat_map(|w| w.to_le_bytes()).collect();
-                    let want = if HOST.mem.contains_range(slot, 32) {
-                        vec![(0, slot, 32, bytes)]
-                    } else {
-                        vec![]
-                    };
+                    let want =
+                        if HOST.holds(slot, 32) { vec![(0, slot, 32, bytes)] } else { vec![] };
                     if self.ram.writes != want {
                         return Err(format!("{op}: the host's record did not reach its queue"));
                     }
