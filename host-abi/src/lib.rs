@@ -36,8 +36,11 @@ pub use types::{
 
 /// Major version of this ABI. A change of major version is incompatible.
 pub const ABI_VERSION_MAJOR: u16 = 1;
-/// Minor version of this ABI. Minor versions only add calls or fields.
-pub const ABI_VERSION_MINOR: u16 = 1;
+/// Minor version of this ABI. Minor versions only add calls, fields or values.
+///
+/// * 1.1: `SmmuStats`'s event-overflow and global-error counters.
+/// * 1.2: refusal code 4, [`Refusal::SmmuFailed`] (the SMMU stopped answering).
+pub const ABI_VERSION_MINOR: u16 = 2;
 /// `(major << 16) | minor`, as returned by [`FunctionId::Version`] and stored in [`BootInfo`].
 pub const ABI_VERSION: u32 = ((ABI_VERSION_MAJOR as u32) << 16) | ABI_VERSION_MINOR as u32;
 

@@ -204,7 +204,7 @@ pub enum Refusal {
     BypassResetWithDma = 2,
     /// 3: power management is disabled on this run (boot option `pm=off`).
     Disabled = 3,
-    /// 4: the SMMU failed (a wait on it timed out): its power is left as it is.
+    /// 4 (ABI 1.2): the SMMU failed (a wait on it timed out): its power is left as it is.
     SmmuFailed = 4,
 }
 
