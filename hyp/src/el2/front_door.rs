@@ -15,7 +15,7 @@ use hyp::iommu::driver::smmu::{EventWords, SmmuDriver};
 use hyp::iommu::driver::ste::{Domain, S2Config};
 use hyp::iommu::emulated::{self, Notice, VirtualSmmu};
 use hyp::iommu::pm::Vote;
-use hyp::iommu::service::events::{event_sid, EventDestination, EventReadResult};
+use hyp::iommu::service::events::{EventDestination, EventReadResult};
 use hyp::iommu::service::SmmuService;
 use hyp::iommu::service::{InjectError, Report, SmmuCalls};
 use hyp::iommu::validate::SmmuCaps;
@@ -160,12 +160,13 @@ fn log_event(dest: EventDestination, e: &EventWords) {
         EventDestination::Vm(vm) => PLATFORM.manifest().vms[vm as usize].name,
         EventDestination::Unowned => "no VM",
     };
+    let r = host_abi::smmu::EventRecord(*e);
     debug!(
         "SMMU event {} ({:#04x}) from stream {:#x} ({owner}): input address {:#x}, record {:#018x} {:#018x} {:#018x} {:#018x}",
-        host_abi::smmu::event_name(e[0] as u8),
-        e[0] & 0xff,
-        event_sid(e),
-        e[2],
+        host_abi::smmu::event_name(r.event_type()),
+        r.event_type(),
+        r.sid(),
+        r.input_addr(),
         e[0],
         e[1],
         e[2],
