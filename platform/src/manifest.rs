@@ -6,7 +6,9 @@ use crate::{Board, MemRange};
 pub const VM_MEM_ALIGN: u64 = 2 << 20;
 /// Size of the boot-info page at the top of each VM's RAM.
 pub const BOOT_INFO_PAGE: u64 = 4096;
-/// Largest number of VMs (bounded by the 64-bit `running_mask` of the ABI).
+/// Largest number of VMs (bounded by the 64-bit `running_mask` of the ABI, and by the
+/// hypervisor's one-bit-per-VM `u64` sets: the SMMU service's event and report masks, which
+/// take `vm % 64` only to keep the shift defined).
 pub const MAX_VMS: usize = 64;
 /// Largest S1CDMax a VM's stage-1 STE may ask for (32 context descriptors), whatever the SMMU
 /// supports.
