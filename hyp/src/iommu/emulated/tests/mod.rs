@@ -1256,3 +1256,4 @@ fn one_access_delivers_at_most_a_ring_of_host_records() {
 
 mod fuzz;
 mod plan;
+mod smp;
