@@ -11,7 +11,12 @@
 //!   the queue);
 //! * the queue never stops and CONS never passes PROD;
 //! * every CMD_SYNC completes within a bounded number of CONS polls once PROD covers it;
-//! * once a CPU's CFGI_STE + CMD_SYNC completed, the stream's shadow is the STE that CPU wrote.
+//! * once a CPU's CFGI_STE + CMD_SYNC completed, the stream's shadow is the STE that CPU wrote;
+//! * the host's event thread (Linux's `arm_smmu_evtq_thread`: EVTQ_PROD read, each record read
+//!   and given back with its own EVTQ_CONS write, the overflow acknowledged) racing the
+//!   records the emulated SMMU writes on either CPU's accesses reads every record of its
+//!   device's faults once, whole and in order, except those the emulated SMMU counted as
+//!   discarded on an overflow it flagged.
 
 use super::*;
 use std::format;
@@ -26,6 +31,43 @@ const CAP: u64 = 1 << QLOG2;
 const SYNC_POLLS: u32 = 1;
 /// Batches each CPU issues per schedule.
 const BATCHES: u32 = 12;
+/// Event queue size (8 entries: it overflows now and then).
+const EVQLOG2: u32 = 3;
+/// Faults the host's device makes per schedule.
+const FAULTS: u64 = 40;
+/// The host's device's fault record with tag `t` (its input address): F_TRANSLATION on stream
+/// 0x10.
+fn fault(t: u64) -> [u64; 4] {
+    [0x10 | 0x10 << 32, 0, t << 12, 0]
+}
+
+/// Linux's event thread, between two of its steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EvPhase {
+    /// Waiting for the event interrupt.
+    Idle,
+    /// About to read EVTQ_PROD.
+    ReadProd,
+    /// About to read the record at CONS, or find the queue empty.
+    Drain,
+    /// About to write EVTQ_CONS after a record.
+    WriteCons,
+    /// About to acknowledge an overflow (CONS.OVFLG = PROD.OVFLG) and go idle.
+    SyncOvf,
+}
+
+/// The event thread's state: its copies of the queue's indices (raw register values).
+struct EvThread {
+    phase: EvPhase,
+    prod: u32,
+    cons: u32,
+    /// The last tag read.
+    last: u64,
+    /// Records read.
+    read: u64,
+    /// Overflows seen (PROD.OVFLG toggled).
+    overflows: u32,
+}
 
 /// A small deterministic random source (splitmix64).
 struct Rng(u64);
@@ -145,6 +187,11 @@ struct Machine {
     consumed_before: usize,
     /// How often the interleavings this test is about happened.
     seen: Seen,
+    ev: EvThread,
+    /// Faults the device made so far (their tags are 1..=faults).
+    faults: u64,
+    /// The event interrupt was raised and not yet taken.
+    ev_irq: bool,
 }
 
 /// Interleavings that happened (a schedule that never makes them shows nothing).
@@ -160,6 +207,11 @@ struct Seen {
     ste_checked: u32,
     /// A non-owner's SYNC completed (another CPU's PROD write covered it).
     sync_by_other_prod: u32,
+    /// Records the emulated SMMU wrote on a command CPU's access while the event thread was
+    /// in the middle of a drain.
+    records_during_drain: u32,
+    /// Overflows the event thread acknowledged.
+    overflows: u32,
 }
 
 impl Machine {
@@ -171,6 +223,11 @@ impl Machine {
         w.w(off::CMDQ_BASE, 8, CMDQ | QLOG2 as u64);
         w.w(off::CMDQ_PROD, 4, 0);
         w.w(off::CMDQ_CONS, 4, 0);
+        // An 8-entry event queue too.
+        w.w(off::CR0, 4, (Cr0::SMMUEN | Cr0::CMDQEN).bits() as u64);
+        w.w(off::EVTQ_BASE, 8, EVTQ | EVQLOG2 as u64);
+        w.w(off::EVTQ_PROD, 4, 0);
+        w.w(off::EVTQ_CONS, 4, 0);
         w.w(off::CR0, 4, Cr0::RUNNING.bits() as u64);
         // Stream 0x10 bypass (identity) to begin with.
         w.host_ste(0x10, host_stes()[0]);
@@ -182,11 +239,112 @@ impl Machine {
             rng: Rng(seed),
             consumed_before,
             seen: Seen::default(),
+            ev: EvThread { phase: EvPhase::Idle, prod: 0, cons: 0, last: 0, read: 0, overflows: 0 },
+            faults: 0,
+            ev_irq: false,
         }
     }
 
+    /// What the front door does after each of the host's accesses: its pending records into
+    /// its event queue, its event interrupt raised.
+    fn after_access(&mut self, by_event_thread: bool) {
+        let before = self.w.v.counters.events_delivered;
+        if SmmuCalls::events_pending(&mut self.w.io, 0) {
+            let mut ctx = Context {
+                mem: HostMemory { spec: HOST, mem: &mut self.w.ram },
+                smmu: &mut self.w.io,
+            };
+            self.w.v.deliver_events(&mut ctx);
+        }
+        if !by_event_thread
+            && self.w.v.counters.events_delivered != before
+            && self.ev.phase != EvPhase::Idle
+        {
+            self.seen.records_during_drain += 1;
+        }
+        if self.w.v.take_irqs().eventq {
+            self.ev_irq = true;
+        }
+    }
+
+    fn read_reg(&mut self, off: usize, by_event_thread: bool) -> u32 {
+        let v = self.w.r(off) as u32;
+        self.after_access(by_event_thread);
+        v
+    }
+
+    fn write_reg(&mut self, off: usize, v: u32, by_event_thread: bool) {
+        self.w.w(off, 4, v as u64);
+        self.after_access(by_event_thread);
+    }
+
+    /// One step of the event thread.
+    fn ev_step(&mut self) -> Result<(), String> {
+        let mask = (2u32 << EVQLOG2) - 1;
+        let ev = &mut self.ev;
+        match ev.phase {
+            EvPhase::Idle => {
+                if self.ev_irq {
+                    self.ev_irq = false;
+                    ev.phase = EvPhase::ReadProd;
+                }
+            }
+            EvPhase::ReadProd => {
+                let prod = self.read_reg(off::EVTQ_PROD, true);
+                let ev = &mut self.ev;
+                if (prod ^ ev.prod) & Q_OVFLG != 0 {
+                    ev.overflows += 1;
+                }
+                ev.prod = prod;
+                ev.phase = EvPhase::Drain;
+            }
+            EvPhase::Drain => {
+                if ev.prod & mask == ev.cons & mask {
+                    // Empty as far as it knows: look at PROD once more, or finish.
+                    let prod = self.read_reg(off::EVTQ_PROD, true);
+                    let ev = &mut self.ev;
+                    if (prod ^ ev.prod) & Q_OVFLG != 0 {
+                        ev.overflows += 1;
+                    }
+                    ev.prod = prod;
+                    if prod & mask == ev.cons & mask {
+                        ev.phase = EvPhase::SyncOvf;
+                    }
+                    return Ok(());
+                }
+                let slot = (ev.cons & ((1 << EVQLOG2) - 1)) as u64;
+                let at = EVTQ + slot * 32;
+                let r: [u64; 4] = core::array::from_fn(|i| self.w.ram.get(at + i as u64 * 8));
+                let ev = &mut self.ev;
+                let tag = r[2] >> 12;
+                if r != fault(tag) || tag <= ev.last || tag > self.faults {
+                    return Err(format!(
+                        "the event thread read {r:x?} at slot {slot} after tag {}",
+                        ev.last
+                    ));
+                }
+                ev.last = tag;
+                ev.read += 1;
+                ev.cons = (ev.cons & Q_OVFLG) | ((ev.cons + 1) & mask);
+                ev.phase = EvPhase::WriteCons;
+            }
+            EvPhase::WriteCons => {
+                let cons = ev.cons;
+                self.write_reg(off::EVTQ_CONS, cons, true);
+                self.ev.phase = EvPhase::Drain;
+            }
+            EvPhase::SyncOvf => {
+                ev.cons = (ev.prod & Q_OVFLG) | (ev.cons & mask);
+                let cons = ev.cons;
+                self.write_reg(off::EVTQ_CONS, cons, true);
+                self.ev.phase = EvPhase::Idle;
+            }
+        }
+        Ok(())
+    }
+
     fn cons(&mut self) -> Result<u64, String> {
-        let raw = self.w.r(off::CMDQ_CONS) as u32;
+        let raw = self.read_reg(off::CMDQ_CONS, false);
         if raw >> 24 & 0x7f != 0 || self.w.v.registers().cmdq_stopped() {
             return Err(format!("the queue stopped: CMDQ_CONS {raw:#x}"));
         }
@@ -296,7 +454,7 @@ impl Machine {
                     self.seen.prod_for_other += 1;
                 }
                 self.s.prod_reg = upto;
-                self.w.w(off::CMDQ_PROD, 4, raw);
+                self.write_reg(off::CMDQ_PROD, raw as u32, false);
                 self.s.owner_prod = upto;
                 self.cpus[i].phase = self.after_prod(i);
             }
@@ -358,6 +516,7 @@ impl Machine {
 
     fn all_done(&self) -> bool {
         self.cpus.iter().all(|c| c.batches == BATCHES && c.phase == Phase::Done)
+            && self.faults == FAULTS
     }
 
     /// Runs a whole schedule, then checks what reached the real SMMU.
@@ -368,10 +527,44 @@ impl Machine {
             if steps > 100_000 {
                 return Err("no progress".into());
             }
-            // Mostly one CPU for a while, sometimes the other: long and short interleavings.
-            let i = self.rng.below(2) as usize;
-            self.step(i)?;
+            match self.rng.below(8) {
+                // The device faults (the real SMMU records it; the service takes it on its
+                // next entry).
+                0 if self.faults < FAULTS => {
+                    self.faults += 1;
+                    self.w.io.regs_mut().post_event(fault(self.faults));
+                }
+                1 | 2 => self.ev_step()?,
+                n => self.step(n as usize % 2)?,
+            }
         }
+        // The event thread finishes: every record the host was given is read.
+        let mut guard = 0;
+        self.ev_irq = true;
+        while self.ev.phase != EvPhase::Idle || self.ev_irq {
+            self.ev_step()?;
+            guard += 1;
+            if guard > 1000 {
+                return Err("the event thread never finished".into());
+            }
+            if self.ev.phase == EvPhase::Idle && SmmuCalls::events_pending(&mut self.w.io, 0) {
+                self.after_access(true);
+            }
+        }
+        let discarded = self.w.v.counters.events_discarded;
+        if self.ev.read + discarded != FAULTS {
+            return Err(format!(
+                "{FAULTS} faults: {} records read, {discarded} counted discarded",
+                self.ev.read
+            ));
+        }
+        if (discarded > 0) != (self.ev.overflows > 0) {
+            return Err(format!(
+                "{discarded} records discarded, {} overflows flagged",
+                self.ev.overflows
+            ));
+        }
+        self.seen.overflows += self.ev.overflows;
         // Whatever no SYNC waited for is consumed by now too.
         let c = self.cons()?;
         if c != self.s.prod_reg || self.s.prod_reg != self.s.prod {
@@ -424,16 +617,28 @@ fn two_host_cpus_on_linuxs_lock_free_command_queue_in_every_interleaving_tried()
         total.poll_during_write += s.poll_during_write;
         total.ste_checked += s.ste_checked;
         total.sync_by_other_prod += s.sync_by_other_prod;
+        total.records_during_drain += s.records_during_drain;
+        total.overflows += s.overflows;
     }
     std::println!("{total:?}");
     // Every interleaving this is about happened, many times.
-    let Seen { prod_for_other, full, poll_during_write, ste_checked, sync_by_other_prod } = total;
+    let Seen {
+        prod_for_other,
+        full,
+        poll_during_write,
+        ste_checked,
+        sync_by_other_prod,
+        records_during_drain,
+        overflows,
+    } = total;
     for (n, what) in [
         (prod_for_other, "PROD writes handing on the other CPU's entries"),
         (full, "full-queue polls"),
         (poll_during_write, "SYNC polls while the other CPU wrote entries"),
         (ste_checked, "STE rewrites checked after their SYNC"),
         (sync_by_other_prod, "SYNCs completed by the other CPU's PROD write"),
+        (records_during_drain, "records written on a command CPU's access during a drain"),
+        (overflows, "event-queue overflows acknowledged"),
     ] {
         assert!(n >= 20, "only {n} {what}");
     }
