@@ -18,33 +18,35 @@ fn line_bytes() -> u64 {
     4 << ((ctr >> 16) & 0xf)
 }
 
-/// `DC CVAC` over `r`, then `DSB SY`.
-#[inline(never)]
-pub fn clean(r: DmaRange) {
+/// `op` on the address of every cache line `r` touches, then `DSB SY`.
+#[inline(always)]
+fn each_line(r: DmaRange, op: impl Fn(u64)) {
     let line = line_bytes();
     let mut a = r.pa & !(line - 1);
     while a < r.pa + r.len {
-        // SAFETY: a clean writes a dirty line back and changes no data; `a` is inside EL2's
-        // identity map (the range is memory the hypervisor maps: its own tables and queues, or
-        // a VM's RAM).
-        unsafe { core::arch::asm!("dc cvac, {}", in(reg) a, options(nostack, preserves_flags)) };
+        op(a);
         a += line;
     }
     // SAFETY: a barrier; no data is touched.
     unsafe { core::arch::asm!("dsb sy", options(nostack, preserves_flags)) };
 }
 
+/// `DC CVAC` over `r`, then `DSB SY`.
+#[inline(never)]
+pub fn clean(r: DmaRange) {
+    // SAFETY: a clean writes a dirty line back and changes no data; the range is inside EL2's
+    // identity map (memory the hypervisor maps: its own tables and queues, or a VM's RAM).
+    each_line(r, |a| unsafe {
+        core::arch::asm!("dc cvac, {}", in(reg) a, options(nostack, preserves_flags))
+    });
+}
+
 /// `DC CIVAC` over `r`, then `DSB SY`.
 #[inline(never)]
 pub fn clean_invalidate(r: DmaRange) {
-    let line = line_bytes();
-    let mut a = r.pa & !(line - 1);
-    while a < r.pa + r.len {
-        // SAFETY: clean and invalidate writes a dirty line back before dropping it: no data is
-        // lost, the next load reads memory; `a` is inside EL2's identity map (as above).
-        unsafe { core::arch::asm!("dc civac, {}", in(reg) a, options(nostack, preserves_flags)) };
-        a += line;
-    }
-    // SAFETY: a barrier; no data is touched.
-    unsafe { core::arch::asm!("dsb sy", options(nostack, preserves_flags)) };
+    // SAFETY: clean and invalidate writes a dirty line back before dropping it: no data is
+    // lost, the next load reads memory; the range is inside EL2's identity map (as above).
+    each_line(r, |a| unsafe {
+        core::arch::asm!("dc civac, {}", in(reg) a, options(nostack, preserves_flags))
+    });
 }
