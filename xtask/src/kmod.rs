@@ -326,7 +326,7 @@ pub fn params(f: &Facts, p: &mut Params) {
         .set("KMOD_ABI", &f.abi)
         .set("VM_ID", h.id)
         .set("VM_NAME", h.name)
-        .set("VM_CPU", h.cpu)
+        .set("VM_CPU", h.first_cpu())
         .set("VM_MEM_BASE", format!("{:#x}", h.mem.base))
         .set("VM_MEM_SIZE", format!("{:#x}", h.mem.size))
         .set("VM_COUNT", f.vm_count)
