@@ -157,7 +157,7 @@ impl Vm {
         }
         drop(lb);
         info!(
-            "vm {} stopped ({}, on cpu {cpu}) after {} hypercalls, {} injected faults and {} emulated MMIO accesses",
+            "vm {} stopped ({}) on cpu {cpu} after {} hypercalls, {} injected faults and {} emulated MMIO accesses",
             self.spec.name,
             reason.describe(),
             self.hypercalls.total(),
