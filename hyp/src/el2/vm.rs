@@ -18,7 +18,7 @@ use super::sysreg::{self, *};
 use super::{firmware, uart};
 use alloc::vec::Vec;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use hyp::el2_controls::Hcr;
 use hyp::host::mmio::{AbortReason, Region};
 use hyp::hypercall::{ConsoleSink, GuestMemory, GuestRange};
@@ -72,6 +72,8 @@ pub struct Vm {
     hypercalls: PerCpuCounter,
     faults: PerCpuCounter,
     stop_reason: Once<StopReason>,
+    /// A CPU of it has begun stopping it (the teardown runs once).
+    stopping: AtomicBool,
     /// The PCI functions assigned to it, configured.
     pub devices: Vec<Function>,
     /// Set if it is a Linux kernel (VM 0 only).
@@ -124,9 +126,10 @@ impl Vm {
         self.mmio_emulated.add_one(self.slot());
     }
 
-    /// Whether this VM has stopped (a CPU of it that is still on parks at its next trap).
+    /// Whether this VM has stopped or is stopping (a CPU of it that is still on parks at its
+    /// next trap).
     pub fn stopped(&self) -> bool {
-        STATES.stopped_mask() & (1 << self.spec.id) != 0
+        self.stopping.load(Ordering::Acquire)
     }
 
     /// Whether an MMIO refusal of this kind is new for this VM (then it is logged).
@@ -150,6 +153,11 @@ impl Vm {
     /// the last VM to stop powers the machine off after a summary.
     pub fn stop(&self, reason: StopReason) -> ! {
         let cpu = sysreg::cpu_index();
+        if self.stopping.swap(true, Ordering::AcqRel) {
+            // Another CPU of this VM is stopping it (both called SYSTEM_OFF): that one tears
+            // it down once; this one only turns off.
+            self.park();
+        }
         self.stop_reason.call_once(|| reason);
         let mut lb = self.console.lock();
         if !lb.is_empty() {
@@ -381,6 +389,7 @@ pub fn prepare_all(
             hypercalls: PerCpuCounter::new(),
             faults: PerCpuCounter::new(),
             stop_reason: Once::new(),
+            stopping: AtomicBool::new(false),
             devices: functions,
             linux,
             mmio,
