@@ -249,7 +249,12 @@ impl Vm {
 /// `CPU_OFF` an instant ago) is still on.
 pub fn psci_state(cpu: u32) -> CpuState {
     match CPUS.get(cpu) {
-        CpuState::Off if firmware::affinity_info(sysreg::affinity(cpu)) != 1 => CpuState::On,
+        CpuState::Off
+            if firmware::affinity_info(sysreg::affinity(cpu))
+                != host_abi::psci::AFFINITY_OFF as i64 =>
+        {
+            CpuState::On
+        }
         s => s,
     }
 }
