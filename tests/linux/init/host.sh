@@ -121,7 +121,7 @@ second_cpu_hotplug_off_and_on() {
     echo 0 > $online || { echo "offlining CPU $SECOND_CPU failed"; return 1; }
     [ "$(cat /sys/devices/system/cpu/online)" = "$FIRST_CPU" ] || { echo "online CPUs $(cat /sys/devices/system/cpu/online)"; return 1; }
     dmesg | grep -q "psci: CPU$SECOND_CPU killed" || { echo "no 'psci: CPU$SECOND_CPU killed': $(dmesg | grep -i cpu$SECOND_CPU | tail -2)"; return 1; }
-    insmod /lib/modules/psci_checks.ko foreign=$(echo $FOREIGN_CPUS | cut -d' ' -f1) offline=$SECOND_CPU entry=$HOST_ENTRY outside=$HOST_OUTSIDE || { echo "insmod psci_checks failed"; return 1; }
+    insmod /lib/modules/psci_checks.ko foreign="$(echo $FOREIGN_CPUS | cut -d" " -f1)" offline=$SECOND_CPU entry=$HOST_ENTRY outside=$HOST_OUTSIDE || { echo "insmod psci_checks failed"; return 1; }
     rmmod psci_checks
     psci_said AFFINITY_INFO $SECOND_CPU $PSCI_AFFINITY_OFF || return 1
     psci_said CPU_ON_OUTSIDE $SECOND_CPU $PSCI_INVALID_ADDRESS || return 1
