@@ -67,8 +67,16 @@ pub const SUCCESS: i32 = 0;
 pub const NOT_SUPPORTED: i32 = -1;
 /// PSCI `INVALID_PARAMETERS`.
 pub const INVALID_PARAMETERS: i32 = -2;
+/// PSCI `DENIED`.
+pub const DENIED: i32 = -3;
 /// PSCI `ALREADY_ON`.
 pub const ALREADY_ON: i32 = -4;
+/// PSCI `ON_PENDING`: a `CPU_ON` of that CPU is under way.
+pub const ON_PENDING: i32 = -5;
+/// PSCI `INTERNAL_FAILURE`.
+pub const INTERNAL_FAILURE: i32 = -6;
+/// PSCI `INVALID_ADDRESS`: the entry point of a `CPU_ON` is not the caller's memory.
+pub const INVALID_ADDRESS: i32 = -9;
 /// SMCCC `NOT_REQUIRED` (answer of `SMCCC_ARCH_FEATURES` for a workaround the PE does not need,
 /// used for `WORKAROUND_2`).
 pub const SMCCC_NOT_REQUIRED: i32 = -2;
@@ -77,6 +85,10 @@ pub const SMCCC_NOT_REQUIRED: i32 = -2;
 pub const SMCCC_WORKAROUND_UNAFFECTED: i32 = 1;
 /// `AFFINITY_INFO`: the CPU is on.
 pub const AFFINITY_ON: i32 = 0;
+/// `AFFINITY_INFO`: the CPU is off.
+pub const AFFINITY_OFF: i32 = 1;
+/// `AFFINITY_INFO`: the CPU is being turned on.
+pub const AFFINITY_ON_PENDING: i32 = 2;
 
 /// Whether a function ID is in the PSCI (standard secure service) ranges.
 pub const fn is_psci(function: u32) -> bool {

@@ -181,14 +181,14 @@ mod tests {
     use platform::qemu_virt::{BOARD, QEMU_RAM_SIZE, RAM_BASE};
 
     /// The DTB QEMU 10.0 generates for the command line xtask uses
-    /// (`-M virt,virtualization=on,gic-version=3,iommu=smmuv3,dumpdtb=...`, `-smp 3 -m 512M`).
+    /// (`-M virt,virtualization=on,gic-version=3,iommu=smmuv3,dumpdtb=...`, `-smp 4 -m 512M`).
     const QEMU_VIRT_DTB: &[u8] = include_bytes!("../testdata/qemu-virt.dtb");
 
     #[test]
     fn reads_qemu_virt_and_matches_the_board() {
         let facts = parse(QEMU_VIRT_DTB).unwrap();
         assert_eq!(facts.memory, Some(MemRange::new(RAM_BASE, QEMU_RAM_SIZE)));
-        assert_eq!(facts.cpu_count, 3);
+        assert_eq!(facts.cpu_count, 4);
         assert_eq!(facts.smmu.unwrap().base, 0x0905_0000);
         assert_eq!(facts.uart.unwrap().base, 0x0900_0000);
         assert_eq!(facts.gic_its, Some(MemRange::new(0x0808_0000, 0x2_0000)));

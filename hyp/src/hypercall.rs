@@ -197,7 +197,7 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
                 vm_count: caller.states.count(),
                 mem_base: vm.mem.base,
                 mem_size: vm.mem.size,
-                cpu: vm.cpu,
+                cpu: vm.first_cpu(),
                 peak_running: caller.states.peak_running(),
                 running_mask: caller.states.running_mask(),
                 name: encode_name(vm.name),
@@ -761,7 +761,7 @@ mod tests {
         assert_eq!(info.vm_id, 1);
         assert_eq!(info.vm_count, 3);
         assert_eq!(info.mem_base, vm.mem.base);
-        assert_eq!(info.cpu, vm.cpu);
+        assert_eq!(info.cpu, vm.first_cpu());
         assert_eq!(info.running_mask, 0b10);
         assert_eq!(info.peak_running, 1);
         assert_eq!(host_abi::types::decode_name(&info.name), "guest1");

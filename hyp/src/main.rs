@@ -121,6 +121,13 @@ fn boot_cpu() -> ! {
     el2::pcie::enable_dma(board, &devices);
     info!("PCI: bus mastering on for assigned devices (their streams abort until attached)");
     vm::prepare_all(&mut pools, &devices, options);
+    // Each VM's first CPU is started here (the boot CPU is VM 0's); a VM starts its others
+    // itself with PSCI CPU_ON.
+    for spec in PLATFORM.manifest().vms {
+        if vm::CPUS.try_start(spec.first_cpu()).is_err() {
+            fatal(format_args!("cpu {} is the first of two VMs", spec.first_cpu()));
+        }
+    }
     match vm::el2_irq_cpus(None).next() {
         Some(cpu) => el2::front_door::take_irqs(board, cpu),
         None => log::warn!(
@@ -128,16 +135,11 @@ fn boot_cpu() -> ! {
         ),
     }
 
-    let entry = {
-        unsafe extern "C" {
-            fn secondary_entry();
-        }
-        secondary_entry as *const () as usize as u64
-    };
-    for spec in PLATFORM.manifest().vms.iter().filter(|v| v.cpu != 0) {
-        let r = firmware::cpu_on(spec.cpu as u64, entry, spec.cpu as u64);
+    let entry = vm::secondary_entry_address();
+    for cpu in PLATFORM.manifest().vms.iter().map(|v| v.first_cpu()).filter(|&c| c != 0) {
+        let r = firmware::cpu_on(sysreg::affinity(cpu), entry, cpu as u64);
         if r != 0 {
-            fatal(format_args!("PSCI CPU_ON of cpu {} failed: {r}", spec.cpu));
+            fatal(format_args!("PSCI CPU_ON of cpu {cpu} failed: {r}"));
         }
     }
     let heap = HEAP.lock();
@@ -198,13 +200,13 @@ fn print_memory_map(board: &platform::Board, ram: MemRange) {
     info!("  {:#012x}-{:#012x} SMMUv3 (hypervisor only)", board.smmu.base, board.smmu.end());
     info!("  {:#012x}-{:#012x} PL011 UART (hypervisor only)", board.uart.base, board.uart.end());
     info!("VMs:");
-    info!("  id name     cpu VMID memory                      boot info");
+    info!("  id name     cpus VMID memory                      boot info");
     for v in PLATFORM.manifest().vms {
         info!(
-            "  {:<2} {:<8} {:<3} {:<4} {:#x}-{:#x} ({} MiB) {:#x}",
+            "  {:<2} {:<8} {:<4} {:<4} {:#x}-{:#x} ({} MiB) {:#x}",
             v.id,
             v.name,
-            v.cpu,
+            alloc::format!("{}-{}", v.cpus.first, v.cpus.end() - 1),
             v.vmid(),
             v.mem.base,
             v.mem.end(),

@@ -16,7 +16,7 @@ pub mod power;
 pub mod qemu_virt;
 pub mod regs;
 
-pub use manifest::{Manifest, ManifestError, PciAddr, VmSpec};
+pub use manifest::{Cpus, Manifest, ManifestError, PciAddr, VmSpec};
 
 /// A half-open physical (or intermediate-physical) address range `[base, base + size)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -265,7 +265,7 @@ mod tests {
     fn good_dt() -> DtFacts {
         DtFacts {
             memory: Some(MemRange::new(0x4000_0000, 0x2000_0000)),
-            cpu_count: 3,
+            cpu_count: 4,
             pcie_ecam: Some(BOARD.pcie_ecam),
             pcie_mmio32: Some(BOARD.pcie_mmio32),
             pcie_pio: Some(BOARD.pcie_pio),
@@ -300,7 +300,7 @@ mod tests {
         assert!(matches!(b.check_against(&dt), Err(BoardMismatch::MemoryTooSmall { .. })));
         let mut dt = good_dt();
         dt.cpu_count = 1;
-        assert_eq!(b.check_against(&dt), Err(BoardMismatch::TooFewCpus { found: 1, needed: 3 }));
+        assert_eq!(b.check_against(&dt), Err(BoardMismatch::TooFewCpus { found: 1, needed: 4 }));
         let mut dt = good_dt();
         dt.smmu_irqs = Some(SmmuIrqs { eventq: 74, gerror: 76 });
         let e = b.check_against(&dt).unwrap_err();

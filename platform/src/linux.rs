@@ -178,11 +178,12 @@ pub struct HostSmmu {
 pub struct HostTree<'a> {
     /// The host's RAM (its only memory node).
     pub ram: MemRange,
-    /// MPIDR affinity of its CPU (`reg` of its only CPU node).
-    pub cpu_mpidr: u64,
+    /// Its CPUs: one CPU node each, `reg` = the CPU's MPIDR affinity ([`HostTree::mpidr`]),
+    /// started through PSCI.
+    pub cpus: crate::Cpus,
     /// GICv3 distributor.
     pub gicd: MemRange,
-    /// Its CPU's redistributor frames.
+    /// Its CPUs' redistributor frames (consecutive: one region).
     pub gicr: MemRange,
     /// PCIe ECAM (buses `0..=ecam.size >> 20 - 1`).
     pub pcie_ecam: MemRange,
@@ -207,9 +208,12 @@ impl<'a> HostTree<'a> {
     pub fn new(board: &Board, vm: &VmSpec, bootargs: &'a str, initrd: Option<MemRange>) -> Self {
         Self {
             ram: vm.mem,
-            cpu_mpidr: vm.cpu as u64,
+            cpus: vm.cpus,
             gicd: board.gicd,
-            gicr: MemRange::new(board.gicr.base + vm.cpu as u64 * GICR_FRAME_SIZE, GICR_FRAME_SIZE),
+            gicr: MemRange::new(
+                board.gicr.base + vm.cpus.first as u64 * GICR_FRAME_SIZE,
+                vm.cpus.count as u64 * GICR_FRAME_SIZE,
+            ),
             pcie_ecam: board.pcie_ecam,
             pcie_mmio32: board.pcie_mmio32,
             pcie_pio: board.pcie_pio,
@@ -222,6 +226,17 @@ impl<'a> HostTree<'a> {
             },
             shadow_cds: vm.shadow_cds(),
         }
+    }
+
+    /// The MPIDR affinity of CPU `cpu` (a linear index): `Aff0` = the index on `virt` (QEMU
+    /// puts up to 16 CPUs in affinity cluster 0 with GICv3).
+    pub const fn mpidr(cpu: u32) -> u64 {
+        cpu as u64
+    }
+
+    /// The MPIDR affinities of its CPUs, in order (the `reg` of its CPU nodes).
+    pub fn cpu_mpidrs(&self) -> impl Iterator<Item = u64> + use<'a> {
+        self.cpus.iter().map(Self::mpidr)
     }
 
     /// The last PCI bus the ECAM window covers.
@@ -306,12 +321,14 @@ pub mod dtgen {
         let cpus = f.begin_node("cpus")?;
         f.property_u32("#address-cells", 1)?;
         f.property_u32("#size-cells", 0)?;
-        let cpu = f.begin_node(&alloc::format!("cpu@{:x}", t.cpu_mpidr))?;
-        f.property_string("device_type", "cpu")?;
-        f.property_string("compatible", "arm,armv8")?;
-        f.property_u32("reg", t.cpu_mpidr as u32)?;
-        f.property_string("enable-method", "psci")?;
-        f.end_node(cpu)?;
+        for mpidr in t.cpu_mpidrs() {
+            let cpu = f.begin_node(&alloc::format!("cpu@{mpidr:x}"))?;
+            f.property_string("device_type", "cpu")?;
+            f.property_string("compatible", "arm,armv8")?;
+            f.property_u32("reg", mpidr as u32)?;
+            f.property_string("enable-method", "psci")?;
+            f.end_node(cpu)?;
+        }
         f.end_node(cpus)?;
 
         let psci = f.begin_node("psci")?;
@@ -467,13 +484,14 @@ mod tests {
         let host = &MANIFEST.vms[0];
         let t = HostTree::new(&BOARD, host, "console=ttyS0", None);
         assert_eq!(t.ram, host.mem);
-        assert_eq!(t.gicr, MemRange::new(BOARD.gicr.base, GICR_FRAME_SIZE));
+        assert_eq!(t.gicr, MemRange::new(BOARD.gicr.base, 2 * GICR_FRAME_SIZE), "CPUs 0 and 1");
+        assert_eq!(t.cpu_mpidrs().collect::<std::vec::Vec<_>>(), [0, 1]);
         assert_eq!(t.last_bus(), 255);
         let m = t.intx_map();
         assert_eq!(m[0], (0, 1, 3), "slot 0 INTA");
         assert_eq!(m[5], (1 << 11, 2, 5), "slot 1 INTB");
         assert_eq!(m[15], (3 << 11, 4, 5), "slot 3 INTD");
         let g = HostTree::new(&BOARD, &MANIFEST.vms[2], "", None);
-        assert_eq!(g.gicr.base, BOARD.gicr.base + 2 * GICR_FRAME_SIZE);
+        assert_eq!(g.gicr, MemRange::new(BOARD.gicr.base + 3 * GICR_FRAME_SIZE, GICR_FRAME_SIZE));
     }
 }

@@ -1,4 +1,4 @@
-//! The VM manifest: which VMs exist, their RAM and their CPU.
+//! The VM manifest: which VMs exist, their RAM and their CPUs.
 
 use crate::{Board, MemRange};
 
@@ -16,6 +16,63 @@ pub const MAX_S1CDMAX: u8 = 5;
 /// Bytes of shadow context descriptors the hypervisor keeps per stream: a whole CD table of the
 /// largest size (64 bytes per CD).
 pub const SHADOW_CD_BYTES_PER_STREAM: u64 = 64 << MAX_S1CDMAX;
+
+/// Largest number of CPUs one VM may own (bounds the hypervisor's per-VM, per-CPU counters).
+pub const MAX_VM_CPUS: u32 = 8;
+
+/// The physical CPUs a VM owns: `count` consecutive linear indices from `first` (on `virt`,
+/// index == `MPIDR.Aff0`). Consecutive, so that the VM's redistributor frames are one range
+/// of the GIC's (a Linux host walks them as one region, `GICR_TYPER.Last` on its last CPU's).
+/// Its first CPU is the one the hypervisor starts; the VM starts the others itself (PSCI
+/// `CPU_ON`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cpus {
+    /// The first (boot) CPU.
+    pub first: u32,
+    /// How many (1..=[`MAX_VM_CPUS`]).
+    pub count: u32,
+}
+
+impl Cpus {
+    /// CPU `cpu` alone.
+    pub const fn one(cpu: u32) -> Self {
+        Self { first: cpu, count: 1 }
+    }
+
+    /// `count` CPUs from `first`.
+    pub const fn range(first: u32, count: u32) -> Self {
+        Self { first, count }
+    }
+
+    /// Whether `cpu` is one of them.
+    pub const fn contains(&self, cpu: u32) -> bool {
+        cpu >= self.first && cpu - self.first < self.count
+    }
+
+    /// One past the last.
+    pub const fn end(&self) -> u32 {
+        self.first + self.count
+    }
+
+    /// Its place among them (0 for the first), if `cpu` is one of them.
+    pub const fn index(&self, cpu: u32) -> Option<usize> {
+        if self.contains(cpu) {
+            Some((cpu - self.first) as usize)
+        } else {
+            None
+        }
+    }
+
+    /// Whether the two sets share a CPU.
+    pub const fn overlaps(&self, other: &Cpus) -> bool {
+        self.first < other.end() && other.first < self.end()
+    }
+
+    /// The CPUs in ascending order.
+    pub fn iter(&self) -> impl Iterator<Item = u32> {
+        self.first..self.end()
+    }
+}
 
 /// A PCI function on bus 0..255: its requester ID is its SMMU stream ID.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +125,7 @@ impl core::fmt::Display for PciAddr {
 ///
 /// ```compile_fail
 /// use platform::{MemRange, VmSpec};
-/// let vm = VmSpec { id: 1, name: "x", mem: MemRange::new(0, 1 << 40), cpu: 1, devices: &[] };
+/// let vm = VmSpec { id: 1, name: "x", mem: MemRange::new(0, 1 << 40), cpus: platform::Cpus::one(1), devices: &[] };
 /// ```
 ///
 /// none made from a manifest's either, by copy or by change:
@@ -95,8 +152,9 @@ pub struct VmSpec {
     pub name: &'static str,
     /// RAM, mapped at IPA == PA. The image is loaded at `mem.base` and entered there.
     pub mem: MemRange,
-    /// The physical CPU (linear index, `MPIDR.Aff0` on `virt`) its only vCPU runs on.
-    pub cpu: u32,
+    /// The physical CPUs (linear indices, `MPIDR.Aff0` on `virt`) its vCPUs run on, one vCPU
+    /// per CPU.
+    pub cpus: Cpus,
     /// PCI functions assigned to this VM: their BARs are mapped in its stage-2 and their
     /// streams are its to attach.
     pub devices: &'static [PciAddr],
@@ -120,7 +178,13 @@ impl VmSpec {
         cpu: u32,
         devices: &'static [PciAddr],
     ) -> VmSpec {
-        VmSpec { id, name, mem, cpu, devices, sealed: Sealed }
+        VmSpec { id, name, mem, cpus: Cpus::one(cpu), devices, sealed: Sealed }
+    }
+
+    /// This VM with other CPUs, for tests (see [`VmSpec::for_tests`]).
+    #[cfg(any(test, feature = "test-specs"))]
+    pub const fn with_cpus(&self, cpus: Cpus) -> VmSpec {
+        VmSpec { cpus, ..*self }
     }
 
     /// This VM with other RAM, for tests (see [`VmSpec::for_tests`]).
@@ -163,6 +227,12 @@ impl VmSpec {
         self.mem.base
     }
 
+    /// Its first CPU: the one the hypervisor starts it on (what `BootInfo.cpu` and
+    /// `VmInfo.cpu` say).
+    pub const fn first_cpu(&self) -> u32 {
+        self.cpus.first
+    }
+
     /// The VMID of this VM's stage-2.
     pub const fn vmid(&self) -> u16 {
         self.id as u16 + 1
@@ -187,7 +257,7 @@ pub enum ManifestError {
     Memory(usize),
     /// Two VMs share memory.
     Overlap(usize, usize),
-    /// VM's CPU is out of range or shared with another VM.
+    /// VM's CPUs are none, too many, out of range or shared with another VM.
     Cpu(usize),
     /// A device of this VM is malformed or also assigned elsewhere.
     Device(usize),
@@ -203,7 +273,9 @@ impl core::fmt::Display for ManifestError {
                 "VM {i}: memory empty, not 2 MiB aligned, outside RAM or inside the hypervisor"
             ),
             ManifestError::Overlap(a, b) => write!(f, "VMs {a} and {b} share memory"),
-            ManifestError::Cpu(i) => write!(f, "VM {i}: CPU out of range or not its own"),
+            ManifestError::Cpu(i) => {
+                write!(f, "VM {i}: CPUs none, more than {MAX_VM_CPUS}, out of range or not its own")
+            }
             ManifestError::Device(i) => {
                 write!(f, "VM {i}: a PCI device is malformed or assigned to two VMs")
             }
@@ -231,7 +303,11 @@ impl Manifest {
             {
                 return Err(ManifestError::Memory(i));
             }
-            if vm.cpu >= board.cpu_count {
+            let c = vm.cpus;
+            if c.count == 0
+                || c.count > MAX_VM_CPUS
+                || c.first.checked_add(c.count).is_none_or(|e| e > board.cpu_count)
+            {
                 return Err(ManifestError::Cpu(i));
             }
             for (k, d) in vm.devices.iter().enumerate() {
@@ -245,7 +321,7 @@ impl Manifest {
                 if other.mem.overlaps(&m) {
                     return Err(ManifestError::Overlap(j, i));
                 }
-                if other.cpu == vm.cpu {
+                if other.cpus.overlaps(&vm.cpus) {
                     return Err(ManifestError::Cpu(i));
                 }
             }
@@ -253,9 +329,9 @@ impl Manifest {
         Ok(())
     }
 
-    /// The VM pinned to physical CPU `cpu`, if any.
+    /// The VM that owns physical CPU `cpu`, if any.
     pub fn vm_on_cpu(&self, cpu: u32) -> Option<&'static VmSpec> {
-        self.vms.iter().find(|vm| vm.cpu == cpu)
+        self.vms.iter().find(|vm| vm.cpus.contains(cpu))
     }
 
     /// The VM a PCI function is assigned to, if any.
@@ -273,6 +349,7 @@ impl Manifest {
 mod tests {
     use super::*;
     use crate::qemu_virt::{BOARD, MANIFEST, QEMU_RAM_SIZE, RAM_BASE};
+    use crate::Board;
 
     const RAM: MemRange = MemRange::new(RAM_BASE, QEMU_RAM_SIZE);
 
@@ -300,7 +377,7 @@ mod tests {
                 id: 1,
                 name: "x",
                 mem: MemRange::new(0x4400_0000, M),
-                cpu: 0,
+                cpus: Cpus::one(0),
                 devices: &[],
                 sealed: Sealed,
             }]),
@@ -312,7 +389,7 @@ mod tests {
                 id: 0,
                 name: "x",
                 mem: MemRange::new(0x4000_0000, M),
-                cpu: 0,
+                cpus: Cpus::one(0),
                 devices: &[],
                 sealed: Sealed,
             }]),
@@ -324,7 +401,7 @@ mod tests {
                 id: 0,
                 name: "x",
                 mem: MemRange::new(0x4410_0000, M),
-                cpu: 0,
+                cpus: Cpus::one(0),
                 devices: &[],
                 sealed: Sealed,
             }]),
@@ -336,7 +413,7 @@ mod tests {
                 id: 0,
                 name: "x",
                 mem: MemRange::new(0x8000_0000, M),
-                cpu: 0,
+                cpus: Cpus::one(0),
                 devices: &[],
                 sealed: Sealed,
             }]),
@@ -348,7 +425,7 @@ mod tests {
                     id: 0,
                     name: "a",
                     mem: MemRange::new(0x4400_0000, 2 * M),
-                    cpu: 0,
+                    cpus: Cpus::one(0),
                     devices: &[],
                     sealed: Sealed,
                 },
@@ -356,7 +433,7 @@ mod tests {
                     id: 1,
                     name: "b",
                     mem: MemRange::new(0x4420_0000, M),
-                    cpu: 1,
+                    cpus: Cpus::one(1),
                     devices: &[],
                     sealed: Sealed,
                 },
@@ -369,7 +446,7 @@ mod tests {
                     id: 0,
                     name: "a",
                     mem: MemRange::new(0x4400_0000, M),
-                    cpu: 1,
+                    cpus: Cpus::one(1),
                     devices: &[],
                     sealed: Sealed,
                 },
@@ -377,7 +454,7 @@ mod tests {
                     id: 1,
                     name: "b",
                     mem: MemRange::new(0x4600_0000, M),
-                    cpu: 1,
+                    cpus: Cpus::one(1),
                     devices: &[],
                     sealed: Sealed,
                 },
@@ -389,12 +466,66 @@ mod tests {
                 id: 0,
                 name: "a",
                 mem: MemRange::new(0x4400_0000, M),
-                cpu: 7,
+                cpus: Cpus::one(7),
                 devices: &[],
                 sealed: Sealed,
             }]),
             Err(ManifestError::Cpu(0))
         );
+    }
+
+    /// The host owns CPUs 0 and 1, each guest one of its own; every CPU of the board is
+    /// someone's.
+    #[test]
+    fn qemu_cpu_layout() {
+        let [host, g1, g2] = [&MANIFEST.vms[0], &MANIFEST.vms[1], &MANIFEST.vms[2]];
+        assert_eq!(host.cpus, Cpus::range(0, 2));
+        assert_eq!(host.first_cpu(), 0);
+        assert_eq!((g1.cpus, g2.cpus), (Cpus::one(2), Cpus::one(3)));
+        let owned: u32 = MANIFEST.vms.iter().map(|v| v.cpus.count).sum();
+        assert_eq!(owned, BOARD.cpu_count, "every CPU of the board belongs to one VM");
+    }
+
+    #[test]
+    fn cpu_sets() {
+        let c = Cpus::range(2, 3);
+        assert_eq!(c.iter().collect::<std::vec::Vec<_>>(), [2, 3, 4]);
+        assert!(!c.contains(1) && c.contains(2) && c.contains(4) && !c.contains(5));
+        assert_eq!(
+            (c.index(2), c.index(4), c.index(5), c.index(0)),
+            (Some(0), Some(2), None, None)
+        );
+        assert_eq!(c.end(), 5);
+        assert!(c.overlaps(&Cpus::one(4)) && c.overlaps(&Cpus::range(0, 3)));
+        assert!(!c.overlaps(&Cpus::range(0, 2)) && !c.overlaps(&Cpus::one(5)));
+        assert!(!Cpus::one(u32::MAX).contains(0));
+    }
+
+    /// CPU sets that are empty, too large, past the board's CPUs or shared are refused.
+    #[test]
+    fn bad_cpu_sets_are_refused() {
+        const M: u64 = 2 << 20;
+        let vm = |id: u32, base: u64, cpus: Cpus| VmSpec {
+            id,
+            name: "x",
+            mem: MemRange::new(base, M),
+            cpus,
+            devices: &[],
+            sealed: Sealed,
+        };
+        let two = |a: Cpus, b: Cpus| check(&[vm(0, 0x4400_0000, a), vm(1, 0x4600_0000, b)]);
+        assert_eq!(two(Cpus::range(0, 2), Cpus::one(2)), Ok(()));
+        assert_eq!(two(Cpus::range(0, 2), Cpus::one(1)), Err(ManifestError::Cpu(1)), "shared");
+        assert_eq!(two(Cpus::one(1), Cpus::range(0, 2)), Err(ManifestError::Cpu(1)), "shared");
+        assert_eq!(two(Cpus::range(0, 0), Cpus::one(2)), Err(ManifestError::Cpu(0)), "none");
+        assert_eq!(two(Cpus::range(0, 5), Cpus::one(2)), Err(ManifestError::Cpu(0)), "past");
+        assert_eq!(two(Cpus::one(0), Cpus::range(3, 2)), Err(ManifestError::Cpu(1)), "past");
+        assert_eq!(two(Cpus::one(0), Cpus::range(u32::MAX, 2)), Err(ManifestError::Cpu(1)));
+        let many = Board { cpu_count: 64, ..BOARD };
+        let vms = std::vec![vm(0, 0x4400_0000, Cpus::range(0, MAX_VM_CPUS + 1))].leak();
+        assert_eq!(Manifest { vms }.validate(&many, RAM), Err(ManifestError::Cpu(0)), "too many");
+        let vms = std::vec![vm(0, 0x4400_0000, Cpus::range(0, MAX_VM_CPUS))].leak();
+        assert_eq!(Manifest { vms }.validate(&many, RAM), Ok(()));
     }
 
     #[test]
@@ -425,7 +556,11 @@ mod tests {
 
     #[test]
     fn lookups() {
-        assert_eq!(MANIFEST.vm_on_cpu(1).unwrap().name, "guest1");
+        assert_eq!(MANIFEST.vm_on_cpu(0).unwrap().name, "host");
+        assert_eq!(MANIFEST.vm_on_cpu(1).unwrap().name, "host");
+        assert_eq!(MANIFEST.vm_on_cpu(2).unwrap().name, "guest1");
+        assert_eq!(MANIFEST.vm_on_cpu(3).unwrap().name, "guest2");
+        assert!(MANIFEST.vm_on_cpu(4).is_none());
         assert!(MANIFEST.vm_on_cpu(9).is_none());
         assert_eq!(MANIFEST.owner_of(0x5400_1000, 8).unwrap().id, 1);
         assert!(MANIFEST.owner_of(0x53ff_fff8, 16).is_none());
@@ -448,7 +583,7 @@ mod tests {
                     id: 0,
                     name: "a",
                     mem: MemRange::new(0x4400_0000, M),
-                    cpu: 0,
+                    cpus: Cpus::one(0),
                     devices: D,
                     sealed: Sealed
                 },
@@ -456,7 +591,7 @@ mod tests {
                     id: 1,
                     name: "b",
                     mem: MemRange::new(0x4600_0000, M),
-                    cpu: 1,
+                    cpus: Cpus::one(1),
                     devices: D,
                     sealed: Sealed
                 },
@@ -468,7 +603,7 @@ mod tests {
                 id: 0,
                 name: "a",
                 mem: MemRange::new(0x4400_0000, M),
-                cpu: 0,
+                cpus: Cpus::one(0),
                 devices: BAD,
                 sealed: Sealed,
             }]),

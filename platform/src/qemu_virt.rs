@@ -1,10 +1,10 @@
 //! QEMU's `virt` board as started by xtask:
-//! `-M virt,virtualization=on,gic-version=3,iommu=smmuv3 -cpu max -smp 3 -m 512M`.
+//! `-M virt,virtualization=on,gic-version=3,iommu=smmuv3 -cpu max -smp 4 -m 512M`.
 //!
 //! Addresses are QEMU's (hw/arm/virt.c memory map); the device tree QEMU generates is checked
 //! against them at boot.
 
-use crate::manifest::{Manifest, PciAddr, Sealed, VmSpec};
+use crate::manifest::{Cpus, Manifest, PciAddr, Sealed, VmSpec};
 use crate::{Board, MemRange, Platform};
 
 const MIB: u64 = 1 << 20;
@@ -16,8 +16,8 @@ pub const RAM_BASE: u64 = 0x4000_0000;
 pub const HYP_LOAD_ADDR: u64 = 0x4020_0000;
 /// RAM given to QEMU with `-m`.
 pub const QEMU_RAM_SIZE: u64 = 512 * MIB;
-/// CPUs given to QEMU with `-smp`: one per VM.
-pub const QEMU_CPUS: u32 = 3;
+/// CPUs given to QEMU with `-smp`: the manifest's (two for the host, one per guest).
+pub const QEMU_CPUS: u32 = 4;
 
 /// The `virt` board.
 pub const BOARD: Board = Board {
@@ -49,7 +49,8 @@ pub const HOST_SERIAL_SLOT: u8 = 5;
 pub const HOST_DISK_SLOT: u8 = 6;
 
 /// The VMs: the host (256 MiB, enough for a Linux kernel and its initramfs) and two guests
-/// (32 MiB each), each pinned to its own CPU and owning one `edu` PCI device (distinct slots, so
+/// (32 MiB each), each pinned to its own CPUs (the host to CPUs 0 and 1, each guest to one)
+/// and owning one `edu` PCI device (distinct slots, so
 /// distinct stream IDs); the host also owns a PCI serial port and a virtio disk. A VM's RAM is
 /// mapped at IPA == PA, so "another VM's memory" has the same address for everyone. The same
 /// manifest serves both kinds of host (the bare-metal test image and Linux): the bare-metal
@@ -60,7 +61,8 @@ pub const MANIFEST: Manifest = Manifest {
             id: 0,
             name: "host",
             mem: MemRange::new(0x4400_0000, 256 * MIB),
-            cpu: 0,
+            // Linux's SMP: it starts CPU 1 itself (PSCI CPU_ON), and may stop and restart it.
+            cpus: Cpus::range(0, 2),
             devices: &[
                 PciAddr::slot(EDU_SLOTS[0], 0),
                 PciAddr::slot(HOST_SERIAL_SLOT, 0),
@@ -72,7 +74,7 @@ pub const MANIFEST: Manifest = Manifest {
             id: 1,
             name: "guest1",
             mem: MemRange::new(0x5400_0000, 32 * MIB),
-            cpu: 1,
+            cpus: Cpus::one(2),
             devices: &[PciAddr::slot(EDU_SLOTS[1], 0)],
             sealed: Sealed,
         },
@@ -80,7 +82,7 @@ pub const MANIFEST: Manifest = Manifest {
             id: 2,
             name: "guest2",
             mem: MemRange::new(0x5600_0000, 32 * MIB),
-            cpu: 2,
+            cpus: Cpus::one(3),
             devices: &[PciAddr::slot(EDU_SLOTS[2], 0)],
             sealed: Sealed,
         },

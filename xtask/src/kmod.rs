@@ -163,6 +163,15 @@ pub fn build_sgi_module(opts: &Opts, abi: &str) -> Result<PathBuf, String> {
     build_kmod(opts, abi, &root().join("tests/linux/sgi"), "sgi", SGI_MODULE)
 }
 
+/// The test module that makes the PSCI calls naming CPUs the host does not own
+/// (`tests/linux/psci/`).
+pub const PSCI_MODULE: &str = "psci_checks";
+
+/// Builds `psci_checks.ko` like [`build_module`].
+pub fn build_psci_module(opts: &Opts, abi: &str) -> Result<PathBuf, String> {
+    build_kmod(opts, abi, &root().join("tests/linux/psci"), "psci", PSCI_MODULE)
+}
+
 /// Builds module `name` (`name.c` and `Kbuild` in `src`) for kernel `abi` in
 /// `target/linux/<dir>/`.
 fn build_kmod(
@@ -326,7 +335,7 @@ pub fn params(f: &Facts, p: &mut Params) {
         .set("KMOD_ABI", &f.abi)
         .set("VM_ID", h.id)
         .set("VM_NAME", h.name)
-        .set("VM_CPU", h.cpu)
+        .set("VM_CPU", h.first_cpu())
         .set("VM_MEM_BASE", format!("{:#x}", h.mem.base))
         .set("VM_MEM_SIZE", format!("{:#x}", h.mem.size))
         .set("VM_COUNT", f.vm_count)

@@ -175,6 +175,38 @@ pub struct LogCheck {
     pub result: Result<(), String>,
 }
 
+/// The host's second CPU as the hypervisor saw it: started by the host's PSCI `CPU_ON` (entered
+/// at the context it gave, not at the kernel's image), turned off by its `CPU_OFF` (the hotplug
+/// test), then started again, in that order.
+pub fn second_cpu_check(log: &str) -> LogCheck {
+    let cpu = platform::qemu_virt::MANIFEST.vms[0].cpus.first + 1;
+    let on = format!("cpu {cpu}: entering vm host (VMID 1) at EL1, entry ");
+    let off = format!("vm host: cpu {cpu} off (PSCI CPU_OFF");
+    let events: Vec<char> = log
+        .lines()
+        .filter_map(|l| {
+            if l.contains(&on) && l.contains("PSCI CPU_ON context") {
+                Some('+')
+            } else if l.contains(&off) {
+                Some('-')
+            } else {
+                None
+            }
+        })
+        .collect();
+    let seen: String = events.iter().collect();
+    LogCheck {
+        name: "host_second_cpu_started_stopped_and_restarted_by_psci",
+        result: if seen.starts_with("+-+") {
+            Ok(())
+        } else {
+            Err(format!(
+                "cpu {cpu}: expected CPU_ON, CPU_OFF, CPU_ON (+-+) in the hypervisor's log, saw \"{seen}\""
+            ))
+        },
+    }
+}
+
 /// The checks of the run where the Linux host panics (`panic=-1`): PSCI SYSTEM_RESET stopped
 /// the host, and only the host: the guests ran on and stopped by themselves.
 pub fn linux_panic_checks(log: &str) -> Vec<LogCheck> {
@@ -254,6 +286,7 @@ pub fn linux_checks(log: &str, faults: &[u64], spi: u32) -> Vec<LogCheck> {
         },
     });
     v.extend(gicd_checks(log, spi));
+    v.push(second_cpu_check(log));
     let host_off = position(log, "vm host stopped (SYSTEM_OFF)");
     let later = |needle: &str| match (host_off, position(log, needle)) {
         (Some(h), Some(g)) => g > h,
@@ -733,6 +766,9 @@ hyp: INFO  all VMs stopped
         let good = "\
 hyp: INFO  vm host: device tree at 0x53e00000 (3000 bytes) matches the manifest: RAM 0x44000000+0x10000000
 hyp: INFO  cpu 0: entering vm host (VMID 1) at EL1
+hyp: INFO  cpu 1: entering vm host (VMID 1) at EL1, entry 0x45ce5498, PSCI CPU_ON context 0x0 (Linux: it drives the GIC, IMO/FMO clear)
+hyp: INFO  vm host: cpu 1 off (PSCI CPU_OFF; the VM keeps its other CPUs)
+hyp: INFO  cpu 1: entering vm host (VMID 1) at EL1, entry 0x45ce5498, PSCI CPU_ON context 0x0 (Linux: it drives the GIC, IMO/FMO clear)
 hyp: WARN  vm host: stage-2 fault at IPA 0x54000000 (FAR 0x0, PC 0x1): ESR=...
 hyp: WARN  vm host: its STE for stream 0x10 refused (FORBIDDEN_FIELD (-5)): the stream is blocked
 hyp: WARN  vm host: its STE for stream 0x10 refused (BAD_CONFIG (-7)): the stream is blocked
@@ -790,6 +826,12 @@ hyp: INFO  vm guest1 stopped (SYSTEM_OFF) after 1 hypercalls
             by_name(&linux_checks(&early, &[], 100), "host_poweroff_stops_only_the_host").is_err(),
             "guest2 stopped first"
         );
+        let cpu1 = "host_second_cpu_started_stopped_and_restarted_by_psci";
+        let never_off = good.replace("cpu 1 off (PSCI CPU_OFF", "cpu 1 x");
+        let e = by_name(&linux_checks(&never_off, &[], 100), cpu1).unwrap_err();
+        assert!(e.ends_with("saw \"++\""), "{e}");
+        let at_image = good.replace("PSCI CPU_ON context", "device tree");
+        assert!(by_name(&linux_checks(&at_image, &[], 100), cpu1).is_err());
         let unchecked = good.replace("matches the manifest", "was not checked");
         assert!(linux_checks(&unchecked, &[], 100)[0].result.is_err());
         let no_stes = good.replace("stes_shadowed=3", "stes_shadowed=2");

@@ -4,6 +4,7 @@ use core::arch::asm;
 
 const CPU_ON: u64 = 0xC400_0003;
 const CPU_OFF: u64 = 0x8400_0002;
+const AFFINITY_INFO: u64 = 0xC400_0004;
 const SYSTEM_OFF: u64 = 0x8400_0008;
 
 fn smc(function: u64, a1: u64, a2: u64, a3: u64) -> i64 {
@@ -29,6 +30,12 @@ fn smc(function: u64, a1: u64, a2: u64, a3: u64) -> i64 {
 /// `context` in x0. Returns the PSCI status (0 on success).
 pub fn cpu_on(mpidr: u64, entry: u64, context: u64) -> i64 {
     smc(CPU_ON, mpidr, entry, context)
+}
+
+/// The firmware's `AFFINITY_INFO` of CPU `mpidr` at level 0: 0 on, 1 off, 2 on pending (or a
+/// negative PSCI error).
+pub fn affinity_info(mpidr: u64) -> i64 {
+    smc(AFFINITY_INFO, mpidr, 0, 0)
 }
 
 /// Turns the calling CPU off. Does not return.

@@ -79,9 +79,14 @@ pub fn probe(vm: &'static VmSpec) -> Option<LinuxBoot> {
         header.flags
     );
     info!(
-        "vm {}: device tree at {:#x} ({size} bytes) matches the manifest: RAM {:#x}+{:#x}, CPU {}, \
-         GICD + its redistributor, PCIe, its emulated SMMU, no ITS/PL011",
-        vm.name, layout.dtb.base, vm.mem.base, vm.mem.size, vm.cpu
+        "vm {}: device tree at {:#x} ({size} bytes) matches the manifest: RAM {:#x}+{:#x}, CPUs \
+         {}..={} (PSCI), GICD + their redistributors, PCIe, its emulated SMMU, no ITS/PL011",
+        vm.name,
+        layout.dtb.base,
+        vm.mem.base,
+        vm.mem.size,
+        vm.cpus.first,
+        vm.cpus.end() - 1
     );
     super::front_door::init_host_smmu(vm, want.smmu.eventq_spi, want.smmu.gerror_spi);
     if let Some(i) = facts.initrd {
@@ -91,19 +96,21 @@ pub fn probe(vm: &'static VmSpec) -> Option<LinuxBoot> {
     Some(LinuxBoot { entry: kernel.base, dtb: layout.dtb.base })
 }
 
-/// The Linux host's redistributor frames: (RD control frame, emulated; SGI/PPI frame, mapped).
-pub fn gicr_frames(vm: &VmSpec) -> (MemRange, MemRange) {
+/// The redistributor frames of CPU `cpu`: (RD control frame, emulated for the Linux host;
+/// SGI/PPI frame, mapped).
+pub fn gicr_frames(cpu: u32) -> (MemRange, MemRange) {
     let board = PLATFORM.board();
-    let base = board.gicr.base + vm.cpu as u64 * GICR_FRAME_SIZE;
+    let base = board.gicr.base + cpu as u64 * GICR_FRAME_SIZE;
     let half = GICR_FRAME_SIZE / 2;
     (MemRange::new(base, half), MemRange::new(base + half, half))
 }
 
-/// Device memory the Linux host reaches directly besides its BARs: its own CPU's SGI/PPI frame
-/// (it drives its GIC interrupts itself, as under pKVM). The distributor is shared with the
-/// hypervisor and the other VMs: it is emulated ([`HostGicd`]).
-pub fn direct_mmio(vm: &VmSpec) -> [MemRange; 1] {
-    [gicr_frames(vm).1]
+/// Device memory the Linux host reaches directly besides its BARs: its CPUs' SGI/PPI frames
+/// (it drives its GIC interrupts itself, as under pKVM: enables, priorities and pending state
+/// of its SGIs and PPIs, on each of its CPUs). The distributor is shared with the hypervisor
+/// and the other VMs: it is emulated ([`HostGicd`]).
+pub fn direct_mmio(vm: &VmSpec) -> alloc::vec::Vec<MemRange> {
+    vm.cpus.iter().map(|cpu| gicr_frames(cpu).1).collect()
 }
 
 /// A redistributor frame through MMIO.
@@ -149,7 +156,7 @@ pub struct HostGicd {
     before: SpinMutex<Option<OthersConfig>>,
     /// `before` was taken.
     snapped: AtomicBool,
-    /// Accesses (only the host's CPU counts: a load and a store, no atomic read-modify-write).
+    /// Accesses (from any of the host's CPUs).
     accesses: AtomicU64,
 }
 
@@ -160,7 +167,7 @@ impl HostGicd {
             self.before.lock().get_or_insert_with(|| self.filter.others_config());
             self.snapped.store(true, Ordering::Release);
         }
-        self.accesses.store(self.accesses.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.accesses.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -243,8 +250,11 @@ pub fn host_stopped(vm: &VmSpec) {
 }
 
 /// The Linux host's emulated MMIO: its view of PCI configuration space (its own functions
-/// only), the GIC distributor (its own interrupts only: `hyp::host::gicd`), its redistributor's RD
-/// frame (`GICR_TYPER.Last`, no LPIs), and its SMMU (emulated: `hyp::iommu::emulated`).
+/// only), the GIC distributor (its own interrupts only: `hyp::host::gicd`), its CPUs'
+/// redistributors' RD frames (`GICR_TYPER.Last` on its last CPU's, no LPIs), and its SMMU
+/// (emulated: `hyp::iommu::emulated`). Each is safe under the host's CPUs at once: the ECAM
+/// filter and the emulated SMMU sit behind their locks, the distributor filter serialises its
+/// read-modify-writes, and each RD frame is its own CPU's (written as the hardware's).
 pub fn emulated_devices(vm: &VmSpec, functions: &[Configured]) -> alloc::vec::Vec<Region<'static>> {
     let board = PLATFORM.board();
     let ecam: &'static EcamFilter<Ecam> = alloc::boxed::Box::leak(alloc::boxed::Box::new(
@@ -252,16 +262,21 @@ pub fn emulated_devices(vm: &VmSpec, functions: &[Configured]) -> alloc::vec::Ve
         // only the host's filter uses configuration space (from its CPU's traps).
         EcamFilter::new(ConfigFilter::new(unsafe { Ecam::new(board) }, functions)),
     ));
-    let rd_range = gicr_frames(vm).0;
-    let rd: &'static RedistFilter<RdFrame> = alloc::boxed::Box::leak(alloc::boxed::Box::new(
-        RedistFilter::new(RdFrame(rd_range.base as usize)),
-    ));
+    let last = vm.cpus.end() - 1;
+    let rds = vm.cpus.iter().map(|cpu| {
+        let range = gicr_frames(cpu).0;
+        let rd: &'static RedistFilter<RdFrame> = alloc::boxed::Box::leak(alloc::boxed::Box::new(
+            RedistFilter::new(RdFrame(range.base as usize), cpu == last),
+        ));
+        Region { range, device: rd }
+    });
     // Its interrupts: the INTx lines its tree's interrupt-map names and its emulated SMMU's,
-    // routed to its own CPU (MPIDR affinity as its tree's CPU node says).
+    // routed to its CPUs (MPIDR affinities as its tree's CPU nodes say).
     let tree = HostTree::new(board, vm, "", None);
     let owned = gicd::host_intids(&tree);
+    let mpidrs: alloc::vec::Vec<u64> = tree.cpu_mpidrs().collect();
     let gicd: &'static HostGicd = alloc::boxed::Box::leak(alloc::boxed::Box::new(HostGicd {
-        filter: DistFilter::new(GicdFrame(board.gicd.base as usize), owned, tree.cpu_mpidr),
+        filter: DistFilter::new(GicdFrame(board.gicd.base as usize), owned, &mpidrs),
         vm: vm.name,
         before: SpinMutex::new(None),
         snapped: AtomicBool::new(false),
@@ -270,14 +285,17 @@ pub fn emulated_devices(vm: &VmSpec, functions: &[Configured]) -> alloc::vec::Ve
     HOST_GICD.call_once(|| gicd);
     info!(
         "vm {}: GIC distributor: its interrupts are INTIDs {owned} (PCI INTx lines, shared by \
-         every slot on this board, and its emulated SMMU's), routed to affinity {:#x}",
+         every slot on this board, and its emulated SMMU's), routed to affinities {:#x?} (its \
+         CPUs), {:#x} unless it says otherwise",
         vm.name,
+        gicd.filter.affinities(),
         gicd.filter.affinity()
     );
-    alloc::vec![
+    let mut regions = alloc::vec![
         Region { range: board.pcie_ecam, device: ecam },
         Region { range: board.gicd, device: gicd },
-        Region { range: rd_range, device: rd },
-        Region { range: board.smmu, device: &super::front_door::HostSmmuDevice },
-    ]
+    ];
+    regions.extend(rds);
+    regions.push(Region { range: board.smmu, device: &super::front_door::HostSmmuDevice });
+    regions
 }

@@ -18,7 +18,8 @@ pub struct Ecam {
 }
 
 // SAFETY: only an address of device memory every CPU may access; each instance is used by one
-// CPU at a time (boot, then the Linux host's filter behind its CPU's traps).
+// CPU at a time (boot, then the Linux host's filter, behind the filter's lock whichever of the
+// host's CPUs traps).
 unsafe impl Send for Ecam {}
 // SAFETY: as for Send; a shared `Ecam` gives no access (every access takes `&mut self`).
 unsafe impl Sync for Ecam {}

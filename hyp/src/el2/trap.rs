@@ -140,6 +140,10 @@ fn set_result(frame: &mut TrapFrame, ret: &host_abi::call::HypReturn) {
 
 #[inline(never)]
 fn hypercall_with_state(frame: &mut TrapFrame, esr: Esr, vm: &'static vm::Vm, regs: &[u64; 8]) {
+    if vm.stopped() {
+        // Another CPU of this VM stopped it: nothing more of it runs.
+        vm.park();
+    }
     let caller = Caller { vm: vm.spec, states: &vm::STATES, devices: &vm.devices };
     let mut env = Env {
         caller,
@@ -155,6 +159,10 @@ fn hypercall_with_state(frame: &mut TrapFrame, esr: Esr, vm: &'static vm::Vm, re
 #[inline(never)]
 fn slow_trap(frame: &mut TrapFrame, esr: Esr) {
     let vm = vm::current();
+    if vm.stopped() {
+        // Another CPU of this VM stopped it: nothing more of it runs.
+        vm.park();
+    }
     match esr.class() {
         ExceptionClass::Smc64 => {
             // A trapped SMC returns to the SMC itself: step over it.
@@ -165,11 +173,17 @@ fn slow_trap(frame: &mut TrapFrame, esr: Esr) {
                     id_aa64pfr0_el1::read(),
                     id_aa64mmfr1_el1::read(),
                 ),
+                cpus: vm.spec.cpus,
+                mem: vm.spec.mem,
             };
             let x = [frame.x[0], frame.x[1], frame.x[2], frame.x[3]];
-            match psci::handle(esr.imm16(), x, &caller) {
+            match psci::handle(esr.imm16(), x, &caller, &vm::psci_state) {
                 PsciAction::Return(v) => frame.x[0] = v,
                 PsciAction::StopVm(reason) => vm.stop(reason),
+                PsciAction::CpuOff => vm.cpu_off(),
+                PsciAction::CpuOn { cpu, entry, context } => {
+                    frame.x[0] = vm.cpu_on(cpu, entry, context) as i64 as u64;
+                }
             }
         }
         ExceptionClass::DataAbortLower | ExceptionClass::InstrAbortLower => {
@@ -183,7 +197,7 @@ fn slow_trap(frame: &mut TrapFrame, esr: Esr) {
                         return;
                     }
                     Outcome::Refused { why, device } => {
-                        vm.count_fault();
+                        let _ = vm.count_fault();
                         if vm.first_refusal(why) {
                             warn!(
                                 "vm {}: {device} access at IPA {ipa:#x} (PC {:#x}) not emulated: {}; \
@@ -201,8 +215,7 @@ fn slow_trap(frame: &mut TrapFrame, esr: Esr) {
                     Outcome::NotEmulated => {}
                 }
             }
-            vm.count_fault();
-            match vm.fault_line() {
+            match vm::Vm::fault_line(vm.count_fault()) {
                 vm::FaultLine::Full => warn!(
                     "vm {}: stage-2 fault at IPA {ipa:#x} (FAR {far:#x}, PC {:#x}): {esr}; \
                      injecting a synchronous external abort",

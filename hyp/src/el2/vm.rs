@@ -1,4 +1,16 @@
-//! Entering a VM on its CPU, and the per-VM state the trap handlers use.
+//! Entering a VM on its CPUs, starting and stopping a VM's other CPUs (PSCI `CPU_ON` /
+//! `CPU_OFF`), and the per-VM state the trap handlers use.
+//!
+//! Every CPU belongs to one VM (the manifest's `VmSpec::cpus`). At boot the hypervisor starts
+//! each VM's first CPU; a VM with more (the Linux host) starts the others itself. `CPU_ON` of
+//! one of its own CPUs that is off records the entry point and context for that CPU
+//! ([`BOOT`]) and powers it on through the firmware's real PSCI at `secondary_entry`; it
+//! comes up through the hypervisor like any secondary (MMU, GIC redistributor, its own stack
+//! and vectors) and enters the VM at EL1 with the VM's stage-2, `HCR_EL2` and EL2 controls, at
+//! the given entry with the context in `x0`. `CPU_OFF` powers the physical CPU off through the
+//! firmware (nothing of it stays in the hypervisor); a later `CPU_ON` starts it again the same
+//! way. `AFFINITY_INFO` answers from [`CPUS`], asking the firmware whether a CPU that has
+//! called `CPU_OFF` is off yet, so a VM never starts a CPU the firmware still has on.
 
 use super::linux::{self, LinuxBoot};
 use super::mmu::{self, VMS as MAX_VMS};
@@ -6,15 +18,15 @@ use super::sysreg::{self, *};
 use super::{firmware, uart};
 use alloc::vec::Vec;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use hyp::el2_controls::Hcr;
 use hyp::host::mmio::{AbortReason, Region};
 use hyp::hypercall::{ConsoleSink, GuestMemory, GuestRange};
 use hyp::pci::{Configured, Function};
 use hyp::vm::console::LineBuffer;
 use hyp::vm::cpufeat::{el2_controls, CpuIdRegs};
-use hyp::vm::lifecycle::{StopOutcome, VmStates};
-use hyp::vm::psci::StopReason;
+use hyp::vm::lifecycle::{CpuPower, PerCpuCounter, StopOutcome, VmStates, MAX_CPUS};
+use hyp::vm::psci::{CpuState, StopReason};
 use log::info;
 use platform::{MemRange, Platform, VmSpec};
 use spin::mutex::SpinMutex;
@@ -27,6 +39,14 @@ const CNTHCTL: u64 = 0b11;
 
 /// Lifecycle of every VM.
 pub static STATES: VmStates = VmStates::new(super::PLATFORM_MANIFEST.vms.len() as u32);
+
+/// The power state of every physical CPU.
+pub static CPUS: CpuPower = CpuPower::new();
+const _: () = assert!(platform::qemu_virt::QEMU_CPUS as usize <= MAX_CPUS);
+
+/// Where a CPU a VM started with `CPU_ON` enters it: (entry IPA, context), set by the CPU that
+/// made the call before it powers the target on, taken by the target.
+static BOOT: [SpinMutex<Option<(u64, u64)>>; MAX_CPUS] = [const { SpinMutex::new(None) }; MAX_CPUS];
 
 /// Stage-2 faults of one VM logged in full; the rest are counted (the count is in the VM's stop
 /// line and the summary).
@@ -49,9 +69,11 @@ pub struct Vm {
     pub spec: &'static VmSpec,
     vttbr: u64,
     console: SpinMutex<LineBuffer>,
-    hypercalls: AtomicU64,
-    faults: AtomicU64,
+    hypercalls: PerCpuCounter,
+    faults: PerCpuCounter,
     stop_reason: Once<StopReason>,
+    /// A CPU of it has begun stopping it (the teardown runs once).
+    stopping: AtomicBool,
     /// The PCI functions assigned to it, configured.
     pub devices: Vec<Function>,
     /// Set if it is a Linux kernel (VM 0 only).
@@ -64,29 +86,35 @@ pub struct Vm {
     /// Trap kinds already logged (exception class << 24 | system register encoding).
     traps_logged: SpinMutex<Vec<u32>>,
     /// MMIO accesses emulated.
-    mmio_emulated: AtomicU64,
+    mmio_emulated: PerCpuCounter,
 }
 
 static VMS: [Once<Vm>; MAX_VMS] = [const { Once::new() }; MAX_VMS];
 
 impl Vm {
-    /// Counts one hypercall (a per-VM counter, touched only by the VM's own CPU).
+    /// The calling CPU's place among this VM's CPUs (its slot in the per-CPU counters).
+    #[inline]
+    fn slot(&self) -> usize {
+        self.spec.cpus.index(sysreg::cpu_index()).unwrap_or(0)
+    }
+
+    /// Counts one hypercall (a slot per CPU of the VM, touched only by that CPU: a plain load
+    /// and store, no atomic read-modify-write on the hypercall path).
     pub fn count_hypercall(&self) {
-        // Only this VM's CPU writes the counter: a plain load and store, no atomic
-        // read-modify-write on the hypercall path.
-        self.hypercalls.store(self.hypercalls.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.hypercalls.add_one(self.slot());
     }
 
-    /// Counts one injected fault.
-    pub fn count_fault(&self) {
-        self.faults.store(self.faults.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    /// Counts one injected fault; returns this CPU's count of them.
+    pub fn count_fault(&self) -> u64 {
+        self.faults.add_one(self.slot())
     }
 
-    /// Whether the stage-2 fault just counted is among the first [`FAULT_LINES`] of this VM
-    /// (logged in full), the one after them (a line saying the rest are only counted: the
-    /// VM chooses how often it faults, not how much the hypervisor logs), or later.
-    pub fn fault_line(&self) -> FaultLine {
-        match self.faults.load(Ordering::Relaxed) {
+    /// Whether the stage-2 fault counted as `n` on its CPU ([`Vm::count_fault`]) is among the
+    /// first [`FAULT_LINES`] (logged in full), the one after them (a line saying the rest are
+    /// only counted: the VM chooses how often it faults, not how much the hypervisor logs), or
+    /// later. Per CPU of the VM: a VM with two CPUs logs at most twice as many.
+    pub fn fault_line(n: u64) -> FaultLine {
+        match n {
             n if n <= FAULT_LINES => FaultLine::Full,
             n if n == FAULT_LINES + 1 => FaultLine::LastOne,
             _ => FaultLine::Counted,
@@ -95,7 +123,13 @@ impl Vm {
 
     /// Counts one emulated MMIO access.
     pub fn count_mmio(&self) {
-        self.mmio_emulated.store(self.mmio_emulated.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.mmio_emulated.add_one(self.slot());
+    }
+
+    /// Whether this VM has stopped or is stopping (a CPU of it that is still on parks at its
+    /// next trap).
+    pub fn stopped(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     /// Whether an MMIO refusal of this kind is new for this VM (then it is logged).
@@ -114,9 +148,16 @@ impl Vm {
         true
     }
 
-    /// Stops this VM (PSCI SYSTEM_OFF or CPU_OFF): its CPU turns off; the last VM to stop
-    /// powers the machine off after a summary.
+    /// Stops this VM (PSCI SYSTEM_OFF or CPU_OFF of its last CPU on): the calling CPU turns
+    /// off, and any other CPU of the VM still on turns off at its next trap ([`Vm::park`]);
+    /// the last VM to stop powers the machine off after a summary.
     pub fn stop(&self, reason: StopReason) -> ! {
+        let cpu = sysreg::cpu_index();
+        if self.stopping.swap(true, Ordering::AcqRel) {
+            // Another CPU of this VM is stopping it (both called SYSTEM_OFF): that one tears
+            // it down once; this one only turns off.
+            self.park();
+        }
         self.stop_reason.call_once(|| reason);
         let mut lb = self.console.lock();
         if !lb.is_empty() {
@@ -124,12 +165,12 @@ impl Vm {
         }
         drop(lb);
         info!(
-            "vm {} stopped ({}) after {} hypercalls, {} injected faults and {} emulated MMIO accesses",
+            "vm {} stopped ({}) on cpu {cpu} after {} hypercalls, {} injected faults and {} emulated MMIO accesses",
             self.spec.name,
             reason.describe(),
-            self.hypercalls.load(Ordering::Relaxed),
-            self.faults.load(Ordering::Relaxed),
-            self.mmio_emulated.load(Ordering::Relaxed)
+            self.hypercalls.total(),
+            self.faults.total(),
+            self.mmio_emulated.total()
         );
         if self.linux.is_some() {
             linux::host_stopped(self.spec);
@@ -138,7 +179,8 @@ impl Vm {
         super::front_door::vm_stopped(self.spec.id);
         // Its CPU turns off: the hypervisor's interrupts must go to a CPU that stays (the
         // Linux host's distributor audit must not count that move against the host).
-        if super::irq::cpu_leaving(self.spec.cpu, el2_irq_cpus(Some(self.spec.id))) {
+        CPUS.stopped(cpu);
+        if super::irq::cpu_leaving(cpu, el2_irq_cpus(Some(self.spec.id))) {
             super::linux::hypervisor_reconfigured_gic();
         }
         match STATES.stop(self.spec.id) {
@@ -149,10 +191,84 @@ impl Vm {
             StopOutcome::OthersRunning | StopOutcome::NotRunning => firmware::cpu_off(),
         }
     }
+
+    /// `CPU_OFF` of one CPU of this VM while another stays on: the calling CPU alone turns
+    /// off (through the firmware's PSCI), its VM carries on.
+    pub fn cpu_off(&self) -> ! {
+        let cpu = sysreg::cpu_index();
+        info!("vm {}: cpu {cpu} off (PSCI CPU_OFF; the VM keeps its other CPUs)", self.spec.name);
+        self.leave_cpu(cpu)
+    }
+
+    /// A CPU of this VM trapped after the VM stopped (on another of its CPUs): it turns off.
+    pub fn park(&self) -> ! {
+        let cpu = sysreg::cpu_index();
+        info!("vm {}: cpu {cpu} off (the VM has stopped)", self.spec.name);
+        self.leave_cpu(cpu)
+    }
+
+    fn leave_cpu(&self, cpu: u32) -> ! {
+        let mut lb = self.console.lock();
+        if !lb.is_empty() {
+            lb.flush(&mut |line| print_vm_line(self.spec, line));
+        }
+        drop(lb);
+        CPUS.stopped(cpu);
+        if super::irq::cpu_leaving(cpu, el2_irq_cpus(None)) {
+            super::linux::hypervisor_reconfigured_gic();
+        }
+        firmware::cpu_off()
+    }
+
+    /// `CPU_ON` of `cpu`, one of this VM's CPUs and off (the PSCI decision checked both and the
+    /// entry point): it is powered on at `secondary_entry` and enters this VM at `entry` with
+    /// `context` in `x0` ([`run_on_this_cpu`]). Returns the PSCI status for the caller.
+    pub fn cpu_on(&self, cpu: u32, entry: u64, context: u64) -> i32 {
+        use host_abi::psci::{ALREADY_ON, INTERNAL_FAILURE, ON_PENDING, SUCCESS};
+        if let Err(now) = CPUS.try_start(cpu) {
+            // Another CPU of the VM started it first.
+            return if now == CpuState::On { ALREADY_ON } else { ON_PENDING };
+        }
+        *BOOT[cpu as usize].lock() = Some((entry, context));
+        let r = firmware::cpu_on(sysreg::affinity(cpu), secondary_entry_address(), cpu as u64);
+        if r != 0 {
+            BOOT[cpu as usize].lock().take();
+            CPUS.stopped(cpu);
+            log::warn!(
+                "vm {}: PSCI CPU_ON of cpu {cpu} failed in the firmware ({r})",
+                self.spec.name
+            );
+            return INTERNAL_FAILURE;
+        }
+        SUCCESS
+    }
 }
 
-/// CPUs that take physical interrupts at EL2 (their VM does not drive the GIC) and whose VM has
-/// not stopped (at boot: every such VM's CPU), leaving out VM `except`'s.
+/// The power state of CPU `cpu` as a VM's PSCI calls see it: the hypervisor's record, except
+/// that a CPU recorded off which the firmware has not finished turning off yet (it called
+/// `CPU_OFF` an instant ago) is still on.
+pub fn psci_state(cpu: u32) -> CpuState {
+    match CPUS.get(cpu) {
+        CpuState::Off
+            if firmware::affinity_info(sysreg::affinity(cpu))
+                != host_abi::psci::AFFINITY_OFF as i64 =>
+        {
+            CpuState::On
+        }
+        s => s,
+    }
+}
+
+/// The physical address secondary CPUs start at (entry.S).
+pub fn secondary_entry_address() -> u64 {
+    unsafe extern "C" {
+        fn secondary_entry();
+    }
+    secondary_entry as *const () as usize as u64
+}
+
+/// CPUs that take physical interrupts at EL2 (their VM does not drive the GIC), are on or
+/// starting, and whose VM has not stopped, leaving out VM `except`'s.
 pub fn el2_irq_cpus(except: Option<u32>) -> impl Iterator<Item = u32> {
     let stopped = STATES.stopped_mask();
     VMS.iter()
@@ -160,7 +276,8 @@ pub fn el2_irq_cpus(except: Option<u32>) -> impl Iterator<Item = u32> {
         .filter(move |vm| {
             vm.linux.is_none() && stopped & (1 << vm.spec.id) == 0 && Some(vm.spec.id) != except
         })
-        .map(|vm| vm.spec.cpu)
+        .flat_map(|vm| vm.spec.cpus.iter())
+        .filter(|&cpu| CPUS.get(cpu) != CpuState::Off)
 }
 
 fn summary() {
@@ -183,12 +300,17 @@ fn summary() {
     );
     for slot in VMS.iter() {
         if let Some(vm) = slot.get() {
+            let c = vm.spec.cpus;
             info!(
-                "  {:<8} cpu {}  {:>5} hypercalls  {:>3} faults  stopped by {}",
+                "  {:<8} cpu {:<3}  {:>5} hypercalls  {:>3} faults  stopped by {}",
                 vm.spec.name,
-                vm.spec.cpu,
-                vm.hypercalls.load(Ordering::Relaxed),
-                vm.faults.load(Ordering::Relaxed),
+                if c.count == 1 {
+                    alloc::format!("{}", c.first)
+                } else {
+                    alloc::format!("{}-{}", c.first, c.end() - 1)
+                },
+                vm.hypercalls.total(),
+                vm.faults.total(),
                 vm.stop_reason.get().map_or("?", |r| r.describe())
             );
         }
@@ -212,9 +334,7 @@ pub fn prepare_all(
         let functions: Vec<Function> = configured.iter().map(|c| c.function).collect();
         let linux = host_linux.filter(|_| spec.id == 0);
         let (direct, mmio): (Vec<MemRange>, Vec<Region<'static>>) = match linux {
-            Some(_) => {
-                (linux::direct_mmio(spec).to_vec(), linux::emulated_devices(spec, configured))
-            }
+            Some(_) => (linux::direct_mmio(spec), linux::emulated_devices(spec, configured)),
             // The benchmark's bare-metal host with the emulated SMMU (`host_vsmmu=1`).
             None if spec.id == 0 && options.host_vsmmu => {
                 super::front_door::init_host_smmu(
@@ -271,15 +391,16 @@ pub fn prepare_all(
             spec,
             vttbr,
             console: SpinMutex::new(LineBuffer::new()),
-            hypercalls: AtomicU64::new(0),
-            faults: AtomicU64::new(0),
+            hypercalls: PerCpuCounter::new(),
+            faults: PerCpuCounter::new(),
             stop_reason: Once::new(),
+            stopping: AtomicBool::new(false),
             devices: functions,
             linux,
             mmio,
             refusals_logged: AtomicU8::new(0),
             traps_logged: SpinMutex::new(Vec::new()),
-            mmio_emulated: AtomicU64::new(0),
+            mmio_emulated: PerCpuCounter::new(),
         });
     }
 }
@@ -295,7 +416,7 @@ fn write_boot_info(spec: &'static VmSpec, flags: u64) {
         vm_id: spec.id,
         mem_base: spec.mem.base,
         mem_size: spec.mem.size,
-        cpu: spec.cpu,
+        cpu: spec.first_cpu(),
         vm_count: super::PLATFORM_MANIFEST.vms.len() as u32,
         name: encode_name(spec.name),
         flags,
@@ -360,14 +481,22 @@ unsafe extern "C" {
     fn enter_vm(entry: u64, arg: u64, stack_top: u64) -> !;
 }
 
-/// Enters the VM pinned to this CPU at EL1. Does not return: from now on this CPU only runs
-/// the VM and the trap handlers.
+/// Enters the VM that owns this CPU at EL1: at its image (its first CPU, started by the
+/// hypervisor at boot) or where its `CPU_ON` said. Does not return: from now on this CPU only
+/// runs the VM and the trap handlers.
 pub fn run_on_this_cpu(cpu: u32) -> ! {
     let Some(spec) = super::PLATFORM.manifest().vm_on_cpu(cpu) else {
         info!("cpu {cpu} runs no VM: turning it off");
+        CPUS.stopped(cpu);
         firmware::cpu_off()
     };
     let vm = VMS[spec.id as usize].get().expect("VM prepared");
+    let started = BOOT.get(cpu as usize).and_then(|b| b.lock().take());
+    if started.is_none() && cpu != spec.first_cpu() || vm.stopped() {
+        info!("cpu {cpu}: vm {} did not start it, or has stopped: turning it off", spec.name);
+        CPUS.stopped(cpu);
+        firmware::cpu_off()
+    }
     let hcr = if vm.linux.is_some() { Hcr::VM_COMMON } else { Hcr::VM_INTERRUPTS_AT_EL2 };
     if vm.linux.is_none() {
         // Interrupts on this CPU come to EL2 (the Linux host may route some here).
@@ -394,10 +523,12 @@ pub fn run_on_this_cpu(cpu: u32) -> ! {
     // Traps from the VM start again at the top of this CPU's stack: nothing below is live.
     let top = core::ptr::addr_of!(__stacks_start) as u64 + (cpu as u64 + 1) * 0x10000;
     // The arm64 boot protocol for Linux (x0 = its device tree), the BootInfo block otherwise;
-    // both at EL1h with the MMU and caches off and every interrupt masked.
-    let (entry, x0, what) = match vm.linux {
-        Some(l) => (l.entry, l.dtb, "device tree"),
-        None => (spec.entry_ipa(), spec.boot_info_ipa(), "boot info"),
+    // both at EL1h with the MMU and caches off and every interrupt masked. A CPU the VM
+    // started itself: where its CPU_ON said, as PSCI specifies (EL1h, MMU off, masked).
+    let (entry, x0, what) = match (started, vm.linux) {
+        (Some((entry, context)), _) => (entry, context, "PSCI CPU_ON context"),
+        (None, Some(l)) => (l.entry, l.dtb, "device tree"),
+        (None, None) => (spec.entry_ipa(), spec.boot_info_ipa(), "boot info"),
     };
     info!(
         "cpu {cpu}: entering vm {} (VMID {}) at EL1, entry {entry:#x}, {what} {x0:#x}{}",
@@ -405,6 +536,7 @@ pub fn run_on_this_cpu(cpu: u32) -> ! {
         spec.vmid(),
         if vm.linux.is_some() { " (Linux: it drives the GIC, IMO/FMO clear)" } else { "" }
     );
+    CPUS.started(cpu);
     STATES.start(spec.id);
     // SAFETY: `top` is this CPU's own stack top; enter_vm never returns, so abandoning the
     // current stack contents is sound.

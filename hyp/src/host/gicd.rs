@@ -3,7 +3,7 @@
 //! real SMMU's event queue and global errors) and those of other VMs' devices, and its control
 //! register enables the whole GIC. So the distributor is absent from the host's stage-2 and
 //! every access goes through this filter, built with the set of INTIDs the host owns (an
-//! allow-list: everything else is denied) and the affinity of the host's CPU:
+//! allow-list: everything else is denied) and the affinities of the host's CPUs:
 //!
 //! - `GICD_CTLR`: reads pass, writes are dropped. The hypervisor owns affinity routing and the
 //!   group enables; Linux's `gic_dist_init` writes 0 then `ARE | EnableGrp1`, and only waits on
@@ -17,9 +17,10 @@
 //! - Fields per INTID (`IGROUPR`, `IGRPMODR`: 1 bit; `ICFGR`: 2; `IPRIORITYR`: a byte, also
 //!   byte-accessible): only the host's fields change, by a read-modify-write of the hardware
 //!   word under this filter's lock; reads show the host's fields only.
-//! - `IROUTER<n>` (64-bit, or either 32-bit half): for the host's INTIDs whatever it writes
-//!   becomes its own CPU's affinity (no 1-of-N, no other CPU); other INTIDs read as zero and
-//!   ignore writes.
+//! - `IROUTER<n>` (64-bit, or either 32-bit half): the host routes its own INTIDs to any of its
+//!   CPUs (the route as the write leaves it names one of their affinities); anything else (a
+//!   guest's CPU, 1-of-N, a CPU that does not exist) becomes its first CPU's affinity. Other
+//!   INTIDs read as zero and ignore writes.
 //! - `ITARGETSR`, `NSACR`, `SGIR`, `C/SPENDSGIR`, `INMIR`, the extended-SPI ranges, reserved and
 //!   implementation-defined space, and access sizes the architecture does not give a register:
 //!   read as zero, writes ignored. INTIDs 0..31 are never the host's here (with affinity
@@ -29,7 +30,7 @@
 //! interrupts exist or what the hypervisor does with them; what it writes to one is ignored.
 //! A write is *refused* (counted per register kind, and reported to the caller, which logs the
 //! first of each kind) when it asks for something it cannot see: a one in a bit or a field it
-//! reads as zero, any write to another INTID's `IROUTER`, a route other than its own CPU for its
+//! reads as zero, any write to another INTID's `IROUTER`, a route to none of its CPUs for its
 //! own INTIDs, `CTLR`, the secure or legacy registers. Writing zeros to fields it reads as zero
 //! is not a refusal (Linux's own read-modify-writes of a shared word write back exactly that).
 //! The allowed path takes no lock for the bit registers and never allocates or logs.
@@ -246,7 +247,8 @@ pub struct DroppedWrite {
     pub value: u64,
     /// The lowest INTID the write would have changed, when it names one.
     pub intid: Option<u32>,
-    /// Whether that INTID is the host's own (a route other than its CPU's, replaced by it).
+    /// Whether that INTID is the host's own (a route to none of its CPUs, replaced by its
+    /// first CPU's).
     pub own: bool,
     /// The first refusal of this kind (the caller logs it).
     pub first: bool,
@@ -258,8 +260,8 @@ impl fmt::Display for DroppedWrite {
         match (self.kind, self.intid) {
             (Kind::Route, Some(i)) if self.own => write!(
                 f,
-                "its write of {:#x} to IROUTER of INTID {i} (its interrupt) replaced by its own \
-                 CPU's affinity",
+                "its write of {:#x} to IROUTER of INTID {i} (its interrupt, routed to none of its \
+                 CPUs) replaced by its first CPU's affinity",
                 self.value
             ),
             (Kind::Ctlr, _) => write!(
@@ -357,8 +359,9 @@ fn classify(offset: u64) -> Reg {
 pub struct DistFilter<F> {
     frame: F,
     owned: IntidSet,
-    affinity: u64,
-    /// Serialises read-modify-writes of the field registers.
+    /// The `IROUTER` values of the host's CPUs (its first CPU's first: the default route).
+    affinities: Vec<u64>,
+    /// Serialises read-modify-writes of the field registers (and of a route's two halves).
     rmw: SpinMutex<()>,
     /// Refused writes per [`Kind`].
     refused: [AtomicU32; Kind::ALL.len()],
@@ -366,14 +369,16 @@ pub struct DistFilter<F> {
 
 impl<F: Frame> DistFilter<F> {
     /// The host's view of `frame`: it owns the INTIDs of `owned` from 32 up (SGIs and PPIs are
-    /// never its here), and its interrupts are routed to the CPU of MPIDR `mpidr`.
-    pub fn new(frame: F, owned: IntidSet, mpidr: u64) -> Self {
+    /// never its here), and routes them to its CPUs, of MPIDRs `cpus` (at least one; the first
+    /// is where a refused route goes).
+    pub fn new(frame: F, owned: IntidSet, cpus: &[u64]) -> Self {
+        assert!(!cpus.is_empty(), "the host has a CPU");
         let mut owned = owned;
         owned.words[0] = 0;
         Self {
             frame,
             owned,
-            affinity: mpidr & IROUTER_AFFINITY,
+            affinities: cpus.iter().map(|m| m & IROUTER_AFFINITY).collect(),
             rmw: SpinMutex::new(()),
             refused: [const { AtomicU32::new(0) }; Kind::ALL.len()],
         }
@@ -384,9 +389,15 @@ impl<F: Frame> DistFilter<F> {
         &self.owned
     }
 
-    /// The `IROUTER` value of the host's INTIDs.
+    /// The `IROUTER` value of the host's first CPU: where its INTIDs go unless it routes them
+    /// to another of its CPUs.
     pub fn affinity(&self) -> u64 {
-        self.affinity
+        self.affinities[0]
+    }
+
+    /// The `IROUTER` values of the host's CPUs.
+    pub fn affinities(&self) -> &[u64] {
+        &self.affinities
     }
 
     /// The frame behind the filter.
@@ -482,24 +493,33 @@ impl<F: Frame> DistFilter<F> {
                         .then(|| self.refuse(Kind::Priority, offset, size, value, Some(intid)))
                 }
             }
-            (4, Reg::Router { intid, high }) => {
-                let want = if high { self.affinity >> 32 } else { self.affinity & 0xffff_ffff };
-                if self.owned.contains(intid) {
-                    self.frame.write32(offset, want as u32);
-                    if value == want {
-                        return None;
-                    }
+            (4, Reg::Router { intid, high }) if self.owned.contains(intid) => {
+                let low = offset & !4;
+                // The route this half makes with the other half as it is (under the lock: the
+                // other CPU of the host may be writing the other half).
+                let _rmw = self.rmw.lock();
+                let other = self.frame.read32(if high { low } else { low + 4 }) as u64;
+                let route = if high { value << 32 | other } else { other << 32 | value };
+                if value >> 32 == 0 && self.affinities.contains(&route) {
+                    self.frame.write32(offset, value as u32);
+                    None
+                } else {
+                    self.route_to_first(low);
+                    Some(self.refuse(Kind::Route, offset, size, value, Some(intid)))
                 }
-                Some(self.refuse(Kind::Route, offset, size, value, Some(intid)))
             }
-            (8, Reg::Router { intid, high: false }) => {
-                if self.owned.contains(intid) {
-                    self.frame.write32(offset, self.affinity as u32);
-                    self.frame.write32(offset + 4, (self.affinity >> 32) as u32);
-                    if value == self.affinity {
-                        return None;
-                    }
+            (8, Reg::Router { intid, high: false }) if self.owned.contains(intid) => {
+                let _rmw = self.rmw.lock();
+                if self.affinities.contains(&value) {
+                    self.frame.write32(offset, value as u32);
+                    self.frame.write32(offset + 4, (value >> 32) as u32);
+                    None
+                } else {
+                    self.route_to_first(offset);
+                    Some(self.refuse(Kind::Route, offset, size, value, Some(intid)))
                 }
+            }
+            (4 | 8, Reg::Router { intid, .. }) => {
                 Some(self.refuse(Kind::Route, offset, size, value, Some(intid)))
             }
             (4, Reg::SetClrSpiNs) => {
@@ -515,6 +535,14 @@ impl<F: Frame> DistFilter<F> {
             (4, Reg::Ctlr) => Some(self.refuse(Kind::Ctlr, offset, size, value, None)),
             _ => Some(self.refuse(Kind::Other, offset, size, value, None)),
         }
+    }
+
+    /// Routes the INTID whose `IROUTER` is at `low` to the host's first CPU (the caller holds
+    /// the lock).
+    fn route_to_first(&self, low: u64) {
+        let a = self.affinities[0];
+        self.frame.write32(low, a as u32);
+        self.frame.write32(low + 4, (a >> 32) as u32);
     }
 
     /// Writes the bits `mask` of `value` into the word at `offset`, keeping the others as the
@@ -788,7 +816,7 @@ mod tests {
     }
 
     fn filter() -> DistFilter<FakeGicd> {
-        DistFilter::new(qemu_gicd(), IntidSet::of(HOST), 0)
+        DistFilter::new(qemu_gicd(), IntidSet::of(HOST), &[0])
     }
 
     /// Every INTID's state but the host's.
@@ -805,7 +833,7 @@ mod tests {
         assert_eq!(std::format!("{}", IntidSet::of([40, 41, 50])), "40, 41, 50");
         assert_eq!(std::format!("{}", IntidSet::new()), "none");
         // Never an SGI or PPI, nothing past 1019.
-        let f = DistFilter::new(qemu_gicd(), IntidSet::of([5, 27, 40, 1020, 1023]), 0);
+        let f = DistFilter::new(qemu_gicd(), IntidSet::of([5, 27, 40, 1020, 1023]), &[0]);
         assert_eq!(f.owned().iter().collect::<Vec<_>>(), [40]);
     }
 
@@ -923,7 +951,7 @@ mod tests {
 
     #[test]
     fn a_host_on_another_cpu_routes_to_that_cpu_only() {
-        let f = DistFilter::new(qemu_gicd(), IntidSet::of(HOST), 0x8000_0000 | 1 << 32 | 0x0203);
+        let f = DistFilter::new(qemu_gicd(), IntidSet::of(HOST), &[0x8000_0000 | 1 << 32 | 0x0203]);
         assert_eq!(f.affinity(), 1 << 32 | 0x0203, "MPIDR.U and MT are not affinity");
         let r = off::IROUTER + 8 * 36;
         assert!(f.write(r, 8, 1 << 31).is_some_and(|x| x.own && x.kind == Kind::Route));
@@ -936,11 +964,46 @@ mod tests {
         assert_eq!(f.frame().get(r + 4), 1, "the upper half stays its CPU's Aff3");
     }
 
+    /// The SMP host (CPUs 0 and 1 of four): its INTIDs go to either of its CPUs, by a 64-bit
+    /// write or by halves; a guest's CPU, 1-of-N or a CPU beyond the board become its first
+    /// CPU, refused; another INTID's route is refused whatever CPU it names.
+    #[test]
+    fn an_smp_host_routes_its_own_to_either_of_its_cpus() {
+        let f = DistFilter::new(qemu_gicd(), IntidSet::of(HOST), &[0x8000_0000, 0x8000_0001]);
+        assert_eq!((f.affinity(), f.affinities()), (0, &[0, 1][..]));
+        let r = off::IROUTER + 8 * 36;
+        assert_eq!(f.write(r, 8, 1), None, "its CPU 1");
+        assert_eq!((f.frame().intid(36)[7], f.read(r, 8)), (1, 1));
+        assert_eq!(f.write(r, 8, 0), None, "its CPU 0");
+        assert_eq!(f.read(r, 8), 0);
+        assert_eq!(f.write(r, 4, 1), None, "the low half alone");
+        assert_eq!(f.read(r, 8), 1);
+        assert_eq!(f.write(r + 4, 4, 0), None, "the high half as it is");
+        for bad in [2, 3, 4, 1 << 31, 1 << 31 | 1, 1 << 32 | 1, 0x100] {
+            assert_eq!(f.write(r, 8, 1), None);
+            let refused = f.write(r, 8, bad).expect("refused");
+            assert!(refused.own && refused.kind == Kind::Route, "{bad:#x}");
+            assert_eq!(f.read(r, 8), 0, "{bad:#x}: its first CPU");
+        }
+        assert_eq!(f.write(r, 8, 1), None);
+        assert!(f.write(r, 4, 2).is_some(), "a guest's CPU by the low half");
+        assert_eq!(f.read(r, 8), 0);
+        assert_eq!(f.write(r, 8, 1), None);
+        assert!(f.write(r + 4, 4, 1).is_some(), "Aff3 = 1 by the high half");
+        assert_eq!(f.read(r, 8), 0);
+        // Another INTID's route, even to the host's own CPU 1.
+        let before = others(f.frame());
+        let other = off::IROUTER + 8 * 100;
+        assert!(f.write(other, 8, 1).is_some_and(|x| !x.own));
+        assert!(f.write(other, 4, 1).is_some_and(|x| !x.own));
+        assert_eq!(others(f.frame()), before);
+    }
+
     /// Its own routes read back whole (a 64-bit read, and each half), with its CPU's Aff3;
     /// another INTID's route reads as zero.
     #[test]
     fn its_own_routes_read_back_whole() {
-        let f = DistFilter::new(qemu_gicd(), IntidSet::of(HOST), 1 << 32 | 0x0203);
+        let f = DistFilter::new(qemu_gicd(), IntidSet::of(HOST), &[1 << 32 | 0x0203]);
         let r = off::IROUTER + 8 * 36;
         assert_eq!(f.write(r, 8, 1 << 32 | 0x0203), None);
         assert_eq!(f.read(r, 8), 1 << 32 | 0x0203);
@@ -1143,7 +1206,9 @@ mod tests {
             "its 4-byte write of 0x1 at offset 0x800 (ITARGETSR (legacy)) ignored"
         );
         let r = f.write(off::IROUTER + 8 * 36, 8, 1).unwrap();
-        assert!(std::format!("{r}").contains("INTID 36 (its interrupt) replaced by its own CPU's"));
+        assert!(std::format!("{r}").contains(
+            "INTID 36 (its interrupt, routed to none of its CPUs) replaced by its first CPU's"
+        ));
         // Zeros where it reads zeros: nothing asked, nothing refused.
         assert_eq!(f.write(off::ICENABLER + 12, 4, 0), None);
         assert_eq!(f.write(off::ICFGR + 4 * 6, 4, 0), None);
@@ -1290,7 +1355,7 @@ mod tests {
     /// (no read-modify-write, no lock).
     #[test]
     fn a_word_wholly_the_hosts_is_one_write() {
-        let f = DistFilter::new(qemu_gicd(), IntidSet::of(32..64), 0);
+        let f = DistFilter::new(qemu_gicd(), IntidSet::of(32..64), &[0]);
         f.frame().writes();
         let reads = f.frame().reads.load(Ordering::Relaxed);
         assert_eq!(f.write(off::IPRIORITYR + 36, 4, 0x1020_3040), None);

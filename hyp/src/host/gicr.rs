@@ -1,10 +1,12 @@
 //! The host's view of its own GICv3 redistributor "RD" frame (the control frame; its SGI/PPI
 //! frame is mapped in the host's stage-2 directly). A host that drives the GIC itself (as under
-//! pKVM) gets exactly one redistributor, its CPU's, so two things must change:
+//! pKVM) gets exactly its CPUs' redistributors (consecutive frames, one region), so two things
+//! must change:
 //!
-//! - `GICR_TYPER.Last` reads as 1: Linux walks redistributor frames until it sees Last, ignoring
-//!   the size the device tree gives; the hardware says "not last" (the guests' CPUs follow), and
-//!   the next frame is not in the host's stage-2.
+//! - `GICR_TYPER.Last` reads as 1 in its last CPU's frame: Linux walks redistributor frames until
+//!   it sees Last, ignoring the size the device tree gives; the hardware says "not last" (the
+//!   guests' CPUs follow), and the next frame is not in the host's stage-2. Its other CPUs'
+//!   frames read `Last` as the hardware has it (0: another frame follows).
 //! - LPIs stay off: with `GICR_CTLR.EnableLPIs`, `GICR_PROPBASER`/`GICR_PENDBASER` the
 //!   redistributor itself reads and writes memory at addresses the host chooses, which no SMMU
 //!   checks (the host has no ITS either). `EnableLPIs` is masked, the table registers and LPI
@@ -30,12 +32,14 @@ const CTLR_ENABLE_LPIS: u32 = off::CTLR_ENABLE_LPIS;
 /// The filter over one RD frame.
 pub struct RedistFilter<F> {
     frame: F,
+    /// `GICR_TYPER.Last` forced on: the last frame of the host's region.
+    last: bool,
 }
 
 impl<F: Frame> RedistFilter<F> {
-    /// The host's view of `frame`.
-    pub fn new(frame: F) -> Self {
-        Self { frame }
+    /// The host's view of `frame`, the last of its region if `last`.
+    pub fn new(frame: F, last: bool) -> Self {
+        Self { frame, last }
     }
 
     fn readable(offset: u64) -> bool {
@@ -59,7 +63,8 @@ impl<F: Frame> RedistFilter<F> {
         match offset {
             off::TYPER => {
                 let lo = self.frame.read32(off::TYPER) as u64;
-                ((lo | TYPER_LAST) & !TYPER_LPI_BITS) as u32
+                let last = if self.last { TYPER_LAST } else { 0 };
+                ((lo | last) & !TYPER_LPI_BITS) as u32
             }
             o if Self::readable(o) => self.frame.read32(o),
             _ => 0,
@@ -131,6 +136,10 @@ mod tests {
     }
 
     fn cpu0_frame() -> RedistFilter<FakeFrame> {
+        frame(true)
+    }
+
+    fn frame(last: bool) -> RedistFilter<FakeFrame> {
         let mut regs = BTreeMap::new();
         // CPU 0 of three: affinity 0, processor number 0, PLPIS | DirectLPI, not Last.
         regs.insert(off::TYPER, 0x0000_0009);
@@ -144,10 +153,10 @@ mod tests {
         for o in (off::ID_START..off::FRAME).step_by(4) {
             regs.entry(o).or_insert(0);
         }
-        RedistFilter::new(FakeFrame {
-            regs: spin::Mutex::new(regs),
-            writes: spin::Mutex::new(Vec::new()),
-        })
+        RedistFilter::new(
+            FakeFrame { regs: spin::Mutex::new(regs), writes: spin::Mutex::new(Vec::new()) },
+            last,
+        )
     }
 
     #[test]
@@ -165,6 +174,18 @@ mod tests {
         f.frame().regs.lock().insert(0xc, 0x0102_0304);
         assert_eq!(f.read(off::TYPER, 8), 0x0102_0304_ffff_fff4);
         assert_eq!(f.read(off::TYPER + 4, 4), 0x0102_0304, "the affinity half as it is");
+    }
+
+    /// The SMP host's first CPU's frame: another of its frames follows, so `Last` reads as the
+    /// hardware has it; LPIs stay hidden.
+    #[test]
+    fn a_frame_before_the_hosts_last_is_not_last() {
+        let f = frame(false);
+        assert_eq!(f.read(off::TYPER, 8), 0, "not Last, no PLPIS or DirectLPI");
+        f.frame().regs.lock().insert(off::TYPER, 0x0000_0019);
+        assert_eq!(f.read(off::TYPER, 4), 0x10, "Last from the hardware");
+        f.write(off::CTLR, 4, 1);
+        assert_eq!(*f.frame().writes.lock(), [(off::CTLR, 0)]);
     }
 
     #[test]

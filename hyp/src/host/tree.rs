@@ -292,7 +292,7 @@ impl core::fmt::Display for HostTreeError {
                 "no-map reserved memory {} is not exactly the hypervisor's shadow CDs",
                 Ranges(m)
             ),
-            HostTreeError::Cpus(c) => write!(f, "CPU nodes {c:#x?} are not exactly the host's CPU"),
+            HostTreeError::Cpus(c) => write!(f, "CPU nodes {c:#x?} are not exactly the host's CPUs"),
             HostTreeError::EnableMethod => f.write_str("the CPU is not started through PSCI"),
             HostTreeError::Psci => f.write_str("no /psci node with method \"smc\""),
             HostTreeError::Gic(r) => write!(
@@ -334,7 +334,7 @@ pub fn check(
     if got.no_map != [want.shadow_cds] {
         return Err(HostTreeError::ShadowCds(got.no_map.clone()));
     }
-    if got.cpus != [want.cpu_mpidr] {
+    if !got.cpus.iter().copied().eq(want.cpu_mpidrs()) {
         return Err(HostTreeError::Cpus(got.cpus.clone()));
     }
     if got.cpu_enable_method != Some("psci") {
@@ -443,6 +443,7 @@ mod tests {
     use super::*;
     use platform::linux::{dtgen, HostTree, Layout};
     use platform::qemu_virt::{BOARD, MANIFEST};
+    use platform::Cpus;
     use std::string::ToString;
 
     fn host() -> (HostTree<'static>, MemRange, MemRange) {
@@ -476,8 +477,8 @@ mod tests {
         let f = parse(&blob).unwrap();
         assert_eq!(f.memory, [t.ram]);
         assert_eq!(f.no_map, [MANIFEST.vms[0].shadow_cds()]);
-        assert_eq!(f.cpus, [0]);
-        assert_eq!(f.gic, [BOARD.gicd, MemRange::new(BOARD.gicr.base, 0x2_0000)]);
+        assert_eq!(f.cpus, [0, 1]);
+        assert_eq!(f.gic, [BOARD.gicd, MemRange::new(BOARD.gicr.base, 0x4_0000)]);
         assert_eq!(f.pcie_probe_only, Some(1));
         assert_eq!(f.initrd, t.initrd);
         assert_eq!(f.bootargs, Some("console=ttyS0 panic=-1"));
@@ -497,7 +498,10 @@ mod tests {
         assert!(matches!(refuse(HostTree { ram: guest1, ..t }), HostTreeError::Memory(_)));
         let bigger = MemRange::new(t.ram.base, t.ram.size + (32 << 20));
         assert!(matches!(refuse(HostTree { ram: bigger, ..t }), HostTreeError::Memory(_)));
-        assert!(matches!(refuse(HostTree { cpu_mpidr: 1, ..t }), HostTreeError::Cpus(_)));
+        // Another VM's CPU, one CPU fewer, one more.
+        for cpus in [Cpus::range(1, 2), Cpus::one(0), Cpus::range(0, 3)] {
+            assert!(matches!(refuse(HostTree { cpus, ..t }), HostTreeError::Cpus(_)), "{cpus:?}");
+        }
         // The shadow CDs not reserved (no-map) exactly: Linux would touch unmapped pages.
         let moved = MemRange::new(t.shadow_cds.base - 0x1000, t.shadow_cds.size);
         let e = refuse(HostTree { shadow_cds: moved, ..t });
@@ -505,8 +509,12 @@ mod tests {
         assert!(e.to_string().contains("shadow CDs"));
         let all_gicr = BOARD.gicr;
         assert!(matches!(refuse(HostTree { gicr: all_gicr, ..t }), HostTreeError::Gic(_)));
-        let guest_gicr = MemRange::new(BOARD.gicr.base + 0x2_0000, 0x2_0000);
+        let guest_gicr = MemRange::new(BOARD.gicr.base + 0x4_0000, 0x2_0000);
         assert!(matches!(refuse(HostTree { gicr: guest_gicr, ..t }), HostTreeError::Gic(_)));
+        let with_guest1 = MemRange::new(BOARD.gicr.base, 0x6_0000);
+        assert!(matches!(refuse(HostTree { gicr: with_guest1, ..t }), HostTreeError::Gic(_)));
+        let cpu0_only = MemRange::new(BOARD.gicr.base, 0x2_0000);
+        assert!(matches!(refuse(HostTree { gicr: cpu0_only, ..t }), HostTreeError::Gic(_)));
         let wide = MemRange::new(BOARD.pcie_mmio32.base, BOARD.pcie_mmio32.size + 0x1000);
         assert!(matches!(refuse(HostTree { pcie_mmio32: wide, ..t }), HostTreeError::Pcie(_)));
         let ecam = MemRange::new(0x3f00_0000, 0x100_0000);
@@ -762,7 +770,8 @@ mod tests {
             with(&|f| f.memory.push(MANIFEST.vms[2].mem)),
             Err(HostTreeError::Memory(_))
         ));
-        assert!(matches!(with(&|f| f.cpus.push(1)), Err(HostTreeError::Cpus(_))));
+        assert!(matches!(with(&|f| f.cpus.push(2)), Err(HostTreeError::Cpus(_))));
+        assert!(matches!(with(&|f| f.cpus.reverse()), Err(HostTreeError::Cpus(_))));
         assert_eq!(with(&|f| f.psci_method = Some("hvc")), Err(HostTreeError::Psci));
         assert_eq!(with(&|f| f.timer = false), Err(HostTreeError::Timer));
         assert!(matches!(with(&|f| f.pcie_probe_only = None), Err(HostTreeError::Pcie(_))));

@@ -1,18 +1,62 @@
 //! What the hypervisor answers to an `SMC` a VM made (trapped by `HCR_EL2.TSC`): PSCI 1.1 and
 //! the SMCCC 1.1 Arm architecture calls, as `host_abi::psci` documents them. Pure: the EL2 trap
-//! handler passes the immediate, the argument registers, the caller's MPIDR and what the CPU's
-//! ID registers say about Spectre, and applies the decision.
+//! handler passes the immediate, the argument registers, the caller (its MPIDR, its CPUs and
+//! RAM from the manifest, what the CPU's ID registers say about Spectre) and the power state
+//! of the CPUs, and applies the decision.
+//!
+//! A VM may own several CPUs (the Linux host: `VmSpec::cpus`). The hypervisor starts only the
+//! first; `CPU_ON` of another of the caller's own CPUs starts it at the caller's entry point
+//! and context, `CPU_OFF` turns the calling CPU off (the whole VM stops only when it was its
+//! last CPU on), `AFFINITY_INFO` reports on/off/on-pending. Every one of them names only the
+//! caller's CPUs: a CPU of another VM (or one that does not exist) is `INVALID_PARAMETERS`,
+//! whatever its state, so a VM learns nothing of another's CPUs.
 #![forbid(unsafe_code)]
 
 use host_abi::psci::*;
+use platform::{Cpus, MemRange};
 
 /// The decision for one trapped SMC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PsciAction {
     /// Return this value in `x0` and resume the VM after the SMC.
     Return(u64),
-    /// Stop the VM (its only vCPU turns off).
+    /// Stop the VM (every vCPU of it turns off).
     StopVm(StopReason),
+    /// `CPU_OFF` of a CPU whose VM keeps another CPU on: this CPU alone turns off.
+    CpuOff,
+    /// `CPU_ON` of `cpu`, one of the caller's CPUs and off: start it at EL1 at `entry` (an IPA
+    /// in the caller's RAM) with `context` in `x0`; return `SUCCESS` to the caller (or what the
+    /// start failed with).
+    CpuOn {
+        /// The CPU to start (linear index).
+        cpu: u32,
+        /// Where it enters the VM.
+        entry: u64,
+        /// Its `x0`.
+        context: u64,
+    },
+}
+
+/// The power state of a CPU as PSCI reports it (`AFFINITY_INFO`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuState {
+    /// Off: `CPU_ON` may start it.
+    Off,
+    /// A `CPU_ON` of it is under way.
+    OnPending,
+    /// On.
+    On,
+}
+
+impl CpuState {
+    /// The `AFFINITY_INFO` answer.
+    pub fn affinity_info(self) -> i32 {
+        match self {
+            CpuState::On => AFFINITY_ON,
+            CpuState::Off => AFFINITY_OFF,
+            CpuState::OnPending => AFFINITY_ON_PENDING,
+        }
+    }
 }
 
 /// Why a VM stopped.
@@ -22,7 +66,7 @@ pub enum StopReason {
     SystemOff,
     /// PSCI SYSTEM_RESET: the VM is stopped, not restarted (its images are not reloaded).
     SystemReset,
-    /// PSCI CPU_OFF of its only vCPU.
+    /// PSCI CPU_OFF of its last vCPU on.
     CpuOff,
     /// The VM cannot make progress: its own exception vector faults (a fault would be
     /// re-injected forever).
@@ -75,13 +119,25 @@ impl SpectreState {
     }
 }
 
+/// The linear index of the CPU with MPIDR affinity `mpidr` (its `Aff0` when Aff1..Aff3 are
+/// zero, as on `virt` with up to 16 CPUs: `platform::linux::HostTree::mpidr` is the inverse),
+/// or `None` for an affinity no CPU of this board has.
+pub fn cpu_of(mpidr: u64) -> Option<u32> {
+    let aff = mpidr & MPIDR_AFFINITY;
+    (aff <= 0xff).then_some(aff as u32)
+}
+
 /// The calling VM, as PSCI sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Caller {
-    /// MPIDR_EL1 of its only vCPU (the physical CPU's: `VMPIDR_EL2` is set to it).
+    /// MPIDR_EL1 of the calling vCPU (the physical CPU's: `VMPIDR_EL2` is set to it).
     pub mpidr: u64,
     /// The CPU's Spectre state.
     pub spectre: SpectreState,
+    /// The VM's CPUs (the manifest's).
+    pub cpus: Cpus,
+    /// The VM's RAM (a `CPU_ON` entry point must lie in it).
+    pub mem: MemRange,
 }
 
 fn ret(v: i32) -> PsciAction {
@@ -144,8 +200,62 @@ fn arch_features(function: u32, spectre: SpectreState) -> PsciAction {
     }
 }
 
-/// Decides what to do for `SMC #imm` with `x0..x3` = `x`.
-pub fn handle(imm: u16, x: [u64; 4], caller: &Caller) -> PsciAction {
+/// `CPU_ON(target, entry, context)`.
+fn cpu_on(
+    target: u64,
+    entry: u64,
+    context: u64,
+    caller: &Caller,
+    state: &dyn Fn(u32) -> CpuState,
+) -> PsciAction {
+    let Some(cpu) = cpu_of(target).filter(|&c| caller.cpus.contains(c)) else {
+        // Not one of this VM's CPUs.
+        return ret(INVALID_PARAMETERS);
+    };
+    match state(cpu) {
+        CpuState::On => ret(ALREADY_ON),
+        CpuState::OnPending => ret(ON_PENDING),
+        // An entry point the CPU could not fetch from (not the caller's RAM, or misaligned):
+        // refused before anything starts.
+        CpuState::Off if !entry.is_multiple_of(4) || !caller.mem.contains_range(entry, 4) => {
+            ret(INVALID_ADDRESS)
+        }
+        CpuState::Off => PsciAction::CpuOn { cpu, entry, context },
+    }
+}
+
+/// `CPU_OFF` of the calling CPU: the VM stops only if no other CPU of it is on (or starting).
+fn cpu_off(caller: &Caller, state: &dyn Fn(u32) -> CpuState) -> PsciAction {
+    let me = cpu_of(caller.mpidr);
+    let others_on = caller.cpus.iter().any(|c| Some(c) != me && state(c) != CpuState::Off);
+    if others_on {
+        PsciAction::CpuOff
+    } else {
+        PsciAction::StopVm(StopReason::CpuOff)
+    }
+}
+
+/// `AFFINITY_INFO(target, lowest_affinity_level)`: level 0 only, the caller's CPUs only.
+fn affinity_info(
+    target: u64,
+    level: u64,
+    caller: &Caller,
+    state: &dyn Fn(u32) -> CpuState,
+) -> PsciAction {
+    match cpu_of(target).filter(|&c| caller.cpus.contains(c)) {
+        Some(cpu) if level == 0 => ret(state(cpu).affinity_info()),
+        _ => ret(INVALID_PARAMETERS),
+    }
+}
+
+/// Decides what to do for `SMC #imm` with `x0..x3` = `x`; `state(cpu)` is the power state of
+/// CPU `cpu` (asked only of the caller's own CPUs).
+pub fn handle(
+    imm: u16,
+    x: [u64; 4],
+    caller: &Caller,
+    state: &dyn Fn(u32) -> CpuState,
+) -> PsciAction {
     if imm != 0 {
         // SMCCC calls use SMC #0; other immediates are not a call we know.
         return ret(NOT_SUPPORTED);
@@ -154,16 +264,12 @@ pub fn handle(imm: u16, x: [u64; 4], caller: &Caller) -> PsciAction {
     let function = x[0] as u32;
     let smc64 = function & (1 << 30) != 0;
     let arg = |i: usize| if smc64 { x[i] } else { x[i] & 0xffff_ffff };
-    let own = |mpidr: u64| mpidr & MPIDR_AFFINITY == caller.mpidr & MPIDR_AFFINITY;
     match function {
         VERSION => PsciAction::Return(VERSION_1_1 as u64),
         CPU_SUSPEND | CPU_SUSPEND64 => cpu_suspend(arg(1) as u32),
-        CPU_OFF => PsciAction::StopVm(StopReason::CpuOff),
-        CPU_ON | CPU_ON32 if own(arg(1)) => ret(ALREADY_ON),
-        // Not one of this VM's CPUs (a VM has exactly one).
-        CPU_ON | CPU_ON32 => ret(INVALID_PARAMETERS),
-        AFFINITY_INFO | AFFINITY_INFO32 if arg(2) == 0 && own(arg(1)) => ret(AFFINITY_ON),
-        AFFINITY_INFO | AFFINITY_INFO32 => ret(INVALID_PARAMETERS),
+        CPU_OFF => cpu_off(caller, state),
+        CPU_ON | CPU_ON32 => cpu_on(arg(1), arg(2), arg(3), caller, state),
+        AFFINITY_INFO | AFFINITY_INFO32 => affinity_info(arg(1), arg(2), caller, state),
         MIGRATE_INFO_TYPE => PsciAction::Return(MIGRATE_INFO_NONE as u64),
         SYSTEM_OFF => PsciAction::StopVm(StopReason::SystemOff),
         SYSTEM_RESET => PsciAction::StopVm(StopReason::SystemReset),
@@ -183,11 +289,27 @@ mod tests {
     use super::*;
 
     const NS: PsciAction = PsciAction::Return(u64::MAX);
-    const CALLER: Caller =
-        Caller { mpidr: 0x8000_0001, spectre: SpectreState { csv2: 1, ecbhb: false } };
+    const RAM: MemRange = MemRange::new(0x4400_0000, 0x1000_0000);
+    /// A VM with one CPU, CPU 1.
+    const CALLER: Caller = Caller {
+        mpidr: 0x8000_0001,
+        spectre: SpectreState { csv2: 1, ecbhb: false },
+        cpus: Cpus::one(1),
+        mem: RAM,
+    };
+
+    /// CPU 1 on, and no other CPU asked about.
+    fn only_cpu1_on(cpu: u32) -> CpuState {
+        assert_eq!(cpu, 1, "asked about CPU {cpu}, not the caller's");
+        CpuState::On
+    }
 
     fn call(f: u32, a1: u64, a2: u64) -> PsciAction {
-        handle(0, [f as u64, a1, a2, 0], &CALLER)
+        handle(0, [f as u64, a1, a2, 0], &CALLER, &only_cpu1_on)
+    }
+
+    fn with(spectre: SpectreState) -> Caller {
+        Caller { mpidr: 1, spectre, ..CALLER }
     }
 
     fn r(v: i32) -> PsciAction {
@@ -199,7 +321,7 @@ mod tests {
         assert_eq!(call(VERSION, 0, 0), PsciAction::Return(0x10001));
         assert_eq!(call(SYSTEM_OFF, 0, 0), PsciAction::StopVm(StopReason::SystemOff));
         assert_eq!(
-            handle(0, [0xffff_ffff_8400_0002, 0, 0, 0], &CALLER),
+            handle(0, [0xffff_ffff_8400_0002, 0, 0, 0], &CALLER, &only_cpu1_on),
             PsciAction::StopVm(StopReason::CpuOff),
             "only w0 is the function ID"
         );
@@ -212,8 +334,8 @@ mod tests {
     #[test]
     fn smc_with_a_non_zero_immediate_is_not_psci() {
         // Was served as PSCI: SMC #1 with x0 = SYSTEM_OFF stopped the VM.
-        assert_eq!(handle(1, [SYSTEM_OFF as u64, 0, 0, 0], &CALLER), NS);
-        assert_eq!(handle(0xffff, [VERSION as u64, 0, 0, 0], &CALLER), NS);
+        assert_eq!(handle(1, [SYSTEM_OFF as u64, 0, 0, 0], &CALLER, &only_cpu1_on), NS);
+        assert_eq!(handle(0xffff, [VERSION as u64, 0, 0, 0], &CALLER, &only_cpu1_on), NS);
     }
 
     #[test]
@@ -261,6 +383,146 @@ mod tests {
         assert_eq!(call(AFFINITY_INFO, 0, 0), r(INVALID_PARAMETERS), "another CPU");
     }
 
+    /// The Linux host: CPUs 0 and 1; the guests own CPUs 2 and 3.
+    const HOST: Caller = Caller {
+        mpidr: 0x8000_0000,
+        spectre: SpectreState { csv2: 1, ecbhb: false },
+        cpus: Cpus::range(0, 2),
+        mem: RAM,
+    };
+
+    /// The host's call from CPU `me` with CPU 0 in state `s0` and CPU 1 in `s1`; asking about
+    /// any other CPU fails the test (the answer must not depend on it).
+    fn host(me: u32, s0: CpuState, s1: CpuState, x: [u64; 4]) -> PsciAction {
+        let caller = Caller { mpidr: 0x8000_0000 | me as u64, ..HOST };
+        let state = move |cpu: u32| match cpu {
+            0 => s0,
+            1 => s1,
+            _ => panic!("asked about CPU {cpu}, not the caller's"),
+        };
+        handle(0, x, &caller, &state)
+    }
+
+    use CpuState::{Off, On, OnPending};
+
+    #[test]
+    fn cpu_on_starts_another_of_the_callers_cpus_at_its_entry_point() {
+        let on = |target: u64, entry: u64| host(0, On, Off, [CPU_ON as u64, target, entry, 0x77]);
+        assert_eq!(
+            on(1, 0x4400_1000),
+            PsciAction::CpuOn { cpu: 1, entry: 0x4400_1000, context: 0x77 }
+        );
+        assert_eq!(
+            on(0x8000_0001, RAM.end() - 4),
+            PsciAction::CpuOn { cpu: 1, entry: RAM.end() - 4, context: 0x77 }
+        );
+        // An entry point the CPU could not fetch from the caller's RAM.
+        for entry in
+            [0, RAM.base - 4, RAM.end(), RAM.end() - 2, 0x4400_1002, 0x4020_0000, u64::MAX - 3]
+        {
+            assert_eq!(on(1, entry), r(INVALID_ADDRESS), "entry {entry:#x}");
+        }
+        // SMC32: the upper halves are not part of the arguments.
+        assert_eq!(
+            host(
+                0,
+                On,
+                Off,
+                [CPU_ON32 as u64, 0xffff_0000_0000_0001, 0x1_4400_1000, 0x1_0000_0005]
+            ),
+            PsciAction::CpuOn { cpu: 1, entry: 0x4400_1000, context: 5 }
+        );
+        // Already on, or being started: not started again.
+        assert_eq!(host(0, On, On, [CPU_ON as u64, 1, 0x4400_1000, 0]), r(ALREADY_ON));
+        assert_eq!(host(0, On, OnPending, [CPU_ON as u64, 1, 0x4400_1000, 0]), r(ON_PENDING));
+        assert_eq!(host(1, On, On, [CPU_ON as u64, 0, 0x4400_1000, 0]), r(ALREADY_ON));
+        // CPU 1 may start CPU 0 again once it is off.
+        assert_eq!(
+            host(1, Off, On, [CPU_ON as u64, 0, 0x4400_0000, 9]),
+            PsciAction::CpuOn { cpu: 0, entry: 0x4400_0000, context: 9 }
+        );
+    }
+
+    /// A guest's CPU, a CPU that does not exist, an affinity beyond Aff0: `INVALID_PARAMETERS`
+    /// for `CPU_ON` and `AFFINITY_INFO` alike, whatever the states (the helper fails if the
+    /// decision even asks about them).
+    #[test]
+    fn cpus_that_are_not_the_callers_are_refused() {
+        // Aff3 (bits 39:32) is not part of an SMC32 argument: tested with SMC64 below.
+        for target in [2, 3, 4, 0xff, 0x100, 0x1_0000, 0x8000_0002] {
+            for s1 in [Off, On, OnPending] {
+                for f in [CPU_ON, CPU_ON32] {
+                    assert_eq!(
+                        host(0, On, s1, [f as u64, target, 0x4400_0000, 0]),
+                        r(INVALID_PARAMETERS),
+                        "CPU_ON({target:#x})"
+                    );
+                }
+                for f in [AFFINITY_INFO, AFFINITY_INFO32] {
+                    assert_eq!(
+                        host(1, On, s1, [f as u64, target, 0, 0]),
+                        r(INVALID_PARAMETERS),
+                        "AFFINITY_INFO({target:#x})"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            host(0, On, Off, [CPU_ON as u64, 0x1_0000_0001, RAM.base, 0]),
+            r(INVALID_PARAMETERS)
+        );
+        assert_eq!(
+            host(0, On, Off, [AFFINITY_INFO as u64, 0x1_0000_0001, 0, 0]),
+            r(INVALID_PARAMETERS)
+        );
+        // A one-CPU guest: the host's CPUs are not its.
+        for target in [0, 2] {
+            assert_eq!(call(CPU_ON, target, 0x4400_0000), r(INVALID_PARAMETERS));
+            assert_eq!(call(AFFINITY_INFO, target, 0), r(INVALID_PARAMETERS));
+        }
+    }
+
+    #[test]
+    fn affinity_info_reports_each_of_the_callers_cpus() {
+        for (s, want) in [(On, AFFINITY_ON), (Off, AFFINITY_OFF), (OnPending, AFFINITY_ON_PENDING)]
+        {
+            assert_eq!(host(0, On, s, [AFFINITY_INFO as u64, 1, 0, 0]), r(want), "{s:?}");
+            assert_eq!(host(1, s, On, [AFFINITY_INFO32 as u64, 0, 0, 0]), r(want), "{s:?}");
+        }
+        assert_eq!((AFFINITY_ON, AFFINITY_OFF, AFFINITY_ON_PENDING), (0, 1, 2), "PSCI 1.1 5.1.5");
+        assert_eq!(host(0, On, Off, [AFFINITY_INFO as u64, 0, 0, 0]), r(AFFINITY_ON), "itself");
+        assert_eq!(host(0, On, On, [AFFINITY_INFO as u64, 1, 1, 0]), r(INVALID_PARAMETERS));
+    }
+
+    #[test]
+    fn cpu_off_stops_the_vm_only_with_its_last_cpu() {
+        let off = [CPU_OFF as u64, 0, 0, 0];
+        assert_eq!(host(1, On, On, off), PsciAction::CpuOff, "CPU 1, CPU 0 stays");
+        assert_eq!(host(0, On, On, off), PsciAction::CpuOff, "CPU 0, CPU 1 stays");
+        assert_eq!(host(0, On, OnPending, off), PsciAction::CpuOff, "CPU 1 is starting");
+        assert_eq!(host(0, On, Off, off), PsciAction::StopVm(StopReason::CpuOff), "the last");
+        assert_eq!(host(1, Off, On, off), PsciAction::StopVm(StopReason::CpuOff), "the last");
+        assert_eq!(call(CPU_OFF, 0, 0), PsciAction::StopVm(StopReason::CpuOff), "a one-CPU VM");
+        // SYSTEM_OFF stops the whole VM from either CPU.
+        let sys = [SYSTEM_OFF as u64, 0, 0, 0];
+        assert_eq!(host(1, On, On, sys), PsciAction::StopVm(StopReason::SystemOff));
+        // CPU_SUSPEND (standby) returns at once on either.
+        assert_eq!(host(1, On, On, [CPU_SUSPEND as u64, 0, 0, 0]), r(SUCCESS));
+    }
+
+    #[test]
+    fn mpidr_to_cpu() {
+        assert_eq!(cpu_of(0), Some(0));
+        assert_eq!(cpu_of(0x8000_0003), Some(3), "U and bit 31 are not affinity");
+        assert_eq!(cpu_of(0x4100_00ff), Some(0xff), "MT (bit 24) is not affinity");
+        assert_eq!(cpu_of(0x100), None, "Aff1");
+        assert_eq!(cpu_of(0x1_0000), None, "Aff2");
+        assert_eq!(cpu_of(0x1_0000_0000), None, "Aff3");
+        for c in 0..16 {
+            assert_eq!(cpu_of(platform::linux::HostTree::mpidr(c)), Some(c));
+        }
+    }
+
     #[test]
     fn cpu_suspend_offers_standby_only() {
         assert_eq!(call(CPU_SUSPEND, 0, 0), r(SUCCESS));
@@ -289,11 +551,7 @@ mod tests {
     #[test]
     fn spectre_answers_follow_the_id_registers() {
         let ask = |s: SpectreState, f: u32| {
-            handle(
-                0,
-                [SMCCC_ARCH_FEATURES as u64, f as u64, 0, 0],
-                &Caller { mpidr: 0, spectre: s },
-            )
+            handle(0, [SMCCC_ARCH_FEATURES as u64, f as u64, 0, 0], &with(s), &only_cpu1_on)
         };
         let affected = SpectreState { csv2: 0, ecbhb: false };
         assert_eq!(ask(affected, SMCCC_ARCH_WORKAROUND_1), NS);
@@ -306,9 +564,7 @@ mod tests {
         let ecbhb = SpectreState::from_id_regs(0, 1 << 60);
         assert_eq!(ask(ecbhb, SMCCC_ARCH_WORKAROUND_3), r(SMCCC_WORKAROUND_UNAFFECTED));
         // The calls themselves: a no-op where unaffected, refused where nothing mitigates.
-        let wa1 = |s| {
-            handle(0, [SMCCC_ARCH_WORKAROUND_1 as u64, 0, 0, 0], &Caller { mpidr: 0, spectre: s })
-        };
+        let wa1 = |s| handle(0, [SMCCC_ARCH_WORKAROUND_1 as u64, 0, 0, 0], &with(s), &only_cpu1_on);
         assert_eq!(wa1(csv2), r(SUCCESS));
         assert_eq!(wa1(affected), NS);
     }
@@ -320,7 +576,7 @@ mod tests {
     #[test]
     fn spectre_answers_for_every_csv2_and_ecbhb() {
         let ask = |s: SpectreState, f: u32, arg: u32| {
-            handle(0, [f as u64, arg as u64, 0, 0], &Caller { mpidr: 0, spectre: s })
+            handle(0, [f as u64, arg as u64, 0, 0], &with(s), &only_cpu1_on)
         };
         let unaffected = r(SMCCC_WORKAROUND_UNAFFECTED);
         for csv2 in 0..=3u8 {

@@ -43,12 +43,97 @@ memory_is_exactly_ours() {
     grep -qx "$SHADOW_IOMEM" /proc/iomem || { echo "/proc/iomem: no $SHADOW_IOMEM"; return 1; }
 }
 
-one_cpu() {
+# Its CPUs, as its tree names them and PSCI started them: all online.
+its_cpus() {
     n=$(grep -c ^processor /proc/cpuinfo)
-    [ "$n" = 1 ] || { echo "$n processors"; return 1; }
-    [ "$(cat /sys/devices/system/cpu/possible)" = 0 ] || { echo "possible CPUs $(cat /sys/devices/system/cpu/possible)"; return 1; }
-    cpus=$(ls -d /sys/firmware/devicetree/base/cpus/cpu@*)
-    [ "$cpus" = /sys/firmware/devicetree/base/cpus/cpu@0 ] || { echo "CPU nodes $cpus"; return 1; }
+    [ "$n" = "$HOST_CPU_COUNT" ] || { echo "$n processors"; return 1; }
+    [ "$(nproc)" = "$HOST_CPU_COUNT" ] || { echo "nproc says $(nproc)"; return 1; }
+    for f in possible present online; do
+        [ "$(cat /sys/devices/system/cpu/$f)" = "$HOST_CPU_LIST" ] || { echo "$f CPUs $(cat /sys/devices/system/cpu/$f)"; return 1; }
+    done
+    cpus=$(cd /sys/firmware/devicetree/base/cpus && echo cpu@*)
+    [ "$cpus" = "$HOST_CPU_NODES" ] || { echo "CPU nodes $cpus"; return 1; }
+    dmesg | grep -q "CPU$SECOND_CPU: Booted secondary processor" || { echo "no 'CPU$SECOND_CPU: Booted secondary processor' in dmesg"; return 1; }
+}
+
+# The interrupt counts of /proc/interrupts rows matching $1, summed per CPU: "cpu0 cpu1".
+per_cpu() {
+    grep "$1" /proc/interrupts | awk '{a += $2; b += $3} END {print a + 0, b + 0}'
+}
+
+# Its CPUs interrupt each other (SGIs through ICC_SGI1R_EL1, not trapped): making tasks run on
+# the other CPU and wait for each other raises IPIs on both.
+ipis_between_its_cpus() {
+    # shellcheck disable=SC2046
+    set -- $(per_cpu "^ *IPI")
+    for i in 1 2 3 4 5 6 7 8 9 10; do
+        taskset $SECOND_CPU_MASK true
+        taskset 0x1 true
+        : $i
+    done
+    # shellcheck disable=SC2046
+    set -- "$@" $(per_cpu "^ *IPI")
+    [ "$3" -gt "$1" ] && [ "$4" -gt "$2" ] || { echo "IPIs per CPU $1 $2 -> $3 $4"; return 1; }
+}
+
+# Its own SPI (the serial port's INTx) routed to its second CPU through Linux's affinity: the
+# distributor filter lets the route through, and the interrupt is taken there.
+own_spi_on_its_second_cpu() {
+    irq=$(grep ttyS0 /proc/interrupts | cut -d: -f1 | tr -d ' ')
+    echo $SECOND_CPU > /proc/irq/$irq/smp_affinity_list || { echo "affinity of IRQ $irq refused"; return 1; }
+    r=$(devmem $OWN_IROUTER 64)
+    s1=$(grep ttyS0 /proc/interrupts | awk '{print $3}')
+    echo "host: its serial port's interrupt now on CPU $SECOND_CPU" > /dev/console
+    sleep 1
+    s2=$(grep ttyS0 /proc/interrupts | awk '{print $3}')
+    echo $FIRST_CPU > /proc/irq/$irq/smp_affinity_list
+    [ $((r)) = $((SECOND_CPU_AFFINITY)) ] || { echo "IROUTER of $OWN_INTID reads $r"; return 1; }
+    [ -n "$s1" ] && [ "$s2" -gt "$s1" ] || { echo "ttyS0 interrupts on CPU $SECOND_CPU $s1 -> $s2"; return 1; }
+}
+
+# What psci_checks logged for CALL on CPU: must be $3.
+psci_said() {
+    dmesg | grep -qF "psci_checks: $1 cpu=$2 -> $3" || { echo "not '$1 cpu=$2 -> $3': $(dmesg | grep "psci_checks: $1 cpu=$2 " | tail -1)"; return 1; }
+}
+
+# PSCI naming a CPU that is not its own (the guests', one the board does not have): CPU_ON and
+# AFFINITY_INFO, SMC64 and SMC32, INVALID_PARAMETERS, an entry point in its own RAM given.
+# (CPU_OFF and CPU_SUSPEND name no CPU: they act on the caller's.) Its own running CPU: on.
+psci_refused_for_cpus_not_its_own() {
+    insmod /lib/modules/psci_checks.ko foreign="$(echo $FOREIGN_CPUS | tr ' ' ,)" entry=$HOST_ENTRY || { echo "insmod psci_checks failed"; return 1; }
+    rmmod psci_checks
+    dmesg | grep -q "psci_checks: done" || { echo "psci_checks did not finish"; return 1; }
+    for c in $FOREIGN_CPUS; do
+        for call in CPU_ON CPU_ON32 AFFINITY_INFO AFFINITY_INFO32; do
+            psci_said $call $c $PSCI_INVALID_PARAMETERS || return 1
+        done
+    done
+    psci_said CPU_ON $FIRST_CPU $PSCI_ALREADY_ON || return 1
+    psci_said AFFINITY_INFO $FIRST_CPU $PSCI_AFFINITY_ON || return 1
+}
+
+# CPU hotplug: its second CPU goes off (PSCI CPU_OFF: the physical CPU powers off), PSCI reports
+# it off and will not start it at an entry point outside its RAM, then it comes back (PSCI
+# CPU_ON at Linux's entry point) and a task runs on it.
+second_cpu_hotplug_off_and_on() {
+    online=/sys/devices/system/cpu/cpu$SECOND_CPU/online
+    t1=$(per_cpu arch_timer)
+    echo 0 > $online || { echo "offlining CPU $SECOND_CPU failed"; return 1; }
+    [ "$(cat /sys/devices/system/cpu/online)" = "$FIRST_CPU" ] || { echo "online CPUs $(cat /sys/devices/system/cpu/online)"; return 1; }
+    dmesg | grep -q "psci: CPU$SECOND_CPU killed" || { echo "no 'psci: CPU$SECOND_CPU killed': $(dmesg | grep -i cpu$SECOND_CPU | tail -2)"; return 1; }
+    insmod /lib/modules/psci_checks.ko foreign="$(echo $FOREIGN_CPUS | cut -d" " -f1)" offline=$SECOND_CPU entry=$HOST_ENTRY outside=$HOST_OUTSIDE || { echo "insmod psci_checks failed"; return 1; }
+    rmmod psci_checks
+    psci_said AFFINITY_INFO $SECOND_CPU $PSCI_AFFINITY_OFF || return 1
+    psci_said CPU_ON_OUTSIDE $SECOND_CPU $PSCI_INVALID_ADDRESS || return 1
+    echo 1 > $online || { echo "onlining CPU $SECOND_CPU failed: $(dmesg | tail -3)"; return 1; }
+    [ "$(cat /sys/devices/system/cpu/online)" = "$HOST_CPU_LIST" ] || { echo "online CPUs $(cat /sys/devices/system/cpu/online) after onlining"; return 1; }
+    [ "$(dmesg | grep -c "CPU$SECOND_CPU: Booted secondary processor")" -ge 2 ] || { echo "CPU $SECOND_CPU did not boot again"; return 1; }
+    where=$(taskset $SECOND_CPU_MASK sh -c 'cut -d" " -f39 /proc/self/stat')
+    [ "$where" = "$SECOND_CPU" ] || { echo "a task pinned to CPU $SECOND_CPU ran on CPU $where"; return 1; }
+    sleep 1
+    # shellcheck disable=SC2046
+    set -- $t1 $(per_cpu arch_timer)
+    [ "$4" -gt "$2" ] || { echo "CPU $SECOND_CPU's timer interrupts $2 -> $4"; return 1; }
 }
 
 exactly_our_pci_functions() {
@@ -99,10 +184,12 @@ devmem_outside_the_host_faults() {
 # The GIC distributor is the hypervisor's, filtered: the host configures only its own
 # interrupts (its INTx lines and its emulated SMMU's); it reads nothing of the others.
 gicd_foreign_spi_cannot_be_routed_enabled_or_pended() {
-    # INTID $TEST_SPI is no VM's: route it to CPU 1 (guest1's), set it pending, enable it.
+    # INTID $TEST_SPI is no VM's: route it to guest1's CPU, and to its own second CPU, set it
+    # pending, enable it.
     devmem $GICD_SETSPI 32 $TEST_SPI
-    devmem $TEST_SPI_IROUTER 64 1
-    devmem $TEST_SPI_IROUTER 32 1
+    devmem $TEST_SPI_IROUTER 64 $GUEST1_AFFINITY
+    devmem $TEST_SPI_IROUTER 32 $GUEST1_AFFINITY
+    devmem $TEST_SPI_IROUTER 64 $SECOND_CPU_AFFINITY
     devmem $TEST_SPI_ISENABLER 32 0xffffffff
     devmem $TEST_SPI_ISPENDR 32 0xffffffff
     sleep 1
@@ -150,14 +237,16 @@ gicd_ctlr_write_is_dropped() {
     [ "$n" = "$c" ] || { echo "GICD_CTLR reads $n after writing 0 (was $c)"; return 1; }
 }
 
-gicd_own_spi_stays_on_its_cpu() {
-    # INTID $OWN_INTID (its serial port): it configures it, but routes it only to its own CPU.
+gicd_own_spi_stays_on_its_cpus() {
+    # INTID $OWN_INTID (its serial port): it configures it, but routes it only to its own CPUs;
+    # a guest's CPU, 1-of-N or Aff3 = 1 become its first CPU.
     en=$(devmem $OWN_ISENABLER 32)
     [ $((en & $OWN_BIT)) != 0 ] || { echo "INTID $OWN_INTID not enabled ($en)"; return 1; }
-    for v in 1 0x80000000 0x100000000; do
+    for v in $GUEST1_AFFINITY 0x80000000 0x100000000; do
+        devmem $OWN_IROUTER 64 $SECOND_CPU_AFFINITY
         devmem $OWN_IROUTER 64 $v
         r=$(devmem $OWN_IROUTER 64)
-        [ $((r)) = 0 ] || { echo "IROUTER of $OWN_INTID reads $r after writing $v"; return 1; }
+        [ $((r)) = $((FIRST_CPU)) ] || { echo "IROUTER of $OWN_INTID reads $r after writing $v"; return 1; }
     done
     s1=$(grep ttyS0 /proc/interrupts | awk '{print $2}')
     echo "host: its serial port's INTx still interrupts after the route writes" > /dev/console
@@ -252,13 +341,13 @@ edu_dma_from_host_root_faults() {
     done
 }
 
-# SGIs go through ICC_SGI1R_EL1, which the hypervisor does not trap: the kernel sends 32 x 4 of
+# SGIs go through ICC_SGI1R_EL1, which the hypervisor does not trap: the kernel sends 24 x 4 of
 # them to the guests' CPUs. Their redistributors keep SGIs disabled, so nothing reaches them
 # (xtask checks that no interrupt of the host's reached a guest's CPU at EL2), and the guests
 # carry on (their tests pass in this run, after this one).
 sgis_to_other_cpus_stop_nobody() {
-    insmod /lib/modules/sgi_to_others.ko rounds=4 || { echo "insmod sgi_to_others failed"; return 1; }
-    dmesg | grep -q "sgi_to_others: sent SGIs 0..15 to all other CPUs and to CPUs 1 and 2, 4 round" || { echo "the module did not say it sent them"; return 1; }
+    insmod /lib/modules/sgi_to_others.ko rounds=4 targets=$GUEST_CPU_MASK || { echo "insmod sgi_to_others failed"; return 1; }
+    dmesg | grep -q "sgi_to_others: sent SGIs 0..15 to target list $GUEST_CPU_MASK and SGIs 8..15 to all other CPUs, 4 round" || { echo "the module did not say it sent them"; return 1; }
     sleep 1
     rmmod sgi_to_others || return 1
 }
@@ -304,7 +393,7 @@ disk_dma_through_the_smmu() {
 }
 
 run memory_is_exactly_ours memory_is_exactly_ours
-run one_cpu one_cpu
+run its_cpus its_cpus
 run exactly_our_pci_functions exactly_our_pci_functions
 run others_config_space_reads_absent others_config_space_reads_absent
 run bar_cannot_move bar_cannot_move
@@ -312,9 +401,13 @@ run devmem_outside_the_host_faults devmem_outside_the_host_faults
 run gicd_foreign_spi_cannot_be_routed_enabled_or_pended gicd_foreign_spi_cannot_be_routed_enabled_or_pended
 run gicd_hypervisor_smmu_spis_cannot_be_taken gicd_hypervisor_smmu_spis_cannot_be_taken
 run gicd_ctlr_write_is_dropped gicd_ctlr_write_is_dropped
-run gicd_own_spi_stays_on_its_cpu gicd_own_spi_stays_on_its_cpu
+run gicd_own_spi_stays_on_its_cpus gicd_own_spi_stays_on_its_cpus
+run own_spi_on_its_second_cpu own_spi_on_its_second_cpu
 run psci_and_smccc_as_linux_sees_them psci_and_smccc_as_linux_sees_them
 run interrupts_and_timer interrupts_and_timer
+run ipis_between_its_cpus ipis_between_its_cpus
+run psci_refused_for_cpus_not_its_own psci_refused_for_cpus_not_its_own
+run second_cpu_hotplug_off_and_on second_cpu_hotplug_off_and_on
 run no_its no_its
 run smmu_is_the_emulated_one smmu_is_the_emulated_one
 run modules_load modules_load

@@ -73,7 +73,11 @@ impl ScriptFacts {
             (unowned_ram, "RAM no VM owns"),
             (BOARD.gic_its.base, "the GIC ITS"),
             (BOARD.uart.base, "the PL011"),
-            (BOARD.gicr.base + platform::linux::GICR_FRAME_SIZE, "guest1's CPU's redistributor"),
+            (
+                BOARD.gicr.base
+                    + MANIFEST.vms[1].first_cpu() as u64 * platform::linux::GICR_FRAME_SIZE,
+                "guest1's CPU's redistributor",
+            ),
         ]);
         let functions = vec![
             (PciAddr::slot(EDU_SLOTS[0], 0), 0x1234, 0x11e8),
@@ -185,6 +189,15 @@ pub fn host_params(f: &ScriptFacts) -> Params {
         [f.hyp_target].iter().chain(&f.canaries).map(|a| format!("{a:#x}")).collect();
     let smmu = BOARD.smmu.base;
     let hex = |a: &u64| format!("{a:#x}");
+    // Its CPUs, the guests' (and one the board does not have): what PSCI, hotplug and the
+    // distributor filter are checked against.
+    let host_cpus = MANIFEST.vms[0].cpus;
+    let guest_cpus: Vec<u32> =
+        MANIFEST.vms.iter().filter(|v| v.id != 0).flat_map(|v| v.cpus.iter()).collect();
+    let foreign: Vec<String> =
+        guest_cpus.iter().chain(&[BOARD.cpu_count]).map(|c| c.to_string()).collect();
+    let guest_mask: u64 = guest_cpus.iter().map(|c| 1u64 << c).sum();
+    let mpidr = platform::linux::HostTree::mpidr;
     let mut p = Params::default();
     p.set("PANIC_ARG", PANIC_ARG)
         .set("RAM_NODE", ram_node)
@@ -226,7 +239,27 @@ pub fn host_params(f: &ScriptFacts) -> Params {
         .set("EDU_EVENT_SID_WORD", format!("0x{:016x}", 0x10u64 | (edu_sid as u64) << 32))
         .set("HYP_TARGET", hex(&f.hyp_target))
         .set("CANARIES", f.canaries.iter().map(hex).collect::<Vec<_>>().join(" "))
-        .set("DISK_DEV", pci_dev(HOST_DISK_SLOT));
+        .set("DISK_DEV", pci_dev(HOST_DISK_SLOT))
+        .set("HOST_CPU_COUNT", host_cpus.count)
+        .set("HOST_CPU_LIST", format!("{}-{}", host_cpus.first, host_cpus.end() - 1))
+        .set(
+            "HOST_CPU_NODES",
+            host_cpus.iter().map(|c| format!("cpu@{:x}", mpidr(c))).collect::<Vec<_>>().join(" "),
+        )
+        .set("FIRST_CPU", host_cpus.first)
+        .set("SECOND_CPU", host_cpus.first + 1)
+        .set("SECOND_CPU_MASK", format!("{:#x}", 1u64 << (host_cpus.first + 1)))
+        .set("SECOND_CPU_AFFINITY", hex(&mpidr(host_cpus.first + 1)))
+        .set("GUEST1_AFFINITY", hex(&mpidr(MANIFEST.vms[1].first_cpu())))
+        .set("GUEST_CPU_MASK", format!("{guest_mask:#x}"))
+        .set("FOREIGN_CPUS", foreign.join(" "))
+        .set("HOST_ENTRY", hex(&f.ram.base))
+        .set("HOST_OUTSIDE", hex(&f.ram.end()))
+        .set("PSCI_INVALID_PARAMETERS", host_abi::psci::INVALID_PARAMETERS)
+        .set("PSCI_ALREADY_ON", host_abi::psci::ALREADY_ON)
+        .set("PSCI_INVALID_ADDRESS", host_abi::psci::INVALID_ADDRESS)
+        .set("PSCI_AFFINITY_ON", host_abi::psci::AFFINITY_ON)
+        .set("PSCI_AFFINITY_OFF", host_abi::psci::AFFINITY_OFF);
     crate::kmod::params(&f.kmod, &mut p);
     p
 }
@@ -320,6 +353,17 @@ mod tests {
         assert_eq!((inta_intid(HOST_SERIAL_SLOT), inta_intid(HOST_DISK_SLOT)), (36, 37));
         assert_eq!(v("GICD_CTLR_ON"), "0x12");
         assert!(!HOST.contains("spi_routed_to_a_guest_cpu"));
+        // Two CPUs for the host; the guests' CPUs and one beyond the board are not its.
+        assert_eq!((v("HOST_CPU_COUNT"), v("HOST_CPU_LIST")), ("2".into(), "0-1".into()));
+        assert_eq!(v("HOST_CPU_NODES"), "cpu@0 cpu@1");
+        assert_eq!((v("SECOND_CPU"), v("SECOND_CPU_MASK")), ("1".into(), "0x2".into()));
+        assert_eq!((v("FOREIGN_CPUS"), v("GUEST_CPU_MASK")), ("2 3 4".into(), "0xc".into()));
+        assert_eq!(v("GUEST1_AFFINITY"), "0x2");
+        assert_eq!(
+            [v("PSCI_INVALID_PARAMETERS"), v("PSCI_ALREADY_ON"), v("PSCI_INVALID_ADDRESS")],
+            ["-2", "-4", "-9"]
+        );
+        assert!(f.faults.iter().any(|(a, _)| *a == BOARD.gicr.base + 0x4_0000), "CPU 2's");
         assert!(HOST.ends_with("poweroff -f\n"));
     }
 

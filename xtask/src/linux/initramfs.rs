@@ -29,7 +29,10 @@ impl Extras {
                 crate::kmod::build_helper(opts, "icount")?,
                 crate::kmod::build_helper(opts, "smmu-attack")?,
             ],
-            test_modules: vec![crate::kmod::build_sgi_module(opts, abi)?],
+            test_modules: vec![
+                crate::kmod::build_sgi_module(opts, abi)?,
+                crate::kmod::build_psci_module(opts, abi)?,
+            ],
         })
     }
 }

@@ -76,10 +76,14 @@ impl Variant {
             Variant::Passthrough => format!("{BOOTARGS} iommu.passthrough=1"),
             Variant::Panic => format!("{BOOTARGS} {PANIC_ARG}"),
             Variant::BadTree | Variant::Native => BOOTARGS.to_string(),
+            // One CPU (`maxcpus=1`: Linux leaves its second CPU off), as in the native
+            // baseline (-smp 1): the bench counts CPU 0's instructions (tests/linux/icount.c).
             Variant::Bench { passthrough: false } => {
-                format!("{BOOTARGS} iommu.strict=1 iommu.passthrough=0")
+                format!("{BOOTARGS} maxcpus=1 iommu.strict=1 iommu.passthrough=0")
             }
-            Variant::Bench { passthrough: true } => format!("{BOOTARGS} iommu.passthrough=1"),
+            Variant::Bench { passthrough: true } => {
+                format!("{BOOTARGS} maxcpus=1 iommu.passthrough=1")
+            }
         }
     }
 

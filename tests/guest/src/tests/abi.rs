@@ -22,7 +22,7 @@ pub fn boot_info() -> Result<(), Msg> {
     check_eq!(bi.abi_version, ABI_VERSION, "ABI version");
     check_eq!(bi.mem_base, vm.mem.base, "memory base");
     check_eq!(bi.mem_size, vm.mem.size, "memory size");
-    check_eq!(bi.cpu, vm.cpu, "cpu");
+    check_eq!(bi.cpu, vm.first_cpu(), "cpu");
     check_eq!(bi.vm_count as usize, MANIFEST.vms.len(), "VM count");
     check_eq!(decode_name(&bi.name), vm.name, "name");
     check_eq!(bi.flags & !BOOT_FLAG_HOST_IS_LINUX, 0, "undefined boot-info flags");
@@ -89,7 +89,7 @@ pub fn vm_info() -> Result<(), Msg> {
     check_eq!(info.vm_count as usize, MANIFEST.vms.len(), "vm_count");
     check_eq!(info.mem_base, vm.mem.base, "mem_base");
     check_eq!(info.mem_size, vm.mem.size, "mem_size");
-    check_eq!(info.cpu, vm.cpu, "cpu");
+    check_eq!(info.cpu, vm.first_cpu(), "cpu");
     check_eq!(decode_name(&info.name), vm.name, "name");
     check_eq!(info.stopped_mask & (1 << vm.id), 0, "stopped_mask (we are running)");
     check!(
@@ -215,20 +215,34 @@ pub fn psci_calls() -> Result<(), Msg> {
     }
     check_eq!(smc(MIGRATE_INFO_TYPE, 0, 0), MIGRATE_INFO_NONE as u64, "MIGRATE_INFO_TYPE");
     // Our own CPU is on; the others' CPUs are not ours to start.
+    let vm = me();
     let mine = arch::mpidr();
     check_eq!(smc(CPU_ON, mine, 0), code(ALREADY_ON), "CPU_ON of our own CPU");
     check_eq!(smc(AFFINITY_INFO, mine, 0), code(AFFINITY_ON), "AFFINITY_INFO of our CPU");
     for o in others() {
+        for cpu in o.cpus.iter() {
+            check_eq!(
+                smc(CPU_ON, cpu as u64, vm.mem.base),
+                code(INVALID_PARAMETERS),
+                "CPU_ON of another VM's CPU {cpu}"
+            );
+            check_eq!(
+                smc(AFFINITY_INFO, cpu as u64, 0),
+                code(INVALID_PARAMETERS),
+                "AFFINITY_INFO of another VM's CPU {cpu}"
+            );
+        }
+    }
+    // Our other CPUs (the host's second, which the bare-metal host never starts): off, and
+    // not started at an entry point outside our RAM.
+    for cpu in vm.cpus.iter().filter(|&c| c != vm.first_cpu()) {
+        check_eq!(smc(AFFINITY_INFO, cpu as u64, 0), code(AFFINITY_OFF), "AFFINITY_INFO({cpu})");
         check_eq!(
-            smc(CPU_ON, o.cpu as u64, 0),
-            code(INVALID_PARAMETERS),
-            "CPU_ON of another VM's CPU"
+            smc(CPU_ON, cpu as u64, vm.mem.end()),
+            code(INVALID_ADDRESS),
+            "CPU_ON({cpu}) at the end of our RAM"
         );
-        check_eq!(
-            smc(AFFINITY_INFO, o.cpu as u64, 0),
-            code(INVALID_PARAMETERS),
-            "AFFINITY_INFO of another VM's CPU"
-        );
+        check_eq!(smc(AFFINITY_INFO, cpu as u64, 0), code(AFFINITY_OFF), "still off");
     }
     check_eq!(smc(CPU_SUSPEND, 0, 0), 0, "CPU_SUSPEND (standby)");
     check_eq!(smc(CPU_SUSPEND, 1 << 16, 0), code(INVALID_PARAMETERS), "CPU_SUSPEND (powerdown)");
