@@ -144,7 +144,7 @@ pub fn prepare(opts: &Opts, variant: Variant) -> Result<Prepared, String> {
     let (cpio, facts) = initramfs::build(&art, &extras, variant)?;
     let initrd = layout.initrd(kernel, cpio.len() as u64).map_err(|e| e.to_string())?;
     let bootargs = variant.bootargs();
-    let mut tree = HostTree::new(&BOARD, host, &bootargs, Some(initrd));
+    let mut tree = HostTree::new(&BOARD, host, &bootargs, Some(initrd), BOARD.smmu_coherent);
     if variant == Variant::BadTree {
         tree.gicr = BOARD.gicr;
     }
