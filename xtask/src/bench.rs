@@ -603,7 +603,7 @@ fn linux_boot(
         host,
         disk: &imgs.disk,
         null_disk: Some(LINUX_DISK_SIZE),
-        append: if hyp { variant.hyp_append().into() } else { variant.bootargs() },
+        append: if hyp { variant.hyp_append() } else { variant.bootargs() },
         // -seed: QEMU's random numbers (the kernel's seeds, RNDR) are the same every boot.
         // sleep=on: while every CPU waits for the disk, virtual time follows real time instead
         // of jumping to the next timer (with sleep=off each wait fired whatever timers came
