@@ -128,7 +128,7 @@ pub const NONCOHERENT_ROWS: [&str; 8] = [
 ];
 
 /// Puts the non-coherent run's figure of each of [`NONCOHERENT_ROWS`] right after its coherent
-/// one, as `NAME_noncoherent`, followed by their ratio `NAME_noncoherent_over_coherent`.
+/// one, as `NAME_noncoherent`, followed by their ratio `NAME_nc_over_c`.
 pub fn beside(figs: &mut Vec<Figure>, noncoherent: &[Figure]) {
     for name in NONCOHERENT_ROWS {
         let (Some(at), Some(nc)) =
@@ -138,7 +138,7 @@ pub fn beside(figs: &mut Vec<Figure>, noncoherent: &[Figure]) {
         };
         let coherent = figs[at].value;
         let ratio = derived(
-            &format!("{name}_noncoherent_over_coherent"),
+            &format!("{name}_nc_over_c"),
             if coherent != 0.0 { nc.value / coherent } else { f64::NAN },
             "x",
         );
@@ -718,17 +718,17 @@ mod tests {
                 "null_hypercall",
                 "inval_batch_1",
                 "inval_batch_1_noncoherent",
-                "inval_batch_1_noncoherent_over_coherent",
+                "inval_batch_1_nc_over_c",
                 "inval_batch_256",
                 "inval_batch_256_noncoherent",
-                "inval_batch_256_noncoherent_over_coherent",
+                "inval_batch_256_nc_over_c",
                 "inval_256_single_calls",
             ],
             "only the listed rows, each right after its coherent figure"
         );
         assert_eq!((f[2].value, f[2].min, f[2].max), (1500.0, 1400.0, 1600.0));
-        assert_eq!(get(&f, "inval_batch_1_noncoherent_over_coherent"), Some(1.5));
-        assert_eq!(get(&f, "inval_batch_256_noncoherent_over_coherent"), Some(1.0));
+        assert_eq!(get(&f, "inval_batch_1_nc_over_c"), Some(1.5));
+        assert_eq!(get(&f, "inval_batch_256_nc_over_c"), Some(1.0));
         // A row the non-coherent run lacks is left alone.
         let mut g = parse(LOG);
         beside(&mut g, &[]);
