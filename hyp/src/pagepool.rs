@@ -40,6 +40,12 @@ impl PagePool {
         self.count
     }
 
+    /// The bytes the pool owns, by address (`(first, length)`; at EL2 VA == PA): every page
+    /// it hands out lies inside, so a clean of this span cleans every table built from it.
+    pub fn span(&self) -> (u64, u64) {
+        (self.pages.as_ptr() as u64, (self.count * core::mem::size_of::<Page>()) as u64)
+    }
+
     /// A zeroed page, or `None` when the pool is exhausted.
     pub fn alloc(&mut self) -> Option<NonNull<Page>> {
         let page = if let Some(p) = self.free.take() {
@@ -120,6 +126,13 @@ mod tests {
         unsafe { p.free(a) };
         assert_eq!(p.alloc(), Some(a));
         assert_ne!(a, b);
+        // Every page it hands out lies inside its span.
+        let (first, len) = p.span();
+        assert_eq!(len, 2 * 4096);
+        for page in [a, b] {
+            let at = page.as_ptr() as u64;
+            assert!(at >= first && at + 4096 <= first + len);
+        }
     }
 
     #[test]

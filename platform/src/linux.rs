@@ -161,8 +161,8 @@ pub const fn canary_byte(vm: u32, i: u64) -> u8 {
 
 /// The SMMU the host is given: emulated by the hypervisor at the real SMMU's address (the real
 /// one's register page is absent from the host's stage-2), edge-triggered event-queue and
-/// global-error interrupts, coherent (the hypervisor reads the host's tables through cacheable
-/// mappings), one stream-ID cell; PCI requester IDs map to stream IDs one to one.
+/// global-error interrupts, one stream-ID cell; PCI requester IDs map to stream IDs one to one;
+/// `dma-coherent` exactly when the hypervisor drives the real SMMU as coherent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HostSmmu {
     /// Its register space (both 64 KiB pages).
@@ -171,6 +171,11 @@ pub struct HostSmmu {
     pub eventq_spi: u32,
     /// Global-error SPI.
     pub gerror_spi: u32,
+    /// Its node has `dma-coherent`: the real SMMU is driven as coherent (the hypervisor's boot
+    /// option `smmu_coherent`, by default the board's), and the emulated one says so in
+    /// IDR0.COHACC. Without it Linux maps its stream table, CDs, queues and page tables
+    /// non-cacheable (and cleans its page-table updates), as a non-coherent SMMU needs.
+    pub coherent: bool,
 }
 
 /// The host's device tree, as data: what xtask writes and what the hypervisor checks.
@@ -204,8 +209,16 @@ pub struct HostTree<'a> {
 }
 
 impl<'a> HostTree<'a> {
-    /// The tree for host VM `vm` on `board`.
-    pub fn new(board: &Board, vm: &VmSpec, bootargs: &'a str, initrd: Option<MemRange>) -> Self {
+    /// The tree for host VM `vm` on `board`, its SMMU `smmu_coherent` or not (what the
+    /// hypervisor is told with its boot option `smmu_coherent`: both sides decide from it, and
+    /// the hypervisor refuses a tree that disagrees).
+    pub fn new(
+        board: &Board,
+        vm: &VmSpec,
+        bootargs: &'a str,
+        initrd: Option<MemRange>,
+        smmu_coherent: bool,
+    ) -> Self {
         Self {
             ram: vm.mem,
             cpus: vm.cpus,
@@ -223,6 +236,7 @@ impl<'a> HostTree<'a> {
                 regs: board.smmu,
                 eventq_spi: HOST_SMMU_EVENTQ_SPI,
                 gerror_spi: HOST_SMMU_GERROR_SPI,
+                coherent: smmu_coherent,
             },
             shadow_cds: vm.shadow_cds(),
         }
@@ -378,7 +392,9 @@ pub mod dtgen {
             &[SPI, t.smmu.eventq_spi, EDGE_RISING, SPI, t.smmu.gerror_spi, EDGE_RISING],
         )?;
         f.property_string_list("interrupt-names", alloc::vec!["eventq".into(), "gerror".into()])?;
-        f.property_null("dma-coherent")?;
+        if t.smmu.coherent {
+            f.property_null("dma-coherent")?;
+        }
         f.property_u32("#iommu-cells", 1)?;
         f.property_phandle(SMMU_PHANDLE)?;
         f.end_node(smmu)?;
@@ -392,6 +408,11 @@ pub mod dtgen {
         f.property_u32("linux,pci-domain", 0)?;
         // The hypervisor assigned every BAR: Linux must keep them where they are.
         f.property_u32("linux,pci-probe-only", 1)?;
+        // The devices' DMA (through the SMMU's translation, not its table walks) is coherent on
+        // this board whatever the SMMU's own accesses are: QEMU's devices write memory
+        // directly. Forcing the SMMU non-coherent (`smmu_coherent=0`) leaves this alone: it is
+        // a fact about the interconnect path of the devices' transactions, not about the SMMU's
+        // walks and queues. (A board with non-coherent device DMA would need its own fact.)
         f.property_null("dma-coherent")?;
         f.property_array_u32("bus-range", &[0, t.last_bus()])?;
         f.property_array_u64("reg", &reg(t.pcie_ecam))?;
@@ -482,7 +503,8 @@ mod tests {
     #[test]
     fn describes_only_the_hosts_share_of_the_board() {
         let host = &MANIFEST.vms[0];
-        let t = HostTree::new(&BOARD, host, "console=ttyS0", None);
+        let t = HostTree::new(&BOARD, host, "console=ttyS0", None, BOARD.smmu_coherent);
+        assert_eq!(t.smmu.coherent, BOARD.smmu_coherent);
         assert_eq!(t.ram, host.mem);
         assert_eq!(t.gicr, MemRange::new(BOARD.gicr.base, 2 * GICR_FRAME_SIZE), "CPUs 0 and 1");
         assert_eq!(t.cpu_mpidrs().collect::<std::vec::Vec<_>>(), [0, 1]);
@@ -491,7 +513,8 @@ mod tests {
         assert_eq!(m[0], (0, 1, 3), "slot 0 INTA");
         assert_eq!(m[5], (1 << 11, 2, 5), "slot 1 INTB");
         assert_eq!(m[15], (3 << 11, 4, 5), "slot 3 INTD");
-        let g = HostTree::new(&BOARD, &MANIFEST.vms[2], "", None);
+        let g = HostTree::new(&BOARD, &MANIFEST.vms[2], "", None, false);
+        assert!(!g.smmu.coherent, "as asked");
         assert_eq!(g.gicr, MemRange::new(BOARD.gicr.base + 3 * GICR_FRAME_SIZE, GICR_FRAME_SIZE));
     }
 }

@@ -1,7 +1,9 @@
 //! `cargo xtask bench`: boots the bench image under `-icount shift=0,align=off,sleep=off`,
 //! where the virtual counter advances one tick per executed instruction, and turns the
 //! `bench NAME MEDIAN MIN MAX UNIT` lines VM 0 prints into a table with targets and
-//! `target/bench/bench.json`. `--compare OLD.json` prints ratios against an earlier run.
+//! `target/bench/bench.json`. `--compare OLD.json` prints ratios against an earlier run. The
+//! main SMMU rows are measured a second time with the SMMU forced non-coherent
+//! (`smmu_coherent=0`) and printed beside the coherent ones (`NAME_noncoherent`, and the ratio).
 //!
 //! Then the Linux rows: Debian's kernel with the same initramfs, disk and command line booted
 //! four times under `-icount`, natively (QEMU alone, its real SMMU given to Linux) and as the
@@ -111,6 +113,40 @@ pub fn derive(figs: &mut Vec<Figure>) {
     }
 }
 
+/// The main SMMU rows measured again with the SMMU forced non-coherent: SET_STE (identity,
+/// nested), CLEAR_STE, INVALIDATE of 1, 16 and 256 commands, the emulated SMMU's PROD write
+/// with 1 and 64 commands.
+pub const NONCOHERENT_ROWS: [&str; 8] = [
+    "set_ste_identity",
+    "set_ste_nested",
+    "clear_ste",
+    "inval_batch_1",
+    "inval_batch_16",
+    "inval_batch_256",
+    "vsmmu_prod_1",
+    "vsmmu_prod_64",
+];
+
+/// Puts the non-coherent run's figure of each of [`NONCOHERENT_ROWS`] right after its coherent
+/// one, as `NAME_noncoherent`, followed by their ratio `NAME_nc_over_c`.
+pub fn beside(figs: &mut Vec<Figure>, noncoherent: &[Figure]) {
+    for name in NONCOHERENT_ROWS {
+        let (Some(at), Some(nc)) =
+            (figs.iter().position(|f| f.name == name), noncoherent.iter().find(|f| f.name == name))
+        else {
+            continue;
+        };
+        let coherent = figs[at].value;
+        let ratio = derived(
+            &format!("{name}_nc_over_c"),
+            if coherent != 0.0 { nc.value / coherent } else { f64::NAN },
+            "x",
+        );
+        figs.insert(at + 1, Figure { name: format!("{name}_noncoherent"), ..nc.clone() });
+        figs.insert(at + 2, ratio);
+    }
+}
+
 /// "met", "NOT met" or "" for a figure without a target.
 fn verdict(f: &Figure) -> (&'static str, Option<f64>) {
     match TARGETS.iter().find(|t| t.name == f.name) {
@@ -208,7 +244,8 @@ struct RunLog {
     log: String,
 }
 
-/// The hypercall figures: the bench image as every VM, with PM on, then off.
+/// The hypercall figures: the bench image as every VM, with PM on, then off, then on with the
+/// SMMU forced non-coherent (its main SMMU rows beside the coherent ones, [`beside`]).
 fn hypercalls(opts: &Opts, imgs: &images::Images) -> Result<Vec<Figure>, String> {
     let bench = imgs.guest("bench")?;
     let run = |append: &str| -> Result<(Vec<Figure>, String), String> {
@@ -241,6 +278,13 @@ fn hypercalls(opts: &Opts, imgs: &images::Images) -> Result<Vec<Figure>, String>
     // main run's 1000 device-less ones: each access refreshes each host stream once).
     figs.retain(|f| f.name != "vsmmu_flood_longest_access");
     figs.extend(off.into_iter().filter(|f| f.name == "vsmmu_flood_longest_access"));
+    // The main run again with the SMMU driven as non-coherent (`smmu_coherent=0`): the main
+    // SMMU rows beside their coherent figures. QEMU's SMMU is coherent, so this measures the
+    // cost of the non-coherent path's instructions (cleans, invalidates), not of the memory
+    // traffic a real non-coherent SMMU would add.
+    let (nc, _) =
+        run(&format!("bench_streams=1000 host_vsmmu=1{}", crate::linux::smmu_option(false)))?;
+    beside(&mut figs, &nc);
     let out = RunLog { log };
     let hyp_elf = std::fs::read(&imgs.hyp).map_err(|e| e.to_string())?;
     let (file_bytes, mem_bytes) = elf::load_sizes(&hyp_elf)?;
@@ -603,7 +647,7 @@ fn linux_boot(
         host,
         disk: &imgs.disk,
         null_disk: Some(LINUX_DISK_SIZE),
-        append: if hyp { variant.hyp_append().into() } else { variant.bootargs() },
+        append: if hyp { variant.hyp_append() } else { variant.bootargs() },
         // -seed: QEMU's random numbers (the kernel's seeds, RNDR) are the same every boot.
         // sleep=on: while every CPU waits for the disk, virtual time follows real time instead
         // of jumping to the next timer (with sleep=off each wait fired whatever timers came
@@ -659,6 +703,36 @@ mod tests {
         assert_eq!(verdict(&f[0]).0, "NOT met");
         assert_eq!(verdict(f.iter().find(|x| x.name == "inval_batching_ratio").unwrap()).0, "met");
         assert!(table(&f, None).contains("NOT met"));
+    }
+
+    #[test]
+    fn non_coherent_rows_sit_beside_their_coherent_ones() {
+        let mut f = parse(LOG);
+        let nc =
+            parse(&LOG.replace("inval_batch_1 1000 1000 1000", "inval_batch_1 1500 1400 1600"));
+        beside(&mut f, &nc);
+        let names: Vec<&str> = f.iter().map(|x| x.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "null_hypercall",
+                "inval_batch_1",
+                "inval_batch_1_noncoherent",
+                "inval_batch_1_nc_over_c",
+                "inval_batch_256",
+                "inval_batch_256_noncoherent",
+                "inval_batch_256_nc_over_c",
+                "inval_256_single_calls",
+            ],
+            "only the listed rows, each right after its coherent figure"
+        );
+        assert_eq!((f[2].value, f[2].min, f[2].max), (1500.0, 1400.0, 1600.0));
+        assert_eq!(get(&f, "inval_batch_1_nc_over_c"), Some(1.5));
+        assert_eq!(get(&f, "inval_batch_256_nc_over_c"), Some(1.0));
+        // A row the non-coherent run lacks is left alone.
+        let mut g = parse(LOG);
+        beside(&mut g, &[]);
+        assert_eq!(g, parse(LOG));
     }
 
     const LINUX_LOG: &str = "[host] linuxbench boot 958740962 idle 0.00\n\

@@ -6,8 +6,9 @@
 //! cargo xtask build            build the hypervisor and the guest images
 //! cargo xtask run              the demo: boot the hypervisor with the demo image in every VM
 //! cargo xtask run --host linux Debian's Linux as the host VM beside the two bare-metal guests
-//! cargo xtask test             host unit tests, then the integration runs under QEMU (two with
-//!                              the bare-metal host, one with Linux as the host)
+//! cargo xtask test             host unit tests, then the integration runs under QEMU (three
+//!                              with the bare-metal host, Linux-host runs; one of each with the
+//!                              SMMU forced non-coherent)
 //! cargo xtask bench            instruction counts under -icount: the hypercall paths, then
 //!                              Linux's boot and 4 KiB disk I/O under the hypervisor against
 //!                              native
@@ -17,7 +18,9 @@
 //! ```
 //! Options: `--verbose` (show every command, shell-quoted so it can be pasted, including the QEMU
 //! command line), `--timeout SECS` (run/test), `--gbpa-reset abort|bypass` (run: the SMMU power
-//! domain's GBPA reset value), `--host bare|linux` (run: what VM 0 is), `--compare OLD.json`
+//! domain's GBPA reset value), `--host bare|linux` (run: what VM 0 is), `--smmu-noncoherent` (run:
+//! the hypervisor drives the SMMU as non-coherent, `smmu_coherent=0`, and the Linux host's tree
+//! has no `dma-coherent` on it), `--compare OLD.json`
 //! (bench), `--only hypercalls|linux` (bench: one part), `--depth N` (model), `--jobs N` and `--file PATH` (mutants), `--cases N` (fuzz).
 
 mod bench;
@@ -37,7 +40,7 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: cargo xtask <setup|build|run|test|bench|model|mutants|fuzz> \
      [--verbose] [--timeout SECS] [--compare OLD.json] [--only hypercalls|linux] [--depth N] \
-     [--gbpa-reset abort|bypass] \
+     [--gbpa-reset abort|bypass] [--smmu-noncoherent] \
      [--host bare|linux] [--jobs N] [--file PATH] [--cases N]";
 
 /// What runs as the host VM in `run`.
@@ -65,6 +68,9 @@ pub struct Opts {
     pub gbpa_reset: Option<String>,
     /// The host VM for `run`.
     pub host: HostKind,
+    /// `run`: force the non-coherent SMMU path (`smmu_coherent=0`, the host's tree without
+    /// `dma-coherent` on the SMMU).
+    pub smmu_noncoherent: bool,
     /// Parallel jobs (mutants).
     pub jobs: Option<usize>,
     /// Only this file (mutants).
@@ -82,6 +88,7 @@ fn parse(args: &[String]) -> Result<(String, Opts), String> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--verbose" | "-v" => opts.verbose = true,
+            "--smmu-noncoherent" => opts.smmu_noncoherent = true,
             "--timeout" => {
                 let v = it.next().ok_or("--timeout needs a number of seconds")?;
                 opts.timeout = Some(v.parse().map_err(|_| format!("bad --timeout value `{v}`"))?);
@@ -196,7 +203,9 @@ fn model(opts: &Opts) -> Result<(), String> {
 fn run(opts: &Opts) -> Result<(), String> {
     let imgs = images::build(opts)?;
     if opts.host == HostKind::Linux {
-        let out = linux_run(&imgs, opts, opts.timeout.unwrap_or(180), linux::Variant::Tests)?;
+        let variant =
+            if opts.smmu_noncoherent { linux::Variant::NonCoherent } else { linux::Variant::Tests };
+        let out = linux_run(&imgs, opts, opts.timeout.unwrap_or(180), variant)?;
         let names = report::vm_names();
         let guest = report::GuestReport::parse(&out.log, &names);
         println!("\n{}", guest.table());
@@ -220,7 +229,11 @@ fn run(opts: &Opts) -> Result<(), String> {
         host: qemu::Host::Bare,
         disk: &imgs.disk,
         null_disk: None,
-        append: format!("gbpa_reset={}", opts.gbpa_reset.as_deref().unwrap_or("abort")),
+        append: format!(
+            "gbpa_reset={}{}",
+            opts.gbpa_reset.as_deref().unwrap_or("abort"),
+            linux::smmu_option(platform::qemu_virt::BOARD.smmu_coherent && !opts.smmu_noncoherent)
+        ),
         extra: vec![],
         tag: "run".into(),
         trace: false,
@@ -252,14 +265,14 @@ fn linux_run(
         host: qemu::Host::Linux(prepared.files.clone()),
         disk: &imgs.disk,
         null_disk: None,
-        append: variant.hyp_append().into(),
+        append: variant.hyp_append(),
         extra: vec![],
         tag: variant.tag().into(),
         trace: true,
     };
     let mut out = qemu::run(&launch, opts, timeout, true)?;
     out.checks = match variant {
-        linux::Variant::Tests | linux::Variant::Passthrough => {
+        linux::Variant::Tests | linux::Variant::Passthrough | linux::Variant::NonCoherent => {
             let mut c = report::linux_checks(
                 &out.log,
                 &prepared
@@ -272,6 +285,9 @@ fn linux_run(
                 linux::TEST_SPI,
             );
             c.push(report::smmu_irqs_check(&out.log));
+            if !variant.smmu_coherent() {
+                c.extend(report::noncoherent_checks(&out.log, &report::vm_names(), true));
+            }
             c
         }
         linux::Variant::Panic => report::linux_panic_checks(&out.log),
@@ -311,6 +327,12 @@ const RUNS: [(&str, &str); 2] = [
     ("GBPA resets to abort", "gbpa_reset=abort pm_inject=1"),
     ("GBPA resets to bypass", "gbpa_reset=bypass pm_inject=1"),
 ];
+
+/// The bare-metal run with the SMMU forced non-coherent: the abort run's options with
+/// `smmu_coherent=0` (the whole guest suite, its DMA through tables the hypervisor cleaned).
+fn noncoherent_bare_run() -> (&'static str, String) {
+    ("SMMU forced non-coherent", format!("{}{}", RUNS[0].1, linux::smmu_option(false)))
+}
 
 fn test(opts: &Opts) -> Result<(), String> {
     let host = report::host_unit_tests(opts)?;
@@ -411,7 +433,8 @@ fn test(opts: &Opts) -> Result<(), String> {
             logs.push(out.log_path.clone());
             timings.push(format!("{what}: {:.0} s", out.seconds));
         };
-    for (what, bootargs) in RUNS {
+    let noncoherent = noncoherent_bare_run();
+    for (what, bootargs) in RUNS.iter().map(|(w, a)| (*w, a.to_string())).chain([noncoherent]) {
         println!("\n=== integration run: {what} (-append \"{bootargs}\") ===");
         let launch = qemu::Launch {
             hyp: &imgs.hyp,
@@ -421,17 +444,28 @@ fn test(opts: &Opts) -> Result<(), String> {
             null_disk: None,
             append: bootargs.to_string(),
             extra: vec![],
-            tag: if bootargs.contains("bypass") { "bypass" } else { "abort" }.into(),
+            tag: if bootargs.contains("bypass") {
+                "bypass"
+            } else if bootargs.contains("smmu_coherent=0") {
+                "noncoherent"
+            } else {
+                "abort"
+            }
+            .into(),
             trace: true,
         };
         let mut out = qemu::run(&launch, opts, opts.timeout.unwrap_or(300), true)?;
         out.checks.push(report::smmu_irqs_check(&out.log));
+        if bootargs.contains("smmu_coherent=0") {
+            out.checks.extend(report::noncoherent_checks(&out.log, &report::vm_names(), false));
+        }
         account(what, &out, &mut problems, true);
     }
     // Linux as the host: its tests; then a host kernel that panics (only the guests report).
     for (what, variant) in [
         ("Linux host", linux::Variant::Tests),
         ("Linux host, iommu.passthrough=1", linux::Variant::Passthrough),
+        ("Linux host, SMMU forced non-coherent", linux::Variant::NonCoherent),
         ("Linux host panics", linux::Variant::Panic),
     ] {
         println!("\n=== integration run: {what} ===");
@@ -526,6 +560,8 @@ mod tests {
         assert_eq!(parse(&s(&["run", "--host", "linux"])).unwrap().1.host, HostKind::Linux);
         assert_eq!(parse(&s(&["run"])).unwrap().1.host, HostKind::Bare);
         assert!(parse(&s(&["run", "--host", "windows"])).is_err());
+        assert!(parse(&s(&["run", "--smmu-noncoherent"])).unwrap().1.smmu_noncoherent);
+        assert!(!parse(&s(&["run"])).unwrap().1.smmu_noncoherent);
     }
 
     #[test]
@@ -535,5 +571,7 @@ mod tests {
         // means something if the hypervisor would otherwise allow them.
         let args: Vec<&str> = RUNS.iter().map(|(_, a)| *a).collect();
         assert_eq!(args, ["gbpa_reset=abort pm_inject=1", "gbpa_reset=bypass pm_inject=1"]);
+        // The non-coherent run is the abort one forced non-coherent (QEMU's SMMU is coherent).
+        assert_eq!(noncoherent_bare_run().1, "gbpa_reset=abort pm_inject=1 smmu_coherent=0");
     }
 }

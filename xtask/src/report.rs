@@ -387,6 +387,65 @@ pub fn smmu_irqs_check(log: &str) -> LogCheck {
     LogCheck { name: "smmu_event_interrupts_reach_el2", result }
 }
 
+/// The hypervisor's log of a run that forces the non-coherent SMMU path (`smmu_coherent=0`):
+/// it says it drives the SMMU as non-coherent, it cleaned every VM's DMA stage-2 tables before
+/// any STE named them, and, with a Linux host (`linux_host`), the host's emulated SMMU is
+/// non-coherent (no IDR0.COHACC) and its tree has no `dma-coherent` on the SMMU. (What the host
+/// itself sees is its own test, `smmu_coherency_is_the_hypervisors`.)
+pub fn noncoherent_checks(log: &str, vms: &[String], linux_host: bool) -> Vec<LogCheck> {
+    let has = |what: &str| log.lines().any(|l| l.contains(what));
+    let driven = if has("SMMU driven as non-coherent") {
+        Ok(())
+    } else {
+        Err("no \"SMMU driven as non-coherent\" in the boot options line".to_string())
+    };
+    let missing: Vec<&String> = vms
+        .iter()
+        .filter(|v| {
+            !log.lines().any(|l| {
+                l.contains(&format!("vm {v}: DMA stage-2 tables"))
+                    && l.contains("cleaned to the point of coherency")
+            })
+        })
+        .collect();
+    let cleaned = if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("no clean of the DMA stage-2 tables of {missing:?}"))
+    };
+    let mut checks = vec![
+        LogCheck { name: "hypervisor_drives_the_smmu_as_non_coherent", result: driven },
+        LogCheck { name: "dma_stage2_tables_cleaned_for_the_non_coherent_smmu", result: cleaned },
+    ];
+    if linux_host {
+        // One line of the host's holding every one of `needles`.
+        let host = |what: &str, needles: &[&str]| {
+            if log.lines().any(|l| l.contains("vm host: ") && needles.iter().all(|n| l.contains(n)))
+            {
+                Ok(())
+            } else {
+                Err(format!("no line saying the host's {what} ({needles:?})"))
+            }
+        };
+        let idr0 = format!("IDR0 {:#010x}", host_abi::smmu::regs::emulated_idr0(false));
+        checks.push(LogCheck {
+            name: "host_emulated_smmu_is_non_coherent",
+            result: host(
+                "emulated SMMU is non-coherent",
+                &["emulated SMMU (", &idr0, "non-coherent: its structures"],
+            ),
+        });
+        checks.push(LogCheck {
+            name: "host_tree_smmu_not_dma_coherent",
+            result: host(
+                "tree has no dma-coherent SMMU",
+                &["its emulated SMMU (not dma-coherent)"],
+            ),
+        });
+    }
+    checks
+}
+
 /// The distributor filter's lines in the hypervisor's log (`vm host: GIC distributor: ...`):
 /// the refusals Linux's own `gic_dist_init` runs into (CTLR, the enables, every other SPI's
 /// IROUTER) and the host test's `SETSPI` of INTID `spi` (the first of its kind: Linux never
@@ -943,5 +1002,45 @@ hyp: INFO  vm guest1 stopped (SYSTEM_OFF) after 1 hypercalls
         let t = "test result: ok. 8 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n\
                  test result: FAILED. 3 passed; 2 failed; 0 ignored\nnoise 5 passed\n";
         assert_eq!(sum_cargo_results(t), (11, 2));
+    }
+
+    #[test]
+    fn a_non_coherent_run_is_judged_from_the_hypervisors_lines() {
+        let vms = vm_names();
+        let idr0 = host_abi::smmu::regs::emulated_idr0(false);
+        let mut log = String::from(
+            "hyp: boot options: SMMU power domain resets GBPA to Abort, power-loss injection off, SMMU driven as non-coherent (cache maintenance, non-cacheable walks)\n",
+        );
+        for v in &vms {
+            log.push_str(&format!(
+                "hyp: vm {v}: DMA stage-2 tables (0x40300000+0x4000) cleaned to the point of coherency for the non-coherent SMMU (built once, never changed)\n"
+            ));
+        }
+        let bare = noncoherent_checks(&log, &vms, false);
+        assert_eq!(bare.len(), 2);
+        assert!(
+            bare.iter().all(|c| c.result.is_ok()),
+            "{:?}",
+            bare.iter().map(|c| &c.result).collect::<Vec<_>>()
+        );
+        let linux = noncoherent_checks(&log, &vms, true);
+        assert_eq!(
+            linux.iter().filter(|c| c.result.is_err()).count(),
+            2,
+            "the host's lines missing"
+        );
+        log.push_str(&format!(
+            "hyp: vm host: emulated SMMU (IDR0 {idr0:#010x}, IDR1 0x00000008, non-coherent: its structures read after DC CIVAC, its event records cleaned) for its streams [0x10]\n\
+             hyp: vm host: device tree at 0x53e00000 (4000 bytes) matches the manifest: RAM 0x44000000+0x10000000, CPUs 0..=1 (PSCI), GICD + their redistributors, PCIe, its emulated SMMU (not dma-coherent), no ITS/PL011\n"
+        ));
+        assert!(noncoherent_checks(&log, &vms, true).iter().all(|c| c.result.is_ok()));
+        // A coherent run's lines, or one VM's clean missing: failed.
+        let coherent = log.replace("driven as non-coherent", "driven as coherent");
+        assert!(noncoherent_checks(&coherent, &vms, true)[0].result.is_err());
+        let one_missing = log.replace(&format!("vm {}: DMA stage-2", vms[1]), "x");
+        let c = noncoherent_checks(&one_missing, &vms, true);
+        assert!(c[1].result.as_ref().unwrap_err().contains(&vms[1]));
+        let coherent_idr0 = log.replace(&format!("IDR0 {idr0:#010x}"), "IDR0 0x0d44101b");
+        assert!(noncoherent_checks(&coherent_idr0, &vms, true)[2].result.is_err());
     }
 }

@@ -97,7 +97,8 @@ const fn bits(v: u32, hi: u32, lo: u32) -> u32 {
 }
 
 /// SMMU_IDR0 of the SMMU the hypervisor emulates for a host kernel (part of the host ABI: the
-/// host's driver sizes itself from it). Stage 1 only, AArch64 tables, coherent, 16-bit ASIDs,
+/// host's driver sizes itself from it), on a coherent SMMU ([`emulated_idr0`]). Stage 1 only,
+/// AArch64 tables, coherent, 16-bit ASIDs,
 /// little-endian walks, no stall, linear or two-level stream tables; no stage 2, ATS, PRI,
 /// MSI, HYP, BTM or SEV.
 pub const EMULATED_IDR0: u32 = Idr0::S1P
@@ -107,6 +108,17 @@ pub const EMULATED_IDR0: u32 = Idr0::S1P
     | Idr0::TTENDIAN_LE
     | Idr0::STALL_MODEL_NONE
     | Idr0::ST_LEVEL_2LVL;
+
+/// SMMU_IDR0 of the emulated SMMU when the hypervisor drives the real one as `coherent` or
+/// not: [`EMULATED_IDR0`], without COHACC on a non-coherent SMMU (the host then maps its
+/// structures non-cacheable and cleans its page tables, as the real SMMU needs).
+pub const fn emulated_idr0(coherent: bool) -> u32 {
+    if coherent {
+        EMULATED_IDR0
+    } else {
+        EMULATED_IDR0 & !Idr0::COHACC
+    }
+}
 
 /// SMMU_IDR0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -320,14 +320,16 @@ impl HostSmmu {
         access: impl FnOnce(&mut VirtualSmmu, &mut emulated::Context<'_>),
     ) -> bool {
         let mut mem = super::guestmem::IdentityGuestMemory::of(self.spec);
-        let mut ctx = emulated::Context {
-            mem: emulated::HostMemory { spec: self.spec, mem: &mut mem },
-            smmu: io,
-        };
-        access(&mut self.v, &mut ctx);
-        if ctx.smmu.events_pending(self.v.vm) {
-            self.v.deliver_events(&mut ctx);
-        }
+        let (v, spec) = (&mut self.v, self.spec);
+        // Non-coherent: the host's structures read, and its event records written, with cache
+        // maintenance (`hyp::vm::memory::NonCoherent`).
+        hyp::vm::memory::with_coherency(v.coherent(), &mut mem, |mem| {
+            let mut ctx = emulated::Context { mem: emulated::HostMemory { spec, mem }, smmu: io };
+            access(v, &mut ctx);
+            if ctx.smmu.events_pending(v.vm) {
+                v.deliver_events(&mut ctx);
+            }
+        });
         let irqs = self.v.take_irqs();
         if irqs.eventq {
             super::irq::pend_spi(self.eventq_intid);
@@ -340,18 +342,24 @@ impl HostSmmu {
 }
 
 /// Gives the Linux host `spec` its emulated SMMU; its interrupts are `eventq_spi` and
-/// `gerror_spi`. Its SMMU starts disabled: its vote is allow-off until it enables it.
-pub fn init_host_smmu(spec: &'static VmSpec, eventq_spi: u32, gerror_spi: u32) {
+/// `gerror_spi`; it advertises the real SMMU's coherency (`coherent`: the boot option
+/// `smmu_coherent`). Its SMMU starts disabled: its vote is allow-off until it enables it.
+pub fn init_host_smmu(spec: &'static VmSpec, eventq_spi: u32, gerror_spi: u32, coherent: bool) {
     let mut g = SMMU.lock();
     let Some(Locked { service: io, host }) = g.as_mut() else { return };
     let streams: alloc::vec::Vec<u32> = io.streams_of(spec.id).collect();
-    let v = VirtualSmmu::new(spec.id, &streams, &io.caps());
+    let v = VirtualSmmu::new(spec.id, &streams, &io.caps(), coherent);
     io.vote(spec.id, Vote::AllowOff);
     info!(
-        "vm {}: emulated SMMU (IDR0 {:#010x}, IDR1 {:#010x}) for its streams {streams:#x?}, interrupts SPI {eventq_spi} (eventq) and {gerror_spi} (gerror)",
+        "vm {}: emulated SMMU (IDR0 {:#010x}, IDR1 {:#010x}, {}) for its streams {streams:#x?}, interrupts SPI {eventq_spi} (eventq) and {gerror_spi} (gerror)",
         spec.name,
         v.registers().id().idr[0],
         v.registers().id().idr[1],
+        if coherent {
+            "coherent"
+        } else {
+            "non-coherent: its structures read after DC CIVAC, its event records cleaned"
+        },
     );
     *host =
         Some(HostSmmu { v, spec, eventq_intid: eventq_spi + 32, gerror_intid: gerror_spi + 32 });

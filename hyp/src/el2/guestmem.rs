@@ -1,6 +1,7 @@
 //! VM memory as EL2 reaches it.
 
 use hyp::vm::memory::{GuestMemory, ServedRange};
+use platform::regs::DmaRange;
 use platform::VmSpec;
 
 /// One VM's memory seen from EL2: RAM is identity-mapped at EL2 and every VM's stage-2 maps its
@@ -73,9 +74,25 @@ unsafe fn copy_into_vm<T: Copy>(hyp: *const T, vm: *mut T, n: usize) {
     }
 }
 
+/// The physical range of `range` (IPA == PA for every VM).
+#[inline(always)]
+fn dma_range(range: ServedRange) -> DmaRange {
+    DmaRange { pa: range.ipa(), len: range.len() }
+}
+
 impl GuestMemory for IdentityGuestMemory {
     fn serves(&self, vm: u32) -> bool {
         vm == self.spec.id
+    }
+
+    /// `DC CIVAC` over the range's lines, then `DSB SY` (for a non-coherent SMMU's host).
+    fn invalidate_cached(&self, range: ServedRange) {
+        super::cache::clean_invalidate(dma_range(range));
+    }
+
+    /// `DC CVAC` over the range's lines, then `DSB SY`.
+    fn clean_cached(&self, range: ServedRange) {
+        super::cache::clean(dma_range(range));
     }
 
     fn copy_out(&self, range: ServedRange, out: &mut [u8]) {

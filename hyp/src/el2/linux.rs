@@ -35,8 +35,10 @@ fn host_bytes(addr: u64, len: usize) -> &'static [u8] {
 }
 
 /// Looks for a Linux `Image` in `vm`'s RAM; if there is one, checks its device tree and returns
-/// how to enter it. A tree that disagrees with the manifest stops the boot with the reason.
-pub fn probe(vm: &'static VmSpec) -> Option<LinuxBoot> {
+/// how to enter it. A tree that disagrees with the manifest (or whose SMMU node's
+/// `dma-coherent` disagrees with `smmu_coherent`, the boot option) stops the boot with the
+/// reason.
+pub fn probe(vm: &'static VmSpec, smmu_coherent: bool) -> Option<LinuxBoot> {
     let layout = Layout::for_vm(vm).ok()?;
     // The header is at base + text_offset, for a text offset (a multiple of 4 KiB below 2 MiB)
     // the header itself states.
@@ -62,7 +64,7 @@ pub fn probe(vm: &'static VmSpec) -> Option<LinuxBoot> {
         crate::fatal(format_args!("vm {}: device tree at {:#x}: {e}", vm.name, layout.dtb.base))
     });
     let board = PLATFORM.board();
-    let want = HostTree::new(board, vm, "", facts.initrd);
+    let want = HostTree::new(board, vm, "", facts.initrd, smmu_coherent);
     if let Err(e) = tree::check(&want, &facts, kernel, MemRange::new(layout.dtb.base, size as u64))
     {
         crate::fatal(format_args!(
@@ -80,15 +82,21 @@ pub fn probe(vm: &'static VmSpec) -> Option<LinuxBoot> {
     );
     info!(
         "vm {}: device tree at {:#x} ({size} bytes) matches the manifest: RAM {:#x}+{:#x}, CPUs \
-         {}..={} (PSCI), GICD + their redistributors, PCIe, its emulated SMMU, no ITS/PL011",
+         {}..={} (PSCI), GICD + their redistributors, PCIe, its emulated SMMU ({}), no ITS/PL011",
         vm.name,
         layout.dtb.base,
         vm.mem.base,
         vm.mem.size,
         vm.cpus.first,
-        vm.cpus.end() - 1
+        vm.cpus.end() - 1,
+        if smmu_coherent { "dma-coherent" } else { "not dma-coherent" }
     );
-    super::front_door::init_host_smmu(vm, want.smmu.eventq_spi, want.smmu.gerror_spi);
+    super::front_door::init_host_smmu(
+        vm,
+        want.smmu.eventq_spi,
+        want.smmu.gerror_spi,
+        smmu_coherent,
+    );
     if let Some(i) = facts.initrd {
         info!("vm {}: initramfs {:#x}..{:#x} ({} KiB)", vm.name, i.base, i.end(), i.size >> 10);
     }
@@ -272,7 +280,8 @@ pub fn emulated_devices(vm: &VmSpec, functions: &[Configured]) -> alloc::vec::Ve
     });
     // Its interrupts: the INTx lines its tree's interrupt-map names and its emulated SMMU's,
     // routed to its CPUs (MPIDR affinities as its tree's CPU nodes say).
-    let tree = HostTree::new(board, vm, "", None);
+    // (Only its interrupts are read here: the SMMU's coherency does not matter.)
+    let tree = HostTree::new(board, vm, "", None, board.smmu_coherent);
     let owned = gicd::host_intids(&tree);
     let mpidrs: alloc::vec::Vec<u64> = tree.cpu_mpidrs().collect();
     let gicd: &'static HostGicd = alloc::boxed::Box::leak(alloc::boxed::Box::new(HostGicd {

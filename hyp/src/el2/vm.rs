@@ -327,7 +327,7 @@ pub fn prepare_all(
     options: hyp::dt::BootOptions,
 ) {
     let manifest = super::PLATFORM.manifest();
-    let host_linux = linux::probe(&manifest.vms[0]);
+    let host_linux = linux::probe(&manifest.vms[0], options.smmu_coherent);
     for spec in manifest.vms {
         let pool = pools.vms[spec.id as usize].take().expect("VM table pool");
         let configured = &devices[spec.id as usize];
@@ -341,6 +341,7 @@ pub fn prepare_all(
                     spec,
                     platform::linux::HOST_SMMU_EVENTQ_SPI,
                     platform::linux::HOST_SMMU_GERROR_SPI,
+                    options.smmu_coherent,
                 );
                 let board = super::PLATFORM.board();
                 let smmu = Region { range: board.smmu, device: &super::front_door::HostSmmuDevice };
@@ -358,9 +359,22 @@ pub fn prepare_all(
         // GIC frames), same VMID (`hyp::vm::stage2::build_dma_stage2`, host-tested). Never dropped
         // either.
         let dma_pool = pools.dma[spec.id as usize].take().expect("VM DMA table pool");
+        let (pool_base, pool_len) = dma_pool.span();
         let dma = alloc::boxed::Box::leak(alloc::boxed::Box::new(
             hyp::vm::stage2::build_dma_stage2(dma_pool, spec),
         ));
+        if !options.smmu_coherent {
+            // A non-coherent SMMU walks these tables in memory, past the CPU's caches: clean
+            // the whole pool they were built from to the point of coherency now, before any STE
+            // names them (attaches come later: hypercalls, the host's SMMUEN). They are built
+            // once here and never change after boot (no map, unmap or permission change ever
+            // reaches them), so this one clean is all they need.
+            super::cache::clean(platform::regs::DmaRange { pa: pool_base, len: pool_len });
+            info!(
+                "vm {}: DMA stage-2 tables ({pool_base:#x}+{pool_len:#x}) cleaned to the point of coherency for the non-coherent SMMU (built once, never changed)",
+                spec.name
+            );
+        }
         super::front_door::set_stage2(
             spec.id,
             hyp::iommu::driver::ste::S2Config::vm(spec.vmid(), dma.root_address().0 as u64),

@@ -826,7 +826,7 @@ mod tests {
 
     #[test]
     fn the_host_owns_its_intx_and_smmu_spis() {
-        let t = HostTree::new(&BOARD, &MANIFEST.vms[0], "", None);
+        let t = HostTree::new(&BOARD, &MANIFEST.vms[0], "", None, true);
         let s = host_intids(&t);
         assert_eq!(s.iter().collect::<Vec<_>>(), HOST);
         assert_eq!(std::format!("{s}"), "35..38, 272, 273");

@@ -428,8 +428,18 @@ fn check_smmu(want: &HostTree<'_>, got: &HostTreeFacts<'_>) -> Result<(), HostTr
     if smmu.interrupts != [0, e, 1, 0, g, 1] || smmu.interrupt_names != "eventq,gerror" {
         return Err(HostTreeError::Smmu("interrupts are not its eventq and gerror SPIs"));
     }
-    if smmu.iommu_cells != Some(1) || !smmu.coherent {
-        return Err(HostTreeError::Smmu("#iommu-cells must be 1 and dma-coherent present"));
+    if smmu.iommu_cells != Some(1) {
+        return Err(HostTreeError::Smmu("#iommu-cells must be 1"));
+    }
+    // What the emulated SMMU advertises (IDR0.COHACC) and how the host then maps its
+    // structures: its tree must say the same, or the host would not clean what a non-coherent
+    // SMMU walks.
+    if smmu.coherent != want.smmu.coherent {
+        return Err(HostTreeError::Smmu(if want.smmu.coherent {
+            "dma-coherent missing, but the SMMU is driven as coherent (smmu_coherent)"
+        } else {
+            "dma-coherent present, but the SMMU is driven as non-coherent (smmu_coherent=0)"
+        }));
     }
     let map = got.pcie_iommu_map.as_deref();
     if smmu.phandle.is_none() || map != Some(&[0, smmu.phandle.unwrap_or(0), 0, 0x1_0000]) {
@@ -451,7 +461,7 @@ mod tests {
         let l = Layout::for_vm(vm).unwrap();
         let kernel = MemRange::new(vm.mem.base, 0x2b2_0000);
         let initrd = l.initrd(kernel, 3 << 20).unwrap();
-        (HostTree::new(&BOARD, vm, "console=ttyS0 panic=-1", Some(initrd)), kernel, l.dtb)
+        (HostTree::new(&BOARD, vm, "console=ttyS0 panic=-1", Some(initrd), true), kernel, l.dtb)
     }
 
     fn check_blob(t: &HostTree<'_>, blob: &[u8]) -> Result<(), HostTreeError> {
@@ -751,6 +761,29 @@ mod tests {
         let backwards = parse(&blob).unwrap().initrd.unwrap();
         assert_eq!(backwards, MemRange::new(dtb.base - mib, 0));
         assert_eq!(checked(backwards), refused(backwards));
+    }
+
+    /// The SMMU node's `dma-coherent` says what the hypervisor drives the SMMU as (its boot
+    /// option `smmu_coherent`), both ways: the tree written for either mode passes only that
+    /// mode's check.
+    #[test]
+    fn dma_coherent_is_exactly_the_smmus_mode() {
+        let (t, kernel, dtb) = host();
+        for (written, wanted) in [(true, true), (false, false), (true, false), (false, true)] {
+            let w =
+                HostTree { smmu: platform::linux::HostSmmu { coherent: written, ..t.smmu }, ..t };
+            let want =
+                HostTree { smmu: platform::linux::HostSmmu { coherent: wanted, ..t.smmu }, ..t };
+            let blob = dtgen::write(&w).unwrap();
+            let facts = parse(&blob).unwrap();
+            assert_eq!(facts.smmus[0].coherent, written);
+            let r = check(&want, &facts, kernel, dtb);
+            if written == wanted {
+                assert_eq!(r, Ok(()), "{written}");
+            } else {
+                assert!(matches!(r, Err(HostTreeError::Smmu(_))), "{written} {wanted}");
+            }
+        }
     }
 
     /// Trees written by hand with one thing added or changed (what a stale or tampered tree

@@ -128,6 +128,21 @@ pub trait GuestMemory {
     /// `data` is as long as it.
     fn copy_in(&mut self, range: ServedRange, data: &[u8]);
 
+    /// Makes sure no line of the hypervisor's own (cacheable) view of `range` serves a later
+    /// [`GuestMemory::copy_out`] from before someone wrote the memory behind it without the
+    /// hypervisor's caches (a non-coherent SMMU, or the VM through a non-cacheable mapping): at
+    /// EL2 `DC CIVAC` over its lines, then `DSB SY`. Only [`NonCoherent`] calls it. Default:
+    /// nothing (memory without a cache of its own).
+    #[inline]
+    fn invalidate_cached(&self, _range: ServedRange) {}
+
+    /// Makes what the hypervisor wrote to `range` through its cacheable view reach memory, so
+    /// that an observer outside its caches (a non-coherent SMMU, the VM through a
+    /// non-cacheable mapping) reads it: at EL2 `DC CVAC` over its lines, then `DSB SY`. Only
+    /// [`NonCoherent`] calls it. Default: nothing.
+    #[inline]
+    fn clean_cached(&self, _range: ServedRange) {}
+
     /// Copies `range` into `out` (`out.len() == range.len()`), or `INVALID_ADDRESS`, with
     /// nothing read, if the range is another VM's.
     #[inline]
@@ -144,6 +159,49 @@ pub trait GuestMemory {
         let r = ServedRange::check(self, range, data.len())?;
         self.copy_in(r, data);
         Ok(())
+    }
+}
+
+/// A VM's memory as the hypervisor reaches it for a non-coherent SMMU: every copy out of it
+/// first invalidates the hypervisor's lines of the range ([`GuestMemory::invalidate_cached`]),
+/// every copy into it is cleaned afterwards ([`GuestMemory::clean_cached`]).
+///
+/// Linux on a non-coherent SMMU allocates its stream table, context descriptors and queues
+/// with `dma_alloc_coherent`, which maps them non-cacheable: its writes go straight to memory.
+/// EL2 reads them through its cacheable identity map, where a line loaded by an earlier read
+/// would still hold the old STE or command; and what EL2 writes there (event records) would
+/// sit in its cache, unseen by the host's non-cacheable reads, until evicted. Both copies
+/// complete their maintenance (`DSB SY`) before returning, so before the host can observe
+/// anything that follows (a register value such as EVTQ_PROD is read through a trap, after it).
+pub struct NonCoherent<'a>(pub &'a mut dyn GuestMemory);
+
+impl GuestMemory for NonCoherent<'_> {
+    #[inline]
+    fn serves(&self, vm: u32) -> bool {
+        self.0.serves(vm)
+    }
+    fn copy_out(&self, range: ServedRange, out: &mut [u8]) {
+        self.0.invalidate_cached(range);
+        self.0.copy_out(range, out);
+    }
+    fn copy_in(&mut self, range: ServedRange, data: &[u8]) {
+        self.0.copy_in(range, data);
+        self.0.clean_cached(range);
+    }
+}
+
+/// Calls `f` with `mem` as the hypervisor must reach it for an SMMU that is `coherent` or not:
+/// `mem` itself (the coherent path costs this one branch), or [`NonCoherent`] over it.
+#[inline]
+pub fn with_coherency<R>(
+    coherent: bool,
+    mem: &mut dyn GuestMemory,
+    f: impl FnOnce(&mut dyn GuestMemory) -> R,
+) -> R {
+    if coherent {
+        f(mem)
+    } else {
+        f(&mut NonCoherent(mem))
     }
 }
 
@@ -301,6 +359,32 @@ mod tests {
         assert_eq!(m1.read(r2, &mut out), Err(HypError::InvalidAddress));
         assert_eq!(m2.read(r2, &mut out), Ok(()));
         assert_eq!(out, [0xee; 8]);
+    }
+
+    #[test]
+    fn non_coherent_memory_serves_what_its_memory_serves() {
+        let [g1, g2] = [&MANIFEST.vms[1], &MANIFEST.vms[2]];
+        let mut m1 = Ram::of(g1);
+        let (r1, r2) = (
+            GuestRange::of(g1, g1.mem.base + 8, 8).unwrap(),
+            GuestRange::of(g2, g2.mem.base, 8).unwrap(),
+        );
+        let mut nc = NonCoherent(&mut m1);
+        assert!(nc.serves(1) && !nc.serves(2));
+        assert_eq!(nc.write(r1, &[3; 8]), Ok(()));
+        let mut out = [0u8; 8];
+        assert_eq!(nc.read(r1, &mut out), Ok(()));
+        assert_eq!(out, [3; 8]);
+        assert_eq!(nc.read(r2, &mut out), Err(HypError::InvalidAddress));
+        assert_eq!(nc.write(r2, &[4; 8]), Err(HypError::InvalidAddress));
+        assert_eq!(m1.copies.get(), 2, "only its own VM's range reached the memory");
+        // Either way, `f` gets the memory (the cache maintenance is the emulated SMMU's tests').
+        for coherent in [true, false] {
+            let n = with_coherency(coherent, &mut m1, |m| {
+                m.read(r1, &mut out).map(|()| m.serves(1) && !m.serves(2))
+            });
+            assert_eq!(n, Ok(true));
+        }
     }
 
     #[test]

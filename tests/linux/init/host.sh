@@ -309,6 +309,23 @@ smmu_is_the_emulated_one() {
     [ "$(devmem $SMMU_GBPA 32)" = $SMMU_GBPA_ABORT ] || { echo "GBPA reads $(devmem $SMMU_GBPA 32) after a bypass write"; return 1; }
 }
 
+smmu_coherency_is_the_hypervisors() {
+    # The SMMU node says dma-coherent exactly when the hypervisor drives the real SMMU as
+    # coherent (its boot option smmu_coherent), and the driver found IDR0.COHACC saying the same
+    # (it warns "IDR0.COHACC overridden by FW configuration" when the tree and IDR0 disagree).
+    [ -e "$SMMU_NODE/compatible" ] || { echo "no SMMU node at $SMMU_NODE"; return 1; }
+    if [ -e "$SMMU_NODE/dma-coherent" ]; then c=1; else c=0; fi
+    [ "$c" = "$SMMU_DMA_COHERENT" ] || { echo "dma-coherent on the SMMU node: $c, expected $SMMU_DMA_COHERENT"; return 1; }
+    if dmesg | grep -q "IDR0.COHACC overridden"; then
+        dmesg | grep "IDR0.COHACC"
+        return 1
+    fi
+    # The driver's own verdict: ARM_SMMU_FEAT_COHERENCY in the features it prints at probe.
+    f=$(dmesg | sed -n 's/.*arm-smmu-v3 .*(features \(0x[0-9a-f]*\)).*/\1/p' | head -n 1)
+    [ -n "$f" ] || { echo "no features in the arm-smmu-v3 probe line"; return 1; }
+    [ $(((f & $SMMU_FEAT_COHERENCY) != 0)) = "$SMMU_DMA_COHERENT" ] || { echo "driver features $f, coherency expected $SMMU_DMA_COHERENT"; return 1; }
+}
+
 modules_load() {
     # The disk's DMA is blocked until the host drives its (emulated) SMMU: no driver binds yet.
     echo 0 > /sys/bus/virtio/drivers_autoprobe
@@ -410,6 +427,7 @@ run psci_refused_for_cpus_not_its_own psci_refused_for_cpus_not_its_own
 run second_cpu_hotplug_off_and_on second_cpu_hotplug_off_and_on
 run no_its no_its
 run smmu_is_the_emulated_one smmu_is_the_emulated_one
+run smmu_coherency_is_the_hypervisors smmu_coherency_is_the_hypervisors
 run modules_load modules_load
 run disk_dma_through_the_smmu disk_dma_through_the_smmu
 run own_interrupts_keep_working own_interrupts_keep_working

@@ -45,6 +45,9 @@ pub struct ScriptFacts {
     pub hyp_target: u64,
     /// The guests' canary pages (the guests check them after the host stopped).
     pub canaries: Vec<u64>,
+    /// The SMMU is driven as coherent ([`Variant::smmu_coherent`]): the emulated one's IDR0 and
+    /// the host tree's `dma-coherent` say so.
+    pub smmu_coherent: bool,
 }
 
 fn ecam(a: PciAddr, off: u64) -> u64 {
@@ -110,6 +113,7 @@ impl ScriptFacts {
             kmod,
             hyp_target: HYP_LOAD_ADDR,
             canaries,
+            smmu_coherent: BOARD.smmu_coherent,
         }
     }
 
@@ -117,6 +121,7 @@ impl ScriptFacts {
     pub fn for_variant(variant: Variant, modules: Vec<String>) -> Self {
         let mut f = Self::new(modules);
         f.kmod.inject = variant.pm_inject();
+        f.smmu_coherent = variant.smmu_coherent();
         f
     }
 }
@@ -229,7 +234,12 @@ pub fn host_params(f: &ScriptFacts) -> Params {
         .set("SMMU_IOMMU", format!("smmu3.{smmu:#018x}"))
         .set("SMMU_PDEV", format!("{smmu:x}.iommu"))
         .set("SMMU_BASE", hex(&smmu))
-        .set("SMMU_IDR0", format!("{:#010X}", host_abi::smmu::regs::EMULATED_IDR0))
+        .set("SMMU_IDR0", format!("{:#010X}", host_abi::smmu::regs::emulated_idr0(f.smmu_coherent)))
+        .set("SMMU_NODE", format!("/sys/firmware/devicetree/base/iommu@{smmu:x}"))
+        .set("SMMU_DMA_COHERENT", if f.smmu_coherent { "1" } else { "0" })
+        // Linux's ARM_SMMU_FEAT_COHERENCY (arm-smmu-v3.h, 6.12), in the features its probe line
+        // prints: 0x304 natively on QEMU's SMMU, 0x204 here when forced non-coherent.
+        .set("SMMU_FEAT_COHERENCY", "0x100")
         .set("SMMU_GBPA", hex(&(smmu + host_abi::smmu::regs::off::GBPA as u64)))
         .set("SMMU_GBPA_ABORT", format!("{:#010X}", host_abi::smmu::regs::Gbpa::ABORT))
         .set("MODULES", f.modules.join(" "))
@@ -274,7 +284,11 @@ pub fn init_files(variant: Variant, f: &ScriptFacts) -> InitFiles {
     match variant {
         Variant::Bench { .. } => crate::initscript::bench_files(&f.modules),
         Variant::Native => crate::kmod::native_files(),
-        Variant::Tests | Variant::Passthrough | Variant::Panic | Variant::BadTree => InitFiles {
+        Variant::Tests
+        | Variant::Passthrough
+        | Variant::NonCoherent
+        | Variant::Panic
+        | Variant::BadTree => InitFiles {
             init: HOST,
             libs: vec![crate::initscript::COMMON, crate::kmod::SCRIPT],
             params: host_params(f),
@@ -372,15 +386,29 @@ mod tests {
         let runs = every_init(&["uio".into(), "uio_pci_generic".into(), "virtio_blk".into()]);
         let tags: Vec<&str> = runs.iter().flat_map(|(t, _)| t.iter().copied()).collect();
         assert_eq!(tags.len(), Variant::ALL.len());
-        // The first run lets the host inject power losses, the others do not; native and bench
-        // runs have scripts of their own.
-        assert_eq!(runs.len(), 4, "{tags:?}");
+        // The first run lets the host inject power losses, the others do not; the non-coherent
+        // run expects another IDR0 and no dma-coherent; native and bench runs have scripts of
+        // their own.
+        assert_eq!(runs.len(), 5, "{tags:?}");
+        let tests = &runs[0].1;
+        let nc = runs.iter().find(|(t, _)| t.contains(&"linux-noncoherent")).unwrap();
+        assert_eq!(nc.0, ["linux-noncoherent"]);
+        assert_eq!(nc.1.params.get("SMMU_DMA_COHERENT"), Some("0"));
+        assert_eq!(tests.params.get("SMMU_DMA_COHERENT"), Some("1"));
+        let idr0 =
+            |f: &InitFiles| u32::from_str_radix(&f.params.get("SMMU_IDR0").unwrap()[2..], 16);
+        assert_eq!(idr0(tests), Ok(host_abi::smmu::regs::EMULATED_IDR0));
+        assert_eq!(idr0(&nc.1), Ok(host_abi::smmu::regs::emulated_idr0(false)));
+        assert_ne!(idr0(tests), idr0(&nc.1));
+        assert_eq!(
+            nc.1.params.get("SMMU_NODE"),
+            Some("/sys/firmware/devicetree/base/iommu@9050000")
+        );
         let root = crate::tools::root().join("target/xtask/unit-tests/init");
         for (tags, f) in &runs {
             crate::initscript::check(f, &root.join(tags[0]), false)
                 .unwrap_or_else(|e| panic!("{tags:?}: {e}"));
         }
-        let tests = &runs[0].1;
         assert_eq!(tests.params.get("PM_INJECT"), Some("1"));
         assert_eq!(runs[1].1.params.get("PM_INJECT"), Some("0"));
         let paths: Vec<String> = tests.files().into_iter().map(|(p, _)| p).collect();

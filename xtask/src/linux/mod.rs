@@ -49,6 +49,12 @@ pub enum Variant {
     /// Not a host at all: the same kernel and initramfs booted by QEMU alone (no hypervisor,
     /// no EL2), where the `smmu_hyp` module must refuse to load.
     Native,
+    /// Runs its tests with the SMMU forced non-coherent (`smmu_coherent=0`; `cargo xtask run
+    /// --host linux --smmu-noncoherent`): its tree has no `dma-coherent` on the SMMU, the
+    /// emulated SMMU no COHACC, so Linux maps its SMMU structures non-cacheable and the
+    /// hypervisor reads and writes them with cache maintenance. QEMU shows that this path works
+    /// end to end, not that the maintenance is needed (its SMMU is coherent whatever it is told).
+    NonCoherent,
     /// `cargo xtask bench`: measures its boot and 4 KiB direct disk I/O (see
     /// `crate::initscript::bench_files`), in strict DMA translation or in passthrough.
     Bench {
@@ -59,9 +65,10 @@ pub enum Variant {
 
 impl Variant {
     /// Every variant.
-    pub const ALL: [Variant; 7] = [
+    pub const ALL: [Variant; 8] = [
         Variant::Tests,
         Variant::Passthrough,
+        Variant::NonCoherent,
         Variant::Panic,
         Variant::BadTree,
         Variant::Native,
@@ -75,7 +82,7 @@ impl Variant {
             Variant::Tests => BOOTARGS.to_string(),
             Variant::Passthrough => format!("{BOOTARGS} iommu.passthrough=1"),
             Variant::Panic => format!("{BOOTARGS} {PANIC_ARG}"),
-            Variant::BadTree | Variant::Native => BOOTARGS.to_string(),
+            Variant::BadTree | Variant::Native | Variant::NonCoherent => BOOTARGS.to_string(),
             // One CPU (`maxcpus=1`: Linux leaves its second CPU off), as in the native
             // baseline (-smp 1): the bench counts CPU 0's instructions (tests/linux/icount.c).
             Variant::Bench { passthrough: false } => {
@@ -94,13 +101,21 @@ impl Variant {
         self == Variant::Tests
     }
 
+    /// Whether the hypervisor drives the SMMU as coherent in this run (the board's coherency,
+    /// unless the run forces the non-coherent path): what its boot options say
+    /// ([`Variant::hyp_append`]) and what the host's tree says (`dma-coherent`), both from here.
+    pub fn smmu_coherent(self) -> bool {
+        BOARD.smmu_coherent && self != Variant::NonCoherent
+    }
+
     /// The hypervisor's boot options for this run.
-    pub fn hyp_append(self) -> &'static str {
+    pub fn hyp_append(self) -> String {
+        let mut a = String::from("gbpa_reset=abort");
         if self.pm_inject() {
-            "gbpa_reset=abort pm_inject=1"
-        } else {
-            "gbpa_reset=abort"
+            a.push_str(" pm_inject=1");
         }
+        a.push_str(smmu_option(self.smmu_coherent()));
+        a
     }
 
     /// Names the run's files (`target/xtask/last-linux*.log`, `target/linux/host*.dtb`).
@@ -111,9 +126,22 @@ impl Variant {
             Variant::Panic => "linux-panic",
             Variant::BadTree => "linux-bad-tree",
             Variant::Native => "linux-native",
+            Variant::NonCoherent => "linux-noncoherent",
             Variant::Bench { passthrough: false } => "linux-bench-strict",
             Variant::Bench { passthrough: true } => "linux-bench-passthrough",
         }
+    }
+}
+
+/// The hypervisor's boot option (with its leading space) that makes it drive the SMMU as
+/// `coherent`: nothing for the board's own coherency, ` smmu_coherent=0` to force the
+/// non-coherent path on a coherent board (` smmu_coherent=1` the other way, which the
+/// hypervisor refuses unless the SMMU reports coherent access).
+pub fn smmu_option(coherent: bool) -> &'static str {
+    match (coherent, BOARD.smmu_coherent) {
+        (c, board) if c == board => "",
+        (false, _) => " smmu_coherent=0",
+        (true, _) => " smmu_coherent=1",
     }
 }
 
@@ -148,7 +176,7 @@ pub fn prepare(opts: &Opts, variant: Variant) -> Result<Prepared, String> {
     let (cpio, facts) = initramfs::build(&art, &extras, variant)?;
     let initrd = layout.initrd(kernel, cpio.len() as u64).map_err(|e| e.to_string())?;
     let bootargs = variant.bootargs();
-    let mut tree = HostTree::new(&BOARD, host, &bootargs, Some(initrd));
+    let mut tree = HostTree::new(&BOARD, host, &bootargs, Some(initrd), variant.smmu_coherent());
     if variant == Variant::BadTree {
         tree.gicr = BOARD.gicr;
     }
@@ -182,4 +210,27 @@ pub fn prepare(opts: &Opts, variant: Variant) -> Result<Prepared, String> {
         facts,
         art,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_decision_gives_the_boot_option_and_the_tree() {
+        // QEMU's SMMU is coherent: only the forced run says otherwise, to both sides.
+        const { assert!(BOARD.smmu_coherent) };
+        for v in Variant::ALL {
+            let forced = v == Variant::NonCoherent;
+            assert_eq!(v.smmu_coherent(), !forced, "{v:?}");
+            assert_eq!(v.hyp_append().contains("smmu_coherent=0"), forced, "{v:?}");
+            assert!(!v.hyp_append().contains("smmu_coherent=1"));
+        }
+        assert_eq!(Variant::NonCoherent.hyp_append(), "gbpa_reset=abort smmu_coherent=0");
+        assert_eq!(Variant::Tests.hyp_append(), "gbpa_reset=abort pm_inject=1");
+        assert_eq!(smmu_option(true), "");
+        assert_eq!(smmu_option(false), " smmu_coherent=0");
+        let tags: std::collections::BTreeSet<&str> = Variant::ALL.iter().map(|v| v.tag()).collect();
+        assert_eq!(tags.len(), Variant::ALL.len(), "each run its own log and tree");
+    }
 }

@@ -31,7 +31,7 @@ use crate::iommu::soft::{EventPost, MemFault, SmmuIdRegs, SmmuMemory, SoftSmmu, 
 use crate::iommu::validate::{self, HostOp, SmmuCaps};
 use crate::vm::memory::{GuestMemory, GuestRange};
 use alloc::vec::Vec;
-use host_abi::smmu::regs::{cerror, off, Cr0, Gbpa, Gerror, Idr1, Idr5, EMULATED_IDR0};
+use host_abi::smmu::regs::{cerror, emulated_idr0, off, Cr0, Gbpa, Gerror, Idr1, Idr5};
 use host_abi::smmu::{cmd, Command, Ste};
 use host_abi::HypError;
 use plan::{End, Plan, Queue, Seen, Step};
@@ -341,17 +341,24 @@ pub struct VirtualSmmu {
     plan: Plan,
     /// The kinds of notice logged already (bit [`Notice::kind`]).
     reported: u64,
+    /// Whether the real SMMU is driven as coherent (what IDR0.COHACC says to the host): if not,
+    /// the host's structures are read and its event records written through
+    /// [`crate::vm::memory::NonCoherent`] ([`VirtualSmmu::coherent`]).
+    coherent: bool,
 }
 
 /// The ID registers the host sees: what is shadowed correctly and nothing more. Stage 1 only
-/// (AArch64 tables, 16-bit ASIDs, little-endian walks), coherent, linear or two-level stream
-/// tables, no stage 2, no ATS/PRI/stall/MSI/HYP/BTM; the real SMMU's substream and stream ID
-/// sizes; queues as large as the driver may want; 4 KiB pages; a 36-bit output (IPA) size,
-/// inside the host's 39-bit stage 2.
-pub fn advertised(real: &SmmuCaps, sid_bits: u32) -> SmmuIdRegs {
+/// (AArch64 tables, 16-bit ASIDs, little-endian walks), linear or two-level stream tables, no
+/// stage 2, no ATS/PRI/stall/MSI/HYP/BTM; coherent access (COHACC) exactly when the hypervisor
+/// drives the real SMMU as `coherent` (the host's tree says `dma-coherent` then, and only
+/// then: a host that believed a non-coherent SMMU coherent would not clean what the real SMMU
+/// walks through its shadows, its page tables); the real SMMU's substream and stream ID sizes;
+/// queues as large as the driver may want; 4 KiB pages; a 36-bit output (IPA) size, inside the
+/// host's 39-bit stage 2.
+pub fn advertised(real: &SmmuCaps, sid_bits: u32, coherent: bool) -> SmmuIdRegs {
     SmmuIdRegs {
         idr: [
-            EMULATED_IDR0,
+            emulated_idr0(coherent),
             Idr1::new(sid_bits, real.ssid_bits as u32, 19, 19).0,
             0,
             0,
@@ -364,22 +371,34 @@ pub fn advertised(real: &SmmuCaps, sid_bits: u32) -> SmmuIdRegs {
 }
 
 impl VirtualSmmu {
-    /// The emulated SMMU of VM `vm`, owning `streams`, on a real SMMU with `caps`.
-    pub fn new(vm: u32, streams: &[u32], caps: &SmmuCaps) -> Self {
+    /// The emulated SMMU of VM `vm`, owning `streams`, on a real SMMU with `caps`, driven as
+    /// `coherent` or not (the boot option `smmu_coherent`, by default the board's).
+    pub fn new(vm: u32, streams: &[u32], caps: &SmmuCaps, coherent: bool) -> Self {
         let sid_bits = streams.iter().map(|s| 32 - s.leading_zeros()).max().unwrap_or(1).max(8);
         let mut streams = streams.to_vec();
         streams.sort_unstable();
         streams.dedup();
         let plan = Plan::new(streams.len());
         VirtualSmmu {
-            smmu: SoftSmmu::new(advertised(caps, sid_bits), Gbpa::ABORT),
+            smmu: SoftSmmu::new(advertised(caps, sid_bits, coherent), Gbpa::ABORT),
             vm,
             streams,
             counters: EmulatedCounters::default(),
             notices: [None; NOTICES],
             plan,
             reported: 0,
+            coherent,
         }
+    }
+
+    /// Whether it advertises (and the real SMMU is driven with) coherent access. If not, every
+    /// access's host memory must be [`crate::vm::memory::NonCoherent`] over it
+    /// ([`crate::vm::memory::with_coherency`]): every read of the host's structures (level-1
+    /// descriptors, STEs, CDs, commands) first invalidates the hypervisor's lines of them, and
+    /// every event record written is cleaned to memory before the access returns, so before the
+    /// host can see EVTQ_PROD move. Linux maps them non-cacheable on a non-coherent SMMU.
+    pub fn coherent(&self) -> bool {
+        self.coherent
     }
 
     /// The register file (tests and the EL2 side's log).

@@ -397,7 +397,7 @@ impl World {
             assert!(io.owns(vm, sid));
         }
         // As `el2::front_door::init_host_smmu`: its SMMU starts disabled, its vote allow-off.
-        let v = VirtualSmmu::new(0, &HOST_STREAMS, &io.caps());
+        let v = VirtualSmmu::new(0, &HOST_STREAMS, &io.caps(), true);
         io.vote(0, Vote::AllowOff);
         let mut w = World {
             io,

@@ -5,8 +5,9 @@ use super::*;
 use crate::iommu::driver::ste::{self};
 use crate::iommu::service::SmmuService;
 use crate::iommu::soft::fake::FakeSmmu;
-use crate::vm::memory::ServedRange;
-use host_abi::smmu::regs::{strtab_cfg, Idr0, IrqCtrl, Q_OVFLG};
+use crate::vm::memory::{with_coherency, ServedRange};
+use core::cell::RefCell;
+use host_abi::smmu::regs::{strtab_cfg, Idr0, IrqCtrl, EMULATED_IDR0, Q_OVFLG};
 use host_abi::smmu::SteConfig;
 use platform::power::GbpaReset;
 use platform::qemu_virt::MANIFEST;
@@ -14,9 +15,77 @@ use std::collections::BTreeMap;
 use std::vec;
 use std::vec::Vec;
 
-/// Sparse RAM of the host.
+/// Sparse RAM of the host, optionally behind a model of EL2's data cache
+/// ([`Ram::with_el2_cache`]).
+///
+/// With the model, what the hypervisor reads and writes (`copy_out`, `copy_in`) goes through
+/// 64-byte lines: a line loaded once serves every later read until it is invalidated, and the
+/// hypervisor's writes stay in their line (dirty) until cleaned or invalidated. The host's own
+/// accesses ([`Ram::put`], [`Ram::get`]) are those of a Linux driving a non-coherent SMMU, which
+/// maps these structures non-cacheable: straight to memory, behind the cache.
 #[derive(Default)]
-struct Ram(BTreeMap<u64, u8>);
+struct Ram {
+    /// Memory (behind the cache: what the host and the SMMU see).
+    bytes: RefCell<BTreeMap<u64, u8>>,
+    cache: Option<RefCell<BTreeMap<u64, Line>>>,
+}
+
+/// One line of the cache model: its bytes and whether the hypervisor dirtied it.
+struct Line {
+    bytes: [u8; LINE as usize],
+    dirty: bool,
+}
+
+const LINE: u64 = 64;
+
+impl Ram {
+    fn with_el2_cache() -> Self {
+        Ram { bytes: Default::default(), cache: Some(RefCell::new(BTreeMap::new())) }
+    }
+
+    fn memory(&self, a: u64) -> u8 {
+        *self.bytes.borrow().get(&a).unwrap_or(&0)
+    }
+
+    /// The hypervisor's view of byte `a`: through its line (loaded from memory if absent).
+    fn cached(&self, a: u64, write: Option<u8>) -> u8 {
+        let Some(cache) = &self.cache else { unreachable!() };
+        let mut cache = cache.borrow_mut();
+        let base = a & !(LINE - 1);
+        let line = cache.entry(base).or_insert_with(|| Line {
+            bytes: core::array::from_fn(|i| self.memory(base + i as u64)),
+            dirty: false,
+        });
+        if let Some(b) = write {
+            line.bytes[(a - base) as usize] = b;
+            line.dirty = true;
+        }
+        line.bytes[(a - base) as usize]
+    }
+
+    /// Writes the dirty lines of `r` back to memory (`keep`: a clean; else a clean and
+    /// invalidate, the lines dropped).
+    fn maintain(&self, r: ServedRange, keep: bool) {
+        let Some(cache) = &self.cache else { return };
+        let mut cache = cache.borrow_mut();
+        let mut a = r.ipa() & !(LINE - 1);
+        while a < r.ipa() + r.len() {
+            if let Some(line) = cache.get_mut(&a) {
+                if line.dirty {
+                    let mut mem = self.bytes.borrow_mut();
+                    for (i, b) in line.bytes.iter().enumerate() {
+                        mem.insert(a + i as u64, *b);
+                    }
+                    line.dirty = false;
+                }
+                if !keep {
+                    cache.remove(&a);
+                }
+            }
+            a += LINE;
+        }
+    }
+}
 
 impl GuestMemory for Ram {
     fn serves(&self, vm: u32) -> bool {
@@ -25,14 +94,26 @@ impl GuestMemory for Ram {
     fn copy_out(&self, r: ServedRange, out: &mut [u8]) {
         assert_eq!(r.vm(), 0);
         for (i, o) in out.iter_mut().enumerate() {
-            *o = *self.0.get(&(r.ipa() + i as u64)).unwrap_or(&0);
+            let a = r.ipa() + i as u64;
+            *o = if self.cache.is_some() { self.cached(a, None) } else { self.memory(a) };
         }
     }
     fn copy_in(&mut self, r: ServedRange, data: &[u8]) {
         assert_eq!(r.vm(), 0);
         for (i, b) in data.iter().enumerate() {
-            self.0.insert(r.ipa() + i as u64, *b);
+            let a = r.ipa() + i as u64;
+            if self.cache.is_some() {
+                self.cached(a, Some(*b));
+            } else {
+                self.bytes.get_mut().insert(a, *b);
+            }
         }
+    }
+    fn invalidate_cached(&self, r: ServedRange) {
+        self.maintain(r, false);
+    }
+    fn clean_cached(&self, r: ServedRange) {
+        self.maintain(r, true);
     }
 }
 
@@ -40,14 +121,14 @@ impl Ram {
     fn put(&mut self, ipa: u64, words: &[u64]) {
         for (i, w) in words.iter().enumerate() {
             for (j, b) in w.to_le_bytes().iter().enumerate() {
-                self.0.insert(ipa + i as u64 * 8 + j as u64, *b);
+                self.bytes.get_mut().insert(ipa + i as u64 * 8 + j as u64, *b);
             }
         }
     }
     fn get(&self, ipa: u64) -> u64 {
         let mut b = [0u8; 8];
         for (j, x) in b.iter_mut().enumerate() {
-            *x = *self.0.get(&(ipa + j as u64)).unwrap_or(&0);
+            *x = self.memory(ipa + j as u64);
         }
         u64::from_le_bytes(b)
     }
@@ -84,13 +165,28 @@ impl World {
             }
         }
         let caps = io.caps();
-        World { io, ram: Ram::default(), v: VirtualSmmu::new(0, streams, &caps), prod: 0 }
+        World { io, ram: Ram::default(), v: VirtualSmmu::new(0, streams, &caps, true), prod: 0 }
+    }
+
+    /// The host's SMMU driven as `coherent` or not, its RAM behind a model of EL2's cache.
+    fn behind_el2_cache(coherent: bool) -> Self {
+        let mut w = Self::new();
+        w.v = VirtualSmmu::new(0, &HOST_STREAMS, &w.io.caps(), coherent);
+        w.ram = Ram::with_el2_cache();
+        w
+    }
+
+    /// Runs `f` with the access context the EL2 side makes (`el2::front_door`): the host's
+    /// memory as the emulated SMMU's coherency says ([`with_coherency`]).
+    fn with_ctx<R>(&mut self, f: impl FnOnce(&mut VirtualSmmu, &mut Context<'_>) -> R) -> R {
+        let (v, io) = (&mut self.v, &mut self.io);
+        with_coherency(v.coherent(), &mut self.ram, |mem| {
+            f(v, &mut Context { mem: HostMemory { spec: HOST, mem }, smmu: io })
+        })
     }
 
     fn w(&mut self, off: usize, size: u8, val: u64) {
-        let mut ctx =
-            Context { mem: HostMemory { spec: HOST, mem: &mut self.ram }, smmu: &mut self.io };
-        self.v.write(off, size, val, &mut ctx);
+        self.with_ctx(|v, ctx| v.write(off, size, val, ctx));
     }
 
     fn r(&mut self, off: usize) -> u64 {
@@ -746,7 +842,10 @@ fn the_hosts_ram_is_not_reached_through_another_vms_memory() {
     let mut m = HostMemory { spec: g1, mem: &mut ram };
     assert_eq!(m.read(g1.mem.base, &mut back), Err(MemFault { addr: g1.mem.base }));
     assert_eq!(m.write(g1.mem.base, &[9]), Err(MemFault { addr: g1.mem.base }));
-    assert!(ram.0.keys().all(|a| HOST.mem.contains_range(*a, 1)), "nothing of guest 1's");
+    assert!(
+        ram.bytes.borrow().keys().all(|a| HOST.mem.contains_range(*a, 1)),
+        "nothing of guest 1's"
+    );
     // The emulated SMMU given another VM's memory: the host's command is not fetched (the
     // fetch aborts, as for a queue outside its RAM) and nothing reaches the SMMU.
     let mut w = World::new();
@@ -1257,3 +1356,122 @@ fn one_access_delivers_at_most_a_ring_of_host_records() {
 mod fuzz;
 mod plan;
 mod smp;
+
+// A non-coherent SMMU: the host (Linux maps its SMMU structures non-cacheable then) writes
+// memory behind EL2's cache, and reads it from there.
+
+#[test]
+fn a_non_coherent_smmu_is_advertised_without_coherent_access() {
+    let mut w = World::behind_el2_cache(false);
+    let idr0 = w.r(off::IDR0) as u32;
+    assert!(!Idr0(idr0).coherent());
+    assert_eq!(idr0, EMULATED_IDR0 & !Idr0::COHACC, "nothing else changes");
+    let mut w = World::behind_el2_cache(true);
+    assert_eq!(w.r(off::IDR0) as u32, EMULATED_IDR0);
+    assert!(Idr0(EMULATED_IDR0).coherent());
+}
+
+/// The host rewrites its STE of stream 0x10 (bypass, then abort, then bypass again) and has
+/// it read again by turning its SMMU off and on (no command involved): the emulated SMMU reads
+/// the same stream-table line each time. The shadow after each rewrite.
+fn rewrite_the_ste(w: &mut World) -> Vec<Ste> {
+    w.linux_reset();
+    let bypass = Ste::default().with_v(1).with_config(SteConfig::Bypass);
+    let abort = Ste::default().with_v(1).with_config(SteConfig::Abort);
+    let mut shadows = Vec::new();
+    for s in [bypass, abort, bypass] {
+        w.host_ste(0x10, s);
+        w.w(off::CR0, 4, (Cr0::CMDQEN | Cr0::EVENTQEN).bits() as u64);
+        w.w(off::CR0, 4, Cr0::RUNNING.bits() as u64);
+        shadows.push(w.shadow(0x10));
+    }
+    shadows
+}
+
+/// The host writes its commands one at a time, each with its own PROD write (CFGI_STE of a
+/// bypass STE, then CMD_SYNC, three times): the emulated SMMU reads each command-queue line
+/// again after the host filled more of it. The commands that stopped the queue, and the shadow.
+fn commands_one_at_a_time(w: &mut World) -> (u64, Ste) {
+    w.linux_reset();
+    w.host_ste(0x10, Ste::default().with_v(1).with_config(SteConfig::Bypass));
+    for _ in 0..3 {
+        w.cmds(&[Command::cfgi_ste(0x10)]);
+        w.cmds(&[Command::sync()]);
+    }
+    (w.v.counters.command_errors, w.shadow(0x10))
+}
+
+#[test]
+fn non_coherent_reads_see_what_the_host_wrote_behind_el2s_cache() {
+    let identity = ste::encode(&Domain::Identity, &s2(0));
+    let blocked = ste::encode(&Domain::Blocked, &s2(0));
+    let mut w = World::behind_el2_cache(false);
+    assert_eq!(rewrite_the_ste(&mut w), [identity, blocked, identity], "each STE as written");
+    let mut w = World::behind_el2_cache(false);
+    assert_eq!(commands_one_at_a_time(&mut w), (0, identity), "each command as written");
+    assert_eq!(w.cons(), w.prod, "all consumed");
+}
+
+#[test]
+fn the_cache_model_shows_what_a_coherent_emulation_would_read() {
+    // The control: the same host on the coherent path, its memory behind the same cache model,
+    // reads lines loaded before the host wrote them (what a missing invalidate would do at
+    // EL2): the first STE read (at reset: all zeros, invalid) serves every later one, and a
+    // command slot read before the host filled it is opcode 0, illegal.
+    let blocked = ste::encode(&Domain::Blocked, &s2(0));
+    let mut w = World::behind_el2_cache(true);
+    assert_eq!(rewrite_the_ste(&mut w), [blocked, blocked, blocked]);
+    let mut w = World::behind_el2_cache(true);
+    assert!(commands_one_at_a_time(&mut w).0 > 0);
+}
+
+#[test]
+fn non_coherent_event_records_reach_memory_before_prod_shows_them() {
+    for coherent in [false, true] {
+        let mut w = World::behind_el2_cache(coherent);
+        w.linux_reset();
+        w.host_ste(0x10, Ste::default().with_v(1).with_config(SteConfig::Bypass));
+        w.cmds(&[Command::cfgi_ste(0x10), Command::sync()]);
+        for i in 0..3u64 {
+            w.io.regs_mut().post_event([0x10 | 0x10 << 32, 0, 0x1000 * (i + 1), 0]);
+        }
+        w.with_ctx(|v, ctx| v.deliver_events(ctx));
+        assert_eq!(w.r(off::EVTQ_PROD), 3);
+        // The host reads its queue from memory (non-cacheable).
+        let seen: Vec<u64> = (0..3u64).map(|i| w.ram.get(EVTQ + i * 32 + 16)).collect();
+        if coherent {
+            // Control: EL2's records still in its cache, memory unchanged.
+            assert_eq!(seen, [0, 0, 0], "coherent path, no clean");
+        } else {
+            assert_eq!(seen, [0x1000, 0x2000, 0x3000], "cleaned to memory");
+            for i in 0..3u64 {
+                assert_eq!(w.ram.get(EVTQ + i * 32) >> 32, 0x10, "record {i}: the host's stream");
+            }
+        }
+    }
+}
+
+#[test]
+fn non_coherent_cd_reads_see_what_the_host_wrote_behind_el2s_cache() {
+    // The host's CD (read by the SMMU service through the same memory when it shadows the STE)
+    // is rewritten with another ASID, and read again by turning the SMMU off and on. The
+    // coherent path over the cache model (the control) shadows the first one again.
+    for coherent in [false, true] {
+        let mut w = World::behind_el2_cache(coherent);
+        // STE and CD in place before the first read of either (the STE is never stale then).
+        let ttb = HOST.mem.base + 0x20_0000;
+        w.ram.put(CD, &validate::linux_cd(ttb, 5, 0x44).0);
+        w.host_ste(0x10, s1_ste());
+        w.linux_reset();
+        let mut asids = Vec::new();
+        for asid in [5, 6, 7] {
+            w.ram.put(CD, &validate::linux_cd(ttb, asid, 0x44).0);
+            w.w(off::CR0, 4, (Cr0::CMDQEN | Cr0::EVENTQEN).bits() as u64);
+            w.w(off::CR0, 4, Cr0::RUNNING.bits() as u64);
+            assert_eq!(w.shadow(0x10).config(), Some(SteConfig::Nested));
+            asids.push(w.io.shadow_cd(0x10, 0).map(|c| c.asid()));
+        }
+        let want = if coherent { [Some(5); 3] } else { [Some(5), Some(6), Some(7)] };
+        assert_eq!(asids, want, "coherent path: {coherent}");
+    }
+}
