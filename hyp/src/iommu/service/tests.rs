@@ -31,7 +31,8 @@ pub(crate) fn service_with(
     max_sid: u32,
     reset: GbpaReset,
 ) -> SmmuService<FakeSmmu> {
-    let (driver, table) = SmmuDriver::init(fake, max_sid, true, IrqCtrl::empty()).unwrap();
+    let c = fake.coherency;
+    let (driver, table) = SmmuDriver::init(fake, max_sid, true, IrqCtrl::empty(), c).unwrap();
     let mut io =
         SmmuService::new(driver, table, &MANIFEST, Box::new(SimulatedPowerController::new(reset)));
     for vm in MANIFEST.vms {
@@ -747,7 +748,8 @@ fn the_power_controller_sees_the_real_registers() {
     }
     let seen = std::sync::Arc::new(std::sync::Mutex::new(std::vec::Vec::new()));
     let (driver, table) =
-        SmmuDriver::init(FakeSmmu::qemu(), max_sid(), true, IrqCtrl::empty()).unwrap();
+        SmmuDriver::init(FakeSmmu::qemu(), max_sid(), true, IrqCtrl::empty(), Coherency::Coherent)
+            .unwrap();
     let mut io = SmmuService::new(driver, table, &MANIFEST, Box::new(Probe(seen.clone())));
     for vm in MANIFEST.vms {
         io.set_stage2(vm.id, s2(vm.id));
