@@ -458,6 +458,30 @@ mod tests {
     }
 
     #[test]
+    fn a_non_coherent_smmu_walks_stage_2_and_fetches_cds_non_cacheable() {
+        let vm1 = S2Config::vm(2, 0x4030_0000);
+        let s1 =
+            S1Config { ctx_ptr: 0x4600_1000, cdmax: 0, fmt: 0, dss: 0, cir: 1, cor: 1, csh: 3 };
+        for d in [Domain::Identity, Domain::Nested(s1)] {
+            let c = encode_for(&d, &vm1, Coherency::Coherent);
+            let n = encode_for(&d, &vm1, Coherency::NonCoherent);
+            assert_eq!(c, encode(&d, &vm1));
+            assert_eq!((c.s2ir0(), c.s2or0(), c.s2sh0()), (1, 1, 3), "write-back, inner shareable");
+            assert_eq!((n.s2ir0(), n.s2or0(), n.s2sh0()), (0, 0, 2), "non-cacheable, outer");
+            // Nothing else differs.
+            let attrs = mask(&[f::S2IR0, f::S2OR0, f::S2SH0, f::S1CIR, f::S1COR, f::S1CSH]);
+            for (w, m) in attrs.iter().enumerate() {
+                assert_eq!(c.0[w] & !m, n.0[w] & !m, "word {w}");
+            }
+        }
+        let c = encode_for(&Domain::Nested(s1), &vm1, Coherency::Coherent);
+        let n = encode_for(&Domain::Nested(s1), &vm1, Coherency::NonCoherent);
+        assert_eq!((c.s1cir(), c.s1cor(), c.s1csh()), (1, 1, 3), "the VM's own");
+        assert_eq!((n.s1cir(), n.s1cor(), n.s1csh()), (0, 0, 2), "non-cacheable, outer");
+        assert_eq!(encode_for(&Domain::Blocked, &vm1, Coherency::NonCoherent), abort());
+    }
+
+    #[test]
     fn the_checker_catches_a_naive_update() {
         // Writing every changed word with a single sync at the end is not hitless for a change
         // of VMID and stage-2 table: a fetch could combine the new VMID with the old table.

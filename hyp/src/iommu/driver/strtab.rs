@@ -296,4 +296,31 @@ mod tests {
         // Without two-level support the table stays linear.
         assert!(!StreamTable::new(0x3ff, false, Coherency::Coherent).unwrap().is_two_level());
     }
+
+    #[test]
+    fn a_non_coherent_table_cleans_the_level2_table_its_descriptor_and_each_ste() {
+        let mut t = StreamTable::new(0x3ff, true, Coherency::NonCoherent).unwrap();
+        let mut b = Barriers::default();
+        assert_eq!(t.ensure(0x123, &mut b), Ok(Ensured::NewLevel2));
+        let l1 = t.range().pa;
+        // SAFETY: the level-1 table is live, aligned and four words long.
+        let desc = unsafe { (l1 as *const u64).add(1).read_volatile() };
+        let l2 = DmaRange { pa: desc & STRTAB_ADDR_MASK, len: 256 * 64 };
+        let descriptor = DmaRange { pa: l1 + 8, len: 8 };
+        // The table cleaned and published before the descriptor, then the descriptor cleaned.
+        assert_eq!(b.0, [Barrier::Clean(l2), Barrier::Publish(l2), Barrier::Clean(descriptor)]);
+        b.0.clear();
+        t.clean_ste(0x123, &mut b);
+        assert_eq!(b.0, [Barrier::Clean(DmaRange { pa: l2.pa + 0x23 * 64, len: 64 })]);
+        // Nothing for a stream without a level-2 table or beyond the table.
+        t.clean_ste(0x3ff, &mut b);
+        t.clean_ste(0x400, &mut b);
+        assert_eq!(b.0.len(), 1);
+        // A coherent table cleans nothing.
+        let mut t = StreamTable::new(0x3ff, true, Coherency::Coherent).unwrap();
+        let mut b = Barriers::default();
+        assert_eq!(t.ensure(0x123, &mut b), Ok(Ensured::NewLevel2));
+        t.clean_ste(0x123, &mut b);
+        assert!(b.0.iter().all(|b| matches!(b, Barrier::Publish(_))), "{:?}", b.0);
+    }
 }

@@ -349,6 +349,16 @@ impl<R: SmmuRegs> SmmuService<R> {
         (ssid < 1 << self.caps.max_cdmax()).then(|| Cd(region.buf.read_entry(base + ssid * 8)))
     }
 
+    /// Where CD `ssid` of stream `sid`'s shadow table is in the hypervisor's memory (tests:
+    /// their shadow regions are heap buffers, not at the IPA the STE names).
+    #[cfg(test)]
+    pub(crate) fn shadow_cd_addr(&self, sid: u32, ssid: usize) -> Option<u64> {
+        let idx = self.streams.get(sid).and_then(|s| self.streams.owned(s.vm, sid))?;
+        let (_, base) = self.shadow_of(idx)?;
+        let region = self.shadows.get(self.streams.at(idx).vm as usize)?.as_ref()?;
+        Some(region.buf.words(base + ssid * 8, 8).pa)
+    }
+
     /// STE `sid` as it is in memory.
     pub fn ste(&mut self, sid: u32) -> Ste {
         Ste(self.table.read(sid))
@@ -519,6 +529,7 @@ impl<R: SmmuRegs> SmmuService<R> {
         mem: &dyn GuestMemory,
     ) -> Result<(), HypError> {
         let s2 = self.stage2.get(vm as usize).copied().flatten().ok_or(HypError::DeviceError)?;
+        let coherency = self.hw.driver().coherency();
         // The CDs are read and checked into the staging buffer before anything changes.
         let (target, cds) = match domain {
             Domain::Nested(s1) => {
@@ -529,9 +540,9 @@ impl<R: SmmuRegs> SmmuService<R> {
                 r?;
                 let (ipa, _) = self.shadow_of(idx).ok_or(HypError::DeviceError)?;
                 let physical = Domain::Nested(S1Config { ctx_ptr: ipa, ..s1 });
-                (ste::encode(&physical, &s2), n)
+                (ste::encode_for(&physical, &s2, coherency), n)
             }
-            _ => (ste::encode(&domain, &s2), 0),
+            _ => (ste::encode_for(&domain, &s2, coherency), 0),
         };
         if self.hw.failure().is_some() {
             // Valid, but the SMMU that would have to read it is given up: nothing changes.

@@ -144,19 +144,6 @@ impl FakeSmmu {
         self
     }
 
-    /// CD `ssid` of the table stream `sid`'s STE (the one the SMMU uses) points at, as the SMMU
-    /// reads it from memory now ([`super::visible::STALE`] words where nothing published it);
-    /// `None` if the stream is not nested or SMMUEN is off.
-    pub fn cd_seen(&mut self, sid: u32, ssid: u64) -> Option<[u64; 8]> {
-        let ste = host_abi::smmu::Ste(self.ste_in_use(sid)?.ok()?);
-        if ste.config() != Some(host_abi::smmu::SteConfig::Nested) {
-            return None;
-        }
-        let mut cd = [0; 8];
-        self.visible.read(ste.s1_context_ptr() + ssid * 64, &mut cd);
-        Some(cd)
-    }
-
     /// Consumes commands from CONS up to PROD unless the queue is stopped.
     fn run_cmdq(&mut self) {
         if self.hold_commands {

@@ -392,6 +392,102 @@ mod tests {
     }
 
     #[test]
+    fn a_non_coherent_smmu_sees_a_store_only_after_a_clean_of_its_line() {
+        let (mut v, mut m) = (Visible { non_coherent: true, ..Visible::default() }, Mem::default());
+        v.watch(range(0x1000, 256));
+        m.write(0x1000, &[1; 32]).unwrap();
+        v.publish(&mut m);
+        let mut w = [0; 32];
+        v.read(0x1000, &mut w);
+        assert_eq!(w, [STALE; 32], "a barrier publishes nothing");
+        // One word named: its whole 64-byte line, and no other.
+        v.clean(range(0x1048, 8), &mut m);
+        v.read(0x1000, &mut w);
+        assert_eq!(w[..8], [STALE; 8]);
+        assert_eq!(w[8..16], [1; 8], "the line of 0x1048");
+        assert_eq!(w[16..], [STALE; 16]);
+        // A range across a line boundary: both lines.
+        v.clean(range(0x10b8, 16), &mut m);
+        v.read(0x1000, &mut w);
+        assert_eq!(w[16..], [1; 16]);
+        // A store after the clean is not seen until its line is cleaned again.
+        m.write(0x1008, &[7]).unwrap();
+        m.write(0x1040, &[8]).unwrap();
+        v.clean(range(0x1000, 8), &mut m);
+        v.read(0x1000, &mut w[..9]);
+        assert_eq!(w[..9], [1, 7, 1, 1, 1, 1, 1, 1, 1]);
+        // An empty range cleans nothing; memory outside every watched range stays unseen.
+        v.clean(range(0x1040, 0), &mut m);
+        v.clean(range(0x3000, 64), &mut m);
+        v.read(0x1040, &mut w[..1]);
+        assert_eq!(w[0], 1);
+        assert!(!v.watches(0x3000));
+        // Every watched range holding a cleaned word takes it.
+        v.watch(range(0x1100, 64));
+        v.watch(range(0x10c0, 128));
+        m.write(0x1100, &[9]).unwrap();
+        v.clean(range(0x1100, 8), &mut m);
+        assert_eq!(v.regions[1].words[0], 9);
+        assert_eq!(v.regions[2].words[8], 9);
+        // On a coherent SMMU a clean publishes nothing by itself (the barrier does).
+        let (mut v, mut m) = (Visible::default(), Mem::default());
+        v.watch(range(0x1000, 64));
+        m.write(0x1000, &[4]).unwrap();
+        v.clean(range(0x1000, 64), &mut m);
+        v.read(0x1000, &mut w[..1]);
+        assert_eq!(w[0], STALE);
+    }
+
+    #[test]
+    fn a_non_coherent_record_reaches_the_cpu_after_its_acquire_and_an_invalidate() {
+        let (mut p, mut m) = (Posted { non_coherent: true, ..Posted::default() }, Mem::default());
+        m.write(0x8000, &[0xdead; 8]).unwrap();
+        p.capture().write(0x8000, &[1, 2, 3, 4]).unwrap();
+        p.capture().write(0x8020, &[5, 6, 7, 8]).unwrap();
+        // An invalidate before the index is loaded and acquired shows nothing.
+        p.barrier(Barrier::Invalidate(range(0x8000, 64)), &mut m);
+        p.index_loaded();
+        p.barrier(Barrier::Invalidate(range(0x8000, 64)), &mut m);
+        assert_eq!(m.0[&0x8000], 0xdead);
+        p.barrier(Barrier::Acquire, &mut m);
+        assert_eq!(m.0[&0x8000], 0xdead, "acquired, but served from a stale line");
+        assert_eq!(p.pending(), 2);
+        // Only the records inside the lines invalidated: the first one's line (0x8000..0x8040
+        // holds both records: a record is half a line).
+        p.barrier(Barrier::Invalidate(range(0x8000, 8)), &mut m);
+        assert_eq!((m.0[&0x8000], m.0[&0x8020], m.0[&0x8038]), (1, 5, 8));
+        assert_eq!(p.pending(), 0);
+        // A record in another line stays unseen.
+        p.capture().write(0x8040, &[9; 4]).unwrap();
+        p.index_loaded();
+        p.barrier(Barrier::Acquire, &mut m);
+        p.barrier(Barrier::Invalidate(range(0x8000, 64)), &mut m);
+        assert_eq!(m.0.get(&0x8040), None);
+        p.barrier(Barrier::Clean(range(0x8040, 64)), &mut m);
+        p.barrier(Barrier::Publish(range(0x8040, 64)), &mut m);
+        assert_eq!(m.0.get(&0x8040), None, "a clean or a publish is no invalidate");
+        // A later record in the same slot wins.
+        p.capture().write(0x8040, &[10; 4]).unwrap();
+        p.index_loaded();
+        p.barrier(Barrier::Acquire, &mut m);
+        p.barrier(Barrier::Invalidate(range(0x8040, 32)), &mut m);
+        assert_eq!(m.0[&0x8040], 10);
+        // Power lost: acquired records not yet invalidated are gone; a lost record never
+        // comes.
+        p.capture().write(0x8060, &[11; 4]).unwrap();
+        p.index_loaded();
+        p.barrier(Barrier::Acquire, &mut m);
+        p.clear();
+        p.capture().write(0x8000, &[12; 4]).unwrap();
+        p.index_loaded();
+        p.lose_last();
+        p.barrier(Barrier::Acquire, &mut m);
+        p.barrier(Barrier::Invalidate(range(0x8000, 128)), &mut m);
+        assert_eq!((m.0.get(&0x8060), m.0[&0x8000]), (None, 1));
+        assert_eq!(p.pending(), 0);
+    }
+
+    #[test]
     fn records_given_back_without_a_release_are_torn() {
         let (mut p, mut m) = (Posted::default(), Mem::default());
         // Nothing read: a CONS write (an overflow acknowledged) tears nothing.
