@@ -909,6 +909,7 @@ impl<R: SmmuRegs> SmmuService<R> {
 type Hw<'a, R> = Result<&'a mut SmmuDriver<R>, &'a mut dyn crate::iommu::driver::SmmuBarriers>;
 
 /// The barriers of `hw`, powered or not.
+#[inline(always)]
 fn barriers_of<'a, R: SmmuRegs>(
     hw: &'a mut Hw<'_, R>,
 ) -> &'a mut dyn crate::iommu::driver::SmmuBarriers {
@@ -920,17 +921,20 @@ fn barriers_of<'a, R: SmmuRegs>(
 
 /// One step of a live shadow CD update (the CD at word `at` of `buf`) cleaned before its
 /// CFGI_CD (non-coherent SMMU).
+#[inline(always)]
 fn clean_live_cd<R: SmmuRegs>(c: Coherency, hw: &mut Hw<'_, R>, buf: &DmaBuf, at: usize) {
     c.clean(barriers_of(hw), buf.words(at, 8));
 }
 
 /// A shadow CD written whole while not in use (word `at` of `buf`) cleaned before the
 /// CFGI_CD_ALL after the table (non-coherent SMMU).
+#[inline(always)]
 fn clean_written_cd<R: SmmuRegs>(c: Coherency, hw: &mut Hw<'_, R>, buf: &DmaBuf, at: usize) {
     c.clean(barriers_of(hw), buf.words(at, 8));
 }
 
 /// STE `sid` after a step of its update, cleaned before the step's CFGI_STE.
+#[inline(always)]
 fn clean_ste_step(
     table: &mut StreamTable,
     sid: u32,
