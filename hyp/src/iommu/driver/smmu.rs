@@ -1402,6 +1402,12 @@ mod tests {
     }
 
     #[test]
+    fn the_platforms_word_is_the_coherency() {
+        assert_eq!(Coherency::of(true), Coherency::Coherent);
+        assert_eq!(Coherency::of(false), Coherency::NonCoherent);
+    }
+
+    #[test]
     fn cr1_declares_cacheable_walks_only_on_a_coherent_smmu() {
         use host_abi::smmu::regs::Cr1;
         for (fake, cache, sh) in
@@ -1429,9 +1435,13 @@ mod tests {
         let cmdq = smmu.cmdq.pa();
         let entries = |first: u64, n: u64| DmaRange { pa: cmdq + first * 16, len: n * 16 };
         let mut want = std::vec::Vec::new();
-        for b in 0..37u64 {
+        let mut wraps = std::collections::BTreeSet::new();
+        // Batches of 25 to 33 entries: laps of the queue that wrap inside batches at many
+        // points.
+        for b in 0..60u64 {
+            let n = 25 + (b * 7) % 9;
             let cmds: std::vec::Vec<[u64; 2]> =
-                (0..29).map(|i| Command::tlbi_nh_va(1, 2, (b * 29 + i) << 12).0).collect();
+                (1..n).map(|i| Command::tlbi_nh_va(1, 2, (b << 20 | i) << 12).0).collect();
             let first = smmu.cmdq_prod.index() as u64;
             let from = smmu.regs_mut().barriers.len();
             smmu.submit(&cmds).unwrap();
@@ -1439,16 +1449,18 @@ mod tests {
             want.push(Command::sync().0);
             // Exactly the batch's entries, in two ranges when it wraps.
             let cap = 1u64 << CMDQ_LOG2;
-            let cleaned = if first + 30 <= cap {
-                std::vec![Barrier::Clean(entries(first, 30))]
+            let cleaned = if first + n <= cap {
+                std::vec![Barrier::Clean(entries(first, n))]
             } else {
+                wraps.insert(n - (cap - first));
                 std::vec![
                     Barrier::Clean(entries(first, cap - first)),
-                    Barrier::Clean(entries(0, 30 - (cap - first)))
+                    Barrier::Clean(entries(0, n - (cap - first)))
                 ]
             };
             assert_eq!(maintenance(smmu.regs_mut(), from), cleaned, "batch {b}");
         }
+        assert!(wraps.len() >= 3, "wrapped after {wraps:?} entries");
         assert!(want.len() > 2 * (1 << CMDQ_LOG2));
         assert_eq!(smmu.regs_mut().consumed[start..], want[..]);
     }
@@ -1463,7 +1475,19 @@ mod tests {
         // the rejected one again at the restart, and again, until the batch timed out.
         assert_eq!(r, Err(CmdError::Rejected { index: 1, reason: cerror::ILL }));
         smmu.submit(&[Command::cfgi_ste(3).0]).unwrap();
-        assert_eq!(&fake.opcodes()[4..], [0x03, 0x46, 0x03, 0x46, 0x03, 0x46]);
+        // Deeper in the queue: exactly the rewritten entry is cleaned (after the batch's).
+        let mut cmds = std::vec![Command::cfgi_ste(4).0; 40];
+        cmds[30] = [0xff, 0];
+        let (first, from) = (smmu.cmdq_prod.index() as u64, smmu.regs_mut().barriers.len());
+        let r = smmu.submit(&cmds);
+        assert_eq!(r, Err(CmdError::Rejected { index: 30, reason: cerror::ILL }));
+        let entry = |i: u64| DmaRange { pa: smmu.cmdq.pa() + i * 16, len: 16 };
+        let batch = DmaRange { len: 41 * 16, ..entry(first) };
+        let cleaned = std::vec![Barrier::Clean(batch), Barrier::Clean(entry(first + 30))];
+        assert_eq!(maintenance(smmu.regs_mut(), from), cleaned);
+        let ops = fake.opcodes();
+        assert_eq!(&ops[4..10], [0x03, 0x46, 0x03, 0x46, 0x03, 0x46]);
+        assert_eq!(ops.len(), 10 + 41, "the rejected command became a SYNC, the rest ran");
     }
 
     #[test]
@@ -1486,28 +1510,34 @@ mod tests {
         let evtq = smmu.evtq.pa();
         let (mut want, mut seen) = (std::vec::Vec::new(), std::vec::Vec::new());
         let mut i = 0u64;
-        // Rounds that cross the end of the queue twice, each drained in a bounded step first.
-        for round in [3, cap - 5, 10, cap - 1, 7] {
+        // Exactly the `n` records read from `cons` on, invalidated (two ranges when they wrap).
+        let at = |first: u64, n: u64| {
+            Barrier::Invalidate(DmaRange { pa: evtq + first * 32, len: n * 32 })
+        };
+        let expected = |cons: u64, n: u64| {
+            if cons + n <= cap {
+                std::vec![at(cons, n)]
+            } else {
+                std::vec![at(cons, cap - cons), at(0, n - (cap - cons))]
+            }
+        };
+        // Rounds that cross the end of the queue three times, each drained in a bounded step
+        // first (the third round's bounded step wraps itself).
+        for round in [3, cap - 4, 10, cap - 2, 7, cap - 1] {
             for _ in 0..round {
                 let r = [0x10 | 0x18 << 32, i, !i, i << 1];
                 smmu.regs_mut().post_event(r);
                 want.push(r);
                 i += 1;
             }
-            let cons = smmu.evtq_cons as u64 & (cap - 1);
-            let from = smmu.regs_mut().barriers.len();
-            let d = smmu.drain_events(2, |e| seen.push(e));
-            assert_eq!(d.records, 2);
-            // Exactly the records read, invalidated (two ranges when they wrap).
-            let at = |first: u64, n: u64| DmaRange { pa: evtq + first * 32, len: n * 32 };
-            let invalidated = if cons + 2 <= cap {
-                std::vec![Barrier::Invalidate(at(cons, 2))]
-            } else {
-                std::vec![Barrier::Invalidate(at(cons, 1)), Barrier::Invalidate(at(0, 1))]
-            };
-            assert_eq!(maintenance(smmu.regs_mut(), from), invalidated, "round of {round}");
-            let d = smmu.drain_events(u32::MAX, |e| seen.push(e));
-            assert_eq!((d.records as u64, d.overflowed), (round - 2, false));
+            for max in [2, u32::MAX] {
+                let cons = smmu.evtq_cons as u64 & (cap - 1);
+                let n = if max == 2 { 2 } else { round - 2 };
+                let from = smmu.regs_mut().barriers.len();
+                let d = smmu.drain_events(max, |e| seen.push(e));
+                assert_eq!((d.records as u64, d.overflowed), (n, false));
+                assert_eq!(maintenance(smmu.regs_mut(), from), expected(cons, n), "{round} {max}");
+            }
         }
         assert_eq!(seen.len(), want.len());
         assert!(seen == want, "every record as the SMMU wrote it, none stale, none lost");
