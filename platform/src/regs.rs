@@ -3,11 +3,12 @@
 //! tests' software SMMU, which implements it too), and the memory barriers that order the CPU's
 //! accesses to the memory the SMMU reads and writes against those register accesses.
 
-/// Memory the SMMU reads, named by the barrier that publishes it: what the driver has just
-/// written there (a queue, a level-2 stream table). A coherent SMMU needs no more than the
-/// barrier (which orders every earlier store, named or not); a non-coherent one will need the
-/// range cleaned to the point of coherency first, and the test SMMU learns from it which
-/// memory the SMMU may later be pointed at.
+/// Memory the SMMU reads (or writes), named by the barrier or the cache maintenance that
+/// concerns it: what the driver has just written there (a queue's entries, a level-2 stream
+/// table, an STE, a CD) or is about to read (event records). A coherent SMMU needs no more than
+/// the barrier (which orders every earlier store, named or not); a non-coherent one has the
+/// range cleaned to the point of coherency first ([`Barrier::Clean`]), and the test SMMU learns
+/// from it which memory the SMMU may later be pointed at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DmaRange {
     /// Physical address of the first byte.

@@ -435,10 +435,61 @@ pub const STRTAB_ADDR_MASK: u64 = ((1 << 52) - 1) & !0x3f;
 /// LOG2SIZE of the queue base registers, bits 4:0.
 pub const QUEUE_LOG2SIZE_MASK: u64 = 0x1f;
 
-/// SMMU_CR1 for cacheable, inner-shareable tables and queues: TABLE_SH/QUEUE_SH = inner (0b11),
-/// TABLE_OC/IC and QUEUE_OC/IC = write-back (0b01).
-pub const CR1_WB_ISH: u32 =
-    0b01 | (0b01 << 2) | (0b11 << 4) | (0b01 << 6) | (0b01 << 8) | (0b11 << 10);
+/// SMMU_CR1: the memory attributes of the SMMU's accesses to its queues (QUEUE_IC bits 1:0,
+/// QUEUE_OC 3:2, QUEUE_SH 5:4) and to its tables (TABLE_IC 7:6, TABLE_OC 9:8, TABLE_SH 11:10).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cr1(pub u32);
+
+impl Cr1 {
+    /// Cacheability encoding: non-cacheable.
+    pub const NC: u32 = 0b00;
+    /// Cacheability encoding: write-back cacheable, read-allocate, write-allocate.
+    pub const WB: u32 = 0b01;
+    /// Shareability encoding: outer shareable.
+    pub const OSH: u32 = 0b10;
+    /// Shareability encoding: inner shareable.
+    pub const ISH: u32 = 0b11;
+
+    /// Queues and tables alike: inner and outer cacheability `cache`, shareability `sh`.
+    pub const fn walks(cache: u32, sh: u32) -> Self {
+        let unit = cache | cache << 2 | sh << 4;
+        Self(unit | unit << 6)
+    }
+    /// QUEUE_IC.
+    pub const fn queue_ic(self) -> u32 {
+        bits(self.0, 1, 0)
+    }
+    /// QUEUE_OC.
+    pub const fn queue_oc(self) -> u32 {
+        bits(self.0, 3, 2)
+    }
+    /// QUEUE_SH.
+    pub const fn queue_sh(self) -> u32 {
+        bits(self.0, 5, 4)
+    }
+    /// TABLE_IC.
+    pub const fn table_ic(self) -> u32 {
+        bits(self.0, 7, 6)
+    }
+    /// TABLE_OC.
+    pub const fn table_oc(self) -> u32 {
+        bits(self.0, 9, 8)
+    }
+    /// TABLE_SH.
+    pub const fn table_sh(self) -> u32 {
+        bits(self.0, 11, 10)
+    }
+}
+
+/// SMMU_CR1 for cacheable, inner-shareable tables and queues (a coherent SMMU): TABLE_SH /
+/// QUEUE_SH = inner (0b11), TABLE_OC/IC and QUEUE_OC/IC = write-back (0b01).
+pub const CR1_WB_ISH: u32 = Cr1::walks(Cr1::WB, Cr1::ISH).0;
+/// SMMU_CR1 for non-cacheable, outer-shareable tables and queues (a non-coherent SMMU, whose
+/// accesses go to memory past the CPUs' caches).
+pub const CR1_NC_OSH: u32 = Cr1::walks(Cr1::NC, Cr1::OSH).0;
+
+const _: () = assert!(CR1_WB_ISH == 0b1101_0111_0101);
+const _: () = assert!(CR1_NC_OSH == 0b1000_0010_0000);
 
 bitflags! {
     /// SMMU_CR2.

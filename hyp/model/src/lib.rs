@@ -34,6 +34,7 @@
 use host_abi::smmu::regs::{off, Cr0, IrqCtrl};
 use host_abi::smmu::{Command, Ste};
 use hyp::iommu::driver::dmabuf::DmaBuf;
+use hyp::iommu::driver::order::Coherency;
 use hyp::iommu::driver::smmu::SmmuDriver;
 use hyp::iommu::driver::ste::{self, Domain, S1Config, S2Config};
 use hyp::iommu::driver::{Barrier, SmmuBarriers, SmmuRegs};
@@ -438,9 +439,14 @@ impl System {
             Layout::Linear => 0x20,
             Layout::TwoLevel => 0x3ff,
         };
-        let (mut driver, table) =
-            SmmuDriver::init(ModelRegs(state.clone()), max_sid, true, IrqCtrl::empty())
-                .expect("init on the model");
+        let (mut driver, table) = SmmuDriver::init(
+            ModelRegs(state.clone()),
+            max_sid,
+            true,
+            IrqCtrl::empty(),
+            Coherency::Coherent,
+        )
+        .expect("init on the model");
         // The model consumes commands as soon as PROD moves: a batch not consumed at once
         // never will be (the SMMU lost power); don't spin.
         driver.poll_limit = 4;

@@ -11,6 +11,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use host_abi::smmu::regs::{off, IrqCtrl};
 use host_abi::smmu::Command;
 use host_abi::{HypError, PmStatus, PmVoteResult, Refusal, SmmuStats};
+use hyp::iommu::driver::order::Coherency;
 use hyp::iommu::driver::smmu::{EventWords, SmmuDriver};
 use hyp::iommu::driver::ste::{Domain, S2Config};
 use hyp::iommu::emulated::{self, Notice, VirtualSmmu};
@@ -67,10 +68,16 @@ pub fn init(board: &platform::Board, options: hyp::dt::BootOptions) {
         max_sid,
         true,
         IrqCtrl::EVENTQ_IRQEN | IrqCtrl::GERROR_IRQEN,
+        Coherency::of(options.smmu_coherent),
     ) {
         Ok(x) => x,
         Err(e) => crate::fatal(format_args!("SMMU: {e}")),
     };
+    if driver.snoop_unused() {
+        info!(
+            "SMMU: reports coherent access (IDR0.COHACC = 1) but is driven as non-coherent: cache maintenance and non-cacheable walks"
+        );
+    }
     let f = driver.features;
     info!(
         "SMMU: IDR0 {:#010x} IDR1 {:#010x} IDR5 {:#010x}: S1 {}, S2 {}, {} SID bits, {} SSID bits, {}-bit OAS",

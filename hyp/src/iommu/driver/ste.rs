@@ -13,6 +13,7 @@
 //! must change — goes through an abort configuration first ("break before make"). The unit
 //! test enumerates every mixture for every pair of representative configurations.
 
+use super::order::Coherency;
 use host_abi::smmu::{fields_mask, ste as f, Field, Ste, SteConfig};
 
 /// Stage-2 parameters of a VM, from its stage-2 page table.
@@ -107,13 +108,28 @@ pub const fn abort() -> Ste {
     Ste(ABORT_WORDS)
 }
 
-fn with_s2(s: Ste, s2: &S2Config) -> Ste {
+/// Memory attributes of the SMMU's walks of a VM's tables (its stage 2, and the CD tables):
+/// (inner cacheability, outer cacheability, shareability).
+struct WalkAttrs(u64, u64, u64);
+
+impl WalkAttrs {
+    /// Write-back cacheable, inner shareable (a coherent SMMU), or non-cacheable, outer
+    /// shareable (a non-coherent one: its walks go to memory past the CPUs' caches).
+    const fn of(coherency: Coherency) -> Self {
+        match coherency {
+            Coherency::Coherent => WalkAttrs(1, 1, 3),
+            Coherency::NonCoherent => WalkAttrs(0, 0, 2),
+        }
+    }
+}
+
+fn with_s2(s: Ste, s2: &S2Config, a: &WalkAttrs) -> Ste {
     s.with_s2vmid(s2.vmid as u64)
         .with_s2t0sz(s2.t0sz as u64)
         .with_s2sl0(s2.sl0 as u64)
-        .with_s2ir0(1)
-        .with_s2or0(1)
-        .with_s2sh0(3)
+        .with_s2ir0(a.0)
+        .with_s2or0(a.1)
+        .with_s2sh0(a.2)
         .with_s2tg(0)
         .with_s2ps(s2.ps as u64)
         .with_s2aa64(1)
@@ -122,25 +138,42 @@ fn with_s2(s: Ste, s2: &S2Config) -> Ste {
         .with_s2ttb(s2.ttb)
 }
 
-/// The physical STE for `domain` on the VM whose stage 2 is `s2`. Never bypass: "identity"
-/// is stage-2 translation.
+/// The physical STE for `domain` on the VM whose stage 2 is `s2`, for a coherent SMMU (see
+/// [`encode_for`]).
 pub fn encode(domain: &Domain, s2: &S2Config) -> Ste {
+    encode_for(domain, s2, Coherency::Coherent)
+}
+
+/// The physical STE for `domain` on the VM whose stage 2 is `s2`. Never bypass: "identity"
+/// is stage-2 translation. On a coherent SMMU the stage-2 walks are write-back cacheable and
+/// inner shareable and the CD fetches take the VM's attributes; on a non-coherent one both are
+/// non-cacheable and outer shareable (the hypervisor's shadow CDs and the VM's stage 2 are
+/// cleaned to the point of coherency, which is where such a walk reads them).
+pub fn encode_for(domain: &Domain, s2: &S2Config, coherency: Coherency) -> Ste {
+    let a = WalkAttrs::of(coherency);
     match domain {
         Domain::Blocked => abort(),
-        Domain::Identity => with_s2(Ste::default().with_v(1).with_config(SteConfig::S2), s2),
-        Domain::Nested(s1) => with_s2(
-            Ste::default()
-                .with_v(1)
-                .with_config(SteConfig::Nested)
-                .with_s1fmt(s1.fmt as u64)
-                .with_s1_context_ptr(s1.ctx_ptr)
-                .with_s1cdmax(s1.cdmax as u64)
-                .with_s1dss(s1.dss as u64)
-                .with_s1cir(s1.cir as u64)
-                .with_s1cor(s1.cor as u64)
-                .with_s1csh(s1.csh as u64),
-            s2,
-        ),
+        Domain::Identity => with_s2(Ste::default().with_v(1).with_config(SteConfig::S2), s2, &a),
+        Domain::Nested(s1) => {
+            let (cir, cor, csh) = match coherency {
+                Coherency::Coherent => (s1.cir as u64, s1.cor as u64, s1.csh as u64),
+                Coherency::NonCoherent => (a.0, a.1, a.2),
+            };
+            with_s2(
+                Ste::default()
+                    .with_v(1)
+                    .with_config(SteConfig::Nested)
+                    .with_s1fmt(s1.fmt as u64)
+                    .with_s1_context_ptr(s1.ctx_ptr)
+                    .with_s1cdmax(s1.cdmax as u64)
+                    .with_s1dss(s1.dss as u64)
+                    .with_s1cir(cir)
+                    .with_s1cor(cor)
+                    .with_s1csh(csh),
+                s2,
+                &a,
+            )
+        }
     }
 }
 
@@ -422,6 +455,30 @@ mod tests {
         }
         assert_eq!(now, *new);
         Ok(checked)
+    }
+
+    #[test]
+    fn a_non_coherent_smmu_walks_stage_2_and_fetches_cds_non_cacheable() {
+        let vm1 = S2Config::vm(2, 0x4030_0000);
+        let s1 =
+            S1Config { ctx_ptr: 0x4600_1000, cdmax: 0, fmt: 0, dss: 0, cir: 1, cor: 1, csh: 3 };
+        for d in [Domain::Identity, Domain::Nested(s1)] {
+            let c = encode_for(&d, &vm1, Coherency::Coherent);
+            let n = encode_for(&d, &vm1, Coherency::NonCoherent);
+            assert_eq!(c, encode(&d, &vm1));
+            assert_eq!((c.s2ir0(), c.s2or0(), c.s2sh0()), (1, 1, 3), "write-back, inner shareable");
+            assert_eq!((n.s2ir0(), n.s2or0(), n.s2sh0()), (0, 0, 2), "non-cacheable, outer");
+            // Nothing else differs.
+            let attrs = mask(&[f::S2IR0, f::S2OR0, f::S2SH0, f::S1CIR, f::S1COR, f::S1CSH]);
+            for (w, m) in attrs.iter().enumerate() {
+                assert_eq!(c.0[w] & !m, n.0[w] & !m, "word {w}");
+            }
+        }
+        let c = encode_for(&Domain::Nested(s1), &vm1, Coherency::Coherent);
+        let n = encode_for(&Domain::Nested(s1), &vm1, Coherency::NonCoherent);
+        assert_eq!((c.s1cir(), c.s1cor(), c.s1csh()), (1, 1, 3), "the VM's own");
+        assert_eq!((n.s1cir(), n.s1cor(), n.s1csh()), (0, 0, 2), "non-cacheable, outer");
+        assert_eq!(encode_for(&Domain::Blocked, &vm1, Coherency::NonCoherent), abort());
     }
 
     #[test]

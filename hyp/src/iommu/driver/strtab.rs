@@ -2,10 +2,13 @@
 //!
 //! It is memory only: it survives SMMU power-off, and changing it never touches a register.
 //! The driver points the SMMU at it ([`StreamTable::base_and_cfg`]); the service writes STEs in
-//! hitless order and asks the driver for CFGI_STE + SYNC between the steps.
+//! hitless order and asks the driver for CFGI_STE + SYNC between the steps. On a non-coherent
+//! SMMU every write the SMMU may read is cleaned to the point of coherency first: a new
+//! level-2 table before its level-1 descriptor, that descriptor, and each step of an STE's
+//! update before its CFGI_STE ([`StreamTable::clean_ste`]).
 
 use super::dmabuf::DmaBuf;
-use super::order::{DmaRange, Published, SmmuBarriers};
+use super::order::{Coherency, DmaRange, Published, SmmuBarriers};
 use super::ste::{self, SteWords};
 use alloc::vec::Vec;
 use host_abi::smmu::regs::{strtab_cfg, BASE_RA, STRTAB_ADDR_MASK};
@@ -58,6 +61,8 @@ enum Layout {
 pub struct StreamTable {
     layout: Layout,
     bits: u32,
+    /// Whether what is written must be cleaned before the SMMU may read it.
+    coherency: Coherency,
     /// 64-bit STE word stores so far.
     pub word_writes: u64,
 }
@@ -65,8 +70,8 @@ pub struct StreamTable {
 impl StreamTable {
     /// A table for stream IDs up to `max_sid`, every STE abort: linear up to
     /// [`LINEAR_MAX_BITS`] (or when the SMMU has no two-level tables), two-level above, with
-    /// level-2 tables allocated on first use.
-    pub fn new(max_sid: u32, two_level_supported: bool) -> Option<Self> {
+    /// level-2 tables allocated on first use; written for an SMMU of `coherency`.
+    pub fn new(max_sid: u32, two_level_supported: bool, coherency: Coherency) -> Option<Self> {
         let bits = (32 - max_sid.leading_zeros()).max(1);
         let layout = if bits > LINEAR_MAX_BITS && two_level_supported {
             let n = 1usize << (bits - STRTAB_SPLIT);
@@ -75,7 +80,7 @@ impl StreamTable {
         } else {
             Layout::Linear(abort_table(1usize << bits)?)
         };
-        Some(Self { layout, bits, word_writes: 0 })
+        Some(Self { layout, bits, coherency, word_writes: 0 })
     }
 
     /// SID bits covered.
@@ -126,9 +131,9 @@ impl StreamTable {
         }
     }
 
-    /// Makes sure STE `sid` exists: allocates its level-2 table (every STE abort), publishes it
-    /// (barriers through `b`, whatever the SMMU's power) and only then writes the level-1
-    /// descriptor that makes it reachable, if needed.
+    /// Makes sure STE `sid` exists: allocates its level-2 table (every STE abort), cleans and
+    /// publishes it (barriers through `b`, whatever the SMMU's power) and only then writes (and
+    /// cleans) the level-1 descriptor that makes it reachable, if needed.
     pub fn ensure(&mut self, sid: u32, b: &mut dyn SmmuBarriers) -> Result<Ensured, SteError> {
         if sid >> self.bits != 0 {
             return Err(SteError::OutOfRange);
@@ -141,10 +146,26 @@ impl StreamTable {
             return Ok(Ensured::Existing);
         }
         let t = abort_table(1usize << STRTAB_SPLIT).ok_or(SteError::OutOfMemory)?;
+        clean_level2(self.coherency, &t, b);
         let published = publish_level2(&t, b);
         link(l1, i, &t, published);
+        clean_level1_descriptor(self.coherency, l1, i, b);
         l2[i] = Some(t);
         Ok(Ensured::NewLevel2)
+    }
+
+    /// On a non-coherent SMMU, cleans STE `sid` (one 64-byte line: every word a step of its
+    /// update wrote) to the point of coherency: before each CFGI_STE of the update, and after
+    /// the last step when the SMMU is off (its resume invalidates every STE, then reads them).
+    /// Nothing on a coherent SMMU, or for a stream the table does not hold.
+    #[inline(always)]
+    pub fn clean_ste(&mut self, sid: u32, b: &mut (impl SmmuBarriers + ?Sized)) {
+        if self.coherency == Coherency::Coherent {
+            return;
+        }
+        if let Ok((buf, base)) = self.slot(sid) {
+            b.barrier(super::order::Barrier::Clean(buf.words(base, 8)));
+        }
     }
 
     /// STE `sid` (abort if it has no level-2 table or is out of range).
@@ -167,6 +188,18 @@ impl StreamTable {
         self.word_writes += 1;
         Ok(())
     }
+}
+
+/// A new level-2 table, complete (every STE abort), in memory past the CPU's caches before it
+/// is published (a non-coherent SMMU walks it there).
+fn clean_level2(coherency: Coherency, t: &DmaBuf, b: &mut dyn SmmuBarriers) {
+    coherency.clean(b, t.range());
+}
+
+/// Level-1 descriptor `i`, just written, in memory past the CPU's caches: the CFGI_STE that
+/// follows (or a device's transaction) makes a non-coherent SMMU walk it there.
+fn clean_level1_descriptor(coherency: Coherency, l1: &DmaBuf, i: usize, b: &mut dyn SmmuBarriers) {
+    coherency.clean(b, l1.words(i, 1));
 }
 
 /// A new level-2 table, complete (every STE abort), observed by the SMMU before the level-1
@@ -216,7 +249,7 @@ mod tests {
 
     #[test]
     fn linear_tables_start_all_abort() {
-        let mut t = StreamTable::new(0x20, true).unwrap();
+        let mut t = StreamTable::new(0x20, true, Coherency::Coherent).unwrap();
         let mut b = Barriers::default();
         assert!(!t.is_two_level());
         assert_eq!(t.sid_bits(), 6);
@@ -238,7 +271,7 @@ mod tests {
 
     #[test]
     fn two_level_tables_allocate_on_demand() {
-        let mut t = StreamTable::new(0x3ff, true).unwrap();
+        let mut t = StreamTable::new(0x3ff, true, Coherency::Coherent).unwrap();
         let mut b = Barriers::default();
         assert!(t.is_two_level());
         assert_eq!(t.range().len, 4 * 8, "four level-1 descriptors");
@@ -261,6 +294,33 @@ mod tests {
         assert_eq!(t.read(0x123)[1], 0xabc);
         assert_eq!(t.ensure(0x400, &mut b), Err(SteError::OutOfRange));
         // Without two-level support the table stays linear.
-        assert!(!StreamTable::new(0x3ff, false).unwrap().is_two_level());
+        assert!(!StreamTable::new(0x3ff, false, Coherency::Coherent).unwrap().is_two_level());
+    }
+
+    #[test]
+    fn a_non_coherent_table_cleans_the_level2_table_its_descriptor_and_each_ste() {
+        let mut t = StreamTable::new(0x3ff, true, Coherency::NonCoherent).unwrap();
+        let mut b = Barriers::default();
+        assert_eq!(t.ensure(0x123, &mut b), Ok(Ensured::NewLevel2));
+        let l1 = t.range().pa;
+        // SAFETY: the level-1 table is live, aligned and four words long.
+        let desc = unsafe { (l1 as *const u64).add(1).read_volatile() };
+        let l2 = DmaRange { pa: desc & STRTAB_ADDR_MASK, len: 256 * 64 };
+        let descriptor = DmaRange { pa: l1 + 8, len: 8 };
+        // The table cleaned and published before the descriptor, then the descriptor cleaned.
+        assert_eq!(b.0, [Barrier::Clean(l2), Barrier::Publish(l2), Barrier::Clean(descriptor)]);
+        b.0.clear();
+        t.clean_ste(0x123, &mut b);
+        assert_eq!(b.0, [Barrier::Clean(DmaRange { pa: l2.pa + 0x23 * 64, len: 64 })]);
+        // Nothing for a stream without a level-2 table or beyond the table.
+        t.clean_ste(0x3ff, &mut b);
+        t.clean_ste(0x400, &mut b);
+        assert_eq!(b.0.len(), 1);
+        // A coherent table cleans nothing.
+        let mut t = StreamTable::new(0x3ff, true, Coherency::Coherent).unwrap();
+        let mut b = Barriers::default();
+        assert_eq!(t.ensure(0x123, &mut b), Ok(Ensured::NewLevel2));
+        t.clean_ste(0x123, &mut b);
+        assert!(b.0.iter().all(|b| matches!(b, Barrier::Publish(_))), "{:?}", b.0);
     }
 }

@@ -24,6 +24,7 @@ pub use report::Report;
 use report::Reporter;
 
 use crate::iommu::driver::dmabuf::DmaBuf;
+use crate::iommu::driver::order::Coherency;
 use crate::iommu::driver::smmu::{CmdError, EventWords, SmmuDriver};
 use crate::iommu::driver::ste::{self, Domain, S1Config, S2Config};
 use crate::iommu::driver::strtab::{Ensured, SteError, StreamTable};
@@ -172,7 +173,7 @@ impl<R: SmmuRegs> SmmuService<R> {
             }
             d => d,
         };
-        Some(ste::encode(&physical, &s2))
+        Some(ste::encode_for(&physical, &s2, self.hw.driver().coherency()))
     }
 
     /// Reads VM `vm`'s CD table that `s1` describes out of its memory (one copy) into `out`
@@ -206,7 +207,8 @@ impl<R: SmmuRegs> SmmuService<R> {
     /// one, or an invalid one: a valid CD loses V first (CFGI_CD + SYNC), then its other words
     /// change (CFGI_CD + SYNC), then word 0 brings V back (CFGI_CD + SYNC). A table not in use
     /// is written as a whole and its CDs invalidated once (the SMMU may hold copies from an
-    /// earlier attachment). While the SMMU is off, memory only (resume invalidates all).
+    /// earlier attachment). While the SMMU is off, memory only (resume invalidates all). On a
+    /// non-coherent SMMU each CD written is cleaned before its CFGI_CD (or, off, at once).
     fn write_shadow(
         &mut self,
         idx: usize,
@@ -228,17 +230,22 @@ impl<R: SmmuRegs> SmmuService<R> {
         {
             return Ok(());
         }
-        let mut d = hw.powered();
+        let coherency = hw.driver().coherency();
+        let mut d = hw.powered_or_barriers();
         let mut syncs = 0u64;
         let mut changed = false;
-        let mut sync =
-            |d: &mut Option<&mut SmmuDriver<R>>, c: Command| -> Result<(), InstallError> {
-                syncs += 1;
-                match d {
-                    Some(d) => d.submit(&[c.0]).map_err(InstallError::Command),
-                    None => Ok(()),
-                }
-            };
+        let mut sync = |d: &mut Hw<'_, R>, c: Command| -> Result<(), InstallError> {
+            syncs += 1;
+            match d {
+                Ok(d) => d.submit(&[c.0]).map_err(InstallError::Command),
+                Err(_) => Ok(()),
+            }
+        };
+        // A step of a live update: the CD (one 64-byte line) cleaned, then its CFGI_CD.
+        let mut step = |d: &mut Hw<'_, R>, buf: &DmaBuf, at: usize, c: Command| {
+            clean_live_cd(coherency, d, buf, at);
+            sync(d, c)
+        };
         for (ssid, new) in img.iter().enumerate() {
             let at = base + ssid * 8;
             let cur: [u64; 8] = buf.read_entry(at);
@@ -250,7 +257,7 @@ impl<R: SmmuRegs> SmmuService<R> {
             let valid = |w0: u64| host_abi::smmu::cd::V.get(&[w0]) == 1;
             if live && valid(cur[0]) {
                 buf.write(at, cur[0] & !host_abi::smmu::cd::V.mask());
-                sync(&mut d, cfgi)?;
+                step(&mut d, buf, at, cfgi)?;
             }
             for (w, (&was, &word)) in cur.iter().zip(new.0.iter()).enumerate().skip(1) {
                 if was != word {
@@ -258,11 +265,13 @@ impl<R: SmmuRegs> SmmuService<R> {
                 }
             }
             if live && valid(new.0[0]) {
-                sync(&mut d, cfgi)?;
+                step(&mut d, buf, at, cfgi)?;
             }
             buf.write(at, new.0[0]);
             if live {
-                sync(&mut d, cfgi)?;
+                step(&mut d, buf, at, cfgi)?;
+            } else {
+                clean_written_cd(coherency, &mut d, buf, at);
             }
         }
         if changed && !live {
@@ -338,6 +347,16 @@ impl<R: SmmuRegs> SmmuService<R> {
         let (_, base) = self.shadow_of(idx)?;
         let region = self.shadows.get(self.streams.at(idx).vm as usize)?.as_ref()?;
         (ssid < 1 << self.caps.max_cdmax()).then(|| Cd(region.buf.read_entry(base + ssid * 8)))
+    }
+
+    /// Where CD `ssid` of stream `sid`'s shadow table is in the hypervisor's memory (tests:
+    /// their shadow regions are heap buffers, not at the IPA the STE names).
+    #[cfg(test)]
+    pub(crate) fn shadow_cd_addr(&self, sid: u32, ssid: usize) -> Option<u64> {
+        let idx = self.streams.get(sid).and_then(|s| self.streams.owned(s.vm, sid))?;
+        let (_, base) = self.shadow_of(idx)?;
+        let region = self.shadows.get(self.streams.at(idx).vm as usize)?.as_ref()?;
+        Some(region.buf.words(base + ssid * 8, 8).pa)
     }
 
     /// STE `sid` as it is in memory.
@@ -431,6 +450,7 @@ impl<R: SmmuRegs> SmmuService<R> {
                         .write_word(sid, step.word, step.value)
                         .map_err(InstallError::Table)?;
                 }
+                clean_ste_written_off(&mut self.table, sid, self.hw.barriers());
                 // (A failed SMMU gets here only to leave a stream blocked in memory after the
                 // failure: nothing elided, nothing to come.)
                 if self.hw.failure().is_none() {
@@ -447,6 +467,7 @@ impl<R: SmmuRegs> SmmuService<R> {
                         .write_word(sid, step.word, step.value)
                         .map_err(InstallError::Table)?;
                     if step.sync_after {
+                        clean_ste_step(&mut self.table, sid, d.regs_mut());
                         d.submit(&[Command::cfgi_ste(sid).0]).map_err(InstallError::Command)?;
                     }
                 }
@@ -508,6 +529,7 @@ impl<R: SmmuRegs> SmmuService<R> {
         mem: &dyn GuestMemory,
     ) -> Result<(), HypError> {
         let s2 = self.stage2.get(vm as usize).copied().flatten().ok_or(HypError::DeviceError)?;
+        let coherency = self.hw.driver().coherency();
         // The CDs are read and checked into the staging buffer before anything changes.
         let (target, cds) = match domain {
             Domain::Nested(s1) => {
@@ -518,9 +540,9 @@ impl<R: SmmuRegs> SmmuService<R> {
                 r?;
                 let (ipa, _) = self.shadow_of(idx).ok_or(HypError::DeviceError)?;
                 let physical = Domain::Nested(S1Config { ctx_ptr: ipa, ..s1 });
-                (ste::encode(&physical, &s2), n)
+                (ste::encode_for(&physical, &s2, coherency), n)
             }
-            _ => (ste::encode(&domain, &s2), 0),
+            _ => (ste::encode_for(&domain, &s2, coherency), 0),
         };
         if self.hw.failure().is_some() {
             // Valid, but the SMMU that would have to read it is given up: nothing changes.
@@ -880,6 +902,55 @@ impl<R: SmmuRegs> SmmuService<R> {
     pub(crate) fn regs_mut(&mut self) -> &mut R {
         self.hw.driver_mut().regs_mut()
     }
+}
+
+/// The driver when the SMMU is powered, its barriers alone when not
+/// ([`power::PowerGate::powered_or_barriers`]).
+type Hw<'a, R> = Result<&'a mut SmmuDriver<R>, &'a mut dyn crate::iommu::driver::SmmuBarriers>;
+
+/// The barriers of `hw`, powered or not.
+#[inline(always)]
+fn barriers_of<'a, R: SmmuRegs>(
+    hw: &'a mut Hw<'_, R>,
+) -> &'a mut dyn crate::iommu::driver::SmmuBarriers {
+    match hw {
+        Ok(d) => d.regs_mut(),
+        Err(b) => &mut **b,
+    }
+}
+
+/// One step of a live shadow CD update (the CD at word `at` of `buf`) cleaned before its
+/// CFGI_CD (non-coherent SMMU).
+#[inline(always)]
+fn clean_live_cd<R: SmmuRegs>(c: Coherency, hw: &mut Hw<'_, R>, buf: &DmaBuf, at: usize) {
+    c.clean(barriers_of(hw), buf.words(at, 8));
+}
+
+/// A shadow CD written whole while not in use (word `at` of `buf`) cleaned before the
+/// CFGI_CD_ALL after the table (non-coherent SMMU).
+#[inline(always)]
+fn clean_written_cd<R: SmmuRegs>(c: Coherency, hw: &mut Hw<'_, R>, buf: &DmaBuf, at: usize) {
+    c.clean(barriers_of(hw), buf.words(at, 8));
+}
+
+/// STE `sid` after a step of its update, cleaned before the step's CFGI_STE.
+#[inline(always)]
+fn clean_ste_step(
+    table: &mut StreamTable,
+    sid: u32,
+    b: &mut dyn crate::iommu::driver::SmmuBarriers,
+) {
+    table.clean_ste(sid, b);
+}
+
+/// STE `sid` after its update in memory only (SMMU off), cleaned: the resume's CFGI_ALL
+/// makes the SMMU read it again.
+fn clean_ste_written_off(
+    table: &mut StreamTable,
+    sid: u32,
+    b: &mut dyn crate::iommu::driver::SmmuBarriers,
+) {
+    table.clean_ste(sid, b);
 }
 
 /// Whether two descriptors are equal, word by word (an `==` on arrays becomes a call to the

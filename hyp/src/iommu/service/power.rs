@@ -156,6 +156,17 @@ impl<R: SmmuRegs> PowerGate<R> {
         self.news.is_some() || self.driver.failure().is_some() && !self.failure_reported
     }
 
+    /// The driver if the SMMU is powered and running ([`Self::powered`]); otherwise its
+    /// barriers alone, for the cache maintenance of what is written in memory only (no
+    /// register access either: the next resume reads that memory).
+    pub fn powered_or_barriers(&mut self) -> Result<&mut SmmuDriver<R>, &mut dyn SmmuBarriers> {
+        if self.powered().is_some() {
+            Ok(&mut self.driver)
+        } else {
+            Err(self.driver.regs_mut())
+        }
+    }
+
     /// The CPU's memory barriers on the SMMU's path, whatever its power (a barrier is no
     /// register access): the stream table publishes a new level-2 table with them.
     pub fn barriers(&mut self) -> &mut dyn SmmuBarriers {

@@ -31,7 +31,8 @@ pub(crate) fn service_with(
     max_sid: u32,
     reset: GbpaReset,
 ) -> SmmuService<FakeSmmu> {
-    let (driver, table) = SmmuDriver::init(fake, max_sid, true, IrqCtrl::empty()).unwrap();
+    let c = fake.coherency;
+    let (driver, table) = SmmuDriver::init(fake, max_sid, true, IrqCtrl::empty(), c).unwrap();
     let mut io =
         SmmuService::new(driver, table, &MANIFEST, Box::new(SimulatedPowerController::new(reset)));
     for vm in MANIFEST.vms {
@@ -747,7 +748,8 @@ fn the_power_controller_sees_the_real_registers() {
     }
     let seen = std::sync::Arc::new(std::sync::Mutex::new(std::vec::Vec::new()));
     let (driver, table) =
-        SmmuDriver::init(FakeSmmu::qemu(), max_sid(), true, IrqCtrl::empty()).unwrap();
+        SmmuDriver::init(FakeSmmu::qemu(), max_sid(), true, IrqCtrl::empty(), Coherency::Coherent)
+            .unwrap();
     let mut io = SmmuService::new(driver, table, &MANIFEST, Box::new(Probe(seen.clone())));
     for vm in MANIFEST.vms {
         io.set_stage2(vm.id, s2(vm.id));
@@ -1360,4 +1362,128 @@ fn a_stream_attached_while_off_is_used_as_the_table_holds_it_after_resume() {
     io.attach(0, 0x2a5, Domain::Identity, &NoMemory).unwrap();
     io.vote(0, Vote::NeedOn);
     assert_eq!(in_use(&mut io, 0x2a5), ste::encode(&Domain::Identity, &s2(0)));
+}
+
+/// CD `ssid` of stream `sid`'s shadow table as the SMMU reads it from memory now.
+fn cd_seen(io: &mut SmmuService<FakeSmmu>, sid: u32, ssid: usize) -> Cd {
+    let at = io.shadow_cd_addr(sid, ssid).unwrap();
+    let mut cd = [0; 8];
+    io.regs_mut().visible.read(at, &mut cd);
+    Cd(cd)
+}
+
+fn non_coherent(max_sid: u32) -> SmmuService<FakeSmmu> {
+    service_with(FakeSmmu::non_coherent(), max_sid, GbpaReset::Abort)
+}
+
+#[test]
+fn a_non_coherent_smmu_uses_each_ste_as_attached() {
+    // Each step of the update cleaned before its CFGI_STE: otherwise the SMMU fetches the STE
+    // it had (abort), or a step's state, and keeps it.
+    let mut io = non_coherent(max_sid());
+    let g1 = sid_of(1);
+    let mut ram = Ram::default();
+    ram.put_cd(G1_CDS, &g1_cd(5));
+    for d in [Domain::Identity, g1_nested(), Domain::Blocked, g1_nested(), Domain::Identity] {
+        io.attach(1, g1, d, &ram).unwrap();
+        let want = io.encoded(g1, &d).unwrap_or(ste::abort());
+        assert_eq!(io.ste(g1), want);
+        assert_eq!(in_use(&mut io, g1), want, "{d}");
+    }
+    // Its walks are non-cacheable: stage 2, and the CD fetches of the shadow table.
+    let s = io.encoded(g1, &g1_nested()).unwrap();
+    assert_eq!(s, ste::encode_for(&g1_nested_shadow(&io), &s2(1), Coherency::NonCoherent));
+    assert_eq!(
+        [s.s2ir0(), s.s2or0(), s.s2sh0(), s.s1cir(), s.s1cor(), s.s1csh()],
+        [0, 0, 2, 0, 0, 2]
+    );
+}
+
+/// `g1_nested()` as the service installs it: on the stream's shadow CD table.
+fn g1_nested_shadow(io: &SmmuService<FakeSmmu>) -> Domain {
+    let Domain::Nested(s1) = g1_nested() else { unreachable!() };
+    let ctx_ptr = io.encoded(sid_of(1), &g1_nested()).unwrap().s1_context_ptr();
+    Domain::Nested(S1Config { ctx_ptr, ..s1 })
+}
+
+#[test]
+fn a_non_coherent_smmu_walks_a_new_level2_table_through_its_cleaned_descriptor() {
+    let mut io = non_coherent(0x10ff);
+    io.add_streams(0, 0x1000, 0x100);
+    assert!(io.is_two_level());
+    io.attach(0, 0x1005, Domain::Identity, &NoMemory).unwrap();
+    let want = io.encoded(0x1005, &Domain::Identity).unwrap();
+    assert_eq!(in_use(&mut io, 0x1005), want);
+    // The rest of the new table: abort, as cleaned (not whatever memory held).
+    assert_eq!(in_use(&mut io, 0x10ff), ste::abort());
+    io.attach(0, 0x10ff, Domain::Identity, &NoMemory).unwrap();
+    assert_eq!(in_use(&mut io, 0x10ff), want);
+}
+
+#[test]
+fn a_non_coherent_smmu_walks_the_shadow_cds_as_written() {
+    let mut io = non_coherent(max_sid());
+    let g1 = sid_of(1);
+    let mut ram = Ram::default();
+    ram.put_cd(G1_CDS, &g1_cd(5));
+    io.attach(1, g1, g1_nested(), &ram).unwrap();
+    assert_eq!(in_use(&mut io, g1), io.encoded(g1, &g1_nested()).unwrap());
+    // Written whole (not in use yet), cleaned before the CFGI_CD_ALL.
+    assert_eq!(cd_seen(&mut io, g1, 0), g1_cd(5));
+    // A live update: each step cleaned before its CFGI_CD, the last one included.
+    ram.put_cd(G1_CDS, &g1_cd(6));
+    assert_eq!(io.invalidate(1, &[Command::cfgi_cd(g1, 0), Command::sync()], &ram), Ok(1));
+    assert_eq!(io.shadow_cd(g1, 0), Some(g1_cd(6)));
+    assert_eq!(cd_seen(&mut io, g1, 0), g1_cd(6));
+}
+
+#[test]
+fn a_non_coherent_smmu_finds_what_was_written_while_it_was_off() {
+    let mut io = non_coherent(0x1000 + 9);
+    io.add_streams(0, 0x1000, 10);
+    let g1 = sid_of(1);
+    let mut ram = Ram::default();
+    ram.put_cd(G1_CDS, &g1_cd(7));
+    assert!(vote_all(&mut io, Vote::AllowOff).powered_off);
+    io.attach(0, 0x1003, Domain::Identity, &NoMemory).unwrap();
+    io.attach(1, g1, g1_nested(), &ram).unwrap();
+    vote_all(&mut io, Vote::NeedOn);
+    assert_eq!(io.power(), Power::On);
+    assert_eq!(in_use(&mut io, 0x1003), io.encoded(0x1003, &Domain::Identity).unwrap());
+    assert_eq!(in_use(&mut io, g1), io.encoded(g1, &g1_nested()).unwrap());
+    assert_eq!(cd_seen(&mut io, g1, 0), g1_cd(7));
+}
+
+#[test]
+fn a_coherent_smmu_gets_no_cache_maintenance_at_all() {
+    // The coherent path pays a branch per point, nothing more: no clean, no invalidate, in
+    // every path that has one on a non-coherent SMMU.
+    let mut io = service_with(FakeSmmu::qemu(), 0x10ff, GbpaReset::Abort);
+    io.add_streams(0, 0x1000, 0x100);
+    let g1 = sid_of(1);
+    let mut ram = Ram::default();
+    ram.put_cd(G1_CDS, &g1_cd(5));
+    io.attach(0, 0x1005, Domain::Identity, &NoMemory).unwrap();
+    io.attach(1, g1, g1_nested(), &ram).unwrap();
+    ram.put_cd(G1_CDS, &g1_cd(6));
+    assert_eq!(io.invalidate(1, &[Command::cfgi_cd(g1, 0)], &ram), Ok(1));
+    io.regs_mut().reject_opcode = Some(0x10);
+    assert!(io.invalidate(1, &[Command::tlbi_nh_all(0)], &ram).is_err(), "rejected");
+    io.regs_mut().reject_opcode = None;
+    io.regs_mut().post_event(ev(g1, 0x1000));
+    assert_eq!(io.poll_events(), 1);
+    assert!(vote_all(&mut io, Vote::AllowOff).powered_off);
+    io.attach(0, 0x1006, Domain::Identity, &NoMemory).unwrap();
+    vote_all(&mut io, Vote::NeedOn);
+    assert_eq!(in_use(&mut io, 0x1006), io.encoded(0x1006, &Domain::Identity).unwrap());
+    let maintenance = io
+        .regs_mut()
+        .barriers
+        .iter()
+        .filter(|b| {
+            use crate::iommu::driver::Barrier::{Clean, Invalidate};
+            matches!(b.1, Clean(_) | Invalidate(_))
+        })
+        .count();
+    assert_eq!(maintenance, 0);
 }

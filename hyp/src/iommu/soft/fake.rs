@@ -10,9 +10,15 @@
 //! after the CPU loaded EVENTQ_PROD and executed an acquire barrier. It checks, when dropped,
 //! that it never read memory no barrier had published and that no records were given back
 //! while their loads could still be pending.
+//!
+//! [`FakeSmmu::non_coherent`] is a non-coherent one (the driver must drive it so): it sees only
+//! what a clean has written back, the CPU sees its event records only after an invalidate, and
+//! an event queue whose zeroed lines were never cleaned loses the records the SMMU writes
+//! there (a dirty line written back over them).
 
 use super::visible::{Posted, Visible};
 use super::{MemFault, SmmuIdRegs, SmmuMemory, SoftSmmu, SteFault, WriteEffect};
+use crate::iommu::driver::order::Coherency;
 use crate::iommu::driver::{Barrier, SmmuBarriers, SmmuRegs};
 use host_abi::smmu::regs::{self, off, strtab_cfg, Cr0, Gbpa, Gerror};
 use host_abi::smmu::{cmd, Command, Opcode};
@@ -84,6 +90,11 @@ pub struct FakeSmmu {
     /// STEs a device could have walked to through a level-1 descriptor stored but not yet
     /// published, read from memory no barrier had published: (stream, the STE).
     pub unpublished_stes: Vec<(u32, [u64; 8])>,
+    /// How the driver must drive this SMMU.
+    pub coherency: Coherency,
+    /// Non-coherent: the event queue whose every line was cleaned and invalidated after the
+    /// CPU zeroed it (a queue at any other address has dirty lines of the CPU's).
+    evtq_clean_base: Option<u64>,
 }
 
 impl FakeSmmu {
@@ -114,7 +125,23 @@ impl FakeSmmu {
             posted: Posted::default(),
             ste_cache: BTreeMap::new(),
             unpublished_stes: Vec::new(),
+            coherency: Coherency::Coherent,
+            evtq_clean_base: None,
         }
+    }
+
+    /// QEMU's SMMU, but not coherent with the CPU's caches (the system does not snoop it,
+    /// although its IDR0.COHACC says it could).
+    pub fn non_coherent() -> Self {
+        Self::qemu().into_non_coherent()
+    }
+
+    /// This SMMU, not coherent with the CPU's caches.
+    pub fn into_non_coherent(mut self) -> Self {
+        self.coherency = Coherency::NonCoherent;
+        self.visible.non_coherent = true;
+        self.posted.non_coherent = true;
+        self
     }
 
     /// Consumes commands from CONS up to PROD unless the queue is stopped.
@@ -192,7 +219,15 @@ impl FakeSmmu {
     /// Writes an event record into the event queue, as a faulting device would make the SMMU
     /// (the CPU sees it once it has loaded EVENTQ_PROD and executed an acquire barrier).
     pub fn post_event(&mut self, record: [u64; 4]) {
+        let before = self.posted.pending();
         let _ = self.smmu.post_event(&mut self.posted.capture(), &record);
+        let evtq = self.smmu.evtq_base() & regs::BASE_ADDR_MASK;
+        if self.coherency == Coherency::NonCoherent
+            && self.posted.pending() > before
+            && self.evtq_clean_base != Some(evtq)
+        {
+            self.posted.lose_last();
+        }
     }
 
     /// The memory the SMMU's registers point at: the command queue while it is enabled, the
@@ -266,6 +301,24 @@ impl FakeSmmu {
 impl SmmuBarriers for FakeSmmu {
     fn barrier(&mut self, b: Barrier) {
         self.barriers.push((self.writes.len(), b));
+        let evtq = self.smmu.evtq_base() & regs::BASE_ADDR_MASK;
+        match b {
+            Barrier::Clean(named) if self.coherency == Coherency::NonCoherent => {
+                // A descriptor stored before this clean may have been written back already.
+                self.walk_early_descriptors();
+                if named.pa != evtq {
+                    self.visible.watch(named);
+                }
+                self.visible.clean(named, &mut HostMemory);
+            }
+            Barrier::Invalidate(r) if self.coherency == Coherency::NonCoherent => {
+                let len = 32u64 << self.smmu.evtq_log2();
+                if evtq != 0 && r.pa <= evtq && evtq + len <= r.pa + r.len {
+                    self.evtq_clean_base = Some(evtq);
+                }
+            }
+            _ => {}
+        }
         if let Barrier::Publish(named) = b {
             self.walk_early_descriptors();
             // A named range is memory the SMMU may be pointed at later (a level-2 table), unless

@@ -15,8 +15,16 @@
 //!   torn: the CPU's loads may complete after the SMMU reused the slots, which no host test can
 //!   show by behaviour (its loads run in program order), so the count is the evidence.
 //!
-//! A non-coherent SMMU (cache cleans to the point of coherency) would add one more way to
-//! publish, per range, beside the barrier.
+//! A non-coherent SMMU (`non_coherent` set on both) reads and writes memory past the CPU's
+//! caches, and the model follows it:
+//!
+//! * [`Visible`]: a barrier publishes nothing; the SMMU sees a word only once a
+//!   [`Barrier::Clean`] covering its 64-byte cache line was executed after the store (a store
+//!   after the last clean of its line is not seen). A missing clean is a stale command, STE or
+//!   CD, exactly as a missing barrier is on a coherent SMMU.
+//! * [`Posted`]: a record covered by a producer-index load and an acquire reaches the CPU's
+//!   loads only once a [`Barrier::Invalidate`] covering it follows (a load before that is
+//!   served by a line cached from before the SMMU wrote it: the CPU reads what was there).
 
 use super::{MemFault, SmmuMemory};
 use alloc::vec;
@@ -49,7 +57,13 @@ pub struct Visible {
     pub unpublished_reads: u64,
     /// The first address of such a read.
     pub first_unpublished: Option<u64>,
+    /// A non-coherent SMMU: only [`Visible::clean`] publishes, line by line.
+    pub non_coherent: bool,
 }
+
+/// The cache line of the model (the smallest the architecture allows a CPU is 16 bytes; 64
+/// is what every Arm core of this class has, and an STE or a CD is exactly one).
+pub const LINE: u64 = 64;
 
 impl Visible {
     /// Starts watching `r` (8-byte aligned): the SMMU sees there what the next
@@ -70,9 +84,32 @@ impl Visible {
 
     /// A [`Barrier::Publish`]: every watched range takes what `mem` holds now (every store the
     /// CPU made before the barrier is visible, on a coherent SMMU, wherever it went).
+    /// On a non-coherent SMMU, nothing: the caches still hold what the CPU wrote.
     pub fn publish(&mut self, mem: &mut dyn SmmuMemory) {
+        if self.non_coherent {
+            return;
+        }
         for g in &mut self.regions {
             mem.read(g.base, &mut g.words).expect("a watched range is memory");
+        }
+    }
+
+    /// A [`Barrier::Clean`] of `r` on a non-coherent SMMU: every watched word of the cache
+    /// lines `r` touches takes what `mem` holds now (in every watched range holding it). On a
+    /// coherent SMMU, nothing (the barrier publishes).
+    pub fn clean(&mut self, r: DmaRange, mem: &mut dyn SmmuMemory) {
+        if !self.non_coherent || r.len == 0 {
+            return;
+        }
+        let start = r.pa & !(LINE - 1);
+        let end = (r.pa + r.len).next_multiple_of(LINE);
+        for g in &mut self.regions {
+            let (lo, hi) = (start.max(g.base), end.min(g.end()));
+            if lo < hi {
+                let first = ((lo - g.base) / 8) as usize;
+                let words = &mut g.words[first..first + ((hi - lo) / 8) as usize];
+                mem.read(lo, words).expect("a watched range is memory");
+            }
         }
     }
 
@@ -133,6 +170,11 @@ pub struct Posted {
     released: bool,
     /// EVENTQ_CONS writes that gave back records with no release after their loads.
     pub torn: u64,
+    /// A non-coherent SMMU: acquired records still wait for an invalidate.
+    pub non_coherent: bool,
+    /// Records acquired on a non-coherent SMMU, not yet invalidated: in memory, but the CPU's
+    /// caches may serve its loads of their slots from before.
+    acquired_records: Vec<(u64, Vec<u64>)>,
 }
 
 impl Posted {
@@ -153,13 +195,29 @@ impl Posted {
         match b {
             Barrier::Acquire => {
                 for (addr, words) in self.records.drain(..self.covered) {
-                    mem.write(addr, &words).expect("the event queue is memory");
+                    if self.non_coherent {
+                        self.acquired_records.push((addr, words));
+                    } else {
+                        mem.write(addr, &words).expect("the event queue is memory");
+                    }
                 }
                 self.covered = 0;
                 self.acquired = true;
                 self.released = false;
             }
             Barrier::Release => self.released = true,
+            Barrier::Invalidate(r) if self.non_coherent => {
+                let start = r.pa & !(LINE - 1);
+                let end = (r.pa + r.len).next_multiple_of(LINE);
+                // In the order the SMMU wrote them: a later record in the same slot wins.
+                self.acquired_records.retain(|(addr, words)| {
+                    let inside = start <= *addr && *addr + words.len() as u64 * 8 <= end;
+                    if inside {
+                        mem.write(*addr, words).expect("the event queue is memory");
+                    }
+                    !inside
+                });
+            }
             Barrier::Publish(_) | Barrier::Clean(_) | Barrier::Invalidate(_) => {}
         }
     }
@@ -176,12 +234,21 @@ impl Posted {
     /// The SMMU lost power: records not yet seen are gone with the queue.
     pub fn clear(&mut self) {
         self.records.clear();
+        self.acquired_records.clear();
         self.covered = 0;
+    }
+
+    /// The last record written is overwritten in memory by a dirty line of the CPU's written
+    /// back (a non-coherent event queue the CPU zeroed and never cleaned): it never reaches
+    /// the CPU, which reads what it had written there.
+    pub fn lose_last(&mut self) {
+        self.records.pop();
+        self.covered = self.covered.min(self.records.len());
     }
 
     /// Records written that the CPU cannot see yet.
     pub fn pending(&self) -> usize {
-        self.records.len()
+        self.records.len() + self.acquired_records.len()
     }
 }
 
@@ -322,6 +389,102 @@ mod tests {
         p.clear();
         p.barrier(Barrier::Acquire, &mut m);
         assert_eq!(m.0.get(&0x8040), None);
+    }
+
+    #[test]
+    fn a_non_coherent_smmu_sees_a_store_only_after_a_clean_of_its_line() {
+        let (mut v, mut m) = (Visible { non_coherent: true, ..Visible::default() }, Mem::default());
+        v.watch(range(0x1000, 256));
+        m.write(0x1000, &[1; 32]).unwrap();
+        v.publish(&mut m);
+        let mut w = [0; 32];
+        v.read(0x1000, &mut w);
+        assert_eq!(w, [STALE; 32], "a barrier publishes nothing");
+        // One word named: its whole 64-byte line, and no other.
+        v.clean(range(0x1048, 8), &mut m);
+        v.read(0x1000, &mut w);
+        assert_eq!(w[..8], [STALE; 8]);
+        assert_eq!(w[8..16], [1; 8], "the line of 0x1048");
+        assert_eq!(w[16..], [STALE; 16]);
+        // A range across a line boundary: both lines.
+        v.clean(range(0x10b8, 16), &mut m);
+        v.read(0x1000, &mut w);
+        assert_eq!(w[16..], [1; 16]);
+        // A store after the clean is not seen until its line is cleaned again.
+        m.write(0x1008, &[7]).unwrap();
+        m.write(0x1040, &[8]).unwrap();
+        v.clean(range(0x1000, 8), &mut m);
+        v.read(0x1000, &mut w[..9]);
+        assert_eq!(w[..9], [1, 7, 1, 1, 1, 1, 1, 1, 1]);
+        // An empty range cleans nothing; memory outside every watched range stays unseen.
+        v.clean(range(0x1040, 0), &mut m);
+        v.clean(range(0x3000, 64), &mut m);
+        v.read(0x1040, &mut w[..1]);
+        assert_eq!(w[0], 1);
+        assert!(!v.watches(0x3000));
+        // Every watched range holding a cleaned word takes it.
+        v.watch(range(0x1100, 64));
+        v.watch(range(0x10c0, 128));
+        m.write(0x1100, &[9]).unwrap();
+        v.clean(range(0x1100, 8), &mut m);
+        assert_eq!(v.regions[1].words[0], 9);
+        assert_eq!(v.regions[2].words[8], 9);
+        // On a coherent SMMU a clean publishes nothing by itself (the barrier does).
+        let (mut v, mut m) = (Visible::default(), Mem::default());
+        v.watch(range(0x1000, 64));
+        m.write(0x1000, &[4]).unwrap();
+        v.clean(range(0x1000, 64), &mut m);
+        v.read(0x1000, &mut w[..1]);
+        assert_eq!(w[0], STALE);
+    }
+
+    #[test]
+    fn a_non_coherent_record_reaches_the_cpu_after_its_acquire_and_an_invalidate() {
+        let (mut p, mut m) = (Posted { non_coherent: true, ..Posted::default() }, Mem::default());
+        m.write(0x8000, &[0xdead; 8]).unwrap();
+        p.capture().write(0x8000, &[1, 2, 3, 4]).unwrap();
+        p.capture().write(0x8020, &[5, 6, 7, 8]).unwrap();
+        // An invalidate before the index is loaded and acquired shows nothing.
+        p.barrier(Barrier::Invalidate(range(0x8000, 64)), &mut m);
+        p.index_loaded();
+        p.barrier(Barrier::Invalidate(range(0x8000, 64)), &mut m);
+        assert_eq!(m.0[&0x8000], 0xdead);
+        p.barrier(Barrier::Acquire, &mut m);
+        assert_eq!(m.0[&0x8000], 0xdead, "acquired, but served from a stale line");
+        assert_eq!(p.pending(), 2);
+        // Only the records inside the lines invalidated: the first one's line (0x8000..0x8040
+        // holds both records: a record is half a line).
+        p.barrier(Barrier::Invalidate(range(0x8000, 8)), &mut m);
+        assert_eq!((m.0[&0x8000], m.0[&0x8020], m.0[&0x8038]), (1, 5, 8));
+        assert_eq!(p.pending(), 0);
+        // A record in another line stays unseen.
+        p.capture().write(0x8040, &[9; 4]).unwrap();
+        p.index_loaded();
+        p.barrier(Barrier::Acquire, &mut m);
+        p.barrier(Barrier::Invalidate(range(0x8000, 64)), &mut m);
+        assert_eq!(m.0.get(&0x8040), None);
+        p.barrier(Barrier::Clean(range(0x8040, 64)), &mut m);
+        p.barrier(Barrier::Publish(range(0x8040, 64)), &mut m);
+        assert_eq!(m.0.get(&0x8040), None, "a clean or a publish is no invalidate");
+        // A later record in the same slot wins.
+        p.capture().write(0x8040, &[10; 4]).unwrap();
+        p.index_loaded();
+        p.barrier(Barrier::Acquire, &mut m);
+        p.barrier(Barrier::Invalidate(range(0x8040, 32)), &mut m);
+        assert_eq!(m.0[&0x8040], 10);
+        // Power lost: acquired records not yet invalidated are gone; a lost record never
+        // comes.
+        p.capture().write(0x8060, &[11; 4]).unwrap();
+        p.index_loaded();
+        p.barrier(Barrier::Acquire, &mut m);
+        p.clear();
+        p.capture().write(0x8000, &[12; 4]).unwrap();
+        p.index_loaded();
+        p.lose_last();
+        p.barrier(Barrier::Acquire, &mut m);
+        p.barrier(Barrier::Invalidate(range(0x8000, 128)), &mut m);
+        assert_eq!((m.0.get(&0x8060), m.0[&0x8000]), (None, 1));
+        assert_eq!(p.pending(), 0);
     }
 
     #[test]
