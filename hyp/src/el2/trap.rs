@@ -118,8 +118,7 @@ fn lower_sync(frame: &mut TrapFrame) {
 const EC_HVC64: u8 = 0x16;
 
 fn hypercall(frame: &mut TrapFrame, esr: Esr) {
-    let vm = vm::current();
-    vm.count_hypercall();
+    let vm = vm::Vm::current_counting_hypercall();
     // Element by element: a slice copy would become a call to memcpy on this hot path.
     let x = &frame.x;
     let regs: [u64; host_abi::HVC_REGS] = [x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]];
@@ -197,7 +196,7 @@ fn slow_trap(frame: &mut TrapFrame, esr: Esr) {
                         return;
                     }
                     Outcome::Refused { why, device } => {
-                        let _ = vm.count_fault();
+                        vm.count_refused_access();
                         if vm.first_refusal(why) {
                             warn!(
                                 "vm {}: {device} access at IPA {ipa:#x} (PC {:#x}) not emulated: {}; \

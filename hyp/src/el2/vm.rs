@@ -91,17 +91,39 @@ pub struct Vm {
 
 static VMS: [Once<Vm>; MAX_VMS] = [const { Once::new() }; MAX_VMS];
 
+/// TPIDR_EL2 holds the running VM's address with the CPU's slot among the VM's CPUs in its low
+/// bits: a `Vm` is aligned to at least as many slots as a VM may have CPUs.
+const SLOT_MASK: u64 = platform::manifest::MAX_VM_CPUS as u64 - 1;
+const _: () = assert!(platform::manifest::MAX_VM_CPUS.is_power_of_two());
+const _: () = assert!(core::mem::align_of::<Vm>() as u64 > SLOT_MASK);
+
 impl Vm {
-    /// The calling CPU's place among this VM's CPUs (its slot in the per-CPU counters).
+    /// The calling CPU's place among this VM's CPUs (its slot in the per-CPU counters): the
+    /// low bits of TPIDR_EL2 ([`run_on_this_cpu`]), so the hypercall path reads one register
+    /// it reads anyway instead of decoding MPIDR. Called on a CPU of this VM only.
     #[inline]
     fn slot(&self) -> usize {
-        self.spec.cpus.index(sysreg::cpu_index()).unwrap_or(0)
+        (tpidr_el2::read() & SLOT_MASK) as usize
     }
 
-    /// Counts one hypercall (a slot per CPU of the VM, touched only by that CPU: a plain load
-    /// and store, no atomic read-modify-write on the hypercall path).
-    pub fn count_hypercall(&self) {
-        self.hypercalls.add_one(self.slot());
+    /// The VM pinned to the calling CPU, having counted one hypercall of it (a slot per CPU of
+    /// the VM, touched only by that CPU: a plain load and store, no atomic read-modify-write on
+    /// the hypercall path): the hypercall path's one read of TPIDR_EL2 for both the VM and the
+    /// CPU's slot.
+    #[inline(always)]
+    pub fn current_counting_hypercall() -> &'static Vm {
+        let t = tpidr_el2::read();
+        // SAFETY: as in `current`: a trap from a lower EL comes after `run_on_this_cpu`
+        // stored a `&'static Vm` (and this CPU's slot in the low bits).
+        let vm = unsafe { ((t & !SLOT_MASK) as *const Vm).as_ref() }
+            .expect("trap from a CPU that runs no VM");
+        vm.hypercalls.add_one((t & SLOT_MASK) as usize);
+        vm
+    }
+
+    /// Counts one refused MMIO access among the VM's faults (logged by kind, not by count).
+    pub fn count_refused_access(&self) {
+        self.faults.add_one(self.slot());
     }
 
     /// Counts one injected fault; returns this CPU's count of them.
@@ -477,14 +499,15 @@ fn configure_el1_features() {
 
 /// The VM pinned to the calling CPU, if it has been entered.
 pub fn try_current() -> Option<&'static Vm> {
-    let p = tpidr_el2::read() as *const Vm;
-    // SAFETY: TPIDR_EL2 is zero until `run_on_this_cpu` stores a `&'static Vm` in it.
+    let p = (tpidr_el2::read() & !SLOT_MASK) as *const Vm;
+    // SAFETY: TPIDR_EL2 is zero until `run_on_this_cpu` stores a `&'static Vm` in it (with the
+    // CPU's slot in the low bits, masked off here).
     unsafe { p.as_ref() }
 }
 
 /// The VM pinned to the calling CPU (TPIDR_EL2 holds a pointer to it from VM entry on).
 pub fn current() -> &'static Vm {
-    let p = tpidr_el2::read() as *const Vm;
+    let p = (tpidr_el2::read() & !SLOT_MASK) as *const Vm;
     // SAFETY: `run_on_this_cpu` stored a `&'static Vm` before entering the VM, and traps from
     // a lower EL only happen after that.
     unsafe { p.as_ref() }.expect("trap from a CPU that runs no VM")
@@ -511,6 +534,7 @@ pub fn run_on_this_cpu(cpu: u32) -> ! {
         CPUS.stopped(cpu);
         firmware::cpu_off()
     }
+    let slot = spec.cpus.index(cpu).expect("the VM on this CPU owns it") as u64;
     let hcr = if vm.linux.is_some() { Hcr::VM_COMMON } else { Hcr::VM_INTERRUPTS_AT_EL2 };
     if vm.linux.is_none() {
         // Interrupts on this CPU come to EL2 (the Linux host may route some here).
@@ -530,8 +554,9 @@ pub fn run_on_this_cpu(cpu: u32) -> ! {
         sctlr_el1::write(SCTLR_EL1_RESET);
         cpacr_el1::write(3 << 20);
         vbar_el1::write(0);
-        // The per-CPU pointer the trap handlers use to find this VM.
-        tpidr_el2::write(vm as *const Vm as u64);
+        // The per-CPU pointer the trap handlers use to find this VM, and this CPU's slot
+        // among its CPUs (see `SLOT_MASK`).
+        tpidr_el2::write(vm as *const Vm as u64 | slot);
     }
     sysreg::tlbi_all();
     // Traps from the VM start again at the top of this CPU's stack: nothing below is live.
