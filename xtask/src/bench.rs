@@ -116,13 +116,16 @@ pub fn derive(figs: &mut Vec<Figure>) {
 /// The main SMMU rows measured again with the SMMU forced non-coherent: SET_STE (identity,
 /// nested), CLEAR_STE, INVALIDATE of 1, 16 and 256 commands, the emulated SMMU's PROD write
 /// with 1 and 64 commands.
-pub const NONCOHERENT_ROWS: [&str; 8] = [
+pub const NONCOHERENT_ROWS: [&str; 9] = [
     "set_ste_identity",
     "set_ste_nested",
     "clear_ste",
     "inval_batch_1",
     "inval_batch_16",
     "inval_batch_256",
+    // With PM on, the bench's SMMU is suspended and INVALIDATE is elided (nothing to clean):
+    // with PM off, each batch reaches the command queue and is cleaned.
+    "inval_batch_16_pm_off",
     "vsmmu_prod_1",
     "vsmmu_prod_64",
 ];
@@ -245,7 +248,8 @@ struct RunLog {
 }
 
 /// The hypercall figures: the bench image as every VM, with PM on, then off, then on with the
-/// SMMU forced non-coherent (its main SMMU rows beside the coherent ones, [`beside`]).
+/// SMMU forced non-coherent, PM on and off (its main SMMU rows beside the coherent ones,
+/// [`beside`]).
 fn hypercalls(opts: &Opts, imgs: &images::Images) -> Result<Vec<Figure>, String> {
     let bench = imgs.guest("bench")?;
     let run = |append: &str| -> Result<(Vec<Figure>, String), String> {
@@ -282,8 +286,12 @@ fn hypercalls(opts: &Opts, imgs: &images::Images) -> Result<Vec<Figure>, String>
     // SMMU rows beside their coherent figures. QEMU's SMMU is coherent, so this measures the
     // cost of the non-coherent path's instructions (cleans, invalidates), not of the memory
     // traffic a real non-coherent SMMU would add.
-    let (nc, _) =
+    let (mut nc, _) =
         run(&format!("bench_streams=1000 host_vsmmu=1{}", crate::linux::smmu_option(false)))?;
+    let (nc_off, _) = run(&format!("pm=off host_vsmmu=1{}", crate::linux::smmu_option(false)))?;
+    if let Some(f) = nc_off.iter().find(|f| f.name == "inval_batch_16") {
+        nc.push(Figure { name: "inval_batch_16_pm_off".into(), ..f.clone() });
+    }
     beside(&mut figs, &nc);
     let out = RunLog { log };
     let hyp_elf = std::fs::read(&imgs.hyp).map_err(|e| e.to_string())?;
