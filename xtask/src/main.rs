@@ -6,6 +6,8 @@
 //! cargo xtask build            build the hypervisor and the guest images
 //! cargo xtask run              the demo: boot the hypervisor with the demo image in every VM
 //! cargo xtask run --host linux Debian's Linux as the host VM beside the two bare-metal guests
+//!   ... --shell                its console on this terminal: a busybox shell, smmu_hyp loaded
+//!   ... --stress               the stress run (concurrent DMA, power cycles, CPU hotplug)
 //! cargo xtask test             host unit tests, then the integration runs under QEMU (three
 //!                              with the bare-metal host, Linux-host runs; one of each with the
 //!                              SMMU forced non-coherent)
@@ -18,7 +20,8 @@
 //! ```
 //! Options: `--verbose` (show every command, shell-quoted so it can be pasted, including the QEMU
 //! command line), `--timeout SECS` (run/test), `--gbpa-reset abort|bypass` (run: the SMMU power
-//! domain's GBPA reset value), `--host bare|linux` (run: what VM 0 is), `--smmu-noncoherent` (run:
+//! domain's GBPA reset value), `--host bare|linux` (run: what VM 0 is), `--shell`, `--stress` (run
+//! --host linux: the shell, the stress run), `--smmu-noncoherent` (run:
 //! the hypervisor drives the SMMU as non-coherent, `smmu_coherent=0`, and the Linux host's tree
 //! has no `dma-coherent` on it), `--compare OLD.json`
 //! (bench), `--only hypercalls|linux` (bench: one part), `--depth N` (model), `--jobs N` and `--file PATH` (mutants), `--cases N` (fuzz).
