@@ -101,7 +101,7 @@ disk() {
     # How fast it goes depends on the machine's load (four vCPUs share its cores): at least one
     # block, and every block written is read again.
     [ $i -gt 0 ] || { echo "FAILED: no block written in $STRESS_SECONDS s" > $S/result.$name; return; }
-    n=$((i < STRESS_BLOCKS ? i : STRESS_BLOCKS))
+    n=$((i < $STRESS_BLOCKS ? i : $STRESS_BLOCKS))
     k=0
     while [ $k -lt $n ]; do
         dma_step "$name" dd if=/dev/vda of=$S/r.$name bs=4096 skip=$(((first + k) * 16)) count=16 iflag=direct 2>/dev/null || { echo "FAILED: reading block $((first + k)) again failed" > $S/result.$name; return; }
