@@ -172,6 +172,15 @@ pub fn build_psci_module(opts: &Opts, abi: &str) -> Result<PathBuf, String> {
     build_kmod(opts, abi, &root().join("tests/linux/psci"), "psci", PSCI_MODULE)
 }
 
+/// The test driver that makes the host's edu DMA through the kernel's DMA API
+/// (`tests/linux/edu/`: the stress run's DMA-API workload, the shell's example).
+pub const EDU_MODULE: &str = "edu_dma";
+
+/// Builds `edu_dma.ko` like [`build_module`].
+pub fn build_edu_module(opts: &Opts, abi: &str) -> Result<PathBuf, String> {
+    build_kmod(opts, abi, &root().join("tests/linux/edu"), "edu", EDU_MODULE)
+}
+
 /// Builds module `name` (`name.c` and `Kbuild` in `src`) for kernel `abi` in
 /// `target/linux/<dir>/`.
 fn build_kmod(

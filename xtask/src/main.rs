@@ -6,6 +6,8 @@
 //! cargo xtask build            build the hypervisor and the guest images
 //! cargo xtask run              the demo: boot the hypervisor with the demo image in every VM
 //! cargo xtask run --host linux Debian's Linux as the host VM beside the two bare-metal guests
+//!   ... --shell                its console on this terminal: a busybox shell, smmu_hyp loaded
+//!   ... --stress               the stress run (concurrent DMA, power cycles, CPU hotplug)
 //! cargo xtask test             host unit tests, then the integration runs under QEMU (three
 //!                              with the bare-metal host, Linux-host runs; one of each with the
 //!                              SMMU forced non-coherent)
@@ -18,7 +20,8 @@
 //! ```
 //! Options: `--verbose` (show every command, shell-quoted so it can be pasted, including the QEMU
 //! command line), `--timeout SECS` (run/test), `--gbpa-reset abort|bypass` (run: the SMMU power
-//! domain's GBPA reset value), `--host bare|linux` (run: what VM 0 is), `--smmu-noncoherent` (run:
+//! domain's GBPA reset value), `--host bare|linux` (run: what VM 0 is), `--shell`, `--stress` (run
+//! --host linux: the shell, the stress run), `--smmu-noncoherent` (run:
 //! the hypervisor drives the SMMU as non-coherent, `smmu_coherent=0`, and the Linux host's tree
 //! has no `dma-coherent` on it), `--compare OLD.json`
 //! (bench), `--only hypercalls|linux` (bench: one part), `--depth N` (model), `--jobs N` and `--file PATH` (mutants), `--cases N` (fuzz).
@@ -34,6 +37,7 @@ mod mutants;
 mod qemu;
 mod report;
 mod setup;
+mod shell;
 mod tools;
 
 use std::process::ExitCode;
@@ -41,7 +45,7 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: cargo xtask <setup|build|run|test|bench|model|mutants|fuzz> \
      [--verbose] [--timeout SECS] [--compare OLD.json] [--only hypercalls|linux] [--depth N] \
      [--gbpa-reset abort|bypass] [--smmu-noncoherent] \
-     [--host bare|linux] [--jobs N] [--file PATH] [--cases N]";
+     [--host bare|linux] [--shell|--stress] [--jobs N] [--file PATH] [--cases N]";
 
 /// What runs as the host VM in `run`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -71,6 +75,10 @@ pub struct Opts {
     /// `run`: force the non-coherent SMMU path (`smmu_coherent=0`, the host's tree without
     /// `dma-coherent` on the SMMU).
     pub smmu_noncoherent: bool,
+    /// `run --host linux`: an interactive shell on the host's console instead of its tests.
+    pub shell: bool,
+    /// `run --host linux`: the stress run instead of the host's tests.
+    pub stress: bool,
     /// Parallel jobs (mutants).
     pub jobs: Option<usize>,
     /// Only this file (mutants).
@@ -89,6 +97,8 @@ fn parse(args: &[String]) -> Result<(String, Opts), String> {
         match a.as_str() {
             "--verbose" | "-v" => opts.verbose = true,
             "--smmu-noncoherent" => opts.smmu_noncoherent = true,
+            "--shell" => opts.shell = true,
+            "--stress" => opts.stress = true,
             "--timeout" => {
                 let v = it.next().ok_or("--timeout needs a number of seconds")?;
                 opts.timeout = Some(v.parse().map_err(|_| format!("bad --timeout value `{v}`"))?);
@@ -137,7 +147,14 @@ fn parse(args: &[String]) -> Result<(String, Opts), String> {
             s => return Err(format!("unexpected argument `{s}`")),
         }
     }
-    Ok((cmd.ok_or("no subcommand given")?, opts))
+    let cmd = cmd.ok_or("no subcommand given")?;
+    if opts.shell && (cmd != "run" || opts.host != HostKind::Linux || opts.smmu_noncoherent) {
+        return Err("--shell goes with `run --host linux` (and nothing else)".into());
+    }
+    if opts.stress && (cmd != "run" || opts.host != HostKind::Linux || opts.smmu_noncoherent) {
+        return Err("--stress goes with `run --host linux` (and nothing else)".into());
+    }
+    Ok((cmd, opts))
 }
 
 fn main() -> ExitCode {
@@ -202,9 +219,17 @@ fn model(opts: &Opts) -> Result<(), String> {
 
 fn run(opts: &Opts) -> Result<(), String> {
     let imgs = images::build(opts)?;
+    if opts.shell {
+        return shell_run(&imgs, opts);
+    }
     if opts.host == HostKind::Linux {
-        let variant =
-            if opts.smmu_noncoherent { linux::Variant::NonCoherent } else { linux::Variant::Tests };
+        let variant = if opts.smmu_noncoherent {
+            linux::Variant::NonCoherent
+        } else if opts.stress {
+            linux::Variant::Stress
+        } else {
+            linux::Variant::Tests
+        };
         let out = linux_run(&imgs, opts, opts.timeout.unwrap_or(180), variant)?;
         let names = report::vm_names();
         let guest = report::GuestReport::parse(&out.log, &names);
@@ -259,17 +284,7 @@ fn linux_run(
         std::fs::metadata(&prepared.files.initrd).map_or(0, |m| m.len()),
         variant.bootargs()
     );
-    let launch = qemu::Launch {
-        hyp: &imgs.hyp,
-        guest: imgs.guest("guest-tests")?,
-        host: qemu::Host::Linux(prepared.files.clone()),
-        disk: &imgs.disk,
-        null_disk: None,
-        append: variant.hyp_append(),
-        extra: vec![],
-        tag: variant.tag().into(),
-        trace: true,
-    };
+    let launch = linux_launch(imgs, &prepared, variant)?;
     let mut out = qemu::run(&launch, opts, timeout, true)?;
     out.checks = match variant {
         linux::Variant::Tests | linux::Variant::Passthrough | linux::Variant::NonCoherent => {
@@ -292,8 +307,116 @@ fn linux_run(
         }
         linux::Variant::Panic => report::linux_panic_checks(&out.log),
         linux::Variant::BadTree => report::bad_tree_checks(&out.log),
-        linux::Variant::Bench { .. } | linux::Variant::Native => Vec::new(),
+        linux::Variant::Stress => {
+            let mut c = vec![report::second_cpu_check(&out.log), report::smmu_irqs_check(&out.log)];
+            c.push(report::stress_hotplug_check(&out.log));
+            c
+        }
+        linux::Variant::Bench { .. } | linux::Variant::Native | linux::Variant::Shell => Vec::new(),
     };
+    Ok(out)
+}
+
+/// The Linux host's launch of `variant`, the guests running their tests.
+fn linux_launch<'a>(
+    imgs: &'a images::Images,
+    prepared: &linux::Prepared,
+    variant: linux::Variant,
+) -> Result<qemu::Launch<'a>, String> {
+    Ok(qemu::Launch {
+        hyp: &imgs.hyp,
+        guest: imgs.guest("guest-tests")?,
+        host: qemu::Host::Linux(prepared.files.clone()),
+        disk: &imgs.disk,
+        null_disk: None,
+        append: variant.hyp_append(),
+        extra: vec![],
+        tag: variant.tag().into(),
+        trace: true,
+    })
+}
+
+/// `run --host linux --shell`: the host's console on this terminal (see [`shell`]).
+fn shell_run(imgs: &images::Images, opts: &Opts) -> Result<(), String> {
+    let variant = linux::Variant::Shell;
+    let prepared = linux::prepare(opts, variant)?;
+    let launch = linux_launch(imgs, &prepared, variant)?;
+    println!(
+        "xtask: the Linux host's console is this terminal: `poweroff` ends the run, Ctrl-A x \
+         ends QEMU at once. The hypervisor's and the guests' lines go to {}.",
+        shell::serial_log(&launch).display()
+    );
+    let out = shell::run(&launch, opts, 0, shell::Input::Terminal)?;
+    let guest = report::GuestReport::parse(&out.log, &report::vm_names()[1..]);
+    println!("\n{}", guest.table());
+    let host_off = out.log.contains("vm host stopped (SYSTEM_OFF)");
+    println!(
+        "xtask: {}; the hypervisor's log: {}",
+        if host_off {
+            "the host powered off (PSCI SYSTEM_OFF)"
+        } else {
+            "the host did not power off (QEMU's escape?)"
+        },
+        out.log_path.display()
+    );
+    if host_off {
+        out.verdict()
+    } else {
+        Ok(())
+    }
+}
+
+/// The scripted shell (`cargo xtask test`): the commands a user would type, and what each must
+/// print; then `poweroff`.
+fn shell_smoke_script() -> (String, Vec<(&'static str, String)>) {
+    let abi = format!("{}.{}", host_abi::ABI_VERSION_MAJOR, host_abi::ABI_VERSION_MINOR);
+    let script = [
+        "echo smoke $((6 * 7))",
+        "cat /sys/hypervisor/smmu_hyp/abi_version",
+        "dd if=/dev/vda bs=512 skip=4097 count=1 iflag=direct 2>/dev/null | head -n 1",
+        "poweroff",
+    ]
+    .map(|c| format!("{c}\n"))
+    .concat();
+    let expect = vec![
+        ("shell_runs_what_is_typed", "smoke 42".to_string()),
+        ("shell_has_smmu_hyp_loaded", abi),
+        ("shell_reads_the_disk_through_the_smmu", "smmu-hyp test disk sector 4097".to_string()),
+    ];
+    (script, expect)
+}
+
+/// The scripted shell run and its checks: each command's output on a console line of its own,
+/// and `poweroff` stopping the host with PSCI SYSTEM_OFF before the guests.
+fn shell_smoke_run(imgs: &images::Images, opts: &Opts) -> Result<qemu::RunOutput, String> {
+    let variant = linux::Variant::Shell;
+    let prepared = linux::prepare(opts, variant)?;
+    let launch = linux_launch(imgs, &prepared, variant)?;
+    let (script, expect) = shell_smoke_script();
+    let mut out =
+        shell::run(&launch, opts, opts.timeout.unwrap_or(120), shell::Input::Script(script))?;
+    let console: Vec<&str> =
+        out.log.lines().filter_map(|l| l.strip_prefix(qemu::HOST_PREFIX)).collect();
+    for (name, want) in expect {
+        let result = if console.iter().any(|l| l.trim() == want) {
+            Ok(())
+        } else {
+            Err(format!("no console line `{want}`"))
+        };
+        out.checks.push(report::LogCheck { name, result });
+    }
+    let off = out.log.find("vm host stopped (SYSTEM_OFF)");
+    let later = |n: &str| matches!((off, out.log.find(n)), (Some(h), Some(g)) if g > h);
+    out.checks.push(report::LogCheck {
+        name: "shell_poweroff_stops_the_host",
+        result: if off.is_none() {
+            Err("the host did not stop with PSCI SYSTEM_OFF".into())
+        } else if !(later("vm guest1 stopped") && later("vm guest2 stopped")) {
+            Err("the guests did not run on after the host's poweroff".into())
+        } else {
+            Ok(())
+        },
+    });
     Ok(out)
 }
 
@@ -467,12 +590,19 @@ fn test(opts: &Opts) -> Result<(), String> {
         ("Linux host, iommu.passthrough=1", linux::Variant::Passthrough),
         ("Linux host, SMMU forced non-coherent", linux::Variant::NonCoherent),
         ("Linux host panics", linux::Variant::Panic),
+        ("Linux host under stress", linux::Variant::Stress),
     ] {
         println!("\n=== integration run: {what} ===");
         match linux_run(&imgs, opts, opts.timeout.unwrap_or(180), variant) {
             Ok(out) => account(what, &out, &mut problems, variant != linux::Variant::Panic),
             Err(e) => problems.push(format!("{what}: {e}")),
         }
+    }
+    // The interactive shell, its input scripted: it answers, and `poweroff` ends the run.
+    println!("\n=== integration run: Linux host shell (scripted input) ===");
+    match shell_smoke_run(&imgs, opts) {
+        Ok(out) => account("Linux host shell", &out, &mut problems, false),
+        Err(e) => problems.push(format!("Linux host shell: {e}")),
     }
     // The same kernel and initramfs on QEMU alone: no EL2, so the module must refuse to load.
     println!("\n=== integration run: Linux without the hypervisor ===");
@@ -562,6 +692,13 @@ mod tests {
         assert!(parse(&s(&["run", "--host", "windows"])).is_err());
         assert!(parse(&s(&["run", "--smmu-noncoherent"])).unwrap().1.smmu_noncoherent);
         assert!(!parse(&s(&["run"])).unwrap().1.smmu_noncoherent);
+        assert!(parse(&s(&["run", "--host", "linux", "--shell"])).unwrap().1.shell);
+        assert!(!parse(&s(&["run", "--host", "linux"])).unwrap().1.shell);
+        assert!(parse(&s(&["run", "--shell"])).is_err(), "the bare host has no shell");
+        assert!(parse(&s(&["test", "--shell"])).is_err());
+        assert!(parse(&s(&["run", "--host", "linux", "--shell", "--smmu-noncoherent"])).is_err());
+        assert!(parse(&s(&["run", "--host", "linux", "--stress"])).unwrap().1.stress);
+        assert!(parse(&s(&["run", "--stress"])).is_err());
     }
 
     #[test]

@@ -207,6 +207,38 @@ pub fn second_cpu_check(log: &str) -> LogCheck {
     }
 }
 
+/// The stress run's CPU hotplug as the hypervisor saw it: as many `CPU_OFF`s of the host's
+/// second CPU as the host's hotplug workload counted off/on cycles (its
+/// `host: stress: hotplug: N off/on cycles` line), and one `CPU_ON` entry more (Linux's
+/// start-up).
+pub fn stress_hotplug_check(log: &str) -> LogCheck {
+    let cpu = platform::qemu_virt::MANIFEST.vms[0].cpus.first + 1;
+    let cycles = log.lines().find_map(|l| {
+        l.split("host: stress: hotplug: ").nth(1)?.split_whitespace().next()?.parse::<usize>().ok()
+    });
+    let offs = log
+        .lines()
+        .filter(|l| l.contains(&format!("vm host: cpu {cpu} off (PSCI CPU_OFF")))
+        .count();
+    let ons = log
+        .lines()
+        .filter(|l| {
+            l.contains(&format!("cpu {cpu}: entering vm host (VMID 1) at EL1, entry "))
+                && l.contains("PSCI CPU_ON context")
+        })
+        .count();
+    LogCheck {
+        name: "stress_hotplug_cycles_seen_by_the_hypervisor",
+        result: match cycles {
+            None => Err("no `host: stress: hotplug: N off/on cycles` line".into()),
+            Some(n) if n > 0 && offs == n && ons == n + 1 => Ok(()),
+            Some(n) => Err(format!(
+                "the host counted {n} off/on cycles of CPU {cpu}; the hypervisor saw {offs} CPU_OFFs and {ons} CPU_ON entries"
+            )),
+        },
+    }
+}
+
 /// The checks of the run where the Linux host panics (`panic=-1`): PSCI SYSTEM_RESET stopped
 /// the host, and only the host: the guests ran on and stopped by themselves.
 pub fn linux_panic_checks(log: &str) -> Vec<LogCheck> {
@@ -707,6 +739,21 @@ impl TraceFindings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stress_hotplug_count_is_the_hypervisors() {
+        let on = "hyp: INFO  cpu 1: entering vm host (VMID 1) at EL1, entry 0x45ce5498, PSCI CPU_ON context 0x0\n";
+        let off = "hyp: INFO  vm host: cpu 1 off (PSCI CPU_OFF; the VM keeps its other CPUs)\n";
+        let said = |n: u32| format!("[host] host: stress: hotplug: {n} off/on cycles of CPU 1\n");
+        let log = format!("{on}{off}{on}{off}{on}{}", said(2));
+        assert_eq!(stress_hotplug_check(&log).result, Ok(()));
+        assert!(stress_hotplug_check(&format!("{on}{off}{on}{}", said(2))).result.is_err());
+        assert!(stress_hotplug_check(&format!("{on}{off}{on}{off}{on}{}", said(3)))
+            .result
+            .is_err());
+        assert!(stress_hotplug_check(&format!("{on}{}", said(0))).result.is_err());
+        assert!(stress_hotplug_check(&format!("{on}{off}{on}")).result.is_err());
+    }
 
     #[test]
     fn smmu_irq_summary_is_read() {

@@ -284,6 +284,8 @@ pub fn init_files(variant: Variant, f: &ScriptFacts) -> InitFiles {
     match variant {
         Variant::Bench { .. } => crate::initscript::bench_files(&f.modules),
         Variant::Native => crate::kmod::native_files(),
+        Variant::Stress => super::stress::stress_files(f),
+        Variant::Shell => super::stress::shell_files(f),
         Variant::Tests
         | Variant::Passthrough
         | Variant::NonCoherent
@@ -389,7 +391,7 @@ mod tests {
         // The first run lets the host inject power losses, the others do not; the non-coherent
         // run expects another IDR0 and no dma-coherent; native and bench runs have scripts of
         // their own.
-        assert_eq!(runs.len(), 5, "{tags:?}");
+        assert_eq!(runs.len(), 7, "{tags:?}");
         let tests = &runs[0].1;
         let nc = runs.iter().find(|(t, _)| t.contains(&"linux-noncoherent")).unwrap();
         assert_eq!(nc.0, ["linux-noncoherent"]);

@@ -32,6 +32,7 @@ impl Extras {
             test_modules: vec![
                 crate::kmod::build_sgi_module(opts, abi)?,
                 crate::kmod::build_psci_module(opts, abi)?,
+                crate::kmod::build_edu_module(opts, abi)?,
             ],
         })
     }

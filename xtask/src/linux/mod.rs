@@ -16,6 +16,7 @@ pub mod debs;
 pub mod init;
 pub mod initramfs;
 pub mod modules;
+pub mod stress;
 
 pub use debs::{artifacts, fetch, fetch_commands, Artifacts, PINNED_ABI};
 pub use init::{ScriptFacts, TEST_SPI};
@@ -55,6 +56,14 @@ pub enum Variant {
     /// hypervisor reads and writes them with cache maintenance. QEMU shows that this path works
     /// end to end, not that the maintenance is needed (its SMMU is coherent whatever it is told).
     NonCoherent,
+    /// The stress run (`tests/linux/init/stress.sh`): both its CPUs do strict-mode direct I/O
+    /// on its disk at once, its edu DMAs through the DMA API, smmu_hyp's vote cycle powers the
+    /// SMMU off and on, its CPU 1 goes offline and online, all at once while the guests run
+    /// their tests.
+    Stress,
+    /// `cargo xtask run --host linux --shell`: an interactive shell on its console
+    /// (`tests/linux/init/shell.sh`), smmu_hyp loaded; `poweroff` ends the run.
+    Shell,
     /// `cargo xtask bench`: measures its boot and 4 KiB direct disk I/O (see
     /// `crate::initscript::bench_files`), in strict DMA translation or in passthrough.
     Bench {
@@ -65,10 +74,12 @@ pub enum Variant {
 
 impl Variant {
     /// Every variant.
-    pub const ALL: [Variant; 8] = [
+    pub const ALL: [Variant; 10] = [
         Variant::Tests,
         Variant::Passthrough,
         Variant::NonCoherent,
+        Variant::Stress,
+        Variant::Shell,
         Variant::Panic,
         Variant::BadTree,
         Variant::Native,
@@ -82,7 +93,11 @@ impl Variant {
             Variant::Tests => BOOTARGS.to_string(),
             Variant::Passthrough => format!("{BOOTARGS} iommu.passthrough=1"),
             Variant::Panic => format!("{BOOTARGS} {PANIC_ARG}"),
-            Variant::BadTree | Variant::Native | Variant::NonCoherent => BOOTARGS.to_string(),
+            Variant::BadTree | Variant::Native | Variant::NonCoherent | Variant::Shell => {
+                BOOTARGS.to_string()
+            }
+            // Strict: every unmap is invalidated (a TLBI and a CMD_SYNC) before it returns.
+            Variant::Stress => format!("{BOOTARGS} iommu.strict=1 iommu.passthrough=0"),
             // One CPU (`maxcpus=1`: Linux leaves its second CPU off), as in the native
             // baseline (-smp 1): the bench counts CPU 0's instructions (tests/linux/icount.c).
             Variant::Bench { passthrough: false } => {
@@ -127,6 +142,8 @@ impl Variant {
             Variant::BadTree => "linux-bad-tree",
             Variant::Native => "linux-native",
             Variant::NonCoherent => "linux-noncoherent",
+            Variant::Stress => "linux-stress",
+            Variant::Shell => "linux-shell",
             Variant::Bench { passthrough: false } => "linux-bench-strict",
             Variant::Bench { passthrough: true } => "linux-bench-passthrough",
         }
