@@ -116,8 +116,33 @@ pub fn init(board: &platform::Board, options: hyp::dt::BootOptions) {
     *SMMU.lock() = Some(Locked { service: io, host: None });
 }
 
-/// Interrupts from the real SMMU taken at EL2: event queue, global errors.
-static IRQS_TAKEN: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+/// CPUs the per-CPU counters below cover (the board's `cpu_count` is at most this).
+const COUNTED_CPUS: usize = hyp::vm::lifecycle::MAX_CPUS;
+
+/// Interrupts from the real SMMU taken at EL2, by CPU: event queue, global errors.
+static IRQS_TAKEN: [[AtomicU64; 2]; COUNTED_CPUS] =
+    [const { [AtomicU64::new(0), AtomicU64::new(0)] }; COUNTED_CPUS];
+
+/// Event records taken off the real SMMU's queue, by the CPU that took them (whoever's records
+/// they were): in its interrupt, a VM's SMMU call, or the host's access to its emulated SMMU.
+/// Where a flood is paid.
+static RECORDS_DRAINED: [AtomicU64; COUNTED_CPUS] = [const { AtomicU64::new(0) }; COUNTED_CPUS];
+
+/// Records taken off the real SMMU's queue so far (the driver's count, read under the lock).
+#[inline]
+fn records_taken(service: &SmmuService<MmioRegs>) -> u64 {
+    service.driver().counters.events
+}
+
+/// Charges the records taken since `before` to this CPU.
+#[inline]
+fn charge(service: &SmmuService<MmioRegs>, before: u64) {
+    let n = records_taken(service).wrapping_sub(before);
+    if n != 0 {
+        let cpu = super::sysreg::cpu_index() as usize % COUNTED_CPUS;
+        RECORDS_DRAINED[cpu].fetch_add(n, Ordering::Relaxed);
+    }
+}
 
 /// The real SMMU's event-queue and global-error interrupts: each drains the event queue
 /// (routing every record to its VM, the Linux host's into its own event queue) and handles
@@ -125,14 +150,16 @@ static IRQS_TAKEN: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 fn on_smmu_irq(intid: u32) {
     let board = PLATFORM.board();
     let kind = usize::from(intid == board.smmu_irqs.gerror + 32);
-    IRQS_TAKEN[kind].fetch_add(1, Ordering::Relaxed);
+    let cpu = super::sysreg::cpu_index() as usize % COUNTED_CPUS;
+    IRQS_TAKEN[cpu][kind].fetch_add(1, Ordering::Relaxed);
     with(Caller::Interrupt, (), |io| {
         io.service_hardware();
     });
 }
 
-/// Takes the real SMMU's wired interrupts at EL2 on CPU `cpu` (one whose VM does not drive the
-/// GIC). The SMMU raises them because the driver enabled them (`SMMU_IRQ_CTRL`).
+/// Takes the real SMMU's wired interrupts at EL2 (group 0: FIQs) on CPU `cpu`, the first CPU of
+/// `vm::el2_irq_cpus`: the Linux host's first while it runs. The SMMU raises them because the
+/// driver enabled them (`SMMU_IRQ_CTRL`).
 pub fn take_irqs(board: &platform::Board, cpu: u32) {
     for (what, spi) in [("eventq", board.smmu_irqs.eventq), ("gerror", board.smmu_irqs.gerror)] {
         if let Err(e) = super::irq::take_spi(spi + 32, on_smmu_irq, cpu) {
@@ -140,7 +167,7 @@ pub fn take_irqs(board: &platform::Board, cpu: u32) {
         }
     }
     info!(
-        "SMMU: eventq (SPI {}) and gerror (SPI {}) interrupts taken at EL2 on cpu {cpu}",
+        "SMMU: eventq (SPI {}) and gerror (SPI {}) interrupts taken at EL2 (group 0, FIQ) on cpu {cpu}",
         board.smmu_irqs.eventq, board.smmu_irqs.gerror
     );
 }
@@ -155,9 +182,16 @@ pub fn failures() -> (u64, u64, u64) {
     SMMU.lock().as_ref().map(|s| s.service.failures()).unwrap_or_default()
 }
 
-/// How many SMMU interrupts were taken at EL2: (event queue, global errors).
-pub fn irqs_taken() -> (u64, u64) {
-    (IRQS_TAKEN[0].load(Ordering::Relaxed), IRQS_TAKEN[1].load(Ordering::Relaxed))
+/// How many SMMU interrupts CPU `cpu` took at EL2 (event queue, global errors), and how many
+/// event records it took off the real SMMU's queue (in any of its entries into the service).
+pub fn smmu_work_of(cpu: u32) -> (u64, u64, u64) {
+    let c = cpu as usize % COUNTED_CPUS;
+    let irqs = &IRQS_TAKEN[c];
+    (
+        irqs[0].load(Ordering::Relaxed),
+        irqs[1].load(Ordering::Relaxed),
+        RECORDS_DRAINED[c].load(Ordering::Relaxed),
+    )
 }
 
 /// Each routed event, at debug level (reading events is a benchmarked path); VMs get the
@@ -205,12 +239,14 @@ fn with<T>(caller: Caller, default: T, f: impl FnOnce(&mut SmmuService<MmioRegs>
     let (r, report, notices) = {
         let mut g = SMMU.lock();
         let Some(Locked { service, host }) = g.as_mut() else { return default };
+        let before = records_taken(service);
         let r = f(service);
         let notices = match (host, caller) {
             (Some(h), Caller::Interrupt) => h.serve(service, |_, _| {}),
             (Some(h), Caller::Vm(vm)) if vm == h.v.vm => h.serve(service, |_, _| {}),
             _ => false,
         };
+        charge(service, before);
         (r, service.take_report(), notices)
     };
     after(report, notices);
@@ -388,6 +424,7 @@ impl hyp::host::mmio::Device for HostSmmuDevice {
         let (value, report, notices) = {
             let mut g = SMMU.lock();
             let Some(Locked { service, host: Some(h) }) = g.as_mut() else { return 0 };
+            let before = records_taken(service);
             let notices = if offset == off::EVTQ_PROD {
                 // What the real SMMU has recorded so far is in the host's queue when it looks
                 // (as on hardware, where PROD shows every record written), interrupts or not.
@@ -400,6 +437,7 @@ impl hyp::host::mmio::Device for HostSmmuDevice {
             } else {
                 false
             };
+            charge(service, before);
             (h.v.read(offset, size), service.take_report(), notices)
         };
         after(report, notices);
@@ -412,7 +450,9 @@ impl hyp::host::mmio::Device for HostSmmuDevice {
         let (report, notices) = {
             let mut g = SMMU.lock();
             let Some(Locked { service, host: Some(h) }) = g.as_mut() else { return };
+            let before = records_taken(service);
             let notices = h.serve(service, |v, ctx| v.write(offset as usize, size, value, ctx));
+            charge(service, before);
             (service.take_report(), notices)
         };
         after(report, notices);

@@ -84,11 +84,33 @@ pub fn cpu_leaving(cpu: u32, mut others: impl Iterator<Item = u32>) -> bool {
     }
 }
 
-/// This CPU's interface, for a CPU that takes interrupts at EL2: group 1 enabled, every priority
-/// let through (group 0 stays disabled: nothing here uses FIQs).
+/// This CPU's interface, for a CPU that takes every interrupt at EL2 (a guest's): both groups
+/// enabled (group 0: the hypervisor's SPIs; group 1: whatever a Linux host routes or sends
+/// here, disabled on arrival), every priority let through.
 pub fn init_cpu() {
     GicCpuInterface::set_priority_mask(0xff);
+    GicCpuInterface::enable_group0(true);
     GicCpuInterface::enable_group1(true);
+}
+
+/// This CPU's interface, for a CPU of a Linux host (`HCR_EL2.FMO` set, IMO clear): the physical
+/// priority mask is now the hypervisor's alone (Linux's `ICC_PMR_EL1` writes reach
+/// `ICV_PMR_EL1`), so it lets every priority through; group 0 (the hypervisor's FIQs) enabled
+/// here, group 1 left to Linux (`ICC_IGRPEN1_EL1` stays physical). The virtual interface Linux
+/// sees through `ICV_*` starts from a known state: no list register used, no trap, no
+/// maintenance interrupt (`ICH_HCR_EL2` = 0), and `ICH_VMCR_EL2` = 0 (VPMR 0, both virtual
+/// groups disabled, binary points at their minimum), which Linux's `gic_cpu_sys_reg_init`
+/// then programs (PMR, EOImode) and reads back (PRIbits, the PMR probe of `gic_has_group0`).
+pub fn init_linux_cpu() {
+    GicCpuInterface::set_priority_mask(0xff);
+    GicCpuInterface::enable_group0(true);
+    // SAFETY: the virtual CPU interface's control registers only affect what EL1 reads and
+    // writes through ICV_* (and virtual interrupts, of which there are none): no hypervisor
+    // memory or state depends on them.
+    unsafe {
+        sysreg::ich_hcr_el2::write(0);
+        sysreg::ich_vmcr_el2::write(0);
+    }
 }
 
 /// GICD_ISPENDR<n> (set-pending, one bit per INTID).
