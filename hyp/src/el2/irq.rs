@@ -11,6 +11,7 @@ use super::sysreg;
 use arm_gic::gicv3::GicCpuInterface;
 use arm_gic::IntId;
 use arm_gic::InterruptGroup;
+use core::sync::atomic::{AtomicBool, Ordering};
 use hyp::irq::{Dispatch, Handler, Table};
 use log::{info, warn};
 use platform::linux::GICR_FRAME_SIZE;
@@ -23,6 +24,15 @@ static TABLE: Table = Table::new();
 const GICD_ICENABLER: usize = platform::gic::gicd::ICENABLER as usize;
 /// GICR_ICENABLER0 in a CPU's SGI frame (the second 64 KiB frame).
 const GICR_SGI_ICENABLER0: usize = platform::gic::gicr::SGI_ICENABLER0 as usize;
+
+/// Whether the hypervisor's SPIs are routed to a CPU that is on (a mirror of `HYP_SPIS.cpu`,
+/// read without the lock on every guest SMMU call).
+static SPIS_ROUTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether the hypervisor's SPIs go to a running CPU (none left: nobody takes them).
+pub fn spis_routed() -> bool {
+    SPIS_ROUTED.load(Ordering::Relaxed)
+}
 
 /// The SPIs the hypervisor takes itself (the SMMU's), all routed to one CPU.
 static HYP_SPIS: SpinMutex<HypSpis> = SpinMutex::new(HypSpis { intids: [0; 4], len: 0, cpu: None });
@@ -48,6 +58,7 @@ pub fn take_spi(intid: u32, handler: Handler, cpu: u32) -> Result<(), &'static s
     let n = h.len;
     h.intids[n] = intid;
     h.len += 1;
+    SPIS_ROUTED.store(true, Ordering::Relaxed);
     Ok(())
 }
 
@@ -76,6 +87,7 @@ pub fn cpu_leaving(cpu: u32, mut others: impl Iterator<Item = u32>) -> bool {
         }
         None => {
             h.cpu = None;
+            SPIS_ROUTED.store(false, Ordering::Relaxed);
             info!(
                 "cpu {cpu} stops: no running CPU takes interrupts at EL2 any more; the SMMU's queues are serviced on each entry into the SMMU service"
             );

@@ -294,12 +294,13 @@ fn summary() {
     let cpus = super::PLATFORM_BOARD.cpu_count;
     let (mut eventq, mut gerror) = (0, 0);
     for cpu in 0..cpus {
-        let (e, g, records) = super::front_door::smmu_work_of(cpu);
+        let w = super::front_door::smmu_work_of(cpu);
         let owner = super::PLATFORM.manifest().vm_on_cpu(cpu).map_or("no VM", |s| s.name);
         info!(
-            "SMMU work on cpu {cpu} ({owner}'s): {e} event-queue and {g} global-error interrupts, {records} event records taken off the SMMU's queue"
+            "SMMU work on cpu {cpu} ({owner}'s): {} event-queue and {} global-error interrupts, {} event records taken off the SMMU's queue ({} of its VM's, {} of the host's)",
+            w.eventq_irqs, w.gerror_irqs, w.records, w.own_records, w.host_records
         );
-        (eventq, gerror) = (eventq + e, gerror + g);
+        (eventq, gerror) = (eventq + w.eventq_irqs, gerror + w.gerror_irqs);
     }
     info!("SMMU interrupts taken at EL2: {eventq} event queue, {gerror} global error");
     info!(
@@ -419,8 +420,11 @@ pub fn prepare_all(
             );
         }
         if linux.is_none() {
-            let flags =
-                if host_linux.is_some() { host_abi::types::BOOT_FLAG_HOST_IS_LINUX } else { 0 };
+            use host_abi::types::{BOOT_FLAG_GUESTS_OFF, BOOT_FLAG_HOST_IS_LINUX};
+            let mut flags = if host_linux.is_some() { BOOT_FLAG_HOST_IS_LINUX } else { 0 };
+            if options.guests_off && host_linux.is_some() && spec.id != 0 {
+                flags |= BOOT_FLAG_GUESTS_OFF;
+            }
             write_boot_info(spec, flags);
         }
         VMS[spec.id as usize].call_once(|| Vm {
