@@ -20,7 +20,8 @@
 //! command line), `--timeout SECS` (run/test), `--gbpa-reset abort|bypass` (run: the SMMU power
 //! domain's GBPA reset value), `--host bare|linux` (run: what VM 0 is), `--smmu-noncoherent` (run:
 //! the hypervisor drives the SMMU as non-coherent, `smmu_coherent=0`, and the Linux host's tree
-//! has no `dma-coherent` on it), `--compare OLD.json`
+//! has no `dma-coherent` on it), `--guests-off` (run, Linux host: every guest powers off first,
+//! then the host checks that its SMMU's events still reach it), `--compare OLD.json`
 //! (bench), `--only hypercalls|linux` (bench: one part), `--depth N` (model), `--jobs N` and `--file PATH` (mutants), `--cases N` (fuzz).
 
 mod bench;
@@ -40,7 +41,7 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: cargo xtask <setup|build|run|test|bench|model|mutants|fuzz> \
      [--verbose] [--timeout SECS] [--compare OLD.json] [--only hypercalls|linux] [--depth N] \
-     [--gbpa-reset abort|bypass] [--smmu-noncoherent] \
+     [--gbpa-reset abort|bypass] [--smmu-noncoherent] [--guests-off] \
      [--host bare|linux] [--jobs N] [--file PATH] [--cases N]";
 
 /// What runs as the host VM in `run`.
@@ -71,6 +72,8 @@ pub struct Opts {
     /// `run`: force the non-coherent SMMU path (`smmu_coherent=0`, the host's tree without
     /// `dma-coherent` on the SMMU).
     pub smmu_noncoherent: bool,
+    /// `run --host linux`: the guests power off first (`linux::Variant::GuestsOff`).
+    pub guests_off: bool,
     /// Parallel jobs (mutants).
     pub jobs: Option<usize>,
     /// Only this file (mutants).
@@ -89,6 +92,7 @@ fn parse(args: &[String]) -> Result<(String, Opts), String> {
         match a.as_str() {
             "--verbose" | "-v" => opts.verbose = true,
             "--smmu-noncoherent" => opts.smmu_noncoherent = true,
+            "--guests-off" => opts.guests_off = true,
             "--timeout" => {
                 let v = it.next().ok_or("--timeout needs a number of seconds")?;
                 opts.timeout = Some(v.parse().map_err(|_| format!("bad --timeout value `{v}`"))?);
@@ -203,8 +207,13 @@ fn model(opts: &Opts) -> Result<(), String> {
 fn run(opts: &Opts) -> Result<(), String> {
     let imgs = images::build(opts)?;
     if opts.host == HostKind::Linux {
-        let variant =
-            if opts.smmu_noncoherent { linux::Variant::NonCoherent } else { linux::Variant::Tests };
+        let variant = if opts.smmu_noncoherent {
+            linux::Variant::NonCoherent
+        } else if opts.guests_off {
+            linux::Variant::GuestsOff
+        } else {
+            linux::Variant::Tests
+        };
         let out = linux_run(&imgs, opts, opts.timeout.unwrap_or(180), variant)?;
         let names = report::vm_names();
         let guest = report::GuestReport::parse(&out.log, &names);
@@ -285,11 +294,13 @@ fn linux_run(
                 linux::TEST_SPI,
             );
             c.push(report::smmu_irqs_check(&out.log));
+            c.push(report::smmu_work_check(&out.log, false));
             if !variant.smmu_coherent() {
                 c.extend(report::noncoherent_checks(&out.log, &report::vm_names(), true));
             }
             c
         }
+        linux::Variant::GuestsOff => report::guests_off_checks(&out.log),
         linux::Variant::Panic => report::linux_panic_checks(&out.log),
         linux::Variant::BadTree => report::bad_tree_checks(&out.log),
         linux::Variant::Bench { .. } | linux::Variant::Native => Vec::new(),
@@ -466,6 +477,7 @@ fn test(opts: &Opts) -> Result<(), String> {
         ("Linux host", linux::Variant::Tests),
         ("Linux host, iommu.passthrough=1", linux::Variant::Passthrough),
         ("Linux host, SMMU forced non-coherent", linux::Variant::NonCoherent),
+        ("Linux host, every guest off", linux::Variant::GuestsOff),
         ("Linux host panics", linux::Variant::Panic),
     ] {
         println!("\n=== integration run: {what} ===");
@@ -562,6 +574,7 @@ mod tests {
         assert!(parse(&s(&["run", "--host", "windows"])).is_err());
         assert!(parse(&s(&["run", "--smmu-noncoherent"])).unwrap().1.smmu_noncoherent);
         assert!(!parse(&s(&["run"])).unwrap().1.smmu_noncoherent);
+        assert!(parse(&s(&["run", "--guests-off"])).unwrap().1.guests_off);
     }
 
     #[test]

@@ -32,6 +32,9 @@ use platform::qemu_virt::{BOARD, MANIFEST};
 pub const BOOTARGS: &str = "console=ttyS0 panic=-1 iomem=relaxed rdinit=/init";
 /// On the command line, makes `/init` panic the kernel at once (the "Linux host panics" run).
 pub const PANIC_ARG: &str = "xtask.host=panic";
+/// On the host's command line in the run where every guest powers off first: its `/init` runs
+/// the tests of that run only.
+pub const GUESTS_OFF_ARG: &str = "xtask.host=guests-off";
 
 /// What the Linux host does in a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +58,11 @@ pub enum Variant {
     /// hypervisor reads and writes them with cache maintenance. QEMU shows that this path works
     /// end to end, not that the maintenance is needed (its SMMU is coherent whatever it is told).
     NonCoherent,
+    /// Every guest powers off first (the hypervisor's `guests_off=1`: they skip the tests that
+    /// wait for the host); then the host's edu makes the SMMU fault and its driver must log the
+    /// event within a bounded time without touching its SMMU otherwise: the hypervisor's SMMU
+    /// interrupts are served on the host's CPUs (`cargo xtask run --host linux --guests-off`).
+    GuestsOff,
     /// `cargo xtask bench`: measures its boot and 4 KiB direct disk I/O (see
     /// `crate::initscript::bench_files`), in strict DMA translation or in passthrough.
     Bench {
@@ -65,10 +73,11 @@ pub enum Variant {
 
 impl Variant {
     /// Every variant.
-    pub const ALL: [Variant; 8] = [
+    pub const ALL: [Variant; 9] = [
         Variant::Tests,
         Variant::Passthrough,
         Variant::NonCoherent,
+        Variant::GuestsOff,
         Variant::Panic,
         Variant::BadTree,
         Variant::Native,
@@ -82,6 +91,7 @@ impl Variant {
             Variant::Tests => BOOTARGS.to_string(),
             Variant::Passthrough => format!("{BOOTARGS} iommu.passthrough=1"),
             Variant::Panic => format!("{BOOTARGS} {PANIC_ARG}"),
+            Variant::GuestsOff => format!("{BOOTARGS} {GUESTS_OFF_ARG}"),
             Variant::BadTree | Variant::Native | Variant::NonCoherent => BOOTARGS.to_string(),
             // One CPU (`maxcpus=1`: Linux leaves its second CPU off), as in the native
             // baseline (-smp 1): the bench counts CPU 0's instructions (tests/linux/icount.c).
@@ -115,6 +125,9 @@ impl Variant {
             a.push_str(" pm_inject=1");
         }
         a.push_str(smmu_option(self.smmu_coherent()));
+        if self == Variant::GuestsOff {
+            a.push_str(" guests_off=1");
+        }
         a
     }
 
@@ -127,6 +140,7 @@ impl Variant {
             Variant::BadTree => "linux-bad-tree",
             Variant::Native => "linux-native",
             Variant::NonCoherent => "linux-noncoherent",
+            Variant::GuestsOff => "linux-guests-off",
             Variant::Bench { passthrough: false } => "linux-bench-strict",
             Variant::Bench { passthrough: true } => "linux-bench-passthrough",
         }
