@@ -49,7 +49,7 @@ impl Hcr {
         .union(Hcr::APK)
         .union(Hcr::API);
 
-    /// A VM that does not drive the GIC itself: its CPU's interrupts come to EL2.
+    /// A VM that does not drive the GIC itself: every interrupt of its CPU comes to EL2.
     pub const VM_INTERRUPTS_AT_EL2: Hcr = Hcr::VM_COMMON.union(Hcr::FMO).union(Hcr::IMO);
 
     /// A Linux host, which drives the GIC itself: its group-1 interrupts (IRQs) stay at EL1,

@@ -1,5 +1,7 @@
 //! Physical interrupts taken at EL2: on the CPUs whose VM does not drive the GIC (the guests'
-//! CPUs, and a bare-metal host's), `HCR_EL2.IMO/FMO` route every interrupt to EL2. Each one is
+//! CPUs, and a bare-metal host's), `HCR_EL2.IMO/FMO` route every interrupt to EL2; on a Linux
+//! host's CPUs `HCR_EL2.FMO` alone routes group 0 (FIQs: the hypervisor's SPIs, which are group
+//! 0 at the highest priority) to EL2 while its group-1 interrupts stay at EL1. Each one is
 //! acknowledged (`ICC_IAR1_EL1`/`ICC_IAR0_EL1`), dispatched by INTID through the static table
 //! [`hyp::irq::Table`] (hypervisor code adds handlers with [`register`]), and ended
 //! (`ICC_EOIR*_EL1`, EOImode 0: priority drop and deactivation). An interrupt without a handler
@@ -40,13 +42,13 @@ static HYP_SPIS: SpinMutex<HypSpis> = SpinMutex::new(HypSpis { intids: [0; 4], l
 struct HypSpis {
     intids: [u32; 4],
     len: usize,
-    /// The CPU they are routed to: one that takes interrupts at EL2 and runs a VM.
+    /// The CPU they are routed to: one that is on and runs a VM (the host's first, while it
+    /// runs: `vm::el2_irq_cpus`).
     cpu: Option<u32>,
 }
 
-/// Takes SPI `intid` for the hypervisor: `handler` runs at EL2 on `cpu` (a CPU whose VM does
-/// not drive the GIC: the Linux host's CPU takes its interrupts at EL1 itself). Every such SPI
-/// goes to the same CPU; [`cpu_leaving`] moves them when it stops.
+/// Takes SPI `intid` for the hypervisor (group 0: an FIQ at EL2 on every CPU): `handler` runs at
+/// EL2 on `cpu`. Every such SPI goes to the same CPU; [`cpu_leaving`] moves them when it stops.
 pub fn take_spi(intid: u32, handler: Handler, cpu: u32) -> Result<(), &'static str> {
     let mut h = HYP_SPIS.lock();
     if h.len == h.intids.len() {
@@ -63,7 +65,7 @@ pub fn take_spi(intid: u32, handler: Handler, cpu: u32) -> Result<(), &'static s
 }
 
 /// CPU `cpu` is about to turn off: if the hypervisor's SPIs go to it, route them to the first
-/// of `others` (CPUs that take interrupts at EL2 and still run a VM); `true` if they moved. With none left, they stay
+/// of `others` (CPUs that still run a VM); `true` if they moved. With none left, they stay
 /// where they are (pending, unseen): the SMMU's queues are then serviced on every entry into
 /// the SMMU service instead (hypercalls, and the Linux host's emulated SMMU accesses).
 pub fn cpu_leaving(cpu: u32, mut others: impl Iterator<Item = u32>) -> bool {
@@ -89,7 +91,7 @@ pub fn cpu_leaving(cpu: u32, mut others: impl Iterator<Item = u32>) -> bool {
             h.cpu = None;
             SPIS_ROUTED.store(false, Ordering::Relaxed);
             info!(
-                "cpu {cpu} stops: no running CPU takes interrupts at EL2 any more; the SMMU's queues are serviced on each entry into the SMMU service"
+                "cpu {cpu} stops: no running CPU left to take the hypervisor's interrupts; the SMMU's queues are serviced on each entry into the SMMU service"
             );
             false
         }

@@ -61,7 +61,8 @@ per_cpu() {
     grep "$1" /proc/interrupts | awk '{a += $2; b += $3} END {print a + 0, b + 0}'
 }
 
-# Its CPUs interrupt each other (SGIs through ICC_SGI1R_EL1, not trapped): making tasks run on
+# Its CPUs interrupt each other (SGIs through ICC_SGI1R_EL1, trapped since FMO is set on its
+# CPUs and sent by the hypervisor to its own CPUs): making tasks run on
 # the other CPU and wait for each other raises IPIs on both.
 ipis_between_its_cpus() {
     # shellcheck disable=SC2046
@@ -358,9 +359,10 @@ edu_dma_from_host_root_faults() {
     done
 }
 
-# SGIs go through ICC_SGI1R_EL1, which the hypervisor does not trap: the kernel sends 24 x 4 of
-# them to the guests' CPUs. Their redistributors keep SGIs disabled, so nothing reaches them
-# (xtask checks that no interrupt of the host's reached a guest's CPU at EL2), and the guests
+# SGIs go through ICC_SGI1R_EL1, which traps (HCR_EL2.FMO is set on the host's CPUs): the kernel
+# sends 24 x 4 of them to the guests' CPUs, the hypervisor sends none of them there (and counts
+# the drops); even if it did, their redistributors keep SGIs disabled (xtask checks that no
+# interrupt of the host's reached a guest's CPU at EL2), and the guests
 # carry on (their tests pass in this run, after this one).
 sgis_to_other_cpus_stop_nobody() {
     insmod /lib/modules/sgi_to_others.ko rounds=4 targets=$GUEST_CPU_MASK || { echo "insmod sgi_to_others failed"; return 1; }
