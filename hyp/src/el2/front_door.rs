@@ -179,10 +179,10 @@ fn on_smmu_irq(intid: u32) {
 static WAITING_SINCE: AtomicU64 = AtomicU64::new(0);
 
 /// How long records may wait for the SMMU's interrupt before a guest's call drains them
-/// itself: 50 ms (in counter ticks, from `CNTFRQ_EL0`).
+/// itself: 100 ms (in counter ticks, from `CNTFRQ_EL0`).
 fn interrupt_late() -> bool {
     let since = WAITING_SINCE.load(Ordering::Relaxed);
-    let window = super::sysreg::cntfrq_el0::read() / 20;
+    let window = super::sysreg::cntfrq_el0::read() / 10;
     since != 0 && super::sysreg::cntpct_el0::read().wrapping_sub(since) > window
 }
 
@@ -303,7 +303,7 @@ fn with<T>(caller: Caller, default: T, f: impl FnOnce(&mut SmmuService<MmioRegs>
         let before = records_taken(service);
         // A guest's call (or one for nobody) but EVENT_READ leaves the event queue to the
         // SMMU's interrupt, which a CPU takes (the host's while it runs): it does not pay for
-        // another VM's flood. When records have waited for the interrupt more than 50 ms
+        // another VM's flood. When records have waited for the interrupt more than 100 ms
         // (nobody takes it, or a host holds it off) the call drains a bounded round. A guest's
         // EVENT_READ always drains a bounded round: guests never depend on the host for their
         // own events. The host's own paths always drain.
