@@ -74,6 +74,7 @@
 #define SMMU_HYP_BOOT_INFO_MAGIC 0x00505948554d4d53ull
 #define SMMU_HYP_VM_NAME_LEN 16
 #define SMMU_HYP_BOOT_FLAG_HOST_IS_LINUX 0x1ull /* VM 0 is a Linux kernel */
+#define SMMU_HYP_BOOT_FLAG_GUESTS_OFF 0x2ull /* guests power off without waiting for the host */
 
 /* At the IPA in x0 when a VM is entered. */
 struct smmu_hyp_boot_info {

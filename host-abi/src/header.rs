@@ -234,6 +234,11 @@ pub fn render(w: &mut dyn Write) -> Result {
         "#define SMMU_HYP_BOOT_FLAG_HOST_IS_LINUX 0x{:x}ull /* VM 0 is a Linux kernel */",
         crate::types::BOOT_FLAG_HOST_IS_LINUX
     )?;
+    writeln!(
+        w,
+        "#define SMMU_HYP_BOOT_FLAG_GUESTS_OFF 0x{:x}ull /* guests power off without waiting for the host */",
+        crate::types::BOOT_FLAG_GUESTS_OFF
+    )?;
     writeln!(w)?;
     writeln!(w, "/* At the IPA in x0 when a VM is entered. */")?;
     writeln!(w, "struct smmu_hyp_boot_info {{")?;

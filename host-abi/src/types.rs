@@ -32,14 +32,18 @@ pub struct BootInfo {
     pub vm_count: u32,
     /// Offset 40, length 16: the VM's name, NUL-padded.
     pub name: [u8; VM_NAME_LEN],
-    /// Offset 56, length 8: flags; [`BOOT_FLAG_HOST_IS_LINUX`] is the only one, the other bits
-    /// are zero.
+    /// Offset 56, length 8: flags ([`BOOT_FLAG_HOST_IS_LINUX`], [`BOOT_FLAG_GUESTS_OFF`]); the
+    /// other bits are zero.
     pub flags: u64,
 }
 
 /// [`BootInfo::flags`] bit 0: VM 0 (the host) is a Linux kernel rather than a bare-metal image
 /// (it does not take part in tests that need a cooperating host).
 pub const BOOT_FLAG_HOST_IS_LINUX: u64 = 1 << 0;
+/// [`BootInfo::flags`] bit 1: this run wants every guest off while the host still runs (the
+/// hypervisor's boot option `guests_off=1`): a guest runs the tests that do not wait for the
+/// host, then powers off.
+pub const BOOT_FLAG_GUESTS_OFF: u64 = 1 << 1;
 
 const _: () = assert!(size_of::<BootInfo>() == 64);
 const _: () = assert!(offset_of!(BootInfo, abi_version) == 8);

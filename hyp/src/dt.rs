@@ -71,7 +71,8 @@ fn pci_window(ranges: &[u8], space: u32) -> Option<MemRange> {
 /// Options for this run, from `/chosen/bootargs` (QEMU's `-append`), space separated:
 /// `gbpa_reset=abort|bypass` (what the simulated SMMU power domain resets GBPA to; default
 /// abort), `pm_inject=1` (let VMs inject power losses, for tests), `pm=off`,
-/// `bench_streams=N` and `host_vsmmu=1` (benchmarks).
+/// `bench_streams=N` and `host_vsmmu=1` (benchmarks), `smmu_coherent=0|1`, `guests_off=1`
+/// (the guests power off without waiting for the host).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BootOptions {
     /// GBPA after power-on (default: the board's `smmu_gbpa_reset`).
@@ -90,6 +91,10 @@ pub struct BootOptions {
     /// walks, on a coherent board; `smmu_coherent=1` on a non-coherent one is refused at boot
     /// unless the SMMU reports coherent access).
     pub smmu_coherent: bool,
+    /// The guests power off once their own tests are done, without waiting for the host
+    /// (`guests_off=1`: `BootInfo` flag `BOOT_FLAG_GUESTS_OFF`), so that the host runs on with
+    /// every guest off.
+    pub guests_off: bool,
 }
 
 /// First stream ID of the benchmark's device-less streams.
@@ -104,6 +109,7 @@ impl Default for BootOptions {
             bench_streams: 0,
             host_vsmmu: false,
             smmu_coherent: true,
+            guests_off: false,
         }
     }
 }
@@ -136,6 +142,7 @@ impl BootOptions {
                 Some(("host_vsmmu", "1")) => o.host_vsmmu = true,
                 Some(("smmu_coherent", "0")) => o.smmu_coherent = false,
                 Some(("smmu_coherent", "1")) => o.smmu_coherent = true,
+                Some(("guests_off", "1")) => o.guests_off = true,
                 Some(("bench_streams", n)) => match n.parse::<u32>() {
                     Ok(n) if n <= 4096 => o.bench_streams = n,
                     _ => unknown(w),
@@ -214,8 +221,11 @@ mod tests {
                 bench_streams: 0,
                 host_vsmmu: false,
                 smmu_coherent: true,
+                guests_off: false,
             }
         );
+        assert!(BootOptions::parse("guests_off=1", &mut |_| {}).guests_off);
+        assert!(!BootOptions::parse("guests_off=2", &mut |_| {}).guests_off);
         let o = BootOptions::parse("pm=off bench_streams=1000 host_vsmmu=1", &mut |_| {});
         assert!(!o.pm && o.host_vsmmu);
         assert_eq!(o.bench_streams, 1000);

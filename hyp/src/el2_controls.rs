@@ -49,8 +49,16 @@ impl Hcr {
         .union(Hcr::APK)
         .union(Hcr::API);
 
-    /// A VM that does not drive the GIC itself: its CPU's interrupts come to EL2.
+    /// A VM that does not drive the GIC itself: every interrupt of its CPU comes to EL2.
     pub const VM_INTERRUPTS_AT_EL2: Hcr = Hcr::VM_COMMON.union(Hcr::FMO).union(Hcr::IMO);
+
+    /// A Linux host, which drives the GIC itself: its group-1 interrupts (IRQs) stay at EL1,
+    /// physical FIQs (group 0: the hypervisor's own interrupts) come to EL2. With FMO set, its
+    /// EL1 accesses to `ICC_PMR/CTLR/DIR/RPR_EL1` and the group-0 registers go to the virtual
+    /// CPU interface (`ICV_*`, state in `ICH_VMCR_EL2`/`ICH_AP0R<n>_EL2`), and its writes to
+    /// `ICC_SGI0R/SGI1R/ASGI1R_EL1` trap (`hyp::host::sgi`); the group-1 registers (`IAR1`,
+    /// `EOIR1`, `BPR1`, `AP1R<n>`, `IGRPEN1`) stay the physical ones (that needs IMO).
+    pub const LINUX_HOST: Hcr = Hcr::VM_COMMON.union(Hcr::FMO);
 }
 
 /// Cacheability of translation-table walks: write-back read/write-allocate (0b01).
@@ -106,6 +114,8 @@ mod tests {
         );
         assert_eq!(Hcr::VM_COMMON.bits(), 0x0000_0300_8008_0623);
         assert_eq!(Hcr::VM_INTERRUPTS_AT_EL2.bits() ^ Hcr::VM_COMMON.bits(), 0x18);
+        // FMO (bit 3) alone: FIQs to EL2, IRQs stay the host's.
+        assert_eq!(Hcr::LINUX_HOST.bits() ^ Hcr::VM_COMMON.bits(), 0x08);
         // The SMMU's S2 fields come from the same layout.
         let s2 = crate::iommu::driver::ste::S2Config::vm(1, 0);
         assert_eq!(

@@ -2,10 +2,11 @@
 //! [`Table::register`] (for example the SMMU's event-queue and global-error SPIs) and the EL2
 //! interrupt path consults for every interrupt it acknowledges ([`Table::dispatch`]).
 //!
-//! Interrupts reach EL2 only on CPUs whose VM does not drive the GIC itself (the guests':
-//! `HCR_EL2.IMO/FMO` set). A Linux host programs the distributor directly and may route an SPI
-//! to a guest's CPU or send it an SGI; such an interrupt has no handler here: the EL2 path logs
-//! its INTID once (per INTID), disables it so it cannot storm the guest's CPU, and ends it.
+//! Every interrupt reaches EL2 on CPUs whose VM does not drive the GIC itself (the guests':
+//! `HCR_EL2.IMO/FMO` set); on a Linux host's CPUs only group 0 does (FIQs, `HCR_EL2.FMO`): the
+//! hypervisor's own SPIs. Anything else that arrives (an SPI a host routed to a guest's CPU, a
+//! group-0 interrupt a host made of its own) has no handler here: the EL2 path logs its INTID
+//! once (per INTID), disables it so it cannot storm the CPU, and ends it.
 #![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, Ordering};

@@ -131,7 +131,7 @@ fn boot_cpu() -> ! {
     match vm::el2_irq_cpus(None).next() {
         Some(cpu) => el2::front_door::take_irqs(board, cpu),
         None => log::warn!(
-            "SMMU: no CPU takes interrupts at EL2: its queues are serviced on entries into the SMMU service only"
+            "SMMU: no CPU runs a VM to take its interrupts: its queues are serviced on entries into the SMMU service only"
         ),
     }
 

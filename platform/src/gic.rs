@@ -111,6 +111,8 @@ pub mod gicr {
     pub const STATUSR: u64 = 0x0010;
     /// GICR_WAKER (RD frame).
     pub const WAKER: u64 = 0x0014;
+    /// GICR_WAKER.ProcessorSleep: the redistributor stops forwarding interrupts to the CPU.
+    pub const WAKER_PROCESSOR_SLEEP: u32 = 1 << 1;
     /// GICR_SETLPIR (RD frame, 64-bit).
     pub const SETLPIR: u64 = 0x0040;
     /// GICR_CLRLPIR (RD frame, 64-bit).

@@ -23,7 +23,8 @@
 //! domain's GBPA reset value), `--host bare|linux` (run: what VM 0 is), `--shell`, `--stress` (run
 //! --host linux: the shell, the stress run), `--smmu-noncoherent` (run:
 //! the hypervisor drives the SMMU as non-coherent, `smmu_coherent=0`, and the Linux host's tree
-//! has no `dma-coherent` on it), `--compare OLD.json`
+//! has no `dma-coherent` on it), `--guests-off` (run, Linux host: every guest powers off first,
+//! then the host checks that its SMMU's events still reach it), `--compare OLD.json`
 //! (bench), `--only hypercalls|linux` (bench: one part), `--depth N` (model), `--jobs N` and `--file PATH` (mutants), `--cases N` (fuzz).
 
 mod bench;
@@ -44,7 +45,7 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: cargo xtask <setup|build|run|test|bench|model|mutants|fuzz> \
      [--verbose] [--timeout SECS] [--compare OLD.json] [--only hypercalls|linux] [--depth N] \
-     [--gbpa-reset abort|bypass] [--smmu-noncoherent] \
+     [--gbpa-reset abort|bypass] [--smmu-noncoherent] [--guests-off] \
      [--host bare|linux] [--shell|--stress] [--jobs N] [--file PATH] [--cases N]";
 
 /// What runs as the host VM in `run`.
@@ -79,6 +80,8 @@ pub struct Opts {
     pub shell: bool,
     /// `run --host linux`: the stress run instead of the host's tests.
     pub stress: bool,
+    /// `run --host linux`: the guests power off first (`linux::Variant::GuestsOff`).
+    pub guests_off: bool,
     /// Parallel jobs (mutants).
     pub jobs: Option<usize>,
     /// Only this file (mutants).
@@ -99,6 +102,7 @@ fn parse(args: &[String]) -> Result<(String, Opts), String> {
             "--smmu-noncoherent" => opts.smmu_noncoherent = true,
             "--shell" => opts.shell = true,
             "--stress" => opts.stress = true,
+            "--guests-off" => opts.guests_off = true,
             "--timeout" => {
                 let v = it.next().ok_or("--timeout needs a number of seconds")?;
                 opts.timeout = Some(v.parse().map_err(|_| format!("bad --timeout value `{v}`"))?);
@@ -227,6 +231,8 @@ fn run(opts: &Opts) -> Result<(), String> {
             linux::Variant::NonCoherent
         } else if opts.stress {
             linux::Variant::Stress
+        } else if opts.guests_off {
+            linux::Variant::GuestsOff
         } else {
             linux::Variant::Tests
         };
@@ -300,11 +306,13 @@ fn linux_run(
                 linux::TEST_SPI,
             );
             c.push(report::smmu_irqs_check(&out.log));
+            c.push(report::smmu_work_check(&out.log, false));
             if !variant.smmu_coherent() {
                 c.extend(report::noncoherent_checks(&out.log, &report::vm_names(), true));
             }
             c
         }
+        linux::Variant::GuestsOff => report::guests_off_checks(&out.log),
         linux::Variant::Panic => report::linux_panic_checks(&out.log),
         linux::Variant::BadTree => report::bad_tree_checks(&out.log),
         linux::Variant::Stress => {
@@ -589,6 +597,7 @@ fn test(opts: &Opts) -> Result<(), String> {
         ("Linux host", linux::Variant::Tests),
         ("Linux host, iommu.passthrough=1", linux::Variant::Passthrough),
         ("Linux host, SMMU forced non-coherent", linux::Variant::NonCoherent),
+        ("Linux host, every guest off", linux::Variant::GuestsOff),
         ("Linux host panics", linux::Variant::Panic),
         ("Linux host under stress", linux::Variant::Stress),
     ] {
@@ -699,6 +708,7 @@ mod tests {
         assert!(parse(&s(&["run", "--host", "linux", "--shell", "--smmu-noncoherent"])).is_err());
         assert!(parse(&s(&["run", "--host", "linux", "--stress"])).unwrap().1.stress);
         assert!(parse(&s(&["run", "--stress"])).is_err());
+        assert!(parse(&s(&["run", "--guests-off"])).unwrap().1.guests_off);
     }
 
     #[test]

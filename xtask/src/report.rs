@@ -419,6 +419,116 @@ pub fn smmu_irqs_check(log: &str) -> LogCheck {
     LogCheck { name: "smmu_event_interrupts_reach_el2", result }
 }
 
+/// One `SMMU work on cpu N (VM's): ...` line of the hypervisor's closing summary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmmuWork {
+    /// The CPU.
+    pub cpu: u32,
+    /// The VM it belongs to.
+    pub vm: String,
+    /// Event-queue interrupts it took at EL2.
+    pub eventq_irqs: u64,
+    /// Event records it took off the real SMMU's queue.
+    pub records: u64,
+    /// Of those, records of the host's streams.
+    pub host_records: u64,
+}
+
+/// The per-CPU SMMU work lines of the log.
+pub fn smmu_work(log: &str) -> Vec<SmmuWork> {
+    log.lines()
+        .filter_map(|l| {
+            let rest = l.split("SMMU work on cpu ").nth(1)?;
+            let (cpu, rest) = rest.split_once(" (")?;
+            let (vm, rest) = rest.split_once("'s): ")?;
+            let nums: Vec<u64> =
+                rest.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+            match nums[..] {
+                [eventq_irqs, _gerror, records, _own, host_records] => Some(SmmuWork {
+                    cpu: cpu.parse().ok()?,
+                    vm: vm.to_string(),
+                    eventq_irqs,
+                    records,
+                    host_records,
+                }),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Fault records one `smmu-attack dma` to one address makes (4 bytes, then a page: QEMU's edu
+/// faults once per 4 bytes): the host's flood.
+pub const HOST_FLOOD_RECORDS: u64 = 1 + 1024;
+
+/// Most records one guest call takes off the SMMU's queue (`service::DRAIN_PER_ENTRY`).
+const DRAIN_PER_ENTRY: u64 = 256;
+
+/// Where the SMMU's interrupts were served and a host-made flood was paid (the hypervisor's
+/// per-CPU SMMU work lines): the host's CPUs took event-queue interrupts and at least one flood's
+/// worth of the host's records, and the guests' CPUs took no SMMU interrupt (while the host
+/// runs, the SMMU's interrupts go to its CPUs; in these runs nothing faults after the host
+/// stopped). A guest's own SMMU calls drain the queue too (at most [`DRAIN_PER_ENTRY`] records
+/// a call, whoever's): the guests' CPUs took at most that many of the host's records each time
+/// they happened to call during the host's flood, which this check bounds by one call's worth
+/// per guest CPU, and none at all with `guests_off` (they are off before the host's flood).
+pub fn smmu_work_check(log: &str, guests_off: bool) -> LogCheck {
+    let work = smmu_work(log);
+    let (host, guests): (Vec<_>, Vec<_>) = work.iter().partition(|w| w.vm == "host");
+    let sum = |ws: &[&SmmuWork], f: fn(&SmmuWork) -> u64| ws.iter().map(|w| f(w)).sum::<u64>();
+    let (host_paid, guests_paid) =
+        (sum(&host, |w| w.host_records), sum(&guests, |w| w.host_records));
+    let guest_bound = if guests_off { 0 } else { DRAIN_PER_ENTRY * guests.len() as u64 };
+    let result = if host.is_empty() || guests.is_empty() {
+        Err(format!(
+            "no per-CPU SMMU work lines for the host and the guests ({} lines)",
+            work.len()
+        ))
+    } else if sum(&host, |w| w.eventq_irqs) == 0 {
+        Err("the host's CPUs took no SMMU event interrupt".into())
+    } else if host_paid < HOST_FLOOD_RECORDS {
+        Err(format!(
+            "the host's CPUs took {host_paid} of the host's event records, fewer than its flood ({HOST_FLOOD_RECORDS})"
+        ))
+    } else if let Some(g) = guests.iter().find(|w| w.eventq_irqs != 0) {
+        Err(format!("guest CPU {} ({}) took {} SMMU interrupts", g.cpu, g.vm, g.eventq_irqs))
+    } else if guests_paid > guest_bound {
+        Err(format!(
+            "the guests' CPUs took {guests_paid} of the host's event records (bound {guest_bound}; the host's took {host_paid})"
+        ))
+    } else {
+        Ok(())
+    };
+    LogCheck { name: "smmu_interrupts_and_the_hosts_flood_paid_by_its_cpus", result }
+}
+
+/// The checks of the run where every guest powers off first: both guests stopped by
+/// themselves (`SYSTEM_OFF`) before the host did, and the SMMU's work was the host's CPUs'
+/// ([`smmu_work_check`]).
+pub fn guests_off_checks(log: &str) -> Vec<LogCheck> {
+    let host = position(log, "vm host stopped (SYSTEM_OFF");
+    let before_host = |needle: &str| match (position(log, needle), host) {
+        (Some(g), Some(h)) => g < h,
+        _ => false,
+    };
+    vec![
+        LogCheck {
+            name: "every_guest_powered_off_before_the_host",
+            result: if host.is_none() {
+                Err("the host did not power off".into())
+            } else if !(before_host("vm guest1 stopped (SYSTEM_OFF)")
+                && before_host("vm guest2 stopped (SYSTEM_OFF)"))
+            {
+                Err("a guest was still running when the host stopped".into())
+            } else {
+                Ok(())
+            },
+        },
+        smmu_irqs_check(log),
+        smmu_work_check(log, true),
+    ]
+}
+
 /// The hypervisor's log of a run that forces the non-coherent SMMU path (`smmu_coherent=0`):
 /// it says it drives the SMMU as non-coherent, it cleaned every VM's DMA stage-2 tables before
 /// any STE named them, and, with a Linux host (`linux_host`), the host's emulated SMMU is
@@ -739,6 +849,41 @@ impl TraceFindings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn work_line(cpu: u32, vm: &str, irqs: u64, records: u64, host: u64) -> String {
+        format!(
+            "hyp: INFO  SMMU work on cpu {cpu} ({vm}'s): {irqs} event-queue and 0 global-error interrupts, {records} event records taken off the SMMU's queue (7 of its VM's, {host} of the host's)\n"
+        )
+    }
+
+    #[test]
+    fn smmu_work_lines_are_read_and_judged() {
+        let log = |g1_irqs: u64, g2_host: u64, host_records: u64| {
+            work_line(0, "host", 50, host_records + 640, host_records)
+                + &work_line(1, "host", 0, 0, 0)
+                + &work_line(2, "guest1", g1_irqs, 80, 0)
+                + &work_line(3, "guest2", 0, 96, g2_host)
+        };
+        let w = smmu_work(&log(0, 0, 3075));
+        assert_eq!(w.len(), 4);
+        assert_eq!(
+            w[3],
+            SmmuWork { cpu: 3, vm: "guest2".into(), eventq_irqs: 0, records: 96, host_records: 0 }
+        );
+        assert_eq!((w[0].records, w[0].host_records), (3715, 3075));
+        assert!(smmu_work_check(&log(0, 0, 3075), true).result.is_ok());
+        // A guest's CPU served an SMMU interrupt: the old routing.
+        assert!(smmu_work_check(&log(3, 0, 3075), false).result.is_err());
+        // A guest's CPU drained some of the host's records: bounded while it runs beside the
+        // host (its own calls poll the queue), none when the guests are off first.
+        assert!(smmu_work_check(&log(0, 16, 3075), false).result.is_ok());
+        assert!(smmu_work_check(&log(0, 513, 3075), false).result.is_err());
+        assert!(smmu_work_check(&log(0, 16, 3075), true).result.is_err());
+        // The host's flood not paid by its CPUs.
+        assert!(smmu_work_check(&log(0, 0, HOST_FLOOD_RECORDS - 1), true).result.is_err());
+        assert!(smmu_work_check(&log(0, 0, HOST_FLOOD_RECORDS), true).result.is_ok());
+        assert!(smmu_work_check("", false).result.is_err());
+    }
 
     #[test]
     fn the_stress_hotplug_count_is_the_hypervisors() {

@@ -116,23 +116,90 @@ pub fn init(board: &platform::Board, options: hyp::dt::BootOptions) {
     *SMMU.lock() = Some(Locked { service: io, host: None });
 }
 
-/// Interrupts from the real SMMU taken at EL2: event queue, global errors.
-static IRQS_TAKEN: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+/// CPUs the per-CPU counters below cover (the board's `cpu_count` is at most this).
+const COUNTED_CPUS: usize = hyp::vm::lifecycle::MAX_CPUS;
+
+/// Interrupts from the real SMMU taken at EL2, by CPU: event queue, global errors.
+static IRQS_TAKEN: [[AtomicU64; 2]; COUNTED_CPUS] =
+    [const { [AtomicU64::new(0), AtomicU64::new(0)] }; COUNTED_CPUS];
+
+/// Event records taken off the real SMMU's queue, by the CPU that took them: in its interrupt,
+/// a VM's SMMU call, or the host's access to its emulated SMMU. Where a flood is paid: all
+/// records, those of the VM of that CPU, and those of the host (VM 0).
+static RECORDS_DRAINED: [[AtomicU64; 3]; COUNTED_CPUS] =
+    [const { [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)] }; COUNTED_CPUS];
+
+/// Records taken off the real SMMU's queue so far: all of them (the driver's count), those
+/// routed to the VM of this CPU and those routed to the host (read under the lock).
+#[inline]
+fn records_taken(service: &SmmuService<MmioRegs>) -> [u64; 3] {
+    // Every record routed to a VM counts there, kept or dropped on a full ring.
+    let routed = |vm: u32| service.events_of(vm).0;
+    let own = PLATFORM.manifest().vm_on_cpu(super::sysreg::cpu_index()).map_or(0, |s| routed(s.id));
+    [service.driver().counters.events, own, routed(0)]
+}
+
+/// Charges the records taken since `before` to this CPU.
+#[inline]
+fn charge(service: &SmmuService<MmioRegs>, before: [u64; 3]) {
+    let now = records_taken(service);
+    if now[0] != before[0] {
+        let c = &RECORDS_DRAINED[super::sysreg::cpu_index() as usize % COUNTED_CPUS];
+        for i in 0..3 {
+            c[i].fetch_add(now[i].wrapping_sub(before[i]), Ordering::Relaxed);
+        }
+    }
+}
 
 /// The real SMMU's event-queue and global-error interrupts: each drains the event queue
 /// (routing every record to its VM, the Linux host's into its own event queue) and handles
 /// global errors, whatever the VMs are doing.
+///
+/// Each round takes at most `DRAIN_PER_ENTRY` records; when records are left it makes its own
+/// interrupt pending again, so the drain goes on, a bounded round at a time, on the same CPU
+/// (the host's while it runs: its floods are paid by its CPUs).
 fn on_smmu_irq(intid: u32) {
     let board = PLATFORM.board();
     let kind = usize::from(intid == board.smmu_irqs.gerror + 32);
-    IRQS_TAKEN[kind].fetch_add(1, Ordering::Relaxed);
-    with(Caller::Interrupt, (), |io| {
+    let cpu = super::sysreg::cpu_index() as usize % COUNTED_CPUS;
+    IRQS_TAKEN[cpu][kind].fetch_add(1, Ordering::Relaxed);
+    let backlog = with(Caller::Interrupt, false, |io| {
         io.service_hardware();
+        io.event_backlog()
     });
+    if backlog {
+        // Progress: the records left have waited no longer than this round.
+        WAITING_SINCE.store(super::sysreg::cntpct_el0::read(), Ordering::Relaxed);
+        super::irq::pend_spi(board.smmu_irqs.eventq + 32);
+    }
 }
 
-/// Takes the real SMMU's wired interrupts at EL2 on CPU `cpu` (one whose VM does not drive the
-/// GIC). The SMMU raises them because the driver enabled them (`SMMU_IRQ_CTRL`).
+/// Since when (`CNTPCT_EL0`) records have been waiting in the SMMU's event queue with nobody
+/// draining them (0: none waiting, as far as the last entry saw).
+static WAITING_SINCE: AtomicU64 = AtomicU64::new(0);
+
+/// How long records may wait for the SMMU's interrupt before a guest's call drains them
+/// itself: 100 ms (in counter ticks, from `CNTFRQ_EL0`).
+fn interrupt_late() -> bool {
+    let since = WAITING_SINCE.load(Ordering::Relaxed);
+    let window = super::sysreg::cntfrq_el0::read() / 10;
+    since != 0 && super::sysreg::cntpct_el0::read().wrapping_sub(since) > window
+}
+
+/// Notes, after an entry, whether records wait in the SMMU's event queue.
+#[inline]
+fn note_backlog(service: &SmmuService<MmioRegs>) {
+    if service.event_backlog() {
+        let now = super::sysreg::cntpct_el0::read();
+        let _ = WAITING_SINCE.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+    } else if WAITING_SINCE.load(Ordering::Relaxed) != 0 {
+        WAITING_SINCE.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Takes the real SMMU's wired interrupts at EL2 (group 0: FIQs) on CPU `cpu`, the first CPU of
+/// `vm::el2_irq_cpus`: the Linux host's first while it runs. The SMMU raises them because the
+/// driver enabled them (`SMMU_IRQ_CTRL`).
 pub fn take_irqs(board: &platform::Board, cpu: u32) {
     for (what, spi) in [("eventq", board.smmu_irqs.eventq), ("gerror", board.smmu_irqs.gerror)] {
         if let Err(e) = super::irq::take_spi(spi + 32, on_smmu_irq, cpu) {
@@ -140,7 +207,7 @@ pub fn take_irqs(board: &platform::Board, cpu: u32) {
         }
     }
     info!(
-        "SMMU: eventq (SPI {}) and gerror (SPI {}) interrupts taken at EL2 on cpu {cpu}",
+        "SMMU: eventq (SPI {}) and gerror (SPI {}) interrupts taken at EL2 (group 0, FIQ) on cpu {cpu}",
         board.smmu_irqs.eventq, board.smmu_irqs.gerror
     );
 }
@@ -155,9 +222,34 @@ pub fn failures() -> (u64, u64, u64) {
     SMMU.lock().as_ref().map(|s| s.service.failures()).unwrap_or_default()
 }
 
-/// How many SMMU interrupts were taken at EL2: (event queue, global errors).
-pub fn irqs_taken() -> (u64, u64) {
-    (IRQS_TAKEN[0].load(Ordering::Relaxed), IRQS_TAKEN[1].load(Ordering::Relaxed))
+/// The SMMU work CPU `cpu` did: interrupts taken at EL2, event records it took off the real
+/// SMMU's queue (in any of its entries into the service), how many of those were its VM's and
+/// how many the host's.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SmmuWork {
+    /// Event-queue interrupts.
+    pub eventq_irqs: u64,
+    /// Global-error interrupts.
+    pub gerror_irqs: u64,
+    /// Records taken.
+    pub records: u64,
+    /// Records taken of streams its VM owns.
+    pub own_records: u64,
+    /// Records taken of streams the host (VM 0) owns.
+    pub host_records: u64,
+}
+
+/// [`SmmuWork`] of CPU `cpu`.
+pub fn smmu_work_of(cpu: u32) -> SmmuWork {
+    let c = cpu as usize % COUNTED_CPUS;
+    let (irqs, recs) = (&IRQS_TAKEN[c], &RECORDS_DRAINED[c]);
+    SmmuWork {
+        eventq_irqs: irqs[0].load(Ordering::Relaxed),
+        gerror_irqs: irqs[1].load(Ordering::Relaxed),
+        records: recs[0].load(Ordering::Relaxed),
+        own_records: recs[1].load(Ordering::Relaxed),
+        host_records: recs[2].load(Ordering::Relaxed),
+    }
 }
 
 /// Each routed event, at debug level (reading events is a benchmarked path); VMs get the
@@ -190,6 +282,9 @@ fn vm_name(vm: u32) -> &'static str {
 enum Caller {
     /// A VM's hypercall.
     Vm(u32),
+    /// A VM's EVENT_READ: it asks for its own events, so it drains a bounded round of the
+    /// SMMU's queue whatever the interrupt is doing (its records may be behind others').
+    EventRead(u32),
     /// The real SMMU's interrupt.
     Interrupt,
     /// A call made for no VM in particular (SMMU-wide counters): nobody's events delivered.
@@ -205,12 +300,32 @@ fn with<T>(caller: Caller, default: T, f: impl FnOnce(&mut SmmuService<MmioRegs>
     let (r, report, notices) = {
         let mut g = SMMU.lock();
         let Some(Locked { service, host }) = g.as_mut() else { return default };
+        let before = records_taken(service);
+        // A guest's call (or one for nobody) but EVENT_READ leaves the event queue to the
+        // SMMU's interrupt, which a CPU takes (the host's while it runs): it does not pay for
+        // another VM's flood. When records have waited for the interrupt more than 100 ms
+        // (nobody takes it, or a host holds it off) the call drains a bounded round. A guest's
+        // EVENT_READ always drains a bounded round: guests never depend on the host for their
+        // own events. The host's own paths always drain.
+        let guest = match (caller, host.as_ref()) {
+            (Caller::Interrupt | Caller::EventRead(_), _) => false,
+            (Caller::Vm(vm), Some(h)) => vm != h.v.vm,
+            (Caller::Vm(_) | Caller::Anyone, _) => true,
+        };
+        if guest && super::irq::spis_routed() && !interrupt_late() {
+            service.entry_drain = 0;
+        }
         let r = f(service);
+        service.entry_drain = hyp::iommu::service::DRAIN_PER_ENTRY;
+        note_backlog(service);
         let notices = match (host, caller) {
             (Some(h), Caller::Interrupt) => h.serve(service, |_, _| {}),
-            (Some(h), Caller::Vm(vm)) if vm == h.v.vm => h.serve(service, |_, _| {}),
+            (Some(h), Caller::Vm(vm) | Caller::EventRead(vm)) if vm == h.v.vm => {
+                h.serve(service, |_, _| {})
+            }
             _ => false,
         };
+        charge(service, before);
         (r, service.take_report(), notices)
     };
     after(report, notices);
@@ -388,6 +503,7 @@ impl hyp::host::mmio::Device for HostSmmuDevice {
         let (value, report, notices) = {
             let mut g = SMMU.lock();
             let Some(Locked { service, host: Some(h) }) = g.as_mut() else { return 0 };
+            let before = records_taken(service);
             let notices = if offset == off::EVTQ_PROD {
                 // What the real SMMU has recorded so far is in the host's queue when it looks
                 // (as on hardware, where PROD shows every record written), interrupts or not.
@@ -400,6 +516,8 @@ impl hyp::host::mmio::Device for HostSmmuDevice {
             } else {
                 false
             };
+            charge(service, before);
+            note_backlog(service);
             (h.v.read(offset, size), service.take_report(), notices)
         };
         after(report, notices);
@@ -412,7 +530,10 @@ impl hyp::host::mmio::Device for HostSmmuDevice {
         let (report, notices) = {
             let mut g = SMMU.lock();
             let Some(Locked { service, host: Some(h) }) = g.as_mut() else { return };
+            let before = records_taken(service);
             let notices = h.serve(service, |v, ctx| v.write(offset as usize, size, value, ctx));
+            charge(service, before);
+            note_backlog(service);
             (service.take_report(), notices)
         };
         after(report, notices);
@@ -437,7 +558,7 @@ pub struct HypercallSmmu;
 
 impl SmmuCalls for HypercallSmmu {
     fn read_events(&mut self, vm: u32, out: &mut [EventWords]) -> EventReadResult {
-        with(Caller::Vm(vm), EventReadResult::default(), |io| io.read_events(vm, out))
+        with(Caller::EventRead(vm), EventReadResult::default(), |io| io.read_events(vm, out))
     }
     fn stats(&mut self) -> SmmuStats {
         // SMMU-wide: no VM's (the host's events wait for its own paths).

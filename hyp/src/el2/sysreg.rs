@@ -84,6 +84,8 @@ sysreg_rw!(
     smcr_el2 = "s3_4_c1_c2_6",
     hcrx_el2 = "s3_4_c1_c2_2",
     id_aa64smfr0_el1 = "s3_0_c0_c4_5",
+    ich_hcr_el2 = "s3_4_c12_c11_0",
+    ich_vmcr_el2 = "s3_4_c12_c11_7",
 );
 
 /// Data and instruction synchronization barriers.

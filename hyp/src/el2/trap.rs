@@ -239,6 +239,10 @@ fn slow_trap(frame: &mut TrapFrame, esr: Esr) {
         }
         ExceptionClass::SysReg => {
             let access = SysRegAccess::decode(esr);
+            if vm.linux.is_some() && !access.read && host_sgi(vm, frame, &access) {
+                frame.elr += 4;
+                return;
+            }
             if vm.first_trap((0x18 << 24) | access.key()) {
                 warn!(
                     "vm {}: trapped {access} at PC {:#x}: injecting an undefined instruction \
@@ -261,6 +265,36 @@ fn slow_trap(frame: &mut TrapFrame, esr: Esr) {
             apply(frame, &inject::undefined(&t));
         }
     }
+}
+
+/// A Linux host's write to an SGI register (trapped: `HCR_EL2.FMO` is set on its CPUs): its
+/// group-1 SGIs are sent to its own CPUs only, the rest dropped (`hyp::host::sgi`), the first
+/// drop of each register logged. `false` if `access` is not an SGI register.
+fn host_sgi(vm: &vm::Vm, frame: &TrapFrame, access: &SysRegAccess) -> bool {
+    use hyp::host::sgi::{decide, SgiRegister};
+    let a = access;
+    let Some(reg) = SgiRegister::from_encoding(a.op0, a.op1, a.crn, a.crm, a.op2) else {
+        return false;
+    };
+    let value = if a.rt == 31 { 0 } else { frame.x[a.rt as usize] };
+    let own = vm.spec.cpus.iter().fold(0u16, |m, c| m | (1 << (c & 15)));
+    let d = decide(reg, value, super::sysreg::cpu_index(), own);
+    if let Some((intid, targets)) = d.send {
+        super::gic::send_sgi(intid, targets);
+    }
+    if d.dropped != 0 {
+        vm::count_dropped_sgi();
+        if vm.first_trap((0x18 << 24) | (1 << 23) | access.key()) {
+            warn!(
+                "vm {}: its {access} of {value:#x} names CPUs {:#06x} that are not its own{}: \
+                 not sent there (logged once per register)",
+                vm.spec.name,
+                d.dropped,
+                if reg == SgiRegister::Sgi1r { "" } else { ", or is a group-0 SGI" }
+            );
+        }
+    }
+    true
 }
 
 fn trapped(frame: &TrapFrame, esr: Esr, far: u64) -> TrappedState {

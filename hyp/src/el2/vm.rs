@@ -289,23 +289,46 @@ pub fn secondary_entry_address() -> u64 {
     secondary_entry as *const () as usize as u64
 }
 
-/// CPUs that take physical interrupts at EL2 (their VM does not drive the GIC), are on or
-/// starting, and whose VM has not stopped, leaving out VM `except`'s.
+/// SGI writes of a Linux host that named a CPU not its own (or were group 0): not sent there.
+static SGIS_DROPPED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Counts one such SGI write (`el2::trap`).
+pub fn count_dropped_sgi() {
+    SGIS_DROPPED.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// CPUs that may take the hypervisor's interrupts (group 0: FIQs at EL2 on every CPU, a Linux
+/// host's included), are on or starting, and whose VM has not stopped, leaving out VM
+/// `except`'s. In manifest order: the host's CPUs first, so that while the host runs it is the
+/// one paying for the SMMU's interrupts (the floods it causes), and they keep being served when
+/// every guest is off.
 pub fn el2_irq_cpus(except: Option<u32>) -> impl Iterator<Item = u32> {
     let stopped = STATES.stopped_mask();
     VMS.iter()
         .filter_map(|s| s.get())
-        .filter(move |vm| {
-            vm.linux.is_none() && stopped & (1 << vm.spec.id) == 0 && Some(vm.spec.id) != except
-        })
+        .filter(move |vm| stopped & (1 << vm.spec.id) == 0 && Some(vm.spec.id) != except)
         .flat_map(|vm| vm.spec.cpus.iter())
         .filter(|&cpu| CPUS.get(cpu) != CpuState::Off)
 }
 
 fn summary() {
     info!("all VMs stopped (at most {} ran at the same time)", STATES.peak_running());
-    let (eventq, gerror) = super::front_door::irqs_taken();
+    let cpus = super::PLATFORM_BOARD.cpu_count;
+    let (mut eventq, mut gerror) = (0, 0);
+    for cpu in 0..cpus {
+        let w = super::front_door::smmu_work_of(cpu);
+        let owner = super::PLATFORM.manifest().vm_on_cpu(cpu).map_or("no VM", |s| s.name);
+        info!(
+            "SMMU work on cpu {cpu} ({owner}'s): {} event-queue and {} global-error interrupts, {} event records taken off the SMMU's queue ({} of its VM's, {} of the host's)",
+            w.eventq_irqs, w.gerror_irqs, w.records, w.own_records, w.host_records
+        );
+        (eventq, gerror) = (eventq + w.eventq_irqs, gerror + w.gerror_irqs);
+    }
     info!("SMMU interrupts taken at EL2: {eventq} event queue, {gerror} global error");
+    info!(
+        "the Linux host's SGIs: {} dropped (not to its own CPUs, or group 0)",
+        SGIS_DROPPED.load(core::sync::atomic::Ordering::Relaxed)
+    );
     let pm = super::front_door::pm_status_now();
     info!(
         "SMMU power: {} suspends (powered off), {} resumes, {} commands elided while off, {} ATC wake-ups, {} power losses recovered; now {}",
@@ -419,8 +442,11 @@ pub fn prepare_all(
             );
         }
         if linux.is_none() {
-            let flags =
-                if host_linux.is_some() { host_abi::types::BOOT_FLAG_HOST_IS_LINUX } else { 0 };
+            use host_abi::types::{BOOT_FLAG_GUESTS_OFF, BOOT_FLAG_HOST_IS_LINUX};
+            let mut flags = if host_linux.is_some() { BOOT_FLAG_HOST_IS_LINUX } else { 0 };
+            if options.guests_off && host_linux.is_some() && spec.id != 0 {
+                flags |= BOOT_FLAG_GUESTS_OFF;
+            }
             write_boot_info(spec, flags);
         }
         VMS[spec.id as usize].call_once(|| Vm {
@@ -535,8 +561,11 @@ pub fn run_on_this_cpu(cpu: u32) -> ! {
         firmware::cpu_off()
     }
     let slot = spec.cpus.index(cpu).expect("the VM on this CPU owns it") as u64;
-    let hcr = if vm.linux.is_some() { Hcr::VM_COMMON } else { Hcr::VM_INTERRUPTS_AT_EL2 };
-    if vm.linux.is_none() {
+    let hcr = if vm.linux.is_some() { Hcr::LINUX_HOST } else { Hcr::VM_INTERRUPTS_AT_EL2 };
+    if vm.linux.is_some() {
+        // Its IRQs stay at EL1, the hypervisor's FIQs come to EL2.
+        super::irq::init_linux_cpu();
+    } else {
         // Interrupts on this CPU come to EL2 (the Linux host may route some here).
         super::irq::init_cpu();
     }
@@ -573,7 +602,11 @@ pub fn run_on_this_cpu(cpu: u32) -> ! {
         "cpu {cpu}: entering vm {} (VMID {}) at EL1, entry {entry:#x}, {what} {x0:#x}{}",
         spec.name,
         spec.vmid(),
-        if vm.linux.is_some() { " (Linux: it drives the GIC, IMO/FMO clear)" } else { "" }
+        if vm.linux.is_some() {
+            " (Linux: it drives the GIC, IMO clear; FMO set: the hypervisor's FIQs come to EL2)"
+        } else {
+            ""
+        }
     );
     CPUS.started(cpu);
     STATES.start(spec.id);

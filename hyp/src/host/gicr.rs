@@ -12,6 +12,12 @@
 //!   checks (the host has no ITS either). `EnableLPIs` is masked, the table registers and LPI
 //!   commands ignore writes, and `TYPER` does not advertise physical/virtual/direct LPIs.
 //!
+//! - Its CPUs never go to sleep at the redistributor: `GICR_WAKER.ProcessorSleep` = 1 would stop
+//!   it forwarding any interrupt to the CPU interface, the hypervisor's group-0 ones (FIQs at
+//!   EL2, see `el2_controls::Hcr::LINUX_HOST`) included. The bit is masked in its writes (Linux
+//!   writes 0 to wake each CPU and 1 only around a power-down state this board's tree does not
+//!   offer).
+//!
 //! Reads of other registers go to the hardware, 32 bits at a time; offsets that are not an
 //! architected register read as zero (an emulator may fault on them), writes other than to
 //! `GICR_CTLR`, `GICR_STATUSR` and `GICR_WAKER` are dropped.
@@ -28,6 +34,8 @@ const TYPER_LPI_BITS: u64 = off::TYPER_PLPIS | off::TYPER_VLPIS | off::TYPER_DIR
 pub const TYPER_LAST: u64 = off::TYPER_LAST;
 /// GICR_CTLR.EnableLPIs.
 const CTLR_ENABLE_LPIS: u32 = off::CTLR_ENABLE_LPIS;
+/// GICR_WAKER.ProcessorSleep.
+const WAKER_PROCESSOR_SLEEP: u32 = off::WAKER_PROCESSOR_SLEEP;
 
 /// The filter over one RD frame.
 pub struct RedistFilter<F> {
@@ -89,7 +97,8 @@ impl<F: Frame> RedistFilter<F> {
         let value = value as u32;
         match offset {
             off::CTLR => self.frame.write32(off::CTLR, value & !CTLR_ENABLE_LPIS),
-            off::STATUSR | off::WAKER => self.frame.write32(offset, value),
+            off::WAKER => self.frame.write32(offset, value & !WAKER_PROCESSOR_SLEEP),
+            off::STATUSR => self.frame.write32(offset, value),
             // LPI tables and commands, read-only registers, reserved space: dropped.
             _ => {}
         }
@@ -200,6 +209,15 @@ mod tests {
         // Waking the redistributor goes through.
         f.write(off::WAKER, 4, 0);
         assert_eq!(f.frame().writes.lock().last(), Some(&(off::WAKER, 0)));
+    }
+
+    #[test]
+    fn its_cpus_cannot_be_put_to_sleep_at_the_redistributor() {
+        let f = cpu0_frame();
+        // ProcessorSleep (bit 1) would stop the hypervisor's FIQs reaching the CPU.
+        f.write(off::WAKER, 4, 0b010);
+        f.write(off::WAKER, 4, 0xffff_ffff);
+        assert_eq!(*f.frame().writes.lock(), [(off::WAKER, 0), (off::WAKER, 0xffff_fffd)]);
     }
 
     #[test]

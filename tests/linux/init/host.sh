@@ -61,7 +61,8 @@ per_cpu() {
     grep "$1" /proc/interrupts | awk '{a += $2; b += $3} END {print a + 0, b + 0}'
 }
 
-# Its CPUs interrupt each other (SGIs through ICC_SGI1R_EL1, not trapped): making tasks run on
+# Its CPUs interrupt each other (SGIs through ICC_SGI1R_EL1, trapped since FMO is set on its
+# CPUs and sent by the hypervisor to its own CPUs): making tasks run on
 # the other CPU and wait for each other raises IPIs on both.
 ipis_between_its_cpus() {
     # shellcheck disable=SC2046
@@ -358,9 +359,10 @@ edu_dma_from_host_root_faults() {
     done
 }
 
-# SGIs go through ICC_SGI1R_EL1, which the hypervisor does not trap: the kernel sends 24 x 4 of
-# them to the guests' CPUs. Their redistributors keep SGIs disabled, so nothing reaches them
-# (xtask checks that no interrupt of the host's reached a guest's CPU at EL2), and the guests
+# SGIs go through ICC_SGI1R_EL1, which traps (HCR_EL2.FMO is set on the host's CPUs): the kernel
+# sends 24 x 4 of them to the guests' CPUs, the hypervisor sends none of them there (and counts
+# the drops); even if it did, their redistributors keep SGIs disabled (xtask checks that no
+# interrupt of the host's reached a guest's CPU at EL2), and the guests
 # carry on (their tests pass in this run, after this one).
 sgis_to_other_cpus_stop_nobody() {
     insmod /lib/modules/sgi_to_others.ko rounds=4 targets=$GUEST_CPU_MASK || { echo "insmod sgi_to_others failed"; return 1; }
@@ -408,6 +410,70 @@ disk_dma_through_the_smmu() {
     [ "$(md5sum < /tmp/pattern)" = "$(md5sum < /tmp/back)" ] || { echo "read back differs from what was written"; return 1; }
     if dmesg | grep -q "arm-smmu-v3.*event"; then echo "SMMU events: $(dmesg | grep arm-smmu-v3 | grep event | head -2)"; return 1; fi
 }
+
+# The run where every guest powers off first (the hypervisor's guests_off=1, and
+# $GUESTS_OFF_ARG on this command line): the host waits until both are off (the smmu_hyp
+# module's vms/N/state), then its edu makes the SMMU fault. Nothing but the SMMU's interrupt
+# can bring that event to Linux: no guest runs, and the host does not touch its SMMU.
+every_guest_is_off() {
+    insmod $KO || { echo "insmod $KO failed"; return 1; }
+    for _ in $(seq 1 240); do
+        off=1
+        for v in $GUEST_VM_IDS; do [ "$(cat $H/vms/$v/state)" = stopped ] || off=0; done
+        [ $off = 1 ] && return 0
+        sleep 0.5
+    done
+    echo "the guests still run after 2 min: $(for v in $GUEST_VM_IDS; do cat $H/vms/$v/state; done)"
+    return 1
+}
+
+# Centiseconds since boot.
+uptime_cs() {
+    awk '{ printf "%d", $1 * 100 }' /proc/uptime
+}
+
+# With every guest off, the host's edu DMAs (4 bytes, then a page: 1 + 1024 fault records) to
+# the hypervisor's image. The real SMMU's event interrupt is taken at EL2 on the host's CPU
+# (group 0, FIQ), its records go into the host's event queue and its emulated SMMU's interrupt is
+# raised: Linux's driver prints the event within 2 s. In between, nothing went through the
+# SMMU's command queue: the real SMMU's command and CMD_SYNC counts (SMMU_STATS) do not move
+# (no guest runs, and the host's driver, whose edu is bound to uio_pci_generic, has nothing to
+# invalidate). Without the interrupt, the record would wait in the real SMMU's queue for the
+# host's next access to its SMMU.
+smmu_event_reaches_the_host_with_every_guest_off() {
+    d=$EDU_DEV
+    echo 1234 11e8 > /sys/bus/pci/drivers/uio_pci_generic/new_id
+    sleep 1
+    [ "$(basename "$(readlink $d/driver)")" = uio_pci_generic ] || { echo "uio_pci_generic did not bind the edu device"; return 1; }
+    ev="arm-smmu-v3 $SMMU_PDEV: event 0x10 received"
+    before=$(dmesg | grep -c "$ev")
+    cmds=$(cat $H/smmu/commands)
+    syncs=$(cat $H/smmu/syncs)
+    start=$(uptime_cs)
+    smmu-attack dma $d $HYP_TARGET > /tmp/dma.out 2>&1 &
+    pid=$!
+    seen=
+    while [ $(($(uptime_cs) - start)) -lt 200 ]; do
+        if [ "$(dmesg | grep -c "$ev")" -gt "$before" ]; then
+            seen=$(($(uptime_cs) - start))
+            break
+        fi
+        sleep 0.05
+    done
+    wait $pid || { echo "smmu-attack dma failed: $(cat /tmp/dma.out)"; return 1; }
+    [ -n "$seen" ] || { echo "Linux's SMMU driver printed no event within 2 s of the DMA"; return 1; }
+    dmesg | grep -q "$EDU_EVENT_SID_WORD" || { echo "no event names stream $EDU_SID"; return 1; }
+    [ "$(cat $H/smmu/commands) $(cat $H/smmu/syncs)" = "$cmds $syncs" ] || { echo "the SMMU's command queue was used: commands $cmds -> $(cat $H/smmu/commands), syncs $syncs -> $(cat $H/smmu/syncs)"; return 1; }
+    echo "host: with every guest off, Linux printed the SMMU event $((seen * 10)) ms after its edu's DMA started; no SMMU command in between" > /dev/console
+}
+
+if grep -q "$GUESTS_OFF_ARG" /proc/cmdline; then
+    run modules_load modules_load
+    run every_guest_is_off every_guest_is_off
+    run smmu_event_reaches_the_host_with_every_guest_off smmu_event_reaches_the_host_with_every_guest_off
+    echo "$passed passed, $failed failed"
+    poweroff -f
+fi
 
 run memory_is_exactly_ours memory_is_exactly_ours
 run its_cpus its_cpus

@@ -2,7 +2,7 @@
 //! ([`ScriptFacts`]), as the parameters of the checked-in scripts ([`host_params`]), and each
 //! run's `/init` with what it sources ([`init_files`]).
 
-use super::{Variant, PANIC_ARG};
+use super::{Variant, GUESTS_OFF_ARG, PANIC_ARG};
 use crate::initscript::{pci_dev, InitFiles, Params, ScriptCheck};
 use platform::gic::gicd as gic;
 use platform::linux::GUEST_CANARY_OFFSET;
@@ -203,8 +203,12 @@ pub fn host_params(f: &ScriptFacts) -> Params {
         guest_cpus.iter().chain(&[BOARD.cpu_count]).map(|c| c.to_string()).collect();
     let guest_mask: u64 = guest_cpus.iter().map(|c| 1u64 << c).sum();
     let mpidr = platform::linux::HostTree::mpidr;
+    let guest_ids: Vec<String> =
+        MANIFEST.vms.iter().filter(|v| v.id != 0).map(|v| v.id.to_string()).collect();
     let mut p = Params::default();
     p.set("PANIC_ARG", PANIC_ARG)
+        .set("GUESTS_OFF_ARG", GUESTS_OFF_ARG)
+        .set("GUEST_VM_IDS", guest_ids.join(" "))
         .set("RAM_NODE", ram_node)
         .set("RAM_REG", ram_reg)
         .set("RAM_IOMEM", ram_iomem)
@@ -289,6 +293,7 @@ pub fn init_files(variant: Variant, f: &ScriptFacts) -> InitFiles {
         Variant::Tests
         | Variant::Passthrough
         | Variant::NonCoherent
+        | Variant::GuestsOff
         | Variant::Panic
         | Variant::BadTree => InitFiles {
             init: HOST,

@@ -33,6 +33,9 @@ use platform::qemu_virt::{BOARD, MANIFEST};
 pub const BOOTARGS: &str = "console=ttyS0 panic=-1 iomem=relaxed rdinit=/init";
 /// On the command line, makes `/init` panic the kernel at once (the "Linux host panics" run).
 pub const PANIC_ARG: &str = "xtask.host=panic";
+/// On the host's command line in the run where every guest powers off first: its `/init` runs
+/// the tests of that run only.
+pub const GUESTS_OFF_ARG: &str = "xtask.host=guests-off";
 
 /// What the Linux host does in a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +67,11 @@ pub enum Variant {
     /// `cargo xtask run --host linux --shell`: an interactive shell on its console
     /// (`tests/linux/init/shell.sh`), smmu_hyp loaded; `poweroff` ends the run.
     Shell,
+    /// Every guest powers off first (the hypervisor's `guests_off=1`: they skip the tests that
+    /// wait for the host); then the host's edu makes the SMMU fault and its driver must log the
+    /// event within a bounded time without touching its SMMU otherwise: the hypervisor's SMMU
+    /// interrupts are served on the host's CPUs (`cargo xtask run --host linux --guests-off`).
+    GuestsOff,
     /// `cargo xtask bench`: measures its boot and 4 KiB direct disk I/O (see
     /// `crate::initscript::bench_files`), in strict DMA translation or in passthrough.
     Bench {
@@ -74,12 +82,13 @@ pub enum Variant {
 
 impl Variant {
     /// Every variant.
-    pub const ALL: [Variant; 10] = [
+    pub const ALL: [Variant; 11] = [
         Variant::Tests,
         Variant::Passthrough,
         Variant::NonCoherent,
         Variant::Stress,
         Variant::Shell,
+        Variant::GuestsOff,
         Variant::Panic,
         Variant::BadTree,
         Variant::Native,
@@ -98,6 +107,7 @@ impl Variant {
             }
             // Strict: every unmap is invalidated (a TLBI and a CMD_SYNC) before it returns.
             Variant::Stress => format!("{BOOTARGS} iommu.strict=1 iommu.passthrough=0"),
+            Variant::GuestsOff => format!("{BOOTARGS} {GUESTS_OFF_ARG}"),
             // One CPU (`maxcpus=1`: Linux leaves its second CPU off), as in the native
             // baseline (-smp 1): the bench counts CPU 0's instructions (tests/linux/icount.c).
             Variant::Bench { passthrough: false } => {
@@ -130,6 +140,9 @@ impl Variant {
             a.push_str(" pm_inject=1");
         }
         a.push_str(smmu_option(self.smmu_coherent()));
+        if self == Variant::GuestsOff {
+            a.push_str(" guests_off=1");
+        }
         a
     }
 
@@ -144,6 +157,7 @@ impl Variant {
             Variant::NonCoherent => "linux-noncoherent",
             Variant::Stress => "linux-stress",
             Variant::Shell => "linux-shell",
+            Variant::GuestsOff => "linux-guests-off",
             Variant::Bench { passthrough: false } => "linux-bench-strict",
             Variant::Bench { passthrough: true } => "linux-bench-passthrough",
         }

@@ -90,6 +90,11 @@ pub struct SmmuService<R: SmmuRegs> {
     pub injector: Option<u32>,
     /// Where routed events are reported (none: not logged).
     pub event_log: Option<EventLog>,
+    /// Most event records the work of one entry takes off the SMMU's queue ([`DRAIN_PER_ENTRY`]
+    /// unless the caller says otherwise: the EL2 side sets 0 for a guest's call while the SMMU's
+    /// own interrupt is being served, so that a guest's calls do not pay for another VM's
+    /// flood). Global errors are handled on every entry whatever it is.
+    pub entry_drain: u32,
     /// Global errors handled so far (each error bit counts once).
     global_errors: u64,
     /// What the EL2 side logs once the lock is released ([`SmmuService::take_report`]).
@@ -123,6 +128,7 @@ impl<R: SmmuRegs> SmmuService<R> {
             caps,
             injector: None,
             event_log: None,
+            entry_drain: DRAIN_PER_ENTRY,
             global_errors: 0,
             reporter: Reporter::default(),
             send: Box::new([Command::default(); INVALIDATE_MAX as usize]),
@@ -374,6 +380,12 @@ impl<R: SmmuRegs> SmmuService<R> {
         self.events.counts(vm)
     }
 
+    /// Whether the last drain left records in the SMMU's queue (the interrupt handler asks for
+    /// another round).
+    pub fn event_backlog(&self) -> bool {
+        self.events.backlog()
+    }
+
     /// Events of streams no VM owns.
     pub fn unowned_events(&self) -> u64 {
         self.events.unowned
@@ -383,8 +395,9 @@ impl<R: SmmuRegs> SmmuService<R> {
     /// global errors (re-initialising after a service failure) and drain the event queue into
     /// the owners' rings. Returns the global errors found.
     pub fn service_hardware(&mut self) -> Gerror {
-        let Self { hw, streams, events, event_log, global_errors, reporter, .. } = self;
-        entry_work(hw, streams, events, *event_log, global_errors, reporter)
+        let Self { hw, streams, events, event_log, global_errors, reporter, entry_drain, .. } =
+            self;
+        entry_work(hw, streams, events, *event_log, global_errors, reporter, *entry_drain)
     }
 
     /// How often the service failed (for the hypervisor's closing summary): resumes that
@@ -745,7 +758,18 @@ impl<R: SmmuRegs> SmmuService<R> {
         n: usize,
         entry: bool,
     ) -> Result<usize, (usize, HypError)> {
-        let Self { hw, streams, events, event_log, global_errors, reporter, send, caps, .. } = self;
+        let Self {
+            hw,
+            streams,
+            events,
+            event_log,
+            global_errors,
+            reporter,
+            send,
+            caps,
+            entry_drain,
+            ..
+        } = self;
         if hw.powered().is_none() {
             // Off (or not resumable now): TLB and configuration invalidations are elided (the
             // resume that brings it back invalidates all).
@@ -754,7 +778,7 @@ impl<R: SmmuRegs> SmmuService<R> {
         }
         if entry {
             // The entry work (global errors, event drain).
-            entry_work(hw, streams, events, *event_log, global_errors, reporter);
+            entry_work(hw, streams, events, *event_log, global_errors, reporter, *entry_drain);
         }
         let whole = cmds.len().min(INVALIDATE_MAX as usize);
         // A service failure the entry work could not recover from: nothing reaches the SMMU.
@@ -962,7 +986,8 @@ fn same(a: &[u64; 8], b: &[u64; 8]) -> bool {
 
 /// The work of every entry into the service, with the SMMU powered: global errors handled,
 /// counted (each error bit once) and kept for the log, then the event queue drained into the
-/// owners' rings. Returns the global errors found.
+/// owners' rings (at most `max` records: with 0, none, but whether records wait is noted).
+/// Returns the global errors found.
 #[inline]
 fn entry_work<R: SmmuRegs>(
     hw: &mut PowerGate<R>,
@@ -971,19 +996,21 @@ fn entry_work<R: SmmuRegs>(
     log: Option<EventLog>,
     global_errors: &mut u64,
     reporter: &mut Reporter,
+    max: u32,
 ) -> Gerror {
     let Some(d) = hw.powered() else { return Gerror::empty() };
     let active = d.active_global_errors();
     if active.is_empty() {
-        // The common case: the driver just checked serves the drain too.
-        drain(d, streams, events, log, DRAIN_PER_ENTRY);
+        // The common case: the driver just checked serves the drain too (with `max` 0 it only
+        // looks: `event_backlog` then says whether records wait).
+        drain(d, streams, events, log, max);
         return active;
     }
     acknowledge_global_errors(hw, streams, events, active);
     *global_errors += active.bits().count_ones() as u64;
     reporter.errors(active);
     if let Some(d) = hw.running() {
-        drain(d, streams, events, log, DRAIN_PER_ENTRY);
+        drain(d, streams, events, log, max);
     }
     active
 }

@@ -236,6 +236,31 @@ fn events_pending_at_power_off_reach_their_owner() {
 }
 
 #[test]
+fn an_entry_drains_at_most_what_its_caller_allows() {
+    let mut io = ready();
+    let (g1, g2) = (sid_of(1), sid_of(2));
+    let pending = |io: &mut SmmuService<FakeSmmu>, vm| SmmuCalls::events_pending(io, vm);
+    for i in 0..DRAIN_PER_ENTRY as u64 + 3 {
+        io.regs_mut().post_event(ev(g2, 0x1000 * i));
+    }
+    io.regs_mut().post_event(ev(g1, 0x1000));
+    // A guest's call while the SMMU's interrupt is served: global errors only, no record taken.
+    io.entry_drain = 0;
+    let _ = io.stats();
+    assert!(!pending(&mut io, 1) && !pending(&mut io, 2));
+    assert_eq!(io.driver().counters.events, 0);
+    assert!(io.event_backlog(), "it saw that records wait");
+    // The interrupt's entry: one bounded round, and it says records are left.
+    io.entry_drain = DRAIN_PER_ENTRY;
+    io.service_hardware();
+    assert_eq!(io.driver().counters.events, DRAIN_PER_ENTRY as u64);
+    assert!(io.event_backlog() && pending(&mut io, 2) && !pending(&mut io, 1));
+    io.service_hardware();
+    assert_eq!(io.driver().counters.events, DRAIN_PER_ENTRY as u64 + 4);
+    assert!(!io.event_backlog() && pending(&mut io, 1));
+}
+
+#[test]
 fn a_stopped_vm_is_blocked_and_no_longer_holds_power_on() {
     let mut io = ready();
     let g1 = sid_of(1);

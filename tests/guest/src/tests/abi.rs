@@ -8,7 +8,9 @@ use guest_tests::arch;
 use guest_tests::edu::{Edu, EDU_ID};
 use guest_tests::msg::Msg;
 use guest_tests::{check, check_eq, hv, msg};
-use host_abi::types::{decode_name, BOOT_FLAG_HOST_IS_LINUX, BOOT_INFO_MAGIC};
+use host_abi::types::{
+    decode_name, BOOT_FLAG_GUESTS_OFF, BOOT_FLAG_HOST_IS_LINUX, BOOT_INFO_MAGIC,
+};
 use host_abi::{psci, FunctionId, HypCall, HypError, ABI_VERSION, CALL_UID, CONSOLE_WRITE_MAX};
 use platform::qemu_virt::{BOARD, MANIFEST};
 
@@ -25,7 +27,16 @@ pub fn boot_info() -> Result<(), Msg> {
     check_eq!(bi.cpu, vm.first_cpu(), "cpu");
     check_eq!(bi.vm_count as usize, MANIFEST.vms.len(), "VM count");
     check_eq!(decode_name(&bi.name), vm.name, "name");
-    check_eq!(bi.flags & !BOOT_FLAG_HOST_IS_LINUX, 0, "undefined boot-info flags");
+    let defined = BOOT_FLAG_HOST_IS_LINUX | BOOT_FLAG_GUESTS_OFF;
+    check_eq!(bi.flags & !defined, 0, "undefined boot-info flags");
+    // Only a run with a Linux host asks its guests to power off without waiting for it.
+    if bi.flags & BOOT_FLAG_GUESTS_OFF != 0 {
+        check_eq!(
+            bi.flags & BOOT_FLAG_HOST_IS_LINUX,
+            BOOT_FLAG_HOST_IS_LINUX,
+            "guests-off flag without a Linux host"
+        );
+    }
     Ok(())
 }
 
