@@ -206,9 +206,11 @@ mod tests {
         f.write(off::PENDBASER, 4, 0x4020_0000);
         f.write(0x40, 8, 8192); // SETLPIR
         assert_eq!(*f.frame().writes.lock(), [(off::CTLR, 0)]);
-        // Waking the redistributor goes through.
+        // Waking the redistributor goes through, and so does clearing an error in STATUSR.
         f.write(off::WAKER, 4, 0);
         assert_eq!(f.frame().writes.lock().last(), Some(&(off::WAKER, 0)));
+        f.write(off::STATUSR, 4, 0xf);
+        assert_eq!(f.frame().writes.lock().last(), Some(&(off::STATUSR, 0xf)));
     }
 
     #[test]

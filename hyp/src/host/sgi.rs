@@ -176,6 +176,15 @@ mod tests {
             let d = decide(SgiRegister::Sgi1r, v, 1, HOST);
             assert_eq!(d, SgiDecision { send: None, dropped: 1 << 15 }, "field at bit {lsb}");
         }
+        // Several of them at once, equal (their values must not cancel out).
+        for fields in [[16, 32], [32, 48], [48, 44], [16, 44]] {
+            let v = fields.iter().fold(Sgi1r::list(1, 0b11).0, |v, lsb| v | (1 << lsb));
+            let d = decide(SgiRegister::Sgi1r, v, 0, HOST);
+            assert_eq!(d, SgiDecision { send: None, dropped: 1 << 15 }, "fields {fields:?}");
+        }
+        // An empty target list names nobody: nothing sent, nothing dropped.
+        let d = decide(SgiRegister::Sgi1r, Sgi1r::list(3, 0).0, 1, HOST);
+        assert_eq!(d, SgiDecision { send: None, dropped: 0 });
     }
 
     #[test]
@@ -184,6 +193,9 @@ mod tests {
         let d = decide(SgiRegister::Sgi1r, v, 0, HOST);
         assert_eq!(d.send, Some((9, 0b10)));
         assert_eq!(d.dropped, !HOST);
+        // From CPU 1: CPU 0 only.
+        let d = decide(SgiRegister::Sgi1r, v, 1, HOST);
+        assert_eq!((d.send, d.dropped), (Some((9, 0b01)), !HOST));
         // With its other CPU off-line it still names only CPU 1 (the GIC ignores an SGI to a
         // CPU that is off); a host of one CPU broadcasts to nobody.
         assert_eq!(decide(SgiRegister::Sgi1r, v, 0, 0b1).send, None);
