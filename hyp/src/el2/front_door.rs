@@ -130,24 +130,33 @@ static RECORDS_DRAINED: [[AtomicU64; 3]; COUNTED_CPUS] =
     [const { [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)] }; COUNTED_CPUS];
 
 /// Records taken off the real SMMU's queue so far: all of them (the driver's count), those
-/// routed to the VM of this CPU and those routed to the host (read under the lock).
+/// routed to the VM of this CPU and those routed to the host (read under the lock). The VM of
+/// this CPU comes from TPIDR_EL2 (no manifest search on every entry).
 #[inline]
 fn records_taken(service: &SmmuService<MmioRegs>) -> [u64; 3] {
     // Every record routed to a VM counts there, kept or dropped on a full ring.
     let routed = |vm: u32| service.events_of(vm).0;
-    let own = PLATFORM.manifest().vm_on_cpu(super::sysreg::cpu_index()).map_or(0, |s| routed(s.id));
+    let own = super::vm::try_current().map_or(0, |v| routed(v.spec.id));
     [service.driver().counters.events, own, routed(0)]
 }
 
-/// Charges the records taken since `before` to this CPU.
+/// Charges the records taken since `before` to this CPU (nothing to do, past one load and a
+/// comparison, when the entry took none: the common case).
 #[inline]
 fn charge(service: &SmmuService<MmioRegs>, before: [u64; 3]) {
+    if service.driver().counters.events == before[0] {
+        return;
+    }
+    charge_taken(service, before);
+}
+
+#[cold]
+#[inline(never)]
+fn charge_taken(service: &SmmuService<MmioRegs>, before: [u64; 3]) {
     let now = records_taken(service);
-    if now[0] != before[0] {
-        let c = &RECORDS_DRAINED[super::sysreg::cpu_index() as usize % COUNTED_CPUS];
-        for i in 0..3 {
-            c[i].fetch_add(now[i].wrapping_sub(before[i]), Ordering::Relaxed);
-        }
+    let c = &RECORDS_DRAINED[super::sysreg::cpu_index() as usize % COUNTED_CPUS];
+    for i in 0..3 {
+        c[i].fetch_add(now[i].wrapping_sub(before[i]), Ordering::Relaxed);
     }
 }
 
@@ -182,8 +191,10 @@ static WAITING_SINCE: AtomicU64 = AtomicU64::new(0);
 /// itself: 100 ms (in counter ticks, from `CNTFRQ_EL0`).
 fn interrupt_late() -> bool {
     let since = WAITING_SINCE.load(Ordering::Relaxed);
-    let window = super::sysreg::cntfrq_el0::read() / 10;
-    since != 0 && super::sysreg::cntpct_el0::read().wrapping_sub(since) > window
+    // Nothing waiting (the common case): no counter read.
+    since != 0
+        && super::sysreg::cntpct_el0::read().wrapping_sub(since)
+            > super::sysreg::cntfrq_el0::read() / 10
 }
 
 /// Notes, after an entry, whether records wait in the SMMU's event queue.
