@@ -1009,6 +1009,11 @@ mod tests {
         assert_eq!(f.read(r, 8), 1 << 32 | 0x0203);
         assert_eq!(f.read(r, 4), 0x0203);
         assert_eq!(f.read(r + 4, 4), 1);
+        // The low half alone: the route it makes is with this INTID's high half (its Aff3),
+        // not the one of the register below it.
+        assert_eq!(f.write(r, 4, 0x0203), None, "the low half, Aff3 = 1 in the high half");
+        assert!(f.write(r, 4, 0x0204).is_some(), "another CPU of Aff3 = 1");
+        assert_eq!(f.read(r, 8), 1 << 32 | 0x0203);
         let other = off::IROUTER + 8 * 106;
         assert_ne!(f.frame().get(other), 0, "routed to the hypervisor's CPU");
         assert_eq!(f.read(other, 8), 0);
