@@ -693,12 +693,9 @@ impl<R: SmmuRegs> SmmuDriver<R> {
         if self.coherency == Coherency::Coherent {
             return;
         }
-        let first = start.index();
-        let head = n.min(start.capacity() - first);
-        let c = self.coherency;
-        c.clean(&mut self.regs, self.cmdq.words(first as usize * 2, head as usize * 2));
-        if head < n {
-            c.clean(&mut self.regs, self.cmdq.words(0, (n - head) as usize * 2));
+        for (word, len) in wrapped(start, n, 2) {
+            let c = self.coherency;
+            c.clean(&mut self.regs, self.cmdq.words(word, len));
         }
     }
 
@@ -819,12 +816,9 @@ impl<R: SmmuRegs> SmmuDriver<R> {
         if self.coherency == Coherency::Coherent {
             return;
         }
-        let first = cons.index();
-        let head = n.min(cons.capacity() - first);
-        let c = self.coherency;
-        c.invalidate(&mut self.regs, self.evtq.words(first as usize * 4, head as usize * 4));
-        if head < n {
-            c.invalidate(&mut self.regs, self.evtq.words(0, (n - head) as usize * 4));
+        for (word, len) in wrapped(cons, n, 4) {
+            let c = self.coherency;
+            c.invalidate(&mut self.regs, self.evtq.words(word, len));
         }
     }
 
@@ -844,6 +838,18 @@ impl<R: SmmuRegs> SmmuDriver<R> {
 /// CR0 = 0: every unit off (nothing for the SMMU to read, no barrier).
 fn cr0_off(regs: &mut dyn SmmuRegs) -> Result<(), SequenceError> {
     write_cr0(regs, Cr0::empty())
+}
+
+/// The `n` entries of `words_per_entry` words from `at` on, as (first word, words) ranges of
+/// their queue: up to its end, then from its start when they wrap (no empty range).
+#[inline(always)]
+fn wrapped(at: QueuePtr, n: u32, words_per_entry: usize) -> impl Iterator<Item = (usize, usize)> {
+    let first = at.index();
+    let head = n.min(at.capacity() - first);
+    [(first as usize, head), (0, n - head)]
+        .into_iter()
+        .filter(|&(_, k)| k > 0)
+        .map(move |(i, k)| (i * words_per_entry, k as usize * words_per_entry))
 }
 
 /// CR0 = `value`, enabling units whose memory was published first.
