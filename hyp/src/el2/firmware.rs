@@ -2,19 +2,16 @@
 
 use core::arch::asm;
 
-const CPU_ON: u64 = 0xC400_0003;
-const CPU_OFF: u64 = 0x8400_0002;
-const AFFINITY_INFO: u64 = 0xC400_0004;
-const SYSTEM_OFF: u64 = 0x8400_0008;
+use host_abi::psci::{AFFINITY_INFO, CPU_OFF, CPU_ON, SYSTEM_OFF};
 
-fn smc(function: u64, a1: u64, a2: u64, a3: u64) -> i64 {
+fn smc(function: u32, a1: u64, a2: u64, a3: u64) -> i64 {
     let ret: u64;
     // SAFETY: an SMCCC call to the firmware; it clobbers x0..x17 at most (SMCCC 1.1 preserves
     // x4..x17 but we do not rely on it).
     unsafe {
         asm!(
             "smc #0",
-            inout("x0") function => ret,
+            inout("x0") function as u64 => ret,
             inout("x1") a1 => _, inout("x2") a2 => _, inout("x3") a3 => _,
             out("x4") _, out("x5") _, out("x6") _, out("x7") _,
             out("x8") _, out("x9") _, out("x10") _, out("x11") _,
