@@ -11,9 +11,7 @@ use crate::iommu::service::SmmuCalls;
 use crate::pci::Function;
 use crate::vm::lifecycle::VmStates;
 pub use crate::vm::memory::{GuestMemory, GuestRange};
-use host_abi::smmu::Command;
 use host_abi::types::{encode_name, BarInfo, DeviceInfo, MAX_BARS};
-use host_abi::INVALIDATE_MAX;
 use host_abi::{
     call::HypReturn, FunctionId, HypCall, HypError, VmInfo, CONSOLE_WRITE_MAX, HVC_REGS,
 };
@@ -146,23 +144,12 @@ fn invalidate(
     smmu: &mut dyn SmmuCalls,
 ) -> Result<HypReturn, HypError> {
     let range = caller.range(ipa, count * 16)?;
-    // One copy out of the VM's memory; everything after works on this copy.
-    let mut run = |cmds: &mut [Command]| {
-        mem.read(range, cmds.as_mut_bytes())?;
-        Ok(match smmu.invalidate(caller.vm.id, cmds, &*mem) {
-            Ok(n) => HypReturn::ok(0, n as u64, 0, 0),
-            Err((index, e)) => HypReturn::err_at(e, index as u64),
-        })
-    };
-    // A buffer no larger than needed for the common small batch (zeroing a whole
-    // INVALIDATE_MAX buffer would cost more than validating a few commands).
-    const SMALL: usize = 16;
-    let n = count as usize;
-    if n <= SMALL {
-        run(&mut [Command::default(); SMALL][..n])
-    } else {
-        run(&mut [Command::default(); INVALIDATE_MAX as usize][..n])
-    }
+    // One copy out of the VM's memory (into the service's own buffer); everything after works
+    // on that copy.
+    Ok(match smmu.invalidate_from(caller.vm.id, range, &*mem) {
+        Ok(n) => HypReturn::ok(0, n as u64, 0, 0),
+        Err((index, e)) => HypReturn::err_at(e, index as u64),
+    })
 }
 
 fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
@@ -232,11 +219,8 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
             // (Memory that is not the caller's refuses the write below, after the records were
             // taken: never so at EL2, where a call gets its caller's memory.)
             let range = caller.range(ipa, len)?;
-            let mut out = [[0u64; 4]; host_abi::EVENT_READ_MAX as usize];
-            let n = (len / 32) as usize;
-            let r = smmu.read_events(caller.vm.id, &mut out[..n]);
-            // Nothing is written when no record is (an empty prefix does not exist).
-            write_prefix(&mut **mem, range, out[..r.written].as_bytes())?;
+            // Nothing is written when no record is.
+            let r = smmu.read_events_into(caller.vm.id, range, &mut **mem)?;
             let pending = (r.pending as u64).min(u32::MAX as u64);
             let notices = r.lost_notices.min(u32::MAX as u64);
             Ok(HypReturn::ok(0, r.written as u64, pending | notices << 32, r.dropped))
@@ -286,6 +270,7 @@ mod tests {
     use crate::iommu::validate::SmmuCaps;
     use crate::pci::Bar;
     use crate::vm::memory::ServedRange;
+    use host_abi::smmu::Command;
     use host_abi::smmu::Ste;
     use host_abi::{FunctionId, PmStatus, PmVoteResult, SmmuStats};
     use platform::qemu_virt::MANIFEST;

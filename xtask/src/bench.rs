@@ -273,6 +273,10 @@ fn hypercalls(opts: &Opts, imgs: &images::Images) -> Result<Vec<Figure>, String>
     };
     // Main run: PM enabled, 1000 device-less streams for VM 0.
     let (mut figs, log) = run("bench_streams=1000 host_vsmmu=1")?;
+    if opts.only.as_deref() == Some("smmu") {
+        derive(&mut figs);
+        return Ok(figs);
+    }
     // Baseline: PM disabled; only the invalidation fast path is taken from it.
     let (off, _) = run("pm=off host_vsmmu=1")?;
     if let Some(f) = off.iter().find(|f| f.name == "inval_batch_16") {
@@ -316,7 +320,7 @@ pub fn run(opts: &Opts) -> Result<(), String> {
         figs = hypercalls(opts, &imgs)?;
     }
     let (mut missing, mut notes) = (Vec::new(), Vec::new());
-    if only != Some("hypercalls") {
+    if only != Some("hypercalls") && only != Some("smmu") {
         let (linux_figs, m, n) = linux(opts, &imgs);
         figs.extend(linux_figs);
         missing = m;

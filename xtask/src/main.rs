@@ -25,7 +25,7 @@
 //! the hypervisor drives the SMMU as non-coherent, `smmu_coherent=0`, and the Linux host's tree
 //! has no `dma-coherent` on it), `--guests-off` (run, Linux host: every guest powers off first,
 //! then the host checks that its SMMU's events still reach it), `--compare OLD.json`
-//! (bench), `--only hypercalls|linux` (bench: one part), `--depth N` (model), `--jobs N` and `--file PATH` (mutants), `--cases N` (fuzz).
+//! (bench), `--only hypercalls|smmu|linux` (bench: one part; `smmu` is the hypercall part's first run alone, coherent with PM on, for quick comparisons), `--depth N` (model), `--jobs N` and `--file PATH` (mutants), `--cases N` (fuzz).
 
 mod bench;
 mod cpio;
@@ -44,7 +44,7 @@ mod tools;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: cargo xtask <setup|build|run|test|bench|model|mutants|fuzz> \
-     [--verbose] [--timeout SECS] [--compare OLD.json] [--only hypercalls|linux] [--depth N] \
+     [--verbose] [--timeout SECS] [--compare OLD.json] [--only hypercalls|smmu|linux] [--depth N] \
      [--gbpa-reset abort|bypass] [--smmu-noncoherent] [--guests-off] \
      [--host bare|linux] [--shell|--stress] [--jobs N] [--file PATH] [--cases N]";
 
@@ -136,9 +136,9 @@ fn parse(args: &[String]) -> Result<(String, Opts), String> {
                 opts.cases = Some(v.parse().map_err(|_| format!("bad --cases value `{v}`"))?);
             }
             "--only" => {
-                let v = it.next().ok_or("--only needs hypercalls or linux")?;
-                if v != "hypercalls" && v != "linux" {
-                    return Err(format!("--only: `{v}` is neither hypercalls nor linux"));
+                let v = it.next().ok_or("--only needs hypercalls, smmu or linux")?;
+                if !["hypercalls", "smmu", "linux"].contains(&v.as_str()) {
+                    return Err(format!("--only: `{v}` is none of hypercalls, smmu, linux"));
                 }
                 opts.only = Some(v.clone());
             }

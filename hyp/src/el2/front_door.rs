@@ -16,11 +16,11 @@ use hyp::iommu::driver::smmu::{EventWords, SmmuDriver};
 use hyp::iommu::driver::ste::{Domain, S2Config};
 use hyp::iommu::emulated::{self, Notice, VirtualSmmu};
 use hyp::iommu::pm::Vote;
-use hyp::iommu::service::events::{EventDestination, EventReadResult};
-use hyp::iommu::service::SmmuService;
+use hyp::iommu::service::events::{EventDestination, EventReadResult, Tally};
 use hyp::iommu::service::{InjectError, Report, SmmuCalls};
+use hyp::iommu::service::{SmmuService, DRAIN_PER_ENTRY};
 use hyp::iommu::validate::SmmuCaps;
-use hyp::vm::memory::GuestMemory;
+use hyp::vm::memory::{GuestMemory, GuestRange};
 use log::{debug, error, info, warn};
 use platform::{Platform, VmSpec};
 use spin::mutex::SpinMutex;
@@ -125,39 +125,42 @@ static IRQS_TAKEN: [[AtomicU64; 2]; COUNTED_CPUS] =
 
 /// Event records taken off the real SMMU's queue, by the CPU that took them: in its interrupt,
 /// a VM's SMMU call, or the host's access to its emulated SMMU. Where a flood is paid: all
-/// records, those of the VM of that CPU, and those of the host (VM 0).
+/// records, those of the VM the entry was made for (the VM of that CPU: its calls, or whoever
+/// runs there for the interrupt), and those of the host (VM 0).
 static RECORDS_DRAINED: [[AtomicU64; 3]; COUNTED_CPUS] =
     [const { [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)] }; COUNTED_CPUS];
 
-/// Records taken off the real SMMU's queue so far: all of them (the driver's count), those
-/// routed to the VM of this CPU and those routed to the host (read under the lock). The VM of
-/// this CPU comes from TPIDR_EL2 (no manifest search on every entry).
+/// Charges the records this entry routed (the service's tally: all, its own VM's, the host's)
+/// to this CPU. Nothing to do, past one load and a compare, when it routed none: the common case.
 #[inline]
-fn records_taken(service: &SmmuService<MmioRegs>) -> [u64; 3] {
-    // Every record routed to a VM counts there, kept or dropped on a full ring.
-    let routed = |vm: u32| service.events_of(vm).0;
-    let own = super::vm::try_current().map_or(0, |v| routed(v.spec.id));
-    [service.driver().counters.events, own, routed(0)]
-}
-
-/// Charges the records taken since `before` to this CPU (nothing to do, past one load and a
-/// comparison, when the entry took none: the common case).
-#[inline]
-fn charge(service: &SmmuService<MmioRegs>, before: [u64; 3]) {
-    if service.driver().counters.events == before[0] {
-        return;
+fn charge(service: &mut SmmuService<MmioRegs>) {
+    if let Some(t) = service.take_tally() {
+        charge_taken(t);
     }
-    charge_taken(service, before);
 }
 
 #[cold]
 #[inline(never)]
-fn charge_taken(service: &SmmuService<MmioRegs>, before: [u64; 3]) {
-    let now = records_taken(service);
+fn charge_taken(t: Tally) {
     let c = &RECORDS_DRAINED[super::sysreg::cpu_index() as usize % COUNTED_CPUS];
-    for i in 0..3 {
-        c[i].fetch_add(now[i].wrapping_sub(before[i]), Ordering::Relaxed);
+    for (i, n) in [t.records, t.own, t.host].into_iter().enumerate() {
+        c[i].fetch_add(n, Ordering::Relaxed);
     }
+}
+
+/// Sets up an entry into the service made for VM `own` (whose records the tally counts apart)
+/// that drains at most `drain` records (every entry says how many: none is left with an
+/// earlier entry's limit).
+#[inline(always)]
+fn enter(service: &mut SmmuService<MmioRegs>, own: u32, drain: u32) {
+    service.tally_for(own);
+    service.entry_drain = drain;
+}
+
+/// The VM of this CPU (from TPIDR_EL2; `u32::MAX`, nobody's, before any VM runs here).
+#[inline]
+fn this_cpus_vm() -> u32 {
+    super::vm::try_current().map_or(u32::MAX, |v| v.spec.id)
 }
 
 /// The real SMMU's event-queue and global-error interrupts: each drains the event queue
@@ -311,32 +314,32 @@ fn with<T>(caller: Caller, default: T, f: impl FnOnce(&mut SmmuService<MmioRegs>
     let (r, report, notices) = {
         let mut g = SMMU.lock();
         let Some(Locked { service, host }) = g.as_mut() else { return default };
-        let before = records_taken(service);
         // A guest's call (or one for nobody) but EVENT_READ leaves the event queue to the
         // SMMU's interrupt, which a CPU takes (the host's while it runs): it does not pay for
         // another VM's flood. When records have waited for the interrupt more than 100 ms
         // (nobody takes it, or a host holds it off) the call drains a bounded round. A guest's
         // EVENT_READ always drains a bounded round: guests never depend on the host for their
         // own events. The host's own paths always drain.
-        let guest = match (caller, host.as_ref()) {
-            (Caller::Interrupt | Caller::EventRead(_), _) => false,
-            (Caller::Vm(vm), Some(h)) => vm != h.v.vm,
-            (Caller::Vm(_) | Caller::Anyone, _) => true,
+        let host_vm = host.as_ref().map_or(u32::MAX, |h| h.v.vm);
+        let (own, guest) = match caller {
+            Caller::Interrupt => (this_cpus_vm(), false),
+            Caller::EventRead(vm) => (vm, false),
+            Caller::Vm(vm) => (vm, vm != host_vm),
+            Caller::Anyone => (this_cpus_vm(), true),
         };
-        if guest && super::irq::spis_routed() && !interrupt_late() {
-            service.entry_drain = 0;
-        }
+        let leave_to_interrupt = guest && super::irq::spis_routed() && !interrupt_late();
+        enter(service, own, if leave_to_interrupt { 0 } else { DRAIN_PER_ENTRY });
         let r = f(service);
-        service.entry_drain = hyp::iommu::service::DRAIN_PER_ENTRY;
         note_backlog(service);
+        // The host's own entries hand it what reached its ring (nothing to do when nothing did).
         let notices = match (host, caller) {
-            (Some(h), Caller::Interrupt) => h.serve(service, |_, _| {}),
-            (Some(h), Caller::Vm(vm) | Caller::EventRead(vm)) if vm == h.v.vm => {
-                h.serve(service, |_, _| {})
+            (Some(h), Caller::Interrupt) => h.serve_events(service),
+            (Some(h), Caller::Vm(vm) | Caller::EventRead(vm)) if vm == host_vm => {
+                h.serve_events(service)
             }
             _ => false,
         };
-        charge(service, before);
+        charge(service);
         (r, service.take_report(), notices)
     };
     after(report, notices);
@@ -443,6 +446,16 @@ fn log_notices(name: &'static str, notices: &[Option<Notice>; emulated::NOTICES]
 }
 
 impl HostSmmu {
+    /// [`HostSmmu::serve`] with no register access: the records that reached its ring, if any
+    /// did (nothing else can have changed without an access: no work, no interrupt, no notice).
+    #[inline]
+    fn serve_events(&mut self, io: &mut SmmuService<MmioRegs>) -> bool {
+        if !io.events_pending(self.v.vm) {
+            return false;
+        }
+        self.serve(io, |_, _| {})
+    }
+
     /// One access's worth of service to the host, under both locks: `access` (a register
     /// access, possibly nothing), then its pending event records into its event queue (no
     /// work when its ring is empty), then its interrupts. Returns whether it has notices to
@@ -514,7 +527,7 @@ impl hyp::host::mmio::Device for HostSmmuDevice {
         let (value, report, notices) = {
             let mut g = SMMU.lock();
             let Some(Locked { service, host: Some(h) }) = g.as_mut() else { return 0 };
-            let before = records_taken(service);
+            enter(service, h.v.vm, DRAIN_PER_ENTRY);
             let notices = if offset == off::EVTQ_PROD {
                 // What the real SMMU has recorded so far is in the host's queue when it looks
                 // (as on hardware, where PROD shows every record written), interrupts or not.
@@ -527,7 +540,7 @@ impl hyp::host::mmio::Device for HostSmmuDevice {
             } else {
                 false
             };
-            charge(service, before);
+            charge(service);
             note_backlog(service);
             (h.v.read(offset, size), service.take_report(), notices)
         };
@@ -541,9 +554,9 @@ impl hyp::host::mmio::Device for HostSmmuDevice {
         let (report, notices) = {
             let mut g = SMMU.lock();
             let Some(Locked { service, host: Some(h) }) = g.as_mut() else { return };
-            let before = records_taken(service);
+            enter(service, h.v.vm, DRAIN_PER_ENTRY);
             let notices = h.serve(service, |v, ctx| v.write(offset as usize, size, value, ctx));
-            charge(service, before);
+            charge(service);
             note_backlog(service);
             (service.take_report(), notices)
         };
@@ -570,6 +583,26 @@ pub struct HypercallSmmu;
 impl SmmuCalls for HypercallSmmu {
     fn read_events(&mut self, vm: u32, out: &mut [EventWords]) -> EventReadResult {
         with(Caller::EventRead(vm), EventReadResult::default(), |io| io.read_events(vm, out))
+    }
+    fn read_events_into(
+        &mut self,
+        vm: u32,
+        range: GuestRange,
+        mem: &mut dyn GuestMemory,
+    ) -> Result<EventReadResult, HypError> {
+        with(Caller::EventRead(vm), Err(HypError::DeviceError), |io| {
+            io.read_events_into(vm, range, mem)
+        })
+    }
+    fn invalidate_from(
+        &mut self,
+        vm: u32,
+        range: GuestRange,
+        mem: &dyn GuestMemory,
+    ) -> Result<usize, (usize, HypError)> {
+        with(Caller::Vm(vm), Err((0, HypError::DeviceError)), |io| {
+            io.invalidate_from(vm, range, mem)
+        })
     }
     fn stats(&mut self) -> SmmuStats {
         // SMMU-wide: no VM's (the host's events wait for its own paths).

@@ -5,10 +5,11 @@ use crate::iommu::driver::ste::Domain;
 use crate::iommu::pm::{Refusal, Vote};
 use crate::iommu::service::events::EventReadResult;
 use crate::iommu::validate::SmmuCaps;
-use crate::vm::memory::GuestMemory;
+use crate::vm::memory::{GuestMemory, GuestRange};
 use host_abi::smmu::Command;
-use host_abi::{HypError, PmStatus, PmVoteResult, SmmuStats};
+use host_abi::{HypError, PmStatus, PmVoteResult, SmmuStats, EVENT_READ_MAX, INVALIDATE_MAX};
 use platform::VmSpec;
+use zerocopy::IntoBytes;
 
 /// The SMMU operations a VM may ask for, on behalf of VM `vm`: what the service's two front
 /// ends (hypercalls, and the Linux host's emulated SMMU) reach it through (behind the EL2 side's
@@ -16,6 +17,26 @@ use platform::VmSpec;
 pub trait SmmuCalls {
     /// Moves up to `out.len()` of `vm`'s oldest event records into `out`.
     fn read_events(&mut self, vm: u32, out: &mut [EventWords]) -> EventReadResult;
+    /// EVENT_READ: moves up to `range.len() / 32` of `vm`'s oldest event records (at most
+    /// [`EVENT_READ_MAX`]) into the start of `range` of its memory `mem` (nothing written when
+    /// none is). `INVALID_ADDRESS` if `mem` is not the range's VM's memory (the records were
+    /// taken: never so where a call gets its caller's memory).
+    ///
+    /// The default reads them into a buffer on the stack. An implementation with a buffer of
+    /// its own ([`crate::iommu::service::SmmuService`]) uses it instead: zeroing a fresh one
+    /// on every call (the compiler's `memset`) cost more than the rest of an empty read.
+    fn read_events_into(
+        &mut self,
+        vm: u32,
+        range: GuestRange,
+        mem: &mut dyn GuestMemory,
+    ) -> Result<EventReadResult, HypError> {
+        let mut out = [[0u64; 4]; EVENT_READ_MAX as usize];
+        let n = ((range.len() / 32) as usize).min(out.len());
+        let r = self.read_events(vm, &mut out[..n]);
+        write_records(range, &out[..r.written], mem)?;
+        Ok(r)
+    }
     /// Whether `vm` may have event records waiting (a cheap hint: `false` only if certainly
     /// none is routed to it yet; the default always says there may be).
     fn events_pending(&mut self, _vm: u32) -> bool {
@@ -59,6 +80,31 @@ pub trait SmmuCalls {
         cmds: &[Command],
         mem: &dyn GuestMemory,
     ) -> Result<usize, (usize, HypError)>;
+    /// INVALIDATE: the `range.len() / 16` commands at `range` of VM `vm`'s memory `mem` (1 to
+    /// [`INVALIDATE_MAX`]) copied once out of it, then [`SmmuCalls::invalidate`] on that copy.
+    /// A range `mem` does not serve (or of another length) is `INVALID_ADDRESS` at index 0,
+    /// with nothing read or sent.
+    ///
+    /// The default copies into a buffer on the stack; an implementation with a buffer of its
+    /// own uses it instead (see [`SmmuCalls::read_events_into`]).
+    fn invalidate_from(
+        &mut self,
+        vm: u32,
+        range: GuestRange,
+        mem: &dyn GuestMemory,
+    ) -> Result<usize, (usize, HypError)> {
+        // A buffer no larger than needed for the common small batch.
+        const SMALL: usize = 16;
+        if range.len() <= 16 * SMALL as u64 {
+            let mut buf = [Command::default(); SMALL];
+            let cmds = read_commands(range, &mut buf, mem)?;
+            self.invalidate(vm, cmds, mem)
+        } else {
+            let mut buf = [Command::default(); INVALIDATE_MAX as usize];
+            let cmds = read_commands(range, &mut buf, mem)?;
+            self.invalidate(vm, cmds, mem)
+        }
+    }
     /// [`SmmuCalls::invalidate`] as a command queue executes `cmds` (the Linux host's emulated
     /// SMMU; a guest's INVALIDATE, which fails whole, never comes here): every command is
     /// validated first, then the ones before the first refused command (refused by validation,
@@ -86,6 +132,40 @@ pub trait SmmuCalls {
     /// `NOT_OWNED` unless stream `sid` is assigned to VM `vm`; otherwise what the real SMMU
     /// supports (the stream's virtual STE is checked against it).
     fn owned_stream(&mut self, vm: u32, sid: u32) -> Result<SmmuCaps, HypError>;
+}
+
+/// The commands at `range` of `mem`, copied once into the start of `buf`: the copy every later
+/// step works on. `INVALID_ADDRESS` at index 0 if they do not fit `buf`, the range is not a whole
+/// number of commands or `mem` does not serve it.
+#[inline]
+pub fn read_commands<'b>(
+    range: GuestRange,
+    buf: &'b mut [Command],
+    mem: &dyn GuestMemory,
+) -> Result<&'b [Command], (usize, HypError)> {
+    let n = (range.len() / 16) as usize;
+    let cmds = match buf.get_mut(..n) {
+        Some(c) if range.len().is_multiple_of(16) => c,
+        _ => return Err((0, HypError::InvalidAddress)),
+    };
+    mem.read(range, cmds.as_mut_bytes()).map_err(|e| (0, e))?;
+    Ok(cmds)
+}
+
+/// Writes `records` at the start of `range` of `mem` (nothing when there are none; at most
+/// what `range` holds).
+#[inline]
+pub fn write_records(
+    range: GuestRange,
+    records: &[EventWords],
+    mem: &mut dyn GuestMemory,
+) -> Result<(), HypError> {
+    let bytes = records.as_bytes();
+    let n = (bytes.len() as u64).min(range.len());
+    match range.prefix(n) {
+        Some(r) => mem.write(r, &bytes[..n as usize]),
+        None => Ok(()),
+    }
 }
 
 /// Why `PM_INJECT_LOSS` did nothing.

@@ -120,6 +120,22 @@ pub struct EventRouter {
     recent: u64,
     /// The last drain left records in the SMMU's queue (it routes a bounded number per entry).
     backlog: bool,
+    /// Records routed since the tally was last taken ([`EventRouter::take_tally`]).
+    tally: Tally,
+    /// The VM whose records [`Tally::own`] counts.
+    tally_vm: u32,
+}
+
+/// Records routed since the tally was last taken: where the EL2 side charges the drain to the
+/// CPU that did it (the entry's own VM's records, the host's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// All of them, owned or not.
+    pub records: u64,
+    /// Those routed to the VM [`EventRouter::tally_for`] named.
+    pub own: u64,
+    /// Those routed to the host (VM 0).
+    pub host: u64,
 }
 
 impl EventRouter {
@@ -131,15 +147,36 @@ impl EventRouter {
             hw_losses: 0,
             recent: 0,
             backlog: false,
+            tally: Tally::default(),
+            tally_vm: 0,
         }
+    }
+
+    /// From now on [`Tally::own`] counts VM `vm`'s records (the VM an entry is made for).
+    #[inline]
+    pub fn tally_for(&mut self, vm: u32) {
+        self.tally_vm = vm;
+    }
+
+    /// The tally since it was last taken, reset; `None` (one load and a compare: the common
+    /// case) when no record was routed since.
+    #[inline]
+    pub fn take_tally(&mut self) -> Option<Tally> {
+        if self.tally.records == 0 {
+            return None;
+        }
+        Some(core::mem::take(&mut self.tally))
     }
 
     /// Routes one record to the owner of its stream.
     pub fn route(&mut self, streams: &Streams, e: EventWords) -> EventDestination {
+        self.tally.records += 1;
         match streams.get(event_sid(&e)).map(|s| s.vm) {
             Some(vm) if (vm as usize) < self.rings.len() => {
                 self.rings[vm as usize].push(e);
                 self.recent |= 1 << (vm % 64);
+                self.tally.own += u64::from(vm == self.tally_vm);
+                self.tally.host += u64::from(vm == 0);
                 EventDestination::Vm(vm)
             }
             _ => {
@@ -271,6 +308,32 @@ mod tests {
         assert_eq!(r.unowned, 1);
         assert_eq!(r.counts(2), (500, 436));
         assert_eq!(r.totals(), (505, 436));
+    }
+
+    #[test]
+    fn the_tally_counts_each_routed_record_once_for_the_vm_it_was_taken_for() {
+        let mut s = Streams::default();
+        s.add(0, 0x08);
+        s.add(1, 0x18);
+        s.add(2, 0x20);
+        let mut r = EventRouter::new(3);
+        assert_eq!(r.take_tally(), None, "nothing routed: nothing to charge");
+        r.tally_for(1);
+        for sid in [0x18, 0x18, 0x08, 0x20, 0x99] {
+            r.route(&s, ev(sid, 0));
+        }
+        // All five (the unowned one too), VM 1's two, the host's one; a full ring's drops are
+        // counted as routed (they were taken off the SMMU's queue all the same).
+        assert_eq!(r.take_tally(), Some(Tally { records: 5, own: 2, host: 1 }));
+        assert_eq!(r.take_tally(), None, "taken: reset");
+        // An entry for the host counts its records twice over: its own and the host's.
+        r.tally_for(0);
+        for _ in 0..RING_CAPACITY + 2 {
+            r.route(&s, ev(0x08, 0));
+        }
+        r.route(&s, ev(0x18, 0));
+        let n = RING_CAPACITY as u64 + 2;
+        assert_eq!(r.take_tally(), Some(Tally { records: n + 1, own: n, host: n }));
     }
 
     #[test]

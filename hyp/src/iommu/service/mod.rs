@@ -34,11 +34,11 @@ use crate::iommu::validate::{self, SmmuCaps, MAX_S1CDMAX};
 use crate::vm::memory::{GuestMemory, GuestRange};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use events::{EventDestination, EventReadResult, EventRouter};
+use events::{EventDestination, EventReadResult, EventRouter, Tally};
 use host_abi::smmu::regs::Gerror;
 use host_abi::smmu::{cmd, Cd, Command, Opcode, Ste};
-use host_abi::INVALIDATE_MAX;
 use host_abi::{HypError, PmStatus, PmVoteResult, SmmuStats};
+use host_abi::{EVENT_READ_MAX, INVALIDATE_MAX};
 use platform::power::{GbpaReset, SmmuPowerController};
 use platform::{Manifest, VmSpec};
 use power::{PmCounters, PowerGate};
@@ -101,6 +101,12 @@ pub struct SmmuService<R: SmmuRegs> {
     reporter: Reporter,
     /// The commands of the batch being sent (validated, VMID forced): no allocation per batch.
     send: Box<[Command; INVALIDATE_MAX as usize]>,
+    /// A VM's INVALIDATE commands as copied out of its memory ([`SmmuCalls::invalidate_from`]),
+    /// and the records of an EVENT_READ on their way into it: buffers kept, so that no call
+    /// zeroes a fresh one (the compiler's `memset` of 256 or 512 bytes cost 120 and 216
+    /// instructions a call). Only the part a call fills is ever read.
+    received: Box<[Command]>,
+    records_out: [EventWords; EVENT_READ_MAX as usize],
     /// The hitless plan of the STE being installed (kept: refilled, never copied).
     plan: ste::Plan,
 }
@@ -132,6 +138,8 @@ impl<R: SmmuRegs> SmmuService<R> {
             global_errors: 0,
             reporter: Reporter::default(),
             send: Box::new([Command::default(); INVALIDATE_MAX as usize]),
+            received: alloc::vec![Command::default(); INVALIDATE_MAX as usize].into_boxed_slice(),
+            records_out: [[0; 4]; EVENT_READ_MAX as usize],
             plan: ste::Plan::new(),
         }
     }
@@ -384,6 +392,20 @@ impl<R: SmmuRegs> SmmuService<R> {
     /// another round).
     pub fn event_backlog(&self) -> bool {
         self.events.backlog()
+    }
+
+    /// Counts, from now on, the records routed to VM `vm` apart ([`Tally::own`]): the VM an
+    /// entry is made for.
+    #[inline]
+    pub fn tally_for(&mut self, vm: u32) {
+        self.events.tally_for(vm);
+    }
+
+    /// The records routed since the tally was last taken, or `None` when there were none
+    /// ([`EventRouter::take_tally`]).
+    #[inline]
+    pub fn take_tally(&mut self) -> Option<Tally> {
+        self.events.take_tally()
     }
 
     /// Events of streams no VM owns.
@@ -808,6 +830,40 @@ impl<R: SmmuRegs> SmmuService<R> {
         self.events.read(vm, out)
     }
 
+    /// [`SmmuCalls::read_events_into`] through the service's own buffer.
+    #[inline]
+    pub fn read_events_into(
+        &mut self,
+        vm: u32,
+        range: GuestRange,
+        mem: &mut dyn GuestMemory,
+    ) -> Result<EventReadResult, HypError> {
+        self.service_hardware();
+        let out = &mut self.records_out;
+        let n = ((range.len() / 32) as usize).min(out.len());
+        let r = self.events.read(vm, &mut out[..n]);
+        calls::write_records(range, &out[..r.written], mem)?;
+        Ok(r)
+    }
+
+    /// [`SmmuCalls::invalidate_from`] through the service's own buffer.
+    pub fn invalidate_from(
+        &mut self,
+        vm: u32,
+        range: GuestRange,
+        mem: &dyn GuestMemory,
+    ) -> Result<usize, (usize, HypError)> {
+        // Taken out for the call (an empty boxed slice in its place allocates nothing) and put
+        // back, whatever the outcome.
+        let mut buf = core::mem::take(&mut self.received);
+        let r = match calls::read_commands(range, &mut buf, mem) {
+            Ok(cmds) => self.invalidate_batch::<false>(vm, cmds, mem),
+            Err(e) => Err(e),
+        };
+        self.received = buf;
+        r
+    }
+
     /// SMMU-wide counters.
     pub fn stats(&mut self) -> SmmuStats {
         self.service_hardware();
@@ -1085,6 +1141,22 @@ fn drain<R: SmmuRegs>(
 impl<R: SmmuRegs> SmmuCalls for SmmuService<R> {
     fn read_events(&mut self, vm: u32, out: &mut [EventWords]) -> EventReadResult {
         SmmuService::read_events(self, vm, out)
+    }
+    fn read_events_into(
+        &mut self,
+        vm: u32,
+        range: GuestRange,
+        mem: &mut dyn GuestMemory,
+    ) -> Result<EventReadResult, HypError> {
+        SmmuService::read_events_into(self, vm, range, mem)
+    }
+    fn invalidate_from(
+        &mut self,
+        vm: u32,
+        range: GuestRange,
+        mem: &dyn GuestMemory,
+    ) -> Result<usize, (usize, HypError)> {
+        SmmuService::invalidate_from(self, vm, range, mem)
     }
     fn events_pending(&mut self, vm: u32) -> bool {
         self.events.pending(vm) != 0

@@ -1512,3 +1512,119 @@ fn a_coherent_smmu_gets_no_cache_maintenance_at_all() {
         .count();
     assert_eq!(maintenance, 0);
 }
+
+/// Guest 1's memory at `ipa` holding `cmds`.
+fn ram_with_commands(ipa: u64, cmds: &[Command]) -> Ram {
+    let mut ram = Ram::default();
+    for (i, b) in cmds.as_bytes().iter().enumerate() {
+        ram.0.insert(ipa + i as u64, *b);
+    }
+    ram
+}
+
+#[test]
+fn invalidate_from_sends_exactly_the_commands_of_this_call_through_its_kept_buffer() {
+    // The commands are copied into a buffer the service keeps between calls: a call of one
+    // command after a call of three sends its one command, never what the longer call left.
+    let mut io = ready();
+    let g1 = MANIFEST.vms[1].mem.base + 0x8000;
+    let vmid = MANIFEST.vms[1].vmid();
+    let three = [
+        Command::tlbi_nh_va(0, 1, 0x1000),
+        Command::tlbi_nh_va(0, 2, 0x2000),
+        Command::tlbi_nh_all(0),
+    ];
+    let ram = ram_with_commands(g1, &three);
+    let range = GuestRange::of(&MANIFEST.vms[1], g1, 48).unwrap();
+    let before = io.regs_mut().consumed.len();
+    assert_eq!(io.invalidate_from(1, range, &ram), Ok(3));
+    let sent = io.regs_mut().consumed[before..].to_vec();
+    assert_eq!(
+        sent[..3],
+        [
+            Command::tlbi_nh_va(vmid, 1, 0x1000).0,
+            Command::tlbi_nh_va(vmid, 2, 0x2000).0,
+            Command::tlbi_nh_all(vmid).0,
+        ]
+    );
+    assert_eq!(sent.len(), 4, "and one SYNC");
+    // One command, at another address: only it.
+    let one = ram_with_commands(g1 + 0x100, &[Command::tlbi_nh_va(0, 7, 0x7000)]);
+    let range = GuestRange::of(&MANIFEST.vms[1], g1 + 0x100, 16).unwrap();
+    let before = io.regs_mut().consumed.len();
+    let calls: &mut dyn SmmuCalls = &mut io;
+    assert_eq!(calls.invalidate_from(1, range, &one), Ok(1));
+    let sent = io.regs_mut().consumed[before..].to_vec();
+    assert_eq!(sent, [Command::tlbi_nh_va(vmid, 7, 0x7000).0, Command::sync().0]);
+    // Validation sees the copy: a refused command refuses the batch, nothing sent, and the
+    // buffer still serves the next call.
+    let bad = ram_with_commands(g1, &[Command::tlbi_nh_all(0), Command::cfgi_ste(sid_of(2))]);
+    let range = GuestRange::of(&MANIFEST.vms[1], g1, 32).unwrap();
+    let before = io.driver().counters;
+    assert_eq!(io.invalidate_from(1, range, &bad), Err((1, HypError::NotOwned)));
+    assert_eq!(io.driver().counters, before, "nothing submitted");
+    let range = GuestRange::of(&MANIFEST.vms[1], g1 + 0x100, 16).unwrap();
+    assert_eq!(io.invalidate_from(1, range, &one), Ok(1));
+}
+
+#[test]
+fn invalidate_from_refuses_memory_that_is_not_the_ranges_vm_and_reads_nothing_else() {
+    let mut io = ready();
+    let g2 = MANIFEST.vms[2].mem.base + 0x8000;
+    // The memory serves VM 1 only: a range of VM 2 is INVALID_ADDRESS at index 0, nothing sent.
+    let ram = ram_with_commands(g2, &[Command::tlbi_nh_all(0)]);
+    let range = GuestRange::of(&MANIFEST.vms[2], g2, 16).unwrap();
+    let before = io.driver().counters;
+    assert_eq!(io.invalidate_from(2, range, &ram), Err((0, HypError::InvalidAddress)));
+    // More than INVALIDATE_MAX commands, or a part of one: refused before any copy.
+    let g1 = MANIFEST.vms[1].mem.base + 0x8000;
+    let long = GuestRange::of(&MANIFEST.vms[1], g1, 16 * (INVALIDATE_MAX + 1)).unwrap();
+    assert_eq!(io.invalidate_from(1, long, &Ram::default()), Err((0, HypError::InvalidAddress)));
+    let partial = GuestRange::of(&MANIFEST.vms[1], g1, 24).unwrap();
+    assert_eq!(io.invalidate_from(1, partial, &Ram::default()), Err((0, HypError::InvalidAddress)));
+    assert_eq!(io.driver().counters, before, "nothing submitted");
+    // INVALIDATE_MAX commands exactly: all of them.
+    let all: std::vec::Vec<Command> =
+        (0..INVALIDATE_MAX).map(|i| Command::tlbi_nh_va(0, 1, i << 12)).collect();
+    let ram = ram_with_commands(g1, &all);
+    let full = GuestRange::of(&MANIFEST.vms[1], g1, 16 * INVALIDATE_MAX).unwrap();
+    assert_eq!(io.invalidate_from(1, full, &ram), Ok(INVALIDATE_MAX as usize));
+}
+
+#[test]
+fn read_events_into_writes_exactly_the_records_taken_into_the_callers_range() {
+    let mut io = ready();
+    let g1 = sid_of(1);
+    for i in 0..3u64 {
+        io.regs_mut().post_event(ev(g1, 0x1000 * (i + 1)));
+    }
+    let at = MANIFEST.vms[1].mem.base + 0x9000;
+    let mut ram = Ram::default();
+    // Room for two: the two oldest, in order; one left pending.
+    let range = GuestRange::of(&MANIFEST.vms[1], at, 64).unwrap();
+    let r = io.read_events_into(1, range, &mut ram).unwrap();
+    assert_eq!((r.written, r.pending), (2, 1));
+    let word = |ram: &Ram, a: u64| {
+        let b: std::vec::Vec<u8> = (0..8).map(|i| *ram.0.get(&(a + i)).unwrap_or(&0)).collect();
+        u64::from_le_bytes(b.try_into().unwrap())
+    };
+    assert_eq!((word(&ram, at + 16), word(&ram, at + 48)), (0x1000, 0x2000));
+    assert_eq!(ram.0.len(), 64, "exactly two records written");
+    // Room for sixteen, one left: one record written, the rest of the range untouched (the
+    // kept buffer's older records never leak out).
+    let mut ram = Ram::default();
+    let range = GuestRange::of(&MANIFEST.vms[1], at, 32 * EVENT_READ_MAX).unwrap();
+    let calls: &mut dyn SmmuCalls = &mut io;
+    let r = calls.read_events_into(1, range, &mut ram).unwrap();
+    assert_eq!((r.written, r.pending), (1, 0));
+    assert_eq!((ram.0.len(), word(&ram, at + 16)), (32, 0x3000));
+    // None left: nothing written at all.
+    let mut ram = Ram::default();
+    assert_eq!(io.read_events_into(1, range, &mut ram).unwrap().written, 0);
+    assert!(ram.0.is_empty());
+    // Memory that does not serve the range's VM: INVALID_ADDRESS.
+    io.regs_mut().post_event(ev(sid_of(2), 0x5000));
+    let g2 = GuestRange::of(&MANIFEST.vms[2], MANIFEST.vms[2].mem.base + 0x9000, 32).unwrap();
+    assert_eq!(io.read_events_into(2, g2, &mut ram), Err(HypError::InvalidAddress));
+    assert!(ram.0.is_empty());
+}
