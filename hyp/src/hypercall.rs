@@ -357,6 +357,9 @@ mod tests {
         inject_refusal: Option<crate::iommu::pm::Refusal>,
     }
     impl SmmuCalls for FakeCalls {
+        fn events_pending(&mut self, vm: u32) -> bool {
+            self.events.iter().any(|(v, _)| *v == vm)
+        }
         fn read_events(&mut self, vm: u32, out: &mut [[u64; 4]]) -> EventReadResult {
             let mut written = 0;
             while written < out.len() {

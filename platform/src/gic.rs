@@ -92,6 +92,12 @@ pub mod gicd {
     }
 }
 
+/// The most urgent priority (numerically the lowest) a VM that drives its own interrupts may
+/// give one: the hypervisor's are at 0x00, and 0x80 keeps every VM's below them whatever binary
+/// point the VM sets for group 1 (the running priority is the group priority, bit 7 alone at
+/// the coarsest). Linux uses 0xa0 (0x20 for pseudo-NMIs, off by default).
+pub const VM_PRIORITY_FLOOR: u8 = 0x80;
+
 /// A redistributor (`GICR_*`): per CPU, an RD (control) frame and an SGI/PPI frame.
 pub mod gicr {
     /// One frame, 64 KiB.
@@ -153,8 +159,21 @@ pub mod gicr {
     pub const SGI_ICPENDR0: u64 = SGI_FRAME + 0x0280;
     /// GICR_IPRIORITYR<n> (SGI frame, a byte per SGI/PPI).
     pub const SGI_IPRIORITYR: u64 = SGI_FRAME + 0x0400;
+    /// GICR_ISACTIVER0 (SGI frame).
+    pub const SGI_ISACTIVER0: u64 = SGI_FRAME + 0x0300;
+    /// GICR_ICACTIVER0 (SGI frame).
+    pub const SGI_ICACTIVER0: u64 = SGI_FRAME + 0x0380;
     /// GICR_ICFGR0 (SGI frame, SGIs) and GICR_ICFGR1 (PPIs) after it.
     pub const SGI_ICFGR0: u64 = SGI_FRAME + 0x0c00;
+    /// GICR_ICFGR1 (SGI frame, PPIs).
+    pub const SGI_ICFGR1: u64 = SGI_FRAME + 0x0c04;
+    /// GICR_IGRPMODR0 (SGI frame).
+    pub const SGI_IGRPMODR0: u64 = SGI_FRAME + 0x0d00;
+    /// GICR_NSACR (SGI frame).
+    pub const SGI_NSACR: u64 = SGI_FRAME + 0x0e00;
+    /// The first 4 KiB page of the SGI frame holds every register above (the rest of the frame
+    /// is reserved or implementation defined).
+    pub const SGI_REGISTERS_PAGE: u64 = 0x1000;
 }
 
 #[cfg(test)]

@@ -604,6 +604,9 @@ impl SmmuCalls for HypercallSmmu {
             io.invalidate_from(vm, range, mem)
         })
     }
+    fn events_pending(&mut self, vm: u32) -> bool {
+        SMMU.lock().as_mut().is_some_and(|s| s.service.events_pending(vm))
+    }
     fn stats(&mut self) -> SmmuStats {
         // SMMU-wide: no VM's (the host's events wait for its own paths).
         let mut s = with(Caller::Anyone, SmmuStats::default(), |io| io.stats());

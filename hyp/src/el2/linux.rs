@@ -8,6 +8,7 @@ use super::PLATFORM;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use hyp::host::gicd::{self, DistFilter, Kind, OthersConfig};
 use hyp::host::gicr::RedistFilter;
+use hyp::host::gicr_sgi::{off as sgi_off, SgiFrameFilter, Shaped};
 use hyp::host::mmio::{Device, Frame, Region};
 use hyp::host::pci_filter::{ConfigFilter, EcamFilter};
 use hyp::host::tree;
@@ -114,11 +115,23 @@ pub fn gicr_frames(cpu: u32) -> (MemRange, MemRange) {
 }
 
 /// Device memory the Linux host reaches directly besides its BARs: its CPUs' SGI/PPI frames
-/// (it drives its GIC interrupts itself, as under pKVM: enables, priorities and pending state
-/// of its SGIs and PPIs, on each of its CPUs). The distributor is shared with the hypervisor
-/// and the other VMs: it is emulated ([`HostGicd`]).
+/// but their register page (reserved space: the registers, through which it drives its SGIs and
+/// PPIs itself as under pKVM, are filtered by [`SgiFrameFilter`], see [`sgi_register_page`]).
+/// The distributor is shared with the hypervisor and the other VMs: it is emulated
+/// ([`HostGicd`]).
 pub fn direct_mmio(vm: &VmSpec) -> alloc::vec::Vec<MemRange> {
-    vm.cpus.iter().map(|cpu| gicr_frames(cpu).1).collect()
+    vm.cpus
+        .iter()
+        .map(|cpu| {
+            let sgi = gicr_frames(cpu).1;
+            MemRange::new(sgi.base + sgi_off::PAGE, sgi.size - sgi_off::PAGE)
+        })
+        .collect()
+}
+
+/// The register page of CPU `cpu`'s SGI frame (trapped for the Linux host).
+pub fn sgi_register_page(cpu: u32) -> MemRange {
+    MemRange::new(gicr_frames(cpu).1.base, sgi_off::PAGE)
 }
 
 /// A redistributor frame through MMIO.
@@ -134,6 +147,59 @@ impl Frame for RdFrame {
         // SAFETY: as for `read32`; the filter only writes CTLR (LPIs masked), STATUSR and WAKER.
         unsafe { ((self.0 + offset as usize) as *mut u32).write_volatile(value) }
     }
+}
+
+/// The register page of an SGI frame through MMIO.
+struct SgiPage(usize);
+
+impl Frame for SgiPage {
+    fn read32(&self, offset: u64) -> u32 {
+        // SAFETY: an architected register of this CPU's SGI frame (the filter only reads those),
+        // identity-mapped as device memory at EL2.
+        unsafe { ((self.0 + offset as usize) as *const u32).read_volatile() }
+    }
+    fn write32(&self, offset: u64, value: u32) {
+        // SAFETY: as for `read32`; the filter writes only the host's own SGI/PPI registers,
+        // priorities raised to the floor and groups kept 1.
+        unsafe { ((self.0 + offset as usize) as *mut u32).write_volatile(value) }
+    }
+}
+
+/// The host's SGI-frame register page: [`SgiFrameFilter`], and the first write of each kind
+/// that asked for more than it got logged.
+struct HostSgiPage {
+    filter: SgiFrameFilter<SgiPage>,
+    vm: &'static str,
+    cpu: u32,
+}
+
+impl Device for HostSgiPage {
+    fn name(&self) -> &'static str {
+        "GIC redistributor (SGI frame registers)"
+    }
+    fn read(&self, offset: u64, size: u8) -> u64 {
+        self.filter.read(offset, size)
+    }
+    fn write(&self, offset: u64, size: u8, value: u64) {
+        if let Some(kind) = self.filter.write(offset, size, value) {
+            if self.filter.shaped(kind) == 1 {
+                shaped(self.vm, self.cpu, kind, offset, size, value);
+            }
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn shaped(vm: &str, cpu: u32, kind: Shaped, offset: u64, size: u8, value: u64) {
+    let what = match kind {
+        Shaped::Priority => "a priority above the hypervisor's floor (raised to 0x80)",
+        Shaped::Group => "group 0 or a group modifier (its interrupts stay group 1)",
+        Shaped::Other => "a register it does not get (NSACR, reserved, or that size): ignored",
+    };
+    warn!(
+        "vm {vm}: cpu {cpu}'s SGI frame: write of {value:#x} ({size} bytes) at {offset:#x} asked for {what} (logged once per kind and CPU)"
+    );
 }
 
 /// The distributor through MMIO.
@@ -300,11 +366,23 @@ pub fn emulated_devices(vm: &VmSpec, functions: &[Configured]) -> alloc::vec::Ve
         gicd.filter.affinities(),
         gicd.filter.affinity()
     );
+    // The emulated SMMU first: its accesses (a CMDQ_PROD write per strict unmap) are by far the
+    // most frequent, and the regions are searched in order.
     let mut regions = alloc::vec![
+        Region { range: board.smmu, device: &super::front_door::HostSmmuDevice },
         Region { range: board.pcie_ecam, device: ecam },
         Region { range: board.gicd, device: gicd },
     ];
     regions.extend(rds);
-    regions.push(Region { range: board.smmu, device: &super::front_door::HostSmmuDevice });
+    for cpu in vm.cpus.iter() {
+        let range = sgi_register_page(cpu);
+        let page: &'static HostSgiPage =
+            alloc::boxed::Box::leak(alloc::boxed::Box::new(HostSgiPage {
+                filter: SgiFrameFilter::new(SgiPage(range.base as usize)),
+                vm: vm.name,
+                cpu,
+            }));
+        regions.push(Region { range, device: page });
+    }
     regions
 }

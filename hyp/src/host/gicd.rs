@@ -40,6 +40,7 @@
 //! bits, through the write-one registers, which need no read-modify-write.
 #![forbid(unsafe_code)]
 
+use crate::host::gicr_sgi::raise_priorities;
 #[cfg(test)]
 use crate::host::mmio::Device;
 use crate::host::mmio::Frame;
@@ -355,6 +356,19 @@ fn classify(offset: u64) -> Reg {
     }
 }
 
+/// What the host's write `value` of a field register leaves in its own fields (`mask`): its
+/// interrupts stay group 1 without a group modifier (group 0 is the hypervisor's), and no
+/// priority of its is above [`crate::host::gicr_sgi::PRIORITY_FLOOR`] (the hypervisor's are at 0: a host interrupt at
+/// its level, taken and never ended, would hold them off). The rest as written.
+fn shape(kind: Kind, value: u32, mask: u32) -> u32 {
+    match kind {
+        Kind::Group => value | mask,
+        Kind::GroupModifier => value & !mask,
+        Kind::Priority => raise_priorities(value, mask),
+        _ => value,
+    }
+}
+
 /// The filter over the distributor frame.
 pub struct DistFilter<F> {
     frame: F,
@@ -475,8 +489,11 @@ impl<F: Frame> DistFilter<F> {
             }
             (4, Reg::Field { kind, word, bits }) => {
                 let mask = self.owned.field_mask(word, bits);
-                self.merge(offset, mask, value as u32);
-                let other = value as u32 & !mask;
+                let want = value as u32;
+                let got = shape(kind, want, mask);
+                self.merge(offset, mask, got);
+                // A field it does not own, or one of its own it cannot have as asked.
+                let other = (want & !mask) | ((want ^ got) & mask);
                 (other != 0).then(|| {
                     let intid = word as u32 * (32 / bits) + other.trailing_zeros() / bits;
                     self.refuse(kind, offset, size, value, Some(intid))
@@ -486,8 +503,11 @@ impl<F: Frame> DistFilter<F> {
                 let intid = (offset - off::IPRIORITYR) as u32;
                 if self.owned.contains(intid) {
                     let shift = 8 * (offset & 3);
-                    self.merge(offset & !3, 0xff << shift, (value as u32 & 0xff) << shift);
-                    None
+                    let want = (value as u32 & 0xff) << shift;
+                    let got = shape(Kind::Priority, want, 0xff << shift);
+                    self.merge(offset & !3, 0xff << shift, got);
+                    (got != want)
+                        .then(|| self.refuse(Kind::Priority, offset, size, value, Some(intid)))
                 } else {
                     (value != 0)
                         .then(|| self.refuse(Kind::Priority, offset, size, value, Some(intid)))
@@ -1027,7 +1047,7 @@ mod tests {
     #[test]
     fn byte_priorities_land_in_their_own_lane() {
         let f = filter();
-        for (intid, prio) in [(35u32, 0xa0u64), (37, 0x90), (38, 0x60), (36, 0x50)] {
+        for (intid, prio) in [(35u32, 0xa0u64), (37, 0x90), (38, 0xe0), (36, 0x80)] {
             let before = others(f.frame());
             assert_eq!(f.write(off::IPRIORITYR + intid as u64, 1, prio), None, "INTID {intid}");
             assert_eq!(f.frame().intid(intid)[6], prio, "INTID {intid}");
@@ -1037,17 +1057,55 @@ mod tests {
         assert_eq!(f.frame().intid(35)[6], 0xa0, "still");
     }
 
-    /// Its own group-modifier bits (IGRPMODR) are its to set and clear, and read back; another
-    /// INTID's are refused as a group-modifier change.
+    /// No priority of its own above the floor (0x80): the hypervisor's interrupts are at 0, and
+    /// one of the host's at their level, taken and never ended, would hold them off. Raised,
+    /// in its own lane only, and the write refused as a priority change (Linux's 0xa0 is not).
     #[test]
-    fn its_own_group_modifier_bits_are_its_own() {
+    fn its_priorities_stay_below_the_hypervisors() {
+        let f = filter();
+        for (intid, prio) in [(35u32, 0x00u64), (37, 0x20), (38, 0x7f), (36, 0x10)] {
+            let before = others(f.frame());
+            let r = f.write(off::IPRIORITYR + intid as u64, 1, prio).unwrap();
+            assert_eq!((r.kind, r.intid, r.own), (Kind::Priority, Some(intid), true));
+            assert_eq!(f.frame().intid(intid)[6], 0x80, "INTID {intid}");
+            assert_eq!(others(f.frame()), before, "INTID {intid}: others unchanged");
+        }
+        // A word (INTIDs 36..39, 39 not its own): each of its lanes below the floor raised, the
+        // others kept; the refusal names the first raised one.
+        let before = f.frame().intid(39)[6];
+        let r = f.write(off::IPRIORITYR + 36, 4, 0x0000_8110).unwrap();
+        assert_eq!((r.kind, r.intid), (Kind::Priority, Some(36)));
+        assert_eq!([36, 37, 38].map(|i| f.frame().intid(i)[6]), [0x80, 0x81, 0x80]);
+        assert_eq!(f.frame().intid(39)[6], before, "not its own");
+        assert_eq!(f.write(off::IPRIORITYR + 36, 4, 0x00a0_a0a0), None);
+    }
+
+    /// Its interrupts stay group 1 (group 0 is the hypervisor's, FIQs at EL2): a zero in its
+    /// own IGROUPR bits is written as one, and refused as a group change; ones pass.
+    #[test]
+    fn its_interrupts_stay_group_1() {
+        let f = filter();
+        let w = off::IGROUPR + 4; // INTIDs 32..63, its own 35..38
+        let own = 0b1111 << 3;
+        assert_eq!(f.write(w, 4, own), None, "all its own to group 1");
+        assert_eq!([35, 36, 37, 38].map(|i| f.frame().intid(i)[3]), [1; 4]);
+        let r = f.write(w, 4, own & !(1 << 4)).unwrap();
+        assert_eq!((r.kind, r.intid, r.own), (Kind::Group, Some(36), true));
+        assert_eq!(f.frame().intid(36)[3], 1, "still group 1");
+        assert_eq!(f.read(w, 4), own);
+    }
+
+    /// Its own group-modifier bits (IGRPMODR) stay 0: a one is refused as a group-modifier
+    /// change and not written; another INTID's too.
+    #[test]
+    fn its_own_group_modifier_bits_stay_clear() {
         let f = filter();
         let w = off::IGRPMODR + 4; // INTIDs 32..63
-        assert_eq!(f.write(w, 4, 1 << 3), None, "INTID 35");
-        assert_eq!(f.frame().intid(35)[4], 1);
-        assert_eq!(f.read(w, 4), 1 << 3);
-        assert_eq!(f.write(w, 4, 0), None);
+        let r = f.write(w, 4, 1 << 3).unwrap();
+        assert_eq!((r.kind, r.intid, r.own), (Kind::GroupModifier, Some(35), true));
         assert_eq!(f.frame().intid(35)[4], 0);
+        assert_eq!(f.read(w, 4), 0);
+        assert_eq!(f.write(w, 4, 0), None);
         let r = f.write(w, 4, 1 << 10).unwrap();
         assert_eq!((r.kind, r.intid), (Kind::GroupModifier, Some(42)));
         assert_eq!(f.frame().intid(42)[4], 0);
@@ -1363,11 +1421,11 @@ mod tests {
         let f = DistFilter::new(qemu_gicd(), IntidSet::of(32..64), &[0]);
         f.frame().writes();
         let reads = f.frame().reads.load(Ordering::Relaxed);
-        assert_eq!(f.write(off::IPRIORITYR + 36, 4, 0x1020_3040), None);
-        assert_eq!(f.write(off::IGROUPR + 4, 4, 0x0f0f_0f0f), None);
+        assert_eq!(f.write(off::IPRIORITYR + 36, 4, 0x90a0_b0c0), None);
+        assert_eq!(f.write(off::IGROUPR + 4, 4, 0xffff_ffff), None);
         assert_eq!(
             f.frame().writes(),
-            [(off::IPRIORITYR + 36, 0x1020_3040), (off::IGROUPR + 4, 0x0f0f_0f0f)]
+            [(off::IPRIORITYR + 36, 0x90a0_b0c0), (off::IGROUPR + 4, 0xffff_ffff)]
         );
         assert_eq!(f.frame().reads.load(Ordering::Relaxed), reads, "nothing read");
     }

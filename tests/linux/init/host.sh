@@ -256,6 +256,26 @@ gicd_own_spi_stays_on_its_cpus() {
     [ -n "$s1" ] && [ "$s2" -gt "$s1" ] || { echo "ttyS0 interrupts $s1 -> $s2"; return 1; }
 }
 
+# Its interrupts cannot reach the hypervisor's priority (0x00: one of its own there, taken and
+# never ended, would hold the hypervisor's FIQs off): every priority it writes is raised to the
+# floor, in the distributor (its serial port's SPI) and in its CPU's SGI frame (an unused PPI),
+# and its SGIs and PPIs stay group 1. Each is put back as Linux had it.
+interrupts_stay_below_the_hypervisors() {
+    for a in $OWN_IPRIORITYR $SGI_PPI_IPRIORITYR; do
+        old=$(devmem $a 8)
+        devmem $a 8 0
+        v=$(devmem $a 8)
+        devmem $a 8 $old
+        [ $((v)) = $(($PRIORITY_FLOOR)) ] || { echo "priority at $a reads $v after writing 0"; return 1; }
+        back=$(devmem $a 8)
+        [ "$back" = "$old" ] || { echo "priority at $a reads $back, not $old, once restored"; return 1; }
+    done
+    g=$(devmem $SGI_IGROUPR0 32)
+    devmem $SGI_IGROUPR0 32 0
+    n=$(devmem $SGI_IGROUPR0 32)
+    [ $((n)) = $((0xffffffff)) ] || { echo "IGROUPR0 reads $n after writing 0 (was $g)"; return 1; }
+}
+
 own_interrupts_keep_working() {
     # Run once its disk is bound: its INTx lines, configured through the distributor filter,
     # still interrupt (the disk's virtio0 and the serial port's counts grow), and it reads both
@@ -496,6 +516,7 @@ run smmu_is_the_emulated_one smmu_is_the_emulated_one
 run smmu_coherency_is_the_hypervisors smmu_coherency_is_the_hypervisors
 run modules_load modules_load
 run disk_dma_through_the_smmu disk_dma_through_the_smmu
+run interrupts_stay_below_the_hypervisors interrupts_stay_below_the_hypervisors
 run own_interrupts_keep_working own_interrupts_keep_working
 run sgis_to_other_cpus_stop_nobody sgis_to_other_cpus_stop_nobody
 run edu_dma_from_host_root_faults edu_dma_from_host_root_faults

@@ -187,6 +187,12 @@ pub fn host_params(f: &ScriptFacts) -> Params {
     let own_irouter = gicd + gic::irouter(own);
     let own_isenabler = gicd + gic::bit_word(gic::ISENABLER, own);
     let own_bit = gic::bit(own);
+    // Its serial port's priority byte, and in CPU 0's SGI frame an unused PPI's (INTID 20) and
+    // IGROUPR0.
+    let own_ipriorityr = gicd + gic::ipriorityr(own);
+    let cpu0_rd = BOARD.gicr.base;
+    let sgi_ppi_ipriorityr = cpu0_rd + platform::gic::gicr::SGI_IPRIORITYR + 20;
+    let sgi_igroupr0 = cpu0_rd + platform::gic::gicr::SGI_IGROUPR0;
     // What GICD_CTLR reads with the hypervisor's configuration: affinity routing, group 1.
     let ctlr_on = gic::CTLR_ARE | gic::CTLR_ENABLE_GRP1;
     let edu_sid = PciAddr::slot(EDU_SLOTS[0], 0).rid();
@@ -235,6 +241,10 @@ pub fn host_params(f: &ScriptFacts) -> Params {
         .set("OWN_BIT", format!("{own_bit:#x}"))
         .set("OWN_IROUTER", hex(&own_irouter))
         .set("OWN_LINES", format!("{own_lines:#x}"))
+        .set("OWN_IPRIORITYR", hex(&own_ipriorityr))
+        .set("SGI_PPI_IPRIORITYR", hex(&sgi_ppi_ipriorityr))
+        .set("SGI_IGROUPR0", hex(&sgi_igroupr0))
+        .set("PRIORITY_FLOOR", format!("{:#x}", platform::gic::VM_PRIORITY_FLOOR))
         .set("SMMU_IOMMU", format!("smmu3.{smmu:#018x}"))
         .set("SMMU_PDEV", format!("{smmu:x}.iommu"))
         .set("SMMU_BASE", hex(&smmu))

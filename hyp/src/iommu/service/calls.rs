@@ -38,10 +38,8 @@ pub trait SmmuCalls {
         Ok(r)
     }
     /// Whether `vm` may have event records waiting (a cheap hint: `false` only if certainly
-    /// none is routed to it yet; the default always says there may be).
-    fn events_pending(&mut self, _vm: u32) -> bool {
-        true
-    }
+    /// none is routed to it yet).
+    fn events_pending(&mut self, vm: u32) -> bool;
     /// SMMU-wide counters.
     fn stats(&mut self) -> SmmuStats;
     /// Attaches stream `sid` of VM `vm` to `domain` (already validated), hitlessly; a nested
@@ -85,25 +83,18 @@ pub trait SmmuCalls {
     /// A range `mem` does not serve (or of another length) is `INVALID_ADDRESS` at index 0,
     /// with nothing read or sent.
     ///
-    /// The default copies into a buffer on the stack; an implementation with a buffer of its
-    /// own uses it instead (see [`SmmuCalls::read_events_into`]).
+    /// The default copies into a buffer on the stack (zeroed on every call: for test doubles);
+    /// an implementation with a buffer of its own uses it instead (see
+    /// [`SmmuCalls::read_events_into`]).
     fn invalidate_from(
         &mut self,
         vm: u32,
         range: GuestRange,
         mem: &dyn GuestMemory,
     ) -> Result<usize, (usize, HypError)> {
-        // A buffer no larger than needed for the common small batch.
-        const SMALL: usize = 16;
-        if range.len() <= 16 * SMALL as u64 {
-            let mut buf = [Command::default(); SMALL];
-            let cmds = read_commands(range, &mut buf, mem)?;
-            self.invalidate(vm, cmds, mem)
-        } else {
-            let mut buf = [Command::default(); INVALIDATE_MAX as usize];
-            let cmds = read_commands(range, &mut buf, mem)?;
-            self.invalidate(vm, cmds, mem)
-        }
+        let mut buf = [Command::default(); INVALIDATE_MAX as usize];
+        let cmds = read_commands(range, &mut buf, mem)?;
+        self.invalidate(vm, cmds, mem)
     }
     /// [`SmmuCalls::invalidate`] as a command queue executes `cmds` (the Linux host's emulated
     /// SMMU; a guest's INVALIDATE, which fails whole, never comes here): every command is

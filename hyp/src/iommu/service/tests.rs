@@ -1628,3 +1628,22 @@ fn read_events_into_writes_exactly_the_records_taken_into_the_callers_range() {
     assert_eq!(io.read_events_into(2, g2, &mut ram), Err(HypError::InvalidAddress));
     assert!(ram.0.is_empty());
 }
+
+#[test]
+fn an_entry_tallies_the_records_it_routed_for_the_vm_it_was_made_for() {
+    // The EL2 side charges each CPU the records its entries took: the tally of the entry's own
+    // VM's and the host's, reset when taken.
+    let mut io = ready();
+    assert_eq!(io.take_tally(), None);
+    io.regs_mut().post_event(ev(sid_of(1), 0x1000));
+    io.regs_mut().post_event(ev(sid_of(0), 0x2000));
+    io.regs_mut().post_event(ev(sid_of(1), 0x3000));
+    io.tally_for(1);
+    let _ = io.stats();
+    assert_eq!(io.take_tally(), Some(Tally { records: 3, own: 2, host: 1 }));
+    assert_eq!(io.take_tally(), None, "taken");
+    io.regs_mut().post_event(ev(sid_of(2), 0x4000));
+    io.tally_for(2);
+    let _ = io.stats();
+    assert_eq!(io.take_tally(), Some(Tally { records: 1, own: 1, host: 0 }));
+}
