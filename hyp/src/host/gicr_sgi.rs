@@ -139,7 +139,9 @@ impl<F: Frame> SgiFrameFilter<F> {
     /// A load of `size` bytes at `offset`.
     pub fn read(&self, offset: u64, size: u8) -> u64 {
         match size {
-            4 if offset.is_multiple_of(4) && Self::readable(offset) => self.frame.read32(offset) as u64,
+            4 if offset.is_multiple_of(4) && Self::readable(offset) => {
+                self.frame.read32(offset) as u64
+            }
             1 if (off::IPRIORITYR..off::IPRIORITYR_END).contains(&offset) => {
                 (self.frame.read32(offset & !3) >> (8 * (offset & 3))) as u8 as u64
             }
@@ -288,6 +290,20 @@ mod tests {
         assert_eq!(f.write(off::IPRIORITYR_END, 4, 0x10), Some(Shaped::Other));
         assert!(writes(&f).is_empty());
         assert_eq!(f.shaped(Shaped::Priority), 3);
+        // A byte above the floor lands as written in its own lane (here the third).
+        assert_eq!(f.write(off::IPRIORITYR + 10, 1, 0xc8), None);
+        assert_eq!(writes(&f), [(off::IPRIORITYR + 8, 0xa0c8_a0a0)]);
+    }
+
+    #[test]
+    fn byte_reads_exist_for_priorities_only() {
+        let f = filter();
+        // IGROUPR0 holds ones: a byte of it still reads as zero.
+        assert_eq!(f.read(off::IGROUPR0, 4), 0xffff_ffff);
+        for o in [off::IGROUPR0, off::IGROUPR0 + 1, off::ICFGR0] {
+            assert_eq!(f.read(o, 1), 0, "{o:#x}");
+        }
+        assert_eq!(f.read(off::IPRIORITYR + 5, 1), 0xa0);
     }
 
     #[test]
