@@ -202,6 +202,12 @@ pub const fn vm_uart_spi(vm: &VmSpec) -> u32 {
     HOST_SMMU_GERROR_SPI + vm.id
 }
 
+/// The `compatible` of a Linux guest's paravirtual IOMMU node (no registers, `#iommu-cells =
+/// <1>`: a stream ID; the bridge's `iommu-map` maps requester ID n to stream ID n). Its driver
+/// (`host-abi/linux/pviommu/`) turns Linux's IOMMU domains into SET_STE, CLEAR_STE and
+/// INVALIDATE on the guest's own streams.
+pub const PV_IOMMU_COMPATIBLE: &str = "smmu-hyp,pv-iommu";
+
 /// The APB clock a PL011 node names (`uartclk` and `apb_pclk`): a fixed clock, the frequency of
 /// QEMU's `virt` (24 MHz; only the baud-rate divisors the guest computes depend on it).
 pub const UART_CLOCK_HZ: u32 = 24_000_000;
@@ -234,6 +240,10 @@ pub struct HostTree<'a> {
     pub smmu: Option<HostSmmu>,
     /// Its PL011 (emulated): a guest's only.
     pub uart: Option<VmUart>,
+    /// A guest's paravirtual IOMMU node ([`PV_IOMMU_COMPATIBLE`], with the bridge's
+    /// `iommu-map` onto it): its driver attaches its streams through the hypercalls. Without
+    /// it the hypervisor attaches them to the identity domain at boot.
+    pub pv_iommu: bool,
     /// The PCI INTx lines its functions raise ([`VmSpec::intx_lines`]): the ones of the
     /// board's `interrupt-map` the distributor lets it configure.
     pub intx_lines: u8,
@@ -274,6 +284,7 @@ impl<'a> HostTree<'a> {
                 coherent: smmu_coherent,
             }),
             uart: None,
+            pv_iommu: false,
             intx_lines: vm.intx_lines(),
             shadow_cds: vm.shadow_cds(),
         }
@@ -459,6 +470,13 @@ pub mod dtgen {
             f.property_phandle(SMMU_PHANDLE)?;
             f.end_node(smmu)?;
         }
+        if t.pv_iommu {
+            let pv = f.begin_node("pviommu")?;
+            f.property_string("compatible", super::PV_IOMMU_COMPATIBLE)?;
+            f.property_u32("#iommu-cells", 1)?;
+            f.property_phandle(SMMU_PHANDLE)?;
+            f.end_node(pv)?;
+        }
         if let Some(uart) = t.uart {
             let clk = f.begin_node("apb-pclk")?;
             f.property_string("compatible", "fixed-clock")?;
@@ -527,8 +545,9 @@ pub mod dtgen {
             map.extend([addr, 0, 0, pin, GIC_PHANDLE, 0, 0, SPI, spi, LEVEL_HIGH]);
         }
         f.property_array_u32("interrupt-map", &map)?;
-        // Requester ID n is stream ID n, for every RID (on the host's emulated SMMU).
-        if t.smmu.is_some() {
+        // Requester ID n is stream ID n, for every RID (on the host's emulated SMMU, or a
+        // guest's paravirtual IOMMU).
+        if t.smmu.is_some() || t.pv_iommu {
             f.property_array_u32("iommu-map", &[0, SMMU_PHANDLE, 0, 0x1_0000])?;
         }
         f.end_node(pcie)?;

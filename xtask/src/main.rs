@@ -319,7 +319,7 @@ fn linux_run_with(
     );
     let mut launch = linux_launch(imgs, &prepared, variant)?;
     if guest1_linux {
-        launch.guest1 = Some(linux::guest::prepare(&prepared.art, opts.verbose)?);
+        launch.guest1 = Some(linux::guest::prepare(opts, &prepared.art)?);
         launch.tag = format!("{}-guest1", launch.tag);
         println!("Linux guest1: the same kernel; command line \"{}\"", linux::guest::bootargs());
     }

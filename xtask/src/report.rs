@@ -318,6 +318,13 @@ pub fn linux_guest_checks(log: &str) -> Vec<LogCheck> {
     let entered = log.lines().any(|l| l.contains("entering vm guest1") && l.contains("(Linux"));
     let said = position(log, &hello);
     let off = position(log, "vm guest1 stopped (SYSTEM_OFF)");
+    // Its paravirtual IOMMU driver's calls: CALL_UID, REVISION and at least one SET_STE.
+    let calls = log
+        .lines()
+        .find_map(|l| l.split("vm guest1 stopped (").nth(1))
+        .and_then(|r| r.split(" after ").nth(1))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse::<u64>().ok());
     vec![
         LogCheck {
             name: "linux_guest_tree_checked_and_entered",
@@ -330,6 +337,16 @@ pub fn linux_guest_checks(log: &str) -> Vec<LogCheck> {
         LogCheck {
             name: "linux_guest_console_lines_are_guest1s",
             result: if said.is_some() { Ok(()) } else { Err(format!("no `{hello}` line")) },
+        },
+        LogCheck {
+            name: "linux_guest_made_its_iommu_hypercalls",
+            result: match calls {
+                Some(n) if n >= 3 => Ok(()),
+                Some(n) => {
+                    Err(format!("guest1 made {n} hypercalls: its IOMMU driver attached nothing"))
+                }
+                None => Err("no `vm guest1 stopped (...) after N hypercalls` line".into()),
+            },
         },
         LogCheck {
             name: "linux_guest_powers_off_alone_with_psci",
@@ -1236,7 +1253,7 @@ hyp: INFO  vm guest1 stopped (SYSTEM_OFF) after 1 hypercalls
                     hyp: INFO  cpu 2: entering vm guest1 (VMID 2) at EL1, entry 0x54000000, device tree 0x5be00000 (Linux: it drives the GIC)\n\
                     [guest1] Linux guest: /init reached\n\
                     hyp: INFO  vm host stopped (SYSTEM_OFF) on cpu 0\n\
-                    hyp: INFO  vm guest1 stopped (SYSTEM_OFF) on cpu 2\n\
+                    hyp: INFO  vm guest1 stopped (SYSTEM_OFF) on cpu 2 after 3 hypercalls, 0 injected faults\n\
                     hyp: INFO  vm guest2 stopped (SYSTEM_OFF) on cpu 3\n";
         assert!(linux_guest_checks(good).iter().all(|c| c.result.is_ok()));
         let failed = |log: &str| -> Vec<&'static str> {
@@ -1260,12 +1277,18 @@ hyp: INFO  vm guest1 stopped (SYSTEM_OFF) after 1 hypercalls
             good.replace("vm guest1 stopped (SYSTEM_OFF)", "vm guest1 stopped (SYSTEM_RESET");
         assert_eq!(failed(&reset), ["linux_guest_powers_off_alone_with_psci"]);
         // Stopped before its /init spoke.
-        let early = "hyp: INFO  vm guest1 stopped (SYSTEM_OFF) on cpu 2\n".to_string() + good;
+        let early = "hyp: INFO  vm guest1 stopped (SYSTEM_OFF) on cpu 2 after 3 hypercalls\n"
+            .to_string()
+            + &good.replace(
+                "vm guest1 stopped (SYSTEM_OFF) on cpu 2 after 3 hypercalls, 0 injected faults\n",
+                "",
+            );
         assert_eq!(failed(&early), ["linux_guest_powers_off_alone_with_psci"]);
         // The host's poweroff check: guest1 may stop first when it is Linux, guest2 may not.
         let g1_first = good
-            .replace("vm guest1 stopped (SYSTEM_OFF) on cpu 2\n", "")
+            .replace("hyp: INFO  vm guest1 stopped (SYSTEM_OFF) on cpu 2 after 3 hypercalls, 0 injected faults\n", "")
             .replace("[guest1] Linux", "hyp: INFO  vm guest1 stopped (SYSTEM_OFF)\n[guest1] Linux");
+        assert_eq!(g1_first.matches("vm guest1 stopped").count(), 1);
         assert!(host_poweroff_check(&g1_first, &["guest2"]).result.is_ok());
         assert!(host_poweroff_check(&g1_first, &["guest1", "guest2"]).result.is_err());
         let g2_first = good

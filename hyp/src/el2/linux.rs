@@ -27,6 +27,9 @@ pub struct LinuxBoot {
     pub entry: u64,
     /// IPA of its device tree (`x0` at entry).
     pub dtb: u64,
+    /// A guest whose tree names the paravirtual IOMMU: its driver attaches its streams (else
+    /// the hypervisor attaches them to the identity domain at boot).
+    pub pv_iommu: bool,
 }
 
 /// A slice of the host's RAM, read from EL2 before the host runs.
@@ -81,7 +84,10 @@ pub fn probe(vm: &'static VmSpec, smmu_coherent: bool) -> Option<LinuxBoot> {
     let facts = tree::parse(blob).unwrap_or_else(|e| {
         crate::fatal(format_args!("vm {}: device tree at {:#x}: {e}", vm.name, layout.dtb.base))
     });
-    let want = tree_of(vm, facts.initrd, smmu_coherent);
+    let mut want = tree_of(vm, facts.initrd, smmu_coherent);
+    // A guest's paravirtual IOMMU is the launcher's choice, as its initramfs is: the tree is
+    // checked to be one of the two consistent shapes (the node and its iommu-map, or neither).
+    want.pv_iommu = vm.id != 0 && !facts.pv_iommus.is_empty();
     if let Err(e) = tree::check(&want, &facts, kernel, MemRange::new(layout.dtb.base, size as u64))
     {
         crate::fatal(format_args!(
@@ -100,7 +106,8 @@ pub fn probe(vm: &'static VmSpec, smmu_coherent: bool) -> Option<LinuxBoot> {
     let emulated = match (want.smmu, want.uart) {
         (Some(_), _) if smmu_coherent => "its emulated SMMU (dma-coherent), no ITS/PL011",
         (Some(_), _) => "its emulated SMMU (not dma-coherent), no ITS/PL011",
-        (None, _) => "its emulated PL011, no SMMU/ITS",
+        (None, _) if want.pv_iommu => "its emulated PL011, its paravirtual IOMMU, no SMMU/ITS",
+        (None, _) => "its emulated PL011, no SMMU/ITS/IOMMU",
     };
     info!(
         "vm {}: device tree at {:#x} ({size} bytes) matches the manifest: RAM {:#x}+{:#x}, CPUs \
@@ -119,7 +126,7 @@ pub fn probe(vm: &'static VmSpec, smmu_coherent: bool) -> Option<LinuxBoot> {
         info!("vm {}: initramfs {:#x}..{:#x} ({} KiB)", vm.name, i.base, i.end(), i.size >> 10);
     }
     info!("vm {}: command line \"{}\"", vm.name, facts.bootargs.unwrap_or(""));
-    Some(LinuxBoot { entry: kernel.base, dtb: layout.dtb.base })
+    Some(LinuxBoot { entry: kernel.base, dtb: layout.dtb.base, pv_iommu: want.pv_iommu })
 }
 
 /// The redistributor frames of CPU `cpu`: (RD control frame, emulated for the Linux host;

@@ -440,7 +440,7 @@ pub fn prepare_all(
             hyp::iommu::driver::ste::S2Config::vm(spec.vmid(), dma.root_address().0 as u64),
         );
         super::front_door::set_shadow_cds(spec);
-        if linux.is_some() && spec.id != 0 {
+        if linux.is_some_and(|l| !l.pv_iommu) && spec.id != 0 {
             attach_identity(spec, &functions);
         }
         s2.mark_active();
@@ -485,10 +485,10 @@ pub fn prepare_all(
     }
 }
 
-/// A Linux guest's functions start in the identity domain (its stage 2 alone: device
-/// addresses are its IPAs, limited to its own RAM), so that an unmodified kernel's DMA works
-/// before it has a paravirtual IOMMU driver (which would move them with SET_STE/CLEAR_STE like
-/// a bare-metal guest's). Isolation is the stage 2's: no other VM's memory, no hypervisor
+/// A Linux guest without a paravirtual IOMMU in its tree: its functions start in the identity
+/// domain (its stage 2 alone: device addresses are its IPAs, limited to its own RAM), so that
+/// an unmodified kernel's DMA works with no IOMMU driver. (With one, they stay blocked until its
+/// driver attaches them with SET_STE/CLEAR_STE like a bare-metal guest's.) Isolation is the stage 2's: no other VM's memory, no hypervisor
 /// memory, no MMIO.
 fn attach_identity(spec: &'static VmSpec, functions: &[Function]) {
     use hyp::iommu::driver::ste::Domain;

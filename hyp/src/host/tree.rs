@@ -52,6 +52,9 @@ pub struct HostTreeFacts<'a> {
     pub smmus: Vec<SmmuNode>,
     /// Every `arm,pl011` node: (`reg`, `interrupts` cells).
     pub uarts: Vec<(Vec<MemRange>, Vec<u32>)>,
+    /// Every paravirtual IOMMU node (`platform::linux::PV_IOMMU_COMPATIBLE`): (`#iommu-cells`,
+    /// `phandle`).
+    pub pv_iommus: Vec<(Option<u32>, Option<u32>)>,
     /// Compatible strings of nodes the host must not be given.
     pub forbidden: Vec<&'a str>,
     /// `/chosen` `linux,initrd-start` .. `linux,initrd-end`.
@@ -198,6 +201,10 @@ pub fn parse(blob: &[u8]) -> Result<HostTreeFacts<'_>, crate::dt::DtError> {
                 coherent: n.property("dma-coherent").is_some(),
                 phandle: n.property("phandle").and_then(|p| p.as_usize()).map(|v| v as u32),
             });
+        }
+        if has_compatible(&n, platform::linux::PV_IOMMU_COMPATIBLE) {
+            let cell = |p: &str| n.property(p).and_then(|p| p.as_usize()).map(|v| v as u32);
+            f.pv_iommus.push((cell("#iommu-cells"), cell("phandle")));
         }
         if has_compatible(&n, "arm,pl011") {
             f.uarts.push((regs(&n), cells(&n, "interrupts").unwrap_or_default()));
@@ -429,6 +436,33 @@ fn intx_is_the_boards(want: &HostTree<'_>, got: &HostTreeFacts<'_>) -> bool {
         && got.pcie_interrupt_map.as_deref() == Some(&map[..])
 }
 
+/// A guest's tree has exactly one paravirtual IOMMU node, with one stream-ID cell, and the
+/// bridge maps every requester ID to the same stream ID on it, when its description says so;
+/// else neither the node nor an `iommu-map`.
+fn check_pv_iommu(want: &HostTree<'_>, got: &HostTreeFacts<'_>) -> Result<(), HostTreeError> {
+    let map = got.pcie_iommu_map.as_deref();
+    if !want.pv_iommu {
+        if !got.pv_iommus.is_empty() || map.is_some() {
+            return Err(HostTreeError::Smmu(
+                "a paravirtual IOMMU node or an iommu-map not asked for",
+            ));
+        }
+        return Ok(());
+    }
+    let [(cells, phandle)] = got.pv_iommus.as_slice() else {
+        return Err(HostTreeError::Smmu("not exactly one paravirtual IOMMU node"));
+    };
+    if *cells != Some(1) {
+        return Err(HostTreeError::Smmu("the paravirtual IOMMU's #iommu-cells must be 1"));
+    }
+    match (phandle, map) {
+        (Some(p), Some(m)) if m == [0, *p, 0, 0x1_0000] => Ok(()),
+        _ => Err(HostTreeError::Smmu(
+            "the bridge's iommu-map is not RID == SID onto the paravirtual IOMMU",
+        )),
+    }
+}
+
 /// A guest's tree has exactly its emulated PL011 (its page, its SPI, level-high), a host's
 /// none (refused as forbidden before this).
 fn check_uart(want: &HostTree<'_>, got: &HostTreeFacts<'_>) -> Result<(), HostTreeError> {
@@ -450,11 +484,14 @@ fn check_uart(want: &HostTree<'_>, got: &HostTreeFacts<'_>) -> Result<(), HostTr
 /// neither an SMMU node nor an `iommu-map`.
 fn check_smmu(want: &HostTree<'_>, got: &HostTreeFacts<'_>) -> Result<(), HostTreeError> {
     let Some(want_smmu) = want.smmu else {
-        if !got.smmus.is_empty() || got.pcie_iommu_map.is_some() {
-            return Err(HostTreeError::Smmu("a guest is given no SMMU node and no iommu-map"));
+        if !got.smmus.is_empty() {
+            return Err(HostTreeError::Smmu("a guest is given no SMMU node"));
         }
-        return Ok(());
+        return check_pv_iommu(want, got);
     };
+    if !got.pv_iommus.is_empty() {
+        return Err(HostTreeError::Smmu("the host is given no paravirtual IOMMU"));
+    }
     let [smmu] = got.smmus.as_slice() else {
         return Err(HostTreeError::Smmu("not exactly one arm,smmu-v3 node"));
     };
@@ -1009,6 +1046,48 @@ mod tests {
         assert_eq!(
             check(&t, &g, kernel, dtb),
             Err(HostTreeError::Device("dev@0".into(), BOARD.smmu))
+        );
+    }
+
+    /// A guest's paravirtual IOMMU: the node and the bridge's RID == SID map onto it pass
+    /// together; one without the other, two nodes, a wrong cell count or map, the node in the
+    /// host's tree, or in a guest's whose description has none, are refused.
+    #[test]
+    fn a_guests_paravirtual_iommu_is_checked() {
+        let (plain, kernel, dtb) = guest();
+        let t = HostTree { pv_iommu: true, ..plain };
+        let blob = dtgen::write(&t).unwrap();
+        let f = parse(&blob).unwrap();
+        assert_eq!(f.pv_iommus, [(Some(1), Some(2))]);
+        assert_eq!(f.pcie_iommu_map.as_deref(), Some(&[0, 2, 0, 0x1_0000][..]));
+        assert_eq!(check(&t, &f, kernel, dtb), Ok(()));
+        let with = |edit: &dyn Fn(&mut HostTreeFacts<'_>)| {
+            let mut g = f.clone();
+            edit(&mut g);
+            check(&t, &g, kernel, dtb)
+        };
+        let smmu = |r: Result<(), HostTreeError>| matches!(r, Err(HostTreeError::Smmu(_)));
+        assert!(smmu(with(&|g| g.pv_iommus.clear())), "the map without the node");
+        assert!(smmu(with(&|g| g.pcie_iommu_map = None)), "the node without the map");
+        assert!(smmu(with(&|g| g.pv_iommus.push((Some(1), Some(5))))), "two nodes");
+        assert!(smmu(with(&|g| g.pv_iommus[0].0 = Some(2))), "two cells");
+        assert!(smmu(with(&|g| g.pv_iommus[0].1 = None)), "no phandle");
+        assert!(smmu(with(&|g| g.pcie_iommu_map = Some(std::vec![0, 2, 0, 0x100]))), "part");
+        assert!(smmu(with(&|g| g.pcie_iommu_map = Some(std::vec![0, 2, 8, 0x1_0000]))), "shifted");
+        assert!(
+            smmu(with(&|g| g.pcie_iommu_map = Some(std::vec![0, 3, 0, 0x1_0000]))),
+            "elsewhere"
+        );
+        // Its description without one: the node and the map are both refused.
+        assert!(smmu(check(&plain, &f, kernel, dtb)));
+        // The host is never given one.
+        let (h, hk, hd) = host();
+        let hblob = dtgen::write(&h).unwrap();
+        let mut hf = parse(&hblob).unwrap();
+        hf.pv_iommus.push((Some(1), Some(9)));
+        assert_eq!(
+            check(&h, &hf, hk, hd),
+            Err(HostTreeError::Smmu("the host is given no paravirtual IOMMU"))
         );
     }
 }

@@ -1,7 +1,8 @@
 //! A Linux guest1 (`cargo xtask run --guest1 linux`): the same Debian kernel as the host, with
-//! an initramfs of its own (busybox, `virtio_blk`, `tests/linux/init/guest.sh`) and a device
-//! tree written from `platform::linux::HostTree::guest` (the description the hypervisor checks
-//! it against), laid out in guest1's RAM like the host's.
+//! an initramfs of its own (busybox, the paravirtual IOMMU driver `smmu_pviommu`, `virtio_blk`,
+//! `tests/linux/init/guest.sh`) and a device tree written from
+//! `platform::linux::HostTree::guest` with its paravirtual IOMMU node (the description the
+//! hypervisor checks it against), laid out in guest1's RAM like the host's.
 
 use super::debs::Artifacts;
 use super::modules::modules;
@@ -21,9 +22,14 @@ const INIT: &str = include_str!("../../../tests/linux/init/guest.sh");
 /// Its kernel command line: the emulated PL011 is its console from the first instruction on
 /// (`earlycon`, then `ttyAMA0`); `panic=-1` as the host's; `cma=0`: Debian's kernel reserves
 /// 64 MiB for its contiguous allocator by default, half of guest1's RAM, and then runs out of
-/// memory before `/init` (nothing of the guest's needs it).
+/// memory before `/init` (nothing of the guest's needs it); `deferred_probe_timeout=-1`: its
+/// PCI functions wait for their IOMMU (a module `/init` loads) however long that takes, instead
+/// of probing without it after the default 10 s (their streams would be blocked).
 pub fn bootargs() -> String {
-    format!("console=ttyAMA0 earlycon=pl011,{:#x} panic=-1 cma=0 rdinit=/init", BOARD.uart.base)
+    format!(
+        "console=ttyAMA0 earlycon=pl011,{:#x} panic=-1 cma=0 deferred_probe_timeout=-1 rdinit=/init",
+        BOARD.uart.base
+    )
 }
 
 /// The first line its `/init` prints (xtask checks that it appears as a `[guest1]` line).
@@ -32,7 +38,8 @@ pub const HELLO: &str = "Linux guest: /init reached";
 /// The modules its initramfs carries and loads (its disk's driver).
 pub const MODULES: &[&str] = &["virtio_blk"];
 
-/// Its `/init` and what it sources, for `mods` (the module names, in load order).
+/// Its `/init` and what it sources, for `mods` (the kernel's module names, in load order; the
+/// paravirtual IOMMU's is loaded before them).
 pub fn init_files(mods: &[String]) -> InitFiles {
     let vm = &MANIFEST.vms[GUEST];
     let functions: Vec<String> = vm
@@ -56,13 +63,18 @@ pub fn init_files(mods: &[String]) -> InitFiles {
     p.set("GUEST_HELLO", HELLO)
         .set("FUNCTIONS", functions.join(" "))
         .set("IDS", ids.join(" "))
+        .set("PVIOMMU", crate::kmod::PVIOMMU_MODULE)
+        .set("DISK_FN", &functions[1])
+        .set("DISK_SID", format!("{:#x}", vm.devices[1].rid()))
         .set("MODULES", mods.join(" "));
     InitFiles { init: INIT, libs: vec![COMMON], params: p }
 }
 
 /// Builds guest1's initramfs and device tree under `target/linux/` and returns where QEMU's
 /// loader puts the kernel, the initramfs and the tree in guest1's RAM.
-pub fn prepare(art: &Artifacts, verbose: bool) -> Result<LinuxFiles, String> {
+pub fn prepare(opts: &crate::Opts, art: &Artifacts) -> Result<LinuxFiles, String> {
+    let verbose = opts.verbose;
+    let pviommu = crate::kmod::build_pviommu_module(opts, &art.abi)?;
     let vm = &MANIFEST.vms[GUEST];
     let layout = Layout::for_vm(vm).map_err(|e| e.to_string())?;
     let image = std::fs::read(&art.image).map_err(|e| format!("{}: {e}", art.image.display()))?;
@@ -91,10 +103,12 @@ pub fn prepare(art: &Artifacts, verbose: bool) -> Result<LinuxFiles, String> {
     for (name, ko) in &mods {
         c.file(&format!("lib/modules/{name}.ko"), 0o644, ko);
     }
+    let ko = std::fs::read(&pviommu).map_err(|e| format!("{}: {e}", pviommu.display()))?;
+    c.file(&format!("lib/modules/{}.ko", crate::kmod::PVIOMMU_MODULE), 0o644, &ko);
     let cpio = c.finish();
     let initrd = layout.initrd(kernel, cpio.len() as u64).map_err(|e| e.to_string())?;
     let args = bootargs();
-    let tree = HostTree::guest(&BOARD, vm, &args, Some(initrd));
+    let tree = HostTree { pv_iommu: true, ..HostTree::guest(&BOARD, vm, &args, Some(initrd)) };
     let dtb = dtgen::write(&tree).map_err(|e| format!("writing guest1's device tree: {e}"))?;
     let d = linux_dir();
     let (initrd_path, dtb_path) = (d.join("guest1-initramfs.cpio"), d.join("guest1.dtb"));
@@ -141,5 +155,6 @@ mod tests {
     fn its_console_is_the_emulated_pl011() {
         assert!(bootargs().contains("console=ttyAMA0"));
         assert!(bootargs().contains("earlycon=pl011,0x9000000"));
+        assert!(bootargs().contains("deferred_probe_timeout=-1"));
     }
 }
