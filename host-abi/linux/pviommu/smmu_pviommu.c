@@ -9,7 +9,14 @@
  *                      alone: device addresses are the guest's IPAs, its RAM only)
  *   blocked domain  -> CLEAR_STE (abort); also the release domain, so a device the core lets
  *                      go (unbind, module unload) goes back to abort
- * (DMA domains on Linux's io-pgtable, attached with a stage-1 STE, are the next step.)
+ *   DMA domain      -> page tables from Linux's own io-pgtable library (ARM_64_LPAE_S1, 4 KiB
+ *                      granule, 39-bit IOVAs, 40-bit output: the guest's IPAs), one context
+ *                      descriptor per domain in the guest's memory, attached with SET_STE of a
+ *                      stage-1 virtual STE (the hypervisor checks the CD, shadows it and nests
+ *                      it on the guest's stage 2); unmaps are gathered and `iotlb_sync` /
+ *                      `flush_iotlb_all` send the TLB invalidations as one INVALIDATE batch
+ *                      (TLBI_NH_VA per gathered page, or TLBI_NH_ASID past PV_MAX_VA_CMDS; the
+ *                      hypervisor forces the VMID and ends the batch with its one CMD_SYNC)
  *
  * The ABI comes only from host-abi/include/smmu_hyp.h. Calls are SMCCC 1.1 fast calls through
  * HVC #0; the one buffer the hypervisor reads (a virtual STE) is a page from the page
@@ -22,7 +29,9 @@
 #include <linux/arm-smccc.h>
 #include <linux/device.h>
 #include <linux/gfp.h>
+#include <linux/idr.h>
 #include <linux/iommu.h>
+#include <linux/io-pgtable.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/of.h>
@@ -37,7 +46,39 @@ static struct smmu_hyp_ste *ste_buf;
 static DEFINE_MUTEX(ste_lock);
 
 static struct iommu_device pv_iommu;
+static struct device *pv_dev;
 static bool pv_registered;
+
+/* The page INVALIDATE batches are written to, under cmd_lock. */
+static struct smmu_hyp_cmd *cmd_buf;
+static DEFINE_MUTEX(cmd_lock);
+#define PV_CMDS_PER_PAGE (PAGE_SIZE / sizeof(struct smmu_hyp_cmd))
+/* Past this many gathered pages one TLBI_NH_ASID replaces the TLBI_NH_VAs. */
+#define PV_MAX_VA_CMDS 32
+static_assert(PV_MAX_VA_CMDS <= PV_CMDS_PER_PAGE);
+
+/* ASIDs of DMA domains (8 bits: every SMMU has at least those). */
+static DEFINE_IDA(pv_asids);
+
+/* IOVA bits of a DMA domain (three levels of 4 KiB tables) and its output (IPA) bits. */
+#define PV_IAS 39
+#define PV_OAS 40
+
+struct pv_domain {
+	struct iommu_domain domain;
+	struct io_pgtable_ops *pgtbl;
+	struct io_pgtable_cfg cfg;
+	/* Its one context descriptor (a page: 64-byte aligned, in the guest's RAM). */
+	struct smmu_hyp_cd *cd;
+	u16 asid;
+	/* Invalidation batches sent and commands in them (for the log). */
+	atomic_t batches, cmds;
+};
+
+static struct pv_domain *to_pv(struct iommu_domain *d)
+{
+	return container_of(d, struct pv_domain, domain);
+}
 
 /* Calls made and refused, for the log when the module goes. */
 static atomic_t calls, refused;
@@ -167,6 +208,244 @@ static struct iommu_domain pv_blocked_domain = {
 	.ops = &pv_blocked_ops,
 };
 
+/* INVALIDATE of the `n` commands in cmd_buf (the caller holds cmd_lock). */
+static int pv_invalidate_locked(size_t n)
+{
+	struct arm_smccc_res r;
+	long status;
+
+	if (!n)
+		return 0;
+	status = hyp_call(SMMU_HYP_FN_INVALIDATE, virt_to_phys(cmd_buf), n, 0, &r);
+	if (status < 0)
+		pr_err_ratelimited("INVALIDATE of %zu commands refused at command %lu: %ld\n", n,
+				   r.a1, status);
+	return pv_errno(status);
+}
+
+static void pv_cmd_asid(struct smmu_hyp_cmd *c, u16 asid)
+{
+	memset(c, 0, sizeof(*c));
+	c->word[0] = SMMU_HYP_FIELD_PREP(SMMU_HYP_CMD_OPCODE, SMMU_HYP_OP_TLBI_NH_ASID) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CMD_ASID, asid);
+}
+
+static void pv_cmd_va(struct smmu_hyp_cmd *c, u16 asid, unsigned long iova, bool leaf)
+{
+	memset(c, 0, sizeof(*c));
+	c->word[0] = SMMU_HYP_FIELD_PREP(SMMU_HYP_CMD_OPCODE, SMMU_HYP_OP_TLBI_NH_VA) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CMD_ASID, asid);
+	c->word[1] = SMMU_HYP_FIELD_PREP(SMMU_HYP_CMD_LEAF, leaf ? 1 : 0) |
+		     (iova & SMMU_HYP_CMD_ADDR_MASK);
+}
+
+/* Every TLB entry of the domain's ASID: one TLBI_NH_ASID in one batch. */
+static void pv_flush_asid(struct pv_domain *d)
+{
+	mutex_lock(&cmd_lock);
+	pv_cmd_asid(&cmd_buf[0], d->asid);
+	pv_invalidate_locked(1);
+	mutex_unlock(&cmd_lock);
+	atomic_inc(&d->batches);
+	atomic_inc(&d->cmds);
+}
+
+/* [iova, iova + size) in `granule` steps: one batch of TLBI_NH_VA, or TLBI_NH_ASID if long. */
+static void pv_flush_range(struct pv_domain *d, unsigned long iova, size_t size, size_t granule,
+			   bool leaf)
+{
+	size_t pages = granule ? DIV_ROUND_UP(size, granule) : 0, i;
+
+	if (!pages)
+		return;
+	if (pages > PV_MAX_VA_CMDS) {
+		pv_flush_asid(d);
+		return;
+	}
+	mutex_lock(&cmd_lock);
+	for (i = 0; i < pages; i++)
+		pv_cmd_va(&cmd_buf[i], d->asid, iova + i * granule, leaf);
+	pv_invalidate_locked(pages);
+	mutex_unlock(&cmd_lock);
+	atomic_inc(&d->batches);
+	atomic_add(pages, &d->cmds);
+}
+
+static void pv_tlb_flush_all(void *cookie)
+{
+	pv_flush_asid(cookie);
+}
+
+static void pv_tlb_flush_walk(unsigned long iova, size_t size, size_t granule, void *cookie)
+{
+	pv_flush_range(cookie, iova, size, granule, false);
+}
+
+static void pv_tlb_add_page(struct iommu_iotlb_gather *gather, unsigned long iova, size_t granule,
+			    void *cookie)
+{
+	struct pv_domain *d = cookie;
+
+	iommu_iotlb_gather_add_page(&d->domain, gather, iova, granule);
+}
+
+static const struct iommu_flush_ops pv_flush_ops = {
+	.tlb_flush_all = pv_tlb_flush_all,
+	.tlb_flush_walk = pv_tlb_flush_walk,
+	.tlb_add_page = pv_tlb_add_page,
+};
+
+static int pv_map_pages(struct iommu_domain *domain, unsigned long iova, phys_addr_t paddr,
+			size_t pgsize, size_t pgcount, int prot, gfp_t gfp, size_t *mapped)
+{
+	struct io_pgtable_ops *ops = to_pv(domain)->pgtbl;
+
+	return ops->map_pages(ops, iova, paddr, pgsize, pgcount, prot, gfp, mapped);
+}
+
+static size_t pv_unmap_pages(struct iommu_domain *domain, unsigned long iova, size_t pgsize,
+			     size_t pgcount, struct iommu_iotlb_gather *gather)
+{
+	struct io_pgtable_ops *ops = to_pv(domain)->pgtbl;
+
+	return ops->unmap_pages(ops, iova, pgsize, pgcount, gather);
+}
+
+static phys_addr_t pv_iova_to_phys(struct iommu_domain *domain, dma_addr_t iova)
+{
+	struct io_pgtable_ops *ops = to_pv(domain)->pgtbl;
+
+	return ops->iova_to_phys(ops, iova);
+}
+
+/* The gathered unmaps, invalidated in one INVALIDATE batch before the IOVAs are reused. */
+static void pv_iotlb_sync(struct iommu_domain *domain, struct iommu_iotlb_gather *gather)
+{
+	if (!gather->pgsize || gather->end < gather->start)
+		return;
+	pv_flush_range(to_pv(domain), gather->start, gather->end - gather->start + 1,
+		       gather->pgsize, true);
+}
+
+static void pv_flush_iotlb_all(struct iommu_domain *domain)
+{
+	pv_flush_asid(to_pv(domain));
+}
+
+/* The domain's context descriptor, from io-pgtable's configuration. */
+static void pv_write_cd(struct pv_domain *d)
+{
+	typeof(&d->cfg.arm_lpae_s1_cfg) s1 = &d->cfg.arm_lpae_s1_cfg;
+	struct smmu_hyp_cd cd = {};
+
+	cd.word[0] = SMMU_HYP_FIELD_PREP(SMMU_HYP_CD_T0SZ, s1->tcr.tsz) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CD_TG0, s1->tcr.tg) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CD_IR0, s1->tcr.irgn) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CD_OR0, s1->tcr.orgn) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CD_SH0, s1->tcr.sh) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CD_EPD1, 1) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CD_IPS, s1->tcr.ips) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CD_AA64, 1) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CD_R, 1) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CD_A, 1) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CD_ASET, 1) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CD_ASID, d->asid) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CD_V, 1);
+	cd.word[SMMU_HYP_CD_TTB0_WORD] = s1->ttbr & SMMU_HYP_CD_TTB0_MASK;
+	cd.word[SMMU_HYP_CD_MAIR_WORD] = s1->mair;
+	memcpy(d->cd, &cd, sizeof(cd));
+}
+
+static int pv_attach_paging(struct iommu_domain *domain, struct device *dev)
+{
+	struct pv_domain *d = to_pv(domain);
+	struct smmu_hyp_ste ste = {};
+	long kind = -1;
+	u32 sid;
+	int err;
+
+	err = pv_sid(dev, &sid);
+	if (err)
+		return err;
+	ste.word[SMMU_HYP_STE_V_WORD] |= SMMU_HYP_FIELD_PREP(SMMU_HYP_STE_V, 1);
+	ste.word[SMMU_HYP_STE_CONFIG_WORD] |=
+		SMMU_HYP_FIELD_PREP(SMMU_HYP_STE_CONFIG, SMMU_HYP_STE_CONFIG_S1);
+	ste.word[SMMU_HYP_STE_S1_CONTEXT_PTR_WORD] |= virt_to_phys(d->cd) &
+						      SMMU_HYP_STE_S1_CONTEXT_PTR_MASK;
+	err = pv_set_ste(sid, &ste, &kind);
+	if (err)
+		dev_err(dev, "stream %#x: SET_STE (stage 1, ASID %u) refused: %d\n", sid, d->asid,
+			err);
+	else
+		dev_info(dev, "stream %#x: DMA domain (SET_STE stage 1, ASID %u, CD at %pa: domain %ld)\n",
+			 sid, d->asid, &(phys_addr_t){ virt_to_phys(d->cd) }, kind);
+	return err;
+}
+
+static void pv_domain_free(struct iommu_domain *domain)
+{
+	struct pv_domain *d = to_pv(domain);
+
+	free_io_pgtable_ops(d->pgtbl);
+	/* Nothing of the ASID may stay in a TLB when it is given out again. */
+	pv_flush_asid(d);
+	pr_info("DMA domain of ASID %u freed after %d invalidation batches (%d commands)\n",
+		d->asid, atomic_read(&d->batches), atomic_read(&d->cmds));
+	ida_free(&pv_asids, d->asid);
+	free_page((unsigned long)d->cd);
+	kfree(d);
+}
+
+static const struct iommu_domain_ops pv_paging_ops = {
+	.attach_dev = pv_attach_paging,
+	.map_pages = pv_map_pages,
+	.unmap_pages = pv_unmap_pages,
+	.iova_to_phys = pv_iova_to_phys,
+	.iotlb_sync = pv_iotlb_sync,
+	.flush_iotlb_all = pv_flush_iotlb_all,
+	.free = pv_domain_free,
+};
+
+static struct iommu_domain *pv_domain_alloc_paging(struct device *dev)
+{
+	struct pv_domain *d;
+	int asid;
+
+	d = kzalloc(sizeof(*d), GFP_KERNEL);
+	if (!d)
+		return ERR_PTR(-ENOMEM);
+	d->cd = (void *)get_zeroed_page(GFP_KERNEL);
+	asid = ida_alloc_range(&pv_asids, 1, 255, GFP_KERNEL);
+	if (!d->cd || asid < 0)
+		goto fail;
+	d->asid = asid;
+	d->cfg = (struct io_pgtable_cfg){
+		.pgsize_bitmap = SZ_4K | SZ_2M | SZ_1G,
+		.ias = PV_IAS,
+		.oas = PV_OAS,
+		/* QEMU's SMMU is coherent (see the README: non-coherent walks are not done yet). */
+		.coherent_walk = true,
+		.tlb = &pv_flush_ops,
+		.iommu_dev = pv_dev,
+	};
+	d->pgtbl = alloc_io_pgtable_ops(ARM_64_LPAE_S1, &d->cfg, d);
+	if (!d->pgtbl)
+		goto fail;
+	pv_write_cd(d);
+	d->domain.ops = &pv_paging_ops;
+	d->domain.pgsize_bitmap = d->cfg.pgsize_bitmap;
+	d->domain.geometry.aperture_start = 0;
+	d->domain.geometry.aperture_end = (1ULL << PV_IAS) - 1;
+	d->domain.geometry.force_aperture = true;
+	return &d->domain;
+fail:
+	if (asid >= 0)
+		ida_free(&pv_asids, asid);
+	free_page((unsigned long)d->cd);
+	kfree(d);
+	return ERR_PTR(-ENOMEM);
+}
+
 static int pv_of_xlate(struct device *dev, const struct of_phandle_args *args)
 {
 	if (args->args_count != 1)
@@ -190,11 +469,6 @@ static struct iommu_group *pv_device_group(struct device *dev)
 	return generic_device_group(dev);
 }
 
-static int pv_def_domain_type(struct device *dev)
-{
-	return IOMMU_DOMAIN_IDENTITY;
-}
-
 static const struct iommu_ops pv_ops = {
 	.identity_domain = &pv_identity_domain,
 	.blocked_domain = &pv_blocked_domain,
@@ -202,8 +476,8 @@ static const struct iommu_ops pv_ops = {
 	.probe_device = pv_probe_device,
 	.device_group = pv_device_group,
 	.of_xlate = pv_of_xlate,
-	.def_domain_type = pv_def_domain_type,
-	.pgsize_bitmap = SZ_4K,
+	.domain_alloc_paging = pv_domain_alloc_paging,
+	.pgsize_bitmap = SZ_4K | SZ_2M | SZ_1G,
 	.owner = THIS_MODULE,
 };
 
@@ -211,6 +485,7 @@ static int pv_probe(struct platform_device *pdev)
 {
 	int err;
 
+	pv_dev = &pdev->dev;
 	err = iommu_device_sysfs_add(&pv_iommu, &pdev->dev, NULL, "pviommu");
 	if (err)
 		return err;
@@ -220,7 +495,7 @@ static int pv_probe(struct platform_device *pdev)
 		return err;
 	}
 	pv_registered = true;
-	dev_info(&pdev->dev, "paravirtual IOMMU registered: identity (SET_STE bypass) and blocked (CLEAR_STE) domains\n");
+	dev_info(&pdev->dev, "paravirtual IOMMU registered: DMA (io-pgtable, SET_STE stage 1, INVALIDATE batches), identity (SET_STE bypass) and blocked (CLEAR_STE) domains\n");
 	return 0;
 }
 
@@ -268,11 +543,17 @@ static int __init pv_init(void)
 		return -ENODEV;
 	}
 	ste_buf = (void *)get_zeroed_page(GFP_KERNEL);
-	if (!ste_buf)
-		return -ENOMEM;
-	err = platform_driver_register(&pv_driver);
-	if (err)
+	cmd_buf = (void *)get_zeroed_page(GFP_KERNEL);
+	if (!ste_buf || !cmd_buf) {
 		free_page((unsigned long)ste_buf);
+		free_page((unsigned long)cmd_buf);
+		return -ENOMEM;
+	}
+	err = platform_driver_register(&pv_driver);
+	if (err) {
+		free_page((unsigned long)ste_buf);
+		free_page((unsigned long)cmd_buf);
+	}
 	return err;
 }
 
@@ -282,6 +563,7 @@ static void __exit pv_exit(void)
 	pr_info("unloaded after %d hypercalls (%d refused)\n", atomic_read(&calls),
 		atomic_read(&refused));
 	free_page((unsigned long)ste_buf);
+	free_page((unsigned long)cmd_buf);
 }
 
 module_init(pv_init);

@@ -66,6 +66,9 @@ pub fn init_files(mods: &[String]) -> InitFiles {
         .set("PVIOMMU", crate::kmod::PVIOMMU_MODULE)
         .set("DISK_FN", &functions[1])
         .set("DISK_SID", format!("{:#x}", vm.devices[1].rid()))
+        // Debian's default: translated DMA domains, strict invalidation.
+        .set("DOMAIN_TYPE", "DMA")
+        .set("ATTACH_LINE", "DMA domain (SET_STE stage 1")
         .set("MODULES", mods.join(" "));
     InitFiles { init: INIT, libs: vec![COMMON], params: p }
 }
