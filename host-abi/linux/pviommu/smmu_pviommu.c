@@ -17,6 +17,11 @@
  *                      `flush_iotlb_all` send the TLB invalidations as one INVALIDATE batch
  *                      (TLBI_NH_VA per gathered page, or TLBI_NH_ASID past PV_MAX_VA_CMDS; the
  *                      hypervisor forces the VMID and ends the batch with its one CMD_SYNC)
+ * Faults: the hypervisor routes the SMMU's event records of the guest's streams to its ring
+ * (it raises no interrupt in a guest), so a delayed work reads them with EVENT_READ every
+ * PV_EVENT_POLL_MS (and at once when a read left some pending), and reports each through
+ * report_iommu_fault() on the domain of the device owning the stream, with one log line per
+ * record (rate-limited).
  *
  * The ABI comes only from host-abi/include/smmu_hyp.h. Calls are SMCCC 1.1 fast calls through
  * HVC #0; the one buffer the hypervisor reads (a virtual STE) is a page from the page
@@ -38,6 +43,7 @@
 #include <linux/pci.h>
 #include <linux/platform_device.h>
 #include <linux/slab.h>
+#include <linux/workqueue.h>
 
 #include "smmu_hyp.h"
 
@@ -74,6 +80,21 @@ struct pv_domain {
 	/* Invalidation batches sent and commands in them (for the log). */
 	atomic_t batches, cmds;
 };
+
+/* The devices probed, by stream (the fault reports' lookup), under devs_lock. */
+#define PV_MAX_DEVS 32
+static struct {
+	u32 sid;
+	struct device *dev;
+} pv_devs[PV_MAX_DEVS];
+static DEFINE_SPINLOCK(devs_lock);
+
+/* EVENT_READ: the records land in this page; the poller runs every PV_EVENT_POLL_MS. */
+#define PV_EVENT_POLL_MS 100
+static struct smmu_hyp_event *evt_buf;
+static void pv_events(struct work_struct *w);
+static DECLARE_DELAYED_WORK(pv_event_work, pv_events);
+static atomic_t faults_reported;
 
 static struct pv_domain *to_pv(struct iommu_domain *d)
 {
@@ -446,6 +467,69 @@ fail:
 	return ERR_PTR(-ENOMEM);
 }
 
+static struct device *pv_dev_of(u32 sid)
+{
+	struct device *dev = NULL;
+	unsigned long flags;
+	int i;
+
+	spin_lock_irqsave(&devs_lock, flags);
+	for (i = 0; i < PV_MAX_DEVS; i++)
+		if (pv_devs[i].dev && pv_devs[i].sid == sid) {
+			dev = get_device(pv_devs[i].dev);
+			break;
+		}
+	spin_unlock_irqrestore(&devs_lock, flags);
+	return dev;
+}
+
+static void pv_report(const struct smmu_hyp_event *e)
+{
+	u32 type = SMMU_HYP_FIELD_GET(SMMU_HYP_EVT_TYPE, e->word[SMMU_HYP_EVT_TYPE_WORD]);
+	u32 sid = SMMU_HYP_FIELD_GET(SMMU_HYP_EVT_SID, e->word[SMMU_HYP_EVT_SID_WORD]);
+	u64 iova = e->word[SMMU_HYP_EVT_INPUT_ADDR_WORD];
+	bool read = SMMU_HYP_FIELD_GET(SMMU_HYP_EVT_RNW, e->word[SMMU_HYP_EVT_RNW_WORD]);
+	struct device *dev = pv_dev_of(sid);
+	struct iommu_domain *domain;
+	int r = -ENODEV;
+
+	if (dev) {
+		domain = iommu_get_domain_for_dev(dev);
+		if (domain)
+			r = report_iommu_fault(domain, dev, iova,
+					       read ? IOMMU_FAULT_READ : IOMMU_FAULT_WRITE);
+		dev_err_ratelimited(dev, "SMMU fault: stream %#x event %#x %s at IOVA %#llx (%s)\n",
+				    sid, type, read ? "read" : "write", iova,
+				    r == -ENOSYS ? "no fault handler" : r ? "reported" : "handled");
+		put_device(dev);
+	} else {
+		pr_err_ratelimited("SMMU fault: stream %#x (no device of ours) event %#x at %#llx\n",
+				   sid, type, iova);
+	}
+	atomic_inc(&faults_reported);
+}
+
+/* Reads this guest's pending event records (EVENT_READ) and reports each. */
+static void pv_events(struct work_struct *w)
+{
+	struct smmu_hyp_event recs[SMMU_HYP_EVENT_READ_MAX];
+	struct arm_smccc_res r;
+	unsigned long i, n;
+	long status;
+
+	status = hyp_call(SMMU_HYP_FN_EVENT_READ, virt_to_phys(evt_buf), sizeof(recs), 0, &r);
+	n = status < 0 ? 0 : min_t(unsigned long, r.a1, SMMU_HYP_EVENT_READ_MAX);
+	memcpy(recs, evt_buf, n * sizeof(recs[0]));
+	for (i = 0; i < n; i++)
+		pv_report(&recs[i]);
+	if (status >= 0 && (r.a2 >> 32))
+		pr_warn_ratelimited("the SMMU may have dropped event records (%lu notices)\n",
+				    r.a2 >> 32);
+	/* Records left: read on at once; otherwise at the next poll. */
+	schedule_delayed_work(&pv_event_work,
+			      (status >= 0 && (u32)r.a2) ? 0 : msecs_to_jiffies(PV_EVENT_POLL_MS));
+}
+
 static int pv_of_xlate(struct device *dev, const struct of_phandle_args *args)
 {
 	if (args->args_count != 1)
@@ -456,10 +540,34 @@ static int pv_of_xlate(struct device *dev, const struct of_phandle_args *args)
 static struct iommu_device *pv_probe_device(struct device *dev)
 {
 	struct iommu_fwspec *fw = dev_iommu_fwspec_get(dev);
+	unsigned long flags;
+	int i;
 
 	if (!fw || fw->iommu_fwnode != pv_iommu.fwnode || fw->num_ids != 1)
 		return ERR_PTR(-ENODEV);
+	spin_lock_irqsave(&devs_lock, flags);
+	for (i = 0; i < PV_MAX_DEVS && pv_devs[i].dev; i++)
+		;
+	if (i < PV_MAX_DEVS) {
+		pv_devs[i].sid = fw->ids[0];
+		pv_devs[i].dev = dev;
+	}
+	spin_unlock_irqrestore(&devs_lock, flags);
+	if (i == PV_MAX_DEVS)
+		return ERR_PTR(-ENOSPC);
 	return &pv_iommu;
+}
+
+static void pv_release_device(struct device *dev)
+{
+	unsigned long flags;
+	int i;
+
+	spin_lock_irqsave(&devs_lock, flags);
+	for (i = 0; i < PV_MAX_DEVS; i++)
+		if (pv_devs[i].dev == dev)
+			pv_devs[i].dev = NULL;
+	spin_unlock_irqrestore(&devs_lock, flags);
 }
 
 static struct iommu_group *pv_device_group(struct device *dev)
@@ -474,6 +582,7 @@ static const struct iommu_ops pv_ops = {
 	.blocked_domain = &pv_blocked_domain,
 	.release_domain = &pv_blocked_domain,
 	.probe_device = pv_probe_device,
+	.release_device = pv_release_device,
 	.device_group = pv_device_group,
 	.of_xlate = pv_of_xlate,
 	.domain_alloc_paging = pv_domain_alloc_paging,
@@ -495,6 +604,7 @@ static int pv_probe(struct platform_device *pdev)
 		return err;
 	}
 	pv_registered = true;
+	schedule_delayed_work(&pv_event_work, 0);
 	dev_info(&pdev->dev, "paravirtual IOMMU registered: DMA (io-pgtable, SET_STE stage 1, INVALIDATE batches), identity (SET_STE bypass) and blocked (CLEAR_STE) domains\n");
 	return 0;
 }
@@ -503,6 +613,7 @@ static void pv_remove(struct platform_device *pdev)
 {
 	if (!pv_registered)
 		return;
+	cancel_delayed_work_sync(&pv_event_work);
 	iommu_device_unregister(&pv_iommu);
 	iommu_device_sysfs_remove(&pv_iommu);
 	pv_registered = false;
@@ -527,7 +638,7 @@ static struct platform_driver pv_driver = {
 static int __init pv_init(void)
 {
 	struct arm_smccc_res r;
-	int err;
+	int err = 0;
 
 	hyp_call(SMMU_HYP_FN_CALL_UID, 0, 0, 0, &r);
 	if ((u32)r.a0 != SMMU_HYP_CALL_UID_0 || (u32)r.a1 != SMMU_HYP_CALL_UID_1 ||
@@ -544,26 +655,27 @@ static int __init pv_init(void)
 	}
 	ste_buf = (void *)get_zeroed_page(GFP_KERNEL);
 	cmd_buf = (void *)get_zeroed_page(GFP_KERNEL);
-	if (!ste_buf || !cmd_buf) {
-		free_page((unsigned long)ste_buf);
-		free_page((unsigned long)cmd_buf);
-		return -ENOMEM;
-	}
+	evt_buf = (void *)get_zeroed_page(GFP_KERNEL);
+	if (!ste_buf || !cmd_buf || !evt_buf)
+		goto fail;
 	err = platform_driver_register(&pv_driver);
-	if (err) {
-		free_page((unsigned long)ste_buf);
-		free_page((unsigned long)cmd_buf);
-	}
-	return err;
+	if (!err)
+		return 0;
+fail:
+	free_page((unsigned long)ste_buf);
+	free_page((unsigned long)cmd_buf);
+	free_page((unsigned long)evt_buf);
+	return err ? err : -ENOMEM;
 }
 
 static void __exit pv_exit(void)
 {
 	platform_driver_unregister(&pv_driver);
-	pr_info("unloaded after %d hypercalls (%d refused)\n", atomic_read(&calls),
-		atomic_read(&refused));
+	pr_info("unloaded after %d hypercalls (%d refused), %d faults reported\n",
+		atomic_read(&calls), atomic_read(&refused), atomic_read(&faults_reported));
 	free_page((unsigned long)ste_buf);
 	free_page((unsigned long)cmd_buf);
+	free_page((unsigned long)evt_buf);
 }
 
 module_init(pv_init);

@@ -24,10 +24,11 @@ const INIT: &str = include_str!("../../../tests/linux/init/guest.sh");
 /// 64 MiB for its contiguous allocator by default, half of guest1's RAM, and then runs out of
 /// memory before `/init` (nothing of the guest's needs it); `deferred_probe_timeout=-1`: its
 /// PCI functions wait for their IOMMU (a module `/init` loads) however long that takes, instead
-/// of probing without it after the default 10 s (their streams would be blocked).
+/// of probing without it after the default 10 s (their streams would be blocked);
+/// `iomem=relaxed`: its test programs its edu's registers with `devmem` while a driver holds it.
 pub fn bootargs() -> String {
     format!(
-        "console=ttyAMA0 earlycon=pl011,{:#x} panic=-1 cma=0 deferred_probe_timeout=-1 rdinit=/init",
+        "console=ttyAMA0 earlycon=pl011,{:#x} panic=-1 cma=0 deferred_probe_timeout=-1 iomem=relaxed rdinit=/init",
         BOARD.uart.base
     )
 }
@@ -35,8 +36,10 @@ pub fn bootargs() -> String {
 /// The first line its `/init` prints (xtask checks that it appears as a `[guest1]` line).
 pub const HELLO: &str = "Linux guest: /init reached";
 
-/// The modules its initramfs carries and loads (its disk's driver).
-pub const MODULES: &[&str] = &["virtio_blk"];
+/// The modules its initramfs carries and loads (with their dependencies): its disk's driver,
+/// and the generic driver its edu is bound to (a function with no driver has no IOMMU group,
+/// so its stream stays blocked and its DMA aborts without an event).
+pub const MODULES: &[&str] = &["virtio_blk", "uio_pci_generic"];
 
 /// Its `/init` and what it sources, for `mods` (the kernel's module names, in load order; the
 /// paravirtual IOMMU's is loaded before them).
@@ -65,6 +68,12 @@ pub fn init_files(mods: &[String]) -> InitFiles {
         .set("IDS", ids.join(" "))
         .set("PVIOMMU", crate::kmod::PVIOMMU_MODULE)
         .set("DISK_FN", &functions[1])
+        .set("EDU_FN", &functions[0])
+        .set("EDU_IDS", "1234 11e8")
+        .set("EDU_SID", format!("{:#x}", vm.devices[0].rid()))
+        // Inside its DMA domains' 39-bit IOVA space, where Linux's DMA layer maps nothing (it
+        // allocates from the top of the device's 32-bit mask down).
+        .set("UNMAPPED_IOVA", "0x7f000000")
         .set("DISK_SID", format!("{:#x}", vm.devices[1].rid()))
         // Debian's default: translated DMA domains, strict invalidation.
         .set("DOMAIN_TYPE", "DMA")
@@ -142,7 +151,7 @@ mod tests {
 
     #[test]
     fn its_init_is_given_every_value_it_uses() {
-        let f = init_files(&["virtio_blk".to_string()]);
+        let f = init_files(&["virtio_blk".to_string(), "uio".into(), "uio_pci_generic".into()]);
         let (unset, unused) = f.unset_and_unused();
         assert!(unset.is_empty(), "unset: {unset:?}");
         assert!(unused.is_empty(), "unused: {unused:?}");
