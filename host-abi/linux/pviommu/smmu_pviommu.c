@@ -17,6 +17,10 @@
  *                      `flush_iotlb_all` send the TLB invalidations as one INVALIDATE batch
  *                      (TLBI_NH_VA per gathered page, or TLBI_NH_ASID past PV_MAX_VA_CMDS; the
  *                      hypervisor forces the VMID and ends the batch with its one CMD_SYNC)
+ * Power: the guest's SMMU power vote (PM_VOTE) follows its streams: need-on while any of them
+ * is in a domain that lets DMA through (identity or DMA), allow-off once all are blocked (and at
+ * load, before any is attached); the module parameter `vote` (read-only) says which it last
+ * cast, and what the hypervisor answered.
  * Faults: the hypervisor routes the SMMU's event records of the guest's streams to its ring
  * (it raises no interrupt in a guest), so a delayed work reads them with EVENT_READ every
  * PV_EVENT_POLL_MS (and at once when a read left some pending), and reports each through
@@ -86,8 +90,18 @@ struct pv_domain {
 static struct {
 	u32 sid;
 	struct device *dev;
+	/* Its stream is in a domain that lets DMA through (under vote_lock). */
+	bool open;
 } pv_devs[PV_MAX_DEVS];
 static DEFINE_SPINLOCK(devs_lock);
+
+/* The power vote: streams open, and the last vote and its answer (the `vote` parameter). */
+static DEFINE_MUTEX(vote_lock);
+static unsigned int open_streams;
+static char vote_text[96] = "none";
+static char *vote = vote_text;
+module_param(vote, charp, 0444);
+MODULE_PARM_DESC(vote, "the module's last PM_VOTE and the hypervisor's answer (read-only)");
 
 /* EVENT_READ: the records land in this page; the poller runs every PV_EVENT_POLL_MS. */
 #define PV_EVENT_POLL_MS 100
@@ -151,6 +165,50 @@ static int pv_sid(struct device *dev, u32 *sid)
 	return 0;
 }
 
+/* PM_VOTE: allow-off (true) or need-on; the answer kept for the `vote` parameter. */
+static void pv_vote(bool allow_off)
+{
+	struct arm_smccc_res r;
+	long status;
+
+	status = hyp_call(SMMU_HYP_FN_PM_VOTE, allow_off, 0, 0, &r);
+	if (status < 0) {
+		pv_errno(status);
+		snprintf(vote_text, sizeof(vote_text), "%s refused %ld",
+			 allow_off ? "allow-off" : "need-on", status);
+	} else {
+		snprintf(vote_text, sizeof(vote_text), "%s power %s refusal %lu dma_streams %lu",
+			 allow_off ? "allow-off" : "need-on", r.a1 ? "off" : "on", r.a2, r.a3);
+	}
+	pr_info("vote: %s\n", vote_text);
+}
+
+/* Stream `sid` is now open (a domain that lets DMA through) or blocked: the vote follows. */
+static void pv_stream_state(u32 sid, bool open)
+{
+	unsigned long flags;
+	int i;
+	bool was = false, found = false;
+
+	mutex_lock(&vote_lock);
+	spin_lock_irqsave(&devs_lock, flags);
+	for (i = 0; i < PV_MAX_DEVS; i++)
+		if (pv_devs[i].dev && pv_devs[i].sid == sid) {
+			was = pv_devs[i].open;
+			pv_devs[i].open = open;
+			found = true;
+			break;
+		}
+	spin_unlock_irqrestore(&devs_lock, flags);
+	if (found && was != open) {
+		if (open && open_streams++ == 0)
+			pv_vote(false);
+		else if (!open && --open_streams == 0)
+			pv_vote(true);
+	}
+	mutex_unlock(&vote_lock);
+}
+
 /* SET_STE of `sid` with the virtual STE `ste` (copied into the page the hypervisor reads). */
 static int pv_set_ste(u32 sid, const struct smmu_hyp_ste *ste, long *domain)
 {
@@ -186,6 +244,8 @@ static int pv_attach_identity(struct iommu_domain *domain, struct device *dev)
 	ste.word[SMMU_HYP_STE_V_WORD] |= SMMU_HYP_FIELD_PREP(SMMU_HYP_STE_V, 1);
 	ste.word[SMMU_HYP_STE_CONFIG_WORD] |=
 		SMMU_HYP_FIELD_PREP(SMMU_HYP_STE_CONFIG, SMMU_HYP_STE_CONFIG_BYPASS);
+	/* Need-on before the stream can carry DMA. */
+	pv_stream_state(sid, true);
 	err = pv_set_ste(sid, &ste, &kind);
 	if (err)
 		dev_err(dev, "stream %#x: SET_STE (bypass) refused: %d\n", sid, err);
@@ -204,10 +264,13 @@ static int pv_attach_blocked(struct iommu_domain *domain, struct device *dev)
 	if (err)
 		return err;
 	err = pv_clear_ste(sid);
-	if (err)
+	if (err) {
 		dev_err(dev, "stream %#x: CLEAR_STE refused: %d\n", sid, err);
-	else
+	} else {
 		dev_info(dev, "stream %#x: blocked (CLEAR_STE)\n", sid);
+		/* Allow-off only once it can carry no DMA. */
+		pv_stream_state(sid, false);
+	}
 	return err;
 }
 
@@ -393,6 +456,7 @@ static int pv_attach_paging(struct iommu_domain *domain, struct device *dev)
 		SMMU_HYP_FIELD_PREP(SMMU_HYP_STE_CONFIG, SMMU_HYP_STE_CONFIG_S1);
 	ste.word[SMMU_HYP_STE_S1_CONTEXT_PTR_WORD] |= virt_to_phys(d->cd) &
 						      SMMU_HYP_STE_S1_CONTEXT_PTR_MASK;
+	pv_stream_state(sid, true);
 	err = pv_set_ste(sid, &ste, &kind);
 	if (err)
 		dev_err(dev, "stream %#x: SET_STE (stage 1, ASID %u) refused: %d\n", sid, d->asid,
@@ -658,6 +722,8 @@ static int __init pv_init(void)
 	evt_buf = (void *)get_zeroed_page(GFP_KERNEL);
 	if (!ste_buf || !cmd_buf || !evt_buf)
 		goto fail;
+	/* No stream of ours is attached yet: nothing of ours needs the SMMU powered. */
+	pv_vote(true);
 	err = platform_driver_register(&pv_driver);
 	if (!err)
 		return 0;

@@ -111,6 +111,19 @@ disk_rebinds_in_an_identity_domain() {
     disk_reads_right && disk_writes_right 768
 }
 
+# Its SMMU power vote, cast by its IOMMU driver, follows its streams: need-on while its disk
+# and edu are attached; once both functions are removed (the core attaches the driver's
+# release domain, blocked: CLEAR_STE of every stream) it allows the SMMU off.
+vote_follows_its_streams() {
+    v=$(cat "$VOTE_PARAM")
+    case "$v" in need-on*) ;; *) echo "vote with its streams attached: $v"; return 1 ;; esac
+    for f in $FUNCTIONS; do echo 1 > "/sys/bus/pci/devices/$f/remove" || { echo "cannot remove $f"; return 1; }; done
+    v=$(cat "$VOTE_PARAM")
+    case "$v" in allow-off*) ;; *) echo "vote with every stream blocked: $v"; return 1 ;; esac
+    n=$(dmesg | grep -c "blocked (CLEAR_STE)")
+    [ "$n" -ge 2 ] || { echo "$n CLEAR_STEs in dmesg"; return 1; }
+}
+
 # Its virtual timer (PPI 27, in its own redistributor) ticks: a sleep ends.
 its_timer_interrupts_arrive() {
     before=$(grep -E '^ *[0-9]+:.*arch_timer' /proc/interrupts | awk '{print $2}')
@@ -125,5 +138,6 @@ run disk_io_through_its_dma_domain disk_io_through_its_dma_domain
 run unmapped_iova_faults_and_is_reported unmapped_iova_faults_and_is_reported
 run disk_rebinds_in_an_identity_domain disk_rebinds_in_an_identity_domain
 run its_timer_interrupts_arrive its_timer_interrupts_arrive
+run vote_follows_its_streams vote_follows_its_streams
 echo "$passed passed, $failed failed"
 poweroff -f

@@ -67,6 +67,7 @@ pub fn init_files(mods: &[String]) -> InitFiles {
         .set("FUNCTIONS", functions.join(" "))
         .set("IDS", ids.join(" "))
         .set("PVIOMMU", crate::kmod::PVIOMMU_MODULE)
+        .set("VOTE_PARAM", format!("/sys/module/{}/parameters/vote", crate::kmod::PVIOMMU_MODULE))
         .set("DISK_FN", &functions[1])
         .set("EDU_FN", &functions[0])
         .set("EDU_IDS", "1234 11e8")
