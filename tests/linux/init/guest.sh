@@ -67,6 +67,26 @@ disk_io_through_its_dma_domain() {
     disk_reads_right && disk_writes_right 512
 }
 
+# edu_dma_to ADDR: its edu writes 8 bytes of its buffer to device address ADDR (memory decoding
+# and bus mastering turned on first, as a driver's pci_set_master() would, through the
+# hypervisor's configuration-space filter), and the transfer ends.
+edu_dma_to() {
+    bar=$(head -n 1 "/sys/bus/pci/devices/$EDU_FN/resource" | cut -d ' ' -f 1)
+    [ -n "$bar" ] || { echo "no BAR0 for $EDU_FN"; return 1; }
+    # Memory decoding and bus mastering on, as a driver's pci_set_master() would (through the
+    # hypervisor's configuration-space filter, which lets the command register through).
+    cfg="/sys/bus/pci/devices/$EDU_FN/config"
+    printf '\006\000' | dd of="$cfg" bs=1 seek=4 count=2 conv=notrunc 2>/dev/null
+    cmd=$(dd if="$cfg" bs=1 skip=4 count=2 2>/dev/null | od -An -tx2 | tr -d ' ')
+    [ $((0x$cmd & 6)) = 6 ] || { echo "edu command register $cmd: no bus mastering"; return 1; }
+    devmem $((bar + 0x80)) 64 0x40000
+    devmem $((bar + 0x88)) 64 "$1"
+    devmem $((bar + 0x90)) 64 8
+    devmem $((bar + 0x98)) 64 3
+    i=0
+    while [ $(( $(devmem $((bar + 0x98)) 64) & 1 )) = 1 ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+}
+
 # DMA by its edu to an IOVA its domain never mapped: the SMMU aborts it, the hypervisor routes
 # the event to this guest, the driver reads it (EVENT_READ) and reports it through Linux's
 # fault reporting, with a line naming the stream and the IOVA.
@@ -77,24 +97,30 @@ unmapped_iova_faults_and_is_reported() {
     while [ ! -e "/sys/bus/pci/devices/$EDU_FN/iommu_group" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
     t=$(cat "/sys/bus/pci/devices/$EDU_FN/iommu_group/type" 2>&1)
     [ "$t" = "$DOMAIN_TYPE" ] || { echo "edu's group type: $t"; return 1; }
-    bar=$(head -n 1 "/sys/bus/pci/devices/$EDU_FN/resource" | cut -d ' ' -f 1)
-    [ -n "$bar" ] || { echo "no BAR0 for $EDU_FN"; return 1; }
-    # Memory decoding and bus mastering on, as a driver's pci_set_master() would (through the
-    # hypervisor's configuration-space filter, which lets the command register through).
-    cfg="/sys/bus/pci/devices/$EDU_FN/config"
-    printf '\006\000' | dd of="$cfg" bs=1 seek=4 count=2 conv=notrunc 2>/dev/null
-    cmd=$(dd if="$cfg" bs=1 skip=4 count=2 2>/dev/null | od -An -tx2 | tr -d ' ')
-    [ $((0x$cmd & 6)) = 6 ] || { echo "edu command register $cmd: no bus mastering"; return 1; }
-    devmem $((bar + 0x80)) 64 0x40000
-    devmem $((bar + 0x88)) 64 "$UNMAPPED_IOVA"
-    devmem $((bar + 0x90)) 64 8
-    devmem $((bar + 0x98)) 64 3
-    i=0
-    while [ $(( $(devmem $((bar + 0x98)) 64) & 1 )) = 1 ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
-    want="SMMU fault: stream $EDU_SID event 0x10 write at IOVA $UNMAPPED_IOVA"
+    edu_dma_to "$UNMAPPED_IOVA" || return 1
+    fault_reported "$UNMAPPED_IOVA"
+}
+
+# fault_reported ADDR: the driver's fault line for a write by its edu to ADDR appears (event
+# 0x10, F_TRANSLATION: at stage 1 in a DMA domain, at stage 2 in an identity domain).
+fault_reported() {
+    want="SMMU fault: stream $EDU_SID event 0x10 write at IOVA $1 "
     i=0
     while ! dmesg | grep -qF "$want" && [ $i -lt 40 ]; do sleep 0.05; i=$((i + 1)); done
-    dmesg | grep -qF "$want" || { echo "no '$want' in dmesg: $(dmesg | grep -i fault | tail -n 2); edu command $(devmem $((bar + 0x98)) 64)"; return 1; }
+    dmesg | grep -qF "$want" || { echo "no '$want' in dmesg: $(dmesg | grep -i fault | tail -n 2)"; return 1; }
+}
+
+# In an identity domain (its stage 2 alone) its edu's DMA to the host's RAM, guest2's RAM and
+# the hypervisor's image faults at stage 2, is reported, and lands nowhere (QEMU's trace check:
+# every translation stays in the stream owner's RAM).
+identity_dma_cannot_leave_its_ram() {
+    echo "$EDU_FN" > /sys/bus/pci/drivers/uio_pci_generic/unbind || { echo "unbind failed"; return 1; }
+    echo identity > "/sys/bus/pci/devices/$EDU_FN/iommu_group/type" || { echo "cannot make the group identity"; return 1; }
+    echo "$EDU_FN" > /sys/bus/pci/drivers/uio_pci_generic/bind || { echo "bind failed"; return 1; }
+    for a in $FOREIGN; do
+        edu_dma_to "$a" || return 1
+        fault_reported "$a" || return 1
+    done
 }
 
 # Unbound, its group switched to an identity domain (SET_STE bypass: its stage 2 alone) and
@@ -137,6 +163,7 @@ run pviommu_takes_its_functions pviommu_takes_its_functions
 run disk_io_through_its_dma_domain disk_io_through_its_dma_domain
 run unmapped_iova_faults_and_is_reported unmapped_iova_faults_and_is_reported
 run disk_rebinds_in_an_identity_domain disk_rebinds_in_an_identity_domain
+run identity_dma_cannot_leave_its_ram identity_dma_cannot_leave_its_ram
 run its_timer_interrupts_arrive its_timer_interrupts_arrive
 run vote_follows_its_streams vote_follows_its_streams
 echo "$passed passed, $failed failed"

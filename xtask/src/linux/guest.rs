@@ -75,6 +75,16 @@ pub fn init_files(mods: &[String]) -> InitFiles {
         // Inside its DMA domains' 39-bit IOVA space, where Linux's DMA layer maps nothing (it
         // allocates from the top of the device's 32-bit mask down).
         .set("UNMAPPED_IOVA", "0x7f000000")
+        // The host's RAM, guest2's and the hypervisor's image: no DMA of guest1's may land there.
+        .set(
+            "FOREIGN",
+            format!(
+                "{:#x} {:#x} {:#x}",
+                MANIFEST.vms[0].mem.base + 0x10_0000,
+                MANIFEST.vms[2].mem.base + 0x10_0000,
+                platform::qemu_virt::HYP_LOAD_ADDR
+            ),
+        )
         .set("DISK_SID", format!("{:#x}", vm.devices[1].rid()))
         // Debian's default: translated DMA domains, strict invalidation.
         .set("DOMAIN_TYPE", "DMA")
