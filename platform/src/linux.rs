@@ -1,16 +1,22 @@
-//! A Linux kernel as the host VM: where its pieces go in the host's RAM (the arm64 boot
-//! protocol, `Documentation/arch/arm64/booting.rst`), the kernel `Image` header, and the single
-//! description of the device tree the host is given ([`HostTree`]). xtask writes the tree from
-//! this description (feature `dtgen`); the hypervisor reads the tree it finds back and checks it
-//! against the same description before entering the kernel (`hyp::dt::check_host_tree`).
+//! A Linux kernel as a VM: where its pieces go in its RAM (the arm64 boot protocol,
+//! `Documentation/arch/arm64/booting.rst`), the kernel `Image` header, and the single
+//! description of the device tree a Linux VM is given ([`HostTree`]: the host's, or a guest's
+//! from [`HostTree::guest`]). xtask writes the tree from this description (feature `dtgen`);
+//! the hypervisor reads the tree it finds back and checks it against the same description
+//! before entering the kernel (`hyp::host::tree::check`).
 //!
-//! What the host's tree contains, and nothing else: its RAM, its one CPU, PSCI (conduit `smc`,
-//! trapped), the architected timer, the GICv3 distributor and its own CPU's redistributor (no
+//! What the host's tree contains, and nothing else: its RAM, its CPUs, PSCI (conduit `smc`,
+//! trapped), the architected timer, the GICv3 distributor and its own CPUs' redistributors (no
 //! ITS: host PCI functions use INTx), the PCIe host bridge (ECAM, I/O and 32-bit memory windows,
 //! INTx map, `linux,pci-probe-only`: the hypervisor assigned the BARs), and `/chosen` (boot
 //! arguments, initramfs), and the SMMU the hypervisor emulates for it ([`HostSmmu`], at the
 //! real SMMU's address, with `iommu-map` on the bridge). No PL011 (the hypervisor's console), no
 //! other VM's memory.
+//!
+//! A Linux guest's tree is the same but for two things: no SMMU (its DMA goes through the
+//! hypercalls, or through the identity domain the hypervisor attaches its functions to until it
+//! makes them), and a PL011 the hypervisor emulates ([`VmUart`]: its lines are printed as
+//! `[name]` on the hypervisor's console), with the fixed clock the AMBA bus needs.
 
 use crate::manifest::VmSpec;
 use crate::{Board, MemRange};
@@ -178,7 +184,37 @@ pub struct HostSmmu {
     pub coherent: bool,
 }
 
-/// The host's device tree, as data: what xtask writes and what the hypervisor checks.
+/// The PL011 a Linux guest is given: emulated by the hypervisor on a page absent from its
+/// stage-2, at the board's UART address (the real one is the hypervisor's and in no VM's
+/// stage-2); its interrupt an SPI no device raises, the guest's alone (the emulated UART never
+/// asserts it: transmission never waits, there is no input).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmUart {
+    /// Its register page.
+    pub regs: MemRange,
+    /// Its SPI.
+    pub spi: u32,
+}
+
+/// The SPI of VM `vm`'s emulated PL011 (wired by no QEMU device; 240 and 241 are the host's
+/// emulated SMMU's).
+pub const fn vm_uart_spi(vm: &VmSpec) -> u32 {
+    HOST_SMMU_GERROR_SPI + vm.id
+}
+
+/// The `compatible` of a Linux guest's paravirtual IOMMU node (no registers, `#iommu-cells =
+/// <1>`: a stream ID; the bridge's `iommu-map` maps requester ID n to stream ID n). Its driver
+/// (`host-abi/linux/pviommu/`) turns Linux's IOMMU domains into SET_STE, CLEAR_STE and
+/// INVALIDATE on the guest's own streams.
+pub const PV_IOMMU_COMPATIBLE: &str = "smmu-hyp,pv-iommu";
+
+/// The APB clock a PL011 node names (`uartclk` and `apb_pclk`): a fixed clock, the frequency of
+/// QEMU's `virt` (24 MHz; only the baud-rate divisors the guest computes depend on it).
+pub const UART_CLOCK_HZ: u32 = 24_000_000;
+
+/// A Linux VM's device tree, as data: what xtask writes and what the hypervisor checks. The
+/// host's ([`HostTree::new`]) has the emulated SMMU; a guest's ([`HostTree::guest`]) has an
+/// emulated PL011 instead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HostTree<'a> {
     /// The host's RAM (its only memory node).
@@ -200,8 +236,17 @@ pub struct HostTree<'a> {
     pub bootargs: &'a str,
     /// The initramfs, if any.
     pub initrd: Option<MemRange>,
-    /// Its SMMU (emulated).
-    pub smmu: HostSmmu,
+    /// Its SMMU (emulated): the host's only.
+    pub smmu: Option<HostSmmu>,
+    /// Its PL011 (emulated): a guest's only.
+    pub uart: Option<VmUart>,
+    /// A guest's paravirtual IOMMU node ([`PV_IOMMU_COMPATIBLE`], with the bridge's
+    /// `iommu-map` onto it): its driver attaches its streams through the hypercalls. Without
+    /// it the hypervisor attaches them to the identity domain at boot.
+    pub pv_iommu: bool,
+    /// The PCI INTx lines its functions raise ([`VmSpec::intx_lines`]): the ones of the
+    /// board's `interrupt-map` the distributor lets it configure.
+    pub intx_lines: u8,
     /// The pages of its RAM that hold the hypervisor's shadow context descriptors
     /// ([`VmSpec::shadow_cds`]): a `/reserved-memory` node with `no-map`, so that Linux neither
     /// uses nor maps them (its stage 2 does not map them).
@@ -232,14 +277,33 @@ impl<'a> HostTree<'a> {
             pcie_pio: board.pcie_pio,
             bootargs,
             initrd,
-            smmu: HostSmmu {
+            smmu: Some(HostSmmu {
                 regs: board.smmu,
                 eventq_spi: HOST_SMMU_EVENTQ_SPI,
                 gerror_spi: HOST_SMMU_GERROR_SPI,
                 coherent: smmu_coherent,
-            },
+            }),
+            uart: None,
+            pv_iommu: false,
+            intx_lines: vm.intx_lines(),
             shadow_cds: vm.shadow_cds(),
         }
+    }
+
+    /// The tree for Linux guest `vm` on `board`: as a host's, without the SMMU, with an
+    /// emulated PL011 at the board's UART address.
+    pub fn guest(board: &Board, vm: &VmSpec, bootargs: &'a str, initrd: Option<MemRange>) -> Self {
+        Self {
+            smmu: None,
+            uart: Some(VmUart { regs: board.uart, spi: vm_uart_spi(vm) }),
+            ..Self::new(board, vm, bootargs, initrd, board.smmu_coherent)
+        }
+    }
+
+    /// The SPIs of the INTx lines its functions raise.
+    pub fn intx_spis(&self) -> impl Iterator<Item = u32> + use<'a> {
+        let lines = self.intx_lines;
+        (0..4u32).filter(move |l| lines & (1 << l) != 0).map(|l| PCI_INTX_SPI_BASE + l)
     }
 
     /// The MPIDR affinity of CPU `cpu` (a linear index): `Aff0` = the index on `virt` (QEMU
@@ -283,6 +347,8 @@ pub mod dtgen {
     pub const GIC_PHANDLE: u32 = 1;
     /// The SMMU's phandle.
     pub const SMMU_PHANDLE: u32 = 2;
+    /// The UART clock's phandle (a guest's tree).
+    pub const CLOCK_PHANDLE: u32 = 3;
     /// GIC interrupt specifier: rising edge.
     const EDGE_RISING: u32 = 1;
     /// GIC interrupt specifier: PPI.
@@ -303,7 +369,8 @@ pub mod dtgen {
         let mut f = FdtWriter::new()?;
         let root = f.begin_node("")?;
         f.property_string("compatible", "linux,dummy-virt")?;
-        f.property_string("model", "smmu-hyp host VM on QEMU virt")?;
+        let role = if t.smmu.is_some() { "host" } else { "guest" };
+        f.property_string("model", &alloc::format!("smmu-hyp {role} VM on QEMU virt"))?;
         f.property_u32("#address-cells", 2)?;
         f.property_u32("#size-cells", 2)?;
         f.property_u32("interrupt-parent", GIC_PHANDLE)?;
@@ -384,20 +451,54 @@ pub mod dtgen {
         f.property_phandle(GIC_PHANDLE)?;
         f.end_node(gic)?;
 
-        let smmu = f.begin_node(&alloc::format!("iommu@{:x}", t.smmu.regs.base))?;
-        f.property_string("compatible", "arm,smmu-v3")?;
-        f.property_array_u64("reg", &reg(t.smmu.regs))?;
-        f.property_array_u32(
-            "interrupts",
-            &[SPI, t.smmu.eventq_spi, EDGE_RISING, SPI, t.smmu.gerror_spi, EDGE_RISING],
-        )?;
-        f.property_string_list("interrupt-names", alloc::vec!["eventq".into(), "gerror".into()])?;
-        if t.smmu.coherent {
-            f.property_null("dma-coherent")?;
+        if let Some(s) = t.smmu {
+            let smmu = f.begin_node(&alloc::format!("iommu@{:x}", s.regs.base))?;
+            f.property_string("compatible", "arm,smmu-v3")?;
+            f.property_array_u64("reg", &reg(s.regs))?;
+            f.property_array_u32(
+                "interrupts",
+                &[SPI, s.eventq_spi, EDGE_RISING, SPI, s.gerror_spi, EDGE_RISING],
+            )?;
+            f.property_string_list(
+                "interrupt-names",
+                alloc::vec!["eventq".into(), "gerror".into()],
+            )?;
+            if s.coherent {
+                f.property_null("dma-coherent")?;
+            }
+            f.property_u32("#iommu-cells", 1)?;
+            f.property_phandle(SMMU_PHANDLE)?;
+            f.end_node(smmu)?;
         }
-        f.property_u32("#iommu-cells", 1)?;
-        f.property_phandle(SMMU_PHANDLE)?;
-        f.end_node(smmu)?;
+        if t.pv_iommu {
+            let pv = f.begin_node("pviommu")?;
+            f.property_string("compatible", super::PV_IOMMU_COMPATIBLE)?;
+            f.property_u32("#iommu-cells", 1)?;
+            f.property_phandle(SMMU_PHANDLE)?;
+            f.end_node(pv)?;
+        }
+        if let Some(uart) = t.uart {
+            let clk = f.begin_node("apb-pclk")?;
+            f.property_string("compatible", "fixed-clock")?;
+            f.property_u32("#clock-cells", 0)?;
+            f.property_u32("clock-frequency", super::UART_CLOCK_HZ)?;
+            f.property_string("clock-output-names", "clk24mhz")?;
+            f.property_phandle(CLOCK_PHANDLE)?;
+            f.end_node(clk)?;
+            let pl011 = f.begin_node(&alloc::format!("pl011@{:x}", uart.regs.base))?;
+            f.property_string_list(
+                "compatible",
+                alloc::vec!["arm,pl011".into(), "arm,primecell".into()],
+            )?;
+            f.property_array_u64("reg", &reg(uart.regs))?;
+            f.property_array_u32("interrupts", &[SPI, uart.spi, LEVEL_HIGH])?;
+            f.property_array_u32("clocks", &[CLOCK_PHANDLE, CLOCK_PHANDLE])?;
+            f.property_string_list(
+                "clock-names",
+                alloc::vec!["uartclk".into(), "apb_pclk".into()],
+            )?;
+            f.end_node(pl011)?;
+        }
 
         let pcie = f.begin_node(&alloc::format!("pcie@{:x}", t.pcie_mmio32.base))?;
         f.property_string("compatible", "pci-host-ecam-generic")?;
@@ -444,8 +545,11 @@ pub mod dtgen {
             map.extend([addr, 0, 0, pin, GIC_PHANDLE, 0, 0, SPI, spi, LEVEL_HIGH]);
         }
         f.property_array_u32("interrupt-map", &map)?;
-        // Requester ID n is stream ID n, for every RID.
-        f.property_array_u32("iommu-map", &[0, SMMU_PHANDLE, 0, 0x1_0000])?;
+        // Requester ID n is stream ID n, for every RID (on the host's emulated SMMU, or a
+        // guest's paravirtual IOMMU).
+        if t.smmu.is_some() || t.pv_iommu {
+            f.property_array_u32("iommu-map", &[0, SMMU_PHANDLE, 0, 0x1_0000])?;
+        }
         f.end_node(pcie)?;
 
         f.end_node(root)?;
@@ -504,7 +608,9 @@ mod tests {
     fn describes_only_the_hosts_share_of_the_board() {
         let host = &MANIFEST.vms[0];
         let t = HostTree::new(&BOARD, host, "console=ttyS0", None, BOARD.smmu_coherent);
-        assert_eq!(t.smmu.coherent, BOARD.smmu_coherent);
+        assert_eq!(t.smmu.unwrap().coherent, BOARD.smmu_coherent);
+        assert_eq!(t.uart, None);
+        assert_eq!(t.intx_spis().collect::<std::vec::Vec<_>>(), [4, 5], "slots 2, 5, 6");
         assert_eq!(t.ram, host.mem);
         assert_eq!(t.gicr, MemRange::new(BOARD.gicr.base, 2 * GICR_FRAME_SIZE), "CPUs 0 and 1");
         assert_eq!(t.cpu_mpidrs().collect::<std::vec::Vec<_>>(), [0, 1]);
@@ -514,7 +620,22 @@ mod tests {
         assert_eq!(m[5], (1 << 11, 2, 5), "slot 1 INTB");
         assert_eq!(m[15], (3 << 11, 4, 5), "slot 3 INTD");
         let g = HostTree::new(&BOARD, &MANIFEST.vms[2], "", None, false);
-        assert!(!g.smmu.coherent, "as asked");
+        assert!(!g.smmu.unwrap().coherent, "as asked");
         assert_eq!(g.gicr, MemRange::new(BOARD.gicr.base + 3 * GICR_FRAME_SIZE, GICR_FRAME_SIZE));
+    }
+
+    #[test]
+    fn a_guest_gets_a_uart_and_no_smmu() {
+        let g1 = &MANIFEST.vms[1];
+        let t = HostTree::guest(&BOARD, g1, "console=ttyAMA0", None);
+        assert_eq!(t.smmu, None);
+        assert_eq!(t.uart, Some(VmUart { regs: BOARD.uart, spi: 242 }));
+        assert_eq!(t.ram, g1.mem);
+        assert_eq!(t.gicr, MemRange::new(BOARD.gicr.base + 2 * GICR_FRAME_SIZE, GICR_FRAME_SIZE));
+        assert_eq!(t.intx_spis().collect::<std::vec::Vec<_>>(), [6], "slots 3 and 7: line 3");
+        assert_eq!(vm_uart_spi(&MANIFEST.vms[2]), 243);
+        assert!(g1.mem.size >= 128 << 20, "enough for Debian's kernel");
+        let l = Layout::for_vm(g1).unwrap();
+        assert_eq!(l.dtb.end(), g1.shadow_cds().base);
     }
 }

@@ -242,6 +242,22 @@ impl VmSpec {
     pub const fn vmid(&self) -> u16 {
         self.id as u16 + 1
     }
+
+    /// The PCI INTx lines its functions raise, as a mask of the board's four (bit `n`: the
+    /// line of slot `n` modulo 4, INTA). Every function xtask attaches has one interrupt pin,
+    /// INTA; a bridge without a root port wires slot `s`, pin A to line `s % 4` (the swizzle
+    /// of `platform::linux::PCI_INTX_SPI_BASE`). The manifest refuses two VMs sharing a line,
+    /// so each line has at most one owner, and only its owner may configure it in the
+    /// distributor.
+    pub const fn intx_lines(&self) -> u8 {
+        let mut m = 0u8;
+        let mut i = 0;
+        while i < self.devices.len() {
+            m |= 1 << (self.devices[i].dev % 4);
+            i += 1;
+        }
+        m
+    }
 }
 
 /// The list of VMs.
@@ -266,6 +282,9 @@ pub enum ManifestError {
     Cpu(usize),
     /// A device of this VM is malformed or also assigned elsewhere.
     Device(usize),
+    /// A PCI INTx line one of this VM's functions raises is also raised by another VM's (the
+    /// line could not be given to one VM alone).
+    Intx(usize),
 }
 
 impl core::fmt::Display for ManifestError {
@@ -283,6 +302,9 @@ impl core::fmt::Display for ManifestError {
             }
             ManifestError::Device(i) => {
                 write!(f, "VM {i}: a PCI device is malformed or assigned to two VMs")
+            }
+            ManifestError::Intx(i) => {
+                write!(f, "VM {i}: a PCI INTx line its functions raise is another VM's too")
             }
         }
     }
@@ -328,6 +350,9 @@ impl Manifest {
                 }
                 if other.cpus.overlaps(&vm.cpus) {
                     return Err(ManifestError::Cpu(i));
+                }
+                if other.intx_lines() & vm.intx_lines() != 0 {
+                    return Err(ManifestError::Intx(i));
                 }
             }
         }
@@ -536,9 +561,9 @@ mod tests {
     #[test]
     fn shadow_cds_sit_below_the_boot_info_page_and_are_not_the_vms() {
         let [host, g1, _] = [&MANIFEST.vms[0], &MANIFEST.vms[1], &MANIFEST.vms[2]];
-        // Three functions of 2 KiB each: two pages; one function: one page.
+        // Three functions of 2 KiB each: two pages; two functions: one page.
         assert_eq!(host.shadow_cds(), MemRange::new(host.mem.end() - 0x3000, 0x2000));
-        assert_eq!(g1.shadow_cds(), MemRange::new(0x55ff_e000, 0x1000));
+        assert_eq!(g1.shadow_cds(), MemRange::new(0x5bff_e000, 0x1000));
         assert_eq!(g1.shadow_cds().end(), g1.boot_info_ipa());
         let s = g1.shadow_cds();
         assert!(g1.holds(g1.mem.base, s.base - g1.mem.base), "everything below it");
@@ -569,10 +594,45 @@ mod tests {
         assert!(MANIFEST.vm_on_cpu(9).is_none());
         assert_eq!(MANIFEST.owner_of(0x5400_1000, 8).unwrap().id, 1);
         assert!(MANIFEST.owner_of(0x53ff_fff8, 16).is_none());
-        assert_eq!(MANIFEST.vms[2].boot_info_ipa(), 0x57ff_f000);
+        assert_eq!(MANIFEST.vms[2].boot_info_ipa(), 0x5dff_f000);
         let d = MANIFEST.vms[1].devices[0];
         assert_eq!(MANIFEST.owner_of_device(d).unwrap().id, 1);
         assert!(MANIFEST.owner_of_device(PciAddr::slot(31, 7)).is_none());
+    }
+
+    #[test]
+    fn each_intx_line_has_one_owner() {
+        const M: u64 = 2 << 20;
+        let [host, g1, g2] = [&MANIFEST.vms[0], &MANIFEST.vms[1], &MANIFEST.vms[2]];
+        // Slots 2, 5, 6 (lines 2, 1, 2); 3 and 7 (line 3 both); 4 (line 0).
+        assert_eq!((host.intx_lines(), g1.intx_lines(), g2.intx_lines()), (0b0110, 0b1000, 0b0001));
+        // Slot 3 and slot 7 raise the same line: two VMs cannot have them.
+        const A: &[PciAddr] = &[PciAddr::slot(3, 0)];
+        const B: &[PciAddr] = &[PciAddr::slot(7, 0)];
+        const C: &[PciAddr] = &[PciAddr::slot(8, 0)];
+        let two = |b: &'static [PciAddr]| {
+            check(&[
+                VmSpec {
+                    id: 0,
+                    name: "a",
+                    mem: MemRange::new(0x4400_0000, M),
+                    cpus: Cpus::one(0),
+                    devices: A,
+                    sealed: Sealed,
+                },
+                VmSpec {
+                    id: 1,
+                    name: "b",
+                    mem: MemRange::new(0x4600_0000, M),
+                    cpus: Cpus::one(1),
+                    devices: b,
+                    sealed: Sealed,
+                },
+            ])
+        };
+        assert_eq!(two(B), Err(ManifestError::Intx(1)));
+        assert_eq!(two(C), Ok(()));
+        assert_eq!(two(&[]), Ok(()));
     }
 
     #[test]

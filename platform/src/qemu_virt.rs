@@ -23,7 +23,7 @@ pub const QEMU_CPUS: u32 = 4;
 pub const BOARD: Board = Board {
     name: "qemu-virt",
     ram_base: RAM_BASE,
-    ram_min_size: 0x5800_0000 - RAM_BASE,
+    ram_min_size: 0x5e00_0000 - RAM_BASE,
     hyp: MemRange::new(RAM_BASE, 64 * MIB),
     uart: MemRange::new(0x0900_0000, 0x1000),
     smmu: MemRange::new(0x0905_0000, 0x2_0000),
@@ -47,11 +47,16 @@ pub const EDU_SLOTS: [u8; 3] = [2, 3, 4];
 pub const HOST_SERIAL_SLOT: u8 = 5;
 /// The host's disk (`-device virtio-blk-pci,addr=6`), backed by a small raw image xtask creates.
 pub const HOST_DISK_SLOT: u8 = 6;
+/// guest1's disk (`-device virtio-blk-pci,addr=7,iommu_platform=on`, in every run): a Linux
+/// guest1's. Slot 7's INTA is the line of slot 3 (guest1's edu): no other VM's function raises
+/// it, so the line is guest1's alone (see `VmSpec::intx_lines`).
+pub const GUEST1_DISK_SLOT: u8 = 7;
 
 /// The VMs: the host (256 MiB, enough for a Linux kernel and its initramfs) and two guests
-/// (32 MiB each), each pinned to its own CPUs (the host to CPUs 0 and 1, each guest to one)
+/// (guest1 128 MiB, enough for the same kernel as a Linux guest; guest2 32 MiB), each pinned to its own CPUs (the host to CPUs 0 and 1, each guest to one)
 /// and owning one `edu` PCI device (distinct slots, so
-/// distinct stream IDs); the host also owns a PCI serial port and a virtio disk. A VM's RAM is
+/// distinct stream IDs); the host also owns a PCI serial port and a virtio disk, guest1 a virtio
+/// disk (used when it is Linux). A VM's RAM is
 /// mapped at IPA == PA, so "another VM's memory" has the same address for everyone. The same
 /// manifest serves both kinds of host (the bare-metal test image and Linux): the bare-metal
 /// host simply leaves the serial port and the disk alone.
@@ -73,15 +78,15 @@ pub const MANIFEST: Manifest = Manifest {
         VmSpec {
             id: 1,
             name: "guest1",
-            mem: MemRange::new(0x5400_0000, 32 * MIB),
+            mem: MemRange::new(0x5400_0000, 128 * MIB),
             cpus: Cpus::one(2),
-            devices: &[PciAddr::slot(EDU_SLOTS[1], 0)],
+            devices: &[PciAddr::slot(EDU_SLOTS[1], 0), PciAddr::slot(GUEST1_DISK_SLOT, 0)],
             sealed: Sealed,
         },
         VmSpec {
             id: 2,
             name: "guest2",
-            mem: MemRange::new(0x5600_0000, 32 * MIB),
+            mem: MemRange::new(0x5c00_0000, 32 * MIB),
             cpus: Cpus::one(3),
             devices: &[PciAddr::slot(EDU_SLOTS[2], 0)],
             sealed: Sealed,

@@ -155,6 +155,14 @@ pub fn build_module(opts: &Opts, abi: &str) -> Result<PathBuf, String> {
     build_kmod(opts, abi, &root().join("host-abi/linux"), "kmod", MODULE)
 }
 
+/// A Linux guest's paravirtual IOMMU driver (`host-abi/linux/pviommu/`).
+pub const PVIOMMU_MODULE: &str = "smmu_pviommu";
+
+/// Builds `smmu_pviommu.ko` like [`build_module`].
+pub fn build_pviommu_module(opts: &Opts, abi: &str) -> Result<PathBuf, String> {
+    build_kmod(opts, abi, &root().join("host-abi/linux/pviommu"), "pviommu", PVIOMMU_MODULE)
+}
+
 /// The test module that sends SGIs to the CPUs the host does not own (`tests/linux/sgi/`).
 pub const SGI_MODULE: &str = "sgi_to_others";
 

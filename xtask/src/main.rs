@@ -6,6 +6,7 @@
 //! cargo xtask build            build the hypervisor and the guest images
 //! cargo xtask run              the demo: boot the hypervisor with the demo image in every VM
 //! cargo xtask run --host linux Debian's Linux as the host VM beside the two bare-metal guests
+//!   ... --guest1 linux         guest1 runs the same Debian kernel too (its own tree, PL011 console)
 //!   ... --shell                its console on this terminal: a busybox shell, smmu_hyp loaded
 //!   ... --stress               the stress run (concurrent DMA, power cycles, CPU hotplug)
 //! cargo xtask test             host unit tests, then the integration runs under QEMU (three
@@ -20,7 +21,7 @@
 //! ```
 //! Options: `--verbose` (show every command, shell-quoted so it can be pasted, including the QEMU
 //! command line), `--timeout SECS` (run/test), `--gbpa-reset abort|bypass` (run: the SMMU power
-//! domain's GBPA reset value), `--host bare|linux` (run: what VM 0 is), `--shell`, `--stress` (run
+//! domain's GBPA reset value), `--host bare|linux` (run: what VM 0 is), `--guest1 bare|linux` (run: what guest1 is), `--shell`, `--stress` (run
 //! --host linux: the shell, the stress run), `--smmu-noncoherent` (run:
 //! the hypervisor drives the SMMU as non-coherent, `smmu_coherent=0`, and the Linux host's tree
 //! has no `dma-coherent` on it), `--guests-off` (run, Linux host: every guest powers off first,
@@ -46,7 +47,7 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: cargo xtask <setup|build|run|test|bench|model|mutants|fuzz> \
      [--verbose] [--timeout SECS] [--compare OLD.json] [--only hypercalls|smmu|linux] [--depth N] \
      [--gbpa-reset abort|bypass] [--smmu-noncoherent] [--guests-off] \
-     [--host bare|linux] [--shell|--stress] [--jobs N] [--file PATH] [--cases N]";
+     [--host bare|linux] [--guest1 bare|linux] [--shell|--stress] [--jobs N] [--file PATH] [--cases N]";
 
 /// What runs as the host VM in `run`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -73,6 +74,9 @@ pub struct Opts {
     pub gbpa_reset: Option<String>,
     /// The host VM for `run`.
     pub host: HostKind,
+    /// `run`: guest1 is a Linux guest (Debian's kernel, `linux::guest`) instead of the
+    /// bare-metal image.
+    pub guest1_linux: bool,
     /// `run`: force the non-coherent SMMU path (`smmu_coherent=0`, the host's tree without
     /// `dma-coherent` on the SMMU).
     pub smmu_noncoherent: bool,
@@ -122,6 +126,14 @@ fn parse(args: &[String]) -> Result<(String, Opts), String> {
                     None => return Err("--host needs bare or linux".into()),
                 };
             }
+            "--guest1" => {
+                opts.guest1_linux = match it.next().map(String::as_str) {
+                    Some("bare") => false,
+                    Some("linux") => true,
+                    Some(v) => return Err(format!("--guest1: `{v}` is neither bare nor linux")),
+                    None => return Err("--guest1 needs bare or linux".into()),
+                };
+            }
             "--depth" => {
                 let v = it.next().ok_or("--depth needs a number")?;
                 opts.depth = Some(v.parse().map_err(|_| format!("bad --depth value `{v}`"))?);
@@ -157,6 +169,9 @@ fn parse(args: &[String]) -> Result<(String, Opts), String> {
     }
     if opts.stress && (cmd != "run" || opts.host != HostKind::Linux || opts.smmu_noncoherent) {
         return Err("--stress goes with `run --host linux` (and nothing else)".into());
+    }
+    if opts.guest1_linux && (cmd != "run" || opts.host != HostKind::Linux || opts.shell) {
+        return Err("--guest1 linux goes with `run --host linux` (not --shell)".into());
     }
     Ok((cmd, opts))
 }
@@ -258,6 +273,7 @@ fn run(opts: &Opts) -> Result<(), String> {
         hyp: &imgs.hyp,
         guest: demo,
         host: qemu::Host::Bare,
+        guest1: None,
         disk: &imgs.disk,
         null_disk: None,
         append: format!(
@@ -282,6 +298,17 @@ fn linux_run(
     timeout: u64,
     variant: linux::Variant,
 ) -> Result<qemu::RunOutput, String> {
+    linux_run_with(imgs, opts, timeout, variant, opts.guest1_linux)
+}
+
+/// [`linux_run`], guest1 a Linux guest too if `guest1_linux` (`linux::guest`).
+fn linux_run_with(
+    imgs: &images::Images,
+    opts: &Opts,
+    timeout: u64,
+    variant: linux::Variant,
+    guest1_linux: bool,
+) -> Result<qemu::RunOutput, String> {
     let prepared = linux::prepare(opts, variant)?;
     println!(
         "Linux host: {} (packages: {}); initramfs {} bytes; command line \"{}\"",
@@ -290,7 +317,12 @@ fn linux_run(
         std::fs::metadata(&prepared.files.initrd).map_or(0, |m| m.len()),
         variant.bootargs()
     );
-    let launch = linux_launch(imgs, &prepared, variant)?;
+    let mut launch = linux_launch(imgs, &prepared, variant)?;
+    if guest1_linux {
+        launch.guest1 = Some(linux::guest::prepare(opts, &prepared.art)?);
+        launch.tag = format!("{}-guest1", launch.tag);
+        println!("Linux guest1: the same kernel; command line \"{}\"", linux::guest::bootargs());
+    }
     let mut out = qemu::run(&launch, opts, timeout, true)?;
     out.checks = match variant {
         linux::Variant::Tests | linux::Variant::Passthrough | linux::Variant::NonCoherent => {
@@ -322,6 +354,14 @@ fn linux_run(
         }
         linux::Variant::Bench { .. } | linux::Variant::Native | linux::Variant::Shell => Vec::new(),
     };
+    if launch.guest1.is_some() {
+        // guest1 is Linux: only guest2 must outlive the host's poweroff.
+        let off = report::host_poweroff_check(&out.log, &["guest2"]);
+        for c in out.checks.iter_mut().filter(|c| c.name == off.name) {
+            c.result = off.result.clone();
+        }
+        out.checks.extend(report::linux_guest_checks(&out.log));
+    }
     Ok(out)
 }
 
@@ -335,6 +375,7 @@ fn linux_launch<'a>(
         hyp: &imgs.hyp,
         guest: imgs.guest("guest-tests")?,
         host: qemu::Host::Linux(prepared.files.clone()),
+        guest1: None,
         disk: &imgs.disk,
         null_disk: None,
         append: variant.hyp_append(),
@@ -441,6 +482,7 @@ fn native_run(imgs: &images::Images, opts: &Opts) -> Result<qemu::RunOutput, Str
             initrd: prepared.files.initrd.clone(),
             ram: platform::qemu_virt::MANIFEST.vms[0].mem.size,
         }),
+        guest1: None,
         disk: &imgs.disk,
         null_disk: None,
         append: variant.bootargs(),
@@ -571,6 +613,7 @@ fn test(opts: &Opts) -> Result<(), String> {
             hyp: &imgs.hyp,
             guest: tests,
             host: qemu::Host::Bare,
+            guest1: None,
             disk: &imgs.disk,
             null_disk: None,
             append: bootargs.to_string(),
@@ -606,6 +649,14 @@ fn test(opts: &Opts) -> Result<(), String> {
             Ok(out) => account(what, &out, &mut problems, variant != linux::Variant::Panic),
             Err(e) => problems.push(format!("{what}: {e}")),
         }
+    }
+    // The same kernel as guest1 too (`run --host linux --guest1 linux`): its own tree, PCI
+    // functions, interrupts and PL011 console, its `/init` tests as `[guest1]` lines.
+    let what = "Linux host and a Linux guest1";
+    println!("\n=== integration run: {what} ===");
+    match linux_run_with(&imgs, opts, opts.timeout.unwrap_or(240), linux::Variant::Tests, true) {
+        Ok(out) => account(what, &out, &mut problems, true),
+        Err(e) => problems.push(format!("{what}: {e}")),
     }
     // The interactive shell, its input scripted: it answers, and `poweroff` ends the run.
     println!("\n=== integration run: Linux host shell (scripted input) ===");

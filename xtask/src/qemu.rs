@@ -11,7 +11,8 @@ use crate::tools::root;
 use crate::tools::QEMU;
 use crate::Opts;
 use platform::qemu_virt::{
-    EDU_SLOTS, HOST_DISK_SLOT, HOST_SERIAL_SLOT, MANIFEST, QEMU_CPUS, QEMU_RAM_SIZE,
+    EDU_SLOTS, GUEST1_DISK_SLOT, HOST_DISK_SLOT, HOST_SERIAL_SLOT, MANIFEST, QEMU_CPUS,
+    QEMU_RAM_SIZE,
 };
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -77,6 +78,8 @@ pub struct Launch<'a> {
     pub guest: &'a Path,
     /// VM 0.
     pub host: Host,
+    /// guest1 as a Linux guest (`run --guest1 linux`), else the bare-metal image.
+    pub guest1: Option<LinuxFiles>,
     /// The host's virtio disk image.
     pub disk: &'a Path,
     /// Instead of `disk`: QEMU's `null-co` block driver of this many bytes (reads return
@@ -199,13 +202,18 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
         ]
     };
     for vm in MANIFEST.vms {
-        match (&l.host, vm.id) {
-            (Host::Linux(f), 0) => {
+        let linux = match (&l.host, vm.id) {
+            (Host::Linux(f), 0) => Some(f),
+            (_, 1) => l.guest1.as_ref(),
+            _ => None,
+        };
+        match linux {
+            Some(f) => {
                 a.extend(loader(&f.image, f.image_addr));
                 a.extend(loader(&f.initrd, f.initrd_addr));
                 a.extend(loader(&f.dtb, f.dtb_addr));
             }
-            _ => a.extend(loader(l.guest, vm.mem.base)),
+            None => a.extend(loader(l.guest, vm.mem.base)),
         }
     }
     // One edu device per VM; raise its DMA mask (28 bits by default) so VM addresses are not
@@ -215,6 +223,17 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
     }
     // The host's console and disk (a bare-metal host leaves them alone).
     a.extend(console_and_disk(l));
+    // guest1's disk, in every run (a bare-metal guest1 leaves it alone): the same image as the
+    // host's, each with its own temporary overlay (snapshot=on), behind the SMMU
+    // (iommu_platform=on) like the host's.
+    a.extend([
+        "-drive".into(),
+        format!("file={},if=none,format=raw,id=guest1disk,snapshot=on", l.disk.display()),
+        "-device".into(),
+        format!(
+            "virtio-blk-pci,addr={GUEST1_DISK_SLOT},drive=guest1disk,disable-legacy=on,iommu_platform=on"
+        ),
+    ]);
     a
 }
 
@@ -459,6 +478,7 @@ mod tests {
             hyp: &hyp,
             guest: &guest,
             host: Host::Bare,
+            guest1: None,
             disk: &disk,
             null_disk: None,
             append: "gbpa_reset=abort pm_inject=1".into(),

@@ -284,6 +284,81 @@ pub fn bad_tree_checks(log: &str) -> Vec<LogCheck> {
     }]
 }
 
+/// The host's `poweroff` stopped the host alone: each of `guests` ran on and stopped by
+/// itself (PSCI SYSTEM_OFF) after it. A Linux guest1 is left out (its `/init` may well finish
+/// before the host's tests; [`linux_guest_checks`] checks its own SYSTEM_OFF).
+pub fn host_poweroff_check(log: &str, guests: &[&str]) -> LogCheck {
+    let host_off = position(log, "vm host stopped (SYSTEM_OFF)");
+    let later = |needle: &str| match (host_off, position(log, needle)) {
+        (Some(h), Some(g)) => g > h,
+        _ => false,
+    };
+    LogCheck {
+        name: "host_poweroff_stops_only_the_host",
+        result: if host_off.is_none() {
+            Err("the host did not stop with SYSTEM_OFF".into())
+        } else if !guests.iter().all(|g| later(&format!("vm {g} stopped (SYSTEM_OFF)"))) {
+            Err("the guests did not run on (and stop by themselves) after the host's poweroff"
+                .into())
+        } else {
+            Ok(())
+        },
+    }
+}
+
+/// The checks of a run with a Linux guest1: the hypervisor checked its tree and entered it as
+/// Linux, its `/init` printed its first line through the emulated PL011 (a `[guest1]` line),
+/// and its `poweroff` stopped it alone with PSCI SYSTEM_OFF (after that line, and with the
+/// other VMs still to stop or stopped on their own).
+pub fn linux_guest_checks(log: &str) -> Vec<LogCheck> {
+    let hello = format!("[guest1] {}", crate::linux::guest::HELLO);
+    let tree = log
+        .lines()
+        .any(|l| l.contains("vm guest1: device tree at") && l.contains("matches the manifest"));
+    let entered = log.lines().any(|l| l.contains("entering vm guest1") && l.contains("(Linux"));
+    let said = position(log, &hello);
+    let off = position(log, "vm guest1 stopped (SYSTEM_OFF)");
+    // Its paravirtual IOMMU driver's calls: CALL_UID, REVISION and at least one SET_STE.
+    let calls = log
+        .lines()
+        .find_map(|l| l.split("vm guest1 stopped (").nth(1))
+        .and_then(|r| r.split(" after ").nth(1))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse::<u64>().ok());
+    vec![
+        LogCheck {
+            name: "linux_guest_tree_checked_and_entered",
+            result: match (tree, entered) {
+                (true, true) => Ok(()),
+                (false, _) => Err("no `vm guest1: device tree ... matches the manifest`".into()),
+                (true, false) => Err("guest1 was not entered as Linux".into()),
+            },
+        },
+        LogCheck {
+            name: "linux_guest_console_lines_are_guest1s",
+            result: if said.is_some() { Ok(()) } else { Err(format!("no `{hello}` line")) },
+        },
+        LogCheck {
+            name: "linux_guest_made_its_iommu_hypercalls",
+            result: match calls {
+                Some(n) if n >= 3 => Ok(()),
+                Some(n) => {
+                    Err(format!("guest1 made {n} hypercalls: its IOMMU driver attached nothing"))
+                }
+                None => Err("no `vm guest1 stopped (...) after N hypercalls` line".into()),
+            },
+        },
+        LogCheck {
+            name: "linux_guest_powers_off_alone_with_psci",
+            result: match (said, off) {
+                (Some(s), Some(o)) if o > s => Ok(()),
+                (_, None) => Err("no `vm guest1 stopped (SYSTEM_OFF)`".into()),
+                _ => Err("guest1 stopped before its /init ran".into()),
+            },
+        },
+    ]
+}
+
 fn position(log: &str, needle: &str) -> Option<usize> {
     log.find(needle)
 }
@@ -319,24 +394,7 @@ pub fn linux_checks(log: &str, faults: &[u64], spi: u32) -> Vec<LogCheck> {
     });
     v.extend(gicd_checks(log, spi));
     v.push(second_cpu_check(log));
-    let host_off = position(log, "vm host stopped (SYSTEM_OFF)");
-    let later = |needle: &str| match (host_off, position(log, needle)) {
-        (Some(h), Some(g)) => g > h,
-        _ => false,
-    };
-    v.push(LogCheck {
-        name: "host_poweroff_stops_only_the_host",
-        result: if host_off.is_none() {
-            Err("the host did not stop with SYSTEM_OFF".into())
-        } else if !(later("vm guest1 stopped (SYSTEM_OFF)")
-            && later("vm guest2 stopped (SYSTEM_OFF)"))
-        {
-            Err("the guests did not run on (and stop by themselves) after the host's poweroff"
-                .into())
-        } else {
-            Ok(())
-        },
-    });
+    v.push(host_poweroff_check(log, &["guest1", "guest2"]));
     v.push(LogCheck {
         name: "host_smmu_driver_drove_the_emulated_smmu",
         result: emulated_smmu_counters(log).and_then(|c| {
@@ -1153,12 +1211,12 @@ hyp: INFO  vm guest1 stopped (SYSTEM_OFF) after 1 hypercalls
     #[test]
     fn cd_fetches_must_be_the_hypervisors_shadow_cds() {
         // QEMU's `smmuv3_get_cd` (the CD's address, after stage 2 when nested).
-        let ok = "smmuv3_get_cd CD addr: 0x55ffe000\nsmmuv3_get_cd CD addr: 0x53ffd040\n";
+        let ok = "smmuv3_get_cd CD addr: 0x5bffe000\nsmmuv3_get_cd CD addr: 0x53ffd040\n";
         let f = TraceFindings::parse(ok);
         assert_eq!((f.cd_fetches, f.cds_are_the_hypervisors()), (2, Ok(())));
         for bad in [
             "smmuv3_get_cd CD addr: 0x54026000\n",  // guest1's own CD table
-            "smmuv3_get_cd CD addr: 0x55ffdfc0\n",  // just below its shadow CDs
+            "smmuv3_get_cd CD addr: 0x5bffdfc0\n",  // just below its shadow CDs
             "smmuv3_get_cd CD addr: 0x4020_0000\n", // unreadable
         ] {
             let e = TraceFindings::parse(bad).cds_are_the_hypervisors().unwrap_err();
@@ -1168,7 +1226,7 @@ hyp: INFO  vm guest1 stopped (SYSTEM_OFF) after 1 hypercalls
 
     #[test]
     fn translations_are_judged_by_the_stream_owner() {
-        // Stream 0x18 is guest1's edu (slot 3), RAM 0x54000000+32 MiB; 0x10 the host's.
+        // Stream 0x18 is guest1's edu (slot 3), RAM 0x54000000+128 MiB; 0x10 the host's.
         let line = |sid: u32, pa: u64| {
             format!("smmuv3_translate_success smmuv3-iommu-memory-region-24-3 sid={sid:#x} iova=0x1000 translated={pa:#x} perm=0x3 stage=3\n")
         };
@@ -1177,7 +1235,7 @@ hyp: INFO  vm guest1 stopped (SYSTEM_OFF) after 1 hypercalls
         assert_eq!(f.translations, 2);
         assert_eq!(f.translations_stay_in_the_owners_ram(), Ok(()));
         for bad in [
-            line(0x18, 0x5600_0000), // guest2's RAM
+            line(0x18, 0x5c00_0000), // guest2's RAM
             line(0x18, 0x53ff_ffff), // just below its RAM
             line(0x10, 0x4020_0000), // the hypervisor's image
             line(0x99, 0x5400_1000), // nobody's stream
@@ -1187,6 +1245,56 @@ hyp: INFO  vm guest1 stopped (SYSTEM_OFF) after 1 hypercalls
             let e = f.translations_stay_in_the_owners_ram().unwrap_err();
             assert!(e.starts_with("1 of 3 translations"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_linux_guest1_run_is_judged_from_its_lines() {
+        let good = "hyp: INFO  vm guest1: device tree at 0x5be00000 (2784 bytes) matches the manifest: RAM\n\
+                    hyp: INFO  cpu 2: entering vm guest1 (VMID 2) at EL1, entry 0x54000000, device tree 0x5be00000 (Linux: it drives the GIC)\n\
+                    [guest1] Linux guest: /init reached\n\
+                    hyp: INFO  vm host stopped (SYSTEM_OFF) on cpu 0\n\
+                    hyp: INFO  vm guest1 stopped (SYSTEM_OFF) on cpu 2 after 3 hypercalls, 0 injected faults\n\
+                    hyp: INFO  vm guest2 stopped (SYSTEM_OFF) on cpu 3\n";
+        assert!(linux_guest_checks(good).iter().all(|c| c.result.is_ok()));
+        let failed = |log: &str| -> Vec<&'static str> {
+            linux_guest_checks(log)
+                .into_iter()
+                .filter(|c| c.result.is_err())
+                .map(|c| c.name)
+                .collect()
+        };
+        let unchecked = good.replace("matches the manifest", "was not checked");
+        assert_eq!(failed(&unchecked), ["linux_guest_tree_checked_and_entered"]);
+        let bare = good.replace("(Linux: it drives", "(bare: ");
+        assert_eq!(failed(&bare), ["linux_guest_tree_checked_and_entered"]);
+        // The line must be guest1's, through its console.
+        let other = good.replace("[guest1] Linux guest", "[guest2] Linux guest");
+        assert_eq!(
+            failed(&other),
+            ["linux_guest_console_lines_are_guest1s", "linux_guest_powers_off_alone_with_psci"]
+        );
+        let reset =
+            good.replace("vm guest1 stopped (SYSTEM_OFF)", "vm guest1 stopped (SYSTEM_RESET");
+        assert_eq!(failed(&reset), ["linux_guest_powers_off_alone_with_psci"]);
+        // Stopped before its /init spoke.
+        let early = "hyp: INFO  vm guest1 stopped (SYSTEM_OFF) on cpu 2 after 3 hypercalls\n"
+            .to_string()
+            + &good.replace(
+                "vm guest1 stopped (SYSTEM_OFF) on cpu 2 after 3 hypercalls, 0 injected faults\n",
+                "",
+            );
+        assert_eq!(failed(&early), ["linux_guest_powers_off_alone_with_psci"]);
+        // The host's poweroff check: guest1 may stop first when it is Linux, guest2 may not.
+        let g1_first = good
+            .replace("hyp: INFO  vm guest1 stopped (SYSTEM_OFF) on cpu 2 after 3 hypercalls, 0 injected faults\n", "")
+            .replace("[guest1] Linux", "hyp: INFO  vm guest1 stopped (SYSTEM_OFF)\n[guest1] Linux");
+        assert_eq!(g1_first.matches("vm guest1 stopped").count(), 1);
+        assert!(host_poweroff_check(&g1_first, &["guest2"]).result.is_ok());
+        assert!(host_poweroff_check(&g1_first, &["guest1", "guest2"]).result.is_err());
+        let g2_first = good
+            .replace("vm guest2 stopped (SYSTEM_OFF) on cpu 3\n", "")
+            .replace("[guest1] Linux", "hyp: INFO  vm guest2 stopped (SYSTEM_OFF)\n[guest1] Linux");
+        assert!(host_poweroff_check(&g2_first, &["guest2"]).result.is_err());
     }
 
     #[test]

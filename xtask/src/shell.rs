@@ -199,6 +199,7 @@ mod tests {
                 dtb: "/t/dtb".into(),
                 dtb_addr: 0x53e0_0000,
             }),
+            guest1: None,
             disk: &disk,
             null_disk: None,
             append: "gbpa_reset=abort".into(),

@@ -1,7 +1,8 @@
-//! A Linux kernel as the host VM: found in the host's RAM (an arm64 `Image` header at the
-//! 2 MiB-aligned base plus its text offset), its device tree checked against the manifest before
-//! anything runs (`hyp::host::tree`), and the emulated devices of its MMIO path (its PCI
-//! configuration space, the GIC distributor and its redistributor's control frame).
+//! A Linux kernel as a VM (the host, VM 0, or a guest): found in its RAM (an arm64 `Image`
+//! header at the 2 MiB-aligned base plus its text offset), its device tree checked against the
+//! manifest before anything runs (`hyp::host::tree`), and the emulated devices of its MMIO path
+//! (its PCI configuration space, the GIC distributor and its redistributors' control frames;
+//! the host's emulated SMMU, a guest's PL011).
 
 use super::pcie::Ecam;
 use super::PLATFORM;
@@ -13,6 +14,7 @@ use hyp::host::mmio::{Device, Frame, Region};
 use hyp::host::pci_filter::{ConfigFilter, EcamFilter};
 use hyp::host::tree;
 use hyp::pci::Configured;
+use hyp::vm::pl011::Pl011;
 use log::{info, warn};
 use platform::linux::{image_header, HostTree, Layout, GICR_FRAME_SIZE, IMAGE_HEADER_SIZE};
 use platform::{MemRange, Platform, VmSpec};
@@ -26,6 +28,9 @@ pub struct LinuxBoot {
     pub entry: u64,
     /// IPA of its device tree (`x0` at entry).
     pub dtb: u64,
+    /// A guest whose tree names the paravirtual IOMMU: its driver attaches its streams (else
+    /// the hypervisor attaches them to the identity domain at boot).
+    pub pv_iommu: bool,
 }
 
 /// A slice of the host's RAM, read from EL2 before the host runs.
@@ -35,8 +40,24 @@ fn host_bytes(addr: u64, len: usize) -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(addr as *const u8, len) }
 }
 
+/// The description of Linux VM `vm`'s tree: the host's (VM 0: its emulated SMMU) or a
+/// guest's (its emulated PL011, no SMMU).
+fn tree_of(vm: &VmSpec, initrd: Option<MemRange>, smmu_coherent: bool) -> HostTree<'static> {
+    let board = PLATFORM.board();
+    if vm.id == 0 {
+        HostTree::new(board, vm, "", initrd, smmu_coherent)
+    } else {
+        HostTree::guest(board, vm, "", initrd)
+    }
+}
+
+/// The INTIDs Linux VM `vm` configures through its distributor filter.
+pub fn intids_of(vm: &VmSpec) -> gicd::IntidSet {
+    gicd::host_intids(&tree_of(vm, None, PLATFORM.board().smmu_coherent))
+}
+
 /// Looks for a Linux `Image` in `vm`'s RAM; if there is one, checks its device tree and returns
-/// how to enter it. A tree that disagrees with the manifest (or whose SMMU node's
+/// how to enter it. A tree that disagrees with the manifest (or, the host's, whose SMMU node's
 /// `dma-coherent` disagrees with `smmu_coherent`, the boot option) stops the boot with the
 /// reason.
 pub fn probe(vm: &'static VmSpec, smmu_coherent: bool) -> Option<LinuxBoot> {
@@ -64,8 +85,10 @@ pub fn probe(vm: &'static VmSpec, smmu_coherent: bool) -> Option<LinuxBoot> {
     let facts = tree::parse(blob).unwrap_or_else(|e| {
         crate::fatal(format_args!("vm {}: device tree at {:#x}: {e}", vm.name, layout.dtb.base))
     });
-    let board = PLATFORM.board();
-    let want = HostTree::new(board, vm, "", facts.initrd, smmu_coherent);
+    let mut want = tree_of(vm, facts.initrd, smmu_coherent);
+    // A guest's paravirtual IOMMU is the launcher's choice, as its initramfs is: the tree is
+    // checked to be one of the two consistent shapes (the node and its iommu-map, or neither).
+    want.pv_iommu = vm.id != 0 && !facts.pv_iommus.is_empty();
     if let Err(e) = tree::check(&want, &facts, kernel, MemRange::new(layout.dtb.base, size as u64))
     {
         crate::fatal(format_args!(
@@ -81,28 +104,30 @@ pub fn probe(vm: &'static VmSpec, smmu_coherent: bool) -> Option<LinuxBoot> {
         kernel.size >> 10,
         header.flags
     );
+    let emulated = match (want.smmu, want.uart) {
+        (Some(_), _) if smmu_coherent => "its emulated SMMU (dma-coherent), no ITS/PL011",
+        (Some(_), _) => "its emulated SMMU (not dma-coherent), no ITS/PL011",
+        (None, _) if want.pv_iommu => "its emulated PL011, its paravirtual IOMMU, no SMMU/ITS",
+        (None, _) => "its emulated PL011, no SMMU/ITS/IOMMU",
+    };
     info!(
         "vm {}: device tree at {:#x} ({size} bytes) matches the manifest: RAM {:#x}+{:#x}, CPUs \
-         {}..={} (PSCI), GICD + their redistributors, PCIe, its emulated SMMU ({}), no ITS/PL011",
+         {}..={} (PSCI), GICD + their redistributors, PCIe, {emulated}",
         vm.name,
         layout.dtb.base,
         vm.mem.base,
         vm.mem.size,
         vm.cpus.first,
         vm.cpus.end() - 1,
-        if smmu_coherent { "dma-coherent" } else { "not dma-coherent" }
     );
-    super::front_door::init_host_smmu(
-        vm,
-        want.smmu.eventq_spi,
-        want.smmu.gerror_spi,
-        smmu_coherent,
-    );
+    if let Some(smmu) = want.smmu {
+        super::front_door::init_host_smmu(vm, smmu.eventq_spi, smmu.gerror_spi, smmu_coherent);
+    }
     if let Some(i) = facts.initrd {
         info!("vm {}: initramfs {:#x}..{:#x} ({} KiB)", vm.name, i.base, i.end(), i.size >> 10);
     }
     info!("vm {}: command line \"{}\"", vm.name, facts.bootargs.unwrap_or(""));
-    Some(LinuxBoot { entry: kernel.base, dtb: layout.dtb.base })
+    Some(LinuxBoot { entry: kernel.base, dtb: layout.dtb.base, pv_iommu: want.pv_iommu })
 }
 
 /// The redistributor frames of CPU `cpu`: (RD control frame, emulated for the Linux host;
@@ -323,17 +348,28 @@ pub fn host_stopped(vm: &VmSpec) {
     }
 }
 
-/// The Linux host's emulated MMIO: its view of PCI configuration space (its own functions
+/// A Linux VM's emulated MMIO: its view of PCI configuration space (its own functions
 /// only), the GIC distributor (its own interrupts only: `hyp::host::gicd`), its CPUs'
-/// redistributors' RD frames (`GICR_TYPER.Last` on its last CPU's, no LPIs), and its SMMU
-/// (emulated: `hyp::iommu::emulated`). Each is safe under the host's CPUs at once: the ECAM
-/// filter and the emulated SMMU sit behind their locks, the distributor filter serialises its
-/// read-modify-writes, and each RD frame is its own CPU's (written as the hardware's).
-pub fn emulated_devices(vm: &VmSpec, functions: &[Configured]) -> alloc::vec::Vec<Region<'static>> {
+/// redistributors' RD frames (`GICR_TYPER.Last` on its last CPU's, no LPIs), and the host's
+/// SMMU (emulated: `hyp::iommu::emulated`) or a guest's PL011 (`hyp::vm::pl011`). Each is safe
+/// under the VM's CPUs at once, and beside the other VMs': the ECAM filter, the emulated SMMU
+/// and the PL011 sit behind their locks, the distributor filters serialise their
+/// read-modify-writes under one lock (`gicd::DIST_RMW`), and each RD frame is its own CPU's
+/// (written as the hardware's).
+///
+/// `others` are the INTIDs of the other Linux VMs (each configures them through its own
+/// filter): the host's audit of everyone else's interrupts leaves them out.
+pub fn emulated_devices(
+    vm: &'static VmSpec,
+    functions: &[Configured],
+    others: gicd::IntidSet,
+) -> alloc::vec::Vec<Region<'static>> {
     let board = PLATFORM.board();
     let ecam: &'static EcamFilter<Ecam> = alloc::boxed::Box::leak(alloc::boxed::Box::new(
-        // SAFETY: the board's ECAM, mapped at EL2; boot's instances are gone, and from now on
-        // only the host's filter uses configuration space (from its CPU's traps).
+        // SAFETY: the board's ECAM, mapped at EL2; boot's instances are gone. From now on each
+        // Linux VM's filter uses configuration space from its CPUs' traps, each only its own
+        // functions' (a configuration access is one load or store of the function's own
+        // space: two filters never share a register).
         EcamFilter::new(ConfigFilter::new(unsafe { Ecam::new(board) }, functions)),
     ));
     let last = vm.cpus.end() - 1;
@@ -344,35 +380,40 @@ pub fn emulated_devices(vm: &VmSpec, functions: &[Configured]) -> alloc::vec::Ve
         ));
         Region { range, device: rd }
     });
-    // Its interrupts: the INTx lines its tree's interrupt-map names and its emulated SMMU's,
+    // Its interrupts: the INTx lines its functions raise and its emulated SMMU's or PL011's,
     // routed to its CPUs (MPIDR affinities as its tree's CPU nodes say).
     // (Only its interrupts are read here: the SMMU's coherency does not matter.)
-    let tree = HostTree::new(board, vm, "", None, board.smmu_coherent);
+    let tree = tree_of(vm, None, board.smmu_coherent);
     let owned = gicd::host_intids(&tree);
     let mpidrs: alloc::vec::Vec<u64> = tree.cpu_mpidrs().collect();
     let gicd: &'static HostGicd = alloc::boxed::Box::leak(alloc::boxed::Box::new(HostGicd {
-        filter: DistFilter::new(GicdFrame(board.gicd.base as usize), owned, &mpidrs),
+        filter: DistFilter::new(GicdFrame(board.gicd.base as usize), owned, &mpidrs)
+            .not_auditing(others),
         vm: vm.name,
         before: SpinMutex::new(None),
         snapped: AtomicBool::new(false),
         accesses: AtomicU64::new(0),
     }));
-    HOST_GICD.call_once(|| gicd);
+    if vm.id == 0 {
+        HOST_GICD.call_once(|| gicd);
+    }
     info!(
-        "vm {}: GIC distributor: its interrupts are INTIDs {owned} (PCI INTx lines, shared by \
-         every slot on this board, and its emulated SMMU's), routed to affinities {:#x?} (its \
-         CPUs), {:#x} unless it says otherwise",
+        "vm {}: GIC distributor: its interrupts are INTIDs {owned} (the PCI INTx lines its \
+         functions raise, its emulated {}'s), routed to affinities {:#x?} (its CPUs), {:#x} \
+         unless it says otherwise",
         vm.name,
+        if tree.smmu.is_some() { "SMMU" } else { "PL011" },
         gicd.filter.affinities(),
         gicd.filter.affinity()
     );
-    // The emulated SMMU first: its accesses (a CMDQ_PROD write per strict unmap) are by far the
-    // most frequent, and the regions are searched in order.
-    let mut regions = alloc::vec![
-        Region { range: board.smmu, device: &super::front_door::HostSmmuDevice },
-        Region { range: board.pcie_ecam, device: ecam },
-        Region { range: board.gicd, device: gicd },
-    ];
+    // The emulated SMMU first (the host's): its accesses (a CMDQ_PROD write per strict unmap)
+    // are by far the most frequent, and the regions are searched in order.
+    let mut regions = alloc::vec::Vec::new();
+    if tree.smmu.is_some() {
+        regions.push(Region { range: board.smmu, device: &super::front_door::HostSmmuDevice });
+    }
+    regions.push(Region { range: board.pcie_ecam, device: ecam });
+    regions.push(Region { range: board.gicd, device: gicd });
     regions.extend(rds);
     for cpu in vm.cpus.iter() {
         let range = sgi_register_page(cpu);
@@ -383,6 +424,13 @@ pub fn emulated_devices(vm: &VmSpec, functions: &[Configured]) -> alloc::vec::Ve
                 cpu,
             }));
         regions.push(Region { range, device: page });
+    }
+    if let Some(uart) = tree.uart {
+        let pl011 = alloc::boxed::Box::leak(alloc::boxed::Box::new(Pl011::new(move |b: u8| {
+            use hyp::hypercall::ConsoleSink;
+            super::vm::Console.vm_text(vm, &[b]);
+        })));
+        regions.push(Region { range: uart.regs, device: pl011 });
     }
     regions
 }

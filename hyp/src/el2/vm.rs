@@ -76,10 +76,10 @@ pub struct Vm {
     stopping: AtomicBool,
     /// The PCI functions assigned to it, configured.
     pub devices: Vec<Function>,
-    /// Set if it is a Linux kernel (VM 0 only).
+    /// Set if it is a Linux kernel (the host, VM 0, or a guest).
     pub linux: Option<LinuxBoot>,
-    /// Its emulated MMIO devices (the Linux host's PCI configuration space, GIC distributor,
-    /// redistributor RD frame and SMMU).
+    /// Its emulated MMIO devices (a Linux VM's PCI configuration space, GIC distributor,
+    /// redistributor RD frames, and the host's SMMU or a guest's PL011).
     pub mmio: Vec<Region<'static>>,
     /// MMIO refusal reasons already logged (bit per [`AbortReason::index`]).
     refusals_logged: AtomicU8,
@@ -194,7 +194,7 @@ impl Vm {
             self.faults.total(),
             self.mmio_emulated.total()
         );
-        if self.linux.is_some() {
+        if self.linux.is_some() && self.spec.id == 0 {
             linux::host_stopped(self.spec);
         }
         // Teardown: its devices can no longer reach anything, and it no longer needs the SMMU.
@@ -372,14 +372,29 @@ pub fn prepare_all(
     options: hyp::dt::BootOptions,
 ) {
     let manifest = super::PLATFORM.manifest();
-    let host_linux = linux::probe(&manifest.vms[0], options.smmu_coherent);
+    // VM 0 a Linux host, any other VM a Linux guest, if its RAM holds an `Image` (each tree
+    // checked before anything else is built).
+    let linux_vms: Vec<Option<LinuxBoot>> =
+        manifest.vms.iter().map(|spec| linux::probe(spec, options.smmu_coherent)).collect();
+    let host_linux = linux_vms[0];
     for spec in manifest.vms {
         let pool = pools.vms[spec.id as usize].take().expect("VM table pool");
         let configured = &devices[spec.id as usize];
         let functions: Vec<Function> = configured.iter().map(|c| c.function).collect();
-        let linux = host_linux.filter(|_| spec.id == 0);
+        let linux = linux_vms[spec.id as usize];
+        // The interrupts the other Linux VMs configure themselves.
+        let mut others = hyp::host::gicd::IntidSet::new();
+        for (o, _) in
+            manifest.vms.iter().zip(&linux_vms).filter(|(o, l)| l.is_some() && o.id != spec.id)
+        {
+            for i in linux::intids_of(o).iter() {
+                others.insert(i);
+            }
+        }
         let (direct, mmio): (Vec<MemRange>, Vec<Region<'static>>) = match linux {
-            Some(_) => (linux::direct_mmio(spec), linux::emulated_devices(spec, configured)),
+            Some(_) => {
+                (linux::direct_mmio(spec), linux::emulated_devices(spec, configured, others))
+            }
             // The benchmark's bare-metal host with the emulated SMMU (`host_vsmmu=1`).
             None if spec.id == 0 && options.host_vsmmu => {
                 super::front_door::init_host_smmu(
@@ -425,6 +440,9 @@ pub fn prepare_all(
             hyp::iommu::driver::ste::S2Config::vm(spec.vmid(), dma.root_address().0 as u64),
         );
         super::front_door::set_shadow_cds(spec);
+        if linux.is_some_and(|l| !l.pv_iommu) && spec.id != 0 {
+            attach_identity(spec, &functions);
+        }
         s2.mark_active();
         for r in &direct {
             info!(
@@ -464,6 +482,31 @@ pub fn prepare_all(
             traps_logged: SpinMutex::new(Vec::new()),
             mmio_emulated: PerCpuCounter::new(),
         });
+    }
+}
+
+/// A Linux guest without a paravirtual IOMMU in its tree: its functions start in the identity
+/// domain (its stage 2 alone: device addresses are its IPAs, limited to its own RAM), so that
+/// an unmodified kernel's DMA works with no IOMMU driver. (With one, they stay blocked until its
+/// driver attaches them with SET_STE/CLEAR_STE like a bare-metal guest's.) Isolation is the stage 2's: no other VM's memory, no hypervisor
+/// memory, no MMIO.
+fn attach_identity(spec: &'static VmSpec, functions: &[Function]) {
+    use hyp::iommu::driver::ste::Domain;
+    use hyp::iommu::service::SmmuCalls;
+    for f in functions {
+        let sid = f.addr.rid();
+        let mut smmu = super::front_door::HypercallSmmu;
+        match smmu.attach(spec.id, sid, Domain::Identity, &hyp::vm::memory::NoMemory) {
+            Ok(()) => info!(
+                "vm {}: stream {sid:#x} ({}) attached to its identity domain (Linux guest)",
+                spec.name, f.addr
+            ),
+            Err(e) => log::warn!(
+                "vm {}: stream {sid:#x} ({}) left blocked: identity attach failed: {e:?}",
+                spec.name,
+                f.addr
+            ),
+        }
     }
 }
 

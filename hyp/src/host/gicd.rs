@@ -35,7 +35,8 @@
 //! is not a refusal (Linux's own read-modify-writes of a shared word write back exactly that).
 //! The allowed path takes no lock for the bit registers and never allocates or logs.
 //!
-//! The lock serialises the host's read-modify-writes of shared words. The hypervisor's own
+//! The lock ([`DIST_RMW`], one for every VM's filter: a Linux guest has its own filter over the
+//! same distributor) serialises the VMs' read-modify-writes of shared words. The hypervisor's own
 //! configuration of its interrupts is done before the host runs, or, for enables and pending
 //! bits, through the write-one registers, which need no read-modify-write.
 #![forbid(unsafe_code)]
@@ -156,16 +157,20 @@ impl fmt::Display for IntidSet {
     }
 }
 
-/// The INTIDs a Linux host owns in the distributor: the PCI INTx SPIs its tree's
-/// `interrupt-map` names, and its emulated SMMU's event-queue and global-error SPIs.
+/// The INTIDs a Linux VM owns in the distributor: the PCI INTx SPIs its own functions raise
+/// (of the lines its tree's `interrupt-map` names), its emulated SMMU's event-queue and
+/// global-error SPIs (the host's), and its emulated PL011's SPI (a guest's).
 ///
-/// On QEMU `virt` the four INTx lines (SPIs 3..6) are shared by every PCI slot (the swizzle
-/// `(slot + pin) % 4`), so the guests' functions are wired to them too; the host owns the four
-/// lines, as the board gives no other way to tell its functions' interrupts apart. The guests
-/// never take INTx (their CPUs take interrupts at EL2, which has no handler for these).
+/// On QEMU `virt` the four INTx lines (SPIs 3..6) are shared by the PCI slots (the swizzle
+/// `(slot + pin) % 4`): a line belongs to the VM whose functions raise it, and the manifest
+/// refuses two VMs on one line (`platform::VmSpec::intx_lines`), so no two filters let their
+/// VMs configure the same line. A line no Linux VM's function raises is nobody's (bare-metal
+/// VMs poll their devices).
 pub fn host_intids(tree: &HostTree<'_>) -> IntidSet {
-    let intx = tree.intx_map().into_iter().map(|(_, _, spi)| spi + 32);
-    IntidSet::of(intx.chain([tree.smmu.eventq_spi + 32, tree.smmu.gerror_spi + 32]))
+    let intx = tree.intx_spis().map(|spi| spi + 32);
+    let smmu = tree.smmu.map(|s| [s.eventq_spi + 32, s.gerror_spi + 32]).into_iter().flatten();
+    let uart = tree.uart.map(|u| u.spi + 32);
+    IntidSet::of(intx.chain(smmu).chain(uart))
 }
 
 /// The kind of register a refused write aimed at (refusals are counted and logged per kind).
@@ -368,6 +373,11 @@ fn shape(kind: Kind, value: u32, mask: u32) -> u32 {
         _ => value,
     }
 }
+/// The one lock of every filter's read-modify-writes: a word of the field registers holds
+/// several INTIDs (16 in `ICFGR`, 4 in `IPRIORITYR`, 32 in `IGROUPR`), which may be different
+/// VMs' (the INTx SPIs 35..38 share one `ICFGR` word and one `IPRIORITYR` word): two filters
+/// each under its own lock could write back a stale copy of the other VM's field.
+pub static DIST_RMW: SpinMutex<()> = SpinMutex::new(());
 
 /// The filter over the distributor frame.
 pub struct DistFilter<F> {
@@ -375,10 +385,14 @@ pub struct DistFilter<F> {
     owned: IntidSet,
     /// The `IROUTER` values of the host's CPUs (its first CPU's first: the default route).
     affinities: Vec<u64>,
-    /// Serialises read-modify-writes of the field registers (and of a route's two halves).
-    rmw: SpinMutex<()>,
+    /// Serialises read-modify-writes of the field registers (and of a route's two halves):
+    /// [`DIST_RMW`], shared by every VM's filter.
+    rmw: &'static SpinMutex<()>,
     /// Refused writes per [`Kind`].
     refused: [AtomicU32; Kind::ALL.len()],
+    /// INTIDs the audit ([`DistFilter::others_config`]) leaves out besides its own: other
+    /// Linux VMs' (each configures its own through its own filter).
+    not_audited: IntidSet,
 }
 
 impl<F: Frame> DistFilter<F> {
@@ -393,9 +407,17 @@ impl<F: Frame> DistFilter<F> {
             frame,
             owned,
             affinities: cpus.iter().map(|m| m & IROUTER_AFFINITY).collect(),
-            rmw: SpinMutex::new(()),
+            rmw: &DIST_RMW,
             refused: [const { AtomicU32::new(0) }; Kind::ALL.len()],
+            not_audited: IntidSet::new(),
         }
+    }
+
+    /// This filter, its audit leaving out `others` too: the INTIDs of other VMs that configure
+    /// their own interrupts (Linux guests, through their own filters), whose changes are theirs
+    /// to make.
+    pub fn not_auditing(self, others: IntidSet) -> Self {
+        Self { not_audited: others, ..self }
     }
 
     /// The INTIDs the host owns.
@@ -620,14 +642,18 @@ impl<F: Frame> DistFilter<F> {
     /// Calls `f(offset, mask of the fields not the host's)` for every configuration word of
     /// SPIs `32..lines`.
     fn walk_config(&self, lines: u32, mut f: impl FnMut(u64, u32)) {
+        let skip = |n: usize, bits: u32| {
+            self.owned.field_mask(n, bits) | self.not_audited.field_mask(n, bits)
+        };
         for &(_, base, bits) in CONFIG_REGS.iter() {
             let per_word = 32 / bits;
             for n in (32 / per_word) as usize..(lines / per_word) as usize {
-                f(base + 4 * n as u64, !self.owned.field_mask(n, bits));
+                f(base + 4 * n as u64, !skip(n, bits));
             }
         }
         for intid in 32..lines {
-            let mask = if self.owned.contains(intid) { 0 } else { u32::MAX };
+            let skipped = self.owned.contains(intid) || self.not_audited.contains(intid);
+            let mask = if skipped { 0 } else { u32::MAX };
             f(off::IROUTER + 8 * intid as u64, mask);
             f(off::IROUTER + 8 * intid as u64 + 4, mask);
         }
@@ -785,6 +811,15 @@ mod tests {
     /// After the hypervisor's boot: ARE | EnableGrp1 | DS, every SPI group 1, level, priority
     /// 0x80, routed to CPU 0; the hypervisor's SMMU SPIs edge, priority 0x20, routed to CPU 1
     /// and enabled.
+    impl Frame for &FakeGicd {
+        fn read32(&self, offset: u64) -> u32 {
+            (**self).read32(offset)
+        }
+        fn write32(&self, offset: u64, value: u32) {
+            (**self).write32(offset, value)
+        }
+    }
+
     fn qemu_gicd() -> FakeGicd {
         let mut r = BTreeMap::new();
         r.insert(off::CTLR, 0x52);
@@ -848,8 +883,16 @@ mod tests {
     fn the_host_owns_its_intx_and_smmu_spis() {
         let t = HostTree::new(&BOARD, &MANIFEST.vms[0], "", None, true);
         let s = host_intids(&t);
-        assert_eq!(s.iter().collect::<Vec<_>>(), HOST);
-        assert_eq!(std::format!("{s}"), "35..38, 272, 273");
+        // Slots 2, 5 and 6: INTA on lines 2, 1, 2 (SPIs 5, 4); not guest1's line (slots 3, 7:
+        // SPI 6) nor guest2's (slot 4: SPI 3).
+        assert_eq!(s.iter().collect::<Vec<_>>(), [36, 37, 272, 273]);
+        assert_eq!(std::format!("{s}"), "36, 37, 272, 273");
+        // A Linux guest1: its line and its UART's SPI, no SMMU SPI.
+        let g = host_intids(&HostTree::guest(&BOARD, &MANIFEST.vms[1], "", None));
+        assert_eq!(g.iter().collect::<Vec<_>>(), [38, 274]);
+        let g2 = host_intids(&HostTree::guest(&BOARD, &MANIFEST.vms[2], "", None));
+        assert_eq!(g2.iter().collect::<Vec<_>>(), [35, 275]);
+        assert_eq!(std::format!("{}", IntidSet::of(HOST)), "35..38, 272, 273");
         assert_eq!(std::format!("{}", IntidSet::of([40, 41, 50])), "40, 41, 50");
         assert_eq!(std::format!("{}", IntidSet::new()), "none");
         // Never an SGI or PPI, nothing past 1019.
@@ -1458,6 +1501,39 @@ mod tests {
             f.frame().set(o, v);
         }
         assert_eq!(f.changed_since(&before), None);
+    }
+
+    /// A Linux guest's INTIDs, configured by the guest through its own filter, are left out of
+    /// the host's audit; everything else is still seen, in the same words too.
+    #[test]
+    fn the_audit_leaves_out_other_linux_vms_interrupts_only() {
+        let guest = IntidSet::of([39, 274]);
+        let hw: &'static FakeGicd = std::boxed::Box::leak(std::boxed::Box::new(qemu_gicd()));
+        let f = DistFilter::new(hw, IntidSet::of(HOST), &[0]).not_auditing(guest);
+        let g = DistFilter::new(hw, IntidSet::of([39, 274]), &[2]);
+        let before = f.others_config();
+        // The guest's filter: its priority (IPRIORITYR word 9, with the host's 36..38), its
+        // trigger (ICFGR word 2, with the host's), its enable and route.
+        assert_eq!(g.write(off::IPRIORITYR + 39, 1, 0xa0), None);
+        assert_eq!(g.write(off::ICFGR + 8, 4, 2 << 14), None);
+        assert_eq!(g.write(off::ISENABLER + 4, 4, 1 << 7), None);
+        assert_eq!(g.write(off::IROUTER + 8 * 274, 8, 2), None);
+        assert_eq!(f.frame().get(off::IPRIORITYR + 36) >> 24, 0xa0, "reached the hardware");
+        assert_eq!(f.changed_since(&before), None);
+        // Its neighbours are still the audit's: INTID 40's priority, INTID 275's route.
+        let v = f.frame().get(off::IPRIORITYR + 40);
+        f.frame().set(off::IPRIORITYR + 40, v ^ 1);
+        assert_eq!(f.changed_since(&before), Some((Kind::Priority, 40)));
+        f.frame().set(off::IPRIORITYR + 40, v);
+        f.frame().set(off::IROUTER + 8 * 275, 3);
+        assert_eq!(f.changed_since(&before), Some((Kind::Route, 275)));
+        // Without the exception the guest's changes are found.
+        let plain = DistFilter::new(hw, IntidSet::of(HOST), &[0]);
+        let b2 = plain.others_config();
+        g.write(off::IPRIORITYR + 39, 1, 0x10);
+        assert_eq!(plain.changed_since(&b2), Some((Kind::Priority, 39)));
+        // Every filter shares the one read-modify-write lock.
+        assert!(core::ptr::eq(f.rmw, g.rmw) && core::ptr::eq(f.rmw, &DIST_RMW));
     }
 
     /// The filter as the host's MMIO path sees it: loads and stores of every size decoded from

@@ -50,6 +50,11 @@ pub struct HostTreeFacts<'a> {
     pub pcie_interrupt_map: Option<Vec<u32>>,
     /// Every `arm,smmu-v3` node.
     pub smmus: Vec<SmmuNode>,
+    /// Every `arm,pl011` node: (`reg`, `interrupts` cells).
+    pub uarts: Vec<(Vec<MemRange>, Vec<u32>)>,
+    /// Every paravirtual IOMMU node (`platform::linux::PV_IOMMU_COMPATIBLE`): (`#iommu-cells`,
+    /// `phandle`).
+    pub pv_iommus: Vec<(Option<u32>, Option<u32>)>,
     /// Compatible strings of nodes the host must not be given.
     pub forbidden: Vec<&'a str>,
     /// `/chosen` `linux,initrd-start` .. `linux,initrd-end`.
@@ -79,7 +84,8 @@ pub struct SmmuNode {
 }
 
 /// Compatible strings of devices the host must not see: the ITS writes memory no SMMU checks,
-/// the PL011 is the hypervisor's console. (An SMMU node is allowed only as the emulated one.)
+/// the PL011 is the hypervisor's console. (An SMMU node is allowed only as the host's emulated
+/// one, a PL011 node only as a guest's emulated one.)
 pub const FORBIDDEN: [&str; 3] = ["arm,gic-v3-its", "arm,pl011", "arm,primecell"];
 
 fn is_memory(n: &FdtNode<'_, '_>) -> bool {
@@ -196,6 +202,13 @@ pub fn parse(blob: &[u8]) -> Result<HostTreeFacts<'_>, crate::dt::DtError> {
                 phandle: n.property("phandle").and_then(|p| p.as_usize()).map(|v| v as u32),
             });
         }
+        if has_compatible(&n, platform::linux::PV_IOMMU_COMPATIBLE) {
+            let cell = |p: &str| n.property(p).and_then(|p| p.as_usize()).map(|v| v as u32);
+            f.pv_iommus.push((cell("#iommu-cells"), cell("phandle")));
+        }
+        if has_compatible(&n, "arm,pl011") {
+            f.uarts.push((regs(&n), cells(&n, "interrupts").unwrap_or_default()));
+        }
         if has_compatible(&n, "pci-host-ecam-generic") {
             f.pcie_ecam = regs(&n).first().copied();
             if let Some(r) = n.property("ranges") {
@@ -255,8 +268,10 @@ pub enum HostTreeError {
     /// A device the host must not have.
     Forbidden(&'static str),
     /// The SMMU node is not exactly the emulated SMMU, or the bridge's `iommu-map` is not the
-    /// identity onto it.
+    /// identity onto it (or, for a guest, there is an SMMU node or an `iommu-map`).
     Smmu(&'static str),
+    /// A guest's PL011 node is not exactly its emulated UART.
+    Uart(&'static str),
     /// A node whose registers are not the host's.
     Device(alloc::string::String, MemRange),
     /// The initramfs is not inside the host's RAM, or overlaps the kernel or the tree.
@@ -304,6 +319,7 @@ impl core::fmt::Display for HostTreeError {
             HostTreeError::Pcie(why) => write!(f, "PCIe host bridge: {why}"),
             HostTreeError::Forbidden(c) => write!(f, "a `{c}` node: not the host's to have"),
             HostTreeError::Smmu(why) => write!(f, "SMMU: {why}"),
+            HostTreeError::Uart(why) => write!(f, "PL011: {why}"),
             HostTreeError::Device(n, r) => {
                 write!(f, "node `{n}` has registers at {:#x}+{:#x}, not the host's", r.base, r.size)
             }
@@ -343,10 +359,13 @@ pub fn check(
     if got.psci_method != Some("smc") {
         return Err(HostTreeError::Psci);
     }
-    if let Some(c) = got.forbidden.first() {
+    // A guest's one PL011 is its emulated UART; the host has none.
+    let uart_ok = |c: &&str| want.uart.is_some() && matches!(*c, "arm,pl011" | "arm,primecell");
+    if let Some(c) = got.forbidden.iter().find(|c| !uart_ok(c)) {
         let c = FORBIDDEN.iter().find(|f| *f == c).copied().unwrap_or("forbidden");
         return Err(HostTreeError::Forbidden(c));
     }
+    check_uart(want, got)?;
     if got.gic != [want.gicd, want.gicr] {
         return Err(HostTreeError::Gic(got.gic.clone()));
     }
@@ -376,7 +395,9 @@ pub fn check(
         ));
     }
     check_smmu(want, got)?;
-    let given = [want.gicd, want.gicr, want.pcie_ecam, want.smmu.regs];
+    let given = [want.gicd, want.gicr, want.pcie_ecam];
+    let emulated = want.smmu.map(|s| s.regs).into_iter().chain(want.uart.map(|u| u.regs));
+    let given: Vec<MemRange> = given.into_iter().chain(emulated).collect();
     for (name, r) in &got.device_regs {
         if !given.iter().any(|g| g.contains_range(r.base, r.size.max(1))) {
             return Err(HostTreeError::Device((*name).into(), *r));
@@ -415,16 +436,69 @@ fn intx_is_the_boards(want: &HostTree<'_>, got: &HostTreeFacts<'_>) -> bool {
         && got.pcie_interrupt_map.as_deref() == Some(&map[..])
 }
 
+/// A guest's tree has exactly one paravirtual IOMMU node, with one stream-ID cell, and the
+/// bridge maps every requester ID to the same stream ID on it, when its description says so;
+/// else neither the node nor an `iommu-map`.
+fn check_pv_iommu(want: &HostTree<'_>, got: &HostTreeFacts<'_>) -> Result<(), HostTreeError> {
+    let map = got.pcie_iommu_map.as_deref();
+    if !want.pv_iommu {
+        if !got.pv_iommus.is_empty() || map.is_some() {
+            return Err(HostTreeError::Smmu(
+                "a paravirtual IOMMU node or an iommu-map not asked for",
+            ));
+        }
+        return Ok(());
+    }
+    let [(cells, phandle)] = got.pv_iommus.as_slice() else {
+        return Err(HostTreeError::Smmu("not exactly one paravirtual IOMMU node"));
+    };
+    if *cells != Some(1) {
+        return Err(HostTreeError::Smmu("the paravirtual IOMMU's #iommu-cells must be 1"));
+    }
+    match (phandle, map) {
+        (Some(p), Some(m)) if m == [0, *p, 0, 0x1_0000] => Ok(()),
+        _ => Err(HostTreeError::Smmu(
+            "the bridge's iommu-map is not RID == SID onto the paravirtual IOMMU",
+        )),
+    }
+}
+
+/// A guest's tree has exactly its emulated PL011 (its page, its SPI, level-high), a host's
+/// none (refused as forbidden before this).
+fn check_uart(want: &HostTree<'_>, got: &HostTreeFacts<'_>) -> Result<(), HostTreeError> {
+    let Some(uart) = want.uart else { return Ok(()) };
+    let [(reg, irqs)] = got.uarts.as_slice() else {
+        return Err(HostTreeError::Uart("not exactly one arm,pl011 node"));
+    };
+    if reg.as_slice() != [uart.regs] {
+        return Err(HostTreeError::Uart("registers are not its emulated UART's page"));
+    }
+    if irqs.as_slice() != [0, uart.spi, 4] {
+        return Err(HostTreeError::Uart("interrupt is not its own level-high SPI"));
+    }
+    Ok(())
+}
+
 /// The one SMMU node is the emulated SMMU the description names, and the bridge maps every
-/// requester ID to the same stream ID on it.
+/// requester ID to the same stream ID on it; a guest's tree (no SMMU in its description) has
+/// neither an SMMU node nor an `iommu-map`.
 fn check_smmu(want: &HostTree<'_>, got: &HostTreeFacts<'_>) -> Result<(), HostTreeError> {
+    let Some(want_smmu) = want.smmu else {
+        if !got.smmus.is_empty() {
+            return Err(HostTreeError::Smmu("a guest is given no SMMU node"));
+        }
+        return check_pv_iommu(want, got);
+    };
+    if !got.pv_iommus.is_empty() {
+        return Err(HostTreeError::Smmu("the host is given no paravirtual IOMMU"));
+    }
     let [smmu] = got.smmus.as_slice() else {
         return Err(HostTreeError::Smmu("not exactly one arm,smmu-v3 node"));
     };
-    if smmu.reg != [want.smmu.regs] {
+    if smmu.reg != [want_smmu.regs] {
         return Err(HostTreeError::Smmu("registers are not the emulated SMMU's"));
     }
-    let (e, g) = (want.smmu.eventq_spi, want.smmu.gerror_spi);
+    let (e, g) = (want_smmu.eventq_spi, want_smmu.gerror_spi);
     if smmu.interrupts != [0, e, 1, 0, g, 1] || smmu.interrupt_names != "eventq,gerror" {
         return Err(HostTreeError::Smmu("interrupts are not its eventq and gerror SPIs"));
     }
@@ -434,8 +508,8 @@ fn check_smmu(want: &HostTree<'_>, got: &HostTreeFacts<'_>) -> Result<(), HostTr
     // What the emulated SMMU advertises (IDR0.COHACC) and how the host then maps its
     // structures: its tree must say the same, or the host would not clean what a non-coherent
     // SMMU walks.
-    if smmu.coherent != want.smmu.coherent {
-        return Err(HostTreeError::Smmu(if want.smmu.coherent {
+    if smmu.coherent != want_smmu.coherent {
+        return Err(HostTreeError::Smmu(if want_smmu.coherent {
             "dma-coherent missing, but the SMMU is driven as coherent (smmu_coherent)"
         } else {
             "dma-coherent present, but the SMMU is driven as non-coherent (smmu_coherent=0)"
@@ -562,7 +636,7 @@ mod tests {
             check(&t, &f, kernel, dtb)
         };
         let refused = |r: MemRange| Err(HostTreeError::Device("dev@0".to_string(), r));
-        for g in [t.gicd, t.gicr, t.pcie_ecam, t.smmu.regs] {
+        for g in [t.gicd, t.gicr, t.pcie_ecam, t.smmu.unwrap().regs] {
             for ok in [
                 g,
                 MemRange::new(g.base, 0),
@@ -600,12 +674,12 @@ mod tests {
         w.property_u32("#address-cells", 2).unwrap();
         w.property_u32("#size-cells", 2).unwrap();
         let n = w.begin_node("dev@0").unwrap();
-        w.property_array_u64("reg", &[t.smmu.regs.end() - 0x1000, 0x2000]).unwrap();
+        w.property_array_u64("reg", &[t.smmu.unwrap().regs.end() - 0x1000, 0x2000]).unwrap();
         w.end_node(n).unwrap();
         w.end_node(root).unwrap();
         let blob = w.finish().unwrap();
         let regs = parse(&blob).unwrap().device_regs;
-        let r = MemRange::new(t.smmu.regs.end() - 0x1000, 0x2000);
+        let r = MemRange::new(t.smmu.unwrap().regs.end() - 0x1000, 0x2000);
         assert_eq!(regs, [("dev@0", r)]);
         assert_eq!(with_reg(r), refused(r));
     }
@@ -770,10 +844,14 @@ mod tests {
     fn dma_coherent_is_exactly_the_smmus_mode() {
         let (t, kernel, dtb) = host();
         for (written, wanted) in [(true, true), (false, false), (true, false), (false, true)] {
-            let w =
-                HostTree { smmu: platform::linux::HostSmmu { coherent: written, ..t.smmu }, ..t };
-            let want =
-                HostTree { smmu: platform::linux::HostSmmu { coherent: wanted, ..t.smmu }, ..t };
+            let w = HostTree {
+                smmu: Some(platform::linux::HostSmmu { coherent: written, ..t.smmu.unwrap() }),
+                ..t
+            };
+            let want = HostTree {
+                smmu: Some(platform::linux::HostSmmu { coherent: wanted, ..t.smmu.unwrap() }),
+                ..t
+            };
             let blob = dtgen::write(&w).unwrap();
             let facts = parse(&blob).unwrap();
             assert_eq!(facts.smmus[0].coherent, written);
@@ -901,5 +979,115 @@ mod tests {
             w.end_node(n).unwrap();
         });
         assert_eq!(parse(&mem).unwrap().memory, [MemRange::new(0x5400_0000, 0x200_0000)]);
+    }
+
+    fn guest() -> (HostTree<'static>, MemRange, MemRange) {
+        let vm = &MANIFEST.vms[1];
+        let l = Layout::for_vm(vm).unwrap();
+        let kernel = MemRange::new(vm.mem.base, 0x2b2_0000);
+        let initrd = l.initrd(kernel, 2 << 20).unwrap();
+        let t = HostTree::guest(&BOARD, vm, "console=ttyAMA0", Some(initrd));
+        (t, kernel, MemRange::new(l.dtb.base, 0x1000))
+    }
+
+    /// A guest's tree passes with its PL011 and without an SMMU; every way its UART or the
+    /// absence of an SMMU can be wrong is refused, with its reason; and the host's tree is not
+    /// a guest's (nor the reverse).
+    #[test]
+    fn a_guests_tree_has_its_uart_and_no_smmu() {
+        let (t, kernel, dtb) = guest();
+        let blob = dtgen::write(&t).unwrap();
+        let f = parse(&blob).unwrap();
+        assert_eq!(check(&t, &f, kernel, dtb), Ok(()));
+        assert_eq!(f.uarts, [(std::vec![BOARD.uart], std::vec![0, 242, 4])]);
+        assert!(f.smmus.is_empty() && f.pcie_iommu_map.is_none());
+        let with = |edit: &dyn Fn(&mut HostTreeFacts<'_>)| {
+            let mut g = f.clone();
+            edit(&mut g);
+            check(&t, &g, kernel, dtb)
+        };
+        assert!(matches!(with(&|g| g.uarts.clear()), Err(HostTreeError::Uart(_))));
+        assert!(matches!(with(&|g| g.uarts.push(g.uarts[0].clone())), Err(HostTreeError::Uart(_))));
+        let other_page = MemRange::new(BOARD.uart.base + 0x1000, 0x1000);
+        assert!(matches!(
+            with(&|g| g.uarts[0].0 = std::vec![other_page]),
+            Err(HostTreeError::Uart(_))
+        ));
+        // The host's emulated SMMU's SPI, another guest's UART SPI, an edge trigger.
+        for irqs in [[0, 240, 4], [0, 243, 4], [0, 242, 1]] {
+            let e = with(&|g| g.uarts[0].1 = irqs.to_vec());
+            assert_eq!(e, Err(HostTreeError::Uart("interrupt is not its own level-high SPI")));
+        }
+        // An SMMU node, or an iommu-map, in a guest's tree.
+        let (h, _, _) = host();
+        let host_blob = dtgen::write(&h).unwrap();
+        let host_facts = parse(&host_blob).unwrap();
+        let smmu = host_facts.smmus[0].clone();
+        assert!(matches!(with(&|g| g.smmus.push(smmu.clone())), Err(HostTreeError::Smmu(_))));
+        let map = host_facts.pcie_iommu_map.clone();
+        assert!(matches!(with(&|g| g.pcie_iommu_map = map.clone()), Err(HostTreeError::Smmu(_))));
+        // The ITS stays forbidden in a guest's tree; a PL011 in the host's is refused.
+        let e = with(&|g| g.forbidden.push("arm,gic-v3-its"));
+        assert_eq!(e, Err(HostTreeError::Forbidden("arm,gic-v3-its")));
+        let mut hf = host_facts.clone();
+        hf.forbidden.push("arm,pl011");
+        let (_, hk, hd) = host();
+        assert_eq!(check(&h, &hf, hk, hd), Err(HostTreeError::Forbidden("arm,pl011")));
+        // The host's tree is not a guest's: other RAM first of all.
+        assert!(matches!(check(&t, &host_facts, kernel, dtb), Err(HostTreeError::Memory(_))));
+        // A guest's tree with the host's SMMU written in is refused.
+        let with_smmu = HostTree { smmu: h.smmu, ..t };
+        let smmu_blob = dtgen::write(&with_smmu).unwrap();
+        let g = parse(&smmu_blob).unwrap();
+        assert!(matches!(check(&t, &g, kernel, dtb), Err(HostTreeError::Smmu(_))));
+        // A register outside what it is given (the real SMMU's page) is refused.
+        let mut g = f.clone();
+        g.device_regs.push(("dev@0", BOARD.smmu));
+        assert_eq!(
+            check(&t, &g, kernel, dtb),
+            Err(HostTreeError::Device("dev@0".into(), BOARD.smmu))
+        );
+    }
+
+    /// A guest's paravirtual IOMMU: the node and the bridge's RID == SID map onto it pass
+    /// together; one without the other, two nodes, a wrong cell count or map, the node in the
+    /// host's tree, or in a guest's whose description has none, are refused.
+    #[test]
+    fn a_guests_paravirtual_iommu_is_checked() {
+        let (plain, kernel, dtb) = guest();
+        let t = HostTree { pv_iommu: true, ..plain };
+        let blob = dtgen::write(&t).unwrap();
+        let f = parse(&blob).unwrap();
+        assert_eq!(f.pv_iommus, [(Some(1), Some(2))]);
+        assert_eq!(f.pcie_iommu_map.as_deref(), Some(&[0, 2, 0, 0x1_0000][..]));
+        assert_eq!(check(&t, &f, kernel, dtb), Ok(()));
+        let with = |edit: &dyn Fn(&mut HostTreeFacts<'_>)| {
+            let mut g = f.clone();
+            edit(&mut g);
+            check(&t, &g, kernel, dtb)
+        };
+        let smmu = |r: Result<(), HostTreeError>| matches!(r, Err(HostTreeError::Smmu(_)));
+        assert!(smmu(with(&|g| g.pv_iommus.clear())), "the map without the node");
+        assert!(smmu(with(&|g| g.pcie_iommu_map = None)), "the node without the map");
+        assert!(smmu(with(&|g| g.pv_iommus.push((Some(1), Some(5))))), "two nodes");
+        assert!(smmu(with(&|g| g.pv_iommus[0].0 = Some(2))), "two cells");
+        assert!(smmu(with(&|g| g.pv_iommus[0].1 = None)), "no phandle");
+        assert!(smmu(with(&|g| g.pcie_iommu_map = Some(std::vec![0, 2, 0, 0x100]))), "part");
+        assert!(smmu(with(&|g| g.pcie_iommu_map = Some(std::vec![0, 2, 8, 0x1_0000]))), "shifted");
+        assert!(
+            smmu(with(&|g| g.pcie_iommu_map = Some(std::vec![0, 3, 0, 0x1_0000]))),
+            "elsewhere"
+        );
+        // Its description without one: the node and the map are both refused.
+        assert!(smmu(check(&plain, &f, kernel, dtb)));
+        // The host is never given one.
+        let (h, hk, hd) = host();
+        let hblob = dtgen::write(&h).unwrap();
+        let mut hf = parse(&hblob).unwrap();
+        hf.pv_iommus.push((Some(1), Some(9)));
+        assert_eq!(
+            check(&h, &hf, hk, hd),
+            Err(HostTreeError::Smmu("the host is given no paravirtual IOMMU"))
+        );
     }
 }

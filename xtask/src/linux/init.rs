@@ -339,13 +339,20 @@ pub fn check_every_init(shellcheck: bool) -> Result<Vec<ScriptCheck>, String> {
         .map(|(n, _)| n)
         .collect();
     let root = crate::tools::root().join("target/xtask/init");
-    Ok(every_init(&mods)
+    let mut checks: Vec<ScriptCheck> = every_init(&mods)
         .into_iter()
         .map(|(tags, f)| {
             let result = crate::initscript::check(&f, &root.join(tags[0]), shellcheck);
             ScriptCheck { name: format!("/init of {}", tags.join(", ")), result }
         })
-        .collect())
+        .collect();
+    // The Linux guest's (`run --guest1 linux`), with its own modules.
+    let guest_mods: Vec<String> =
+        super::modules::modules(&art, super::guest::MODULES)?.into_iter().map(|(n, _)| n).collect();
+    let f = super::guest::init_files(&guest_mods);
+    let result = crate::initscript::check(&f, &root.join("linux-guest1"), shellcheck);
+    checks.push(ScriptCheck { name: "/init of the Linux guest1".into(), result });
+    Ok(checks)
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //!   tree out in the host's RAM for QEMU's loader.
 
 pub mod debs;
+pub mod guest;
 pub mod init;
 pub mod initramfs;
 pub mod modules;

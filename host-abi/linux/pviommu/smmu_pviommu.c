@@ -1,0 +1,750 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+/*
+ * smmu_pviommu: a paravirtual IOMMU for a Linux guest of the SMMU-owning hypervisor. The
+ * guest's device tree has a node `compatible = "smmu-hyp,pv-iommu"` (`#iommu-cells = <1>`, no
+ * registers) and its PCIe bridge an `iommu-map` from requester IDs to stream IDs on it; this
+ * driver registers it with Linux's IOMMU core and turns the core's domains into the
+ * hypervisor's calls on the guest's own streams:
+ *   identity domain -> SET_STE with a bypass virtual STE (the hypervisor makes it its stage 2
+ *                      alone: device addresses are the guest's IPAs, its RAM only)
+ *   blocked domain  -> CLEAR_STE (abort); also the release domain, so a device the core lets
+ *                      go (unbind, module unload) goes back to abort
+ *   DMA domain      -> page tables from Linux's own io-pgtable library (ARM_64_LPAE_S1, 4 KiB
+ *                      granule, 39-bit IOVAs, 40-bit output: the guest's IPAs), one context
+ *                      descriptor per domain in the guest's memory, attached with SET_STE of a
+ *                      stage-1 virtual STE (the hypervisor checks the CD, shadows it and nests
+ *                      it on the guest's stage 2); unmaps are gathered and `iotlb_sync` /
+ *                      `flush_iotlb_all` send the TLB invalidations as one INVALIDATE batch
+ *                      (TLBI_NH_VA per gathered page, or TLBI_NH_ASID past PV_MAX_VA_CMDS; the
+ *                      hypervisor forces the VMID and ends the batch with its one CMD_SYNC)
+ * Power: the guest's SMMU power vote (PM_VOTE) follows its streams: need-on while any of them
+ * is in a domain that lets DMA through (identity or DMA), allow-off once all are blocked (and at
+ * load, before any is attached); the module parameter `vote` (read-only) says which it last
+ * cast, and what the hypervisor answered.
+ * Faults: the hypervisor routes the SMMU's event records of the guest's streams to its ring
+ * (it raises no interrupt in a guest), so a delayed work reads them with EVENT_READ every
+ * PV_EVENT_POLL_MS (and at once when a read left some pending), and reports each through
+ * report_iommu_fault() on the domain of the device owning the stream, with one log line per
+ * record (rate-limited).
+ *
+ * The ABI comes only from host-abi/include/smmu_hyp.h. Calls are SMCCC 1.1 fast calls through
+ * HVC #0; the one buffer the hypervisor reads (a virtual STE) is a page from the page
+ * allocator, its IPA its physical address (the hypervisor maps a VM's RAM at IPA == PA).
+ * On load the module checks CALL_UID and REVISION as smmu_hyp does, and refuses to load
+ * otherwise.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/arm-smccc.h>
+#include <linux/device.h>
+#include <linux/gfp.h>
+#include <linux/idr.h>
+#include <linux/iommu.h>
+#include <linux/io-pgtable.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/of.h>
+#include <linux/pci.h>
+#include <linux/platform_device.h>
+#include <linux/slab.h>
+#include <linux/workqueue.h>
+
+#include "smmu_hyp.h"
+
+/* The one page the hypervisor reads a virtual STE from, under ste_lock. */
+static struct smmu_hyp_ste *ste_buf;
+static DEFINE_MUTEX(ste_lock);
+
+static struct iommu_device pv_iommu;
+static struct device *pv_dev;
+static bool pv_registered;
+
+/* The page INVALIDATE batches are written to, under cmd_lock. */
+static struct smmu_hyp_cmd *cmd_buf;
+static DEFINE_MUTEX(cmd_lock);
+#define PV_CMDS_PER_PAGE (PAGE_SIZE / sizeof(struct smmu_hyp_cmd))
+/* Past this many gathered pages one TLBI_NH_ASID replaces the TLBI_NH_VAs. */
+#define PV_MAX_VA_CMDS 32
+static_assert(PV_MAX_VA_CMDS <= PV_CMDS_PER_PAGE);
+
+/* ASIDs of DMA domains (8 bits: every SMMU has at least those). */
+static DEFINE_IDA(pv_asids);
+
+/* IOVA bits of a DMA domain (three levels of 4 KiB tables) and its output (IPA) bits. */
+#define PV_IAS 39
+#define PV_OAS 40
+
+struct pv_domain {
+	struct iommu_domain domain;
+	struct io_pgtable_ops *pgtbl;
+	struct io_pgtable_cfg cfg;
+	/* Its one context descriptor (a page: 64-byte aligned, in the guest's RAM). */
+	struct smmu_hyp_cd *cd;
+	u16 asid;
+	/* Invalidation batches sent and commands in them (for the log). */
+	atomic_t batches, cmds;
+};
+
+/* The devices probed, by stream (the fault reports' lookup), under devs_lock. */
+#define PV_MAX_DEVS 32
+static struct {
+	u32 sid;
+	struct device *dev;
+	/* Its stream is in a domain that lets DMA through (under vote_lock). */
+	bool open;
+} pv_devs[PV_MAX_DEVS];
+static DEFINE_SPINLOCK(devs_lock);
+
+/* The power vote: streams open, and the last vote and its answer (the `vote` parameter). */
+static DEFINE_MUTEX(vote_lock);
+static unsigned int open_streams;
+static char vote_text[96] = "none";
+static char *vote = vote_text;
+module_param(vote, charp, 0444);
+MODULE_PARM_DESC(vote, "the module's last PM_VOTE and the hypervisor's answer (read-only)");
+
+/* EVENT_READ: the records land in this page; the poller runs every PV_EVENT_POLL_MS. */
+#define PV_EVENT_POLL_MS 100
+static struct smmu_hyp_event *evt_buf;
+static void pv_events(struct work_struct *w);
+static DECLARE_DELAYED_WORK(pv_event_work, pv_events);
+static atomic_t faults_reported;
+
+static struct pv_domain *to_pv(struct iommu_domain *d)
+{
+	return container_of(d, struct pv_domain, domain);
+}
+
+/* Calls made and refused, for the log when the module goes. */
+static atomic_t calls, refused;
+
+static long hyp_call(u32 fn, u64 a1, u64 a2, u64 a3, struct arm_smccc_res *res)
+{
+	unsigned long f = fn, x1 = a1, x2 = a2, x3 = a3;
+
+	arm_smccc_1_1_hvc(f, x1, x2, x3, res);
+	atomic_inc(&calls);
+	return (long)res->a0;
+}
+
+static int pv_errno(long status)
+{
+	if (status >= 0)
+		return 0;
+	atomic_inc(&refused);
+	switch (status) {
+	case SMMU_HYP_ERR_NOT_SUPPORTED:
+		return -EOPNOTSUPP;
+	case SMMU_HYP_ERR_INVALID_PARAMETER:
+	case SMMU_HYP_ERR_RESERVED_FIELD:
+	case SMMU_HYP_ERR_BAD_CONFIG:
+		return -EINVAL;
+	case SMMU_HYP_ERR_INVALID_ADDRESS:
+		return -EFAULT;
+	case SMMU_HYP_ERR_NOT_OWNED:
+	case SMMU_HYP_ERR_FORBIDDEN_FIELD:
+	case SMMU_HYP_ERR_BAD_COMMAND:
+		return -EPERM;
+	case SMMU_HYP_ERR_DEVICE_ERROR:
+		return -EIO;
+	case SMMU_HYP_ERR_REFUSED:
+		return -EBUSY;
+	default:
+		return -EPROTO;
+	}
+}
+
+/* A device's one stream (its requester ID through the bridge's iommu-map). */
+static int pv_sid(struct device *dev, u32 *sid)
+{
+	struct iommu_fwspec *fw = dev_iommu_fwspec_get(dev);
+
+	if (!fw || fw->num_ids != 1)
+		return -ENODEV;
+	*sid = fw->ids[0];
+	return 0;
+}
+
+/* PM_VOTE: allow-off (true) or need-on; the answer kept for the `vote` parameter. */
+static void pv_vote(bool allow_off)
+{
+	struct arm_smccc_res r;
+	long status;
+
+	status = hyp_call(SMMU_HYP_FN_PM_VOTE, allow_off, 0, 0, &r);
+	if (status < 0) {
+		pv_errno(status);
+		snprintf(vote_text, sizeof(vote_text), "%s refused %ld",
+			 allow_off ? "allow-off" : "need-on", status);
+	} else {
+		snprintf(vote_text, sizeof(vote_text), "%s power %s refusal %lu dma_streams %lu",
+			 allow_off ? "allow-off" : "need-on", r.a1 ? "off" : "on", r.a2, r.a3);
+	}
+	pr_info("vote: %s\n", vote_text);
+}
+
+/* Stream `sid` is now open (a domain that lets DMA through) or blocked: the vote follows. */
+static void pv_stream_state(u32 sid, bool open)
+{
+	unsigned long flags;
+	int i;
+	bool was = false, found = false;
+
+	mutex_lock(&vote_lock);
+	spin_lock_irqsave(&devs_lock, flags);
+	for (i = 0; i < PV_MAX_DEVS; i++)
+		if (pv_devs[i].dev && pv_devs[i].sid == sid) {
+			was = pv_devs[i].open;
+			pv_devs[i].open = open;
+			found = true;
+			break;
+		}
+	spin_unlock_irqrestore(&devs_lock, flags);
+	if (found && was != open) {
+		if (open && open_streams++ == 0)
+			pv_vote(false);
+		else if (!open && --open_streams == 0)
+			pv_vote(true);
+	}
+	mutex_unlock(&vote_lock);
+}
+
+/* SET_STE of `sid` with the virtual STE `ste` (copied into the page the hypervisor reads). */
+static int pv_set_ste(u32 sid, const struct smmu_hyp_ste *ste, long *domain)
+{
+	struct arm_smccc_res r;
+	long status;
+
+	mutex_lock(&ste_lock);
+	memcpy(ste_buf, ste, sizeof(*ste));
+	status = hyp_call(SMMU_HYP_FN_SET_STE, sid, virt_to_phys(ste_buf), 0, &r);
+	mutex_unlock(&ste_lock);
+	if (domain)
+		*domain = (long)r.a1;
+	return pv_errno(status);
+}
+
+static int pv_clear_ste(u32 sid)
+{
+	struct arm_smccc_res r;
+
+	return pv_errno(hyp_call(SMMU_HYP_FN_CLEAR_STE, sid, 0, 0, &r));
+}
+
+static int pv_attach_identity(struct iommu_domain *domain, struct device *dev)
+{
+	struct smmu_hyp_ste ste = {};
+	long kind = -1;
+	u32 sid;
+	int err;
+
+	err = pv_sid(dev, &sid);
+	if (err)
+		return err;
+	ste.word[SMMU_HYP_STE_V_WORD] |= SMMU_HYP_FIELD_PREP(SMMU_HYP_STE_V, 1);
+	ste.word[SMMU_HYP_STE_CONFIG_WORD] |=
+		SMMU_HYP_FIELD_PREP(SMMU_HYP_STE_CONFIG, SMMU_HYP_STE_CONFIG_BYPASS);
+	/* Need-on before the stream can carry DMA. */
+	pv_stream_state(sid, true);
+	err = pv_set_ste(sid, &ste, &kind);
+	if (err)
+		dev_err(dev, "stream %#x: SET_STE (bypass) refused: %d\n", sid, err);
+	else
+		dev_info(dev, "stream %#x: identity domain (SET_STE bypass: domain %ld)\n", sid,
+			 kind);
+	return err;
+}
+
+static int pv_attach_blocked(struct iommu_domain *domain, struct device *dev)
+{
+	u32 sid;
+	int err;
+
+	err = pv_sid(dev, &sid);
+	if (err)
+		return err;
+	err = pv_clear_ste(sid);
+	if (err) {
+		dev_err(dev, "stream %#x: CLEAR_STE refused: %d\n", sid, err);
+	} else {
+		dev_info(dev, "stream %#x: blocked (CLEAR_STE)\n", sid);
+		/* Allow-off only once it can carry no DMA. */
+		pv_stream_state(sid, false);
+	}
+	return err;
+}
+
+static const struct iommu_domain_ops pv_identity_ops = {
+	.attach_dev = pv_attach_identity,
+};
+
+static const struct iommu_domain_ops pv_blocked_ops = {
+	.attach_dev = pv_attach_blocked,
+};
+
+static struct iommu_domain pv_identity_domain = {
+	.type = IOMMU_DOMAIN_IDENTITY,
+	.ops = &pv_identity_ops,
+};
+
+static struct iommu_domain pv_blocked_domain = {
+	.type = IOMMU_DOMAIN_BLOCKED,
+	.ops = &pv_blocked_ops,
+};
+
+/* INVALIDATE of the `n` commands in cmd_buf (the caller holds cmd_lock). */
+static int pv_invalidate_locked(size_t n)
+{
+	struct arm_smccc_res r;
+	long status;
+
+	if (!n)
+		return 0;
+	status = hyp_call(SMMU_HYP_FN_INVALIDATE, virt_to_phys(cmd_buf), n, 0, &r);
+	if (status < 0)
+		pr_err_ratelimited("INVALIDATE of %zu commands refused at command %lu: %ld\n", n,
+				   r.a1, status);
+	return pv_errno(status);
+}
+
+static void pv_cmd_asid(struct smmu_hyp_cmd *c, u16 asid)
+{
+	memset(c, 0, sizeof(*c));
+	c->word[0] = SMMU_HYP_FIELD_PREP(SMMU_HYP_CMD_OPCODE, SMMU_HYP_OP_TLBI_NH_ASID) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CMD_ASID, asid);
+}
+
+static void pv_cmd_va(struct smmu_hyp_cmd *c, u16 asid, unsigned long iova, bool leaf)
+{
+	memset(c, 0, sizeof(*c));
+	c->word[0] = SMMU_HYP_FIELD_PREP(SMMU_HYP_CMD_OPCODE, SMMU_HYP_OP_TLBI_NH_VA) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CMD_ASID, asid);
+	c->word[1] = SMMU_HYP_FIELD_PREP(SMMU_HYP_CMD_LEAF, leaf ? 1 : 0) |
+		     (iova & SMMU_HYP_CMD_ADDR_MASK);
+}
+
+/* Every TLB entry of the domain's ASID: one TLBI_NH_ASID in one batch. */
+static void pv_flush_asid(struct pv_domain *d)
+{
+	mutex_lock(&cmd_lock);
+	pv_cmd_asid(&cmd_buf[0], d->asid);
+	pv_invalidate_locked(1);
+	mutex_unlock(&cmd_lock);
+	atomic_inc(&d->batches);
+	atomic_inc(&d->cmds);
+}
+
+/* [iova, iova + size) in `granule` steps: one batch of TLBI_NH_VA, or TLBI_NH_ASID if long. */
+static void pv_flush_range(struct pv_domain *d, unsigned long iova, size_t size, size_t granule,
+			   bool leaf)
+{
+	size_t pages = granule ? DIV_ROUND_UP(size, granule) : 0, i;
+
+	if (!pages)
+		return;
+	if (pages > PV_MAX_VA_CMDS) {
+		pv_flush_asid(d);
+		return;
+	}
+	mutex_lock(&cmd_lock);
+	for (i = 0; i < pages; i++)
+		pv_cmd_va(&cmd_buf[i], d->asid, iova + i * granule, leaf);
+	pv_invalidate_locked(pages);
+	mutex_unlock(&cmd_lock);
+	atomic_inc(&d->batches);
+	atomic_add(pages, &d->cmds);
+}
+
+static void pv_tlb_flush_all(void *cookie)
+{
+	pv_flush_asid(cookie);
+}
+
+static void pv_tlb_flush_walk(unsigned long iova, size_t size, size_t granule, void *cookie)
+{
+	pv_flush_range(cookie, iova, size, granule, false);
+}
+
+static void pv_tlb_add_page(struct iommu_iotlb_gather *gather, unsigned long iova, size_t granule,
+			    void *cookie)
+{
+	struct pv_domain *d = cookie;
+
+	iommu_iotlb_gather_add_page(&d->domain, gather, iova, granule);
+}
+
+static const struct iommu_flush_ops pv_flush_ops = {
+	.tlb_flush_all = pv_tlb_flush_all,
+	.tlb_flush_walk = pv_tlb_flush_walk,
+	.tlb_add_page = pv_tlb_add_page,
+};
+
+static int pv_map_pages(struct iommu_domain *domain, unsigned long iova, phys_addr_t paddr,
+			size_t pgsize, size_t pgcount, int prot, gfp_t gfp, size_t *mapped)
+{
+	struct io_pgtable_ops *ops = to_pv(domain)->pgtbl;
+
+	return ops->map_pages(ops, iova, paddr, pgsize, pgcount, prot, gfp, mapped);
+}
+
+static size_t pv_unmap_pages(struct iommu_domain *domain, unsigned long iova, size_t pgsize,
+			     size_t pgcount, struct iommu_iotlb_gather *gather)
+{
+	struct io_pgtable_ops *ops = to_pv(domain)->pgtbl;
+
+	return ops->unmap_pages(ops, iova, pgsize, pgcount, gather);
+}
+
+static phys_addr_t pv_iova_to_phys(struct iommu_domain *domain, dma_addr_t iova)
+{
+	struct io_pgtable_ops *ops = to_pv(domain)->pgtbl;
+
+	return ops->iova_to_phys(ops, iova);
+}
+
+/* The gathered unmaps, invalidated in one INVALIDATE batch before the IOVAs are reused. */
+static void pv_iotlb_sync(struct iommu_domain *domain, struct iommu_iotlb_gather *gather)
+{
+	if (!gather->pgsize || gather->end < gather->start)
+		return;
+	pv_flush_range(to_pv(domain), gather->start, gather->end - gather->start + 1,
+		       gather->pgsize, true);
+}
+
+static void pv_flush_iotlb_all(struct iommu_domain *domain)
+{
+	pv_flush_asid(to_pv(domain));
+}
+
+/* The domain's context descriptor, from io-pgtable's configuration. */
+static void pv_write_cd(struct pv_domain *d)
+{
+	typeof(&d->cfg.arm_lpae_s1_cfg) s1 = &d->cfg.arm_lpae_s1_cfg;
+	struct smmu_hyp_cd cd = {};
+
+	cd.word[0] = SMMU_HYP_FIELD_PREP(SMMU_HYP_CD_T0SZ, s1->tcr.tsz) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CD_TG0, s1->tcr.tg) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CD_IR0, s1->tcr.irgn) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CD_OR0, s1->tcr.orgn) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CD_SH0, s1->tcr.sh) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CD_EPD1, 1) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CD_IPS, s1->tcr.ips) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CD_AA64, 1) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CD_R, 1) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CD_A, 1) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CD_ASET, 1) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CD_ASID, d->asid) |
+		     SMMU_HYP_FIELD_PREP(SMMU_HYP_CD_V, 1);
+	cd.word[SMMU_HYP_CD_TTB0_WORD] = s1->ttbr & SMMU_HYP_CD_TTB0_MASK;
+	cd.word[SMMU_HYP_CD_MAIR_WORD] = s1->mair;
+	memcpy(d->cd, &cd, sizeof(cd));
+}
+
+static int pv_attach_paging(struct iommu_domain *domain, struct device *dev)
+{
+	struct pv_domain *d = to_pv(domain);
+	struct smmu_hyp_ste ste = {};
+	long kind = -1;
+	u32 sid;
+	int err;
+
+	err = pv_sid(dev, &sid);
+	if (err)
+		return err;
+	ste.word[SMMU_HYP_STE_V_WORD] |= SMMU_HYP_FIELD_PREP(SMMU_HYP_STE_V, 1);
+	ste.word[SMMU_HYP_STE_CONFIG_WORD] |=
+		SMMU_HYP_FIELD_PREP(SMMU_HYP_STE_CONFIG, SMMU_HYP_STE_CONFIG_S1);
+	ste.word[SMMU_HYP_STE_S1_CONTEXT_PTR_WORD] |= virt_to_phys(d->cd) &
+						      SMMU_HYP_STE_S1_CONTEXT_PTR_MASK;
+	pv_stream_state(sid, true);
+	err = pv_set_ste(sid, &ste, &kind);
+	if (err)
+		dev_err(dev, "stream %#x: SET_STE (stage 1, ASID %u) refused: %d\n", sid, d->asid,
+			err);
+	else
+		dev_info(dev, "stream %#x: DMA domain (SET_STE stage 1, ASID %u, CD at %pa: domain %ld)\n",
+			 sid, d->asid, &(phys_addr_t){ virt_to_phys(d->cd) }, kind);
+	return err;
+}
+
+static void pv_domain_free(struct iommu_domain *domain)
+{
+	struct pv_domain *d = to_pv(domain);
+
+	free_io_pgtable_ops(d->pgtbl);
+	/* Nothing of the ASID may stay in a TLB when it is given out again. */
+	pv_flush_asid(d);
+	pr_info("DMA domain of ASID %u freed after %d invalidation batches (%d commands)\n",
+		d->asid, atomic_read(&d->batches), atomic_read(&d->cmds));
+	ida_free(&pv_asids, d->asid);
+	free_page((unsigned long)d->cd);
+	kfree(d);
+}
+
+static const struct iommu_domain_ops pv_paging_ops = {
+	.attach_dev = pv_attach_paging,
+	.map_pages = pv_map_pages,
+	.unmap_pages = pv_unmap_pages,
+	.iova_to_phys = pv_iova_to_phys,
+	.iotlb_sync = pv_iotlb_sync,
+	.flush_iotlb_all = pv_flush_iotlb_all,
+	.free = pv_domain_free,
+};
+
+static struct iommu_domain *pv_domain_alloc_paging(struct device *dev)
+{
+	struct pv_domain *d;
+	int asid;
+
+	d = kzalloc(sizeof(*d), GFP_KERNEL);
+	if (!d)
+		return ERR_PTR(-ENOMEM);
+	d->cd = (void *)get_zeroed_page(GFP_KERNEL);
+	asid = ida_alloc_range(&pv_asids, 1, 255, GFP_KERNEL);
+	if (!d->cd || asid < 0)
+		goto fail;
+	d->asid = asid;
+	d->cfg = (struct io_pgtable_cfg){
+		.pgsize_bitmap = SZ_4K | SZ_2M | SZ_1G,
+		.ias = PV_IAS,
+		.oas = PV_OAS,
+		/* QEMU's SMMU is coherent (see the README: non-coherent walks are not done yet). */
+		.coherent_walk = true,
+		.tlb = &pv_flush_ops,
+		.iommu_dev = pv_dev,
+	};
+	d->pgtbl = alloc_io_pgtable_ops(ARM_64_LPAE_S1, &d->cfg, d);
+	if (!d->pgtbl)
+		goto fail;
+	pv_write_cd(d);
+	d->domain.ops = &pv_paging_ops;
+	d->domain.pgsize_bitmap = d->cfg.pgsize_bitmap;
+	d->domain.geometry.aperture_start = 0;
+	d->domain.geometry.aperture_end = (1ULL << PV_IAS) - 1;
+	d->domain.geometry.force_aperture = true;
+	return &d->domain;
+fail:
+	if (asid >= 0)
+		ida_free(&pv_asids, asid);
+	free_page((unsigned long)d->cd);
+	kfree(d);
+	return ERR_PTR(-ENOMEM);
+}
+
+static struct device *pv_dev_of(u32 sid)
+{
+	struct device *dev = NULL;
+	unsigned long flags;
+	int i;
+
+	spin_lock_irqsave(&devs_lock, flags);
+	for (i = 0; i < PV_MAX_DEVS; i++)
+		if (pv_devs[i].dev && pv_devs[i].sid == sid) {
+			dev = get_device(pv_devs[i].dev);
+			break;
+		}
+	spin_unlock_irqrestore(&devs_lock, flags);
+	return dev;
+}
+
+static void pv_report(const struct smmu_hyp_event *e)
+{
+	u32 type = SMMU_HYP_FIELD_GET(SMMU_HYP_EVT_TYPE, e->word[SMMU_HYP_EVT_TYPE_WORD]);
+	u32 sid = SMMU_HYP_FIELD_GET(SMMU_HYP_EVT_SID, e->word[SMMU_HYP_EVT_SID_WORD]);
+	u64 iova = e->word[SMMU_HYP_EVT_INPUT_ADDR_WORD];
+	bool read = SMMU_HYP_FIELD_GET(SMMU_HYP_EVT_RNW, e->word[SMMU_HYP_EVT_RNW_WORD]);
+	struct device *dev = pv_dev_of(sid);
+	struct iommu_domain *domain;
+	int r = -ENODEV;
+
+	if (dev) {
+		domain = iommu_get_domain_for_dev(dev);
+		if (domain)
+			r = report_iommu_fault(domain, dev, iova,
+					       read ? IOMMU_FAULT_READ : IOMMU_FAULT_WRITE);
+		dev_err_ratelimited(dev, "SMMU fault: stream %#x event %#x %s at IOVA %#llx (%s)\n",
+				    sid, type, read ? "read" : "write", iova,
+				    r == -ENOSYS ? "no fault handler" : r ? "reported" : "handled");
+		put_device(dev);
+	} else {
+		pr_err_ratelimited("SMMU fault: stream %#x (no device of ours) event %#x at %#llx\n",
+				   sid, type, iova);
+	}
+	atomic_inc(&faults_reported);
+}
+
+/* Reads this guest's pending event records (EVENT_READ) and reports each. */
+static void pv_events(struct work_struct *w)
+{
+	struct smmu_hyp_event recs[SMMU_HYP_EVENT_READ_MAX];
+	struct arm_smccc_res r;
+	unsigned long i, n;
+	long status;
+
+	status = hyp_call(SMMU_HYP_FN_EVENT_READ, virt_to_phys(evt_buf), sizeof(recs), 0, &r);
+	n = status < 0 ? 0 : min_t(unsigned long, r.a1, SMMU_HYP_EVENT_READ_MAX);
+	memcpy(recs, evt_buf, n * sizeof(recs[0]));
+	for (i = 0; i < n; i++)
+		pv_report(&recs[i]);
+	if (status >= 0 && (r.a2 >> 32))
+		pr_warn_ratelimited("the SMMU may have dropped event records (%lu notices)\n",
+				    r.a2 >> 32);
+	/* Records left: read on at once; otherwise at the next poll. */
+	schedule_delayed_work(&pv_event_work,
+			      (status >= 0 && (u32)r.a2) ? 0 : msecs_to_jiffies(PV_EVENT_POLL_MS));
+}
+
+static int pv_of_xlate(struct device *dev, const struct of_phandle_args *args)
+{
+	if (args->args_count != 1)
+		return -EINVAL;
+	return iommu_fwspec_add_ids(dev, args->args, 1);
+}
+
+static struct iommu_device *pv_probe_device(struct device *dev)
+{
+	struct iommu_fwspec *fw = dev_iommu_fwspec_get(dev);
+	unsigned long flags;
+	int i;
+
+	if (!fw || fw->iommu_fwnode != pv_iommu.fwnode || fw->num_ids != 1)
+		return ERR_PTR(-ENODEV);
+	spin_lock_irqsave(&devs_lock, flags);
+	for (i = 0; i < PV_MAX_DEVS && pv_devs[i].dev; i++)
+		;
+	if (i < PV_MAX_DEVS) {
+		pv_devs[i].sid = fw->ids[0];
+		pv_devs[i].dev = dev;
+	}
+	spin_unlock_irqrestore(&devs_lock, flags);
+	if (i == PV_MAX_DEVS)
+		return ERR_PTR(-ENOSPC);
+	return &pv_iommu;
+}
+
+static void pv_release_device(struct device *dev)
+{
+	unsigned long flags;
+	int i;
+
+	spin_lock_irqsave(&devs_lock, flags);
+	for (i = 0; i < PV_MAX_DEVS; i++)
+		if (pv_devs[i].dev == dev)
+			pv_devs[i].dev = NULL;
+	spin_unlock_irqrestore(&devs_lock, flags);
+}
+
+static struct iommu_group *pv_device_group(struct device *dev)
+{
+	if (dev_is_pci(dev))
+		return pci_device_group(dev);
+	return generic_device_group(dev);
+}
+
+static const struct iommu_ops pv_ops = {
+	.identity_domain = &pv_identity_domain,
+	.blocked_domain = &pv_blocked_domain,
+	.release_domain = &pv_blocked_domain,
+	.probe_device = pv_probe_device,
+	.release_device = pv_release_device,
+	.device_group = pv_device_group,
+	.of_xlate = pv_of_xlate,
+	.domain_alloc_paging = pv_domain_alloc_paging,
+	.pgsize_bitmap = SZ_4K | SZ_2M | SZ_1G,
+	.owner = THIS_MODULE,
+};
+
+static int pv_probe(struct platform_device *pdev)
+{
+	int err;
+
+	pv_dev = &pdev->dev;
+	err = iommu_device_sysfs_add(&pv_iommu, &pdev->dev, NULL, "pviommu");
+	if (err)
+		return err;
+	err = iommu_device_register(&pv_iommu, &pv_ops, &pdev->dev);
+	if (err) {
+		iommu_device_sysfs_remove(&pv_iommu);
+		return err;
+	}
+	pv_registered = true;
+	schedule_delayed_work(&pv_event_work, 0);
+	dev_info(&pdev->dev, "paravirtual IOMMU registered: DMA (io-pgtable, SET_STE stage 1, INVALIDATE batches), identity (SET_STE bypass) and blocked (CLEAR_STE) domains\n");
+	return 0;
+}
+
+static void pv_remove(struct platform_device *pdev)
+{
+	if (!pv_registered)
+		return;
+	cancel_delayed_work_sync(&pv_event_work);
+	iommu_device_unregister(&pv_iommu);
+	iommu_device_sysfs_remove(&pv_iommu);
+	pv_registered = false;
+}
+
+static const struct of_device_id pv_of_match[] = {
+	{ .compatible = "smmu-hyp,pv-iommu" },
+	{}
+};
+MODULE_DEVICE_TABLE(of, pv_of_match);
+
+static struct platform_driver pv_driver = {
+	.driver = {
+		.name = "smmu-pviommu",
+		.of_match_table = pv_of_match,
+		.suppress_bind_attrs = true,
+	},
+	.probe = pv_probe,
+	.remove_new = pv_remove,
+};
+
+static int __init pv_init(void)
+{
+	struct arm_smccc_res r;
+	int err = 0;
+
+	hyp_call(SMMU_HYP_FN_CALL_UID, 0, 0, 0, &r);
+	if ((u32)r.a0 != SMMU_HYP_CALL_UID_0 || (u32)r.a1 != SMMU_HYP_CALL_UID_1 ||
+	    (u32)r.a2 != SMMU_HYP_CALL_UID_2 || (u32)r.a3 != SMMU_HYP_CALL_UID_3) {
+		pr_err("the hypervisor is not the SMMU-owning hypervisor (CALL_UID); not loading\n");
+		return -ENODEV;
+	}
+	hyp_call(SMMU_HYP_FN_REVISION, 0, 0, 0, &r);
+	if ((u32)r.a0 != SMMU_HYP_ABI_VERSION_MAJOR || (u32)r.a1 < SMMU_HYP_ABI_VERSION_MINOR) {
+		pr_err("the hypervisor's ABI is %u.%u; this module needs %u.%u or a later %u.x; not loading\n",
+		       (u32)r.a0, (u32)r.a1, SMMU_HYP_ABI_VERSION_MAJOR,
+		       SMMU_HYP_ABI_VERSION_MINOR, SMMU_HYP_ABI_VERSION_MAJOR);
+		return -ENODEV;
+	}
+	ste_buf = (void *)get_zeroed_page(GFP_KERNEL);
+	cmd_buf = (void *)get_zeroed_page(GFP_KERNEL);
+	evt_buf = (void *)get_zeroed_page(GFP_KERNEL);
+	if (!ste_buf || !cmd_buf || !evt_buf)
+		goto fail;
+	/* No stream of ours is attached yet: nothing of ours needs the SMMU powered. */
+	pv_vote(true);
+	err = platform_driver_register(&pv_driver);
+	if (!err)
+		return 0;
+fail:
+	free_page((unsigned long)ste_buf);
+	free_page((unsigned long)cmd_buf);
+	free_page((unsigned long)evt_buf);
+	return err ? err : -ENOMEM;
+}
+
+static void __exit pv_exit(void)
+{
+	platform_driver_unregister(&pv_driver);
+	pr_info("unloaded after %d hypercalls (%d refused), %d faults reported\n",
+		atomic_read(&calls), atomic_read(&refused), atomic_read(&faults_reported));
+	free_page((unsigned long)ste_buf);
+	free_page((unsigned long)cmd_buf);
+	free_page((unsigned long)evt_buf);
+}
+
+module_init(pv_init);
+module_exit(pv_exit);
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("Paravirtual IOMMU of the SMMU-owning hypervisor (a guest's streams through its hypercalls)");
