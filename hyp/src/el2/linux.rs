@@ -159,33 +159,34 @@ pub fn sgi_register_page(cpu: u32) -> MemRange {
     MemRange::new(gicr_frames(cpu).1.base, sgi_off::PAGE)
 }
 
-/// A redistributor frame through MMIO.
-struct RdFrame(usize);
+/// A GIC register frame through MMIO, as a filter reaches it: 32-bit volatile accesses at
+/// offsets from its base. Made only by [`GicFrame::at`], whose caller vouches for the frame;
+/// the filter over it ([`RedistFilter`], [`SgiFrameFilter`], [`DistFilter`]) reads only the
+/// architected registers of its frame and writes only what it allows the VM.
+struct GicFrame(usize);
 
-impl Frame for RdFrame {
-    fn read32(&self, offset: u64) -> u32 {
-        // SAFETY: an architected register of this CPU's RD frame (the filter only passes those),
-        // identity-mapped as device memory at EL2.
-        unsafe { ((self.0 + offset as usize) as *const u32).read_volatile() }
-    }
-    fn write32(&self, offset: u64, value: u32) {
-        // SAFETY: as for `read32`; the filter only writes CTLR (LPIs masked), STATUSR and WAKER.
-        unsafe { ((self.0 + offset as usize) as *mut u32).write_volatile(value) }
+impl GicFrame {
+    /// The frame at `base`.
+    ///
+    /// # Safety
+    ///
+    /// `base` is a GIC register frame (the distributor, or one CPU's RD frame or SGI-frame
+    /// register page) identity-mapped as device memory at EL2, with no other user that could
+    /// be confused by the accesses of the filter this frame is given to.
+    unsafe fn at(base: u64) -> GicFrame {
+        GicFrame(base as usize)
     }
 }
 
-/// The register page of an SGI frame through MMIO.
-struct SgiPage(usize);
-
-impl Frame for SgiPage {
+impl Frame for GicFrame {
     fn read32(&self, offset: u64) -> u32 {
-        // SAFETY: an architected register of this CPU's SGI frame (the filter only reads those),
-        // identity-mapped as device memory at EL2.
+        // SAFETY: a word-aligned offset inside the frame (the filters only read architected
+        // registers of their frame), which `GicFrame::at`'s caller vouched for.
         unsafe { ((self.0 + offset as usize) as *const u32).read_volatile() }
     }
     fn write32(&self, offset: u64, value: u32) {
-        // SAFETY: as for `read32`; the filter writes only the host's own SGI/PPI registers,
-        // priorities raised to the floor and groups kept 1.
+        // SAFETY: as for `read32`; what is written is what the filter allows the VM (its own
+        // bits and fields, LPIs masked, priorities raised, groups kept).
         unsafe { ((self.0 + offset as usize) as *mut u32).write_volatile(value) }
     }
 }
@@ -193,7 +194,7 @@ impl Frame for SgiPage {
 /// The host's SGI-frame register page: [`SgiFrameFilter`], and the first write of each kind
 /// that asked for more than it got logged.
 struct HostSgiPage {
-    filter: SgiFrameFilter<SgiPage>,
+    filter: SgiFrameFilter<GicFrame>,
     vm: &'static str,
     cpu: u32,
 }
@@ -227,28 +228,11 @@ fn shaped(vm: &str, cpu: u32, kind: Shaped, offset: u64, size: u8, value: u64) {
     );
 }
 
-/// The distributor through MMIO.
-struct GicdFrame(usize);
-
-impl Frame for GicdFrame {
-    fn read32(&self, offset: u64) -> u32 {
-        // SAFETY: a word-aligned offset inside the distributor's 64 KiB frame (the filter only
-        // reads architected registers), identity-mapped as device memory at EL2.
-        unsafe { ((self.0 + offset as usize) as *const u32).read_volatile() }
-    }
-    fn write32(&self, offset: u64, value: u32) {
-        // SAFETY: as for `read32`; the filter writes only the host's own bits and fields (its
-        // INTIDs' enable, pending, active, group, trigger, priority and route, SETSPI/CLRSPI of
-        // its INTIDs), never CTLR.
-        unsafe { ((self.0 + offset as usize) as *mut u32).write_volatile(value) }
-    }
-}
-
 /// The host's distributor: [`DistFilter`] plus what the EL2 side adds, the first refusal of
 /// each register kind logged, the accesses counted, and the configuration of every interrupt
 /// not the host's read before its first access and compared when it stops.
 pub struct HostGicd {
-    filter: DistFilter<GicdFrame>,
+    filter: DistFilter<GicFrame>,
     vm: &'static str,
     /// Configuration of the others' interrupts before the host's first access (or since the
     /// hypervisor last changed its own).
@@ -375,8 +359,9 @@ pub fn emulated_devices(
     let last = vm.cpus.end() - 1;
     let rds = vm.cpus.iter().map(|cpu| {
         let range = gicr_frames(cpu).0;
-        let rd: &'static RedistFilter<RdFrame> = alloc::boxed::Box::leak(alloc::boxed::Box::new(
-            RedistFilter::new(RdFrame(range.base as usize), cpu == last),
+        let rd: &'static RedistFilter<GicFrame> = alloc::boxed::Box::leak(alloc::boxed::Box::new(
+            // SAFETY: this CPU's RD frame, mapped at EL2; only this filter uses it.
+            RedistFilter::new(unsafe { GicFrame::at(range.base) }, cpu == last),
         ));
         Region { range, device: rd }
     });
@@ -387,7 +372,9 @@ pub fn emulated_devices(
     let owned = gicd::host_intids(&tree);
     let mpidrs: alloc::vec::Vec<u64> = tree.cpu_mpidrs().collect();
     let gicd: &'static HostGicd = alloc::boxed::Box::leak(alloc::boxed::Box::new(HostGicd {
-        filter: DistFilter::new(GicdFrame(board.gicd.base as usize), owned, &mpidrs)
+        // SAFETY: the distributor, mapped at EL2; the hypervisor's own configuration goes
+        // through the write-one registers or is done before any VM runs (see `gicd`).
+        filter: DistFilter::new(unsafe { GicFrame::at(board.gicd.base) }, owned, &mpidrs)
             .not_auditing(others),
         vm: vm.name,
         before: SpinMutex::new(None),
@@ -419,7 +406,9 @@ pub fn emulated_devices(
         let range = sgi_register_page(cpu);
         let page: &'static HostSgiPage =
             alloc::boxed::Box::leak(alloc::boxed::Box::new(HostSgiPage {
-                filter: SgiFrameFilter::new(SgiPage(range.base as usize)),
+                // SAFETY: this CPU's SGI-frame register page, mapped at EL2; only this filter
+                // and the hypervisor's disabling of an unexpected SGI/PPI (`irq`) touch it.
+                filter: SgiFrameFilter::new(unsafe { GicFrame::at(range.base) }),
                 vm: vm.name,
                 cpu,
             }));
