@@ -125,24 +125,8 @@ impl<F: Frame> Device for RedistFilter<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::mmio::FakeFrame;
     use std::collections::BTreeMap;
-    use std::vec::Vec;
-
-    /// A frame with a few registers; reading anything else panics (as an emulator may fault).
-    struct FakeFrame {
-        regs: spin::Mutex<BTreeMap<u64, u32>>,
-        writes: spin::Mutex<Vec<(u64, u32)>>,
-    }
-
-    impl Frame for FakeFrame {
-        fn read32(&self, offset: u64) -> u32 {
-            *self.regs.lock().get(&offset).unwrap_or_else(|| panic!("read of {offset:#x}"))
-        }
-        fn write32(&self, offset: u64, value: u32) {
-            self.writes.lock().push((offset, value));
-            self.regs.lock().insert(offset, value);
-        }
-    }
 
     fn cpu0_frame() -> RedistFilter<FakeFrame> {
         frame(true)
@@ -162,10 +146,7 @@ mod tests {
         for o in (off::ID_START..off::FRAME).step_by(4) {
             regs.entry(o).or_insert(0);
         }
-        RedistFilter::new(
-            FakeFrame { regs: spin::Mutex::new(regs), writes: spin::Mutex::new(Vec::new()) },
-            last,
-        )
+        RedistFilter::new(FakeFrame::with(regs), last)
     }
 
     #[test]

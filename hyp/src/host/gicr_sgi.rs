@@ -203,24 +203,9 @@ impl<F: Frame> Device for SgiFrameFilter<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::mmio::FakeFrame;
     use std::collections::BTreeMap;
     use std::vec::Vec;
-
-    /// The page's registers; reading anything else panics (as an emulator may fault).
-    struct FakeFrame {
-        regs: spin::Mutex<BTreeMap<u64, u32>>,
-        writes: spin::Mutex<Vec<(u64, u32)>>,
-    }
-
-    impl Frame for FakeFrame {
-        fn read32(&self, offset: u64) -> u32 {
-            *self.regs.lock().get(&offset).unwrap_or_else(|| panic!("read of {offset:#x}"))
-        }
-        fn write32(&self, offset: u64, value: u32) {
-            self.writes.lock().push((offset, value));
-            self.regs.lock().insert(offset, value);
-        }
-    }
 
     fn filter() -> SgiFrameFilter<FakeFrame> {
         let mut regs = BTreeMap::new();
@@ -242,10 +227,7 @@ mod tests {
         for o in (off::IPRIORITYR..off::IPRIORITYR_END).step_by(4) {
             regs.insert(o, 0xa0a0_a0a0);
         }
-        SgiFrameFilter::new(FakeFrame {
-            regs: spin::Mutex::new(regs),
-            writes: spin::Mutex::new(Vec::new()),
-        })
+        SgiFrameFilter::new(FakeFrame::with(regs))
     }
 
     fn writes(f: &SgiFrameFilter<FakeFrame>) -> Vec<(u64, u32)> {

@@ -241,6 +241,33 @@ pub fn emulate(regions: &[Region<'_>], esr: Esr, ipa: u64, regs: &mut dyn Regist
     Outcome::Emulated { access, device }
 }
 
+/// A register frame as a map, for the filters' tests: reading a register it does not hold
+/// panics (as an emulator may fault), and every write is recorded.
+#[cfg(test)]
+pub(crate) struct FakeFrame {
+    pub regs: spin::Mutex<std::collections::BTreeMap<u64, u32>>,
+    pub writes: spin::Mutex<std::vec::Vec<(u64, u32)>>,
+}
+
+#[cfg(test)]
+impl FakeFrame {
+    /// A frame holding `regs`.
+    pub fn with(regs: std::collections::BTreeMap<u64, u32>) -> FakeFrame {
+        FakeFrame { regs: spin::Mutex::new(regs), writes: spin::Mutex::new(std::vec::Vec::new()) }
+    }
+}
+
+#[cfg(test)]
+impl Frame for FakeFrame {
+    fn read32(&self, offset: u64) -> u32 {
+        *self.regs.lock().get(&offset).unwrap_or_else(|| panic!("read of {offset:#x}"))
+    }
+    fn write32(&self, offset: u64, value: u32) {
+        self.writes.lock().push((offset, value));
+        self.regs.lock().insert(offset, value);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
