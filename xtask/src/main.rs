@@ -440,6 +440,7 @@ fn native_run(imgs: &images::Images, opts: &Opts) -> Result<qemu::RunOutput, Str
             image: prepared.files.image.clone(),
             initrd: prepared.files.initrd.clone(),
             ram: platform::qemu_virt::MANIFEST.vms[0].mem.size,
+            cpus: platform::qemu_virt::MANIFEST.vms[0].cpus.count,
         }),
         disk: &imgs.disk,
         null_disk: None,
