@@ -49,6 +49,10 @@ impl Queue for FakeQueue {
     fn after(&self, k: u32) -> u32 {
         (self.cmds.len() as u32).saturating_sub(k)
     }
+    fn msi_target(&self, addr: u64) -> bool {
+        // The fake host's RAM: one page at 0x4000_0000.
+        addr.is_multiple_of(4) && (0x4000_0000..0x4000_1000).contains(&addr)
+    }
 }
 
 fn plan(q: &mut FakeQueue) -> Plan {
