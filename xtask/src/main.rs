@@ -308,6 +308,7 @@ fn linux_run(
             c.push(report::smmu_irqs_check(&out.log));
             c.push(report::smmu_work_check(&out.log, false));
             c.push(report::sync_completion_check(&out.log, variant.smmu_coherent()));
+            c.push(report::msi_continuation_check(&out.log));
             if !variant.smmu_coherent() {
                 c.extend(report::noncoherent_checks(&out.log, &report::vm_names(), true));
             }

@@ -656,6 +656,29 @@ pub struct EmulatedSmmuCounters {
     pub msi_refused: u64,
     /// CMDQ_CONS reads.
     pub cons_reads: u64,
+    /// Accesses' worth of a host queue the hypervisor's own interrupt consumed.
+    pub continued_async: u64,
+}
+
+/// The `flood-msi` test (2^17 - 1 entries after a lone MSI SYNC, the last a CMD_SYNC whose MSI
+/// the host waits for without reading CMDQ_CONS) finished because the hypervisor went on by
+/// itself: its own interrupt consumed what the PROD write's access (at most 256 commands) left,
+/// at most one access's worth (256) each, so at least (2^17 - 1 - 256) / 256 of them.
+pub fn msi_continuation_check(log: &str) -> LogCheck {
+    const AT_LEAST: u64 = ((1 << 17) - 1 - 256u64).div_ceil(256);
+    LogCheck {
+        name: "host_msi_flood_continued_by_the_hypervisors_interrupt",
+        result: emulated_smmu_counters(log).and_then(|c| {
+            if c.continued_async >= AT_LEAST {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} continuations by the hypervisor's interrupt, fewer than {AT_LEAST}",
+                    c.continued_async
+                ))
+            }
+        }),
+    }
 }
 
 /// How the host's driver completed its CMD_SYNCs (the emulated SMMU advertises MSIs): with its
@@ -720,6 +743,7 @@ pub fn emulated_smmu_counters(log: &str) -> Result<EmulatedSmmuCounters, String>
         msi_writes: get("msi_writes")?,
         msi_refused: get("msi_refused")?,
         cons_reads: get("cons_reads")?,
+        continued_async: get("continued_async")?,
     })
 }
 
@@ -943,7 +967,7 @@ mod tests {
     #[test]
     fn emulated_smmu_summary_is_read() {
         let log = "hyp: INFO  vm host: emulated SMMU: 26 commands (12 CMD_SYNCs completed after the real SYNC, 0 stopped the queue), 13 STEs shadowed (1 refused), 0 events delivered (0 discarded: its queue full or disabled), 0 accesses to unimplemented registers\n\
-hyp: INFO  vm host: emulated SMMU counters: commands=26 syncs=12 stes_shadowed=13 stes_refused=1 cds_refused=0 events_delivered=0 events_discarded=0 command_errors=0 unknown_accesses=0 ste_installs_failed=0 notices_unlogged=0 budget_stops=0 continued=0 msi_writes=5 msi_refused=0 cons_reads=2\n";
+hyp: INFO  vm host: emulated SMMU counters: commands=26 syncs=12 stes_shadowed=13 stes_refused=1 cds_refused=0 events_delivered=0 events_discarded=0 command_errors=0 unknown_accesses=0 ste_installs_failed=0 notices_unlogged=0 budget_stops=0 continued=0 msi_writes=5 msi_refused=0 cons_reads=2 continued_async=600\n";
         assert_eq!(
             emulated_smmu_counters(log),
             Ok(EmulatedSmmuCounters {
@@ -954,8 +978,14 @@ hyp: INFO  vm host: emulated SMMU counters: commands=26 syncs=12 stes_shadowed=1
                 msi_writes: 5,
                 msi_refused: 0,
                 cons_reads: 2,
+                continued_async: 600,
             })
         );
+        assert_eq!(msi_continuation_check(log).result, Ok(()));
+        let few = log.replace("continued_async=600", "continued_async=510");
+        assert!(msi_continuation_check(&few).result.unwrap_err().contains("fewer than 511"));
+        let enough = log.replace("continued_async=600", "continued_async=511");
+        assert_eq!(msi_continuation_check(&enough).result, Ok(()));
         assert_eq!(sync_completion_check(log, true).result, Ok(()));
         assert!(sync_completion_check(log, false).result.unwrap_err().contains("5 MSIs written"));
         let no_msi = log.replace("msi_writes=5", "msi_writes=0");
@@ -964,7 +994,7 @@ hyp: INFO  vm host: emulated SMMU counters: commands=26 syncs=12 stes_shadowed=1
         let refused = log.replace("msi_refused=0", "msi_refused=1");
         assert!(sync_completion_check(&refused, true).result.is_err());
         // By key, in any order; keys xtask does not know are fine.
-        let reordered = "hyp: INFO  vm host: emulated SMMU counters: new=7 stes_refused=1 stes_shadowed=13 syncs=12 commands=26 cons_reads=2 msi_refused=0 msi_writes=5";
+        let reordered = "hyp: INFO  vm host: emulated SMMU counters: new=7 stes_refused=1 stes_shadowed=13 syncs=12 commands=26 cons_reads=2 msi_refused=0 msi_writes=5 continued_async=600";
         assert_eq!(emulated_smmu_counters(reordered), emulated_smmu_counters(log));
         let err = |log: &str| emulated_smmu_counters(log).unwrap_err();
         assert!(
@@ -998,6 +1028,7 @@ hyp: INFO  vm host: emulated SMMU counters: commands=26 syncs=12 stes_shadowed=1
             continued: 9,
             msi_writes: 4,
             cons_reads: 3,
+            continued_async: 7,
             ..Default::default()
         };
         let log = format!("hyp: INFO  {EMULATED_SMMU_COUNTERS}{c}\n");
@@ -1011,6 +1042,7 @@ hyp: INFO  vm host: emulated SMMU counters: commands=26 syncs=12 stes_shadowed=1
                 msi_writes: 4,
                 msi_refused: 0,
                 cons_reads: 3,
+                continued_async: 7,
             })
         );
         // Every counter (all u64), each once as KEY=VALUE (the parser refuses a repeated key).
@@ -1080,7 +1112,7 @@ hyp: WARN  vm host: GIC distributor: its write to IROUTER of INTID 32 (not its i
 hyp: WARN  vm host: GIC distributor: its write to SETSPI/CLRSPI of INTID 100 (not its interrupt) ignored (logged once per register)
 hyp: INFO  vm host: GIC distributor: every interrupt not its own (INTIDs 32..287 but 35..38, 272, 273) kept its enable, group, trigger, priority and route while it ran
 hyp: INFO  vm host: emulated SMMU: 26 commands (12 CMD_SYNCs completed after the real SYNC, 0 stopped the queue), 3 STEs shadowed (0 refused), 0 events delivered
-hyp: INFO  vm host: emulated SMMU counters: commands=26 syncs=12 stes_shadowed=3 stes_refused=0 msi_writes=9 msi_refused=0 cons_reads=1
+hyp: INFO  vm host: emulated SMMU counters: commands=26 syncs=12 stes_shadowed=3 stes_refused=0 msi_writes=9 msi_refused=0 cons_reads=1 continued_async=0
 hyp: INFO  vm host stopped (SYSTEM_OFF) after 0 hypercalls
 hyp: INFO  vm guest2 stopped (SYSTEM_OFF) after 1 hypercalls
 hyp: INFO  vm guest1 stopped (SYSTEM_OFF) after 1 hypercalls
