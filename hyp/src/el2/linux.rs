@@ -300,11 +300,13 @@ pub fn emulated_devices(vm: &VmSpec, functions: &[Configured]) -> alloc::vec::Ve
         gicd.filter.affinities(),
         gicd.filter.affinity()
     );
+    // The emulated SMMU first: its CMDQ_PROD writes are the trapped accesses of every strict
+    // DMA unmap (the regions are searched in order on each trap).
     let mut regions = alloc::vec![
+        Region { range: board.smmu, device: &super::front_door::HostSmmuDevice },
         Region { range: board.pcie_ecam, device: ecam },
         Region { range: board.gicd, device: gicd },
     ];
     regions.extend(rds);
-    regions.push(Region { range: board.smmu, device: &super::front_door::HostSmmuDevice });
     regions
 }

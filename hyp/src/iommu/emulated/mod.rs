@@ -85,16 +85,22 @@ impl HostMemory<'_> {
     /// (as every access: not the hypervisor's, not a guest's, not its shadow CDs) and `addr`
     /// is 4-byte aligned; otherwise nothing is written.
     pub fn write_word(&mut self, addr: u64, value: u32) -> Result<(), MemFault> {
-        if !addr.is_multiple_of(4) {
-            return Err(MemFault { addr });
-        }
-        let r = GuestRange::of(self.spec, addr, 4).map_err(|_| MemFault { addr })?;
-        self.mem.write(r, &value.to_le_bytes()).map_err(|_| MemFault { addr })
+        let r = self.word_target(addr).ok_or(MemFault { addr })?;
+        self.write_word_in(r, value)
     }
 
-    /// Whether [`Self::write_word`] may write at `addr`.
-    pub fn word_target(&self, addr: u64) -> bool {
-        addr.is_multiple_of(4) && GuestRange::of(self.spec, addr, 4).is_ok()
+    /// Where [`Self::write_word`] may write at `addr`, if it may.
+    pub fn word_target(&self, addr: u64) -> Option<GuestRange> {
+        if !addr.is_multiple_of(4) {
+            return None;
+        }
+        GuestRange::of(self.spec, addr, 4).ok()
+    }
+
+    /// Writes the 32-bit `value` into `range` ([`Self::word_target`]'s).
+    pub fn write_word_in(&mut self, range: GuestRange, value: u32) -> Result<(), MemFault> {
+        let addr = range.ipa();
+        self.mem.write(range, &value.to_le_bytes()).map_err(|_| MemFault { addr })
     }
 }
 
@@ -114,7 +120,7 @@ impl Queue for HostQueue<'_, '_> {
     fn after(&self, k: u32) -> u32 {
         self.smmu.commands_after(k)
     }
-    fn msi_target(&self, addr: u64) -> bool {
+    fn msi_target(&self, addr: u64) -> Option<GuestRange> {
         self.mem.word_target(addr)
     }
 }
@@ -737,7 +743,7 @@ impl VirtualSmmu {
             if u32::from(m.at) >= done {
                 break;
             }
-            match ctx.mem.write_word(m.addr, m.data) {
+            match ctx.mem.write_word_in(m.range, m.data) {
                 Ok(()) => self.counters.msi_writes += 1,
                 Err(_) => self.counters.msi_refused += 1,
             }

@@ -18,6 +18,7 @@
 use super::{for_guest_path, pass_through, translate, HostCommand};
 use super::{ACCESS_BUDGET, REFRESH_COST, SEND_COST};
 use crate::iommu::soft::MemFault;
+use crate::vm::memory::GuestRange;
 use alloc::vec;
 use alloc::vec::Vec;
 use host_abi::smmu::regs::cerror;
@@ -55,10 +56,10 @@ pub trait Queue {
     fn fetch(&mut self, k: u32, out: &mut [Command]) -> Option<Result<usize, MemFault>>;
     /// How many commands the queue holds beyond the first `k` after CONS.
     fn after(&self, k: u32) -> u32;
-    /// Whether a CMD_SYNC's MSI may be written at `addr`: four bytes, 4-byte aligned, in the
+    /// Where a CMD_SYNC's MSI may be written at `addr`: four bytes, 4-byte aligned, in the
     /// host's own RAM (never the hypervisor's, a guest's, or the shadow CDs the hypervisor
-    /// keeps in it).
-    fn msi_target(&self, addr: u64) -> bool;
+    /// keeps in it); `None` if not.
+    fn msi_target(&self, addr: u64) -> Option<GuestRange>;
 }
 
 /// A CMD_SYNC that completes with an MSI (CS = SIG_IRQ): `data` written at `addr` (checked with
@@ -67,8 +68,8 @@ pub trait Queue {
 pub struct Msi {
     /// The SYNC's entry after CONS.
     pub at: u16,
-    /// MSIADDR (bits 51:2; 4-byte aligned).
-    pub addr: u64,
+    /// MSIADDR's four bytes, checked ([`Queue::msi_target`]).
+    pub range: GuestRange,
     /// MSIDATA.
     pub data: u32,
 }
@@ -361,10 +362,8 @@ impl Plan {
             if !pass_through(op) {
                 let Some(x) = for_guest_path(c) else { break };
                 if let Some((addr, data)) = msi_of(c) {
-                    if !q.msi_target(addr) {
-                        break;
-                    }
-                    self.msis.push(Msi { at: (from + k) as u16, addr, data });
+                    let Some(range) = q.msi_target(addr) else { break };
+                    self.msis.push(Msi { at: (from + k) as u16, range, data });
                 }
                 *c = x;
                 syncs += (op == Opcode::Sync as u8) as u16;
