@@ -11,15 +11,18 @@
  *   icount drain         waits until everything written to stdout (the console) has been sent
  *                        (tcdrain): under -icount sleep=off a `sleep` takes no real time, and a
  *                        poweroff right after an echo can cut the 16550's output short.
- *   icount run CMD ARGS  runs CMD and prints "instructions N el2 A el1 B el0 C cntvct M":
- *                        N = instructions retired on CPU 0 at every exception level (EL0, EL1
- *                        and, below a hypervisor, EL2: perf's exclude_hv = 0), and A, B, C the
- *                        same split by level (three counters in one group: all levels; EL0 and
- *                        EL1 (exclude_hv); EL0 alone (exclude_kernel too)), counted by the PMU's
- *                        INST_RETIRED event through perf_event_open(pid = -1, cpu = 0) from
- *                        just before the fork to just after the wait; M = CNTVCT_EL0 ticks over
- *                        the same span. Under -icount QEMU's INST_RETIRED is its exact
- *                        instruction count.
+ *   icount run CMD ARGS  runs CMD and prints "instructions N el2 A el1 B el0 C cntvct M cpus K":
+ *                        N = instructions retired on every online CPU (K of them, numbered
+ *                        0..K-1) at every exception level (EL0, EL1 and, below a hypervisor,
+ *                        EL2: perf's exclude_hv = 0), and A, B, C the same split by level
+ *                        (three counters in one group per CPU: all levels; EL0 and EL1
+ *                        (exclude_hv); EL0 alone (exclude_kernel too)), counted by the PMU's
+ *                        INST_RETIRED event through perf_event_open(pid = -1, cpu = c) for each
+ *                        CPU c from just before the fork to just after the wait, and summed
+ *                        over the CPUs; M = CNTVCT_EL0 ticks over the same span. Under -icount
+ *                        QEMU's INST_RETIRED is its exact instruction count. Everything that
+ *                        ran on any CPU in the span is counted (CMD, the kernel's work for it
+ *                        on whichever CPU it ran, and anything else that ran then).
  *
  * Exits 1 with a message on stderr if the counters cannot be opened or did not count the whole
  * span (multiplexed); otherwise with CMD's status.
@@ -44,8 +47,11 @@ static uint64_t cntvct(void)
 	return v;
 }
 
-/* One instruction counter on CPU 0; `group` -1 makes it a group leader. */
-static int counter_open(int exclude_kernel, int exclude_hv, int group)
+/* The most CPUs counted. */
+#define MAX_CPUS 16
+
+/* One instruction counter on CPU `cpu`; `group` -1 makes it a group leader. */
+static int counter_open(int cpu, int exclude_kernel, int exclude_hv, int group)
 {
 	struct perf_event_attr a;
 
@@ -59,7 +65,7 @@ static int counter_open(int exclude_kernel, int exclude_hv, int group)
 	a.exclude_hv = exclude_hv;
 	a.read_format = PERF_FORMAT_GROUP | PERF_FORMAT_TOTAL_TIME_ENABLED |
 			PERF_FORMAT_TOTAL_TIME_RUNNING;
-	return (int)syscall(SYS_perf_event_open, &a, -1, 0, group, 0);
+	return (int)syscall(SYS_perf_event_open, &a, -1, cpu, group, 0);
 }
 
 int main(int argc, char **argv)
@@ -67,8 +73,8 @@ int main(int argc, char **argv)
 	struct {
 		uint64_t nr, enabled, running, value[3];
 	} r;
-	uint64_t t0, t1;
-	int fd, el01, el0, status;
+	uint64_t t0, t1, sum[3] = { 0, 0, 0 };
+	int fd[MAX_CPUS], ncpus, cpu, status;
 	pid_t pid;
 
 	if (argc == 2 && !strcmp(argv[1], "now")) {
@@ -83,16 +89,27 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: icount now | icount drain | icount run CMD [ARGS...]\n");
 		return 2;
 	}
-	fd = counter_open(0, 0, -1);
-	el01 = fd < 0 ? -1 : counter_open(0, 1, fd);
-	el0 = el01 < 0 ? -1 : counter_open(1, 1, fd);
-	if (el0 < 0) {
-		fprintf(stderr, "icount: perf_event_open(instructions, cpu 0): %s\n",
-			strerror(errno));
+	ncpus = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	if (ncpus < 1 || ncpus > MAX_CPUS) {
+		fprintf(stderr, "icount: %d CPUs online: not 1..%d\n", ncpus, MAX_CPUS);
 		return 1;
 	}
-	ioctl(fd, PERF_EVENT_IOC_RESET, PERF_IOC_FLAG_GROUP);
-	ioctl(fd, PERF_EVENT_IOC_ENABLE, PERF_IOC_FLAG_GROUP);
+	for (cpu = 0; cpu < ncpus; cpu++) {
+		int el01, el0;
+
+		fd[cpu] = counter_open(cpu, 0, 0, -1);
+		el01 = fd[cpu] < 0 ? -1 : counter_open(cpu, 0, 1, fd[cpu]);
+		el0 = el01 < 0 ? -1 : counter_open(cpu, 1, 1, fd[cpu]);
+		if (el0 < 0) {
+			fprintf(stderr, "icount: perf_event_open(instructions, cpu %d): %s\n", cpu,
+				strerror(errno));
+			return 1;
+		}
+	}
+	for (cpu = 0; cpu < ncpus; cpu++) {
+		ioctl(fd[cpu], PERF_EVENT_IOC_RESET, PERF_IOC_FLAG_GROUP);
+		ioctl(fd[cpu], PERF_EVENT_IOC_ENABLE, PERF_IOC_FLAG_GROUP);
+	}
 	t0 = cntvct();
 	pid = fork();
 	if (pid == 0) {
@@ -105,19 +122,26 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	t1 = cntvct();
-	ioctl(fd, PERF_EVENT_IOC_DISABLE, PERF_IOC_FLAG_GROUP);
-	if (read(fd, &r, sizeof(r)) != (ssize_t)sizeof(r) || r.nr != 3) {
-		fprintf(stderr, "icount: reading the counters: %s\n", strerror(errno));
-		return 1;
+	for (cpu = 0; cpu < ncpus; cpu++)
+		ioctl(fd[cpu], PERF_EVENT_IOC_DISABLE, PERF_IOC_FLAG_GROUP);
+	for (cpu = 0; cpu < ncpus; cpu++) {
+		if (read(fd[cpu], &r, sizeof(r)) != (ssize_t)sizeof(r) || r.nr != 3) {
+			fprintf(stderr, "icount: reading the counters of cpu %d: %s\n", cpu,
+				strerror(errno));
+			return 1;
+		}
+		if (r.enabled != r.running) {
+			fprintf(stderr,
+				"icount: the counters of cpu %d were multiplexed (%llu of %llu ns): not exact\n",
+				cpu, (unsigned long long)r.running, (unsigned long long)r.enabled);
+			return 1;
+		}
+		for (int i = 0; i < 3; i++)
+			sum[i] += r.value[i];
 	}
-	if (r.enabled != r.running) {
-		fprintf(stderr, "icount: the counters were multiplexed (%llu of %llu ns): not exact\n",
-			(unsigned long long)r.running, (unsigned long long)r.enabled);
-		return 1;
-	}
-	printf("instructions %llu el2 %llu el1 %llu el0 %llu cntvct %llu\n",
-	       (unsigned long long)r.value[0], (unsigned long long)(r.value[0] - r.value[1]),
-	       (unsigned long long)(r.value[1] - r.value[2]), (unsigned long long)r.value[2],
-	       (unsigned long long)(t1 - t0));
+	printf("instructions %llu el2 %llu el1 %llu el0 %llu cntvct %llu cpus %d\n",
+	       (unsigned long long)sum[0], (unsigned long long)(sum[0] - sum[1]),
+	       (unsigned long long)(sum[1] - sum[2]), (unsigned long long)sum[2],
+	       (unsigned long long)(t1 - t0), ncpus);
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }

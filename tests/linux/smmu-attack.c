@@ -38,6 +38,10 @@
 //                         PROD written once: the hypervisor consumes a bounded amount per
 //                         trapped access (CONS never moves by more than 256 between two reads),
 //                         the queue drains as CONS is polled, and the stream still works
+//         flood-msi       the same flood with a CMD_SYNC at its end whose MSI (data 0) goes to
+//                         its own entry, as Linux's MSI polling does, after one such SYNC alone:
+//                         the hypervisor consumes the flood a bounded amount at a time by itself
+//                         (its own interrupt) and the final MSI arrives without one CONS read
 //         illegal-flood   2,000 illegal commands, each recovered from as Linux does: the queue
 //                         restarts every time (the hypervisor logs the first one only: xtask
 //                         counts its lines)
@@ -49,6 +53,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -514,10 +519,42 @@ static void s1_tables(uint64_t *targets, int n)
 	barrier();
 }
 
+// Word 0 of a CMD_SYNC that completes with an MSI (CS = SIG_IRQ, MSIDATA 0) and word 1 with
+// its address `pa`, as Linux's driver writes them with MSI polling.
+#define MSI_SYNC_W0 (SMMU_HYP_OP_SYNC | FIELD(CMD_SYNC_CS, 1) | FIELD(CMD_SYNC_MSH, 3) | \
+		     FIELD(CMD_SYNC_MSIATTR, 0xf))
+#define MSI_SYNC_W1(pa) ((pa) & SMMU_HYP_CMD_SYNC_MSIADDR_MASK)
+
+static long ms_since(const struct timespec *t0)
+{
+	struct timespec t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (t1.tv_sec - t0->tv_sec) * 1000 + (t1.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+// Waits (at most `ms`) for the first 32 bits of queue entry `e` to become 0 (its MSI), reading
+// memory only. Returns whether it did.
+static int wait_msi(volatile uint64_t *e, long ms)
+{
+	struct timespec t0;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while ((uint32_t)e[0] != 0) {
+		if (ms_since(&t0) > ms)
+			return 0;
+		sched_yield();
+	}
+	return 1;
+}
+
 // A 2 MiB queue full of CFGI_ALL, PROD written once (one lap ahead of CONS: every entry), then
 // CONS polled as Linux's driver polls it: the hypervisor must consume it a bounded amount per
 // trapped access, so CONS never moves by more than ACCESS_BUDGET between two reads.
-static void flood(uint32_t sid)
+// With `msi`: first one CMD_SYNC alone whose MSI goes to its own entry (the host asks for MSIs,
+// as Linux's driver does from its first SYNC), then the flood with such a SYNC as its last
+// entry, and only memory is read until that MSI arrives: the hypervisor goes on by itself.
+static void flood(uint32_t sid, int msi)
 {
 	FILE *f = fopen("/proc/sys/vm/nr_hugepages", "w");
 	if (!f || fprintf(f, "1\n") < 0 || fclose(f))
@@ -551,6 +588,36 @@ static void flood(uint32_t sid)
 	uint32_t mask = (2u << FLOOD_LOG2) - 1;
 	uint32_t full = 1u << FLOOD_LOG2; // wrap bit set, index 0: every entry
 	struct timespec t0, t1;
+	if (msi) {
+		size_t last = (1ul << FLOOD_LOG2) - 1;
+		q[0] = MSI_SYNC_W0;
+		q[1] = MSI_SYNC_W1(pa);
+		q[2 * last] = MSI_SYNC_W0;
+		q[2 * last + 1] = MSI_SYNC_W1(pa + last * 16);
+		barrier();
+		wr32(smmu, SMMU_HYP_REG_CMDQ_PROD, 1);
+		if (!wait_msi(&q[0], 1000))
+			die("flood-msi: a lone CMD_SYNC's MSI did not arrive (CONS %#x)",
+			    rd32(smmu, SMMU_HYP_REG_CMDQ_CONS));
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		// Entries 1 to the last: CONS is at 1, PROD one lap ahead of index 0.
+		wr32(smmu, SMMU_HYP_REG_CMDQ_PROD, full);
+		if (!wait_msi(&q[2 * last], 120000))
+			die("flood-msi: the final CMD_SYNC's MSI did not arrive within 120 s (CONS %#x)",
+			    rd32(smmu, SMMU_HYP_REG_CMDQ_CONS));
+		long ms = ms_since(&t0);
+		uint32_t cons = rd32(smmu, SMMU_HYP_REG_CMDQ_CONS);
+		if (CONS_ERR(cons) || (cons & mask) != full)
+			die("flood-msi: after the final MSI, CONS %#x (not %#x)", cons, full);
+		set_cr0(0);
+		smmu_ours(st.pa, cmdq.pa);
+		cfgi(sid);
+		munmap(va, len);
+		printf("flood-msi: %lu CFGI_ALL consumed and the final CMD_SYNC's MSI written in %ld ms, "
+		       "no CMDQ_CONS read while waiting\n",
+		       last - 1, ms);
+		return;
+	}
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	wr32(smmu, SMMU_HYP_REG_CMDQ_PROD, full);
 	uint32_t last = 0, reads = 0, most = 0;
@@ -739,7 +806,9 @@ static int reprogram(int argc, char **argv)
 			die("bad-cds: the valid CD again: DMA did not land");
 		printf("bad-cds: the same CD made valid again: DMA lands\n");
 	} else if (!strcmp(what, "flood")) {
-		flood(sid);
+		flood(sid, 0);
+	} else if (!strcmp(what, "flood-msi")) {
+		flood(sid, 1);
 	} else if (!strcmp(what, "illegal-flood")) {
 		for (int i = 0; i < 2000; i++) {
 			uint32_t at = prod;

@@ -339,6 +339,8 @@ fn linux_run_with(
             );
             c.push(report::smmu_irqs_check(&out.log));
             c.push(report::smmu_work_check(&out.log, false));
+            c.push(report::sync_completion_check(&out.log, variant.smmu_coherent()));
+            c.push(report::msi_continuation_check(&out.log));
             if !variant.smmu_coherent() {
                 c.extend(report::noncoherent_checks(&out.log, &report::vm_names(), true));
             }
@@ -481,6 +483,7 @@ fn native_run(imgs: &images::Images, opts: &Opts) -> Result<qemu::RunOutput, Str
             image: prepared.files.image.clone(),
             initrd: prepared.files.initrd.clone(),
             ram: platform::qemu_virt::MANIFEST.vms[0].mem.size,
+            cpus: platform::qemu_virt::MANIFEST.vms[0].cpus.count,
         }),
         guest1: None,
         disk: &imgs.disk,

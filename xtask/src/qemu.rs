@@ -50,6 +50,8 @@ pub struct NativeLinux {
     pub initrd: PathBuf,
     /// RAM in bytes.
     pub ram: u64,
+    /// CPUs (`-smp`): as many as the host has under the hypervisor.
+    pub cpus: u32,
 }
 
 /// A Linux host's files and where each is loaded.
@@ -113,7 +115,7 @@ impl Launch<'_> {
 /// too), QEMU's own device tree; `append` is the kernel's command line.
 fn native_args(l: &Launch<'_>, n: &NativeLinux) -> Vec<String> {
     let mut a = machine("virt,gic-version=3,iommu=smmuv3,its=off");
-    a.extend(["-smp".into(), "1".into(), "-m".into(), format!("{}M", n.ram >> 20)]);
+    a.extend(["-smp".into(), n.cpus.to_string(), "-m".into(), format!("{}M", n.ram >> 20)]);
     a.extend(l.extra.iter().cloned());
     a.extend(["-kernel".into(), n.image.display().to_string()]);
     a.extend(["-initrd".into(), n.initrd.display().to_string()]);
@@ -509,6 +511,7 @@ mod tests {
             image: "/t/Image".into(),
             initrd: "/t/initrd".into(),
             ram: 256 << 20,
+            cpus: 2,
         });
         l.append = "console=ttyS0 iommu.passthrough=1".into();
         l.null_disk = Some(8 << 20);
@@ -517,7 +520,7 @@ mod tests {
         assert!(a.contains(&"virt,gic-version=3,iommu=smmuv3,its=off".to_string()));
         assert!(a.windows(2).any(|w| w[0] == "-kernel" && w[1] == "/t/Image"));
         assert!(a.windows(2).any(|w| w[0] == "-initrd" && w[1] == "/t/initrd"));
-        assert!(a.windows(2).any(|w| w[0] == "-smp" && w[1] == "1"));
+        assert!(a.windows(2).any(|w| w[0] == "-smp" && w[1] == "2"));
         assert!(a.windows(2).any(|w| w[0] == "-m" && w[1] == "256M"));
         assert!(a
             .windows(2)

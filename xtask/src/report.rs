@@ -708,6 +708,66 @@ pub struct EmulatedSmmuCounters {
     pub stes_shadowed: u64,
     /// STEs refused.
     pub stes_refused: u64,
+    /// CMD_SYNC MSIs written into the host's memory.
+    pub msi_writes: u64,
+    /// CMD_SYNCs refused for their MSI address.
+    pub msi_refused: u64,
+    /// CMDQ_CONS reads.
+    pub cons_reads: u64,
+    /// Accesses' worth of a host queue the hypervisor's own interrupt consumed.
+    pub continued_async: u64,
+}
+
+/// The `flood-msi` test (2^17 - 1 entries after a lone MSI SYNC, the last a CMD_SYNC whose MSI
+/// the host waits for without reading CMDQ_CONS) finished because the hypervisor went on by
+/// itself: its own interrupt consumed what the PROD write's access (at most 256 commands) left,
+/// at most one access's worth (256) each, so at least (2^17 - 1 - 256) / 256 of them.
+pub fn msi_continuation_check(log: &str) -> LogCheck {
+    const AT_LEAST: u64 = ((1 << 17) - 1 - 256u64).div_ceil(256);
+    LogCheck {
+        name: "host_msi_flood_continued_by_the_hypervisors_interrupt",
+        result: emulated_smmu_counters(log).and_then(|c| {
+            if c.continued_async >= AT_LEAST {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} continuations by the hypervisor's interrupt, fewer than {AT_LEAST}",
+                    c.continued_async
+                ))
+            }
+        }),
+    }
+}
+
+/// The MSI SYNCs the host test `flood-msi` (smmu-attack) writes itself: one alone, one at the
+/// flood's end.
+const TEST_MSI_SYNCS: u64 = 2;
+
+/// How the host's driver completed its CMD_SYNCs (the emulated SMMU advertises MSIs): with its
+/// SMMU coherent, Linux's MSI polling (CS = SIG_IRQ, the MSI written into the SYNC's own entry,
+/// which it polls instead of CMDQ_CONS), so MSIs were written beyond the test's own
+/// ([`TEST_MSI_SYNCS`]); non-coherent, Linux does not poll MSIs (`ARM_SMMU_OPT_MSIPOLL` needs
+/// coherency) and only the test's were; and no MSI was refused.
+pub fn sync_completion_check(log: &str, coherent: bool) -> LogCheck {
+    LogCheck {
+        name: if coherent {
+            "host_cmd_syncs_completed_by_msi"
+        } else {
+            "host_cmd_syncs_completed_by_cons_when_non_coherent"
+        },
+        result: emulated_smmu_counters(log).and_then(|c| match (coherent, c.msi_writes) {
+            _ if c.msi_refused != 0 => Err(format!("{} MSIs refused", c.msi_refused)),
+            (true, n) if n <= TEST_MSI_SYNCS => Err(format!(
+                "{n} MSIs written, the test's own {TEST_MSI_SYNCS} at most ({} CMD_SYNCs, {} \
+                 CMDQ_CONS reads): Linux did not poll MSIs",
+                c.syncs, c.cons_reads
+            )),
+            (false, n) if n != TEST_MSI_SYNCS => Err(format!(
+                "{n} MSIs written on a non-coherent SMMU, not the test's own {TEST_MSI_SYNCS}"
+            )),
+            _ => Ok(()),
+        }),
+    }
 }
 
 /// What precedes the hypervisor's machine-readable line of the host's emulated-SMMU counters
@@ -746,6 +806,10 @@ pub fn emulated_smmu_counters(log: &str) -> Result<EmulatedSmmuCounters, String>
         syncs: get("syncs")?,
         stes_shadowed: get("stes_shadowed")?,
         stes_refused: get("stes_refused")?,
+        msi_writes: get("msi_writes")?,
+        msi_refused: get("msi_refused")?,
+        cons_reads: get("cons_reads")?,
+        continued_async: get("continued_async")?,
     })
 }
 
@@ -969,18 +1033,40 @@ mod tests {
     #[test]
     fn emulated_smmu_summary_is_read() {
         let log = "hyp: INFO  vm host: emulated SMMU: 26 commands (12 CMD_SYNCs completed after the real SYNC, 0 stopped the queue), 13 STEs shadowed (1 refused), 0 events delivered (0 discarded: its queue full or disabled), 0 accesses to unimplemented registers\n\
-hyp: INFO  vm host: emulated SMMU counters: commands=26 syncs=12 stes_shadowed=13 stes_refused=1 cds_refused=0 events_delivered=0 events_discarded=0 command_errors=0 unknown_accesses=0 ste_installs_failed=0 notices_unlogged=0 budget_stops=0 continued=0\n";
+hyp: INFO  vm host: emulated SMMU counters: commands=26 syncs=12 stes_shadowed=13 stes_refused=1 cds_refused=0 events_delivered=0 events_discarded=0 command_errors=0 unknown_accesses=0 ste_installs_failed=0 notices_unlogged=0 budget_stops=0 continued=0 msi_writes=5 msi_refused=0 cons_reads=2 continued_async=600\n";
         assert_eq!(
             emulated_smmu_counters(log),
             Ok(EmulatedSmmuCounters {
                 commands: 26,
                 syncs: 12,
                 stes_shadowed: 13,
-                stes_refused: 1
+                stes_refused: 1,
+                msi_writes: 5,
+                msi_refused: 0,
+                cons_reads: 2,
+                continued_async: 600,
             })
         );
+        assert_eq!(msi_continuation_check(log).result, Ok(()));
+        let few = log.replace("continued_async=600", "continued_async=510");
+        assert!(msi_continuation_check(&few).result.unwrap_err().contains("fewer than 511"));
+        let enough = log.replace("continued_async=600", "continued_async=511");
+        assert_eq!(msi_continuation_check(&enough).result, Ok(()));
+        assert_eq!(sync_completion_check(log, true).result, Ok(()));
+        assert!(sync_completion_check(log, false).result.unwrap_err().contains("5 MSIs written"));
+        // Non-coherent: the flood-msi test's own two SYNCs only.
+        let test_only = log.replace("msi_writes=5", "msi_writes=2");
+        assert!(sync_completion_check(&test_only, true)
+            .result
+            .unwrap_err()
+            .contains("Linux did not poll MSIs"));
+        assert_eq!(sync_completion_check(&test_only, false).result, Ok(()));
+        let none = log.replace("msi_writes=5", "msi_writes=0");
+        assert!(sync_completion_check(&none, false).result.unwrap_err().contains("not the test's"));
+        let refused = log.replace("msi_refused=0", "msi_refused=1");
+        assert!(sync_completion_check(&refused, true).result.is_err());
         // By key, in any order; keys xtask does not know are fine.
-        let reordered = "hyp: INFO  vm host: emulated SMMU counters: new=7 stes_refused=1 stes_shadowed=13 syncs=12 commands=26";
+        let reordered = "hyp: INFO  vm host: emulated SMMU counters: new=7 stes_refused=1 stes_shadowed=13 syncs=12 commands=26 cons_reads=2 msi_refused=0 msi_writes=5 continued_async=600";
         assert_eq!(emulated_smmu_counters(reordered), emulated_smmu_counters(log));
         let err = |log: &str| emulated_smmu_counters(log).unwrap_err();
         assert!(
@@ -1012,6 +1098,9 @@ hyp: INFO  vm host: emulated SMMU counters: commands=26 syncs=12 stes_shadowed=1
             stes_shadowed: 13,
             stes_refused: 1,
             continued: 9,
+            msi_writes: 4,
+            cons_reads: 3,
+            continued_async: 7,
             ..Default::default()
         };
         let log = format!("hyp: INFO  {EMULATED_SMMU_COUNTERS}{c}\n");
@@ -1021,7 +1110,11 @@ hyp: INFO  vm host: emulated SMMU counters: commands=26 syncs=12 stes_shadowed=1
                 commands: 26,
                 syncs: 12,
                 stes_shadowed: 13,
-                stes_refused: 1
+                stes_refused: 1,
+                msi_writes: 4,
+                msi_refused: 0,
+                cons_reads: 3,
+                continued_async: 7,
             })
         );
         // Every counter (all u64), each once as KEY=VALUE (the parser refuses a repeated key).
@@ -1091,7 +1184,7 @@ hyp: WARN  vm host: GIC distributor: its write to IROUTER of INTID 32 (not its i
 hyp: WARN  vm host: GIC distributor: its write to SETSPI/CLRSPI of INTID 100 (not its interrupt) ignored (logged once per register)
 hyp: INFO  vm host: GIC distributor: every interrupt not its own (INTIDs 32..287 but 35..38, 272, 273) kept its enable, group, trigger, priority and route while it ran
 hyp: INFO  vm host: emulated SMMU: 26 commands (12 CMD_SYNCs completed after the real SYNC, 0 stopped the queue), 3 STEs shadowed (0 refused), 0 events delivered
-hyp: INFO  vm host: emulated SMMU counters: commands=26 syncs=12 stes_shadowed=3 stes_refused=0
+hyp: INFO  vm host: emulated SMMU counters: commands=26 syncs=12 stes_shadowed=3 stes_refused=0 msi_writes=9 msi_refused=0 cons_reads=1 continued_async=0
 hyp: INFO  vm host stopped (SYSTEM_OFF) after 0 hypercalls
 hyp: INFO  vm guest2 stopped (SYSTEM_OFF) after 1 hypercalls
 hyp: INFO  vm guest1 stopped (SYSTEM_OFF) after 1 hypercalls

@@ -266,6 +266,12 @@ pub mod cmd {
     pub const PREFETCH_STRIDE: Field = Field::new(1, 5, 5);
     /// CMD_SYNC completion signal (0 none, 1 IRQ, 2 SEV, 3 reserved).
     pub const SYNC_CS: Field = Field::new(0, 12, 2);
+    /// [`SYNC_CS`]: no signal (completion seen by polling CONS).
+    pub const SYNC_CS_NONE: u64 = 0;
+    /// [`SYNC_CS`]: an interrupt (with MSIs: MSIDATA written at MSIADDR) on completion.
+    pub const SYNC_CS_IRQ: u64 = 1;
+    /// [`SYNC_CS`]: a send-event on completion.
+    pub const SYNC_CS_SEV: u64 = 2;
     /// CMD_SYNC MSI shareability.
     pub const SYNC_MSH: Field = Field::new(0, 22, 2);
     /// CMD_SYNC MSI attributes.

@@ -98,13 +98,15 @@ const fn bits(v: u32, hi: u32, lo: u32) -> u32 {
 
 /// SMMU_IDR0 of the SMMU the hypervisor emulates for a host kernel (part of the host ABI: the
 /// host's driver sizes itself from it), on a coherent SMMU ([`emulated_idr0`]). Stage 1 only,
-/// AArch64 tables, coherent, 16-bit ASIDs,
-/// little-endian walks, no stall, linear or two-level stream tables; no stage 2, ATS, PRI,
-/// MSI, HYP, BTM or SEV.
+/// AArch64 tables, coherent, 16-bit ASIDs, MSIs (a CMD_SYNC may complete with a 32-bit write
+/// into the host's own RAM: Linux then polls that word instead of CMDQ_CONS; the event and
+/// global-error interrupts stay wired), little-endian walks, no stall, linear or two-level
+/// stream tables; no stage 2, ATS, PRI, HYP, BTM or SEV.
 pub const EMULATED_IDR0: u32 = Idr0::S1P
     | Idr0::TTF_AARCH64
     | Idr0::COHACC
     | Idr0::ASID16
+    | Idr0::MSI
     | Idr0::TTENDIAN_LE
     | Idr0::STALL_MODEL_NONE
     | Idr0::ST_LEVEL_2LVL;
@@ -135,6 +137,8 @@ impl Idr0 {
     pub const COHACC: u32 = 1 << 4;
     /// ASID16, bit 12.
     pub const ASID16: u32 = 1 << 12;
+    /// MSI, bit 13: message-signalled interrupts (and CMD_SYNC completion by an MSI write).
+    pub const MSI: u32 = 1 << 13;
     /// VMID16, bit 18.
     pub const VMID16: u32 = 1 << 18;
     /// STALL_MODEL, bits 25:24 = 0b01: stall not supported.

@@ -165,7 +165,9 @@ fn this_cpus_vm() -> u32 {
 
 /// The real SMMU's event-queue and global-error interrupts: each drains the event queue
 /// (routing every record to its VM, the Linux host's into its own event queue) and handles
-/// global errors, whatever the VMs are doing.
+/// global errors, whatever the VMs are doing; and goes on with a host command queue that an
+/// access stopped at its budget, if its host waits for MSIs rather than reading CMDQ_CONS
+/// (the event-queue SPI is then pended on purpose, [`HostSmmu::serve`]).
 ///
 /// Each round takes at most `DRAIN_PER_ENTRY` records; when records are left it makes its own
 /// interrupt pending again, so the drain goes on, a bounded round at a time, on the same CPU
@@ -183,6 +185,17 @@ fn on_smmu_irq(intid: u32) {
         // Progress: the records left have waited no longer than this round.
         WAITING_SINCE.store(super::sysreg::cntpct_el0::read(), Ordering::Relaxed);
         super::irq::pend_spi(board.smmu_irqs.eventq + 32);
+    }
+}
+
+/// Makes the hypervisor's own event-queue SPI pending (an FIQ at EL2 on the CPU it is routed
+/// to: the host's first while it runs), so that [`on_smmu_irq`] goes on with the host's
+/// command queue. With no running CPU to take it, the host's next access goes on instead.
+#[cold]
+#[inline(never)]
+fn continue_later() {
+    if super::irq::spis_routed() {
+        super::irq::pend_spi(PLATFORM.board().smmu_irqs.eventq + 32);
     }
 }
 
@@ -333,7 +346,9 @@ fn with<T>(caller: Caller, default: T, f: impl FnOnce(&mut SmmuService<MmioRegs>
         note_backlog(service);
         // The host's own entries hand it what reached its ring (nothing to do when nothing did).
         let notices = match (host, caller) {
-            (Some(h), Caller::Interrupt) => h.serve_events(service),
+            // The SMMU's interrupt (or the hypervisor's own pend of it) also goes on with a
+            // queue the budget stopped whose host waits for an MSI (one access's worth).
+            (Some(h), Caller::Interrupt) => h.serve(service, |v, ctx| v.continue_queue(ctx)),
             (Some(h), Caller::Vm(vm) | Caller::EventRead(vm)) if vm == host_vm => {
                 h.serve_events(service)
             }
@@ -440,6 +455,11 @@ fn log_notices(name: &'static str, notices: &[Option<Notice>; emulated::NOTICES]
                 Notice::UnknownRegister { offset } => warn!(
                     "vm {name}: access to SMMU offset {offset:#x}, which the emulated SMMU does not implement: read as zero, write ignored (logged once)"
                 ),
+                Notice::MsiRefused { cmd, addr } => warn!(
+                    "vm {name}: its CMD_SYNC {:#018x} {:#018x} asks for its MSI at {addr:#x}, which is not 4 bytes of its own RAM: it stopped its command queue (CMDQ_CONS.ERR 1), nothing written (logged once)",
+                    cmd.0[0],
+                    cmd.0[1]
+                ),
             }
         }
     }
@@ -458,8 +478,12 @@ impl HostSmmu {
 
     /// One access's worth of service to the host, under both locks: `access` (a register
     /// access, possibly nothing), then its pending event records into its event queue (no
-    /// work when its ring is empty), then its interrupts. Returns whether it has notices to
-    /// log (see [`log_host_notices`], once the locks are released).
+    /// work when its ring is empty), then its interrupts. If the access left commands that the
+    /// host may wait for without reading CMDQ_CONS again (it completes its CMD_SYNCs by MSI:
+    /// [`VirtualSmmu::wants_continuation`]), the hypervisor pends its own event-queue SPI
+    /// (group 0, routed to the host's CPU while it runs): its FIQ goes on with one more
+    /// access's worth, the SMMU service's lock released in between. Returns whether it has
+    /// notices to log (see [`log_host_notices`], once the locks are released).
     fn serve(
         &mut self,
         io: &mut SmmuService<MmioRegs>,
@@ -482,6 +506,9 @@ impl HostSmmu {
         }
         if irqs.gerror {
             super::irq::pend_spi(self.gerror_intid);
+        }
+        if self.v.wants_continuation() {
+            continue_later();
         }
         self.v.has_notices()
     }

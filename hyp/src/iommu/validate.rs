@@ -464,8 +464,8 @@ pub enum HostOp {
     Guest,
     /// CMD_SYNC, completed once everything before it completed on the real SMMU: a plain
     /// CMD_SYNC on the guests' path (which drops it: its batch ends with the hypervisor's own
-    /// SYNC). Only CS none or SEV (the emulated SMMU checks that itself: no SYNC interrupt is
-    /// advertised, 0b11 is reserved).
+    /// SYNC). CS none, SIG_IRQ (its MSI written into the host's RAM: the emulated SMMU checks
+    /// the address) or SEV; 0b11 is reserved (the emulated SMMU checks that itself).
     Sync,
     /// PREFETCH_CONFIG, PREFETCH_ADDR: hints, nothing to do (a plain CMD_SYNC on the guests'
     /// path).
@@ -503,8 +503,9 @@ const fn host_rule(op: Opcode, allowed: &[Field], forbidden: &[Field], treat: Ho
 /// follows: the emulated SMMU executes these itself (STE refreshes, prefetches, its SYNCs) or
 /// rewrites them (TLBI_NSNH_ALL) instead of passing them to the guests' path. A forbidden or
 /// reserved bit set makes the command illegal (CERROR_ILL), as an SMMU that checks its commands
-/// does: the secure bit, a SYNC's MSI address and data (no MSI is advertised). A SYNC's CS value
-/// is checked by the emulated SMMU itself (none or SEV; IRQ is not provided, 0b11 reserved).
+/// does: the secure bit, a reserved bit (a SYNC's MSI address bits 1:0 among them: an MSI is a
+/// 4-byte aligned write). A SYNC's CS value and MSI address are checked by the emulated SMMU
+/// itself (0b11 is reserved; the MSI must land in the host's own RAM).
 pub const HOST_RULES: [HostRule; 6] = [
     host_rule(Opcode::CfgiSte, &[cmd::SID, cmd::LEAF], &[cmd::SSEC], HostOp::RefreshSte),
     host_rule(Opcode::CfgiSteRange, &[cmd::SID, cmd::RANGE], &[cmd::SSEC], HostOp::RefreshRange),
@@ -523,8 +524,8 @@ pub const HOST_RULES: [HostRule; 6] = [
     host_rule(Opcode::TlbiNsnhAll, &[], &[], HostOp::NsnhAll),
     host_rule(
         Opcode::Sync,
-        &[cmd::SYNC_CS, cmd::SYNC_MSH, cmd::SYNC_MSIATTR],
-        &[cmd::SYNC_MSIDATA, cmd::SYNC_MSIADDR],
+        &[cmd::SYNC_CS, cmd::SYNC_MSH, cmd::SYNC_MSIATTR, cmd::SYNC_MSIDATA, cmd::SYNC_MSIADDR],
+        &[],
         HostOp::Sync,
     ),
 ];
@@ -1048,14 +1049,20 @@ mod tests {
             let c = Command([op as u64 | 1 << 10, 0]);
             assert_eq!(host_fields(&c), Err(HypError::ForbiddenField), "{op:?}");
         }
-        // A SYNC may say how it completes; its MSI address and data are forbidden.
+        // A SYNC may say how it completes and where its MSI goes (the address is the emulated
+        // SMMU's to check); an MSI address is 4-byte aligned: word 1 bits 1:0 are reserved, as
+        // are bits 63:52.
         let sync = HOST_OPCODES.rule[Opcode::Sync as usize].unwrap();
-        assert_eq!(sync.forbidden, fields_mask(&[cmd::SYNC_MSIDATA, cmd::SYNC_MSIADDR]));
+        assert_eq!(sync.forbidden, [0, 0]);
         assert_eq!(host_fields(&Command([0x46 | 3 << 12 | 3 << 22 | 0xf << 24, 0])), Ok(()));
+        let msi = Command([0x46 | 1 << 12 | 0xdead_beef << 32, 0x000f_ffff_ffff_fffc]);
+        assert_eq!(host_fields(&msi), Ok(()));
+        for bit in [0, 1, 52, 63] {
+            let c = Command([msi.0[0], msi.0[1] | 1 << bit]);
+            assert_eq!(host_fields(&c), Err(HypError::ReservedField), "word 1 bit {bit}");
+        }
         // Bits set in both words, the same ones: each word is judged on its own (the two
         // masked words are or-ed, never compared).
-        let both = Command([0x46 | 0x40 << 32, 0x40 << 32]); // MSIDATA and MSIADDR bit 38
-        assert_eq!(host_fields(&both), Err(HypError::ForbiddenField));
         let both = Command([0x03 | 1 << 20, 1 << 20]); // CFGI_STE: RES0 bit 20 of each word
         assert_eq!(host_fields(&both), Err(HypError::ReservedField));
     }

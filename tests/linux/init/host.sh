@@ -532,6 +532,7 @@ run host_illegal_command_stops_its_queue reprogram illegal-command
 run host_command_queue_in_hypervisor_memory_aborts reprogram cmdq-in-hyp
 run host_cds_the_smmu_cannot_walk_are_refused reprogram bad-cds
 run host_command_queue_flood_is_consumed_a_bounded_amount_per_access reprogram flood
+run host_msi_flood_is_finished_by_the_hypervisor_without_cons_reads reprogram flood-msi
 run host_illegal_command_flood_restarts_every_time reprogram illegal-flood
 run disk_io_after_the_attacks disk_io_after_the_attacks
 # The host kernel's side of the hypercall ABI: the smmu_hyp module and its sysfs files (kmod.sh).

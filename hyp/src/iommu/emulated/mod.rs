@@ -17,6 +17,11 @@
 //!   refreshes; an illegal command (or one that validation refuses: the commands before it are
 //!   submitted, in the same call, [`SmmuCalls::invalidate_prefix`]) stops the queue with
 //!   GERROR.CMDQ_ERR and CMDQ_CONS.ERR as hardware does, so the host's own recovery runs;
+//! * a CMD_SYNC with CS = SIG_IRQ (IDR0.MSI is advertised) completes with its MSI: MSIDATA
+//!   written at MSIADDR, which must be 4 bytes of the host's own RAM (checked when planned; any
+//!   other address stops the queue, CERROR_ILL), through the same checked path as its event
+//!   records. Linux then polls that word instead of CMDQ_CONS; a queue the access budget stopped
+//!   is then continued by the hypervisor's own interrupt ([`VirtualSmmu::wants_continuation`]);
 //! * the host's events are written into its own event queue and its event interrupt raised;
 //! * GBPA always reads ABORT and ignores writes; the host's SMMUEN is its power vote.
 //!
@@ -34,7 +39,7 @@ use alloc::vec::Vec;
 use host_abi::smmu::regs::{cerror, emulated_idr0, off, Cr0, Gbpa, Gerror, Idr1, Idr5};
 use host_abi::smmu::{cmd, Command, Ste};
 use host_abi::HypError;
-use plan::{End, Plan, Queue, Seen, Step};
+use plan::{msi_of, End, Plan, Queue, Seen, Step};
 use platform::VmSpec;
 use zerocopy::IntoBytes;
 
@@ -75,6 +80,30 @@ impl SmmuMemory for HostMemory<'_> {
     }
 }
 
+impl HostMemory<'_> {
+    /// Writes the 32-bit `value` at `addr` (a CMD_SYNC's MSI), if those four bytes are its RAM
+    /// (as every access: not the hypervisor's, not a guest's, not its shadow CDs) and `addr`
+    /// is 4-byte aligned; otherwise nothing is written.
+    pub fn write_word(&mut self, addr: u64, value: u32) -> Result<(), MemFault> {
+        let r = self.word_target(addr).ok_or(MemFault { addr })?;
+        self.write_word_in(r, value)
+    }
+
+    /// Where [`Self::write_word`] may write at `addr`, if it may.
+    pub fn word_target(&self, addr: u64) -> Option<GuestRange> {
+        if !addr.is_multiple_of(4) {
+            return None;
+        }
+        GuestRange::of(self.spec, addr, 4).ok()
+    }
+
+    /// Writes the 32-bit `value` into `range` ([`Self::word_target`]'s).
+    pub fn write_word_in(&mut self, range: GuestRange, value: u32) -> Result<(), MemFault> {
+        let addr = range.ipa();
+        self.mem.write(range, &value.to_le_bytes()).map_err(|_| MemFault { addr })
+    }
+}
+
 /// The host's command queue as the planner reads it: the emulated SMMU's registers and the
 /// host's memory.
 struct HostQueue<'a, 'b> {
@@ -90,6 +119,9 @@ impl Queue for HostQueue<'_, '_> {
     #[inline]
     fn after(&self, k: u32) -> u32 {
         self.smmu.commands_after(k)
+    }
+    fn msi_target(&self, addr: u64) -> Option<GuestRange> {
+        self.mem.word_target(addr)
     }
 }
 
@@ -130,12 +162,13 @@ fn pass_through(op: u8) -> bool {
     validate::host_op(op) == HostOp::Guest
 }
 
-/// A host CMD_SYNC the emulated SMMU completes: by polling CONS (CS = none) or with an event
-/// (CS = SEV, harmless); no interrupt (the cmdq-sync interrupt is not provided), no MSI, and not
-/// the reserved CS encoding 0b11. (Its MSH and MSIATTR fields mean nothing without an MSI.)
+/// A host CMD_SYNC the emulated SMMU completes, as far as its fields go: by polling CONS
+/// (CS = none), with an event (CS = SEV, harmless) or with its MSI (CS = SIG_IRQ: MSIDATA
+/// written at MSIADDR, whose address the planner checks, [`Queue::msi_target`]); not the
+/// reserved CS encoding 0b11. (MSH and MSIATTR say how the MSI is written: the hypervisor writes
+/// it as it writes event records, with the coherency it advertises.)
 fn host_sync_ok(c: &Command) -> bool {
-    let cs = c.field(cmd::SYNC_CS);
-    (cs == 0 || cs == 2) && validate::host_fields(c).is_ok()
+    c.field(cmd::SYNC_CS) != 3 && validate::host_fields(c).is_ok()
 }
 
 /// What a host command becomes on the guests' INVALIDATE path, if it goes there: exactly what
@@ -155,9 +188,10 @@ fn for_guest_path(c: &Command) -> Option<Command> {
 }
 
 /// Translates one host command, as [`validate::HOST_OPCODES`] says. Everything the emulated
-/// SMMU does not advertise (stage 2, EL2 translation, ATS, PRI, stall, MSI) is illegal, as it
+/// SMMU does not advertise (stage 2, EL2 translation, ATS, PRI, stall) is illegal, as it
 /// would be on hardware without it, and so is a command the emulated SMMU executes itself with a
-/// secure, reserved or MSI field set ([`validate::host_fields`]).
+/// secure or reserved field set ([`validate::host_fields`]). (A CMD_SYNC whose MSI address is
+/// not the host's is refused by the planner, which knows the host's memory.)
 pub fn translate(c: &Command) -> HostCommand {
     let op = validate::host_op(c.opcode_byte());
     if op == HostOp::Guest {
@@ -233,6 +267,20 @@ pub struct EmulatedCounters {
     pub budget_stops: u64,
     /// CMDQ_CONS reads that went on consuming what an earlier access left.
     pub continued: u64,
+    /// The hypervisor's own interrupts that went on consuming what an access left (a host that
+    /// completes its CMD_SYNCs by MSI may never read CMDQ_CONS again).
+    pub continued_async: u64,
+    /// CMD_SYNC MSIs written into the host's memory.
+    pub msi_writes: u64,
+    /// CMD_SYNCs refused for their MSI address (not 4 bytes of the host's own RAM): each
+    /// stopped the queue (CERROR_ILL; counted in `command_errors` too).
+    pub msi_refused: u64,
+    /// Trapped accesses to the emulated SMMU's registers (each 4- or 8-byte load or store).
+    pub accesses: u64,
+    /// Of those, CMDQ_PROD writes.
+    pub prod_writes: u64,
+    /// Of those, CMDQ_CONS reads.
+    pub cons_reads: u64,
 }
 
 /// Every counter as `name=value`, space-separated: the machine-readable line xtask reads.
@@ -252,6 +300,12 @@ impl core::fmt::Display for EmulatedCounters {
             notices_unlogged,
             budget_stops,
             continued,
+            continued_async,
+            msi_writes,
+            msi_refused,
+            accesses,
+            prod_writes,
+            cons_reads,
         } = self;
         write!(
             f,
@@ -260,7 +314,10 @@ impl core::fmt::Display for EmulatedCounters {
              events_delivered={events_delivered} events_discarded={events_discarded} \
              command_errors={command_errors} unknown_accesses={unknown_accesses} \
              ste_installs_failed={ste_installs_failed} notices_unlogged={notices_unlogged} \
-             budget_stops={budget_stops} continued={continued}"
+             budget_stops={budget_stops} continued={continued} \
+             continued_async={continued_async} msi_writes={msi_writes} \
+             msi_refused={msi_refused} accesses={accesses} prod_writes={prod_writes} \
+             cons_reads={cons_reads}"
         )
     }
 }
@@ -307,6 +364,14 @@ pub enum Notice {
         /// Byte offset.
         offset: usize,
     },
+    /// A CMD_SYNC asked for its MSI at an address that is not 4 bytes of the host's own RAM:
+    /// it stopped the queue (CERROR_ILL).
+    MsiRefused {
+        /// The command.
+        cmd: Command,
+        /// MSIADDR.
+        addr: u64,
+    },
 }
 
 impl Notice {
@@ -320,6 +385,7 @@ impl Notice {
             Notice::IllegalCommand { err, .. } => 18 + err.min(7),
             Notice::UnknownRegister { .. } => 26,
             Notice::CdRefused { why, .. } => 27 + (why.code().unsigned_abs() as u32).min(15),
+            Notice::MsiRefused { .. } => 43,
         }
     }
 }
@@ -341,6 +407,10 @@ pub struct VirtualSmmu {
     plan: Plan,
     /// The kinds of notice logged already (bit [`Notice::kind`]).
     reported: u64,
+    /// Whether the host has asked for a CMD_SYNC's MSI since it last enabled its command queue:
+    /// it may then wait for the MSI without reading CMDQ_CONS, so a queue the access budget
+    /// stopped is continued by the hypervisor itself ([`Self::wants_continuation`]).
+    msi_polling: bool,
     /// Whether the real SMMU is driven as coherent (what IDR0.COHACC says to the host): if not,
     /// the host's structures are read and its event records written through
     /// [`crate::vm::memory::NonCoherent`] ([`VirtualSmmu::coherent`]).
@@ -348,8 +418,10 @@ pub struct VirtualSmmu {
 }
 
 /// The ID registers the host sees: what is shadowed correctly and nothing more. Stage 1 only
-/// (AArch64 tables, 16-bit ASIDs, little-endian walks), linear or two-level stream tables, no
-/// stage 2, no ATS/PRI/stall/MSI/HYP/BTM; coherent access (COHACC) exactly when the hypervisor
+/// (AArch64 tables, 16-bit ASIDs, little-endian walks), linear or two-level stream tables, MSIs
+/// (a CMD_SYNC's MSI written into the host's RAM; its event and global-error interrupts stay
+/// wired: with an IRQ_CFG0 address set they are still the wired SPIs), no stage 2, no
+/// ATS/PRI/stall/HYP/BTM; coherent access (COHACC) exactly when the hypervisor
 /// drives the real SMMU as `coherent` (the host's tree says `dma-coherent` then, and only
 /// then: a host that believed a non-coherent SMMU coherent would not clean what the real SMMU
 /// walks through its shadows, its page tables); the real SMMU's substream and stream ID sizes;
@@ -387,6 +459,7 @@ impl VirtualSmmu {
             notices: [None; NOTICES],
             plan,
             reported: 0,
+            msi_polling: false,
             coherent,
         }
     }
@@ -438,6 +511,8 @@ impl VirtualSmmu {
 
     /// A load of `size` bytes (4 or 8) at byte `offset` of the register space.
     pub fn read(&mut self, offset: usize, size: u8) -> u64 {
+        self.counters.accesses += 1;
+        self.counters.cons_reads += (offset == off::CMDQ_CONS) as u64;
         let lo = self.read32(offset) as u64;
         if size == 8 {
             lo | (self.read32(offset + 4) as u64) << 32
@@ -464,6 +539,8 @@ impl VirtualSmmu {
 
     /// A store of `size` bytes (4 or 8) at byte `offset`.
     pub fn write(&mut self, offset: usize, size: u8, value: u64, ctx: &mut Context<'_>) {
+        self.counters.accesses += 1;
+        self.counters.prod_writes += (offset == off::CMDQ_PROD) as u64;
         self.write32(offset, value as u32, ctx);
         if size == 8 {
             self.write32(offset + 4, (value >> 32) as u32, ctx);
@@ -492,6 +569,8 @@ impl VirtualSmmu {
                     }
                 }
                 if new.contains(Cr0::CMDQEN) && !old.contains(Cr0::CMDQEN) {
+                    // A queue enabled afresh: completed by CONS until it asks for an MSI.
+                    self.msi_polling = false;
                     self.consume(ctx);
                 }
             }
@@ -581,6 +660,24 @@ impl VirtualSmmu {
         }
     }
 
+    /// Whether the access budget left commands in a queue whose host completes its CMD_SYNCs by
+    /// MSI (it asked for one since it enabled the queue): it may wait for that MSI without ever
+    /// reading CMDQ_CONS again, so the hypervisor must go on by itself
+    /// ([`Self::continue_queue`], from an interrupt of its own on the host's CPU). A host that
+    /// completes by CONS goes on with its next CMDQ_CONS read ([`Self::poll`]).
+    pub fn wants_continuation(&self) -> bool {
+        self.msi_polling && self.commands_pending()
+    }
+
+    /// The hypervisor's own continuation of a queue the access budget stopped (see
+    /// [`Self::wants_continuation`]): one more access's worth, within the access budget.
+    pub fn continue_queue(&mut self, ctx: &mut Context<'_>) {
+        if self.wants_continuation() {
+            self.counters.continued_async += 1;
+            self.consume(ctx);
+        }
+    }
+
     /// Consumes the host's command queue from CONS towards PROD, at most [`ACCESS_BUDGET`]'s
     /// worth of work: planned first ([`Plan::make`]: each command copied once, the guest-path
     /// ones gathered into one batch up to the next STE refresh or the end, STE refreshes
@@ -611,6 +708,7 @@ impl VirtualSmmu {
                     if let Err(r) = send(self.vm, &self.plan.commands()[start..end], ctx) {
                         self.count(seen);
                         let at = start + r;
+                        self.complete_msis(at as u32, ctx);
                         self.stop(at as u32, cerror::ILL, self.plan.commands()[at]);
                         return;
                     }
@@ -619,8 +717,36 @@ impl VirtualSmmu {
         }
         self.count(self.plan.seen());
         match self.plan.end() {
-            End::Advance { consumed } => self.smmu.consume_n(consumed),
-            End::Stop { at, err, cmd } => self.stop(at, err, cmd),
+            End::Advance { consumed } => {
+                self.complete_msis(consumed, ctx);
+                self.smmu.consume_n(consumed)
+            }
+            End::Stop { at, err, cmd } => {
+                self.complete_msis(at, ctx);
+                self.stop(at, err, cmd)
+            }
+        }
+    }
+
+    /// Writes the MSI of every CMD_SYNC of the plan among the first `done` entries after CONS
+    /// (all of them done: every command before each SYNC completed on the real SMMU), in order,
+    /// before CONS passes them. Each address was checked when planned; a write the host's
+    /// memory still refuses writes nothing and is counted as refused.
+    #[inline]
+    fn complete_msis(&mut self, done: u32, ctx: &mut Context<'_>) {
+        if self.plan.msis().is_empty() {
+            return;
+        }
+        self.msi_polling = true;
+        for i in 0..self.plan.msis().len() {
+            let m = self.plan.msis()[i];
+            if u32::from(m.at) >= done {
+                break;
+            }
+            match ctx.mem.write_word_in(m.range, m.data) {
+                Ok(()) => self.counters.msi_writes += 1,
+                Err(_) => self.counters.msi_refused += 1,
+            }
         }
     }
 
@@ -636,7 +762,14 @@ impl VirtualSmmu {
     fn stop(&mut self, at: u32, err: u32, cmd: Command) {
         self.smmu.consume_n(at);
         self.counters.command_errors += 1;
-        self.notice(Notice::IllegalCommand { cmd, err });
+        match msi_of(&cmd) {
+            // A SYNC whose fields are legal stops the queue only for its MSI's address.
+            Some((addr, _)) if err == cerror::ILL && host_sync_ok(&cmd) => {
+                self.counters.msi_refused += 1;
+                self.notice(Notice::MsiRefused { cmd, addr });
+            }
+            _ => self.notice(Notice::IllegalCommand { cmd, err }),
+        }
         self.smmu.fail_command(err);
     }
 

@@ -18,10 +18,11 @@
 use super::{for_guest_path, pass_through, translate, HostCommand};
 use super::{ACCESS_BUDGET, REFRESH_COST, SEND_COST};
 use crate::iommu::soft::MemFault;
+use crate::vm::memory::GuestRange;
 use alloc::vec;
 use alloc::vec::Vec;
 use host_abi::smmu::regs::cerror;
-use host_abi::smmu::{Command, Opcode};
+use host_abi::smmu::{cmd, Command, Opcode};
 use host_abi::INVALIDATE_MAX;
 
 /// The most commands one access looks at: each costs at least one unit of [`ACCESS_BUDGET`],
@@ -55,6 +56,30 @@ pub trait Queue {
     fn fetch(&mut self, k: u32, out: &mut [Command]) -> Option<Result<usize, MemFault>>;
     /// How many commands the queue holds beyond the first `k` after CONS.
     fn after(&self, k: u32) -> u32;
+    /// Where a CMD_SYNC's MSI may be written at `addr`: four bytes, 4-byte aligned, in the
+    /// host's own RAM (never the hypervisor's, a guest's, or the shadow CDs the hypervisor
+    /// keeps in it); `None` if not.
+    fn msi_target(&self, addr: u64) -> Option<GuestRange>;
+}
+
+/// A CMD_SYNC that completes with an MSI (CS = SIG_IRQ): `data` written at `addr` (checked with
+/// [`Queue::msi_target`] when planned) once it and everything before it completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Msi {
+    /// The SYNC's entry after CONS.
+    pub at: u16,
+    /// MSIADDR's four bytes, checked ([`Queue::msi_target`]).
+    pub range: GuestRange,
+    /// MSIDATA.
+    pub data: u32,
+}
+
+/// The MSI a host CMD_SYNC asks for: `Some((MSIADDR, MSIDATA))` if it is a CMD_SYNC with
+/// CS = SIG_IRQ (which, with IDR0.MSI advertised, completes with that write and nothing else).
+#[inline]
+pub fn msi_of(c: &Command) -> Option<(u64, u32)> {
+    (c.opcode_byte() == Opcode::Sync as u8 && c.field(cmd::SYNC_CS) == cmd::SYNC_CS_IRQ)
+        .then(|| (c.field(cmd::SYNC_MSIADDR) << 2, c.field(cmd::SYNC_MSIDATA) as u32))
 }
 
 /// What the planner looked at, for the emulated SMMU's counters.
@@ -134,6 +159,8 @@ pub struct Plan {
     end: End,
     /// Everything looked at.
     seen: Seen,
+    /// The CMD_SYNCs looked at that complete with an MSI, in queue order.
+    msis: Vec<Msi>,
     /// Streams marked for a refresh not planned yet: bit `i` for the `i`-th stream.
     dirty: Vec<u64>,
     /// Whether any bit of `dirty` is set.
@@ -149,6 +176,7 @@ impl Plan {
             refreshes: Vec::with_capacity(MAX_REFRESHES_BEFORE + streams),
             end: End::Advance { consumed: 0 },
             seen: Seen::default(),
+            msis: Vec::with_capacity(MAX_COMMANDS),
             dirty: vec![0; streams.div_ceil(64)],
             any_dirty: false,
         }
@@ -167,6 +195,12 @@ impl Plan {
     /// The streams the [`Step::Refresh`] steps name.
     pub fn refreshes(&self) -> &[u32] {
         &self.refreshes
+    }
+
+    /// The CMD_SYNCs looked at that complete with an MSI, in queue order (each write is due
+    /// once its SYNC is done: before CONS passes it).
+    pub fn msis(&self) -> &[Msi] {
+        &self.msis
     }
 
     /// Where the queue ends up.
@@ -191,6 +225,7 @@ impl Plan {
     pub fn make(&mut self, streams: &[u32], q: &mut impl Queue) {
         self.steps.clear();
         self.refreshes.clear();
+        self.msis.clear();
         // What was looked at (kept here rather than in `self` while planning: it is copied into
         // each submission).
         let mut seen = Seen::default();
@@ -223,7 +258,7 @@ impl Plan {
             }
             // No more commands than the budget has room for (refreshes and submissions since
             // the fetch took some).
-            let (run, only_syncs) = self.pass_run(k, m.min(k + room), &mut seen);
+            let (run, only_syncs) = self.pass_run(k, m.min(k + room), &mut seen, q);
             if run > 0 {
                 seen.commands += run as u16;
                 spent += run as u32;
@@ -306,21 +341,31 @@ impl Plan {
     }
 
     /// How many of `cmds[from..to]` go to the guests' path, each made what [`for_guest_path`]
-    /// says (host CMD_SYNCs counted in `seen`), and whether they are all SYNCs (prefetches
-    /// included): nothing to send.
-    fn pass_run(&mut self, from: usize, to: usize, seen: &mut Seen) -> (usize, bool) {
+    /// says (host CMD_SYNCs counted in `seen`, those that complete with an MSI noted in
+    /// [`Self::msis`] if `q` accepts their address: a SYNC whose MSI it refuses ends the run,
+    /// and the queue stops on it), and whether they are all SYNCs (prefetches included):
+    /// nothing to send.
+    fn pass_run(
+        &mut self,
+        from: usize,
+        to: usize,
+        seen: &mut Seen,
+        q: &impl Queue,
+    ) -> (usize, bool) {
         let mut run = 0;
         let mut syncs = 0;
         // Commands that became a plain CMD_SYNC (SYNCs and prefetches).
         let mut to_sync = 0;
-        for c in &mut self.cmds[from..to] {
+        for (k, c) in self.cmds[from..to].iter_mut().enumerate() {
             let op = c.opcode_byte();
             // Invalidations go as they are (the common case: nothing to rewrite).
             if !pass_through(op) {
-                match for_guest_path(c) {
-                    Some(x) => *c = x,
-                    None => break,
+                let Some(x) = for_guest_path(c) else { break };
+                if let Some((addr, data)) = msi_of(c) {
+                    let Some(range) = q.msi_target(addr) else { break };
+                    self.msis.push(Msi { at: (from + k) as u16, range, data });
                 }
+                *c = x;
                 syncs += (op == Opcode::Sync as u8) as u16;
                 to_sync += (c.opcode_byte() == Opcode::Sync as u8) as usize;
             }

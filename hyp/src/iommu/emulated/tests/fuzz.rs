@@ -296,6 +296,9 @@ enum Expect {
     Send(Command),
     /// The host STEs of these streams are re-read.
     Refresh(u32, u64),
+    /// A CMD_SYNC that completes with its MSI: this 32-bit value written at this address (4
+    /// bytes of the host's RAM).
+    Msi(u64, u32),
     /// Stops the queue (CERROR_ILL).
     Illegal,
 }
@@ -311,13 +314,22 @@ fn expect(c: &Command, caps: &SmmuCaps) -> Expect {
     const SSID_SSV: u64 = 0xf_ffff << 12 | 1 << 11;
     match c.opcode_byte() {
         0x46 => {
-            // CS none or SEV (no SYNC interrupt advertised, 0b11 reserved), MSH and MSIATTR
-            // (meaningless without MSI); no MSI address or data.
+            // CS none, IRQ (MSI advertised) or SEV (0b11 reserved), MSH, MSIATTR, MSIDATA,
+            // MSIADDR bits 51:2. With CS = IRQ the MSI must be 4 bytes of the host's RAM.
             let cs = c.field(cmd::SYNC_CS);
-            if (cs == 0 || cs == 2) && only(0x3 << 12 | 0x3 << 22 | 0xf << 24, 0) {
-                Expect::Nothing
-            } else {
+            let (addr, data) = (c.field(cmd::SYNC_MSIADDR) << 2, c.field(cmd::SYNC_MSIDATA));
+            if cs == 3
+                || !only(0x3 << 12 | 0x3 << 22 | 0xf << 24 | 0xffff_ffff << 32, 0xf_ffff_ffff_fffc)
+            {
                 Expect::Illegal
+            } else if cs == 1 {
+                if HOST.holds(addr, 4) {
+                    Expect::Msi(addr, data as u32)
+                } else {
+                    Expect::Illegal
+                }
+            } else {
+                Expect::Nothing
             }
         }
         // PREFETCH_CONFIG and PREFETCH_ADDR (Size, Stride, Address): hints, nothing to do.
@@ -361,9 +373,9 @@ struct World {
 type Check = Result<(), String>;
 
 /// How often each interesting thing happened across the run (printed with `--nocapture`).
-static COVERAGE: [core::sync::atomic::AtomicU64; 13] =
-    [const { core::sync::atomic::AtomicU64::new(0) }; 13];
-const COVERAGE_NAMES: [&str; 13] = [
+static COVERAGE: [core::sync::atomic::AtomicU64; 14] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; 14];
+const COVERAGE_NAMES: [&str; 14] = [
     "ops",
     "ops consuming host commands",
     "invalidations sent exactly as expected (non-empty)",
@@ -377,6 +389,7 @@ const COVERAGE_NAMES: [&str; 13] = [
     "power-ons (resumes/losses) during an op",
     "STE reads by the emulated SMMU",
     "host records the real SMMU recorded, checked into the host's queue",
+    "CMD_SYNC MSIs checked in the host's memory",
 ];
 
 fn hit(i: usize) {
@@ -685,6 +698,8 @@ impl World {
             refresh.extend(HOST_STREAMS);
         }
         let mut expected = Vec::new();
+        // The last MSI each consumed CMD_SYNC asked for.
+        let mut msi = None;
         if k > 0 {
             hit(1);
         }
@@ -698,6 +713,7 @@ impl World {
             let c = Command([self.ram.get(at), self.ram.get(at + 8)]);
             match expect(&c, &caps) {
                 Expect::Nothing => {}
+                Expect::Msi(addr, data) => msi = Some((addr, data)),
                 Expect::Send(x) => expected.push(x.0),
                 Expect::Refresh(first, n) => refresh.extend(
                     HOST_STREAMS
@@ -707,6 +723,15 @@ impl World {
                 Expect::Illegal => {
                     return Err(format!("{op}: consumed an illegal command {c:x?} at {at:#x}"))
                 }
+            }
+        }
+
+        // The last MSI is in the host's memory (the checked write path: nothing lands outside
+        // its RAM, which the memory's record of writes checks too).
+        if let Some((addr, data)) = msi {
+            hit(13);
+            if self.ram.get(addr) as u32 != data {
+                return Err(format!("{op}: no MSI {data:#x} at {addr:#x} for a consumed SYNC"));
             }
         }
 
@@ -1133,6 +1158,9 @@ fn linux_command() -> impl Strategy<Value = [u64; 2]> {
                     cmd::SYNC_CS.set(&mut c.0, range & 3);
                     if range & 4 != 0 {
                         cmd::SYNC_MSIADDR.set(&mut c.0, x >> 2);
+                    } else if asid & 1 != 0 {
+                        // A page of the host's RAM no structure of the layouts uses.
+                        cmd::SYNC_MSIADDR.set(&mut c.0, (0x4460_0000 | (x & 0xffc)) >> 2);
                     }
                     if range & 8 != 0 {
                         cmd::SYNC_MSIDATA.set(&mut c.0, x & 0xffff_ffff);

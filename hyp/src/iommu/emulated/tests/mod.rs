@@ -254,7 +254,8 @@ fn the_host_sees_what_is_shadowed_correctly_and_nothing_more() {
     let mut w = World::new();
     let idr0 = Idr0(w.r(off::IDR0) as u32);
     assert!(idr0.s1p() && idr0.aarch64_tables() && idr0.coherent() && idr0.two_level_strtab());
-    assert!(!idr0.s2p() && !idr0.ats() && !idr0.pri() && !idr0.msi() && !idr0.btm());
+    assert!(!idr0.s2p() && !idr0.ats() && !idr0.pri() && !idr0.btm());
+    assert!(idr0.msi(), "a CMD_SYNC may complete with its MSI");
     assert_eq!(idr0.stall_model(), 1, "no stall");
     assert!(!idr0.cd2l(), "linear CD tables only: what validation accepts");
     let idr1 = Idr1(w.r(off::IDR1) as u32);
@@ -591,26 +592,274 @@ fn with(mut c: Command, f: host_abi::smmu::Field, v: u64) -> Command {
 }
 
 #[test]
-fn a_sync_completes_by_polling_or_sev_never_by_interrupt_or_msi() {
+fn a_sync_completes_by_polling_sev_or_its_msi() {
     let sync = Command::sync();
     assert_eq!(translate(&sync), HostCommand::Sync);
     assert_eq!(translate(&with(sync, cmd::SYNC_CS, 2)), HostCommand::Sync, "SEV");
     let ill = HostCommand::Illegal(cerror::ILL);
-    assert_eq!(translate(&with(sync, cmd::SYNC_CS, 1)), ill, "the cmdq-sync interrupt");
-    // An MSI write: any address or data makes one.
-    assert_eq!(translate(&with(sync, cmd::SYNC_MSIDATA, 0x40)), ill);
-    assert_eq!(translate(&with(sync, cmd::SYNC_MSIADDR, 0x40)), ill);
-    let msi = with(with(sync, cmd::SYNC_MSIADDR, 0x40), cmd::SYNC_MSIDATA, 0x40);
-    assert_eq!(translate(&msi), ill);
-    assert_eq!(translate(&with(msi, cmd::SYNC_MSIDATA, 0x1)), ill);
+    // CS = SIG_IRQ with IDR0.MSI: the MSI write (its address is the planner's to check).
+    assert_eq!(translate(&with(sync, cmd::SYNC_CS, 1)), HostCommand::Sync, "SIG_IRQ");
+    let msi = msi_sync(0x4460_0000, 0x40);
+    assert_eq!(translate(&msi), HostCommand::Sync);
+    assert_eq!(crate::iommu::emulated::plan::msi_of(&msi), Some((0x4460_0000, 0x40)));
+    assert_eq!(for_guest_path(&msi), Some(Command::sync()), "a plain SYNC on the guests' path");
+    // Only CS = SIG_IRQ writes anything: an address and data beside another CS mean nothing.
+    for cs in [0, 2] {
+        let c = with(msi, cmd::SYNC_CS, cs);
+        assert_eq!(translate(&c), HostCommand::Sync);
+        assert_eq!(crate::iommu::emulated::plan::msi_of(&c), None, "CS {cs}");
+    }
     // CS = 0b11 is reserved: illegal, not a SYNC.
     assert_eq!(translate(&with(sync, cmd::SYNC_CS, 3)), ill, "reserved CS");
     assert_eq!(for_guest_path(&with(sync, cmd::SYNC_CS, 3)), None);
-    // MSH and MSIATTR mean nothing without an MSI: accepted; a reserved bit is not.
+    // MSH and MSIATTR say how the MSI is written: accepted; a reserved bit is not, and an MSI
+    // address is 4-byte aligned (word 1 bits 1:0 are RES0).
     assert_eq!(translate(&with(sync, cmd::SYNC_MSH, 3)), HostCommand::Sync);
     assert_eq!(translate(&with(sync, cmd::SYNC_MSIATTR, 0xf)), HostCommand::Sync);
     assert_eq!(translate(&Command([0x46 | 1 << 8, 0])), ill, "word 0 bit 8 is RES0");
     assert_eq!(translate(&Command([0x46, 1])), ill, "word 1 bit 0 is RES0");
+    assert_eq!(translate(&Command([msi.0[0], msi.0[1] | 2])), ill, "a misaligned MSI address");
+}
+
+/// A CMD_SYNC as Linux's driver writes it with MSI polling: CS = SIG_IRQ, inner shareable,
+/// write-back, `data` to be written at `addr`.
+fn msi_sync(addr: u64, data: u32) -> Command {
+    let mut c = with(Command::sync(), cmd::SYNC_CS, cmd::SYNC_CS_IRQ);
+    cmd::SYNC_MSH.set(&mut c.0, 3);
+    cmd::SYNC_MSIATTR.set(&mut c.0, 0xf);
+    cmd::SYNC_MSIADDR.set(&mut c.0, addr >> 2);
+    cmd::SYNC_MSIDATA.set(&mut c.0, data as u64);
+    c
+}
+
+impl World {
+    /// `cs` then a CMD_SYNC whose MSI (data 0) goes to its own entry, as Linux's driver issues
+    /// it with MSI polling; returns that entry.
+    fn cmds_with_msi_sync(&mut self, cs: &[Command]) -> u64 {
+        let at = CMDQ + ((self.prod + cs.len() as u32) & 0xff) as u64 * 16;
+        let mut all = cs.to_vec();
+        all.push(msi_sync(at, 0));
+        self.cmds(&all);
+        at
+    }
+
+    /// The 32-bit word at `a` (behind any cache: what the host sees).
+    fn word(&self, a: u64) -> u32 {
+        self.ram.get(a) as u32
+    }
+}
+
+#[test]
+fn an_msi_sync_writes_its_data_into_the_hosts_ram_once_the_commands_before_it_completed() {
+    let mut w = World::new();
+    w.linux_reset();
+    let vmid = MANIFEST.vms[0].vmid();
+    let sent = w.io.regs_mut().consumed.len();
+    // As Linux polls: the SYNC's own entry, data 0.
+    let tlbi = Command::tlbi_nh_va(0, 1, 0x1000);
+    let at = w.cmds_with_msi_sync(&[tlbi]);
+    assert_ne!(msi_sync(at, 0).0[0] as u32, 0, "the SYNC's first word before completion");
+    let before_w1 = w.ram.get(at + 8);
+    assert_eq!(w.v.counters.cons_reads, 0);
+    assert_eq!(w.word(at), 0, "the MSI: MSIDATA at MSIADDR");
+    assert_eq!(w.ram.get(at) >> 32, 0, "32 bits written: the rest of the entry is as it was");
+    assert_eq!(w.ram.get(at + 8), before_w1);
+    assert_eq!(w.v.counters.msi_writes, 1);
+    assert_eq!(w.cons(), w.prod, "and CONS passed it");
+    let real: Vec<[u64; 2]> = w.io.regs_mut().consumed[sent..].to_vec();
+    assert_eq!(real[0], Command::tlbi_nh_va(vmid, 1, 0x1000).0, "the TLBI first, then the SYNC");
+    // Any data, any 4 bytes of its RAM; exactly those four bytes.
+    let a = 0x4460_0010;
+    w.ram.put(a - 8, &[u64::MAX, u64::MAX, u64::MAX]);
+    w.cmds(&[msi_sync(a, 0xdead_beef)]);
+    assert_eq!(w.ram.get(a), 0xffff_ffff_dead_beef);
+    assert_eq!((w.ram.get(a - 8), w.ram.get(a + 8)), (u64::MAX, u64::MAX), "nothing beside");
+    // Its last four bytes below the shadow CDs, its last four bytes.
+    for a in [HOST.shadow_cds().base - 4, HOST.mem.base] {
+        w.cmds(&[msi_sync(a, 0x1234_5678)]);
+        assert_eq!(w.word(a), 0x1234_5678, "{a:#x}");
+    }
+    assert_eq!(w.v.counters.msi_writes, 4);
+    assert_eq!(w.v.counters.command_errors, 0);
+    // A command refused before the SYNC stops the queue there: the SYNC never completes, no
+    // MSI is written.
+    let at = w.cmds_with_msi_sync(&[Command::tlbi_s12_vmall(5)]);
+    assert_ne!(w.word(at), 0, "no MSI");
+    assert_eq!(w.cons() >> 24 & 0x7f, cerror::ILL);
+    assert_eq!(w.v.counters.msi_writes, 4);
+}
+
+#[test]
+fn an_msi_outside_the_hosts_own_ram_stops_the_queue_and_writes_nothing() {
+    let guest = &MANIFEST.vms[1];
+    let cases = [
+        (0x4020_0000, "the hypervisor's image"),
+        (guest.mem.base + 0x1000, "a guest's RAM"),
+        (HOST.mem.end(), "just past the host's RAM"),
+        (HOST.mem.base - 4, "just below it"),
+        (HOST.shadow_cds().base, "the hypervisor's shadow CDs in the host's RAM"),
+        (HOST.shadow_cds().end() - 4, "their last word"),
+        (0, "address 0"),
+    ];
+    for (addr, what) in cases {
+        let mut w = World::new();
+        w.linux_reset();
+        let (errors, cons) = (w.v.counters.command_errors, w.cons());
+        w.cmds(&[Command::tlbi_nh_asid(0, 1), msi_sync(addr, 0xdead_beef), Command::sync()]);
+        assert_eq!(w.cons(), (cons + 1) | cerror::ILL << 24, "{what}: stopped on the SYNC");
+        assert_eq!(
+            w.r(off::GERROR) as u32 ^ w.r(off::GERRORN) as u32,
+            Gerror::CMDQ_ERR.bits(),
+            "{what}"
+        );
+        assert_eq!(w.v.counters.command_errors, errors + 1, "{what}");
+        assert_eq!(w.v.counters.msi_refused, 1, "{what}: counted with its reason");
+        assert_eq!(w.v.counters.msi_writes, 0, "{what}");
+        assert!(
+            (0..4).all(|i| !w.ram.bytes.borrow().contains_key(&(addr + i))),
+            "{what}: nothing written at {addr:#x}"
+        );
+        let notices = w.v.take_notices();
+        assert!(
+            notices
+                .iter()
+                .flatten()
+                .any(|n| matches!(n, Notice::MsiRefused { addr: a, .. } if *a == addr)),
+            "{what}: {notices:?}"
+        );
+    }
+    // Misaligned: the address field cannot say so (bits 51:2), its RES0 bits 1:0 set are an
+    // illegal command; the checked write refuses a misaligned or straddling word itself.
+    let mut w = World::new();
+    w.linux_reset();
+    let mut c = msi_sync(0x4460_0000, 1);
+    c.0[1] |= 2;
+    w.cmds(&[c]);
+    assert_eq!(w.cons() >> 24 & 0x7f, cerror::ILL);
+    assert_eq!(w.word(0x4460_0000), 0);
+    let mut mem = HostMemory { spec: HOST, mem: &mut w.ram };
+    for a in [0x4460_0002, HOST.mem.end() - 2, HOST.shadow_cds().base - 2] {
+        assert!(mem.write_word(a, 7).is_err(), "{a:#x}");
+        assert!(mem.word_target(a).is_none(), "{a:#x}");
+    }
+    assert!(
+        mem.word_target(HOST.mem.end() - 4).is_some() && mem.word_target(HOST.mem.end()).is_none()
+    );
+    assert!(mem.write_word(0x4460_0004, 7).is_ok());
+    assert_eq!(w.ram.get(0x4460_0000), 7 << 32, "the aligned word, nothing else");
+}
+
+#[test]
+fn syncs_without_an_msi_complete_as_before_whatever_address_they_carry() {
+    let mut w = World::new();
+    w.linux_reset();
+    for cs in [cmd::SYNC_CS_NONE, cmd::SYNC_CS_SEV] {
+        // An address (even the hypervisor's) and data beside CS none or SEV: nothing written.
+        for addr in [0x4460_0000, 0x4020_0000] {
+            let c = with(msi_sync(addr, 0xdead_beef), cmd::SYNC_CS, cs);
+            let cons = w.cons();
+            w.cmds(&[Command::tlbi_nh_asid(0, 1), c]);
+            assert_eq!(w.cons(), cons + 2, "CS {cs}: consumed");
+            assert!(!w.ram.bytes.borrow().contains_key(&addr), "CS {cs}: nothing at {addr:#x}");
+        }
+    }
+    assert_eq!((w.v.counters.msi_writes, w.v.counters.msi_refused), (0, 0));
+    assert_eq!(w.v.counters.command_errors, 0);
+    assert!(!w.v.wants_continuation());
+}
+
+#[test]
+fn a_non_coherent_hosts_msi_reaches_memory() {
+    // Linux does not poll an MSI on a non-coherent SMMU, but one the host asks for is written
+    // as its event records are: cleaned to memory, where a non-cacheable mapping reads it.
+    let mut w = World::behind_el2_cache(false);
+    w.linux_reset();
+    let at = w.cmds_with_msi_sync(&[Command::tlbi_nh_asid(0, 1)]);
+    assert_eq!(w.ram.memory(at) as u32 | (w.ram.memory(at + 1) as u32) << 8, 0);
+    assert_eq!(w.word(at), 0, "in memory, behind the hypervisor's cache");
+    assert_eq!(w.v.counters.msi_writes, 1);
+}
+
+/// A queue the budget stops: triples of CFGI_ALL (a refresh of each stream before what follows),
+/// a TLBI and a CMD_SYNC whose MSI goes to its own entry, `n` of them; their SYNC entries.
+fn triples(w: &mut World, n: usize) -> Vec<u64> {
+    let mut syncs = Vec::new();
+    let mut cs = Vec::new();
+    for i in 0..n {
+        cs.push(Command::cfgi_all());
+        cs.push(Command::tlbi_nh_asid(0, 1));
+        let at = CMDQ + ((w.prod + cs.len() as u32) & 0xff) as u64 * 16;
+        cs.push(msi_sync(at, i as u32 & 1));
+        syncs.push(at);
+    }
+    w.cmds(&cs);
+    syncs
+}
+
+#[test]
+fn a_budget_stopped_queue_of_a_host_polling_its_msis_finishes_without_any_cons_read() {
+    let mut w = World::with_streams(&[0x10, 0x28, 0x30]);
+    w.linux_reset();
+    let stops = w.v.counters.budget_stops;
+    let syncs = triples(&mut w, 40);
+    assert!(w.v.counters.budget_stops > stops, "the PROD write stopped at its budget");
+    let first_left = syncs.iter().position(|&a| w.word(a) != 0 && w.word(a) != 1).unwrap();
+    assert!(first_left > 0, "the SYNCs the first access reached completed");
+    assert!(w.v.wants_continuation(), "it asked for MSIs: the hypervisor goes on by itself");
+    // The hypervisor's own interrupt, as often as it asks, each a bounded access; the host
+    // never reads CMDQ_CONS.
+    let mut rounds = 0;
+    while w.v.wants_continuation() {
+        let before = w.v.registers().cmdq_ptrs().1.raw();
+        w.with_ctx(|v, ctx| v.continue_queue(ctx));
+        let moved = w.v.registers().cmdq_ptrs().1.raw().wrapping_sub(before) & 0x1ff;
+        assert!(moved > 0 && moved <= ACCESS_BUDGET, "one continuation consumed {moved}");
+        rounds += 1;
+        assert!(rounds < 120, "no progress");
+    }
+    assert!(rounds >= 2, "{rounds} continuations");
+    for (i, &a) in syncs.iter().enumerate() {
+        assert_eq!(w.word(a), i as u32 & 1, "SYNC {i}'s MSI");
+    }
+    assert_eq!(w.v.counters.cons_reads, 0, "not one CMDQ_CONS read");
+    assert_eq!(w.v.counters.continued, 0);
+    assert_eq!(w.v.counters.continued_async, rounds);
+    assert_eq!(w.v.counters.msi_writes, syncs.len() as u64);
+    assert_eq!(w.v.registers().cmdq_ptrs().1.raw(), w.prod, "everything consumed");
+    // Nothing left: a continuation does nothing.
+    w.with_ctx(|v, ctx| v.continue_queue(ctx));
+    assert_eq!(w.v.counters.continued_async, rounds);
+}
+
+#[test]
+fn a_host_polling_cons_goes_on_with_its_reads_not_the_hypervisors_interrupt() {
+    let mut w = World::with_streams(&[0x10, 0x28, 0x30]);
+    w.linux_reset();
+    // The same queue with CS = SEV syncs: no MSI asked for.
+    let mut cs = Vec::new();
+    for _ in 0..40 {
+        cs.extend([Command::cfgi_all(), Command::tlbi_nh_asid(0, 1), Command::sync()]);
+    }
+    w.cmds(&cs);
+    assert!(w.v.commands_pending(), "the budget stopped it");
+    assert!(!w.v.wants_continuation(), "its CONS reads go on");
+    w.with_ctx(|v, ctx| v.continue_queue(ctx));
+    assert_eq!(w.v.counters.continued_async, 0, "the interrupt does nothing");
+    // (The EL2 side goes on at each CMDQ_CONS read: `poll`.)
+    let mut reads = 0;
+    while w.cons() != w.prod {
+        w.with_ctx(|v, ctx| v.poll(ctx));
+        reads += 1;
+        assert!(reads < 120);
+    }
+    assert!(reads >= 2 && w.v.counters.continued >= 2);
+    // A host that asked for an MSI, then enabled its queue afresh: by CONS again until it asks
+    // for one.
+    w.cmds_with_msi_sync(&[]);
+    w.w(off::CR0, 4, (Cr0::EVENTQEN | Cr0::SMMUEN).bits() as u64);
+    w.w(off::CR0, 4, Cr0::RUNNING.bits() as u64);
+    w.cmds(&cs);
+    assert!(w.v.commands_pending() && !w.v.wants_continuation());
 }
 
 #[test]

@@ -3,6 +3,7 @@
 use crate::iommu::emulated::plan::{End, Plan, Queue, Seen, Step, MAX_COMMANDS, MAX_STEPS};
 use crate::iommu::emulated::{ACCESS_BUDGET, REFRESH_COST, SEND_COST};
 use crate::iommu::soft::MemFault;
+use crate::vm::memory::GuestRange;
 use host_abi::smmu::regs::cerror;
 use host_abi::smmu::{cmd, Command};
 use std::vec;
@@ -49,6 +50,12 @@ impl Queue for FakeQueue {
     fn after(&self, k: u32) -> u32 {
         (self.cmds.len() as u32).saturating_sub(k)
     }
+    fn msi_target(&self, addr: u64) -> Option<GuestRange> {
+        // The host's RAM, as the manifest says.
+        GuestRange::of(&platform::qemu_virt::MANIFEST.vms[0], addr, 4)
+            .ok()
+            .filter(|_| addr.is_multiple_of(4))
+    }
 }
 
 fn plan(q: &mut FakeQueue) -> Plan {
@@ -92,6 +99,27 @@ fn a_run_for_the_guests_path_is_one_submission_and_cons_moves_past_it() {
     let p = plan(&mut FakeQueue::new(&[]));
     assert_eq!((p.steps(), p.end()), (&[][..], End::Advance { consumed: 0 }));
     assert_eq!(p.seen(), Seen::default());
+}
+
+#[test]
+fn msi_syncs_are_noted_in_order_and_one_outside_the_hosts_ram_stops_the_queue() {
+    let ram = platform::qemu_virt::MANIFEST.vms[0].mem.base;
+    let msi = |addr: u64, data: u64| {
+        let c = with(Command::sync(), cmd::SYNC_CS, cmd::SYNC_CS_IRQ);
+        with(with(c, cmd::SYNC_MSIADDR, addr >> 2), cmd::SYNC_MSIDATA, data)
+    };
+    let cs = [tlbi(1), msi(ram, 7), tlbi(2), msi(ram + 4, 8), msi(0x4020_0000, 9), tlbi(3)];
+    let p = plan(&mut FakeQueue::new(&cs));
+    let noted: Vec<(u16, u64, u32)> =
+        p.msis().iter().map(|m| (m.at, m.range.ipa(), m.data)).collect();
+    assert_eq!(noted, [(1, ram, 7), (3, ram + 4, 8)], "in queue order, with their entries");
+    assert_eq!(p.steps(), [submit(0, 4, 4, 2)], "what came before the refused one");
+    assert_eq!(p.end(), End::Stop { at: 4, err: cerror::ILL, cmd: cs[4] });
+    // A SYNC without CS = SIG_IRQ notes nothing, whatever address it carries.
+    let sev = with(msi(ram, 1), cmd::SYNC_CS, cmd::SYNC_CS_SEV);
+    let p = plan(&mut FakeQueue::new(&[sev, with(msi(0, 1), cmd::SYNC_CS, 0)]));
+    assert!(p.msis().is_empty());
+    assert_eq!(p.end(), End::Advance { consumed: 2 });
 }
 
 #[test]
