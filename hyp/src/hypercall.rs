@@ -10,6 +10,7 @@ use crate::iommu::pm::Vote;
 use crate::iommu::service::SmmuCalls;
 use crate::pci::Function;
 use crate::vm::lifecycle::VmStates;
+use crate::vm::memory::write_prefix;
 pub use crate::vm::memory::{GuestMemory, GuestRange};
 use host_abi::types::{encode_name, BarInfo, DeviceInfo, MAX_BARS};
 use host_abi::{
@@ -104,21 +105,6 @@ pub fn dispatch(imm: u16, regs: &[u64; HVC_REGS], env: &mut Env<'_>) -> HypRetur
         return HypReturn::err(HypError::NotSupported);
     }
     HypReturn::from_result(HypCall::decode(regs).and_then(|call| execute(call, env)))
-}
-
-/// Writes `bytes` at the start of `range` (which the decoder made at least as long as the
-/// structure, except where the ABI allows a shorter buffer: then only what fits).
-/// `INVALID_ADDRESS` if `mem` is not the range's VM's memory.
-fn write_prefix(
-    mem: &mut dyn GuestMemory,
-    range: GuestRange,
-    bytes: &[u8],
-) -> Result<(), HypError> {
-    let n = (bytes.len() as u64).min(range.len());
-    match range.prefix(n) {
-        Some(r) => mem.write(r, &bytes[..n as usize]),
-        None => Ok(()),
-    }
 }
 
 // The SMMU calls are out of line: their large stack buffers must not weigh on the fast

@@ -162,6 +162,21 @@ pub trait GuestMemory {
     }
 }
 
+/// Writes `bytes` at the start of `range` (which the decoder made at least as long as the
+/// structure, except where the ABI allows a shorter buffer: then only what fits).
+/// `INVALID_ADDRESS` if `mem` is not the range's VM's memory.
+pub fn write_prefix(
+    mem: &mut dyn GuestMemory,
+    range: GuestRange,
+    bytes: &[u8],
+) -> Result<(), HypError> {
+    let n = (bytes.len() as u64).min(range.len());
+    match range.prefix(n) {
+        Some(r) => mem.write(r, &bytes[..n as usize]),
+        None => Ok(()),
+    }
+}
+
 /// A VM's memory as the hypervisor reaches it for a non-coherent SMMU: every copy out of it
 /// first invalidates the hypervisor's lines of the range ([`GuestMemory::invalidate_cached`]),
 /// every copy into it is cleaned afterwards ([`GuestMemory::clean_cached`]).

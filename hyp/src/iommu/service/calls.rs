@@ -151,12 +151,7 @@ pub fn write_records(
     records: &[EventWords],
     mem: &mut dyn GuestMemory,
 ) -> Result<(), HypError> {
-    let bytes = records.as_bytes();
-    let n = (bytes.len() as u64).min(range.len());
-    match range.prefix(n) {
-        Some(r) => mem.write(r, &bytes[..n as usize]),
-        None => Ok(()),
-    }
+    crate::vm::memory::write_prefix(mem, range, records.as_bytes())
 }
 
 /// Why `PM_INJECT_LOSS` did nothing.
