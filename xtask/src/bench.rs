@@ -281,6 +281,9 @@ fn hypercalls(opts: &Opts, imgs: &images::Images) -> Result<Vec<Figure>, String>
     // Main run: PM enabled, 1000 device-less streams for VM 0.
     let (mut figs, log) = run("bench_streams=1000 host_vsmmu=1")?;
     if opts.only.as_deref() == Some("smmu") {
+        // The flood's figure is the manifest's host's (below), not that of this run's host
+        // with 1000 device-less streams, each refreshed once per access: left out.
+        figs.retain(|f| f.name != "vsmmu_flood_longest_access");
         derive(&mut figs);
         return Ok(figs);
     }

@@ -474,6 +474,11 @@ impl SoftSmmu {
 
     /// Commands in the queue beyond the first `k` after CONS.
     pub fn commands_after(&self, k: u32) -> u32 {
+        if self.cmdq_prod == self.cmdq_cons & !CMDQ_CONS_ERR_MASK {
+            // Equal pointers (wrap bit included) whatever the queue's size: empty. The common
+            // answer, without the size.
+            return 0;
+        }
         let (prod, cons) = self.cmdq_ptrs();
         queue::used(prod, cons).saturating_sub(k)
     }
