@@ -122,6 +122,10 @@ impl Queue for HostQueue<'_, '_> {
     fn after(&self, k: u32) -> u32 {
         self.smmu.commands_after(k)
     }
+    #[inline]
+    fn fetch_all(&mut self, out: &mut [Command]) -> Result<usize, usize> {
+        self.smmu.fetch_all(self.mem, out)
+    }
     fn msi_target(&self, addr: u64) -> Option<GuestRange> {
         self.mem.word_target(addr)
     }

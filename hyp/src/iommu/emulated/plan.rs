@@ -56,6 +56,21 @@ pub trait Queue {
     fn fetch(&mut self, k: u32, out: &mut [Command]) -> Option<Result<usize, MemFault>>;
     /// How many commands the queue holds beyond the first `k` after CONS.
     fn after(&self, k: u32) -> u32;
+    /// Every command from CONS up to PROD into `out`, if there are 1 to `out.len()`: `Ok(n)`.
+    /// Otherwise `Err(m)`, the first `m` of them in `out` as [`Self::fetch`] from CONS would
+    /// give them (0 for an empty queue or one holding more; the commands before the queue's
+    /// end if they wrap round it; if an entry is out of reach, at most the ones before it).
+    fn fetch_all(&mut self, out: &mut [Command]) -> Result<usize, usize> {
+        let used = self.after(0) as usize;
+        if used == 0 || used > out.len() {
+            return Err(0);
+        }
+        match self.fetch(0, &mut out[..used]) {
+            Some(Ok(n)) if n == used => Ok(n),
+            Some(Ok(n)) => Err(n),
+            _ => Err(0),
+        }
+    }
     /// Where a CMD_SYNC's MSI may be written at `addr`: four bytes, 4-byte aligned, in the
     /// host's own RAM (never the hypervisor's, a guest's, or the shadow CDs the hypervisor
     /// keeps in it); `None` if not.
@@ -254,20 +269,12 @@ impl Plan {
     /// the plan [`Self::make`] would make.
     #[inline]
     pub fn short(&mut self, q: &mut impl Queue) -> Result<Short, usize> {
-        // More than it takes (or nothing): planned from CONS, as if never looked at (so the
-        // planner's first run is not cut after SHORT_MAX commands).
-        let used = q.after(0) as usize;
-        if used == 0 || used > SHORT_MAX {
-            return Err(0);
-        }
-        let n = match q.fetch(0, &mut self.cmds[..used]) {
-            Some(Ok(n)) => n,
-            _ => return Err(0),
-        };
-        // Across the queue's end (the planner's own first fetch stops there too), or a command
-        // it does not take.
+        // More than it takes, or nothing: planned from CONS, as if never looked at (so the
+        // planner's first run is not cut after SHORT_MAX commands). Across the queue's end:
+        // what comes before it (the planner's own first fetch stops there too).
+        let n = q.fetch_all(&mut self.cmds[..SHORT_MAX])?;
         let (last, invalidations) = self.cmds[..n].split_last_mut().ok_or(n)?;
-        if n < used || !invalidations.iter().all(|c| pass_through(c.opcode_byte())) {
+        if !invalidations.iter().all(|c| pass_through(c.opcode_byte())) {
             return Err(n);
         }
         let sync = last.opcode_byte() == Opcode::Sync as u8;
