@@ -278,6 +278,11 @@ impl SoftSmmu {
 
     /// Writes the 32-bit register at `o` with the architecture's side effects.
     pub fn write32(&mut self, o: usize, v: u32) -> WriteEffect {
+        if o == off::CMDQ_PROD {
+            // The write of every batch, first (never locked).
+            self.cmdq_prod = v & self.ptr_mask(self.cmdq_log2());
+            return WriteEffect::CmdqProd;
+        }
         let cr0 = Cr0::from_bits_retain(self.cr0ack);
         // Base registers and their pointers may only change while their unit is off.
         let locked = match o {
@@ -321,10 +326,6 @@ impl SoftSmmu {
                 let acked = Gerror::from_bits_truncate((self.gerrorn ^ v) & self.active_bits());
                 self.gerrorn = v;
                 WriteEffect::GerrorAck(acked)
-            }
-            off::CMDQ_PROD => {
-                self.cmdq_prod = v & self.ptr_mask(self.cmdq_log2());
-                WriteEffect::CmdqProd
             }
             off::EVTQ_CONS => {
                 self.evtq_cons = v & (self.ptr_mask(self.evtq_log2()) | Q_OVFLG);
