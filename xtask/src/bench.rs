@@ -346,6 +346,15 @@ pub fn run(opts: &Opts) -> Result<(), String> {
             if let Some(i) = &g.iommu {
                 notes.push(format!("guest1: disk's IOMMU domain and command line: {i}"));
             }
+            // Its driver's count against the hypervisor's (which also counts what the driver
+            // made after its last reading: the fault poller's EVENT_READs while the lines are
+            // printed).
+            if let (Some(d), Some(h)) = (g.driver_calls, g.guest1_calls) {
+                notes.push(format!(
+                    "guest1: its driver counted {d} hypercalls by its last reading, the \
+                     hypervisor {h} of guest1's over the whole run"
+                ));
+            }
         }
         let (g, m) = guest_figures(&native, &guest, &figs);
         figs.extend(g);
@@ -419,6 +428,11 @@ pub struct LinuxRun {
     /// A Linux guest1's paravirtual IOMMU driver: (op, hypercalls, INVALIDATE calls, I/Os)
     /// over each op's runs (its `hypercalls` and `invalidates` parameters before and after).
     pub hypercalls: Vec<(String, u64, u64, u64)>,
+    /// The hypervisor's count of guest1's hypercalls over the whole run (its `vm guest1
+    /// stopped (...) after N hypercalls` line).
+    pub guest1_calls: Option<u64>,
+    /// The driver's own count of its hypercalls at its last reading.
+    pub driver_calls: Option<u64>,
     /// Lines that did not parse (an `icount` error, for instance).
     pub errors: Vec<String>,
 }
@@ -445,6 +459,12 @@ impl LinuxRun {
                 }
                 continue;
             }
+            if let Some((_, rest)) = line.split_once("vm guest1 stopped (") {
+                r.guest1_calls = rest
+                    .split_once(" after ")
+                    .and_then(|(_, n)| n.split_whitespace().next()?.parse().ok());
+                continue;
+            }
             let Some(at) = line.find("linuxbench ") else { continue };
             let rest = line[at + "linuxbench ".len()..].trim();
             let w: Vec<&str> = rest.split_whitespace().collect();
@@ -465,6 +485,9 @@ impl LinuxRun {
                         [Some(a0), Some(b0), Some(a1), Some(b1), Some(ios)]
                             if a1 >= a0 && b1 >= b0 =>
                         {
+                            if what == "hypercalls" {
+                                r.driver_calls = Some(a1);
+                            }
                             Some((w[1].to_string(), a1 - a0, b1 - b0, ios))
                         }
                         _ => None,
@@ -1189,8 +1212,11 @@ mod tests {
             [guest1] linuxbench write 512 instructions 5816000 el2 1012000 el1 3804000 el0 1000000 cntvct 9 cpus 1\n\
             [guest1] linuxbench hypercalls write 5476 5416 10852 10792 5376\n\
             [guest1] linuxbench done\n";
-        let guest = LinuxRun::parse(guest_log);
+        let guest = LinuxRun::parse(&format!(
+            "{guest_log}hyp: INFO  vm guest1 stopped (SYSTEM_OFF) on cpu 2 after 10860 hypercalls, 0 injected faults\n"
+        ));
         assert!(guest.errors.is_empty(), "{:?}", guest.errors);
+        assert_eq!((guest.driver_calls, guest.guest1_calls), (Some(10852), Some(10860)));
         assert_eq!(guest.hypercalls[0], ("read".to_string(), 5376, 5376, 5376));
         let native =
             LinuxRun::parse(&guest_log.replace(" el2 500000 el1 2000000", " el2 0 el1 2500000"));
