@@ -235,7 +235,7 @@ pub fn from_json(text: &str) -> Vec<(String, f64)> {
 /// The table printed on the console.
 pub fn table(figs: &[Figure], old: Option<&[(String, f64)]>) -> String {
     let mut s = format!(
-        "{:<28} {:>12} {:>10} {:>10} {:<13} {:>9}  {}\n",
+        "{:<44} {:>12} {:>10} {:>10} {:<13} {:>9}  {}\n",
         "figure", "median", "min", "max", "unit", "target", ""
     );
     for f in figs {
@@ -243,7 +243,7 @@ pub fn table(figs: &[Figure], old: Option<&[(String, f64)]>) -> String {
         let t = t.map_or(String::new(), |t| format!("{t}"));
         let _ = write!(
             s,
-            "{:<28} {:>12.2} {:>10} {:>10} {:<13} {:>9}  {v}",
+            "{:<44} {:>12.2} {:>10} {:>10} {:<13} {:>9}  {v}",
             f.name, f.value, f.min, f.max, f.unit, t
         );
         if let Some(o) = old.and_then(|o| o.iter().find(|(n, _)| *n == f.name)) {
@@ -370,7 +370,7 @@ pub fn run(opts: &Opts) -> Result<(), String> {
             .iter()
             .find(|t| t.name == m.name)
             .map_or(String::new(), |t| format!(" (target {})", t.limit));
-        println!("{:<28} not available ({}){target}", m.name, m.why);
+        println!("{:<44} not available ({}){target}", m.name, m.why);
     }
     for n in &notes {
         println!("note: {n}");
