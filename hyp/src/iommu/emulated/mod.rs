@@ -287,6 +287,9 @@ pub struct EmulatedCounters {
     pub prod_writes: u64,
     /// Of those, CMDQ_CONS reads.
     pub cons_reads: u64,
+    /// Accesses whose commands were done without planning ([`Plan::short`]: a few
+    /// invalidations and a CMD_SYNC, as Linux's strict unmap writes them).
+    pub short: u64,
 }
 
 /// Every counter as `name=value`, space-separated: the machine-readable line xtask reads.
@@ -312,6 +315,7 @@ impl core::fmt::Display for EmulatedCounters {
             accesses,
             prod_writes,
             cons_reads,
+            short,
         } = self;
         write!(
             f,
@@ -323,7 +327,7 @@ impl core::fmt::Display for EmulatedCounters {
              budget_stops={budget_stops} continued={continued} \
              continued_async={continued_async} msi_writes={msi_writes} \
              msi_refused={msi_refused} accesses={accesses} prod_writes={prod_writes} \
-             cons_reads={cons_reads}"
+             cons_reads={cons_reads} short={short}"
         )
     }
 }
@@ -705,6 +709,7 @@ impl VirtualSmmu {
     /// stops on it.
     fn execute_short(&mut self, short: Short, ctx: &mut Context<'_>) {
         let n = short.n as usize;
+        self.counters.short += 1;
         self.count(short.seen());
         // The host asked for an MSI: it may wait for it alone from now on.
         self.msi_polling |= short.msi.is_some();

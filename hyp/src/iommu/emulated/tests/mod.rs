@@ -832,6 +832,37 @@ fn a_budget_stopped_queue_of_a_host_polling_its_msis_finishes_without_any_cons_r
 }
 
 #[test]
+fn linuxs_strict_unmap_is_done_without_planning_and_its_msi_asks_for_continuations() {
+    let mut w = World::with_streams(&[0x10, 0x28, 0x30]);
+    w.linux_reset();
+    let (short, vmid) = (w.v.counters.short, MANIFEST.vms[0].vmid());
+    let (n, syncs) = (w.io.regs_mut().consumed.len(), w.v.counters.syncs);
+    // A TLBI_NH_VA and a CMD_SYNC whose MSI Linux polls: one PROD write, done at once.
+    let at = w.cmds_with_msi_sync(&[Command::tlbi_nh_va(0, 1, 0x7000)]);
+    assert_eq!((w.word(at), w.cons(), w.v.counters.short), (0, w.prod, short + 1));
+    assert_eq!(
+        &w.io.regs_mut().consumed[n..],
+        [Command::tlbi_nh_va(vmid, 1, 0x7000).0, Command::sync().0],
+        "the TLBI (VMID forced), then the hypervisor's one SYNC"
+    );
+    assert_eq!((w.v.counters.msi_writes, w.v.counters.syncs), (1, syncs + 1));
+    // A SYNC alone (everything before it done already): its MSI, nothing sent.
+    let (n, real_syncs) = (w.io.regs_mut().consumed.len(), w.io.stats().syncs);
+    let at = w.cmds_with_msi_sync(&[]);
+    assert_eq!((w.word(at), w.cons(), w.v.counters.short), (0, w.prod, short + 2));
+    assert_eq!((w.io.regs_mut().consumed.len(), w.io.stats().syncs), (n, real_syncs));
+    // Having asked for an MSI there, a queue the budget stops is the hypervisor's to go on
+    // with: the host may never read CMDQ_CONS again.
+    let mut cs = Vec::new();
+    for _ in 0..40 {
+        cs.extend([Command::cfgi_all(), Command::tlbi_nh_asid(0, 1), Command::sync()]);
+    }
+    w.cmds(&cs);
+    assert!(w.v.commands_pending() && w.v.wants_continuation());
+    assert_eq!(w.v.counters.short, short + 2, "planned");
+}
+
+#[test]
 fn a_host_polling_cons_goes_on_with_its_reads_not_the_hypervisors_interrupt() {
     let mut w = World::with_streams(&[0x10, 0x28, 0x30]);
     w.linux_reset();
