@@ -85,34 +85,18 @@ const UNKNOWN_ERRNO: &str = "EPROTO";
 
 /// `smmu_hyp_errno()`: a status in x0 as 0 or a negative errno ([`errno`]).
 fn errno_of(w: &mut dyn Write) -> Result {
-    writeln!(w, "#ifdef __KERNEL__")?;
-    writeln!(w, "#include <linux/errno.h>")?;
-    writeln!(w, "#else")?;
-    writeln!(w, "#include <errno.h>")?;
-    writeln!(w, "#endif")?;
-    writeln!(w, "/*")?;
-    writeln!(
+    write!(
         w,
-        " * The errno of a status in x0: 0 for success (x0 >= 0), else the negative errno"
+        "#ifdef __KERNEL__\n#include <linux/errno.h>\n#else\n#include <errno.h>\n#endif\n\
+         /*\n * The errno of a status in x0: 0 for success (x0 >= 0), else the negative errno\n\
+         \x20* of its SMMU_HYP_ERR_* code, -{UNKNOWN_ERRNO} for a code this header does not know.\n */\n\
+         static inline int smmu_hyp_errno(long status)\n{{\n\tif (status >= 0)\n\t\treturn 0;\n\
+         \tswitch (status) {{\n"
     )?;
-    writeln!(
-        w,
-        " * of its SMMU_HYP_ERR_* code, -{UNKNOWN_ERRNO} for a code this header does not know."
-    )?;
-    writeln!(w, " */")?;
-    writeln!(w, "static inline int smmu_hyp_errno(long status)")?;
-    writeln!(w, "{{")?;
-    writeln!(w, "\tif (status >= 0)")?;
-    writeln!(w, "\t\treturn 0;")?;
-    writeln!(w, "\tswitch (status) {{")?;
     for e in HypError::ALL {
-        writeln!(w, "\tcase SMMU_HYP_ERR_{}:", e.name())?;
-        writeln!(w, "\t\treturn -{};", errno(e))?;
+        writeln!(w, "\tcase SMMU_HYP_ERR_{}:\n\t\treturn -{};", e.name(), errno(e))?;
     }
-    writeln!(w, "\tdefault:")?;
-    writeln!(w, "\t\treturn -{UNKNOWN_ERRNO};")?;
-    writeln!(w, "\t}}")?;
-    writeln!(w, "}}")
+    writeln!(w, "\tdefault:\n\t\treturn -{UNKNOWN_ERRNO};\n\t}}\n}}")
 }
 
 /// One descriptor field: its word, lowest bit and bits in place.
