@@ -378,6 +378,8 @@ fn linux_run_with(
             c.result = off.result.clone();
         }
         out.checks.extend(report::linux_guest_checks(&out.log));
+        let trace = std::fs::read_to_string(&out.trace_path).unwrap_or_default();
+        out.checks.push(report::linux_guest_unload_check(&trace));
     }
     Ok(out)
 }

@@ -34,6 +34,19 @@ pub fn bootargs(passthrough: bool) -> String {
     )
 }
 
+/// Where in its device tree's header its edu writes once `smmu_pviommu` is unloaded (bytes
+/// 32..39: `size_dt_strings`, `size_dt_struct`, which nothing reads after boot): the write must
+/// land nowhere.
+pub const UNLOADED_DMA_OFFSET: u64 = 32;
+
+/// The stream and the device address of its edu's DMA after the unload (QEMU's trace must show
+/// it aborted: `crate::report::linux_guest_unload_check`).
+pub fn unloaded_dma() -> (u32, u64) {
+    let vm = &MANIFEST.vms[GUEST];
+    let dtb = Layout::for_vm(vm).map(|l| l.dtb.base).unwrap_or_default();
+    (vm.devices[0].rid(), dtb + UNLOADED_DMA_OFFSET)
+}
+
 /// What its driver logs for a stream attached to a DMA domain and to an identity domain.
 const DMA_LINE: &str = "DMA domain (SET_STE stage 1";
 const IDENTITY_LINE: &str = "identity domain (SET_STE bypass";
@@ -109,6 +122,7 @@ pub fn init_files(mods: &[String], passthrough: bool) -> InitFiles {
         .set("OTHER_LINE", other.1)
         // Where the hypervisor put its device tree (`/sys/firmware/fdt` reads it there).
         .set("DTB_IPA", format!("{dtb:#x}"))
+        .set("UNLOADED_DMA_OFFSET", UNLOADED_DMA_OFFSET)
         .set("MODULES", mods.join(" "));
     InitFiles { init: INIT, libs: vec![COMMON], params: p }
 }
