@@ -239,4 +239,5 @@ run stress_smmu_hyp_vote_cycle result votes
 run stress_cpu1_offline_and_online result hotplug
 run no_smmu_events_during_the_stress no_smmu_events_during_the_stress
 echo "$passed passed, $failed failed"
+icount drain
 poweroff -f
