@@ -26,7 +26,7 @@
 //! the hypervisor drives the SMMU as non-coherent, `smmu_coherent=0`, and the Linux host's tree
 //! has no `dma-coherent` on it), `--guests-off` (run, Linux host: every guest powers off first,
 //! then the host checks that its SMMU's events still reach it), `--compare OLD.json`
-//! (bench), `--only hypercalls|smmu|linux` (bench: one part; `smmu` is the hypercall part's first run alone, coherent with PM on, for quick comparisons), `--depth N` (model), `--jobs N` and `--file PATH` (mutants), `--cases N` (fuzz).
+//! (bench), `--only hypercalls|smmu|linux|guest` (bench: one part; `smmu` is the hypercall part's first run alone, coherent with PM on, for quick comparisons; `guest` the Linux guest's I/O through the paravirtual IOMMU with the host's strict run it is compared with), `--depth N` (model), `--jobs N` and `--file PATH` (mutants), `--cases N` (fuzz).
 
 mod bench;
 mod cpio;
@@ -45,7 +45,7 @@ mod tools;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: cargo xtask <setup|build|run|test|bench|model|mutants|fuzz> \
-     [--verbose] [--timeout SECS] [--compare OLD.json] [--only hypercalls|smmu|linux] [--depth N] \
+     [--verbose] [--timeout SECS] [--compare OLD.json] [--only hypercalls|smmu|linux|guest] [--depth N] \
      [--gbpa-reset abort|bypass] [--smmu-noncoherent] [--guests-off] \
      [--host bare|linux] [--guest1 bare|linux] [--shell|--stress] [--jobs N] [--file PATH] [--cases N]";
 
@@ -148,9 +148,9 @@ fn parse(args: &[String]) -> Result<(String, Opts), String> {
                 opts.cases = Some(v.parse().map_err(|_| format!("bad --cases value `{v}`"))?);
             }
             "--only" => {
-                let v = it.next().ok_or("--only needs hypercalls, smmu or linux")?;
-                if !["hypercalls", "smmu", "linux"].contains(&v.as_str()) {
-                    return Err(format!("--only: `{v}` is none of hypercalls, smmu, linux"));
+                let v = it.next().ok_or("--only needs hypercalls, smmu, linux or guest")?;
+                if !["hypercalls", "smmu", "linux", "guest"].contains(&v.as_str()) {
+                    return Err(format!("--only: `{v}` is none of hypercalls, smmu, linux, guest"));
                 }
                 opts.only = Some(v.clone());
             }
@@ -369,7 +369,10 @@ fn linux_run_with(
             c.push(report::stress_hotplug_check(&out.log));
             c
         }
-        linux::Variant::Bench { .. } | linux::Variant::Native | linux::Variant::Shell => Vec::new(),
+        linux::Variant::Bench { .. }
+        | linux::Variant::GuestBench
+        | linux::Variant::Native
+        | linux::Variant::Shell => Vec::new(),
     };
     if launch.guest1.is_some() {
         // guest1 is Linux: only guest2 must outlive the host's poweroff.

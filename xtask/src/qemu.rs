@@ -227,10 +227,16 @@ pub fn args(l: &Launch<'_>) -> Vec<String> {
     a.extend(console_and_disk(l));
     // guest1's disk, in every run (a bare-metal guest1 leaves it alone): the same image as the
     // host's, each with its own temporary overlay (snapshot=on), behind the SMMU
-    // (iommu_platform=on) like the host's.
+    // (iommu_platform=on) like the host's; in the bench, the same null disk as the host's.
     a.extend([
         "-drive".into(),
-        format!("file={},if=none,format=raw,id=guest1disk,snapshot=on", l.disk.display()),
+        match l.null_disk {
+            Some(size) => format!(
+                "driver=null-co,read-zeroes=on,size={size},latency-ns={NULL_DISK_LATENCY_NS},\
+                 if=none,id=guest1disk"
+            ),
+            None => format!("file={},if=none,format=raw,id=guest1disk,snapshot=on", l.disk.display()),
+        },
         "-device".into(),
         format!(
             "virtio-blk-pci,addr={GUEST1_DISK_SLOT},drive=guest1disk,disable-legacy=on,iommu_platform=on"

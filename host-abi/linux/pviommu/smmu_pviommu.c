@@ -54,6 +54,7 @@
 #include <linux/pci.h>
 #include <linux/platform_device.h>
 #include <linux/slab.h>
+#include <linux/sysfs.h>
 #include <linux/workqueue.h>
 
 #include "smmu_hyp.h"
@@ -126,8 +127,27 @@ static struct pv_domain *to_pv(struct iommu_domain *d)
 	return container_of(d, struct pv_domain, domain);
 }
 
-/* Calls made and refused, for the log when the module goes. */
-static atomic_t calls, refused;
+/* Calls made and refused, for the log when the module goes; INVALIDATE calls among them. */
+static atomic_t calls, refused, invalidates;
+
+/* A read-only module parameter showing an atomic_t counter. */
+static int pv_count_get(char *buf, const struct kernel_param *kp)
+{
+	return sysfs_emit(buf, "%d\n", atomic_read((atomic_t *)kp->arg));
+}
+
+static const struct kernel_param_ops pv_count_ops = {
+	.get = pv_count_get,
+};
+
+/*
+ * `hypercalls`: every call this module made since it loaded; `invalidates`: the INVALIDATE
+ * calls among them (what `cargo xtask bench` divides by the guest's I/Os).
+ */
+module_param_cb(hypercalls, &pv_count_ops, &calls, 0444);
+MODULE_PARM_DESC(hypercalls, "hypercalls made since the module loaded (read-only)");
+module_param_cb(invalidates, &pv_count_ops, &invalidates, 0444);
+MODULE_PARM_DESC(invalidates, "INVALIDATE hypercalls made since the module loaded (read-only)");
 
 static long hyp_call(u32 fn, u64 a1, u64 a2, u64 a3, struct arm_smccc_res *res)
 {
@@ -135,6 +155,8 @@ static long hyp_call(u32 fn, u64 a1, u64 a2, u64 a3, struct arm_smccc_res *res)
 
 	arm_smccc_1_1_hvc(f, x1, x2, x3, res);
 	atomic_inc(&calls);
+	if (fn == SMMU_HYP_FN_INVALIDATE)
+		atomic_inc(&invalidates);
 	return (long)res->a0;
 }
 

@@ -641,6 +641,14 @@ impl Command {
     pub fn sync() -> Self {
         Self::op(Opcode::Sync)
     }
+    /// CMD_SYNC completing with an MSI (CS = SIG_IRQ): `data` written at `addr` (4-byte
+    /// aligned), as Linux's MSI polling (`IDR0.MSI`) asks for.
+    pub fn sync_msi(addr: u64, data: u32) -> Self {
+        Self::op(Opcode::Sync)
+            .with(cmd::SYNC_CS, cmd::SYNC_CS_IRQ)
+            .with(cmd::SYNC_MSIDATA, data as u64)
+            .with(cmd::SYNC_MSIADDR, addr >> 2)
+    }
 }
 
 /// Event types the hypervisor names in its logs.

@@ -17,6 +17,9 @@ pub const GUEST: usize = 1;
 
 /// Its `/init`.
 const INIT: &str = include_str!("../../../tests/linux/init/guest.sh");
+/// Its `/init` in `cargo xtask bench`'s guest run: the host's 4 KiB direct-I/O measurement on
+/// its own disk (see [`bench_init_files`]).
+const BENCH_INIT: &str = include_str!("../../../tests/linux/init/guest-bench.sh");
 
 /// Its kernel command line: the emulated PL011 is its console from the first instruction on
 /// (`earlycon`, then `ttyAMA0`); `panic=-1` as the host's; `cma=0`: Debian's kernel reserves
@@ -127,6 +130,33 @@ pub fn init_files(mods: &[String], passthrough: bool) -> InitFiles {
     InitFiles { init: INIT, libs: vec![COMMON], params: p }
 }
 
+/// Its bench `/init` (`tests/linux/init/guest-bench.sh`) and its values, for `mods` (the
+/// kernel's module names, in load order, the paravirtual IOMMU's loaded before them): the
+/// host's bench's pairs of `dd` runs ([`crate::initscript::LINUX_IO_BLOCKS`] and twice as many
+/// 4 KiB blocks, [`crate::initscript::LINUX_IO_REPS`] times), one `dd` at a time (guest1 has
+/// one CPU), reads then writes, with the driver's hypercall counts around each.
+pub fn bench_init_files(mods: &[String]) -> InitFiles {
+    let vm = &MANIFEST.vms[GUEST];
+    let disk = vm
+        .devices
+        .iter()
+        .find(|d| d.dev == platform::qemu_virt::GUEST1_DISK_SLOT)
+        .expect("guest1 has its disk");
+    let (n, reps) = (crate::initscript::LINUX_IO_BLOCKS, crate::initscript::LINUX_IO_REPS);
+    let mut p = Params::default();
+    p.set("PVIOMMU", crate::kmod::PVIOMMU_MODULE)
+        .set("MODULES", mods.join(" "))
+        .set("DISK_FN", format!("{:04x}:{:02x}:{:02x}.{}", 0, disk.bus, disk.dev, disk.func))
+        .set("N", n)
+        .set("N2", 2 * n)
+        .set("REPS", reps)
+        .set("IOS", reps * 3 * n);
+    InitFiles { init: BENCH_INIT, libs: Vec::new(), params: p }
+}
+
+/// The modules guest1's bench initramfs carries and loads: its disk's driver.
+pub const BENCH_MODULES: &[&str] = &["virtio_blk"];
+
 /// Builds guest1's initramfs and device tree under `target/linux/` (booted with
 /// `iommu.passthrough=1` if `passthrough`) and returns where QEMU's loader puts the kernel, the
 /// initramfs and the tree in guest1's RAM.
@@ -135,13 +165,30 @@ pub fn prepare(
     art: &Artifacts,
     passthrough: bool,
 ) -> Result<LinuxFiles, String> {
+    prepare_with(opts, art, passthrough, false)
+}
+
+/// [`prepare`]; with `bench`, its `/init` is the bench's ([`bench_init_files`]) and its
+/// initramfs carries the bench's instruction counter (`/bin/icount`).
+pub fn prepare_with(
+    opts: &crate::Opts,
+    art: &Artifacts,
+    passthrough: bool,
+    bench: bool,
+) -> Result<LinuxFiles, String> {
     let pviommu = crate::kmod::build_pviommu_module(opts, &art.abi)?;
     let vm = &MANIFEST.vms[GUEST];
     let layout = Layout::for_vm(vm).map_err(|e| e.to_string())?;
     let kernel = kernel_in(art, &layout)?;
-    let mods = modules(art, MODULES)?;
+    let mods = modules(art, if bench { BENCH_MODULES } else { MODULES })?;
     let names: Vec<String> = mods.iter().map(|(n, _)| n.clone()).collect();
-    let mut c = super::initramfs::base(art, &init_files(&names, passthrough), &mods)?;
+    let init = if bench { bench_init_files(&names) } else { init_files(&names, passthrough) };
+    let mut c = super::initramfs::base(art, &init, &mods)?;
+    if bench {
+        let icount = crate::kmod::build_helper(opts, "icount")?;
+        let bin = std::fs::read(&icount).map_err(|e| format!("{}: {e}", icount.display()))?;
+        c.file("bin/icount", 0o755, &bin);
+    }
     let ko = std::fs::read(&pviommu).map_err(|e| format!("{}: {e}", pviommu.display()))?;
     c.file(&format!("lib/modules/{}.ko", crate::kmod::PVIOMMU_MODULE), 0o644, &ko);
     let cpio = c.finish();
@@ -150,7 +197,8 @@ pub fn prepare(
     let tree = HostTree { pv_iommu: true, ..HostTree::guest(&BOARD, vm, &args, Some(initrd)) };
     let dtb = dtgen::write(&tree).map_err(|e| format!("writing guest1's device tree: {e}"))?;
     let placed = Placed { layout: &layout, kernel, initrd, cpio: &cpio, dtb: &dtb };
-    placed.write(art, "guest1-initramfs.cpio", "guest1.dtb", opts.verbose)
+    let name = if bench { "guest1-bench" } else { "guest1" };
+    placed.write(art, &format!("{name}-initramfs.cpio"), &format!("{name}.dtb"), opts.verbose)
 }
 
 #[cfg(test)]
@@ -177,6 +225,21 @@ mod tests {
             Some("0000:00:03.0=0x1234:0x11e8 0000:00:07.0=0x1af4:0x1042")
         );
         crate::initscript::sh_n(INIT).unwrap();
+    }
+
+    #[test]
+    fn its_bench_init_is_given_every_value_it_uses() {
+        let f = bench_init_files(&["virtio_blk".to_string()]);
+        let (unset, unused) = f.unset_and_unused();
+        assert!(unset.is_empty(), "unset: {unset:?}");
+        assert!(unused.is_empty(), "unused: {unused:?}");
+        assert_eq!(f.params.get("DISK_FN"), Some("0000:00:07.0"));
+        assert_eq!((f.params.get("N"), f.params.get("N2")), (Some("256"), Some("512")));
+        let s = f.init;
+        assert!(s.contains("icount run dd if=/dev/vda of=/dev/null bs=4096 count=$n iflag=direct"));
+        assert!(s.contains("icount run dd if=/dev/zero of=/dev/vda bs=4096 count=$n oflag=direct"));
+        assert!(s.contains("linuxbench hypercalls $op $before $(calls) $IOS"));
+        crate::initscript::sh_n(s).unwrap();
     }
 
     #[test]

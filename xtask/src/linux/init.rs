@@ -293,6 +293,9 @@ pub fn host_params(f: &ScriptFacts) -> Params {
 /// `poweroff -f`.
 const HOST: &str = include_str!("../../../tests/linux/init/host.sh");
 
+/// The host of the bench's guest run: it powers off at once.
+const HOST_OFF: &str = include_str!("../../../tests/linux/init/host-off.sh");
+
 /// The `/init` of a run of `variant` and what it sources.
 pub fn init_files(variant: Variant, f: &ScriptFacts) -> InitFiles {
     match variant {
@@ -300,6 +303,9 @@ pub fn init_files(variant: Variant, f: &ScriptFacts) -> InitFiles {
         Variant::Native => crate::kmod::native_files(),
         Variant::Stress => super::stress::stress_files(f),
         Variant::Shell => super::stress::shell_files(f),
+        Variant::GuestBench => {
+            InitFiles { init: HOST_OFF, libs: Vec::new(), params: Default::default() }
+        }
         Variant::Tests
         | Variant::Passthrough
         | Variant::NonCoherent
@@ -357,6 +363,13 @@ pub fn check_every_init(shellcheck: bool) -> Result<Vec<ScriptCheck>, String> {
         let result = crate::initscript::check(&f, &root.join(tag), shellcheck);
         checks.push(ScriptCheck { name: format!("/init of {what}"), result });
     }
+    let bench_mods: Vec<String> = super::modules::modules(&art, super::guest::BENCH_MODULES)?
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let f = super::guest::bench_init_files(&bench_mods);
+    let result = crate::initscript::check(&f, &root.join("linux-guest1-bench"), shellcheck);
+    checks.push(ScriptCheck { name: "/init of the Linux guest1 in the bench".into(), result });
     Ok(checks)
 }
 
@@ -418,7 +431,7 @@ mod tests {
         // The first run lets the host inject power losses, the others do not; the non-coherent
         // run expects another IDR0 and no dma-coherent; native and bench runs have scripts of
         // their own.
-        assert_eq!(runs.len(), 7, "{tags:?}");
+        assert_eq!(runs.len(), 8, "{tags:?}");
         let tests = &runs[0].1;
         let nc = runs.iter().find(|(t, _)| t.contains(&"linux-noncoherent")).unwrap();
         assert_eq!(nc.0, ["linux-noncoherent"]);

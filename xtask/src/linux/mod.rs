@@ -80,11 +80,15 @@ pub enum Variant {
         /// `iommu.passthrough=1` (else `iommu.strict=1 iommu.passthrough=0`).
         passthrough: bool,
     },
+    /// `cargo xtask bench`'s guest run: the host powers off at once
+    /// (`tests/linux/init/host-off.sh`) and a Linux guest1 measures its 4 KiB direct disk I/O
+    /// through the paravirtual IOMMU (`linux::guest::bench_init_files`).
+    GuestBench,
 }
 
 impl Variant {
     /// Every variant.
-    pub const ALL: [Variant; 11] = [
+    pub const ALL: [Variant; 12] = [
         Variant::Tests,
         Variant::Passthrough,
         Variant::NonCoherent,
@@ -96,6 +100,7 @@ impl Variant {
         Variant::Native,
         Variant::Bench { passthrough: false },
         Variant::Bench { passthrough: true },
+        Variant::GuestBench,
     ];
 
     /// The kernel command line.
@@ -104,9 +109,11 @@ impl Variant {
             Variant::Tests => BOOTARGS.to_string(),
             Variant::Passthrough => format!("{BOOTARGS} iommu.passthrough=1"),
             Variant::Panic => format!("{BOOTARGS} {PANIC_ARG}"),
-            Variant::BadTree | Variant::Native | Variant::NonCoherent | Variant::Shell => {
-                BOOTARGS.to_string()
-            }
+            Variant::BadTree
+            | Variant::Native
+            | Variant::NonCoherent
+            | Variant::Shell
+            | Variant::GuestBench => BOOTARGS.to_string(),
             // Strict: every unmap is invalidated (a TLBI and a CMD_SYNC) before it returns.
             Variant::Stress => format!("{BOOTARGS} iommu.strict=1 iommu.passthrough=0"),
             Variant::GuestsOff => format!("{BOOTARGS} {GUESTS_OFF_ARG}"),
@@ -160,6 +167,7 @@ impl Variant {
             Variant::GuestsOff => "linux-guests-off",
             Variant::Bench { passthrough: false } => "linux-bench-strict",
             Variant::Bench { passthrough: true } => "linux-bench-passthrough",
+            Variant::GuestBench => "linux-bench-guest",
         }
     }
 }

@@ -39,7 +39,7 @@ use alloc::vec::Vec;
 use host_abi::smmu::regs::{cerror, emulated_idr0, off, Cr0, Gbpa, Gerror, Idr1, Idr5};
 use host_abi::smmu::{cmd, Command, Ste};
 use host_abi::HypError;
-use plan::{msi_of, End, Plan, Queue, Seen, Step};
+use plan::{msi_of, End, Plan, Queue, Seen, Short, Step};
 use platform::VmSpec;
 use zerocopy::IntoBytes;
 
@@ -100,7 +100,9 @@ impl HostMemory<'_> {
     /// Writes the 32-bit `value` into `range` ([`Self::word_target`]'s).
     pub fn write_word_in(&mut self, range: GuestRange, value: u32) -> Result<(), MemFault> {
         let addr = range.ipa();
-        self.mem.write(range, &value.to_le_bytes()).map_err(|_| MemFault { addr })
+        // From a `u32` (4-byte aligned, unlike a byte array): one 32-bit store into the host.
+        let word = value.to_le();
+        self.mem.write(range, word.as_bytes()).map_err(|_| MemFault { addr })
     }
 }
 
@@ -119,6 +121,10 @@ impl Queue for HostQueue<'_, '_> {
     #[inline]
     fn after(&self, k: u32) -> u32 {
         self.smmu.commands_after(k)
+    }
+    #[inline]
+    fn fetch_all(&mut self, out: &mut [Command]) -> Result<usize, usize> {
+        self.smmu.fetch_all(self.mem, out)
     }
     fn msi_target(&self, addr: u64) -> Option<GuestRange> {
         self.mem.word_target(addr)
@@ -686,8 +692,40 @@ impl VirtualSmmu {
     /// the host's next access.
     fn consume(&mut self, ctx: &mut Context<'_>) {
         let mut queue = HostQueue { smmu: &self.smmu, mem: &mut ctx.mem };
-        self.plan.make(&self.streams, &mut queue);
+        match self.plan.short(&mut queue) {
+            Ok(short) => return self.execute_short(short, ctx),
+            Err(fetched) => self.plan.make_after(&self.streams, &mut queue, fetched),
+        }
         self.execute(ctx);
+    }
+
+    /// Carries out the common access ([`Plan::short`]) as [`Self::execute`] would carry out its
+    /// plan: its commands sent as one submission (none for a SYNC alone), then the SYNC's MSI
+    /// written and CONS moved past all of them; if the service refuses a command, the queue
+    /// stops on it.
+    fn execute_short(&mut self, short: Short, ctx: &mut Context<'_>) {
+        let n = short.n as usize;
+        self.count(short.seen());
+        // The host asked for an MSI: it may wait for it alone from now on.
+        self.msi_polling |= short.msi.is_some();
+        if short.sends() {
+            // Without the SYNC, which the guests' path drops (its batch ends with the
+            // hypervisor's own SYNC): a failure of the whole submission is the SYNC's, as
+            // `execute` names it.
+            let cmds = &self.plan.commands()[..n - short.sync as usize];
+            if let Err((i, _)) = ctx.smmu.invalidate_prefix(self.vm, cmds, &*ctx.mem.mem) {
+                // A SYNC is last: no MSI is due before the command refused.
+                let at = i.min(n - 1);
+                return self.stop(at as u32, cerror::ILL, self.plan.commands()[at]);
+            }
+        }
+        if let Some(m) = short.msi {
+            match ctx.mem.write_word_in(m.range, m.data) {
+                Ok(()) => self.counters.msi_writes += 1,
+                Err(_) => self.counters.msi_refused += 1,
+            }
+        }
+        self.smmu.consume_n(n as u32);
     }
 
     /// Carries out the plan against the SMMU service, step by step: each submission on the

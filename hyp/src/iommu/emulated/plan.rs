@@ -15,7 +15,7 @@
 //! Pure: the queue is read through [`Queue`], nothing else is touched, so the planning is
 //! host-tested on its own.
 
-use super::{for_guest_path, pass_through, translate, HostCommand};
+use super::{for_guest_path, host_sync_ok, pass_through, translate, HostCommand};
 use super::{ACCESS_BUDGET, REFRESH_COST, SEND_COST};
 use crate::iommu::soft::MemFault;
 use crate::vm::memory::GuestRange;
@@ -56,6 +56,21 @@ pub trait Queue {
     fn fetch(&mut self, k: u32, out: &mut [Command]) -> Option<Result<usize, MemFault>>;
     /// How many commands the queue holds beyond the first `k` after CONS.
     fn after(&self, k: u32) -> u32;
+    /// Every command from CONS up to PROD into `out`, if there are 1 to `out.len()`: `Ok(n)`.
+    /// Otherwise `Err(m)`, the first `m` of them in `out` as [`Self::fetch`] from CONS would
+    /// give them (0 for an empty queue or one holding more; the commands before the queue's
+    /// end if they wrap round it; if an entry is out of reach, at most the ones before it).
+    fn fetch_all(&mut self, out: &mut [Command]) -> Result<usize, usize> {
+        let used = self.after(0) as usize;
+        if used == 0 || used > out.len() {
+            return Err(0);
+        }
+        match self.fetch(0, &mut out[..used]) {
+            Some(Ok(n)) if n == used => Ok(n),
+            Some(Ok(n)) => Err(n),
+            _ => Err(0),
+        }
+    }
     /// Where a CMD_SYNC's MSI may be written at `addr`: four bytes, 4-byte aligned, in the
     /// host's own RAM (never the hypervisor's, a guest's, or the shadow CDs the hypervisor
     /// keeps in it); `None` if not.
@@ -80,6 +95,35 @@ pub struct Msi {
 pub fn msi_of(c: &Command) -> Option<(u64, u32)> {
     (c.opcode_byte() == Opcode::Sync as u8 && c.field(cmd::SYNC_CS) == cmd::SYNC_CS_IRQ)
         .then(|| (c.field(cmd::SYNC_MSIADDR) << 2, c.field(cmd::SYNC_MSIDATA) as u32))
+}
+
+/// The most commands [`Plan::short`] takes: Linux's strict unmap writes one or a few
+/// TLBI_NH_VAs and a CMD_SYNC per CMDQ_PROD write.
+pub const SHORT_MAX: usize = 8;
+
+/// The common access, recognised by [`Plan::short`]: the host's whole queue is `n` commands,
+/// invalidations the guests' path takes as they are, the last possibly a CMD_SYNC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Short {
+    /// The commands, the CMD_SYNC included: [`Plan::commands`]`()[..n]`, as the guests' path
+    /// takes them (the SYNC made plain).
+    pub n: u16,
+    /// The SYNC's MSI, if it asks for one (its address checked, [`Queue::msi_target`]).
+    pub msi: Option<Msi>,
+    /// Whether the last command is a CMD_SYNC (otherwise every one is an invalidation).
+    pub sync: bool,
+}
+
+impl Short {
+    /// What was looked at: every command, and the host's CMD_SYNC if it wrote one.
+    pub fn seen(&self) -> Seen {
+        Seen { commands: self.n, syncs: self.sync as u16, budget_stop: false }
+    }
+
+    /// Whether there is anything to send: not for a CMD_SYNC alone.
+    pub fn sends(&self) -> bool {
+        self.n > self.sync as u16
+    }
 }
 
 /// What the planner looked at, for the emulated SMMU's counters.
@@ -213,6 +257,52 @@ impl Plan {
         self.seen
     }
 
+    /// Recognises the common access without planning it: the queue holds 1 to [`SHORT_MAX`]
+    /// commands (all of them up to PROD, in one run before the queue's end), each an
+    /// invalidation the guests' path takes as it is ([`pass_through`]) but the last, which may
+    /// instead be a CMD_SYNC whose fields are legal and whose MSI, if it asks for one, has an
+    /// address `q` accepts. [`Self::commands`]`()[..n]` then holds them as [`Self::make`] would
+    /// (a SYNC made plain), and `make` would plan exactly this: one submission of all of them
+    /// (nothing sent for a SYNC alone), the SYNC's MSI, CONS past them. `Err(m)` for anything
+    /// else: the first `m` commands after CONS are in the command buffer as the queue holds
+    /// them (nothing else was touched), and [`Self::make_after`] plans the access from there to
+    /// the plan [`Self::make`] would make.
+    #[inline]
+    pub fn short(&mut self, q: &mut impl Queue) -> Result<Short, usize> {
+        // More than it takes, or nothing: planned from CONS, as if never looked at (so the
+        // planner's first run is not cut after SHORT_MAX commands). Across the queue's end:
+        // what comes before it (the planner's own first fetch stops there too).
+        let n = q.fetch_all(&mut self.cmds[..SHORT_MAX])?;
+        let (last, invalidations) = self.cmds[..n].split_last_mut().ok_or(n)?;
+        if !invalidations.iter().all(|c| pass_through(c.opcode_byte())) {
+            return Err(n);
+        }
+        let sync = last.opcode_byte() == Opcode::Sync as u8;
+        if !sync {
+            return if pass_through(last.opcode_byte()) {
+                Ok(Short { n: n as u16, msi: None, sync: false })
+            } else {
+                Err(n)
+            };
+        }
+        if !host_sync_ok(last) {
+            return Err(n);
+        }
+        let msi = match msi_of(last) {
+            Some((addr, data)) => {
+                Some(Msi { at: n as u16 - 1, range: q.msi_target(addr).ok_or(n)?, data })
+            }
+            None => None,
+        };
+        *last = Command::sync();
+        Ok(Short { n: n as u16, msi, sync: true })
+    }
+
+    /// [`Self::make_after`] with nothing fetched yet.
+    pub fn make(&mut self, streams: &[u32], q: &mut impl Queue) {
+        self.make_after(streams, q, 0)
+    }
+
     /// Plans one access to queue `q` of a host owning `streams` (in increasing order, as many as
     /// [`Plan::new`] was told): from CONS towards PROD, at most [`ACCESS_BUDGET`]'s worth of
     /// work, in units of one command looked at, [`SEND_COST`] per submission and
@@ -222,7 +312,9 @@ impl Plan {
     /// CFGI_STE* commands mark their streams, refreshed once each before the next invalidation
     /// and before CONS moves (a run of them coalesced, SYNCs and prefetches between them
     /// included); an illegal command stops the queue after what came before it.
-    pub fn make(&mut self, streams: &[u32], q: &mut impl Queue) {
+    /// The first `fetched` commands after CONS (at most [`SHORT_MAX`]) are in the command buffer
+    /// already, as the queue holds them ([`Self::short`]).
+    pub fn make_after(&mut self, streams: &[u32], q: &mut impl Queue, fetched: usize) {
         self.steps.clear();
         self.refreshes.clear();
         self.msis.clear();
@@ -232,7 +324,7 @@ impl Plan {
         // Work planned, against ACCESS_BUDGET.
         let mut spent = 0u32;
         // Entries looked at (the next is `cmds[k]`), and fetched (`cmds[k..m]` not looked at).
-        let (mut k, mut m) = (0usize, 0usize);
+        let (mut k, mut m) = (0usize, fetched.min(SHORT_MAX));
         let mut gathered: Option<Gathered> = None;
         loop {
             // What is left of the budget, in commands at most.

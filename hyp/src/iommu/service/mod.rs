@@ -419,7 +419,7 @@ impl<R: SmmuRegs> SmmuService<R> {
     pub fn service_hardware(&mut self) -> Gerror {
         let Self { hw, streams, events, event_log, global_errors, reporter, entry_drain, .. } =
             self;
-        entry_work(hw, streams, events, *event_log, global_errors, reporter, *entry_drain)
+        entry_work(hw, streams, events, *event_log, global_errors, reporter, *entry_drain, false)
     }
 
     /// How often the service failed (for the hypervisor's closing summary): resumes that
@@ -800,7 +800,9 @@ impl<R: SmmuRegs> SmmuService<R> {
         }
         if entry {
             // The entry work (global errors, event drain).
-            entry_work(hw, streams, events, *event_log, global_errors, reporter, *entry_drain);
+            // (`powered` just checked the SMMU's configuration.)
+            let drain = *entry_drain;
+            entry_work(hw, streams, events, *event_log, global_errors, reporter, drain, true);
         }
         let whole = cmds.len().min(INVALIDATE_MAX as usize);
         // A service failure the entry work could not recover from: nothing reaches the SMMU.
@@ -1045,6 +1047,7 @@ fn same(a: &[u64; 8], b: &[u64; 8]) -> bool {
 /// owners' rings (at most `max` records: with 0, none, but whether records wait is noted).
 /// Returns the global errors found.
 #[inline]
+#[allow(clippy::too_many_arguments)] // The service's fields it needs, borrowed apart.
 fn entry_work<R: SmmuRegs>(
     hw: &mut PowerGate<R>,
     streams: &Streams,
@@ -1053,8 +1056,12 @@ fn entry_work<R: SmmuRegs>(
     global_errors: &mut u64,
     reporter: &mut Reporter,
     max: u32,
+    checked: bool,
 ) -> Gerror {
-    let Some(d) = hw.powered() else { return Gerror::empty() };
+    // `checked`: the caller's `powered` has just checked the SMMU's configuration (a register
+    // read) in this entry.
+    let d = if checked { hw.running() } else { hw.powered() };
+    let Some(d) = d else { return Gerror::empty() };
     let active = d.active_global_errors();
     if active.is_empty() {
         // The common case: the driver just checked serves the drain too (with `max` 0 it only

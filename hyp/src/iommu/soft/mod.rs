@@ -278,6 +278,11 @@ impl SoftSmmu {
 
     /// Writes the 32-bit register at `o` with the architecture's side effects.
     pub fn write32(&mut self, o: usize, v: u32) -> WriteEffect {
+        if o == off::CMDQ_PROD {
+            // The write of every batch, first (never locked).
+            self.cmdq_prod = v & self.ptr_mask(self.cmdq_log2());
+            return WriteEffect::CmdqProd;
+        }
         let cr0 = Cr0::from_bits_retain(self.cr0ack);
         // Base registers and their pointers may only change while their unit is off.
         let locked = match o {
@@ -321,10 +326,6 @@ impl SoftSmmu {
                 let acked = Gerror::from_bits_truncate((self.gerrorn ^ v) & self.active_bits());
                 self.gerrorn = v;
                 WriteEffect::GerrorAck(acked)
-            }
-            off::CMDQ_PROD => {
-                self.cmdq_prod = v & self.ptr_mask(self.cmdq_log2());
-                WriteEffect::CmdqProd
             }
             off::EVTQ_CONS => {
                 self.evtq_cons = v & (self.ptr_mask(self.evtq_log2()) | Q_OVFLG);
@@ -472,8 +473,41 @@ impl SoftSmmu {
         Some(Ok(m))
     }
 
+    /// Every command from CONS up to PROD into `out`, if the queue (enabled, not stopped) holds
+    /// 1 to `out.len()` of them: `Ok(n)`. `Err(m)` otherwise, with the first `m` of them in
+    /// `out` (as [`Self::fetch_commands`] from CONS would give them): 0 if the queue is empty,
+    /// holds more than `out.len()`, or any entry of them is out of reach; the commands before
+    /// the queue's end if they wrap round it. One look at the pointers, one memory read.
+    #[inline]
+    pub fn fetch_all(&self, mem: &mut dyn SmmuMemory, out: &mut [Command]) -> Result<usize, usize> {
+        if !self.cr0().contains(Cr0::CMDQEN) || self.cmdq_stopped() {
+            return Err(0);
+        }
+        let (prod, cons) = self.cmdq_ptrs();
+        let used = queue::used(prod, cons) as usize;
+        if used == 0 || used > out.len() {
+            return Err(0);
+        }
+        let m = used.min((cons.capacity() - cons.index()) as usize);
+        let base = (self.cmdq_base() & regs::BASE_ADDR_MASK) + cons.index() as u64 * 16;
+        if mem.read(base, words(&mut out[..m])).is_err() {
+            // Which entries are good is the planner's business (it fetches them one by one).
+            return Err(0);
+        }
+        if m < used {
+            Err(m)
+        } else {
+            Ok(m)
+        }
+    }
+
     /// Commands in the queue beyond the first `k` after CONS.
     pub fn commands_after(&self, k: u32) -> u32 {
+        if self.cmdq_prod == self.cmdq_cons & !CMDQ_CONS_ERR_MASK {
+            // Equal pointers (wrap bit included) whatever the queue's size: empty. The common
+            // answer, without the size.
+            return 0;
+        }
         let (prod, cons) = self.cmdq_ptrs();
         queue::used(prod, cons).saturating_sub(k)
     }
@@ -850,6 +884,33 @@ mod tests {
         // A stopped queue gives nothing.
         s.fail_command(cerror::ILL);
         assert_eq!(s.fetch_commands(&mut m, 0, &mut out), None);
+    }
+
+    #[test]
+    fn the_whole_queue_is_fetched_at_once_only_if_it_fits_and_does_not_wrap() {
+        let (mut s, mut m) = (smmu(), Mem::default());
+        queue_setup(&mut s, &mut m);
+        let mut out = [Command::default(); 4];
+        assert_eq!(s.fetch_all(&mut m, &mut out), Err(0), "empty");
+        s.write32(off::CMDQ_PROD, 3);
+        assert_eq!(s.fetch_all(&mut m, &mut out), Ok(3));
+        assert_eq!([out[0].0[1], out[1].0[1], out[2].0[1]], [0, 1, 2]);
+        assert_eq!(s.fetch_all(&mut m, &mut out[..2]), Err(0), "more than fit");
+        assert_eq!(s.fetch_all(&mut m, &mut out[..3]), Ok(3), "exactly as many as fit");
+        // CONS 6, PROD 8 + wrap + 1: three commands, two before the queue's end.
+        for _ in 0..6 {
+            s.consume();
+        }
+        s.write32(off::CMDQ_PROD, 8 | 1);
+        out = [Command::default(); 4];
+        assert_eq!(s.fetch_all(&mut m, &mut out), Err(2), "the two before the end");
+        assert_eq!((out[0].0[1], out[1].0[1], out[2]), (6, 7, Command::default()));
+        // The first entry out of reach, or a stopped or disabled queue: nothing.
+        m.hole = Some((0x10_0060, 0x10_0070));
+        assert_eq!(s.fetch_all(&mut m, &mut out), Err(0));
+        m.hole = None;
+        s.fail_command(cerror::ILL);
+        assert_eq!(s.fetch_all(&mut m, &mut out), Err(0), "stopped");
     }
 
     #[test]

@@ -269,12 +269,42 @@ fn vsmmu_figures(overhead: u64) {
             net(measure_with(|| next.set(push(n)), || w32(off::CMDQ_PROD, next.get())), overhead);
         report(name, s);
     }
+    // As Linux's strict unmap sends it with MSI polling: one TLBI_NH_VA and a CMD_SYNC whose
+    // completion is the MSI write of its data into our own memory.
+    let msi = MSI_WORD.0.get();
+    let mut seq = 0u32;
+    let mut push_sync = || {
+        seq += 1;
+        let cs =
+            [Command::tlbi_nh_va(0, iommu::ASID, 0x1000_0000), Command::sync_msi(msi as u64, seq)];
+        for c in cs {
+            // SAFETY: slot `prod % 256` of our command queue page.
+            unsafe { q.add((prod & 0xff) as usize).write_volatile(c.0) };
+            prod = (prod + 1) & 0x1ff;
+        }
+        prod
+    };
+    let next = core::cell::Cell::new(0);
+    let s =
+        net(measure_with(|| next.set(push_sync()), || w32(off::CMDQ_PROD, next.get())), overhead);
+    report("vsmmu_prod_tlbi_sync_msi", s);
+    // SAFETY: our own word, which the emulated SMMU wrote (or not) during the last PROD write.
+    let got = unsafe { msi.read_volatile() };
+    if got != seq {
+        println!("bench note: the last CMD_SYNC's MSI wrote {got:#x}, expected {seq:#x}");
+    }
     let cons = r32(off::CMDQ_CONS);
     if cons != prod {
         println!("bench note: emulated CMDQ_CONS {cons:#x}, PROD {prod:#x}: commands refused");
     }
     vsmmu_flood(overhead, cmdq);
 }
+
+/// The word CMD_SYNCs with an MSI write.
+struct MsiWord(core::cell::UnsafeCell<u32>);
+// SAFETY: only the bench's one CPU (and the emulated SMMU on its behalf) uses it.
+unsafe impl Sync for MsiWord {}
+static MSI_WORD: MsiWord = MsiWord(core::cell::UnsafeCell::new(0));
 
 /// The flood queue: 2^FLOOD_LOG2 commands.
 const FLOOD_LOG2: u32 = 12;

@@ -1193,6 +1193,21 @@ fn a_batch_the_real_smmu_fails_stops_the_hosts_queue_on_its_last_command() {
     assert_eq!(w.cons(), (start + 2) | cerror::ILL << 24);
     assert_eq!(w.v.counters.command_errors, 1);
     assert!(w.io.regs_mut().smmu.cr0().contains(Cr0::RUNNING), "the real SMMU recovered");
+    // As Linux sends them (invalidations, then a SYNC completing with an MSI): the queue stops
+    // on the SYNC, whose MSI is never written.
+    // (Linux's recovery first: the command replaced with a SYNC, the error acknowledged.)
+    w.ram.put(CMDQ + ((start + 2) & 0xff) as u64 * 16, &Command::sync().0);
+    let gerror = w.r(off::GERROR);
+    w.w(off::GERRORN, 4, gerror);
+    let start = w.cons();
+    assert_eq!(start, w.prod, "drained");
+    let writes = w.io.regs_mut().writes.len();
+    w.io.regs_mut().lose_power_before_write = Some(writes);
+    let msis = w.v.counters.msi_writes;
+    let at = w.cmds_with_msi_sync(&[Command::tlbi_nh_asid(0, 1), Command::tlbi_nh_asid(0, 2)]);
+    assert_eq!(w.cons(), (start + 2) | cerror::ILL << 24, "stopped on the SYNC");
+    assert_ne!(w.word(at), 0, "no MSI");
+    assert_eq!((w.v.counters.msi_writes, w.v.counters.command_errors), (msis, 2));
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! The planning step on its own: what one access plans to do with a queue, nothing done.
 
-use crate::iommu::emulated::plan::{End, Plan, Queue, Seen, Step, MAX_COMMANDS, MAX_STEPS};
+use crate::iommu::emulated::plan::{
+    End, Msi, Plan, Queue, Seen, Short, Step, MAX_COMMANDS, MAX_STEPS, SHORT_MAX,
+};
 use crate::iommu::emulated::{ACCESS_BUDGET, REFRESH_COST, SEND_COST};
 use crate::iommu::soft::MemFault;
 use crate::vm::memory::GuestRange;
@@ -346,4 +348,134 @@ fn the_largest_plans_fit_their_capacity() {
             assert!(p.refreshes().len() >= streams.len(), "pattern {n}: each stream once at least");
         }
     }
+}
+
+/// What [`Plan::make`] plans for a queue [`Plan::short`] recognised: one submission of all its
+/// commands (none for a SYNC alone), its MSI, CONS past it.
+fn as_made(q: &mut FakeQueue) -> (Vec<Step>, End, Vec<Msi>, Vec<Command>, Seen) {
+    let p = plan(q);
+    let n = q.cmds.len().min(MAX_COMMANDS);
+    (p.steps().to_vec(), p.end(), p.msis().to_vec(), p.commands()[..n].to_vec(), p.seen())
+}
+
+#[test]
+fn the_short_path_is_exactly_what_the_planner_plans_for_the_queues_it_takes() {
+    let ram = platform::qemu_virt::MANIFEST.vms[0].mem.base;
+    let msi = |addr: u64, data: u64| {
+        let c = with(Command::sync(), cmd::SYNC_CS, cmd::SYNC_CS_IRQ);
+        with(with(c, cmd::SYNC_MSIADDR, addr >> 2), cmd::SYNC_MSIDATA, data)
+    };
+    // Every kind of command a host may write: invalidations the guests' path takes as they are,
+    // and everything that is not (rewritten, refreshes, prefetches, illegal ones), SYNCs of
+    // every completion and MSI address (the host's RAM, the hypervisor's, a guest's; MSIADDR
+    // holds bits 51:2 only), and fields set where they must not be.
+    let palette = [
+        tlbi(1),
+        Command::tlbi_nh_asid(0, 3),
+        Command::cfgi_cd(0x10, 0),
+        Command::tlbi_nsnh_all(),
+        Command::cfgi_ste(0x10),
+        Command([0x01 | 0x10 << 32, 0]),
+        Command::tlbi_s12_vmall(0),
+        Command([0xff, 0]),
+        Command::sync(),
+        with(Command::sync(), cmd::SYNC_CS, cmd::SYNC_CS_SEV),
+        with(Command::sync(), cmd::SYNC_CS, 3),
+        msi(ram + 0x40, 5),
+        msi(0x4020_0000, 6),
+        msi(platform::qemu_virt::MANIFEST.vms[1].mem.base, 7),
+        with(msi(ram, 8), cmd::SSEC, 1),
+    ];
+    // The oracle, from the architecture and the host's rules rather than from the code: every
+    // command but the last a stage-1 TLB or CD invalidation with no reserved field set, the last
+    // a CMD_SYNC the emulated SMMU completes (CS none, SEV, or an MSI into the host's RAM).
+    let takes = |cs: &[Command]| {
+        let (last, before) = cs.split_last().unwrap();
+        let invalidations = [tlbi(1), Command::tlbi_nh_asid(0, 3), Command::cfgi_cd(0x10, 0)];
+        before.iter().all(|c| invalidations.contains(c))
+            && [palette[8], palette[9], palette[11]].iter().chain(&invalidations).any(|c| c == last)
+    };
+    let mut queues: Vec<Vec<Command>> = Vec::new();
+    for a in palette {
+        queues.push(vec![a]);
+        for b in palette {
+            queues.push(vec![a, b]);
+            for c in palette {
+                queues.push(vec![a, b, c]);
+            }
+        }
+    }
+    // As long as the short path takes, and one longer; one with its SYNC not last.
+    queues.push([vec![tlbi(1); SHORT_MAX - 1], vec![palette[11]]].concat());
+    queues.push([vec![tlbi(1); SHORT_MAX], vec![palette[11]]].concat());
+    queues.push(vec![tlbi(1), palette[11], tlbi(1)]);
+    let mut taken = 0;
+    for cs in &queues {
+        let mut p = Plan::new(STREAMS.len());
+        let short = p.short(&mut FakeQueue::new(cs));
+        let long = cs.len() > SHORT_MAX;
+        assert_eq!(short.is_ok(), !long && takes(cs), "{cs:x?}");
+        let (steps, end, msis, commands, seen) = as_made(&mut FakeQueue::new(cs));
+        let s = match short {
+            Ok(s) => s,
+            Err(fetched) => {
+                // Refused: the planner goes on from what it fetched, to the very same plan.
+                let want = if cs.len() > SHORT_MAX { 0 } else { cs.len() };
+                assert_eq!(fetched, want, "{cs:x?}");
+                let mut q = FakeQueue::new(cs);
+                p.make_after(&STREAMS, &mut q, fetched);
+                assert!(q.fetches.iter().all(|&(k, _)| k as usize >= fetched), "{cs:x?}");
+                let n = cs.len();
+                let after = (p.steps(), p.end(), p.msis(), &p.commands()[..n], p.seen());
+                assert_eq!(after, (&steps[..], end, &msis[..], &commands[..], seen), "{cs:x?}");
+                continue;
+            }
+        };
+        taken += 1;
+        let n = cs.len() as u16;
+        assert_eq!(s.n, n);
+        assert_eq!(s.seen(), seen, "{cs:x?}");
+        assert_eq!(end, End::Advance { consumed: n as u32 }, "{cs:x?}");
+        let sync = cs[cs.len() - 1].opcode_byte() == 0x46; // CMD_SYNC
+        assert_eq!(s.sync, sync, "{cs:x?}");
+        let sent = if n > sync as u16 { vec![submit(0, n, n, sync as u16)] } else { vec![] };
+        assert_eq!(steps, sent, "{cs:x?}");
+        assert_eq!(s.msi.into_iter().collect::<Vec<_>>(), msis, "{cs:x?}");
+        assert_eq!(p.commands()[..n as usize], commands[..], "{cs:x?}");
+    }
+    // Linux's strict unmap among them (a TLBI_NH_VA and an MSI SYNC), and no vacuous check.
+    assert!(queues[..].iter().any(|q| q[..] == [tlbi(1), msi(ram + 0x40, 5)]));
+    // SYNCs alone; 1, 2 or 3 invalidations, a SYNC after 1 or 2 of them, or after 7.
+    assert_eq!(taken, 3 + (3 + 9 + 27) + (3 * 3 + 9 * 3) + 1);
+}
+
+#[test]
+fn the_short_path_leaves_a_wrapped_faulting_or_unfinished_queue_to_the_planner() {
+    let ram = platform::qemu_virt::MANIFEST.vms[0].mem.base;
+    let sync = with(Command::sync(), cmd::SYNC_CS, cmd::SYNC_CS_SEV);
+    let mut p = Plan::new(STREAMS.len());
+    // Across the queue's end: the first run ends before the SYNC.
+    let mut q = FakeQueue::new(&[tlbi(1), tlbi(2), sync]);
+    q.cap = 4;
+    q.cons = 2;
+    assert_eq!(p.short(&mut q), Err(2), "the two before the queue's end fetched");
+    q.cons = 1;
+    let s = Short { n: 3, msi: None, sync: true };
+    assert_eq!(p.short(&mut q), Ok(s), "ends right at the queue's end");
+    // An entry outside the host's RAM.
+    let mut q = FakeQueue::new(&[tlbi(1), sync]);
+    q.fault = Some(1);
+    assert_eq!(p.short(&mut q), Err(1), "the one before the fault fetched");
+    q.fault = Some(0);
+    assert_eq!(p.short(&mut q), Err(0));
+    // Nothing in the queue.
+    assert_eq!(p.short(&mut FakeQueue::new(&[])), Err(0));
+    // The MSI's address checked like the planner's: the host's RAM only.
+    let msi = with(with(sync, cmd::SYNC_CS, cmd::SYNC_CS_IRQ), cmd::SYNC_MSIADDR, ram >> 2);
+    let s = p.short(&mut FakeQueue::new(&[tlbi(1), msi])).expect("taken");
+    assert_eq!(s.msi.map(|m| (m.at, m.range.ipa(), m.range.len())), Some((1, ram, 4)));
+    assert_eq!(p.commands()[..2], [tlbi(1), Command::sync()], "the SYNC made plain");
+    let outside = with(msi, cmd::SYNC_MSIADDR, 0x4020_0000 >> 2);
+    assert_eq!(p.short(&mut FakeQueue::new(&[tlbi(1), outside])), Err(2));
+    assert_eq!(p.commands()[..2], [tlbi(1), outside], "as the queue holds them");
 }
