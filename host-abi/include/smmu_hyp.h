@@ -58,6 +58,45 @@
 #define SMMU_HYP_ERR_DEVICE_ERROR (-10)
 #define SMMU_HYP_ERR_REFUSED (-11)
 
+#ifdef __KERNEL__
+#include <linux/errno.h>
+#else
+#include <errno.h>
+#endif
+/*
+ * The errno of a status in x0: 0 for success (x0 >= 0), else the negative errno
+ * of its SMMU_HYP_ERR_* code, -EPROTO for a code this header does not know.
+ */
+static inline int smmu_hyp_errno(long status)
+{
+	if (status >= 0)
+		return 0;
+	switch (status) {
+	case SMMU_HYP_ERR_NOT_SUPPORTED:
+		return -EOPNOTSUPP;
+	case SMMU_HYP_ERR_INVALID_PARAMETER:
+		return -EINVAL;
+	case SMMU_HYP_ERR_INVALID_ADDRESS:
+		return -EFAULT;
+	case SMMU_HYP_ERR_NOT_OWNED:
+		return -EPERM;
+	case SMMU_HYP_ERR_FORBIDDEN_FIELD:
+		return -EPERM;
+	case SMMU_HYP_ERR_RESERVED_FIELD:
+		return -EINVAL;
+	case SMMU_HYP_ERR_BAD_CONFIG:
+		return -EINVAL;
+	case SMMU_HYP_ERR_BAD_COMMAND:
+		return -EPERM;
+	case SMMU_HYP_ERR_DEVICE_ERROR:
+		return -EIO;
+	case SMMU_HYP_ERR_REFUSED:
+		return -EBUSY;
+	default:
+		return -EPROTO;
+	}
+}
+
 /* PSCI 1.1 and SMCCC 1.1 functions offered to VMs through SMC #0. */
 #define SMMU_HYP_PSCI_VERSION 0x84000000u
 #define SMMU_HYP_PSCI_CPU_SUSPEND 0x84000001u

@@ -44,7 +44,8 @@
  *   selftest               with selftest=1 only: calls the hypervisor with arguments it must
  *                          refuse and checks each status and the errno it maps to
  *
- * Errors (smmu_hyp_errno, the one mapping every file uses):
+ * Errors (smmu_hyp_errno() of smmu_hyp.h, the one mapping every C file uses, generated from
+ * host-abi/src/header.rs):
  *   NOT_SUPPORTED      -> -EOPNOTSUPP    INVALID_PARAMETER -> -EINVAL
  *   INVALID_ADDRESS    -> -EFAULT        NOT_OWNED         -> -EPERM
  *   FORBIDDEN_FIELD    -> -EPERM         RESERVED_FIELD    -> -EINVAL
@@ -118,33 +119,6 @@ static long hyp_call(u32 fn, u64 a1, u64 a2, u64 a3, struct arm_smccc_res *res)
 
 	arm_smccc_1_1_hvc(f, x1, x2, x3, res);
 	return (long)res->a0;
-}
-
-/* The errno of a hypervisor status (see the table at the top). */
-static int smmu_hyp_errno(long status)
-{
-	if (status >= 0)
-		return 0;
-	switch (status) {
-	case SMMU_HYP_ERR_NOT_SUPPORTED:
-		return -EOPNOTSUPP;
-	case SMMU_HYP_ERR_INVALID_PARAMETER:
-	case SMMU_HYP_ERR_RESERVED_FIELD:
-	case SMMU_HYP_ERR_BAD_CONFIG:
-		return -EINVAL;
-	case SMMU_HYP_ERR_INVALID_ADDRESS:
-		return -EFAULT;
-	case SMMU_HYP_ERR_NOT_OWNED:
-	case SMMU_HYP_ERR_FORBIDDEN_FIELD:
-	case SMMU_HYP_ERR_BAD_COMMAND:
-		return -EPERM;
-	case SMMU_HYP_ERR_DEVICE_ERROR:
-		return -EIO;
-	case SMMU_HYP_ERR_REFUSED:
-		return -EBUSY;
-	default:
-		return -EPROTO;
-	}
 }
 
 /*

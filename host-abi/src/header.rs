@@ -67,6 +67,38 @@ fn snake(w: &mut dyn Write, name: &dyn Debug) -> Result {
     write!(Snake(w, false), "{name:?}")
 }
 
+/// The errno a kernel caller returns for each error (`smmu_hyp_errno()` in C): the one
+/// mapping of every C file, so that the host's module and the guest's driver cannot disagree.
+pub const fn errno(e: HypError) -> &'static str {
+    match e {
+        HypError::NotSupported => "EOPNOTSUPP",
+        HypError::InvalidParameter | HypError::ReservedField | HypError::BadConfig => "EINVAL",
+        HypError::InvalidAddress => "EFAULT",
+        HypError::NotOwned | HypError::ForbiddenField | HypError::BadCommand => "EPERM",
+        HypError::DeviceError => "EIO",
+        HypError::Refused => "EBUSY",
+    }
+}
+
+/// Any other negative status (one this header does not know: a later ABI's).
+const UNKNOWN_ERRNO: &str = "EPROTO";
+
+/// `smmu_hyp_errno()`: a status in x0 as 0 or a negative errno ([`errno`]).
+fn errno_of(w: &mut dyn Write) -> Result {
+    write!(
+        w,
+        "#ifdef __KERNEL__\n#include <linux/errno.h>\n#else\n#include <errno.h>\n#endif\n\
+         /*\n * The errno of a status in x0: 0 for success (x0 >= 0), else the negative errno\n\
+         \x20* of its SMMU_HYP_ERR_* code, -{UNKNOWN_ERRNO} for a code this header does not know.\n */\n\
+         static inline int smmu_hyp_errno(long status)\n{{\n\tif (status >= 0)\n\t\treturn 0;\n\
+         \tswitch (status) {{\n"
+    )?;
+    for e in HypError::ALL {
+        writeln!(w, "\tcase SMMU_HYP_ERR_{}:\n\t\treturn -{};", e.name(), errno(e))?;
+    }
+    writeln!(w, "\tdefault:\n\t\treturn -{UNKNOWN_ERRNO};\n\t}}\n}}")
+}
+
 /// One descriptor field: its word, lowest bit and bits in place.
 fn field(w: &mut dyn Write, prefix: &str, name: &str, f: Field) -> Result {
     writeln!(w, "#define SMMU_HYP_{prefix}_{name}_WORD {}", f.word)?;
@@ -209,6 +241,8 @@ pub fn render(w: &mut dyn Write) -> Result {
     for e in HypError::ALL {
         writeln!(w, "#define SMMU_HYP_ERR_{} ({})", e.name(), e.code())?;
     }
+    writeln!(w)?;
+    errno_of(w)?;
     writeln!(w)?;
     writeln!(w, "/* PSCI 1.1 and SMCCC 1.1 functions offered to VMs through SMC #0. */")?;
     for (name, id) in [

@@ -152,3 +152,40 @@ fn c_macros_encode_as_the_rust_builders_do() {
     check("SMMU_HYP_EVT_S2_WORD", 1);
     compiles_with_the_header(&asserts);
 }
+
+/// `smmu_hyp_errno()`, compiled and run: each error's errno as `header::errno` says, 0 for a
+/// success, `-EPROTO` for a code the header does not know.
+#[test]
+fn c_errno_mapping_is_the_one_table() {
+    use host_abi::header::errno;
+    use host_abi::HypError;
+    let mut checks = String::from("\tif (smmu_hyp_errno(0) || smmu_hyp_errno(7)) return 1;\n");
+    checks += "\tif (smmu_hyp_errno(-99) != -EPROTO) return 2;\n";
+    for e in HypError::ALL {
+        checks += &format!(
+            "\tif (smmu_hyp_errno(SMMU_HYP_ERR_{}) != -{}) return 3;\n",
+            e.name(),
+            errno(e)
+        );
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("smmu_hyp_errno");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("smmu_hyp.h"), rendered()).unwrap();
+    let src = dir.join("errno.c");
+    std::fs::write(
+        &src,
+        format!("#include \"smmu_hyp.h\"\nint main(void)\n{{\n{checks}\treturn 0;\n}}\n"),
+    )
+    .unwrap();
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let bin = dir.join("errno");
+    let out = Command::new(&cc)
+        .args(["-std=c11", "-Wall", "-Werror", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run C compiler `{cc}`: {e}"));
+    assert!(out.status.success(), "does not compile:\n{}", String::from_utf8_lossy(&out.stderr));
+    let run = Command::new(&bin).status().unwrap();
+    assert!(run.success(), "smmu_hyp_errno() disagrees with header::errno: {run}");
+}

@@ -886,7 +886,7 @@ fn linux_guest(opts: &Opts, imgs: &images::Images) -> [Result<LinuxRun, String>;
     let variant = crate::linux::Variant::Bench { passthrough: false };
     println!(
         "Linux bench: guest1 (paravirtual IOMMU), strict ({})",
-        crate::linux::guest::bootargs()
+        crate::linux::guest::bootargs(false)
     );
     let guest = linux_boot(opts, imgs, crate::linux::Variant::GuestBench, Machine::Guest1);
     if let Err(e) = &guest {
@@ -954,7 +954,7 @@ fn linux_boot(
         Machine::Hyp => (qemu::Host::Linux(prepared.files.clone()), None),
         Machine::Guest1 => (
             qemu::Host::Linux(prepared.files.clone()),
-            Some(crate::linux::guest::prepare_with(opts, &prepared.art, true)?),
+            Some(crate::linux::guest::prepare_with(opts, &prepared.art, false, true)?),
         ),
         Machine::NativeLike(vm) => (
             qemu::Host::Native(qemu::NativeLinux {

@@ -359,6 +359,36 @@ pub fn linux_guest_checks(log: &str) -> Vec<LogCheck> {
     ]
 }
 
+/// The SMMU's own view of a Linux guest1's unload (QEMU's trace): the DMA its edu makes once
+/// `smmu_pviommu` is gone (to its device tree's header, `linux::guest::UNLOADED_DMA_OFFSET`
+/// bytes in) met an aborting STE (`smmuv3_translate_abort`, no event), and no translation of
+/// its stream ever reached that address.
+pub fn linux_guest_unload_check(trace: &str) -> LogCheck {
+    let (sid, addr) = crate::linux::guest::unloaded_dma();
+    let sid_is = |l: &str| l.split_whitespace().any(|w| w == format!("sid={sid:#x}"));
+    let at = |l: &str| {
+        l.split_whitespace().any(|w| {
+            // `iova=0x..` in a translation, `iova:0x..` in an abort.
+            w.split_once(['=', ':']).is_some_and(|(k, v)| {
+                k == "iova" && u64::from_str_radix(v.trim_start_matches("0x"), 16) == Ok(addr)
+            })
+        })
+    };
+    let seen = |event: &str| trace.lines().any(|l| l.starts_with(event) && sid_is(l) && at(l));
+    LogCheck {
+        name: "linux_guest_unloaded_stream_aborts",
+        result: match (seen("smmuv3_translate_abort"), seen("smmuv3_translate_success")) {
+            (true, false) => Ok(()),
+            (_, true) => {
+                Err(format!("stream {sid:#x} translated {addr:#x} after its driver was unloaded"))
+            }
+            (false, false) => Err(format!(
+                "no smmuv3_translate_abort of stream {sid:#x} at {addr:#x} (the DMA after unload)"
+            )),
+        },
+    }
+}
+
 fn position(log: &str, needle: &str) -> Option<usize> {
     log.find(needle)
 }
@@ -815,11 +845,12 @@ pub fn emulated_smmu_counters(log: &str) -> Result<EmulatedSmmuCounters, String>
 
 /// QEMU trace events xtask asks for in the integration runs (QEMU's own view, independent of
 /// what the hypervisor reports about itself).
-pub const TRACE_EVENTS: [&str; 6] = [
+pub const TRACE_EVENTS: [&str; 7] = [
     "smmuv3_write_mmio",
     "smmuv3_translate_bypass",
     "smmuv3_translate_disable",
     "smmuv3_translate_success",
+    "smmuv3_translate_abort",
     "smmuv3_get_cd",
     "pl011_write",
 ];
@@ -1338,6 +1369,19 @@ hyp: INFO  vm guest1 stopped (SYSTEM_OFF) after 1 hypercalls
             let e = f.translations_stay_in_the_owners_ram().unwrap_err();
             assert!(e.starts_with("1 of 3 translations"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_linux_guest1_unload_is_judged_from_the_trace() {
+        let (sid, addr) = crate::linux::guest::unloaded_dma();
+        let abort = format!("smmuv3_translate_abort smmuv3-iommu-memory-region-24-2 sid={sid:#x} abort on iova:{addr:#x} is_write=0\n");
+        let success = format!("smmuv3_translate_success x sid={sid:#x} iova={addr:#x} translated={addr:#x} perm=0x3 stage=2\n");
+        let other =
+            format!("smmuv3_translate_abort x sid=0x38 abort on iova:{addr:#x} is_write=0\n");
+        assert!(linux_guest_unload_check(&abort).result.is_ok());
+        assert!(linux_guest_unload_check(&(abort.clone() + &success)).result.is_err());
+        assert!(linux_guest_unload_check(&other).result.is_err());
+        assert!(linux_guest_unload_check("").result.is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@
  *   identity domain -> SET_STE with a bypass virtual STE (the hypervisor makes it its stage 2
  *                      alone: device addresses are the guest's IPAs, its RAM only)
  *   blocked domain  -> CLEAR_STE (abort); also the release domain, so a device the core lets
- *                      go (unbind, module unload) goes back to abort
+ *                      go (its removal) goes back to abort
  *   DMA domain      -> page tables from Linux's own io-pgtable library (ARM_64_LPAE_S1, 4 KiB
  *                      granule, 39-bit IOVAs, 40-bit output: the guest's IPAs), one context
  *                      descriptor per domain in the guest's memory, attached with SET_STE of a
@@ -21,6 +21,13 @@
  * is in a domain that lets DMA through (identity or DMA), allow-off once all are blocked (and at
  * load, before any is attached); the module parameter `vote` (read-only) says which it last
  * cast, and what the hypervisor answered.
+ * Unload: the IOMMU core holds a reference to the module for every device it probed, so rmmod
+ * is refused until they are gone: removed, or released by unbinding the IOMMU's platform
+ * device (sysfs `unbind` of its driver), which stops the EVENT_READ poller, releases the
+ * devices' drivers and unregisters the IOMMU, the core attaching each device to the blocked
+ * release domain (CLEAR_STE). The exit then blocks any stream still open (CLEAR_STE) and
+ * votes allow-off, so no stream of the guest's carries DMA without the module; loaded again,
+ * the module takes the devices whose drivers probe again (a probe waits for it meanwhile).
  * Faults: the hypervisor routes the SMMU's event records of the guest's streams to its ring
  * (it raises no interrupt in a guest), so a delayed work reads them with EVENT_READ every
  * PV_EVENT_POLL_MS (and at once when a read left some pending), and reports each through
@@ -86,7 +93,11 @@ struct pv_domain {
 	atomic_t batches, cmds;
 };
 
-/* The devices probed, by stream (the fault reports' lookup), under devs_lock. */
+/*
+ * The streams, by stream ID, under devs_lock: the device probed on each (the fault reports'
+ * lookup), and whether the stream is open. An entry is in use while it has a device or its
+ * stream is open (a stream outlives its device only if blocking it failed: unload blocks it).
+ */
 #define PV_MAX_DEVS 32
 static struct {
 	u32 sid;
@@ -149,31 +160,12 @@ static long hyp_call(u32 fn, u64 a1, u64 a2, u64 a3, struct arm_smccc_res *res)
 	return (long)res->a0;
 }
 
+/* The errno of a status (smmu_hyp_errno() of smmu_hyp.h), refusals counted for the log. */
 static int pv_errno(long status)
 {
-	if (status >= 0)
-		return 0;
-	atomic_inc(&refused);
-	switch (status) {
-	case SMMU_HYP_ERR_NOT_SUPPORTED:
-		return -EOPNOTSUPP;
-	case SMMU_HYP_ERR_INVALID_PARAMETER:
-	case SMMU_HYP_ERR_RESERVED_FIELD:
-	case SMMU_HYP_ERR_BAD_CONFIG:
-		return -EINVAL;
-	case SMMU_HYP_ERR_INVALID_ADDRESS:
-		return -EFAULT;
-	case SMMU_HYP_ERR_NOT_OWNED:
-	case SMMU_HYP_ERR_FORBIDDEN_FIELD:
-	case SMMU_HYP_ERR_BAD_COMMAND:
-		return -EPERM;
-	case SMMU_HYP_ERR_DEVICE_ERROR:
-		return -EIO;
-	case SMMU_HYP_ERR_REFUSED:
-		return -EBUSY;
-	default:
-		return -EPROTO;
-	}
+	if (status < 0)
+		atomic_inc(&refused);
+	return smmu_hyp_errno(status);
 }
 
 /* A device's one stream (its requester ID through the bridge's iommu-map). */
@@ -215,7 +207,7 @@ static void pv_stream_state(u32 sid, bool open)
 	mutex_lock(&vote_lock);
 	spin_lock_irqsave(&devs_lock, flags);
 	for (i = 0; i < PV_MAX_DEVS; i++)
-		if (pv_devs[i].dev && pv_devs[i].sid == sid) {
+		if ((pv_devs[i].dev || pv_devs[i].open) && pv_devs[i].sid == sid) {
 			was = pv_devs[i].open;
 			pv_devs[i].open = open;
 			found = true;
@@ -253,7 +245,11 @@ static int pv_clear_ste(u32 sid)
 	return pv_errno(hyp_call(SMMU_HYP_FN_CLEAR_STE, sid, 0, 0, &r));
 }
 
-static int pv_attach_identity(struct iommu_domain *domain, struct device *dev)
+/*
+ * SET_STE of the device's stream with a valid virtual STE of `config` (for stage 1, the CD of
+ * `d`), its vote need-on first; `what` names the domain in the log line.
+ */
+static int pv_attach_ste(struct device *dev, u64 config, struct pv_domain *d, const char *what)
 {
 	struct smmu_hyp_ste ste = {};
 	long kind = -1;
@@ -264,17 +260,24 @@ static int pv_attach_identity(struct iommu_domain *domain, struct device *dev)
 	if (err)
 		return err;
 	ste.word[SMMU_HYP_STE_V_WORD] |= SMMU_HYP_FIELD_PREP(SMMU_HYP_STE_V, 1);
-	ste.word[SMMU_HYP_STE_CONFIG_WORD] |=
-		SMMU_HYP_FIELD_PREP(SMMU_HYP_STE_CONFIG, SMMU_HYP_STE_CONFIG_BYPASS);
+	ste.word[SMMU_HYP_STE_CONFIG_WORD] |= SMMU_HYP_FIELD_PREP(SMMU_HYP_STE_CONFIG, config);
+	if (d)
+		ste.word[SMMU_HYP_STE_S1_CONTEXT_PTR_WORD] |= virt_to_phys(d->cd) &
+							      SMMU_HYP_STE_S1_CONTEXT_PTR_MASK;
 	/* Need-on before the stream can carry DMA. */
 	pv_stream_state(sid, true);
 	err = pv_set_ste(sid, &ste, &kind);
 	if (err)
-		dev_err(dev, "stream %#x: SET_STE (bypass) refused: %d\n", sid, err);
+		dev_err(dev, "stream %#x: %s) refused: %d\n", sid, what, err);
 	else
-		dev_info(dev, "stream %#x: identity domain (SET_STE bypass: domain %ld)\n", sid,
-			 kind);
+		dev_info(dev, "stream %#x: %s: domain %ld)\n", sid, what, kind);
 	return err;
+}
+
+static int pv_attach_identity(struct iommu_domain *domain, struct device *dev)
+{
+	return pv_attach_ste(dev, SMMU_HYP_STE_CONFIG_BYPASS, NULL,
+			     "identity domain (SET_STE bypass");
 }
 
 static int pv_attach_blocked(struct iommu_domain *domain, struct device *dev)
@@ -465,28 +468,11 @@ static void pv_write_cd(struct pv_domain *d)
 static int pv_attach_paging(struct iommu_domain *domain, struct device *dev)
 {
 	struct pv_domain *d = to_pv(domain);
-	struct smmu_hyp_ste ste = {};
-	long kind = -1;
-	u32 sid;
-	int err;
+	char what[80];
 
-	err = pv_sid(dev, &sid);
-	if (err)
-		return err;
-	ste.word[SMMU_HYP_STE_V_WORD] |= SMMU_HYP_FIELD_PREP(SMMU_HYP_STE_V, 1);
-	ste.word[SMMU_HYP_STE_CONFIG_WORD] |=
-		SMMU_HYP_FIELD_PREP(SMMU_HYP_STE_CONFIG, SMMU_HYP_STE_CONFIG_S1);
-	ste.word[SMMU_HYP_STE_S1_CONTEXT_PTR_WORD] |= virt_to_phys(d->cd) &
-						      SMMU_HYP_STE_S1_CONTEXT_PTR_MASK;
-	pv_stream_state(sid, true);
-	err = pv_set_ste(sid, &ste, &kind);
-	if (err)
-		dev_err(dev, "stream %#x: SET_STE (stage 1, ASID %u) refused: %d\n", sid, d->asid,
-			err);
-	else
-		dev_info(dev, "stream %#x: DMA domain (SET_STE stage 1, ASID %u, CD at %pa: domain %ld)\n",
-			 sid, d->asid, &(phys_addr_t){ virt_to_phys(d->cd) }, kind);
-	return err;
+	snprintf(what, sizeof(what), "DMA domain (SET_STE stage 1, ASID %u, CD at %pa", d->asid,
+		 &(phys_addr_t){ virt_to_phys(d->cd) });
+	return pv_attach_ste(dev, SMMU_HYP_STE_CONFIG_S1, d, what);
 }
 
 static void pv_domain_free(struct iommu_domain *domain)
@@ -632,8 +618,13 @@ static struct iommu_device *pv_probe_device(struct device *dev)
 	if (!fw || fw->iommu_fwnode != pv_iommu.fwnode || fw->num_ids != 1)
 		return ERR_PTR(-ENODEV);
 	spin_lock_irqsave(&devs_lock, flags);
-	for (i = 0; i < PV_MAX_DEVS && pv_devs[i].dev; i++)
-		;
+	/* Its stream's entry if it is still open, else a free one. */
+	for (i = 0; i < PV_MAX_DEVS; i++)
+		if (!pv_devs[i].dev && pv_devs[i].open && pv_devs[i].sid == fw->ids[0])
+			break;
+	if (i == PV_MAX_DEVS)
+		for (i = 0; i < PV_MAX_DEVS && (pv_devs[i].dev || pv_devs[i].open); i++)
+			;
 	if (i < PV_MAX_DEVS) {
 		pv_devs[i].sid = fw->ids[0];
 		pv_devs[i].dev = dev;
@@ -695,14 +686,48 @@ static int pv_probe(struct platform_device *pdev)
 	return 0;
 }
 
+/*
+ * Before the IOMMU goes, every device of ours loses its driver (the core frees a device's
+ * domains when it releases it: a driver still bound would go on mapping DMA through them).
+ */
+static void pv_release_drivers(void)
+{
+	struct device *dev;
+	unsigned long flags;
+	int i;
+
+	for (i = 0; i < PV_MAX_DEVS; i++) {
+		dev = NULL;
+		spin_lock_irqsave(&devs_lock, flags);
+		if (pv_devs[i].dev)
+			dev = get_device(pv_devs[i].dev);
+		spin_unlock_irqrestore(&devs_lock, flags);
+		if (!dev)
+			continue;
+		if (dev->driver) {
+			dev_info(dev, "its driver %s released: the IOMMU is going\n", dev->driver->name);
+			device_release_driver(dev);
+		}
+		put_device(dev);
+	}
+}
+
+/*
+ * Unbinding the IOMMU (sysfs unbind of its platform device, or module unload): the poller
+ * stops, the devices' drivers are released, and the core releases every device, attaching
+ * the blocked release domain (CLEAR_STE; the vote becomes allow-off) and dropping its module
+ * reference.
+ */
 static void pv_remove(struct platform_device *pdev)
 {
 	if (!pv_registered)
 		return;
 	cancel_delayed_work_sync(&pv_event_work);
+	pv_release_drivers();
 	iommu_device_unregister(&pv_iommu);
 	iommu_device_sysfs_remove(&pv_iommu);
 	pv_registered = false;
+	dev_info(&pdev->dev, "paravirtual IOMMU unregistered, EVENT_READ poller stopped\n");
 }
 
 static const struct of_device_id pv_of_match[] = {
@@ -715,7 +740,6 @@ static struct platform_driver pv_driver = {
 	.driver = {
 		.name = "smmu-pviommu",
 		.of_match_table = pv_of_match,
-		.suppress_bind_attrs = true,
 	},
 	.probe = pv_probe,
 	.remove_new = pv_remove,
@@ -756,11 +780,48 @@ fail:
 	return err ? err : -ENOMEM;
 }
 
+/*
+ * At unload, once nothing can attach any more: CLEAR_STE of every stream still open, then the
+ * vote allow-off, so that no stream of ours carries DMA once the module is gone. Normally none
+ * is open: the IOMMU core holds a reference to the module for every device it probed (rmmod is
+ * refused while one is), and a device it lets go is attached to the blocked release domain
+ * first. Returns how many were blocked here; a stream the hypervisor will not block keeps the
+ * vote need-on (the safe side).
+ */
+static unsigned int pv_block_all(void)
+{
+	unsigned int blocked = 0;
+	int i, err;
+
+	mutex_lock(&vote_lock);
+	for (i = 0; i < PV_MAX_DEVS; i++) {
+		if (!pv_devs[i].open)
+			continue;
+		err = pv_clear_ste(pv_devs[i].sid);
+		if (err) {
+			pr_err("stream %#x: CLEAR_STE at unload refused: %d\n", pv_devs[i].sid, err);
+			continue;
+		}
+		pr_info("stream %#x: blocked (CLEAR_STE) at unload\n", pv_devs[i].sid);
+		pv_devs[i].open = false;
+		open_streams--;
+		blocked++;
+	}
+	pv_vote(open_streams == 0);
+	mutex_unlock(&vote_lock);
+	return blocked;
+}
+
 static void __exit pv_exit(void)
 {
+	unsigned int blocked;
+
+	/* Unregisters the IOMMU and stops the EVENT_READ poller (pv_remove). */
 	platform_driver_unregister(&pv_driver);
-	pr_info("unloaded after %d hypercalls (%d refused), %d faults reported\n",
-		atomic_read(&calls), atomic_read(&refused), atomic_read(&faults_reported));
+	blocked = pv_block_all();
+	pr_info("unloaded after %d hypercalls (%d refused), %d faults reported; %u streams open at unload, blocked now; vote %s\n",
+		atomic_read(&calls), atomic_read(&refused), atomic_read(&faults_reported), blocked,
+		vote_text);
 	free_page((unsigned long)ste_buf);
 	free_page((unsigned long)cmd_buf);
 	free_page((unsigned long)evt_buf);

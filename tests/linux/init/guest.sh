@@ -59,18 +59,18 @@ wait_for_disk() {
     [ -b /dev/vda ] || { echo "no /dev/vda: $(dmesg | grep -i -E 'virtio|pviommu|stream' | tail -n 3)"; return 1; }
 }
 
-# Its virtio disk (iommu_platform=on: its DMA goes through the SMMU, in the DMA domain its
-# driver attached) reads and writes with direct I/O, checksummed.
-disk_io_through_its_dma_domain() {
+# Its virtio disk (iommu_platform=on: its DMA goes through the SMMU, in the $DOMAIN_TYPE domain
+# its driver attached) reads and writes with direct I/O, checksummed.
+disk_io_through_its_default_domain() {
     for m in $MODULES; do insmod "/lib/modules/$m.ko" || { echo "insmod $m failed"; return 1; }; done
     wait_for_disk || return 1
     disk_reads_right && disk_writes_right 512
 }
 
-# edu_dma_to ADDR: its edu writes 8 bytes of its buffer to device address ADDR (memory decoding
-# and bus mastering turned on first, as a driver's pci_set_master() would, through the
-# hypervisor's configuration-space filter), and the transfer ends.
-edu_dma_to() {
+# edu_dma SRC DST CMD: one transfer of 8 bytes by its edu (CMD 3: from its buffer, at 0x40000,
+# to device address DST; CMD 1: from device address SRC into its buffer), memory decoding and
+# bus mastering turned on first, and waits for the transfer to end.
+edu_dma() {
     bar=$(head -n 1 "/sys/bus/pci/devices/$EDU_FN/resource" | cut -d ' ' -f 1)
     [ -n "$bar" ] || { echo "no BAR0 for $EDU_FN"; return 1; }
     # Memory decoding and bus mastering on, as a driver's pci_set_master() would (through the
@@ -79,12 +79,26 @@ edu_dma_to() {
     printf '\006\000' | dd of="$cfg" bs=1 seek=4 count=2 conv=notrunc 2>/dev/null
     cmd=$(dd if="$cfg" bs=1 skip=4 count=2 2>/dev/null | od -An -tx2 | tr -d ' ')
     [ $((0x$cmd & 6)) = 6 ] || { echo "edu command register $cmd: no bus mastering"; return 1; }
-    devmem $((bar + 0x80)) 64 0x40000
-    devmem $((bar + 0x88)) 64 "$1"
+    devmem $((bar + 0x80)) 64 "$1"
+    devmem $((bar + 0x88)) 64 "$2"
     devmem $((bar + 0x90)) 64 8
-    devmem $((bar + 0x98)) 64 3
+    devmem $((bar + 0x98)) 64 "$3"
     i=0
     while [ $(( $(devmem $((bar + 0x98)) 64) & 1 )) = 1 ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+    [ $(( $(devmem $((bar + 0x98)) 64) & 1 )) = 0 ] || { echo "the edu's DMA never ended"; return 1; }
+}
+
+# edu_dma_to ADDR: its edu writes the 8 bytes of its buffer to device address ADDR.
+edu_dma_to() { edu_dma 0x40000 "$1" 3; }
+
+# edu_dma_from ADDR: its edu reads 8 bytes at device address ADDR into its buffer.
+edu_dma_from() { edu_dma "$1" 0x40000 1; }
+
+# fdt_bytes OFFSET: 8 bytes of its device tree's header, in hex, as its memory holds them now:
+# /sys/firmware/fdt reads the blob where the hypervisor put it, at $DTB_IPA (Linux keeps it
+# there, reserved, and never writes it after boot), so a DMA write there shows.
+fdt_bytes() {
+    dd if=/sys/firmware/fdt bs=1 skip="$1" count=8 2>/dev/null | od -An -tx1 | tr -d ' \n'
 }
 
 # DMA by its edu to an IOVA its domain never mapped: the SMMU aborts it, the hypervisor routes
@@ -123,31 +137,106 @@ identity_dma_cannot_leave_its_ram() {
     done
 }
 
-# Unbound, its group switched to an identity domain (SET_STE bypass: its stage 2 alone) and
-# bound again, the disk reads and writes the same through it.
-disk_rebinds_in_an_identity_domain() {
+# Unbound, its group switched to the other domain type ($OTHER_TYPE: an identity domain, SET_STE
+# bypass, its stage 2 alone, when it booted with DMA domains; a DMA domain when it booted in
+# passthrough) and bound again, the disk reads and writes the same through it.
+disk_rebinds_in_the_other_domain_type() {
+    n=$(dmesg | grep -c "stream $DISK_SID: $OTHER_LINE")
     echo "$DISK_FN" > /sys/bus/pci/drivers/virtio-pci/unbind || { echo "unbind failed"; return 1; }
     [ ! -b /dev/vda ] || { echo "/dev/vda still there after unbind"; return 1; }
-    echo identity > "/sys/bus/pci/devices/$DISK_FN/iommu_group/type" || { echo "cannot make the group identity"; return 1; }
+    echo "$OTHER_TYPE" > "/sys/bus/pci/devices/$DISK_FN/iommu_group/type" || { echo "cannot make the group $OTHER_TYPE"; return 1; }
     echo "$DISK_FN" > /sys/bus/pci/drivers/virtio-pci/bind || { echo "bind failed"; return 1; }
     wait_for_disk || return 1
     t=$(cat "/sys/bus/pci/devices/$DISK_FN/iommu_group/type")
-    [ "$t" = identity ] || { echo "group type $t after the switch"; return 1; }
-    dmesg | grep -q "stream $DISK_SID: identity domain (SET_STE bypass" || { echo "no identity SET_STE in dmesg"; return 1; }
+    [ "$t" = "$OTHER_TYPE" ] || { echo "group type $t after the switch to $OTHER_TYPE"; return 1; }
+    [ "$(dmesg | grep -c "stream $DISK_SID: $OTHER_LINE")" -gt "$n" ] || { echo "no new '$OTHER_LINE' in dmesg"; return 1; }
     disk_reads_right && disk_writes_right 768
 }
 
+# In the identity domain its edu reads and writes its own RAM at device address == IPA: it
+# reads the first 8 bytes of its device tree (magic and size) and writes them 24 bytes further
+# on, over the header's last_comp_version and boot_cpuid_phys, which nothing reads after boot
+# (the check that the test below could see a DMA write that landed).
+identity_dma_reaches_its_own_ram() {
+    head=$(fdt_bytes 0)
+    [ "$(fdt_bytes 24)" != "$head" ] || { echo "header bytes 24..31 already $head"; return 1; }
+    edu_dma_from "$DTB_IPA" || return 1
+    edu_dma_to $((DTB_IPA + 24)) || return 1
+    got=$(fdt_bytes 24)
+    [ "$got" = "$head" ] || { echo "its device tree's bytes 24..31 are $got after the edu wrote $head there"; return 1; }
+}
+
+# While the IOMMU core holds its devices (one module reference each: those in an IOMMU group),
+# rmmod is refused and the module goes on working.
+unload_refused_while_its_devices_are_probed() {
+    n=$(ls -d /sys/bus/pci/devices/*/iommu_group 2>/dev/null | wc -l)
+    refs=$(awk -v m="$PVIOMMU" '$1 == m { print $3 }' /proc/modules)
+    [ "$n" -ge 1 ] && [ "$refs" = "$n" ] || { echo "$n devices in IOMMU groups, module references: $refs"; return 1; }
+    if rmmod "$PVIOMMU" 2>/dev/null; then echo "rmmod succeeded with $n devices probed"; return 1; fi
+    grep -q "^$PVIOMMU " /proc/modules || { echo "the module is gone after a refused rmmod"; return 1; }
+    disk_reads_right
+}
+
 # Its SMMU power vote, cast by its IOMMU driver, follows its streams: need-on while its disk
-# and edu are attached; once both functions are removed (the core attaches the driver's
-# release domain, blocked: CLEAR_STE of every stream) it allows the SMMU off.
-vote_follows_its_streams() {
+# and edu are attached. Unbinding the IOMMU (its platform device's driver) releases their
+# drivers and the core lets go of both, attaching the driver's blocked release domain
+# (CLEAR_STE of each stream): the vote becomes allow-off, and the module's references go.
+vote_follows_its_streams_and_the_iommu_lets_go() {
     v=$(cat "$VOTE_PARAM")
     case "$v" in need-on*) ;; *) echo "vote with its streams attached: $v"; return 1 ;; esac
-    for f in $FUNCTIONS; do echo 1 > "/sys/bus/pci/devices/$f/remove" || { echo "cannot remove $f"; return 1; }; done
+    n=$(dmesg | grep -c "blocked (CLEAR_STE)")
+    drv=/sys/bus/platform/drivers/$PVIOMMU_DRIVER
+    [ -e "$drv/$PVIOMMU_DEV" ] || { echo "no $drv/$PVIOMMU_DEV"; return 1; }
+    echo "$PVIOMMU_DEV" > "$drv/unbind" || { echo "unbinding $PVIOMMU_DEV failed"; return 1; }
+    [ ! -b /dev/vda ] && [ ! -e "/sys/bus/pci/devices/$DISK_FN/driver" ] || { echo "the disk kept its driver"; return 1; }
+    for f in $FUNCTIONS; do
+        [ ! -e "/sys/bus/pci/devices/$f/iommu_group" ] || { echo "$f still in an IOMMU group"; return 1; }
+    done
     v=$(cat "$VOTE_PARAM")
     case "$v" in allow-off*) ;; *) echo "vote with every stream blocked: $v"; return 1 ;; esac
-    n=$(dmesg | grep -c "blocked (CLEAR_STE)")
-    [ "$n" -ge 2 ] || { echo "$n CLEAR_STEs in dmesg"; return 1; }
+    c=$(($(dmesg | grep -c "blocked (CLEAR_STE)") - n))
+    [ "$c" -ge 2 ] || { echo "$c CLEAR_STEs in dmesg"; return 1; }
+    dmesg | grep -q "paravirtual IOMMU unregistered, EVENT_READ poller stopped" || { echo "no unregistration in dmesg"; return 1; }
+    refs=$(awk -v m="$PVIOMMU" '$1 == m { print $3 }' /proc/modules)
+    [ "$refs" = 0 ] || { echo "module references after the release: $refs"; return 1; }
+}
+
+# With its devices released (the previous test), rmmod succeeds: the module blocks any stream
+# still open (CLEAR_STE) and votes allow-off. A driver's probe now waits for it (the disk's is
+# deferred: no /dev/vda), and its edu's DMA reaches nothing: the 8 bytes it holds (its device
+# tree's first, read in the identity domain above), written over its device tree's header at
+# $UNLOADED_DMA_OFFSET (size_dt_strings, size_dt_struct), leave it as it was (xtask checks in
+# QEMU's trace that the SMMU aborted it).
+module_unloads_and_every_stream_aborts() {
+    rmmod "$PVIOMMU" || { echo "rmmod failed: $(grep "^$PVIOMMU " /proc/modules)"; return 1; }
+    [ ! -d "/sys/module/$PVIOMMU" ] || { echo "/sys/module/$PVIOMMU still there"; return 1; }
+    line=$(dmesg | grep "$PVIOMMU: unloaded after" | tail -n 1)
+    case "$line" in *"blocked now; vote allow-off power"*) ;; *) echo "unload line: '$line'"; return 1 ;; esac
+    for f in $FUNCTIONS; do echo "$f" > /sys/bus/pci/drivers_probe 2>/dev/null; done
+    # Longer than the poller's period: a poll left queued would run code that is gone.
+    sleep 0.5
+    [ ! -b /dev/vda ] && [ ! -e "/sys/bus/pci/devices/$DISK_FN/driver" ] || { echo "the disk probed without its IOMMU"; return 1; }
+    [ ! -e "/sys/bus/pci/devices/$EDU_FN/iommu_group" ] || { echo "the edu has an IOMMU group without the module"; return 1; }
+    head=$(fdt_bytes 0)
+    before=$(fdt_bytes "$UNLOADED_DMA_OFFSET")
+    [ "$before" != "$head" ] || { echo "header bytes at $UNLOADED_DMA_OFFSET already $head"; return 1; }
+    edu_dma_to $((DTB_IPA + UNLOADED_DMA_OFFSET)) || return 1
+    after=$(fdt_bytes "$UNLOADED_DMA_OFFSET")
+    [ "$after" = "$before" ] || { echo "the edu's DMA landed: its device tree's bytes at $UNLOADED_DMA_OFFSET went from $before to $after"; return 1; }
+}
+
+# Loaded again, the module takes the functions again: the disk's deferred probe goes through
+# it, in a $DOMAIN_TYPE domain again, and its I/O checks pass; its vote is need-on again.
+module_reloads_and_the_disk_probes_again() {
+    n=$(dmesg | grep -c "stream $DISK_SID: $ATTACH_LINE")
+    insmod "/lib/modules/$PVIOMMU.ko" || { echo "insmod $PVIOMMU failed"; return 1; }
+    wait_for_disk || return 1
+    t=$(cat "/sys/bus/pci/devices/$DISK_FN/iommu_group/type" 2>&1)
+    [ "$t" = "$DOMAIN_TYPE" ] || { echo "disk's group type after the reload: $t"; return 1; }
+    [ "$(dmesg | grep -c "stream $DISK_SID: $ATTACH_LINE")" -gt "$n" ] || { echo "no new '$ATTACH_LINE' in dmesg"; return 1; }
+    v=$(cat "$VOTE_PARAM")
+    case "$v" in need-on*) ;; *) echo "vote with the disk attached again: $v"; return 1 ;; esac
+    disk_reads_right && disk_writes_right 896
 }
 
 # Its virtual timer (PPI 27, in its own redistributor) ticks: a sleep ends.
@@ -160,11 +249,15 @@ its_timer_interrupts_arrive() {
 
 run sees_only_its_own_functions sees_only_its_own_functions
 run pviommu_takes_its_functions pviommu_takes_its_functions
-run disk_io_through_its_dma_domain disk_io_through_its_dma_domain
+run disk_io_through_its_default_domain disk_io_through_its_default_domain
 run unmapped_iova_faults_and_is_reported unmapped_iova_faults_and_is_reported
-run disk_rebinds_in_an_identity_domain disk_rebinds_in_an_identity_domain
+run disk_rebinds_in_the_other_domain_type disk_rebinds_in_the_other_domain_type
 run identity_dma_cannot_leave_its_ram identity_dma_cannot_leave_its_ram
+run identity_dma_reaches_its_own_ram identity_dma_reaches_its_own_ram
 run its_timer_interrupts_arrive its_timer_interrupts_arrive
-run vote_follows_its_streams vote_follows_its_streams
+run unload_refused_while_its_devices_are_probed unload_refused_while_its_devices_are_probed
+run vote_follows_its_streams_and_the_iommu_lets_go vote_follows_its_streams_and_the_iommu_lets_go
+run module_unloads_and_every_stream_aborts module_unloads_and_every_stream_aborts
+run module_reloads_and_the_disk_probes_again module_reloads_and_the_disk_probes_again
 echo "$passed passed, $failed failed"
 poweroff -f

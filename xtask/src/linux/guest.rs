@@ -6,11 +6,10 @@
 
 use super::debs::Artifacts;
 use super::modules::modules;
-use crate::cpio::Cpio;
-use crate::initscript::{InitFiles, Params, COMMON, LIB_DIR};
+use super::{kernel_in, Placed};
+use crate::initscript::{InitFiles, Params, COMMON};
 use crate::qemu::LinuxFiles;
-use crate::tools::linux_dir;
-use platform::linux::{dtgen, image_header, HostTree, Layout, IMAGE_HEADER_SIZE};
+use platform::linux::{dtgen, HostTree, Layout};
 use platform::qemu_virt::{BOARD, MANIFEST};
 
 /// Which VM the Linux guest is.
@@ -28,13 +27,32 @@ const BENCH_INIT: &str = include_str!("../../../tests/linux/init/guest-bench.sh"
 /// memory before `/init` (nothing of the guest's needs it); `deferred_probe_timeout=-1`: its
 /// PCI functions wait for their IOMMU (a module `/init` loads) however long that takes, instead
 /// of probing without it after the default 10 s (their streams would be blocked);
-/// `iomem=relaxed`: its test programs its edu's registers with `devmem` while a driver holds it.
-pub fn bootargs() -> String {
+/// `iomem=relaxed`: its test programs its edu's registers with `devmem` while a driver holds it;
+/// with `passthrough`, `iommu.passthrough=1`: its default domains are identity domains.
+pub fn bootargs(passthrough: bool) -> String {
     format!(
-        "console=ttyAMA0 earlycon=pl011,{:#x} panic=-1 cma=0 deferred_probe_timeout=-1 iomem=relaxed rdinit=/init",
-        BOARD.uart.base
+        "console=ttyAMA0 earlycon=pl011,{:#x} panic=-1 cma=0 deferred_probe_timeout=-1 iomem=relaxed rdinit=/init{}",
+        BOARD.uart.base,
+        if passthrough { " iommu.passthrough=1" } else { "" }
     )
 }
+
+/// Where in its device tree's header its edu writes once `smmu_pviommu` is unloaded (bytes
+/// 32..39: `size_dt_strings`, `size_dt_struct`, which nothing reads after boot): the write must
+/// land nowhere.
+pub const UNLOADED_DMA_OFFSET: u64 = 32;
+
+/// The stream and the device address of its edu's DMA after the unload (QEMU's trace must show
+/// it aborted: `crate::report::linux_guest_unload_check`).
+pub fn unloaded_dma() -> (u32, u64) {
+    let vm = &MANIFEST.vms[GUEST];
+    let dtb = Layout::for_vm(vm).map(|l| l.dtb.base).unwrap_or_default();
+    (vm.devices[0].rid(), dtb + UNLOADED_DMA_OFFSET)
+}
+
+/// What its driver logs for a stream attached to a DMA domain and to an identity domain.
+const DMA_LINE: &str = "DMA domain (SET_STE stage 1";
+const IDENTITY_LINE: &str = "identity domain (SET_STE bypass";
 
 /// The first line its `/init` prints (xtask checks that it appears as a `[guest1]` line).
 pub const HELLO: &str = "Linux guest: /init reached";
@@ -45,9 +63,17 @@ pub const HELLO: &str = "Linux guest: /init reached";
 pub const MODULES: &[&str] = &["virtio_blk", "uio_pci_generic"];
 
 /// Its `/init` and what it sources, for `mods` (the kernel's module names, in load order; the
-/// paravirtual IOMMU's is loaded before them).
-pub fn init_files(mods: &[String]) -> InitFiles {
+/// paravirtual IOMMU's is loaded before them), booted with `iommu.passthrough=1` if
+/// `passthrough`.
+pub fn init_files(mods: &[String], passthrough: bool) -> InitFiles {
     let vm = &MANIFEST.vms[GUEST];
+    let dtb = Layout::for_vm(vm).map(|l| l.dtb.base).unwrap_or_default();
+    // Its default domain type, and the other one its disk is rebound in.
+    let (default, other) = if passthrough {
+        (("identity", IDENTITY_LINE), ("DMA", DMA_LINE))
+    } else {
+        (("DMA", DMA_LINE), ("identity", IDENTITY_LINE))
+    };
     let functions: Vec<String> = vm
         .devices
         .iter()
@@ -70,6 +96,9 @@ pub fn init_files(mods: &[String]) -> InitFiles {
         .set("FUNCTIONS", functions.join(" "))
         .set("IDS", ids.join(" "))
         .set("PVIOMMU", crate::kmod::PVIOMMU_MODULE)
+        // Its driver's name, and its platform device's (the tree's node `pviommu`).
+        .set("PVIOMMU_DRIVER", "smmu-pviommu")
+        .set("PVIOMMU_DEV", "pviommu")
         .set("VOTE_PARAM", format!("/sys/module/{}/parameters/vote", crate::kmod::PVIOMMU_MODULE))
         .set("DISK_FN", &functions[1])
         .set("EDU_FN", &functions[0])
@@ -89,9 +118,14 @@ pub fn init_files(mods: &[String]) -> InitFiles {
             ),
         )
         .set("DISK_SID", format!("{:#x}", vm.devices[1].rid()))
-        // Debian's default: translated DMA domains, strict invalidation.
-        .set("DOMAIN_TYPE", "DMA")
-        .set("ATTACH_LINE", "DMA domain (SET_STE stage 1")
+        // Debian's default: translated DMA domains, strict invalidation; or identity domains.
+        .set("DOMAIN_TYPE", default.0)
+        .set("ATTACH_LINE", default.1)
+        .set("OTHER_TYPE", other.0)
+        .set("OTHER_LINE", other.1)
+        // Where the hypervisor put its device tree (`/sys/firmware/fdt` reads it there).
+        .set("DTB_IPA", format!("{dtb:#x}"))
+        .set("UNLOADED_DMA_OFFSET", UNLOADED_DMA_OFFSET)
         .set("MODULES", mods.join(" "));
     InitFiles { init: INIT, libs: vec![COMMON], params: p }
 }
@@ -123,10 +157,15 @@ pub fn bench_init_files(mods: &[String]) -> InitFiles {
 /// The modules guest1's bench initramfs carries and loads: its disk's driver.
 pub const BENCH_MODULES: &[&str] = &["virtio_blk"];
 
-/// Builds guest1's initramfs and device tree under `target/linux/` and returns where QEMU's
-/// loader puts the kernel, the initramfs and the tree in guest1's RAM.
-pub fn prepare(opts: &crate::Opts, art: &Artifacts) -> Result<LinuxFiles, String> {
-    prepare_with(opts, art, false)
+/// Builds guest1's initramfs and device tree under `target/linux/` (booted with
+/// `iommu.passthrough=1` if `passthrough`) and returns where QEMU's loader puts the kernel, the
+/// initramfs and the tree in guest1's RAM.
+pub fn prepare(
+    opts: &crate::Opts,
+    art: &Artifacts,
+    passthrough: bool,
+) -> Result<LinuxFiles, String> {
+    prepare_with(opts, art, passthrough, false)
 }
 
 /// [`prepare`]; with `bench`, its `/init` is the bench's ([`bench_init_files`]) and its
@@ -134,74 +173,32 @@ pub fn prepare(opts: &crate::Opts, art: &Artifacts) -> Result<LinuxFiles, String
 pub fn prepare_with(
     opts: &crate::Opts,
     art: &Artifacts,
+    passthrough: bool,
     bench: bool,
 ) -> Result<LinuxFiles, String> {
-    let verbose = opts.verbose;
     let pviommu = crate::kmod::build_pviommu_module(opts, &art.abi)?;
     let vm = &MANIFEST.vms[GUEST];
     let layout = Layout::for_vm(vm).map_err(|e| e.to_string())?;
-    let image = std::fs::read(&art.image).map_err(|e| format!("{}: {e}", art.image.display()))?;
-    let head = image.get(..IMAGE_HEADER_SIZE).ok_or("truncated kernel Image")?;
-    let header = image_header(head)
-        .ok_or_else(|| format!("{} is not an arm64 Image", art.image.display()))?;
-    let kernel = layout.kernel(&header).map_err(|e| e.to_string())?;
+    let kernel = kernel_in(art, &layout)?;
     let mods = modules(art, if bench { BENCH_MODULES } else { MODULES })?;
     let names: Vec<String> = mods.iter().map(|(n, _)| n.clone()).collect();
-    let busybox =
-        std::fs::read(&art.busybox).map_err(|e| format!("{}: {e}", art.busybox.display()))?;
-    let mut c = Cpio::new();
-    for d in ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "lib"] {
-        c.dir(d);
-    }
-    for d in ["lib/modules", "etc", LIB_DIR] {
-        c.dir(d);
-    }
-    c.char_dev("dev/console", 0o600, 5, 1);
-    c.char_dev("dev/null", 0o666, 1, 3);
-    c.file("bin/busybox", 0o755, &busybox);
-    c.symlink("bin/sh", "busybox");
-    let init = if bench { bench_init_files(&names) } else { init_files(&names) };
+    let init = if bench { bench_init_files(&names) } else { init_files(&names, passthrough) };
+    let mut c = super::initramfs::base(art, &init, &mods)?;
     if bench {
         let icount = crate::kmod::build_helper(opts, "icount")?;
         let bin = std::fs::read(&icount).map_err(|e| format!("{}: {e}", icount.display()))?;
         c.file("bin/icount", 0o755, &bin);
     }
-    for (path, text) in init.files() {
-        c.file(&path, if path == "init" { 0o755 } else { 0o644 }, text.as_bytes());
-    }
-    for (name, ko) in &mods {
-        c.file(&format!("lib/modules/{name}.ko"), 0o644, ko);
-    }
     let ko = std::fs::read(&pviommu).map_err(|e| format!("{}: {e}", pviommu.display()))?;
     c.file(&format!("lib/modules/{}.ko", crate::kmod::PVIOMMU_MODULE), 0o644, &ko);
     let cpio = c.finish();
     let initrd = layout.initrd(kernel, cpio.len() as u64).map_err(|e| e.to_string())?;
-    let args = bootargs();
+    let args = bootargs(passthrough);
     let tree = HostTree { pv_iommu: true, ..HostTree::guest(&BOARD, vm, &args, Some(initrd)) };
     let dtb = dtgen::write(&tree).map_err(|e| format!("writing guest1's device tree: {e}"))?;
-    let d = linux_dir();
+    let placed = Placed { layout: &layout, kernel, initrd, cpio: &cpio, dtb: &dtb };
     let name = if bench { "guest1-bench" } else { "guest1" };
-    let (initrd_path, dtb_path) =
-        (d.join(format!("{name}-initramfs.cpio")), d.join(format!("{name}.dtb")));
-    std::fs::write(&initrd_path, &cpio).map_err(|e| e.to_string())?;
-    std::fs::write(&dtb_path, &dtb).map_err(|e| e.to_string())?;
-    if verbose {
-        println!(
-            "xtask: guest1 (Linux): kernel at {:#x}, initramfs {} bytes at {:#x}, device tree at {:#x}",
-            kernel.base,
-            cpio.len(),
-            initrd.base,
-            layout.dtb.base
-        );
-    }
-    Ok(LinuxFiles {
-        image: art.image.clone(),
-        image_addr: kernel.base,
-        initrd: initrd_path,
-        initrd_addr: initrd.base,
-        dtb: dtb_path,
-        dtb_addr: layout.dtb.base,
-    })
+    placed.write(art, &format!("{name}-initramfs.cpio"), &format!("{name}.dtb"), opts.verbose)
 }
 
 #[cfg(test)]
@@ -210,10 +207,18 @@ mod tests {
 
     #[test]
     fn its_init_is_given_every_value_it_uses() {
-        let f = init_files(&["virtio_blk".to_string(), "uio".into(), "uio_pci_generic".into()]);
-        let (unset, unused) = f.unset_and_unused();
-        assert!(unset.is_empty(), "unset: {unset:?}");
-        assert!(unused.is_empty(), "unused: {unused:?}");
+        let mods = ["virtio_blk".to_string(), "uio".into(), "uio_pci_generic".into()];
+        for passthrough in [false, true] {
+            let f = init_files(&mods, passthrough);
+            let (unset, unused) = f.unset_and_unused();
+            assert!(unset.is_empty(), "unset: {unset:?}");
+            assert!(unused.is_empty(), "unused: {unused:?}");
+            let want = if passthrough { "identity" } else { "DMA" };
+            assert_eq!(f.params.get("DOMAIN_TYPE"), Some(want));
+            assert_ne!(f.params.get("OTHER_TYPE"), Some(want));
+        }
+        let f = init_files(&mods, false);
+        assert_eq!(f.params.get("DTB_IPA"), Some("0x5be00000"));
         assert_eq!(f.params.get("FUNCTIONS"), Some("0000:00:03.0 0000:00:07.0"));
         assert_eq!(
             f.params.get("IDS"),
@@ -239,8 +244,10 @@ mod tests {
 
     #[test]
     fn its_console_is_the_emulated_pl011() {
-        assert!(bootargs().contains("console=ttyAMA0"));
-        assert!(bootargs().contains("earlycon=pl011,0x9000000"));
-        assert!(bootargs().contains("deferred_probe_timeout=-1"));
+        assert!(bootargs(false).contains("console=ttyAMA0"));
+        assert!(bootargs(false).contains("earlycon=pl011,0x9000000"));
+        assert!(bootargs(false).contains("deferred_probe_timeout=-1"));
+        assert!(!bootargs(false).contains("iommu.passthrough"));
+        assert!(bootargs(true).ends_with(" iommu.passthrough=1"));
     }
 }

@@ -355,9 +355,14 @@ pub fn check_every_init(shellcheck: bool) -> Result<Vec<ScriptCheck>, String> {
     // The Linux guest's (`run --guest1 linux`), with its own modules.
     let guest_mods: Vec<String> =
         super::modules::modules(&art, super::guest::MODULES)?.into_iter().map(|(n, _)| n).collect();
-    let f = super::guest::init_files(&guest_mods);
-    let result = crate::initscript::check(&f, &root.join("linux-guest1"), shellcheck);
-    checks.push(ScriptCheck { name: "/init of the Linux guest1".into(), result });
+    for (passthrough, tag, what) in [
+        (false, "linux-guest1", "the Linux guest1"),
+        (true, "linux-guest1-passthrough", "the Linux guest1, iommu.passthrough=1"),
+    ] {
+        let f = super::guest::init_files(&guest_mods, passthrough);
+        let result = crate::initscript::check(&f, &root.join(tag), shellcheck);
+        checks.push(ScriptCheck { name: format!("/init of {what}"), result });
+    }
     let bench_mods: Vec<String> = super::modules::modules(&art, super::guest::BENCH_MODULES)?
         .into_iter()
         .map(|(n, _)| n)

@@ -6,7 +6,7 @@ use super::init::{init_files, ScriptFacts};
 use super::modules::{modules, MODULES};
 use super::Variant;
 use crate::cpio::Cpio;
-use crate::initscript::LIB_DIR;
+use crate::initscript::{InitFiles, LIB_DIR};
 use crate::Opts;
 use std::path::{Path, PathBuf};
 
@@ -47,6 +47,24 @@ pub fn build(
 ) -> Result<(Vec<u8>, ScriptFacts), String> {
     let mods = modules(art, MODULES)?;
     let facts = ScriptFacts::for_variant(variant, mods.iter().map(|(n, _)| n.clone()).collect());
+    let mut c = base(art, &init_files(variant, &facts), &mods)?;
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    c.file(&format!("lib/modules/{}.ko", crate::kmod::MODULE), 0o644, &read(&extras.kmod)?);
+    for m in &extras.test_modules {
+        let name = m.file_name().unwrap_or_default().to_string_lossy();
+        c.file(&format!("lib/modules/{name}"), 0o644, &read(m)?);
+    }
+    for h in &extras.helpers {
+        let name = h.file_name().unwrap_or_default().to_string_lossy();
+        c.file(&format!("bin/{name}"), 0o755, &read(h)?);
+    }
+    Ok((c.finish(), facts))
+}
+
+/// What every Linux VM's initramfs holds: the directories, `/dev/console` and `/dev/null`,
+/// busybox as `/bin/sh`, `/init` with its parameters and the scripts it sources, and the
+/// kernel's modules `mods` (to `/lib/modules/`).
+pub fn base(art: &Artifacts, init: &InitFiles, mods: &[(String, Vec<u8>)]) -> Result<Cpio, String> {
     let busybox =
         std::fs::read(&art.busybox).map_err(|e| format!("{}: {e}", art.busybox.display()))?;
     let mut c = Cpio::new();
@@ -72,21 +90,11 @@ pub fn build(
     c.file("bin/busybox", 0o755, &busybox);
     c.symlink("bin/sh", "busybox");
     // `/init` (checked in), its parameters (this run's) and the scripts it sources.
-    for (path, text) in init_files(variant, &facts).files() {
+    for (path, text) in init.files() {
         c.file(&path, if path == "init" { 0o755 } else { 0o644 }, text.as_bytes());
     }
-    for (name, ko) in &mods {
+    for (name, ko) in mods {
         c.file(&format!("lib/modules/{name}.ko"), 0o644, ko);
     }
-    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-    c.file(&format!("lib/modules/{}.ko", crate::kmod::MODULE), 0o644, &read(&extras.kmod)?);
-    for m in &extras.test_modules {
-        let name = m.file_name().unwrap_or_default().to_string_lossy();
-        c.file(&format!("lib/modules/{name}"), 0o644, &read(m)?);
-    }
-    for h in &extras.helpers {
-        let name = h.file_name().unwrap_or_default().to_string_lossy();
-        c.file(&format!("bin/{name}"), 0o755, &read(h)?);
-    }
-    Ok((c.finish(), facts))
+    Ok(c)
 }

@@ -27,6 +27,7 @@ use crate::tools::linux_dir;
 use crate::Opts;
 use platform::linux::{dtgen, image_header, HostTree, Layout, IMAGE_HEADER_SIZE};
 use platform::qemu_virt::{BOARD, MANIFEST};
+use platform::MemRange;
 
 /// The kernel command line. `panic=-1`: a panic resets at once (PSCI SYSTEM_RESET stops the
 /// VM) instead of hanging; `iomem=relaxed`: the tests poke MMIO the host's own drivers claim
@@ -204,12 +205,7 @@ pub fn prepare(opts: &Opts, variant: Variant) -> Result<Prepared, String> {
     })?;
     let host = &MANIFEST.vms[0];
     let layout = Layout::for_vm(host).map_err(|e| e.to_string())?;
-    let mut head = vec![0u8; IMAGE_HEADER_SIZE];
-    let image = std::fs::read(&art.image).map_err(|e| format!("{}: {e}", art.image.display()))?;
-    head.copy_from_slice(image.get(..IMAGE_HEADER_SIZE).ok_or("truncated kernel Image")?);
-    let header = image_header(&head)
-        .ok_or_else(|| format!("{} is not an arm64 Image", art.image.display()))?;
-    let kernel = layout.kernel(&header).map_err(|e| e.to_string())?;
+    let kernel = kernel_in(&art, &layout)?;
     let extras = initramfs::Extras::build(opts, &art.abi)?;
     let (cpio, facts) = initramfs::build(&art, &extras, variant)?;
     let initrd = layout.initrd(kernel, cpio.len() as u64).map_err(|e| e.to_string())?;
@@ -219,35 +215,70 @@ pub fn prepare(opts: &Opts, variant: Variant) -> Result<Prepared, String> {
         tree.gicr = BOARD.gicr;
     }
     let dtb = dtgen::write(&tree).map_err(|e| format!("writing the host's device tree: {e}"))?;
-    let d = linux_dir();
     let dtb_name = format!("host{}.dtb", variant.tag().trim_start_matches("linux"));
-    let (initrd_path, dtb_path) = (d.join("initramfs.cpio"), d.join(dtb_name));
-    std::fs::write(&initrd_path, &cpio).map_err(|e| e.to_string())?;
-    std::fs::write(&dtb_path, &dtb).map_err(|e| e.to_string())?;
-    if opts.verbose {
-        println!(
-            "xtask: wrote {} ({} bytes) and {} ({} bytes): kernel at {:#x}, initramfs at {:#x}, device tree at {:#x}",
-            initrd_path.display(),
-            cpio.len(),
-            dtb_path.display(),
-            dtb.len(),
-            kernel.base,
-            initrd.base,
-            layout.dtb.base
-        );
-    }
-    Ok(Prepared {
-        files: LinuxFiles {
+    let placed = Placed { layout: &layout, kernel, initrd, cpio: &cpio, dtb: &dtb };
+    let files = placed.write(&art, "initramfs.cpio", &dtb_name, opts.verbose)?;
+    Ok(Prepared { files, facts, art })
+}
+
+/// Where the kernel `Image` of `art` goes in a VM's `layout` (from its header).
+pub fn kernel_in(art: &Artifacts, layout: &Layout) -> Result<MemRange, String> {
+    let image = std::fs::read(&art.image).map_err(|e| format!("{}: {e}", art.image.display()))?;
+    let head = image.get(..IMAGE_HEADER_SIZE).ok_or("truncated kernel Image")?;
+    let header = image_header(head)
+        .ok_or_else(|| format!("{} is not an arm64 Image", art.image.display()))?;
+    layout.kernel(&header).map_err(|e| e.to_string())
+}
+
+/// A Linux VM's pieces laid out in its RAM: the kernel, the initramfs and the device tree.
+pub struct Placed<'a> {
+    /// The VM's layout (its device tree's place).
+    pub layout: &'a Layout,
+    /// Where the kernel goes.
+    pub kernel: MemRange,
+    /// Where the initramfs goes.
+    pub initrd: MemRange,
+    /// The initramfs.
+    pub cpio: &'a [u8],
+    /// The device tree blob.
+    pub dtb: &'a [u8],
+}
+
+impl Placed<'_> {
+    /// Writes the initramfs and the tree under `target/linux/` as `initrd_name` and
+    /// `dtb_name`, and returns the QEMU loader's files and addresses.
+    pub fn write(
+        &self,
+        art: &Artifacts,
+        initrd_name: &str,
+        dtb_name: &str,
+        verbose: bool,
+    ) -> Result<LinuxFiles, String> {
+        let d = linux_dir();
+        let (initrd_path, dtb_path) = (d.join(initrd_name), d.join(dtb_name));
+        std::fs::write(&initrd_path, self.cpio).map_err(|e| e.to_string())?;
+        std::fs::write(&dtb_path, self.dtb).map_err(|e| e.to_string())?;
+        if verbose {
+            println!(
+                "xtask: wrote {} ({} bytes) and {} ({} bytes): kernel at {:#x}, initramfs at {:#x}, device tree at {:#x}",
+                initrd_path.display(),
+                self.cpio.len(),
+                dtb_path.display(),
+                self.dtb.len(),
+                self.kernel.base,
+                self.initrd.base,
+                self.layout.dtb.base
+            );
+        }
+        Ok(LinuxFiles {
             image: art.image.clone(),
-            image_addr: kernel.base,
+            image_addr: self.kernel.base,
             initrd: initrd_path,
-            initrd_addr: initrd.base,
+            initrd_addr: self.initrd.base,
             dtb: dtb_path,
-            dtb_addr: layout.dtb.base,
-        },
-        facts,
-        art,
-    })
+            dtb_addr: self.layout.dtb.base,
+        })
+    }
 }
 
 #[cfg(test)]
