@@ -782,6 +782,10 @@ impl<R: SmmuRegs> SmmuDriver<R> {
     pub fn drain_events(&mut self, max: u32, mut f: impl FnMut(EventWords)) -> Drained {
         let cons_raw = self.evtq_cons;
         let prod_raw = self.regs.read32(off::EVTQ_PROD);
+        if prod_raw == cons_raw {
+            // Nothing new, no overflow (the common entry): nothing to count.
+            return Drained::default();
+        }
         let mut cons = QueuePtr::new(self.evtq_log2, cons_raw);
         let prod = QueuePtr::new(self.evtq_log2, prod_raw);
         let overflowed = (prod_raw ^ cons_raw) & Q_OVFLG != 0;
