@@ -1171,8 +1171,11 @@ mod tests {
                 && p.get("N") == Some("256")
                 && p.get("N2") == Some("512")
         );
-        assert!(s.contains("icount run dd if=/dev/vda of=/dev/null bs=4096 count=$n iflag=direct"));
-        assert!(s.contains("icount run dd if=/dev/zero of=/dev/vda bs=4096 count=$n oflag=direct"));
+        // Each run measured by the shared library's `measure` (one dd, or two at once).
+        let lib = crate::initscript::BENCH_LIB.text;
+        assert!(s.contains("c=$(measure $op $n)") && f.libs.iter().any(|l| l.text == lib));
+        assert!(lib.contains("icount run dd if=/dev/vda of=/dev/null bs=4096 count=\"$2\" iflag"));
+        assert!(lib.contains("icount run dd if=/dev/zero of=/dev/vda bs=4096 count=\"$2\" oflag"));
         assert!(s.contains("insmod /lib/modules/$m.ko") && s.contains("for m in $MODULES;"));
         assert_eq!(p.get("MODULES"), Some("virtio_blk"));
         assert!(s.contains("g=$DISK_DEV/iommu_group/type"));

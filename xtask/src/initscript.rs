@@ -34,6 +34,11 @@ pub const COMMON: Lib =
 /// The bench's `/init`.
 const BENCH: &str = include_str!("../../tests/linux/init/bench.sh");
 
+/// What the host's and guest1's bench `/init`s share: the run's start, the disk, the warm-up,
+/// one measured `dd`, the lines kept and printed at the end.
+pub const BENCH_LIB: Lib =
+    Lib { name: "benchlib.sh", text: include_str!("../../tests/linux/init/benchlib.sh") };
+
 /// The values a run's scripts are given, in the order set: one `NAME='value'` line each.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Params(Vec<(&'static str, String)>);
@@ -180,7 +185,7 @@ pub fn bench_files(modules: &[String]) -> InitFiles {
         .set("N2", 2 * n)
         .set("REPS", reps)
         .set("IOS", reps * 3 * n);
-    InitFiles { init: BENCH, libs: Vec::new(), params: p }
+    InitFiles { init: BENCH, libs: vec![BENCH_LIB], params: p }
 }
 
 /// The sysfs directory of function 0 of slot `slot` on bus 0.

@@ -3,28 +3,12 @@
 # with its values in /etc/hyp-test.env). Prints `linuxbench ...` lines, which
 # xtask/src/bench.rs reads.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
-/bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin /proc /sys /dev /tmp
-/bin/busybox --install -s
-boot=$(icount now)
 # shellcheck source=etc/hyp-test.env
 . /etc/hyp-test.env
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev 2>/dev/null
-echo 1 > /proc/sys/kernel/printk
-echo "linuxbench boot ${boot#cntvct } idle $(cut -d' ' -f2 /proc/uptime)"
-done_() {
-    echo "linuxbench done"
-    icount drain
-    poweroff -f
-}
+# shellcheck source=lib/hyp-test/benchlib.sh
+. /lib/hyp-test/benchlib.sh
 for m in $MODULES; do insmod /lib/modules/$m.ko || echo "linuxbench note: insmod $m failed"; done
-i=0
-while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-if [ ! -b /dev/vda ]; then
-    echo "linuxbench unavailable the disk did not appear (no /dev/vda; $(dmesg | grep -i -e virtio -e smmu | tail -2 | tr '\n' ' '))"
-    done_
-fi
+wait_for_disk smmu
 g=$DISK_DEV/iommu_group/type
 echo "linuxbench iommu $(cat $g 2>/dev/null || echo none) $(cat /proc/cmdline)"
 if insmod /lib/modules/smmu_hyp.ko 2>/dev/null; then
@@ -34,14 +18,7 @@ else
     echo "linuxbench module $(dmesg | grep smmu_hyp: | tail -1 | sed 's/^\[[ 0-9.]*\] //')"
 fi
 smmu() { [ -n "$H" ] && echo "$(cat $H/commands) $(cat $H/syncs)" || echo "- -"; }
-# Let what the kernel defers after boot finish, then warm up (the first runs after boot pay for
-# it: hundreds of millions of instructions once).
-sleep 2
-dd if=/dev/vda of=/dev/null bs=4096 count=$N2 iflag=direct status=none
-dd if=/dev/zero of=/dev/vda bs=4096 count=$N2 oflag=direct status=none
-# Nothing is printed while measuring (console output would add its interrupts): the lines are
-# kept and printed at the end.
-out=""
+warm_up
 # Every 4 KiB I/O this /init makes on the disk (the warm-up's included): the hypervisor's
 # counts of trapped SMMU accesses over the whole run are divided by it.
 ios_total=$((2 * N2))
@@ -51,16 +28,7 @@ for op in read write read2 write2; do
     before=$(smmu)
     for _ in $(seq $REPS); do
         for n in $N $N2; do
-            case $op in
-            read)
-                c=$(icount run dd if=/dev/vda of=/dev/null bs=4096 count=$n iflag=direct status=none 2>&1) ;;
-            write)
-                c=$(icount run dd if=/dev/zero of=/dev/vda bs=4096 count=$n oflag=direct status=none 2>&1) ;;
-            read2)
-                c=$(icount run sh -c "dd if=/dev/vda of=/dev/null bs=4096 count=$n iflag=direct status=none & dd if=/dev/vda of=/dev/null bs=4096 count=$n skip=$n iflag=direct status=none & wait" 2>&1) ;;
-            write2)
-                c=$(icount run sh -c "dd if=/dev/zero of=/dev/vda bs=4096 count=$n oflag=direct status=none & dd if=/dev/zero of=/dev/vda bs=4096 count=$n seek=$n oflag=direct status=none & wait" 2>&1) ;;
-            esac
+            c=$(measure $op $n)
             case $op in
             *2) blocks=$((2 * n)) ;;
             *) blocks=$n ;;
@@ -79,8 +47,5 @@ linuxbench smmu $op $before $(smmu) $ios"
 done
 out="$out
 linuxbench ios $ios_total"
-# One line at a time, each sent before the next (a long burst came out cut or doubled).
-echo "$out" | while read -r line; do
-    [ -n "$line" ] && echo "$line" && icount drain
-done
+print_kept
 done_

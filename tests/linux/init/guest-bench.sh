@@ -6,50 +6,23 @@
 # `linuxbench ...` lines (as `[guest1] ...` in the hypervisor's log), which xtask/src/bench.rs
 # reads, then powers off (PSCI SYSTEM_OFF: this VM alone).
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
-/bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin /proc /sys /dev /tmp
-/bin/busybox --install -s
-boot=$(icount now)
 # shellcheck source=etc/hyp-test.env
 . /etc/hyp-test.env
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev 2>/dev/null
-echo 1 > /proc/sys/kernel/printk
-echo "linuxbench boot ${boot#cntvct } idle $(cut -d' ' -f2 /proc/uptime)"
-done_() {
-    echo "linuxbench done"
-    icount drain
-    poweroff -f
-}
+# shellcheck source=lib/hyp-test/benchlib.sh
+. /lib/hyp-test/benchlib.sh
 insmod "/lib/modules/$PVIOMMU.ko" || echo "linuxbench note: insmod $PVIOMMU failed"
 for m in $MODULES; do insmod /lib/modules/$m.ko || echo "linuxbench note: insmod $m failed"; done
-i=0
-while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-if [ ! -b /dev/vda ]; then
-    echo "linuxbench unavailable the disk did not appear (no /dev/vda; $(dmesg | grep -i -e virtio -e pviommu -e stream | tail -2 | tr '\n' ' '))"
-    done_
-fi
+wait_for_disk pviommu
 echo "linuxbench iommu $(cat "/sys/bus/pci/devices/$DISK_FN/iommu_group/type" 2>/dev/null || echo none) $(cat /proc/cmdline)"
 # The driver's counts of its hypercalls: all of them, and the INVALIDATEs among them.
 P=/sys/module/$PVIOMMU/parameters
 calls() { echo "$(cat $P/hypercalls 2>/dev/null || echo -) $(cat $P/invalidates 2>/dev/null || echo -)"; }
-# Let what the kernel defers after boot finish, then warm up.
-sleep 2
-dd if=/dev/vda of=/dev/null bs=4096 count=$N2 iflag=direct status=none
-dd if=/dev/zero of=/dev/vda bs=4096 count=$N2 oflag=direct status=none
-# Nothing is printed while measuring (each byte to the emulated PL011 traps): the lines are
-# kept and printed at the end.
-out=""
+warm_up
 for op in read write; do
     before=$(calls)
     for _ in $(seq $REPS); do
         for n in $N $N2; do
-            case $op in
-            read)
-                c=$(icount run dd if=/dev/vda of=/dev/null bs=4096 count=$n iflag=direct status=none 2>&1) ;;
-            write)
-                c=$(icount run dd if=/dev/zero of=/dev/vda bs=4096 count=$n oflag=direct status=none 2>&1) ;;
-            esac
+            c=$(measure $op $n)
             out="$out
 linuxbench $op $n $c"
         done
@@ -57,8 +30,5 @@ linuxbench $op $n $c"
     out="$out
 linuxbench hypercalls $op $before $(calls) $IOS"
 done
-# One line at a time, each sent before the next.
-echo "$out" | while read -r line; do
-    [ -n "$line" ] && echo "$line" && icount drain
-done
+print_kept
 done_

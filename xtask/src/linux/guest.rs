@@ -151,7 +151,7 @@ pub fn bench_init_files(mods: &[String]) -> InitFiles {
         .set("N2", 2 * n)
         .set("REPS", reps)
         .set("IOS", reps * 3 * n);
-    InitFiles { init: BENCH_INIT, libs: Vec::new(), params: p }
+    InitFiles { init: BENCH_INIT, libs: vec![crate::initscript::BENCH_LIB], params: p }
 }
 
 /// The modules guest1's bench initramfs carries and loads: its disk's driver.
@@ -236,8 +236,9 @@ mod tests {
         assert_eq!(f.params.get("DISK_FN"), Some("0000:00:07.0"));
         assert_eq!((f.params.get("N"), f.params.get("N2")), (Some("256"), Some("512")));
         let s = f.init;
-        assert!(s.contains("icount run dd if=/dev/vda of=/dev/null bs=4096 count=$n iflag=direct"));
-        assert!(s.contains("icount run dd if=/dev/zero of=/dev/vda bs=4096 count=$n oflag=direct"));
+        // The host's measurement: the same library, the same `measure`.
+        let lib = crate::initscript::BENCH_LIB;
+        assert!(s.contains("c=$(measure $op $n)") && f.libs.iter().any(|l| l.name == lib.name));
         assert!(s.contains("linuxbench hypercalls $op $before $(calls) $IOS"));
         crate::initscript::sh_n(s).unwrap();
     }
