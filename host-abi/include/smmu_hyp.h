@@ -41,6 +41,7 @@
 #define SMMU_HYP_FN_SET_STE 0xc6000005u
 #define SMMU_HYP_FN_CLEAR_STE 0xc6000006u
 #define SMMU_HYP_FN_INVALIDATE 0xc6000007u
+#define SMMU_HYP_FN_INVALIDATE_INLINE 0xc600000du
 #define SMMU_HYP_FN_PM_VOTE 0xc600000au
 #define SMMU_HYP_FN_PM_STATUS 0xc600000bu
 #define SMMU_HYP_FN_PM_INJECT_LOSS 0xc600000cu
@@ -166,6 +167,7 @@ _Static_assert(offsetof(struct smmu_hyp_device_info, bars) == 16, "bars");
 
 #define SMMU_HYP_EVENT_READ_MAX 16u
 #define SMMU_HYP_INVALIDATE_MAX 256u
+#define SMMU_HYP_INVALIDATE_INLINE_MAX 3u
 /* SMMUv3 descriptors (little-endian 64-bit words, see host-abi/src/smmu.rs). */
 struct smmu_hyp_ste { uint64_t word[8]; };
 struct smmu_hyp_cd { uint64_t word[8]; };

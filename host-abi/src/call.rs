@@ -103,6 +103,13 @@ pub enum FunctionId {
     /// `INVALID_PARAMETER` (count 0 or too large), `INVALID_ADDRESS` (array outside the
     /// caller's RAM).
     Invalidate = smccc::vendor_hyp(true, 0x0007),
+    /// `x1` = count (1..=[`INVALIDATE_INLINE_MAX`]), `x2`..`x7` = the commands themselves, two
+    /// registers each (`x2`, `x3` the first command's two 64-bit words; registers past the
+    /// count are ignored): [`FunctionId::Invalidate`] without the array in memory, for the
+    /// common batch of a paravirtual IOMMU driver (one strict unmap: one `TLBI_NH_VA`). The same
+    /// checks, batch and results as `INVALIDATE` (the index of a bad command in `x1`), and
+    /// `INVALID_PARAMETER` for a count of 0 or above the maximum.
+    InvalidateInline = smccc::vendor_hyp(true, 0x000D),
     /// `x1` = 0 (need-on) or 1 (allow-off): the caller's vote on SMMU power. The SMMU is
     /// powered off only when every VM allows it (and, where GBPA resets to bypass, no
     /// DMA-capable stream is assigned); it comes back at the first need-on. Returns `0`, the
@@ -133,12 +140,15 @@ pub enum FunctionId {
 /// Most commands one [`FunctionId::Invalidate`] call takes.
 pub const INVALIDATE_MAX: u64 = 256;
 
+/// Most commands one [`FunctionId::InvalidateInline`] call carries (in `x2`..`x7`).
+pub const INVALIDATE_INLINE_MAX: u64 = ((HVC_REGS - 2) / 2) as u64;
+
 /// Most event records one [`FunctionId::EventRead`] call returns.
 pub const EVENT_READ_MAX: u64 = 16;
 
 impl FunctionId {
     /// Every implemented function, for `FEATURES`, tests and the C header.
-    pub const ALL: [FunctionId; 15] = [
+    pub const ALL: [FunctionId; 16] = [
         FunctionId::CallUid,
         FunctionId::Revision,
         FunctionId::Version,
@@ -151,6 +161,7 @@ impl FunctionId {
         FunctionId::SetSte,
         FunctionId::ClearSte,
         FunctionId::Invalidate,
+        FunctionId::InvalidateInline,
         FunctionId::PmVote,
         FunctionId::PmStatus,
         FunctionId::PmInjectLoss,
@@ -172,6 +183,7 @@ impl FunctionId {
         const SET_STE: u32 = FunctionId::SetSte as u32;
         const CLEAR_STE: u32 = FunctionId::ClearSte as u32;
         const INVALIDATE: u32 = FunctionId::Invalidate as u32;
+        const INVALIDATE_INLINE: u32 = FunctionId::InvalidateInline as u32;
         const PM_VOTE: u32 = FunctionId::PmVote as u32;
         const PM_STATUS: u32 = FunctionId::PmStatus as u32;
         const PM_INJECT_LOSS: u32 = FunctionId::PmInjectLoss as u32;
@@ -188,6 +200,7 @@ impl FunctionId {
             SET_STE => FunctionId::SetSte,
             CLEAR_STE => FunctionId::ClearSte,
             INVALIDATE => FunctionId::Invalidate,
+            INVALIDATE_INLINE => FunctionId::InvalidateInline,
             PM_VOTE => FunctionId::PmVote,
             PM_STATUS => FunctionId::PmStatus,
             PM_INJECT_LOSS => FunctionId::PmInjectLoss,
@@ -210,6 +223,7 @@ impl FunctionId {
             FunctionId::SetSte => "SET_STE",
             FunctionId::ClearSte => "CLEAR_STE",
             FunctionId::Invalidate => "INVALIDATE",
+            FunctionId::InvalidateInline => "INVALIDATE_INLINE",
             FunctionId::PmVote => "PM_VOTE",
             FunctionId::PmStatus => "PM_STATUS",
             FunctionId::PmInjectLoss => "PM_INJECT_LOSS",
@@ -280,6 +294,13 @@ pub enum HypCall {
         ipa: u64,
         /// Number of 16-byte commands.
         count: u64,
+    },
+    /// See [`FunctionId::InvalidateInline`].
+    InvalidateInline {
+        /// How many of `cmds` are the call's (1..=[`INVALIDATE_INLINE_MAX`]).
+        count: u8,
+        /// The commands' words, from `x2` on (those past `count` are zero).
+        cmds: [[u64; 2]; INVALIDATE_INLINE_MAX as usize],
     },
     /// See [`FunctionId::PmVote`].
     PmVote {
@@ -364,6 +385,17 @@ impl HypCall {
                 }
                 HypCall::Invalidate { ipa: regs[1], count }
             }
+            FunctionId::InvalidateInline => {
+                let count = regs[1];
+                if count == 0 || count > INVALIDATE_INLINE_MAX {
+                    return Err(HypError::InvalidParameter);
+                }
+                let mut cmds = [[0u64; 2]; INVALIDATE_INLINE_MAX as usize];
+                for (i, c) in cmds.iter_mut().take(count as usize).enumerate() {
+                    *c = [regs[2 + 2 * i], regs[3 + 2 * i]];
+                }
+                HypCall::InvalidateInline { count: count as u8, cmds }
+            }
             FunctionId::PmVote => match regs[1] {
                 0 => HypCall::PmVote { allow_off: false },
                 1 => HypCall::PmVote { allow_off: true },
@@ -402,6 +434,7 @@ impl HypCall {
             HypCall::SetSte { .. } => FunctionId::SetSte,
             HypCall::ClearSte { .. } => FunctionId::ClearSte,
             HypCall::Invalidate { .. } => FunctionId::Invalidate,
+            HypCall::InvalidateInline { .. } => FunctionId::InvalidateInline,
             HypCall::PmVote { .. } => FunctionId::PmVote,
             HypCall::PmStatus { .. } => FunctionId::PmStatus,
             HypCall::PmInjectLoss { .. } => FunctionId::PmInjectLoss,
@@ -436,6 +469,13 @@ impl HypCall {
             HypCall::Invalidate { ipa, count } => {
                 r[1] = ipa;
                 r[2] = count;
+            }
+            HypCall::InvalidateInline { count, cmds } => {
+                r[1] = count as u64;
+                for (i, c) in cmds.iter().take(count as usize).enumerate() {
+                    r[2 + 2 * i] = c[0];
+                    r[3 + 2 * i] = c[1];
+                }
             }
             HypCall::DeviceInfo { index, ipa, len } => {
                 r[1] = index;
@@ -504,6 +544,7 @@ mod tests {
         assert_eq!(FunctionId::SetSte as u32, 0xC600_0005);
         assert_eq!(FunctionId::ClearSte as u32, 0xC600_0006);
         assert_eq!(FunctionId::Invalidate as u32, 0xC600_0007);
+        assert_eq!(FunctionId::InvalidateInline as u32, 0xC600_000D);
         for f in FunctionId::ALL {
             assert_eq!(smccc::owner(f as u32), smccc::OWNER_VENDOR_HYP);
             assert_eq!(FunctionId::from_u32(f as u32), Some(f));
@@ -517,6 +558,8 @@ mod tests {
             HypCall::Revision,
             HypCall::Version,
             HypCall::Features { function: 0xC600_0002 },
+            HypCall::InvalidateInline { count: 2, cmds: [[1, 2], [3, 4], [0, 0]] },
+            HypCall::InvalidateInline { count: 3, cmds: [[1, 2], [3, 4], [5, 6]] },
             HypCall::ConsoleWrite { ipa: 0x4400_1000, len: 12 },
             HypCall::VmInfo { ipa: 0x4400_2000, len: 64 },
             HypCall::DeviceInfo { index: 1, ipa: 0x4400_3000, len: 112 },
@@ -596,5 +639,23 @@ mod tests {
             HypReturn::from_result(Err(HypError::InvalidParameter)).status(),
             Err(HypError::InvalidParameter)
         );
+    }
+
+    #[test]
+    fn an_inline_invalidate_takes_1_to_3_commands_and_nothing_past_its_count() {
+        assert_eq!(INVALIDATE_INLINE_MAX, 3, "x2..x7: three commands");
+        let mut r = [0u64; HVC_REGS];
+        r[0] = FunctionId::InvalidateInline as u32 as u64;
+        r[2..].copy_from_slice(&[1, 2, 3, 4, 5, 6]);
+        for bad in [0, 4, 1 << 32, u64::MAX] {
+            r[1] = bad;
+            assert_eq!(HypCall::decode(&r), Err(HypError::InvalidParameter), "count {bad}");
+        }
+        r[1] = 1;
+        let want = HypCall::InvalidateInline { count: 1, cmds: [[1, 2], [0, 0], [0, 0]] };
+        assert_eq!(HypCall::decode(&r), Ok(want), "x4..x7 past the count are not the call's");
+        r[1] = 3;
+        let want = HypCall::InvalidateInline { count: 3, cmds: [[1, 2], [3, 4], [5, 6]] };
+        assert_eq!(HypCall::decode(&r), Ok(want));
     }
 }

@@ -331,6 +331,7 @@ pub fn render(w: &mut dyn Write) -> Result {
     writeln!(w)?;
     writeln!(w, "#define SMMU_HYP_EVENT_READ_MAX {}u", crate::EVENT_READ_MAX)?;
     writeln!(w, "#define SMMU_HYP_INVALIDATE_MAX {}u", crate::INVALIDATE_MAX)?;
+    writeln!(w, "#define SMMU_HYP_INVALIDATE_INLINE_MAX {}u", crate::INVALIDATE_INLINE_MAX)?;
     writeln!(
         w,
         "/* SMMUv3 descriptors (little-endian 64-bit words, see host-abi/src/smmu.rs). */"

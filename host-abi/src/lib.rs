@@ -28,7 +28,9 @@ pub mod psci;
 pub mod smmu;
 pub mod types;
 
-pub use call::{FunctionId, HypCall, EVENT_READ_MAX, HVC_REGS, INVALIDATE_MAX};
+pub use call::{
+    FunctionId, HypCall, EVENT_READ_MAX, HVC_REGS, INVALIDATE_INLINE_MAX, INVALIDATE_MAX,
+};
 pub use error::HypError;
 pub use types::{
     BarInfo, BootInfo, DeviceInfo, PmStatus, PmVoteResult, Refusal, SmmuStats, VmInfo,

@@ -12,9 +12,11 @@ use crate::pci::Function;
 use crate::vm::lifecycle::VmStates;
 use crate::vm::memory::write_prefix;
 pub use crate::vm::memory::{GuestMemory, GuestRange};
+use host_abi::smmu::Command;
 use host_abi::types::{encode_name, BarInfo, DeviceInfo, MAX_BARS};
 use host_abi::{
     call::HypReturn, FunctionId, HypCall, HypError, VmInfo, CONSOLE_WRITE_MAX, HVC_REGS,
+    INVALIDATE_INLINE_MAX,
 };
 use platform::VmSpec;
 use zerocopy::IntoBytes;
@@ -236,6 +238,14 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
         }
         HypCall::Invalidate { ipa, count } => {
             invalidate(caller, ipa, count, &mut **mem, &mut **smmu)
+        }
+        HypCall::InvalidateInline { count, cmds } => {
+            // The commands came in registers: nothing is read from the VM's memory.
+            let cmds: [Command; INVALIDATE_INLINE_MAX as usize] = cmds.map(Command);
+            Ok(match smmu.invalidate(caller.vm.id, &cmds[..count as usize], &**mem) {
+                Ok(n) => HypReturn::ok(0, n as u64, 0, 0),
+                Err((index, e)) => HypReturn::err_at(e, index as u64),
+            })
         }
         HypCall::SmmuStats { ipa, len } => {
             let range = caller.range(ipa, len)?;
@@ -511,6 +521,24 @@ mod tests {
             assert_eq!(r.0, [0, count, 0, 0], "{count} commands");
         }
         assert_eq!(w.smmu.invalidated[2..], [(1, 16), (1, 17), (1, 40)]);
+    }
+
+    #[test]
+    fn an_inline_invalidate_sends_its_register_commands_and_reads_no_memory() {
+        let mut w = world();
+        let ram = w.ram.bytes.clone();
+        let (tlbi, bad) = (Command::tlbi_nh_va(0, 1, 0x7000).0, [0xff, 0]);
+        let inline = |count: u8, cmds| HypCall::InvalidateInline { count, cmds }.to_regs();
+        let r = call(&mut w, 0, inline(2, [tlbi, Command::sync().0, [0, 0]]));
+        assert_eq!(r.0, [0, 2, 0, 0]);
+        // The bad command's index, as INVALIDATE reports it; nothing of the batch sent.
+        let r = call(&mut w, 0, inline(3, [tlbi, tlbi, bad]));
+        assert_eq!(r.0, [HypError::BadCommand.code() as u64, 2, 0, 0]);
+        let mut regs = inline(1, [tlbi, [0, 0], [0, 0]]);
+        regs[1] = 4;
+        assert_eq!(call(&mut w, 0, regs).status(), Err(HypError::InvalidParameter));
+        assert_eq!(w.smmu.invalidated, [(1, 2), (1, 3)], "through SmmuCalls::invalidate");
+        assert_eq!(w.ram.bytes, ram, "the caller's memory untouched");
     }
 
     #[test]

@@ -16,7 +16,10 @@
  *                      it on the guest's stage 2); unmaps are gathered and `iotlb_sync` /
  *                      `flush_iotlb_all` send the TLB invalidations as one INVALIDATE batch
  *                      (TLBI_NH_VA per gathered page, or TLBI_NH_ASID past PV_MAX_VA_CMDS; the
- *                      hypervisor forces the VMID and ends the batch with its one CMD_SYNC)
+ *                      hypervisor forces the VMID and ends the batch with its one CMD_SYNC),
+ *                      a batch of up to SMMU_HYP_INVALIDATE_INLINE_MAX commands in registers
+ *                      (INVALIDATE_INLINE: a strict unmap's one TLBI_NH_VA), a larger one
+ *                      through a page (INVALIDATE); neither sleeps (unmaps come from interrupts)
  * Power: the guest's SMMU power vote (PM_VOTE) follows its streams: need-on while any of them
  * is in a domain that lets DMA through (identity or DMA), allow-off once all are blocked (and at
  * load, before any is attached); the module parameter `vote` (read-only) says which it last
@@ -67,9 +70,14 @@ static struct iommu_device pv_iommu;
 static struct device *pv_dev;
 static bool pv_registered;
 
-/* The page INVALIDATE batches are written to, under cmd_lock. */
+/*
+ * The page INVALIDATE batches of more than SMMU_HYP_INVALIDATE_INLINE_MAX commands are written
+ * to, under cmd_lock: a spinlock taken with interrupts off, since DMA unmaps (and so
+ * iotlb_sync) may come from interrupt context. Smaller batches go in registers
+ * (INVALIDATE_INLINE) and need neither.
+ */
 static struct smmu_hyp_cmd *cmd_buf;
-static DEFINE_MUTEX(cmd_lock);
+static DEFINE_SPINLOCK(cmd_lock);
 #define PV_CMDS_PER_PAGE (PAGE_SIZE / sizeof(struct smmu_hyp_cmd))
 /* Past this many gathered pages one TLBI_NH_ASID replaces the TLBI_NH_VAs. */
 #define PV_MAX_VA_CMDS 32
@@ -157,6 +165,23 @@ static long hyp_call(u32 fn, u64 a1, u64 a2, u64 a3, struct arm_smccc_res *res)
 	atomic_inc(&calls);
 	if (fn == SMMU_HYP_FN_INVALIDATE)
 		atomic_inc(&invalidates);
+	return (long)res->a0;
+}
+
+/* INVALIDATE_INLINE of `n` (1..SMMU_HYP_INVALIDATE_INLINE_MAX) commands, in x2..x7. */
+static long hyp_invalidate_inline(const struct smmu_hyp_cmd *c, size_t n, struct arm_smccc_res *res)
+{
+	unsigned long f = SMMU_HYP_FN_INVALIDATE_INLINE, x1 = n;
+	unsigned long w[2 * SMMU_HYP_INVALIDATE_INLINE_MAX] = { 0 };
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		w[2 * i] = c[i].word[0];
+		w[2 * i + 1] = c[i].word[1];
+	}
+	arm_smccc_1_1_hvc(f, x1, w[0], w[1], w[2], w[3], w[4], w[5], res);
+	atomic_inc(&calls);
+	atomic_inc(&invalidates);
 	return (long)res->a0;
 }
 
@@ -317,15 +342,26 @@ static struct iommu_domain pv_blocked_domain = {
 	.ops = &pv_blocked_ops,
 };
 
-/* INVALIDATE of the `n` commands in cmd_buf (the caller holds cmd_lock). */
-static int pv_invalidate_locked(size_t n)
+/*
+ * INVALIDATE of the `n` commands at `c`: in registers (INVALIDATE_INLINE) up to
+ * SMMU_HYP_INVALIDATE_INLINE_MAX, otherwise copied into cmd_buf under cmd_lock. Never sleeps.
+ */
+static int pv_invalidate(const struct smmu_hyp_cmd *c, size_t n)
 {
 	struct arm_smccc_res r;
+	unsigned long flags;
 	long status;
 
 	if (!n)
 		return 0;
-	status = hyp_call(SMMU_HYP_FN_INVALIDATE, virt_to_phys(cmd_buf), n, 0, &r);
+	if (n <= SMMU_HYP_INVALIDATE_INLINE_MAX) {
+		status = hyp_invalidate_inline(c, n, &r);
+	} else {
+		spin_lock_irqsave(&cmd_lock, flags);
+		memcpy(cmd_buf, c, n * sizeof(*c));
+		status = hyp_call(SMMU_HYP_FN_INVALIDATE, virt_to_phys(cmd_buf), n, 0, &r);
+		spin_unlock_irqrestore(&cmd_lock, flags);
+	}
 	if (status < 0)
 		pr_err_ratelimited("INVALIDATE of %zu commands refused at command %lu: %ld\n", n,
 				   r.a1, status);
@@ -351,10 +387,10 @@ static void pv_cmd_va(struct smmu_hyp_cmd *c, u16 asid, unsigned long iova, bool
 /* Every TLB entry of the domain's ASID: one TLBI_NH_ASID in one batch. */
 static void pv_flush_asid(struct pv_domain *d)
 {
-	mutex_lock(&cmd_lock);
-	pv_cmd_asid(&cmd_buf[0], d->asid);
-	pv_invalidate_locked(1);
-	mutex_unlock(&cmd_lock);
+	struct smmu_hyp_cmd c;
+
+	pv_cmd_asid(&c, d->asid);
+	pv_invalidate(&c, 1);
 	atomic_inc(&d->batches);
 	atomic_inc(&d->cmds);
 }
@@ -364,6 +400,7 @@ static void pv_flush_range(struct pv_domain *d, unsigned long iova, size_t size,
 			   bool leaf)
 {
 	size_t pages = granule ? DIV_ROUND_UP(size, granule) : 0, i;
+	struct smmu_hyp_cmd cmds[PV_MAX_VA_CMDS];
 
 	if (!pages)
 		return;
@@ -371,11 +408,9 @@ static void pv_flush_range(struct pv_domain *d, unsigned long iova, size_t size,
 		pv_flush_asid(d);
 		return;
 	}
-	mutex_lock(&cmd_lock);
 	for (i = 0; i < pages; i++)
-		pv_cmd_va(&cmd_buf[i], d->asid, iova + i * granule, leaf);
-	pv_invalidate_locked(pages);
-	mutex_unlock(&cmd_lock);
+		pv_cmd_va(&cmds[i], d->asid, iova + i * granule, leaf);
+	pv_invalidate(cmds, pages);
 	atomic_inc(&d->batches);
 	atomic_add(pages, &d->cmds);
 }

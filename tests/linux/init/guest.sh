@@ -60,11 +60,16 @@ wait_for_disk() {
 }
 
 # Its virtio disk (iommu_platform=on: its DMA goes through the SMMU, in the $DOMAIN_TYPE domain
-# its driver attached) reads and writes with direct I/O, checksummed.
+# its driver attached) reads and writes with direct I/O, checksummed. In a DMA domain each
+# strict unmap was invalidated (INVALIDATE_INLINE: its one TLBI_NH_VA in registers), and the
+# hypervisor refused none of them.
 disk_io_through_its_default_domain() {
     for m in $MODULES; do insmod "/lib/modules/$m.ko" || { echo "insmod $m failed"; return 1; }; done
     wait_for_disk || return 1
-    disk_reads_right && disk_writes_right 512
+    disk_reads_right && disk_writes_right 512 || return 1
+    n=$(cat "/sys/module/$PVIOMMU/parameters/invalidates")
+    if [ "$DOMAIN_TYPE" = DMA ] && [ "$n" -lt 100 ]; then echo "$n invalidations"; return 1; fi
+    if dmesg | grep -q 'INVALIDATE of .* refused'; then dmesg | grep 'INVALIDATE of' | tail -n 1; return 1; fi
 }
 
 # edu_dma SRC DST CMD: one transfer of 8 bytes by its edu (CMD 3: from its buffer, at 0x40000,
