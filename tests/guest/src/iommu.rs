@@ -42,6 +42,19 @@ pub fn invalidate(cmds: &[Command]) -> Result<u64, (HypError, u64)> {
     }
 }
 
+/// INVALIDATE_INLINE with `cmds` (1 to 3, in registers); on failure also the bad index.
+pub fn invalidate_inline(cmds: &[Command]) -> Result<u64, (HypError, u64)> {
+    let mut words = [[0u64; 2]; host_abi::INVALIDATE_INLINE_MAX as usize];
+    for (w, c) in words.iter_mut().zip(cmds) {
+        *w = c.0;
+    }
+    let (st, r) = call(HypCall::InvalidateInline { count: cmds.len() as u8, cmds: words });
+    match st {
+        Ok(_) => Ok(r[1]),
+        Err(e) => Err((e, r[1])),
+    }
+}
+
 /// Reads up to 16 of our event records; returns how many were written.
 pub fn read_events(out: &mut [EventRecord; 16]) -> Result<usize, HypError> {
     let (st, r) = call(HypCall::EventRead { ipa: out.as_mut_ptr() as u64, len: 32 * 16 });

@@ -205,6 +205,14 @@ fn smmu_figures(overhead: u64) {
         );
         report(name, s);
     }
+    // The same one command in registers (INVALIDATE_INLINE): no array in memory.
+    let s = net(
+        measure(|| {
+            let _ = iommu::invalidate_inline(&cmds[..1]);
+        }),
+        overhead,
+    );
+    report("inval_inline_1", s);
     let s = net(
         measure(|| {
             for c in cmds.chunks(1) {
