@@ -658,4 +658,20 @@ mod tests {
         let want = HypCall::InvalidateInline { count: 3, cmds: [[1, 2], [3, 4], [5, 6]] };
         assert_eq!(HypCall::decode(&r), Ok(want));
     }
+
+    #[test]
+    fn buffer_lengths_are_refused_exactly_past_their_bounds() {
+        let call = |f: FunctionId, len: u64| {
+            let mut r = [0u64; HVC_REGS];
+            r[0] = f as u32 as u64;
+            r[2] = len;
+            HypCall::decode(&r)
+        };
+        let most = 32 * EVENT_READ_MAX;
+        assert!(call(FunctionId::EventRead, most).is_ok(), "the most records at once");
+        assert_eq!(call(FunctionId::EventRead, most + 32), Err(HypError::InvalidParameter));
+        let least = core::mem::size_of::<crate::PmStatus>() as u64;
+        assert!(call(FunctionId::PmStatus, least).is_ok(), "exactly the structure");
+        assert_eq!(call(FunctionId::PmStatus, least - 1), Err(HypError::InvalidParameter));
+    }
 }
