@@ -427,16 +427,28 @@ impl SoftSmmu {
 
     /// The command at CONS, if the queue is enabled, not stopped and not empty.
     pub fn next_command(&self, mem: &mut dyn SmmuMemory) -> Option<Result<[u64; 2], MemFault>> {
+        let (cons, used) = self.pending_commands()?;
+        if used == 0 {
+            return None;
+        }
+        let mut c = [0u64; 2];
+        Some(mem.read(self.cmdq_entry(cons), &mut c).map(|()| c))
+    }
+
+    /// CONS and how many commands follow it up to PROD, if the queue is enabled and not stopped.
+    #[inline]
+    fn pending_commands(&self) -> Option<(QueuePtr, u32)> {
         if !self.cr0().contains(Cr0::CMDQEN) || self.cmdq_stopped() {
             return None;
         }
         let (prod, cons) = self.cmdq_ptrs();
-        if queue::used(prod, cons) == 0 {
-            return None;
-        }
-        let addr = (self.cmdq_base() & regs::BASE_ADDR_MASK) + cons.index() as u64 * 16;
-        let mut c = [0u64; 2];
-        Some(mem.read(addr, &mut c).map(|()| c))
+        Some((cons, queue::used(prod, cons)))
+    }
+
+    /// The address of the command queue's entry `at`.
+    #[inline]
+    fn cmdq_entry(&self, at: QueuePtr) -> u64 {
+        (self.cmdq_base() & regs::BASE_ADDR_MASK) + at.index() as u64 * 16
     }
 
     /// Reads the commands from `k` entries after CONS on, as many as fit in `out` without
@@ -450,17 +462,13 @@ impl SoftSmmu {
         k: u32,
         out: &mut [Command],
     ) -> Option<Result<usize, MemFault>> {
-        if !self.cr0().contains(Cr0::CMDQEN) || self.cmdq_stopped() || out.is_empty() {
-            return None;
-        }
-        let (prod, cons) = self.cmdq_ptrs();
-        let used = queue::used(prod, cons);
-        if used <= k {
+        let (cons, used) = self.pending_commands()?;
+        if used <= k || out.is_empty() {
             return None;
         }
         let at = cons.advance(k);
         let m = ((used - k).min(at.capacity() - at.index()) as usize).min(out.len());
-        let base = (self.cmdq_base() & regs::BASE_ADDR_MASK) + at.index() as u64 * 16;
+        let base = self.cmdq_entry(at);
         if mem.read(base, words(&mut out[..m])).is_ok() {
             return Some(Ok(m));
         }
@@ -480,17 +488,13 @@ impl SoftSmmu {
     /// the queue's end if they wrap round it. One look at the pointers, one memory read.
     #[inline]
     pub fn fetch_all(&self, mem: &mut dyn SmmuMemory, out: &mut [Command]) -> Result<usize, usize> {
-        if !self.cr0().contains(Cr0::CMDQEN) || self.cmdq_stopped() {
-            return Err(0);
-        }
-        let (prod, cons) = self.cmdq_ptrs();
-        let used = queue::used(prod, cons) as usize;
+        let (cons, used) = self.pending_commands().ok_or(0usize)?;
+        let used = used as usize;
         if used == 0 || used > out.len() {
             return Err(0);
         }
         let m = used.min((cons.capacity() - cons.index()) as usize);
-        let base = (self.cmdq_base() & regs::BASE_ADDR_MASK) + cons.index() as u64 * 16;
-        if mem.read(base, words(&mut out[..m])).is_err() {
+        if mem.read(self.cmdq_entry(cons), words(&mut out[..m])).is_err() {
             // Which entries are good is the planner's business (it fetches them one by one).
             return Err(0);
         }
