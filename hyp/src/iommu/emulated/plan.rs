@@ -60,17 +60,7 @@ pub trait Queue {
     /// Otherwise `Err(m)`, the first `m` of them in `out` as [`Self::fetch`] from CONS would
     /// give them (0 for an empty queue or one holding more; the commands before the queue's
     /// end if they wrap round it; if an entry is out of reach, at most the ones before it).
-    fn fetch_all(&mut self, out: &mut [Command]) -> Result<usize, usize> {
-        let used = self.after(0) as usize;
-        if used == 0 || used > out.len() {
-            return Err(0);
-        }
-        match self.fetch(0, &mut out[..used]) {
-            Some(Ok(n)) if n == used => Ok(n),
-            Some(Ok(n)) => Err(n),
-            _ => Err(0),
-        }
-    }
+    fn fetch_all(&mut self, out: &mut [Command]) -> Result<usize, usize>;
     /// Where a CMD_SYNC's MSI may be written at `addr`: four bytes, 4-byte aligned, in the
     /// host's own RAM (never the hypervisor's, a guest's, or the shadow CDs the hypervisor
     /// keeps in it); `None` if not.

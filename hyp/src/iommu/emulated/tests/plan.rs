@@ -52,6 +52,17 @@ impl Queue for FakeQueue {
     fn after(&self, k: u32) -> u32 {
         (self.cmds.len() as u32).saturating_sub(k)
     }
+    fn fetch_all(&mut self, out: &mut [Command]) -> Result<usize, usize> {
+        let used = self.after(0) as usize;
+        if used == 0 || used > out.len() {
+            return Err(0);
+        }
+        match self.fetch(0, &mut out[..used]) {
+            Some(Ok(n)) if n == used => Ok(n),
+            Some(Ok(n)) => Err(n),
+            _ => Err(0),
+        }
+    }
     fn msi_target(&self, addr: u64) -> Option<GuestRange> {
         // The host's RAM, as the manifest says.
         GuestRange::of(&platform::qemu_virt::MANIFEST.vms[0], addr, 4)
