@@ -5,9 +5,10 @@
  *   [0, 248)   x0..x30. x0..x18 and x30 are always saved. x19..x29 are callee-saved under
  *              AAPCS64, so the Rust handlers preserve them; they are saved (and restored from the
  *              frame) for aborts (exception classes 0x20 and up), because emulating a VM's MMIO
- *              access may read or write any register. Hypercalls, SMCs and system-register traps
- *              skip them (no handler of theirs touches them), and a CPU only ever runs its own
- *              VM: no context switch needs them.
+ *              access may read or write any register, and for system-register traps (0x18: a
+ *              Linux VM's SGI write names any register). Hypercalls and SMCs skip them (no
+ *              handler of theirs touches them), and a CPU only ever runs its own VM: no context
+ *              switch needs them.
  *   248        ELR_EL2
  *   256        SPSR_EL2
  *   264        padding
@@ -105,12 +106,15 @@ trap_common:
     mrs     x9, elr_el2
     mrs     x10, spsr_el2
     stp     x9, x10, [sp, #248]
-    /* An exception class from 0x20 up (ESR bit 31: aborts, where MMIO is emulated)? Then
-       x19..x29 go into the frame too. HVC (0x16), SMC, system-register traps skip them (two
-       instructions on the hypercall path); IRQs leave ESR stale, which is fine either way. */
+    /* An exception class from 0x20 up (ESR bit 31: aborts, where MMIO is emulated), or with
+       EC bit 3 set (ESR bit 29: 0x18, MSR/MRS, whose Rt may be any register, e.g. a Linux
+       host's ICC_SGI1R_EL1 write; also 0x08..0x0f and 0x19..0x1f, which read none)? Then
+       x19..x29 go into the frame too. HVC (0x16) and SMC (0x17) skip them (three instructions
+       on the hypercall path); IRQs leave ESR stale, which is fine either way. */
     mrs     x9, esr_el2
-    tbz     x9, #31, 1f
-    stp     x19, x20, [sp, #152]
+    tbnz    x9, #31, 2f
+    tbz     x9, #29, 1f
+2:  stp     x19, x20, [sp, #152]
     stp     x21, x22, [sp, #168]
     stp     x23, x24, [sp, #184]
     stp     x25, x26, [sp, #200]

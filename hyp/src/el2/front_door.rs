@@ -11,6 +11,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use host_abi::smmu::regs::{off, IrqCtrl};
 use host_abi::smmu::Command;
 use host_abi::{HypError, PmStatus, PmVoteResult, Refusal, SmmuStats};
+use hyp::host::mmio::{HotStore, Region};
 use hyp::iommu::driver::order::Coherency;
 use hyp::iommu::driver::smmu::{EventWords, SmmuDriver};
 use hyp::iommu::driver::ste::{Domain, S2Config};
@@ -540,6 +541,14 @@ pub fn init_host_smmu(spec: &'static VmSpec, eventq_spi: u32, gerror_spi: u32, c
 
 /// The emulated SMMU as a device on the host's MMIO path.
 pub struct HostSmmuDevice;
+
+/// The host's `SMMU_CMDQ_PROD` writes as a hot store (`hyp::host::mmio::HotStore`): a 32-bit
+/// write per command submission (Linux's strict unmap makes one per DMA unmap), recognised from
+/// the syndrome before the region search. `region` is the host's emulated SMMU region.
+pub fn hot_cmdq_prod(region: &Region<'static>) -> HotStore<'static> {
+    let offset = off::CMDQ_PROD as u64;
+    HotStore { ipa: region.range.base + offset, offset, size: 4, device: region.device }
+}
 
 impl hyp::host::mmio::Device for HostSmmuDevice {
     fn name(&self) -> &'static str {

@@ -17,7 +17,7 @@ use log::warn;
 /// Registers saved by the vectors (layout shared with entry.S).
 #[repr(C)]
 pub struct TrapFrame {
-    /// x0..x30; only x0..x18 and x30 are saved (see entry.S): x19..x29 are not valid here.
+    /// x0..x30; x19..x29 only for aborts and system-register traps (see entry.S).
     pub x: [u64; 31],
     /// ELR_EL2.
     pub elr: u64,
@@ -30,7 +30,7 @@ const _: () = assert!(core::mem::size_of::<TrapFrame>() == 272);
 const _: () = assert!(core::mem::offset_of!(TrapFrame, elr) == 248);
 
 /// The MMIO emulation path reads and writes the trapped VM's registers in the frame (x19..x29
-/// are in it for every trap but HVC: see entry.S).
+/// are in it for aborts and system-register traps, not for HVC and SMC: see entry.S).
 impl mmio::Registers for TrapFrame {
     fn get(&self, n: u8) -> u64 {
         self.x[n as usize]
@@ -110,12 +110,47 @@ fn lower_sync(frame: &mut TrapFrame) {
     if esr.ec_raw() == EC_HVC64 {
         hypercall(frame, esr);
     } else {
+        other_sync(frame, esr);
+    }
+}
+
+/// Every synchronous trap but a hypercall: the host's two frequent ones first (`hot_store`,
+/// `host_sgi`), then the rest. Out of line, so that the hypercall path's frame stays small.
+#[inline(never)]
+fn other_sync(frame: &mut TrapFrame, esr: Esr) {
+    if !(esr.ec_raw() == EC_DABT_LOWER && hot_store(frame, esr) || host_sgi(frame, esr)) {
         slow_trap(frame, esr);
     }
 }
 
 /// ESR_EL2.EC of an HVC from AArch64.
 const EC_HVC64: u8 = 0x16;
+/// ESR_EL2.EC of a data abort from a lower EL.
+const EC_DABT_LOWER: u8 = 0x24;
+
+/// The IPA of a stage-2 abort: HPFAR_EL2's page, FAR_EL2's offset in it.
+#[inline(always)]
+fn fault_ipa(far: u64) -> u64 {
+    ((hpfar_el2::read() >> 4) & ((1 << 40) - 1)) << 12 | (far & 0xfff)
+}
+
+/// The VM's hot store (`Vm::hot`: the host's emulated `CMDQ_PROD`), emulated without the
+/// region search: exactly what `slow_trap`'s MMIO path would do with it, in fewer
+/// instructions. `false` (nothing done) for every other abort.
+#[inline(always)]
+fn hot_store(frame: &mut TrapFrame, esr: Esr) -> bool {
+    let vm = vm::current();
+    let Some(hot) = vm.hot.as_ref() else { return false };
+    let Some(reg) = hot.register(esr, fault_ipa(far_el2::read())) else { return false };
+    if vm.stopped() {
+        // Another CPU of this VM stopped it: nothing more of it runs.
+        vm.park();
+    }
+    hot.store(reg, frame);
+    vm.count_mmio();
+    frame.elr += 4;
+    true
+}
 
 fn hypercall(frame: &mut TrapFrame, esr: Esr) {
     let vm = vm::Vm::current_counting_hypercall();
@@ -187,7 +222,7 @@ fn slow_trap(frame: &mut TrapFrame, esr: Esr) {
         }
         ExceptionClass::DataAbortLower | ExceptionClass::InstrAbortLower => {
             let far = far_el2::read();
-            let ipa = ((hpfar_el2::read() >> 4) & ((1 << 40) - 1)) << 12 | (far & 0xfff);
+            let ipa = fault_ipa(far);
             if !vm.mmio.is_empty() {
                 match mmio::emulate(&vm.mmio, esr, ipa, frame) {
                     Outcome::Emulated { .. } => {
@@ -238,11 +273,8 @@ fn slow_trap(frame: &mut TrapFrame, esr: Esr) {
             }
         }
         ExceptionClass::SysReg => {
+            // (A Linux VM's SGI register writes never get here: `host_sgi`.)
             let access = SysRegAccess::decode(esr);
-            if vm.linux.is_some() && !access.read && host_sgi(vm, frame, &access) {
-                frame.elr += 4;
-                return;
-            }
             if vm.first_trap((0x18 << 24) | access.key()) {
                 warn!(
                     "vm {}: trapped {access} at PC {:#x}: injecting an undefined instruction \
@@ -267,34 +299,51 @@ fn slow_trap(frame: &mut TrapFrame, esr: Esr) {
     }
 }
 
-/// A Linux host's write to an SGI register (trapped: `HCR_EL2.FMO` is set on its CPUs): its
+/// A Linux VM's write to an SGI register (trapped: `HCR_EL2.FMO` is set on its CPUs), handled
+/// before `slow_trap`: IPIs are the host's most frequent trap after its `CMDQ_PROD` writes. Its
 /// group-1 SGIs are sent to its own CPUs only, the rest dropped (`hyp::host::sgi`), the first
-/// drop of each register logged. `false` if `access` is not an SGI register.
-fn host_sgi(vm: &vm::Vm, frame: &TrapFrame, access: &SysRegAccess) -> bool {
+/// drop of each register logged. `false` (nothing done) if the trap is not such a write, or the
+/// VM is not a Linux one (`slow_trap` then injects an undefined instruction, as for any
+/// register it does not emulate).
+#[inline(always)]
+fn host_sgi(frame: &mut TrapFrame, esr: Esr) -> bool {
     use hyp::host::sgi::{decide, SgiRegister};
-    let a = access;
-    let Some(reg) = SgiRegister::from_encoding(a.op0, a.op1, a.crn, a.crm, a.op2) else {
+    let Some((reg, rt)) = SgiRegister::written(esr) else { return false };
+    let vm = vm::current();
+    if vm.linux.is_none() {
         return false;
-    };
-    let value = if a.rt == 31 { 0 } else { frame.x[a.rt as usize] };
-    let own = vm.spec.cpus.iter().fold(0u16, |m, c| m | (1 << (c & 15)));
-    let d = decide(reg, value, super::sysreg::cpu_index(), own);
+    }
+    if vm.stopped() {
+        // Another CPU of this VM stopped it: nothing more of it runs.
+        vm.park();
+    }
+    let value = if rt == 31 { 0 } else { frame.x[rt as usize] };
+    let d = decide(reg, value, super::sysreg::cpu_index(), vm.cpu_mask);
     if let Some((intid, targets)) = d.send {
         super::gic::send_sgi(intid, targets);
     }
     if d.dropped != 0 {
-        vm::count_dropped_sgi();
-        if vm.first_trap((0x18 << 24) | (1 << 23) | access.key()) {
-            warn!(
-                "vm {}: its {access} of {value:#x} names CPUs {:#06x} that are not its own{}: \
-                 not sent there (logged once per register)",
-                vm.spec.name,
-                d.dropped,
-                if reg == SgiRegister::Sgi1r { "" } else { ", or is a group-0 SGI" }
-            );
-        }
+        sgi_dropped(vm, esr, reg, value, d.dropped);
     }
+    frame.elr += 4;
     true
+}
+
+/// Counts an SGI write that named CPUs not the VM's (or a group-0 SGI), logging the first of
+/// each register.
+#[cold]
+#[inline(never)]
+fn sgi_dropped(vm: &vm::Vm, esr: Esr, reg: hyp::host::sgi::SgiRegister, value: u64, dropped: u16) {
+    vm::count_dropped_sgi();
+    let access = SysRegAccess::decode(esr);
+    if vm.first_trap((0x18 << 24) | (1 << 23) | access.key()) {
+        warn!(
+            "vm {}: its {access} of {value:#x} names CPUs {dropped:#06x} that are not its own{}: \
+             not sent there (logged once per register)",
+            vm.spec.name,
+            if reg == hyp::host::sgi::SgiRegister::Sgi1r { "" } else { ", or is a group-0 SGI" }
+        );
+    }
 }
 
 fn trapped(frame: &TrapFrame, esr: Esr, far: u64) -> TrappedState {

@@ -20,7 +20,7 @@ use alloc::vec::Vec;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use hyp::el2_controls::Hcr;
-use hyp::host::mmio::{AbortReason, Region};
+use hyp::host::mmio::{AbortReason, HotStore, Region};
 use hyp::hypercall::{ConsoleSink, GuestMemory, GuestRange};
 use hyp::pci::{Configured, Function};
 use hyp::vm::console::LineBuffer;
@@ -81,6 +81,11 @@ pub struct Vm {
     /// Its emulated MMIO devices (a Linux VM's PCI configuration space, GIC distributor,
     /// redistributor RD frames, and the host's SMMU or a guest's PL011).
     pub mmio: Vec<Region<'static>>,
+    /// The store among `mmio` recognised before the region search: the host's emulated
+    /// `SMMU_CMDQ_PROD` (see `trap::lower_sync`).
+    pub hot: Option<HotStore<'static>>,
+    /// Its CPUs, bit n = CPU n (linear index, `Aff0` on this board): where its SGIs may go.
+    pub cpu_mask: u16,
     /// MMIO refusal reasons already logged (bit per [`AbortReason::index`]).
     refusals_logged: AtomicU8,
     /// Trap kinds already logged (exception class << 24 | system register encoding).
@@ -409,6 +414,12 @@ pub fn prepare_all(
             }
             None => (Vec::new(), Vec::new()),
         };
+        // The host's emulated SMMU, if it has one (its region is the board's SMMU frame).
+        let board = super::PLATFORM.board();
+        let hot = mmio
+            .iter()
+            .find(|r| r.range.base == board.smmu.base && r.range.size == board.smmu.size)
+            .map(super::front_door::hot_cmdq_prod);
         // The stage-2 tables are in use by the hardware from now on: they live on the heap and
         // are never dropped.
         let s2 = alloc::boxed::Box::leak(alloc::boxed::Box::new(mmu::build_stage2(
@@ -477,6 +488,8 @@ pub fn prepare_all(
             stopping: AtomicBool::new(false),
             devices: functions,
             linux,
+            hot,
+            cpu_mask: spec.cpus.iter().fold(0u16, |m, c| m | (1 << (c & 15))),
             mmio,
             refusals_logged: AtomicU8::new(0),
             traps_logged: SpinMutex::new(Vec::new()),

@@ -239,6 +239,65 @@ pub fn emulate(regions: &[Region<'_>], esr: Esr, ipa: u64, regs: &mut dyn Regist
     Outcome::Emulated { access }
 }
 
+/// One register a VM stores to far more often than to anything else (the host's emulated
+/// `SMMU_CMDQ_PROD`: a write per strict unmap), recognised straight from the syndrome before
+/// [`emulate`]'s region search and decode. It only ever takes a store that [`emulate`] would
+/// perform identically; everything else (another size, a load, another IPA, any syndrome
+/// `emulate` refuses) is left to [`emulate`].
+#[derive(Clone, Copy)]
+pub struct HotStore<'a> {
+    /// The register's IPA: a multiple of `size`, inside a region of `device`.
+    pub ipa: u64,
+    /// Its offset in that region.
+    pub offset: u64,
+    /// The store's size in bytes (4 or 8).
+    pub size: u8,
+    /// The device that region belongs to.
+    pub device: &'a (dyn Device + Sync),
+}
+
+impl HotStore<'_> {
+    /// The ESR bits [`emulate`] looks at for a store: the class, ISV, SAS, CM, S1PTW, WnR and
+    /// the fault status code's kind (a translation fault, any level). SRT is the register;
+    /// IL, SSE, SF, AR and the rest do not change a store.
+    const MASK: u64 =
+        (0x3f << 26) | iss::ISV | (3 << iss::SAS_SHIFT) | iss::CM | (1 << 7) | (1 << 6) | 0x3c;
+
+    /// Those bits for a translation-fault store of `size` bytes from a lower EL.
+    const fn expected(size: u8) -> u64 {
+        (0x24 << 26)
+            | iss::ISV
+            | ((size.trailing_zeros() as u64) << iss::SAS_SHIFT)
+            | (1 << 6)
+            | 0x04
+    }
+
+    /// The register (SRT; 31 is XZR) of the store that `esr` at `ipa` describes, if it is
+    /// this register's: exactly what [`emulate`] would do with it, a store of `size` bytes at
+    /// `offset` of `device`.
+    #[inline(always)]
+    pub fn register(&self, esr: Esr, ipa: u64) -> Option<u8> {
+        (esr.0 & Self::MASK == Self::expected(self.size) && ipa == self.ipa)
+            .then_some(((esr.0 >> iss::SRT_SHIFT) & 0x1f) as u8)
+    }
+
+    /// Performs the store `esr` at `ipa` describes with `regs`, if it is this register's (see
+    /// [`HotStore::register`]); `false` (nothing done) otherwise.
+    #[inline(always)]
+    pub fn emulate(&self, esr: Esr, ipa: u64, regs: &dyn Registers) -> bool {
+        let Some(reg) = self.register(esr, ipa) else { return false };
+        self.store(reg, regs);
+        true
+    }
+
+    /// Performs the store from register `reg` (from [`HotStore::register`]) with `regs`.
+    #[inline(always)]
+    pub fn store(&self, reg: u8, regs: &dyn Registers) {
+        let value = if reg == 31 { 0 } else { regs.get(reg) };
+        self.device.write(self.offset, self.size, truncate(value, self.size));
+    }
+}
+
 /// A register frame as a map, for the filters' tests: reading a register it does not hold
 /// panics (as an emulator may fault), and every write is recorded.
 #[cfg(test)]
@@ -425,6 +484,83 @@ mod tests {
         // A permission fault is not an emulated access.
         let perm = Esr((esr(2, false, 0, false, false).0 & !0x3f) | 0x0f);
         assert_eq!(emulate(&r, perm, BASE, &mut regs), Outcome::NotEmulated);
+    }
+
+    /// The hot store takes exactly the syndromes and IPAs for which the region search would
+    /// perform the same store (the same bytes to the same offset of the same device), and
+    /// nothing else: every combination of the bits `emulate` reads, and some it does not.
+    #[test]
+    fn hot_store_is_exactly_emulate_for_its_register() {
+        const OFFSET: u64 = 0x98;
+        for size in [4u8, 8] {
+            let hot_dev = Recorder::new(0);
+            let slow_dev = Recorder::new(0);
+            let other = Recorder::new(0);
+            // The hot register's region first, as the host's list has it, and another after.
+            let slow = [
+                Region {
+                    range: MemRange::new(BASE, 0x1000),
+                    device: &slow_dev as &(dyn Device + Sync),
+                },
+                Region { range: MemRange::new(BASE + 0x1000, 0x1000), device: &other },
+            ];
+            let hot = HotStore { ipa: BASE + OFFSET, offset: OFFSET, size, device: &hot_dev };
+            let mut regs = Regs(RefCell::new(core::array::from_fn(|i| {
+                0x0101_0101_0101_0101u64.wrapping_mul(i as u64 + 0xf1)
+            })));
+            let (mut taken, mut left) = (0, 0);
+            for ec in [0x24u64, 0x25, 0x20, 0x18, 0x16] {
+                for bits in 0u64..(1 << 8) {
+                    for sas in 0..4u64 {
+                        for fsc in [0x04u64, 0x05, 0x06, 0x07, 0x0b, 0x0f, 0x10, 0x2b, 0x3c] {
+                            for srt in [5u64, 31] {
+                                let bit = |n: u32| (bits >> n) & 1;
+                                let e = Esr((ec << 26)
+                                    | (bit(0) << 24) // ISV
+                                    | (sas << iss::SAS_SHIFT)
+                                    | (bit(1) << 21) // SSE
+                                    | (srt << iss::SRT_SHIFT)
+                                    | (bit(2) << 15) // SF
+                                    | (bit(3) << 8) // CM
+                                    | (bit(4) << 7) // S1PTW
+                                    | (bit(5) << 6) // WnR
+                                    | (bit(6) << 25) // IL
+                                    | (bit(7) << 9) // EA
+                                    | fsc);
+                                for ipa in [
+                                    BASE + OFFSET,
+                                    BASE + OFFSET - 4,
+                                    BASE + OFFSET + 4,
+                                    BASE + OFFSET + 1,
+                                    BASE + OFFSET + 2,
+                                    BASE + OFFSET + 0x1000,
+                                    BASE + OFFSET - 0x1000,
+                                ] {
+                                    hot_dev.writes.lock().clear();
+                                    slow_dev.writes.lock().clear();
+                                    let done = hot.emulate(e, ipa, &regs);
+                                    let outcome = emulate(&slow, e, ipa, &mut regs);
+                                    let same_store = matches!(outcome, Outcome::Emulated { access }
+                                        if access.write && access.size == size && ipa == hot.ipa);
+                                    assert_eq!(done, same_store, "{e} at {ipa:#x}, size {size}");
+                                    if done {
+                                        assert_eq!(*hot_dev.writes.lock(), *slow_dev.writes.lock());
+                                        assert_eq!(hot_dev.writes.lock().len(), 1);
+                                        taken += 1;
+                                    } else {
+                                        assert!(hot_dev.writes.lock().is_empty());
+                                        left += 1;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            // ISV, WnR, one size, 4 translation faults; SSE, SF, IL, EA free; two registers.
+            assert_eq!(taken, 4 * 16 * 2, "size {size}");
+            assert!(left > taken);
+        }
     }
 
     #[test]

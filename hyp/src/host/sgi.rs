@@ -11,6 +11,11 @@
 //! `virt`, at most 16 CPUs: `Aff1..3` and the range selector are zero for every CPU).
 #![forbid(unsafe_code)]
 
+use crate::vm::esr::{Esr, SysRegAccess};
+
+/// ESR_EL2.EC of a trapped `MSR`/`MRS` (or system instruction) from AArch64.
+const EC_SYSREG: u8 = 0x18;
+
 /// Which SGI register a trapped `MSR` wrote, by its encoding (op0, op1, CRn, CRm, op2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SgiRegister {
@@ -31,6 +36,21 @@ impl SgiRegister {
             (3, 0, 12, 11, 7) => Some(Self::Sgi0r),
             _ => None,
         }
+    }
+
+    /// The SGI register that the `MSR` trapped with syndrome `esr` writes, and the register it
+    /// writes from (Rt; 31 is XZR), if the trap is a system-register write to one (exception
+    /// class 0x18, direction "write"). Anything else, reads included, is `None`.
+    #[inline(always)]
+    pub fn written(esr: Esr) -> Option<(Self, u8)> {
+        if esr.ec_raw() != EC_SYSREG {
+            return None;
+        }
+        let a = SysRegAccess::decode(esr);
+        if a.read {
+            return None;
+        }
+        Some((Self::from_encoding(a.op0, a.op1, a.crn, a.crm, a.op2)?, a.rt))
     }
 }
 
@@ -149,6 +169,47 @@ mod tests {
         assert_eq!(Sgi1r::list(2, 0b10).0, 0x0200_0002);
         let v = Sgi1r(0x00ab_00cd_0f00_0000 | (1 << 40));
         assert_eq!((v.intid(), v.broadcast(), v.listed_cpus()), (15, true, 0));
+    }
+
+    /// An `MSR`/`MRS` syndrome (EC 0x18) for the encoding, register Rt and direction.
+    fn sysreg_esr(enc: (u64, u64, u64, u64, u64), rt: u64, read: bool) -> Esr {
+        let (op0, op1, crn, crm, op2) = enc;
+        Esr((0x18 << 26)
+            | (1 << 25)
+            | (op0 << 20)
+            | (op2 << 17)
+            | (op1 << 14)
+            | (crn << 10)
+            | (rt << 5)
+            | (crm << 1)
+            | read as u64)
+    }
+
+    #[test]
+    fn written_names_sgi_register_writes_only() {
+        // Linux's `msr ICC_SGI1R_EL1, x1`.
+        let e = sysreg_esr((3, 0, 12, 11, 5), 1, false);
+        assert_eq!(SgiRegister::written(e), Some((SgiRegister::Sgi1r, 1)));
+        assert_eq!(
+            SgiRegister::written(sysreg_esr((3, 0, 12, 11, 6), 30, false)),
+            Some((SgiRegister::Asgi1r, 30))
+        );
+        assert_eq!(
+            SgiRegister::written(sysreg_esr((3, 0, 12, 11, 7), 31, false)),
+            Some((SgiRegister::Sgi0r, 31))
+        );
+        // A read of it (undefined: the slow path injects it), another register, another class.
+        assert_eq!(SgiRegister::written(sysreg_esr((3, 0, 12, 11, 5), 1, true)), None);
+        assert_eq!(SgiRegister::written(sysreg_esr((3, 0, 12, 11, 1), 1, false)), None);
+        assert_eq!(SgiRegister::written(sysreg_esr((3, 0, 12, 12, 5), 1, false)), None);
+        assert_eq!(SgiRegister::written(sysreg_esr((3, 1, 12, 11, 5), 1, false)), None);
+        assert_eq!(SgiRegister::written(sysreg_esr((2, 0, 12, 11, 5), 1, false)), None);
+        assert_eq!(SgiRegister::written(sysreg_esr((3, 0, 13, 11, 5), 1, false)), None);
+        let hvc_like =
+            Esr((sysreg_esr((3, 0, 12, 11, 5), 1, false).0 & !(0x3f << 26)) | (0x16 << 26));
+        assert_eq!(SgiRegister::written(hvc_like), None);
+        let dabt = Esr((sysreg_esr((3, 0, 12, 11, 5), 1, false).0 & !(0x3f << 26)) | (0x24 << 26));
+        assert_eq!(SgiRegister::written(dabt), None);
     }
 
     #[test]
