@@ -109,16 +109,16 @@ fn lower_sync(frame: &mut TrapFrame) {
     // Hypercalls first, by raw class: the fast path stays small (no logging code inlined).
     if esr.ec_raw() == EC_HVC64 {
         hypercall(frame, esr);
-    } else {
+    } else if !(esr.ec_raw() == EC_DABT_LOWER && hot_store(frame, esr)) {
         other_sync(frame, esr);
     }
 }
 
-/// Every synchronous trap but a hypercall: the host's two frequent ones first (`hot_store`,
-/// `host_sgi`), then the rest. Out of line, so that the hypercall path's frame stays small.
+/// Every synchronous trap but a hypercall and a hot store: the host's SGI writes first
+/// (`host_sgi`), then the rest.
 #[inline(never)]
 fn other_sync(frame: &mut TrapFrame, esr: Esr) {
-    if !(esr.ec_raw() == EC_DABT_LOWER && hot_store(frame, esr) || host_sgi(frame, esr)) {
+    if !host_sgi(frame, esr) {
         slow_trap(frame, esr);
     }
 }
