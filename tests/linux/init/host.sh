@@ -391,6 +391,33 @@ sgis_to_other_cpus_stop_nobody() {
     rmmod sgi_to_others || return 1
 }
 
+# Its second CPU's IPI0 count (Rescheduling interrupts) in /proc/interrupts.
+resched_ipis_of_second_cpu() {
+    awk -v c=$((SECOND_CPU + 2)) '/^ *IPI0:/ {print $c}' /proc/interrupts
+}
+
+# An SGI written from x19: from its first CPU the module (resched_from_x19) writes 200
+# rescheduling IPIs (SGI 0) for its second CPU to ICC_SGI1R_EL1 from x19, each once the one
+# before was counted there. The trap's syndrome names x19, which the hypervisor reads from the
+# trap frame: x19..x29 are callee-saved, so entry.S must save them for system-register traps
+# (it once did so for aborts only, and the SGI named whatever the last abort left in the frame).
+# The second CPU's IPI0 count must grow by at least 200.
+sgi_written_from_x19_reaches_its_second_cpu() {
+    n=200
+    before=$(resched_ipis_of_second_cpu)
+    taskset "$(printf %#x $((1 << FIRST_CPU)))" insmod /lib/modules/sgi_to_others.ko rounds=0 resched_from_x19=$n ||
+        { echo "insmod sgi_to_others resched_from_x19=$n failed: $(dmesg | grep sgi_to_others | tail -1)"; return 1; }
+    after=$(resched_ipis_of_second_cpu)
+    said=$(dmesg | grep "sgi_to_others: CPU " | tail -1)
+    rmmod sgi_to_others || { echo "rmmod sgi_to_others failed"; return 1; }
+    [ $((after - before)) -ge $n ] || { echo "IPI0 on CPU $SECOND_CPU: $before -> $after, not +$n; ${said#*] }"; return 1; }
+    case "$said" in
+        *"CPU $FIRST_CPU: $n rescheduling IPIs written from x19 "*" to CPU $SECOND_CPU "*) ;;
+        *) echo "the module said: ${said#*] }"; return 1 ;;
+    esac
+    echo "host: $n rescheduling IPIs written from x19 on CPU $FIRST_CPU; CPU $SECOND_CPU's IPI0 count $before -> $after" > /dev/console
+}
+
 # Takes the emulated SMMU from Linux's driver, tries one thing with tables of its own, gives the
 # SMMU back (see tests/linux/smmu-attack.c).
 reprogram() {
@@ -521,6 +548,7 @@ run disk_dma_through_the_smmu disk_dma_through_the_smmu
 run interrupts_stay_below_the_hypervisors interrupts_stay_below_the_hypervisors
 run own_interrupts_keep_working own_interrupts_keep_working
 run sgis_to_other_cpus_stop_nobody sgis_to_other_cpus_stop_nobody
+run sgi_written_from_x19_reaches_its_second_cpu sgi_written_from_x19_reaches_its_second_cpu
 run edu_dma_from_host_root_faults edu_dma_from_host_root_faults
 # What smmu-attack reprogram tries, one case each.
 run host_bypass_ste_is_identity_over_its_own_memory reprogram bypass
