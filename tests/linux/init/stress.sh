@@ -168,7 +168,10 @@ votes() {
     s=$(($(cat $P/suspends) - s0))
     r=$(($(cat $P/resumes) - r0))
     [ $offs -gt 0 ] || { echo "FAILED: $cycles vote cycles, the SMMU never powered off (votes_allow_off $(cat $P/votes_allow_off))" > $S/result.$name; return; }
-    [ $s = $offs ] && [ $r = $offs ] || { echo "FAILED: $offs power-offs seen, but suspends +$s, resumes +$r" > $S/result.$name; return; }
+    # Every power-off the host's vote saw is a suspend; a cycle whose allow-off waited for the
+    # guests' votes may still power off when they come before the host's need-on (unseen
+    # here). Never more than one per cycle (the host allowed off once each), each resumed.
+    [ $s = $r ] && [ $s -ge $offs ] && [ $s -le $cycles ] || { echo "FAILED: $offs power-offs seen in $cycles cycles, but suspends +$s, resumes +$r" > $S/result.$name; return; }
     echo "ok $cycles allow-off/need-on cycles, $offs of them powered the SMMU off and on (suspends +$s, resumes +$r), $((cycles - offs)) waited for the guests' votes" > $S/result.$name
 }
 
