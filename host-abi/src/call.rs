@@ -329,6 +329,23 @@ pub enum HypCall {
 }
 
 impl HypCall {
+    /// Decodes `INVALIDATE_INLINE`'s arguments (`x1` = count, `x2..x7` = the commands; `x0`
+    /// is taken to be its function ID): the one decoder of them, used by [`HypCall::decode`]
+    /// and by a hypervisor's fast path for this call (a Linux guest makes one per strict
+    /// unmap).
+    #[inline(always)]
+    pub fn decode_invalidate_inline(regs: &[u64; HVC_REGS]) -> Result<HypCall, HypError> {
+        let count = regs[1];
+        if count == 0 || count > INVALIDATE_INLINE_MAX {
+            return Err(HypError::InvalidParameter);
+        }
+        let mut cmds = [[0u64; 2]; INVALIDATE_INLINE_MAX as usize];
+        for (i, c) in cmds.iter_mut().take(count as usize).enumerate() {
+            *c = [regs[2 + 2 * i], regs[3 + 2 * i]];
+        }
+        Ok(HypCall::InvalidateInline { count: count as u8, cmds })
+    }
+
     /// Decodes `x0..x7` as saved at the trap. The function ID is `w0` (SMCCC ignores
     /// `x0[63:32]`).
     #[inline]
@@ -385,17 +402,7 @@ impl HypCall {
                 }
                 HypCall::Invalidate { ipa: regs[1], count }
             }
-            FunctionId::InvalidateInline => {
-                let count = regs[1];
-                if count == 0 || count > INVALIDATE_INLINE_MAX {
-                    return Err(HypError::InvalidParameter);
-                }
-                let mut cmds = [[0u64; 2]; INVALIDATE_INLINE_MAX as usize];
-                for (i, c) in cmds.iter_mut().take(count as usize).enumerate() {
-                    *c = [regs[2 + 2 * i], regs[3 + 2 * i]];
-                }
-                HypCall::InvalidateInline { count: count as u8, cmds }
-            }
+            FunctionId::InvalidateInline => Self::decode_invalidate_inline(regs)?,
             FunctionId::PmVote => match regs[1] {
                 0 => HypCall::PmVote { allow_off: false },
                 1 => HypCall::PmVote { allow_off: true },

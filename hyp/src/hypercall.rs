@@ -100,6 +100,48 @@ fn stateless(call: HypCall) -> Result<HypReturn, HypError> {
     }
 }
 
+/// `INVALIDATE_INLINE` of VM `vm` (a Linux guest's strict unmap: four per I/O) without the
+/// general decode: exactly what [`dispatch`] returns and does for it, `None` (nothing done)
+/// for any other call. The caller has made every check [`dispatch`]'s caller makes (the VM is
+/// running).
+#[inline(always)]
+pub fn dispatch_invalidate_inline(
+    imm: u16,
+    regs: &[u64; HVC_REGS],
+    vm: u32,
+    mem: &dyn GuestMemory,
+    smmu: &mut dyn SmmuCalls,
+) -> Option<HypReturn> {
+    if imm != 0 || regs[0] as u32 != FunctionId::InvalidateInline as u32 {
+        return None;
+    }
+    Some(match HypCall::decode_invalidate_inline(regs) {
+        Ok(HypCall::InvalidateInline { count, cmds }) => {
+            invalidate_inline(vm, count, cmds, mem, smmu)
+        }
+        Ok(_) => HypReturn::err(HypError::NotSupported),
+        Err(e) => HypReturn::err(e),
+    })
+}
+
+/// `INVALIDATE_INLINE`'s work: its `count` commands, from registers (nothing is read from the
+/// VM's memory for them), as one batch.
+#[inline(always)]
+fn invalidate_inline(
+    vm: u32,
+    count: u8,
+    cmds: [[u64; 2]; INVALIDATE_INLINE_MAX as usize],
+    mem: &dyn GuestMemory,
+    smmu: &mut dyn SmmuCalls,
+) -> HypReturn {
+    // The same 16 bytes each (`Command` is `[u64; 2]`): no copy.
+    let cmds: &[Command; INVALIDATE_INLINE_MAX as usize] = zerocopy::transmute_ref!(&cmds);
+    match smmu.invalidate(vm, &cmds[..count as usize], mem) {
+        Ok(n) => HypReturn::ok(0, n as u64, 0, 0),
+        Err((index, e)) => HypReturn::err_at(e, index as u64),
+    }
+}
+
 /// Handles one `HVC #imm` with the saved registers. Never panics on any input.
 pub fn dispatch(imm: u16, regs: &[u64; HVC_REGS], env: &mut Env<'_>) -> HypReturn {
     if imm != 0 {
@@ -240,12 +282,7 @@ fn execute(call: HypCall, env: &mut Env<'_>) -> Result<HypReturn, HypError> {
             invalidate(caller, ipa, count, &mut **mem, &mut **smmu)
         }
         HypCall::InvalidateInline { count, cmds } => {
-            // The commands came in registers: nothing is read from the VM's memory.
-            let cmds: [Command; INVALIDATE_INLINE_MAX as usize] = cmds.map(Command);
-            Ok(match smmu.invalidate(caller.vm.id, &cmds[..count as usize], &**mem) {
-                Ok(n) => HypReturn::ok(0, n as u64, 0, 0),
-                Err((index, e)) => HypReturn::err_at(e, index as u64),
-            })
+            Ok(invalidate_inline(caller.vm.id, count, cmds, &**mem, &mut **smmu))
         }
         HypCall::SmmuStats { ipa, len } => {
             let range = caller.range(ipa, len)?;
@@ -348,6 +385,8 @@ mod tests {
         events: Vec<(u32, [u64; 4])>,
         attached: Vec<(u32, u32, Domain)>,
         invalidated: Vec<(u32, usize)>,
+        /// Every command of every `invalidate`, in order.
+        sent: Vec<Command>,
         injector: Option<u32>,
         injected: Vec<(u32, u64)>,
         inject_refusal: Option<crate::iommu::pm::Refusal>,
@@ -435,6 +474,7 @@ mod tests {
             _mem: &dyn GuestMemory,
         ) -> Result<usize, (usize, HypError)> {
             self.invalidated.push((vm, cmds.len()));
+            self.sent.extend_from_slice(cmds);
             match cmds.iter().position(|c| c.opcode_byte() == 0xff) {
                 Some(i) => Err((i, HypError::BadCommand)),
                 None => Ok(cmds.len()),
@@ -539,6 +579,60 @@ mod tests {
         assert_eq!(call(&mut w, 0, regs).status(), Err(HypError::InvalidParameter));
         assert_eq!(w.smmu.invalidated, [(1, 2), (1, 3)], "through SmmuCalls::invalidate");
         assert_eq!(w.ram.bytes, ram, "the caller's memory untouched");
+    }
+
+    /// The fast path of `INVALIDATE_INLINE` returns and does exactly what `dispatch` does for
+    /// it (the same result, the same commands through `SmmuCalls::invalidate`, nothing else),
+    /// and leaves every other call alone: counts in and out of range, bad commands, register
+    /// garbage past the count, `x0`'s upper half, another immediate, other functions.
+    #[test]
+    fn the_inline_fast_path_is_dispatch_for_its_call() {
+        let id = FunctionId::InvalidateInline as u32 as u64;
+        let (tlbi, sync, bad) = (Command::tlbi_nh_va(0, 1, 0x7000).0, Command::sync().0, [0xff, 7]);
+        let mut cases: Vec<(u16, [u64; 8])> = Vec::new();
+        for count in [0, 1, 2, 3, 4, 5, 1 << 32 | 1, u64::MAX] {
+            for cmds in
+                [[tlbi, sync, tlbi], [tlbi, bad, sync], [bad, tlbi, tlbi], [sync, sync, bad]]
+            {
+                let r = [
+                    id, count, cmds[0][0], cmds[0][1], cmds[1][0], cmds[1][1], cmds[2][0],
+                    cmds[2][1],
+                ];
+                cases.push((0, r));
+                cases.push((1, r));
+                let mut hi = r;
+                hi[0] |= 0xdead_beef << 32;
+                cases.push((0, hi));
+            }
+        }
+        for f in FunctionId::ALL {
+            cases.push((0, [f as u32 as u64, 1, tlbi[0], tlbi[1], 0, 0, 0, 0]));
+        }
+        cases.push((0, [0x8400_0000, 1, tlbi[0], tlbi[1], 0, 0, 0, 0]));
+        let mut fast_taken = 0;
+        let (mut fast, mut slow) = (world(), world());
+        let ram = fast.ram.bytes.clone();
+        for (imm, regs) in cases {
+            (fast.smmu, slow.smmu) = (FakeCalls::default(), FakeCalls::default());
+            let r = dispatch_invalidate_inline(imm, &regs, 1, &fast.ram, &mut fast.smmu);
+            let want = call(&mut slow, imm, regs);
+            match r {
+                None => {
+                    assert!(imm != 0 || regs[0] as u32 != id as u32, "{regs:x?} left alone");
+                    assert!(fast.smmu.invalidated.is_empty());
+                }
+                Some(got) => {
+                    fast_taken += 1;
+                    assert_eq!((imm, regs[0] as u32), (0, id as u32));
+                    assert_eq!(got, want, "{regs:x?}");
+                    assert_eq!(fast.smmu.invalidated, slow.smmu.invalidated, "{regs:x?}");
+                    assert_eq!(fast.smmu.sent, slow.smmu.sent, "{regs:x?}");
+                }
+            }
+            assert_eq!(fast.ram.bytes, ram, "nothing written to the caller's memory");
+        }
+        // 8 counts x 4 command sets x (x0 as is, x0 with an upper half), and FunctionId::ALL's.
+        assert_eq!(fast_taken, 8 * 4 * 2 + 1);
     }
 
     #[test]

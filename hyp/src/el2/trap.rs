@@ -157,6 +157,11 @@ fn hypercall(frame: &mut TrapFrame, esr: Esr) {
     // Element by element: a slice copy would become a call to memcpy on this hot path.
     let x = &frame.x;
     let regs: [u64; host_abi::HVC_REGS] = [x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]];
+    if regs[0] as u32 == host_abi::FunctionId::InvalidateInline as u32 {
+        // A Linux guest's strict unmap (four per I/O): before the discovery calls' check.
+        invalidate_inline(frame, esr, vm, &regs);
+        return;
+    }
     if let Some(ret) = hypercall::dispatch_stateless(esr.imm16(), &regs) {
         set_result(frame, &ret);
         return;
@@ -172,19 +177,34 @@ fn set_result(frame: &mut TrapFrame, ret: &host_abi::call::HypReturn) {
     frame.x[3] = d;
 }
 
+/// `INVALIDATE_INLINE` (`hypercall::dispatch_invalidate_inline`: the same checks and results
+/// as through `hypercall::dispatch`, without the general decode), out of line so that the other
+/// hypercalls' frame stays small.
+#[inline(never)]
+fn invalidate_inline(frame: &mut TrapFrame, esr: Esr, vm: &'static vm::Vm, regs: &[u64; 8]) {
+    if vm.stopped() {
+        // Another CPU of this VM stopped it: nothing more of it runs.
+        vm.park();
+    }
+    let mem = super::guestmem::IdentityGuestMemory::of(vm.spec);
+    let smmu = &mut super::front_door::HypercallSmmu;
+    match hypercall::dispatch_invalidate_inline(esr.imm16(), regs, vm.spec.id, &mem, smmu) {
+        Some(ret) => set_result(frame, &ret),
+        // Not INVALIDATE_INLINE after all (an `HVC` immediate other than 0): the general path.
+        None => hypercall_with_state(frame, esr, vm, regs),
+    }
+}
+
 #[inline(never)]
 fn hypercall_with_state(frame: &mut TrapFrame, esr: Esr, vm: &'static vm::Vm, regs: &[u64; 8]) {
     if vm.stopped() {
         // Another CPU of this VM stopped it: nothing more of it runs.
         vm.park();
     }
+    let mut mem = super::guestmem::IdentityGuestMemory::of(vm.spec);
+    let smmu = &mut super::front_door::HypercallSmmu;
     let caller = Caller { vm: vm.spec, states: &vm::STATES, devices: &vm.devices };
-    let mut env = Env {
-        caller,
-        mem: &mut super::guestmem::IdentityGuestMemory::of(vm.spec),
-        console: &mut vm::Console,
-        smmu: &mut super::front_door::HypercallSmmu,
-    };
+    let mut env = Env { caller, mem: &mut mem, console: &mut vm::Console, smmu };
     let ret = hypercall::dispatch(esr.imm16(), regs, &mut env);
     set_result(frame, &ret);
 }
