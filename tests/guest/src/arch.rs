@@ -137,6 +137,8 @@ unsafe extern "C" {
     fn probe_write64(addr: u64, value: u64);
     static probe_read64_insn: u8;
     static probe_write64_insn: u8;
+    fn probe_sgi1r(value: u64);
+    static probe_sgi1r_insn: u8;
 }
 
 static PROBE_ARMED: AtomicBool = AtomicBool::new(false);
@@ -174,6 +176,18 @@ pub fn try_write64(addr: u64, value: u64) -> Result<(), Fault> {
     .map(|_| ())
 }
 
+/// Writes `value` to `ICC_SGI1R_EL1` (an SGI), or reports the synchronous exception the write
+/// raised.
+pub fn try_sgi1r(value: u64) -> Result<(), Fault> {
+    // SAFETY: one system-register write; if it traps back as an exception the handler skips
+    // it. Callers name an SGI Linux does not use: if it were sent, nobody would act on it.
+    probe(|| {
+        unsafe { probe_sgi1r(value) };
+        0
+    })
+    .map(|_| ())
+}
+
 /// Called by the vectors for every exception.
 #[no_mangle]
 extern "C" fn guest_exception(kind: u64, frame: &mut Frame) {
@@ -186,9 +200,10 @@ extern "C" fn guest_exception(kind: u64, frame: &mut Frame) {
     }
     let read_insn = core::ptr::addr_of!(probe_read64_insn) as u64;
     let write_insn = core::ptr::addr_of!(probe_write64_insn) as u64;
+    let sgi_insn = core::ptr::addr_of!(probe_sgi1r_insn) as u64;
     if kind == 4
         && PROBE_ARMED.load(Ordering::SeqCst)
-        && (frame.elr == read_insn || frame.elr == write_insn)
+        && (frame.elr == read_insn || frame.elr == write_insn || frame.elr == sgi_insn)
     {
         PROBE_ESR.store(esr, Ordering::SeqCst);
         PROBE_FAR.store(far, Ordering::SeqCst);

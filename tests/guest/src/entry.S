@@ -141,3 +141,11 @@ probe_write64:
 probe_write64_insn:
     str     x1, [x0]
     ret
+
+/* An SGI write (ICC_SGI1R_EL1 = x0), which traps to the hypervisor (IMO/FMO are set). */
+.global probe_sgi1r
+.global probe_sgi1r_insn
+probe_sgi1r:
+probe_sgi1r_insn:
+    msr     s3_0_c12_c11_5, x0
+    ret

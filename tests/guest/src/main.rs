@@ -59,6 +59,7 @@ static TESTS: &[Test] = &[
     ("hyp_memory_isolated", isolation::hyp_memory_isolated),
     ("vm_memory_isolated", isolation::vm_memory_isolated),
     ("concurrent", isolation::concurrent),
+    ("sgi_writes_are_undefined", isolation::sgi_writes_are_undefined),
     ("dma_before_attach_is_aborted", dma::dma_before_attach_is_aborted),
     ("identity_dma_lands_at_the_ipa", dma::identity_dma_lands_at_the_ipa),
     ("identity_dma_cannot_leave_the_vm", dma::identity_dma_cannot_leave_the_vm),

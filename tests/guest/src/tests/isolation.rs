@@ -4,7 +4,7 @@
 
 use super::{me, others, page_sum, read_faults, wait_until, write_faults, FIRST_PAGE_SUM};
 use core::sync::atomic::Ordering;
-use guest_tests::arch::{self, try_read64};
+use guest_tests::arch::{self, try_read64, try_sgi1r};
 use guest_tests::msg::Msg;
 use guest_tests::{check, check_eq, hv, msg};
 use host_abi::types::BOOT_INFO_MAGIC;
@@ -91,5 +91,19 @@ pub fn owner_memory_unchanged() -> Result<(), Msg> {
         FIRST_PAGE_SUM.load(Ordering::SeqCst),
         "checksum of our first page after the attacks"
     );
+    Ok(())
+}
+
+/// A bare-metal VM has no SGI register: its `ICC_SGI1R_EL1` write traps (IMO/FMO are set on its
+/// CPU) and comes back as an undefined instruction, whatever CPUs it names: only a Linux VM's
+/// SGIs are sent (to its own CPUs). SGI 15, which nobody uses, to every CPU of the board by
+/// target list (all 16 of cluster 0), then by broadcast (IRM).
+pub fn sgi_writes_are_undefined() -> Result<(), Msg> {
+    for value in [15u64 << 24 | 0xffff, 15 << 24 | 1 << 40] {
+        match try_sgi1r(value) {
+            Ok(()) => return Err(msg!("ICC_SGI1R_EL1 = {value:#x} did not trap")),
+            Err(f) => check_eq!(f.ec(), 0, "ESR.EC of ICC_SGI1R_EL1 = {value:#x} (unknown reason)"),
+        }
+    }
     Ok(())
 }
