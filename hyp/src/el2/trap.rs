@@ -104,17 +104,28 @@ fn lower_serror(frame: &TrapFrame) {
     unsafe { hcr_el2::write(hcr_el2::read() | (1 << 8)) };
 }
 
+/// A synchronous trap from a VM, by raw class, each kind in a function of its own (none pays
+/// for another's registers in its prologue): hypercalls, data aborts (the hot store first),
+/// the rest (the host's SGI writes first).
+#[inline(always)]
 fn lower_sync(frame: &mut TrapFrame) {
     let esr = Esr(esr_el2::read());
-    // Hypercalls first, by raw class: the fast path stays small (no logging code inlined).
-    if esr.ec_raw() == EC_HVC64 {
-        hypercall(frame, esr);
-    } else if !(esr.ec_raw() == EC_DABT_LOWER && hot_store(frame, esr)) {
-        other_sync(frame, esr);
+    match esr.ec_raw() {
+        EC_HVC64 => hypercall(frame, esr),
+        EC_DABT_LOWER => data_abort(frame, esr),
+        _ => other_sync(frame, esr),
     }
 }
 
-/// Every synchronous trap but a hypercall and a hot store: the host's SGI writes first
+/// A data abort: the VM's hot store, or the general path.
+#[inline(never)]
+fn data_abort(frame: &mut TrapFrame, esr: Esr) {
+    if !hot_store(frame, esr) {
+        slow_trap(frame, esr);
+    }
+}
+
+/// Every synchronous trap but a hypercall and a data abort: the host's SGI writes first
 /// (`host_sgi`), then the rest.
 #[inline(never)]
 fn other_sync(frame: &mut TrapFrame, esr: Esr) {
@@ -152,21 +163,27 @@ fn hot_store(frame: &mut TrapFrame, esr: Esr) -> bool {
     true
 }
 
+#[inline(always)]
 fn hypercall(frame: &mut TrapFrame, esr: Esr) {
     let vm = vm::Vm::current_counting_hypercall();
-    // Element by element: a slice copy would become a call to memcpy on this hot path.
-    let x = &frame.x;
-    let regs: [u64; host_abi::HVC_REGS] = [x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]];
-    if regs[0] as u32 == host_abi::FunctionId::InvalidateInline as u32 {
-        // A Linux guest's strict unmap (four per I/O): before the discovery calls' check.
-        invalidate_inline(frame, esr, vm, &regs);
-        return;
-    }
-    if let Some(ret) = hypercall::dispatch_stateless(esr.imm16(), &regs) {
+    if let Some(ret) = hypercall::dispatch_stateless(esr.imm16(), args(frame)) {
         set_result(frame, &ret);
         return;
     }
-    hypercall_with_state(frame, esr, vm, &regs);
+    if args(frame)[0] as u32 == host_abi::FunctionId::InvalidateInline as u32 {
+        // A Linux guest's strict unmap (four per I/O).
+        invalidate_inline(frame, esr, vm);
+        return;
+    }
+    hypercall_with_state(frame, esr, vm);
+}
+
+/// The call's `x0..x7` where the vectors saved them (no copy: the result is written back once
+/// the call is done with them).
+#[inline(always)]
+fn args(frame: &TrapFrame) -> &[u64; host_abi::HVC_REGS] {
+    const _: () = assert!(host_abi::HVC_REGS <= 31);
+    frame.x.first_chunk().expect("x0..x7 are in the frame")
 }
 
 fn set_result(frame: &mut TrapFrame, ret: &host_abi::call::HypReturn) {
@@ -181,22 +198,22 @@ fn set_result(frame: &mut TrapFrame, ret: &host_abi::call::HypReturn) {
 /// as through `hypercall::dispatch`, without the general decode), out of line so that the other
 /// hypercalls' frame stays small.
 #[inline(never)]
-fn invalidate_inline(frame: &mut TrapFrame, esr: Esr, vm: &'static vm::Vm, regs: &[u64; 8]) {
+fn invalidate_inline(frame: &mut TrapFrame, esr: Esr, vm: &'static vm::Vm) {
     if vm.stopped() {
         // Another CPU of this VM stopped it: nothing more of it runs.
         vm.park();
     }
     let mem = super::guestmem::IdentityGuestMemory::of(vm.spec);
     let smmu = &mut super::front_door::HypercallSmmu;
-    match hypercall::dispatch_invalidate_inline(esr.imm16(), regs, vm.spec.id, &mem, smmu) {
+    match hypercall::dispatch_invalidate_inline(esr.imm16(), args(frame), vm.spec.id, &mem, smmu) {
         Some(ret) => set_result(frame, &ret),
         // Not INVALIDATE_INLINE after all (an `HVC` immediate other than 0): the general path.
-        None => hypercall_with_state(frame, esr, vm, regs),
+        None => hypercall_with_state(frame, esr, vm),
     }
 }
 
 #[inline(never)]
-fn hypercall_with_state(frame: &mut TrapFrame, esr: Esr, vm: &'static vm::Vm, regs: &[u64; 8]) {
+fn hypercall_with_state(frame: &mut TrapFrame, esr: Esr, vm: &'static vm::Vm) {
     if vm.stopped() {
         // Another CPU of this VM stopped it: nothing more of it runs.
         vm.park();
@@ -205,7 +222,7 @@ fn hypercall_with_state(frame: &mut TrapFrame, esr: Esr, vm: &'static vm::Vm, re
     let smmu = &mut super::front_door::HypercallSmmu;
     let caller = Caller { vm: vm.spec, states: &vm::STATES, devices: &vm.devices };
     let mut env = Env { caller, mem: &mut mem, console: &mut vm::Console, smmu };
-    let ret = hypercall::dispatch(esr.imm16(), regs, &mut env);
+    let ret = hypercall::dispatch(esr.imm16(), args(frame), &mut env);
     set_result(frame, &ret);
 }
 
