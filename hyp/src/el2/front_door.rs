@@ -545,9 +545,8 @@ pub struct HostSmmuDevice;
 /// The host's `SMMU_CMDQ_PROD` writes as a hot store (`hyp::host::mmio::HotStore`): a 32-bit
 /// write per command submission (Linux's strict unmap makes one per DMA unmap), recognised from
 /// the syndrome before the region search. `region` is the host's emulated SMMU region.
-pub fn hot_cmdq_prod(region: &Region<'static>) -> HotStore<'static> {
-    let offset = off::CMDQ_PROD as u64;
-    HotStore { ipa: region.range.base + offset, offset, size: 4, device: region.device }
+pub fn hot_cmdq_prod(region: &Region<'static>) -> Option<HotStore<'static>> {
+    HotStore::at(region, off::CMDQ_PROD as u64, 4)
 }
 
 impl hyp::host::mmio::Device for HostSmmuDevice {

@@ -1,6 +1,6 @@
 //! VM memory as EL2 reaches it.
 
-use hyp::vm::memory::{GuestMemory, ServedRange};
+use hyp::vm::memory::{access_unit, GuestMemory, ServedRange};
 use platform::regs::DmaRange;
 use platform::VmSpec;
 
@@ -28,24 +28,6 @@ impl IdentityGuestMemory {
     /// VM `spec`'s memory (a `VmSpec` comes from the manifest only).
     pub fn of(spec: &'static VmSpec) -> IdentityGuestMemory {
         IdentityGuestMemory { spec }
-    }
-}
-
-/// The widest access unit, among 16, 8, 4 and 1 bytes, that the VM-side address, the
-/// hypervisor-side address and the length are all multiples of. (A CMD_SYNC's MSI, four bytes,
-/// is then one 32-bit store, as an SMMU writes it: a VM polling the word never sees it half
-/// written.)
-#[inline(always)]
-fn unit(vm_side: usize, hyp_side: usize, len: usize) -> usize {
-    let all = vm_side | hyp_side | len;
-    if all % 16 == 0 {
-        16
-    } else if all % 8 == 0 {
-        8
-    } else if all % 4 == 0 {
-        4
-    } else {
-        1
     }
 }
 
@@ -107,7 +89,7 @@ impl GuestMemory for IdentityGuestMemory {
         // ServedRange was made); both addresses and the length are multiples of the unit
         // chosen, so `len / unit` aligned units fit in both.
         unsafe {
-            match unit(src, dst, len) {
+            match access_unit(src, dst, len) {
                 // Commands and records: 16 bytes per load/store pair (the hypervisor has no SIMD,
                 // so the generic memcpy moved 8 bytes at a time; this is the invalidation path).
                 16 => copy_out_of_vm(src as *const u128, dst as *mut u128, len / 16),
@@ -123,7 +105,7 @@ impl GuestMemory for IdentityGuestMemory {
         // SAFETY: as for `copy_out`, the other way round: `range` is the served VM's RAM,
         // `data` hypervisor memory of the same length.
         unsafe {
-            match unit(dst, src, len) {
+            match access_unit(dst, src, len) {
                 16 => copy_into_vm(src as *const u128, dst as *mut u128, len / 16),
                 8 => copy_into_vm(src as *const u64, dst as *mut u64, len / 8),
                 4 => copy_into_vm(src as *const u32, dst as *mut u32, len / 4),

@@ -419,7 +419,7 @@ pub fn prepare_all(
         let hot = mmio
             .iter()
             .find(|r| r.range.base == board.smmu.base && r.range.size == board.smmu.size)
-            .map(super::front_door::hot_cmdq_prod);
+            .and_then(super::front_door::hot_cmdq_prod);
         // The stage-2 tables are in use by the hardware from now on: they live on the heap and
         // are never dropped.
         let s2 = alloc::boxed::Box::leak(alloc::boxed::Box::new(mmu::build_stage2(

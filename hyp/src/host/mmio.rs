@@ -246,14 +246,33 @@ pub fn emulate(regions: &[Region<'_>], esr: Esr, ipa: u64, regs: &mut dyn Regist
 /// `emulate` refuses) is left to [`emulate`].
 #[derive(Clone, Copy)]
 pub struct HotStore<'a> {
-    /// The register's IPA: a multiple of `size`, inside a region of `device`.
-    pub ipa: u64,
+    /// The register's IPA: a multiple of `size`, inside `device`'s region.
+    ipa: u64,
     /// Its offset in that region.
-    pub offset: u64,
-    /// The store's size in bytes (4 or 8).
-    pub size: u8,
+    offset: u64,
+    /// The store's size in bytes (1, 2, 4 or 8).
+    size: u8,
+    /// The ESR bits [`HotStore::MASK`] selects, as a store of `size` bytes has them.
+    syndrome: u64,
     /// The device that region belongs to.
-    pub device: &'a (dyn Device + Sync),
+    device: &'a (dyn Device + Sync),
+}
+
+impl<'a> HotStore<'a> {
+    /// The store of `size` bytes (1, 2, 4 or 8) at `offset` in `region`, if `offset` is a
+    /// multiple of `size` and the store lies inside the region (as `emulate` would take it).
+    pub fn at(region: &Region<'a>, offset: u64, size: u8) -> Option<HotStore<'a>> {
+        let fits = offset.checked_add(size as u64).is_some_and(|end| end <= region.range.size);
+        (matches!(size, 1 | 2 | 4 | 8) && offset.is_multiple_of(size as u64) && fits).then(|| {
+            HotStore {
+                ipa: region.range.base + offset,
+                offset,
+                size,
+                syndrome: Self::expected(size),
+                device: region.device,
+            }
+        })
+    }
 }
 
 impl HotStore<'_> {
@@ -277,7 +296,7 @@ impl HotStore<'_> {
     /// `offset` of `device`.
     #[inline(always)]
     pub fn register(&self, esr: Esr, ipa: u64) -> Option<u8> {
-        (esr.0 & Self::MASK == Self::expected(self.size) && ipa == self.ipa)
+        (esr.0 & Self::MASK == self.syndrome && ipa == self.ipa)
             .then_some(((esr.0 >> iss::SRT_SHIFT) & 0x1f) as u8)
     }
 
@@ -504,7 +523,8 @@ mod tests {
                 },
                 Region { range: MemRange::new(BASE + 0x1000, 0x1000), device: &other },
             ];
-            let hot = HotStore { ipa: BASE + OFFSET, offset: OFFSET, size, device: &hot_dev };
+            let hot_region = Region { range: MemRange::new(BASE, 0x1000), device: &hot_dev };
+            let hot = HotStore::at(&hot_region, OFFSET, size).unwrap();
             let mut regs = Regs(RefCell::new(core::array::from_fn(|i| {
                 0x0101_0101_0101_0101u64.wrapping_mul(i as u64 + 0xf1)
             })));
@@ -560,6 +580,36 @@ mod tests {
             // ISV, WnR, one size, 4 translation faults; SSE, SF, IL, EA free; two registers.
             assert_eq!(taken, 4 * 16 * 2, "size {size}");
             assert!(left > taken);
+        }
+    }
+
+    /// A hot store is only made for an aligned store inside its region, of a size `emulate`
+    /// knows.
+    #[test]
+    fn a_hot_store_lies_inside_its_region() {
+        let dev = Recorder::new(0);
+        let r = Region { range: MemRange::new(BASE, 0x1000), device: &dev };
+        for (offset, size, ok) in [
+            (0x98, 4, true),
+            (0x98, 8, true),
+            (0xffc, 4, true),
+            (0xff8, 8, true),
+            (0x0, 1, true),
+            (0x2, 2, true),
+            (0x1000, 4, false),
+            (0xffc, 8, false),
+            (0x9a, 4, false),
+            (0x9c, 8, false),
+            (0x98, 3, false),
+            (0x98, 16, false),
+            (0x98, 0, false),
+            (u64::MAX - 3, 4, false),
+        ] {
+            let h = HotStore::at(&r, offset, size);
+            assert_eq!(h.is_some(), ok, "{offset:#x} size {size}");
+            if let Some(h) = h {
+                assert_eq!((h.ipa, h.offset, h.size), (BASE + offset, offset, size));
+            }
         }
     }
 
