@@ -104,6 +104,27 @@ fn derived(name: &str, value: f64, unit: &str) -> Figure {
     Figure { name: name.into(), value, unit: unit.into(), min: value, max: value }
 }
 
+/// The ratio figure `name` = `num` over `den` (each a figure's name and value, if it exists),
+/// into `ratios`; or into `missing`, saying which inputs it needs. Returns the two values used.
+fn push_ratio(
+    ratios: &mut Vec<Figure>,
+    missing: &mut Vec<Unavailable>,
+    name: String,
+    (num, a): (&str, Option<f64>),
+    (den, b): (&str, Option<f64>),
+) -> Option<(f64, f64)> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => {
+            ratios.push(derived(&name, a / b, "x"));
+            Some((a, b))
+        }
+        _ => {
+            missing.push(Unavailable { name, why: format!("needs both {num} and {den}") });
+            None
+        }
+    }
+}
+
 /// Adds the figures computed from others (each only when its inputs exist).
 pub fn derive(figs: &mut Vec<Figure>) {
     if let (Some(b1), Some(b256)) = (get(figs, "inval_batch_1"), get(figs, "inval_batch_256")) {
@@ -691,16 +712,13 @@ pub fn linux_figures(
         }
     }
     // The ratios, wherever both sides exist.
-    let value = |figs: &[Figure], n: &str| figs.iter().find(|f| f.name == n).map(|f| f.value);
     let mut ratios = Vec::new();
     for mode in ["strict", "passthrough"] {
         for (_, op) in LINUX_OPS {
             let name = format!("linux_{mode}_{op}_hyp_over_native");
             let (h, n) = (format!("linux_hyp_{mode}_{op}"), format!("linux_native_{mode}_{op}"));
-            match (value(&figs, &h), value(&figs, &n)) {
-                (Some(h), Some(n)) if n > 0.0 => ratios.push(derived(&name, h / n, "x")),
-                _ => missing.push(Unavailable { name, why: format!("needs both {h} and {n}") }),
-            }
+            let (hv, nv) = (get(&figs, &h), get(&figs, &n));
+            push_ratio(&mut ratios, &mut missing, name, (&h, hv), (&n, nv));
         }
     }
     // Trapped accesses to the emulated SMMU per 4 KiB I/O (over the whole run: the boot's few
@@ -723,20 +741,12 @@ pub fn linux_figures(
         let name = format!("linux_hyp_strict_{op}_4k_el2_2dd_over_1dd");
         let (two, one) =
             (format!("linux_hyp_strict_{op}_4k_2dd_el2"), format!("linux_hyp_strict_{op}_4k_el2"));
-        match (value(&figs, &two), value(&figs, &one)) {
-            (Some(t), Some(o)) if o > 0.0 => ratios.push(derived(&name, t / o, "x")),
-            _ => missing.push(Unavailable { name, why: format!("needs both {two} and {one}") }),
-        }
+        let (tv, ov) = (get(&figs, &two), get(&figs, &one));
+        push_ratio(&mut ratios, &mut missing, name, (&two, tv), (&one, ov));
     }
-    match (value(&figs, "linux_hyp_boot"), value(&figs, "linux_native_boot")) {
-        (Some(h), Some(n)) if n > 0.0 => {
-            ratios.push(derived("linux_boot_hyp_over_native", h / n, "x"))
-        }
-        _ => missing.push(Unavailable {
-            name: "linux_boot_hyp_over_native".into(),
-            why: "needs both boots".into(),
-        }),
-    }
+    let (h, n) = ("linux_hyp_boot", "linux_native_boot");
+    let (hv, nv) = (get(&figs, h), get(&figs, n));
+    push_ratio(&mut ratios, &mut missing, "linux_boot_hyp_over_native".into(), (h, hv), (n, nv));
     figs.extend(ratios);
     (figs, missing, notes)
 }
@@ -765,7 +775,6 @@ pub fn guest_figures(
             Ok(run) => Ok(run.clone()),
         }
     };
-    let value = |figs: &[Figure], n: &str| figs.iter().find(|f| f.name == n).map(|f| f.value);
     let mut both = (0u64, 0u64, 0u64);
     for op in ["read", "write"] {
         let native_name = format!("linux_native_1cpu_strict_{op}_4k");
@@ -849,10 +858,8 @@ pub fn guest_figures(
         let name = format!("linux_guest_strict_{op}_4k_guest_over_native");
         let (g, n) =
             (format!("linux_guest_strict_{op}_4k"), format!("linux_native_1cpu_strict_{op}_4k"));
-        match (value(&out, &g), value(&out, &n)) {
-            (Some(g), Some(n)) if n > 0.0 => ratios.push(derived(&name, g / n, "x")),
-            _ => missing.push(Unavailable { name, why: format!("needs both {g} and {n}") }),
-        }
+        let (gv, nv) = (get(&out, &g), get(&out, &n));
+        push_ratio(&mut ratios, &mut missing, name, (&g, gv), (&n, nv));
     }
     // The paravirtual path's EL2 instructions per strict 4 KiB I/O over the host's
     // trap-and-emulate path's (the host's strict run, one `dd`): per op, and over both.
@@ -863,12 +870,9 @@ pub fn guest_figures(
             format!("linux_guest_strict_{op}_4k_el2_per_io"),
             format!("linux_hyp_strict_{op}_4k_el2"),
         );
-        match (value(&out, &g), value(figs, &h)) {
-            (Some(g), Some(h)) if h > 0.0 => {
-                ratios.push(derived(&name, g / h, "x"));
-                sums = (sums.0 + g, sums.1 + h, sums.2 + 1);
-            }
-            _ => missing.push(Unavailable { name, why: format!("needs both {g} and {h}") }),
+        let (gv, hv) = (get(&out, &g), get(figs, &h));
+        if let Some((g, h)) = push_ratio(&mut ratios, &mut missing, name, (&g, gv), (&h, hv)) {
+            sums = (sums.0 + g, sums.1 + h, sums.2 + 1);
         }
     }
     let name = "pv_over_trap_el2_per_strict_io".to_string();
